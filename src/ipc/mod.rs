@@ -1,0 +1,1 @@
+//! IPC between a container's workers and its supervisor (see docs/ipc.md).

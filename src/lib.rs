@@ -1,0 +1,10 @@
+//! buntime: a deny-by-default OCI container runtime for untrusted code.
+//!
+//! The library holds everything the two binaries share: the runc-compatible
+//! runtime on top of libcontainer, the policy model, the IPC data plane and
+//! the supervisor.
+
+pub mod ipc;
+pub mod logging;
+pub mod policy;
+pub mod runtime;

@@ -1,0 +1,1 @@
+//! The runc-compatible runtime on top of libcontainer.

@@ -1,1 +1,211 @@
 //! Logging set-up shared by the binaries.
+//!
+//! `buntime-runc --log FILE --log-format json` must write what containerd and
+//! conmon read back: one `{"level":"error","msg":"…","time":"…"}` object per
+//! line (logrus' shape, which runc uses). The text format mirrors logrus'
+//! `time="…" level=error msg="…"` lines.
+
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+/// How log lines are rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    /// Parses the `--log-format` value; errors name the argument.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        match value {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!(
+                "invalid --log-format {other:?}: expected \"text\" or \"json\""
+            )),
+        }
+    }
+}
+
+/// Where the lines go: a file (append) or stderr.
+enum Sink {
+    File(Mutex<File>),
+    Stderr,
+}
+
+/// A tracing layer that writes runc-style log lines.
+pub struct RuncLogLayer {
+    sink: Sink,
+    format: LogFormat,
+    max_level: Level,
+}
+
+impl RuncLogLayer {
+    /// Opens `path` for appending (created if missing), or logs to stderr.
+    pub fn new(path: Option<&Path>, format: LogFormat, debug: bool) -> std::io::Result<Self> {
+        let sink = match path {
+            Some(p) => Sink::File(Mutex::new(
+                OpenOptions::new().create(true).append(true).open(p)?,
+            )),
+            None => Sink::Stderr,
+        };
+        let max_level = if debug { Level::DEBUG } else { Level::WARN };
+        Ok(Self {
+            sink,
+            format,
+            max_level,
+        })
+    }
+
+    fn render(&self, level: &Level, target: &str, fields: &FieldText) -> String {
+        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        let level = level_name(level);
+        let mut msg = fields.message.clone();
+        if !fields.extra.is_empty() {
+            if !msg.is_empty() {
+                msg.push(' ');
+            }
+            msg.push_str(&fields.extra);
+        }
+        match self.format {
+            LogFormat::Json => {
+                let line = serde_json::json!({
+                    "level": level,
+                    "msg": msg,
+                    "time": time,
+                    "target": target,
+                });
+                format!("{line}\n")
+            }
+            LogFormat::Text => format!("time=\"{time}\" level={level} msg={msg:?}\n"),
+        }
+    }
+}
+
+/// Our own log targets: who speaks, as the brief names them.
+fn is_own_target(target: &str) -> bool {
+    matches!(target, "cli" | "supervisor" | "worker" | "audit") || target.starts_with("buntime")
+}
+
+fn level_name(level: &Level) -> &'static str {
+    match *level {
+        Level::ERROR => "error",
+        Level::WARN => "warning",
+        Level::INFO => "info",
+        Level::DEBUG => "debug",
+        Level::TRACE => "trace",
+    }
+}
+
+/// Collects an event's message and its other fields as `key=value` text.
+#[derive(Default)]
+struct FieldText {
+    message: String,
+    extra: String,
+}
+
+impl Visit for FieldText {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.message, "{value:?}");
+        } else {
+            if !self.extra.is_empty() {
+                self.extra.push(' ');
+            }
+            let _ = write!(self.extra, "{}={value:?}", field.name());
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message.push_str(value);
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+}
+
+impl<S: Subscriber> Layer<S> for RuncLogLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        if *meta.level() > self.max_level {
+            return;
+        }
+        // libcontainer logs its own view of every failure at error level;
+        // runc users expect one line naming the problem, which the CLI
+        // writes itself, so library chatter is kept to debug runs.
+        if !is_own_target(meta.target()) && self.max_level < Level::DEBUG {
+            return;
+        }
+        let mut fields = FieldText::default();
+        event.record(&mut fields);
+        let line = self.render(meta.level(), meta.target(), &fields);
+        match &self.sink {
+            Sink::File(f) => {
+                if let Ok(mut f) = f.lock() {
+                    let _ = f.write_all(line.as_bytes());
+                }
+            }
+            Sink::Stderr => {
+                let _ = std::io::stderr().write_all(line.as_bytes());
+            }
+        }
+    }
+}
+
+/// Installs the runc-style layer as the global subscriber.
+pub fn init_runc_logging(
+    path: Option<&Path>,
+    format: LogFormat,
+    debug: bool,
+) -> std::io::Result<()> {
+    let layer = RuncLogLayer::new(path, format, debug)?;
+    // Ignore a second initialisation (tests may call this more than once).
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+    Ok(())
+}
+
+/// Plain stderr logging for the people-facing CLI, filtered by `BUNTIME_LOG`.
+pub fn init_cli_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BUNTIME_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_line_has_runc_shape() {
+        let layer = RuncLogLayer::new(None, LogFormat::Json, false).expect("layer");
+        let fields = FieldText {
+            message: "container \"x\" does not exist".into(),
+            extra: String::new(),
+        };
+        let line = layer.render(&Level::ERROR, "buntime::cli", &fields);
+        let v: serde_json::Value = serde_json::from_str(line.trim()).expect("json");
+        assert_eq!(v["level"], "error");
+        assert_eq!(v["msg"], "container \"x\" does not exist");
+        assert!(v["time"].as_str().is_some_and(|t| t.contains('T')));
+    }
+
+    #[test]
+    fn log_format_names_the_flag() {
+        let err = LogFormat::parse("xml").expect_err("must fail");
+        assert!(err.contains("--log-format"));
+    }
+}

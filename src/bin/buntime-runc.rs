@@ -1,1 +1,483 @@
-fn main(){}
+//! buntime-runc: the OCI runtime command line, spoken the way runc speaks it,
+//! because containerd's shim, conmon and the conformance suites call it so.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use buntime::logging::{init_runc_logging, LogFormat};
+use buntime::runtime::create::{create, CreateOptions};
+use buntime::runtime::exec::{exec, ExecOptions};
+use buntime::runtime::ps::Format;
+use buntime::runtime::update::UpdateOptions;
+use buntime::runtime::{defaults, foreground, lifecycle, list, ps, update, Root};
+use clap::{ArgAction, Args, Parser, Subcommand};
+use nix::unistd::Pid;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "buntime-runc",
+    version,
+    about = "A runc-compatible OCI runtime that runs untrusted code under a deny-by-default policy",
+    disable_version_flag = true
+)]
+struct Cli {
+    /// Root directory for container state
+    #[arg(long, default_value = "/run/buntime-runc")]
+    root: PathBuf,
+    /// Write logs to FILE (default: stderr)
+    #[arg(long)]
+    log: Option<PathBuf>,
+    /// Log format: text or json
+    #[arg(long, default_value = "text")]
+    log_format: String,
+    /// Manage cgroups through systemd
+    #[arg(long)]
+    systemd_cgroup: bool,
+    /// Log debug output
+    #[arg(long)]
+    debug: bool,
+    /// Accepted for runc compatibility (rootless mode is detected)
+    #[arg(long, hide = true)]
+    rootless: Option<String>,
+    /// Accepted for runc compatibility (checkpointing is not supported)
+    #[arg(long, hide = true)]
+    criu: Option<String>,
+    /// Print the version
+    #[arg(short = 'v', long, action = ArgAction::Version)]
+    version: Option<bool>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a container from a bundle; it waits for `start`
+    Create(CreateArgs),
+    /// Start a created container
+    Start(IdArg),
+    /// Print a container's OCI state
+    State(IdArg),
+    /// Send a signal to a container's init (or every process with --all)
+    Kill(KillArgs),
+    /// Delete a container
+    Delete(DeleteArgs),
+    /// Create and start a container; in the foreground by default
+    Run(RunArgs),
+    /// Run another process in a running container
+    Exec(ExecArgs),
+    /// List a container's processes
+    Ps(PsArgs),
+    /// List containers
+    List(ListArgs),
+    /// Freeze every process of a container
+    Pause(IdArg),
+    /// Thaw a paused container
+    Resume(IdArg),
+    /// Print a container's events and statistics
+    Events(EventsArgs),
+    /// Change a container's resource limits
+    Update(UpdateArgs),
+    /// Write a default config.json
+    Spec(SpecArgs),
+    /// Print what this runtime supports (OCI features JSON)
+    Features,
+}
+
+#[derive(Args, Debug)]
+struct IdArg {
+    /// Container id
+    id: String,
+}
+
+#[derive(Args, Debug)]
+struct CreateArgs {
+    /// Bundle directory (holding config.json)
+    #[arg(short, long, default_value = ".")]
+    bundle: PathBuf,
+    /// Write the init pid to FILE
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    /// Unix socket to receive the pty master on
+    #[arg(long)]
+    console_socket: Option<PathBuf>,
+    /// Pass N more file descriptors (from fd 3) to the container
+    #[arg(long, default_value_t = 0)]
+    preserve_fds: i32,
+    /// Use chroot instead of pivot_root
+    #[arg(long)]
+    no_pivot: bool,
+    /// Accepted for runc compatibility
+    #[arg(long)]
+    no_new_keyring: bool,
+    /// Container id
+    id: String,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    create: CreateArgs,
+    /// Return after starting the container
+    #[arg(short, long)]
+    detach: bool,
+    /// Keep the container after it exits
+    #[arg(long)]
+    keep: bool,
+    /// Accepted for runc compatibility
+    #[arg(long)]
+    no_subreaper: bool,
+}
+
+#[derive(Args, Debug)]
+struct KillArgs {
+    /// Signal every process in the container
+    #[arg(short, long)]
+    all: bool,
+    /// Container id
+    id: String,
+    /// Signal name (KILL, SIGKILL) or number
+    #[arg(default_value = "SIGTERM")]
+    signal: String,
+}
+
+#[derive(Args, Debug)]
+struct DeleteArgs {
+    /// Kill a running container first; a missing one is not an error
+    #[arg(short, long)]
+    force: bool,
+    /// Container id
+    id: String,
+}
+
+#[derive(Args, Debug)]
+struct ExecArgs {
+    /// JSON file with the process to run (OCI process object)
+    #[arg(short, long)]
+    process: Option<PathBuf>,
+    /// Return once the process is started
+    #[arg(short, long)]
+    detach: bool,
+    /// Write the process pid to FILE
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    /// Allocate a pseudo-terminal
+    #[arg(short, long)]
+    tty: bool,
+    /// Unix socket to receive the pty master on
+    #[arg(long)]
+    console_socket: Option<PathBuf>,
+    /// Working directory inside the container
+    #[arg(long)]
+    cwd: Option<PathBuf>,
+    /// Set an environment variable (KEY=VALUE), repeatable
+    #[arg(short, long)]
+    env: Vec<String>,
+    /// UID[:GID] to run as
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Additional group id, repeatable
+    #[arg(short = 'g', long = "additional-gids")]
+    additional_gids: Vec<u32>,
+    /// Add a capability, repeatable
+    #[arg(long)]
+    cap: Vec<String>,
+    /// Set no_new_privs for the process
+    #[arg(long)]
+    no_new_privs: bool,
+    /// Pass N more file descriptors to the process
+    #[arg(long, default_value_t = 0)]
+    preserve_fds: i32,
+    /// Allow exec into a paused container
+    #[arg(long)]
+    ignore_paused: bool,
+    /// Container id
+    id: String,
+    /// Command and arguments
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct PsArgs {
+    /// table or json (a list of pids)
+    #[arg(short, long, default_value = "table")]
+    format: String,
+    /// Container id
+    id: String,
+    /// Options passed to ps(1) (default -ef)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    ps_options: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct ListArgs {
+    /// table or json
+    #[arg(short, long, default_value = "table")]
+    format: String,
+    /// Print ids only
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct EventsArgs {
+    /// Print statistics once and exit
+    #[arg(long)]
+    stats: bool,
+    /// Interval between statistics (e.g. 5s, 500ms, 1m)
+    #[arg(long, default_value = "5s")]
+    interval: String,
+    /// Container id
+    id: String,
+}
+
+#[derive(Args, Debug)]
+struct UpdateArgs {
+    /// JSON file (or - for stdin) with the linux resources to apply
+    #[arg(short, long)]
+    resources: Option<String>,
+    /// Memory limit in bytes (k, m, g suffixes allowed)
+    #[arg(long)]
+    memory: Option<String>,
+    /// Memory soft limit
+    #[arg(long)]
+    memory_reservation: Option<String>,
+    /// Memory plus swap limit (-1 for unlimited)
+    #[arg(long)]
+    memory_swap: Option<String>,
+    /// Maximum number of pids (-1 for unlimited)
+    #[arg(long, allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    /// CPU CFS quota in microseconds (-1 for unlimited)
+    #[arg(long, allow_hyphen_values = true)]
+    cpu_quota: Option<i64>,
+    /// CPU CFS period in microseconds
+    #[arg(long)]
+    cpu_period: Option<u64>,
+    /// CPU shares (relative weight)
+    #[arg(long)]
+    cpu_share: Option<u64>,
+    /// CPUs to run on (e.g. 0-1)
+    #[arg(long)]
+    cpuset_cpus: Option<String>,
+    /// Memory nodes to use
+    #[arg(long)]
+    cpuset_mems: Option<String>,
+    /// Block IO weight (10-1000)
+    #[arg(long)]
+    blkio_weight: Option<u16>,
+    /// Container id
+    id: String,
+}
+
+#[derive(Args, Debug)]
+struct SpecArgs {
+    /// Directory to write config.json in
+    #[arg(short, long, default_value = ".")]
+    bundle: PathBuf,
+    /// Write a spec for a rootless container
+    #[arg(long)]
+    rootless: bool,
+}
+
+/// Parses an events interval: `5s`, `500ms`, `1m`, or plain seconds.
+fn parse_interval(text: &str) -> Result<u32> {
+    let t = text.trim();
+    let bad = || anyhow::anyhow!("invalid --interval {text:?}: expected a duration such as 5s");
+    let (num, scale_ms) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1u64)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        (t, 1000)
+    };
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let secs = (n * scale_ms).div_ceil(1000).max(1);
+    u32::try_from(secs).map_err(|_| bad())
+}
+
+fn create_options(a: &CreateArgs, detach: bool) -> CreateOptions {
+    CreateOptions {
+        id: a.id.clone(),
+        bundle: a.bundle.clone(),
+        pid_file: a.pid_file.clone(),
+        console_socket: a.console_socket.clone(),
+        preserve_fds: a.preserve_fds,
+        no_pivot: a.no_pivot,
+        detach,
+    }
+}
+
+/// `run`: create, start, and in the foreground wait, forwarding signals.
+fn run(root: &Root, a: &RunArgs) -> Result<i32> {
+    let id = &a.create.id;
+    if a.detach {
+        create(root, &create_options(&a.create, true))?;
+        if let Err(e) = lifecycle::start(root, id) {
+            let _ = lifecycle::delete(root, id, true);
+            return Err(e.into());
+        }
+        return Ok(0);
+    }
+    foreground::become_subreaper()?;
+    let container = create(root, &create_options(&a.create, false))?;
+    let pid = container
+        .pid()
+        .map(|p| Pid::from_raw(p.as_raw()))
+        .context("created container has no pid")?;
+    let set = foreground::block_signals()?;
+    if let Err(e) = lifecycle::start(root, id) {
+        let _ = lifecycle::delete(root, id, true);
+        return Err(e.into());
+    }
+    let code = foreground::wait_forward(pid, &set);
+    if !a.keep {
+        if let Err(e) = lifecycle::delete(root, id, true) {
+            tracing::warn!(target: "cli", "delete {id} after run: {e}");
+        }
+    }
+    Ok(code?)
+}
+
+fn dispatch(cli: &Cli) -> Result<i32> {
+    // `spec` and `features` need no state root.
+    match &cli.command {
+        Command::Spec(a) => {
+            defaults::write_default_spec(&a.bundle, a.rootless)?;
+            return Ok(0);
+        }
+        Command::Features => {
+            println!("{}", serde_json::to_string_pretty(&defaults::features())?);
+            return Ok(0);
+        }
+        _ => {}
+    }
+    let root = Root::open(&cli.root, cli.systemd_cgroup)?;
+    match &cli.command {
+        Command::Create(a) => {
+            create(&root, &create_options(a, true))?;
+        }
+        Command::Start(a) => lifecycle::start(&root, &a.id)?,
+        Command::State(a) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&lifecycle::state(&root, &a.id)?)?
+            );
+        }
+        Command::Kill(a) => {
+            let sig = lifecycle::parse_signal(&a.signal)?;
+            lifecycle::kill(&root, &a.id, sig, a.all)?;
+        }
+        Command::Delete(a) => lifecycle::delete(&root, &a.id, a.force)?,
+        Command::Run(a) => return run(&root, a),
+        Command::Exec(a) => {
+            let opts = ExecOptions {
+                id: a.id.clone(),
+                process: a.process.clone(),
+                args: a.command.clone(),
+                env: a.env.clone(),
+                cwd: a.cwd.clone(),
+                user: a.user.clone(),
+                additional_gids: a.additional_gids.clone(),
+                caps: a.cap.clone(),
+                no_new_privs: a.no_new_privs,
+                tty: a.tty,
+                console_socket: a.console_socket.clone(),
+                pid_file: a.pid_file.clone(),
+                preserve_fds: a.preserve_fds,
+                detach: a.detach,
+                ignore_paused: a.ignore_paused,
+            };
+            return Ok(exec(&root, &opts)?);
+        }
+        Command::Ps(a) => match Format::parse(&a.format)? {
+            Format::Json => println!("{}", serde_json::to_string(&ps::pids(&root, &a.id)?)?),
+            Format::Table => print!("{}", ps::table(&root, &a.id, &a.ps_options)?),
+        },
+        Command::List(a) => print!("{}", list::list(&root, Format::parse(&a.format)?, a.quiet)?),
+        Command::Pause(a) => lifecycle::pause(&root, &a.id)?,
+        Command::Resume(a) => lifecycle::resume(&root, &a.id)?,
+        Command::Events(a) => {
+            let interval = parse_interval(&a.interval)?;
+            let mut c = root.load(&a.id)?;
+            c.events(interval, a.stats)
+                .with_context(|| format!("events of container {:?}", a.id))?;
+        }
+        Command::Update(a) => {
+            let opts = UpdateOptions {
+                resources: a.resources.clone(),
+                memory: a.memory.clone(),
+                memory_reservation: a.memory_reservation.clone(),
+                memory_swap: a.memory_swap.clone(),
+                pids_limit: a.pids_limit,
+                cpu_quota: a.cpu_quota,
+                cpu_period: a.cpu_period,
+                cpu_shares: a.cpu_share,
+                cpuset_cpus: a.cpuset_cpus.clone(),
+                cpuset_mems: a.cpuset_mems.clone(),
+                blkio_weight: a.blkio_weight,
+            };
+            update::update(&root, &a.id, &opts)?;
+        }
+        Command::Spec(_) | Command::Features => {}
+    }
+    Ok(0)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let format = match LogFormat::parse(&cli.log_format) {
+        Ok(f) => f,
+        Err(msg) => {
+            eprintln!("buntime-runc: {msg}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = init_runc_logging(cli.log.as_deref(), format, cli.debug) {
+        eprintln!("buntime-runc: --log {:?}: {e}", cli.log);
+        return ExitCode::from(1);
+    }
+    match dispatch(&cli) {
+        Ok(code) => ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            // With --log the error goes to the file (containerd shows its
+            // last error line) and to stderr; without, stderr only once.
+            if cli.log.is_some() {
+                tracing::error!(target: "cli", "{msg}");
+            }
+            eprintln!("buntime-runc: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals() {
+        assert_eq!(parse_interval("5s").ok(), Some(5));
+        assert_eq!(parse_interval("500ms").ok(), Some(1));
+        assert_eq!(parse_interval("2m").ok(), Some(120));
+        assert_eq!(parse_interval("7").ok(), Some(7));
+        assert!(parse_interval("soon").is_err());
+    }
+
+    #[test]
+    fn flags_after_id_parse() {
+        let cli = Cli::try_parse_from(["buntime-runc", "create", "job", "--bundle", "/b"])
+            .expect("parse");
+        match cli.command {
+            Command::Create(a) => {
+                assert_eq!(a.id, "job");
+                assert_eq!(a.bundle, PathBuf::from("/b"));
+            }
+            other => panic!("wrong command {other:?}"),
+        }
+    }
+}

@@ -1,1 +1,22 @@
 //! The runc-compatible runtime on top of libcontainer.
+//!
+//! Each submodule is one concern: where containers live (`state`), how a
+//! bundle becomes the spec we hand to libcontainer (`bundle`), what runs in
+//! the container right before exec (`executor`), and the commands.
+
+pub mod bundle;
+pub mod cgroup;
+pub mod create;
+pub mod defaults;
+pub mod error;
+pub mod exec;
+pub mod executor;
+pub mod foreground;
+pub mod lifecycle;
+pub mod list;
+pub mod ps;
+pub mod state;
+pub mod update;
+
+pub use error::{Result, RuntimeError};
+pub use state::Root;

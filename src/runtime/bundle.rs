@@ -1,0 +1,205 @@
+//! Reading a bundle and writing the effective spec libcontainer runs.
+//!
+//! libcontainer reads `config.json` from the bundle it is given, and `exec`
+//! later reads it again. We never hand it the caller's bundle: we hand it our
+//! own directory holding the effective spec (absolute rootfs, absolute bind
+//! sources, a cgroup path of ours), so every later step sees what init saw.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use libcontainer::oci_spec::runtime::{Mount, Spec};
+
+use super::error::{Result, RuntimeError};
+
+/// A bundle the caller gave us, parsed.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// Absolute bundle directory.
+    pub dir: PathBuf,
+    pub spec: Spec,
+}
+
+impl Bundle {
+    /// Loads `DIR/config.json`; every error names the file, and for a field
+    /// that did not parse its JSON path and line:column.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let abs = fs::canonicalize(dir).map_err(|e| RuntimeError::Bundle {
+            path: dir.to_path_buf(),
+            reason: format!("cannot open bundle directory: {e}"),
+        })?;
+        if !abs.is_dir() {
+            return Err(RuntimeError::Bundle {
+                path: dir.to_path_buf(),
+                reason: "not a directory".into(),
+            });
+        }
+        let file = abs.join("config.json");
+        let text = fs::read(&file).map_err(|e| RuntimeError::Bundle {
+            path: dir.to_path_buf(),
+            reason: format!("cannot read config.json: {e}"),
+        })?;
+        let spec = parse_spec(&file, &text)?;
+        check_spec(&file, &spec)?;
+        Ok(Self { dir: abs, spec })
+    }
+
+    /// The absolute rootfs path (relative paths are relative to the bundle).
+    pub fn rootfs(&self) -> Result<PathBuf> {
+        let root = self.spec.root().as_ref().ok_or_else(|| RuntimeError::Config {
+            file: self.dir.join("config.json"),
+            pointer: "/root".into(),
+            message: "missing: the bundle must name its root filesystem".into(),
+        })?;
+        let path = if root.path().is_absolute() {
+            root.path().clone()
+        } else {
+            self.dir.join(root.path())
+        };
+        fs::canonicalize(&path).map_err(|e| RuntimeError::Config {
+            file: self.dir.join("config.json"),
+            pointer: "/root/path".into(),
+            message: format!("{}: {e}", path.display()),
+        })
+    }
+}
+
+/// Parses a spec with the JSON path of the first field that failed.
+pub fn parse_spec(file: &Path, text: &[u8]) -> Result<Spec> {
+    let de = &mut serde_json::Deserializer::from_slice(text);
+    serde_path_to_error::deserialize::<_, Spec>(de).map_err(|err| {
+        let pointer = json_pointer(err.path());
+        let inner = err.into_inner();
+        RuntimeError::Config {
+            file: file.to_path_buf(),
+            pointer,
+            message: inner.to_string(),
+        }
+    })
+}
+
+/// Renders serde_path_to_error's path as a JSON pointer (`/process/args/0`).
+fn json_pointer(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("/{index}")),
+            Segment::Map { key } => out.push_str(&format!("/{key}")),
+            Segment::Enum { variant } => out.push_str(&format!("/{variant}")),
+            Segment::Unknown => out.push_str("/?"),
+        }
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+/// The checks runc makes before doing anything.
+fn check_spec(file: &Path, spec: &Spec) -> Result<()> {
+    if !spec.version().starts_with("1.") {
+        return Err(RuntimeError::Config {
+            file: file.to_path_buf(),
+            pointer: "/ociVersion".into(),
+            message: format!(
+                "unsupported version {:?}: expected 1.x.y",
+                spec.version()
+            ),
+        });
+    }
+    let process = spec.process().as_ref();
+    let args_empty = process
+        .and_then(|p| p.args().as_ref())
+        .is_none_or(|a| a.is_empty());
+    if args_empty {
+        return Err(RuntimeError::Config {
+            file: file.to_path_buf(),
+            pointer: "/process/args".into(),
+            message: "missing: the process needs at least one argument".into(),
+        });
+    }
+    if spec.linux().is_none() {
+        return Err(RuntimeError::Config {
+            file: file.to_path_buf(),
+            pointer: "/linux".into(),
+            message: "missing: a Linux container needs the linux section".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Builds the effective spec of a container from its bundle: the rootfs and
+/// relative bind sources made absolute, and a cgroup path of ours when the
+/// bundle names none (libcontainer's default is a systemd-style name).
+pub fn effective_spec(bundle: &Bundle, id: &str, systemd: bool) -> Result<Spec> {
+    let mut spec = bundle.spec.clone();
+    let rootfs = bundle.rootfs()?;
+    if let Some(mut root) = spec.root().clone() {
+        root.set_path(rootfs);
+        spec.set_root(Some(root));
+    }
+    if let Some(mounts) = spec.mounts().clone() {
+        let fixed: Vec<Mount> = mounts
+            .into_iter()
+            .map(|mut m| {
+                let relative = m.source().as_ref().filter(|s| s.is_relative()).cloned();
+                if let Some(src) = relative {
+                    if is_bind(&m) {
+                        m.set_source(Some(bundle.dir.join(src)));
+                    }
+                }
+                m
+            })
+            .collect();
+        spec.set_mounts(Some(fixed));
+    }
+    if let Some(mut linux) = spec.linux().clone() {
+        if linux.cgroups_path().is_none() {
+            let path = if systemd {
+                format!("system.slice:buntime:{id}")
+            } else {
+                format!("/buntime/{id}")
+            };
+            linux.set_cgroups_path(Some(PathBuf::from(path)));
+        }
+        spec.set_linux(Some(linux));
+    }
+    Ok(spec)
+}
+
+fn is_bind(m: &Mount) -> bool {
+    m.typ().as_deref() == Some("bind")
+        || m
+            .options()
+            .as_ref()
+            .is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"))
+}
+
+/// Writes the effective spec as `config.json` in `dir`.
+pub fn write_spec(dir: &Path, spec: &Spec) -> Result<()> {
+    let file = dir.join("config.json");
+    let body = serde_json::to_vec_pretty(spec)
+        .map_err(|e| RuntimeError::Invalid(format!("encode {}: {e}", file.display())))?;
+    fs::write(&file, body).map_err(|e| RuntimeError::io(format!("write {}", file.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_field_names_json_path() {
+        let text = br#"{"ociVersion":"1.0.2","process":{"args":"sh","cwd":"/"},"root":{"path":"rootfs"}}"#;
+        let err = parse_spec(Path::new("/b/config.json"), text).expect_err("must fail");
+        let msg = err.to_string();
+        assert!(msg.contains("/process/args"), "{msg}");
+        assert!(msg.contains("line 1 column"), "{msg}");
+    }
+
+    #[test]
+    fn invalid_json_is_reported_with_position() {
+        let err = parse_spec(Path::new("/b/config.json"), b"{ not json").expect_err("must fail");
+        assert!(err.to_string().contains("line 1 column"), "{err}");
+    }
+}

@@ -1,0 +1,74 @@
+//! Errors of the runtime, each naming what is wrong the way runc users expect.
+
+use std::path::PathBuf;
+
+/// What a runtime command can fail with. The `Display` text is the one line
+/// that goes to stderr and to the json log.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("container {0:?} does not exist")]
+    NotFound(String),
+    #[error("container {0:?} already exists")]
+    Exists(String),
+    #[error("invalid container id {id:?}: {reason}")]
+    InvalidId { id: String, reason: String },
+    #[error("bundle {path}: {reason}")]
+    Bundle { path: PathBuf, reason: String },
+    #[error("{file}: {pointer}: {message}")]
+    Config {
+        file: PathBuf,
+        pointer: String,
+        message: String,
+    },
+    #[error("container {id:?} is {status}: cannot {action}")]
+    Status {
+        id: String,
+        status: String,
+        action: &'static str,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A failure inside libcontainer or libcgroups, with its whole cause chain.
+    #[error("{context}: {detail}")]
+    Backend { context: String, detail: String },
+}
+
+impl RuntimeError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Wraps a library error, keeping every cause: libcontainer's top-level
+    /// messages ("io error", "syscall error") say little on their own.
+    pub fn backend(context: impl Into<String>, err: &(dyn std::error::Error + 'static)) -> Self {
+        Self::Backend {
+            context: context.into(),
+            detail: error_chain(err),
+        }
+    }
+}
+
+/// Joins an error and its sources with ": ", skipping repeats.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = e.source();
+    }
+    parts.join(": ")
+}
+
+pub type Result<T> = std::result::Result<T, RuntimeError>;

@@ -1,0 +1,92 @@
+//! What runs inside the container right before exec, for init and for
+//! processes started by `exec` alike.
+//!
+//! libcontainer applies the spec's seccomp profile to init, but drops
+//! `linux.seccomp` for exec'd processes; the executor applies the container's
+//! profile to those itself, so an exec'd process is never less confined than
+//! init. It runs after capabilities were dropped, so without CAP_SYS_ADMIN it
+//! must set no_new_privs first (the kernel requires one or the other).
+
+use std::ffi::CString;
+
+use libcontainer::oci_spec::runtime::{LinuxSeccomp, Spec};
+use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
+
+/// Our libcontainer executor.
+#[derive(Clone, Default)]
+pub struct BuntimeExecutor {
+    /// The container's seccomp profile, applied here for exec'd processes
+    /// (None for init, where libcontainer applies it).
+    pub tenant_seccomp: Option<LinuxSeccomp>,
+}
+
+impl BuntimeExecutor {
+    /// The executor for a container's init process.
+    pub fn for_init() -> Self {
+        Self::default()
+    }
+
+    /// The executor for a process exec'd into a container whose effective
+    /// spec is `spec`.
+    pub fn for_exec(spec: &Spec) -> Self {
+        Self {
+            tenant_seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
+        }
+    }
+
+    fn apply_seccomp(profile: &LinuxSeccomp) -> Result<(), ExecutorError> {
+        let has_admin = caps::has_cap(
+            None,
+            caps::CapSet::Effective,
+            caps::Capability::CAP_SYS_ADMIN,
+        )
+        .unwrap_or(false);
+        if !has_admin {
+            nix::sys::prctl::set_no_new_privs()
+                .map_err(|e| ExecutorError::Other(format!("set no_new_privs: {e}")))?;
+        }
+        match libcontainer::seccomp::initialize_seccomp(profile) {
+            Ok(None) => Ok(()),
+            // A notify listener belongs to init; an exec'd process has no
+            // one to hand the fd to, so refuse rather than run unconfined.
+            Ok(Some(fd)) => {
+                let _ = nix::unistd::close(fd);
+                Err(ExecutorError::Other(
+                    "seccomp profile uses SCMP_ACT_NOTIFY, not supported for exec".into(),
+                ))
+            }
+            Err(e) => Err(ExecutorError::Other(format!("apply seccomp: {e}"))),
+        }
+    }
+}
+
+impl Executor for BuntimeExecutor {
+    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        let args = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().as_ref())
+            .filter(|a| !a.is_empty())
+            .ok_or(ExecutorError::InvalidArg)?;
+        let argv: Vec<CString> = args
+            .iter()
+            .map(|a| CString::new(a.as_bytes()))
+            .collect::<Result<_, _>>()
+            .map_err(|_| ExecutorError::Other("argument contains a NUL byte".into()))?;
+        if let Some(profile) = &self.tenant_seccomp {
+            Self::apply_seccomp(profile)?;
+        }
+        let err = match nix::unistd::execvp(&argv[0], &argv) {
+            Ok(never) => match never {},
+            Err(e) => e,
+        };
+        Err(ExecutorError::Other(format!(
+            "exec {:?}: {err}",
+            args.first().map(String::as_str).unwrap_or_default()
+        )))
+    }
+
+    fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        libcontainer::workload::default::get_executor().validate(spec)
+    }
+}

@@ -1,0 +1,155 @@
+//! `start`, `state`, `kill`, `delete`, `pause`, `resume`.
+
+use libcgroups::common::{CgroupManager, FreezerState};
+use libcontainer::container::{Container, ContainerStatus};
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
+
+use super::cgroup;
+use super::error::{Result, RuntimeError};
+use super::state::{oci_state, status_word, Root};
+
+fn wrong_status(c: &Container, action: &'static str) -> RuntimeError {
+    RuntimeError::Status {
+        id: c.id().to_string(),
+        status: status_word(c.status()).to_string(),
+        action,
+    }
+}
+
+/// Starts a created container.
+pub fn start(root: &Root, id: &str) -> Result<()> {
+    let mut c = root.load(id)?;
+    if c.status() != ContainerStatus::Created {
+        return Err(wrong_status(&c, "start (it must be created)"));
+    }
+    c.start()
+        .map_err(|e| RuntimeError::backend(format!("start container {id:?}"), &e))
+}
+
+/// The OCI state of a container, as printed by `state`.
+pub fn state(root: &Root, id: &str) -> Result<serde_json::Value> {
+    let c = root.load(id)?;
+    Ok(oci_state(&c, &root.read_meta(id)))
+}
+
+/// Parses a signal given as a name (`KILL`, `SIGKILL`) or a number.
+pub fn parse_signal(text: &str) -> Result<Signal> {
+    let upper = text.trim().to_ascii_uppercase();
+    let parsed = match upper.parse::<i32>() {
+        Ok(n) => Signal::try_from(n).ok(),
+        Err(_) => {
+            let name = if upper.starts_with("SIG") {
+                upper.clone()
+            } else {
+                format!("SIG{upper}")
+            };
+            name.parse::<Signal>().ok()
+        }
+    };
+    parsed.ok_or_else(|| RuntimeError::Invalid(format!("invalid signal {text:?}")))
+}
+
+/// Sends a signal to the container's init, or with `all` to every process
+/// in its cgroup. The recorded status is left alone: a signal that the
+/// process survives must not mark the container stopped.
+pub fn kill(root: &Root, id: &str, sig: Signal, all: bool) -> Result<()> {
+    let c = root.load(id)?;
+    let status = c.status();
+    let alive = matches!(
+        status,
+        ContainerStatus::Created | ContainerStatus::Running | ContainerStatus::Paused
+    );
+    if !alive && !(all && status == ContainerStatus::Stopped) {
+        return Err(RuntimeError::Status {
+            id: id.to_string(),
+            status: status_word(status).to_string(),
+            action: "kill (container not running)",
+        });
+    }
+    let targets: Vec<i32> = if all {
+        cgroup::pids(&c)?
+    } else {
+        c.pid().map(|p| vec![p.as_raw()]).unwrap_or_default()
+    };
+    for pid in targets {
+        match signal::kill(Pid::from_raw(pid), sig) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+            Err(e) => {
+                return Err(RuntimeError::Invalid(format!(
+                    "send {sig} to pid {pid} of {id:?}: {e}"
+                )))
+            }
+        }
+    }
+    // A frozen process (cgroup v1 freezer) cannot act on SIGKILL until thawed.
+    if sig == Signal::SIGKILL && status == ContainerStatus::Paused {
+        let mgr = cgroup::manager(&c)?;
+        mgr.freeze(FreezerState::Thawed)
+            .map_err(|e| RuntimeError::backend(format!("thaw {id:?}"), &e))?;
+    }
+    Ok(())
+}
+
+/// Deletes a container. With `force` a running one is killed first, and a
+/// missing one is not an error (as in runc).
+pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
+    let mut c = match root.load(id) {
+        Ok(c) => c,
+        Err(RuntimeError::NotFound(_)) if force => {
+            // Leftovers of a half-made container go too.
+            root.remove_extra(id)?;
+            return Ok(());
+        }
+        Err(RuntimeError::NotFound(_)) if root.extra_dir(id).exists() => {
+            root.remove_extra(id)?;
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let status = c.status();
+    if !force && matches!(status, ContainerStatus::Running | ContainerStatus::Paused) {
+        return Err(wrong_status(
+            &c,
+            "delete a container that is not stopped (use --force)",
+        ));
+    }
+    c.delete(force)
+        .map_err(|e| RuntimeError::backend(format!("delete container {id:?}"), &e))?;
+    root.remove_extra(id)
+}
+
+pub fn pause(root: &Root, id: &str) -> Result<()> {
+    let mut c = root.load(id)?;
+    if c.status() != ContainerStatus::Running {
+        return Err(wrong_status(&c, "pause (it must be running)"));
+    }
+    c.pause()
+        .map_err(|e| RuntimeError::backend(format!("pause container {id:?}"), &e))
+}
+
+pub fn resume(root: &Root, id: &str) -> Result<()> {
+    let mut c = root.load(id)?;
+    if c.status() != ContainerStatus::Paused {
+        return Err(wrong_status(&c, "resume (it must be paused)"));
+    }
+    c.resume()
+        .map_err(|e| RuntimeError::backend(format!("resume container {id:?}"), &e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_by_name_and_number() {
+        assert_eq!(parse_signal("KILL").ok(), Some(Signal::SIGKILL));
+        assert_eq!(parse_signal("SIGKILL").ok(), Some(Signal::SIGKILL));
+        assert_eq!(parse_signal("9").ok(), Some(Signal::SIGKILL));
+        assert_eq!(parse_signal("term").ok(), Some(Signal::SIGTERM));
+        assert_eq!(parse_signal("15").ok(), Some(Signal::SIGTERM));
+        let err = parse_signal("NOPE").expect_err("bad signal");
+        assert!(err.to_string().contains("invalid signal \"NOPE\""));
+        assert!(parse_signal("99").is_err());
+    }
+}

@@ -5,6 +5,8 @@
 //! the supervisor.
 
 pub mod ipc;
+pub mod landlock;
 pub mod logging;
 pub mod policy;
 pub mod runtime;
+pub mod spec;

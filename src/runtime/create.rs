@@ -9,6 +9,9 @@ use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
 
 use super::bundle::{self, Bundle};
+use crate::landlock::LandlockPlan;
+use crate::policy::{prepare_container, PolicySources};
+use crate::spec::{canonical_spec_json, SpecContext};
 use super::error::{Result, RuntimeError};
 use super::executor::BuntimeExecutor;
 use super::state::{validate_id, Meta, Root};
@@ -34,8 +37,14 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
         return Err(RuntimeError::Exists(opts.id.clone()));
     }
     let bundle = Bundle::load(&opts.bundle)?;
-    let spec = bundle::effective_spec(&bundle, &opts.id, root.systemd_cgroup)?;
+    let base = bundle::effective_spec(&bundle, &opts.id, root.systemd_cgroup)?;
     let rootfs = bundle.rootfs()?;
+    // The policy: resolved from annotations, node config and defaults, and
+    // translated into the spec libcontainer runs. Any error: nothing made.
+    let sources = PolicySources::system().map_err(|e| RuntimeError::Policy(e.to_string()))?;
+    let prepared = prepare_container(&base, &sources, &SpecContext::oci())
+        .map_err(|e| RuntimeError::Policy(e.to_string()))?;
+    let spec = prepared.effective;
 
     let extra = root.extra_dir(&opts.id);
     fs::DirBuilder::new()
@@ -46,13 +55,37 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
 
     let result = (|| {
         bundle::write_spec(&extra, &spec)?;
+        write_json(&extra.join(POLICY_FILE), &prepared.resolved.canonical_json())?;
+        let plan = serde_json::to_string_pretty(&prepared.landlock)
+            .map_err(|e| RuntimeError::Invalid(format!("encode landlock plan: {e}")))?;
+        write_json(&extra.join(LANDLOCK_FILE), &plan)?;
+        let pretty = serde_json::to_string_pretty(&canonical_spec_json(&spec))
+            .map_err(|e| RuntimeError::Invalid(format!("encode effective spec: {e}")))?;
+        write_json(&extra.join(EFFECTIVE_FILE), &pretty)?;
+        let mut annotations = std::collections::BTreeMap::new();
+        annotations.insert(
+            "buntime.dev/policy-sha256".to_string(),
+            prepared.resolved.sha256(),
+        );
+        annotations.insert(
+            "buntime.dev/policy-origin".to_string(),
+            prepared.resolved.origin.to_string(),
+        );
+        annotations.insert(
+            "buntime.dev/landlock".to_string(),
+            match prepared.landlock_abi {
+                Some(abi) => format!("abi-{abi}"),
+                None => "not-applied: kernel has no landlock".to_string(),
+            },
+        );
         let meta = Meta {
             bundle: bundle.dir.clone(),
             rootfs,
-            annotations: Default::default(),
+            annotations,
         };
         root.write_meta(&opts.id, &meta)?;
-        build(root, opts, &extra)
+        let landlock = prepared.landlock_abi.map(|_| prepared.landlock.clone());
+        build(root, opts, &extra, landlock)
     })();
     if result.is_err() {
         cleanup_failed(root, &opts.id);
@@ -63,7 +96,40 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
     result
 }
 
-fn build(root: &Root, opts: &CreateOptions, effective_bundle: &Path) -> Result<Container> {
+/// The applied policy (canonical JSON) in buntime's state directory.
+pub const POLICY_FILE: &str = "policy.json";
+/// The Landlock plan, read again by `exec`.
+pub const LANDLOCK_FILE: &str = "landlock.json";
+/// The effective spec in canonical form, for `spec --explain`.
+pub const EFFECTIVE_FILE: &str = "effective-spec.json";
+
+fn write_json(path: &Path, body: &str) -> Result<()> {
+    fs::write(path, body).map_err(|e| RuntimeError::io(format!("write {}", path.display()), e))
+}
+
+/// The Landlock plan stored for a container, if Landlock applies to it.
+pub fn load_landlock(root: &Root, id: &str) -> Result<Option<LandlockPlan>> {
+    let meta = root.read_meta(id);
+    let applied = meta
+        .annotations
+        .get("buntime.dev/landlock")
+        .is_some_and(|v| v.starts_with("abi-"));
+    if !applied {
+        return Ok(None);
+    }
+    let path = root.extra_dir(id).join(LANDLOCK_FILE);
+    let text = fs::read(&path).map_err(|e| RuntimeError::io(format!("read {}", path.display()), e))?;
+    serde_json::from_slice(&text)
+        .map(Some)
+        .map_err(|e| RuntimeError::Invalid(format!("{}: {e}", path.display())))
+}
+
+fn build(
+    root: &Root,
+    opts: &CreateOptions,
+    effective_bundle: &Path,
+    landlock: Option<LandlockPlan>,
+) -> Result<Container> {
     let pid_file = opts.pid_file.as_ref().map(|p| absolute(p)).transpose()?;
     let console = opts.console_socket.as_ref().map(|p| absolute(p)).transpose()?;
     ContainerBuilder::new(opts.id.clone(), SyscallType::default())
@@ -73,7 +139,7 @@ fn build(root: &Root, opts: &CreateOptions, effective_bundle: &Path) -> Result<C
         .map_err(|e| RuntimeError::backend("--pid-file", &e))?
         .with_console_socket(console)
         .with_preserved_fds(opts.preserve_fds)
-        .with_executor(BuntimeExecutor::for_init())
+        .with_executor(BuntimeExecutor::for_init(landlock))
         .as_init(effective_bundle)
         .with_systemd(root.systemd_cgroup)
         .with_detach(opts.detach)

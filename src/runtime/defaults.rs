@@ -127,6 +127,6 @@ mod tests {
         let spec = default_spec(false).expect("spec");
         let p = spec.process().as_ref().expect("process");
         assert_eq!(p.args().as_deref(), Some(&["sh".to_string()][..]));
-        assert_eq!(p.terminal(), &Some(true));
+        assert_eq!(p.terminal(), Some(true));
     }
 }

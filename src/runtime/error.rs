@@ -28,6 +28,9 @@ pub enum RuntimeError {
     },
     #[error("{0}")]
     Invalid(String),
+    /// The container's policy did not resolve, translate or narrow.
+    #[error("policy: {0}")]
+    Policy(String),
     #[error("{context}: {source}")]
     Io {
         context: String,

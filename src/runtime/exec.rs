@@ -88,6 +88,8 @@ pub fn exec(root: &Root, opts: &ExecOptions) -> Result<i32> {
     let text = fs::read(&spec_file)
         .map_err(|e| RuntimeError::io(format!("read {}", spec_file.display()), e))?;
     let spec = parse_spec(&spec_file, &text)?;
+    // Fail closed: a container whose plan is unreadable gets no exec.
+    let landlock = super::create::load_landlock(root, &opts.id)?;
     let (uid, gid) = match &opts.user {
         Some(u) => {
             let (uid, gid) = parse_user(u)?;
@@ -118,7 +120,7 @@ pub fn exec(root: &Root, opts: &ExecOptions) -> Result<i32> {
         .map_err(|e| RuntimeError::backend("--pid-file", &e))?
         .with_console_socket(console)
         .with_preserved_fds(opts.preserve_fds)
-        .with_executor(BuntimeExecutor::for_exec(&spec))
+        .with_executor(BuntimeExecutor::for_exec(&spec, landlock))
         .as_tenant()
         .with_detach(opts.detach)
         .with_cwd(opts.cwd.clone())

@@ -6,11 +6,18 @@
 //! profile to those itself, so an exec'd process is never less confined than
 //! init. It runs after capabilities were dropped, so without CAP_SYS_ADMIN it
 //! must set no_new_privs first (the kernel requires one or the other).
+//!
+//! Landlock (the policy's filesystem and TCP rules) is applied here too,
+//! last before exec: libcontainer knows nothing of it. For exec'd processes
+//! it goes before our seccomp so that a bundle's own seccomp profile cannot
+//! refuse the Landlock syscalls; for init libcontainer's seccomp came first.
 
 use std::ffi::CString;
 
 use libcontainer::oci_spec::runtime::{LinuxSeccomp, Spec};
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
+
+use crate::landlock::LandlockPlan;
 
 /// Our libcontainer executor.
 #[derive(Clone, Default)]
@@ -18,19 +25,25 @@ pub struct BuntimeExecutor {
     /// The container's seccomp profile, applied here for exec'd processes
     /// (None for init, where libcontainer applies it).
     pub tenant_seccomp: Option<LinuxSeccomp>,
+    /// The policy's Landlock rules, applied to every process.
+    pub landlock: Option<LandlockPlan>,
 }
 
 impl BuntimeExecutor {
     /// The executor for a container's init process.
-    pub fn for_init() -> Self {
-        Self::default()
+    pub fn for_init(landlock: Option<LandlockPlan>) -> Self {
+        Self {
+            tenant_seccomp: None,
+            landlock,
+        }
     }
 
     /// The executor for a process exec'd into a container whose effective
     /// spec is `spec`.
-    pub fn for_exec(spec: &Spec) -> Self {
+    pub fn for_exec(spec: &Spec, landlock: Option<LandlockPlan>) -> Self {
         Self {
             tenant_seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
+            landlock,
         }
     }
 
@@ -73,6 +86,11 @@ impl Executor for BuntimeExecutor {
             .map(|a| CString::new(a.as_bytes()))
             .collect::<Result<_, _>>()
             .map_err(|_| ExecutorError::Other("argument contains a NUL byte".into()))?;
+        if let Some(plan) = &self.landlock {
+            // Fail closed: a process the policy could not confine never runs.
+            plan.apply()
+                .map_err(|e| ExecutorError::Other(format!("apply landlock: {e}")))?;
+        }
         if let Some(profile) = &self.tenant_seccomp {
             Self::apply_seccomp(profile)?;
         }

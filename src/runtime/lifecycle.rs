@@ -60,7 +60,7 @@ pub fn kill(root: &Root, id: &str, sig: Signal, all: bool) -> Result<()> {
         status,
         ContainerStatus::Created | ContainerStatus::Running | ContainerStatus::Paused
     );
-    if !alive && !(all && status == ContainerStatus::Stopped) {
+    if !(alive || (all && status == ContainerStatus::Stopped)) {
         return Err(RuntimeError::Status {
             id: id.to_string(),
             status: status_word(status).to_string(),

@@ -152,13 +152,13 @@ fn record(extra: &Path, res: &LinuxResources) -> Result<()> {
     if let Some(mut linux) = spec.linux().clone() {
         let mut cur = linux.resources().clone().unwrap_or_default();
         if res.memory().is_some() {
-            cur.set_memory(res.memory().clone());
+            cur.set_memory(*res.memory());
         }
         if res.cpu().is_some() {
             cur.set_cpu(res.cpu().clone());
         }
         if res.pids().is_some() {
-            cur.set_pids(res.pids().clone());
+            cur.set_pids(*res.pids());
         }
         if res.block_io().is_some() {
             cur.set_block_io(res.block_io().clone());

@@ -1,0 +1,450 @@
+//! Landlock enforcement of a policy, applied inside the container right
+//! before exec (for init and exec'd processes alike).
+//!
+//! The runtime builds a [`LandlockPlan`] from the policy and the effective
+//! spec (container-side paths), keeps it in the container's state directory
+//! (it is plain serde data), and calls [`LandlockPlan::apply`] in the
+//! container process. Paths missing in the container are skipped. The best
+//! ABI the kernel offers is used; [`LandlockStatus`] records what was
+//! enforced. Landlock only grants: `filesystem.deny` carve-outs inside an
+//! allowed tree are enforced by masking in the spec, not here.
+
+use std::path::{Path, PathBuf};
+
+use ::landlock::{
+    Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath, PathFd,
+    Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+};
+use libcontainer::oci_spec::runtime::Spec;
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{normalize_path, LandlockRequirement, NetMode, Policy};
+
+/// The newest ABI this build knows; rights the kernel lacks are dropped
+/// (best effort), so asking for the newest gets the best the kernel has.
+const NEWEST: ABI = ABI::V10;
+
+/// TCP rights for the sandbox.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum NetPlan {
+    /// TCP is not restricted by Landlock (`host` mode).
+    Unrestricted,
+    /// Only these ports may be connected to / bound (`none`: neither;
+    /// `proxy`: connect to the proxy's port only).
+    Tcp { connect: Vec<u16>, bind: Vec<u16> },
+}
+
+/// Everything needed to build the ruleset inside the container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LandlockPlan {
+    /// Read files and list directories beneath these paths.
+    pub read: Vec<PathBuf>,
+    /// Read and write (create, remove, truncate, ...) beneath these paths.
+    pub write: Vec<PathBuf>,
+    /// Execute (and read) beneath these paths; absolute `exec.allow`
+    /// programs are here too.
+    pub exec: Vec<PathBuf>,
+    /// `exec.allow` names, resolved in `path_var` when applying.
+    pub exec_names: Vec<String>,
+    /// The container's PATH.
+    pub path_var: String,
+    pub net: NetPlan,
+    /// Fail instead of running unconfined when Landlock is unavailable.
+    pub required: bool,
+}
+
+/// How much of the ruleset the kernel enforces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Enforcement {
+    Full,
+    Partial,
+    NotEnforced,
+}
+
+/// What was applied; stored in the container's state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LandlockStatus {
+    /// The kernel's Landlock ABI, `None` when it has no Landlock.
+    pub kernel_abi: Option<u32>,
+    pub enforcement: Enforcement,
+    /// Whether TCP was restricted by Landlock.
+    pub tcp_restricted: bool,
+    /// Plan paths that did not exist in the container.
+    pub skipped: Vec<PathBuf>,
+}
+
+/// Landlock errors.
+#[derive(Debug, thiserror::Error)]
+pub enum LandlockError {
+    #[error("the policy requires Landlock (\"landlock\": \"required\"), but {0}")]
+    Unsupported(String),
+    #[error("building the Landlock ruleset failed: {0}")]
+    Ruleset(#[from] ::landlock::RulesetError),
+}
+
+/// The running kernel's Landlock ABI version, `None` without Landlock.
+pub fn kernel_abi() -> Option<u32> {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: with a NULL attr and size 0 this flag only returns the ABI
+    // version; no memory is touched.
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    u32::try_from(v).ok().filter(|v| *v > 0)
+}
+
+/// Dynamic loaders live in these directories; a process that may execute a
+/// dynamically linked program must be able to "execute" its loader too.
+const LOADER_DIRS: &[&str] = &[
+    "/lib",
+    "/lib64",
+    "/usr/lib",
+    "/usr/lib64",
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib/aarch64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+];
+
+fn loaders() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for d in LOADER_DIRS {
+        if let Ok(rd) = std::fs::read_dir(d) {
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let n = name.to_string_lossy();
+                if n.starts_with("ld-linux") || n.starts_with("ld-musl") || n.starts_with("ld64.so")
+                {
+                    out.push(e.path());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn env_path(spec: &Spec) -> String {
+    spec.process()
+        .as_ref()
+        .and_then(|p| p.env().as_ref())
+        .and_then(|env| env.iter().find_map(|e| e.strip_prefix("PATH=")))
+        .unwrap_or(crate::spec::DEFAULT_PATH)
+        .to_string()
+}
+
+impl LandlockPlan {
+    /// Derive the plan from a policy (absolute, container-side paths) and
+    /// the effective spec (for PATH). `proxy_port` is the proxy's TCP port
+    /// in `proxy` mode.
+    pub fn from_policy(policy: &Policy, effective: &Spec, proxy_port: Option<u16>) -> Self {
+        let clean = |v: &[crate::policy::FsPath]| -> Vec<PathBuf> {
+            v.iter().map(|p| normalize_path(p.as_path())).collect()
+        };
+        let fs = &policy.filesystem;
+        let mut exec = clean(&fs.exec);
+        let mut exec_names = Vec::new();
+        for prog in &policy.exec.allow {
+            if prog.is_name() {
+                exec_names.push(prog.as_str().to_string());
+            } else {
+                exec.push(normalize_path(Path::new(prog.as_str())));
+            }
+        }
+        let net = match policy.network.mode {
+            NetMode::Host => NetPlan::Unrestricted,
+            NetMode::None => NetPlan::Tcp {
+                connect: vec![],
+                bind: vec![],
+            },
+            NetMode::Proxy => NetPlan::Tcp {
+                connect: proxy_port.into_iter().collect(),
+                bind: vec![],
+            },
+        };
+        LandlockPlan {
+            read: clean(&fs.read),
+            write: clean(&fs.write),
+            exec,
+            exec_names,
+            path_var: env_path(effective),
+            net,
+            required: policy.landlock == LandlockRequirement::Required,
+        }
+    }
+
+    /// Check at create time, before anything runs: a plan that requires
+    /// Landlock fails on a kernel without it. Returns the kernel ABI.
+    pub fn check_supported(&self) -> Result<Option<u32>, LandlockError> {
+        let abi = kernel_abi();
+        if self.required && abi.is_none() {
+            return Err(LandlockError::Unsupported(
+                "this kernel has no Landlock (not built in or not enabled at boot)".into(),
+            ));
+        }
+        Ok(abi)
+    }
+
+    /// Executables the plan grants: `exec` paths plus names found in PATH,
+    /// plus the dynamic loaders when anything is executable.
+    fn exec_paths(&self) -> Vec<PathBuf> {
+        let mut out = self.exec.clone();
+        for name in &self.exec_names {
+            for dir in self.path_var.split(':').filter(|d| d.starts_with('/')) {
+                let cand = Path::new(dir).join(name);
+                if cand.exists() {
+                    out.push(cand);
+                }
+            }
+        }
+        if !out.is_empty() {
+            out.extend(loaders());
+        }
+        out
+    }
+
+    /// Build and enforce the ruleset on the calling process (and its future
+    /// children). Call in the container right before exec. Sets
+    /// no_new_privs (required by the kernel without CAP_SYS_ADMIN).
+    pub fn apply(&self) -> Result<LandlockStatus, LandlockError> {
+        let abi = self.check_supported()?;
+        let read_rights: BitFlags<AccessFs> = AccessFs::ReadFile | AccessFs::ReadDir;
+        let write_rights = read_rights | AccessFs::from_write(NEWEST);
+        let exec_rights = read_rights | AccessFs::Execute;
+        // Best effort even when required: rights this kernel lacks are
+        // dropped, but a kernel without Landlock is refused above and an
+        // unenforced ruleset below.
+        let mut ruleset = Ruleset::default()
+            .set_compatibility(CompatLevel::BestEffort)
+            .handle_access(AccessFs::from_all(NEWEST))?;
+        let tcp_restricted = matches!(self.net, NetPlan::Tcp { .. });
+        if tcp_restricted {
+            ruleset = ruleset.handle_access(AccessNet::ConnectTcp | AccessNet::BindTcp)?;
+        }
+        ruleset = ruleset.scope(Scope::AbstractUnixSocket | Scope::Signal)?;
+        let mut created = ruleset.create()?;
+        let mut skipped = Vec::new();
+        let groups: [(Vec<PathBuf>, BitFlags<AccessFs>); 3] = [
+            (self.read.clone(), read_rights),
+            (self.write.clone(), write_rights),
+            (self.exec_paths(), exec_rights),
+        ];
+        for (paths, rights) in groups {
+            for p in paths {
+                let meta = match std::fs::metadata(&p) {
+                    Ok(m) => m,
+                    Err(_) => {
+                        skipped.push(p);
+                        continue;
+                    }
+                };
+                // Directory-only rights are invalid on a file.
+                let rights = if meta.is_dir() {
+                    rights
+                } else {
+                    rights & AccessFs::from_file(NEWEST)
+                };
+                let fd = match PathFd::new(&p) {
+                    Ok(fd) => fd,
+                    Err(_) => {
+                        skipped.push(p);
+                        continue;
+                    }
+                };
+                created = created.add_rule(PathBeneath::new(fd, rights))?;
+            }
+        }
+        if let NetPlan::Tcp { connect, bind } = &self.net {
+            for port in connect {
+                created = created.add_rule(NetPort::new(*port, AccessNet::ConnectTcp))?;
+            }
+            for port in bind {
+                created = created.add_rule(NetPort::new(*port, AccessNet::BindTcp))?;
+            }
+        }
+        let status = created.restrict_self()?;
+        let enforcement = match status.ruleset {
+            RulesetStatus::FullyEnforced => Enforcement::Full,
+            RulesetStatus::PartiallyEnforced => Enforcement::Partial,
+            RulesetStatus::NotEnforced => Enforcement::NotEnforced,
+        };
+        if self.required && enforcement == Enforcement::NotEnforced {
+            return Err(LandlockError::Unsupported(
+                "the kernel did not enforce the ruleset".into(),
+            ));
+        }
+        Ok(LandlockStatus {
+            kernel_abi: abi,
+            enforcement,
+            tcp_restricted: tcp_restricted && abi.is_some_and(|a| a >= 4),
+            skipped,
+        })
+    }
+
+    /// The status to record when the plan is not applied because the
+    /// kernel has no Landlock (create still works unless required).
+    pub fn unsupported_status() -> LandlockStatus {
+        LandlockStatus {
+            kernel_abi: None,
+            enforcement: Enforcement::NotEnforced,
+            tcp_restricted: false,
+            skipped: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::parse_policy;
+
+    fn spec_with_path(path: &str) -> Spec {
+        let mut s = Spec::default();
+        let mut p = s.process().clone().unwrap_or_default();
+        p.set_env(Some(vec![format!("PATH={path}"), "HOME=/".into()]));
+        s.set_process(Some(p));
+        s
+    }
+
+    #[test]
+    fn plan_follows_policy() {
+        let p = parse_policy(
+            r#"{"version":1,"filesystem":{"read":["/usr/./lib"],"write":["/tmp"],"exec":["/usr/bin"]},
+                "exec":{"allow":["python3","/bin/sh"]},"network":{"mode":"proxy","allow":["pypi.org"]},
+                "landlock":"required"}"#,
+            "t",
+        )
+        .unwrap();
+        let plan =
+            LandlockPlan::from_policy(&p, &spec_with_path("/usr/local/bin:/usr/bin"), Some(3128));
+        assert_eq!(plan.read, vec![PathBuf::from("/usr/lib")]);
+        assert_eq!(plan.write, vec![PathBuf::from("/tmp")]);
+        assert_eq!(
+            plan.exec,
+            vec![PathBuf::from("/usr/bin"), PathBuf::from("/bin/sh")]
+        );
+        assert_eq!(plan.exec_names, vec!["python3".to_string()]);
+        assert_eq!(plan.path_var, "/usr/local/bin:/usr/bin");
+        assert_eq!(
+            plan.net,
+            NetPlan::Tcp {
+                connect: vec![3128],
+                bind: vec![]
+            }
+        );
+        assert!(plan.required);
+    }
+
+    #[test]
+    fn network_modes() {
+        let none = parse_policy(r#"{"version":1}"#, "t").unwrap();
+        let plan = LandlockPlan::from_policy(&none, &Spec::default(), Some(3128));
+        assert_eq!(
+            plan.net,
+            NetPlan::Tcp {
+                connect: vec![],
+                bind: vec![]
+            }
+        );
+        assert!(!plan.required);
+        let host = parse_policy(r#"{"version":1,"network":{"mode":"host"}}"#, "t").unwrap();
+        assert_eq!(
+            LandlockPlan::from_policy(&host, &Spec::default(), None).net,
+            NetPlan::Unrestricted
+        );
+    }
+
+    #[test]
+    fn plan_round_trips_through_json() {
+        let p = crate::policy::builtin_default();
+        let plan = LandlockPlan::from_policy(&p, &spec_with_path("/bin"), None);
+        let s = serde_json::to_string(&plan).unwrap();
+        assert_eq!(serde_json::from_str::<LandlockPlan>(&s).unwrap(), plan);
+    }
+
+    #[test]
+    fn exec_names_resolve_in_path_with_loaders() {
+        let plan = LandlockPlan {
+            read: vec![],
+            write: vec![],
+            exec: vec![],
+            exec_names: vec!["sh".into()],
+            path_var: "/usr/bin:/bin".into(),
+            net: NetPlan::Unrestricted,
+            required: false,
+        };
+        let paths = plan.exec_paths();
+        assert!(paths.iter().any(|p| p.ends_with("sh")), "{paths:?}");
+        assert!(
+            paths.iter().any(|p| p.to_string_lossy().contains("ld-")),
+            "the loader is executable too: {paths:?}"
+        );
+    }
+
+    /// Applies a ruleset in a forked child and checks the kernel enforces
+    /// it. Landlock is per-process, so the test process stays unconfined.
+    #[test]
+    fn kernel_enforces_plan_in_child() {
+        if kernel_abi().is_none() {
+            eprintln!("skipping: no Landlock on this kernel");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("buntime-ll-{}", std::process::id()));
+        let allowed = dir.join("allowed");
+        let other = dir.join("other");
+        std::fs::create_dir_all(&allowed).unwrap();
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("secret"), "x").unwrap();
+        let plan = LandlockPlan {
+            read: vec![],
+            write: vec![allowed.clone(), PathBuf::from("/does/not/exist")],
+            exec: vec![],
+            exec_names: vec![],
+            path_var: String::new(),
+            net: NetPlan::Tcp {
+                connect: vec![],
+                bind: vec![],
+            },
+            required: true,
+        };
+        // SAFETY: the child only makes syscalls and exits with a code.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let code = match plan.apply() {
+                Ok(st) => {
+                    let w = std::fs::write(allowed.join("f"), "ok").is_ok();
+                    let r = std::fs::read(other.join("secret")).is_err();
+                    let skipped = st.skipped == vec![PathBuf::from("/does/not/exist")];
+                    let tcp = std::net::TcpListener::bind("127.0.0.1:0").is_err();
+                    match (w, r, skipped, tcp) {
+                        (true, true, true, true) => 0,
+                        (false, ..) => 10,
+                        (_, false, ..) => 11,
+                        (_, _, false, _) => 12,
+                        _ => 13,
+                    }
+                }
+                Err(_) => 20,
+            };
+            // SAFETY: leave the forked child without running test harness code.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(libc::WIFEXITED(status));
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "child reported a failed check"
+        );
+    }
+}

@@ -1,0 +1,391 @@
+//! Parsing policies with errors a person can act on: every error names the
+//! file, the JSON pointer of the field, line:column when known, and what
+//! was expected.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+use super::locate::locate_pointer;
+use super::model::{NetMode, Policy};
+
+/// One problem found in a policy (or a warning about it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyError {
+    /// The file (or a label like `annotation buntime.dev/policy`).
+    pub file: String,
+    /// JSON pointer of the offending field, `""` for the document.
+    pub pointer: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let (Some(l), Some(c)) = (self.line, self.column) {
+            write!(f, ":{l}:{c}")?;
+        }
+        let ptr = if self.pointer.is_empty() {
+            "/"
+        } else {
+            &self.pointer
+        };
+        write!(f, ": {ptr}: {}", self.message)
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+/// Errors from reading and parsing a policy.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{file}: cannot read policy: {source}")]
+    Io {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(#[from] PolicyError),
+}
+
+impl LoadError {
+    /// The underlying policy error, if it is one (not an I/O error).
+    pub fn policy_error(&self) -> Option<&PolicyError> {
+        match self {
+            LoadError::Invalid(e) => Some(e),
+            LoadError::Io { .. } => None,
+        }
+    }
+}
+
+fn pointer_of(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => {
+                out.push('/');
+                out.push_str(&index.to_string());
+            }
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                out.push('/');
+                // RFC 6901 escaping.
+                out.push_str(&key.replace('~', "~0").replace('/', "~1"));
+            }
+            // A key that could not be read (syntax errors): report the
+            // enclosing value.
+            Segment::Unknown => break,
+        }
+    }
+    out
+}
+
+/// Make serde's wording friendlier while keeping its "expected ..." part.
+fn tidy_message(e: &serde_json::Error) -> String {
+    let mut m = e.to_string();
+    // serde_json appends " at line L column C"; we print those separately.
+    if let Some(idx) = m.rfind(" at line ") {
+        m.truncate(idx);
+    }
+    if m.starts_with("unknown field") {
+        m = m.replacen("expected one of", "expected one of the known fields", 1);
+    }
+    m
+}
+
+/// Parse any JSON document with policy-style errors. Used for policies and
+/// for the node config file.
+pub fn parse_json<T: DeserializeOwned>(src: &str, file: &str) -> Result<T, PolicyError> {
+    let mut de = serde_json::Deserializer::from_str(src);
+    let res: Result<T, _> = serde_path_to_error::deserialize(&mut de);
+    let value = match res {
+        Ok(v) => v,
+        Err(err) => {
+            let pointer = pointer_of(err.path());
+            let inner = err.inner();
+            let (line, column) = if inner.line() > 0 {
+                (Some(inner.line()), Some(inner.column()))
+            } else {
+                (None, None)
+            };
+            return Err(PolicyError {
+                file: file.to_string(),
+                pointer,
+                line,
+                column,
+                message: tidy_message(inner),
+            });
+        }
+    };
+    // Trailing garbage after the document.
+    if let Err(e) = de.end() {
+        return Err(PolicyError {
+            file: file.to_string(),
+            pointer: String::new(),
+            line: Some(e.line()),
+            column: Some(e.column()),
+            message: format!("{}; expected the end of the document", tidy_message(&e)),
+        });
+    }
+    Ok(value)
+}
+
+/// Parse a policy from text. `file` only labels errors. Relative paths are
+/// kept as written; see [`Policy::resolve_relative`].
+pub fn parse_policy(src: &str, file: &str) -> Result<Policy, PolicyError> {
+    parse_json(src, file)
+}
+
+/// Read and parse a policy file.
+pub fn load_policy_file(path: &Path) -> Result<Policy, LoadError> {
+    let file = path.display().to_string();
+    let src = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        file: file.clone(),
+        source,
+    })?;
+    Ok(parse_policy(&src, &file)?)
+}
+
+/// How serious a finding of [`check_policy`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// A finding of [`check_policy`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub severity: Severity,
+    pub error: PolicyError,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.severity {
+            Severity::Error => write!(f, "error: {}", self.error),
+            Severity::Warning => write!(f, "warning: {}", self.error),
+        }
+    }
+}
+
+/// Validate a policy's text fully: parse errors, then the checks that look
+/// at several fields at once. Returns the parsed policy (when it parsed)
+/// and every finding.
+pub fn check_policy(src: &str, file: &str) -> (Option<Policy>, Vec<Finding>) {
+    let policy = match parse_policy(src, file) {
+        Ok(p) => p,
+        Err(e) => {
+            return (
+                None,
+                vec![Finding {
+                    severity: Severity::Error,
+                    error: e,
+                }],
+            )
+        }
+    };
+    let mut out = Vec::new();
+    let mut push = |severity, pointer: String, message: String| {
+        let (line, column) = match locate_pointer(src, &pointer) {
+            Some((l, c)) => (Some(l), Some(c)),
+            None => (None, None),
+        };
+        out.push(Finding {
+            severity,
+            error: PolicyError {
+                file: file.to_string(),
+                pointer,
+                line,
+                column,
+                message,
+            },
+        });
+    };
+    let net = &policy.network;
+    match net.mode {
+        NetMode::Host => push(
+            Severity::Warning,
+            "/network/mode".into(),
+            "mode \"host\" gives the sandbox the host's network with no isolation; network.allow and the proxy are bypassed".into(),
+        ),
+        NetMode::None if !net.allow.is_empty() => push(
+            Severity::Warning,
+            "/network/allow".into(),
+            "entries are ignored in mode \"none\"; expected mode \"proxy\" to reach them".into(),
+        ),
+        NetMode::Proxy if net.allow.is_empty() => push(
+            Severity::Warning,
+            "/network/allow".into(),
+            "mode \"proxy\" with no allow entries reaches nothing; expected at least one entry".into(),
+        ),
+        _ => {}
+    }
+    for (i, p) in policy.env.pass.iter().enumerate() {
+        if p.as_str() == "*" {
+            push(
+                Severity::Warning,
+                format!("/env/pass/{i}"),
+                "\"*\" passes every host variable in, secrets included".into(),
+            );
+        }
+    }
+    for (i, p) in policy.filesystem.write.iter().enumerate() {
+        if p.as_str() == "/" {
+            push(
+                Severity::Warning,
+                format!("/filesystem/write/{i}"),
+                "\"/\" makes the whole filesystem writable".into(),
+            );
+        }
+    }
+    for (i, p) in policy.filesystem.deny.iter().enumerate() {
+        if p.as_str() == "/" {
+            push(
+                Severity::Error,
+                format!("/filesystem/deny/{i}"),
+                "denying \"/\" denies everything; expected a path below /".into(),
+            );
+        }
+    }
+    (Some(policy), out)
+}
+
+/// Resolve a possibly relative file path for display and reading.
+pub fn absolute_from(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(src: &str) -> PolicyError {
+        parse_policy(src, "p.json").unwrap_err()
+    }
+
+    #[test]
+    fn minimal_policy_parses_with_defaults() {
+        let p = parse_policy(r#"{"version": 1}"#, "p.json").unwrap();
+        assert_eq!(p.network.mode, NetMode::None);
+        assert!(p.filesystem.read.is_empty());
+    }
+
+    #[test]
+    fn bad_network_entry_names_pointer_line_and_expectation() {
+        let src = "{\n  \"version\": 1,\n  \"network\": {\n    \"mode\": \"proxy\",\n    \"allow\": [\"pypi.org\", \"ok.com\", \"bad host\"]\n  }\n}\n";
+        let e = err(src);
+        assert_eq!(e.pointer, "/network/allow/2");
+        assert_eq!(e.line, Some(5));
+        assert!(e.column.is_some());
+        assert!(e.message.contains("expected a host name"), "{}", e.message);
+        let shown = e.to_string();
+        assert!(shown.starts_with("p.json:5:"), "{shown}");
+        assert!(shown.contains("/network/allow/2"), "{shown}");
+    }
+
+    #[test]
+    fn unknown_field_is_rejected_with_known_fields_listed() {
+        let e = err("{\"version\": 1, \"filesystem\": {\"reed\": []}}");
+        assert_eq!(e.pointer, "/filesystem/reed");
+        assert!(e.message.contains("unknown field `reed`"), "{}", e.message);
+        assert!(e.message.contains("expected one of"), "{}", e.message);
+        let e = err("{\"version\": 1, \"colour\": 1}");
+        assert_eq!(e.pointer, "/colour");
+    }
+
+    #[test]
+    fn version_is_checked() {
+        let e = err("{\"version\": 2}");
+        assert_eq!(e.pointer, "/version");
+        assert!(e.message.contains("expected 1"), "{}", e.message);
+        let e = err("{}");
+        assert!(
+            e.message.contains("missing field `version`"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn wrong_types_and_values() {
+        let e = err("{\"version\": 1, \"network\": {\"mode\": \"open\"}}");
+        assert_eq!(e.pointer, "/network/mode");
+        assert!(
+            e.message
+                .contains("expected one of `none`, `proxy`, `host`"),
+            "{}",
+            e.message
+        );
+        let e = err("{\"version\": 1, \"resources\": {\"memory\": \"lots\"}}");
+        assert_eq!(e.pointer, "/resources/memory");
+        assert!(e.message.contains("expected a size"), "{}", e.message);
+        let e = err("{\"version\": 1, \"resources\": {\"cpu\": 0}}");
+        assert_eq!(e.pointer, "/resources/cpu");
+        assert!(
+            e.message.contains("expected a number of CPU cores"),
+            "{}",
+            e.message
+        );
+        let e = err("{\"version\": 1, \"resources\": {\"timeout\": \"soon\"}}");
+        assert!(e.message.contains("expected a duration"), "{}", e.message);
+        let e = err("{\"version\": 1, \"env\": {\"pass\": [\"OK\", \"NOT-OK\"]}}");
+        assert_eq!(e.pointer, "/env/pass/1");
+        let e = err("{\"version\": 1, \"env\": {\"set\": {\"A B\": \"x\"}}}");
+        assert!(e.pointer.starts_with("/env/set"), "{}", e.pointer);
+        let e = err("{\"version\": 1, \"filesystem\": {\"read\": \"/usr\"}}");
+        assert_eq!(e.pointer, "/filesystem/read");
+        assert!(e.message.contains("expected a sequence"), "{}", e.message);
+        let e = err("{\"version\": 1, \"exec\": {\"allow\": [\"bin/sh\"]}}");
+        assert_eq!(e.pointer, "/exec/allow/0");
+        let e = err("{\"version\": 1, \"broker\": {\"exec\": \"maybe\"}}");
+        assert_eq!(e.pointer, "/broker/exec");
+        assert!(
+            e.message.contains("`deny`, `ask`, `allow`"),
+            "{}",
+            e.message
+        );
+        let e = err("{\"version\": 1, \"landlock\": \"sometimes\"}");
+        assert_eq!(e.pointer, "/landlock");
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let e = err("{\n  \"version\": 1,\n}");
+        assert_eq!(e.line, Some(3));
+        let e = err("{\"version\": 1} trailing");
+        assert!(
+            e.message.contains("expected the end of the document"),
+            "{}",
+            e.message
+        );
+        let e = err("");
+        assert!(e.message.contains("EOF"), "{}", e.message);
+    }
+
+    #[test]
+    fn check_reports_warnings_with_positions() {
+        let src = "{\n  \"version\": 1,\n  \"network\": {\"mode\": \"host\"}\n}";
+        let (p, f) = check_policy(src, "h.json");
+        assert!(p.is_some());
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].severity, Severity::Warning);
+        assert_eq!(f[0].error.pointer, "/network/mode");
+        assert_eq!(f[0].error.line, Some(3));
+        let (_, f) = check_policy(
+            "{\"version\":1,\"filesystem\":{\"deny\":[\"/\"]}}",
+            "d.json",
+        );
+        assert_eq!(f[0].severity, Severity::Error);
+        assert_eq!(f[0].error.pointer, "/filesystem/deny/0");
+    }
+}

@@ -1,0 +1,922 @@
+//! The policy data model: plain serde types, versioned, unknown fields
+//! rejected. Values that have a grammar (paths, host rules, sizes, durations,
+//! variable names) are newtypes validated while deserializing, so a bad value
+//! is reported with its JSON path and line:column like a syntax error.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::num::NonZeroU32;
+use std::path::{Component, Path, PathBuf};
+
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::de::{self, Unexpected, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::net::NetRule;
+
+/// The only policy format version this build understands.
+pub const POLICY_VERSION: u32 = 1;
+
+/// A buntime policy: what a sandbox may do. Deny by default; an explicit
+/// deny wins over an allow.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "buntime policy")]
+pub struct Policy {
+    /// Format version; must be 1.
+    pub version: PolicyVersion,
+    /// One line saying what the policy is for.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Paths that may be read, written or executed, and denied paths.
+    #[serde(default, skip_serializing_if = "Filesystem::is_empty")]
+    pub filesystem: Filesystem,
+    /// Network isolation mode and host allow/deny rules.
+    #[serde(default)]
+    pub network: Network,
+    /// Programs that may be executed.
+    #[serde(default, skip_serializing_if = "Exec::is_empty")]
+    pub exec: Exec,
+    /// Which host environment variables pass in, and fixed ones to set.
+    #[serde(default, skip_serializing_if = "Env::is_empty")]
+    pub env: Env,
+    /// Memory, process, CPU, time and output limits.
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub resources: Resources,
+    /// What the per-container supervisor may grant at run time beyond the
+    /// static rules.
+    #[serde(default, skip_serializing_if = "Broker::is_default")]
+    pub broker: Broker,
+    /// Whether kernel (Landlock) enforcement is required or best effort.
+    #[serde(default, skip_serializing_if = "LandlockRequirement::is_default")]
+    pub landlock: LandlockRequirement,
+}
+
+/// The policy format version (always 1 for now).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct PolicyVersion(u32);
+
+impl Default for PolicyVersion {
+    fn default() -> Self {
+        PolicyVersion(POLICY_VERSION)
+    }
+}
+
+impl PolicyVersion {
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl TryFrom<u64> for PolicyVersion {
+    type Error = String;
+    fn try_from(v: u64) -> Result<Self, String> {
+        if v == u64::from(POLICY_VERSION) {
+            Ok(PolicyVersion(POLICY_VERSION))
+        } else {
+            Err(format!(
+                "unsupported policy version {v}, expected {POLICY_VERSION}"
+            ))
+        }
+    }
+}
+
+impl From<PolicyVersion> for u64 {
+    fn from(v: PolicyVersion) -> u64 {
+        u64::from(v.0)
+    }
+}
+
+impl JsonSchema for PolicyVersion {
+    fn schema_name() -> Cow<'static, str> {
+        "PolicyVersion".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "Policy format version.",
+            "type": "integer",
+            "const": POLICY_VERSION
+        })
+    }
+}
+
+/// Filesystem rights. Every entry grants the file or the whole subtree.
+/// `write` implies `read`; `exec` implies `read`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Filesystem {
+    /// Paths that may be read (files, or whole directory trees).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read: Vec<FsPath>,
+    /// Paths that may be written (and read).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub write: Vec<FsPath>,
+    /// Paths whose files may be executed (and read).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exec: Vec<FsPath>,
+    /// Paths that may not be accessed at all, even inside an allowed tree.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<FsPath>,
+}
+
+impl Filesystem {
+    pub fn is_empty(&self) -> bool {
+        self.read.is_empty()
+            && self.write.is_empty()
+            && self.exec.is_empty()
+            && self.deny.is_empty()
+    }
+}
+
+/// A filesystem path as written in a policy. Relative paths are resolved
+/// against the directory the policy is used from (see
+/// [`Policy::resolve_relative`]).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct FsPath(String);
+
+impl FsPath {
+    pub fn new(s: impl Into<String>) -> Result<Self, String> {
+        Self::try_from(s.into())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    pub fn as_path(&self) -> &Path {
+        Path::new(&self.0)
+    }
+    pub fn is_absolute(&self) -> bool {
+        self.0.starts_with('/')
+    }
+}
+
+impl TryFrom<String> for FsPath {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("expected a non-empty path".into());
+        }
+        if s.contains('\0') {
+            return Err("expected a path without NUL bytes".into());
+        }
+        if s.starts_with('~') {
+            // Expanding ~ would make the policy mean different things for
+            // different users; ask for the explicit path instead.
+            return Err(format!(
+                "expected an absolute or relative path, got {s:?} (\"~\" is not expanded)"
+            ));
+        }
+        Ok(FsPath(s))
+    }
+}
+
+impl From<FsPath> for String {
+    fn from(p: FsPath) -> String {
+        p.0
+    }
+}
+
+impl fmt::Display for FsPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl JsonSchema for FsPath {
+    fn schema_name() -> Cow<'static, str> {
+        "FsPath".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A file or directory path; a directory grants its whole subtree. Relative paths resolve against the directory the policy is used from.",
+            "type": "string",
+            "minLength": 1,
+            "pattern": "^[^~]"
+        })
+    }
+}
+
+/// Network isolation mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NetMode {
+    /// A private network namespace with only loopback.
+    #[default]
+    None,
+    /// Egress only through buntime's allow-list proxy.
+    Proxy,
+    /// No network isolation at all.
+    Host,
+}
+
+impl NetMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetMode::None => "none",
+            NetMode::Proxy => "proxy",
+            NetMode::Host => "host",
+        }
+    }
+}
+
+/// Network rules.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// `none` (loopback only), `proxy` (egress through the allow-list
+    /// proxy) or `host` (no isolation).
+    #[serde(default)]
+    pub mode: NetMode,
+    /// Destinations that may be reached (in `proxy` mode).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<NetRule>,
+    /// Destinations that may never be reached; wins over `allow`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<NetRule>,
+}
+
+/// Programs that may be executed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Exec {
+    /// Absolute paths, or names looked up in PATH.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<Program>,
+}
+
+impl Exec {
+    pub fn is_empty(&self) -> bool {
+        self.allow.is_empty()
+    }
+}
+
+/// A program: an absolute path, or a bare name looked up in PATH.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Program(String);
+
+impl Program {
+    pub fn new(s: impl Into<String>) -> Result<Self, String> {
+        Self::try_from(s.into())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// A bare name (looked up in PATH) rather than an absolute path.
+    pub fn is_name(&self) -> bool {
+        !self.0.starts_with('/')
+    }
+}
+
+impl TryFrom<String> for Program {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.is_empty() || s.contains('\0') {
+            return Err("expected a program path or name".into());
+        }
+        if !s.starts_with('/') && s.contains('/') {
+            return Err(format!(
+                "expected an absolute path or a program name without '/', got {s:?}"
+            ));
+        }
+        Ok(Program(s))
+    }
+}
+
+impl From<Program> for String {
+    fn from(p: Program) -> String {
+        p.0
+    }
+}
+
+impl fmt::Display for Program {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl JsonSchema for Program {
+    fn schema_name() -> Cow<'static, str> {
+        "Program".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "An absolute program path, or a program name looked up in PATH.",
+            "type": "string",
+            "pattern": "^(/.*|[^/]+)$"
+        })
+    }
+}
+
+/// Environment rules.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Env {
+    /// Host variables that pass in: exact names or `PREFIX_*`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pass: Vec<EnvPattern>,
+    /// Variables always set to these values (they win over passed ones).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set: BTreeMap<EnvName, String>,
+}
+
+impl Env {
+    pub fn is_empty(&self) -> bool {
+        self.pass.is_empty() && self.set.is_empty()
+    }
+}
+
+fn valid_env_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '_' => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// An environment variable name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EnvName(String);
+
+impl EnvName {
+    pub fn new(s: impl Into<String>) -> Result<Self, String> {
+        Self::try_from(s.into())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for EnvName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if valid_env_name(&s) {
+            Ok(EnvName(s))
+        } else {
+            Err(format!(
+                "expected a variable name of letters, digits and '_', got {s:?}"
+            ))
+        }
+    }
+}
+
+impl From<EnvName> for String {
+    fn from(n: EnvName) -> String {
+        n.0
+    }
+}
+
+impl JsonSchema for EnvName {
+    fn schema_name() -> Cow<'static, str> {
+        "EnvName".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "An environment variable name.",
+            "type": "string",
+            "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"
+        })
+    }
+}
+
+/// A variable name, a `PREFIX*` pattern, or `*` (every variable).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EnvPattern(String);
+
+impl EnvPattern {
+    pub fn new(s: impl Into<String>) -> Result<Self, String> {
+        Self::try_from(s.into())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// The prefix when this is a `PREFIX*` pattern (empty for `*`).
+    pub fn prefix(&self) -> Option<&str> {
+        self.0.strip_suffix('*')
+    }
+    pub fn matches(&self, name: &str) -> bool {
+        match self.prefix() {
+            Some(p) => name.starts_with(p),
+            None => name == self.0,
+        }
+    }
+}
+
+impl fmt::Display for EnvPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for EnvPattern {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let ok = match s.strip_suffix('*') {
+            Some("") => true,
+            Some(p) => valid_env_name(p),
+            None => valid_env_name(&s),
+        };
+        if ok {
+            Ok(EnvPattern(s))
+        } else {
+            Err(format!(
+                "expected a variable name or a PREFIX_* pattern, got {s:?}"
+            ))
+        }
+    }
+}
+
+impl From<EnvPattern> for String {
+    fn from(n: EnvPattern) -> String {
+        n.0
+    }
+}
+
+impl JsonSchema for EnvPattern {
+    fn schema_name() -> Cow<'static, str> {
+        "EnvPattern".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A variable name, a PREFIX_* pattern, or * for every variable.",
+            "type": "string",
+            "pattern": "^([A-Za-z_][A-Za-z0-9_]*\\*?|\\*)$"
+        })
+    }
+}
+
+/// Resource limits. Absent means "no limit from the policy".
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// Memory limit, e.g. "512M" (binary units) or a number of bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ByteSize>,
+    /// Maximum number of processes and threads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<NonZeroU32>,
+    /// CPU cores, fractional allowed (e.g. 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Cpus>,
+    /// Wall-clock timeout, e.g. "30s", "5m" or a number of seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<TimeSpan>,
+    /// Maximum bytes of stdout+stderr kept, e.g. "10M".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<ByteSize>,
+    /// Maximum open file descriptors (RLIMIT_NOFILE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_files: Option<NonZeroU32>,
+}
+
+impl Resources {
+    pub fn is_empty(&self) -> bool {
+        *self == Resources::default()
+    }
+}
+
+/// A number of bytes; written as an integer or with a binary suffix
+/// (K, M, G, T; "KiB" style and a trailing "B" are accepted too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ByteSize(pub u64);
+
+const SIZE_EXPECTED: &str = "a size like \"512M\", \"2G\" or a positive number of bytes";
+
+impl ByteSize {
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(digits_end);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("expected {SIZE_EXPECTED}, got {s:?}"))?;
+        let unit = unit.trim().to_ascii_lowercase();
+        let mult: u64 = match unit.as_str() {
+            "" | "b" => 1,
+            "k" | "kb" | "kib" => 1 << 10,
+            "m" | "mb" | "mib" => 1 << 20,
+            "g" | "gb" | "gib" => 1 << 30,
+            "t" | "tb" | "tib" => 1 << 40,
+            _ => return Err(format!("expected {SIZE_EXPECTED}, got {s:?}")),
+        };
+        let v = n
+            .checked_mul(mult)
+            .ok_or_else(|| format!("size {s:?} is too large"))?;
+        if v == 0 {
+            return Err(format!("expected {SIZE_EXPECTED}, got {s:?}"));
+        }
+        Ok(ByteSize(v))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (suffix, shift) in [("T", 40u32), ("G", 30), ("M", 20), ("K", 10)] {
+            let unit = 1u64 << shift;
+            if self.0 >= unit && self.0 % unit == 0 {
+                return write!(f, "{}{}", self.0 / unit, suffix);
+            }
+        }
+        write!(f, "{}", self.0)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 % 1024 == 0 {
+            s.serialize_str(&self.to_string())
+        } else {
+            s.serialize_u64(self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(SIZE_EXPECTED)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                if v == 0 {
+                    return Err(E::invalid_value(Unexpected::Unsigned(v), &self));
+                }
+                Ok(ByteSize(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                match u64::try_from(v) {
+                    Ok(u) => self.visit_u64(u),
+                    Err(_) => Err(E::invalid_value(Unexpected::Signed(v), &self)),
+                }
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for ByteSize {
+    fn schema_name() -> Cow<'static, str> {
+        "ByteSize".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A size: a positive number of bytes, or a number with a binary suffix K, M, G or T (e.g. \"512M\").",
+            "oneOf": [
+                { "type": "integer", "minimum": 1 },
+                { "type": "string", "pattern": "^[0-9]+ *([KkMmGgTt]([iI]?[bB])?|[bB])?$" }
+            ]
+        })
+    }
+}
+
+/// A duration in milliseconds; written as a number of seconds or with a
+/// unit: "500ms", "30s", "5m", "2h".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TimeSpan(pub u64);
+
+const DURATION_EXPECTED: &str =
+    "a duration like \"30s\", \"5m\", \"1h\", \"500ms\" or a positive number of seconds";
+
+impl TimeSpan {
+    pub fn millis(self) -> u64 {
+        self.0
+    }
+
+    pub fn as_duration(self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0)
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(digits_end);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("expected {DURATION_EXPECTED}, got {s:?}"))?;
+        let mult: u64 = match unit.trim() {
+            "ms" => 1,
+            "" | "s" => 1000,
+            "m" | "min" => 60_000,
+            "h" => 3_600_000,
+            _ => return Err(format!("expected {DURATION_EXPECTED}, got {s:?}")),
+        };
+        match n.checked_mul(mult) {
+            Some(0) => Err(format!("expected {DURATION_EXPECTED}, got {s:?}")),
+            Some(v) => Ok(TimeSpan(v)),
+            None => Err(format!("duration {s:?} is too large")),
+        }
+    }
+}
+
+impl fmt::Display for TimeSpan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0;
+        if ms % 3_600_000 == 0 {
+            write!(f, "{}h", ms / 3_600_000)
+        } else if ms % 60_000 == 0 {
+            write!(f, "{}m", ms / 60_000)
+        } else if ms % 1000 == 0 {
+            write!(f, "{}s", ms / 1000)
+        } else {
+            write!(f, "{ms}ms")
+        }
+    }
+}
+
+impl Serialize for TimeSpan {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for TimeSpan {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = TimeSpan;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(DURATION_EXPECTED)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<TimeSpan, E> {
+                match v.checked_mul(1000) {
+                    Some(ms) if ms > 0 => Ok(TimeSpan(ms)),
+                    _ => Err(E::invalid_value(Unexpected::Unsigned(v), &self)),
+                }
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<TimeSpan, E> {
+                match u64::try_from(v) {
+                    Ok(u) => self.visit_u64(u),
+                    Err(_) => Err(E::invalid_value(Unexpected::Signed(v), &self)),
+                }
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<TimeSpan, E> {
+                TimeSpan::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for TimeSpan {
+    fn schema_name() -> Cow<'static, str> {
+        "TimeSpan".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A duration: a positive number of seconds, or a number with a unit ms, s, m or h (e.g. \"30s\").",
+            "oneOf": [
+                { "type": "integer", "minimum": 1 },
+                { "type": "string", "pattern": "^[0-9]+ *(ms|s|m|min|h)?$" }
+            ]
+        })
+    }
+}
+
+/// CPU cores, fractional allowed; must be > 0 and at most 1024.
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd, Serialize, Deserialize)]
+#[serde(try_from = "f64", into = "f64")]
+pub struct Cpus(f64);
+
+impl Cpus {
+    pub fn new(v: f64) -> Result<Self, String> {
+        Self::try_from(v)
+    }
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl TryFrom<f64> for Cpus {
+    type Error = String;
+    fn try_from(v: f64) -> Result<Self, String> {
+        if v.is_finite() && v > 0.0 && v <= 1024.0 {
+            Ok(Cpus(v))
+        } else {
+            Err(format!(
+                "expected a number of CPU cores greater than 0 (e.g. 0.5 or 2), got {v}"
+            ))
+        }
+    }
+}
+
+impl From<Cpus> for f64 {
+    fn from(c: Cpus) -> f64 {
+        c.0
+    }
+}
+
+impl JsonSchema for Cpus {
+    fn schema_name() -> Cow<'static, str> {
+        "Cpus".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "CPU cores, fractional allowed (e.g. 0.5).",
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "maximum": 1024
+        })
+    }
+}
+
+/// What the supervisor does when the sandbox asks for more at run time.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerRule {
+    /// Refuse without asking.
+    #[default]
+    Deny,
+    /// Ask the person running the sandbox.
+    Ask,
+    /// Grant without asking.
+    Allow,
+}
+
+impl BrokerRule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BrokerRule::Deny => "deny",
+            BrokerRule::Ask => "ask",
+            BrokerRule::Allow => "allow",
+        }
+    }
+}
+
+/// Run-time grants beyond the static rules, per kind of request.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Broker {
+    /// Reading a file outside the static rules.
+    #[serde(default)]
+    pub fs_read: BrokerRule,
+    /// Writing a file outside the static rules.
+    #[serde(default)]
+    pub fs_write: BrokerRule,
+    /// Listing a directory outside the static rules.
+    #[serde(default)]
+    pub list_dir: BrokerRule,
+    /// Connecting to a destination outside the static rules.
+    #[serde(default)]
+    pub net_connect: BrokerRule,
+    /// Executing a program outside the static rules.
+    #[serde(default)]
+    pub exec: BrokerRule,
+}
+
+impl Broker {
+    pub fn is_default(&self) -> bool {
+        *self == Broker::default()
+    }
+}
+
+/// Whether the kernel must enforce the filesystem and network rules.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum LandlockRequirement {
+    /// Use Landlock when the kernel has it; record when it does not.
+    #[default]
+    BestEffort,
+    /// Refuse to create the container when Landlock is unavailable.
+    Required,
+}
+
+impl LandlockRequirement {
+    pub fn is_default(&self) -> bool {
+        *self == LandlockRequirement::BestEffort
+    }
+}
+
+/// Lexically normalise an absolute path: drop `.`, apply `..`, collapse
+/// slashes. Symlinks are not followed: policies talk about the paths the
+/// sandbox sees, and Landlock follows links itself when rules are applied.
+pub fn normalize_path(p: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::RootDir | Component::Prefix(_) | Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(s) => out.push(s),
+        }
+    }
+    out
+}
+
+impl Policy {
+    /// Resolve relative paths against `base` and normalise every path, so
+    /// the rest of the library only sees absolute, clean paths.
+    pub fn resolve_relative(&mut self, base: &Path) {
+        let fix = |v: &mut Vec<FsPath>| {
+            for p in v.iter_mut() {
+                let joined = if p.is_absolute() {
+                    PathBuf::from(p.as_str())
+                } else {
+                    base.join(p.as_str())
+                };
+                let norm = normalize_path(&joined);
+                p.0 = norm.to_string_lossy().into_owned();
+            }
+        };
+        fix(&mut self.filesystem.read);
+        fix(&mut self.filesystem.write);
+        fix(&mut self.filesystem.exec);
+        fix(&mut self.filesystem.deny);
+    }
+
+    /// True when every path in the filesystem area is absolute.
+    pub fn paths_are_absolute(&self) -> bool {
+        let fs = &self.filesystem;
+        fs.read
+            .iter()
+            .chain(&fs.write)
+            .chain(&fs.exec)
+            .chain(&fs.deny)
+            .all(FsPath::is_absolute)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(ByteSize::parse("512M").unwrap().bytes(), 512 << 20);
+        assert_eq!(ByteSize::parse("2g").unwrap().bytes(), 2 << 30);
+        assert_eq!(ByteSize::parse("64KiB").unwrap().bytes(), 64 << 10);
+        assert_eq!(ByteSize::parse("100").unwrap().bytes(), 100);
+        assert!(ByteSize::parse("0").is_err());
+        assert!(ByteSize::parse("12X").is_err());
+        assert!(ByteSize::parse("M").is_err());
+        assert_eq!(ByteSize(512 << 20).to_string(), "512M");
+        assert_eq!(ByteSize(1536).to_string(), "1536");
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(TimeSpan::parse("30s").unwrap().millis(), 30_000);
+        assert_eq!(TimeSpan::parse("5m").unwrap().millis(), 300_000);
+        assert_eq!(TimeSpan::parse("250ms").unwrap().millis(), 250);
+        assert_eq!(TimeSpan::parse("2").unwrap().millis(), 2000);
+        assert!(TimeSpan::parse("0s").is_err());
+        assert!(TimeSpan::parse("1d").is_err());
+        assert_eq!(TimeSpan(90_000).to_string(), "90s");
+        assert_eq!(TimeSpan(7_200_000).to_string(), "2h");
+    }
+
+    #[test]
+    fn env_patterns() {
+        let p = EnvPattern::new("LC_*").unwrap();
+        assert!(p.matches("LC_ALL"));
+        assert!(!p.matches("LANG"));
+        assert!(EnvPattern::new("*").unwrap().matches("ANYTHING"));
+        assert!(EnvPattern::new("PATH").unwrap().matches("PATH"));
+        assert!(!EnvPattern::new("PATH").unwrap().matches("PATHX"));
+        assert!(EnvPattern::new("A*B").is_err());
+        assert!(EnvPattern::new("1ABC").is_err());
+        assert!(EnvName::new("X-Y").is_err());
+    }
+
+    #[test]
+    fn programs() {
+        assert!(Program::new("python3").unwrap().is_name());
+        assert!(!Program::new("/usr/bin/env").unwrap().is_name());
+        assert!(Program::new("bin/sh").is_err());
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_base() {
+        let mut p = Policy::default();
+        p.filesystem.read.push(FsPath::new("data/../src").unwrap());
+        p.filesystem.write.push(FsPath::new("/tmp/./x/").unwrap());
+        p.resolve_relative(Path::new("/home/me/proj"));
+        assert_eq!(p.filesystem.read[0].as_str(), "/home/me/proj/src");
+        assert_eq!(p.filesystem.write[0].as_str(), "/tmp/x");
+        assert!(p.paths_are_absolute());
+    }
+
+    #[test]
+    fn normalize_never_escapes_root() {
+        assert_eq!(
+            normalize_path(Path::new("/../../etc")),
+            PathBuf::from("/etc")
+        );
+    }
+}

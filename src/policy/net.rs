@@ -1,0 +1,737 @@
+//! Network rules: the entry grammar (host names, `*.domain`, `host:port`,
+//! IP literals, CIDR ranges), matching, and the special address ranges that
+//! stay denied unless an entry names them.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Serialize};
+
+use super::model::{NetMode, Network};
+
+/// What the host part of a rule matches.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum HostPattern {
+    /// `*`: any host name and any public address.
+    Any,
+    /// An exact host name (lower case, no trailing dot).
+    Exact(String),
+    /// `*.example.com`: strict subdomains of the stored suffix
+    /// (`example.com`), not the apex.
+    Subdomains(String),
+    /// One address (IPv4-mapped IPv6 is stored as IPv4).
+    Ip(IpAddr),
+    /// An address range (normalised to its network address).
+    Cidr(IpNet),
+}
+
+/// One `network.allow` / `network.deny` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct NetRule {
+    pub host: HostPattern,
+    /// `None` matches every port.
+    pub port: Option<u16>,
+}
+
+const RULE_EXPECTED: &str =
+    "expected a host name, \"*.domain\", \"host:port\", an IPv4/IPv6 address or a CIDR range";
+
+/// Map IPv4-mapped (`::ffff:a.b.c.d`) and NAT64 (`64:ff9b::a.b.c.d`)
+/// addresses to the IPv4 address they reach, so a range written in one
+/// family cannot be sidestepped through the other.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return IpAddr::V4(v4);
+            }
+            let s = v6.segments();
+            if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
+                let o = v6.octets();
+                return IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+            }
+            IpAddr::V6(v6)
+        }
+        v4 => v4,
+    }
+}
+
+fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => {
+            if let IpAddr::V4(a) = canonical_ip(IpAddr::V6(v6.network())) {
+                if let Ok(n) = ipnet::Ipv4Net::new(a, v6.prefix_len() - 96) {
+                    return IpNet::V4(n.trunc());
+                }
+            }
+            net.trunc()
+        }
+        _ => net.trunc(),
+    }
+}
+
+fn valid_hostname(h: &str) -> bool {
+    if h.is_empty() || h.len() > 253 {
+        return false;
+    }
+    h.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    })
+}
+
+fn normalize_host(h: &str) -> String {
+    h.trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn parse_host(h: &str) -> Result<HostPattern, String> {
+    if h == "*" {
+        return Ok(HostPattern::Any);
+    }
+    if h.contains('/') {
+        let net: IpNet = h
+            .parse()
+            .map_err(|_| format!("{RULE_EXPECTED}; {h:?} is not a valid CIDR range"))?;
+        return Ok(HostPattern::Cidr(canonical_net(net)));
+    }
+    if let Ok(ip) = h.parse::<IpAddr>() {
+        return Ok(HostPattern::Ip(canonical_ip(ip)));
+    }
+    if let Some(suffix) = h.strip_prefix("*.") {
+        let s = normalize_host(suffix);
+        if valid_hostname(&s) {
+            return Ok(HostPattern::Subdomains(s));
+        }
+        return Err(format!("{RULE_EXPECTED}; {h:?} is not a valid wildcard"));
+    }
+    let n = normalize_host(h);
+    if valid_hostname(&n) {
+        Ok(HostPattern::Exact(n))
+    } else {
+        Err(format!("{RULE_EXPECTED}, got {h:?}"))
+    }
+}
+
+fn parse_port(p: &str, whole: &str) -> Result<u16, String> {
+    match p.parse::<u16>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "expected a port between 1 and 65535 in {whole:?}, got {p:?}"
+        )),
+    }
+}
+
+impl NetRule {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        if t.is_empty() {
+            return Err(RULE_EXPECTED.to_string());
+        }
+        if let Some(rest) = t.strip_prefix('[') {
+            // [v6] or [v6]:port or [v6/len]:port
+            let (inner, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("{RULE_EXPECTED}; missing ']' in {s:?}"))?;
+            let host = parse_host(inner)?;
+            if !matches!(host, HostPattern::Ip(_) | HostPattern::Cidr(_)) {
+                return Err(format!(
+                    "{RULE_EXPECTED}; only IPv6 addresses go in brackets, got {s:?}"
+                ));
+            }
+            let port = match after {
+                "" => None,
+                a => match a.strip_prefix(':') {
+                    Some(p) => Some(parse_port(p, s)?),
+                    None => return Err(format!("{RULE_EXPECTED}, got {s:?}")),
+                },
+            };
+            return Ok(NetRule { host, port });
+        }
+        match t.matches(':').count() {
+            0 => Ok(NetRule {
+                host: parse_host(t)?,
+                port: None,
+            }),
+            1 => {
+                let (h, p) = t.split_once(':').unwrap_or((t, ""));
+                Ok(NetRule {
+                    host: parse_host(h)?,
+                    port: Some(parse_port(p, s)?),
+                })
+            }
+            // Several colons: a bare IPv6 address or range, never a port.
+            _ => Ok(NetRule {
+                host: parse_host(t)?,
+                port: None,
+            }),
+        }
+    }
+
+    fn port_ok(&self, port: u16) -> bool {
+        self.port.is_none_or(|p| p == port)
+    }
+
+    /// Does this rule match the host name `host` (already lower case)?
+    fn host_matches_name(&self, host: &str) -> bool {
+        match &self.host {
+            HostPattern::Any => true,
+            HostPattern::Exact(h) => h == host,
+            HostPattern::Subdomains(sfx) => {
+                host.len() > sfx.len() + 1
+                    && host.ends_with(sfx.as_str())
+                    && host.as_bytes()[host.len() - sfx.len() - 1] == b'.'
+            }
+            HostPattern::Ip(_) | HostPattern::Cidr(_) => false,
+        }
+    }
+
+    /// Does this rule's address part cover `ip` (literal or range)?
+    pub fn names_ip(&self, ip: IpAddr) -> bool {
+        let ip = canonical_ip(ip);
+        match &self.host {
+            HostPattern::Ip(a) => *a == ip,
+            HostPattern::Cidr(n) => n.contains(&ip),
+            _ => false,
+        }
+    }
+
+    /// Does the rule match destination `dest` on `port`? `*` matches any
+    /// address too; whether a special range is reachable is decided by the
+    /// caller.
+    pub fn matches(&self, dest: &Dest, port: u16) -> bool {
+        if !self.port_ok(port) {
+            return false;
+        }
+        match dest {
+            Dest::Name(h) => self.host_matches_name(h),
+            Dest::Ip(ip) => matches!(self.host, HostPattern::Any) || self.names_ip(*ip),
+        }
+    }
+}
+
+impl TryFrom<String> for NetRule {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        NetRule::parse(&s)
+    }
+}
+
+impl From<NetRule> for String {
+    fn from(r: NetRule) -> String {
+        r.to_string()
+    }
+}
+
+impl fmt::Display for NetRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v6 = matches!(
+            self.host,
+            HostPattern::Ip(IpAddr::V6(_)) | HostPattern::Cidr(IpNet::V6(_))
+        );
+        let host = match &self.host {
+            HostPattern::Any => "*".to_string(),
+            HostPattern::Exact(h) => h.clone(),
+            HostPattern::Subdomains(s) => format!("*.{s}"),
+            HostPattern::Ip(ip) => ip.to_string(),
+            HostPattern::Cidr(n) => n.to_string(),
+        };
+        match (self.port, v6) {
+            (None, _) => f.write_str(&host),
+            (Some(p), true) => write!(f, "[{host}]:{p}"),
+            (Some(p), false) => write!(f, "{host}:{p}"),
+        }
+    }
+}
+
+impl JsonSchema for NetRule {
+    fn schema_name() -> Cow<'static, str> {
+        "NetRule".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A destination: an exact host name, \"*.example.com\" (subdomains only, not the apex), \"*\" (any host), an IPv4/IPv6 address or CIDR range; optionally with \":port\" (\"[v6]:port\" for IPv6).",
+            "type": "string",
+            "minLength": 1,
+            "examples": ["pypi.org", "*.pythonhosted.org:443", "10.0.0.0/8", "[2001:db8::1]:8080"]
+        })
+    }
+}
+
+/// A destination the sandbox asks to reach.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dest {
+    /// A host name, lower case, without trailing dot.
+    Name(String),
+    /// An address (canonicalised, see [`canonical_ip`]).
+    Ip(IpAddr),
+}
+
+impl Dest {
+    pub fn parse(s: &str) -> Dest {
+        let t = s.trim().trim_start_matches('[').trim_end_matches(']');
+        match t.parse::<IpAddr>() {
+            Ok(ip) => Dest::Ip(canonical_ip(ip)),
+            Err(_) => Dest::Name(normalize_host(t)),
+        }
+    }
+}
+
+/// Kinds of address that are never reachable unless a rule names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddrClass {
+    Public,
+    Unspecified,
+    Loopback,
+    Private,
+    LinkLocal,
+    /// Cloud instance metadata services.
+    Metadata,
+    Multicast,
+    Reserved,
+}
+
+impl AddrClass {
+    pub fn describe(self) -> &'static str {
+        match self {
+            AddrClass::Public => "public",
+            AddrClass::Unspecified => "unspecified",
+            AddrClass::Loopback => "loopback",
+            AddrClass::Private => "private",
+            AddrClass::LinkLocal => "link-local",
+            AddrClass::Metadata => "cloud metadata",
+            AddrClass::Multicast => "multicast",
+            AddrClass::Reserved => "reserved",
+        }
+    }
+}
+
+fn in_v4(ip: Ipv4Addr, net: [u8; 4], len: u8) -> bool {
+    let mask = if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len))
+    };
+    (u32::from(ip) & mask) == (u32::from(Ipv4Addr::from(net)) & mask)
+}
+
+fn in_v6(ip: Ipv6Addr, net: Ipv6Addr, len: u8) -> bool {
+    let mask = if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(len))
+    };
+    (u128::from(ip) & mask) == (u128::from(net) & mask)
+}
+
+/// Classify an address (after [`canonical_ip`]).
+pub fn classify(ip: IpAddr) -> AddrClass {
+    match canonical_ip(ip) {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            if a == Ipv4Addr::new(169, 254, 169, 254) || a == Ipv4Addr::new(100, 100, 100, 200) {
+                AddrClass::Metadata
+            } else if o[0] == 0 {
+                AddrClass::Unspecified
+            } else if o[0] == 127 {
+                AddrClass::Loopback
+            } else if in_v4(a, [10, 0, 0, 0], 8)
+                || in_v4(a, [172, 16, 0, 0], 12)
+                || in_v4(a, [192, 168, 0, 0], 16)
+                || in_v4(a, [100, 64, 0, 0], 10)
+            {
+                AddrClass::Private
+            } else if in_v4(a, [169, 254, 0, 0], 16) {
+                AddrClass::LinkLocal
+            } else if in_v4(a, [224, 0, 0, 0], 4) {
+                AddrClass::Multicast
+            } else if in_v4(a, [240, 0, 0, 0], 4)
+                || in_v4(a, [192, 0, 0, 0], 24)
+                || in_v4(a, [198, 18, 0, 0], 15)
+            {
+                AddrClass::Reserved
+            } else {
+                AddrClass::Public
+            }
+        }
+        IpAddr::V6(a) => {
+            if a == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) {
+                AddrClass::Metadata
+            } else if a.is_unspecified() {
+                AddrClass::Unspecified
+            } else if a.is_loopback() {
+                AddrClass::Loopback
+            } else if in_v6(a, Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7) {
+                AddrClass::Private
+            } else if in_v6(a, Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10) {
+                AddrClass::LinkLocal
+            } else if in_v6(a, Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8) {
+                AddrClass::Multicast
+            } else if in_v6(a, Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0), 10)
+                || in_v6(a, Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0), 64)
+            {
+                // Deprecated site-local and the discard prefix.
+                AddrClass::Reserved
+            } else {
+                AddrClass::Public
+            }
+        }
+    }
+}
+
+/// The outcome of a network check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetDecision {
+    Allow,
+    Deny(NetDenyReason),
+}
+
+/// Why a destination was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetDenyReason {
+    /// Mode `none`: only the sandbox's own loopback.
+    NoNetwork,
+    /// A `network.deny` entry matched.
+    DeniedBy(String),
+    /// The address is loopback/private/link-local/metadata/... and no
+    /// entry names it.
+    SpecialRange(AddrClass),
+    /// No `network.allow` entry matched.
+    NotAllowed,
+}
+
+impl fmt::Display for NetDenyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetDenyReason::NoNetwork => f.write_str("network mode is none"),
+            NetDenyReason::DeniedBy(r) => write!(f, "denied by network.deny entry {r:?}"),
+            NetDenyReason::SpecialRange(c) => write!(
+                f,
+                "{} address; only reachable when an allow entry names it",
+                c.describe()
+            ),
+            NetDenyReason::NotAllowed => f.write_str("no network.allow entry matches"),
+        }
+    }
+}
+
+fn is_localhost_name(h: &str) -> bool {
+    h == "localhost" || h.ends_with(".localhost")
+}
+
+impl Network {
+    fn denied_by(&self, dest: &Dest, port: u16) -> Option<NetDecision> {
+        self.deny
+            .iter()
+            .find(|r| r.matches(dest, port))
+            .map(|r| NetDecision::Deny(NetDenyReason::DeniedBy(r.to_string())))
+    }
+
+    fn ip_allowed(&self, ip: IpAddr, port: u16) -> NetDecision {
+        let class = classify(ip);
+        if class != AddrClass::Public {
+            // A special range must be named by an address/CIDR entry; a
+            // host-name or `*` entry is not enough (DNS rebinding).
+            return if self.allow.iter().any(|r| r.port_ok(port) && r.names_ip(ip)) {
+                NetDecision::Allow
+            } else {
+                NetDecision::Deny(NetDenyReason::SpecialRange(class))
+            };
+        }
+        if self.allow.iter().any(|r| r.matches(&Dest::Ip(ip), port)) {
+            NetDecision::Allow
+        } else {
+            NetDecision::Deny(NetDenyReason::NotAllowed)
+        }
+    }
+
+    /// May the sandbox connect to `host` (name or address literal) on
+    /// `port`? Names are checked as written; use [`Network::decide_resolved`]
+    /// once the name is resolved.
+    pub fn decide(&self, host: &str, port: u16) -> NetDecision {
+        let dest = Dest::parse(host);
+        let loopback = match &dest {
+            Dest::Ip(ip) => classify(*ip) == AddrClass::Loopback,
+            Dest::Name(h) => is_localhost_name(h),
+        };
+        match self.mode {
+            NetMode::None => {
+                if loopback {
+                    NetDecision::Allow
+                } else {
+                    NetDecision::Deny(NetDenyReason::NoNetwork)
+                }
+            }
+            NetMode::Host => self.denied_by(&dest, port).unwrap_or(NetDecision::Allow),
+            NetMode::Proxy => {
+                if let Some(d) = self.denied_by(&dest, port) {
+                    return d;
+                }
+                match dest {
+                    Dest::Ip(ip) => self.ip_allowed(ip, port),
+                    Dest::Name(ref h) if is_localhost_name(h) => {
+                        self.ip_allowed(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+                    }
+                    Dest::Name(_) => {
+                        if self.allow.iter().any(|r| r.matches(&dest, port)) {
+                            NetDecision::Allow
+                        } else {
+                            NetDecision::Deny(NetDenyReason::NotAllowed)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Like [`Network::decide`], then checks every address `host` resolved
+    /// to: deny entries apply to them, and special ranges must be named.
+    pub fn decide_resolved(&self, host: &str, port: u16, addrs: &[IpAddr]) -> NetDecision {
+        let first = self.decide(host, port);
+        if first != NetDecision::Allow || self.mode != NetMode::Proxy {
+            return first;
+        }
+        for ip in addrs {
+            if let Some(d) = self.denied_by(&Dest::Ip(canonical_ip(*ip)), port) {
+                return d;
+            }
+            let class = classify(*ip);
+            if class != AddrClass::Public
+                && !self
+                    .allow
+                    .iter()
+                    .any(|r| r.port_ok(port) && r.names_ip(*ip))
+            {
+                return NetDecision::Deny(NetDenyReason::SpecialRange(class));
+            }
+        }
+        NetDecision::Allow
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(s: &str) -> NetRule {
+        NetRule::parse(s).unwrap()
+    }
+
+    fn proxy(allow: &[&str], deny: &[&str]) -> Network {
+        Network {
+            mode: NetMode::Proxy,
+            allow: allow.iter().map(|s| rule(s)).collect(),
+            deny: deny.iter().map(|s| rule(s)).collect(),
+        }
+    }
+
+    #[test]
+    fn grammar() {
+        assert_eq!(
+            rule("PyPI.org.").host,
+            HostPattern::Exact("pypi.org".into())
+        );
+        assert_eq!(rule("pypi.org:443").port, Some(443));
+        assert_eq!(
+            rule("*.example.com").host,
+            HostPattern::Subdomains("example.com".into())
+        );
+        assert_eq!(rule("[::1]:8080").port, Some(8080));
+        assert_eq!(
+            rule("[::1]:8080").host,
+            HostPattern::Ip("::1".parse().unwrap())
+        );
+        assert_eq!(rule("fd00::/8").port, None);
+        assert_eq!(rule("10.1.2.3/8").to_string(), "10.0.0.0/8");
+        assert_eq!(
+            rule("::ffff:10.0.0.1").host,
+            HostPattern::Ip("10.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            rule("[2001:db8::/32]:443").to_string(),
+            "[2001:db8::/32]:443"
+        );
+        for bad in [
+            "",
+            "exa mple.com",
+            "host:0",
+            "host:70000",
+            "host:abc",
+            "*.",
+            "a.*.com",
+            "10.0.0.0/33",
+            "[example.com]:80",
+            "-bad.com",
+            "[::1",
+        ] {
+            assert!(NetRule::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+        let e = NetRule::parse("host:99999").unwrap_err();
+        assert!(e.contains("expected a port between 1 and 65535"), "{e}");
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for s in [
+            "pypi.org",
+            "*.example.com:443",
+            "10.0.0.0/8",
+            "[::1]:22",
+            "1.2.3.4:80",
+            "*",
+        ] {
+            assert_eq!(rule(s).to_string(), s);
+            assert_eq!(rule(&rule(s).to_string()), rule(s));
+        }
+    }
+
+    #[test]
+    fn wildcard_matches_subdomains_not_apex() {
+        let n = proxy(&["*.example.com"], &[]);
+        assert_eq!(n.decide("a.example.com", 443), NetDecision::Allow);
+        assert_eq!(n.decide("a.b.example.com", 80), NetDecision::Allow);
+        assert_eq!(
+            n.decide("example.com", 443),
+            NetDecision::Deny(NetDenyReason::NotAllowed)
+        );
+        assert_eq!(
+            n.decide("badexample.com", 443),
+            NetDecision::Deny(NetDenyReason::NotAllowed)
+        );
+    }
+
+    #[test]
+    fn ports_restrict() {
+        let n = proxy(&["pypi.org:443"], &[]);
+        assert_eq!(n.decide("pypi.org", 443), NetDecision::Allow);
+        assert_eq!(
+            n.decide("pypi.org", 80),
+            NetDecision::Deny(NetDenyReason::NotAllowed)
+        );
+        assert_eq!(n.decide("PYPI.ORG.", 443), NetDecision::Allow);
+    }
+
+    #[test]
+    fn deny_wins_over_allow() {
+        let n = proxy(&["*.example.com", "*"], &["evil.example.com", "*:25"]);
+        assert_eq!(n.decide("good.example.com", 443), NetDecision::Allow);
+        assert!(matches!(
+            n.decide("evil.example.com", 443),
+            NetDecision::Deny(NetDenyReason::DeniedBy(_))
+        ));
+        assert!(matches!(
+            n.decide("good.example.com", 25),
+            NetDecision::Deny(NetDenyReason::DeniedBy(_))
+        ));
+    }
+
+    #[test]
+    fn cidr_v4_and_v6() {
+        let n = proxy(&["8.8.0.0/16", "2001:db8::/32"], &[]);
+        assert_eq!(n.decide("8.8.4.4", 53), NetDecision::Allow);
+        assert_eq!(
+            n.decide("8.9.0.1", 53),
+            NetDecision::Deny(NetDenyReason::NotAllowed)
+        );
+        // Public v6 outside the documentation prefix is refused; inside it is allowed.
+        assert_eq!(n.decide("2001:db8::5", 443), NetDecision::Allow);
+        assert_eq!(n.decide("[2001:db8:1::5]", 443), NetDecision::Allow);
+        assert_eq!(
+            n.decide("2001:4860::1", 443),
+            NetDecision::Deny(NetDenyReason::NotAllowed)
+        );
+        // A v4 range also covers the IPv4-mapped form.
+        assert_eq!(n.decide("::ffff:8.8.8.8", 53), NetDecision::Allow);
+    }
+
+    #[test]
+    fn special_ranges_denied_unless_named() {
+        let n = proxy(&["*"], &[]);
+        for (ip, class) in [
+            ("127.0.0.1", AddrClass::Loopback),
+            ("::1", AddrClass::Loopback),
+            ("10.1.2.3", AddrClass::Private),
+            ("172.16.5.4", AddrClass::Private),
+            ("192.168.1.1", AddrClass::Private),
+            ("100.64.0.1", AddrClass::Private),
+            ("fd12:3456::1", AddrClass::Private),
+            ("169.254.1.1", AddrClass::LinkLocal),
+            ("fe80::1", AddrClass::LinkLocal),
+            ("169.254.169.254", AddrClass::Metadata),
+            ("fd00:ec2::254", AddrClass::Metadata),
+            ("::ffff:169.254.169.254", AddrClass::Metadata),
+            ("::ffff:127.0.0.1", AddrClass::Loopback),
+            ("64:ff9b::a9fe:a9fe", AddrClass::Metadata),
+            ("0.0.0.0", AddrClass::Unspecified),
+            ("::", AddrClass::Unspecified),
+            ("224.0.0.1", AddrClass::Multicast),
+        ] {
+            assert_eq!(classify(ip.parse().unwrap()), class, "{ip}");
+            assert_eq!(
+                n.decide(ip, 80),
+                NetDecision::Deny(NetDenyReason::SpecialRange(class)),
+                "{ip}"
+            );
+        }
+        assert_eq!(n.decide("1.1.1.1", 443), NetDecision::Allow);
+        assert_eq!(
+            n.decide("localhost", 80),
+            NetDecision::Deny(NetDenyReason::SpecialRange(AddrClass::Loopback))
+        );
+        let named = proxy(&["10.0.0.0/8", "169.254.169.254:80", "::1"], &[]);
+        assert_eq!(named.decide("10.9.9.9", 5432), NetDecision::Allow);
+        assert_eq!(named.decide("169.254.169.254", 80), NetDecision::Allow);
+        assert_eq!(
+            named.decide("169.254.169.254", 443),
+            NetDecision::Deny(NetDenyReason::SpecialRange(AddrClass::Metadata))
+        );
+        assert_eq!(named.decide("::1", 8080), NetDecision::Allow);
+    }
+
+    #[test]
+    fn resolved_addresses_are_checked() {
+        let n = proxy(&["pypi.org"], &["1.2.3.0/24"]);
+        let public: IpAddr = "151.101.0.223".parse().unwrap();
+        let private: IpAddr = "10.0.0.7".parse().unwrap();
+        assert_eq!(
+            n.decide_resolved("pypi.org", 443, &[public]),
+            NetDecision::Allow
+        );
+        assert_eq!(
+            n.decide_resolved("pypi.org", 443, &[public, private]),
+            NetDecision::Deny(NetDenyReason::SpecialRange(AddrClass::Private))
+        );
+        assert!(matches!(
+            n.decide_resolved("pypi.org", 443, &["1.2.3.4".parse().unwrap()]),
+            NetDecision::Deny(NetDenyReason::DeniedBy(_))
+        ));
+    }
+
+    #[test]
+    fn modes() {
+        let none = Network::default();
+        assert_eq!(none.decide("127.0.0.1", 8000), NetDecision::Allow);
+        assert_eq!(
+            none.decide("pypi.org", 443),
+            NetDecision::Deny(NetDenyReason::NoNetwork)
+        );
+        let host = Network {
+            mode: NetMode::Host,
+            allow: vec![],
+            deny: vec![rule("169.254.169.254")],
+        };
+        assert_eq!(host.decide("10.0.0.1", 22), NetDecision::Allow);
+        assert!(matches!(
+            host.decide("169.254.169.254", 80),
+            NetDecision::Deny(NetDenyReason::DeniedBy(_))
+        ));
+    }
+}

@@ -1,0 +1,604 @@
+//! Where a container's policy comes from in OCI mode, and the one-stop
+//! preparation `buntime-runc create` calls: resolve the policy from the
+//! bundle's annotations and the node configuration, translate it into the
+//! effective spec, check that an annotation policy only narrows the bundle,
+//! and build the Landlock plan.
+//!
+//! Order: `buntime.dev/policy` (inline JSON) or `buntime.dev/policy-name`
+//! (a file in the policy directories); with neither, the node default
+//! (`/etc/buntime/default.json`) or the built-in default. Annotation
+//! policies can be forbidden, and are intersected with the node's ceiling
+//! policy when one is configured (`/etc/buntime/config.json`).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use libcontainer::oci_spec::runtime::Spec;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::intersect::intersect;
+use super::load::{load_policy_file, parse_json, parse_policy, LoadError, PolicyError};
+use super::model::{Policy, PolicyVersion};
+use super::{builtin_default, builtin_policy};
+use crate::landlock::{LandlockError, LandlockPlan};
+pub use crate::spec::{check_only_narrows, NarrowingError};
+use crate::spec::{effective_spec, SpecContext, SpecError};
+
+/// Inline policy JSON.
+pub const ANNOTATION_POLICY: &str = "buntime.dev/policy";
+/// Name of a policy file in the policy directories.
+pub const ANNOTATION_POLICY_NAME: &str = "buntime.dev/policy-name";
+/// Set by the runtime in `state`: SHA-256 of the applied policy.
+pub const ANNOTATION_POLICY_SHA256: &str = "buntime.dev/policy-sha256";
+/// The node configuration file.
+pub const NODE_CONFIG_PATH: &str = "/etc/buntime/config.json";
+/// The default policy directory.
+pub const DEFAULT_POLICY_DIR: &str = "/etc/buntime/policies";
+/// The node's default policy.
+pub const NODE_DEFAULT_POLICY: &str = "/etc/buntime/default.json";
+
+/// Whether bundles may choose their policy through annotations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AnnotationPolicies {
+    /// Both `buntime.dev/policy` and `buntime.dev/policy-name` are honoured.
+    #[default]
+    Allow,
+    /// Only `buntime.dev/policy-name` (policies the admin installed).
+    NamedOnly,
+    /// Neither; a bundle carrying one is refused.
+    Forbid,
+}
+
+/// `/etc/buntime/config.json`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Format version; 1.
+    #[serde(default)]
+    pub version: PolicyVersion,
+    /// `allow` (default), `named-only` or `forbid`.
+    #[serde(default)]
+    pub annotation_policies: AnnotationPolicies,
+    /// A policy every annotation policy is intersected with: a file path,
+    /// or a name looked up like `buntime.dev/policy-name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ceiling: Option<String>,
+    /// The directory of named policies (default `/etc/buntime/policies`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_dir: Option<PathBuf>,
+    /// The policy used when a bundle names none (default
+    /// `/etc/buntime/default.json`, else the built-in default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_policy: Option<PathBuf>,
+}
+
+/// The node's policy configuration: config file plus directories.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicySources {
+    pub config: NodeConfig,
+    /// Where `config` came from (for messages).
+    pub config_file: PathBuf,
+    /// Searched in order for named policies.
+    pub policy_dirs: Vec<PathBuf>,
+    pub default_policy_file: PathBuf,
+}
+
+/// How the policy was chosen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum PolicyOrigin {
+    /// `buntime.dev/policy`.
+    Inline,
+    /// `buntime.dev/policy-name`, found in `file` (or built in).
+    Named { name: String, file: Option<PathBuf> },
+    /// The node default file.
+    NodeDefault { file: PathBuf },
+    /// The built-in default.
+    BuiltinDefault,
+}
+
+impl fmt::Display for PolicyOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PolicyOrigin::Inline => write!(f, "annotation {ANNOTATION_POLICY}"),
+            PolicyOrigin::Named {
+                name,
+                file: Some(p),
+            } => {
+                write!(
+                    f,
+                    "annotation {ANNOTATION_POLICY_NAME}={name} ({})",
+                    p.display()
+                )
+            }
+            PolicyOrigin::Named { name, file: None } => {
+                write!(f, "annotation {ANNOTATION_POLICY_NAME}={name} (built in)")
+            }
+            PolicyOrigin::NodeDefault { file } => write!(f, "node default {}", file.display()),
+            PolicyOrigin::BuiltinDefault => f.write_str("built-in default"),
+        }
+    }
+}
+
+/// A container's policy, ready to translate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResolvedPolicy {
+    /// Absolute paths; the ceiling already applied.
+    pub policy: Policy,
+    pub origin: PolicyOrigin,
+    /// The policy arrived through an annotation: the effective spec must
+    /// only narrow the bundle ([`check_only_narrows`]).
+    pub from_annotation: bool,
+    /// The ceiling applied, if any.
+    pub ceiling: Option<String>,
+}
+
+impl ResolvedPolicy {
+    /// Canonical JSON of the applied policy (store as `policy.json`).
+    pub fn canonical_json(&self) -> String {
+        self.policy.canonical_json()
+    }
+    /// SHA-256 of [`ResolvedPolicy::canonical_json`] (`buntime.dev/policy-sha256`).
+    pub fn sha256(&self) -> String {
+        self.policy.sha256_hex()
+    }
+}
+
+/// Why a container's policy could not be resolved or applied. `create`
+/// must fail with this message and create nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{0}")]
+    Policy(#[from] PolicyError),
+    #[error("{0}")]
+    Load(#[from] LoadError),
+    #[error("both {ANNOTATION_POLICY} and {ANNOTATION_POLICY_NAME} are set; set only one")]
+    BothAnnotations,
+    #[error(
+        "annotation {annotation} refused: {config} sets \"annotation_policies\": \"{setting}\""
+    )]
+    Forbidden {
+        annotation: &'static str,
+        config: String,
+        setting: &'static str,
+    },
+    #[error("{ANNOTATION_POLICY_NAME}={0:?}: expected a plain file name (letters, digits, '.', '-', '_'), not a path")]
+    BadName(String),
+    #[error("{ANNOTATION_POLICY_NAME}={name:?}: no such policy in {searched}")]
+    NotFound { name: String, searched: String },
+    #[error("node config {file}: {message}")]
+    Config { file: String, message: String },
+    #[error("ceiling policy {name:?}: {source}")]
+    Ceiling {
+        name: String,
+        #[source]
+        source: Box<SourceError>,
+    },
+    #[error(transparent)]
+    Narrowing(#[from] NarrowingError),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Landlock(#[from] LandlockError),
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && !n.starts_with('.')
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
+/// The `policies/` directory of the source checkout the running binary was
+/// built in (`<repo>/target/<profile>/<bin>`), if any.
+pub fn checkout_policies_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    exe.ancestors()
+        .skip(1)
+        .find(|d| d.join("Cargo.toml").is_file() && d.join("policies").is_dir())
+        .map(|d| d.join("policies"))
+}
+
+impl PolicySources {
+    /// The sources rooted at `etc` (normally `/etc/buntime`), with an
+    /// optional checkout `policies/` directory searched after the node's.
+    pub fn from_dir(etc: &Path, checkout: Option<PathBuf>) -> Result<Self, SourceError> {
+        let config_file = etc.join("config.json");
+        let config = match std::fs::read_to_string(&config_file) {
+            Ok(src) => parse_json::<NodeConfig>(&src, &config_file.display().to_string())?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => NodeConfig::default(),
+            Err(e) => {
+                return Err(SourceError::Config {
+                    file: config_file.display().to_string(),
+                    message: format!("cannot read: {e}"),
+                })
+            }
+        };
+        let mut policy_dirs = vec![config
+            .policy_dir
+            .clone()
+            .unwrap_or_else(|| etc.join("policies"))];
+        policy_dirs.extend(checkout);
+        let default_policy_file = config
+            .default_policy
+            .clone()
+            .unwrap_or_else(|| etc.join("default.json"));
+        Ok(PolicySources {
+            config,
+            config_file,
+            policy_dirs,
+            default_policy_file,
+        })
+    }
+
+    /// The node's real sources: `/etc/buntime`, then the checkout's
+    /// `policies/` when run from a source tree.
+    pub fn system() -> Result<Self, SourceError> {
+        Self::from_dir(Path::new("/etc/buntime"), checkout_policies_dir())
+    }
+
+    /// Find a named policy: the policy directories in order (`NAME` or
+    /// `NAME.json`), then the shipped policies.
+    pub fn find_named(&self, name: &str) -> Result<(Policy, Option<PathBuf>), SourceError> {
+        if !valid_name(name) {
+            return Err(SourceError::BadName(name.to_string()));
+        }
+        for dir in &self.policy_dirs {
+            for cand in [dir.join(name), dir.join(format!("{name}.json"))] {
+                if cand.is_file() {
+                    return Ok((load_policy_file(&cand)?, Some(cand)));
+                }
+            }
+        }
+        if let Some(p) = builtin_policy(name) {
+            return Ok((p?, None));
+        }
+        Err(SourceError::NotFound {
+            name: name.to_string(),
+            searched: self
+                .policy_dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+
+    fn ceiling(&self) -> Result<Option<Policy>, SourceError> {
+        let Some(name) = &self.config.ceiling else {
+            return Ok(None);
+        };
+        let wrap = |e: SourceError| SourceError::Ceiling {
+            name: name.clone(),
+            source: Box::new(e),
+        };
+        let p = if name.starts_with('/') {
+            load_policy_file(Path::new(name)).map_err(|e| wrap(e.into()))?
+        } else {
+            self.find_named(name).map_err(wrap)?.0
+        };
+        Ok(Some(p))
+    }
+
+    fn forbidden(&self, annotation: &'static str) -> SourceError {
+        SourceError::Forbidden {
+            annotation,
+            config: self.config_file.display().to_string(),
+            setting: match self.config.annotation_policies {
+                AnnotationPolicies::Allow => "allow",
+                AnnotationPolicies::NamedOnly => "named-only",
+                AnnotationPolicies::Forbid => "forbid",
+            },
+        }
+    }
+
+    /// Resolve the policy for a container with these annotations. Relative
+    /// policy paths resolve against `cwd` (the container process's cwd).
+    pub fn resolve(
+        &self,
+        annotations: Option<&HashMap<String, String>>,
+        cwd: &Path,
+    ) -> Result<ResolvedPolicy, SourceError> {
+        let get = |k: &str| annotations.and_then(|a| a.get(k));
+        let inline = get(ANNOTATION_POLICY);
+        let named = get(ANNOTATION_POLICY_NAME);
+        let mode = self.config.annotation_policies;
+        let (mut policy, origin, from_annotation) = match (inline, named) {
+            (Some(_), Some(_)) => return Err(SourceError::BothAnnotations),
+            (Some(src), None) => {
+                if mode != AnnotationPolicies::Allow {
+                    return Err(self.forbidden(ANNOTATION_POLICY));
+                }
+                let p = parse_policy(src, &format!("annotation {ANNOTATION_POLICY}"))?;
+                (p, PolicyOrigin::Inline, true)
+            }
+            (None, Some(name)) => {
+                if mode == AnnotationPolicies::Forbid {
+                    return Err(self.forbidden(ANNOTATION_POLICY_NAME));
+                }
+                let (p, file) = self.find_named(name)?;
+                (
+                    p,
+                    PolicyOrigin::Named {
+                        name: name.clone(),
+                        file,
+                    },
+                    true,
+                )
+            }
+            (None, None) => {
+                let f = &self.default_policy_file;
+                if f.is_file() {
+                    (
+                        load_policy_file(f)?,
+                        PolicyOrigin::NodeDefault { file: f.clone() },
+                        false,
+                    )
+                } else {
+                    (builtin_default(), PolicyOrigin::BuiltinDefault, false)
+                }
+            }
+        };
+        policy.resolve_relative(cwd);
+        let mut ceiling_name = None;
+        if from_annotation {
+            if let Some(mut c) = self.ceiling()? {
+                c.resolve_relative(cwd);
+                policy = intersect(&policy, &c);
+                ceiling_name = self.config.ceiling.clone();
+            }
+        }
+        Ok(ResolvedPolicy {
+            policy,
+            origin,
+            from_annotation,
+            ceiling: ceiling_name,
+        })
+    }
+}
+
+/// Everything `create` needs, computed without side effects.
+#[derive(Clone, Debug)]
+pub struct PreparedContainer {
+    pub resolved: ResolvedPolicy,
+    /// Hand this to libcontainer instead of the bundle's spec; also write
+    /// it to the state directory for inspection.
+    pub effective: Spec,
+    /// Apply in the container right before exec; store in the state
+    /// directory for `exec`.
+    pub landlock: LandlockPlan,
+    /// The kernel's Landlock ABI at create time (`None`: not available,
+    /// record that Landlock was not applied).
+    pub landlock_abi: Option<u32>,
+}
+
+/// Resolve, translate and check a bundle's policy (OCI mode). Any error
+/// means `create` must fail and create nothing.
+pub fn prepare_container(
+    bundle: &Spec,
+    sources: &PolicySources,
+    ctx: &SpecContext,
+) -> Result<PreparedContainer, SourceError> {
+    let cwd = bundle
+        .process()
+        .as_ref()
+        .map(|p| p.cwd().clone())
+        .filter(|c| c.is_absolute())
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let resolved = sources.resolve(bundle.annotations().as_ref(), &cwd)?;
+    let effective = effective_spec(&resolved.policy, bundle, ctx)?;
+    if resolved.from_annotation {
+        check_only_narrows(bundle, &effective)?;
+    }
+    let landlock = LandlockPlan::from_policy(&resolved.policy, &effective, ctx.proxy_port);
+    let landlock_abi = landlock.check_supported()?;
+    Ok(PreparedContainer {
+        resolved,
+        effective,
+        landlock,
+        landlock_abi,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::NetMode;
+    use crate::spec::{HostLimits, SpecMode};
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("buntime-src-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("policies")).unwrap();
+        d
+    }
+
+    fn ann(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn bundle() -> Spec {
+        serde_json::from_str(include_str!("../../tests/golden/bundle.json")).unwrap()
+    }
+
+    fn ctx() -> SpecContext {
+        SpecContext {
+            mode: SpecMode::Oci,
+            host_limits: HostLimits::unlimited(),
+            proxy_port: None,
+            host_env: None,
+        }
+    }
+
+    #[test]
+    fn default_when_no_annotation() {
+        let d = tmpdir("default");
+        let s = PolicySources::from_dir(&d, None).unwrap();
+        let r = s.resolve(None, Path::new("/")).unwrap();
+        assert_eq!(r.origin, PolicyOrigin::BuiltinDefault);
+        assert!(!r.from_annotation);
+        std::fs::write(
+            d.join("default.json"),
+            r#"{"version":1,"description":"node"}"#,
+        )
+        .unwrap();
+        let r = s.resolve(None, Path::new("/")).unwrap();
+        assert!(matches!(r.origin, PolicyOrigin::NodeDefault { .. }));
+        assert_eq!(r.policy.description, "node");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn inline_and_named_annotations() {
+        let d = tmpdir("named");
+        std::fs::write(
+            d.join("policies/team.json"),
+            r#"{"version":1,"filesystem":{"write":["out"]}}"#,
+        )
+        .unwrap();
+        let s = PolicySources::from_dir(&d, None).unwrap();
+        let r = s
+            .resolve(
+                Some(&ann(&[(ANNOTATION_POLICY_NAME, "team")])),
+                Path::new("/work"),
+            )
+            .unwrap();
+        assert!(r.from_annotation);
+        assert_eq!(r.policy.filesystem.write[0].as_str(), "/work/out");
+        let r = s
+            .resolve(
+                Some(&ann(&[(ANNOTATION_POLICY_NAME, "strict")])),
+                Path::new("/"),
+            )
+            .unwrap();
+        assert_eq!(
+            r.origin,
+            PolicyOrigin::Named {
+                name: "strict".into(),
+                file: None
+            }
+        );
+        let r = s
+            .resolve(
+                Some(&ann(&[(
+                    ANNOTATION_POLICY,
+                    r#"{"version":1,"network":{"mode":"proxy","allow":["a.com"]}}"#,
+                )])),
+                Path::new("/"),
+            )
+            .unwrap();
+        assert_eq!(r.policy.network.mode, NetMode::Proxy);
+        assert_eq!(r.sha256().len(), 64);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn errors_are_clear() {
+        let d = tmpdir("errors");
+        let s = PolicySources::from_dir(&d, None).unwrap();
+        let e = s
+            .resolve(
+                Some(&ann(&[(
+                    ANNOTATION_POLICY,
+                    r#"{"version":1,"network":{"mode":"open"}}"#,
+                )])),
+                Path::new("/"),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("annotation buntime.dev/policy:1:"), "{e}");
+        assert!(e.contains("/network/mode"), "{e}");
+        let e = s
+            .resolve(
+                Some(&ann(&[(ANNOTATION_POLICY_NAME, "../etc/passwd")])),
+                Path::new("/"),
+            )
+            .unwrap_err();
+        assert!(matches!(e, SourceError::BadName(_)), "{e}");
+        let e = s
+            .resolve(
+                Some(&ann(&[(ANNOTATION_POLICY_NAME, "nope")])),
+                Path::new("/"),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no such policy in"), "{e}");
+        let e = s
+            .resolve(
+                Some(&ann(&[
+                    (ANNOTATION_POLICY_NAME, "strict"),
+                    (ANNOTATION_POLICY, "{}"),
+                ])),
+                Path::new("/"),
+            )
+            .unwrap_err();
+        assert!(matches!(e, SourceError::BothAnnotations));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn config_forbids_and_ceilings() {
+        let d = tmpdir("config");
+        std::fs::write(d.join("config.json"), r#"{"annotation_policies":"forbid"}"#).unwrap();
+        let s = PolicySources::from_dir(&d, None).unwrap();
+        let e = s
+            .resolve(
+                Some(&ann(&[(ANNOTATION_POLICY, r#"{"version":1}"#)])),
+                Path::new("/"),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("refused") && e.contains("\"forbid\""), "{e}");
+        // Without annotations the default still applies.
+        assert!(s.resolve(None, Path::new("/")).is_ok());
+
+        std::fs::write(d.join("config.json"), r#"{"ceiling":"strict"}"#).unwrap();
+        let s = PolicySources::from_dir(&d, None).unwrap();
+        let r = s
+            .resolve(
+                Some(&ann(&[(
+                    ANNOTATION_POLICY,
+                    r#"{"version":1,"network":{"mode":"host"},"resources":{"memory":"8G"}}"#,
+                )])),
+                Path::new("/"),
+            )
+            .unwrap();
+        assert_eq!(r.policy.network.mode, NetMode::None);
+        assert_eq!(
+            r.policy.resources.memory.map(|m| m.bytes()),
+            Some(256 << 20)
+        );
+        assert_eq!(r.ceiling.as_deref(), Some("strict"));
+
+        std::fs::write(
+            d.join("config.json"),
+            r#"{"ceiling":"strict","colour":"red"}"#,
+        )
+        .unwrap();
+        let e = PolicySources::from_dir(&d, None).unwrap_err().to_string();
+        assert!(e.contains("config.json") && e.contains("/colour"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn prepare_container_end_to_end() {
+        let d = tmpdir("prepare");
+        let s = PolicySources::from_dir(&d, None).unwrap();
+        let mut b = bundle();
+        b.set_annotations(Some(ann(&[(ANNOTATION_POLICY_NAME, "python-dev")])));
+        let p = prepare_container(&b, &s, &ctx()).unwrap();
+        assert!(p.resolved.from_annotation);
+        assert!(
+            p.landlock.write.contains(&PathBuf::from("/")),
+            "'.' resolved against cwd /"
+        );
+        assert!(p.effective.linux().as_ref().unwrap().seccomp().is_some());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

@@ -1,0 +1,510 @@
+//! Translation of a policy into an OCI runtime spec: one pure function,
+//! `policy + bundle spec -> effective spec` ([`effective_spec`]), and the
+//! check that a spec derived from an annotation policy only takes rights
+//! away ([`check_only_narrows`]).
+
+pub mod narrow;
+pub mod seccomp;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use libcontainer::oci_spec::runtime::{
+    Capabilities, Linux, LinuxCapabilities, LinuxCpu, LinuxMemory, LinuxNamespace,
+    LinuxNamespaceType, LinuxPids, LinuxResources, Mount, PosixRlimit, PosixRlimitBuilder,
+    PosixRlimitType, Process, Root, Spec,
+};
+
+use crate::policy::{normalize_path, NetMode, Policy};
+
+pub use narrow::{check_only_narrows, NarrowingError};
+pub use seccomp::default_seccomp;
+
+/// Where the spec is used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SpecMode {
+    /// `buntime-runc create`: the bundle's rootfs is the sandbox's world;
+    /// no host path is ever added.
+    Oci,
+    /// `buntime run`: the person running it binds their own host paths;
+    /// policy paths are host paths, bound at the same place.
+    Run,
+}
+
+/// Hard resource limits of the host; the spec never asks for more.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostLimits {
+    /// (type, hard limit); `u64::MAX` means unlimited. Types not listed are
+    /// treated as unlimited.
+    pub hard: Vec<(PosixRlimitType, u64)>,
+}
+
+impl HostLimits {
+    /// The calling process's hard limits (what a child could get at most).
+    pub fn current() -> Self {
+        let read = |res: libc::__rlimit_resource_t| -> u64 {
+            let mut r = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit only writes the struct we pass.
+            let rc = unsafe { libc::getrlimit(res, &mut r) };
+            if rc != 0 || r.rlim_max == libc::RLIM_INFINITY {
+                u64::MAX
+            } else {
+                r.rlim_max
+            }
+        };
+        HostLimits {
+            hard: vec![
+                (PosixRlimitType::RlimitNofile, read(libc::RLIMIT_NOFILE)),
+                (PosixRlimitType::RlimitCore, read(libc::RLIMIT_CORE)),
+                (PosixRlimitType::RlimitFsize, read(libc::RLIMIT_FSIZE)),
+                (PosixRlimitType::RlimitNproc, read(libc::RLIMIT_NPROC)),
+                (PosixRlimitType::RlimitStack, read(libc::RLIMIT_STACK)),
+                (PosixRlimitType::RlimitMemlock, read(libc::RLIMIT_MEMLOCK)),
+                (PosixRlimitType::RlimitAs, read(libc::RLIMIT_AS)),
+            ],
+        }
+    }
+
+    /// No limits at all (for tests and golden files).
+    pub fn unlimited() -> Self {
+        HostLimits { hard: Vec::new() }
+    }
+
+    pub fn hard(&self, typ: PosixRlimitType) -> u64 {
+        self.hard
+            .iter()
+            .find(|(t, _)| *t == typ)
+            .map_or(u64::MAX, |(_, v)| *v)
+    }
+}
+
+/// Everything besides the policy and the bundle that the translation needs.
+#[derive(Clone, Debug)]
+pub struct SpecContext {
+    pub mode: SpecMode,
+    pub host_limits: HostLimits,
+    /// The allow-list proxy's TCP port in `proxy` mode (used by Landlock).
+    pub proxy_port: Option<u16>,
+    /// In `Run` mode, the caller's environment, filtered by the env rules.
+    /// `None`: the bundle's `process.env` is the environment filtered.
+    pub host_env: Option<Vec<(String, String)>>,
+}
+
+impl SpecContext {
+    /// OCI mode with the host's real limits.
+    pub fn oci() -> Self {
+        SpecContext {
+            mode: SpecMode::Oci,
+            host_limits: HostLimits::current(),
+            proxy_port: None,
+            host_env: None,
+        }
+    }
+}
+
+/// Errors of the translation.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("policy path {0:?} is relative; resolve policy paths before translating")]
+    RelativePath(String),
+}
+
+/// runc's default masked paths.
+pub const DEFAULT_MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// runc's default read-only paths.
+pub const DEFAULT_READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Used when the env rules leave no PATH: a search path is not a secret and
+/// without one the entrypoint could not be found.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The CFS period we use with a CPU quota (100ms, the kernel default).
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// Paths the container gets from its own mounts (proc, sysfs, devices, the
+/// private /tmp) and that `buntime run` therefore never binds from the host.
+fn is_virtual(p: &Path) -> bool {
+    ["/proc", "/sys", "/dev", "/tmp"]
+        .iter()
+        .any(|v| p.starts_with(v))
+        || p == Path::new("/")
+}
+
+fn is_bind(m: &Mount) -> bool {
+    m.typ().as_deref() == Some("bind")
+        || m.options()
+            .iter()
+            .flatten()
+            .any(|o| o == "bind" || o == "rbind")
+}
+
+fn bind_mount(path: &Path, writable: bool) -> Mount {
+    let mut m = Mount::default();
+    m.set_destination(path.to_path_buf());
+    m.set_typ(Some("bind".into()));
+    m.set_source(Some(path.to_path_buf()));
+    let rw = if writable { "rw" } else { "ro" };
+    m.set_options(Some(vec![
+        "rbind".into(),
+        rw.into(),
+        "nosuid".into(),
+        "nodev".into(),
+    ]));
+    m
+}
+
+fn tmp_mount(exec: bool) -> Mount {
+    let mut m = Mount::default();
+    m.set_destination(PathBuf::from("/tmp"));
+    m.set_typ(Some("tmpfs".into()));
+    m.set_source(Some(PathBuf::from("tmpfs")));
+    let mut opts = vec!["nosuid".to_string(), "nodev".to_string()];
+    if !exec {
+        opts.push("noexec".into());
+    }
+    opts.push("mode=1777".into());
+    m.set_options(Some(opts));
+    m
+}
+
+fn union_paths(defaults: &[&str], bundle: Option<&Vec<String>>, extra: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in defaults
+        .iter()
+        .map(|s| s.to_string())
+        .chain(bundle.into_iter().flatten().cloned())
+        .chain(extra.iter().cloned())
+    {
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a.filter(|v| *v > 0), b.filter(|v| *v > 0)) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
+    }
+}
+
+/// Keep environment entries whose names the policy passes, then apply the
+/// fixed ones. Order: passed variables in input order, then fixed ones
+/// sorted by name.
+pub fn filter_env(policy: &Policy, vars: &[(String, String)]) -> Vec<String> {
+    let env = &policy.env;
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (k, v) in vars {
+        if env.set.keys().any(|n| n.as_str() == k) || out.iter().any(|(ok, _)| ok == k) {
+            continue;
+        }
+        if env.pass.iter().any(|p| p.matches(k)) {
+            out.push((k.clone(), v.clone()));
+        }
+    }
+    for (k, v) in &env.set {
+        out.push((k.as_str().to_string(), v.clone()));
+    }
+    if !out.iter().any(|(k, _)| k == "PATH") {
+        out.push(("PATH".into(), DEFAULT_PATH.into()));
+    }
+    out.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+fn split_env(env: &[String]) -> Vec<(String, String)> {
+    env.iter()
+        .map(|e| match e.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (e.clone(), String::new()),
+        })
+        .collect()
+}
+
+fn rlimit(typ: PosixRlimitType, hard: u64, soft: u64) -> PosixRlimit {
+    PosixRlimitBuilder::default()
+        .typ(typ)
+        .hard(hard)
+        .soft(soft.min(hard))
+        .build()
+        .expect("every field of the rlimit is set")
+}
+
+fn clamp_rlimits(
+    policy: &Policy,
+    bundle: Option<&Vec<PosixRlimit>>,
+    host: &HostLimits,
+) -> Vec<PosixRlimit> {
+    let mut out: Vec<PosixRlimit> = bundle.cloned().unwrap_or_default();
+    let mut set = |typ: PosixRlimitType, value: u64| {
+        if let Some(r) = out.iter_mut().find(|r| r.typ() == typ) {
+            // The bundle's limit stays when it is already lower.
+            *r = rlimit(typ, r.hard().min(value), r.soft().min(value));
+        } else {
+            out.push(rlimit(typ, value, value));
+        }
+    };
+    if let Some(n) = policy.resources.open_files {
+        set(PosixRlimitType::RlimitNofile, u64::from(n.get()));
+    }
+    // Untrusted code never leaves core dumps behind.
+    set(PosixRlimitType::RlimitCore, 0);
+    out.into_iter()
+        .map(|r| rlimit(r.typ(), r.hard().min(host.hard(r.typ())), r.soft()))
+        .collect()
+}
+
+fn no_capabilities() -> LinuxCapabilities {
+    let empty: Capabilities = HashSet::new();
+    let mut c = LinuxCapabilities::default();
+    c.set_bounding(Some(empty.clone()));
+    c.set_effective(Some(empty.clone()));
+    c.set_inheritable(Some(empty.clone()));
+    c.set_permitted(Some(empty.clone()));
+    c.set_ambient(Some(empty));
+    c
+}
+
+fn ensure_namespace(ns: &mut Vec<LinuxNamespace>, typ: LinuxNamespaceType) {
+    if !ns.iter().any(|n| n.typ() == typ) {
+        let mut n = LinuxNamespace::default();
+        n.set_typ(typ);
+        ns.push(n);
+    }
+}
+
+fn apply_resources(policy: &Policy, linux: &mut Linux) {
+    let res = &policy.resources;
+    let mut r: LinuxResources = linux.resources().clone().unwrap_or_default();
+    if let Some(mem) = res.memory {
+        let want = i64::try_from(mem.bytes()).unwrap_or(i64::MAX);
+        let mut m: LinuxMemory = r.memory().unwrap_or_default();
+        m.set_limit(min_opt(m.limit(), Some(want)));
+        r.set_memory(Some(m));
+    }
+    if let Some(pids) = res.pids {
+        let want = i64::from(pids.get());
+        let mut p: LinuxPids = r.pids().unwrap_or_default();
+        let limit = min_opt(Some(p.limit()), Some(want)).unwrap_or(want);
+        p.set_limit(limit);
+        r.set_pids(Some(p));
+    }
+    if let Some(cpu) = res.cpu {
+        // The quota must be at least 1ms for the kernel to accept it.
+        let want = ((cpu.get() * CPU_PERIOD_US as f64).round() as i64).max(1000);
+        let mut c: LinuxCpu = r.cpu().clone().unwrap_or_default();
+        let bundle_quota = match (c.quota(), c.period()) {
+            (Some(q), Some(p)) if q > 0 && p > 0 => {
+                // Scale the bundle's quota to our period to compare.
+                Some(((q as f64) * CPU_PERIOD_US as f64 / p as f64).round() as i64)
+            }
+            _ => None,
+        };
+        c.set_quota(min_opt(bundle_quota, Some(want)));
+        c.set_period(Some(CPU_PERIOD_US));
+        r.set_cpu(Some(c));
+    }
+    linux.set_resources(Some(r));
+}
+
+/// The effective spec for running `bundle` under `policy`.
+///
+/// `policy` must have absolute paths (see `Policy::resolve_relative`); in
+/// OCI mode they are container paths, in `Run` mode host paths that are
+/// bound at the same place.
+pub fn effective_spec(
+    policy: &Policy,
+    bundle: &Spec,
+    ctx: &SpecContext,
+) -> Result<Spec, SpecError> {
+    let fs = &policy.filesystem;
+    if let Some(p) = fs
+        .read
+        .iter()
+        .chain(&fs.write)
+        .chain(&fs.exec)
+        .chain(&fs.deny)
+        .find(|p| !p.is_absolute())
+    {
+        return Err(SpecError::RelativePath(p.to_string()));
+    }
+    let clean = |v: &[crate::policy::FsPath]| -> Vec<PathBuf> {
+        v.iter().map(|p| normalize_path(p.as_path())).collect()
+    };
+    let (read, write, exec, deny) = (
+        clean(&fs.read),
+        clean(&fs.write),
+        clean(&fs.exec),
+        clean(&fs.deny),
+    );
+    let writable = |p: &Path| write.iter().any(|w| p.starts_with(w));
+
+    let mut spec = bundle.clone();
+
+    // Read-only root.
+    let mut root: Root = spec.root().clone().unwrap_or_default();
+    root.set_readonly(Some(true));
+    spec.set_root(Some(root));
+
+    // Mounts.
+    let mut mounts: Vec<Mount> = spec.mounts().clone().unwrap_or_default();
+    mounts.retain(|m| m.destination() != Path::new("/tmp"));
+    for m in mounts.iter_mut() {
+        // A bundle bind outside the write paths becomes read-only.
+        if is_bind(m) && !writable(m.destination()) {
+            let mut opts: Vec<String> = m
+                .options()
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|o| o != "rw")
+                .collect();
+            if !opts.iter().any(|o| o == "ro") {
+                opts.push("ro".into());
+            }
+            m.set_options(Some(opts));
+        }
+    }
+    let tmp_exec = exec
+        .iter()
+        .any(|e| Path::new("/tmp").starts_with(e) || e.starts_with("/tmp"));
+    mounts.push(tmp_mount(tmp_exec));
+    if ctx.mode == SpecMode::Run {
+        let mut binds: Vec<(PathBuf, bool)> = Vec::new();
+        for p in read.iter().chain(&exec) {
+            if !is_virtual(p) && !writable(p) && !binds.iter().any(|(b, _)| b == p) {
+                binds.push((p.clone(), false));
+            }
+        }
+        for p in &write {
+            if !is_virtual(p) && !binds.iter().any(|(b, _)| b == p) {
+                binds.push((p.clone(), true));
+            }
+        }
+        // Parents before children so a nested bind is not hidden.
+        binds.sort_by_key(|(p, _)| (p.components().count(), p.clone()));
+        for (p, w) in binds {
+            if !mounts.iter().any(|m| *m.destination() == p) {
+                mounts.push(bind_mount(&p, w));
+            }
+        }
+    }
+    spec.set_mounts(Some(mounts));
+
+    // Process.
+    let mut process: Process = spec.process().clone().unwrap_or_default();
+    process.set_capabilities(Some(no_capabilities()));
+    process.set_no_new_privileges(Some(true));
+    process.set_rlimits(Some(clamp_rlimits(
+        policy,
+        process.rlimits().as_ref(),
+        &ctx.host_limits,
+    )));
+    let source_env = match &ctx.host_env {
+        Some(vars) => vars.clone(),
+        None => split_env(process.env().as_deref().unwrap_or_default()),
+    };
+    process.set_env(Some(filter_env(policy, &source_env)));
+    spec.set_process(Some(process));
+
+    // Linux: namespaces, masking, seccomp, cgroups.
+    let mut linux: Linux = spec.linux().clone().unwrap_or_default();
+    let mut ns: Vec<LinuxNamespace> = linux.namespaces().clone().unwrap_or_default();
+    for t in [
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+    ] {
+        ensure_namespace(&mut ns, t);
+    }
+    match policy.network.mode {
+        NetMode::None | NetMode::Proxy => {
+            // A fresh network namespace, even if the bundle joined one.
+            ns.retain(|n| n.typ() != LinuxNamespaceType::Network);
+            ensure_namespace(&mut ns, LinuxNamespaceType::Network);
+        }
+        NetMode::Host => {
+            // Only `buntime run` can give host networking; in OCI mode the
+            // bundle's choice stands (an annotation cannot add it).
+            if ctx.mode == SpecMode::Run {
+                ns.retain(|n| n.typ() != LinuxNamespaceType::Network);
+            }
+        }
+    }
+    linux.set_namespaces(Some(ns));
+    let deny_strings: Vec<String> = deny
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    linux.set_masked_paths(Some(union_paths(
+        DEFAULT_MASKED_PATHS,
+        linux.masked_paths().as_ref(),
+        &deny_strings,
+    )));
+    linux.set_readonly_paths(Some(union_paths(
+        DEFAULT_READONLY_PATHS,
+        linux.readonly_paths().as_ref(),
+        &[],
+    )));
+    if linux.seccomp().is_none() {
+        linux.set_seccomp(Some(default_seccomp(policy.network.mode)));
+    }
+    apply_resources(policy, &mut linux);
+    spec.set_linux(Some(linux));
+    Ok(spec)
+}
+
+/// A stable JSON form of a spec for golden files and the state directory:
+/// object keys sorted, capability sets sorted.
+pub fn canonical_spec_json(spec: &Spec) -> serde_json::Value {
+    fn sort(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.sort_keys();
+                for (k, val) in m.iter_mut() {
+                    if matches!(
+                        k.as_str(),
+                        "bounding" | "effective" | "inheritable" | "permitted" | "ambient"
+                    ) {
+                        if let serde_json::Value::Array(a) = val {
+                            a.sort_by_key(|x| x.to_string());
+                        }
+                    }
+                    sort(val);
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(sort),
+            _ => {}
+        }
+    }
+    let mut v = serde_json::to_value(spec).unwrap_or_default();
+    sort(&mut v);
+    v
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,236 @@
+//! "An annotation policy may only take rights away": compare the effective
+//! spec derived from it with the bundle's own spec and refuse anything the
+//! bundle did not already have.
+
+use std::fmt;
+use std::path::Path;
+
+use libcontainer::oci_spec::runtime::{
+    Capabilities, LinuxCapabilities, LinuxNamespace, Mount, Spec,
+};
+
+/// The rights an effective spec would add to the bundle's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NarrowingError {
+    pub violations: Vec<String>,
+}
+
+impl fmt::Display for NarrowingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "an annotation policy may only take rights away from the bundle, but it would add: {}",
+            self.violations.join("; ")
+        )
+    }
+}
+
+impl std::error::Error for NarrowingError {}
+
+fn is_host_mount(m: &Mount) -> bool {
+    // Binds expose host paths; so does any mount whose source is an
+    // absolute host path with a non-virtual type.
+    let bind = m.typ().as_deref() == Some("bind")
+        || m.options()
+            .iter()
+            .flatten()
+            .any(|o| o == "bind" || o == "rbind");
+    let virtual_fs = matches!(
+        m.typ().as_deref(),
+        Some("tmpfs" | "proc" | "sysfs" | "devpts" | "mqueue" | "cgroup" | "cgroup2" | "shm")
+    );
+    bind || (!virtual_fs && m.source().as_ref().is_some_and(|s| s.is_absolute()))
+}
+
+fn read_only(m: &Mount) -> bool {
+    m.options().iter().flatten().any(|o| o == "ro")
+}
+
+fn caps_of(c: &Option<LinuxCapabilities>) -> [(&'static str, Capabilities); 5] {
+    let get = |f: fn(&LinuxCapabilities) -> &Option<Capabilities>| {
+        c.as_ref().and_then(|c| f(c).clone()).unwrap_or_default()
+    };
+    [
+        ("bounding", get(LinuxCapabilities::bounding)),
+        ("effective", get(LinuxCapabilities::effective)),
+        ("inheritable", get(LinuxCapabilities::inheritable)),
+        ("permitted", get(LinuxCapabilities::permitted)),
+        ("ambient", get(LinuxCapabilities::ambient)),
+    ]
+}
+
+/// Refuse an `effective` spec that has a host mount, device, capability,
+/// shared namespace (host networking included) or weaker process setting
+/// that `bundle` did not already have.
+pub fn check_only_narrows(bundle: &Spec, effective: &Spec) -> Result<(), NarrowingError> {
+    let mut v: Vec<String> = Vec::new();
+
+    // Host mounts.
+    let bmounts = bundle.mounts().clone().unwrap_or_default();
+    for m in effective
+        .mounts()
+        .iter()
+        .flatten()
+        .filter(|m| is_host_mount(m))
+    {
+        let same = bmounts.iter().find(|b| {
+            b.destination() == m.destination() && b.source() == m.source() && is_host_mount(b)
+        });
+        match same {
+            None => v.push(format!(
+                "host mount {} -> {}",
+                m.source().as_deref().unwrap_or(Path::new("?")).display(),
+                m.destination().display()
+            )),
+            Some(b) if read_only(b) && !read_only(m) => v.push(format!(
+                "write access to mount {}",
+                m.destination().display()
+            )),
+            Some(_) => {}
+        }
+    }
+
+    // Root filesystem writability.
+    let ro = |s: &Spec| {
+        s.root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false)
+    };
+    if ro(bundle) && !ro(effective) {
+        v.push("a writable root filesystem".into());
+    }
+
+    let bl = bundle.linux().clone().unwrap_or_default();
+    let el = effective.linux().clone().unwrap_or_default();
+
+    // Devices.
+    let bdev = bl.devices().clone().unwrap_or_default();
+    for d in el.devices().iter().flatten() {
+        if !bdev.iter().any(|b| b == d) {
+            v.push(format!("device {}", d.path().display()));
+        }
+    }
+    let bcg = bl
+        .resources()
+        .as_ref()
+        .and_then(|r| r.devices().clone())
+        .unwrap_or_default();
+    for d in el
+        .resources()
+        .as_ref()
+        .and_then(|r| r.devices().clone())
+        .unwrap_or_default()
+    {
+        if d.allow() && !bcg.contains(&d) {
+            v.push(format!(
+                "device cgroup rule allowing {:?} {:?}:{:?} {:?}",
+                d.typ(),
+                d.major(),
+                d.minor(),
+                d.access()
+            ));
+        }
+    }
+
+    // Namespaces: each one the bundle has must stay, unchanged; dropping
+    // one would share the host's (network included).
+    let ens: Vec<LinuxNamespace> = el.namespaces().clone().unwrap_or_default();
+    for b in bl.namespaces().iter().flatten() {
+        match ens.iter().find(|e| e.typ() == b.typ()) {
+            None => v.push(format!("the host's {} namespace", b.typ())),
+            Some(e) if b.path().is_none() && e.path().is_some() => v.push(format!(
+                "joining the existing {} namespace {}",
+                e.typ(),
+                e.path().as_deref().unwrap_or(Path::new("?")).display()
+            )),
+            _ => {}
+        }
+    }
+    for e in &ens {
+        if let Some(p) = e.path() {
+            let known = bl
+                .namespaces()
+                .iter()
+                .flatten()
+                .any(|b| b.typ() == e.typ() && b.path().as_ref() == Some(p));
+            if !known && bl.namespaces().iter().flatten().any(|b| b.typ() == e.typ()) {
+                v.push(format!("joining the {} namespace {}", e.typ(), p.display()));
+            }
+        }
+    }
+
+    // Kernel tunables and hooks run with the runtime's rights.
+    for (k, val) in el.sysctl().iter().flatten() {
+        if bl.sysctl().as_ref().and_then(|s| s.get(k)) != Some(val) {
+            v.push(format!("sysctl {k}={val}"));
+        }
+    }
+    if effective.hooks() != bundle.hooks() {
+        v.push("changed hooks".into());
+    }
+
+    // Masking and read-only paths only grow.
+    for p in bl.masked_paths().iter().flatten() {
+        if !el.masked_paths().iter().flatten().any(|e| e == p) {
+            v.push(format!("unmasking {p}"));
+        }
+    }
+    for p in bl.readonly_paths().iter().flatten() {
+        if !el.readonly_paths().iter().flatten().any(|e| e == p) {
+            v.push(format!("write access to read-only path {p}"));
+        }
+    }
+    if bl.seccomp().is_some() && el.seccomp() != bl.seccomp() {
+        v.push("a different seccomp profile than the bundle's".into());
+    }
+
+    // Process: identity, capabilities, privileges, limits.
+    if let (Some(bp), Some(ep)) = (bundle.process(), effective.process()) {
+        if bp.user() != ep.user() {
+            v.push("a different user".into());
+        }
+        for ((name, b), (_, e)) in caps_of(bp.capabilities())
+            .iter()
+            .zip(caps_of(ep.capabilities()).iter())
+        {
+            let mut extra: Vec<String> = e
+                .difference(b)
+                .map(|c| {
+                    let n = c.to_string();
+                    if n.starts_with("CAP_") {
+                        n
+                    } else {
+                        format!("CAP_{n}")
+                    }
+                })
+                .collect();
+            extra.sort();
+            if !extra.is_empty() {
+                v.push(format!("{name} capabilities {}", extra.join(",")));
+            }
+        }
+        if bp.no_new_privileges() == Some(true) && ep.no_new_privileges() != Some(true) {
+            v.push("gaining privileges (noNewPrivileges off)".into());
+        }
+        for br in bp.rlimits().iter().flatten() {
+            if let Some(er) = ep.rlimits().iter().flatten().find(|r| r.typ() == br.typ()) {
+                if er.hard() > br.hard() {
+                    v.push(format!("a higher {:?} limit", br.typ()));
+                }
+            }
+        }
+        if bp.apparmor_profile().is_some() && ep.apparmor_profile() != bp.apparmor_profile() {
+            v.push("a different AppArmor profile".into());
+        }
+        if bp.selinux_label().is_some() && ep.selinux_label() != bp.selinux_label() {
+            v.push("a different SELinux label".into());
+        }
+    }
+
+    if v.is_empty() {
+        Ok(())
+    } else {
+        Err(NarrowingError { violations: v })
+    }
+}

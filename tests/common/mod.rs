@@ -1,0 +1,192 @@
+//! Shared helpers of the container tests: busybox bundles, a private state
+//! root per test, and running the built `buntime-runc`.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+pub const RUNC: &str = env!("CARGO_BIN_EXE_buntime-runc");
+
+/// A test's private state root and scratch space, cleaned up on drop
+/// (containers force-deleted first, so a failing test leaves nothing).
+pub struct Env {
+    pub dir: TempDir,
+    pub root: PathBuf,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("buntime-test-")
+            .tempdir()
+            .expect("tempdir");
+        let root = dir.path().join("root");
+        Self { dir, root }
+    }
+
+    /// Makes a busybox bundle running `args`; `env` are extra variables for
+    /// hack/make-bundle.sh (SECCOMP=1, TERMINAL=1).
+    pub fn bundle(&self, name: &str, args: &[&str], env: &[(&str, &str)]) -> PathBuf {
+        let dir = self.dir.path().join(name);
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/make-bundle.sh");
+        let out = Command::new("bash")
+            .arg(script)
+            .arg(&dir)
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .expect("run make-bundle.sh");
+        assert!(
+            out.status.success(),
+            "make-bundle failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(RUNC);
+        c.arg("--root").arg(&self.root);
+        c
+    }
+
+    /// Runs buntime-runc with args; stdin from /dev/null. Output goes
+    /// through files, not pipes: a created container inherits the runtime's
+    /// stdio, so a pipe would not see EOF until the container exits.
+    pub fn runc(&self, args: &[&str]) -> Output {
+        let out = tempfile::tempfile().expect("stdout file");
+        let err = tempfile::tempfile().expect("stderr file");
+        let status = self
+            .cmd()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("clone"))
+            .stderr(err.try_clone().expect("clone"))
+            .status()
+            .expect("run buntime-runc");
+        Output {
+            status,
+            stdout: read_all(out),
+            stderr: read_all(err),
+        }
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.runc(args);
+        assert!(
+            out.status.success(),
+            "buntime-runc {args:?} failed ({:?}): {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs and asserts failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.runc(args);
+        assert!(
+            !out.status.success(),
+            "buntime-runc {args:?} should have failed; stdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Creates a container whose stdout and stderr go to `log`.
+    pub fn create_logged(&self, id: &str, bundle: &Path, log: &Path) {
+        let f = fs::File::create(log).expect("log file");
+        let status = self
+            .cmd()
+            .args(["create", "--bundle"])
+            .arg(bundle)
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().expect("clone"))
+            .stderr(f)
+            .status()
+            .expect("create");
+        assert!(status.success(), "create {id} failed: {}", read(log));
+    }
+
+    pub fn state(&self, id: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["state", id])).expect("state is JSON")
+    }
+
+    pub fn status(&self, id: &str) -> String {
+        self.state(id)["status"].as_str().unwrap_or_default().to_string()
+    }
+
+    pub fn pid(&self, id: &str) -> i32 {
+        self.state(id)["pid"].as_i64().unwrap_or(0) as i32
+    }
+
+    /// Waits until `id` reaches `status` (bounded: a hang fails the test).
+    pub fn wait_status(&self, id: &str, status: &str) {
+        let ok = wait_until(Duration::from_secs(10), || self.status(id) == status);
+        assert!(ok, "{id} never became {status}; is {}", self.status(id));
+    }
+
+    /// Asserts nothing of `id` is left: state dirs, cgroups, mounts.
+    pub fn assert_gone(&self, id: &str) {
+        assert!(!self.root.join(id).exists(), "state dir of {id} left behind");
+        assert!(
+            !self.root.join(".buntime").join(id).exists(),
+            "buntime dir of {id} left behind"
+        );
+        for ctl in ["memory", "pids", "cpu", "freezer", "devices", "blkio"] {
+            let p = Path::new("/sys/fs/cgroup").join(ctl).join("buntime").join(id);
+            assert!(!p.exists(), "cgroup {} left behind", p.display());
+        }
+        let p = Path::new("/sys/fs/cgroup/unified/buntime").join(id);
+        assert!(!p.exists(), "cgroup {} left behind", p.display());
+        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let needle = self.dir.path().to_string_lossy().into_owned();
+        assert!(
+            !mounts.contains(&needle),
+            "mounts under {needle} left behind"
+        );
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Ok(entries) = fs::read_dir(&self.root) {
+            for e in entries.flatten() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                if !id.starts_with('.') {
+                    let _ = self.runc(&["delete", "--force", &id]);
+                }
+            }
+        }
+    }
+}
+
+fn read_all(mut f: fs::File) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut buf = Vec::new();
+    let _ = f.seek(SeekFrom::Start(0));
+    let _ = f.read_to_end(&mut buf);
+    buf
+}
+
+pub fn read(p: &Path) -> String {
+    fs::read_to_string(p).unwrap_or_default()
+}
+
+/// Polls `f` every 20 ms until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}

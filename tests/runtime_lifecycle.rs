@@ -1,0 +1,417 @@
+//! Real containers through buntime-runc: lifecycle, output, exit codes,
+//! signals, exec, ps, pause/resume, update, console socket. Needs root.
+
+mod common;
+
+use std::fs;
+use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{read, wait_until, Env, RUNC};
+
+const TRAP_LOOP: &str = "trap 'echo got-usr1' USR1; trap 'echo got-term; exit 7' TERM; \
+                         echo ready; while true; do sleep 0.05; done";
+
+#[test]
+fn lifecycle_states_and_pid_file() {
+    let env = Env::new();
+    let bundle = env.bundle("b", &["sleep", "1000"], &[]);
+    let pid_file = env.dir.path().join("init.pid");
+    env.ok(&[
+        "create",
+        "--bundle",
+        bundle.to_str().unwrap_or_default(),
+        "--pid-file",
+        pid_file.to_str().unwrap_or_default(),
+        "life",
+    ]);
+    let st = env.state("life");
+    assert_eq!(st["status"], "created");
+    assert_eq!(st["id"], "life");
+    assert_eq!(st["bundle"], bundle.to_str().unwrap_or_default());
+    assert!(st["created"].as_str().is_some(), "state has created: {st}");
+    let pid = st["pid"].as_i64().unwrap_or(0);
+    assert!(pid > 0);
+    assert_eq!(read(&pid_file).trim(), pid.to_string());
+
+    env.ok(&["start", "life"]);
+    assert_eq!(env.status("life"), "running");
+    let listed = env.ok(&["list", "-q"]);
+    assert_eq!(listed.trim(), "life");
+    let json: serde_json::Value =
+        serde_json::from_str(&env.ok(&["list", "--format", "json"])).expect("list json");
+    assert_eq!(json[0]["status"], "running");
+
+    env.ok(&["kill", "life", "KILL"]);
+    env.wait_status("life", "stopped");
+    assert_eq!(env.pid("life"), 0);
+    env.ok(&["delete", "life"]);
+    env.assert_gone("life");
+    assert!(env.ok(&["list", "-q"]).trim().is_empty());
+}
+
+#[test]
+fn run_returns_exit_code_and_output() {
+    let env = Env::new();
+    let bundle = env.bundle(
+        "b",
+        &["sh", "-c", "echo out-line; echo err-line >&2; exit 3"],
+        &[],
+    );
+    let out = env.runc(&["run", "--bundle", bundle.to_str().unwrap_or_default(), "r1"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out-line\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("err-line"));
+    env.assert_gone("r1");
+}
+
+#[test]
+fn run_killed_reports_128_plus_signal_and_keep_keeps() {
+    let env = Env::new();
+    let bundle = env.bundle("b", &["sleep", "1000"], &[]);
+    let mut child = env
+        .cmd()
+        .args(["run", "--keep", "--bundle", bundle.to_str().unwrap_or_default(), "r2"])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn run");
+    assert!(wait_until(Duration::from_secs(10), || env.runc(&["state", "r2"])
+        .status
+        .success()
+        && env.status("r2") == "running"));
+    env.ok(&["kill", "r2", "9"]);
+    let status = child.wait().expect("wait run");
+    assert_eq!(status.code(), Some(137));
+    // --keep: the stopped container is still there to inspect.
+    assert_eq!(env.status("r2"), "stopped");
+    env.ok(&["delete", "r2"]);
+    env.assert_gone("r2");
+}
+
+#[test]
+fn run_forwards_signals_to_the_container() {
+    let env = Env::new();
+    let bundle = env.bundle("b", &["sh", "-c", TRAP_LOOP], &[]);
+    let mut child = env
+        .cmd()
+        .args(["run", "--bundle", bundle.to_str().unwrap_or_default(), "fwd"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn run");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 6];
+    stdout.read_exact(&mut first).expect("container says ready");
+    assert_eq!(&first, b"ready\n");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal run");
+    let status = child.wait().expect("wait");
+    let mut rest = String::new();
+    let _ = stdout.read_to_string(&mut rest);
+    assert!(rest.contains("got-term"), "output: {rest}");
+    assert_eq!(status.code(), Some(7));
+    env.assert_gone("fwd");
+}
+
+#[test]
+fn kill_by_name_number_and_all() {
+    let env = Env::new();
+    let bundle = env.bundle("b", &["sh", "-c", TRAP_LOOP], &[]);
+    let log = env.dir.path().join("out.log");
+    env.create_logged("k1", &bundle, &log);
+    env.ok(&["start", "k1"]);
+    assert!(wait_until(Duration::from_secs(10), || read(&log).contains("ready")));
+    env.ok(&["kill", "k1", "USR1"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || read(&log).contains("got-usr1")),
+        "log: {}",
+        read(&log)
+    );
+    // A signal the process survives leaves it running.
+    assert_eq!(env.status("k1"), "running");
+    env.ok(&["kill", "k1", "15"]);
+    env.wait_status("k1", "stopped");
+    assert!(read(&log).contains("got-term"));
+    env.ok(&["delete", "k1"]);
+
+    // --all reaches every process, not only init.
+    let bundle = env.bundle(
+        "b2",
+        &["sh", "-c", "sleep 1000 & sleep 1000 & sleep 1000"],
+        &[],
+    );
+    env.ok(&["run", "-d", "--bundle", bundle.to_str().unwrap_or_default(), "k2"]);
+    assert!(wait_until(Duration::from_secs(10), || {
+        let pids: Vec<i32> =
+            serde_json::from_str(&env.ok(&["ps", "--format", "json", "k2"])).unwrap_or_default();
+        pids.len() >= 3
+    }));
+    env.ok(&["kill", "--all", "k2", "SIGKILL"]);
+    assert!(wait_until(Duration::from_secs(10), || {
+        let out = env.runc(&["ps", "--format", "json", "k2"]);
+        let pids: Vec<i32> = serde_json::from_slice(&out.stdout).unwrap_or(vec![1]);
+        pids.is_empty()
+    }));
+    env.wait_status("k2", "stopped");
+    env.ok(&["delete", "k2"]);
+    env.assert_gone("k2");
+}
+
+fn ns_links(pid: &str) -> Vec<String> {
+    ["pid", "mnt", "net", "ipc", "uts"]
+        .iter()
+        .map(|ns| {
+            fs::read_link(format!("/proc/{pid}/ns/{ns}"))
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+#[test]
+fn exec_joins_namespaces_and_seccomp_of_init() {
+    let env = Env::new();
+    let bundle = env.bundle("b", &["sleep", "1000"], &[("SECCOMP", "1")]);
+    env.ok(&["run", "-d", "--bundle", bundle.to_str().unwrap_or_default(), "ex"]);
+    let init = env.pid("ex").to_string();
+    let init_status = read(Path::new(&format!("/proc/{init}/status")));
+    assert!(init_status.contains("Seccomp:\t2"), "init not filtered");
+
+    // Run a process via exec and compare what it sees with init.
+    let out = env.ok(&[
+        "exec",
+        "ex",
+        "sh",
+        "-c",
+        "grep '^Seccomp:' /proc/self/status; for n in pid mnt net ipc uts; do readlink /proc/self/ns/$n; done",
+    ]);
+    let mut lines = out.lines();
+    assert_eq!(lines.next().map(str::trim), Some("Seccomp:\t2"), "exec output: {out}");
+    let inside: Vec<String> = lines.map(str::to_string).collect();
+    assert_eq!(inside, ns_links(&init), "exec'd process in other namespaces");
+
+    // The profile really binds it: mkdir is refused with EPERM.
+    let out = env.runc(&["exec", "ex", "mkdir", "/tmp/x"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not permitted"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Exit codes come through.
+    let out = env.runc(&["exec", "ex", "sh", "-c", "exit 42"]);
+    assert_eq!(out.status.code(), Some(42));
+
+    // Environment and cwd flags.
+    let out = env.ok(&["exec", "--env", "FOO=bar", "--cwd", "/tmp", "ex", "sh", "-c", "echo $FOO $(pwd)"]);
+    assert_eq!(out.trim(), "bar /tmp");
+    env.ok(&["delete", "--force", "ex"]);
+    env.assert_gone("ex");
+}
+
+#[test]
+fn ps_lists_container_pids_and_pause_really_freezes() {
+    let env = Env::new();
+    let bundle = env.bundle(
+        "b",
+        &["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.02; done"],
+        &[],
+    );
+    env.ok(&["run", "-d", "--bundle", bundle.to_str().unwrap_or_default(), "pz"]);
+    let init = env.pid("pz");
+    let pids: Vec<i32> =
+        serde_json::from_str(&env.ok(&["ps", "--format", "json", "pz"])).expect("pids");
+    assert!(pids.contains(&init), "{pids:?} lacks init {init}");
+    let table = env.ok(&["ps", "pz"]);
+    assert!(table.lines().next().unwrap_or_default().contains("PID"));
+    assert!(table.contains(&init.to_string()));
+
+    // An exec'd process shows up in ps too.
+    env.ok(&["exec", "-d", "pz", "sleep", "1000"]);
+    assert!(wait_until(Duration::from_secs(10), || {
+        let out = env.ok(&["ps", "pz", "-o", "pid,args"]);
+        out.contains("sleep 1000")
+    }));
+
+    let counter = format!("/proc/{init}/root/tmp/count");
+    let count = || read(Path::new(&counter)).trim().parse::<u64>().unwrap_or(0);
+    assert!(wait_until(Duration::from_secs(10), || count() > 2));
+    env.ok(&["pause", "pz"]);
+    assert_eq!(env.status("pz"), "paused");
+    let freezer = "/sys/fs/cgroup/freezer/buntime/pz/freezer.state";
+    assert_eq!(read(Path::new(freezer)).trim(), "FROZEN");
+    let frozen_at = count();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(count(), frozen_at, "counter moved while paused");
+    env.ok(&["resume", "pz"]);
+    assert_eq!(env.status("pz"), "running");
+    assert!(wait_until(Duration::from_secs(10), || count() > frozen_at));
+    env.ok(&["delete", "--force", "pz"]);
+    env.assert_gone("pz");
+}
+
+#[test]
+fn update_changes_the_cgroup_limits() {
+    let env = Env::new();
+    let bundle = env.bundle("b", &["sleep", "1000"], &[]);
+    env.ok(&["run", "-d", "--bundle", bundle.to_str().unwrap_or_default(), "up"]);
+    env.ok(&["update", "--memory", "64m", "--pids-limit", "50", "up"]);
+    let mem = read(Path::new("/sys/fs/cgroup/memory/buntime/up/memory.limit_in_bytes"));
+    assert_eq!(mem.trim(), (64u64 << 20).to_string());
+    let pids = read(Path::new("/sys/fs/cgroup/pids/buntime/up/pids.max"));
+    assert_eq!(pids.trim(), "50");
+    // The same through a resources file.
+    let res = env.dir.path().join("res.json");
+    fs::write(&res, r#"{"memory":{"limit":33554432}}"#).expect("write");
+    env.ok(&["update", "--resources", res.to_str().unwrap_or_default(), "up"]);
+    let mem = read(Path::new("/sys/fs/cgroup/memory/buntime/up/memory.limit_in_bytes"));
+    assert_eq!(mem.trim(), "33554432");
+    let err = env.fails(&["update", "--memory", "lots", "up"]);
+    assert!(err.contains("--memory"), "{err}");
+    env.ok(&["delete", "--force", "up"]);
+    env.assert_gone("up");
+}
+
+/// Receives one fd sent with SCM_RIGHTS on an accepted connection.
+fn recv_fd(listener: &UnixListener) -> OwnedFd {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::io::IoSliceMut;
+    use std::os::fd::AsRawFd;
+    let (conn, _) = listener.accept().expect("accept console socket");
+    let mut buf = [0u8; 256];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty())
+        .expect("recvmsg");
+    for cmsg in msg.cmsgs().expect("cmsgs") {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            if let Some(fd) = fds.first() {
+                // SAFETY: the fd was just received and is owned by nobody else.
+                return unsafe { OwnedFd::from_raw_fd(*fd) };
+            }
+        }
+    }
+    panic!("no fd received on the console socket");
+}
+
+#[test]
+fn console_socket_receives_the_pty_master() {
+    let env = Env::new();
+    let bundle = env.bundle(
+        "b",
+        &["sh", "-c", "tty; echo hello-tty; sleep 1000"],
+        &[("TERMINAL", "1")],
+    );
+    let sock = env.dir.path().join("console.sock");
+    let listener = UnixListener::bind(&sock).expect("bind");
+    let handle = std::thread::spawn(move || recv_fd(&listener));
+    env.ok(&[
+        "create",
+        "--bundle",
+        bundle.to_str().unwrap_or_default(),
+        "--console-socket",
+        sock.to_str().unwrap_or_default(),
+        "tty1",
+    ]);
+    let master = handle.join().expect("receiver thread");
+    env.ok(&["start", "tty1"]);
+    let mut file = fs::File::from(master);
+    let mut seen = String::new();
+    let mut buf = [0u8; 512];
+    while !seen.contains("hello-tty") {
+        let n = file.read(&mut buf).expect("read pty");
+        if n == 0 {
+            break;
+        }
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.contains("/dev/pts/"), "tty output: {seen:?}");
+    assert!(seen.contains("hello-tty"), "tty output: {seen:?}");
+    env.ok(&["delete", "--force", "tty1"]);
+    env.assert_gone("tty1");
+}
+
+#[test]
+fn features_and_spec_output_parse() {
+    let out = Command::new(RUNC).arg("features").output().expect("features");
+    assert!(out.status.success());
+    let f: libcontainer::oci_spec::runtime::Features =
+        serde_json::from_slice(&out.stdout).expect("features JSON");
+    let seccomp = f.linux().as_ref().and_then(|l| l.seccomp().as_ref()).expect("seccomp");
+    assert!(seccomp
+        .actions()
+        .as_ref()
+        .is_some_and(|a| a.iter().any(|x| format!("{x:?}").contains("Notify"))));
+
+    let env = Env::new();
+    let dir = env.dir.path().join("spec");
+    fs::create_dir(&dir).expect("mkdir");
+    env.ok(&["spec", "--bundle", dir.to_str().unwrap_or_default()]);
+    let spec: libcontainer::oci_spec::runtime::Spec =
+        serde_json::from_str(&read(&dir.join("config.json"))).expect("spec JSON");
+    assert_eq!(spec.root().as_ref().map(|r| r.path().clone()), Some("rootfs".into()));
+    // runc refuses to overwrite.
+    let err = env.fails(&["spec", "--bundle", dir.to_str().unwrap_or_default()]);
+    assert!(err.contains("exists"), "{err}");
+    let rl = env.dir.path().join("rootless");
+    fs::create_dir(&rl).expect("mkdir");
+    env.ok(&["spec", "--rootless", "--bundle", rl.to_str().unwrap_or_default()]);
+    assert!(read(&rl.join("config.json")).contains("uidMappings"));
+}
+
+#[test]
+fn twenty_concurrent_containers_leave_nothing() {
+    let env = Env::new();
+    let bundle = env.bundle("b", &["sh", "-c", "echo $(hostname)"], &[]);
+    let ids: Vec<String> = (0..20).map(|i| format!("par-{i}")).collect();
+    let handles: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let mut c = env.cmd();
+            c.args(["create", "--bundle"])
+                .arg(&bundle)
+                .arg(id)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null());
+            std::thread::spawn(move || c.status().map(|s| s.success()).unwrap_or(false))
+        })
+        .collect();
+    for h in handles {
+        assert!(h.join().unwrap_or(false), "a concurrent create failed");
+    }
+    let listed = env.ok(&["list", "-q"]);
+    assert_eq!(listed.lines().count(), 20);
+    let starts: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let mut c = env.cmd();
+            c.args(["start", id]);
+            std::thread::spawn(move || c.status().map(|s| s.success()).unwrap_or(false))
+        })
+        .collect();
+    for h in starts {
+        assert!(h.join().unwrap_or(false), "a concurrent start failed");
+    }
+    for id in &ids {
+        env.wait_status(id, "stopped");
+    }
+    let deletes: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let mut c = env.cmd();
+            c.args(["delete", id]);
+            std::thread::spawn(move || c.status().map(|s| s.success()).unwrap_or(false))
+        })
+        .collect();
+    for h in deletes {
+        assert!(h.join().unwrap_or(false), "a concurrent delete failed");
+    }
+    for id in &ids {
+        env.assert_gone(id);
+    }
+    assert!(env.ok(&["list", "-q"]).trim().is_empty());
+}

@@ -119,7 +119,10 @@ impl Env {
     }
 
     pub fn status(&self, id: &str) -> String {
-        self.state(id)["status"].as_str().unwrap_or_default().to_string()
+        self.state(id)["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     pub fn pid(&self, id: &str) -> i32 {
@@ -134,13 +137,19 @@ impl Env {
 
     /// Asserts nothing of `id` is left: state dirs, cgroups, mounts.
     pub fn assert_gone(&self, id: &str) {
-        assert!(!self.root.join(id).exists(), "state dir of {id} left behind");
+        assert!(
+            !self.root.join(id).exists(),
+            "state dir of {id} left behind"
+        );
         assert!(
             !self.root.join(".buntime").join(id).exists(),
             "buntime dir of {id} left behind"
         );
         for ctl in ["memory", "pids", "cpu", "freezer", "devices", "blkio"] {
-            let p = Path::new("/sys/fs/cgroup").join(ctl).join("buntime").join(id);
+            let p = Path::new("/sys/fs/cgroup")
+                .join(ctl)
+                .join("buntime")
+                .join(id);
             assert!(!p.exists(), "cgroup {} left behind", p.display());
         }
         let p = Path::new("/sys/fs/cgroup/unified/buntime").join(id);

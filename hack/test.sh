@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The test suite: unit, policy, IPC and real-container tests. Needs root
+# (containers, cgroups, namespaces). Fails if a test leaves anything behind.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+if [ "$(id -u)" != 0 ]; then
+  echo "hack/test.sh: the container tests need root" >&2
+  exit 1
+fi
+
+cargo build --workspace
+cargo test --workspace -- --test-threads=4
+
+# Nothing left behind by the tests: containers, mounts, cgroups.
+leftover=$(grep -c 'buntime-test-' /proc/self/mountinfo || true)
+if [ "$leftover" != 0 ]; then
+  echo "hack/test.sh: $leftover test mounts left behind" >&2
+  grep 'buntime-test-' /proc/self/mountinfo >&2
+  exit 1
+fi
+for ctl in memory pids freezer; do
+  d=/sys/fs/cgroup/$ctl/buntime
+  if [ -d "$d" ] && [ -n "$(find "$d" -mindepth 1 -maxdepth 1 -type d -print -quit)" ]; then
+    echo "hack/test.sh: cgroups left under $d:" >&2
+    find "$d" -mindepth 1 -maxdepth 1 -type d >&2
+    exit 1
+  fi
+done
+echo "hack/test.sh: nothing left behind"

@@ -1,0 +1,379 @@
+//! Supervisor side of one worker's channel. Never trusts the segment: see
+//! ring.rs for the ring checks; here every decode or protocol error closes
+//! the channel with an audit log line (target `supervisor`).
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
+
+use super::control::{self, ctl, stop, ControlListener, ControlSocket, PeerCred, PeerPolicy};
+use super::error::{IpcError, Result};
+use super::protocol::{self, kind, Message, Reply, FLAG_FD_FOLLOWS};
+use super::ring::{Consumer, Producer, Pushed};
+use super::segment::{Segment, DEFAULT_MAX_MESSAGE};
+use super::wait::WaitConfig;
+
+/// Supervisor-side knobs.
+#[derive(Debug, Clone)]
+pub struct SupervisorConfig {
+    /// Who may connect (SO_PEERCRED).
+    pub peer: PeerPolicy,
+    pub wait: WaitConfig,
+    /// Bound on accept + handshake.
+    pub handshake_timeout: Duration,
+    /// How long `send_reply` waits for the worker to make room before it
+    /// gives up with `IpcError::Full`.
+    pub send_timeout: Duration,
+    pub max_message: u32,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        SupervisorConfig {
+            peer: PeerPolicy::same_uid(),
+            wait: WaitConfig::default(),
+            handshake_timeout: Duration::from_secs(5),
+            send_timeout: Duration::from_secs(1),
+            max_message: DEFAULT_MAX_MESSAGE,
+        }
+    }
+}
+
+/// Something that arrived on the control socket.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ControlEvent {
+    /// The worker rang the doorbell: the ring has data.
+    Doorbell,
+    /// The worker is shutting down (or the socket closed: code `NORMAL`,
+    /// empty reason).
+    Stop { code: u32, reason: String },
+}
+
+/// A message from `try_recv_borrowed`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received<'a> {
+    /// STDOUT (0x00) or STDERR (0x06) bytes.
+    Output {
+        kind: u8,
+        data: &'a [u8],
+    },
+    Message(Message),
+}
+
+/// One worker's connection, owned by the supervisor's event loop.
+pub struct SupervisorChannel {
+    segment: Segment,
+    tx: Producer,
+    rx: Consumer,
+    ctrl: ControlSocket,
+    peer: PeerCred,
+    version: u16,
+    cfg: SupervisorConfig,
+    buf: Vec<u8>,
+    closed: bool,
+}
+
+fn recv_kind(sock: &ControlSocket, want: u8, deadline: Instant) -> Result<control::ControlMsg> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match sock.recv(Some(left))? {
+        None => Err(IpcError::Timeout),
+        Some(m) if m.kind == want && m.fd.is_none() => Ok(m),
+        Some(m) => Err(IpcError::Handshake(format!(
+            "expected control message 0x{want:02x}, got 0x{:02x}",
+            m.kind
+        ))),
+    }
+}
+
+impl SupervisorChannel {
+    /// Accept the next worker on `listener` and run the handshake.
+    pub fn accept(
+        listener: &ControlListener,
+        segment: Segment,
+        cfg: SupervisorConfig,
+    ) -> Result<Self> {
+        let sock = listener.accept(Some(cfg.handshake_timeout))?;
+        Self::handshake(sock, segment, cfg)
+    }
+
+    /// Run the handshake on an already-connected socket:
+    /// peer check, HELLO -> WELCOME(segment fd) -> READY.
+    pub fn handshake(sock: ControlSocket, segment: Segment, cfg: SupervisorConfig) -> Result<Self> {
+        let deadline = Instant::now() + cfg.handshake_timeout;
+        let peer = sock.peer_cred()?;
+        if let Err(why) = cfg.peer.check(&peer) {
+            tracing::warn!(target: "supervisor", audit = true, peer_pid = peer.pid, peer_uid = peer.uid,
+                peer_gid = peer.gid, reason = %why, "IPC peer rejected");
+            let _ = sock.send(ctl::REJECT, 0, why.as_bytes(), None);
+            return Err(IpcError::PeerRejected(why));
+        }
+        let hello = recv_kind(&sock, ctl::HELLO, deadline)?;
+        let (version, peer_flags) = match control::negotiate(&hello.body) {
+            Ok(v) => v,
+            Err(why) => {
+                let _ = sock.send(ctl::REJECT, 0, why.as_bytes(), None);
+                return Err(IpcError::Handshake(why));
+            }
+        };
+        let flags = control::local_flags().to_le_bytes();
+        sock.send(ctl::WELCOME, u32::from(version), &flags, Some(segment.fd()))?;
+        recv_kind(&sock, ctl::READY, deadline)?;
+        let (mut tx, mut rx) = segment.supervisor_ends(cfg.max_message)?;
+        // If the worker lies about barriering before it sleeps, only its own
+        // wake-ups get late.
+        let fast = peer_flags & control::FLAG_BARRIER_BEFORE_SLEEP != 0;
+        tx.set_fast_publish(fast);
+        rx.set_fast_publish(fast);
+        tracing::debug!(target: "supervisor", peer_pid = peer.pid, version, "IPC channel up");
+        Ok(SupervisorChannel {
+            segment,
+            tx,
+            rx,
+            ctrl: sock,
+            peer,
+            version,
+            cfg,
+            buf: Vec::new(),
+            closed: false,
+        })
+    }
+
+    pub fn peer(&self) -> PeerCred {
+        self.peer
+    }
+
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
+    pub fn segment(&self) -> &Segment {
+        &self.segment
+    }
+
+    /// The control socket, to register with an event loop (readable on
+    /// doorbell, STOP or hang-up; then call `poll_control`).
+    pub fn control_fd(&self) -> BorrowedFd<'_> {
+        self.ctrl.as_fd()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Close the channel because of `err`; log it for audit if the peer is
+    /// to blame. Returns `err` for the caller to propagate.
+    fn fail(&mut self, err: IpcError) -> IpcError {
+        if !self.closed {
+            if err.is_peer_fault() {
+                tracing::warn!(target: "supervisor", audit = true, peer_pid = self.peer.pid,
+                    peer_uid = self.peer.uid, error = %err, "closing IPC channel: peer misbehaved");
+            }
+            let code = match err {
+                IpcError::Corrupt { .. } => stop::CORRUPTION,
+                _ => stop::PROTOCOL_ERROR,
+            };
+            let msg = err.to_string();
+            let reason = &msg.as_bytes()[..msg.len().min(256)];
+            let _ = self.ctrl.try_send(ctl::STOP, code, reason);
+            self.ctrl.shutdown();
+            self.closed = true;
+        }
+        err
+    }
+
+    fn usable(&self) -> Result<()> {
+        if self.closed {
+            Err(IpcError::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Next message from the worker, if one is there. Never blocks.
+    pub fn try_recv(&mut self) -> Result<Option<Message>> {
+        self.usable()?;
+        match self.rx.try_pop(&mut self.buf) {
+            Ok(false) => Ok(None),
+            Ok(true) => match protocol::decode(&self.buf) {
+                Ok(Message::Reply { .. }) => {
+                    Err(self.fail(IpcError::Protocol("worker sent a reply message".into())))
+                }
+                Ok(m) => Ok(Some(m)),
+                Err(e) => Err(self.fail(e.into())),
+            },
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// Like `try_recv`, but STDOUT/STDERR data is lent from the channel's
+    /// private buffer instead of copied again (the payload was already
+    /// copied out of the shared mapping, so the worker cannot change it).
+    pub fn try_recv_borrowed(&mut self) -> Result<Option<Received<'_>>> {
+        self.usable()?;
+        match self.rx.try_pop(&mut self.buf) {
+            Ok(false) => return Ok(None),
+            Ok(true) => {}
+            Err(e) => return Err(self.fail(e)),
+        }
+        if let Some(&k @ (kind::STDOUT | kind::STDERR)) = self.buf.first() {
+            if let Err(e) = protocol::check_header(&self.buf) {
+                return Err(self.fail(e.into()));
+            }
+            return Ok(Some(Received::Output {
+                kind: k,
+                data: &self.buf[protocol::HEADER_LEN..],
+            }));
+        }
+        match protocol::decode(&self.buf) {
+            Ok(Message::Reply { .. }) => {
+                Err(self.fail(IpcError::Protocol("worker sent a reply message".into())))
+            }
+            Ok(m) => Ok(Some(Received::Message(m))),
+            Err(e) => Err(self.fail(e.into())),
+        }
+    }
+
+    /// Like `try_recv`, but spin then sleep (futex) up to `timeout`.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Message>> {
+        if let Some(m) = self.try_recv()? {
+            return Ok(Some(m));
+        }
+        // Ready means head moved: the next try_recv yields a message or an
+        // error, never None.
+        if self.rx.wait_readable(&self.cfg.wait, Some(timeout)) {
+            self.try_recv()
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Spin, then sleep until the worker may have written something, at most
+    /// `timeout`. True if there is something to read (or the ring is
+    /// corrupt: `try_recv` will say).
+    pub fn wait_readable(&mut self, timeout: Duration) -> bool {
+        !self.closed && self.rx.wait_readable(&self.cfg.wait, Some(timeout))
+    }
+
+    /// For event loops: ask the worker to ring the control socket when it
+    /// next writes, instead of a futex wake. Returns true if data is already
+    /// waiting (read it now rather than sleeping).
+    pub fn arm_doorbell(&mut self) -> Result<bool> {
+        self.usable()?;
+        Ok(self.rx.arm_doorbell())
+    }
+
+    /// Drain one control message without blocking.
+    pub fn poll_control(&mut self) -> Result<Option<ControlEvent>> {
+        self.usable()?;
+        match self.ctrl.recv(Some(Duration::ZERO)) {
+            Ok(None) => Ok(None),
+            Ok(Some(m)) if m.fd.is_some() => {
+                Err(self.fail(IpcError::Protocol("worker sent a file descriptor".into())))
+            }
+            Ok(Some(m)) => match m.kind {
+                ctl::DATA | ctl::READY => Ok(Some(ControlEvent::Doorbell)),
+                ctl::STOP => {
+                    self.closed = true;
+                    Ok(Some(ControlEvent::Stop {
+                        code: m.arg,
+                        reason: String::from_utf8_lossy(&m.body).into_owned(),
+                    }))
+                }
+                k => Err(self.fail(IpcError::Protocol(format!(
+                    "unexpected control message 0x{k:02x}"
+                )))),
+            },
+            Err(IpcError::Closed) => {
+                self.closed = true;
+                Ok(Some(ControlEvent::Stop {
+                    code: stop::NORMAL,
+                    reason: String::new(),
+                }))
+            }
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    fn push(&mut self, parts: &[&[u8]]) -> Result<()> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        // Only read the clock once the ring is found full.
+        let mut deadline: Option<Instant> = None;
+        loop {
+            match self.tx.try_push(parts) {
+                Ok(Pushed::Done { doorbell }) => {
+                    if doorbell {
+                        let _ = self.ctrl.try_send(ctl::DATA, 1, &[]);
+                    }
+                    return Ok(());
+                }
+                Ok(Pushed::Full) => {
+                    let send_timeout = self.cfg.send_timeout;
+                    let d = *deadline.get_or_insert_with(|| Instant::now() + send_timeout);
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() || !self.tx.wait_space(len as u32, &self.cfg.wait, Some(left))
+                    {
+                        return Err(self.fail(IpcError::Full));
+                    }
+                }
+                // Our own oversized reply: not the peer's fault, keep going.
+                Err(e @ IpcError::TooLarge { .. }) => return Err(e),
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
+    }
+
+    /// Answer request `id`.
+    pub fn send_reply(&mut self, id: u32, reply: &Reply) -> Result<()> {
+        self.usable()?;
+        match reply {
+            Reply::Allow { data, fd_follows } => {
+                let flags = if *fd_follows { FLAG_FD_FOLLOWS } else { 0 };
+                self.push(&[&protocol::header(kind::ALLOW, flags, id), data])
+            }
+            Reply::Deny { reason } => {
+                // Cut at a char boundary so the reason stays valid UTF-8.
+                let mut end = reason.len().min(protocol::MAX_REASON);
+                while !reason.is_char_boundary(end) {
+                    end -= 1;
+                }
+                self.push(&[
+                    &protocol::header(kind::DENY, 0, id),
+                    &reason.as_bytes()[..end],
+                ])
+            }
+        }
+    }
+
+    pub fn allow(&mut self, id: u32, data: &[u8]) -> Result<()> {
+        self.usable()?;
+        self.push(&[&protocol::header(kind::ALLOW, 0, id), data])
+    }
+
+    pub fn deny(&mut self, id: u32, reason: &str) -> Result<()> {
+        self.send_reply(
+            id,
+            &Reply::Deny {
+                reason: reason.to_owned(),
+            },
+        )
+    }
+
+    /// Grant request `id` with an open file or connected socket: the fd goes
+    /// over the control socket first, then ALLOW with FLAG_FD_FOLLOWS.
+    pub fn allow_with_fd(&mut self, id: u32, fd: BorrowedFd<'_>, data: &[u8]) -> Result<()> {
+        self.usable()?;
+        if let Err(e) = self.ctrl.send(ctl::FD, id, &[], Some(fd)) {
+            return Err(self.fail(e));
+        }
+        self.push(&[&protocol::header(kind::ALLOW, FLAG_FD_FOLLOWS, id), data])
+    }
+
+    /// Orderly shutdown: tell the worker to stop and close the socket.
+    pub fn stop(&mut self, reason: &str) {
+        if !self.closed {
+            let r = &reason.as_bytes()[..reason.len().min(256)];
+            let _ = self.ctrl.try_send(ctl::STOP, stop::NORMAL, r);
+            self.ctrl.shutdown();
+            self.closed = true;
+        }
+    }
+}

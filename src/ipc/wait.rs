@@ -1,0 +1,280 @@
+//! Spin briefly, then sleep on a futex word in the shared mapping.
+//!
+//! The rule that keeps the two sides from deadlocking: a waiter publishes
+//! "I am going to sleep" in its announcement word, re-reads the condition,
+//! and futex-waits on the exact value it saw. The other side publishes its
+//! index first and reads the announcement second (both SeqCst), so either it
+//! sees the announcement and wakes the waiter, or the waiter sees the new
+//! index. FUTEX_WAIT itself re-checks the value atomically in the kernel, so a
+//! wake-up between the re-check and the syscall is not lost.
+
+use std::sync::atomic::{compiler_fence, AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+// The publisher's SeqCst store (a locked instruction on x86) waits for the
+// store buffer to drain: it tripled the cost of a round trip here. With
+// membarrier(2) the fence moves to the sleeper, which is on its slow path
+// anyway: the publisher does a plain release store, the sleeper, between its
+// announcement and its re-check, makes every CPU running a registered
+// process execute a full barrier (MEMBARRIER_CMD_GLOBAL_EXPEDITED). Then
+// either the publisher's store is visible to the re-check or its read of the
+// announcement comes after the barrier and sees it. A side only publishes
+// this way if it registered and its peer said (in the handshake) that it
+// issues the barrier before sleeping.
+const MEMBARRIER_CMD_QUERY: libc::c_int = 0;
+const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
+const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
+
+fn membarrier(cmd: libc::c_int) -> libc::c_long {
+    // SAFETY: membarrier takes no pointers.
+    unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0u32, 0i32) }
+}
+
+/// True if this process can issue global expedited barriers and is
+/// registered as a target of them (done once, on first use).
+pub fn membarrier_ok() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        let q = membarrier(MEMBARRIER_CMD_QUERY);
+        q >= 0
+            && q as libc::c_int & MEMBARRIER_CMD_GLOBAL_EXPEDITED != 0
+            && membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0
+    })
+}
+
+/// The sleeper's half of the asymmetric fence (a plain SeqCst fence if
+/// membarrier is unavailable; then the peer publishes with SeqCst stores).
+fn heavy_barrier() {
+    if !membarrier_ok() || membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) != 0 {
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+}
+
+/// Store a new index value. `fast`: plain release store (the peer's sleep
+/// path issues the barrier); otherwise SeqCst.
+pub fn publish(word: &AtomicU32, value: u32, fast: bool) {
+    if fast {
+        word.store(value, Ordering::Release);
+        // Keep the compiler from moving the announcement load (in `notify`)
+        // above the store; the CPU's reordering is what membarrier covers.
+        compiler_fence(Ordering::SeqCst);
+    } else {
+        word.store(value, Ordering::SeqCst);
+    }
+}
+
+/// Announce a sleep in `flag` (WAIT_FUTEX or WAIT_DOORBELL) so that a
+/// publisher, fast or not, either sees it or has its index visible to us.
+pub fn announce(flag: &AtomicU32, value: u32) {
+    flag.store(value, Ordering::SeqCst);
+    heavy_barrier();
+}
+
+/// Announcement values (ring header `consumer_wait` / `producer_wait`).
+pub const WAIT_AWAKE: u32 = 0;
+/// Sleeping in FUTEX_WAIT: wake with FUTEX_WAKE on the index word.
+pub const WAIT_FUTEX: u32 = 1;
+/// Sleeping in an event loop: send a DATA doorbell on the control socket.
+pub const WAIT_DOORBELL: u32 = 2;
+
+/// How long a waiter spins before it sleeps. Long enough to cover a
+/// request/response turnaround, short enough that an idle side is asleep
+/// within ~50 µs.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+
+/// Longest single futex sleep. A safety net only: with an honest peer every
+/// sleep ends with a wake-up; a hostile one can at worst make us poll at this
+/// period.
+const MAX_SLEEP: Duration = Duration::from_secs(1);
+
+/// Spin/sleep tuning.
+#[derive(Clone, Copy, Debug)]
+pub struct WaitConfig {
+    pub spin: Duration,
+}
+
+impl Default for WaitConfig {
+    fn default() -> Self {
+        WaitConfig { spin: DEFAULT_SPIN }
+    }
+}
+
+/// FUTEX_WAIT (shared, not private: the word lives in a MAP_SHARED file
+/// mapping used by two processes). Returns when woken, when the word no
+/// longer holds `expected`, on a signal, or after `timeout`.
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|d| libc::timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a valid, aligned u32 for the duration of the call;
+    // the kernel only reads it. Errors (EAGAIN, EINTR, ETIMEDOUT) all mean
+    // "re-check the condition", which every caller does.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            ts_ptr,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// FUTEX_WAKE all waiters on `word`.
+pub fn futex_wake(word: &AtomicU32) {
+    // SAFETY: as above; FUTEX_WAKE does not access the word's memory.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// After this much spinning, the spinner also yields the CPU at every clock
+/// check: an answer normally comes within a couple of microseconds, so a
+/// longer wait suggests the peer is runnable on our core (more runnable
+/// threads than cores) and needs it.
+const YIELD_AFTER: Duration = Duration::from_micros(5);
+
+/// Spin until `ready()` or `spin` has elapsed. Reads the clock only every
+/// 64 iterations: the condition check is a load, the clock is not free.
+pub fn spin_until(spin: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    // The clock is first read after 64 iterations: most answers come sooner,
+    // and a clock read costs as much as a few cache misses here.
+    let mut start: Option<Instant> = None;
+    let mut i: u32 = 0;
+    loop {
+        if ready() {
+            return true;
+        }
+        i = i.wrapping_add(1);
+        if i & 63 == 0 {
+            let spent = start.get_or_insert_with(Instant::now).elapsed();
+            if spent >= spin {
+                return false;
+            }
+            if spent >= YIELD_AFTER {
+                std::thread::yield_now();
+            }
+        }
+        std::hint::spin_loop();
+    }
+}
+
+/// Wait until `ready(word)` holds: spin, then announce in `flag` and sleep on
+/// `word`. Returns false if `timeout` (counted from the end of the spin: the
+/// clock is not read on the fast path) passed first.
+pub fn wait_on(
+    word: &AtomicU32,
+    flag: &AtomicU32,
+    cfg: &WaitConfig,
+    timeout: Option<Duration>,
+    ready: impl Fn(u32) -> bool,
+) -> bool {
+    if spin_until(cfg.spin, || ready(word.load(Ordering::Acquire))) {
+        return true;
+    }
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        let mut timeout = MAX_SLEEP;
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return ready(word.load(Ordering::Acquire));
+            }
+            timeout = timeout.min(left);
+        }
+        announce(flag, WAIT_FUTEX);
+        let seen = word.load(Ordering::SeqCst);
+        if ready(seen) {
+            flag.store(WAIT_AWAKE, Ordering::Relaxed);
+            return true;
+        }
+        futex_wait(word, seen, Some(timeout));
+        flag.store(WAIT_AWAKE, Ordering::Relaxed);
+        if ready(word.load(Ordering::Acquire)) {
+            return true;
+        }
+    }
+}
+
+/// Called by the side that just published a new index in `word`: wake the
+/// peer if it announced sleep. Returns true if it asked for a doorbell (the
+/// caller then signals on the control socket).
+pub fn notify(word: &AtomicU32, flag: &AtomicU32) -> bool {
+    // Load first: the common case (peer spinning) stays a read-only access to
+    // the peer's cache line.
+    if flag.load(Ordering::SeqCst) == WAIT_AWAKE {
+        return false;
+    }
+    match flag.swap(WAIT_AWAKE, Ordering::SeqCst) {
+        WAIT_FUTEX => {
+            futex_wake(word);
+            false
+        }
+        WAIT_DOORBELL => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn sleeper_is_woken_by_notify() {
+        let word = Arc::new(AtomicU32::new(0));
+        let flag = Arc::new(AtomicU32::new(0));
+        let (w, f) = (word.clone(), flag.clone());
+        let t = std::thread::spawn(move || {
+            let cfg = WaitConfig {
+                spin: Duration::from_micros(1),
+            };
+            wait_on(&w, &f, &cfg, Some(Duration::from_secs(20)), |v| v == 7)
+        });
+        // Wait until the thread announced its sleep, then publish + notify.
+        while flag.load(Ordering::SeqCst) != WAIT_FUTEX {
+            std::thread::yield_now();
+        }
+        word.store(7, Ordering::SeqCst);
+        assert!(!notify(&word, &flag));
+        assert!(t.join().unwrap());
+    }
+
+    #[test]
+    fn wait_times_out() {
+        let word = AtomicU32::new(0);
+        let flag = AtomicU32::new(0);
+        let cfg = WaitConfig::default();
+        assert!(!wait_on(
+            &word,
+            &flag,
+            &cfg,
+            Some(Duration::from_millis(5)),
+            |v| v != 0
+        ));
+        assert_eq!(flag.load(Ordering::SeqCst), WAIT_AWAKE);
+    }
+
+    #[test]
+    fn doorbell_request_is_reported_once() {
+        let word = AtomicU32::new(0);
+        let flag = AtomicU32::new(WAIT_DOORBELL);
+        assert!(notify(&word, &flag));
+        assert!(!notify(&word, &flag));
+    }
+}

@@ -1,0 +1,270 @@
+//! Control socket across two processes: handshake, SO_PEERCRED policy,
+//! SCM_RIGHTS fd passing, requests with ids in flight, STOP.
+
+mod ipc_common;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use buntime::ipc::{
+    kind, Client, ControlEvent, ControlListener, ControlSocket, IpcError, Message, PeerPolicy,
+    Reply, Request, Segment, SupervisorChannel, SupervisorConfig,
+};
+use ipc_common::{role, spawn_child, wait_child};
+
+/// Child for `worker_round_trip`: the worker's view of a session.
+fn worker() {
+    let mut c = Client::connect_env().expect("connect");
+    c.set_timeout(Some(Duration::from_secs(10)));
+    c.write_stdout(b"hello from worker").unwrap();
+
+    // An fd granted by the supervisor: read the file through it.
+    let r = c
+        .request_typed(&Request::FsRead {
+            path: b"/data/greeting".to_vec(),
+        })
+        .unwrap();
+    assert!(matches!(
+        r.reply,
+        Reply::Allow {
+            fd_follows: true,
+            ..
+        }
+    ));
+    let mut s = String::new();
+    File::from(r.fd.expect("fd"))
+        .read_to_string(&mut s)
+        .unwrap();
+    assert_eq!(s, "greeting-content");
+
+    let r = c
+        .request_typed(&Request::NetConnect {
+            host: "example.com".into(),
+            port: 443,
+        })
+        .unwrap();
+    assert_eq!(
+        r.reply,
+        Reply::Deny {
+            reason: "network denied by policy".into()
+        }
+    );
+
+    // Three requests in flight, answered, collected in another order.
+    let ids: Vec<u32> = ["/a", "/bb", "/ccc"]
+        .iter()
+        .map(|p| c.send_request(kind::LISTDIR, p.as_bytes()).unwrap())
+        .collect();
+    for (&id, want) in ids.iter().rev().zip(["/ccc", "/bb", "/a"]) {
+        let r = c.wait_reply(id).unwrap();
+        assert_eq!(
+            r.reply,
+            Reply::Allow {
+                data: want.as_bytes().to_vec(),
+                fd_follows: false
+            }
+        );
+    }
+    c.exit(0).unwrap();
+    c.close().unwrap();
+}
+
+/// Child for `peer_credentials_are_enforced`.
+fn rejected_worker() {
+    match Client::connect_env() {
+        Err(IpcError::PeerRejected(why)) => assert!(why.contains("uid"), "{why}"),
+        Err(e) => panic!("expected a rejection, got {e}"),
+        Ok(_) => panic!("connection should have been rejected"),
+    }
+}
+
+#[test]
+fn child_entry() {
+    match role().as_deref() {
+        Some("worker") => worker(),
+        Some("rejected") => rejected_worker(),
+        _ => {}
+    }
+}
+
+fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = dir.path().join("control.sock");
+    let seg = dir.path().join("ipc");
+    (dir, ctl, seg)
+}
+
+#[test]
+fn worker_round_trip() {
+    if role().is_some() {
+        return;
+    }
+    let (dir, ctl, seg_path) = setup();
+    let listener = ControlListener::bind(&ctl).unwrap();
+    let seg = Segment::create(&seg_path, 65536, 65536).unwrap();
+    let mut child = spawn_child(
+        "child_entry",
+        "worker",
+        &[
+            ("BUNTIME_CONTROL", ctl.display().to_string()),
+            ("BUNTIME_IPC", seg_path.display().to_string()),
+        ],
+    );
+    // Only this very child may connect: SO_PEERCRED gives its pid.
+    let cfg = SupervisorConfig {
+        peer: PeerPolicy {
+            uid: Some(nix::unistd::getuid().as_raw()),
+            gid: None,
+            pid: Some(child.id() as i32),
+        },
+        ..Default::default()
+    };
+    let mut chan = SupervisorChannel::accept(&listener, seg, cfg).unwrap();
+    assert_eq!(chan.peer().pid, child.id() as i32);
+
+    let greeting = dir.path().join("greeting");
+    File::create(&greeting)
+        .unwrap()
+        .write_all(b"greeting-content")
+        .unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut stdout = Vec::new();
+    let mut listdirs = Vec::new();
+    let mut exit = None;
+    while exit.is_none() {
+        assert!(Instant::now() < deadline, "worker session did not finish");
+        let Some(m) = chan.recv_timeout(Duration::from_millis(100)).unwrap() else {
+            continue;
+        };
+        match m {
+            Message::Stdout(b) => stdout.extend(b),
+            Message::Request {
+                id,
+                request: Request::FsRead { path },
+            } => {
+                assert_eq!(path, b"/data/greeting");
+                let f = File::open(&greeting).unwrap();
+                chan.allow_with_fd(id, f.as_fd(), &[]).unwrap();
+            }
+            Message::Request {
+                id,
+                request: Request::NetConnect { host, port },
+            } => {
+                assert_eq!((host.as_str(), port), ("example.com", 443));
+                chan.deny(id, "network denied by policy").unwrap();
+            }
+            Message::Request {
+                id,
+                request: Request::ListDir { path },
+            } => {
+                listdirs.push((id, path));
+                // Answer once all three are in flight, newest first.
+                if listdirs.len() == 3 {
+                    for (id, path) in listdirs.iter().rev() {
+                        chan.allow(*id, path).unwrap();
+                    }
+                }
+            }
+            Message::Exit(code) => exit = Some(code),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(stdout, b"hello from worker");
+    assert_eq!(exit, Some(0));
+    assert!(
+        wait_child(&mut child, Duration::from_secs(20)),
+        "worker child failed"
+    );
+    // The worker's STOP (or its hang-up) is visible on the control socket.
+    let ev = chan.poll_control().unwrap();
+    assert!(
+        matches!(ev, Some(ControlEvent::Stop { code: 0, .. })),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn peer_credentials_are_enforced() {
+    if role().is_some() {
+        return;
+    }
+    let (_dir, ctl, seg_path) = setup();
+    let listener = ControlListener::bind(&ctl).unwrap();
+    let seg = Segment::create(&seg_path, 4096, 4096).unwrap();
+    let mut child = spawn_child(
+        "child_entry",
+        "rejected",
+        &[("BUNTIME_CONTROL", ctl.display().to_string())],
+    );
+    let cfg = SupervisorConfig {
+        peer: PeerPolicy {
+            uid: Some(nix::unistd::getuid().as_raw().wrapping_add(1)),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let err = SupervisorChannel::accept(&listener, seg, cfg)
+        .err()
+        .expect("must reject");
+    assert!(matches!(err, IpcError::PeerRejected(_)), "{err}");
+    assert!(
+        wait_child(&mut child, Duration::from_secs(20)),
+        "child did not see the rejection"
+    );
+}
+
+#[test]
+fn doorbell_wakes_an_event_loop() {
+    if role().is_some() {
+        return;
+    }
+    let (sup, wrk) = ControlSocket::pair().unwrap();
+    let seg = Segment::create_anonymous(4096, 4096).unwrap();
+    let worker = std::thread::spawn(move || Client::handshake(wrk, None));
+    let mut chan = SupervisorChannel::handshake(sup, seg, SupervisorConfig::default()).unwrap();
+    let mut client = worker.join().unwrap().unwrap();
+
+    assert!(!chan.arm_doorbell().unwrap(), "ring should be empty");
+    client.write_stderr(b"wake up").unwrap();
+    // The write rang the control socket instead of a futex.
+    let mut pfd = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&chan.control_fd()),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, 10_000) };
+    assert_eq!(n, 1, "no doorbell on the control socket");
+    assert_eq!(chan.poll_control().unwrap(), Some(ControlEvent::Doorbell));
+    assert_eq!(
+        chan.try_recv().unwrap(),
+        Some(Message::Stderr(b"wake up".to_vec()))
+    );
+    // Not armed any more: the next write does not ring.
+    client.write_stderr(b"again").unwrap();
+    assert_eq!(chan.poll_control().unwrap(), None);
+    assert_eq!(
+        chan.try_recv().unwrap(),
+        Some(Message::Stderr(b"again".to_vec()))
+    );
+}
+
+#[test]
+fn bad_hello_fails_the_handshake() {
+    if role().is_some() {
+        return;
+    }
+    let (sup, wrk) = ControlSocket::pair().unwrap();
+    let seg = Segment::create_anonymous(4096, 4096).unwrap();
+    wrk.send(0x01, 0, b"not a hello", None).unwrap();
+    let err = SupervisorChannel::handshake(sup, seg, SupervisorConfig::default())
+        .err()
+        .unwrap();
+    assert!(matches!(err, IpcError::Handshake(_)), "{err}");
+    let m = wrk.recv(Some(Duration::from_secs(5))).unwrap().unwrap();
+    assert_eq!(m.kind, 0x03, "worker should get REJECT");
+}

@@ -92,7 +92,10 @@ fn main() {
         }
     }
     println!("\ncold start of /bin/true in a busybox bundle, {RUNS} runs each, alternated");
-    println!("{:<20} {:>6} {:>12} {:>12}", "", "runs", "median ms", "p90 ms");
+    println!(
+        "{:<20} {:>6} {:>12} {:>12}",
+        "", "runs", "median ms", "p90 ms"
+    );
     let mut medians = Vec::new();
     for (name, mut v) in results {
         v.sort();

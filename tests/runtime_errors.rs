@@ -35,7 +35,12 @@ fn invalid_json_and_wrong_types_name_the_field() {
     let good = read(&cfg);
 
     fs::write(&cfg, "{ this is not json").expect("write");
-    let err = env.fails(&["create", "--bundle", bundle.to_str().unwrap_or_default(), "c1"]);
+    let err = env.fails(&[
+        "create",
+        "--bundle",
+        bundle.to_str().unwrap_or_default(),
+        "c1",
+    ]);
     assert!(err.contains("config.json"), "{err}");
     assert!(err.contains("line 1 column"), "{err}");
     assert_empty_root(&env);
@@ -43,21 +48,39 @@ fn invalid_json_and_wrong_types_name_the_field() {
     // args must be a list of strings.
     let wrong = good.replacen("\"args\": [", "\"args\": \"true\", \"x\": [", 1);
     fs::write(&cfg, wrong).expect("write");
-    let err = env.fails(&["create", "--bundle", bundle.to_str().unwrap_or_default(), "c2"]);
+    let err = env.fails(&[
+        "create",
+        "--bundle",
+        bundle.to_str().unwrap_or_default(),
+        "c2",
+    ]);
     assert!(err.contains("/process/args"), "{err}");
     assert_empty_root(&env);
 
     // An unsupported version is refused with its field.
     let v = good.replacen("\"ociVersion\": \"1.0.2\"", "\"ociVersion\": \"0.9\"", 1);
     fs::write(&cfg, v).expect("write");
-    let err = env.fails(&["create", "--bundle", bundle.to_str().unwrap_or_default(), "c3"]);
+    let err = env.fails(&[
+        "create",
+        "--bundle",
+        bundle.to_str().unwrap_or_default(),
+        "c3",
+    ]);
     assert!(err.contains("/ociVersion"), "{err}");
     assert_empty_root(&env);
 
     // A rootfs that does not exist.
-    fs::write(&cfg, good.replacen("\"path\": \"rootfs\"", "\"path\": \"nowhere\"", 1))
-        .expect("write");
-    let err = env.fails(&["create", "--bundle", bundle.to_str().unwrap_or_default(), "c4"]);
+    fs::write(
+        &cfg,
+        good.replacen("\"path\": \"rootfs\"", "\"path\": \"nowhere\"", 1),
+    )
+    .expect("write");
+    let err = env.fails(&[
+        "create",
+        "--bundle",
+        bundle.to_str().unwrap_or_default(),
+        "c4",
+    ]);
     assert!(err.contains("/root/path"), "{err}");
     assert_empty_root(&env);
 }
@@ -67,7 +90,12 @@ fn bad_ids_are_refused() {
     let env = Env::new();
     let bundle = env.bundle("b", &["true"], &[]);
     for id in ["../x", "a/b", "..", ".hidden", "has space"] {
-        let err = env.fails(&["create", "--bundle", bundle.to_str().unwrap_or_default(), id]);
+        let err = env.fails(&[
+            "create",
+            "--bundle",
+            bundle.to_str().unwrap_or_default(),
+            id,
+        ]);
         assert!(err.contains("invalid container id"), "{id}: {err}");
         let err = env.fails(&["state", id]);
         assert!(err.contains("invalid container id"), "{id}: {err}");
@@ -89,7 +117,10 @@ fn unknown_container_and_force_delete() {
         vec!["ps", "ghost"],
     ] {
         let err = env.fails(&cmd);
-        assert!(err.contains("container \"ghost\" does not exist"), "{cmd:?}: {err}");
+        assert!(
+            err.contains("container \"ghost\" does not exist"),
+            "{cmd:?}: {err}"
+        );
     }
     // runc: --force of a missing container is fine.
     env.ok(&["delete", "--force", "ghost"]);
@@ -119,7 +150,13 @@ fn double_create_and_delete_running_without_force() {
 fn bad_arguments_name_the_argument() {
     let env = Env::new();
     let bundle = env.bundle("b", &["sleep", "1000"], &[]);
-    env.ok(&["run", "-d", "--bundle", bundle.to_str().unwrap_or_default(), "args"]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--bundle",
+        bundle.to_str().unwrap_or_default(),
+        "args",
+    ]);
     let err = env.fails(&["kill", "args", "NOSUCHSIG"]);
     assert!(err.contains("invalid signal \"NOSUCHSIG\""), "{err}");
     let err = env.fails(&["exec", "--user", "nobody", "args", "true"]);
@@ -140,7 +177,14 @@ fn json_log_carries_the_error_for_containerd() {
         .cmd()
         .args(["--log"])
         .arg(&log)
-        .args(["--log-format", "json", "create", "--bundle", "/missing/bundle", "j1"])
+        .args([
+            "--log-format",
+            "json",
+            "create",
+            "--bundle",
+            "/missing/bundle",
+            "j1",
+        ])
         .output()
         .expect("run");
     assert!(!out.status.success());
@@ -148,7 +192,13 @@ fn json_log_carries_the_error_for_containerd() {
     let last = text.lines().last().unwrap_or_default();
     let v: serde_json::Value = serde_json::from_str(last).expect("json log line");
     assert_eq!(v["level"], "error");
-    assert!(v["msg"].as_str().unwrap_or_default().contains("/missing/bundle"), "{v}");
+    assert!(
+        v["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("/missing/bundle"),
+        "{v}"
+    );
     assert!(v["time"].as_str().is_some());
     // And stderr has the same message for a person.
     assert!(String::from_utf8_lossy(&out.stderr).contains("/missing/bundle"));

@@ -38,6 +38,17 @@ fn lifecycle_states_and_pid_file() {
     assert!(pid > 0);
     assert_eq!(read(&pid_file).trim(), pid.to_string());
 
+    // The policy that was applied, and the spec libcontainer really runs.
+    let sha = st["annotations"]["buntime.dev/policy-sha256"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(sha.len(), 64, "state: {st}");
+    let explained = env.ok(&["spec", "--explain", "life"]);
+    assert!(explained.contains(&sha), "{explained}");
+    assert!(explained.contains("effective spec:"), "{explained}");
+    assert!(explained.contains("\"readonly\": true"), "{explained}");
+
     env.ok(&["start", "life"]);
     assert_eq!(env.status("life"), "running");
     let listed = env.ok(&["list", "-q"]);
@@ -75,11 +86,18 @@ fn run_killed_reports_128_plus_signal_and_keep_keeps() {
     let bundle = env.bundle("b", &["sleep", "1000"], &[]);
     let mut child = env
         .cmd()
-        .args(["run", "--keep", "--bundle", bundle.to_str().unwrap_or_default(), "r2"])
+        .args([
+            "run",
+            "--keep",
+            "--bundle",
+            bundle.to_str().unwrap_or_default(),
+            "r2",
+        ])
         .stdin(Stdio::null())
         .spawn()
         .expect("spawn run");
-    assert!(wait_until(Duration::from_secs(10), || env.runc(&["state", "r2"])
+    assert!(wait_until(Duration::from_secs(10), || env
+        .runc(&["state", "r2"])
         .status
         .success()
         && env.status("r2") == "running"));
@@ -98,7 +116,12 @@ fn run_forwards_signals_to_the_container() {
     let bundle = env.bundle("b", &["sh", "-c", TRAP_LOOP], &[]);
     let mut child = env
         .cmd()
-        .args(["run", "--bundle", bundle.to_str().unwrap_or_default(), "fwd"])
+        .args([
+            "run",
+            "--bundle",
+            bundle.to_str().unwrap_or_default(),
+            "fwd",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
@@ -144,7 +167,13 @@ fn kill_by_name_number_and_all() {
         &["sh", "-c", "sleep 1000 & sleep 1000 & sleep 1000"],
         &[],
     );
-    env.ok(&["run", "-d", "--bundle", bundle.to_str().unwrap_or_default(), "k2"]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--bundle",
+        bundle.to_str().unwrap_or_default(),
+        "k2",
+    ]);
     assert!(wait_until(Duration::from_secs(10), || {
         let pids: Vec<i32> =
             serde_json::from_str(&env.ok(&["ps", "--format", "json", "k2"])).unwrap_or_default();
@@ -176,7 +205,13 @@ fn ns_links(pid: &str) -> Vec<String> {
 fn exec_joins_namespaces_and_seccomp_of_init() {
     let env = Env::new();
     let bundle = env.bundle("b", &["sleep", "1000"], &[("SECCOMP", "1")]);
-    env.ok(&["run", "-d", "--bundle", bundle.to_str().unwrap_or_default(), "ex"]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--bundle",
+        bundle.to_str().unwrap_or_default(),
+        "ex",
+    ]);
     let init = env.pid("ex").to_string();
     let init_status = read(Path::new(&format!("/proc/{init}/status")));
     assert!(init_status.contains("Seccomp:\t2"), "init not filtered");
@@ -190,9 +225,17 @@ fn exec_joins_namespaces_and_seccomp_of_init() {
         "grep '^Seccomp:' /proc/self/status; for n in pid mnt net ipc uts; do readlink /proc/self/ns/$n; done",
     ]);
     let mut lines = out.lines();
-    assert_eq!(lines.next().map(str::trim), Some("Seccomp:\t2"), "exec output: {out}");
+    assert_eq!(
+        lines.next().map(str::trim),
+        Some("Seccomp:\t2"),
+        "exec output: {out}"
+    );
     let inside: Vec<String> = lines.map(str::to_string).collect();
-    assert_eq!(inside, ns_links(&init), "exec'd process in other namespaces");
+    assert_eq!(
+        inside,
+        ns_links(&init),
+        "exec'd process in other namespaces"
+    );
 
     // The profile really binds it: mkdir is refused with EPERM.
     let out = env.runc(&["exec", "ex", "mkdir", "/tmp/x"]);
@@ -207,7 +250,17 @@ fn exec_joins_namespaces_and_seccomp_of_init() {
     assert_eq!(out.status.code(), Some(42));
 
     // Environment and cwd flags.
-    let out = env.ok(&["exec", "--env", "FOO=bar", "--cwd", "/tmp", "ex", "sh", "-c", "echo $FOO $(pwd)"]);
+    let out = env.ok(&[
+        "exec",
+        "--env",
+        "FOO=bar",
+        "--cwd",
+        "/tmp",
+        "ex",
+        "sh",
+        "-c",
+        "echo $FOO $(pwd)",
+    ]);
     assert_eq!(out.trim(), "bar /tmp");
     env.ok(&["delete", "--force", "ex"]);
     env.assert_gone("ex");
@@ -218,10 +271,20 @@ fn ps_lists_container_pids_and_pause_really_freezes() {
     let env = Env::new();
     let bundle = env.bundle(
         "b",
-        &["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.02; done"],
+        &[
+            "sh",
+            "-c",
+            "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.02; done",
+        ],
         &[],
     );
-    env.ok(&["run", "-d", "--bundle", bundle.to_str().unwrap_or_default(), "pz"]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--bundle",
+        bundle.to_str().unwrap_or_default(),
+        "pz",
+    ]);
     let init = env.pid("pz");
     let pids: Vec<i32> =
         serde_json::from_str(&env.ok(&["ps", "--format", "json", "pz"])).expect("pids");
@@ -258,17 +321,32 @@ fn ps_lists_container_pids_and_pause_really_freezes() {
 fn update_changes_the_cgroup_limits() {
     let env = Env::new();
     let bundle = env.bundle("b", &["sleep", "1000"], &[]);
-    env.ok(&["run", "-d", "--bundle", bundle.to_str().unwrap_or_default(), "up"]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--bundle",
+        bundle.to_str().unwrap_or_default(),
+        "up",
+    ]);
     env.ok(&["update", "--memory", "64m", "--pids-limit", "50", "up"]);
-    let mem = read(Path::new("/sys/fs/cgroup/memory/buntime/up/memory.limit_in_bytes"));
+    let mem = read(Path::new(
+        "/sys/fs/cgroup/memory/buntime/up/memory.limit_in_bytes",
+    ));
     assert_eq!(mem.trim(), (64u64 << 20).to_string());
     let pids = read(Path::new("/sys/fs/cgroup/pids/buntime/up/pids.max"));
     assert_eq!(pids.trim(), "50");
     // The same through a resources file.
     let res = env.dir.path().join("res.json");
     fs::write(&res, r#"{"memory":{"limit":33554432}}"#).expect("write");
-    env.ok(&["update", "--resources", res.to_str().unwrap_or_default(), "up"]);
-    let mem = read(Path::new("/sys/fs/cgroup/memory/buntime/up/memory.limit_in_bytes"));
+    env.ok(&[
+        "update",
+        "--resources",
+        res.to_str().unwrap_or_default(),
+        "up",
+    ]);
+    let mem = read(Path::new(
+        "/sys/fs/cgroup/memory/buntime/up/memory.limit_in_bytes",
+    ));
     assert_eq!(mem.trim(), "33554432");
     let err = env.fails(&["update", "--memory", "lots", "up"]);
     assert!(err.contains("--memory"), "{err}");
@@ -285,8 +363,13 @@ fn recv_fd(listener: &UnixListener) -> OwnedFd {
     let mut buf = [0u8; 256];
     let mut iov = [IoSliceMut::new(&mut buf)];
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty())
-        .expect("recvmsg");
+    let msg = recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )
+    .expect("recvmsg");
     for cmsg in msg.cmsgs().expect("cmsgs") {
         if let ControlMessageOwned::ScmRights(fds) = cmsg {
             if let Some(fd) = fds.first() {
@@ -337,11 +420,18 @@ fn console_socket_receives_the_pty_master() {
 
 #[test]
 fn features_and_spec_output_parse() {
-    let out = Command::new(RUNC).arg("features").output().expect("features");
+    let out = Command::new(RUNC)
+        .arg("features")
+        .output()
+        .expect("features");
     assert!(out.status.success());
     let f: libcontainer::oci_spec::runtime::Features =
         serde_json::from_slice(&out.stdout).expect("features JSON");
-    let seccomp = f.linux().as_ref().and_then(|l| l.seccomp().as_ref()).expect("seccomp");
+    let seccomp = f
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .expect("seccomp");
     assert!(seccomp
         .actions()
         .as_ref()
@@ -353,13 +443,21 @@ fn features_and_spec_output_parse() {
     env.ok(&["spec", "--bundle", dir.to_str().unwrap_or_default()]);
     let spec: libcontainer::oci_spec::runtime::Spec =
         serde_json::from_str(&read(&dir.join("config.json"))).expect("spec JSON");
-    assert_eq!(spec.root().as_ref().map(|r| r.path().clone()), Some("rootfs".into()));
+    assert_eq!(
+        spec.root().as_ref().map(|r| r.path().clone()),
+        Some("rootfs".into())
+    );
     // runc refuses to overwrite.
     let err = env.fails(&["spec", "--bundle", dir.to_str().unwrap_or_default()]);
     assert!(err.contains("exists"), "{err}");
     let rl = env.dir.path().join("rootless");
     fs::create_dir(&rl).expect("mkdir");
-    env.ok(&["spec", "--rootless", "--bundle", rl.to_str().unwrap_or_default()]);
+    env.ok(&[
+        "spec",
+        "--rootless",
+        "--bundle",
+        rl.to_str().unwrap_or_default(),
+    ]);
     assert!(read(&rl.join("config.json")).contains("uidMappings"));
 }
 
@@ -414,4 +512,36 @@ fn twenty_concurrent_containers_leave_nothing() {
         env.assert_gone(id);
     }
     assert!(env.ok(&["list", "-q"]).trim().is_empty());
+}
+
+#[test]
+fn loopback_is_up_in_a_new_network_namespace() {
+    let env = Env::new();
+    let bundle = env.bundle("b", &["sleep", "1000"], &[]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--bundle",
+        bundle.to_str().unwrap_or_default(),
+        "lo1",
+    ]);
+    let pid = env.pid("lo1");
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["ip", "-o", "link", "show"])
+        .output()
+        .expect("nsenter ip link");
+    let links = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(links.lines().count(), 1, "only lo: {links}");
+    assert!(
+        links.contains("lo:") && links.contains(",UP"),
+        "lo not up: {links}"
+    );
+    // The container's own namespace, not the host's.
+    assert_ne!(
+        fs::read_link(format!("/proc/{pid}/ns/net")).ok(),
+        fs::read_link("/proc/self/ns/net").ok()
+    );
+    env.ok(&["delete", "--force", "lo1"]);
+    env.assert_gone("lo1");
 }

@@ -279,6 +279,10 @@ struct SpecArgs {
     /// Write a spec for a rootless container
     #[arg(long)]
     rootless: bool,
+    /// Instead of writing a spec, print the effective spec of container ID
+    /// (the bundle's spec after its policy was applied) and the policy
+    #[arg(long, value_name = "ID")]
+    explain: Option<String>,
 }
 
 /// Parses an events interval: `5s`, `500ms`, `1m`, or plain seconds.
@@ -345,7 +349,7 @@ fn run(root: &Root, a: &RunArgs) -> Result<i32> {
 fn dispatch(cli: &Cli) -> Result<i32> {
     // `spec` and `features` need no state root.
     match &cli.command {
-        Command::Spec(a) => {
+        Command::Spec(a) if a.explain.is_none() => {
             defaults::write_default_spec(&a.bundle, a.rootless)?;
             return Ok(0);
         }
@@ -422,7 +426,12 @@ fn dispatch(cli: &Cli) -> Result<i32> {
             };
             update::update(&root, &a.id, &opts)?;
         }
-        Command::Spec(_) | Command::Features => {}
+        Command::Spec(a) => {
+            if let Some(id) = &a.explain {
+                print!("{}", lifecycle::explain(&root, id)?);
+            }
+        }
+        Command::Features => {}
     }
     Ok(0)
 }

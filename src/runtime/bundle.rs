@@ -46,11 +46,15 @@ impl Bundle {
 
     /// The absolute rootfs path (relative paths are relative to the bundle).
     pub fn rootfs(&self) -> Result<PathBuf> {
-        let root = self.spec.root().as_ref().ok_or_else(|| RuntimeError::Config {
-            file: self.dir.join("config.json"),
-            pointer: "/root".into(),
-            message: "missing: the bundle must name its root filesystem".into(),
-        })?;
+        let root = self
+            .spec
+            .root()
+            .as_ref()
+            .ok_or_else(|| RuntimeError::Config {
+                file: self.dir.join("config.json"),
+                pointer: "/root".into(),
+                message: "missing: the bundle must name its root filesystem".into(),
+            })?;
         let path = if root.path().is_absolute() {
             root.path().clone()
         } else {
@@ -102,10 +106,7 @@ fn check_spec(file: &Path, spec: &Spec) -> Result<()> {
         return Err(RuntimeError::Config {
             file: file.to_path_buf(),
             pointer: "/ociVersion".into(),
-            message: format!(
-                "unsupported version {:?}: expected 1.x.y",
-                spec.version()
-            ),
+            message: format!("unsupported version {:?}: expected 1.x.y", spec.version()),
         });
     }
     let process = spec.process().as_ref();
@@ -170,8 +171,7 @@ pub fn effective_spec(bundle: &Bundle, id: &str, systemd: bool) -> Result<Spec> 
 
 fn is_bind(m: &Mount) -> bool {
     m.typ().as_deref() == Some("bind")
-        || m
-            .options()
+        || m.options()
             .as_ref()
             .is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"))
 }
@@ -190,7 +190,8 @@ mod tests {
 
     #[test]
     fn bad_field_names_json_path() {
-        let text = br#"{"ociVersion":"1.0.2","process":{"args":"sh","cwd":"/"},"root":{"path":"rootfs"}}"#;
+        let text =
+            br#"{"ociVersion":"1.0.2","process":{"args":"sh","cwd":"/"},"root":{"path":"rootfs"}}"#;
         let err = parse_spec(Path::new("/b/config.json"), text).expect_err("must fail");
         let msg = err.to_string();
         assert!(msg.contains("/process/args"), "{msg}");

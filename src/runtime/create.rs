@@ -9,12 +9,12 @@ use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
 
 use super::bundle::{self, Bundle};
-use crate::landlock::LandlockPlan;
-use crate::policy::{prepare_container, PolicySources};
-use crate::spec::{canonical_spec_json, SpecContext};
 use super::error::{Result, RuntimeError};
 use super::executor::BuntimeExecutor;
 use super::state::{validate_id, Meta, Root};
+use crate::landlock::LandlockPlan;
+use crate::policy::{prepare_container, PolicySources};
+use crate::spec::{canonical_spec_json, SpecContext};
 
 /// The options of `create` (and of the create half of `run`).
 #[derive(Debug, Clone, Default)]
@@ -55,7 +55,10 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
 
     let result = (|| {
         bundle::write_spec(&extra, &spec)?;
-        write_json(&extra.join(POLICY_FILE), &prepared.resolved.canonical_json())?;
+        write_json(
+            &extra.join(POLICY_FILE),
+            &prepared.resolved.canonical_json(),
+        )?;
         let plan = serde_json::to_string_pretty(&prepared.landlock)
             .map_err(|e| RuntimeError::Invalid(format!("encode landlock plan: {e}")))?;
         write_json(&extra.join(LANDLOCK_FILE), &plan)?;
@@ -85,11 +88,21 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
         };
         root.write_meta(&opts.id, &meta)?;
         let landlock = prepared.landlock_abi.map(|_| prepared.landlock.clone());
-        build(root, opts, &extra, landlock)
+        let container = build(root, opts, &extra, landlock)?;
+        if has_new_netns(&spec) {
+            if let Some(pid) = container.pid() {
+                super::loopback::bring_up_in(pid.as_raw())?;
+            }
+        }
+        Ok(container)
     })();
     if result.is_err() {
         cleanup_failed(root, &opts.id);
-        if let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref()) {
+        if let Some(path) = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().as_ref())
+        {
             super::cgroup::remove_quietly(path, root.systemd_cgroup, &opts.id);
         }
     }
@@ -118,7 +131,8 @@ pub fn load_landlock(root: &Root, id: &str) -> Result<Option<LandlockPlan>> {
         return Ok(None);
     }
     let path = root.extra_dir(id).join(LANDLOCK_FILE);
-    let text = fs::read(&path).map_err(|e| RuntimeError::io(format!("read {}", path.display()), e))?;
+    let text =
+        fs::read(&path).map_err(|e| RuntimeError::io(format!("read {}", path.display()), e))?;
     serde_json::from_slice(&text)
         .map(Some)
         .map_err(|e| RuntimeError::Invalid(format!("{}: {e}", path.display())))
@@ -131,7 +145,11 @@ fn build(
     landlock: Option<LandlockPlan>,
 ) -> Result<Container> {
     let pid_file = opts.pid_file.as_ref().map(|p| absolute(p)).transpose()?;
-    let console = opts.console_socket.as_ref().map(|p| absolute(p)).transpose()?;
+    let console = opts
+        .console_socket
+        .as_ref()
+        .map(|p| absolute(p))
+        .transpose()?;
     ContainerBuilder::new(opts.id.clone(), SyscallType::default())
         .with_root_path(root.path())
         .map_err(|e| RuntimeError::backend("--root", &e))?
@@ -146,6 +164,18 @@ fn build(
         .with_no_pivot(opts.no_pivot)
         .build()
         .map_err(|e| RuntimeError::backend(format!("create container {:?}", opts.id), &e))
+}
+
+/// True when the container gets a network namespace of its own.
+fn has_new_netns(spec: &libcontainer::oci_spec::runtime::Spec) -> bool {
+    use libcontainer::oci_spec::runtime::LinuxNamespaceType;
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| {
+            ns.iter()
+                .any(|n| n.typ() == LinuxNamespaceType::Network && n.path().is_none())
+        })
 }
 
 /// Paths given on the command line are relative to the caller's directory.

@@ -12,7 +12,10 @@ use super::error::{Result, RuntimeError};
 /// the rootless variant with a user namespace mapping the caller.
 pub fn default_spec(rootless: bool) -> Result<Spec> {
     let mut spec = if rootless {
-        Spec::rootless(nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw())
+        Spec::rootless(
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
     } else {
         Spec::default()
     };
@@ -41,7 +44,9 @@ pub fn write_default_spec(bundle: &Path, rootless: bool) -> Result<()> {
 
 /// What this runtime supports, in the OCI features format.
 pub fn features() -> serde_json::Value {
-    let namespaces = ["cgroup", "ipc", "mount", "network", "pid", "user", "uts", "time"];
+    let namespaces = [
+        "cgroup", "ipc", "mount", "network", "pid", "user", "uts", "time",
+    ];
     let capabilities: Vec<String> = caps::all().into_iter().map(|c| c.to_string()).collect();
     let actions = [
         "SCMP_ACT_ALLOW",

@@ -55,7 +55,9 @@ fn parse_env(items: &[String]) -> Result<HashMap<String, String>> {
             kv.split_once('=')
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .filter(|(k, _)| !k.is_empty())
-                .ok_or_else(|| RuntimeError::Invalid(format!("invalid --env {kv:?}: expected KEY=VALUE")))
+                .ok_or_else(|| {
+                    RuntimeError::Invalid(format!("invalid --env {kv:?}: expected KEY=VALUE"))
+                })
         })
         .collect()
 }
@@ -102,7 +104,8 @@ pub fn exec(root: &Root, opts: &ExecOptions) -> Result<i32> {
         if p.is_absolute() {
             Ok(p.clone())
         } else {
-            let cwd = std::env::current_dir().map_err(|e| RuntimeError::io("current directory", e))?;
+            let cwd =
+                std::env::current_dir().map_err(|e| RuntimeError::io("current directory", e))?;
             Ok(cwd.join(p))
         }
     };
@@ -150,7 +153,10 @@ mod tests {
     fn user_and_env_parse() {
         assert_eq!(parse_user("1000").ok(), Some((1000, None)));
         assert_eq!(parse_user("1000:100").ok(), Some((1000, Some(100))));
-        assert!(parse_user("root").expect_err("names").to_string().contains("--user"));
+        assert!(parse_user("root")
+            .expect_err("names")
+            .to_string()
+            .contains("--user"));
         let env = parse_env(&["A=1".into(), "B=x=y".into()]).expect("env");
         assert_eq!(env.get("B").map(String::as_str), Some("x=y"));
         assert!(parse_env(&["NOEQ".into()]).is_err());

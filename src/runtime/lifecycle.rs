@@ -33,6 +33,31 @@ pub fn state(root: &Root, id: &str) -> Result<serde_json::Value> {
     Ok(oci_state(&c, &root.read_meta(id)))
 }
 
+/// What `spec --explain ID` prints: the policy in plain words, where it
+/// came from, and the effective spec libcontainer runs.
+pub fn explain(root: &Root, id: &str) -> Result<String> {
+    let _ = root.load(id)?;
+    let dir = root.extra_dir(id);
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .map_err(|e| RuntimeError::io(format!("read {}", dir.join(name).display()), e))
+    };
+    let policy_text = read(crate::runtime::create::POLICY_FILE)?;
+    let policy = crate::policy::parse_policy(&policy_text, "policy.json")
+        .map_err(|e| RuntimeError::Policy(e.to_string()))?;
+    let meta = root.read_meta(id);
+    let mut out = String::new();
+    for (k, v) in &meta.annotations {
+        out.push_str(&format!("{k}: {v}\n"));
+    }
+    out.push('\n');
+    out.push_str(&crate::policy::explain(&policy));
+    out.push_str("\neffective spec:\n");
+    out.push_str(&read(crate::runtime::create::EFFECTIVE_FILE)?);
+    out.push('\n');
+    Ok(out)
+}
+
 /// Parses a signal given as a name (`KILL`, `SIGKILL`) or a number.
 pub fn parse_signal(text: &str) -> Result<Signal> {
     let upper = text.trim().to_ascii_uppercase();

@@ -14,6 +14,7 @@ pub mod executor;
 pub mod foreground;
 pub mod lifecycle;
 pub mod list;
+pub mod loopback;
 pub mod ps;
 pub mod state;
 pub mod update;

@@ -32,7 +32,11 @@ pub struct UpdateOptions {
 /// Parses a byte size: a number with an optional k/m/g/t suffix (powers of
 /// 1024, as runc's units), or -1 for unlimited.
 pub fn parse_bytes(flag: &str, text: &str) -> Result<i64> {
-    let bad = || RuntimeError::Invalid(format!("invalid {flag} {text:?}: expected bytes, e.g. 512m"));
+    let bad = || {
+        RuntimeError::Invalid(format!(
+            "invalid {flag} {text:?}: expected bytes, e.g. 512m"
+        ))
+    };
     let t = text.trim().to_ascii_lowercase();
     if t == "-1" {
         return Ok(-1);
@@ -89,14 +93,24 @@ pub fn resources(opts: &UpdateOptions) -> Result<LinuxResources> {
         None => json!({}),
     };
     if let Some(m) = &opts.memory {
-        set(&mut v, "memory", "limit", json!(parse_bytes("--memory", m)?));
+        set(
+            &mut v,
+            "memory",
+            "limit",
+            json!(parse_bytes("--memory", m)?),
+        );
     }
     if let Some(m) = &opts.memory_reservation {
         let n = parse_bytes("--memory-reservation", m)?;
         set(&mut v, "memory", "reservation", json!(n));
     }
     if let Some(m) = &opts.memory_swap {
-        set(&mut v, "memory", "swap", json!(parse_bytes("--memory-swap", m)?));
+        set(
+            &mut v,
+            "memory",
+            "swap",
+            json!(parse_bytes("--memory-swap", m)?),
+        );
     }
     if let Some(p) = opts.pids_limit {
         set(&mut v, "pids", "limit", json!(p));
@@ -120,9 +134,8 @@ pub fn resources(opts: &UpdateOptions) -> Result<LinuxResources> {
         set(&mut v, "blockIO", "weight", json!(w));
     }
     let de = v.clone();
-    serde_path_to_error::deserialize::<_, LinuxResources>(de).map_err(|e| {
-        RuntimeError::Invalid(format!("--resources: {}: {}", e.path(), e.inner()))
-    })
+    serde_path_to_error::deserialize::<_, LinuxResources>(de)
+        .map_err(|e| RuntimeError::Invalid(format!("--resources: {}: {}", e.path(), e.inner())))
 }
 
 /// Applies new limits to the container's cgroup and records them in its

@@ -461,53 +461,49 @@ fn features_and_spec_output_parse() {
     assert!(read(&rl.join("config.json")).contains("uidMappings"));
 }
 
-#[test]
-fn twenty_concurrent_containers_leave_nothing() {
-    let env = Env::new();
-    let bundle = env.bundle("b", &["sh", "-c", "echo $(hostname)"], &[]);
-    let ids: Vec<String> = (0..20).map(|i| format!("par-{i}")).collect();
+/// Runs `buntime-runc ARGS ID` for every id at once; true if all succeeded.
+fn all_at_once(env: &Env, ids: &[String], args: &[&str]) -> bool {
     let handles: Vec<_> = ids
         .iter()
         .map(|id| {
             let mut c = env.cmd();
-            c.args(["create", "--bundle"])
-                .arg(&bundle)
+            c.args(args)
                 .arg(id)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null());
             std::thread::spawn(move || c.status().map(|s| s.success()).unwrap_or(false))
         })
         .collect();
-    for h in handles {
-        assert!(h.join().unwrap_or(false), "a concurrent create failed");
-    }
-    let listed = env.ok(&["list", "-q"]);
-    assert_eq!(listed.lines().count(), 20);
-    let starts: Vec<_> = ids
-        .iter()
-        .map(|id| {
-            let mut c = env.cmd();
-            c.args(["start", id]);
-            std::thread::spawn(move || c.status().map(|s| s.success()).unwrap_or(false))
-        })
+    // Join every thread before judging, so none is left running.
+    let results: Vec<bool> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap_or(false))
         .collect();
-    for h in starts {
-        assert!(h.join().unwrap_or(false), "a concurrent start failed");
-    }
+    results.into_iter().all(|ok| ok)
+}
+
+#[test]
+fn twenty_concurrent_containers_leave_nothing() {
+    let env = Env::new();
+    let bundle = env.bundle("b", &["sh", "-c", "echo $(hostname)"], &[]);
+    let b = bundle.to_str().unwrap_or_default();
+    let ids: Vec<String> = (0..20).map(|i| format!("par-{i}")).collect();
+    assert!(
+        all_at_once(&env, &ids, &["create", "--bundle", b]),
+        "a concurrent create failed"
+    );
+    assert_eq!(env.ok(&["list", "-q"]).lines().count(), 20);
+    assert!(
+        all_at_once(&env, &ids, &["start"]),
+        "a concurrent start failed"
+    );
     for id in &ids {
         env.wait_status(id, "stopped");
     }
-    let deletes: Vec<_> = ids
-        .iter()
-        .map(|id| {
-            let mut c = env.cmd();
-            c.args(["delete", id]);
-            std::thread::spawn(move || c.status().map(|s| s.success()).unwrap_or(false))
-        })
-        .collect();
-    for h in deletes {
-        assert!(h.join().unwrap_or(false), "a concurrent delete failed");
-    }
+    assert!(
+        all_at_once(&env, &ids, &["delete"]),
+        "a concurrent delete failed"
+    );
     for id in &ids {
         env.assert_gone(id);
     }
@@ -544,4 +540,30 @@ fn loopback_is_up_in_a_new_network_namespace() {
     );
     env.ok(&["delete", "--force", "lo1"]);
     env.assert_gone("lo1");
+}
+
+#[test]
+fn stdout_on_dev_null_stays_writable() {
+    let env = Env::new();
+    let bundle = env.bundle(
+        "b",
+        &["sh", "-c", "echo to-null || echo stdout-broken >&2; echo done >&2"],
+        &[],
+    );
+    let err_log = env.dir.path().join("err.log");
+    let status = env
+        .cmd()
+        .args(["run", "--bundle"])
+        .arg(&bundle)
+        .arg("null1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&err_log).expect("log"))
+        .status()
+        .expect("run");
+    assert!(status.success());
+    let err = read(&err_log);
+    assert!(err.contains("done"), "{err}");
+    assert!(!err.contains("stdout-broken") && !err.contains("Bad file"), "{err}");
+    env.assert_gone("null1");
 }

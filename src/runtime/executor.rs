@@ -47,6 +47,32 @@ impl BuntimeExecutor {
         }
     }
 
+    /// libcontainer 0.7 re-points stdio that was the host's /dev/null at the
+    /// container's, but opens it read-only, so writing to stdout or stderr
+    /// fails with EBADF. Give fds 1 and 2 a writable /dev/null again.
+    fn fix_null_stdio() -> Result<(), ExecutorError> {
+        use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+        use nix::sys::stat::{fstat, Mode};
+        let Ok(null) = fstat_path("/dev/null") else {
+            return Ok(());
+        };
+        for fd in [1, 2] {
+            let Ok(st) = fstat(fd) else { continue };
+            let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) else {
+                continue;
+            };
+            let read_only = OFlag::from_bits_truncate(flags) & OFlag::O_ACCMODE == OFlag::O_RDONLY;
+            if st.st_rdev == null && st.st_mode & libc::S_IFMT == libc::S_IFCHR && read_only {
+                let new = open("/dev/null", OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
+                    .map_err(|e| ExecutorError::Other(format!("reopen /dev/null: {e}")))?;
+                nix::unistd::dup2(new, fd)
+                    .map_err(|e| ExecutorError::Other(format!("dup2 /dev/null: {e}")))?;
+                let _ = nix::unistd::close(new);
+            }
+        }
+        Ok(())
+    }
+
     fn apply_seccomp(profile: &LinuxSeccomp) -> Result<(), ExecutorError> {
         let has_admin = caps::has_cap(
             None,
@@ -86,6 +112,7 @@ impl Executor for BuntimeExecutor {
             .map(|a| CString::new(a.as_bytes()))
             .collect::<Result<_, _>>()
             .map_err(|_| ExecutorError::Other("argument contains a NUL byte".into()))?;
+        Self::fix_null_stdio()?;
         if let Some(plan) = &self.landlock {
             // Fail closed: a process the policy could not confine never runs.
             plan.apply()
@@ -107,4 +134,8 @@ impl Executor for BuntimeExecutor {
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
         libcontainer::workload::default::get_executor().validate(spec)
     }
+}
+
+fn fstat_path(path: &str) -> nix::Result<libc::dev_t> {
+    nix::sys::stat::stat(path).map(|st| st.st_rdev)
 }

@@ -406,9 +406,12 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Resume(a) => lifecycle::resume(&root, &a.id)?,
         Command::Events(a) => {
             let interval = parse_interval(&a.interval)?;
-            let mut c = root.load(&a.id)?;
-            c.events(interval, a.stats)
-                .with_context(|| format!("events of container {:?}", a.id))?;
+            buntime::runtime::events::events(
+                &root,
+                &a.id,
+                std::time::Duration::from_secs(u64::from(interval)),
+                a.stats,
+            )?;
         }
         Command::Update(a) => {
             let opts = UpdateOptions {

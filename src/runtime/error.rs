@@ -31,22 +31,20 @@ pub enum RuntimeError {
     /// The container's policy did not resolve, translate or narrow.
     #[error("policy: {0}")]
     Policy(String),
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
+    // The io error is part of the message rather than a `source`, so that
+    // printing the cause chain does not repeat it.
+    #[error("{context}: {err}")]
+    Io { context: String, err: std::io::Error },
     /// A failure inside libcontainer or libcgroups, with its whole cause chain.
     #[error("{context}: {detail}")]
     Backend { context: String, detail: String },
 }
 
 impl RuntimeError {
-    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+    pub fn io(context: impl Into<String>, err: std::io::Error) -> Self {
         Self::Io {
             context: context.into(),
-            source,
+            err,
         }
     }
 

@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod create;
 pub mod defaults;
 pub mod error;
+pub mod events;
 pub mod exec;
 pub mod executor;
 pub mod foreground;

@@ -8,7 +8,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use libcontainer::oci_spec::runtime::{Mount, Spec};
+use libcontainer::oci_spec::runtime::{
+    LinuxSeccompArgBuilder, LinuxSeccompOperator, Mount, Spec,
+};
 
 use super::error::{Result, RuntimeError};
 
@@ -176,10 +178,64 @@ fn is_bind(m: &Mount) -> bool {
             .is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"))
 }
 
-/// Writes the effective spec as `config.json` in `dir`.
+/// Marks a spec whose masked-equality seccomp arguments are already in
+/// libcontainer's order, so that rewriting a stored spec never swaps twice.
+const SECCOMP_ORDER_ANNOTATION: &str = "buntime.dev/seccomp-arg-order";
+
+/// libcontainer 0.7 reads `SCMP_CMP_MASKED_EQ` the other way round from
+/// runc: it takes `valueTwo` as the mask and `value` as the datum, while
+/// runc, Docker's profiles and ours put the mask in `value`. Unconverted,
+/// Docker's `clone` rule (mask = namespace flags, datum 0) becomes a mask of
+/// 0 that matches any flags, letting a container create namespaces. We swap
+/// the two before handing a spec to libcontainer.
+pub fn to_libcontainer_seccomp_order(spec: &mut Spec) {
+    let done = spec
+        .annotations()
+        .as_ref()
+        .is_some_and(|a| a.contains_key(SECCOMP_ORDER_ANNOTATION));
+    if done {
+        return;
+    }
+    let mut linux = match spec.linux().clone() {
+        Some(l) => l,
+        None => return,
+    };
+    if let Some(mut seccomp) = linux.seccomp().clone() {
+        if let Some(mut syscalls) = seccomp.syscalls().clone() {
+            for sc in syscalls.iter_mut() {
+                if let Some(mut args) = sc.args().clone() {
+                    for arg in args.iter_mut() {
+                        if arg.op() == LinuxSeccompOperator::ScmpCmpMaskedEq {
+                            let swapped = LinuxSeccompArgBuilder::default()
+                                .index(arg.index())
+                                .op(arg.op())
+                                .value(arg.value_two().unwrap_or(0))
+                                .value_two(arg.value())
+                                .build();
+                            if let Ok(a) = swapped {
+                                *arg = a;
+                            }
+                        }
+                    }
+                    sc.set_args(Some(args));
+                }
+            }
+            seccomp.set_syscalls(Some(syscalls));
+        }
+        linux.set_seccomp(Some(seccomp));
+        spec.set_linux(Some(linux));
+    }
+    let mut annotations = spec.annotations().clone().unwrap_or_default();
+    annotations.insert(SECCOMP_ORDER_ANNOTATION.into(), "libcontainer".into());
+    spec.set_annotations(Some(annotations));
+}
+
+/// Writes the spec libcontainer runs as `config.json` in `dir`.
 pub fn write_spec(dir: &Path, spec: &Spec) -> Result<()> {
     let file = dir.join("config.json");
-    let body = serde_json::to_vec_pretty(spec)
+    let mut spec = spec.clone();
+    to_libcontainer_seccomp_order(&mut spec);
+    let body = serde_json::to_vec_pretty(&spec)
         .map_err(|e| RuntimeError::Invalid(format!("encode {}: {e}", file.display())))?;
     fs::write(&file, body).map_err(|e| RuntimeError::io(format!("write {}", file.display()), e))
 }

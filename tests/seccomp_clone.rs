@@ -1,0 +1,46 @@
+//! The default seccomp profile's `clone` rule must refuse namespace flags in
+//! init and in exec'd processes. libcontainer reads masked-equality
+//! arguments in the opposite order from runc; unconverted, the rule matched
+//! any flags and `clone(CLONE_NEWUSER)` succeeded. Needs root and gcc.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::Env;
+
+/// Builds the static test program into the bundle's /bin.
+fn add_cloner(bundle: &Path) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cloner.c");
+    let out = bundle.join("rootfs/bin/cloner");
+    let status = Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("run cc");
+    assert!(status.success(), "cc -static failed (libc6-dev installed?)");
+}
+
+#[test]
+fn clone_with_namespace_flags_is_refused_in_init_and_exec() {
+    let env = Env::new();
+    let bundle = env.bundle("b", &["/bin/cloner"], &[]);
+    add_cloner(&bundle);
+    let out = env.runc(&["run", "--bundle", bundle.to_str().unwrap_or_default(), "cl1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("clone-newuser: Operation not permitted"), "init: {text}");
+    assert!(text.contains("clone-plain: allowed"), "init: {text}");
+
+    let bundle = env.bundle("b2", &["sleep", "1000"], &[]);
+    add_cloner(&bundle);
+    env.ok(&["run", "-d", "--bundle", bundle.to_str().unwrap_or_default(), "cl2"]);
+    let text = env.ok(&["exec", "cl2", "/bin/cloner"]);
+    assert!(text.contains("clone-newuser: Operation not permitted"), "exec: {text}");
+    assert!(text.contains("clone-plain: allowed"), "exec: {text}");
+    env.ok(&["delete", "--force", "cl2"]);
+    env.assert_gone("cl1");
+    env.assert_gone("cl2");
+}

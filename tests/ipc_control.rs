@@ -268,3 +268,15 @@ fn bad_hello_fails_the_handshake() {
     let m = wrk.recv(Some(Duration::from_secs(5))).unwrap().unwrap();
     assert_eq!(m.kind, 0x03, "worker should get REJECT");
 }
+
+/// A worker cannot shrink the anonymous segment it is handed: the size is
+/// sealed, so the supervisor's mapping never loses its pages (SIGBUS).
+#[test]
+fn anonymous_segment_cannot_be_truncated() {
+    let seg = buntime::ipc::Segment::create_anonymous(4096, 4096).expect("segment");
+    let fd = seg.fd().try_clone_to_owned().expect("dup");
+    let file = std::fs::File::from(fd);
+    let err = file.set_len(0).expect_err("shrinking must be refused");
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+    assert!(file.set_len(1 << 30).is_err(), "growing must be refused");
+}

@@ -186,10 +186,12 @@ fn check_argv(b: &[u8]) -> Result<Vec<Vec<u8>>, DecodeError> {
     let Some(body) = b.strip_suffix(&[0]) else {
         return Err(DecodeError::BadArgv("not NUL-terminated"));
     };
-    let argv: Vec<Vec<u8>> = body.split(|&c| c == 0).map(<[u8]>::to_vec).collect();
-    if argv.len() > MAX_ARGS {
+    // Count before allocating: a body of NULs would otherwise cost the
+    // supervisor a vector per byte.
+    if body.iter().filter(|&&c| c == 0).count() >= MAX_ARGS {
         return Err(DecodeError::BadArgv("too many arguments"));
     }
+    let argv: Vec<Vec<u8>> = body.split(|&c| c == 0).map(<[u8]>::to_vec).collect();
     if argv.first().is_none_or(|a| a.is_empty()) {
         return Err(DecodeError::BadArgv("empty program name"));
     }

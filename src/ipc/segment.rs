@@ -86,9 +86,19 @@ impl Segment {
         let layout = Layout::new(s2w_capacity, w2s_capacity)?;
         let fd = nix::sys::memfd::memfd_create(
             c"buntime-ipc",
-            nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+            nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC
+                | nix::sys::memfd::MemFdCreateFlag::MFD_ALLOW_SEALING,
         )?;
-        Self::init(File::from(fd), layout, None)
+        let seg = Self::init(File::from(fd), layout, None)?;
+        // The worker gets this fd read-write: without seals it could
+        // ftruncate the file and the supervisor's next access to the
+        // mapping would die of SIGBUS. Fix the size for good.
+        use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+        fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&seg.file),
+            FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL),
+        )?;
+        Ok(seg)
     }
 
     fn init(file: File, layout: Layout, unlink: Option<PathBuf>) -> Result<Self> {

@@ -30,9 +30,53 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-install: build
-	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 target/release/buntime-runc target/release/buntime $(DESTDIR)$(PREFIX)/bin/
+# install / uninstall. Paths: $(DESTDIR)$(PREFIX)/bin (buntime-runc, buntime),
+# $(PREFIX)/lib (libbuntime_ipc.so), $(PREFIX)/include (buntime_ipc.h),
+# $(PREFIX)/share/buntime (policy schema, engine snippets, workers and bundle
+# templates when the tree has them), and /etc/buntime (not under PREFIX: the
+# runtime looks there): policies/*.json (shipped, replaced on every install)
+# and default.json (the node's default policy: an admin's file, installed
+# only when there is none, never overwritten, removed by uninstall only when
+# unchanged). NO_BUILD=1 skips the release build; TARGET_DIR picks the
+# binaries (default target/release).
+BINDIR ?= $(PREFIX)/bin
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+DATADIR ?= $(PREFIX)/share/buntime
+SYSCONFDIR ?= /etc/buntime
+TARGET_DIR ?= target/release
+SHIPPED_POLICIES := $(filter-out policies/schema.json,$(wildcard policies/*.json))
+INSTALL_DEPS := $(if $(NO_BUILD),,build)
+
+install: $(INSTALL_DEPS)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
+		$(DESTDIR)$(DATADIR) $(DESTDIR)$(SYSCONFDIR)/policies
+	install -m 0755 $(TARGET_DIR)/buntime-runc $(TARGET_DIR)/buntime $(DESTDIR)$(BINDIR)/
+	install -m 0755 $(TARGET_DIR)/libbuntime_ipc.so $(DESTDIR)$(LIBDIR)/
+	install -m 0644 ffi/include/buntime_ipc.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 0644 $(SHIPPED_POLICIES) $(DESTDIR)$(SYSCONFDIR)/policies/
+	install -m 0644 policies/schema.json $(DESTDIR)$(DATADIR)/policy-schema.json
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/default.json ]; then \
+		echo "install: keeping existing $(DESTDIR)$(SYSCONFDIR)/default.json"; \
+	else \
+		install -m 0644 policies/default.json $(DESTDIR)$(SYSCONFDIR)/default.json; \
+	fi
+	@set -e; for d in integration workers bundle-templates; do \
+		if [ -d $$d ]; then \
+			rm -rf $(DESTDIR)$(DATADIR)/$$d; cp -R $$d $(DESTDIR)$(DATADIR)/$$d; \
+		fi; \
+	done
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/buntime-runc $(DESTDIR)$(PREFIX)/bin/buntime
+	rm -f $(DESTDIR)$(BINDIR)/buntime-runc $(DESTDIR)$(BINDIR)/buntime \
+		$(DESTDIR)$(LIBDIR)/libbuntime_ipc.so $(DESTDIR)$(INCLUDEDIR)/buntime_ipc.h
+	rm -f $(addprefix $(DESTDIR)$(SYSCONFDIR)/policies/,$(notdir $(SHIPPED_POLICIES)))
+	rm -rf $(DESTDIR)$(DATADIR)
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/default.json ]; then \
+		if cmp -s policies/default.json $(DESTDIR)$(SYSCONFDIR)/default.json; then \
+			rm -f $(DESTDIR)$(SYSCONFDIR)/default.json; \
+		else \
+			echo "uninstall: keeping modified $(DESTDIR)$(SYSCONFDIR)/default.json"; \
+		fi; \
+	fi
+	-rmdir $(DESTDIR)$(SYSCONFDIR)/policies $(DESTDIR)$(SYSCONFDIR) 2>/dev/null || true

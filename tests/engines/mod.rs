@@ -1,0 +1,278 @@
+//! Shared helpers of the engine tests (podman, containerd): commands with a
+//! deadline, busybox root filesystems, offline images, and cleanup of what
+//! an engine leaves behind (cgroups, mounts, processes).
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const RUNC: &str = env!("CARGO_BIN_EXE_buntime-runc");
+pub const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The result of a command run with [`run`].
+#[derive(Debug)]
+pub struct Out {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn code(&self) -> i32 {
+        self.status.code().unwrap_or(-1)
+    }
+    pub fn ok(&self) -> bool {
+        self.status.success()
+    }
+}
+
+/// Whether the engine tests can run here: root, and `tool` in PATH. A
+/// missing tool fails the test (`make test` installs it) unless
+/// `BUNTIME_SKIP_ENGINE_TESTS=1`, which skips them.
+pub fn available(tool: &str) -> bool {
+    if std::env::var("BUNTIME_SKIP_ENGINE_TESTS").as_deref() == Ok("1") {
+        eprintln!("engine tests skipped (BUNTIME_SKIP_ENGINE_TESTS=1)");
+        return false;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("engine tests need root: skipped");
+        return false;
+    }
+    let found = std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/usr/bin", "/sbin"])
+        .any(|d| Path::new(d).join(tool).is_file());
+    assert!(
+        found,
+        "{tool} is not installed: run hack/install-deps.sh (or set BUNTIME_SKIP_ENGINE_TESTS=1)"
+    );
+    true
+}
+
+/// Runs `cmd` with stdin from /dev/null and stdout/stderr in files (an
+/// engine's daemonized helpers may keep a pipe open forever). Kills it and
+/// panics after `limit`.
+pub fn run(cmd: &mut Command, limit: Duration) -> Out {
+    let out = tempfile::tempfile().expect("stdout file");
+    let err = tempfile::tempfile().expect("stderr file");
+    let desc = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("clone"))
+        .stderr(err.try_clone().expect("clone"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {desc}: {e}"));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "timed out after {limit:?}: {desc}\nstdout: {}\nstderr: {}",
+                read_all(out),
+                read_all(err)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Out {
+        status,
+        stdout: read_all(out),
+        stderr: read_all(err),
+    }
+}
+
+fn read_all(mut f: fs::File) -> String {
+    let mut buf = Vec::new();
+    let _ = f.seek(SeekFrom::Start(0));
+    let _ = f.read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// A name no other test run uses: `prefix-<pid>-<n>-<nanos>`.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{}-{}-{nanos:x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A scratch directory named `buntime-test-…` (hack/test.sh looks for
+/// mounts with that name left behind).
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("buntime-test-")
+        .tempdir()
+        .expect("tempdir")
+}
+
+/// Makes `dir/rootfs`, a busybox root filesystem (hack/make-bundle.sh), and
+/// returns its path.
+pub fn busybox_rootfs(dir: &Path) -> PathBuf {
+    let script = Path::new(MANIFEST_DIR).join("hack/make-bundle.sh");
+    let out = run(
+        Command::new("bash").arg(script).arg(dir),
+        Duration::from_secs(60),
+    );
+    assert!(out.ok(), "make-bundle failed: {}", out.stderr);
+    dir.join("rootfs")
+}
+
+/// Tars `rootfs` into `tar` (the layer of an offline image).
+pub fn tar_rootfs(rootfs: &Path, tar: &Path) {
+    let out = run(
+        Command::new("tar")
+            .arg("-C")
+            .arg(rootfs)
+            .arg("--numeric-owner")
+            .arg("-cf")
+            .arg(tar)
+            .arg("."),
+        Duration::from_secs(60),
+    );
+    assert!(out.ok(), "tar failed: {}", out.stderr);
+}
+
+/// Removes a cgroup subtree `rel` (like `/buntime-test-x`) from every v1
+/// controller and the unified hierarchy, deepest first. Best effort.
+pub fn remove_cgroup_tree(rel: &str) {
+    let rel = rel.trim_start_matches('/');
+    if rel.is_empty() {
+        return;
+    }
+    let Ok(ctls) = fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    for ctl in ctls.flatten() {
+        let top = ctl.path().join(rel);
+        if top.is_dir() {
+            remove_dirs_deepest_first(&top);
+        }
+    }
+}
+
+fn remove_dirs_deepest_first(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_dirs_deepest_first(&e.path());
+            }
+        }
+    }
+    let _ = fs::remove_dir(dir);
+}
+
+/// The cgroup directories left under `rel` in any hierarchy.
+pub fn cgroups_left(rel: &str) -> Vec<PathBuf> {
+    let rel = rel.trim_start_matches('/');
+    let mut left = Vec::new();
+    if let Ok(ctls) = fs::read_dir("/sys/fs/cgroup") {
+        for ctl in ctls.flatten() {
+            let p = ctl.path().join(rel);
+            if p.is_dir() {
+                left.push(p);
+            }
+        }
+    }
+    left
+}
+
+/// Mount points at or below `dir`, deepest first.
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().into_owned();
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut v: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&needle))
+        .map(str::to_string)
+        .collect();
+    v.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    v
+}
+
+/// Lazily unmounts everything at or below `dir`.
+pub fn unmount_under(dir: &Path) {
+    for m in mounts_under(dir) {
+        let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Pids of processes whose command line mentions `needle`.
+pub fn pids_mentioning(needle: &str) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let mut pids = Vec::new();
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            let cmdline = fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(needle) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// SIGKILLs every process whose command line mentions `needle` (a test's
+/// unique scratch path: only that test's helpers match).
+pub fn kill_mentioning(needle: &str) {
+    for pid in pids_mentioning(needle) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// Polls `f` every 50 ms until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// An inline `buntime.dev/policy` that keeps the bundle's network (`host`
+/// mode: the engine's choice stays) and lets busybox run.
+pub const HOST_NET_POLICY: &str = r#"{"version":1,"filesystem":{"read":["/"],"write":["/tmp"],"exec":["/bin"]},"network":{"mode":"host"}}"#;
+
+/// The network interfaces a container's `/proc/net/dev` lists.
+pub fn interfaces(proc_net_dev: &str) -> Vec<String> {
+    proc_net_dev
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(name, rest)| {
+            let name = name.trim();
+            !name.is_empty()
+                && !name.contains(char::is_whitespace)
+                && !name.contains('|')
+                && rest.trim_start().starts_with(|c: char| c.is_ascii_digit())
+        })
+        .map(|(name, _)| name.trim().to_string())
+        .collect()
+}

@@ -101,6 +101,23 @@ impl BuntimeExecutor {
 
 impl Executor for BuntimeExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        let result = self.confine_and_exec(spec);
+        if let Err(e) = &result {
+            // libcontainer has already closed its channel to the runtime by
+            // now, so this is the only place the reason can still be seen
+            // (podman and containerd show the container's stderr).
+            eprintln!("buntime-runc: {e}");
+        }
+        result
+    }
+
+    fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        libcontainer::workload::default::get_executor().validate(spec)
+    }
+}
+
+impl BuntimeExecutor {
+    fn confine_and_exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
         let args = spec
             .process()
             .as_ref()
@@ -129,10 +146,6 @@ impl Executor for BuntimeExecutor {
             "exec {:?}: {err}",
             args.first().map(String::as_str).unwrap_or_default()
         )))
-    }
-
-    fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
-        libcontainer::workload::default::get_executor().validate(spec)
     }
 }
 

@@ -4,9 +4,11 @@
 //! runtime on top of libcontainer, the policy model, the IPC data plane and
 //! the supervisor.
 
+pub mod audit;
 pub mod ipc;
 pub mod landlock;
 pub mod logging;
 pub mod policy;
 pub mod runtime;
 pub mod spec;
+pub mod supervisor;

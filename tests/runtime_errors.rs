@@ -203,3 +203,59 @@ fn json_log_carries_the_error_for_containerd() {
     // And stderr has the same message for a person.
     assert!(String::from_utf8_lossy(&out.stderr).contains("/missing/bundle"));
 }
+
+#[test]
+fn concurrent_creates_of_one_id_leave_the_winner_intact() {
+    let env = Env::new();
+    let bundle = env.bundle("b", &["sleep", "1000"], &[]);
+    // stderr goes to files: the winner's container keeps its stdio open.
+    let handles: Vec<_> = (0..6)
+        .map(|i| {
+            let log = env.dir.path().join(format!("create-{i}.err"));
+            let mut c = env.cmd();
+            c.args(["create", "--bundle"])
+                .arg(&bundle)
+                .arg("same")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(fs::File::create(&log).expect("log"));
+            std::thread::spawn(move || (c.status().map(|s| s.success()).unwrap_or(false), log))
+        })
+        .collect();
+    let outs: Vec<(bool, std::path::PathBuf)> =
+        handles.into_iter().filter_map(|h| h.join().ok()).collect();
+    assert_eq!(outs.len(), 6);
+    let wins = outs.iter().filter(|(ok, _)| *ok).count();
+    assert_eq!(wins, 1, "exactly one create wins");
+    for (_, log) in outs.iter().filter(|(ok, _)| !*ok) {
+        let err = read(log);
+        assert!(err.contains("already exists"), "{err}");
+    }
+    // The winner was not torn down by a loser's cleanup.
+    assert_eq!(env.status("same"), "created");
+    env.ok(&["start", "same"]);
+    assert_eq!(env.status("same"), "running");
+    env.ok(&["delete", "--force", "same"]);
+    env.assert_gone("same");
+}
+
+#[test]
+fn a_program_the_policy_does_not_let_run_is_named_on_stderr() {
+    let env = Env::new();
+    let bundle = env.bundle("b", &["/opt/prog"], &[]);
+    fs::create_dir_all(bundle.join("rootfs/opt")).expect("mkdir");
+    fs::copy("/bin/busybox", bundle.join("rootfs/opt/prog")).expect("copy");
+    let out = env.runc(&[
+        "run",
+        "--bundle",
+        bundle.to_str().unwrap_or_default(),
+        "noexec",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/opt/prog") && err.contains("Permission denied"),
+        "{err}"
+    );
+    env.assert_gone("noexec");
+}

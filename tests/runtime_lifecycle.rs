@@ -547,7 +547,11 @@ fn stdout_on_dev_null_stays_writable() {
     let env = Env::new();
     let bundle = env.bundle(
         "b",
-        &["sh", "-c", "echo to-null || echo stdout-broken >&2; echo done >&2"],
+        &[
+            "sh",
+            "-c",
+            "echo to-null || echo stdout-broken >&2; echo done >&2",
+        ],
         &[],
     );
     let err_log = env.dir.path().join("err.log");
@@ -564,7 +568,10 @@ fn stdout_on_dev_null_stays_writable() {
     assert!(status.success());
     let err = read(&err_log);
     assert!(err.contains("done"), "{err}");
-    assert!(!err.contains("stdout-broken") && !err.contains("Bad file"), "{err}");
+    assert!(
+        !err.contains("stdout-broken") && !err.contains("Bad file"),
+        "{err}"
+    );
     env.assert_gone("null1");
 }
 
@@ -572,12 +579,21 @@ fn stdout_on_dev_null_stays_writable() {
 fn events_stats_are_runc_shaped() {
     let env = Env::new();
     let bundle = env.bundle("b", &["sleep", "1000"], &[]);
-    env.ok(&["run", "-d", "--bundle", bundle.to_str().unwrap_or_default(), "ev"]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--bundle",
+        bundle.to_str().unwrap_or_default(),
+        "ev",
+    ]);
     let out = env.ok(&["events", "--stats", "ev"]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON event");
     assert_eq!(v["type"], "stats");
     assert_eq!(v["id"], "ev");
-    assert!(v["data"]["pids"]["current"].as_u64().unwrap_or(0) >= 1, "{v}");
+    assert!(
+        v["data"]["pids"]["current"].as_u64().unwrap_or(0) >= 1,
+        "{v}"
+    );
     env.ok(&["delete", "--force", "ev"]);
     env.assert_gone("ev");
 }

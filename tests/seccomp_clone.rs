@@ -28,17 +28,38 @@ fn clone_with_namespace_flags_is_refused_in_init_and_exec() {
     let env = Env::new();
     let bundle = env.bundle("b", &["/bin/cloner"], &[]);
     add_cloner(&bundle);
-    let out = env.runc(&["run", "--bundle", bundle.to_str().unwrap_or_default(), "cl1"]);
+    let out = env.runc(&[
+        "run",
+        "--bundle",
+        bundle.to_str().unwrap_or_default(),
+        "cl1",
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("clone-newuser: Operation not permitted"), "init: {text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("clone-newuser: Operation not permitted"),
+        "init: {text}"
+    );
     assert!(text.contains("clone-plain: allowed"), "init: {text}");
 
     let bundle = env.bundle("b2", &["sleep", "1000"], &[]);
     add_cloner(&bundle);
-    env.ok(&["run", "-d", "--bundle", bundle.to_str().unwrap_or_default(), "cl2"]);
+    env.ok(&[
+        "run",
+        "-d",
+        "--bundle",
+        bundle.to_str().unwrap_or_default(),
+        "cl2",
+    ]);
     let text = env.ok(&["exec", "cl2", "/bin/cloner"]);
-    assert!(text.contains("clone-newuser: Operation not permitted"), "exec: {text}");
+    assert!(
+        text.contains("clone-newuser: Operation not permitted"),
+        "exec: {text}"
+    );
     assert!(text.contains("clone-plain: allowed"), "exec: {text}");
     env.ok(&["delete", "--force", "cl2"]);
     env.assert_gone("cl1");

@@ -82,6 +82,20 @@ enum Command {
     Spec(SpecArgs),
     /// Print what this runtime supports (OCI features JSON)
     Features,
+    /// Print a container's audit log (the supervisor's decisions)
+    Audit(AuditArgs),
+    /// Run a container's supervisor (started by `create`)
+    #[command(hide = true)]
+    Supervise(IdArg),
+}
+
+#[derive(Args, Debug)]
+struct AuditArgs {
+    /// Keep printing new records until the supervisor exits
+    #[arg(short, long)]
+    follow: bool,
+    /// Container id
+    id: String,
 }
 
 #[derive(Args, Debug)]
@@ -346,6 +360,48 @@ fn run(root: &Root, a: &RunArgs) -> Result<i32> {
     Ok(code?)
 }
 
+/// `audit ID [--follow]`: prints `audit.log`; with --follow keeps
+/// printing until the supervisor has exited and the log is drained.
+fn audit(root: &Root, a: &AuditArgs) -> Result<()> {
+    use std::io::{Read, Write};
+    buntime::runtime::state::validate_id(&a.id)?;
+    let dir = root.extra_dir(&a.id);
+    if !dir.exists() {
+        anyhow::bail!("container {:?} does not exist", a.id);
+    }
+    let path = dir.join(buntime::audit::AUDIT_FILE);
+    let mut out = std::io::stdout().lock();
+    let mut file = match std::fs::File::open(&path) {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("open {}", path.display())),
+    };
+    loop {
+        if file.is_none() {
+            file = std::fs::File::open(&path).ok();
+        }
+        let mut buf = Vec::new();
+        if let Some(f) = file.as_mut() {
+            f.read_to_end(&mut buf)?;
+        }
+        out.write_all(&buf)?;
+        out.flush()?;
+        if !a.follow {
+            return Ok(());
+        }
+        let running = root
+            .read_meta(&a.id)
+            .supervisor_pid
+            .is_some_and(|p| buntime::supervisor::is_ours(p, &a.id));
+        if buf.is_empty() && (!running || !dir.exists()) {
+            return Ok(());
+        }
+        if buf.is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+}
+
 fn dispatch(cli: &Cli) -> Result<i32> {
     // `spec` and `features` need no state root.
     match &cli.command {
@@ -435,6 +491,8 @@ fn dispatch(cli: &Cli) -> Result<i32> {
             }
         }
         Command::Features => {}
+        Command::Audit(a) => audit(&root, a)?,
+        Command::Supervise(a) => buntime::supervisor::run(&root, &a.id)?,
     }
     Ok(0)
 }

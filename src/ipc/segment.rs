@@ -96,7 +96,9 @@ impl Segment {
         use nix::fcntl::{fcntl, FcntlArg, SealFlag};
         fcntl(
             std::os::fd::AsRawFd::as_raw_fd(&seg.file),
-            FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL),
+            FcntlArg::F_ADD_SEALS(
+                SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL,
+            ),
         )?;
         Ok(seg)
     }

@@ -8,9 +8,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use libcontainer::oci_spec::runtime::{
-    LinuxSeccompArgBuilder, LinuxSeccompOperator, Mount, Spec,
-};
+use libcontainer::oci_spec::runtime::{LinuxSeccompArgBuilder, LinuxSeccompOperator, Mount, Spec};
 
 use super::error::{Result, RuntimeError};
 

@@ -44,14 +44,31 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
     let sources = PolicySources::system().map_err(|e| RuntimeError::Policy(e.to_string()))?;
     let prepared = prepare_container(&base, &sources, &SpecContext::oci())
         .map_err(|e| RuntimeError::Policy(e.to_string()))?;
-    let spec = prepared.effective;
+    let mut spec = prepared.effective;
+    let mut landlock_plan = prepared.landlock;
+    let supervised = wants_supervisor(&spec);
+    if supervised {
+        add_supervisor(&mut spec, &mut landlock_plan, &root.extra_dir(&opts.id))?;
+    }
+    let mut supervisor: Option<crate::supervisor::Spawned> = None;
 
     let extra = root.extra_dir(&opts.id);
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&extra)
-        .map_err(|e| RuntimeError::io(format!("create {}", extra.display()), e))?;
+    if let Some(parent) = extra.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|e| RuntimeError::io(format!("create {}", parent.display()), e))?;
+    }
+    // Made exclusively: it is the lock that keeps a concurrent create of
+    // the same id from going on (and from "cleaning up" the other's work).
+    match fs::DirBuilder::new().mode(0o700).create(&extra) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(RuntimeError::Exists(opts.id.clone()))
+        }
+        Err(e) => return Err(RuntimeError::io(format!("create {}", extra.display()), e)),
+    }
 
     let result = (|| {
         bundle::write_spec(&extra, &spec)?;
@@ -59,7 +76,7 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
             &extra.join(POLICY_FILE),
             &prepared.resolved.canonical_json(),
         )?;
-        let plan = serde_json::to_string_pretty(&prepared.landlock)
+        let plan = serde_json::to_string_pretty(&landlock_plan)
             .map_err(|e| RuntimeError::Invalid(format!("encode landlock plan: {e}")))?;
         write_json(&extra.join(LANDLOCK_FILE), &plan)?;
         let pretty = serde_json::to_string_pretty(&canonical_spec_json(&spec))
@@ -81,14 +98,27 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
                 None => "not-applied: kernel has no landlock".to_string(),
             },
         );
+        if supervised {
+            let s = crate::supervisor::spawn(root.path(), &opts.id, &extra)
+                .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+            supervisor = Some(s);
+        }
         let meta = Meta {
             bundle: bundle.dir.clone(),
-            rootfs,
+            rootfs: rootfs.clone(),
             annotations,
+            supervisor_pid: supervisor.as_ref().map(|s| s.pid),
         };
         root.write_meta(&opts.id, &meta)?;
-        let landlock = prepared.landlock_abi.map(|_| prepared.landlock.clone());
+        let landlock = prepared.landlock_abi.map(|_| landlock_plan.clone());
         let container = build(root, opts, &extra, landlock)?;
+        if let Some(s) = supervisor.take() {
+            let pid = container
+                .pid()
+                .ok_or_else(|| RuntimeError::Invalid("created container has no pid".into()))?;
+            s.start_serving(pid.as_raw())
+                .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+        }
         if has_new_netns(&spec) {
             if let Some(pid) = container.pid() {
                 super::loopback::bring_up_in(pid.as_raw())?;
@@ -97,6 +127,9 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
         Ok(container)
     })();
     if result.is_err() {
+        if let Some(s) = supervisor.take() {
+            s.abort();
+        }
         cleanup_failed(root, &opts.id);
         if let Some(path) = spec
             .linux()
@@ -164,6 +197,57 @@ fn build(
         .with_no_pivot(opts.no_pivot)
         .build()
         .map_err(|e| RuntimeError::backend(format!("create container {:?}", opts.id), &e))
+}
+
+/// Bundle annotation `buntime.dev/supervisor: off` runs the container
+/// without a supervisor (no broker, no `/run/buntime`): it only removes
+/// rights, so any bundle may ask for it.
+pub const ANNOTATION_SUPERVISOR_OFF: &str = "buntime.dev/supervisor";
+
+fn wants_supervisor(spec: &libcontainer::oci_spec::runtime::Spec) -> bool {
+    spec.annotations()
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_SUPERVISOR_OFF))
+        .is_none_or(|v| v != "off")
+}
+
+/// Binds the supervisor's directory (socket and segment) read-only at
+/// `/run/buntime`, points the worker at it through the environment (which
+/// `exec` inherits: it reads the same effective config.json), and lets
+/// Landlock read it.
+fn add_supervisor(
+    spec: &mut libcontainer::oci_spec::runtime::Spec,
+    plan: &mut LandlockPlan,
+    extra: &Path,
+) -> Result<()> {
+    use crate::supervisor::{CONTAINER_CONTROL, CONTAINER_DIR, CONTAINER_IPC, RUN_DIR};
+    use libcontainer::oci_spec::runtime::MountBuilder;
+    let mount = MountBuilder::default()
+        .destination(CONTAINER_DIR)
+        .typ("bind")
+        .source(extra.join(RUN_DIR))
+        .options(
+            ["bind", "ro", "nosuid", "nodev", "noexec"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .build()
+        .map_err(|e| RuntimeError::Invalid(format!("supervisor mount: {e}")))?;
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    mounts.retain(|m| !m.destination().starts_with(CONTAINER_DIR));
+    mounts.push(mount);
+    spec.set_mounts(Some(mounts));
+    if let Some(mut process) = spec.process().clone() {
+        let mut env = process.env().clone().unwrap_or_default();
+        env.retain(|e| !e.starts_with("BUNTIME_IPC=") && !e.starts_with("BUNTIME_CONTROL="));
+        env.push(format!("{}={CONTAINER_IPC}", crate::ipc::ENV_IPC));
+        env.push(format!("{}={CONTAINER_CONTROL}", crate::ipc::ENV_CONTROL));
+        process.set_env(Some(env));
+        spec.set_process(Some(process));
+    }
+    plan.read.push(PathBuf::from(CONTAINER_DIR));
+    Ok(())
 }
 
 /// True when the container gets a network namespace of its own.

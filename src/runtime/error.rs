@@ -34,7 +34,10 @@ pub enum RuntimeError {
     // The io error is part of the message rather than a `source`, so that
     // printing the cause chain does not repeat it.
     #[error("{context}: {err}")]
-    Io { context: String, err: std::io::Error },
+    Io {
+        context: String,
+        err: std::io::Error,
+    },
     /// A failure inside libcontainer or libcgroups, with its whole cause chain.
     #[error("{context}: {detail}")]
     Backend { context: String, detail: String },

@@ -63,8 +63,12 @@ impl BuntimeExecutor {
             };
             let read_only = OFlag::from_bits_truncate(flags) & OFlag::O_ACCMODE == OFlag::O_RDONLY;
             if st.st_rdev == null && st.st_mode & libc::S_IFMT == libc::S_IFCHR && read_only {
-                let new = open("/dev/null", OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
-                    .map_err(|e| ExecutorError::Other(format!("reopen /dev/null: {e}")))?;
+                let new = open(
+                    "/dev/null",
+                    OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| ExecutorError::Other(format!("reopen /dev/null: {e}")))?;
                 nix::unistd::dup2(new, fd)
                     .map_err(|e| ExecutorError::Other(format!("dup2 /dev/null: {e}")))?;
                 let _ = nix::unistd::close(new);

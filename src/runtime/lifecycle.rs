@@ -123,10 +123,12 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
         Ok(c) => c,
         Err(RuntimeError::NotFound(_)) if force => {
             // Leftovers of a half-made container go too.
+            crate::supervisor::stop(root.read_meta(id).supervisor_pid, id);
             root.remove_extra(id)?;
             return Ok(());
         }
         Err(RuntimeError::NotFound(_)) if root.extra_dir(id).exists() => {
+            crate::supervisor::stop(root.read_meta(id).supervisor_pid, id);
             root.remove_extra(id)?;
             return Ok(());
         }
@@ -141,6 +143,7 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
     }
     c.delete(force)
         .map_err(|e| RuntimeError::backend(format!("delete container {id:?}"), &e))?;
+    crate::supervisor::stop(root.read_meta(id).supervisor_pid, id);
     root.remove_extra(id)
 }
 

@@ -41,6 +41,9 @@ pub struct Meta {
     /// Annotations buntime adds to `state` (`buntime.dev/*`).
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// The container's supervisor process (see `crate::supervisor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervisor_pid: Option<i32>,
 }
 
 impl Root {
@@ -182,6 +185,12 @@ pub fn oci_state(container: &Container, meta: &Meta) -> serde_json::Value {
         .into_iter()
         .collect();
     annotations.extend(meta.annotations.clone());
+    if let Some(pid) = meta.supervisor_pid {
+        annotations.insert(
+            crate::supervisor::ANNOTATION_SUPERVISOR.to_string(),
+            crate::supervisor::status(Some(pid), container.id()),
+        );
+    }
     let bundle = if meta.bundle.as_os_str().is_empty() {
         container.bundle().clone()
     } else {

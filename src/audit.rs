@@ -1,0 +1,95 @@
+//! Audit records of the supervisor's decisions: one JSON object per line in
+//! the container's state directory (`audit.log`), and the same record as a
+//! `tracing` event with target `audit`.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+/// The audit file's name inside the container's state directory.
+pub const AUDIT_FILE: &str = "audit.log";
+
+/// One decision (or one protocol event) of the supervisor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// RFC 3339 UTC, microseconds.
+    pub time: String,
+    pub container: String,
+    /// Host pid of the worker (SO_PEERCRED), 0 when unknown.
+    pub pid: i32,
+    /// `fs_read`, `fs_write`, `list_dir`, `net_connect`, `exec`, `stdout`,
+    /// `connect` (handshake) or `protocol` (a worker broke the protocol).
+    pub kind: String,
+    /// The path, `host:port`, argv or error text the decision is about.
+    pub subject: String,
+    /// `allow`, `deny` or `close`.
+    pub decision: String,
+    /// The rule that decided, or `default`.
+    pub rule: String,
+    /// Why, when denied.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    pub latency_us: u64,
+    pub bytes: u64,
+}
+
+impl AuditRecord {
+    pub fn now() -> String {
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("open audit log {path}: {source}")]
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Appends records to `audit.log`; shared by the supervisor's threads.
+#[derive(Debug)]
+pub struct AuditLog {
+    file: Mutex<File>,
+}
+
+impl AuditLog {
+    pub fn open(path: &Path) -> Result<Self, AuditError> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|source| AuditError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok(AuditLog {
+            file: Mutex::new(file),
+        })
+    }
+
+    /// Writes one line and emits the tracing event. Write errors are
+    /// logged, not returned: a full disk must not stop decisions.
+    pub fn record(&self, r: &AuditRecord) {
+        tracing::info!(target: "audit", container = %r.container, pid = r.pid, kind = %r.kind,
+            subject = %r.subject, decision = %r.decision, rule = %r.rule, reason = %r.reason,
+            latency_us = r.latency_us, bytes = r.bytes, "decision");
+        let mut line = serde_json::to_string(r).unwrap_or_default();
+        line.push('\n');
+        // A poisoned lock only means another thread panicked mid-write.
+        let mut f = match self.file.lock() {
+            Ok(f) => f,
+            Err(p) => p.into_inner(),
+        };
+        if let Err(e) = f.write_all(line.as_bytes()) {
+            tracing::warn!(target: "supervisor", "write audit log: {e}");
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! A test worker: runs inside a container, talks to the supervisor through
+//! the IPC client and prints one line per command, for the tests in
+//! tests/supervisor_*.rs.
+//!
+//! Commands (one per argument): `read:PATH`, `write:PATH:DATA` (data in the
+//! request), `wfd:PATH:DATA` (asks for a writable fd, writes through it),
+//! `list:PATH`, `net:HOST:PORT:MSG` (sends MSG, prints the first line
+//! back), `exec:PROG`, `stdout:TEXT`, `sleep:MS`, `garbage-ring` (scribbles
+//! over its own segment's ring header), `garbage-ctl` (sends a nonsense
+//! control message instead of HELLO).
+//! Output: `CMD SUBJECT ALLOW|DENY|ERROR detail`.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use buntime::ipc::control::{self, ctl};
+use buntime::ipc::{Client, ControlSocket, Reply, Request, Response};
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn escape(b: &[u8]) -> String {
+    String::from_utf8_lossy(b)
+        .replace('\n', "\\n")
+        .replace('\0', ",")
+}
+
+struct Worker {
+    client: Option<Client>,
+}
+
+impl Worker {
+    fn client(&mut self) -> Result<&mut Client, String> {
+        if self.client.is_none() {
+            let mut c = Client::connect_env().map_err(|e| e.to_string())?;
+            c.set_timeout(Some(Duration::from_secs(60)));
+            self.client = Some(c);
+        }
+        self.client.as_mut().ok_or_else(|| "no client".to_string())
+    }
+
+    /// Sends a request; a dead supervisor counts as a denial.
+    fn request(&mut self, req: &Request) -> Result<Response, String> {
+        let r = self.client()?.request_typed(req);
+        r.map_err(|e| {
+            self.client = None;
+            format!("supervisor unavailable: {e}")
+        })
+    }
+}
+
+fn report(cmd: &str, subject: &str, r: &Result<Response, String>) -> bool {
+    match r {
+        Ok(Response {
+            reply: Reply::Deny { reason },
+            ..
+        }) => {
+            say(&format!("{cmd} {subject} DENY {reason}"));
+            false
+        }
+        Ok(_) => true,
+        Err(e) => {
+            say(&format!("{cmd} {subject} DENY {e}"));
+            false
+        }
+    }
+}
+
+fn run(w: &mut Worker, arg: &str) {
+    let (cmd, rest) = arg.split_once(':').unwrap_or((arg, ""));
+    match cmd {
+        "read" => {
+            let r = w.request(&Request::FsRead {
+                path: rest.as_bytes().to_vec(),
+            });
+            if report(cmd, rest, &r) {
+                let mut s = Vec::new();
+                let fd = r.ok().and_then(|r| r.fd);
+                match fd.map(|fd| File::from(fd).read_to_end(&mut s)) {
+                    Some(Ok(_)) => say(&format!("read {rest} ALLOW {}", escape(&s))),
+                    Some(Err(e)) => say(&format!("read {rest} ERROR {e}")),
+                    None => say(&format!("read {rest} ERROR no fd")),
+                }
+            }
+        }
+        "write" | "wfd" => {
+            let (path, data) = rest.split_once(':').unwrap_or((rest, ""));
+            let inline = if cmd == "write" { data } else { "" };
+            let r = w.request(&Request::FsWrite {
+                path: path.as_bytes().to_vec(),
+                data: inline.as_bytes().to_vec(),
+            });
+            if report(cmd, path, &r) {
+                let fd = r.ok().and_then(|r| r.fd);
+                match (cmd, fd) {
+                    ("wfd", Some(fd)) => match File::from(fd).write_all(data.as_bytes()) {
+                        Ok(()) => say(&format!("wfd {path} ALLOW wrote")),
+                        Err(e) => say(&format!("wfd {path} ERROR {e}")),
+                    },
+                    ("wfd", None) => say(&format!("wfd {path} ERROR no fd")),
+                    _ => say(&format!("write {path} ALLOW wrote")),
+                }
+            }
+        }
+        "list" => {
+            let r = w.request(&Request::ListDir {
+                path: rest.as_bytes().to_vec(),
+            });
+            if report(cmd, rest, &r) {
+                if let Ok(Response {
+                    reply: Reply::Allow { data, .. },
+                    ..
+                }) = r
+                {
+                    say(&format!("list {rest} ALLOW {}", escape(&data)));
+                }
+            }
+        }
+        "net" => {
+            let mut parts = rest.splitn(3, ':');
+            let host = parts.next().unwrap_or("");
+            let port = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            let msg = parts.next().unwrap_or("");
+            let subject = format!("{host}:{port}");
+            let r = w.request(&Request::NetConnect {
+                host: host.into(),
+                port,
+            });
+            if report(cmd, &subject, &r) {
+                match r.ok().and_then(|r| r.fd) {
+                    Some(fd) => {
+                        let mut s = std::net::TcpStream::from(fd);
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                        let _ = s.write_all(format!("{msg}\n").as_bytes());
+                        let mut line = String::new();
+                        let _ = BufReader::new(s).read_line(&mut line);
+                        say(&format!("net {subject} ALLOW {}", line.trim()));
+                    }
+                    None => say(&format!("net {subject} ERROR no fd")),
+                }
+            }
+        }
+        "exec" => {
+            let r = w.request(&Request::Exec {
+                argv: vec![rest.as_bytes().to_vec()],
+            });
+            if report(cmd, rest, &r) {
+                if let Ok(Response {
+                    reply: Reply::Allow { data, .. },
+                    ..
+                }) = r
+                {
+                    say(&format!("exec {rest} ALLOW {}", escape(&data)));
+                }
+            }
+        }
+        "stdout" => match w.client().and_then(|c| {
+            c.write_stdout(format!("{rest}\n").as_bytes())
+                .map_err(|e| e.to_string())
+        }) {
+            Ok(()) => say(&format!("stdout {rest} ALLOW sent")),
+            Err(e) => say(&format!("stdout {rest} DENY {e}")),
+        },
+        "sleep" => std::thread::sleep(Duration::from_millis(rest.parse().unwrap_or(0))),
+        "garbage-ctl" => match garbage_ctl() {
+            Ok(s) => say(&format!("garbage-ctl - DONE {s}")),
+            Err(e) => say(&format!("garbage-ctl - ERROR {e}")),
+        },
+        "garbage-ring" => match garbage_ring() {
+            Ok(s) => say(&format!("garbage-ring - DONE {s}")),
+            Err(e) => say(&format!("garbage-ring - ERROR {e}")),
+        },
+        _ => say(&format!("{cmd} {rest} ERROR unknown command")),
+    }
+}
+
+fn control_path() -> String {
+    std::env::var(buntime::ipc::ENV_CONTROL).unwrap_or_default()
+}
+
+/// A control message that is not HELLO, then garbage bytes.
+fn garbage_ctl() -> Result<String, String> {
+    let s = ControlSocket::connect(Path::new(&control_path())).map_err(|e| e.to_string())?;
+    s.send(0x77, 0xdead_beef, b"\xff\xfe garbage", None)
+        .map_err(|e| e.to_string())?;
+    match s.recv(Some(Duration::from_secs(5))) {
+        Ok(Some(m)) => Ok(format!("kind=0x{:02x}", m.kind)),
+        Ok(None) => Ok("no answer".into()),
+        Err(e) => Ok(format!("closed: {e}")),
+    }
+}
+
+/// Handshake by hand, then write nonsense indexes into the ring the
+/// supervisor reads, ring the doorbell and wait for its STOP.
+fn garbage_ring() -> Result<String, String> {
+    let s = ControlSocket::connect(Path::new(&control_path())).map_err(|e| e.to_string())?;
+    s.send(ctl::HELLO, 0, &control::hello_body(), None)
+        .map_err(|e| e.to_string())?;
+    let m = s
+        .recv(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?
+        .ok_or("no WELCOME")?;
+    let fd = m.fd.ok_or("WELCOME without a segment")?;
+    let file = File::from(fd);
+    // SAFETY: a shared mapping of the segment; only raw bytes are written.
+    let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.map_err(|e| e.to_string())?;
+    s.send(ctl::READY, 0, &[], None)
+        .map_err(|e| e.to_string())?;
+    let w2s = u32::from_le_bytes([map[0x18], map[0x19], map[0x1a], map[0x1b]]) as usize;
+    // head far beyond tail + capacity: a corrupt ring.
+    map[w2s..w2s + 4].copy_from_slice(&0x7fff_fff0u32.to_le_bytes());
+    for b in &mut map[w2s + 64..w2s + 64 + 256] {
+        *b = 0xAB;
+    }
+    let _ = s.send(ctl::DATA, 0, &[], None);
+    match s.recv(Some(Duration::from_secs(5))) {
+        Ok(Some(m)) if m.kind == ctl::STOP => Ok(format!("stop code={}", m.arg)),
+        Ok(Some(m)) => Ok(format!("kind=0x{:02x}", m.kind)),
+        Ok(None) => Ok("no answer".into()),
+        Err(e) => Ok(format!("closed: {e}")),
+    }
+}
+
+fn main() {
+    let mut w = Worker { client: None };
+    for arg in std::env::args().skip(1) {
+        run(&mut w, &arg);
+    }
+    if let Some(c) = w.client.take() {
+        let _ = c.close();
+    }
+}

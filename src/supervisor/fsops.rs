@@ -1,0 +1,146 @@
+//! Opening paths as the container sees them, from the host, without letting
+//! symlinks or `..` leave the tree the decision was about.
+//!
+//! The container's root is `/proc/<init>/root` (its mount namespace's view:
+//! tmpfs on /tmp, masks, bind mounts). The granting tree (say `/data`) is
+//! opened from that root without following any symlink, and the rest of the
+//! path beneath it with `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`, so a
+//! symlink or `..` that would climb out of `/data` fails with EXDEV.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// `openat2(dir, path, flags, resolve)`; mode 0644 when creating.
+pub fn openat2(
+    dir: &impl AsRawFd,
+    path: &Path,
+    flags: i32,
+    resolve: u64,
+) -> std::io::Result<OwnedFd> {
+    let rel = if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    };
+    let c = CString::new(rel.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: open_how is plain data; zeroed is a valid value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    if flags & libc::O_CREAT != 0 {
+        how.mode = 0o644;
+    }
+    how.resolve = resolve;
+    // SAFETY: valid dirfd, NUL-terminated path, how of the size passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: openat2 returned a new descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+}
+
+const NO_LINKS: u64 = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+
+/// Opens container path `tree/rest`: `tree` (absolute, normalised) from
+/// `root` with no symlinks at all, `rest` beneath it (symlinks followed
+/// only while they stay beneath `tree`, unless `follow` is false).
+pub fn open_beneath(
+    root: &File,
+    tree: &Path,
+    rest: &Path,
+    flags: i32,
+    follow: bool,
+) -> std::io::Result<OwnedFd> {
+    let tree_rel = tree.strip_prefix("/").unwrap_or(tree);
+    let dir = openat2(
+        root,
+        tree_rel,
+        libc::O_PATH | libc::O_DIRECTORY,
+        libc::RESOLVE_IN_ROOT | NO_LINKS,
+    );
+    // The tree may be a file itself (a grant of one file).
+    let dir = match dir {
+        Ok(d) => d,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) && rest.as_os_str().is_empty() => {
+            return openat2(root, tree_rel, flags, libc::RESOLVE_IN_ROOT | NO_LINKS)
+        }
+        Err(e) => return Err(e),
+    };
+    let resolve = libc::RESOLVE_BENEATH
+        | if follow {
+            libc::RESOLVE_NO_MAGICLINKS
+        } else {
+            NO_LINKS
+        };
+    openat2(&dir, rest, flags, resolve)
+}
+
+/// A readable description of an open failure, for DENY reasons.
+pub fn describe(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EXDEV) => "path escapes the allowed tree (symlink or ..)".into(),
+        Some(libc::ELOOP) => "path contains a symbolic link".into(),
+        Some(libc::ENOENT) => "no such file or directory".into(),
+        Some(libc::EROFS) => "read-only file system".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Directory entries of an open directory, sorted, each name followed by
+/// a NUL byte (`/` appended to directories' names).
+pub fn list_dir(dir: &OwnedFd, limit: usize) -> std::io::Result<Vec<u8>> {
+    let proc_path = format!("/proc/self/fd/{}", dir.as_raw_fd());
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(proc_path)? {
+        let e = e?;
+        let mut n = e.file_name().as_bytes().to_vec();
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            n.push(b'/');
+        }
+        names.push(n);
+    }
+    names.sort();
+    let mut out = Vec::new();
+    for n in names {
+        if out.len() + n.len() + 1 > limit {
+            return Err(std::io::Error::other(format!(
+                "listing exceeds {limit} bytes"
+            )));
+        }
+        out.extend_from_slice(&n);
+        out.push(0);
+    }
+    Ok(out)
+}
+
+/// True when `fd` is a regular file (FIFOs and devices are never brokered:
+/// opening or reading them could block or reach hardware).
+pub fn is_regular(fd: &OwnedFd) -> bool {
+    nix::sys::stat::fstat(fd.as_raw_fd())
+        .map(|s| s.st_mode & libc::S_IFMT == libc::S_IFREG)
+        .unwrap_or(false)
+}
+
+/// Clears O_NONBLOCK (files are opened non-blocking so a FIFO cannot hang
+/// the open).
+pub fn clear_nonblock(fd: &OwnedFd) {
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if fl >= 0 {
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! The per-container supervisor (see docs/supervisor.md).
+//!
+//! `buntime-runc create` starts one for every container, as a separate
+//! process (`buntime-runc supervise ID`, own session, stdio on /dev/null)
+//! before libcontainer runs: libcontainer must not run in a process that
+//! has threads, and the supervisor has one per worker connection. It
+//! serves workers' requests on the control socket bind-mounted at
+//! `/run/buntime/control.sock`, decides by the container's policy, audits
+//! every decision, and exits (removing its socket and segment) once the
+//! container's init has exited.
+
+pub mod approver;
+pub mod fsops;
+mod serve;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::audit::{AuditLog, AuditRecord, AUDIT_FILE};
+use crate::ipc::{ControlListener, Segment};
+use crate::policy::Policy;
+
+/// Inside the container: the directory, the segment and the socket.
+pub const CONTAINER_DIR: &str = "/run/buntime";
+pub const CONTAINER_IPC: &str = "/run/buntime/ipc";
+pub const CONTAINER_CONTROL: &str = "/run/buntime/control.sock";
+/// In the state directory: the directory bind-mounted at `/run/buntime`.
+pub const RUN_DIR: &str = "run";
+pub const SEGMENT_FILE: &str = "ipc";
+pub const CONTROL_FILE: &str = "control.sock";
+/// In the state directory: the approver socket (host only).
+pub const APPROVER_FILE: &str = "approve.sock";
+/// In the state directory: what workers wrote as STDOUT/STDERR.
+pub const OUTPUT_FILE: &str = "output.log";
+/// In the state directory: the supervisor's own log (stderr).
+pub const LOG_FILE: &str = "supervisor.log";
+/// Bundle annotation: how long an `ask` waits for the approver.
+pub const ANNOTATION_ASK_TIMEOUT: &str = "buntime.dev/ask-timeout";
+/// Annotation in `state`: `running pid N` or `stopped`.
+pub const ANNOTATION_SUPERVISOR: &str = "buntime.dev/supervisor";
+
+const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_WORKERS: usize = 64;
+/// How long `create` waits for the supervisor to say it is ready.
+const READY_TIMEOUT_MS: i32 = 10_000;
+/// Ring sizes of a worker's segment.
+const S2W_CAPACITY: u32 = 256 << 10;
+const W2S_CAPACITY: u32 = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("supervisor: {what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("supervisor: {0}")]
+    Setup(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SupervisorError {
+    let what = what.into();
+    move |source| SupervisorError::Io { what, source }
+}
+
+/// A supervisor `create` has started, waiting to be told the init pid.
+pub struct Spawned {
+    pub pid: i32,
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Spawned {
+    /// Hands the container's init pid over; the supervisor starts serving.
+    pub fn start_serving(mut self, init_pid: i32) -> Result<(), SupervisorError> {
+        let mut stdin = self
+            .stdin
+            .take()
+            .ok_or_else(|| SupervisorError::Setup("stdin already closed".into()))?;
+        stdin
+            .write_all(format!("{init_pid}\n").as_bytes())
+            .map_err(io("send init pid to supervisor"))?;
+        // Dropping `child` neither waits nor kills: the supervisor outlives us.
+        Ok(())
+    }
+
+    /// Create failed: stop the supervisor (it removes its files on EOF).
+    pub fn abort(mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `buntime-runc --root ROOT supervise ID` detached and waits until
+/// it has made the socket and segment in `state_dir/run/`.
+pub fn spawn(root: &Path, id: &str, state_dir: &Path) -> Result<Spawned, SupervisorError> {
+    let exe = std::env::current_exe().map_err(io("find own executable"))?;
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(state_dir.join(LOG_FILE))
+        .map_err(io("open supervisor log"))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--root")
+        .arg(root)
+        .arg("supervise")
+        .arg(id)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; a new session detaches the
+    // supervisor from the caller's terminal and process group.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(io("start supervisor"))?;
+    let pid = child.id() as i32;
+    let stdin = child.stdin.take();
+    // Bounded: a supervisor that never gets ready must not hang `create`.
+    let ready = child.stdout.take().map(|out| {
+        let mut pfd = libc::pollfd {
+            fd: out.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, READY_TIMEOUT_MS) };
+        let mut line = String::new();
+        if n > 0 {
+            let _ = BufReader::new(out).read_line(&mut line);
+        }
+        line
+    });
+    let spawned = Spawned { pid, child, stdin };
+    if ready.as_deref().map(str::trim) != Some("ready") {
+        spawned.abort();
+        let log = fs::read_to_string(state_dir.join(LOG_FILE)).unwrap_or_default();
+        return Err(SupervisorError::Setup(format!(
+            "supervisor did not start: {}",
+            log.lines().last().unwrap_or("no output")
+        )));
+    }
+    Ok(spawned)
+}
+
+/// `running pid N` or `stopped`, for the `state` annotation.
+pub fn status(pid: Option<i32>, id: &str) -> String {
+    match pid {
+        Some(p) if is_ours(p, id) => format!("running pid {p}"),
+        _ => "stopped".into(),
+    }
+}
+
+/// Is `pid` still our supervisor of `id` (not a recycled pid)?
+pub fn is_ours(pid: i32, id: &str) -> bool {
+    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    args.windows(2)
+        .any(|w| w[0] == b"supervise" && w[1] == id.as_bytes())
+}
+
+/// Stops the supervisor of `id` if it still runs (used by `delete`).
+pub fn stop(pid: Option<i32>, id: &str) {
+    if let Some(p) = pid.filter(|&p| p > 0 && is_ours(p, id)) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::SIGKILL);
+        // Wait briefly so `delete` returns with the process gone.
+        for _ in 0..100 {
+            if !is_ours(p, id) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Everything a worker connection needs, shared by the connection threads.
+pub(crate) struct Ctx {
+    pub id: String,
+    pub policy: Policy,
+    /// The container's root directory (`/proc/<init>/root`), O_PATH.
+    pub root: File,
+    pub path_var: String,
+    pub audit: AuditLog,
+    pub output: Mutex<(File, u64)>,
+    pub output_limit: Option<u64>,
+    pub approver: approver::Approver,
+    pub mnt_ns: u64,
+}
+
+/// Closes every descriptor from 3 up: whatever the caller of `create` passed
+/// (containerd's pipes, preserved fds) must not be held by a daemon.
+fn close_inherited() {
+    // SAFETY: close_range on our own descriptor table; nothing above 2 is
+    // in use yet.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    }
+}
+
+fn mnt_ns(pid: i32) -> std::io::Result<u64> {
+    fs::metadata(format!("/proc/{pid}/ns/mnt")).map(|m| m.ino())
+}
+
+fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: plain syscall; a non-negative result is a new descriptor.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: see above.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+}
+
+fn redirect_null(fd: i32) {
+    if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
+        // SAFETY: dup2 onto a standard descriptor we own.
+        unsafe { libc::dup2(null.as_raw_fd(), fd) };
+    }
+}
+
+/// The files the supervisor made; removed when it exits.
+struct Files {
+    run_dir: PathBuf,
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(self.run_dir.join(SEGMENT_FILE));
+        let _ = fs::remove_file(self.run_dir.join(CONTROL_FILE));
+    }
+}
+
+/// The `supervise` subcommand. Returns when the container's init is gone.
+pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError> {
+    close_inherited();
+    let state = root.extra_dir(id);
+    let run_dir = state.join(RUN_DIR);
+    fs::DirBuilder::new()
+        .mode(0o755)
+        .create(&run_dir)
+        .map_err(io(format!("create {}", run_dir.display())))?;
+    let _files = Files {
+        run_dir: run_dir.clone(),
+    };
+    // The file segment exists for BUNTIME_IPC; every worker gets a fresh
+    // segment of its own through WELCOME, so one worker cannot scribble
+    // over another's rings.
+    let file_segment = Segment::create(&run_dir.join(SEGMENT_FILE), 4096, 4096)
+        .map_err(|e| SupervisorError::Setup(format!("segment: {e}")))?;
+    // A socket address holds at most 107 bytes, and engines use 64-character
+    // ids under deep roots; so the sockets are bound by names relative to the
+    // state directory, which the supervisor makes its working directory.
+    std::env::set_current_dir(&state).map_err(io(format!("chdir {}", state.display())))?;
+    let listener = ControlListener::bind(&Path::new(RUN_DIR).join(CONTROL_FILE))
+        .map_err(|e| SupervisorError::Setup(format!("control socket: {e}")))?;
+    // The container's processes may run as any uid; who may connect is
+    // decided by the peer's mount namespace (see `serve`).
+    fs::set_permissions(
+        run_dir.join(CONTROL_FILE),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .map_err(io("chmod control socket"))?;
+
+    let spec_path = state.join("config.json");
+    let spec_text = fs::read(&spec_path).map_err(io("read effective spec"))?;
+    let spec: oci_spec::runtime::Spec = serde_json::from_slice(&spec_text)
+        .map_err(|e| SupervisorError::Setup(format!("effective spec: {e}")))?;
+    let policy_text = fs::read_to_string(state.join(crate::runtime::create::POLICY_FILE))
+        .map_err(io("read policy"))?;
+    let policy = crate::policy::parse_policy(&policy_text, "policy.json")
+        .map_err(|e| SupervisorError::Setup(format!("policy: {e}")))?;
+    let ask_timeout = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_ASK_TIMEOUT))
+        .and_then(|t| crate::policy::TimeSpan::parse(t).ok())
+        .map(|t| t.as_duration().min(Duration::from_secs(600)))
+        .unwrap_or(DEFAULT_ASK_TIMEOUT);
+    let path_var = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.env().as_ref())
+        .and_then(|env| env.iter().find_map(|e| e.strip_prefix("PATH=")))
+        .unwrap_or("/usr/local/bin:/usr/bin:/bin")
+        .to_string();
+    let approver = approver::Approver::bind(Path::new(APPROVER_FILE), ask_timeout)
+        .map_err(io("approver socket"))?;
+    let audit = AuditLog::open(&state.join(AUDIT_FILE))
+        .map_err(|e| SupervisorError::Setup(e.to_string()))?;
+    let output = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(state.join(OUTPUT_FILE))
+        .map_err(io("open output log"))?;
+
+    // Tell `create` we are ready, then wait for the init pid on stdin.
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    redirect_null(1);
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    redirect_null(0);
+    let init_pid: i32 = match line.trim().parse() {
+        Ok(p) if p > 0 => p,
+        // EOF: create failed; clean up and go.
+        _ => return Ok(()),
+    };
+    let pidfd = pidfd_open(init_pid).map_err(io("pidfd_open init"))?;
+    let root_dir = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(format!("/proc/{init_pid}/root"))
+        .map_err(io("open container root"))?;
+    let ctx = Arc::new(Ctx {
+        id: id.to_string(),
+        output_limit: policy.resources.output.map(|b| b.bytes()),
+        policy,
+        root: root_dir,
+        path_var,
+        audit,
+        output: Mutex::new((output, 0)),
+        approver,
+        mnt_ns: mnt_ns(init_pid).map_err(io("container mount namespace"))?,
+    });
+    serve_loop(&ctx, &listener, &pidfd);
+    // Worker threads may still hold `ctx`; the process exits right after,
+    // so remove the approver socket here rather than rely on Drop.
+    let _ = fs::remove_file(state.join(APPROVER_FILE));
+    drop(file_segment);
+    Ok(())
+}
+
+/// `resources.timeout`: SIGKILL the init (through its pidfd, so never a
+/// recycled pid) once the wall-clock limit has passed, counted from when
+/// the supervisor starts serving (right after create).
+fn enforce_timeout(ctx: &Ctx, pidfd: &OwnedFd, deadline: &mut Option<std::time::Instant>) {
+    let Some(d) = *deadline else { return };
+    if std::time::Instant::now() < d {
+        return;
+    }
+    *deadline = None;
+    // SAFETY: pidfd_send_signal on our pidfd, no siginfo.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+    let mut rec = record(ctx, 0, "timeout", "container init".into());
+    rec.decision = if r == 0 { "kill" } else { "error" }.into();
+    rec.rule = "resources.timeout".into();
+    rec.reason = "wall-clock limit reached".into();
+    ctx.audit.record(&rec);
+}
+
+fn serve_loop(ctx: &Arc<Ctx>, listener: &ControlListener, pidfd: &OwnedFd) {
+    let workers = Arc::new(AtomicUsize::new(0));
+    let mut deadline = ctx
+        .policy
+        .resources
+        .timeout
+        .map(|t| std::time::Instant::now() + t.as_duration());
+    loop {
+        enforce_timeout(ctx, pidfd, &mut deadline);
+        let mut fds = [
+            libc::pollfd {
+                fd: pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: std::os::fd::AsFd::as_fd(listener).as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds.
+        let wait_ms = deadline.map_or(1000, |d| {
+            d.saturating_duration_since(std::time::Instant::now())
+                .as_millis()
+                .clamp(1, 1000) as i32
+        });
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, wait_ms) };
+        if r < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        if fds[0].revents != 0 {
+            tracing::info!(target: "supervisor", container = %ctx.id, "container init exited");
+            return;
+        }
+        if fds[1].revents == 0 {
+            continue;
+        }
+        let Ok(sock) = listener.accept(Some(Duration::ZERO)) else {
+            continue;
+        };
+        if workers.load(Ordering::SeqCst) >= MAX_WORKERS {
+            serve::reject(ctx, &sock, "too many connections");
+            continue;
+        }
+        let ctx = Arc::clone(ctx);
+        let workers2 = Arc::clone(&workers);
+        workers.fetch_add(1, Ordering::SeqCst);
+        let spawned = std::thread::Builder::new()
+            .name("worker".into())
+            .spawn(move || {
+                // Gives the slot back even if the connection's thread panics.
+                let _slot = Slot(workers2);
+                serve::connection(&ctx, sock);
+            });
+        if spawned.is_err() {
+            workers.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// One taken connection slot, given back on drop.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Builds an audit record with the common fields filled in.
+pub(crate) fn record(ctx: &Ctx, pid: i32, kind: &str, subject: String) -> AuditRecord {
+    AuditRecord {
+        time: AuditRecord::now(),
+        container: ctx.id.clone(),
+        pid,
+        kind: kind.into(),
+        subject,
+        decision: String::new(),
+        rule: "default".into(),
+        reason: String::new(),
+        latency_us: 0,
+        bytes: 0,
+    }
+}

@@ -1,0 +1,612 @@
+//! The per-container supervisor, end to end: real containers (as root)
+//! running `buntime-test-worker`, which asks the supervisor over the IPC
+//! channel and prints what it got.
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{read, wait_until, Env};
+
+const WORKER: &str = env!("CARGO_BIN_EXE_buntime-test-worker");
+
+const POLICY: &str = r#"{
+  "version": 1,
+  "filesystem": {
+    "read": ["/bin", "/lib", "/lib64", "/data", "/links"],
+    "write": ["/tmp"],
+    "exec": ["/bin", "/lib", "/lib64"],
+    "deny": ["/data/secret"]
+  },
+  "network": { "mode": "proxy", "allow": ["127.0.0.1"] },
+  "broker": { "fs_read": "deny", "fs_write": "deny", "list_dir": "deny", "net_connect": "deny", "exec": "deny" }
+}"#;
+
+/// Copies the worker and the shared libraries it needs into `rootfs`.
+fn install_worker(rootfs: &Path) {
+    let dst = rootfs.join("bin/worker");
+    fs::copy(WORKER, &dst).expect("copy worker");
+    let out = Command::new("ldd").arg(WORKER).output().expect("ldd");
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or
+        // "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        let path = line
+            .split_whitespace()
+            .find(|w| w.starts_with('/'))
+            .map(PathBuf::from);
+        if let Some(p) = path {
+            let target = rootfs.join(p.strip_prefix("/").expect("absolute"));
+            fs::create_dir_all(target.parent().expect("parent")).expect("lib dir");
+            fs::copy(&p, &target).expect("copy lib");
+        }
+    }
+}
+
+/// A busybox bundle running the worker with `args`, under `policy`, with
+/// test files in /data, /etc and /opt.
+fn worker_bundle(
+    env: &Env,
+    name: &str,
+    args: &[&str],
+    policy: &str,
+    ann: &[(&str, &str)],
+) -> PathBuf {
+    let mut full = vec!["/bin/worker"];
+    full.extend_from_slice(args);
+    let b = env.bundle(name, &full, &[]);
+    let rootfs = b.join("rootfs");
+    install_worker(&rootfs);
+    fs::create_dir_all(rootfs.join("data/sub")).unwrap();
+    fs::create_dir_all(rootfs.join("opt")).unwrap();
+    fs::write(rootfs.join("data/ok.txt"), "hello data").unwrap();
+    fs::write(rootfs.join("data/secret"), "data secret").unwrap();
+    fs::write(rootfs.join("data/sub/inner.txt"), "inner").unwrap();
+    fs::write(rootfs.join("etc/secret"), "etc secret").unwrap();
+    for f in ["allow-me", "deny-me", "timeout-me"] {
+        fs::write(rootfs.join("opt").join(f), format!("content of {f}")).unwrap();
+    }
+    std::os::unix::fs::symlink("/etc/secret", rootfs.join("data/abs")).unwrap();
+    // /links has no deny entry inside: symlinks are followed while they
+    // stay beneath it.
+    fs::create_dir_all(rootfs.join("links")).unwrap();
+    fs::write(rootfs.join("links/target.txt"), "link target").unwrap();
+    std::os::unix::fs::symlink("/etc/secret", rootfs.join("links/abs")).unwrap();
+    std::os::unix::fs::symlink("../etc/secret", rootfs.join("links/rel")).unwrap();
+    std::os::unix::fs::symlink("target.txt", rootfs.join("links/in")).unwrap();
+    let cfg = b.join("config.json");
+    let mut spec: serde_json::Value = serde_json::from_str(&read(&cfg)).unwrap();
+    let mut a = serde_json::Map::new();
+    a.insert("buntime.dev/policy".into(), policy.into());
+    for (k, v) in ann {
+        a.insert((*k).into(), (*v).into());
+    }
+    spec["annotations"] = serde_json::Value::Object(a);
+    fs::write(&cfg, serde_json::to_string_pretty(&spec).unwrap()).unwrap();
+    b
+}
+
+fn state_dir(env: &Env, id: &str) -> PathBuf {
+    env.root.join(".buntime").join(id)
+}
+
+/// Creates and starts `id`, waits for it to stop, returns its output.
+fn run_to_end(env: &Env, id: &str, bundle: &Path) -> String {
+    let log = env.dir.path().join(format!("{id}.log"));
+    env.create_logged(id, bundle, &log);
+    env.ok(&["start", id]);
+    env.wait_status(id, "stopped");
+    read(&log)
+}
+
+fn line<'a>(out: &'a str, prefix: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line {prefix:?} in:\n{out}"))
+}
+
+fn supervisor_pid(env: &Env, id: &str) -> Option<i32> {
+    let st = env.state(id);
+    st["annotations"]["buntime.dev/supervisor"]
+        .as_str()
+        .and_then(|s| s.strip_prefix("running pid "))
+        .and_then(|p| p.parse().ok())
+}
+
+fn audit_lines(env: &Env, id: &str) -> Vec<serde_json::Value> {
+    read(&state_dir(env, id).join("audit.log"))
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn filesystem_exec_and_stdout_requests_are_decided_by_the_policy() {
+    let env = Env::new();
+    let b = worker_bundle(
+        &env,
+        "fs",
+        &[
+            "read:/data/ok.txt",
+            "read:/data/secret",
+            "read:/etc/secret",
+            "read:/data/abs",
+            "read:/links/abs",
+            "read:/links/rel",
+            "read:/links/in",
+            "read:/links/../etc/secret",
+            "read:/data/../etc/secret",
+            "list:/data",
+            "list:/etc",
+            "write:/tmp/out.txt:abc",
+            "read:/tmp/out.txt",
+            "wfd:/tmp/w2:viafd",
+            "read:/tmp/w2",
+            "write:/data/x:zz",
+            "exec:ls",
+            "exec:/data/ok.txt",
+            "stdout:hello-broker",
+        ],
+        POLICY,
+        &[],
+    );
+    let out = run_to_end(&env, "fs", &b);
+    assert_eq!(
+        line(&out, "read /data/ok.txt"),
+        "read /data/ok.txt ALLOW hello data"
+    );
+    assert!(line(&out, "read /data/secret").contains(" DENY "), "{out}");
+    assert!(line(&out, "read /etc/secret").contains(" DENY "), "{out}");
+    // A deny entry inside /data: no symlink is followed there at all.
+    assert!(
+        line(&out, "read /data/abs").contains("DENY path contains a symbolic link"),
+        "{out}"
+    );
+    assert!(
+        line(&out, "read /links/abs").contains("DENY path escapes"),
+        "{out}"
+    );
+    assert!(
+        line(&out, "read /links/rel").contains("DENY path escapes"),
+        "{out}"
+    );
+    assert_eq!(
+        line(&out, "read /links/in"),
+        "read /links/in ALLOW link target"
+    );
+    assert!(
+        line(&out, "read /links/../etc/secret").contains(" DENY "),
+        "{out}"
+    );
+    assert!(
+        line(&out, "read /data/../etc/secret").contains(" DENY "),
+        "{out}"
+    );
+    let list = line(&out, "list /data ");
+    assert!(
+        list.contains("ALLOW") && list.contains("ok.txt") && list.contains("sub/"),
+        "{list}"
+    );
+    assert!(line(&out, "list /etc").contains(" DENY "), "{out}");
+    assert_eq!(
+        line(&out, "write /tmp/out.txt"),
+        "write /tmp/out.txt ALLOW wrote"
+    );
+    assert_eq!(
+        line(&out, "read /tmp/out.txt"),
+        "read /tmp/out.txt ALLOW abc"
+    );
+    assert_eq!(line(&out, "wfd /tmp/w2"), "wfd /tmp/w2 ALLOW wrote");
+    assert_eq!(line(&out, "read /tmp/w2"), "read /tmp/w2 ALLOW viafd");
+    assert!(line(&out, "write /data/x").contains(" DENY "), "{out}");
+    assert_eq!(line(&out, "exec ls"), "exec ls ALLOW /bin/ls");
+    assert!(line(&out, "exec /data/ok.txt").contains(" DENY "), "{out}");
+    assert_eq!(
+        line(&out, "stdout hello-broker"),
+        "stdout hello-broker ALLOW sent"
+    );
+
+    let dir = state_dir(&env, "fs");
+    let output = wait_until(Duration::from_secs(5), || {
+        read(&dir.join("output.log")).contains("hello-broker")
+    });
+    assert!(output, "output.log: {}", read(&dir.join("output.log")));
+    let audit = audit_lines(&env, "fs");
+    let ok = audit
+        .iter()
+        .find(|r| r["kind"] == "fs_read" && r["subject"] == "/data/ok.txt")
+        .expect("audit of the allowed read");
+    assert_eq!(ok["decision"], "allow");
+    assert_eq!(ok["rule"], "filesystem.read /data");
+    assert_eq!(ok["container"], "fs");
+    assert!(ok["pid"].as_i64().unwrap_or(0) > 0 && ok["time"].is_string());
+    assert!(ok["latency_us"].is_u64() && ok["bytes"] == 10);
+    let secret = audit
+        .iter()
+        .find(|r| r["kind"] == "fs_read" && r["subject"] == "/data/secret")
+        .expect("audit of the denied read");
+    assert_eq!(secret["decision"], "deny");
+    assert_eq!(secret["rule"], "filesystem.deny /data/secret");
+    let etc = audit
+        .iter()
+        .find(|r| r["kind"] == "fs_read" && r["subject"] == "/etc/secret")
+        .expect("audit of /etc/secret");
+    assert_eq!(etc["rule"], "default");
+    // `buntime-runc audit` prints the same log.
+    let printed = env.ok(&["audit", "fs"]);
+    assert_eq!(printed, read(&dir.join("audit.log")));
+
+    // The container is stopped: the supervisor has exited and cleaned up.
+    let gone = wait_until(Duration::from_secs(5), || {
+        !dir.join("run/control.sock").exists() && !dir.join("run/ipc").exists()
+    });
+    assert!(gone, "supervisor files left in {}", dir.display());
+    assert_eq!(
+        env.state("fs")["annotations"]["buntime.dev/supervisor"],
+        "stopped"
+    );
+    env.ok(&["delete", "fs"]);
+    env.assert_gone("fs");
+}
+
+/// A name other than `localhost` that /etc/hosts maps to 127.x.
+fn loopback_alias() -> Option<String> {
+    read(Path::new("/etc/hosts")).lines().find_map(|l| {
+        let mut w = l.split_whitespace();
+        let ip = w.next()?;
+        if !ip.starts_with("127.") {
+            return None;
+        }
+        w.find(|n| !n.contains("localhost")).map(str::to_string)
+    })
+}
+
+fn echo_server() -> (u16, std::thread::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        l.set_nonblocking(false).unwrap();
+        for s in l.incoming().take(8).flatten() {
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut text = String::new();
+            let _ = r.read_line(&mut text);
+            let mut s = s;
+            let _ = s.write_all(format!("pong {}\n", text.trim()).as_bytes());
+        }
+    });
+    (port, h)
+}
+
+#[test]
+fn net_connect_checks_resolved_addresses() {
+    let env = Env::new();
+    let (port, _server) = echo_server();
+    let alias = loopback_alias();
+    let mut args = vec![
+        format!("net:127.0.0.1:{port}:ping"),
+        format!("net:169.254.169.254:{port}:x"),
+    ];
+    if let Some(a) = &alias {
+        args.push(format!("net:{a}:{port}:alias"));
+    }
+    let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
+    // Named: 127.0.0.1 is reachable; a name resolving to it when the name
+    // is allowed too (the address must still be named).
+    let named = match &alias {
+        Some(a) => POLICY.replace(
+            r#""allow": ["127.0.0.1"]"#,
+            &format!(r#""allow": ["127.0.0.1", "{a}"]"#),
+        ),
+        None => POLICY.to_string(),
+    };
+    let b = worker_bundle(&env, "net1", &args_ref, &named, &[]);
+    let out = run_to_end(&env, "net1", &b);
+    assert_eq!(
+        line(&out, &format!("net 127.0.0.1:{port}")),
+        format!("net 127.0.0.1:{port} ALLOW pong ping")
+    );
+    assert!(
+        line(&out, "net 169.254.169.254").contains(" DENY "),
+        "{out}"
+    );
+    if let Some(a) = &alias {
+        assert_eq!(
+            line(&out, &format!("net {a}:")),
+            format!("net {a}:{port} ALLOW pong alias")
+        );
+    }
+    // Not named: `*` and a broker allow still never reach loopback.
+    let open = POLICY
+        .replace(r#""allow": ["127.0.0.1"]"#, r#""allow": ["*"]"#)
+        .replace(r#""net_connect": "deny""#, r#""net_connect": "allow""#);
+    let b = worker_bundle(&env, "net2", &args_ref, &open, &[]);
+    let out = run_to_end(&env, "net2", &b);
+    let l = line(&out, &format!("net 127.0.0.1:{port}"));
+    assert!(l.contains("DENY loopback"), "{l}");
+    if let Some(a) = &alias {
+        let l = line(&out, &format!("net {a}:"));
+        assert!(l.contains("DENY loopback"), "{l}");
+    }
+    let audit = audit_lines(&env, "net2");
+    assert!(audit
+        .iter()
+        .any(|r| r["kind"] == "net_connect" && r["decision"] == "deny" && r["rule"] == "network"));
+    for id in ["net1", "net2"] {
+        env.ok(&["delete", id]);
+        env.assert_gone(id);
+    }
+}
+
+#[test]
+fn ask_is_answered_by_the_approver_or_times_out() {
+    let env = Env::new();
+    let policy = POLICY.replace(r#""fs_read": "deny""#, r#""fs_read": "ask""#);
+    let b = worker_bundle(
+        &env,
+        "ask",
+        &[
+            "read:/opt/allow-me",
+            "read:/opt/deny-me",
+            "read:/opt/timeout-me",
+        ],
+        &policy,
+        &[("buntime.dev/ask-timeout", "1s")],
+    );
+    let log = env.dir.path().join("ask.log");
+    env.create_logged("ask", &b, &log);
+    let sock = state_dir(&env, "ask").join("approve.sock");
+    let conn = UnixStream::connect(&sock).expect("approver socket");
+    let approver = std::thread::spawn(move || {
+        let mut w = conn.try_clone().unwrap();
+        let mut seen = Vec::new();
+        for l in BufReader::new(conn).lines() {
+            let Ok(l) = l else { break };
+            let q: serde_json::Value = serde_json::from_str(&l).unwrap();
+            let subject = q["subject"].as_str().unwrap_or_default().to_string();
+            seen.push(q.clone());
+            let result = if subject.ends_with("allow-me") {
+                "allow"
+            } else if subject.ends_with("deny-me") {
+                "deny"
+            } else {
+                continue; // let it time out
+            };
+            let a = serde_json::json!({"id": q["id"], "result": result});
+            let _ = w.write_all(format!("{a}\n").as_bytes());
+            if seen.len() == 3 {
+                break;
+            }
+        }
+        seen
+    });
+    env.ok(&["start", "ask"]);
+    env.wait_status("ask", "stopped");
+    let out = read(&log);
+    assert_eq!(
+        line(&out, "read /opt/allow-me"),
+        "read /opt/allow-me ALLOW content of allow-me"
+    );
+    assert!(
+        line(&out, "read /opt/deny-me").contains("DENY denied by the approver"),
+        "{out}"
+    );
+    assert!(
+        line(&out, "read /opt/timeout-me").contains("DENY no answer"),
+        "{out}"
+    );
+    let seen = approver.join().unwrap();
+    assert_eq!(seen[0]["kind"], "fs_read");
+    assert_eq!(seen[0]["container"], "ask");
+    assert!(seen[0]["id"].is_u64() && seen[0]["pid"].is_i64());
+    env.ok(&["delete", "ask"]);
+    env.assert_gone("ask");
+}
+
+#[test]
+fn killed_supervisor_means_denied_and_the_container_still_deletes() {
+    let env = Env::new();
+    let b = worker_bundle(
+        &env,
+        "kill",
+        &["read:/data/ok.txt", "sleep:2000", "read:/data/ok.txt"],
+        POLICY,
+        &[],
+    );
+    let log = env.dir.path().join("kill.log");
+    env.create_logged("kill", &b, &log);
+    let pid = supervisor_pid(&env, "kill").expect("supervisor running");
+    env.ok(&["start", "kill"]);
+    assert!(wait_until(Duration::from_secs(10), || read(&log).contains("ALLOW")));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
+    let killed = Instant::now();
+    let second = wait_until(Duration::from_secs(10), || read(&log).lines().count() >= 2);
+    assert!(second, "{}", read(&log));
+    let out = read(&log);
+    let l = out.lines().nth(1).unwrap_or_default();
+    assert!(l.contains("DENY supervisor unavailable"), "{out}");
+    // The request came ~2 s after the kill; the denial within ~1 s of it.
+    assert!(
+        killed.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        killed.elapsed()
+    );
+    assert_eq!(
+        env.state("kill")["annotations"]["buntime.dev/supervisor"],
+        "stopped"
+    );
+    env.wait_status("kill", "stopped");
+    env.ok(&["delete", "kill"]);
+    env.assert_gone("kill");
+}
+
+#[test]
+fn killed_container_stops_the_supervisor_and_leaves_nothing() {
+    let env = Env::new();
+    let b = worker_bundle(&env, "dead", &["sleep:60000"], POLICY, &[]);
+    let log = env.dir.path().join("dead.log");
+    env.create_logged("dead", &b, &log);
+    let pid = supervisor_pid(&env, "dead").expect("supervisor running");
+    // Detached: stdin/stdout on /dev/null, no pipe of the caller held (a
+    // shim waiting for EOF on create's output would hang otherwise).
+    for entry in fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        let target = fs::read_link(entry.path()).unwrap_or_default();
+        let fd = entry.file_name().to_string_lossy().into_owned();
+        assert!(
+            !target.to_string_lossy().starts_with("pipe:"),
+            "fd {fd}: {target:?}"
+        );
+        if fd == "0" || fd == "1" {
+            assert_eq!(target, Path::new("/dev/null"), "fd {fd}");
+        }
+    }
+    let sid = read(Path::new(&format!("/proc/{pid}/stat")))
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().nth(3).map(str::to_string))
+        .unwrap_or_default();
+    assert_eq!(sid, pid.to_string(), "supervisor leads its own session");
+    env.ok(&["start", "dead"]);
+    let follow = env
+        .cmd()
+        .args(["audit", "--follow", "dead"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    env.ok(&["kill", "dead", "KILL"]);
+    let dir = state_dir(&env, "dead");
+    let exited = wait_until(Duration::from_secs(5), || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
+    assert!(exited, "supervisor {pid} still running");
+    for f in ["run/control.sock", "run/ipc", "approve.sock"] {
+        assert!(!dir.join(f).exists(), "{f} left behind");
+    }
+    // `audit --follow` ends once the supervisor is gone.
+    let mut follow = follow;
+    let ended = wait_until(Duration::from_secs(5), || {
+        matches!(follow.try_wait(), Ok(Some(_)))
+    });
+    if !ended {
+        let _ = follow.kill();
+        let _ = follow.wait();
+    }
+    assert!(ended, "audit --follow did not end");
+    env.ok(&["delete", "dead"]);
+    env.assert_gone("dead");
+
+    // delete of a created container stops its supervisor too.
+    let b = worker_bundle(&env, "dead2", &["sleep:60000"], POLICY, &[]);
+    env.create_logged("dead2", &b, &env.dir.path().join("dead2.log"));
+    let pid = supervisor_pid(&env, "dead2").expect("supervisor running");
+    env.ok(&["delete", "--force", "dead2"]);
+    let stopped = wait_until(Duration::from_secs(5), || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
+    assert!(stopped, "supervisor survived delete");
+    env.assert_gone("dead2");
+}
+
+#[test]
+fn garbage_from_a_worker_closes_only_its_connection() {
+    let env = Env::new();
+    let b = worker_bundle(
+        &env,
+        "junk",
+        &["garbage-ctl", "garbage-ring", "read:/data/ok.txt"],
+        POLICY,
+        &[],
+    );
+    let out = run_to_end(&env, "junk", &b);
+    // STOP (corruption), or a reset if the supervisor closed before it
+    // read the doorbell (a Unix socket closed with unread data resets).
+    let g = line(&out, "garbage-ring");
+    assert!(g.contains("stop code=2") || g.contains("closed"), "{out}");
+    assert_eq!(
+        line(&out, "read /data/ok.txt"),
+        "read /data/ok.txt ALLOW hello data"
+    );
+    let audit = audit_lines(&env, "junk");
+    assert!(
+        audit
+            .iter()
+            .any(|r| r["kind"] == "connect" && r["decision"] == "close"),
+        "{audit:?}"
+    );
+    assert!(
+        audit.iter().any(|r| r["kind"] == "protocol"
+            && r["decision"] == "close"
+            && r["subject"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("corrupt")),
+        "{audit:?}"
+    );
+    env.ok(&["delete", "junk"]);
+    env.assert_gone("junk");
+}
+
+#[test]
+fn exec_processes_use_the_broker_too() {
+    let env = Env::new();
+    let b = worker_bundle(&env, "ex", &["sleep:30000"], POLICY, &[]);
+    env.create_logged("ex", &b, &env.dir.path().join("ex.log"));
+    env.ok(&["start", "ex"]);
+    let out = tempfile::tempfile().unwrap();
+    let status = env
+        .cmd()
+        .args([
+            "exec",
+            "ex",
+            "/bin/worker",
+            "read:/data/ok.txt",
+            "read:/etc/secret",
+        ])
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(Stdio::inherit())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut text = String::new();
+    use std::io::{Read, Seek};
+    let mut out = out;
+    out.rewind().unwrap();
+    out.read_to_string(&mut text).unwrap();
+    assert_eq!(
+        line(&text, "read /data/ok.txt"),
+        "read /data/ok.txt ALLOW hello data"
+    );
+    assert!(line(&text, "read /etc/secret").contains(" DENY "), "{text}");
+    env.ok(&["delete", "--force", "ex"]);
+    env.assert_gone("ex");
+}
+
+#[test]
+fn resources_timeout_is_enforced_by_the_supervisor() {
+    let env = Env::new();
+    let policy = POLICY.replace(
+        r#""version": 1,"#,
+        r#""version": 1, "resources": { "timeout": "1s" },"#,
+    );
+    let b = worker_bundle(&env, "slow", &["sleep:60000"], &policy, &[]);
+    env.create_logged("slow", &b, &env.dir.path().join("slow.log"));
+    env.ok(&["start", "slow"]);
+    let t = Instant::now();
+    env.wait_status("slow", "stopped");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let audit = audit_lines(&env, "slow");
+    assert!(
+        audit.iter().any(|r| r["kind"] == "timeout"
+            && r["decision"] == "kill"
+            && r["rule"] == "resources.timeout"),
+        "{audit:?}"
+    );
+    env.ok(&["delete", "slow"]);
+    env.assert_gone("slow");
+}

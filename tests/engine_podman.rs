@@ -203,13 +203,16 @@ fn podman_rootfs_run_output_exit_code_and_default_policy() {
         p.rootfs(),
         "sh",
         "-c",
-        "echo hello-from-buntime; touch /newfile 2>&1; cat /proc/net/dev; exit 3",
+        "echo hello-from-buntime; touch /newfile 2>&1; cat /proc/net/dev; \
+         test -S /run/buntime/control.sock && echo has-control-socket; exit 3",
     ]);
     assert_eq!(out.code(), 3, "exit code passes through: {out:?}");
     assert!(out.stdout.contains("hello-from-buntime"), "{out:?}");
     // buntime's default policy: read-only root.
     assert!(out.stdout.contains("Read-only file system"), "{out:?}");
     assert_eq!(engines::interfaces(&out.stdout), ["lo"], "{out:?}");
+    // The supervisor's control socket is in the container.
+    assert!(out.stdout.contains("has-control-socket"), "{out:?}");
     assert_clean(&p);
 }
 

@@ -150,13 +150,7 @@ fn double_create_and_delete_running_without_force() {
 fn bad_arguments_name_the_argument() {
     let env = Env::new();
     let bundle = env.bundle("b", &["sleep", "1000"], &[]);
-    env.ok(&[
-        "run",
-        "-d",
-        "--bundle",
-        bundle.to_str().unwrap_or_default(),
-        "args",
-    ]);
+    env.run_detached("args", &bundle);
     let err = env.fails(&["kill", "args", "NOSUCHSIG"]);
     assert!(err.contains("invalid signal \"NOSUCHSIG\""), "{err}");
     let err = env.fails(&["exec", "--user", "nobody", "args", "true"]);

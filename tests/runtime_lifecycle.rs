@@ -167,13 +167,7 @@ fn kill_by_name_number_and_all() {
         &["sh", "-c", "sleep 1000 & sleep 1000 & sleep 1000"],
         &[],
     );
-    env.ok(&[
-        "run",
-        "-d",
-        "--bundle",
-        bundle.to_str().unwrap_or_default(),
-        "k2",
-    ]);
+    env.run_detached("k2", &bundle);
     assert!(wait_until(Duration::from_secs(10), || {
         let pids: Vec<i32> =
             serde_json::from_str(&env.ok(&["ps", "--format", "json", "k2"])).unwrap_or_default();
@@ -205,13 +199,7 @@ fn ns_links(pid: &str) -> Vec<String> {
 fn exec_joins_namespaces_and_seccomp_of_init() {
     let env = Env::new();
     let bundle = env.bundle("b", &["sleep", "1000"], &[("SECCOMP", "1")]);
-    env.ok(&[
-        "run",
-        "-d",
-        "--bundle",
-        bundle.to_str().unwrap_or_default(),
-        "ex",
-    ]);
+    env.run_detached("ex", &bundle);
     let init = env.pid("ex").to_string();
     let init_status = read(Path::new(&format!("/proc/{init}/status")));
     assert!(init_status.contains("Seccomp:\t2"), "init not filtered");
@@ -278,13 +266,7 @@ fn ps_lists_container_pids_and_pause_really_freezes() {
         ],
         &[],
     );
-    env.ok(&[
-        "run",
-        "-d",
-        "--bundle",
-        bundle.to_str().unwrap_or_default(),
-        "pz",
-    ]);
+    env.run_detached("pz", &bundle);
     let init = env.pid("pz");
     let pids: Vec<i32> =
         serde_json::from_str(&env.ok(&["ps", "--format", "json", "pz"])).expect("pids");
@@ -321,13 +303,7 @@ fn ps_lists_container_pids_and_pause_really_freezes() {
 fn update_changes_the_cgroup_limits() {
     let env = Env::new();
     let bundle = env.bundle("b", &["sleep", "1000"], &[]);
-    env.ok(&[
-        "run",
-        "-d",
-        "--bundle",
-        bundle.to_str().unwrap_or_default(),
-        "up",
-    ]);
+    env.run_detached("up", &bundle);
     env.ok(&["update", "--memory", "64m", "--pids-limit", "50", "up"]);
     let mem = read(Path::new(
         "/sys/fs/cgroup/memory/buntime/up/memory.limit_in_bytes",
@@ -514,13 +490,7 @@ fn twenty_concurrent_containers_leave_nothing() {
 fn loopback_is_up_in_a_new_network_namespace() {
     let env = Env::new();
     let bundle = env.bundle("b", &["sleep", "1000"], &[]);
-    env.ok(&[
-        "run",
-        "-d",
-        "--bundle",
-        bundle.to_str().unwrap_or_default(),
-        "lo1",
-    ]);
+    env.run_detached("lo1", &bundle);
     let pid = env.pid("lo1");
     let out = Command::new("nsenter")
         .arg(format!("--net=/proc/{pid}/ns/net"))
@@ -579,13 +549,7 @@ fn stdout_on_dev_null_stays_writable() {
 fn events_stats_are_runc_shaped() {
     let env = Env::new();
     let bundle = env.bundle("b", &["sleep", "1000"], &[]);
-    env.ok(&[
-        "run",
-        "-d",
-        "--bundle",
-        bundle.to_str().unwrap_or_default(),
-        "ev",
-    ]);
+    env.run_detached("ev", &bundle);
     let out = env.ok(&["events", "--stats", "ev"]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON event");
     assert_eq!(v["type"], "stats");

@@ -48,13 +48,7 @@ fn clone_with_namespace_flags_is_refused_in_init_and_exec() {
 
     let bundle = env.bundle("b2", &["sleep", "1000"], &[]);
     add_cloner(&bundle);
-    env.ok(&[
-        "run",
-        "-d",
-        "--bundle",
-        bundle.to_str().unwrap_or_default(),
-        "cl2",
-    ]);
+    env.run_detached("cl2", &bundle);
     let text = env.ok(&["exec", "cl2", "/bin/cloner"]);
     assert!(
         text.contains("clone-newuser: Operation not permitted"),

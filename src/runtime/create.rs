@@ -263,7 +263,7 @@ fn has_new_netns(spec: &libcontainer::oci_spec::runtime::Spec) -> bool {
 }
 
 /// Paths given on the command line are relative to the caller's directory.
-fn absolute(p: &Path) -> Result<PathBuf> {
+pub(crate) fn absolute(p: &Path) -> Result<PathBuf> {
     if p.is_absolute() {
         return Ok(p.to_path_buf());
     }

@@ -100,15 +100,7 @@ pub fn exec(root: &Root, opts: &ExecOptions) -> Result<i32> {
         None => (None, None),
     };
     let env = parse_env(&opts.env)?;
-    let absolute = |p: &PathBuf| -> Result<PathBuf> {
-        if p.is_absolute() {
-            Ok(p.clone())
-        } else {
-            let cwd =
-                std::env::current_dir().map_err(|e| RuntimeError::io("current directory", e))?;
-            Ok(cwd.join(p))
-        }
-    };
+    let absolute = |p: &PathBuf| super::create::absolute(p);
     let process = opts.process.as_ref().map(absolute).transpose()?;
     let pid_file = opts.pid_file.as_ref().map(absolute).transpose()?;
     let console = opts.console_socket.as_ref().map(absolute).transpose()?;

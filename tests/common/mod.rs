@@ -98,6 +98,12 @@ impl Env {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
+    /// `run -d`: creates and starts `id` from `bundle`, asserting success.
+    pub fn run_detached(&self, id: &str, bundle: &Path) {
+        let b = bundle.to_str().unwrap_or_default();
+        self.ok(&["run", "-d", "--bundle", b, id]);
+    }
+
     /// Creates a container whose stdout and stderr go to `log`.
     pub fn create_logged(&self, id: &str, bundle: &Path, log: &Path) {
         let f = fs::File::create(log).expect("log file");

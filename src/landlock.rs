@@ -279,6 +279,16 @@ impl LandlockPlan {
                 "the kernel did not enforce the ruleset".into(),
             ));
         }
+        // "Required" must not quietly mean less than the policy says: TCP
+        // rules need ABI 4 and truncation control ABI 3. (Newer rights the
+        // kernel lacks, such as scopes, are best effort.)
+        if self.required && abi.is_some_and(|a| a < 4) && (tcp_restricted || abi < Some(3)) {
+            return Err(LandlockError::Unsupported(format!(
+                "the kernel's Landlock ABI {} cannot enforce this policy's {} rules",
+                abi.unwrap_or(0),
+                if tcp_restricted { "TCP" } else { "truncate" }
+            )));
+        }
         Ok(LandlockStatus {
             kernel_abi: abi,
             enforcement,

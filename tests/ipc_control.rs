@@ -280,3 +280,25 @@ fn anonymous_segment_cannot_be_truncated() {
     assert_eq!(err.raw_os_error(), Some(libc::EPERM));
     assert!(file.set_len(1 << 30).is_err(), "growing must be refused");
 }
+
+/// A peer that never reads its control socket cannot block the sender:
+/// fd passing gives up after the timeout instead of hanging.
+#[test]
+fn fd_passing_to_a_peer_that_never_reads_times_out() {
+    use std::time::Duration;
+    let (sender, _silent_peer) = buntime::ipc::ControlSocket::pair().expect("pair");
+    let file = std::fs::File::open("/dev/null").expect("open");
+    let fd = std::os::fd::AsFd::as_fd(&file);
+    let mut outcome = Ok(());
+    // Far more messages than a socket buffer holds.
+    for i in 0..100_000u32 {
+        outcome = sender.send_within(1, i, &[0u8; 64], Some(fd), Duration::from_millis(50));
+        if outcome.is_err() {
+            break;
+        }
+    }
+    match outcome {
+        Err(buntime::ipc::IpcError::Timeout) => {}
+        other => panic!("expected a timeout once the buffer is full, got {other:?}"),
+    }
+}

@@ -108,6 +108,11 @@ fn seqpacket() -> Result<OwnedFd> {
 
 /// Wait until `fd` is readable or `timeout` passes. Ok(false) on timeout.
 fn poll_in(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Result<bool> {
+    poll_for(fd, libc::POLLIN, timeout)
+}
+
+/// Waits until `fd` is ready for `events` (or hung up) or `timeout` passes.
+fn poll_for(fd: BorrowedFd<'_>, events: libc::c_short, timeout: Option<Duration>) -> Result<bool> {
     let deadline = timeout.map(|t| Instant::now() + t);
     loop {
         let ms: i32 = match deadline {
@@ -120,7 +125,7 @@ fn poll_in(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Result<bool> {
         };
         let mut pfd = libc::pollfd {
             fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
+            events,
             revents: 0,
         };
         // SAFETY: one valid pollfd.
@@ -183,6 +188,28 @@ impl ControlSocket {
 
     /// Send without blocking. Ok(false) if the socket buffer is full (for a
     /// doorbell that just means one is already pending).
+    /// Send, waiting at most `timeout` for room: a peer that never reads
+    /// its socket must not block the sender forever.
+    pub fn send_within(
+        &self,
+        kind: u8,
+        arg: u32,
+        body: &[u8],
+        fd: Option<BorrowedFd<'_>>,
+        timeout: Duration,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.send_flags(kind, arg, body, fd, libc::MSG_DONTWAIT)? {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || !poll_for(self.fd.as_fd(), libc::POLLOUT, Some(left))? {
+                return Err(IpcError::Timeout);
+            }
+        }
+    }
+
     pub fn try_send(&self, kind: u8, arg: u32, body: &[u8]) -> Result<bool> {
         self.send_flags(kind, arg, body, None, libc::MSG_DONTWAIT)
     }

@@ -361,7 +361,8 @@ impl SupervisorChannel {
     /// over the control socket first, then ALLOW with FLAG_FD_FOLLOWS.
     pub fn allow_with_fd(&mut self, id: u32, fd: BorrowedFd<'_>, data: &[u8]) -> Result<()> {
         self.usable()?;
-        if let Err(e) = self.ctrl.send(ctl::FD, id, &[], Some(fd)) {
+        let timeout = self.cfg.send_timeout;
+        if let Err(e) = self.ctrl.send_within(ctl::FD, id, &[], Some(fd), timeout) {
             return Err(self.fail(e));
         }
         self.push(&[&protocol::header(kind::ALLOW, FLAG_FD_FOLLOWS, id), data])

@@ -779,3 +779,57 @@ fn unknown_or_conflicting_policy_names_are_refused() {
     let err = create_refused(&env, &bundle, "name3");
     assert!(err.contains("set only one"), "{err}");
 }
+
+/// A bundle that brings its own seccomp profile (as podman and containerd
+/// do) keeps it, and the policy's profile is stacked on top: the process
+/// gets what both allow, in init and in exec'd processes.
+#[test]
+fn a_bundle_seccomp_profile_is_stacked_with_the_policys() {
+    let env = Env::new();
+    // The bundle's profile allows everything but mkdir.
+    let bundle = env.bundle(
+        "b",
+        &[
+            "sh",
+            "-c",
+            "grep Seccomp_filters /proc/self/status; nc -w1 127.0.0.1 9; mkdir /tmp/d; echo end",
+        ],
+        &[("SECCOMP", "1")],
+    );
+    let out = env.runc(&[
+        "run",
+        "--bundle",
+        bundle.to_str().unwrap_or_default(),
+        "stack1",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("Seccomp_filters:\t2"), "{stdout}");
+    // The policy's rule (no inet sockets in `none` mode) and the bundle's
+    // rule (no mkdir) both hold.
+    assert!(
+        stderr.contains("nc: socket: Operation not permitted"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("can't create directory"), "{stderr}");
+    env.assert_gone("stack1");
+
+    let bundle = env.bundle("b2", &["sleep", "1000"], &[("SECCOMP", "1")]);
+    env.run_detached("stack2", &bundle);
+    let out = env.runc(&[
+        "exec",
+        "stack2",
+        "sh",
+        "-c",
+        "grep Seccomp_filters /proc/self/status; nc -w1 127.0.0.1 9",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Seccomp_filters:\t2"), "{stdout}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("socket: Operation not permitted"),
+        "{:?}",
+        out
+    );
+    env.ok(&["delete", "--force", "stack2"]);
+    env.assert_gone("stack2");
+}

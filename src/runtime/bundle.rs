@@ -8,7 +8,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use libcontainer::oci_spec::runtime::{LinuxSeccompArgBuilder, LinuxSeccompOperator, Mount, Spec};
+use libcontainer::oci_spec::runtime::{
+    LinuxSeccomp, LinuxSeccompArgBuilder, LinuxSeccompOperator, Mount, Spec,
+};
 
 use super::error::{Result, RuntimeError};
 
@@ -198,34 +200,40 @@ pub fn to_libcontainer_seccomp_order(spec: &mut Spec) {
         Some(l) => l,
         None => return,
     };
-    if let Some(mut seccomp) = linux.seccomp().clone() {
-        if let Some(mut syscalls) = seccomp.syscalls().clone() {
-            for sc in syscalls.iter_mut() {
-                if let Some(mut args) = sc.args().clone() {
-                    for arg in args.iter_mut() {
-                        if arg.op() == LinuxSeccompOperator::ScmpCmpMaskedEq {
-                            let swapped = LinuxSeccompArgBuilder::default()
-                                .index(arg.index())
-                                .op(arg.op())
-                                .value(arg.value_two().unwrap_or(0))
-                                .value_two(arg.value())
-                                .build();
-                            if let Ok(a) = swapped {
-                                *arg = a;
-                            }
-                        }
-                    }
-                    sc.set_args(Some(args));
-                }
-            }
-            seccomp.set_syscalls(Some(syscalls));
-        }
-        linux.set_seccomp(Some(seccomp));
+    if let Some(seccomp) = linux.seccomp().clone() {
+        linux.set_seccomp(Some(libcontainer_arg_order(seccomp)));
         spec.set_linux(Some(linux));
     }
     let mut annotations = spec.annotations().clone().unwrap_or_default();
     annotations.insert(SECCOMP_ORDER_ANNOTATION.into(), "libcontainer".into());
     spec.set_annotations(Some(annotations));
+}
+
+/// A profile with its masked-equality arguments in libcontainer's order
+/// (see [`to_libcontainer_seccomp_order`]).
+pub fn libcontainer_arg_order(mut seccomp: LinuxSeccomp) -> LinuxSeccomp {
+    if let Some(mut syscalls) = seccomp.syscalls().clone() {
+        for sc in syscalls.iter_mut() {
+            if let Some(mut args) = sc.args().clone() {
+                for arg in args.iter_mut() {
+                    if arg.op() == LinuxSeccompOperator::ScmpCmpMaskedEq {
+                        let swapped = LinuxSeccompArgBuilder::default()
+                            .index(arg.index())
+                            .op(arg.op())
+                            .value(arg.value_two().unwrap_or(0))
+                            .value_two(arg.value())
+                            .build();
+                        if let Ok(a) = swapped {
+                            *arg = a;
+                        }
+                    }
+                }
+                sc.set_args(Some(args));
+            }
+        }
+        seccomp.set_syscalls(Some(syscalls));
+    }
+    seccomp
 }
 
 /// Writes the spec libcontainer runs as `config.json` in `dir`.

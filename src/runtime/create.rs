@@ -15,6 +15,7 @@ use super::state::{validate_id, Meta, Root};
 use crate::landlock::LandlockPlan;
 use crate::policy::{prepare_container, PolicySources};
 use crate::spec::{canonical_spec_json, SpecContext};
+use libcontainer::oci_spec::runtime::LinuxSeccomp;
 
 /// The options of `create` (and of the create half of `run`).
 #[derive(Debug, Clone, Default)]
@@ -45,6 +46,17 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
     let prepared = prepare_container(&base, &sources, &SpecContext::oci())
         .map_err(|e| RuntimeError::Policy(e.to_string()))?;
     let mut spec = prepared.effective;
+    // A bundle that brings its own seccomp profile keeps it, and the
+    // policy's profile is stacked on top in the executor.
+    let policy_seccomp = base
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .map(|_| {
+            bundle::libcontainer_arg_order(crate::spec::default_seccomp(
+                prepared.resolved.policy.network.mode,
+            ))
+        });
     let mut landlock_plan = prepared.landlock;
     let supervised = wants_supervisor(&spec);
     if supervised {
@@ -111,7 +123,12 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
         };
         root.write_meta(&opts.id, &meta)?;
         let landlock = prepared.landlock_abi.map(|_| landlock_plan.clone());
-        let container = build(root, opts, &extra, landlock)?;
+        if let Some(profile) = &policy_seccomp {
+            let body = serde_json::to_string_pretty(profile)
+                .map_err(|e| RuntimeError::Invalid(format!("encode seccomp profile: {e}")))?;
+            write_json(&extra.join(POLICY_SECCOMP_FILE), &body)?;
+        }
+        let container = build(root, opts, &extra, landlock, policy_seccomp.clone())?;
         if let Some(s) = supervisor.take() {
             let pid = container
                 .pid()
@@ -153,6 +170,21 @@ fn write_json(path: &Path, body: &str) -> Result<()> {
     fs::write(path, body).map_err(|e| RuntimeError::io(format!("write {}", path.display()), e))
 }
 
+/// The policy's seccomp profile stacked on the bundle's own, if any.
+pub const POLICY_SECCOMP_FILE: &str = "policy-seccomp.json";
+
+/// The stacked policy seccomp profile of a container, if it has one.
+pub fn load_policy_seccomp(root: &Root, id: &str) -> Result<Option<LinuxSeccomp>> {
+    let path = root.extra_dir(id).join(POLICY_SECCOMP_FILE);
+    match fs::read(&path) {
+        Ok(text) => serde_json::from_slice(&text)
+            .map(Some)
+            .map_err(|e| RuntimeError::Invalid(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(RuntimeError::io(format!("read {}", path.display()), e)),
+    }
+}
+
 /// The Landlock plan stored for a container, if Landlock applies to it.
 pub fn load_landlock(root: &Root, id: &str) -> Result<Option<LandlockPlan>> {
     let meta = root.read_meta(id);
@@ -176,6 +208,7 @@ fn build(
     opts: &CreateOptions,
     effective_bundle: &Path,
     landlock: Option<LandlockPlan>,
+    policy_seccomp: Option<LinuxSeccomp>,
 ) -> Result<Container> {
     let pid_file = opts.pid_file.as_ref().map(|p| absolute(p)).transpose()?;
     let console = opts
@@ -190,7 +223,7 @@ fn build(
         .map_err(|e| RuntimeError::backend("--pid-file", &e))?
         .with_console_socket(console)
         .with_preserved_fds(opts.preserve_fds)
-        .with_executor(BuntimeExecutor::for_init(landlock))
+        .with_executor(BuntimeExecutor::for_init(landlock, policy_seccomp))
         .as_init(effective_bundle)
         .with_systemd(root.systemd_cgroup)
         .with_detach(opts.detach)

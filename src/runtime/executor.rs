@@ -27,23 +27,33 @@ pub struct BuntimeExecutor {
     pub tenant_seccomp: Option<LinuxSeccomp>,
     /// The policy's Landlock rules, applied to every process.
     pub landlock: Option<LandlockPlan>,
+    /// The policy's own seccomp profile, stacked on a profile the bundle
+    /// brought (the kernel then allows only what both allow), for init and
+    /// exec'd processes. In libcontainer's argument order.
+    pub policy_seccomp: Option<LinuxSeccomp>,
 }
 
 impl BuntimeExecutor {
     /// The executor for a container's init process.
-    pub fn for_init(landlock: Option<LandlockPlan>) -> Self {
+    pub fn for_init(landlock: Option<LandlockPlan>, policy_seccomp: Option<LinuxSeccomp>) -> Self {
         Self {
             tenant_seccomp: None,
             landlock,
+            policy_seccomp,
         }
     }
 
     /// The executor for a process exec'd into a container whose effective
     /// spec is `spec`.
-    pub fn for_exec(spec: &Spec, landlock: Option<LandlockPlan>) -> Self {
+    pub fn for_exec(
+        spec: &Spec,
+        landlock: Option<LandlockPlan>,
+        policy_seccomp: Option<LinuxSeccomp>,
+    ) -> Self {
         Self {
             tenant_seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
             landlock,
+            policy_seccomp,
         }
     }
 
@@ -140,6 +150,9 @@ impl BuntimeExecutor {
                 .map_err(|e| ExecutorError::Other(format!("apply landlock: {e}")))?;
         }
         if let Some(profile) = &self.tenant_seccomp {
+            Self::apply_seccomp(profile)?;
+        }
+        if let Some(profile) = &self.policy_seccomp {
             Self::apply_seccomp(profile)?;
         }
         let err = match nix::unistd::execvp(&argv[0], &argv) {

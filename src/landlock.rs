@@ -12,8 +12,8 @@
 use std::path::{Path, PathBuf};
 
 use ::landlock::{
-    Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath, PathFd,
-    Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+    Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath, Ruleset,
+    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
 use libcontainer::oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
@@ -237,25 +237,25 @@ impl LandlockPlan {
         ];
         for (paths, rights) in groups {
             for p in paths {
-                let meta = match std::fs::metadata(&p) {
-                    Ok(m) => m,
+                // No symlink is followed: the paths were made canonical at
+                // create (`resolve_in_root`), so a link found now was planted
+                // by the container to widen the rule; the rule is dropped.
+                let Some(fd) = open_no_symlinks(&p) else {
+                    skipped.push(p);
+                    continue;
+                };
+                let is_dir = match nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&fd)) {
+                    Ok(st) => st.st_mode & libc::S_IFMT == libc::S_IFDIR,
                     Err(_) => {
                         skipped.push(p);
                         continue;
                     }
                 };
                 // Directory-only rights are invalid on a file.
-                let rights = if meta.is_dir() {
+                let rights = if is_dir {
                     rights
                 } else {
                     rights & AccessFs::from_file(NEWEST)
-                };
-                let fd = match PathFd::new(&p) {
-                    Ok(fd) => fd,
-                    Err(_) => {
-                        skipped.push(p);
-                        continue;
-                    }
                 };
                 created = created.add_rule(PathBeneath::new(fd, rights))?;
             }
@@ -297,6 +297,30 @@ impl LandlockPlan {
         })
     }
 
+    /// Makes every path canonical as the container will see it, resolving
+    /// symlinks inside `rootfs` (never out of it), and resolves `exec.allow`
+    /// names in PATH now. Call at create, on the host; `apply` then follows
+    /// no symlink at all. Paths missing from the rootfs (mount points, files
+    /// made later) are kept as given.
+    pub fn resolve_in_root(&mut self, rootfs: &Path) {
+        let Ok(root) = std::fs::File::open(rootfs) else {
+            return;
+        };
+        let canon = |p: &PathBuf| canonical_in_root(&root, rootfs, p).unwrap_or_else(|| p.clone());
+        self.read = self.read.iter().map(canon).collect();
+        self.write = self.write.iter().map(canon).collect();
+        let mut exec: Vec<PathBuf> = self.exec.iter().map(canon).collect();
+        for name in std::mem::take(&mut self.exec_names) {
+            for dir in self.path_var.split(':').filter(|d| d.starts_with('/')) {
+                let cand = Path::new(dir).join(&name);
+                if let Some(c) = canonical_in_root(&root, rootfs, &cand) {
+                    exec.push(c);
+                }
+            }
+        }
+        self.exec = exec;
+    }
+
     /// The status to record when the plan is not applied because the
     /// kernel has no Landlock (create still works unless required).
     pub fn unsupported_status() -> LandlockStatus {
@@ -307,6 +331,35 @@ impl LandlockPlan {
             skipped: Vec::new(),
         }
     }
+}
+
+/// Opens `path` as an O_PATH descriptor without following any symlink.
+fn open_no_symlinks(path: &Path) -> Option<std::os::fd::OwnedFd> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    use std::os::fd::FromRawFd;
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
+    let fd = openat2(libc::AT_FDCWD, path, how).ok()?;
+    // SAFETY: openat2 returned a new descriptor that nobody else owns.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// `path`'s canonical form inside `rootfs` (symlinks resolved as if
+/// `rootfs` were `/`), or None when it does not exist there.
+fn canonical_in_root(root: &std::fs::File, rootfs: &Path, path: &Path) -> Option<PathBuf> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = openat2(root.as_raw_fd(), path, how).ok()?;
+    // SAFETY: a new descriptor from openat2, owned here.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+    let root_real = std::fs::canonicalize(rootfs).ok()?;
+    let inside = real.strip_prefix(&root_real).ok()?;
+    Some(Path::new("/").join(inside))
 }
 
 #[cfg(test)]

@@ -833,3 +833,46 @@ fn a_bundle_seccomp_profile_is_stacked_with_the_policys() {
     env.ok(&["delete", "--force", "stack2"]);
     env.assert_gone("stack2");
 }
+
+/// A symlink the container plants on a rule path cannot widen the rules of
+/// processes started later with `exec`: rule paths are made canonical at
+/// create and followed without symlinks afterwards.
+#[test]
+fn planted_symlinks_do_not_widen_landlock_for_exec() {
+    let env = Env::new();
+    let bundle = env.bundle(
+        "b",
+        &["sh", "-c", "ln -s / /tmp/cfg && echo planted; sleep 1000"],
+        &[],
+    );
+    inline_policy(
+        &bundle,
+        &narrow_policy(json!({
+            "filesystem": {
+                "read": ["/bin", "/proc", "/tmp/cfg"],
+                "write": ["/tmp", "/dev/null"],
+                "exec": ["/bin"]
+            }
+        })),
+    );
+    let log = env.dir.path().join("init.log");
+    env.create_logged("plant", &bundle, &log);
+    env.ok(&["start", "plant"]);
+    assert!(wait_until(Duration::from_secs(10), || read(&log).contains("planted")));
+    // The listing of / stays refused, directly and through the link.
+    for target in ["/", "/tmp/cfg/"] {
+        let out = env.runc(&["exec", "plant", "ls", target]);
+        assert!(
+            !out.status.success(),
+            "ls {target} allowed: {}",
+            text(&out.stdout)
+        );
+        assert!(
+            text(&out.stderr).contains("Permission denied"),
+            "ls {target}: {}",
+            text(&out.stderr)
+        );
+    }
+    env.ok(&["delete", "--force", "plant"]);
+    env.assert_gone("plant");
+}

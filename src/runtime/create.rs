@@ -62,6 +62,9 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
     if supervised {
         add_supervisor(&mut spec, &mut landlock_plan, &root.extra_dir(&opts.id))?;
     }
+    // Canonical paths now, so that applying the plan later (at every exec)
+    // need not follow symlinks the container may have planted since.
+    landlock_plan.resolve_in_root(&rootfs);
     let mut supervisor: Option<crate::supervisor::Spawned> = None;
 
     let extra = root.extra_dir(&opts.id);

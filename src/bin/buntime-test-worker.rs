@@ -167,6 +167,7 @@ fn run(w: &mut Worker, arg: &str) {
             Err(e) => say(&format!("stdout {rest} DENY {e}")),
         },
         "sleep" => std::thread::sleep(Duration::from_millis(rest.parse().unwrap_or(0))),
+        "bench-read" => bench_read(w, rest),
         "garbage-ctl" => match garbage_ctl() {
             Ok(s) => say(&format!("garbage-ctl - DONE {s}")),
             Err(e) => say(&format!("garbage-ctl - ERROR {e}")),
@@ -177,6 +178,58 @@ fn run(w: &mut Worker, arg: &str) {
         },
         _ => say(&format!("{cmd} {rest} ERROR unknown command")),
     }
+}
+
+/// `bench-read:PATH:N`: N allowed FS_READ round trips through the broker
+/// (request, decision, fd passed, file read), then N direct opens and
+/// reads of the same file; prints p50/p99 of each in microseconds.
+fn bench_read(w: &mut Worker, rest: &str) {
+    let (path, n) = rest.rsplit_once(':').unwrap_or((rest, "1000"));
+    let n: usize = n.parse().unwrap_or(1000).max(1);
+    let mut broker = Vec::with_capacity(n);
+    let mut buf = Vec::new();
+    for _ in 0..n {
+        let start = std::time::Instant::now();
+        let r = w.request(&Request::FsRead {
+            path: path.as_bytes().to_vec(),
+        });
+        let fd = match r {
+            Ok(Response {
+                reply: Reply::Deny { reason },
+                ..
+            }) => {
+                return say(&format!("bench-read {path} DENY {reason}"));
+            }
+            Ok(resp) => resp.fd,
+            Err(e) => return say(&format!("bench-read {path} DENY {e}")),
+        };
+        buf.clear();
+        if let Some(fd) = fd {
+            let _ = File::from(fd).read_to_end(&mut buf);
+        }
+        broker.push(start.elapsed());
+    }
+    let mut direct = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = std::time::Instant::now();
+        buf.clear();
+        if let Ok(mut f) = File::open(path) {
+            let _ = f.read_to_end(&mut buf);
+        }
+        direct.push(start.elapsed());
+    }
+    let pct = |v: &mut Vec<Duration>, p: f64| {
+        v.sort();
+        let i = ((v.len() - 1) as f64 * p).round() as usize;
+        v[i.min(v.len() - 1)].as_secs_f64() * 1e6
+    };
+    say(&format!(
+        "bench-read {path} RESULT broker_p50_us={:.1} broker_p99_us={:.1} direct_p50_us={:.1} direct_p99_us={:.1} n={n}",
+        pct(&mut broker, 0.5),
+        pct(&mut broker, 0.99),
+        pct(&mut direct, 0.5),
+        pct(&mut direct, 0.99)
+    ));
 }
 
 fn control_path() -> String {

@@ -32,3 +32,11 @@ command -v cargo >/dev/null 2>&1 || { echo "install-deps: cargo not found" >&2; 
 
 # Bun from npm, project-local (for the Bun worker and benchmarks).
 bash "$(dirname "$0")/install-bun.sh" >/dev/null || echo "install-deps: Bun not installed" >&2
+
+# Offline Kubernetes schema check and YAML lint (PyPI), project-local.
+pylib="$(dirname "$0")/../.build/pylib"
+if [ ! -d "$pylib/kubernetes_validate" ] || [ ! -d "$pylib/yamllint" ]; then
+  python3 -m pip install -q --disable-pip-version-check --target "$pylib" \
+    yamllint==1.38.0 kubernetes-validate==1.37.0 >&2 \
+    || echo "install-deps: yamllint/kubernetes-validate not installed" >&2
+fi

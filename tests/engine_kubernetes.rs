@@ -78,3 +78,56 @@ fn kubernetes_check_rejects_broken_manifests() {
         );
     }
 }
+
+/// Runs a Python module from the project-local .build/pylib
+/// (hack/install-deps.sh installs yamllint and kubernetes-validate there).
+fn pylib(module: &str, args: &[&str]) -> engines::Out {
+    let lib = Path::new(engines::MANIFEST_DIR).join(".build/pylib");
+    engines::run(
+        Command::new("python3")
+            .env("PYTHONPATH", lib)
+            .args(["-m", module])
+            .args(args),
+        Duration::from_secs(60),
+    )
+}
+
+#[test]
+fn kubernetes_manifests_pass_yamllint_and_the_api_schema() {
+    let dir = Path::new(engines::MANIFEST_DIR).join("integration/kubernetes");
+    let files: Vec<String> = ["runtimeclass.yaml", "example-pod.yaml"]
+        .iter()
+        .map(|f| dir.join(f).to_string_lossy().into_owned())
+        .collect();
+    let refs: Vec<&str> = files.iter().map(String::as_str).collect();
+    let mut lint = vec!["-d", "relaxed", "--strict"];
+    lint.extend(&refs);
+    let out = pylib("yamllint", &lint);
+    assert!(out.ok(), "yamllint: {}{}", out.stdout, out.stderr);
+    let mut schema = vec!["--strict"];
+    schema.extend(&refs);
+    let out = pylib("kubernetes_validate", &schema);
+    assert!(
+        out.ok(),
+        "kubernetes-validate: {}{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(
+        out.stdout.contains("passed") || out.stderr.contains("passed"),
+        "{out:?}"
+    );
+
+    // The schema check can fail: a misspelt field is refused.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bad = fs::read_to_string(dir.join("runtimeclass.yaml"))
+        .expect("read")
+        .replace("handler: buntime", "handlr: buntime");
+    let bad_file = tmp.path().join("bad.yaml");
+    fs::write(&bad_file, bad).expect("write");
+    let out = pylib(
+        "kubernetes_validate",
+        &["--strict", &bad_file.to_string_lossy()],
+    );
+    assert!(!out.ok(), "a misspelt field must fail: {out:?}");
+}

@@ -67,8 +67,8 @@ fn main() {
         .stdin(Stdio::null())
         .output()
         .expect("run");
-    // The supervisor's own view: the decision latency it audits per
-    // request (policy match, open beneath the root, audit append).
+    // The supervisor's own view: the latency it audits per request
+    // (policy match, open beneath the root, reply with the fd).
     let audit = dir.path().join("root/.buntime/broker-bench/audit.log");
     let mut decided: Vec<u64> = fs::read_to_string(&audit)
         .unwrap_or_default()
@@ -118,7 +118,7 @@ fn main() {
     if !decided.is_empty() {
         let at = |p: f64| decided[((decided.len() - 1) as f64 * p).round() as usize];
         println!(
-            "the decision itself (audited latency, {} requests): p50 {} us, p99 {} us (target < 5 us at p50)",
+            "audited latency (decision + open + reply with fd, {} requests): p50 {} us, p99 {} us (decision target < 5 us at p50)",
             decided.len(),
             at(0.5),
             at(0.99)

@@ -15,6 +15,43 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::net::NetRule;
 
+/// The shared half of a string newtype validated by its `TryFrom<String>`:
+/// a constructor, the string view, conversion back, display and its JSON
+/// Schema (`$schema`).
+macro_rules! validated_string {
+    ($t:ident, $schema:tt) => {
+        impl $t {
+            pub fn new(s: impl Into<String>) -> Result<Self, String> {
+                Self::try_from(s.into())
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl From<$t> for String {
+            fn from(v: $t) -> String {
+                v.0
+            }
+        }
+
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl JsonSchema for $t {
+            fn schema_name() -> Cow<'static, str> {
+                stringify!($t).into()
+            }
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                json_schema!($schema)
+            }
+        }
+    };
+}
+
 /// The only policy format version this build understands.
 pub const POLICY_VERSION: u32 = 1;
 
@@ -138,12 +175,6 @@ impl Filesystem {
 pub struct FsPath(String);
 
 impl FsPath {
-    pub fn new(s: impl Into<String>) -> Result<Self, String> {
-        Self::try_from(s.into())
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
     pub fn as_path(&self) -> &Path {
         Path::new(&self.0)
     }
@@ -172,31 +203,12 @@ impl TryFrom<String> for FsPath {
     }
 }
 
-impl From<FsPath> for String {
-    fn from(p: FsPath) -> String {
-        p.0
-    }
-}
-
-impl fmt::Display for FsPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl JsonSchema for FsPath {
-    fn schema_name() -> Cow<'static, str> {
-        "FsPath".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "description": "A file or directory path; a directory grants its whole subtree. Relative paths resolve against the directory the policy is used from.",
-            "type": "string",
-            "minLength": 1,
-            "pattern": "^[^~]"
-        })
-    }
-}
+validated_string!(FsPath, {
+    "description": "A file or directory path; a directory grants its whole subtree. Relative paths resolve against the directory the policy is used from.",
+    "type": "string",
+    "minLength": 1,
+    "pattern": "^[^~]"
+});
 
 /// Network isolation mode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -258,12 +270,6 @@ impl Exec {
 pub struct Program(String);
 
 impl Program {
-    pub fn new(s: impl Into<String>) -> Result<Self, String> {
-        Self::try_from(s.into())
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
     /// A bare name (looked up in PATH) rather than an absolute path.
     pub fn is_name(&self) -> bool {
         !self.0.starts_with('/')
@@ -285,30 +291,11 @@ impl TryFrom<String> for Program {
     }
 }
 
-impl From<Program> for String {
-    fn from(p: Program) -> String {
-        p.0
-    }
-}
-
-impl fmt::Display for Program {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl JsonSchema for Program {
-    fn schema_name() -> Cow<'static, str> {
-        "Program".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "description": "An absolute program path, or a program name looked up in PATH.",
-            "type": "string",
-            "pattern": "^(/.*|[^/]+)$"
-        })
-    }
-}
+validated_string!(Program, {
+    "description": "An absolute program path, or a program name looked up in PATH.",
+    "type": "string",
+    "pattern": "^(/.*|[^/]+)$"
+});
 
 /// Environment rules.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -342,15 +329,6 @@ fn valid_env_name(s: &str) -> bool {
 #[serde(try_from = "String", into = "String")]
 pub struct EnvName(String);
 
-impl EnvName {
-    pub fn new(s: impl Into<String>) -> Result<Self, String> {
-        Self::try_from(s.into())
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
 impl TryFrom<String> for EnvName {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
@@ -364,24 +342,11 @@ impl TryFrom<String> for EnvName {
     }
 }
 
-impl From<EnvName> for String {
-    fn from(n: EnvName) -> String {
-        n.0
-    }
-}
-
-impl JsonSchema for EnvName {
-    fn schema_name() -> Cow<'static, str> {
-        "EnvName".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "description": "An environment variable name.",
-            "type": "string",
-            "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"
-        })
-    }
-}
+validated_string!(EnvName, {
+    "description": "An environment variable name.",
+    "type": "string",
+    "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"
+});
 
 /// A variable name, a `PREFIX*` pattern, or `*` (every variable).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -389,12 +354,6 @@ impl JsonSchema for EnvName {
 pub struct EnvPattern(String);
 
 impl EnvPattern {
-    pub fn new(s: impl Into<String>) -> Result<Self, String> {
-        Self::try_from(s.into())
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
     /// The prefix when this is a `PREFIX*` pattern (empty for `*`).
     pub fn prefix(&self) -> Option<&str> {
         self.0.strip_suffix('*')
@@ -404,12 +363,6 @@ impl EnvPattern {
             Some(p) => name.starts_with(p),
             None => name == self.0,
         }
-    }
-}
-
-impl fmt::Display for EnvPattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 
@@ -431,24 +384,11 @@ impl TryFrom<String> for EnvPattern {
     }
 }
 
-impl From<EnvPattern> for String {
-    fn from(n: EnvPattern) -> String {
-        n.0
-    }
-}
-
-impl JsonSchema for EnvPattern {
-    fn schema_name() -> Cow<'static, str> {
-        "EnvPattern".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "description": "A variable name, a PREFIX_* pattern, or * for every variable.",
-            "type": "string",
-            "pattern": "^([A-Za-z_][A-Za-z0-9_]*\\*?|\\*)$"
-        })
-    }
-}
+validated_string!(EnvPattern, {
+    "description": "A variable name, a PREFIX_* pattern, or * for every variable.",
+    "type": "string",
+    "pattern": "^([A-Za-z_][A-Za-z0-9_]*\\*?|\\*)$"
+});
 
 /// Resource limits. Absent means "no limit from the policy".
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

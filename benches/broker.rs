@@ -4,27 +4,15 @@
 //! directly, both from a process in a container, in one run. Needs root.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
-const RUNC: &str = env!("CARGO_BIN_EXE_buntime-runc");
-const WORKER: &str = env!("CARGO_BIN_EXE_buntime-test-worker");
-const ROUNDS: &str = "2000";
+#[path = "../tests/common/mod.rs"]
+mod common;
 
-/// Copies the (dynamically linked) worker and its libraries into `rootfs`.
-fn install_worker(rootfs: &Path) -> Option<()> {
-    fs::copy(WORKER, rootfs.join("bin/worker")).ok()?;
-    let out = Command::new("ldd").arg(WORKER).output().ok()?;
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if let Some(p) = line.split_whitespace().find(|w| w.starts_with('/')) {
-            let p = PathBuf::from(p);
-            let target = rootfs.join(p.strip_prefix("/").ok()?);
-            fs::create_dir_all(target.parent()?).ok()?;
-            fs::copy(&p, &target).ok()?;
-        }
-    }
-    Some(())
-}
+use common::{install_worker, RUNC};
+
+const ROUNDS: &str = "2000";
 
 fn main() {
     if !nix::unistd::geteuid().is_root() {
@@ -44,7 +32,7 @@ fn main() {
         .unwrap_or(false);
     assert!(ok, "make-bundle.sh failed");
     let rootfs = bundle.join("rootfs");
-    install_worker(&rootfs).expect("install worker");
+    install_worker(&rootfs);
     fs::create_dir_all(rootfs.join("data")).expect("mkdir");
     fs::write(rootfs.join("data/small.txt"), "a small file\n").expect("write");
     let policy = r#"{"version":1,"description":"broker bench",

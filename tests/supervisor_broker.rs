@@ -9,12 +9,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{read, wait_until, Env};
-
-const WORKER: &str = env!("CARGO_BIN_EXE_buntime-test-worker");
+use common::{install_worker, read, wait_until, Env};
 
 const POLICY: &str = r#"{
   "version": 1,
@@ -27,26 +25,6 @@ const POLICY: &str = r#"{
   "network": { "mode": "proxy", "allow": ["127.0.0.1"] },
   "broker": { "fs_read": "deny", "fs_write": "deny", "list_dir": "deny", "net_connect": "deny", "exec": "deny" }
 }"#;
-
-/// Copies the worker and the shared libraries it needs into `rootfs`.
-fn install_worker(rootfs: &Path) {
-    let dst = rootfs.join("bin/worker");
-    fs::copy(WORKER, &dst).expect("copy worker");
-    let out = Command::new("ldd").arg(WORKER).output().expect("ldd");
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or
-        // "/lib64/ld-linux-x86-64.so.2 (0x...)"
-        let path = line
-            .split_whitespace()
-            .find(|w| w.starts_with('/'))
-            .map(PathBuf::from);
-        if let Some(p) = path {
-            let target = rootfs.join(p.strip_prefix("/").expect("absolute"));
-            fs::create_dir_all(target.parent().expect("parent")).expect("lib dir");
-            fs::copy(&p, &target).expect("copy lib");
-        }
-    }
-}
 
 /// A busybox bundle running the worker with `args`, under `policy`, with
 /// test files in /data, /etc and /opt.

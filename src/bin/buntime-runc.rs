@@ -299,22 +299,14 @@ struct SpecArgs {
     explain: Option<String>,
 }
 
-/// Parses an events interval: `5s`, `500ms`, `1m`, or plain seconds.
+/// Parses an events interval as the policy parses durations (`5s`,
+/// `500ms`, `1m`, or plain seconds); at least one second.
 fn parse_interval(text: &str) -> Result<u32> {
-    let t = text.trim();
-    let bad = || anyhow::anyhow!("invalid --interval {text:?}: expected a duration such as 5s");
-    let (num, scale_ms) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 1u64)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1000)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60_000)
-    } else {
-        (t, 1000)
-    };
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let secs = (n * scale_ms).div_ceil(1000).max(1);
-    u32::try_from(secs).map_err(|_| bad())
+    let span = buntime::policy::TimeSpan::parse(text.trim()).map_err(|e| {
+        anyhow::anyhow!("invalid --interval {text:?}: expected a duration such as 5s ({e})")
+    })?;
+    let secs = span.millis().div_ceil(1000).max(1);
+    u32::try_from(secs).map_err(|_| anyhow::anyhow!("invalid --interval {text:?}: too long"))
 }
 
 fn create_options(a: &CreateArgs, detach: bool) -> CreateOptions {

@@ -63,7 +63,7 @@ impl BuntimeExecutor {
     fn fix_null_stdio() -> Result<(), ExecutorError> {
         use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
         use nix::sys::stat::{fstat, Mode};
-        let Ok(null) = fstat_path("/dev/null") else {
+        let Ok(null) = rdev_of("/dev/null") else {
             return Ok(());
         };
         for fd in [1, 2] {
@@ -166,6 +166,7 @@ impl BuntimeExecutor {
     }
 }
 
-fn fstat_path(path: &str) -> nix::Result<libc::dev_t> {
+/// The device number of the device file at `path`.
+fn rdev_of(path: &str) -> nix::Result<libc::dev_t> {
     nix::sys::stat::stat(path).map(|st| st.st_rdev)
 }

@@ -29,31 +29,20 @@ pub struct UpdateOptions {
     pub blkio_weight: Option<u16>,
 }
 
-/// Parses a byte size: a number with an optional k/m/g/t suffix (powers of
-/// 1024, as runc's units), or -1 for unlimited.
+/// Parses a byte size as the policy does (`512m`, `1G`, bytes), plus runc's
+/// -1 for unlimited.
 pub fn parse_bytes(flag: &str, text: &str) -> Result<i64> {
-    let bad = || {
-        RuntimeError::Invalid(format!(
-            "invalid {flag} {text:?}: expected bytes, e.g. 512m"
-        ))
-    };
-    let t = text.trim().to_ascii_lowercase();
-    if t == "-1" {
+    if text.trim() == "-1" {
         return Ok(-1);
     }
-    let t = t.strip_suffix('b').unwrap_or(&t);
-    let (num, mult) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
-        Some('m') => (&t[..t.len() - 1], 1 << 20),
-        Some('g') => (&t[..t.len() - 1], 1 << 30),
-        Some('t') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    let n: i64 = num.trim().parse().map_err(|_| bad())?;
-    if n < 0 {
-        return Err(bad());
-    }
-    n.checked_mul(mult).ok_or_else(bad)
+    crate::policy::ByteSize::parse(text.trim())
+        .ok()
+        .and_then(|b| i64::try_from(b.bytes()).ok())
+        .ok_or_else(|| {
+            RuntimeError::Invalid(format!(
+                "invalid {flag} {text:?}: expected bytes, e.g. 512m"
+            ))
+        })
 }
 
 fn read_resources(source: &str) -> Result<Value> {

@@ -10,6 +10,24 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 pub const RUNC: &str = env!("CARGO_BIN_EXE_buntime-runc");
+pub const WORKER: &str = env!("CARGO_BIN_EXE_buntime-test-worker");
+
+/// Copies the (dynamically linked) test worker to `rootfs/bin/worker`, with
+/// the shared libraries `ldd` lists, at the same paths.
+pub fn install_worker(rootfs: &Path) {
+    fs::copy(WORKER, rootfs.join("bin/worker")).expect("copy worker");
+    let out = Command::new("ldd").arg(WORKER).output().expect("ldd");
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or
+        // "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        if let Some(lib) = line.split_whitespace().find(|w| w.starts_with('/')) {
+            let lib = PathBuf::from(lib);
+            let target = rootfs.join(lib.strip_prefix("/").expect("absolute"));
+            fs::create_dir_all(target.parent().expect("parent")).expect("lib dir");
+            fs::copy(&lib, &target).expect("copy lib");
+        }
+    }
+}
 
 /// A test's private state root and scratch space, cleaned up on drop
 /// (containers force-deleted first, so a failing test leaves nothing).

@@ -7,7 +7,7 @@ set -euo pipefail
 # bundles, runc for the benchmark's comparison, procps for `ps`, iproute2
 # and python3 for tests and helper scripts, gcc and libc6-dev for a static
 # test program, npm for Bun.
-packages=(libseccomp-dev pkg-config busybox-static runc procps iproute2 python3 npm gcc libc6-dev podman containerd python3-yaml)
+packages=(libseccomp-dev pkg-config busybox-static runc procps iproute2 python3 npm gcc libc6-dev podman containerd python3-yaml openssl curl util-linux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

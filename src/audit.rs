@@ -35,6 +35,18 @@ pub struct AuditRecord {
     pub reason: String,
     pub latency_us: u64,
     pub bytes: u64,
+    /// Proxy connections: the upstream address connected to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    /// Proxy connections: bytes from the sandbox to upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_up: Option<u64>,
+    /// Proxy connections: bytes from upstream to the sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_down: Option<u64>,
+    /// Proxy connections: how long the connection lasted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
 }
 
 impl AuditRecord {

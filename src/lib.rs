@@ -9,6 +9,7 @@ pub mod ipc;
 pub mod landlock;
 pub mod logging;
 pub mod policy;
+pub mod proxy;
 pub mod runtime;
 pub mod spec;
 pub mod supervisor;

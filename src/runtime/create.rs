@@ -132,17 +132,19 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
             write_json(&extra.join(POLICY_SECCOMP_FILE), &body)?;
         }
         let container = build(root, opts, &extra, landlock, policy_seccomp.clone())?;
-        if let Some(s) = supervisor.take() {
-            let pid = container
-                .pid()
-                .ok_or_else(|| RuntimeError::Invalid("created container has no pid".into()))?;
-            s.start_serving(pid.as_raw())
-                .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
-        }
+        // `lo` first: the supervisor binds its proxy on 127.0.0.1 there.
         if has_new_netns(&spec) {
             if let Some(pid) = container.pid() {
                 super::loopback::bring_up_in(pid.as_raw())?;
             }
+        }
+        if let Some(s) = supervisor.take() {
+            let pid = container
+                .pid()
+                .ok_or_else(|| RuntimeError::Invalid("created container has no pid".into()))?;
+            let proxy = prepared.resolved.policy.network.mode == crate::policy::NetMode::Proxy;
+            s.start_serving(pid.as_raw(), proxy)
+                .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
         }
         Ok(container)
     })();

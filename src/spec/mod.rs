@@ -99,7 +99,7 @@ impl SpecContext {
         SpecContext {
             mode: SpecMode::Oci,
             host_limits: HostLimits::current(),
-            proxy_port: None,
+            proxy_port: Some(crate::proxy::PROXY_PORT),
             host_env: None,
         }
     }
@@ -233,6 +233,25 @@ pub fn filter_env(policy: &Policy, vars: &[(String, String)]) -> Vec<String> {
         out.push(("PATH".into(), DEFAULT_PATH.into()));
     }
     out.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// Points every common HTTP client at the proxy (curl, pip, npm, Python's
+/// urllib, Bun and Node read one spelling or the other); loopback stays
+/// direct. Replaces whatever the caller set for these names.
+fn set_proxy_env(env: &mut Vec<String>, port: u16) {
+    const NAMES: [&str; 3] = ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"];
+    let url = format!("http://127.0.0.1:{port}");
+    env.retain(|e| {
+        let name = e.split('=').next().unwrap_or_default();
+        !NAMES.iter().any(|n| name.eq_ignore_ascii_case(n))
+            && !name.eq_ignore_ascii_case("NO_PROXY")
+    });
+    for n in NAMES {
+        env.push(format!("{n}={url}"));
+        env.push(format!("{}={url}", n.to_ascii_lowercase()));
+    }
+    env.push("NO_PROXY=localhost,127.0.0.1".into());
+    env.push("no_proxy=localhost,127.0.0.1".into());
 }
 
 fn split_env(env: &[String]) -> Vec<(String, String)> {
@@ -427,7 +446,11 @@ pub fn effective_spec(
         Some(vars) => vars.clone(),
         None => split_env(process.env().as_deref().unwrap_or_default()),
     };
-    process.set_env(Some(filter_env(policy, &source_env)));
+    let mut env = filter_env(policy, &source_env);
+    if let (NetMode::Proxy, Some(port)) = (policy.network.mode, ctx.proxy_port) {
+        set_proxy_env(&mut env, port);
+    }
+    process.set_env(Some(env));
     spec.set_process(Some(process));
 
     // Linux: namespaces, masking, seccomp, cgroups.

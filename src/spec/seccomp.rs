@@ -439,6 +439,8 @@ pub const BLOCKED_SYSCALLS: &[&str] = &[
 const AF_UNIX: u64 = 1;
 const AF_INET: u64 = 2;
 const AF_INET6: u64 = 10;
+const SOCK_STREAM: u64 = 1;
+const SOCK_TYPE_MASK: u64 = 0xf;
 /// CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC |
 /// CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET: clone may not create
 /// namespaces.
@@ -500,11 +502,15 @@ pub fn default_seccomp(mode: NetMode) -> LinuxSeccomp {
     let mut rules = vec![rule(ALLOWED_SYSCALLS, allow, None)];
     // One rule per family: conditions inside a rule are ANDed, rules ORed.
     for fam in socket_families(mode) {
-        rules.push(rule(
-            &["socket"],
-            allow,
-            Some(vec![arg(0, *fam, LinuxSeccompOperator::ScmpCmpEq)]),
-        ));
+        let mut conds = vec![arg(0, *fam, LinuxSeccompOperator::ScmpCmpEq)];
+        // In `proxy` mode the only way out is a TCP connection to the
+        // proxy (Landlock checks the port); datagram and raw inet sockets
+        // would bypass it. The type's low bits are the kind; the high bits
+        // are SOCK_NONBLOCK/SOCK_CLOEXEC.
+        if mode == NetMode::Proxy && *fam != AF_UNIX {
+            conds.push(masked_arg(1, SOCK_TYPE_MASK, SOCK_STREAM));
+        }
+        rules.push(rule(&["socket"], allow, Some(conds)));
     }
     rules.push(rule(
         &["socketpair"],
@@ -578,8 +584,39 @@ mod tests {
             .flatten()
             .filter(|r| r.names() == &vec!["socket".to_string()])
             .flat_map(|r| r.args().clone().unwrap_or_default())
+            .filter(|a| a.index() == 0)
             .map(|a| a.value())
             .collect()
+    }
+
+    #[test]
+    fn proxy_mode_allows_only_stream_inet_sockets() {
+        let s = default_seccomp(NetMode::Proxy);
+        let inet: Vec<_> = s
+            .syscalls()
+            .iter()
+            .flatten()
+            .filter(|r| r.names() == &vec!["socket".to_string()])
+            .filter_map(|r| r.args().clone())
+            .filter(|a| a[0].value() != AF_UNIX)
+            .collect();
+        assert_eq!(inet.len(), 2);
+        for args in inet {
+            assert_eq!(args.len(), 2, "family and type are ANDed: {args:?}");
+            assert_eq!(args[1].index(), 1);
+            assert_eq!(args[1].op(), LinuxSeccompOperator::ScmpCmpMaskedEq);
+            assert_eq!((args[1].value(), args[1].value_two()), (0xf, Some(1)));
+        }
+        // Host mode keeps datagram sockets.
+        let host = default_seccomp(NetMode::Host);
+        assert!(host
+            .syscalls()
+            .iter()
+            .flatten()
+            .filter_map(|r| r.args().clone())
+            .all(|a| a
+                .iter()
+                .all(|x| x.op() != LinuxSeccompOperator::ScmpCmpMaskedEq || x.index() == 0)));
     }
 
     #[test]

@@ -10,16 +10,17 @@
 //! container's init has exited.
 
 pub mod approver;
+mod egress;
 pub mod fsops;
 mod serve;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -76,11 +77,14 @@ pub struct Spawned {
     pub pid: i32,
     child: Child,
     stdin: Option<ChildStdin>,
+    stdout: Option<ChildStdout>,
 }
 
 impl Spawned {
     /// Hands the container's init pid over; the supervisor starts serving.
-    pub fn start_serving(mut self, init_pid: i32) -> Result<(), SupervisorError> {
+    /// With `wait`, returns only once it serves (its proxy listens), so the
+    /// container cannot start before its way out exists.
+    pub fn start_serving(mut self, init_pid: i32, wait: bool) -> Result<(), SupervisorError> {
         let mut stdin = self
             .stdin
             .take()
@@ -88,6 +92,22 @@ impl Spawned {
         stdin
             .write_all(format!("{init_pid}\n").as_bytes())
             .map_err(io("send init pid to supervisor"))?;
+        if wait {
+            let line = self
+                .stdout
+                .as_ref()
+                .map(|out| read_line_timeout(out, READY_TIMEOUT_MS))
+                .unwrap_or_default();
+            match line.trim() {
+                "serving" => {}
+                "" => {
+                    return Err(SupervisorError::Setup(
+                        "supervisor did not start serving".into(),
+                    ))
+                }
+                err => return Err(SupervisorError::Setup(err.to_string())),
+            }
+        }
         // Dropping `child` neither waits nor kills: the supervisor outlives us.
         Ok(())
     }
@@ -97,6 +117,38 @@ impl Spawned {
         drop(self.stdin.take());
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// One line from the supervisor's stdout, read byte by byte (nothing is
+/// buffered past it), within `ms`; empty on timeout or EOF.
+fn read_line_timeout(out: &ChildStdout, ms: i32) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_millis(ms as u64);
+    let mut line = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let mut pfd = libc::pollfd {
+            fd: out.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis().max(1) as i32) };
+        if n <= 0 {
+            if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return String::new();
+        }
+        let mut b = 0u8;
+        // SAFETY: reads one byte into `b` from a descriptor we own.
+        let r = unsafe { libc::read(out.as_raw_fd(), (&mut b as *mut u8).cast(), 1) };
+        match r {
+            1 if b == b'\n' => return String::from_utf8_lossy(&line).into_owned(),
+            1 if line.len() < 4096 => line.push(b),
+            1 => {}
+            _ => return String::new(),
+        }
     }
 }
 
@@ -131,23 +183,19 @@ pub fn spawn(root: &Path, id: &str, state_dir: &Path) -> Result<Spawned, Supervi
     let mut child = cmd.spawn().map_err(io("start supervisor"))?;
     let pid = child.id() as i32;
     let stdin = child.stdin.take();
+    let stdout = child.stdout.take();
     // Bounded: a supervisor that never gets ready must not hang `create`.
-    let ready = child.stdout.take().map(|out| {
-        let mut pfd = libc::pollfd {
-            fd: out.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, READY_TIMEOUT_MS) };
-        let mut line = String::new();
-        if n > 0 {
-            let _ = BufReader::new(out).read_line(&mut line);
-        }
-        line
-    });
-    let spawned = Spawned { pid, child, stdin };
-    if ready.as_deref().map(str::trim) != Some("ready") {
+    let ready = stdout
+        .as_ref()
+        .map(|out| read_line_timeout(out, READY_TIMEOUT_MS))
+        .unwrap_or_default();
+    let spawned = Spawned {
+        pid,
+        child,
+        stdin,
+        stdout,
+    };
+    if ready.trim() != "ready" {
         spawned.abort();
         let log = fs::read_to_string(state_dir.join(LOG_FILE)).unwrap_or_default();
         return Err(SupervisorError::Setup(format!(
@@ -314,7 +362,6 @@ pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError>
     // Tell `create` we are ready, then wait for the init pid on stdin.
     println!("ready");
     let _ = std::io::stdout().flush();
-    redirect_null(1);
     let mut line = String::new();
     let _ = std::io::stdin().lock().read_line(&mut line);
     redirect_null(0);
@@ -340,6 +387,19 @@ pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError>
         approver,
         mnt_ns: mnt_ns(init_pid).map_err(io("container mount namespace"))?,
     });
+    let serving = if ctx.policy.network.mode == crate::policy::NetMode::Proxy {
+        egress::start(&ctx, init_pid)
+    } else {
+        Ok(())
+    };
+    // `create` waits for this line in proxy mode; stdout is /dev/null after.
+    match &serving {
+        Ok(()) => println!("serving"),
+        Err(e) => println!("{e}"),
+    }
+    let _ = std::io::stdout().flush();
+    redirect_null(1);
+    serving?;
     serve_loop(&ctx, &listener, &pidfd);
     // Worker threads may still hold `ctx`; the process exits right after,
     // so remove the approver socket here rather than rely on Drop.
@@ -410,6 +470,14 @@ fn serve_loop(ctx: &Arc<Ctx>, listener: &ControlListener, pidfd: &OwnedFd) {
         }
         if fds[0].revents != 0 {
             tracing::info!(target: "supervisor", container = %ctx.id, "container init exited");
+            // Let connections read what workers sent last (EXIT, output),
+            // briefly: a worker that outlives init must not keep us.
+            for _ in 0..50 {
+                if workers.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
             return;
         }
         if fds[1].revents == 0 {
@@ -460,5 +528,9 @@ pub(crate) fn record(ctx: &Ctx, pid: i32, kind: &str, subject: String) -> AuditR
         reason: String::new(),
         latency_us: 0,
         bytes: 0,
+        addr: None,
+        bytes_up: None,
+        bytes_down: None,
+        duration_ms: None,
     }
 }

@@ -25,7 +25,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const LIST_LIMIT: usize = 200 << 10;
 
 /// The result of one request.
-enum Outcome {
+pub(super) enum Outcome {
     Allow {
         data: Vec<u8>,
         fd: Option<OwnedFd>,
@@ -205,7 +205,7 @@ fn output(ctx: &Ctx, peer: &PeerCred, data: &[u8]) {
 /// rules do not grant. Ok: the rule that granted it.
 fn broker(
     ctx: &Ctx,
-    peer: &PeerCred,
+    pid: i32,
     kind: &str,
     rule: BrokerRule,
     subject: &str,
@@ -215,7 +215,7 @@ fn broker(
         BrokerRule::Deny => Err(deny("default", "not granted by the policy")),
         BrokerRule::Ask => {
             let q = serde_json::json!({
-                "container": ctx.id, "pid": peer.pid, "kind": kind, "subject": subject,
+                "container": ctx.id, "pid": pid, "kind": kind, "subject": subject,
             });
             match ctx.approver.ask(q) {
                 Answer::Allow => Ok(format!("broker.{kind}=ask")),
@@ -305,7 +305,7 @@ fn fs_request(
             (tree, rest, rule, follow)
         }
         FsDecision::NotGranted => {
-            let rule = broker(ctx, peer, kind, rule, &p.to_string_lossy())?;
+            let rule = broker(ctx, peer.pid, kind, rule, &p.to_string_lossy())?;
             // Granted for this path only: no symlink anywhere in it.
             let tree = p.parent().unwrap_or(Path::new("/")).to_path_buf();
             let rest = p.file_name().map(PathBuf::from).unwrap_or_default();
@@ -370,15 +370,17 @@ fn fs_request(
     }
 }
 
-fn net_request(ctx: &Ctx, peer: &PeerCred, host: &str, port: u16) -> Result<Outcome, Outcome> {
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| deny("default", format!("cannot resolve {host}: {e}")))?
-        .collect();
-    if addrs.is_empty() {
-        return Err(deny("default", format!("{host} has no address")));
-    }
-    let ips: Vec<IpAddr> = addrs.iter().map(|a| a.ip()).collect();
+/// The network decision shared by NET_CONNECT and the proxy: resolves
+/// `host` on the host side, applies the policy's rules to the name and to
+/// every address (the broker decides what they do not grant, never a
+/// denied or special address), and returns the addresses it checked with
+/// the rule that allowed them.
+pub(super) fn net_check(
+    ctx: &Ctx,
+    pid: i32,
+    host: &str,
+    port: u16,
+) -> Result<(Vec<SocketAddr>, String), Outcome> {
     // The supervisor connects from the host, so the rules are applied as
     // for egress through the proxy, whatever the sandbox's own mode: its
     // loopback is not the host's.
@@ -391,6 +393,20 @@ fn net_request(ctx: &Ctx, peer: &PeerCred, host: &str, port: u16) -> Result<Outc
         };
         deny(rule, r.to_string())
     };
+    // Refuse by name before resolving: a denied name is never looked up.
+    if let NetDecision::Deny(r) = net.decide(host, port) {
+        if r != NetDenyReason::NotAllowed {
+            return Err(hard(r));
+        }
+    }
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| deny("default", format!("cannot resolve {host}: {e}")))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(deny("default", format!("{host} has no address")));
+    }
+    let ips: Vec<IpAddr> = addrs.iter().map(|a| a.ip()).collect();
     let rule = match net.decide_resolved(host, port, &ips) {
         NetDecision::Allow => {
             let dest = crate::policy::Dest::parse(host);
@@ -415,9 +431,13 @@ fn net_request(ctx: &Ctx, peer: &PeerCred, host: &str, port: u16) -> Result<Outc
                 open.allow.push(any);
             }
             match open.decide_resolved(host, port, &ips) {
+                // Nothing to ask: say which rule is missing.
+                NetDecision::Allow if ctx.policy.broker.net_connect == BrokerRule::Deny => {
+                    return Err(hard(NetDenyReason::NotAllowed))
+                }
                 NetDecision::Allow => broker(
                     ctx,
-                    peer,
+                    pid,
                     "net_connect",
                     ctx.policy.broker.net_connect,
                     &format!("{host}:{port}"),
@@ -427,6 +447,11 @@ fn net_request(ctx: &Ctx, peer: &PeerCred, host: &str, port: u16) -> Result<Outc
         }
         NetDecision::Deny(r) => return Err(hard(r)),
     };
+    Ok((addrs, rule))
+}
+
+fn net_request(ctx: &Ctx, peer: &PeerCred, host: &str, port: u16) -> Result<Outcome, Outcome> {
+    let (addrs, rule) = net_check(ctx, peer.pid, host, port)?;
     // Connect to the addresses that were checked, not a fresh lookup.
     let mut last = None;
     for a in &addrs {
@@ -487,7 +512,7 @@ fn exec_request(ctx: &Ctx, peer: &PeerCred, argv: &[Vec<u8>]) -> Result<Outcome,
     } else {
         broker(
             ctx,
-            peer,
+            peer.pid,
             "exec",
             ctx.policy.broker.exec,
             &path.to_string_lossy(),

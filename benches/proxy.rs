@@ -1,0 +1,167 @@
+//! The egress proxy's cost, measured against a direct loopback connection
+//! in the same run: throughput of a 1 GiB download (CONNECT tunnel, the
+//! relay in `buntime::proxy`) and connection set-up to first byte (p50,
+//! p99). The proxy runs in this process with a gate that allows the
+//! server, so what is measured is the proxy, not the container.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use buntime::proxy::{self, Attempt, Gate, Granted, Limits, Refused};
+
+const DOWNLOAD: u64 = 1 << 30;
+const SETUP_ROUNDS: usize = 2000;
+
+struct AllowAll(SocketAddr);
+
+impl Gate for AllowAll {
+    fn check(&self, _host: &str, _port: u16) -> Result<Granted, Refused> {
+        Ok(Granted {
+            addrs: vec![self.0],
+            rule: "bench".into(),
+        })
+    }
+    fn record(&self, _a: &Attempt) {}
+}
+
+/// Serves: first byte `b'D'` → 1 GiB, `b'P'` → one byte back.
+fn server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut cmd = [0u8; 1];
+                if s.read_exact(&mut cmd).is_err() {
+                    return;
+                }
+                if cmd[0] == b'D' {
+                    let buf = vec![7u8; 1 << 20];
+                    let mut left = DOWNLOAD;
+                    while left > 0 {
+                        let n = left.min(buf.len() as u64) as usize;
+                        if s.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                        left -= n as u64;
+                    }
+                } else {
+                    let _ = s.write_all(b"p");
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn proxy_for(target: SocketAddr) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+    let addr = l.local_addr().expect("addr");
+    let gate: Arc<dyn Gate> = Arc::new(AllowAll(target));
+    std::thread::spawn(move || proxy::serve(l, gate, Limits::default()));
+    addr
+}
+
+/// Opens a connection to the server, directly or through the proxy.
+fn open(server: SocketAddr, via: Option<SocketAddr>) -> TcpStream {
+    match via {
+        None => TcpStream::connect(server).expect("connect"),
+        Some(p) => {
+            let mut s = TcpStream::connect(p).expect("connect proxy");
+            write!(s, "CONNECT bench.test:{} HTTP/1.1\r\n\r\n", server.port()).expect("send");
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                s.read_exact(&mut b).expect("proxy answer");
+                head.push(b[0]);
+            }
+            assert!(head.starts_with(b"HTTP/1.1 200"), "proxy refused");
+            s
+        }
+    }
+}
+
+fn download(server: SocketAddr, via: Option<SocketAddr>) -> f64 {
+    let mut s = open(server, via);
+    let start = Instant::now();
+    s.write_all(b"D").expect("ask");
+    let mut buf = vec![0u8; 1 << 20];
+    let mut got = 0u64;
+    while got < DOWNLOAD {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got += n as u64,
+            Err(e) => panic!("download: {e}"),
+        }
+    }
+    assert_eq!(got, DOWNLOAD);
+    got as f64 / start.elapsed().as_secs_f64() / 1e9
+}
+
+fn setup(server: SocketAddr, via: Option<SocketAddr>) -> (Duration, Duration) {
+    let mut times: Vec<Duration> = (0..SETUP_ROUNDS)
+        .map(|_| {
+            let start = Instant::now();
+            let mut s = open(server, via);
+            s.write_all(b"P").expect("ping");
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).expect("pong");
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    (times[times.len() / 2], times[times.len() * 99 / 100])
+}
+
+fn main() {
+    // `cargo bench` passes --bench; a filter that excludes us skips.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    if args.iter().any(|f| !"proxy".contains(f.as_str())) {
+        return;
+    }
+    let server = server();
+    let proxy = proxy_for(server);
+    // Warm both paths, then alternate so drift hits both alike.
+    download(server, None);
+    download(server, Some(proxy));
+    let mut direct = Vec::new();
+    let mut proxied = Vec::new();
+    for _ in 0..3 {
+        direct.push(download(server, None));
+        proxied.push(download(server, Some(proxy)));
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (d, p) = (med(&mut direct), med(&mut proxied));
+    println!("proxy: 1 GiB download over loopback (median of 3)");
+    println!("  direct        {d:6.2} GB/s");
+    println!(
+        "  through proxy {p:6.2} GB/s   ratio {:.2} (target >= 0.80)",
+        p / d
+    );
+    let (d50, d99) = setup(server, None);
+    let (p50, p99) = setup(server, Some(proxy));
+    println!("proxy: connection set-up to first byte ({SETUP_ROUNDS} rounds)");
+    println!(
+        "  direct        p50 {:7.1} us   p99 {:7.1} us",
+        us(d50),
+        us(d99)
+    );
+    println!(
+        "  through proxy p50 {:7.1} us   p99 {:7.1} us",
+        us(p50),
+        us(p99)
+    );
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}

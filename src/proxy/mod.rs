@@ -1,0 +1,288 @@
+//! The egress proxy of network mode `proxy` (see docs/proxy.md).
+//!
+//! The supervisor binds it inside the container's network namespace on
+//! 127.0.0.1:[`PROXY_PORT`] (Landlock lets the sandbox connect to that port
+//! only), then serves it from the host namespace: every CONNECT or
+//! absolute-URI request is checked by a [`Gate`] (the policy's network
+//! rules, shared with the broker's NET_CONNECT), connected to the very
+//! addresses that were checked, and relayed.
+
+pub mod http;
+pub mod relay;
+
+use std::fs::File;
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sched::{setns, CloneFlags};
+
+use http::{answer, parse_head, read_head, HeadRead};
+
+/// The proxy's port in every container's loopback (the namespace is the
+/// container's own, so the port is always free).
+pub const PROXY_PORT: u16 = 3128;
+
+/// Limits of one container's proxy.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections open at once; more get `503`.
+    pub max_connections: usize,
+    /// Per upstream address tried.
+    pub connect_timeout: Duration,
+    /// A relayed connection with no byte either way for this long ends.
+    pub idle_timeout: Duration,
+    /// The client must send its whole request head within this.
+    pub head_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 256,
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            head_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A destination the gate let through: the addresses it checked.
+#[derive(Clone, Debug)]
+pub struct Granted {
+    pub addrs: Vec<SocketAddr>,
+    pub rule: String,
+}
+
+/// A refusal and the rule behind it.
+#[derive(Clone, Debug)]
+pub struct Refused {
+    pub rule: String,
+    pub reason: String,
+}
+
+/// One connection attempt, for the audit log.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    /// `host:port` as requested, or empty when the request was unreadable.
+    pub target: String,
+    pub addr: Option<SocketAddr>,
+    /// `allow`, `deny` or `error` (allowed, but upstream failed).
+    pub decision: &'static str,
+    pub rule: String,
+    pub reason: String,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    /// Time spent deciding (resolution and any `ask` included).
+    pub decide: Duration,
+    pub duration: Duration,
+}
+
+/// Decides destinations and records attempts: the supervisor's side.
+pub trait Gate: Send + Sync + 'static {
+    fn check(&self, host: &str, port: u16) -> Result<Granted, Refused>;
+    fn record(&self, attempt: &Attempt);
+}
+
+/// Binds 127.0.0.1:`port` inside the network namespace of `pid`. Only the
+/// calling thread enters the namespace, and it returns before anything
+/// else runs: threads started later must stay in the host's namespace.
+pub fn bind_in_netns(pid: i32, port: u16) -> std::io::Result<TcpListener> {
+    let own = File::open("/proc/thread-self/ns/net")?;
+    let target = File::open(format!("/proc/{pid}/ns/net"))?;
+    setns(target.as_fd(), CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+    let bound = TcpListener::bind((Ipv4Addr::LOCALHOST, port));
+    if let Err(e) = setns(own.as_fd(), CloneFlags::CLONE_NEWNET) {
+        // Staying in the sandbox's namespace would make every later
+        // upstream connection from there: stop rather than go on.
+        tracing::error!(target: "supervisor", "cannot return to the host network namespace: {e}");
+        std::process::abort();
+    }
+    bound
+}
+
+/// Accepts and serves connections until the process exits.
+pub fn serve(listener: TcpListener, gate: Arc<dyn Gate>, limits: Limits) {
+    let open = Arc::new(AtomicUsize::new(0));
+    loop {
+        let stream = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // EMFILE and the like: back off instead of spinning.
+                tracing::warn!(target: "supervisor", "proxy accept: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        if open.fetch_add(1, Ordering::SeqCst) >= limits.max_connections {
+            open.fetch_sub(1, Ordering::SeqCst);
+            let mut s = stream;
+            answer(&mut s, 503, None, "buntime proxy: too many connections");
+            continue;
+        }
+        let slot = Slot(Arc::clone(&open));
+        let gate = Arc::clone(&gate);
+        let spawned = std::thread::Builder::new()
+            .name("proxy".into())
+            .stack_size(256 << 10)
+            .spawn(move || {
+                let _slot = slot;
+                handle(stream, gate.as_ref(), &limits);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(target: "supervisor", "proxy thread: {e}");
+        }
+    }
+}
+
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One client connection: read the head, decide, connect, relay.
+pub fn handle(mut client: TcpStream, gate: &dyn Gate, limits: &Limits) {
+    let start = Instant::now();
+    let _ = client.set_read_timeout(Some(limits.head_timeout));
+    let _ = client.set_write_timeout(Some(limits.head_timeout));
+    let mut attempt = Attempt {
+        target: String::new(),
+        addr: None,
+        decision: "deny",
+        rule: "proxy".into(),
+        reason: String::new(),
+        bytes_up: 0,
+        bytes_down: 0,
+        decide: Duration::ZERO,
+        duration: Duration::ZERO,
+    };
+    let finish = |mut a: Attempt| {
+        a.duration = start.elapsed();
+        gate.record(&a);
+    };
+    let (head, rest) = match read_head(&mut client) {
+        HeadRead::Head { head, rest } => (head, rest),
+        // Nothing was asked: no attempt to record.
+        HeadRead::Closed => return,
+        HeadRead::TimedOut => {
+            answer(
+                &mut client,
+                408,
+                None,
+                "buntime proxy: request head not received in time",
+            );
+            return;
+        }
+        HeadRead::TooLarge => {
+            answer(
+                &mut client,
+                431,
+                None,
+                "buntime proxy: request head too large",
+            );
+            attempt.reason = "request head too large".into();
+            return finish(attempt);
+        }
+    };
+    let target = match parse_head(&head) {
+        Ok(t) => t,
+        Err(e) => {
+            answer(
+                &mut client,
+                e.status,
+                None,
+                &format!("buntime proxy: {}", e.reason),
+            );
+            attempt.reason = e.reason;
+            return finish(attempt);
+        }
+    };
+    attempt.target = format!("{}:{}", bracket(&target.host), target.port);
+    let decided = gate.check(&target.host, target.port);
+    attempt.decide = start.elapsed();
+    let granted = match decided {
+        Ok(g) => g,
+        Err(r) => {
+            answer(
+                &mut client,
+                403,
+                Some(&r.reason),
+                &format!("buntime: {} denied: {}", attempt.target, r.reason),
+            );
+            attempt.rule = r.rule;
+            attempt.reason = r.reason;
+            return finish(attempt);
+        }
+    };
+    attempt.rule = granted.rule;
+    let upstream = match connect_any(&granted.addrs, limits.connect_timeout) {
+        Ok((s, addr)) => {
+            attempt.addr = Some(addr);
+            s
+        }
+        Err(e) => {
+            let status = if e.kind() == std::io::ErrorKind::TimedOut {
+                504
+            } else {
+                502
+            };
+            let reason = format!("cannot connect to {}: {e}", attempt.target);
+            answer(
+                &mut client,
+                status,
+                None,
+                &format!("buntime proxy: {reason}"),
+            );
+            attempt.decision = "error";
+            attempt.reason = reason;
+            return finish(attempt);
+        }
+    };
+    let mut upstream_w = &upstream;
+    let first = match &target.forward_head {
+        None => client
+            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            .and_then(|_| upstream_w.write_all(&rest)),
+        Some(h) => upstream_w
+            .write_all(h)
+            .and_then(|_| upstream_w.write_all(&rest)),
+    };
+    attempt.decision = "allow";
+    if first.is_ok() {
+        let moved = relay::relay(client, upstream, limits.idle_timeout);
+        let head_len = target.forward_head.as_ref().map_or(0, Vec::len);
+        attempt.bytes_up = moved.up + (rest.len() + head_len) as u64;
+        attempt.bytes_down = moved.down;
+    }
+    finish(attempt)
+}
+
+fn bracket(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
+/// Connects to the first address that answers.
+fn connect_any(
+    addrs: &[SocketAddr],
+    timeout: Duration,
+) -> std::io::Result<(TcpStream, SocketAddr)> {
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+    for a in addrs {
+        match TcpStream::connect_timeout(a, timeout) {
+            Ok(s) => return Ok((s, *a)),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}

@@ -321,6 +321,22 @@ impl LandlockPlan {
         self.exec = exec;
     }
 
+    /// Like [`LandlockPlan::resolve_in_root`] for `exec.allow` names only;
+    /// the paths stay as written.
+    pub fn resolve_names_in_root(&mut self, rootfs: &Path) {
+        let Ok(root) = std::fs::File::open(rootfs) else {
+            return;
+        };
+        for name in std::mem::take(&mut self.exec_names) {
+            for dir in self.path_var.split(':').filter(|d| d.starts_with('/')) {
+                let cand = Path::new(dir).join(&name);
+                if let Some(c) = canonical_in_root(&root, rootfs, &cand) {
+                    self.exec.push(c);
+                }
+            }
+        }
+    }
+
     /// The status to record when the plan is not applied because the
     /// kernel has no Landlock (create still works unless required).
     pub fn unsupported_status() -> LandlockStatus {

@@ -11,5 +11,6 @@ pub mod logging;
 pub mod policy;
 pub mod proxy;
 pub mod runtime;
+pub mod sandbox;
 pub mod spec;
 pub mod supervisor;

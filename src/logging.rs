@@ -178,7 +178,11 @@ pub fn init_runc_logging(
 /// Plain stderr logging for the people-facing CLI, filtered by `BUNTIME_LOG`.
 pub fn init_cli_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BUNTIME_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        // libcontainer's own errors repeat ours at length; BUNTIME_LOG=debug
+        // shows them.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("warn,libcgroups=off,libcontainer=off")
+        });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

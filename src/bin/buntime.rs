@@ -1,5 +1,5 @@
-//! `buntime`: the people-facing command line. Policy tools now; `run`
-//! arrives with its own issue.
+//! `buntime`: the people-facing command line: `run` (one script in a
+//! sandbox) and the policy tools.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use buntime::policy::{self, check_policy, explain, PolicyFlags, Severity};
+use buntime::sandbox;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -18,6 +19,9 @@ use buntime::policy::{self, check_policy, explain, PolicyFlags, Severity};
     long_about = "Run untrusted code in a deny-by-default sandbox.\n\nA policy (JSON, see docs/policy.md) says what the sandbox may read, write, execute and connect to. Start with `buntime init-policy > my-policy.json`."
 )]
 struct Cli {
+    /// State directory of `buntime run`'s sandboxes.
+    #[arg(long, global = true, hide = true, value_name = "DIR")]
+    root: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -35,12 +39,46 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
-    /// Run a program in a sandbox (not available yet).
-    Run {
-        /// Anything; `run` is not implemented yet.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    /// Run a script or command in a fresh sandbox, e.g.
+    /// `buntime run --allow-net=github.com main.py` or
+    /// `buntime run --allow-read=. -- ls -l`.
+    ///
+    /// `.py` runs under the Python worker, `.ts`/`.js` under the Bun
+    /// worker, anything else as a command. Exits with the script's exit
+    /// code (124 on timeout, 137 when killed, e.g. by the memory limit).
+    Run(Box<RunArgs>),
+    /// The per-sandbox supervisor (started by `run`).
+    #[command(hide = true)]
+    Supervise { id: String },
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    flags: PolicyFlags,
+    /// Start from this policy file instead of the default policy (the
+    /// flags still apply on top).
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// The interpreter: a Python (default /usr/bin/python3) for .py, a Bun
+    /// binary for .ts/.js (default: the project's Bun).
+    #[arg(long, value_name = "PATH")]
+    interpreter: Option<PathBuf>,
+    /// How long a broker `ask` waits for an answer (default 30s; with no
+    /// terminal to ask, it is denied when this runs out).
+    #[arg(long, value_name = "DURATION")]
+    ask_timeout: Option<String>,
+    /// Serve the debug UI for this run and print its address.
+    #[arg(long)]
+    debug_ui: bool,
+    /// FILE [ARGS…], or -- COMMAND [ARGS…].
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "FILE|-- COMMAND"
+    )]
+    target: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -130,11 +168,62 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         },
-        Command::Run { .. } => {
-            eprintln!("buntime run is not available yet (see issue: main job)");
-            Ok(ExitCode::from(2))
+        Command::Run(args) => run_sandbox(cli.root, *args),
+        Command::Supervise { id } => {
+            let dir = cli
+                .root
+                .unwrap_or_else(|| PathBuf::from(sandbox::DEFAULT_STATE_ROOT));
+            let root = buntime::runtime::Root::open(&dir, false)?;
+            buntime::supervisor::run(&root, &id)?;
+            Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn run_sandbox(root: Option<PathBuf>, a: RunArgs) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    if a.debug_ui {
+        anyhow::bail!("--debug-ui: the debug UI is not available yet");
+    }
+    if let Some(t) = &a.ask_timeout {
+        policy::TimeSpan::parse(t).map_err(|e| anyhow::anyhow!("--ask-timeout {t:?}: {e}"))?;
+    }
+    let cwd = std::env::current_dir().context("finding the current directory")?;
+    let mut flags = a.flags;
+    let origin = match &a.policy {
+        Some(file) => {
+            flags.base = file.to_string_lossy().into_owned();
+            format!("--policy {}", file.display())
+        }
+        None if flags.is_empty() => format!("{} policy", flags.base),
+        None => format!("{} policy and flags", flags.base),
+    };
+    let policy = flags.to_policy(&cwd)?;
+    // clap drops a leading `--`; the target is the tail of the raw
+    // arguments, so look at what came right before it.
+    let raw: Vec<String> = std::env::args().collect();
+    let dashed = raw.len() > a.target.len() && raw[raw.len() - a.target.len() - 1] == "--";
+    let target = match a.target.split_first() {
+        Some(_) if dashed => sandbox::Target::Command {
+            argv: a.target.clone(),
+        },
+        Some((first, rest)) => sandbox::Target::Script {
+            path: PathBuf::from(first),
+            args: rest.to_vec(),
+        },
+        None => anyhow::bail!("nothing to run: expected FILE or -- COMMAND"),
+    };
+    let req = sandbox::RunRequest {
+        policy,
+        origin,
+        target,
+        interpreter: a.interpreter,
+        state_root: root.unwrap_or_else(|| PathBuf::from(sandbox::DEFAULT_STATE_ROOT)),
+        ask_timeout: a.ask_timeout,
+        prompt: std::io::stdin().is_terminal(),
+    };
+    let code = sandbox::run(req)?;
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
 fn main() -> ExitCode {

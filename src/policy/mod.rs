@@ -26,8 +26,9 @@ pub use model::*;
 pub use net::{AddrClass, Dest, HostPattern, NetDecision, NetDenyReason, NetRule};
 pub use paths::{FsAccess, FsDecision};
 pub use source::{
-    prepare_container, NodeConfig, PolicyOrigin, PolicySources, PreparedContainer, ResolvedPolicy,
-    SourceError, ANNOTATION_POLICY, ANNOTATION_POLICY_NAME, ANNOTATION_POLICY_SHA256,
+    prepare_container, prepare_run, NodeConfig, PolicyOrigin, PolicySources, PreparedContainer,
+    ResolvedPolicy, RunSandbox, SourceError, ANNOTATION_POLICY, ANNOTATION_POLICY_NAME,
+    ANNOTATION_POLICY_SHA256,
 };
 
 use sha2::{Digest, Sha256};

@@ -32,6 +32,9 @@ pub const ANNOTATION_POLICY: &str = "buntime.dev/policy";
 pub const ANNOTATION_POLICY_NAME: &str = "buntime.dev/policy-name";
 /// Set by the runtime in `state`: SHA-256 of the applied policy.
 pub const ANNOTATION_POLICY_SHA256: &str = "buntime.dev/policy-sha256";
+/// Set by `buntime run` in the effective spec: policy paths are host paths
+/// (the supervisor opens files on the host, not in the container).
+pub const ANNOTATION_PATHS: &str = "buntime.dev/paths";
 /// The node configuration file.
 pub const NODE_CONFIG_PATH: &str = "/etc/buntime/config.json";
 /// The default policy directory.
@@ -98,6 +101,8 @@ pub enum PolicyOrigin {
     NodeDefault { file: PathBuf },
     /// The built-in default.
     BuiltinDefault,
+    /// `buntime run`: flags, `--policy FILE`, or the default.
+    CommandLine(String),
 }
 
 impl fmt::Display for PolicyOrigin {
@@ -119,6 +124,7 @@ impl fmt::Display for PolicyOrigin {
             }
             PolicyOrigin::NodeDefault { file } => write!(f, "node default {}", file.display()),
             PolicyOrigin::BuiltinDefault => f.write_str("built-in default"),
+            PolicyOrigin::CommandLine(what) => write!(f, "buntime run: {what}"),
         }
     }
 }
@@ -394,6 +400,82 @@ pub fn prepare_container(
         check_only_narrows(bundle, &effective)?;
     }
     let landlock = LandlockPlan::from_policy(&resolved.policy, &effective, ctx.proxy_port);
+    let landlock_abi = landlock.check_supported()?;
+    Ok(PreparedContainer {
+        resolved,
+        effective,
+        landlock,
+        landlock_abi,
+    })
+}
+
+/// What `buntime run` hands `create` instead of a bundle's annotations:
+/// the policy itself (host paths), the caller's environment, and the
+/// worker's own pieces the policy does not name.
+#[derive(Clone, Debug, Default)]
+pub struct RunSandbox {
+    /// Absolute host paths.
+    pub policy: Policy,
+    pub origin: String,
+    /// The caller's environment, filtered by the policy's env rules.
+    pub host_env: Vec<(String, String)>,
+    /// Variables the worker needs (`PYTHONPATH`, ...), set after filtering.
+    pub worker_env: Vec<String>,
+    /// Mounted after the policy's binds, so a bind of a parent (`/opt`)
+    /// does not hide them.
+    pub late_mounts: Vec<libcontainer::oci_spec::runtime::Mount>,
+    /// Container paths Landlock must let the sandbox read / execute.
+    pub landlock_read: Vec<PathBuf>,
+    pub landlock_exec: Vec<PathBuf>,
+}
+
+/// Translate a `buntime run` sandbox (Run mode: policy paths are host
+/// paths, bound at the same place).
+pub fn prepare_run(bundle: &Spec, run: &RunSandbox) -> Result<PreparedContainer, SourceError> {
+    // Host paths this machine does not have (`/lib32`) cannot be bound and
+    // grant nothing: they are left out of the applied policy.
+    let mut policy = run.policy.clone();
+    for list in [
+        &mut policy.filesystem.read,
+        &mut policy.filesystem.write,
+        &mut policy.filesystem.exec,
+    ] {
+        list.retain(|p| p.as_path().exists());
+    }
+    let resolved = ResolvedPolicy {
+        policy,
+        origin: PolicyOrigin::CommandLine(run.origin.clone()),
+        from_annotation: false,
+        ceiling: None,
+    };
+    let ctx = SpecContext {
+        mode: crate::spec::SpecMode::Run,
+        host_limits: crate::spec::HostLimits::current(),
+        proxy_port: Some(crate::proxy::PROXY_PORT),
+        host_env: Some(run.host_env.clone()),
+    };
+    let mut effective = effective_spec(&resolved.policy, bundle, &ctx)?;
+    let mut mounts = effective.mounts().clone().unwrap_or_default();
+    mounts.extend(run.late_mounts.iter().cloned());
+    effective.set_mounts(Some(mounts));
+    if let Some(mut process) = effective.process().clone() {
+        let mut env = process.env().clone().unwrap_or_default();
+        for var in &run.worker_env {
+            let name = var.split('=').next().unwrap_or_default();
+            env.retain(|e| e.split('=').next() != Some(name));
+            env.push(var.clone());
+        }
+        process.set_env(Some(env));
+        effective.set_process(Some(process));
+    }
+    // The supervisor must open broker-granted paths on the host (they are
+    // host paths), not in the container's view.
+    let mut annotations = effective.annotations().clone().unwrap_or_default();
+    annotations.insert(ANNOTATION_PATHS.into(), "host".into());
+    effective.set_annotations(Some(annotations));
+    let mut landlock = LandlockPlan::from_policy(&resolved.policy, &effective, ctx.proxy_port);
+    landlock.read.extend(run.landlock_read.iter().cloned());
+    landlock.exec.extend(run.landlock_exec.iter().cloned());
     let landlock_abi = landlock.check_supported()?;
     Ok(PreparedContainer {
         resolved,

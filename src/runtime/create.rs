@@ -28,6 +28,8 @@ pub struct CreateOptions {
     pub no_pivot: bool,
     /// False for a foreground `run`, whose terminal needs no console socket.
     pub detach: bool,
+    /// `buntime run`: the policy comes from here, not from annotations.
+    pub sandbox: Option<crate::policy::RunSandbox>,
 }
 
 /// Creates the container. On failure nothing is left behind: no state
@@ -42,10 +44,25 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
     let rootfs = bundle.rootfs()?;
     // The policy: resolved from annotations, node config and defaults, and
     // translated into the spec libcontainer runs. Any error: nothing made.
-    let sources = PolicySources::system().map_err(|e| RuntimeError::Policy(e.to_string()))?;
-    let prepared = prepare_container(&base, &sources, &SpecContext::oci())
-        .map_err(|e| RuntimeError::Policy(e.to_string()))?;
+    let prepared = match &opts.sandbox {
+        None => {
+            let sources =
+                PolicySources::system().map_err(|e| RuntimeError::Policy(e.to_string()))?;
+            prepare_container(&base, &sources, &SpecContext::oci())
+        }
+        Some(run) => crate::policy::prepare_run(&base, run),
+    }
+    .map_err(|e| RuntimeError::Policy(e.to_string()))?;
     let mut spec = prepared.effective;
+    if opts.sandbox.is_none() {
+        // Host paths are for `buntime run` only: a bundle must not be able
+        // to make its supervisor open files on the host.
+        if let Some(mut a) = spec.annotations().clone() {
+            if a.remove(crate::policy::source::ANNOTATION_PATHS).is_some() {
+                spec.set_annotations(Some(a));
+            }
+        }
+    }
     // A bundle that brings its own seccomp profile keeps it, and the
     // policy's profile is stacked on top in the executor.
     let policy_seccomp = base
@@ -64,7 +81,13 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
     }
     // Canonical paths now, so that applying the plan later (at every exec)
     // need not follow symlinks the container may have planted since.
-    landlock_plan.resolve_in_root(&rootfs);
+    // (`buntime run` binds host paths at the same place: they are already
+    // what the container sees; only program names need looking up.)
+    if opts.sandbox.is_some() {
+        landlock_plan.resolve_names_in_root(Path::new("/"));
+    } else {
+        landlock_plan.resolve_in_root(&rootfs);
+    }
     let mut supervisor: Option<crate::supervisor::Spawned> = None;
 
     let extra = root.extra_dir(&opts.id);

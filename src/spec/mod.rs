@@ -146,10 +146,12 @@ pub const CPU_PERIOD_US: u64 = 100_000;
 
 /// Paths the container gets from its own mounts (proc, sysfs, devices, the
 /// private /tmp) and that `buntime run` therefore never binds from the host.
+/// Paths the sandbox gets its own of (kernel filesystems, the private
+/// `/tmp`), never bound from the host. A path *under* `/tmp` is the host's
+/// and is bound like any other.
 fn is_virtual(p: &Path) -> bool {
-    ["/proc", "/sys", "/dev", "/tmp"]
-        .iter()
-        .any(|v| p.starts_with(v))
+    ["/proc", "/sys", "/dev"].iter().any(|v| p.starts_with(v))
+        || p == Path::new("/tmp")
         || p == Path::new("/")
 }
 
@@ -413,8 +415,11 @@ pub fn effective_spec(
     mounts.push(tmp_mount(tmp_exec));
     if ctx.mode == SpecMode::Run {
         let mut binds: Vec<(PathBuf, bool)> = Vec::new();
+        // A read path under a bound writable one comes with it; under the
+        // private /tmp it is the host's and needs a bind of its own.
+        let bound_writable = |p: &Path| write.iter().any(|w| !is_virtual(w) && p.starts_with(w));
         for p in read.iter().chain(&exec) {
-            if !is_virtual(p) && !writable(p) && !binds.iter().any(|(b, _)| b == p) {
+            if !is_virtual(p) && !bound_writable(p) && !binds.iter().any(|(b, _)| b == p) {
                 binds.push((p.clone(), false));
             }
         }
@@ -423,8 +428,11 @@ pub fn effective_spec(
                 binds.push((p.clone(), true));
             }
         }
-        // Parents before children so a nested bind is not hidden.
+        // Parents before children so a nested bind is not hidden; a
+        // read-only path inside another bind comes with it (rbind).
         binds.sort_by_key(|(p, _)| (p.components().count(), p.clone()));
+        let all = binds.clone();
+        binds.retain(|(p, w)| *w || !all.iter().any(|(q, _)| q != p && p.starts_with(q)));
         for (p, w) in binds {
             if !mounts.iter().any(|m| *m.destination() == p) {
                 mounts.push(bind_mount(&p, w));

@@ -287,7 +287,7 @@ fn deny_paths_are_masked() {
 #[test]
 fn run_mode_binds_host_paths_oci_mode_never_does() {
     let p = policy(
-        r#"{"version":1,"filesystem":{"read":["/usr","/proc"],"write":["/work/out"],"exec":["/usr/bin"]}}"#,
+        r#"{"version":1,"filesystem":{"read":["/usr","/proc","/tmp/scripts"],"write":["/work/out","/tmp"],"exec":["/usr/bin"]}}"#,
     );
     let run = effective_spec(&p, &bundle(), &ctx(SpecMode::Run)).unwrap();
     let find = |s: &Spec, d: &str| {
@@ -302,7 +302,12 @@ fn run_mode_binds_host_paths_oci_mode_never_does() {
     assert_eq!(usr.source().as_deref(), Some(Path::new("/usr")));
     let out = find(&run, "/work/out").expect("write path bound");
     assert!(out.options().as_ref().unwrap().contains(&"rw".to_string()));
-    assert!(find(&run, "/usr/bin").is_some());
+    // Inside a read-only bind: comes with it (rbind), no second mount.
+    assert!(find(&run, "/usr/bin").is_none());
+    // Under the private /tmp: the host's directory, bound read-only.
+    let scripts = find(&run, "/tmp/scripts").expect("host path under /tmp bound");
+    assert!(scripts.options().as_ref().unwrap().contains(&"ro".to_string()));
+    assert_eq!(find(&run, "/tmp").unwrap().typ().as_deref(), Some("tmpfs"));
     // /proc comes from the container's own proc mount, never the host's.
     assert_eq!(find(&run, "/proc").unwrap().typ().as_deref(), Some("proc"));
     let oci = effective_spec(&p, &bundle(), &ctx(SpecMode::Oci)).unwrap();

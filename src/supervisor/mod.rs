@@ -371,10 +371,22 @@ pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError>
         _ => return Ok(()),
     };
     let pidfd = pidfd_open(init_pid).map_err(io("pidfd_open init"))?;
+    // `buntime run`'s policies name host paths; a container's name paths
+    // in its own root.
+    let host_paths = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(crate::policy::source::ANNOTATION_PATHS))
+        .is_some_and(|v| v == "host");
+    let root_path = if host_paths {
+        "/".to_string()
+    } else {
+        format!("/proc/{init_pid}/root")
+    };
     let root_dir = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(format!("/proc/{init_pid}/root"))
+        .open(&root_path)
         .map_err(io("open container root"))?;
     let ctx = Arc::new(Ctx {
         id: id.to_string(),

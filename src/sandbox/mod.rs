@@ -1,0 +1,359 @@
+//! `buntime run`: one script or command in a fresh sandbox, in the
+//! foreground (see docs/run.md).
+//!
+//! The bundle is made from a template (`bundle-templates/`) on an empty
+//! root: the policy's host paths are bound read-only at the same place, the
+//! worker files at `/opt/buntime`. The container is created through the
+//! same path as `buntime-runc create` (policy in Run mode), with a
+//! supervisor of its own; the terminal is passed straight through; signals
+//! are forwarded; everything is removed at the end.
+
+pub mod kind;
+pub mod prompt;
+pub mod report;
+mod workers;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use libcontainer::oci_spec::runtime::{Mount, MountBuilder, Spec};
+use nix::unistd::Pid;
+
+use crate::policy::{FsAccess, FsDecision, FsPath, Policy, RunSandbox};
+use crate::runtime::create::{create, CreateOptions};
+use crate::runtime::state::Root;
+use crate::runtime::{foreground, lifecycle, RuntimeError};
+pub use kind::{Kind, Target};
+
+/// Where `buntime run` keeps its containers' state (not buntime-runc's).
+pub const DEFAULT_STATE_ROOT: &str = "/run/buntime-run";
+/// The container path of the worker files.
+pub const WORKER_DIR: &str = "/opt/buntime";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{0}")]
+    Setup(String),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// One `buntime run`.
+#[derive(Clone, Debug)]
+pub struct RunRequest {
+    /// Paths may be relative (to the current directory).
+    pub policy: Policy,
+    /// Where the policy came from, for `state` and the audit.
+    pub origin: String,
+    pub target: Target,
+    /// Host path of the interpreter (Python), or container/host path of Bun.
+    pub interpreter: Option<PathBuf>,
+    pub state_root: PathBuf,
+    /// How long a broker `ask` waits for an answer.
+    pub ask_timeout: Option<String>,
+    /// Put `ask` questions to the terminal.
+    pub prompt: bool,
+}
+
+fn setup(msg: impl Into<String>) -> SandboxError {
+    SandboxError::Setup(msg.into())
+}
+
+fn fs_path(p: &Path) -> Result<FsPath, SandboxError> {
+    FsPath::new(p.to_string_lossy()).map_err(|e| setup(format!("{}: {e}", p.display())))
+}
+
+/// What the template and the policy need to know about the target.
+struct Plan {
+    kind: Kind,
+    argv: Vec<String>,
+    cwd: PathBuf,
+    sandbox: RunSandbox,
+}
+
+fn plan(req: &RunRequest) -> Result<Plan, SandboxError> {
+    let here = std::env::current_dir().map_err(|e| setup(format!("current directory: {e}")))?;
+    let mut policy = req.policy.clone();
+    policy.resolve_relative(&here);
+    let kind = req.target.kind();
+    let path_var = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
+    let mut sandbox = RunSandbox {
+        origin: req.origin.clone(),
+        host_env: std::env::vars().collect(),
+        ..RunSandbox::default()
+    };
+    let (cwd, head, rest) = match &req.target {
+        Target::Script { path, args } => {
+            let script = fs::canonicalize(here.join(path))
+                .map_err(|e| setup(format!("{}: {e}", path.display())))?;
+            if !script.is_file() {
+                return Err(setup(format!("{}: not a regular file", path.display())));
+            }
+            let dir = script.parent().unwrap_or(Path::new("/")).to_path_buf();
+            // The script's directory, read-only, is its working directory.
+            if let FsDecision::DeniedBy(d) = policy.filesystem.decide(&script, FsAccess::Read) {
+                return Err(setup(format!(
+                    "{}: the policy denies reading it ({})",
+                    script.display(),
+                    d.display()
+                )));
+            }
+            let dir_rule = fs_path(&dir)?;
+            if !policy.filesystem.read.contains(&dir_rule) {
+                policy.filesystem.read.push(dir_rule);
+            }
+            if kind == Kind::Command {
+                sandbox.landlock_exec.push(script.clone());
+            }
+            (dir, script.to_string_lossy().into_owned(), args.clone())
+        }
+        Target::Command { argv } => {
+            let (first, rest) = argv
+                .split_first()
+                .ok_or_else(|| setup("nothing to run: expected FILE or -- COMMAND"))?;
+            // The current directory, when the policy shows it (under the
+            // private /tmp it would be a different directory).
+            let cwd = if policy.filesystem.decide(&here, FsAccess::Read) == FsDecision::Allow
+                && !here.starts_with("/tmp")
+            {
+                here.clone()
+            } else {
+                PathBuf::from("/tmp")
+            };
+            (cwd, which(first, &path_var)?, rest.to_vec())
+        }
+    };
+    let interpreter = match kind {
+        Kind::Python => {
+            let p = req
+                .interpreter
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(kind::DEFAULT_PYTHON));
+            if !p.is_absolute() || !p.exists() {
+                return Err(setup(format!(
+                    "--interpreter: {} does not exist (an absolute host path is needed)",
+                    p.display()
+                )));
+            }
+            if !policy.may_exec(&p, &path_var) {
+                return Err(setup(format!(
+                    "the policy does not let the sandbox run {}: add its directory to filesystem.exec (--allow-run={})",
+                    p.display(),
+                    p.display()
+                )));
+            }
+            Some(p)
+        }
+        Kind::Bun => Some(
+            req.interpreter
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(kind::BUN_IN_SANDBOX)),
+        ),
+        Kind::Command => None,
+    };
+    let mut argv = Vec::new();
+    let template: serde_json::Value = serde_json::from_str(kind.template())
+        .map_err(|e| setup(format!("bundle template {}: {e}", kind.name())))?;
+    for a in template["process"]["args"].as_array().into_iter().flatten() {
+        match a.as_str().unwrap_or_default() {
+            "{{interpreter}}" => {
+                argv.extend(interpreter.iter().map(|p| p.to_string_lossy().into_owned()))
+            }
+            "{{script}}" => argv.push(head.clone()),
+            "{{args}}" => {
+                if kind == Kind::Command {
+                    argv.push(head.clone());
+                }
+                argv.extend(rest.iter().cloned());
+            }
+            other => argv.push(other.to_string()),
+        }
+    }
+    if kind != Kind::Command {
+        let home = workers::home()?;
+        if kind == Kind::Bun && interpreter.as_deref() == Some(Path::new(kind::BUN_IN_SANDBOX)) {
+            if !home.join("bin/bun").is_file() {
+                return Err(setup(
+                    "Bun is not installed: run `bash hack/install-bun.sh` (or `make run`), or pass --interpreter",
+                ));
+            }
+            sandbox
+                .landlock_exec
+                .push(PathBuf::from(WORKER_DIR).join("bin"));
+        }
+        if !home.join("lib/libbuntime_ipc.so").is_file() {
+            tracing::warn!(target: "cli", "libbuntime_ipc.so is missing from {}: the worker runs without its supervisor (build with `cargo build --workspace`)", home.display());
+        }
+        sandbox
+            .late_mounts
+            .push(bind_ro(&home, Path::new(WORKER_DIR))?);
+        sandbox.landlock_read.push(PathBuf::from(WORKER_DIR));
+        make_mount_point(&policy)?;
+    }
+    sandbox.worker_env = template["process"]["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    sandbox.policy = policy;
+    Ok(Plan {
+        kind,
+        argv,
+        cwd,
+        sandbox,
+    })
+}
+
+/// A command name looked up in PATH, as a shell would (the sandbox's root
+/// is empty until it starts, so the runtime cannot look it up there).
+fn which(cmd: &str, path_var: &str) -> Result<String, SandboxError> {
+    use std::os::unix::fs::PermissionsExt;
+    if cmd.contains('/') {
+        return Ok(cmd.to_string());
+    }
+    path_var
+        .split(':')
+        .filter(|d| d.starts_with('/'))
+        .map(|d| Path::new(d).join(cmd))
+        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .map(|p| p.to_string_lossy().into_owned())
+        .ok_or_else(|| setup(format!("{cmd}: command not found in PATH")))
+}
+
+fn bind_ro(src: &Path, dst: &Path) -> Result<Mount, SandboxError> {
+    MountBuilder::default()
+        .destination(dst)
+        .typ("bind")
+        .source(src)
+        .options(
+            ["rbind", "ro", "nosuid", "nodev"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .build()
+        .map_err(|e| setup(format!("mount {}: {e}", dst.display())))
+}
+
+/// When the policy binds a parent of `/opt/buntime` (`/opt`, `/`) from the
+/// host, the mount point must exist there: an empty directory is made.
+fn make_mount_point(policy: &Policy) -> Result<(), SandboxError> {
+    let fs = &policy.filesystem;
+    let target = Path::new(WORKER_DIR);
+    let covered = fs
+        .read
+        .iter()
+        .chain(&fs.write)
+        .chain(&fs.exec)
+        .any(|p| target.starts_with(p.as_path()));
+    if covered && !target.is_dir() {
+        fs::create_dir_all(target).map_err(|e| {
+            setup(format!(
+                "the policy binds the host's {} and {WORKER_DIR} (the worker's mount point) is missing there: {e}",
+                target.parent().unwrap_or(target).display()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// The bundle's config.json: the template with the target filled in.
+fn bundle_spec(plan: &Plan, ask_timeout: Option<&str>) -> Result<Spec, SandboxError> {
+    let mut v: serde_json::Value = serde_json::from_str(plan.kind.template())
+        .map_err(|e| setup(format!("bundle template: {e}")))?;
+    v["process"]["args"] = serde_json::json!(plan.argv);
+    v["process"]["cwd"] = serde_json::json!(plan.cwd);
+    v["process"]["env"] = serde_json::json!([]);
+    v["process"]["user"] = serde_json::json!({
+        "uid": nix::unistd::getuid().as_raw(),
+        "gid": nix::unistd::getgid().as_raw(),
+    });
+    v["process"]["terminal"] = serde_json::json!(false);
+    if let Some(t) = ask_timeout {
+        v["annotations"] = serde_json::json!({ crate::supervisor::ANNOTATION_ASK_TIMEOUT: t });
+    }
+    serde_json::from_value(v).map_err(|e| setup(format!("bundle template: {e}")))
+}
+
+/// Removes the bundle directory when the run ends, however it ends.
+struct BundleDir(PathBuf);
+
+impl Drop for BundleDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs the request; returns the exit code to exit with.
+pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(setup(
+            "buntime run needs root for now: run it with sudo (rootless sandboxes through a user namespace are not supported yet)",
+        ));
+    }
+    let plan = plan(&req)?;
+    let spec = bundle_spec(&plan, req.ask_timeout.as_deref())?;
+    let id = format!("run-{}", std::process::id());
+    fs::create_dir_all(&req.state_root)
+        .map_err(|e| setup(format!("create {}: {e}", req.state_root.display())))?;
+    let root = Root::open(&req.state_root, false)?;
+    let bundle = BundleDir(req.state_root.join("bundles").join(&id));
+    let _ = fs::remove_dir_all(&bundle.0);
+    fs::create_dir_all(bundle.0.join("rootfs"))
+        .map_err(|e| setup(format!("create {}: {e}", bundle.0.display())))?;
+    spec.save(bundle.0.join("config.json"))
+        .map_err(|e| setup(format!("write bundle: {e}")))?;
+    let memory = plan.sandbox.policy.resources.memory.map(|m| m.to_string());
+
+    foreground::become_subreaper()?;
+    let opts = CreateOptions {
+        id: id.clone(),
+        bundle: bundle.0.clone(),
+        detach: false,
+        sandbox: Some(plan.sandbox),
+        ..CreateOptions::default()
+    };
+    let container = create(&root, &opts)?;
+    let pid = container
+        .pid()
+        .map(|p| Pid::from_raw(p.as_raw()))
+        .ok_or_else(|| setup("created sandbox has no pid"))?;
+    let set = foreground::block_signals()?;
+    let state = root.extra_dir(&id);
+    if req.prompt {
+        let sock = state.join(crate::supervisor::APPROVER_FILE);
+        let _ = std::thread::Builder::new()
+            .name("prompt".into())
+            .spawn(move || prompt::serve(&sock));
+    }
+    let waited = lifecycle::start(&root, &id)
+        .map_err(SandboxError::from)
+        .and_then(|()| foreground::wait_forward(pid, &set).map_err(SandboxError::from));
+    let records = report::read_audit(&state.join(crate::audit::AUDIT_FILE));
+    let ooms = report::oom_kills(&format!("/buntime/{id}"));
+    if let Err(e) = lifecycle::delete(&root, &id, true) {
+        tracing::warn!(target: "cli", "delete sandbox {id}: {e}");
+    }
+    foreground::unblock_signals(&set);
+    let mut code = waited?;
+    if report::timed_out(&records) {
+        let limit = req
+            .policy
+            .resources
+            .timeout
+            .map(|t| format!(" ({t})"))
+            .unwrap_or_default();
+        eprintln!("buntime: killed: the time limit{limit} was reached");
+        code = 124;
+    } else if code == 137 && ooms > 0 {
+        eprintln!(
+            "buntime: killed: the memory limit{} was reached",
+            memory.map(|m| format!(" ({m})")).unwrap_or_default()
+        );
+    }
+    if let Some(line) = report::denied_summary(&records) {
+        eprintln!("{line}");
+    }
+    Ok(code)
+}

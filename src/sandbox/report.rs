@@ -1,0 +1,157 @@
+//! After a run: why it ended (timeout, memory limit) and a one-line
+//! summary of what the sandbox was refused, from its audit log.
+
+use std::path::Path;
+
+use crate::audit::AuditRecord;
+
+/// The records of `audit.log` (unreadable lines skipped).
+pub fn read_audit(path: &Path) -> Vec<AuditRecord> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Did the supervisor kill the sandbox for `resources.timeout`?
+pub fn timed_out(records: &[AuditRecord]) -> bool {
+    records
+        .iter()
+        .any(|r| r.kind == "timeout" && r.decision == "kill")
+}
+
+/// `buntime: 2 requests denied: read /etc/shadow (…); connect to x:443 (…)`,
+/// or `None` when nothing was denied. At most three are named.
+pub fn denied_summary(records: &[AuditRecord]) -> Option<String> {
+    let denied: Vec<&AuditRecord> = records
+        .iter()
+        .filter(|r| r.decision == "deny" && r.kind != "stdout")
+        .collect();
+    if denied.is_empty() {
+        return None;
+    }
+    let named: Vec<String> = denied
+        .iter()
+        .take(3)
+        .map(|r| {
+            let what = match r.kind.as_str() {
+                "fs_read" => "read",
+                "fs_write" => "write",
+                "list_dir" => "list",
+                "net_connect" | "proxy" => "connect to",
+                "exec" => "run",
+                other => other,
+            };
+            let subject: String = r
+                .subject
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .take(120)
+                .collect();
+            if r.reason.is_empty() {
+                format!("{what} {subject}")
+            } else {
+                format!("{what} {subject} ({})", r.reason)
+            }
+        })
+        .collect();
+    let more = if denied.len() > 3 {
+        format!("; and {} more", denied.len() - 3)
+    } else {
+        String::new()
+    };
+    let n = denied.len();
+    Some(format!(
+        "buntime: {n} request{} denied: {}{more}",
+        if n == 1 { "" } else { "s" },
+        named.join("; ")
+    ))
+}
+
+/// How many times the kernel's OOM killer acted in the container's memory
+/// cgroup (v1 `memory.oom_control` or v2 `memory.events`).
+pub fn oom_kills(cgroup: &str) -> u64 {
+    let rel = cgroup.trim_start_matches('/');
+    let candidates = [
+        format!("/sys/fs/cgroup/memory/{rel}/memory.oom_control"),
+        format!("/sys/fs/cgroup/{rel}/memory.events"),
+        format!("/sys/fs/cgroup/unified/{rel}/memory.events"),
+    ];
+    candidates
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .filter_map(|text| {
+            text.lines().find_map(|l| {
+                l.strip_prefix("oom_kill ")
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+            })
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(kind: &str, subject: &str, decision: &str, reason: &str) -> AuditRecord {
+        AuditRecord {
+            time: String::new(),
+            container: "c".into(),
+            pid: 1,
+            kind: kind.into(),
+            subject: subject.into(),
+            decision: decision.into(),
+            rule: "default".into(),
+            reason: reason.into(),
+            latency_us: 0,
+            bytes: 0,
+            addr: None,
+            bytes_up: None,
+            bytes_down: None,
+            duration_ms: None,
+        }
+    }
+
+    #[test]
+    fn summary_names_the_first_denials() {
+        assert_eq!(denied_summary(&[rec("fs_read", "/a", "allow", "")]), None);
+        let s = denied_summary(&[
+            rec(
+                "fs_read",
+                "/etc/shadow",
+                "deny",
+                "denied by filesystem.deny /etc/shadow",
+            ),
+            rec(
+                "proxy",
+                "x.com:443",
+                "deny",
+                "no network.allow entry matches",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            s,
+            "buntime: 2 requests denied: read /etc/shadow (denied by filesystem.deny /etc/shadow); connect to x.com:443 (no network.allow entry matches)"
+        );
+        let many: Vec<AuditRecord> = (0..5)
+            .map(|i| rec("exec", &format!("/bin/x{i}\n"), "deny", ""))
+            .collect();
+        let s = denied_summary(&many).unwrap();
+        assert!(
+            s.starts_with("buntime: 5 requests denied: run /bin/x0?;"),
+            "{s}"
+        );
+        assert!(s.ends_with("; and 2 more"), "{s}");
+    }
+
+    #[test]
+    fn timeouts_are_found() {
+        let mut r = rec("timeout", "container init", "kill", "");
+        assert!(timed_out(std::slice::from_ref(&r)));
+        r.decision = "error".into();
+        assert!(!timed_out(&[r]));
+    }
+}

@@ -1,0 +1,257 @@
+"""The connection to the supervisor and the broker requests.
+
+Every request either returns what the supervisor granted or raises
+:class:`PermissionError` (``EACCES``) carrying the supervisor's reason; with
+no supervisor, or when it is gone, requests are refused too (fail closed).
+
+The connection is process-wide. The worker opens it at start
+(:func:`connect`); a program that imports ``buntime`` without the worker
+connects on first use. A forked child never touches its parent's
+connection: it opens its own on first use.
+"""
+
+from __future__ import annotations
+
+import _thread
+import atexit
+import errno
+import os
+import sys
+
+from . import protocol  # the ctypes binding (ipc) is imported lazily
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at startup: checkers only
+    from typing import List, Optional, Tuple, Union
+
+    from .ipc import Client
+
+    PathArg = Union[str, bytes, os.PathLike[str], os.PathLike[bytes]]
+
+CONTROL_ENV = "BUNTIME_CONTROL"
+
+_lock = _thread.allocate_lock()
+_client: Optional[Client] = None
+_attempted = False
+_why_not = "no supervisor: BUNTIME_CONTROL is not set"
+_owner_pid = os.getpid()
+_atexit_registered = False
+
+# FS_WRITE data above this goes through a writable fd instead of the ring
+# (the worker-to-supervisor ring holds 1 MiB).
+INLINE_WRITE_MAX = 256 << 10
+
+
+def connect(warn: bool = True) -> Optional[Client]:
+    """Connect now (once). Prints one warning to stderr when
+    ``$BUNTIME_CONTROL`` is set but the connection fails."""
+    global _client, _attempted, _why_not
+    with _lock:
+        if _attempted:
+            return _client
+        _attempted = True
+        if not os.environ.get(CONTROL_ENV):
+            return None
+        try:
+            from .ipc import Client  # ctypes: only with a supervisor
+            _client = Client()
+        except (OSError, AttributeError) as e:
+            _why_not = f"no supervisor: cannot connect to it ({e})"
+            if warn:
+                sys.stderr.write(f"buntime: warning: {_why_not}; "
+                                 "running without the broker\n")
+                sys.stderr.flush()
+            return None
+        _register_close()
+        return _client
+
+
+def _register_close() -> None:
+    global _atexit_registered
+    if not _atexit_registered:
+        _atexit_registered = True
+        atexit.register(_close_if_child_or_lazy)
+
+
+def _close_if_child_or_lazy() -> None:
+    """At exit: close a connection nobody else will close (a lazily opened
+    one, or a forked child's). The worker closes its own after EXIT."""
+    if _client is not None and not _client.closed:
+        try:
+            _client.close()
+        except OSError:
+            pass
+
+
+def client() -> Optional[Client]:
+    """The live connection, connecting on first use; None if there is
+    none."""
+    c = _client
+    if c is not None and not c.closed:
+        return c
+    if not _attempted:
+        return connect(warn=False)
+    return None
+
+
+def available() -> bool:
+    return client() is not None
+
+
+def is_owner() -> bool:
+    """True in the process that started the worker (not a forked child)."""
+    return os.getpid() == _owner_pid
+
+
+def finish(status: int) -> None:
+    """Send EXIT (only from the worker's own process) and close."""
+    global _why_not
+    c = _client
+    if c is None or c.closed:
+        return
+    _why_not = "no supervisor: the connection to it is closed (exiting)"
+    try:
+        if is_owner():
+            c.exit(status)
+    except OSError:
+        pass
+    try:
+        c.close()
+    except OSError:
+        pass
+
+
+def _after_fork_in_child() -> None:
+    global _client, _attempted, _lock
+    _lock = _thread.allocate_lock()
+    if _client is not None:
+        _client.abandon()
+    _client = None
+    _attempted = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _denied(reason: str, subject: object) -> PermissionError:
+    return PermissionError(errno.EACCES, reason, subject)
+
+
+def request(kind: int, body: bytes, subject: object) -> protocol.Reply:
+    """Ask the supervisor; ALLOW is returned, DENY (or no supervisor, or a
+    broken connection) raises PermissionError(EACCES, reason, subject)."""
+    c = client()
+    if c is None:
+        raise _denied(_why_not, subject)
+    try:
+        r = c.request(kind, body)
+    except protocol.IpcError as e:
+        raise _denied(f"supervisor unavailable: {e}", subject) from None
+    if r.kind != protocol.ALLOW:
+        if r.fd >= 0:
+            os.close(r.fd)
+        raise _denied(r.reason or "denied by the supervisor", subject)
+    return r
+
+
+def abspath(path: PathArg) -> bytes:
+    """The absolute, lexically normalised path as bytes (relative paths
+    against the current directory, as the kernel would)."""
+    p = os.fsencode(path)
+    if b"\0" in p:
+        raise ValueError("embedded null byte")
+    return os.path.abspath(p)
+
+
+def fs_read_fd(path: PathArg) -> Tuple[int, bytes]:
+    """FS_READ: (a read-only fd or -1, inline data)."""
+    p = abspath(path)
+    r = request(protocol.FS_READ, p, os.fsdecode(p))
+    return r.fd, r.data
+
+
+def fs_write_fd(path: PathArg) -> int:
+    """FS_WRITE without data: a write-only fd (created, not truncated)."""
+    p = abspath(path)
+    r = request(protocol.FS_WRITE, len(p).to_bytes(4, "little") + p,
+                os.fsdecode(p))
+    if r.fd < 0:
+        raise _denied("the supervisor granted the write without an fd",
+                      os.fsdecode(p))
+    return r.fd
+
+
+def fs_write_data(path: PathArg, data: bytes) -> None:
+    """FS_WRITE with data: the supervisor creates/truncates and writes."""
+    p = abspath(path)
+    if not data or len(data) > INLINE_WRITE_MAX:
+        fd = fs_write_fd(p)
+        try:
+            os.ftruncate(fd, 0)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        return
+    r = request(protocol.FS_WRITE, len(p).to_bytes(4, "little") + p + data,
+                os.fsdecode(p))
+    if r.fd >= 0:
+        os.close(r.fd)
+
+
+def list_dir_raw(path: PathArg) -> List[Tuple[bytes, bool]]:
+    """LISTDIR: (name, is a directory) for each entry, in the supervisor's
+    (sorted) order."""
+    p = abspath(path)
+    r = request(protocol.LISTDIR, p, os.fsdecode(p))
+    if r.fd >= 0:
+        os.close(r.fd)
+    entries = []
+    for name in r.data.split(b"\0"):
+        is_dir = name.endswith(b"/")
+        if is_dir:
+            name = name[:-1]
+        if name:
+            entries.append((name, is_dir))
+    return entries
+
+
+def list_dir(path: PathArg) -> List[bytes]:
+    """LISTDIR: the entry names (bytes, without the directories' '/')."""
+    return [name for name, _ in list_dir_raw(path)]
+
+
+def net_connect(host: str, port: int) -> Tuple[int, str]:
+    """NET_CONNECT: (a connected socket fd, the address connected to)."""
+    subject = f"{host}:{port}"
+    if not 0 < port < 65536:
+        raise ValueError(f"bad port {port}")
+    try:
+        name = host.encode("ascii")
+    except UnicodeEncodeError:
+        name = host.encode("idna")
+    r = request(protocol.NET_CONNECT, port.to_bytes(2, "little") + name,
+                subject)
+    if r.fd < 0:
+        raise _denied("the supervisor granted the connection without a socket",
+                      subject)
+    return r.fd, r.data.decode("utf-8", "replace")
+
+
+def exec_resolve(argv: List[Union[str, bytes]]) -> str:
+    """EXEC: the program path the supervisor resolved for ``argv``."""
+    args = [os.fsencode(a) for a in argv]
+    if not args or not args[0]:
+        raise ValueError("argv[0] must not be empty")
+    if any(b"\0" in a for a in args):
+        raise ValueError("embedded null byte")
+    subject = os.fsdecode(args[0])
+    r = request(protocol.EXEC, b"".join(a + b"\0" for a in args), subject)
+    if r.fd >= 0:
+        os.close(r.fd)
+    if not r.data:
+        raise _denied("the supervisor allowed the program without a path",
+                      subject)
+    return os.fsdecode(r.data)

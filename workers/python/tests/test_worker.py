@@ -1,0 +1,247 @@
+"""Unit tests of the Python worker without a sandbox or supervisor.
+
+A fake client stands in for libbuntime_ipc (it decodes the request bodies
+and grants or denies like a supervisor), and the "sandbox" is simulated by
+making the real open/listdir/scandir raise PermissionError below a refused
+directory. Run from the repository root with any Python >= 3.9:
+
+    python3 workers/python/tests/test_worker.py
+"""
+
+import errno
+import io
+import os
+import pathlib
+import posix
+import subprocess
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import buntime  # noqa: E402
+from buntime_worker import broker, hooks, protocol, runner  # noqa: E402
+
+
+class FakeClient:
+    """Answers requests as a supervisor would: paths containing 'deny'
+    are refused, the rest granted."""
+
+    closed = False
+
+    def __init__(self):
+        self.requests = []
+
+    def request(self, kind, body):
+        self.requests.append((kind, body))
+        if kind == protocol.FS_READ:
+            return self._fs(body, os.O_RDONLY)
+        if kind == protocol.FS_WRITE:
+            n = int.from_bytes(body[:4], "little")
+            path, data = body[4:4 + n], body[4 + n:]
+            if data:
+                if b"deny" in path:
+                    return protocol.Reply(protocol.DENY, b"no writing", -1)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+                os.write(fd, data)
+                os.close(fd)
+                return protocol.Reply(protocol.ALLOW, b"", -1)
+            return self._fs(path, os.O_WRONLY | os.O_CREAT)
+        if kind == protocol.LISTDIR:
+            if b"deny" in body:
+                return protocol.Reply(protocol.DENY, b"no listing", -1)
+            names = sorted(posix.listdir(body))  # not the fallback
+            out = b"".join(n + (b"/" if os.path.isdir(os.path.join(body, n))
+                                else b"") + b"\0" for n in names)
+            return protocol.Reply(protocol.ALLOW, out, -1)
+        if kind == protocol.EXEC:
+            argv = body.split(b"\0")[:-1]
+            if b"deny" in argv[0]:
+                return protocol.Reply(protocol.DENY, b"no running", -1)
+            return protocol.Reply(protocol.ALLOW, b"/bin/echo", -1)
+        if kind == protocol.NET_CONNECT:
+            return protocol.Reply(protocol.DENY, b"no network", -1)
+        raise AssertionError(kind)
+
+    def _fs(self, path, flags):
+        if b"deny" in path:
+            return protocol.Reply(protocol.DENY, b"denied by the policy", -1)
+        return protocol.Reply(protocol.ALLOW, b"", os.open(path, flags, 0o644))
+
+    def close(self):
+        self.closed = True
+
+
+class Sandboxed(unittest.TestCase):
+    """Fallbacks against the fake client, below a 'refused' directory."""
+
+    @classmethod
+    def setUpClass(cls):
+        hooks.install()
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(self.tmp.cleanup)
+        self.root = os.path.join(self.tmp.name, "refused")
+        os.mkdir(self.root)
+        os.mkdir(os.path.join(self.root, "sub"))
+        with hooks._real_open(os.path.join(self.root, "a.txt"), "w") as f:
+            f.write("alpha\n")
+        self.client = FakeClient()
+        self._saved = (broker._client, broker._attempted, hooks._real_open,
+                       hooks._real_listdir, hooks._real_scandir)
+        broker._client, broker._attempted = self.client, True
+        root = self.root
+
+        def refuse(real):
+            def call(path=None, *args, **kwargs):
+                if isinstance(path, (str, bytes, os.PathLike)):
+                    p = os.path.abspath(os.fsdecode(os.fspath(path)))
+                    if p.startswith(root):
+                        raise PermissionError(errno.EACCES,
+                                              "Permission denied", path)
+                return real(path, *args, **kwargs)
+            return call
+
+        hooks._real_open = refuse(self._saved[2])
+        hooks._real_listdir = refuse(self._saved[3])
+        hooks._real_scandir = refuse(self._saved[4])
+
+    def tearDown(self):
+        (broker._client, broker._attempted, hooks._real_open,
+         hooks._real_listdir, hooks._real_scandir) = self._saved
+
+    def path(self, *parts):
+        return os.path.join(self.root, *parts)
+
+    def test_open_read_text_binary_pathlib(self):
+        with open(self.path("a.txt")) as f:
+            self.assertEqual(f.read(), "alpha\n")
+            self.assertEqual(f.name, self.path("a.txt"))
+        with open(self.path("a.txt"), "rb", buffering=0) as f:
+            self.assertEqual(f.read(), b"alpha\n")
+        self.assertEqual(pathlib.Path(self.path("a.txt")).read_text(),
+                         "alpha\n")
+        self.assertEqual(self.client.requests[0],
+                         (protocol.FS_READ, os.fsencode(self.path("a.txt"))))
+
+    def test_relative_path_is_made_absolute(self):
+        old = os.getcwd()
+        os.chdir(self.root)
+        try:
+            with open("a.txt") as f:
+                self.assertEqual(f.read(), "alpha\n")
+        finally:
+            os.chdir(old)
+        self.assertEqual(self.client.requests[-1][1],
+                         os.fsencode(self.path("a.txt")))
+
+    def test_write_append_exclusive(self):
+        p = self.path("w.txt")
+        with open(p, "w") as f:
+            f.write("a long first line\n")
+        with open(p, "w") as f:
+            f.write("one\n")
+        with open(p, "a") as f:
+            f.write("two\n")
+        with self.assertRaises(FileExistsError):
+            open(p, "x")
+        with open(p) as f:
+            self.assertEqual(f.read(), "one\ntwo\n")
+        with open(p, "ab") as f:
+            f.seek(0)
+            f.write(b"three\n")  # O_APPEND: still at the end
+        with open(p, "rb") as f:
+            self.assertEqual(f.read(), b"one\ntwo\nthree\n")
+
+    def test_denied_keeps_the_original_error_with_the_reason(self):
+        with self.assertRaises(PermissionError) as cm:
+            open(self.path("deny.txt"))
+        e = cm.exception
+        self.assertEqual(e.errno, errno.EACCES)
+        self.assertEqual(e.filename, self.path("deny.txt"))
+        self.assertIn("(buntime: denied by the policy)", str(e))
+
+    def test_unsupported_modes_and_fds_are_untouched(self):
+        n = len(self.client.requests)
+        with self.assertRaises(PermissionError):
+            open(self.path("a.txt"), "r+")
+        r, w = os.pipe()
+        os.close(w)
+        with open(r, "rb") as f:
+            self.assertEqual(f.read(), b"")
+        self.assertEqual(len(self.client.requests), n)
+
+    def test_listdir_and_scandir(self):
+        self.assertEqual(os.listdir(self.root), ["a.txt", "sub"])
+        self.assertEqual(os.listdir(os.fsencode(self.root)),
+                         [b"a.txt", b"sub"])
+        with os.scandir(self.root) as it:
+            got = {e.name: (e.is_dir(), e.is_file()) for e in it}
+        self.assertEqual(got, {"a.txt": (False, True), "sub": (True, False)})
+        with self.assertRaises(PermissionError) as cm:
+            os.listdir(self.path("deny"))
+        self.assertIn("(buntime: no listing)", str(cm.exception))
+
+    def test_buntime_module(self):
+        self.assertTrue(buntime.available())
+        self.assertEqual(buntime.read_file(self.path("a.txt")), b"alpha\n")
+        buntime.write_file(self.path("b.txt"), "beta")
+        self.assertEqual(buntime.read_file(self.path("b.txt")), b"beta")
+        big = b"x" * (broker.INLINE_WRITE_MAX + 1)
+        buntime.write_file(self.path("big"), big)
+        self.assertEqual(os.path.getsize(self.path("big")),
+                         broker.INLINE_WRITE_MAX + 1)
+        self.assertEqual(buntime.list_dir(self.root),
+                         ["a.txt", "b.txt", "big", "sub"])
+        with self.assertRaises(PermissionError) as cm:
+            buntime.read_file(self.path("deny"))
+        self.assertEqual(cm.exception.strerror, "denied by the policy")
+        with self.assertRaises(PermissionError) as cm:
+            buntime.connect("example.org", 443)
+        self.assertEqual(cm.exception.filename, "example.org:443")
+        self.assertEqual(self.client.requests[-1],
+                         (protocol.NET_CONNECT,
+                          (443).to_bytes(2, "little") + b"example.org"))
+
+    def test_run_and_popen_fallback(self):
+        r = buntime.run(["anything", "hi"], capture_output=True, text=True)
+        self.assertEqual(r.stdout, "hi\n")  # /bin/echo, argv[0] kept
+        self.assertEqual(self.client.requests[-1],
+                         (protocol.EXEC, b"anything\0hi\0"))
+        prog = os.path.join(self.tmp.name, "prog")  # not executable: EACCES
+        with io.open(prog, "w") as f:
+            f.write("#!/bin/sh\n")
+        r = subprocess.run([prog, "again"], capture_output=True, text=True)
+        self.assertEqual(r.stdout, "again\n")
+        deny = os.path.join(self.tmp.name, "deny-prog")
+        with io.open(deny, "w") as f:
+            f.write("#!/bin/sh\n")
+        with self.assertRaises(PermissionError) as cm:
+            subprocess.run([deny])
+        self.assertIn("(buntime: no running)", str(cm.exception))
+
+
+class NoSupervisor(unittest.TestCase):
+    def test_refused_with_a_reason(self):
+        saved = broker._client, broker._attempted
+        broker._client, broker._attempted = None, True
+        try:
+            self.assertFalse(buntime.available())
+            with self.assertRaises(PermissionError) as cm:
+                buntime.read_file("/etc/hostname")
+            self.assertIn("no supervisor", cm.exception.strerror)
+        finally:
+            broker._client, broker._attempted = saved
+
+
+class ExitStatus(unittest.TestCase):
+    def test_like_python(self):
+        for code, status in ((None, 0), (0, 0), (3, 3), (256, 0), (-1, 255),
+                             (True, 1), ("message", 1), (1 << 70, 255)):
+            self.assertEqual(runner.exit_status(code), status, code)
+
+
+if __name__ == "__main__":
+    unittest.main()

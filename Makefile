@@ -32,8 +32,9 @@ fmt:
 
 # install / uninstall. Paths: $(DESTDIR)$(PREFIX)/bin (buntime-runc, buntime),
 # $(PREFIX)/lib (libbuntime_ipc.so), $(PREFIX)/include (buntime_ipc.h),
-# $(PREFIX)/share/buntime (policy schema, engine snippets, workers and bundle
-# templates when the tree has them), and /etc/buntime (not under PREFIX: the
+# $(PREFIX)/lib/buntime (the worker files `buntime run` mounts),
+# $(PREFIX)/share/buntime (policy schema, engine snippets, bundle templates),
+# and /etc/buntime (not under PREFIX: the
 # runtime looks there): policies/*.json (shipped, replaced on every install)
 # and default.json (the node's default policy: an admin's file, installed
 # only when there is none, never overwritten, removed by uninstall only when
@@ -61,15 +62,27 @@ install: $(INSTALL_DEPS)
 	else \
 		install -m 0644 policies/default.json $(DESTDIR)$(SYSCONFDIR)/default.json; \
 	fi
-	@set -e; for d in integration workers bundle-templates; do \
+	@set -e; for d in integration bundle-templates; do \
 		if [ -d $$d ]; then \
 			rm -rf $(DESTDIR)$(DATADIR)/$$d; cp -R $$d $(DESTDIR)$(DATADIR)/$$d; \
 		fi; \
 	done
+	# What `buntime run` mounts at /opt/buntime: $(LIBDIR)/buntime, next to
+	# $(BINDIR)/buntime (python/ precompiled, bun/, lib/, bin/bun).
+	rm -rf $(DESTDIR)$(LIBDIR)/buntime
+	install -d $(DESTDIR)$(LIBDIR)/buntime/lib $(DESTDIR)$(LIBDIR)/buntime/bin
+	cp -R workers/python $(DESTDIR)$(LIBDIR)/buntime/python
+	rm -rf $(DESTDIR)$(LIBDIR)/buntime/python/tests
+	cp -R workers/bun $(DESTDIR)$(LIBDIR)/buntime/bun
+	/usr/bin/python3 -m compileall -q --invalidation-mode unchecked-hash $(DESTDIR)$(LIBDIR)/buntime/python
+	install -m 0755 $(TARGET_DIR)/libbuntime_ipc.so $(DESTDIR)$(LIBDIR)/buntime/lib/
+	@if [ -e .build/bun/bun ]; then install -m 0755 "$$(readlink -f .build/bun/bun)" $(DESTDIR)$(LIBDIR)/buntime/bin/bun; \
+		else echo "install: no Bun in .build/bun (hack/install-bun.sh): .ts/.js scripts need --interpreter"; fi
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/buntime-runc $(DESTDIR)$(BINDIR)/buntime \
 		$(DESTDIR)$(LIBDIR)/libbuntime_ipc.so $(DESTDIR)$(INCLUDEDIR)/buntime_ipc.h
+	rm -rf $(DESTDIR)$(LIBDIR)/buntime
 	rm -f $(addprefix $(DESTDIR)$(SYSCONFDIR)/policies/,$(notdir $(SHIPPED_POLICIES)))
 	rm -rf $(DESTDIR)$(DATADIR)
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/default.json ]; then \

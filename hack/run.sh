@@ -1,27 +1,23 @@
 #!/usr/bin/env bash
-# `make run`: a sample script in a sandbox under the default policy.
-# `buntime run` (Python and Bun workers) is not built yet; until then this
-# runs examples/sandbox-demo.sh in a busybox bundle through buntime-runc,
-# which applies the default policy (read-only root, private /tmp, no
-# network, no capabilities, seccomp, Landlock).
+# `make run`: the showcase script in a sandbox under the default policy,
+# plus one allowed host: a local web server started here for the duration
+# (the default policy has no network; --allow-net adds this one host).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runc=target/release/buntime-runc
-work=$(mktemp -d /tmp/buntime-run.XXXXXX)
-root="$work/state"
-id="demo-$$"
-cleanup() {
-  "$runc" --root "$root" delete --force "$id" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-bash hack/make-bundle.sh "$work/bundle" sh /opt/demo.sh
-mkdir -p "$work/bundle/rootfs/opt"
-cp examples/sandbox-demo.sh "$work/bundle/rootfs/opt/demo.sh"
-echo "== buntime-runc run (default policy) =="
+buntime=${BUNTIME:-target/release/buntime}
+port=8765
+/usr/bin/python3 -m http.server "$port" --bind 127.0.0.1 --directory examples >/dev/null 2>&1 &
+server=$!
+trap 'kill "$server" 2>/dev/null || true' EXIT
+for _ in $(seq 50); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  sleep 0.1
+done
+echo "== buntime run --allow-net=127.0.0.1:$port examples/showcase.py =="
 set +e
-"$runc" --root "$root" run --bundle "$work/bundle" "$id"
+"$buntime" run --allow-net="127.0.0.1:$port" examples/showcase.py
 code=$?
 set -e
 echo "== exit code $code =="
-echo "(buntime run with Python/Bun workers is not available yet: see issue 'The main job')"
+echo "== buntime run examples/hello.ts =="
+"$buntime" run examples/hello.ts || echo "(Bun missing: bash hack/install-bun.sh)"

@@ -384,6 +384,12 @@ fn deny_paths_inside_a_readable_tree_are_masked() {
     let stdout = text(&out.stdout);
     assert!(stdout.contains("fine\nok=0"), "{all}");
     assert!(!stdout.contains("TOP-SECRET"), "{all}");
+    // A denied file cannot be read at all (not an empty stand-in).
+    assert!(stdout.contains("secret=1"), "{all}");
+    assert!(
+        all.contains("can't open '/etc/secret.conf': Permission denied"),
+        "{all}"
+    );
     assert!(!stdout.contains("PRIVATE-KEY"), "{all}");
     assert!(stdout.contains("key=1"), "{all}");
     assert!(section(&stdout, "--private").is_empty(), "{all}");

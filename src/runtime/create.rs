@@ -74,6 +74,13 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
                 prepared.resolved.policy.network.mode,
             ))
         });
+    let deny_files = unreadable_deny_files(
+        &mut spec,
+        &prepared.resolved.policy,
+        opts.sandbox.is_some(),
+        &rootfs,
+        &root.extra_dir(&opts.id),
+    )?;
     let mut landlock_plan = prepared.landlock;
     let supervised = wants_supervisor(&spec);
     if supervised {
@@ -109,6 +116,9 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
     }
 
     let result = (|| {
+        if deny_files {
+            make_denied_file(&extra)?;
+        }
         bundle::write_spec(&extra, &spec)?;
         write_json(
             &extra.join(POLICY_FILE),
@@ -270,6 +280,77 @@ fn wants_supervisor(spec: &libcontainer::oci_spec::runtime::Spec) -> bool {
         .as_ref()
         .and_then(|a| a.get(ANNOTATION_SUPERVISOR_OFF))
         .is_none_or(|v| v != "off")
+}
+
+/// In the state directory: an empty file nobody may read (mode 000), bound
+/// over `filesystem.deny` files.
+const DENIED_FILE: &str = "denied";
+
+/// A denied *file* is masked with an unreadable file instead of
+/// `/dev/null`, so that reading it fails (`EACCES`: no capability in the
+/// sandbox overrides the mode) instead of looking empty. Directories stay
+/// masked by an empty read-only tmpfs. Returns whether any file was found.
+fn unreadable_deny_files(
+    spec: &mut libcontainer::oci_spec::runtime::Spec,
+    policy: &crate::policy::Policy,
+    host_paths: bool,
+    rootfs: &Path,
+    extra: &Path,
+) -> Result<bool> {
+    use libcontainer::oci_spec::runtime::MountBuilder;
+    let mut files = Vec::new();
+    for p in &policy.filesystem.deny {
+        let p = crate::policy::normalize_path(p.as_path());
+        let view = if host_paths {
+            p.clone()
+        } else {
+            rootfs.join(p.strip_prefix("/").unwrap_or(&p))
+        };
+        // Not following symlinks: a link is masked as before.
+        if fs::symlink_metadata(&view).is_ok_and(|m| m.is_file()) {
+            files.push(p);
+        }
+    }
+    if files.is_empty() {
+        return Ok(false);
+    }
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for p in &files {
+        let m = MountBuilder::default()
+            .destination(p)
+            .typ("bind")
+            .source(extra.join(DENIED_FILE))
+            .options(
+                ["bind", "ro", "nosuid", "nodev", "noexec"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .build()
+            .map_err(|e| RuntimeError::Invalid(format!("deny mount: {e}")))?;
+        mounts.push(m);
+    }
+    spec.set_mounts(Some(mounts));
+    if let Some(mut linux) = spec.linux().clone() {
+        if let Some(mut masked) = linux.masked_paths().clone() {
+            masked.retain(|m| !files.iter().any(|f| Path::new(m) == f));
+            linux.set_masked_paths(Some(masked));
+        }
+        spec.set_linux(Some(linux));
+    }
+    Ok(true)
+}
+
+fn make_denied_file(extra: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = extra.join(DENIED_FILE);
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o000)
+        .open(&path)
+        .map(|_| ())
+        .map_err(|e| RuntimeError::io(format!("create {}", path.display()), e))
 }
 
 /// Binds the supervisor's directory (socket and segment) read-only at

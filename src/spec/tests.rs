@@ -306,7 +306,11 @@ fn run_mode_binds_host_paths_oci_mode_never_does() {
     assert!(find(&run, "/usr/bin").is_none());
     // Under the private /tmp: the host's directory, bound read-only.
     let scripts = find(&run, "/tmp/scripts").expect("host path under /tmp bound");
-    assert!(scripts.options().as_ref().unwrap().contains(&"ro".to_string()));
+    assert!(scripts
+        .options()
+        .as_ref()
+        .unwrap()
+        .contains(&"ro".to_string()));
     assert_eq!(find(&run, "/tmp").unwrap().typ().as_deref(), Some("tmpfs"));
     // /proc comes from the container's own proc mount, never the host's.
     assert_eq!(find(&run, "/proc").unwrap().typ().as_deref(), Some("proc"));

@@ -393,9 +393,10 @@ pub(super) fn net_check(
         };
         deny(rule, r.to_string())
     };
-    // Refuse by name before resolving: a denied name is never looked up.
+    // Refuse by name before resolving: a denied name is never looked up,
+    // nor one nobody could grant (names are never allowed by address).
     if let NetDecision::Deny(r) = net.decide(host, port) {
-        if r != NetDenyReason::NotAllowed {
+        if r != NetDenyReason::NotAllowed || ctx.policy.broker.net_connect == BrokerRule::Deny {
             return Err(hard(r));
         }
     }

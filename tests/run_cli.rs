@@ -1,0 +1,471 @@
+//! `buntime run` end to end, as root: real sandboxes of the host's
+//! binaries, the Python and Bun workers, the supervisor, and what a person
+//! running a script sees (output, exit codes, signals, limits, refusals,
+//! prompts) — and that nothing is left behind.
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::wait_until;
+
+const BUNTIME: &str = env!("CARGO_BIN_EXE_buntime");
+
+/// A private state root and a scripts directory (outside /tmp's private
+/// view: the sandbox gets its own /tmp).
+struct Run {
+    dir: tempfile::TempDir,
+}
+
+impl Run {
+    fn new() -> Run {
+        let dir = tempfile::Builder::new()
+            .prefix("buntime-test-run-")
+            .tempdir_in("/var/tmp")
+            .expect("tempdir");
+        fs::create_dir_all(dir.path().join("scripts")).unwrap();
+        Run { dir }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn script(&self, name: &str, body: &str) -> PathBuf {
+        let p = self.dir.path().join("scripts").join(name);
+        fs::write(&p, body).unwrap();
+        p
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BUNTIME);
+        c.arg("--root").arg(self.root()).arg("run").args(args);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run buntime")
+    }
+
+    /// Nothing of any sandbox remains: state, bundle, cgroups, mounts,
+    /// supervisor processes.
+    fn assert_clean(&self) {
+        let root = self.root();
+        for sub in [".buntime", "bundles"] {
+            let d = root.join(sub);
+            let left: Vec<_> = fs::read_dir(&d)
+                .map(|r| r.flatten().map(|e| e.file_name()).collect())
+                .unwrap_or_default();
+            assert!(left.is_empty(), "left in {}: {left:?}", d.display());
+        }
+        let containers: Vec<_> = fs::read_dir(&root)
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("run-"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            containers.is_empty(),
+            "container state left: {containers:?}"
+        );
+        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !mounts.contains(&*self.dir.path().to_string_lossy()),
+            "mounts left:\n{mounts}"
+        );
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "[exit {:?}]\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        text(&o.stdout),
+        text(&o.stderr)
+    )
+}
+
+fn fixture(rel: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn scripts_run_with_their_arguments_and_exit_codes() {
+    let r = Run::new();
+    let s = r.script(
+        "args.py",
+        "import os, sys\nprint('args', sys.argv[1:], os.getcwd())\nsys.exit(int(sys.argv[1]))\n",
+    );
+    let o = r.run(&[s.to_str().unwrap(), "3", "two words"]);
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    let dir = s.parent().unwrap().display().to_string();
+    assert_eq!(text(&o.stdout), format!("args ['3', 'two words'] {dir}\n"));
+    // An uncaught exception: traceback, status 1.
+    let boom = r.script("boom.py", "raise RuntimeError('boom')\n");
+    let o = r.run(&[boom.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        text(&o.stderr).contains("RuntimeError: boom"),
+        "{}",
+        show(&o)
+    );
+    // A command after --.
+    let o = r.run(&["--", "sh", "-c", "echo from sh; exit 7"]);
+    assert_eq!(o.status.code(), Some(7), "{}", show(&o));
+    assert_eq!(text(&o.stdout), "from sh\n");
+    // Bad input: a clear error, a non-zero exit.
+    let o = r.run(&["/nonexistent/x.py"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("/nonexistent/x.py: No such file"),
+        "{}",
+        show(&o)
+    );
+    let o = r.run(&["--memory=lots", s.to_str().unwrap()]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(text(&o.stderr).contains("--memory"), "{}", show(&o));
+    r.assert_clean();
+}
+
+#[test]
+fn bun_scripts_run_under_the_bun_worker() {
+    let r = Run::new();
+    let s = r.script(
+        "hello.ts",
+        "const n: number = Number(process.argv[2]);\nconsole.log(`bun says ${n * 2}`);\nprocess.exit(n);\n",
+    );
+    let o = r.run(&[s.to_str().unwrap(), "21"]);
+    assert_eq!(o.status.code(), Some(21), "{}", show(&o));
+    assert_eq!(text(&o.stdout), "bun says 42\n");
+    let o = r.run(&[&fixture("workers/bun_broker.ts"), "5"]);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(5), "{}", show(&o));
+    assert!(out.contains("available: yes\n"), "{}", show(&o));
+    assert!(out.contains("allowed: ok\n"), "{}", show(&o));
+    assert!(out.contains("shadow: denied\n"), "{}", show(&o));
+    assert!(out.contains("shadow-direct: denied"), "{}", show(&o));
+    r.assert_clean();
+}
+
+#[test]
+fn output_order_large_output_and_stdin() {
+    let r = Run::new();
+    let order = r.script(
+        "order.py",
+        "import sys\nfor i in range(200):\n    s = sys.stdout if i % 2 == 0 else sys.stderr\n    print(f'line {i}', file=s, flush=True)\n",
+    );
+    // stdout and stderr on one file: the interleaving is kept.
+    let log = r.dir.path().join("order.log");
+    let f = fs::File::create(&log).unwrap();
+    let st = r
+        .cmd(&[order.to_str().unwrap()])
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let want: String = (0..200).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(fs::read_to_string(&log).unwrap(), want);
+
+    // 100 MiB streamed without loss.
+    let big = r.script(
+        "big.py",
+        "import sys\nblock = bytes(range(256)) * 4096\nfor _ in range(100):\n    sys.stdout.buffer.write(block)\n",
+    );
+    let mut child = r
+        .cmd(&[big.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let (mut n, mut sum, mut buf) = (0u64, 0u64, vec![0u8; 1 << 20]);
+    loop {
+        let k = out.read(&mut buf).unwrap();
+        if k == 0 {
+            break;
+        }
+        for &b in &buf[..k] {
+            sum = sum.wrapping_add(b as u64);
+        }
+        n += k as u64;
+    }
+    assert!(child.wait().unwrap().success());
+    assert_eq!(n, 100 << 20);
+    assert_eq!(sum, 100 * 4096 * (0..256u64).sum::<u64>());
+
+    // stdin is the caller's.
+    let echo = r.script(
+        "echo.py",
+        "import sys\nprint(sys.stdin.read().upper(), end='')\n",
+    );
+    let mut child = r
+        .cmd(&[echo.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"piped in\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(text(&o.stdout), "PIPED IN\n");
+    r.assert_clean();
+}
+
+#[test]
+fn signals_timeout_and_memory_limit() {
+    let r = Run::new();
+    let sleeper = r.script(
+        "sleeper.py",
+        "import time\nprint('ready', flush=True)\ntry:\n    time.sleep(60)\nfinally:\n    print('cleanup ran', flush=True)\n",
+    );
+    let mut child = r
+        .cmd(&[sleeper.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    lines.read_line(&mut first).unwrap();
+    assert_eq!(first, "ready\n");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
+    let mut rest = String::new();
+    lines.read_to_string(&mut rest).unwrap();
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(143), "{rest}");
+    assert_eq!(rest, "cleanup ran\n");
+
+    // The wall-clock limit: 124 and a message.
+    let o = r.run(&["--timeout=1s", sleeper.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(124), "{}", show(&o));
+    assert!(
+        text(&o.stderr).contains("buntime: killed: the time limit (1s) was reached"),
+        "{}",
+        show(&o)
+    );
+
+    // The memory limit: the kernel kills it, 137 and a message.
+    let hog = r.script(
+        "hog.py",
+        "chunks = []\nwhile True:\n    chunks.append(bytearray(8 << 20))\n",
+    );
+    let o = r.run(&["--memory=64M", hog.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(137), "{}", show(&o));
+    assert!(
+        text(&o.stderr).contains("the memory limit (64M) was reached"),
+        "{}",
+        show(&o)
+    );
+    r.assert_clean();
+}
+
+#[test]
+fn escape_attempts_fail_the_way_the_policy_says() {
+    let r = Run::new();
+    let o = r.run(&[&fixture("run/escape.py")]);
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(!out.contains("ESCAPED"), "{}", show(&o));
+    for (name, errno) in [
+        ("read-shadow", "EACCES"),
+        ("write-outside", "EROFS"),
+        ("connect-out", "EPERM"),
+        ("ptrace", "EPERM"),
+        ("mount", "EPERM"),
+        ("unshare", "EPERM"),
+        ("fork-bomb", "EAGAIN"),
+    ] {
+        assert!(
+            out.contains(&format!("{name}: blocked ({errno})")),
+            "{name}: {}",
+            show(&o)
+        );
+    }
+    // The default policy's pids limit (256) stopped the fork bomb.
+    let forks: u32 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("fork-count: "))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(forks < 256, "{forks}");
+    // The refused file was put to the broker (default: deny) and summed up.
+    assert!(
+        text(&o.stderr).contains("buntime: 1 request denied: read /etc/shadow"),
+        "{}",
+        show(&o)
+    );
+    r.assert_clean();
+}
+
+#[test]
+fn ask_is_answered_allowed_denied_or_times_out() {
+    let r = Run::new();
+    let data = r.dir.path().join("data");
+    fs::create_dir_all(&data).unwrap();
+    for f in ["yes.txt", "no.txt", "late.txt"] {
+        fs::write(data.join(f), format!("content of {f}\n")).unwrap();
+    }
+    let policy = r.dir.path().join("ask.json");
+    fs::write(
+        &policy,
+        r#"{"version":1,"filesystem":{"read":["/usr","/etc","/lib","/lib64","/bin","/proc"],
+            "write":["/tmp"],"exec":["/usr/bin","/usr/lib","/bin"]},
+            "broker":{"fs_read":"ask"},"env":{"pass":["PATH","TERM"]}}"#,
+    )
+    .unwrap();
+    let script = r.script(
+        "ask.py",
+        &format!(
+            "for f in ['yes.txt', 'no.txt', 'late.txt']:\n    try:\n        print(open('{}/' + f).read().strip())\n    except OSError as e:\n        print(f, 'refused:', e.strerror)\n",
+            data.display()
+        ),
+    );
+    let mut child = r
+        .cmd(&[
+            "--policy",
+            policy.to_str().unwrap(),
+            "--ask-timeout=1s",
+            script.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sock = r
+        .root()
+        .join(".buntime")
+        .join(format!("run-{}", child.id()))
+        .join("approve.sock");
+    assert!(
+        wait_until(Duration::from_secs(20), || sock.exists()),
+        "no approver socket"
+    );
+    let conn = UnixStream::connect(&sock).unwrap();
+    let mut w = conn.try_clone().unwrap();
+    let mut asked = Vec::new();
+    for line in BufReader::new(conn).lines() {
+        let Ok(line) = line else { break };
+        let q: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let subject = q["subject"].as_str().unwrap().to_string();
+        asked.push(subject.clone());
+        let result = if subject.ends_with("yes.txt") {
+            "allow"
+        } else if subject.ends_with("no.txt") {
+            "deny"
+        } else {
+            break; // late.txt: no answer
+        };
+        writeln!(
+            w,
+            "{}",
+            serde_json::json!({"id": q["id"], "result": result})
+        )
+        .unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(out.contains("content of yes.txt\n"), "{}", show(&o));
+    assert!(
+        out.contains("no.txt refused: No such file or directory (buntime: denied by the approver)"),
+        "{}",
+        show(&o)
+    );
+    assert!(out.contains("late.txt refused: No such file or directory (buntime: no answer from an approver within 1000 ms)"), "{}", show(&o));
+    assert_eq!(asked.len(), 3, "{asked:?}");
+    assert!(
+        text(&o.stderr).contains("buntime: 2 requests denied: read"),
+        "{}",
+        show(&o)
+    );
+    r.assert_clean();
+}
+
+#[test]
+fn network_through_the_proxy_from_a_script() {
+    use std::net::TcpListener;
+    let r = Run::new();
+    // A host server on loopback: named by the flag, so reachable.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut s = s;
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+            );
+        }
+    });
+    let s = r.script(
+        "net.py",
+        "import sys, urllib.request, urllib.error\nfor u in sys.argv[1:]:\n    try:\n        print(u, urllib.request.urlopen(u, timeout=10).read().decode())\n    except urllib.error.HTTPError as e:\n        print(u, e.code, e.headers['X-Buntime-Deny'])\n",
+    );
+    let allowed = format!("http://127.0.0.1:{port}/");
+    let other = format!("http://127.0.0.2:{port}/");
+    let o = r.run(&[
+        &format!("--allow-net=127.0.0.1:{port}"),
+        s.to_str().unwrap(),
+        &allowed,
+        &other,
+    ]);
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(out.contains(&format!("{allowed} hello\n")), "{}", show(&o));
+    assert!(
+        out.contains(&format!("{other} 403 loopback address")),
+        "{}",
+        show(&o)
+    );
+    r.assert_clean();
+}
+
+#[test]
+fn two_hundred_runs_leave_nothing_behind() {
+    let r = Run::new();
+    for i in 0..200 {
+        let o = r.run(&["--", "/bin/true"]);
+        assert!(o.status.success(), "run {i}: {}", show(&o));
+    }
+    r.assert_clean();
+    // No supervisor of ours still runs.
+    let ps = Command::new("pgrep")
+        .args(["-f", "supervise run-"])
+        .output()
+        .unwrap();
+    let root = r.root().to_string_lossy().into_owned();
+    let left: Vec<String> = text(&ps.stdout)
+        .lines()
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| text(&c).contains(&root))
+                .unwrap_or(false)
+        })
+        .map(str::to_string)
+        .collect();
+    assert!(left.is_empty(), "supervisors left: {left:?}");
+}

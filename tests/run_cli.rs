@@ -343,7 +343,7 @@ fn ask_is_answered_allowed_denied_or_times_out() {
             data.display()
         ),
     );
-    let mut child = r
+    let child = r
         .cmd(&[
             "--policy",
             policy.to_str().unwrap(),

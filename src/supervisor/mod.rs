@@ -298,6 +298,9 @@ impl Drop for Files {
 /// The `supervise` subcommand. Returns when the container's init is gone.
 pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError> {
     close_inherited();
+    // Registering for membarrier costs milliseconds once threads exist
+    // (an RCU grace period) and microseconds before: do it now.
+    let _ = crate::ipc::wait::membarrier_ok();
     let state = root.extra_dir(id);
     let run_dir = state.join(RUN_DIR);
     fs::DirBuilder::new()

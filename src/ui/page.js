@@ -163,7 +163,7 @@ function openStream(id) {
   source = es;
   $('stream').textContent = 'live';
   es.addEventListener('decision', (e) => addRecord(JSON.parse(e.data)));
-  es.addEventListener('asks', (e) => renderAsks(id, JSON.parse(e.data)));
+  es.addEventListener('asks', (e) => { renderAsks(id, JSON.parse(e.data)); refreshList(); });
   es.addEventListener('end', () => {
     es.close();
     $('stream').textContent = 'ended: the supervisor is gone';

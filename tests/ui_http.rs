@@ -243,7 +243,7 @@ fn the_cli_prints_its_address_and_token() {
     assert_eq!(out.status.code(), Some(2), "clap refuses a bad address");
 }
 
-fn decision<'a>(events: &'a [Event], subject: &str) -> Option<serde_json::Value> {
+fn decision(events: &[Event], subject: &str) -> Option<serde_json::Value> {
     events
         .iter()
         .filter(|e| e.name == "decision")

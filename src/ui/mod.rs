@@ -331,7 +331,9 @@ fn handle(ctx: &Ctx, req: Request) {
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let api = segs.first() == Some(&"api");
     if let Err(r) = ctx.guard.check(&req, &query, api) {
-        tracing::warn!(target: "ui", method = %req.method(), url = %url,
+        // The path only: the query may hold a (wrong) token.
+        let path = url.split('?').next().unwrap_or_default();
+        tracing::warn!(target: "ui", method = %req.method(), path,
             remote = ?req.remote_addr(), "refused: {}", r.message);
         return error(req, r.status, r.message);
     }

@@ -19,9 +19,11 @@ use buntime::sandbox;
     long_about = "Run untrusted code in a deny-by-default sandbox.\n\nA policy (JSON, see docs/policy.md) says what the sandbox may read, write, execute and connect to. Start with `buntime init-policy > my-policy.json`."
 )]
 struct Cli {
-    /// State directory of `buntime run`'s sandboxes.
-    #[arg(long, global = true, hide = true, value_name = "DIR")]
-    root: Option<PathBuf>,
+    /// State directory: of `run`'s sandboxes (default /run/buntime-run);
+    /// for `ui`, the roots to look in (repeatable; default
+    /// /run/buntime-runc and /run/buntime-run).
+    #[arg(long, global = true, value_name = "DIR", action = clap::ArgAction::Append)]
+    root: Vec<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -47,6 +49,24 @@ enum Command {
     /// worker, anything else as a command. Exits with the script's exit
     /// code (124 on timeout, 137 when killed, e.g. by the memory limit).
     Run(Box<RunArgs>),
+    /// Serve the debug UI: sandboxes, live decisions, pending questions
+    /// and why things were refused, in the browser, e.g.
+    /// `buntime ui --listen 127.0.0.1:7437`.
+    ///
+    /// Listens on loopback unless told otherwise; on any other address the
+    /// page needs the token printed at start.
+    Ui {
+        /// Address to listen on (port 0: any free port).
+        #[arg(long, value_name = "ADDR", default_value = buntime::ui::DEFAULT_LISTEN)]
+        listen: std::net::SocketAddr,
+        /// Require this token (default: none on loopback, a random one
+        /// printed at start elsewhere).
+        #[arg(long, value_name = "TOKEN")]
+        token: Option<String>,
+        /// Show only this sandbox.
+        #[arg(long, value_name = "ID")]
+        only: Option<String>,
+    },
     /// The per-sandbox supervisor (started by `run`).
     #[command(hide = true)]
     Supervise { id: String },
@@ -168,10 +188,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         },
-        Command::Run(args) => run_sandbox(cli.root, *args),
+        Command::Run(args) => run_sandbox(cli.root.last().cloned(), *args),
+        Command::Ui {
+            listen,
+            token,
+            only,
+        } => {
+            let roots = if cli.root.is_empty() {
+                buntime::ui::default_roots()
+            } else {
+                cli.root
+            };
+            buntime::ui::serve(buntime::ui::UiOptions {
+                listen,
+                roots,
+                only,
+                token,
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Supervise { id } => {
             let dir = cli
                 .root
+                .last()
+                .cloned()
                 .unwrap_or_else(|| PathBuf::from(sandbox::DEFAULT_STATE_ROOT));
             let root = buntime::runtime::Root::open(&dir, false)?;
             buntime::supervisor::run(&root, &id)?;

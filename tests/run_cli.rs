@@ -469,3 +469,102 @@ fn two_hundred_runs_leave_nothing_behind() {
         .collect();
     assert!(left.is_empty(), "supervisors left: {left:?}");
 }
+
+/// A tiny HTTP client for the debug UI (loopback, no keep-alive).
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::net::TcpStream;
+    let mut s = TcpStream::connect(addr).unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nOrigin: http://{addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
+    (status, body)
+}
+
+#[test]
+fn debug_ui_serves_the_run_and_answers_its_asks() {
+    let r = Run::new();
+    let data = r.dir.path().join("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("x.csv"), "a,b\n").unwrap();
+    let policy = r.dir.path().join("ask.json");
+    fs::write(
+        &policy,
+        r#"{"version":1,"filesystem":{"read":["/usr","/etc","/lib","/lib64","/bin","/proc"],
+            "write":["/tmp"],"exec":["/usr/bin","/usr/lib","/bin"]},
+            "broker":{"fs_read":"ask"}}"#,
+    )
+    .unwrap();
+    let script = r.script(
+        "ui.py",
+        &format!("print(open('{}/x.csv').read().strip())\n", data.display()),
+    );
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let child = r
+        .cmd(&[
+            &format!("--debug-ui-listen={addr}"),
+            "--ask-timeout=20s",
+            "--policy",
+            policy.to_str().unwrap(),
+            script.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The pending ask shows in the UI; allow it there.
+    let mut answered = false;
+    assert!(wait_until(Duration::from_secs(20), || {
+        let Ok(s) = std::net::TcpStream::connect(&addr) else {
+            return false;
+        };
+        drop(s);
+        let (code, body) = http(&addr, "GET", "/api/asks", "");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let Some(ask) = v
+            .as_array()
+            .and_then(|a| a.first())
+            .cloned()
+            .or_else(|| v["asks"].as_array().and_then(|a| a.first()).cloned())
+        else {
+            return false;
+        };
+        assert_eq!(code, 200);
+        assert_eq!(ask["kind"], "fs_read");
+        let path = format!(
+            "/api/asks/{}/{}",
+            ask["container"].as_str().unwrap(),
+            ask["id"]
+        );
+        let (code, _) = http(&addr, "POST", &path, r#"{"result":"allow"}"#);
+        answered = code == 200;
+        true
+    }));
+    assert!(answered);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(text(&o.stdout), "a,b\n");
+    assert!(
+        text(&o.stderr).contains(&format!("buntime: debug UI at http://{addr}/")),
+        "{}",
+        show(&o)
+    );
+    r.assert_clean();
+}

@@ -88,9 +88,13 @@ struct RunArgs {
     /// terminal to ask, it is denied when this runs out).
     #[arg(long, value_name = "DURATION")]
     ask_timeout: Option<String>,
-    /// Serve the debug UI for this run and print its address.
+    /// Serve the debug UI for this run (on a free loopback port) and print
+    /// its address; it answers `ask`s instead of the terminal.
     #[arg(long)]
     debug_ui: bool,
+    /// Serve the debug UI on this address (implies --debug-ui).
+    #[arg(long, value_name = "ADDR")]
+    debug_ui_listen: Option<String>,
     /// FILE [ARGS…], or -- COMMAND [ARGS…].
     #[arg(
         required = true,
@@ -222,9 +226,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 fn run_sandbox(root: Option<PathBuf>, a: RunArgs) -> Result<ExitCode> {
     use std::io::IsTerminal;
-    if a.debug_ui {
-        anyhow::bail!("--debug-ui: the debug UI is not available yet");
-    }
     if let Some(t) = &a.ask_timeout {
         policy::TimeSpan::parse(t).map_err(|e| anyhow::anyhow!("--ask-timeout {t:?}: {e}"))?;
     }
@@ -261,6 +262,14 @@ fn run_sandbox(root: Option<PathBuf>, a: RunArgs) -> Result<ExitCode> {
         state_root: root.unwrap_or_else(|| PathBuf::from(sandbox::DEFAULT_STATE_ROOT)),
         ask_timeout: a.ask_timeout,
         prompt: std::io::stdin().is_terminal(),
+        debug_ui: match (a.debug_ui, &a.debug_ui_listen) {
+            (_, Some(addr)) => Some(
+                addr.parse()
+                    .map_err(|e| anyhow::anyhow!("--debug-ui-listen {addr:?}: {e}"))?,
+            ),
+            (true, None) => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+            (false, None) => None,
+        },
     };
     let code = sandbox::run(req)?;
     Ok(ExitCode::from(code.clamp(0, 255) as u8))

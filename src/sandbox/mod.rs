@@ -53,6 +53,8 @@ pub struct RunRequest {
     pub ask_timeout: Option<String>,
     /// Put `ask` questions to the terminal.
     pub prompt: bool,
+    /// Serve the debug UI for this run (it then answers `ask`s).
+    pub debug_ui: Option<std::net::SocketAddr>,
 }
 
 fn setup(msg: impl Into<String>) -> SandboxError {
@@ -321,7 +323,32 @@ pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
         .ok_or_else(|| setup("created sandbox has no pid"))?;
     let set = foreground::block_signals()?;
     let state = root.extra_dir(&id);
-    if req.prompt {
+    // Threads only now: libcontainer has forked what it had to.
+    let _ui = match req.debug_ui {
+        Some(listen) => {
+            let ui = crate::ui::serve_background(crate::ui::UiOptions {
+                listen,
+                roots: vec![req.state_root.clone()],
+                only: Some(id.clone()),
+                token: None,
+            })
+            .map_err(|e| setup(format!("--debug-ui: {e}")));
+            match ui {
+                Ok(ui) => {
+                    eprintln!("buntime: debug UI at {}", ui.url());
+                    Some(ui)
+                }
+                Err(e) => {
+                    let _ = lifecycle::delete(&root, &id, true);
+                    foreground::unblock_signals(&set);
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
+    // The UI is the approver when there is one (the newest approver wins).
+    if req.prompt && req.debug_ui.is_none() {
         let sock = state.join(crate::supervisor::APPROVER_FILE);
         let _ = std::thread::Builder::new()
             .name("prompt".into())

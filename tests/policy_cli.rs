@@ -255,8 +255,15 @@ fn schema_output_equals_committed_file() {
 }
 
 #[test]
-fn run_is_not_available_yet() {
-    let o = buntime(&["run", "--allow-read=/tmp", "python3", "x.py"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("buntime run is not available yet"));
+fn run_reports_bad_flags_and_missing_scripts() {
+    let o = buntime(&["run", "--allow-net=bad host", "x.py"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("--allow-net"), "{}", stderr(&o));
+    let o = buntime(&["run", "/nonexistent/script.py"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("/nonexistent/script.py"),
+        "{}",
+        stderr(&o)
+    );
 }

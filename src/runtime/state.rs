@@ -90,8 +90,20 @@ impl Root {
         if !dir.join("state.json").exists() {
             return Err(RuntimeError::NotFound(id.to_string()));
         }
-        let mut container = Container::load(dir)
-            .map_err(|e| RuntimeError::backend(format!("load container {id:?}"), &e))?;
+        // libcontainer rewrites state.json in place (truncate, then write):
+        // a reader can catch it empty or half-written. Such a read is
+        // retried briefly; a state that stays unreadable is an error.
+        let mut attempt = 0;
+        let mut container = loop {
+            match Container::load(dir.clone()) {
+                Ok(c) => break c,
+                Err(e) if attempt < 20 && e.to_string().contains("parse") => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => return Err(RuntimeError::backend(format!("load container {id:?}"), &e)),
+            }
+        };
         container
             .refresh_status()
             .map_err(|e| RuntimeError::backend(format!("container {id:?} status"), &e))?;

@@ -363,7 +363,7 @@ pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError>
         .map_err(io("open output log"))?;
 
     // Tell `create` we are ready, then wait for the init pid on stdin.
-    println!("ready");
+    let _ = std::io::stdout().write_all(b"ready\n");
     let _ = std::io::stdout().flush();
     let mut line = String::new();
     let _ = std::io::stdin().lock().read_line(&mut line);
@@ -408,10 +408,13 @@ pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError>
         Ok(())
     };
     // `create` waits for this line in proxy mode; stdout is /dev/null after.
-    match &serving {
-        Ok(()) => println!("serving"),
-        Err(e) => println!("{e}"),
-    }
+    // Not println!: when `create` did not wait for this line it has closed
+    // the pipe, and println! would panic on EPIPE.
+    let line = match &serving {
+        Ok(()) => "serving\n".to_string(),
+        Err(e) => format!("{e}\n"),
+    };
+    let _ = std::io::stdout().write_all(line.as_bytes());
     let _ = std::io::stdout().flush();
     redirect_null(1);
     serving?;

@@ -236,7 +236,7 @@ fn signals_timeout_and_memory_limit() {
     let r = Run::new();
     let sleeper = r.script(
         "sleeper.py",
-        "import time\nprint('ready', flush=True)\ntry:\n    time.sleep(60)\nfinally:\n    print('cleanup ran', flush=True)\n",
+        "import time\ntry:\n    print('ready', flush=True)\n    time.sleep(60)\nfinally:\n    print('cleanup ran', flush=True)\n",
     );
     let mut child = r
         .cmd(&[sleeper.to_str().unwrap()])

@@ -568,3 +568,164 @@ fn debug_ui_serves_the_run_and_answers_its_asks() {
     );
     r.assert_clean();
 }
+
+/// As an ordinary user: the test set-up makes the user, delegates a cgroup
+/// subtree (`buntime setup-user`), and puts the binary, the worker files
+/// and the scripts where that user can read them.
+#[test]
+fn ordinary_users_run_sandboxes_rootless() {
+    const USER: &str = "buntime-test";
+    let run_as = |args: &[&str], home: &Path| {
+        Command::new("runuser")
+            .args(["-u", USER, "--", "env", "XDG_RUNTIME_DIR="])
+            .arg(format!("BUNTIME_HOME={}", home.display()))
+            .args(args)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .output()
+            .expect("runuser")
+    };
+    if Command::new("id")
+        .arg(USER)
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        let st = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                USER,
+            ])
+            .status()
+            .expect("useradd");
+        assert!(st.success(), "useradd {USER}");
+    }
+    let o = Command::new(BUNTIME)
+        .args(["setup-user", USER])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    let delegated: Vec<String> = text(&o.stdout).lines().map(str::to_string).collect();
+    assert!(delegated
+        .iter()
+        .any(|d| d.starts_with("/sys/fs/cgroup/memory/buntime/user-")));
+
+    // Stage the worker files (as root), then copy everything somewhere
+    // world-readable.
+    let r = Run::new();
+    let staged = r.run(&[&fixture("../../examples/hello.py")]);
+    assert!(staged.status.success(), "{}", show(&staged));
+    let pub_dir = r.dir.path().join("pub");
+    fs::create_dir_all(pub_dir.join("bin")).unwrap();
+    let bin = pub_dir.join("bin/buntime");
+    fs::copy(BUNTIME, &bin).unwrap();
+    let home = pub_dir.join("home");
+    let src_home = Path::new(BUNTIME).parent().unwrap().join("buntime-home");
+    let st = Command::new("cp")
+        .arg("-r")
+        .arg(&src_home)
+        .arg(&home)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    fs::copy(fixture("run/escape.py"), pub_dir.join("escape.py")).unwrap();
+    fs::write(
+        pub_dir.join("hello.py"),
+        "import os, sys\nprint('hello as', os.getuid())\nsys.exit(3)\n",
+    )
+    .unwrap();
+    let st = Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(r.dir.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let b = bin.to_str().unwrap();
+
+    let o = run_as(
+        &[b, "run", pub_dir.join("hello.py").to_str().unwrap()],
+        &home,
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    // Root inside its user namespace, the caller outside.
+    assert_eq!(text(&o.stdout), "hello as 0\n");
+
+    let o = run_as(
+        &[b, "run", pub_dir.join("escape.py").to_str().unwrap()],
+        &home,
+    );
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(!out.contains("ESCAPED"), "{}", show(&o));
+    for line in [
+        "read-shadow: blocked (EACCES)",
+        "write-outside: blocked (EROFS)",
+        "mount: blocked (EPERM)",
+        "unshare: blocked (EPERM)",
+        "fork-bomb: blocked (EAGAIN)",
+    ] {
+        assert!(out.contains(line), "{line}: {}", show(&o));
+    }
+
+    let o = run_as(
+        &[
+            b,
+            "run",
+            "--memory=64M",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            "x = [bytearray(8 << 20) for _ in range(100)]",
+        ],
+        &home,
+    );
+    assert_eq!(o.status.code(), Some(137), "{}", show(&o));
+    assert!(
+        text(&o.stderr).contains("the memory limit (64M) was reached"),
+        "{}",
+        show(&o)
+    );
+
+    // What is not supported rootless says so.
+    let o = run_as(
+        &[b, "run", "--allow-net=pypi.org", "--", "/bin/true"],
+        &home,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("needs root for now"),
+        "{}",
+        show(&o)
+    );
+
+    // Nothing left: no sandbox cgroup under the user's subtree, no state.
+    for d in &delegated {
+        let left: Vec<_> = fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "cgroups left in {d}: {left:?}");
+    }
+    let uid = text(
+        &Command::new("id")
+            .args(["-u", USER])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    let state = PathBuf::from(format!("/tmp/buntime-run-{uid}/.buntime"));
+    let left: Vec<_> = fs::read_dir(&state)
+        .map(|r| r.flatten().collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "state left in {}", state.display());
+    for d in &delegated {
+        let _ = fs::remove_dir(d);
+    }
+}

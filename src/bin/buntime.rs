@@ -67,6 +67,13 @@ enum Command {
         #[arg(long, value_name = "ID")]
         only: Option<String>,
     },
+    /// As root, once per boot: let USER run sandboxes rootless (hands them
+    /// a cgroup subtree /buntime/user-UID in each cgroup v1 hierarchy and
+    /// makes the /opt/buntime mount point).
+    SetupUser {
+        #[arg(value_name = "USER")]
+        user: String,
+    },
     /// The per-sandbox supervisor (started by `run`).
     #[command(hide = true)]
     Supervise { id: String },
@@ -211,6 +218,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::SetupUser { user } => {
+            let u = nix::unistd::User::from_name(&user)
+                .with_context(|| format!("look up user {user:?}"))?
+                .ok_or_else(|| anyhow::anyhow!("no user named {user:?}"))?;
+            for d in sandbox::delegate::setup_user(u.uid.as_raw(), u.gid.as_raw())? {
+                println!("{d}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Supervise { id } => {
             let dir = cli
                 .root
@@ -259,7 +275,7 @@ fn run_sandbox(root: Option<PathBuf>, a: RunArgs) -> Result<ExitCode> {
         origin,
         target,
         interpreter: a.interpreter,
-        state_root: root.unwrap_or_else(|| PathBuf::from(sandbox::DEFAULT_STATE_ROOT)),
+        state_root: root.unwrap_or_else(sandbox::default_state_root),
         ask_timeout: a.ask_timeout,
         prompt: std::io::stdin().is_terminal(),
         debug_ui: match (a.debug_ui, &a.debug_ui_listen) {

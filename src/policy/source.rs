@@ -473,6 +473,14 @@ pub fn prepare_run(bundle: &Spec, run: &RunSandbox) -> Result<PreparedContainer,
     let mut annotations = effective.annotations().clone().unwrap_or_default();
     annotations.insert(ANNOTATION_PATHS.into(), "host".into());
     effective.set_annotations(Some(annotations));
+    if !nix::unistd::geteuid().is_root() {
+        // Rootless: libcontainer would write the devices controller, which
+        // needs CAP_SYS_ADMIN; `buntime run` sets the limits itself.
+        if let Some(mut linux) = effective.linux().clone() {
+            linux.set_resources(None);
+            effective.set_linux(Some(linux));
+        }
+    }
     let mut landlock = LandlockPlan::from_policy(&resolved.policy, &effective, ctx.proxy_port);
     landlock.read.extend(run.landlock_read.iter().cloned());
     landlock.exec.extend(run.landlock_exec.iter().cloned());

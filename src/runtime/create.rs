@@ -168,7 +168,13 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
         // `lo` first: the supervisor binds its proxy on 127.0.0.1 there.
         if has_new_netns(&spec) {
             if let Some(pid) = container.pid() {
-                super::loopback::bring_up_in(pid.as_raw())?;
+                if nix::unistd::geteuid().is_root() {
+                    super::loopback::bring_up_in(pid.as_raw())?;
+                } else {
+                    // The init is not ours to enter before its exec
+                    // (rootless): the sandbox's loopback stays down.
+                    tracing::debug!(target: "cli", "rootless: lo left down in the sandbox");
+                }
             }
         }
         if let Some(s) = supervisor.take() {

@@ -8,7 +8,9 @@
 //! supervisor of its own; the terminal is passed straight through; signals
 //! are forwarded; everything is removed at the end.
 
+pub mod delegate;
 pub mod kind;
+mod limits;
 pub mod prompt;
 pub mod report;
 mod workers;
@@ -27,6 +29,18 @@ pub use kind::{Kind, Target};
 
 /// Where `buntime run` keeps its containers' state (not buntime-runc's).
 pub const DEFAULT_STATE_ROOT: &str = "/run/buntime-run";
+
+/// The state root for the caller: [`DEFAULT_STATE_ROOT`] for root, else a
+/// private directory in `$XDG_RUNTIME_DIR` (or `/tmp/buntime-run-UID`).
+pub fn default_state_root() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from(DEFAULT_STATE_ROOT);
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if Path::new(&d).is_dir() => Path::new(&d).join("buntime-run"),
+        _ => PathBuf::from(format!("/tmp/buntime-run-{}", nix::unistd::getuid())),
+    }
+}
 /// The container path of the worker files.
 pub const WORKER_DIR: &str = "/opt/buntime";
 
@@ -125,6 +139,11 @@ fn plan(req: &RunRequest) -> Result<Plan, SandboxError> {
             (cwd, which(first, &path_var)?, rest.to_vec())
         }
     };
+    if !nix::unistd::geteuid().is_root() && policy.network.mode == crate::policy::NetMode::Proxy {
+        return Err(setup(
+            "network access (--allow-net, network mode proxy) needs root for now: the proxy is bound inside the sandbox's network namespace, which an ordinary user cannot enter before the sandbox starts",
+        ));
+    }
     let interpreter = match kind {
         Kind::Python => {
             let p = req
@@ -249,6 +268,11 @@ fn make_mount_point(policy: &Policy) -> Result<(), SandboxError> {
         .chain(&fs.write)
         .chain(&fs.exec)
         .any(|p| target.starts_with(p.as_path()));
+    if covered && !target.is_dir() && !nix::unistd::geteuid().is_root() {
+        return Err(setup(format!(
+            "the policy binds the host's /opt and {WORKER_DIR} (the worker's mount point) is missing there; as root, run `mkdir {WORKER_DIR}` once (or `make install`)"
+        )));
+    }
     if covered && !target.is_dir() {
         fs::create_dir_all(target).map_err(|e| {
             setup(format!(
@@ -261,16 +285,34 @@ fn make_mount_point(policy: &Policy) -> Result<(), SandboxError> {
 }
 
 /// The bundle's config.json: the template with the target filled in.
-fn bundle_spec(plan: &Plan, ask_timeout: Option<&str>) -> Result<Spec, SandboxError> {
+fn bundle_spec(plan: &Plan, id: &str, ask_timeout: Option<&str>) -> Result<Spec, SandboxError> {
     let mut v: serde_json::Value = serde_json::from_str(plan.kind.template())
         .map_err(|e| setup(format!("bundle template: {e}")))?;
     v["process"]["args"] = serde_json::json!(plan.argv);
     v["process"]["cwd"] = serde_json::json!(plan.cwd);
     v["process"]["env"] = serde_json::json!([]);
-    v["process"]["user"] = serde_json::json!({
-        "uid": nix::unistd::getuid().as_raw(),
-        "gid": nix::unistd::getgid().as_raw(),
-    });
+    let (uid, gid) = (
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    );
+    if nix::unistd::geteuid().is_root() {
+        v["process"]["user"] = serde_json::json!({ "uid": uid, "gid": gid });
+    } else {
+        // Rootless: a user namespace where the caller is root (and nobody
+        // else exists); the sandbox still has no capabilities.
+        v["process"]["user"] = serde_json::json!({ "uid": 0, "gid": 0 });
+        v["linux"]["namespaces"]
+            .as_array_mut()
+            .ok_or_else(|| setup("bundle template: no linux.namespaces"))?
+            .push(serde_json::json!({ "type": "user" }));
+        v["linux"]["uidMappings"] =
+            serde_json::json!([{ "containerID": 0, "hostID": uid, "size": 1 }]);
+        v["linux"]["gidMappings"] =
+            serde_json::json!([{ "containerID": 0, "hostID": gid, "size": 1 }]);
+        // cgroup v1 has no unprivileged delegation: an admin hands the user
+        // a subtree once (`buntime setup-user`).
+        v["linux"]["cgroupsPath"] = serde_json::json!(format!("{}/{id}", user_cgroup(uid)));
+    }
     v["process"]["terminal"] = serde_json::json!(false);
     if let Some(t) = ask_timeout {
         v["annotations"] = serde_json::json!({ crate::supervisor::ANNOTATION_ASK_TIMEOUT: t });
@@ -289,16 +331,17 @@ impl Drop for BundleDir {
 
 /// Runs the request; returns the exit code to exit with.
 pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
-    if !nix::unistd::geteuid().is_root() {
-        return Err(setup(
-            "buntime run needs root for now: run it with sudo (rootless sandboxes through a user namespace are not supported yet)",
-        ));
-    }
     let plan = plan(&req)?;
-    let spec = bundle_spec(&plan, req.ask_timeout.as_deref())?;
     let id = format!("run-{}", std::process::id());
-    fs::create_dir_all(&req.state_root)
-        .map_err(|e| setup(format!("create {}: {e}", req.state_root.display())))?;
+    let spec = bundle_spec(&plan, &id, req.ask_timeout.as_deref())?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&req.state_root)
+            .map_err(|e| setup(format!("create {}: {e}", req.state_root.display())))?;
+    }
     let root = Root::open(&req.state_root, false)?;
     let bundle = BundleDir(req.state_root.join("bundles").join(&id));
     let _ = fs::remove_dir_all(&bundle.0);
@@ -307,6 +350,7 @@ pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
     spec.save(bundle.0.join("config.json"))
         .map_err(|e| setup(format!("write bundle: {e}")))?;
     let memory = plan.sandbox.policy.resources.memory.map(|m| m.to_string());
+    let req_limits = plan.sandbox.policy.resources.clone();
 
     foreground::become_subreaper()?;
     let opts = CreateOptions {
@@ -321,6 +365,19 @@ pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
         .pid()
         .map(|p| Pid::from_raw(p.as_raw()))
         .ok_or_else(|| setup("created sandbox has no pid"))?;
+    if !nix::unistd::geteuid().is_root() {
+        let cg = format!("{}/{id}", user_cgroup(nix::unistd::getuid().as_raw()));
+        if let Err(e) = limits::apply_v1(&cg, &req_limits).and_then(|()| {
+            if Path::new("/sys/fs/cgroup/memory").is_dir() {
+                Ok(())
+            } else {
+                Err(setup("rootless limits: only cgroup v1 (delegated by `buntime setup-user`) is supported"))
+            }
+        }) {
+            let _ = lifecycle::delete(&root, &id, true);
+            return Err(e);
+        }
+    }
     let set = foreground::block_signals()?;
     let state = root.extra_dir(&id);
     // Threads only now: libcontainer has forked what it had to.
@@ -358,7 +415,12 @@ pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
         .map_err(SandboxError::from)
         .and_then(|()| foreground::wait_forward(pid, &set).map_err(SandboxError::from));
     let records = report::read_audit(&state.join(crate::audit::AUDIT_FILE));
-    let ooms = report::oom_kills(&format!("/buntime/{id}"));
+    let cgroup = if nix::unistd::geteuid().is_root() {
+        format!("/buntime/{id}")
+    } else {
+        format!("{}/{id}", user_cgroup(nix::unistd::getuid().as_raw()))
+    };
+    let ooms = report::oom_kills(&cgroup);
     if let Err(e) = lifecycle::delete(&root, &id, true) {
         tracing::warn!(target: "cli", "delete sandbox {id}: {e}");
     }
@@ -383,4 +445,9 @@ pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
         eprintln!("{line}");
     }
     Ok(code)
+}
+
+/// The cgroup subtree delegated to `uid` (relative to each hierarchy).
+pub fn user_cgroup(uid: u32) -> String {
+    format!("/buntime/user-{uid}")
 }

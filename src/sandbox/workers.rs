@@ -39,7 +39,13 @@ pub fn home() -> Result<PathBuf, SandboxError> {
     if let Some(repo) = exe_dir.parent().and_then(Path::parent) {
         if repo.join("workers/python/buntime_worker").is_dir() {
             let home = exe_dir.join("buntime-home");
-            stage(repo, exe_dir, &home)?;
+            if let Err(e) = stage(repo, exe_dir, &home) {
+                // Another user's build tree: use what is staged, if any.
+                if !home.join("python").is_dir() {
+                    return Err(e);
+                }
+                tracing::warn!(target: "cli", "worker files in {} not refreshed: {e}", home.display());
+            }
             return Ok(home);
         }
     }

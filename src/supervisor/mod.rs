@@ -249,7 +249,10 @@ pub(crate) struct Ctx {
     pub output: Mutex<(File, u64)>,
     pub output_limit: Option<u64>,
     pub approver: approver::Approver,
-    pub mnt_ns: u64,
+    /// The container's mount namespace (inode), read from the init on the
+    /// first connection: before its exec a rootless init is not readable.
+    pub mnt_ns: std::sync::OnceLock<u64>,
+    pub init_pid: i32,
 }
 
 /// Closes every descriptor from 3 up: whatever the caller of `create` passed
@@ -262,7 +265,7 @@ fn close_inherited() {
     }
 }
 
-fn mnt_ns(pid: i32) -> std::io::Result<u64> {
+pub(crate) fn mnt_ns(pid: i32) -> std::io::Result<u64> {
     fs::metadata(format!("/proc/{pid}/ns/mnt")).map(|m| m.ino())
 }
 
@@ -400,7 +403,8 @@ pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError>
         audit,
         output: Mutex::new((output, 0)),
         approver,
-        mnt_ns: mnt_ns(init_pid).map_err(io("container mount namespace"))?,
+        mnt_ns: std::sync::OnceLock::new(),
+        init_pid,
     });
     let serving = if ctx.policy.network.mode == crate::policy::NetMode::Proxy {
         egress::start(&ctx, init_pid)

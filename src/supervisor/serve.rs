@@ -56,7 +56,14 @@ pub(super) fn reject(ctx: &Ctx, sock: &ControlSocket, why: &str) {
 }
 
 fn same_container(ctx: &Ctx, peer: &PeerCred) -> bool {
-    super::mnt_ns(peer.pid).is_ok_and(|ns| ns == ctx.mnt_ns)
+    let Some(ours) = ctx.mnt_ns.get().copied().or_else(|| {
+        super::mnt_ns(ctx.init_pid)
+            .ok()
+            .map(|ns| *ctx.mnt_ns.get_or_init(|| ns))
+    }) else {
+        return false;
+    };
+    super::mnt_ns(peer.pid).is_ok_and(|ns| ns == ours)
 }
 
 pub(super) fn connection(ctx: &Ctx, sock: ControlSocket) {

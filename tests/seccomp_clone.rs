@@ -59,3 +59,33 @@ fn clone_with_namespace_flags_is_refused_in_init_and_exec() {
     env.assert_gone("cl1");
     env.assert_gone("cl2");
 }
+
+/// Only the native ABI passes the filter: a 32-bit `int $0x80` call from
+/// inside the sandbox is killed (SIGSYS), as is any foreign-ABI way
+/// around the rules.
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn foreign_abi_system_calls_are_killed() {
+    let env = Env::new();
+    let bundle = env.bundle("b", &["/bin/int80"], &[]);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/int80.c");
+    let status = Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(bundle.join("rootfs/bin/int80"))
+        .arg(&src)
+        .status()
+        .expect("run cc");
+    assert!(status.success(), "cc -static failed");
+    let out = env.runc(&[
+        "run",
+        "--bundle",
+        bundle.to_str().unwrap_or_default(),
+        "i80",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("before"), "{text}");
+    assert!(!text.contains("int80: allowed"), "{text}");
+    // 128 + SIGSYS (31).
+    assert_eq!(out.status.code(), Some(159), "{text}");
+    env.assert_gone("i80");
+}

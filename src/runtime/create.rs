@@ -147,6 +147,13 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
             },
         );
         if supervised {
+            // Its directory now (the container binds it); the supervisor
+            // itself starts while the container is built.
+            let run_dir = extra.join(crate::supervisor::RUN_DIR);
+            fs::DirBuilder::new()
+                .mode(0o755)
+                .create(&run_dir)
+                .map_err(|e| RuntimeError::io(format!("create {}", run_dir.display()), e))?;
             let s = crate::supervisor::spawn(root.path(), &opts.id, &extra)
                 .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
             supervisor = Some(s);
@@ -177,7 +184,12 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
                 }
             }
         }
-        if let Some(s) = supervisor.take() {
+        if let Some(mut s) = supervisor.take() {
+            let ready = s.wait_ready();
+            if let Err(e) = ready {
+                s.abort();
+                return Err(RuntimeError::Invalid(e.to_string()));
+            }
             let pid = container
                 .pid()
                 .ok_or_else(|| RuntimeError::Invalid("created container has no pid".into()))?;

@@ -488,11 +488,15 @@ pub fn socket_families(mode: NetMode) -> &'static [u64] {
     }
 }
 
+/// The native ABI only. A syscall made through another ABI (32-bit
+/// `int 0x80`, x32) matches no architecture of the filter and is killed:
+/// a sandbox has no need of them, they are a classic way around filters,
+/// and each extra ABI triples the filter libseccomp compiles at every start.
 fn architectures() -> Vec<Arch> {
     if cfg!(target_arch = "aarch64") {
-        vec![Arch::ScmpArchAarch64, Arch::ScmpArchArm]
+        vec![Arch::ScmpArchAarch64]
     } else {
-        vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32]
+        vec![Arch::ScmpArchX86_64]
     }
 }
 

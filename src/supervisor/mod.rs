@@ -78,9 +78,29 @@ pub struct Spawned {
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: Option<ChildStdout>,
+    state_dir: PathBuf,
 }
 
 impl Spawned {
+    /// Waits (bounded) until the supervisor has made its socket and
+    /// segment. `spawn` does not wait, so that the supervisor starts while
+    /// the container is being built.
+    pub fn wait_ready(&mut self) -> Result<(), SupervisorError> {
+        let ready = self
+            .stdout
+            .as_ref()
+            .map(|out| read_line_timeout(out, READY_TIMEOUT_MS))
+            .unwrap_or_default();
+        if ready.trim() != "ready" {
+            let log = fs::read_to_string(self.state_dir.join(LOG_FILE)).unwrap_or_default();
+            return Err(SupervisorError::Setup(format!(
+                "supervisor did not start: {}",
+                log.lines().last().unwrap_or("no output")
+            )));
+        }
+        Ok(())
+    }
+
     /// Hands the container's init pid over; the supervisor starts serving.
     /// With `wait`, returns only once it serves (its proxy listens), so the
     /// container cannot start before its way out exists.
@@ -152,8 +172,10 @@ fn read_line_timeout(out: &ChildStdout, ms: i32) -> String {
     }
 }
 
-/// Starts `buntime-runc --root ROOT supervise ID` detached and waits until
-/// it has made the socket and segment in `state_dir/run/`.
+/// Starts `buntime-runc --root ROOT supervise ID` detached; `wait_ready`
+/// then waits until it has made the socket and segment in
+/// `state_dir/run/` (which the caller has made: it is bind-mounted into
+/// the container before the supervisor may be up).
 pub fn spawn(root: &Path, id: &str, state_dir: &Path) -> Result<Spawned, SupervisorError> {
     let exe = std::env::current_exe().map_err(io("find own executable"))?;
     let log = OpenOptions::new()
@@ -184,26 +206,13 @@ pub fn spawn(root: &Path, id: &str, state_dir: &Path) -> Result<Spawned, Supervi
     let pid = child.id() as i32;
     let stdin = child.stdin.take();
     let stdout = child.stdout.take();
-    // Bounded: a supervisor that never gets ready must not hang `create`.
-    let ready = stdout
-        .as_ref()
-        .map(|out| read_line_timeout(out, READY_TIMEOUT_MS))
-        .unwrap_or_default();
-    let spawned = Spawned {
+    Ok(Spawned {
         pid,
         child,
         stdin,
         stdout,
-    };
-    if ready.trim() != "ready" {
-        spawned.abort();
-        let log = fs::read_to_string(state_dir.join(LOG_FILE)).unwrap_or_default();
-        return Err(SupervisorError::Setup(format!(
-            "supervisor did not start: {}",
-            log.lines().last().unwrap_or("no output")
-        )));
-    }
-    Ok(spawned)
+        state_dir: state_dir.to_path_buf(),
+    })
 }
 
 /// `running pid N` or `stopped`, for the `state` annotation.
@@ -306,10 +315,12 @@ pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError>
     let _ = crate::ipc::wait::membarrier_ok();
     let state = root.extra_dir(id);
     let run_dir = state.join(RUN_DIR);
-    fs::DirBuilder::new()
-        .mode(0o755)
-        .create(&run_dir)
-        .map_err(io(format!("create {}", run_dir.display())))?;
+    match fs::DirBuilder::new().mode(0o755).create(&run_dir) {
+        Ok(()) => {}
+        // Made by `create`, which mounts it before we are up.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(format!("create {}", run_dir.display()))(e)),
+    }
     let _files = Files {
         run_dir: run_dir.clone(),
     };

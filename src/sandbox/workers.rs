@@ -56,7 +56,9 @@ pub fn home() -> Result<PathBuf, SandboxError> {
 }
 
 fn stage(repo: &Path, exe_dir: &Path, home: &Path) -> Result<(), SandboxError> {
-    sync_tree(&repo.join("workers/python"), &home.join("python"))?;
+    if sync_tree(&repo.join("workers/python"), &home.join("python"))? {
+        precompile(&home.join("python"));
+    }
     sync_tree(&repo.join("workers/bun"), &home.join("bun"))?;
     let lib = exe_dir.join("libbuntime_ipc.so");
     if lib.is_file() {
@@ -79,10 +81,10 @@ fn mtime(p: &Path) -> Option<SystemTime> {
 
 /// Copies `src` to `dst` unless `dst` is as new; through a temporary name
 /// and a rename, so a reader sees the old file or the new one.
-fn sync_file(src: &Path, dst: &Path) -> Result<(), SandboxError> {
+fn sync_file(src: &Path, dst: &Path) -> Result<bool, SandboxError> {
     if let (Some(s), Some(d)) = (mtime(src), mtime(dst)) {
         if d >= s {
-            return Ok(());
+            return Ok(false);
         }
     }
     let dir = dst.parent().unwrap_or(Path::new("/"));
@@ -96,10 +98,34 @@ fn sync_file(src: &Path, dst: &Path) -> Result<(), SandboxError> {
     if fs::hard_link(src, &tmp).is_err() {
         fs::copy(src, &tmp).map_err(|e| io("copy", src, e))?;
     }
-    fs::rename(&tmp, dst).map_err(|e| io("rename", dst, e))
+    fs::rename(&tmp, dst).map_err(|e| io("rename", dst, e))?;
+    Ok(true)
 }
 
-fn sync_tree(src: &Path, dst: &Path) -> Result<(), SandboxError> {
+/// Bytecode next to the sources: the mount is read-only in the sandbox,
+/// where Python would otherwise compile the worker at every start
+/// (milliseconds). Best effort.
+fn precompile(dir: &Path) {
+    let ok = std::process::Command::new(super::kind::DEFAULT_PYTHON)
+        .args([
+            "-m",
+            "compileall",
+            "-q",
+            "--invalidation-mode",
+            "unchecked-hash",
+        ])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        tracing::debug!(target: "cli", "could not precompile {}", dir.display());
+    }
+}
+
+/// Returns whether anything was copied.
+fn sync_tree(src: &Path, dst: &Path) -> Result<bool, SandboxError> {
+    let mut changed = false;
     let entries = fs::read_dir(src).map_err(|e| io("read", src, e))?;
     for entry in entries.flatten() {
         let name = entry.file_name();
@@ -110,10 +136,10 @@ fn sync_tree(src: &Path, dst: &Path) -> Result<(), SandboxError> {
         let path = entry.path();
         let Ok(ft) = entry.file_type() else { continue };
         if ft.is_dir() {
-            sync_tree(&path, &dst.join(&name))?;
+            changed |= sync_tree(&path, &dst.join(&name))?;
         } else if ft.is_file() {
-            sync_file(&path, &dst.join(&name))?;
+            changed |= sync_file(&path, &dst.join(&name))?;
         }
     }
-    Ok(())
+    Ok(changed)
 }

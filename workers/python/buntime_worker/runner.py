@@ -194,8 +194,9 @@ def main(argv: Optional[List[str]] = None,
         # The init of a pid namespace gets no signal it has no handler for:
         # without this, `kill TERM` would do nothing. Exit cleanly instead
         # (status 143, EXIT sent); a script may install its own handler.
-        import signal
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        # _signal, not signal: the latter imports enum (milliseconds).
+        import _signal
+        _signal.signal(_signal.SIGTERM, _on_sigterm)
     try:
         code = _run(argv, replace_path0)
     except SystemExit as e:

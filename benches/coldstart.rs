@@ -54,6 +54,10 @@ fn effective_bundle(ours: &str, bundle: &Path, dir: &Path) -> Option<PathBuf> {
     if let Some(linux) = spec.get_mut("linux").and_then(|l| l.as_object_mut()) {
         linux.remove("cgroupsPath");
     }
+    // The supervisor's directory went with the probe (runc has none).
+    if let Some(mounts) = spec.get_mut("mounts").and_then(|m| m.as_array_mut()) {
+        mounts.retain(|m| m["destination"] != "/run/buntime");
+    }
     let out = dir.join("bundle-effective");
     std::fs::create_dir_all(&out).ok()?;
     std::fs::write(out.join("config.json"), spec.to_string()).ok()?;

@@ -49,6 +49,18 @@ pub struct AuditRecord {
     pub duration_ms: Option<u64>,
 }
 
+/// A record's kind as a verb for people: `read /etc/x`, `connect to h:443`.
+pub fn verb(kind: &str) -> &str {
+    match kind {
+        "fs_read" => "read",
+        "fs_write" => "write",
+        "list_dir" => "list",
+        "net_connect" | "proxy" => "connect to",
+        "exec" => "run",
+        other => other,
+    }
+}
+
 impl AuditRecord {
     pub fn now() -> String {
         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)

@@ -246,6 +246,15 @@ fn sandbox(env: &Env, name: &str, policy: &str, args: &[&str]) -> PathBuf {
 /// (a private mount namespace with that file at /etc/hosts), runs it to
 /// the end and returns its output.
 fn run_with_hosts(env: &Env, id: &str, bundle: &Path, hosts: &Path) -> String {
+    let log = create_with_hosts(env, id, bundle, hosts);
+    env.ok(&["start", id]);
+    wait_stopped(env, id);
+    read(&log)
+}
+
+/// Creates `id` (output to a log file, returned) with the supervisor
+/// resolving names through `hosts`.
+fn create_with_hosts(env: &Env, id: &str, bundle: &Path, hosts: &Path) -> PathBuf {
     let log = env.dir.path().join(format!("{id}.log"));
     let f = fs::File::create(&log).unwrap();
     let status = Command::new("unshare")
@@ -264,9 +273,7 @@ fn run_with_hosts(env: &Env, id: &str, bundle: &Path, hosts: &Path) -> String {
         .status()
         .unwrap();
     assert!(status.success(), "create {id}: {}", read(&log));
-    env.ok(&["start", id]);
-    wait_stopped(env, id);
-    read(&log)
+    log
 }
 
 /// Bounded, but generous: a hundred clients in Python on two busy cores.
@@ -493,24 +500,7 @@ fn hosts_outside_the_rules_can_be_put_to_the_approver() {
     ];
     let b = sandbox(&env, "ask", &lab.policy("ask"), &argv);
     // Create, then answer the approver before starting.
-    let log = env.dir.path().join("ask.log");
-    let f = fs::File::create(&log).unwrap();
-    let status = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-        .arg("mount --bind \"$0\" /etc/hosts && exec \"$@\"")
-        .arg(&hosts)
-        .arg(RUNC)
-        .arg("--root")
-        .arg(&env.root)
-        .args(["create", "--bundle"])
-        .arg(&b)
-        .arg("ask")
-        .stdin(Stdio::null())
-        .stdout(f.try_clone().unwrap())
-        .stderr(f)
-        .status()
-        .unwrap();
-    assert!(status.success(), "{}", read(&log));
+    let log = create_with_hosts(&env, "ask", &b, &hosts);
     let conn = UnixStream::connect(state_dir(&env, "ask").join("approve.sock")).unwrap();
     let approver = std::thread::spawn(move || {
         let mut w = conn.try_clone().unwrap();

@@ -300,6 +300,23 @@ fn wants_supervisor(spec: &libcontainer::oci_spec::runtime::Spec) -> bool {
         .is_none_or(|v| v != "off")
 }
 
+/// A read-only bind with nothing to run or open as a device: what buntime
+/// itself puts into a container (the supervisor's directory, deny masks).
+fn sealed_bind(src: &Path, dst: &Path) -> Result<libcontainer::oci_spec::runtime::Mount> {
+    libcontainer::oci_spec::runtime::MountBuilder::default()
+        .destination(dst)
+        .typ("bind")
+        .source(src)
+        .options(
+            ["bind", "ro", "nosuid", "nodev", "noexec"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .build()
+        .map_err(|e| RuntimeError::Invalid(format!("mount {}: {e}", dst.display())))
+}
+
 /// In the state directory: an empty file nobody may read (mode 000), bound
 /// over `filesystem.deny` files.
 const DENIED_FILE: &str = "denied";
@@ -315,7 +332,6 @@ fn unreadable_deny_files(
     rootfs: &Path,
     extra: &Path,
 ) -> Result<bool> {
-    use libcontainer::oci_spec::runtime::MountBuilder;
     let mut files = Vec::new();
     for p in &policy.filesystem.deny {
         let p = crate::policy::normalize_path(p.as_path());
@@ -334,19 +350,7 @@ fn unreadable_deny_files(
     }
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     for p in &files {
-        let m = MountBuilder::default()
-            .destination(p)
-            .typ("bind")
-            .source(extra.join(DENIED_FILE))
-            .options(
-                ["bind", "ro", "nosuid", "nodev", "noexec"]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect::<Vec<_>>(),
-            )
-            .build()
-            .map_err(|e| RuntimeError::Invalid(format!("deny mount: {e}")))?;
-        mounts.push(m);
+        mounts.push(sealed_bind(&extra.join(DENIED_FILE), p)?);
     }
     spec.set_mounts(Some(mounts));
     if let Some(mut linux) = spec.linux().clone() {
@@ -381,19 +385,7 @@ fn add_supervisor(
     extra: &Path,
 ) -> Result<()> {
     use crate::supervisor::{CONTAINER_CONTROL, CONTAINER_DIR, CONTAINER_IPC, RUN_DIR};
-    use libcontainer::oci_spec::runtime::MountBuilder;
-    let mount = MountBuilder::default()
-        .destination(CONTAINER_DIR)
-        .typ("bind")
-        .source(extra.join(RUN_DIR))
-        .options(
-            ["bind", "ro", "nosuid", "nodev", "noexec"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
-        )
-        .build()
-        .map_err(|e| RuntimeError::Invalid(format!("supervisor mount: {e}")))?;
+    let mount = sealed_bind(&extra.join(RUN_DIR), Path::new(CONTAINER_DIR))?;
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     mounts.retain(|m| !m.destination().starts_with(CONTAINER_DIR));
     mounts.push(mount);

@@ -7,16 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-fn verb(kind: &str) -> &str {
-    match kind {
-        "fs_read" => "read",
-        "fs_write" => "write",
-        "list_dir" => "list",
-        "net_connect" => "connect to",
-        "exec" => "run",
-        other => other,
-    }
-}
+use crate::audit::verb;
 
 /// Keeps only printable characters: the subject comes from the sandbox and
 /// must not drive the terminal.

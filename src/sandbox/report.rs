@@ -35,14 +35,7 @@ pub fn denied_summary(records: &[AuditRecord]) -> Option<String> {
         .iter()
         .take(3)
         .map(|r| {
-            let what = match r.kind.as_str() {
-                "fs_read" => "read",
-                "fs_write" => "write",
-                "list_dir" => "list",
-                "net_connect" | "proxy" => "connect to",
-                "exec" => "run",
-                other => other,
-            };
+            let what = crate::audit::verb(&r.kind);
             let subject: String = r
                 .subject
                 .chars()

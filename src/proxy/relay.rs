@@ -126,7 +126,12 @@ impl Pipe {
     }
 }
 
-fn splice(from: i32, to: i32, len: usize) -> std::io::Result<usize> {
+fn splice(from: i32, to: i32, len: usize, more: bool) -> std::io::Result<usize> {
+    let flags = if more {
+        libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE
+    } else {
+        libc::SPLICE_F_MOVE
+    };
     // SAFETY: splice between descriptors we hold, no offsets.
     let n = unsafe {
         libc::splice(
@@ -135,7 +140,7 @@ fn splice(from: i32, to: i32, len: usize) -> std::io::Result<usize> {
             to,
             std::ptr::null_mut(),
             len,
-            libc::SPLICE_F_MOVE,
+            flags,
         )
     };
     if n < 0 {
@@ -153,7 +158,7 @@ fn timed_out(e: &std::io::Error) -> bool {
 fn splice_loop(src: &TcpStream, dst: &TcpStream, pipe: &Pipe, idle: &Idle) -> Result<u64, u64> {
     let mut total = 0u64;
     loop {
-        let n = match splice(src.as_raw_fd(), pipe.w.as_raw_fd(), CHUNK) {
+        let n = match splice(src.as_raw_fd(), pipe.w.as_raw_fd(), CHUNK, false) {
             Ok(0) => return Ok(total),
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -172,7 +177,8 @@ fn splice_loop(src: &TcpStream, dst: &TcpStream, pipe: &Pipe, idle: &Idle) -> Re
         idle.touch();
         let mut left = n;
         while left > 0 {
-            match splice(pipe.r.as_raw_fd(), dst.as_raw_fd(), left) {
+            // A full read means more is coming: let TCP fill its segments.
+            match splice(pipe.r.as_raw_fd(), dst.as_raw_fd(), left, n == CHUNK) {
                 Ok(0) => return Err(total),
                 Ok(m) => {
                     left -= m;

@@ -62,6 +62,26 @@ pub fn verb(kind: &str) -> &str {
 }
 
 impl AuditRecord {
+    /// A record made now, rule `default`, nothing decided yet.
+    pub fn new(container: &str, pid: i32, kind: &str, subject: impl Into<String>) -> Self {
+        AuditRecord {
+            time: Self::now(),
+            container: container.into(),
+            pid,
+            kind: kind.into(),
+            subject: subject.into(),
+            decision: String::new(),
+            rule: "default".into(),
+            reason: String::new(),
+            latency_us: 0,
+            bytes: 0,
+            addr: None,
+            bytes_up: None,
+            bytes_down: None,
+            duration_ms: None,
+        }
+    }
+
     pub fn now() -> String {
         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
     }

@@ -89,22 +89,10 @@ mod tests {
     use super::*;
 
     fn rec(kind: &str, subject: &str, decision: &str, reason: &str) -> AuditRecord {
-        AuditRecord {
-            time: String::new(),
-            container: "c".into(),
-            pid: 1,
-            kind: kind.into(),
-            subject: subject.into(),
-            decision: decision.into(),
-            rule: "default".into(),
-            reason: reason.into(),
-            latency_us: 0,
-            bytes: 0,
-            addr: None,
-            bytes_up: None,
-            bytes_down: None,
-            duration_ms: None,
-        }
+        let mut r = AuditRecord::new("c", 1, kind, subject);
+        r.decision = decision.into();
+        r.reason = reason.into();
+        r
     }
 
     #[test]

@@ -550,20 +550,5 @@ impl Drop for Slot {
 
 /// Builds an audit record with the common fields filled in.
 pub(crate) fn record(ctx: &Ctx, pid: i32, kind: &str, subject: String) -> AuditRecord {
-    AuditRecord {
-        time: AuditRecord::now(),
-        container: ctx.id.clone(),
-        pid,
-        kind: kind.into(),
-        subject,
-        decision: String::new(),
-        rule: "default".into(),
-        reason: String::new(),
-        latency_us: 0,
-        bytes: 0,
-        addr: None,
-        bytes_up: None,
-        bytes_down: None,
-        duration_ms: None,
-    }
+    AuditRecord::new(&ctx.id, pid, kind, subject)
 }

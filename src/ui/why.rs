@@ -199,22 +199,12 @@ mod tests {
     use super::*;
 
     fn rec(kind: &str, subject: &str, decision: &str, rule: &str, reason: &str) -> AuditRecord {
-        AuditRecord {
-            time: String::new(),
-            container: "c".into(),
-            pid: 1,
-            kind: kind.into(),
-            subject: subject.into(),
-            decision: decision.into(),
-            rule: rule.into(),
-            reason: reason.into(),
-            latency_us: 1,
-            bytes: 0,
-            addr: None,
-            bytes_up: None,
-            bytes_down: None,
-            duration_ms: None,
-        }
+        let mut r = AuditRecord::new("c", 1, kind, subject);
+        r.decision = decision.into();
+        r.rule = rule.into();
+        r.reason = reason.into();
+        r.latency_us = 1;
+        r
     }
 
     fn entry(w: &Why) -> serde_json::Value {

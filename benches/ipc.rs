@@ -463,6 +463,9 @@ fn row(name: &str, hot: &Option<Rtt>, cold: &Option<Rtt>, sock_hot_p50: Option<u
 }
 
 fn main() {
+    // Register for membarrier while single-threaded (a process with threads
+    // does not, and would measure the SeqCst protocol instead).
+    let _ = buntime::ipc::wait::membarrier_ok();
     if let Ok(role) = std::env::var(ROLE) {
         child_main(&role);
         return;

@@ -36,11 +36,28 @@ fn membarrier(cmd: libc::c_int) -> libc::c_long {
 pub fn membarrier_ok() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
     *OK.get_or_init(|| {
+        // Registering waits for an RCU grace period once the process has
+        // threads (6-16 ms here, e.g. in Bun): such a process keeps the
+        // plain SeqCst protocol instead, which its peer is told.
+        if thread_count() > 1 {
+            return false;
+        }
         let q = membarrier(MEMBARRIER_CMD_QUERY);
         q >= 0
             && q as libc::c_int & MEMBARRIER_CMD_GLOBAL_EXPEDITED != 0
             && membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0
     })
+}
+
+fn thread_count() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(1)
 }
 
 /// The sleeper's half of the asymmetric fence (a plain SeqCst fence if

@@ -6,18 +6,15 @@ the loader's search path). One Client per thread.
 
 import ctypes
 import os
+import sys
 from typing import Optional, Tuple
 
-STDOUT = 0x00
-FS_READ = 0x01
-FS_WRITE = 0x02
-NET_CONNECT = 0x03
-EXEC = 0x04
-LISTDIR = 0x05
-STDERR = 0x06
-EXIT = 0x07
-ALLOW = 0x10
-DENY = 0x11
+# The message types: one list, the Python worker's.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "..", "workers", "python"))
+from buntime_worker.protocol import (  # noqa: E402,F401
+    ALLOW, DENY, EXEC, EXIT, FS_READ, FS_WRITE, LISTDIR, NET_CONNECT, STDERR,
+    STDOUT)
 
 
 class IpcError(Exception):

@@ -427,6 +427,10 @@ pub struct RunSandbox {
     /// Container paths Landlock must let the sandbox read / execute.
     pub landlock_read: Vec<PathBuf>,
     pub landlock_exec: Vec<PathBuf>,
+    /// In a user namespace of an ordinary user: libcontainer gets no
+    /// resources (its devices controller needs CAP_SYS_ADMIN); the caller
+    /// writes the limits into the delegated cgroup itself.
+    pub rootless: bool,
 }
 
 /// Translate a `buntime run` sandbox (Run mode: policy paths are host
@@ -473,9 +477,7 @@ pub fn prepare_run(bundle: &Spec, run: &RunSandbox) -> Result<PreparedContainer,
     let mut annotations = effective.annotations().clone().unwrap_or_default();
     annotations.insert(ANNOTATION_PATHS.into(), "host".into());
     effective.set_annotations(Some(annotations));
-    if !nix::unistd::geteuid().is_root() {
-        // Rootless: libcontainer would write the devices controller, which
-        // needs CAP_SYS_ADMIN; `buntime run` sets the limits itself.
+    if run.rootless {
         if let Some(mut linux) = effective.linux().clone() {
             linux.set_resources(None);
             effective.set_linux(Some(linux));

@@ -272,8 +272,9 @@ fn bracket(host: &str) -> String {
     }
 }
 
-/// Connects to the first address that answers.
-fn connect_any(
+/// Connects to the first address that answers (the proxy and the broker's
+/// NET_CONNECT both connect only to the addresses they checked).
+pub fn connect_any(
     addrs: &[SocketAddr],
     timeout: Duration,
 ) -> std::io::Result<(TcpStream, SocketAddr)> {

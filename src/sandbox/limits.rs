@@ -9,9 +9,9 @@ use std::path::Path;
 
 use super::SandboxError;
 use crate::policy::Resources;
+use crate::spec::CPU_PERIOD_US;
 
 const V1: &str = "/sys/fs/cgroup";
-const CPU_PERIOD_US: u64 = 100_000;
 
 fn write(ctrl: &str, cgroup: &str, file: &str, value: &str) -> Result<(), SandboxError> {
     let p = Path::new(V1)
@@ -20,7 +20,7 @@ fn write(ctrl: &str, cgroup: &str, file: &str, value: &str) -> Result<(), Sandbo
         .join(file);
     std::fs::write(&p, value).map_err(|e| {
         SandboxError::Setup(format!(
-            "rootless limits: write {}: {e} (has an admin run `buntime setup-user`?)",
+            "rootless limits: write {}: {e} (cgroup v1 delegated by `buntime setup-user` is needed; has an admin run it?)",
             p.display()
         ))
     })

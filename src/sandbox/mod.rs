@@ -96,6 +96,7 @@ fn plan(req: &RunRequest) -> Result<Plan, SandboxError> {
     let mut sandbox = RunSandbox {
         origin: req.origin.clone(),
         host_env: std::env::vars().collect(),
+        rootless: !nix::unistd::geteuid().is_root(),
         ..RunSandbox::default()
     };
     let (cwd, head, rest) = match &req.target {
@@ -309,10 +310,8 @@ fn bundle_spec(plan: &Plan, id: &str, ask_timeout: Option<&str>) -> Result<Spec,
             serde_json::json!([{ "containerID": 0, "hostID": uid, "size": 1 }]);
         v["linux"]["gidMappings"] =
             serde_json::json!([{ "containerID": 0, "hostID": gid, "size": 1 }]);
-        // cgroup v1 has no unprivileged delegation: an admin hands the user
-        // a subtree once (`buntime setup-user`).
-        v["linux"]["cgroupsPath"] = serde_json::json!(format!("{}/{id}", user_cgroup(uid)));
     }
+    v["linux"]["cgroupsPath"] = serde_json::json!(cgroup_path(id));
     v["process"]["terminal"] = serde_json::json!(false);
     if let Some(t) = ask_timeout {
         v["annotations"] = serde_json::json!({ crate::supervisor::ANNOTATION_ASK_TIMEOUT: t });
@@ -365,15 +364,9 @@ pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
         .pid()
         .map(|p| Pid::from_raw(p.as_raw()))
         .ok_or_else(|| setup("created sandbox has no pid"))?;
+    let cgroup = cgroup_path(&id);
     if !nix::unistd::geteuid().is_root() {
-        let cg = format!("{}/{id}", user_cgroup(nix::unistd::getuid().as_raw()));
-        if let Err(e) = limits::apply_v1(&cg, &req_limits).and_then(|()| {
-            if Path::new("/sys/fs/cgroup/memory").is_dir() {
-                Ok(())
-            } else {
-                Err(setup("rootless limits: only cgroup v1 (delegated by `buntime setup-user`) is supported"))
-            }
-        }) {
+        if let Err(e) = limits::apply_v1(&cgroup, &req_limits) {
             let _ = lifecycle::delete(&root, &id, true);
             return Err(e);
         }
@@ -415,11 +408,6 @@ pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
         .map_err(SandboxError::from)
         .and_then(|()| foreground::wait_forward(pid, &set).map_err(SandboxError::from));
     let records = report::read_audit(&state.join(crate::audit::AUDIT_FILE));
-    let cgroup = if nix::unistd::geteuid().is_root() {
-        format!("/buntime/{id}")
-    } else {
-        format!("{}/{id}", user_cgroup(nix::unistd::getuid().as_raw()))
-    };
     let ooms = report::oom_kills(&cgroup);
     if let Err(e) = lifecycle::delete(&root, &id, true) {
         tracing::warn!(target: "cli", "delete sandbox {id}: {e}");
@@ -450,4 +438,15 @@ pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
 /// The cgroup subtree delegated to `uid` (relative to each hierarchy).
 pub fn user_cgroup(uid: u32) -> String {
     format!("/buntime/user-{uid}")
+}
+
+/// The sandbox's cgroup: where buntime-runc puts containers, or, rootless,
+/// below the subtree an admin delegated (cgroup v1 has no unprivileged
+/// delegation of its own; `buntime setup-user`).
+fn cgroup_path(id: &str) -> String {
+    if nix::unistd::geteuid().is_root() {
+        format!("/buntime/{id}")
+    } else {
+        format!("{}/{id}", user_cgroup(nix::unistd::getuid().as_raw()))
+    }
 }

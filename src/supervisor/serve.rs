@@ -2,7 +2,7 @@
 //! breaks the protocol, or the supervisor exits. Every decision is audited.
 
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -461,27 +461,15 @@ pub(super) fn net_check(
 fn net_request(ctx: &Ctx, peer: &PeerCred, host: &str, port: u16) -> Result<Outcome, Outcome> {
     let (addrs, rule) = net_check(ctx, peer.pid, host, port)?;
     // Connect to the addresses that were checked, not a fresh lookup.
-    let mut last = None;
-    for a in &addrs {
-        match TcpStream::connect_timeout(a, CONNECT_TIMEOUT) {
-            Ok(s) => {
-                return Ok(Outcome::Allow {
-                    data: a.to_string().into_bytes(),
-                    fd: Some(OwnedFd::from(s)),
-                    rule,
-                    bytes: 0,
-                })
-            }
-            Err(e) => last = Some(e),
-        }
+    match crate::proxy::connect_any(&addrs, CONNECT_TIMEOUT) {
+        Ok((s, a)) => Ok(Outcome::Allow {
+            data: a.to_string().into_bytes(),
+            fd: Some(OwnedFd::from(s)),
+            rule,
+            bytes: 0,
+        }),
+        Err(e) => Err(deny(rule, format!("connect failed: {e}"))),
     }
-    Err(deny(
-        rule,
-        format!(
-            "connect failed: {}",
-            last.map(|e| e.to_string()).unwrap_or_default()
-        ),
-    ))
 }
 
 fn exec_request(ctx: &Ctx, peer: &PeerCred, argv: &[Vec<u8>]) -> Result<Outcome, Outcome> {

@@ -254,10 +254,9 @@ fn podman_image_exec_stop_rm() {
     let top = p.ok(&["top", &name]);
     assert!(top.contains("sleep") || top.contains("trap"), "{top}");
 
-    // stop: SIGTERM first; the trap exits 7.
-    let t = Instant::now();
+    // stop: SIGTERM first; the trap exits 7 (a SIGKILL after the grace
+    // period would show 137).
     p.ok(&["stop", "--time", "10", &name]);
-    assert!(t.elapsed() < Duration::from_secs(8), "SIGTERM was enough");
     let code = p.ok(&["inspect", "--format", "{{.State.ExitCode}}", &name]);
     assert_eq!(code.trim(), "7");
     assert!(p.ok(&["logs", &name]).contains("got-term"));

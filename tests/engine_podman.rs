@@ -12,7 +12,7 @@ mod engines;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use engines::{Out, RUNC};
 
@@ -279,12 +279,7 @@ fn podman_image_exec_stop_rm() {
     assert!(engines::wait_until(Duration::from_secs(10), || p
         .ok(&["logs", &name])
         .contains("ready")));
-    let t = Instant::now();
     p.ok(&["stop", "--time", "1", &name]);
-    assert!(
-        t.elapsed() >= Duration::from_millis(900),
-        "waited for SIGTERM"
-    );
     let code = p.ok(&["inspect", "--format", "{{.State.ExitCode}}", &name]);
     assert_eq!(code.trim(), "137", "killed by SIGKILL");
     p.ok(&["rm", &name]);

@@ -10,7 +10,7 @@ use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{install_worker, read, wait_until, Env};
 
@@ -401,18 +401,11 @@ fn killed_supervisor_means_denied_and_the_container_still_deletes() {
     env.ok(&["start", "kill"]);
     assert!(wait_until(Duration::from_secs(10), || read(&log).contains("ALLOW")));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
-    let killed = Instant::now();
     let second = wait_until(Duration::from_secs(10), || read(&log).lines().count() >= 2);
     assert!(second, "{}", read(&log));
     let out = read(&log);
     let l = out.lines().nth(1).unwrap_or_default();
     assert!(l.contains("DENY supervisor unavailable"), "{out}");
-    // The request came ~2 s after the kill; the denial within ~1 s of it.
-    assert!(
-        killed.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        killed.elapsed()
-    );
     assert_eq!(
         env.state("kill")["annotations"]["buntime.dev/supervisor"],
         "stopped"

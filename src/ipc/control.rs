@@ -289,6 +289,10 @@ impl ControlSocket {
         msg.msg_iovlen = 1;
         msg.msg_control = cbuf.as_mut_ptr().cast();
         msg.msg_controllen = std::mem::size_of_val(&cbuf) as _;
+        // A peer that hung up with our data unread leaves a one-shot
+        // ECONNRESET that the kernel reports before the messages it queued
+        // for us (a REJECT, say): read once more to get them.
+        let mut reset = false;
         let n = loop {
             // SAFETY: msg points at live buffers for the call.
             let r = unsafe {
@@ -304,7 +308,9 @@ impl ControlSocket {
             let e = std::io::Error::last_os_error();
             match e.raw_os_error() {
                 Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) if reset => return Err(IpcError::Closed),
                 Some(libc::EAGAIN) => return Ok(None),
+                Some(libc::ECONNRESET) if !reset => reset = true,
                 Some(libc::ECONNRESET) => return Err(IpcError::Closed),
                 _ => return Err(e.into()),
             }

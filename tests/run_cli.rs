@@ -689,17 +689,60 @@ fn ordinary_users_run_sandboxes_rootless() {
         show(&o)
     );
 
-    // What is not supported rootless says so.
-    let o = run_as(
-        &[b, "run", "--allow-net=pypi.org", "--", "/bin/true"],
-        &home,
+    // The network: the proxy (bound in the sandbox's namespace by the
+    // rootless hook) and the broker's NET_CONNECT, to a host server.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nrootless",
+            );
+        }
+    });
+    let allow = format!("--allow-net=127.0.0.1:{port}");
+    let curl = |url: &str, extra: &[&str]| {
+        let mut args = vec![b, "run", allow.as_str(), "--", "/usr/bin/curl", "-sS"];
+        args.extend_from_slice(extra);
+        args.push(url);
+        run_as(&args, &home)
+    };
+    let through_proxy = ["--noproxy", ""];
+    let o = curl(&format!("http://127.0.0.1:{port}/"), &through_proxy);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(text(&o.stdout), "rootless", "{}", show(&o));
+    let o = curl(
+        &format!("http://127.0.0.2:{port}/"),
+        &["--noproxy", "", "-o", "/dev/null", "-w", "%{http_code}"],
     );
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(text(&o.stdout), "403", "{}", show(&o));
     assert!(
-        text(&o.stderr).contains("needs root for now"),
+        text(&o.stderr).contains("1 request denied: connect to 127.0.0.2"),
         "{}",
         show(&o)
     );
+    // Around the proxy (curl honours NO_PROXY=127.0.0.1): Landlock refuses.
+    let o = curl(&format!("http://127.0.0.1:{port}/"), &[]);
+    assert_eq!(o.status.code(), Some(7), "{}", show(&o));
+    fs::write(
+        pub_dir.join("net.py"),
+        "import sys, urllib.request\nprint(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())\n",
+    )
+    .unwrap();
+    let o = run_as(
+        &[
+            b,
+            "run",
+            &allow,
+            pub_dir.join("net.py").to_str().unwrap(),
+            &format!("http://127.0.0.1:{port}/"),
+        ],
+        &home,
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(text(&o.stdout), "rootless\n", "{}", show(&o));
 
     // Nothing left: no sandbox cgroup under the user's subtree, no state.
     for d in &delegated {

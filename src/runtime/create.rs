@@ -115,7 +115,19 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
         Err(e) => return Err(RuntimeError::io(format!("create {}", extra.display()), e)),
     }
 
+    // Rootless: the new network namespace is set up from inside, by a
+    // hook (see `netns_hook`); as root, from the host after the build.
+    let rootless_netns = has_new_netns(&spec) && !nix::unistd::geteuid().is_root();
+    let proxy_mode = prepared.resolved.policy.network.mode == crate::policy::NetMode::Proxy;
+    let mut hook_socket: Option<super::netns_hook::HookSocket> = None;
+
     let result = (|| {
+        if rootless_netns {
+            let h = super::netns_hook::HookSocket::bind(&extra)?;
+            let port = (supervised && proxy_mode).then_some(crate::proxy::PROXY_PORT);
+            super::netns_hook::add_to_spec(&mut spec, h.dir(), port)?;
+            hook_socket = Some(h);
+        }
         if deny_files {
             make_denied_file(&extra)?;
         }
@@ -173,15 +185,9 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
         }
         let container = build(root, opts, &extra, landlock, policy_seccomp.clone())?;
         // `lo` first: the supervisor binds its proxy on 127.0.0.1 there.
-        if has_new_netns(&spec) {
+        if has_new_netns(&spec) && !rootless_netns {
             if let Some(pid) = container.pid() {
-                if nix::unistd::geteuid().is_root() {
-                    super::loopback::bring_up_in(pid.as_raw())?;
-                } else {
-                    // The init is not ours to enter before its exec
-                    // (rootless): the sandbox's loopback stays down.
-                    tracing::debug!(target: "cli", "rootless: lo left down in the sandbox");
-                }
+                super::loopback::bring_up_in(pid.as_raw())?;
             }
         }
         if let Some(mut s) = supervisor.take() {
@@ -193,8 +199,11 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
             let pid = container
                 .pid()
                 .ok_or_else(|| RuntimeError::Invalid("created container has no pid".into()))?;
-            let proxy = prepared.resolved.policy.network.mode == crate::policy::NetMode::Proxy;
-            s.start_serving(pid.as_raw(), proxy)
+            let bound = match (&hook_socket, proxy_mode) {
+                (Some(h), true) => Some(h.take_listener(crate::proxy::PROXY_PORT)?),
+                _ => None,
+            };
+            s.start_serving(pid.as_raw(), proxy_mode, bound)
                 .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
         }
         Ok(container)

@@ -29,7 +29,7 @@ pub fn bring_up_in(pid: i32) -> Result<()> {
     result
 }
 
-fn set_lo_up() -> Result<()> {
+pub(crate) fn set_lo_up() -> Result<()> {
     // SAFETY: plain socket(2); the result is checked before use.
     let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if raw < 0 {

@@ -16,6 +16,7 @@ pub mod foreground;
 pub mod lifecycle;
 pub mod list;
 pub mod loopback;
+pub mod netns_hook;
 pub mod ps;
 pub mod state;
 pub mod update;

@@ -140,11 +140,6 @@ fn plan(req: &RunRequest) -> Result<Plan, SandboxError> {
             (cwd, which(first, &path_var)?, rest.to_vec())
         }
     };
-    if !nix::unistd::geteuid().is_root() && policy.network.mode == crate::policy::NetMode::Proxy {
-        return Err(setup(
-            "network access (--allow-net, network mode proxy) needs root for now: the proxy is bound inside the sandbox's network namespace, which an ordinary user cannot enter before the sandbox starts",
-        ));
-    }
     let interpreter = match kind {
         Kind::Python => {
             let p = req

@@ -1,5 +1,6 @@
 //! The supervisor's side of the egress proxy: binding it in the
-//! container's network namespace, and the gate that decides with the same
+//! container's network namespace (or taking the socket a rootless
+//! container's hook bound there), and the gate that decides with the same
 //! rules as the broker's NET_CONNECT (`serve::net_check`) and audits every
 //! connection attempt.
 
@@ -46,12 +47,20 @@ impl Gate for ProxyGate {
 
 /// Binds the proxy inside the container's network namespace and serves it
 /// on a thread of its own.
-pub(super) fn start(ctx: &Arc<Ctx>, init_pid: i32) -> Result<(), SupervisorError> {
-    let listener = proxy::bind_in_netns(init_pid, PROXY_PORT).map_err(|e| {
-        SupervisorError::Setup(format!(
-            "proxy: bind 127.0.0.1:{PROXY_PORT} in the container's network namespace: {e}"
-        ))
-    })?;
+/// A rootless container's hook has bound it already (`bound`).
+pub(super) fn start(
+    ctx: &Arc<Ctx>,
+    init_pid: i32,
+    bound: Option<std::net::TcpListener>,
+) -> Result<(), SupervisorError> {
+    let listener = match bound {
+        Some(l) => l,
+        None => proxy::bind_in_netns(init_pid, PROXY_PORT).map_err(|e| {
+            SupervisorError::Setup(format!(
+                "proxy: bind 127.0.0.1:{PROXY_PORT} in the container's network namespace: {e}"
+            ))
+        })?,
+    };
     let gate: Arc<dyn Gate> = Arc::new(ProxyGate(Arc::clone(ctx)));
     std::thread::Builder::new()
         .name("proxy-accept".into())

@@ -15,12 +15,15 @@ pub mod fsops;
 mod serve;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
+
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -76,7 +79,8 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SupervisorError
 pub struct Spawned {
     pub pid: i32,
     child: Child,
-    stdin: Option<ChildStdin>,
+    /// A socket, not a pipe: the proxy listener may travel with the pid.
+    stdin: Option<UnixStream>,
     stdout: Option<ChildStdout>,
     state_dir: PathBuf,
 }
@@ -104,14 +108,34 @@ impl Spawned {
     /// Hands the container's init pid over; the supervisor starts serving.
     /// With `wait`, returns only once it serves (its proxy listens), so the
     /// container cannot start before its way out exists.
-    pub fn start_serving(mut self, init_pid: i32, wait: bool) -> Result<(), SupervisorError> {
-        let mut stdin = self
+    pub fn start_serving(
+        mut self,
+        init_pid: i32,
+        wait: bool,
+        proxy_listener: Option<std::net::TcpListener>,
+    ) -> Result<(), SupervisorError> {
+        let stdin = self
             .stdin
             .take()
             .ok_or_else(|| SupervisorError::Setup("stdin already closed".into()))?;
-        stdin
-            .write_all(format!("{init_pid}\n").as_bytes())
-            .map_err(io("send init pid to supervisor"))?;
+        let line = format!("{init_pid}\n");
+        let fds: Vec<i32> = proxy_listener.iter().map(|l| l.as_raw_fd()).collect();
+        let cmsgs: Vec<ControlMessage> = if fds.is_empty() {
+            Vec::new()
+        } else {
+            vec![ControlMessage::ScmRights(&fds)]
+        };
+        sendmsg::<()>(
+            stdin.as_raw_fd(),
+            &[std::io::IoSlice::new(line.as_bytes())],
+            &cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map_err(|e| SupervisorError::Io {
+            what: "send init pid to supervisor".into(),
+            source: e.into(),
+        })?;
         if wait {
             let line = self
                 .stdout
@@ -184,12 +208,13 @@ pub fn spawn(root: &Path, id: &str, state_dir: &Path) -> Result<Spawned, Supervi
         .mode(0o600)
         .open(state_dir.join(LOG_FILE))
         .map_err(io("open supervisor log"))?;
+    let (ours, theirs) = UnixStream::pair().map_err(io("socketpair for supervisor"))?;
     let mut cmd = Command::new(exe);
     cmd.arg("--root")
         .arg(root)
         .arg("supervise")
         .arg(id)
-        .stdin(Stdio::piped())
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
         .stdout(Stdio::piped())
         .stderr(log);
     // SAFETY: setsid is async-signal-safe; a new session detaches the
@@ -204,7 +229,7 @@ pub fn spawn(root: &Path, id: &str, state_dir: &Path) -> Result<Spawned, Supervi
     }
     let mut child = cmd.spawn().map_err(io("start supervisor"))?;
     let pid = child.id() as i32;
-    let stdin = child.stdin.take();
+    let stdin = Some(ours);
     let stdout = child.stdout.take();
     Ok(Spawned {
         pid,
@@ -379,8 +404,7 @@ pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError>
     // Tell `create` we are ready, then wait for the init pid on stdin.
     let _ = std::io::stdout().write_all(b"ready\n");
     let _ = std::io::stdout().flush();
-    let mut line = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut line);
+    let (line, proxy_listener) = read_handover();
     redirect_null(0);
     let init_pid: i32 = match line.trim().parse() {
         Ok(p) if p > 0 => p,
@@ -418,7 +442,7 @@ pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError>
         init_pid,
     });
     let serving = if ctx.policy.network.mode == crate::policy::NetMode::Proxy {
-        egress::start(&ctx, init_pid)
+        egress::start(&ctx, init_pid, proxy_listener)
     } else {
         Ok(())
     };
@@ -439,6 +463,43 @@ pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError>
     let _ = fs::remove_file(state.join(APPROVER_FILE));
     drop(file_segment);
     Ok(())
+}
+
+/// What `create` sends on stdin (a socket): the init pid on one line and,
+/// for a rootless container, the proxy listener its network hook bound.
+/// EOF or garbage gives an empty line.
+fn read_handover() -> (String, Option<std::net::TcpListener>) {
+    let mut line = Vec::new();
+    let mut listener = None;
+    while !line.ends_with(b"\n") && line.len() < 64 {
+        let mut buf = [0u8; 64];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let msg = match recvmsg::<()>(0, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+            Ok(m) => m,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break,
+        };
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let ControlMessageOwned::ScmRights(fds) = c {
+                    for raw in fds {
+                        // SAFETY: the kernel installed the descriptor for us.
+                        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+                        if listener.is_none() {
+                            listener = Some(std::net::TcpListener::from(fd));
+                        }
+                    }
+                }
+            }
+        }
+        let n = msg.bytes;
+        if n == 0 {
+            break;
+        }
+        line.extend_from_slice(&buf[..n]);
+    }
+    (String::from_utf8_lossy(&line).into_owned(), listener)
 }
 
 /// `resources.timeout`: SIGKILL the init (through its pidfd, so never a

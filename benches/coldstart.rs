@@ -44,7 +44,9 @@ fn effective_bundle(ours: &str, bundle: &Path, dir: &Path) -> Option<PathBuf> {
     if !ok {
         return None;
     }
-    let text = std::fs::read(root.join(".buntime/probe/config.json")).ok();
+    // The effective spec, seccomp profile included (libcontainer's copy
+    // may leave it to a precompiled program).
+    let text = std::fs::read(root.join(".buntime/probe/effective-spec.json")).ok();
     let _ = Command::new(ours)
         .arg("--root")
         .arg(&root)

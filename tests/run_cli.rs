@@ -60,7 +60,13 @@ impl Run {
         for sub in [".buntime", "bundles"] {
             let d = root.join(sub);
             let left: Vec<_> = fs::read_dir(&d)
-                .map(|r| r.flatten().map(|e| e.file_name()).collect())
+                .map(|r| {
+                    r.flatten()
+                        .map(|e| e.file_name())
+                        // The compiled-seccomp cache is kept on purpose.
+                        .filter(|n| n != ".seccomp-cache")
+                        .collect()
+                })
                 .unwrap_or_default();
             assert!(left.is_empty(), "left in {}: {left:?}", d.display());
         }
@@ -765,9 +771,14 @@ fn ordinary_users_run_sandboxes_rootless() {
     .to_string();
     let state = PathBuf::from(format!("/tmp/buntime-run-{uid}/.buntime"));
     let left: Vec<_> = fs::read_dir(&state)
-        .map(|r| r.flatten().collect())
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name())
+                .filter(|n| n != ".seccomp-cache")
+                .collect()
+        })
         .unwrap_or_default();
-    assert!(left.is_empty(), "state left in {}", state.display());
+    assert!(left.is_empty(), "state left in {}: {left:?}", state.display());
     for d in &delegated {
         let _ = fs::remove_dir(d);
     }

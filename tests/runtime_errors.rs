@@ -12,7 +12,13 @@ fn assert_empty_root(env: &Env) {
     assert!(ids.trim().is_empty(), "containers left: {ids}");
     let extra = env.root.join(".buntime");
     let left: Vec<_> = fs::read_dir(&extra)
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name())
+                // The compiled-seccomp cache is kept on purpose.
+                .filter(|n| n != ".seccomp-cache")
+                .collect()
+        })
         .unwrap_or_default();
     assert!(left.is_empty(), "buntime dirs left: {left:?}");
 }

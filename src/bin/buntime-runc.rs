@@ -513,6 +513,7 @@ fn main() -> ExitCode {
         eprintln!("buntime-runc: --log {:?}: {e}", cli.log);
         return ExitCode::from(1);
     }
+    tracing::debug!(target: "cli", "buntime-runc started");
     match dispatch(&cli) {
         Ok(code) => ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)),
         Err(e) => {

@@ -40,6 +40,7 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
         return Err(RuntimeError::Exists(opts.id.clone()));
     }
     let bundle = Bundle::load(&opts.bundle)?;
+    tracing::debug!(target: "cli", "create: bundle loaded");
     let base = bundle::effective_spec(&bundle, &opts.id, root.systemd_cgroup)?;
     let rootfs = bundle.rootfs()?;
     // The policy: resolved from annotations, node config and defaults, and
@@ -54,6 +55,7 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
     }
     .map_err(|e| RuntimeError::Policy(e.to_string()))?;
     let mut spec = prepared.effective;
+    tracing::debug!(target: "cli", "create: policy translated");
     if opts.sandbox.is_none() {
         // Host paths are for `buntime run` only: a bundle must not be able
         // to make its supervisor open files on the host.
@@ -69,11 +71,7 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
         .linux()
         .as_ref()
         .and_then(|l| l.seccomp().as_ref())
-        .map(|_| {
-            bundle::libcontainer_arg_order(crate::spec::default_seccomp(
-                prepared.resolved.policy.network.mode,
-            ))
-        });
+        .map(|_| crate::spec::default_seccomp(prepared.resolved.policy.network.mode));
     let deny_files = unreadable_deny_files(
         &mut spec,
         &prepared.resolved.policy,
@@ -131,6 +129,13 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
         if deny_files {
             make_denied_file(&extra)?;
         }
+        // The effective spec as the policy made it, seccomp included
+        // (`spec --explain`); libcontainer's copy below may lack the
+        // profile, which then runs as a precompiled program.
+        let pretty = serde_json::to_string_pretty(&canonical_spec_json(&spec))
+            .map_err(|e| RuntimeError::Invalid(format!("encode effective spec: {e}")))?;
+        write_json(&extra.join(EFFECTIVE_FILE), &pretty)?;
+        let programs = precompile_seccomp(root, &extra, &mut spec, policy_seccomp.as_ref())?;
         bundle::write_spec(&extra, &spec)?;
         write_json(
             &extra.join(POLICY_FILE),
@@ -139,9 +144,6 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
         let plan = serde_json::to_string_pretty(&landlock_plan)
             .map_err(|e| RuntimeError::Invalid(format!("encode landlock plan: {e}")))?;
         write_json(&extra.join(LANDLOCK_FILE), &plan)?;
-        let pretty = serde_json::to_string_pretty(&canonical_spec_json(&spec))
-            .map_err(|e| RuntimeError::Invalid(format!("encode effective spec: {e}")))?;
-        write_json(&extra.join(EFFECTIVE_FILE), &pretty)?;
         let mut annotations = std::collections::BTreeMap::new();
         annotations.insert(
             "buntime.dev/policy-sha256".to_string(),
@@ -169,6 +171,7 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
             let s = crate::supervisor::spawn(root.path(), &opts.id, &extra)
                 .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
             supervisor = Some(s);
+            tracing::debug!(target: "cli", "create: supervisor started");
         }
         let meta = Meta {
             bundle: bundle.dir.clone(),
@@ -178,12 +181,9 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
         };
         root.write_meta(&opts.id, &meta)?;
         let landlock = prepared.landlock_abi.map(|_| landlock_plan.clone());
-        if let Some(profile) = &policy_seccomp {
-            let body = serde_json::to_string_pretty(profile)
-                .map_err(|e| RuntimeError::Invalid(format!("encode seccomp profile: {e}")))?;
-            write_json(&extra.join(POLICY_SECCOMP_FILE), &body)?;
-        }
-        let container = build(root, opts, &extra, landlock, policy_seccomp.clone())?;
+        tracing::debug!(target: "cli", "create: state written, building");
+        let container = build(root, opts, &extra, landlock, programs)?;
+        tracing::debug!(target: "cli", "create: built");
         // `lo` first: the supervisor binds its proxy on 127.0.0.1 there.
         if has_new_netns(&spec) && !rootless_netns {
             if let Some(pid) = container.pid() {
@@ -235,19 +235,59 @@ fn write_json(path: &Path, body: &str) -> Result<()> {
     fs::write(path, body).map_err(|e| RuntimeError::io(format!("write {}", path.display()), e))
 }
 
-/// The policy's seccomp profile stacked on the bundle's own, if any.
-pub const POLICY_SECCOMP_FILE: &str = "policy-seccomp.json";
+/// The bundle's seccomp profile, precompiled (see `seccomp_bpf`).
+pub const SECCOMP_BPF_FILE: &str = "seccomp.bpf";
+/// The policy's seccomp profile stacked on the bundle's own, precompiled.
+pub const POLICY_SECCOMP_BPF_FILE: &str = "policy-seccomp.bpf";
 
-/// The stacked policy seccomp profile of a container, if it has one.
-pub fn load_policy_seccomp(root: &Root, id: &str) -> Result<Option<LinuxSeccomp>> {
-    let path = root.extra_dir(id).join(POLICY_SECCOMP_FILE);
-    match fs::read(&path) {
-        Ok(text) => serde_json::from_slice(&text)
-            .map(Some)
-            .map_err(|e| RuntimeError::Invalid(format!("{}: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(RuntimeError::io(format!("read {}", path.display()), e)),
+/// Compiles (or takes from the cache) the container's seccomp programs and
+/// stores them in its state directory, in the order the executor loads
+/// them. The bundle's profile leaves the spec (libcontainer would compile
+/// it again in init) when it can be loaded late: no notify action, and
+/// no_new_privs set (loading after the capability drop needs it; a bundle
+/// without it keeps setuid binaries working and libcontainer's order).
+fn precompile_seccomp(
+    root: &Root,
+    extra: &Path,
+    spec: &mut libcontainer::oci_spec::runtime::Spec,
+    policy: Option<&LinuxSeccomp>,
+) -> Result<Vec<super::seccomp_bpf::Program>> {
+    use super::seccomp_bpf::{cache_dir, precompilable, Program};
+    let cache = cache_dir(&root.extra_root());
+    let mut programs = Vec::new();
+    let nnp = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.no_new_privileges())
+        .unwrap_or(false);
+    if let Some(mut linux) = spec.linux().clone() {
+        if let Some(profile) = linux.seccomp().as_ref().filter(|p| nnp && precompilable(p)) {
+            let p = Program::cached(&cache, profile)?;
+            p.save(&extra.join(SECCOMP_BPF_FILE))?;
+            programs.push(p);
+            linux.set_seccomp(None);
+            spec.set_linux(Some(linux));
+        }
     }
+    if let Some(profile) = policy {
+        let p = Program::cached(&cache, profile)?;
+        p.save(&extra.join(POLICY_SECCOMP_BPF_FILE))?;
+        programs.push(p);
+    }
+    Ok(programs)
+}
+
+/// The precompiled seccomp programs of a container, for `exec`.
+pub fn load_seccomp_programs(root: &Root, id: &str) -> Result<Vec<super::seccomp_bpf::Program>> {
+    let dir = root.extra_dir(id);
+    let mut out = Vec::new();
+    for name in [SECCOMP_BPF_FILE, POLICY_SECCOMP_BPF_FILE] {
+        let path = dir.join(name);
+        if path.exists() {
+            out.push(super::seccomp_bpf::Program::load(&path)?);
+        }
+    }
+    Ok(out)
 }
 
 /// The Landlock plan stored for a container, if Landlock applies to it.
@@ -273,7 +313,7 @@ fn build(
     opts: &CreateOptions,
     effective_bundle: &Path,
     landlock: Option<LandlockPlan>,
-    policy_seccomp: Option<LinuxSeccomp>,
+    seccomp: Vec<super::seccomp_bpf::Program>,
 ) -> Result<Container> {
     let pid_file = opts.pid_file.as_ref().map(|p| absolute(p)).transpose()?;
     let console = opts
@@ -288,7 +328,7 @@ fn build(
         .map_err(|e| RuntimeError::backend("--pid-file", &e))?
         .with_console_socket(console)
         .with_preserved_fds(opts.preserve_fds)
-        .with_executor(BuntimeExecutor::for_init(landlock, policy_seccomp))
+        .with_executor(BuntimeExecutor::for_init(landlock, seccomp))
         .as_init(effective_bundle)
         .with_systemd(root.systemd_cgroup)
         .with_detach(opts.detach)

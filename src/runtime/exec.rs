@@ -92,7 +92,7 @@ pub fn exec(root: &Root, opts: &ExecOptions) -> Result<i32> {
     let spec = parse_spec(&spec_file, &text)?;
     // Fail closed: a container whose plan is unreadable gets no exec.
     let landlock = super::create::load_landlock(root, &opts.id)?;
-    let policy_seccomp = super::create::load_policy_seccomp(root, &opts.id)?;
+    let seccomp = super::create::load_seccomp_programs(root, &opts.id)?;
     let (uid, gid) = match &opts.user {
         Some(u) => {
             let (uid, gid) = parse_user(u)?;
@@ -116,7 +116,7 @@ pub fn exec(root: &Root, opts: &ExecOptions) -> Result<i32> {
         .map_err(|e| RuntimeError::backend("--pid-file", &e))?
         .with_console_socket(console)
         .with_preserved_fds(opts.preserve_fds)
-        .with_executor(BuntimeExecutor::for_exec(&spec, landlock, policy_seccomp))
+        .with_executor(BuntimeExecutor::for_exec(&spec, landlock, seccomp))
         .as_tenant()
         .with_detach(opts.detach)
         .with_cwd(opts.cwd.clone())

@@ -1,59 +1,56 @@
 //! What runs inside the container right before exec, for init and for
 //! processes started by `exec` alike.
 //!
-//! libcontainer applies the spec's seccomp profile to init, but drops
-//! `linux.seccomp` for exec'd processes; the executor applies the container's
-//! profile to those itself, so an exec'd process is never less confined than
-//! init. It runs after capabilities were dropped, so without CAP_SYS_ADMIN it
-//! must set no_new_privs first (the kernel requires one or the other).
+//! The container's seccomp profiles arrive precompiled (`seccomp_bpf`):
+//! the bundle's, when libcontainer was not left to apply it, and the
+//! policy's, stacked on it (the kernel then allows only what both allow).
+//! They load here, last before exec, for init and exec'd processes alike
+//! (libcontainer drops `linux.seccomp` for exec'd processes; a profile it
+//! kept for init, one with a notify action, is applied here to exec'd
+//! processes from the spec). This runs after capabilities were dropped, so
+//! without CAP_SYS_ADMIN it sets no_new_privs first (the kernel requires
+//! one or the other).
 //!
 //! Landlock (the policy's filesystem and TCP rules) is applied here too,
-//! last before exec: libcontainer knows nothing of it. For exec'd processes
-//! it goes before our seccomp so that a bundle's own seccomp profile cannot
-//! refuse the Landlock syscalls; for init libcontainer's seccomp came first.
+//! before seccomp, so that no seccomp profile can refuse its syscalls.
 
 use std::ffi::CString;
 
 use libcontainer::oci_spec::runtime::{LinuxSeccomp, Spec};
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 
+use super::seccomp_bpf::Program;
 use crate::landlock::LandlockPlan;
 
 /// Our libcontainer executor.
 #[derive(Clone, Default)]
 pub struct BuntimeExecutor {
-    /// The container's seccomp profile, applied here for exec'd processes
-    /// (None for init, where libcontainer applies it).
+    /// A profile libcontainer applies to init but not to exec'd processes
+    /// (one with a notify action): applied here for those (None for init).
     pub tenant_seccomp: Option<LinuxSeccomp>,
     /// The policy's Landlock rules, applied to every process.
     pub landlock: Option<LandlockPlan>,
-    /// The policy's own seccomp profile, stacked on a profile the bundle
-    /// brought (the kernel then allows only what both allow), for init and
-    /// exec'd processes. In libcontainer's argument order.
-    pub policy_seccomp: Option<LinuxSeccomp>,
+    /// Precompiled seccomp programs, loaded in order.
+    pub programs: Vec<Program>,
 }
 
 impl BuntimeExecutor {
     /// The executor for a container's init process.
-    pub fn for_init(landlock: Option<LandlockPlan>, policy_seccomp: Option<LinuxSeccomp>) -> Self {
+    pub fn for_init(landlock: Option<LandlockPlan>, programs: Vec<Program>) -> Self {
         Self {
             tenant_seccomp: None,
             landlock,
-            policy_seccomp,
+            programs,
         }
     }
 
     /// The executor for a process exec'd into a container whose effective
-    /// spec is `spec`.
-    pub fn for_exec(
-        spec: &Spec,
-        landlock: Option<LandlockPlan>,
-        policy_seccomp: Option<LinuxSeccomp>,
-    ) -> Self {
+    /// spec (as given to libcontainer) is `spec`.
+    pub fn for_exec(spec: &Spec, landlock: Option<LandlockPlan>, programs: Vec<Program>) -> Self {
         Self {
             tenant_seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
             landlock,
-            policy_seccomp,
+            programs,
         }
     }
 
@@ -87,7 +84,8 @@ impl BuntimeExecutor {
         Ok(())
     }
 
-    fn apply_seccomp(profile: &LinuxSeccomp) -> Result<(), ExecutorError> {
+    /// Loading a seccomp filter needs CAP_SYS_ADMIN or no_new_privs.
+    fn allow_filter_load() -> Result<(), ExecutorError> {
         let has_admin = caps::has_cap(
             None,
             caps::CapSet::Effective,
@@ -98,6 +96,11 @@ impl BuntimeExecutor {
             nix::sys::prctl::set_no_new_privs()
                 .map_err(|e| ExecutorError::Other(format!("set no_new_privs: {e}")))?;
         }
+        Ok(())
+    }
+
+    fn apply_seccomp(profile: &LinuxSeccomp) -> Result<(), ExecutorError> {
+        Self::allow_filter_load()?;
         match libcontainer::seccomp::initialize_seccomp(profile) {
             Ok(None) => Ok(()),
             // A notify listener belongs to init; an exec'd process has no
@@ -152,8 +155,12 @@ impl BuntimeExecutor {
         if let Some(profile) = &self.tenant_seccomp {
             Self::apply_seccomp(profile)?;
         }
-        if let Some(profile) = &self.policy_seccomp {
-            Self::apply_seccomp(profile)?;
+        if !self.programs.is_empty() {
+            Self::allow_filter_load()?;
+        }
+        for p in &self.programs {
+            p.install()
+                .map_err(|e| ExecutorError::Other(format!("load seccomp filter: {e}")))?;
         }
         let err = match nix::unistd::execvp(&argv[0], &argv) {
             Ok(never) => match never {},

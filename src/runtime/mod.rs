@@ -18,6 +18,7 @@ pub mod list;
 pub mod loopback;
 pub mod netns_hook;
 pub mod ps;
+pub mod seccomp_bpf;
 pub mod state;
 pub mod update;
 

@@ -74,6 +74,11 @@ impl Root {
     }
 
     /// buntime's own directory for the container.
+    /// Where buntime keeps its own files under the root.
+    pub fn extra_root(&self) -> PathBuf {
+        self.path.join(EXTRA_DIR)
+    }
+
     pub fn extra_dir(&self, id: &str) -> PathBuf {
         self.path.join(EXTRA_DIR).join(id)
     }

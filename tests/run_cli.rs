@@ -778,7 +778,11 @@ fn ordinary_users_run_sandboxes_rootless() {
                 .collect()
         })
         .unwrap_or_default();
-    assert!(left.is_empty(), "state left in {}: {left:?}", state.display());
+    assert!(
+        left.is_empty(),
+        "state left in {}: {left:?}",
+        state.display()
+    );
     for d in &delegated {
         let _ = fs::remove_dir(d);
     }

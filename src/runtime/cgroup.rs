@@ -47,3 +47,105 @@ pub fn remove_quietly(cgroup_path: &Path, systemd: bool, id: &str) {
         let _ = mgr.remove();
     }
 }
+
+/// Removes a stopped container's cgroup directly: one read of mountinfo
+/// and an rmdir per hierarchy, where building libcgroups' manager reads
+/// mountinfo once per controller (about 1.5 ms of a 25 ms run). Processes
+/// still listed are killed first, and a busy directory retried, as
+/// libcgroups does. Not for systemd-managed cgroups.
+pub fn remove_direct(cgroup_path: &Path) -> Result<()> {
+    use std::path::Component;
+    let rel = cgroup_path.strip_prefix("/").unwrap_or(cgroup_path);
+    if rel.as_os_str().is_empty() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(RuntimeError::Invalid(format!(
+            "cgroup path {} is not below a hierarchy's root",
+            cgroup_path.display()
+        )));
+    }
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| RuntimeError::io("read /proc/self/mountinfo", e))?;
+    for mount in cgroup_mounts(&info) {
+        let dir = mount.join(rel);
+        if !dir.is_dir() {
+            continue;
+        }
+        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        let mut attempt = 0;
+        loop {
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 4 => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(e) => return Err(RuntimeError::io(format!("remove {}", dir.display()), e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Mount points of the cgroup hierarchies that hold controllers (v1) and
+/// of cgroup2, from mountinfo text. Named v1 hierarchies (`name=systemd`)
+/// are not ours.
+fn cgroup_mounts(mountinfo: &str) -> Vec<std::path::PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (pre, post) = line.split_once(" - ")?;
+            let mut post = post.split(' ');
+            let fstype = post.next()?;
+            let _source = post.next();
+            let opts = post.next().unwrap_or("");
+            let point = pre.split(' ').nth(4)?;
+            let ours = match fstype {
+                "cgroup2" => true,
+                "cgroup" => !opts.split(',').any(|o| o.starts_with("name=")),
+                _ => false,
+            };
+            // Mount points with spaces are octal-escaped; ours have none.
+            (ours && !point.contains('\\')).then(|| std::path::PathBuf::from(point))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_hierarchies_are_read_from_mountinfo() {
+        let info = "\
+25 31 0:22 / /sys rw,nosuid shared:7 - sysfs sysfs rw
+30 25 0:26 / /sys/fs/cgroup ro shared:9 - tmpfs tmpfs ro,mode=755
+31 30 0:27 / /sys/fs/cgroup/unified rw shared:10 - cgroup2 cgroup2 rw,nsdelegate
+32 30 0:28 / /sys/fs/cgroup/systemd rw shared:11 - cgroup cgroup rw,xattr,name=systemd
+35 30 0:31 / /sys/fs/cgroup/cpu,cpuacct rw shared:15 - cgroup cgroup rw,cpu,cpuacct
+36 30 0:32 / /sys/fs/cgroup/memory rw shared:16 - cgroup cgroup rw,memory
+";
+        let m = cgroup_mounts(info);
+        assert_eq!(
+            m,
+            vec![
+                std::path::PathBuf::from("/sys/fs/cgroup/unified"),
+                "/sys/fs/cgroup/cpu,cpuacct".into(),
+                "/sys/fs/cgroup/memory".into(),
+            ]
+        );
+    }
+
+    #[test]
+    fn paths_that_climb_out_are_refused() {
+        for p in ["/", "", "/a/../../b", "../x"] {
+            assert!(remove_direct(Path::new(p)).is_err(), "{p:?}");
+        }
+    }
+}

@@ -141,10 +141,37 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
             "delete a container that is not stopped (use --force)",
         ));
     }
-    c.delete(force)
-        .map_err(|e| RuntimeError::backend(format!("delete container {id:?}"), &e))?;
+    if !(status == ContainerStatus::Stopped && delete_stopped_directly(&c)?) {
+        c.delete(force)
+            .map_err(|e| RuntimeError::backend(format!("delete container {id:?}"), &e))?;
+    }
     crate::supervisor::stop(root.read_meta(id).supervisor_pid, id);
     root.remove_extra(id)
+}
+
+/// What libcontainer's delete does for a stopped container without
+/// poststop hooks (remove the cgroup, then the state directory), with the
+/// cgroup removed directly (`cgroup::remove_direct`). False: not such a
+/// container; libcontainer deletes it.
+fn delete_stopped_directly(c: &libcontainer::container::Container) -> Result<bool> {
+    if c.systemd() || c.intel_rdt_dir().is_some() || !c.root.exists() {
+        return Ok(false);
+    }
+    let Ok(cfg) = c.spec() else {
+        return Ok(false);
+    };
+    let poststop = cfg
+        .hooks
+        .as_ref()
+        .and_then(|h| h.poststop().as_ref())
+        .is_some_and(|v| !v.is_empty());
+    if poststop {
+        return Ok(false);
+    }
+    super::cgroup::remove_direct(&cfg.cgroup_path)?;
+    std::fs::remove_dir_all(&c.root)
+        .map_err(|e| RuntimeError::io(format!("remove {}", c.root.display()), e))?;
+    Ok(true)
 }
 
 pub fn pause(root: &Root, id: &str) -> Result<()> {

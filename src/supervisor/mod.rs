@@ -19,7 +19,6 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 
@@ -217,16 +216,9 @@ pub fn spawn(root: &Path, id: &str, state_dir: &Path) -> Result<Spawned, Supervi
         .stdin(Stdio::from(OwnedFd::from(theirs)))
         .stdout(Stdio::piped())
         .stderr(log);
-    // SAFETY: setsid is async-signal-safe; a new session detaches the
-    // supervisor from the caller's terminal and process group.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    // No pre_exec (which would force fork+exec): std then spawns with
+    // posix_spawn (vfork-like), about a millisecond less of `create`. The
+    // supervisor calls setsid itself.
     let mut child = cmd.spawn().map_err(io("start supervisor"))?;
     let pid = child.id() as i32;
     let stdin = Some(ours);
@@ -258,18 +250,34 @@ pub fn is_ours(pid: i32, id: &str) -> bool {
         .any(|w| w[0] == b"supervise" && w[1] == id.as_bytes())
 }
 
-/// Stops the supervisor of `id` if it still runs (used by `delete`).
+/// Stops the supervisor of `id` if it still runs (used by `delete`), and
+/// returns once it is gone (at most a second). Through a pidfd taken
+/// before the identity check, so a recycled pid is never signalled.
 pub fn stop(pid: Option<i32>, id: &str) {
-    if let Some(p) = pid.filter(|&p| p > 0 && is_ours(p, id)) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::SIGKILL);
-        // Wait briefly so `delete` returns with the process gone.
-        for _ in 0..100 {
-            if !is_ours(p, id) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+    let Some(p) = pid.filter(|&p| p > 0) else {
+        return;
+    };
+    let Ok(fd) = pidfd_open(p) else { return };
+    if !is_ours(p, id) {
+        return;
     }
+    // SAFETY: pidfd_send_signal on our pidfd, no siginfo.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; a pidfd polls readable once the process exits.
+    unsafe { libc::poll(&mut pfd, 1, 1000) };
 }
 
 /// Everything a worker connection needs, shared by the connection threads.
@@ -334,6 +342,9 @@ impl Drop for Files {
 
 /// The `supervise` subcommand. Returns when the container's init is gone.
 pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError> {
+    // Off the caller's terminal and process group (Ctrl-C at a foreground
+    // `buntime run` is for the sandbox, which gets it forwarded).
+    let _ = nix::unistd::setsid();
     close_inherited();
     // Registering for membarrier costs milliseconds once threads exist
     // (an RCU grace period) and microseconds before: do it now.

@@ -145,7 +145,9 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
         c.delete(force)
             .map_err(|e| RuntimeError::backend(format!("delete container {id:?}"), &e))?;
     }
+    tracing::debug!(target: "cli", "delete: container and cgroup removed");
     crate::supervisor::stop(root.read_meta(id).supervisor_pid, id);
+    tracing::debug!(target: "cli", "delete: supervisor gone");
     root.remove_extra(id)
 }
 

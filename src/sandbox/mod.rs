@@ -402,11 +402,13 @@ pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
     let waited = lifecycle::start(&root, &id)
         .map_err(SandboxError::from)
         .and_then(|()| foreground::wait_forward(pid, &set).map_err(SandboxError::from));
+    tracing::debug!(target: "cli", "run: sandbox exited");
     let records = report::read_audit(&state.join(crate::audit::AUDIT_FILE));
     let ooms = report::oom_kills(&cgroup);
     if let Err(e) = lifecycle::delete(&root, &id, true) {
         tracing::warn!(target: "cli", "delete sandbox {id}: {e}");
     }
+    tracing::debug!(target: "cli", "run: sandbox deleted");
     foreground::unblock_signals(&set);
     let mut code = waited?;
     if report::timed_out(&records) {

@@ -294,13 +294,8 @@ fn run_sandbox(root: Option<PathBuf>, a: RunArgs) -> Result<ExitCode> {
 fn main() -> ExitCode {
     // A rootless container's network set-up runs as a hook of our own
     // binary (see `runtime::netns_hook`), before any CLI parsing.
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args
-        .get(1)
-        .is_some_and(|a| a == buntime::runtime::netns_hook::HOOK_ARG)
-    {
-        let code = buntime::runtime::netns_hook::main(&args[2..]);
-        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    if let Some(code) = buntime::runtime::netns_hook::run_if_invoked() {
+        return ExitCode::from(code);
     }
     buntime::logging::init_cli_logging();
     let cli = Cli::parse();

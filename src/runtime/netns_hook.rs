@@ -160,14 +160,20 @@ pub fn add_to_spec(spec: &mut Spec, dir: &Path, proxy_port: Option<u16>) -> Resu
     Ok(())
 }
 
-/// The hook itself (`argv[1] == HOOK_ARG`); returns the exit code.
-/// Runs in the container's namespaces before the init's exec.
-pub fn main(args: &[OsString]) -> i32 {
-    match run(args) {
-        Ok(()) => 0,
+/// Runs the hook when this process was started as one (`argv[1] ==
+/// HOOK_ARG`) and returns its exit code; None otherwise. Either binary
+/// calls it first thing. The hook runs in the container's namespaces
+/// before the init's exec.
+pub fn run_if_invoked() -> Option<u8> {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).is_none_or(|a| a != HOOK_ARG) {
+        return None;
+    }
+    match run(&args[2..]) {
+        Ok(()) => Some(0),
         Err(e) => {
             eprintln!("buntime: network set-up in the sandbox: {e}");
-            1
+            Some(1)
         }
     }
 }

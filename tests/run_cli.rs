@@ -750,6 +750,158 @@ fn ordinary_users_run_sandboxes_rootless() {
     assert!(o.status.success(), "{}", show(&o));
     assert_eq!(text(&o.stdout), "rootless\n", "{}", show(&o));
 
+    // Output, stdin, signals, the time limit and `ask`, as for root. Through
+    // setpriv (which execs) so that the child is buntime itself.
+    let id_of = |flag: &str| {
+        text(
+            &Command::new("id")
+                .args([flag, USER])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .trim()
+        .to_string()
+    };
+    let (uid, gid) = (id_of("-u"), id_of("-g"));
+    let as_user = |args: &[&str]| {
+        let mut c = Command::new("setpriv");
+        c.arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"))
+            .args(["--clear-groups", "--", "env", "XDG_RUNTIME_DIR="])
+            .arg(format!("BUNTIME_HOME={}", home.display()))
+            .arg(b)
+            .arg("run")
+            .args(args)
+            .current_dir("/");
+        c
+    };
+    let script = |name: &str, body: &str| {
+        let p = pub_dir.join(name);
+        fs::write(&p, body).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let order = script(
+        "order.py",
+        "import sys\nfor i in range(200):\n    s = sys.stdout if i % 2 == 0 else sys.stderr\n    print(f'line {i}', file=s, flush=True)\n",
+    );
+    let log = r.dir.path().join("order-rootless.log");
+    let f = fs::File::create(&log).unwrap();
+    let st = as_user(&[&order])
+        .stdin(Stdio::null())
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let want: String = (0..200).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(fs::read_to_string(&log).unwrap(), want);
+
+    let big = script(
+        "big.py",
+        "import sys\nblock = bytes(range(256)) * 4096\nfor _ in range(100):\n    sys.stdout.buffer.write(block)\n",
+    );
+    let mut child = as_user(&[&big])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let (mut n, mut sum, mut buf) = (0u64, 0u64, vec![0u8; 1 << 20]);
+    loop {
+        let k = out.read(&mut buf).unwrap();
+        if k == 0 {
+            break;
+        }
+        sum = buf[..k].iter().fold(sum, |a, &x| a.wrapping_add(x as u64));
+        n += k as u64;
+    }
+    assert!(child.wait().unwrap().success());
+    assert_eq!(n, 100 << 20);
+    assert_eq!(sum, 100 * 4096 * (0..256u64).sum::<u64>());
+
+    let echo = script(
+        "echo.py",
+        "import sys\nprint(sys.stdin.read().upper(), end='')\n",
+    );
+    let mut child = as_user(&[&echo])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"piped in\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(text(&o.stdout), "PIPED IN\n");
+
+    let sleeper = script(
+        "sleeper.py",
+        "import time\ntry:\n    print('ready', flush=True)\n    time.sleep(60)\nfinally:\n    print('cleanup ran', flush=True)\n",
+    );
+    let mut child = as_user(&[&sleeper])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    lines.read_line(&mut first).unwrap();
+    assert_eq!(first, "ready\n");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
+    let mut rest = String::new();
+    lines.read_to_string(&mut rest).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(143), "{rest}");
+    assert_eq!(rest, "cleanup ran\n");
+
+    let o = as_user(&["--timeout=1s", &sleeper])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(124), "{}", show(&o));
+    assert!(
+        text(&o.stderr).contains("the time limit (1s) was reached"),
+        "{}",
+        show(&o)
+    );
+
+    // `ask` with nobody to answer (stdin is no terminal): denied after
+    // the ask timeout, and said so.
+    // Not under the script's directory, which is readable; but readable
+    // by the user outside the sandbox.
+    let secret_dir = r.dir.path().join("secret");
+    fs::create_dir_all(&secret_dir).unwrap();
+    fs::write(secret_dir.join("secret.txt"), "not granted\n").unwrap();
+    let secret = secret_dir.join("secret.txt").display().to_string();
+    let policy = script(
+        "ask.json",
+        r#"{"version":1,"filesystem":{"read":["/usr","/etc","/lib","/lib64","/bin","/proc"],
+            "write":["/tmp"],"exec":["/usr/bin","/usr/lib","/bin"]},
+            "broker":{"fs_read":"ask"},"env":{"pass":["PATH"]}}"#,
+    );
+    let reader = script(
+        "ask.py",
+        &format!("try:\n    print(open('{secret}').read().strip())\nexcept OSError as e:\n    print('refused:', e.strerror)\n"),
+    );
+    let o = as_user(&["--policy", &policy, "--ask-timeout=1s", &reader])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(text(&o.stdout).starts_with("refused:"), "{}", show(&o));
+    assert!(
+        text(&o.stderr).contains("1 request denied: read"),
+        "{}",
+        show(&o)
+    );
+
     // Nothing left: no sandbox cgroup under the user's subtree, no state.
     for d in &delegated {
         let left: Vec<_> = fs::read_dir(d)

@@ -902,7 +902,30 @@ fn ordinary_users_run_sandboxes_rootless() {
         show(&o)
     );
 
-    // Nothing left: no sandbox cgroup under the user's subtree, no state.
+    for i in 0..200 {
+        let st = as_user(&["--", "/bin/true"])
+            .stdin(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "rootless run {i}");
+    }
+
+    // Nothing left: no process of the user (supervisors included), no
+    // sandbox cgroup under the user's subtree, no state.
+    let procs = || {
+        text(
+            &Command::new("pgrep")
+                .args(["-u", USER])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || procs().trim().is_empty()),
+        "processes of {USER} left: {}",
+        procs()
+    );
     for d in &delegated {
         let left: Vec<_> = fs::read_dir(d)
             .unwrap()

@@ -89,3 +89,25 @@ fn foreign_abi_system_calls_are_killed() {
     assert_eq!(out.status.code(), Some(159), "{text}");
     env.assert_gone("i80");
 }
+
+/// The profile runs as a precompiled program (the `state` annotation says
+/// so), and `exec` refuses to start a process when a program is missing
+/// rather than run it less confined.
+#[test]
+fn exec_needs_every_precompiled_program() {
+    let env = Env::new();
+    let bundle = env.bundle("b", &["sleep", "1000"], &[]);
+    env.run_detached("sp1", &bundle);
+    let state: serde_json::Value = serde_json::from_str(&env.ok(&["state", "sp1"])).unwrap();
+    assert_eq!(
+        state["annotations"]["buntime.dev/seccomp"], "bpf: seccomp.bpf",
+        "{state}"
+    );
+    assert_eq!(env.ok(&["exec", "sp1", "echo", "ok"]), "ok\n");
+    let program = env.root.join(".buntime/sp1/seccomp.bpf");
+    std::fs::remove_file(&program).unwrap();
+    let err = env.fails(&["exec", "sp1", "echo", "ok"]);
+    assert!(err.contains("seccomp.bpf"), "{err}");
+    env.ok(&["delete", "--force", "sp1"]);
+    env.assert_gone("sp1");
+}

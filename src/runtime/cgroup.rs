@@ -51,9 +51,12 @@ pub fn remove_quietly(cgroup_path: &Path, systemd: bool, id: &str) {
 /// Removes a stopped container's cgroup directly: one read of mountinfo
 /// and an rmdir per hierarchy, where building libcgroups' manager reads
 /// mountinfo once per controller (about 1.5 ms of a 25 ms run). Processes
-/// still listed are killed first, and a busy directory retried, as
-/// libcgroups does. Not for systemd-managed cgroups.
-pub fn remove_direct(cgroup_path: &Path) -> Result<()> {
+/// still there are killed first (`cgroup.kill` on cgroup v2), and a busy
+/// directory retried, as libcgroups does. Returns false, having touched
+/// nothing, for what it does not handle (nested cgroups the container
+/// made, escaped mount points): libcontainer's delete then does it. Not
+/// for systemd-managed cgroups.
+pub fn remove_direct(cgroup_path: &Path) -> Result<bool> {
     use std::path::Component;
     let rel = cgroup_path.strip_prefix("/").unwrap_or(cgroup_path);
     if rel.as_os_str().is_empty() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
@@ -64,11 +67,25 @@ pub fn remove_direct(cgroup_path: &Path) -> Result<()> {
     }
     let info = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| RuntimeError::io("read /proc/self/mountinfo", e))?;
-    for mount in cgroup_mounts(&info) {
-        let dir = mount.join(rel);
-        if !dir.is_dir() {
-            continue;
-        }
+    let Some(mounts) = cgroup_mounts(&info) else {
+        return Ok(false);
+    };
+    let dirs: Vec<std::path::PathBuf> = mounts
+        .iter()
+        .map(|m| m.join(rel))
+        .filter(|d| d.is_dir())
+        .collect();
+    let nested = |d: &Path| {
+        std::fs::read_dir(d).map_or(true, |rd| {
+            rd.flatten()
+                .any(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        })
+    };
+    if dirs.iter().any(|d| nested(d)) {
+        return Ok(false);
+    }
+    for dir in &dirs {
+        let _ = std::fs::write(dir.join("cgroup.kill"), "1");
         if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
             for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
                 let _ = nix::sys::signal::kill(
@@ -79,7 +96,7 @@ pub fn remove_direct(cgroup_path: &Path) -> Result<()> {
         }
         let mut attempt = 0;
         loop {
-            match std::fs::remove_dir(&dir) {
+            match std::fs::remove_dir(dir) {
                 Ok(()) => break,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 4 => {
@@ -90,31 +107,40 @@ pub fn remove_direct(cgroup_path: &Path) -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Mount points of the cgroup hierarchies that hold controllers (v1) and
-/// of cgroup2, from mountinfo text. Named v1 hierarchies (`name=systemd`)
-/// are not ours.
-fn cgroup_mounts(mountinfo: &str) -> Vec<std::path::PathBuf> {
-    mountinfo
-        .lines()
-        .filter_map(|line| {
-            let (pre, post) = line.split_once(" - ")?;
-            let mut post = post.split(' ');
-            let fstype = post.next()?;
-            let _source = post.next();
-            let opts = post.next().unwrap_or("");
-            let point = pre.split(' ').nth(4)?;
-            let ours = match fstype {
-                "cgroup2" => true,
-                "cgroup" => !opts.split(',').any(|o| o.starts_with("name=")),
-                _ => false,
-            };
-            // Mount points with spaces are octal-escaped; ours have none.
-            (ours && !point.contains('\\')).then(|| std::path::PathBuf::from(point))
-        })
-        .collect()
+/// of cgroup2, from mountinfo text; None if one is octal-escaped (a space
+/// in its path), which is left to libcgroups. Named v1 hierarchies
+/// (`name=systemd`) are not ours.
+fn cgroup_mounts(mountinfo: &str) -> Option<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut post = post.split(' ');
+        let fstype = post.next().unwrap_or("");
+        let _source = post.next();
+        let opts = post.next().unwrap_or("");
+        let Some(point) = pre.split(' ').nth(4) else {
+            continue;
+        };
+        let ours = match fstype {
+            "cgroup2" => true,
+            "cgroup" => !opts.split(',').any(|o| o.starts_with("name=")),
+            _ => false,
+        };
+        if !ours {
+            continue;
+        }
+        if point.contains('\\') {
+            return None;
+        }
+        out.push(std::path::PathBuf::from(point));
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -131,7 +157,7 @@ mod tests {
 35 30 0:31 / /sys/fs/cgroup/cpu,cpuacct rw shared:15 - cgroup cgroup rw,cpu,cpuacct
 36 30 0:32 / /sys/fs/cgroup/memory rw shared:16 - cgroup cgroup rw,memory
 ";
-        let m = cgroup_mounts(info);
+        let m = cgroup_mounts(info).unwrap();
         assert_eq!(
             m,
             vec![
@@ -140,6 +166,12 @@ mod tests {
                 "/sys/fs/cgroup/memory".into(),
             ]
         );
+    }
+
+    #[test]
+    fn escaped_mount_points_are_left_to_libcgroups() {
+        let info = "36 30 0:32 / /sys/fs/cgroup/my\\040memory rw - cgroup cgroup rw,memory\n";
+        assert!(cgroup_mounts(info).is_none());
     }
 
     #[test]

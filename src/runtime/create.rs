@@ -113,19 +113,15 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
         Err(e) => return Err(RuntimeError::io(format!("create {}", extra.display()), e)),
     }
 
-    // Rootless: the new network namespace is set up from inside, by a
-    // hook (see `netns_hook`); as root, from the host after the build.
+    // A new network namespace is set up from the host after the build
+    // (`lo` up; the supervisor binds the proxy there). Rootless that is not
+    // possible: in proxy mode a hook does both from inside (`netns_hook`);
+    // otherwise `lo` stays down (mode `none` has no inet sockets anyway).
     let rootless_netns = has_new_netns(&spec) && !nix::unistd::geteuid().is_root();
     let proxy_mode = prepared.resolved.policy.network.mode == crate::policy::NetMode::Proxy;
     let mut hook_socket: Option<super::netns_hook::HookSocket> = None;
 
     let result = (|| {
-        if rootless_netns {
-            let h = super::netns_hook::HookSocket::bind(&extra)?;
-            let port = (supervised && proxy_mode).then_some(crate::proxy::PROXY_PORT);
-            super::netns_hook::add_to_spec(&mut spec, h.dir(), port)?;
-            hook_socket = Some(h);
-        }
         if deny_files {
             make_denied_file(&extra)?;
         }
@@ -135,7 +131,13 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
         let pretty = serde_json::to_string_pretty(&canonical_spec_json(&spec))
             .map_err(|e| RuntimeError::Invalid(format!("encode effective spec: {e}")))?;
         write_json(&extra.join(EFFECTIVE_FILE), &pretty)?;
-        let programs = precompile_seccomp(root, &extra, &mut spec, policy_seccomp.as_ref())?;
+        if rootless_netns && supervised && proxy_mode {
+            let h = super::netns_hook::HookSocket::bind(&extra)?;
+            super::netns_hook::add_to_spec(&mut spec, h.dir(), Some(crate::proxy::PROXY_PORT))?;
+            hook_socket = Some(h);
+        }
+        let (programs, seccomp_note) =
+            precompile_seccomp(root, &extra, &mut spec, policy_seccomp.as_ref())?;
         bundle::write_spec(&extra, &spec)?;
         write_json(
             &extra.join(POLICY_FILE),
@@ -153,6 +155,7 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
             "buntime.dev/policy-origin".to_string(),
             prepared.resolved.origin.to_string(),
         );
+        annotations.insert("buntime.dev/seccomp".to_string(), seccomp_note);
         annotations.insert(
             "buntime.dev/landlock".to_string(),
             match prepared.landlock_abi {
@@ -190,6 +193,10 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
                 super::loopback::bring_up_in(pid.as_raw())?;
             }
         }
+        let bound = match &hook_socket {
+            Some(h) => Some(h.take_listener(crate::proxy::PROXY_PORT)?),
+            None => None,
+        };
         if let Some(mut s) = supervisor.take() {
             let ready = s.wait_ready();
             if let Err(e) = ready {
@@ -199,10 +206,6 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
             let pid = container
                 .pid()
                 .ok_or_else(|| RuntimeError::Invalid("created container has no pid".into()))?;
-            let bound = match (&hook_socket, proxy_mode) {
-                (Some(h), true) => Some(h.take_listener(crate::proxy::PROXY_PORT)?),
-                _ => None,
-            };
             s.start_serving(pid.as_raw(), proxy_mode, bound)
                 .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
         }
@@ -242,29 +245,41 @@ pub const POLICY_SECCOMP_BPF_FILE: &str = "policy-seccomp.bpf";
 
 /// Compiles (or takes from the cache) the container's seccomp programs and
 /// stores them in its state directory, in the order the executor loads
-/// them. The bundle's profile leaves the spec (libcontainer would compile
-/// it again in init) when it can be loaded late: no notify action, and
-/// no_new_privs set (loading after the capability drop needs it; a bundle
-/// without it keeps setuid binaries working and libcontainer's order).
+/// them; also returns the `buntime.dev/seccomp` annotation naming them
+/// (`exec` refuses to run without one it names). The bundle's profile
+/// leaves the spec (libcontainer would compile it again in init) when it
+/// can be loaded late, right before exec: no notify action, no_new_privs
+/// set (loading after the capability drop needs it; a bundle without it
+/// keeps setuid binaries working and libcontainer's order), and no
+/// startContainer hooks (libcontainer runs them after its filter, in the
+/// container).
 fn precompile_seccomp(
     root: &Root,
     extra: &Path,
     spec: &mut libcontainer::oci_spec::runtime::Spec,
     policy: Option<&LinuxSeccomp>,
-) -> Result<Vec<super::seccomp_bpf::Program>> {
+) -> Result<(Vec<super::seccomp_bpf::Program>, String)> {
     use super::seccomp_bpf::{cache_dir, precompilable, Program};
     let cache = cache_dir(&root.extra_root());
     let mut programs = Vec::new();
+    let mut files = Vec::new();
     let nnp = spec
         .process()
         .as_ref()
         .and_then(|p| p.no_new_privileges())
         .unwrap_or(false);
+    let start_hooks = spec
+        .hooks()
+        .as_ref()
+        .and_then(|h| h.start_container().as_ref())
+        .is_some_and(|v| !v.is_empty());
     if let Some(mut linux) = spec.linux().clone() {
-        if let Some(profile) = linux.seccomp().as_ref().filter(|p| nnp && precompilable(p)) {
+        let late = |p: &&LinuxSeccomp| nnp && !start_hooks && precompilable(p);
+        if let Some(profile) = linux.seccomp().as_ref().filter(late) {
             let p = Program::cached(&cache, profile)?;
             p.save(&extra.join(SECCOMP_BPF_FILE))?;
             programs.push(p);
+            files.push(SECCOMP_BPF_FILE);
             linux.set_seccomp(None);
             spec.set_linux(Some(linux));
         }
@@ -273,21 +288,56 @@ fn precompile_seccomp(
         let p = Program::cached(&cache, profile)?;
         p.save(&extra.join(POLICY_SECCOMP_BPF_FILE))?;
         programs.push(p);
+        files.push(POLICY_SECCOMP_BPF_FILE);
     }
-    Ok(programs)
+    let note = if files.is_empty() {
+        "libcontainer".to_string()
+    } else {
+        format!("bpf: {}", files.join(" "))
+    };
+    Ok((programs, note))
 }
 
-/// The precompiled seccomp programs of a container, for `exec`.
+/// Before precompiled programs, the stacked policy profile was stored as
+/// JSON, in libcontainer's argument order.
+const LEGACY_POLICY_SECCOMP_FILE: &str = "policy-seccomp.json";
+
+/// The precompiled seccomp programs of a container, for `exec`. Every
+/// program its `buntime.dev/seccomp` annotation names must be there: a
+/// missing one fails the exec rather than run it less confined. A
+/// container made before programs existed has its stacked profile as JSON.
 pub fn load_seccomp_programs(root: &Root, id: &str) -> Result<Vec<super::seccomp_bpf::Program>> {
+    use super::seccomp_bpf::Program;
     let dir = root.extra_dir(id);
-    let mut out = Vec::new();
-    for name in [SECCOMP_BPF_FILE, POLICY_SECCOMP_BPF_FILE] {
-        let path = dir.join(name);
-        if path.exists() {
-            out.push(super::seccomp_bpf::Program::load(&path)?);
-        }
-    }
-    Ok(out)
+    let meta = root.read_meta(id);
+    let Some(note) = meta.annotations.get("buntime.dev/seccomp") else {
+        let legacy = dir.join(LEGACY_POLICY_SECCOMP_FILE);
+        return match fs::read(&legacy) {
+            Ok(text) => {
+                let profile: LinuxSeccomp = serde_json::from_slice(&text)
+                    .map_err(|e| RuntimeError::Invalid(format!("{}: {e}", legacy.display())))?;
+                Ok(vec![Program::compile(&bundle::libcontainer_arg_order(
+                    profile,
+                ))?])
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(RuntimeError::io(format!("read {}", legacy.display()), e)),
+        };
+    };
+    let Some(names) = note.strip_prefix("bpf: ") else {
+        return Ok(Vec::new());
+    };
+    names
+        .split(' ')
+        .map(|name| {
+            if name != SECCOMP_BPF_FILE && name != POLICY_SECCOMP_BPF_FILE {
+                return Err(RuntimeError::Invalid(format!(
+                    "container {id:?}: unknown seccomp program {name:?}"
+                )));
+            }
+            Program::load(&dir.join(name))
+        })
+        .collect()
 }
 
 /// The Landlock plan stored for a container, if Landlock applies to it.

@@ -170,7 +170,9 @@ fn delete_stopped_directly(c: &libcontainer::container::Container) -> Result<boo
     if poststop {
         return Ok(false);
     }
-    super::cgroup::remove_direct(&cfg.cgroup_path)?;
+    if !super::cgroup::remove_direct(&cfg.cgroup_path)? {
+        return Ok(false);
+    }
     std::fs::remove_dir_all(&c.root)
         .map_err(|e| RuntimeError::io(format!("remove {}", c.root.display()), e))?;
     Ok(true)

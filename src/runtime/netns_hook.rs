@@ -1,4 +1,5 @@
-//! Setting up a rootless container's network namespace from inside.
+//! Setting up a rootless proxy-mode container's network namespace from
+//! inside.
 //!
 //! As root, `create` enters the container's new network namespace from
 //! the host to bring `lo` up, and the supervisor enters it to bind the
@@ -211,7 +212,8 @@ fn run(args: &[OsString]) -> std::result::Result<(), String> {
         sock.as_raw_fd(),
         &[IoSlice::new(MESSAGE)],
         &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::empty(),
+        // The socket is fresh and holds one message: never wait.
+        MsgFlags::MSG_DONTWAIT,
         Some(&addr),
     )
     .map_err(|e| format!("send the proxy listener to {}: {e}", dir.display()))?;

@@ -41,7 +41,6 @@ const INSN: usize = std::mem::size_of::<libc::sock_filter>();
 const FLAG_TSYNC: u32 = 1;
 const FLAG_LOG: u32 = 2;
 const FLAG_SPEC_ALLOW: u32 = 4;
-const FLAG_WAIT_KILLABLE_RECV: u32 = 32;
 
 /// A compiled filter: the seccomp(2) flags and the BPF instructions.
 #[derive(Debug, Clone)]
@@ -74,9 +73,10 @@ impl Program {
                 LinuxSeccompFilterFlag::SeccompFilterFlagLog => FLAG_LOG,
                 LinuxSeccompFilterFlag::SeccompFilterFlagTsync => FLAG_TSYNC,
                 LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => FLAG_SPEC_ALLOW,
-                LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => {
-                    FLAG_WAIT_KILLABLE_RECV
-                }
+                // Only meaningful (and only accepted by the kernel) with a
+                // notify listener, which a precompiled profile never has;
+                // libseccomp drops it likewise.
+                LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => 0,
             };
         }
         for &a in profile.architectures().iter().flatten() {
@@ -213,6 +213,7 @@ impl Program {
             .mode(0o700)
             .create(cache_dir);
         if made.is_ok() {
+            prune(cache_dir);
             if let Err(e) = p.save(&path) {
                 tracing::debug!(target: "cli", "seccomp cache: {e}");
             }
@@ -240,6 +241,12 @@ impl Program {
         if r < 0 {
             return Err(std::io::Error::last_os_error());
         }
+        if r > 0 {
+            // With TSYNC: the id of a thread that could not be synchronized.
+            return Err(std::io::Error::other(format!(
+                "thread {r} could not take the seccomp filter"
+            )));
+        }
         Ok(())
     }
 
@@ -257,6 +264,33 @@ pub fn cache_dir(extra_root: &Path) -> PathBuf {
     extra_root.join(".seccomp-cache")
 }
 
+/// How many programs the cache keeps: a host runs a handful of distinct
+/// profiles (one per network mode, an engine's default); bundles with
+/// profiles of their own must not grow it without bound.
+const CACHE_MAX: usize = 64;
+
+/// Makes room for one more entry: the oldest go first.
+fn prune(cache_dir: &Path) {
+    let Ok(rd) = fs::read_dir(cache_dir) else {
+        return;
+    };
+    let mut entries: Vec<(std::time::SystemTime, PathBuf)> = rd
+        .flatten()
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    if entries.len() < CACHE_MAX {
+        return;
+    }
+    entries.sort();
+    for (_, p) in entries.iter().take(entries.len() + 1 - CACHE_MAX) {
+        let _ = fs::remove_file(p);
+    }
+}
+
+/// Changes whenever the translation below changes meaning, so that a new
+/// buntime never takes an older one's programs.
+const TRANSLATION: &str = "oci-runc-order-1";
+
 fn cache_key(profile: &LinuxSeccomp) -> Result<String> {
     let json =
         serde_json::to_vec(profile).map_err(|e| invalid(format!("encode seccomp profile: {e}")))?;
@@ -265,6 +299,8 @@ fn cache_key(profile: &LinuxSeccomp) -> Result<String> {
         .unwrap_or_default();
     let mut h = Sha256::new();
     h.update(MAGIC);
+    h.update(TRANSLATION.as_bytes());
+    h.update(env!("CARGO_PKG_VERSION").as_bytes());
     h.update(std::env::consts::ARCH.as_bytes());
     h.update(v.as_bytes());
     h.update([0]);
@@ -425,6 +461,19 @@ mod tests {
         let fixed = Program::cached(dir.path(), &none).unwrap();
         assert_eq!(fixed.to_bytes(), a.to_bytes());
         assert_eq!(Program::load(&entry).unwrap().to_bytes(), a.to_bytes());
+    }
+
+    #[test]
+    fn the_cache_keeps_a_bounded_number_of_programs() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..CACHE_MAX + 5 {
+            std::fs::write(dir.path().join(format!("{i}.bpf")), b"x").unwrap();
+        }
+        prune(dir.path());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            CACHE_MAX - 1
+        );
     }
 
     #[test]

@@ -73,12 +73,12 @@ impl Root {
         self.path.join(id)
     }
 
-    /// buntime's own directory for the container.
     /// Where buntime keeps its own files under the root.
     pub fn extra_root(&self) -> PathBuf {
         self.path.join(EXTRA_DIR)
     }
 
+    /// buntime's own directory for the container.
     pub fn extra_dir(&self, id: &str) -> PathBuf {
         self.path.join(EXTRA_DIR).join(id)
     }

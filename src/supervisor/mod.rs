@@ -217,8 +217,9 @@ pub fn spawn(root: &Path, id: &str, state_dir: &Path) -> Result<Spawned, Supervi
         .stdout(Stdio::piped())
         .stderr(log);
     // No pre_exec (which would force fork+exec): std then spawns with
-    // posix_spawn (vfork-like), about a millisecond less of `create`. The
-    // supervisor calls setsid itself.
+    // posix_spawn, a millisecond less of `create`. The supervisor calls
+    // setsid itself, first thing (a Ctrl-C in the microseconds before
+    // reaches `buntime run` as well, which then stops anyway).
     let mut child = cmd.spawn().map_err(io("start supervisor"))?;
     let pid = child.id() as i32;
     let stdin = Some(ours);
@@ -257,7 +258,19 @@ pub fn stop(pid: Option<i32>, id: &str) {
     let Some(p) = pid.filter(|&p| p > 0) else {
         return;
     };
-    let Ok(fd) = pidfd_open(p) else { return };
+    let fd = match pidfd_open(p) {
+        Ok(fd) => fd,
+        // No pidfd (out of descriptors, say): a plain kill, still checked.
+        Err(_) => {
+            if is_ours(p, id) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p),
+                    nix::sys::signal::SIGKILL,
+                );
+            }
+            return;
+        }
+    };
     if !is_ours(p, id) {
         return;
     }
@@ -342,8 +355,8 @@ impl Drop for Files {
 
 /// The `supervise` subcommand. Returns when the container's init is gone.
 pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError> {
-    // Off the caller's terminal and process group (Ctrl-C at a foreground
-    // `buntime run` is for the sandbox, which gets it forwarded).
+    // A session of its own: off the caller's terminal and process group
+    // (shims and `buntime run` signal theirs).
     let _ = nix::unistd::setsid();
     close_inherited();
     // Registering for membarrier costs milliseconds once threads exist

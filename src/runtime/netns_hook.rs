@@ -33,6 +33,8 @@ use super::error::{Result, RuntimeError};
 pub const HOOK_ARG: &str = "__netns-hook";
 /// The datagram socket in the container's state directory.
 pub const SOCKET_FILE: &str = "netns-hook.sock";
+/// How long libcontainer lets the hook run.
+const HOOK_TIMEOUT_SECS: i64 = 10;
 /// The one message the hook sends, with the listener attached.
 const MESSAGE: &[u8] = b"proxy-listener";
 
@@ -144,9 +146,12 @@ pub fn add_to_spec(spec: &mut Spec, dir: &Path, proxy_port: Option<u16>) -> Resu
         args.push("--proxy-port".into());
         args.push(p.to_string());
     }
+    // Bounded, so that a hook that cannot finish fails `create` instead of
+    // hanging it (it takes milliseconds).
     let hook = HookBuilder::default()
         .path(exe)
         .args(args)
+        .timeout(HOOK_TIMEOUT_SECS)
         .build()
         .map_err(|e| RuntimeError::Invalid(format!("network hook: {e}")))?;
     let mut hooks = spec.hooks().clone().unwrap_or_else(|| {

@@ -111,6 +111,107 @@ fn fixture(rel: &str) -> String {
         .into_owned()
 }
 
+// Scenarios run both as root and as an ordinary user: `run` builds the
+// `buntime run ARGS…` command, `dir` is where the scripts go (readable by
+// whoever runs them).
+const ORDER_PY: &str = "import sys\nfor i in range(200):\n    s = sys.stdout if i % 2 == 0 else sys.stderr\n    print(f'line {i}', file=s, flush=True)\n";
+const BIG_PY: &str = "import sys\nblock = bytes(range(256)) * 4096\nfor _ in range(100):\n    sys.stdout.buffer.write(block)\n";
+const ECHO_PY: &str = "import sys\nprint(sys.stdin.read().upper(), end='')\n";
+const SLEEPER_PY: &str = "import time\ntry:\n    print('ready', flush=True)\n    time.sleep(60)\nfinally:\n    print('cleanup ran', flush=True)\n";
+
+fn put_script(dir: &Path, name: &str, body: &str) -> String {
+    let p = dir.join(name);
+    fs::write(&p, body).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// stdout and stderr on one file: the interleaving is kept; 100 MiB
+/// streamed without loss; stdin is the caller's.
+fn check_output_and_stdin(run: &dyn Fn(&[&str]) -> Command, dir: &Path) {
+    let order = put_script(dir, "order.py", ORDER_PY);
+    let log = dir.join("order.log");
+    let f = fs::File::create(&log).unwrap();
+    let st = run(&[&order])
+        .stdin(Stdio::null())
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let want: String = (0..200).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(fs::read_to_string(&log).unwrap(), want);
+
+    let big = put_script(dir, "big.py", BIG_PY);
+    let mut child = run(&[&big])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let (mut n, mut sum, mut buf) = (0u64, 0u64, vec![0u8; 1 << 20]);
+    loop {
+        let k = out.read(&mut buf).unwrap();
+        if k == 0 {
+            break;
+        }
+        sum = buf[..k].iter().fold(sum, |a, &x| a.wrapping_add(x as u64));
+        n += k as u64;
+    }
+    assert!(child.wait().unwrap().success());
+    assert_eq!(n, 100 << 20);
+    assert_eq!(sum, 100 * 4096 * (0..256u64).sum::<u64>());
+
+    let echo = put_script(dir, "echo.py", ECHO_PY);
+    let mut child = run(&[&echo])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"piped in\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(text(&o.stdout), "PIPED IN\n");
+}
+
+/// SIGTERM reaches the script (its `finally` runs; 143), and the
+/// wall-clock limit gives 124 and a message.
+fn check_sigterm_and_timeout(run: &dyn Fn(&[&str]) -> Command, dir: &Path) {
+    let sleeper = put_script(dir, "sleeper.py", SLEEPER_PY);
+    let mut child = run(&[&sleeper])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    lines.read_line(&mut first).unwrap();
+    assert_eq!(first, "ready\n");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
+    let mut rest = String::new();
+    lines.read_to_string(&mut rest).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(143), "{rest}");
+    assert_eq!(rest, "cleanup ran\n");
+
+    let o = run(&["--timeout=1s", &sleeper])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(124), "{}", show(&o));
+    assert!(
+        text(&o.stderr).contains("buntime: killed: the time limit (1s) was reached"),
+        "{}",
+        show(&o)
+    );
+}
+
 #[test]
 fn scripts_run_with_their_arguments_and_exit_codes() {
     let r = Run::new();
@@ -172,106 +273,14 @@ fn bun_scripts_run_under_the_bun_worker() {
 #[test]
 fn output_order_large_output_and_stdin() {
     let r = Run::new();
-    let order = r.script(
-        "order.py",
-        "import sys\nfor i in range(200):\n    s = sys.stdout if i % 2 == 0 else sys.stderr\n    print(f'line {i}', file=s, flush=True)\n",
-    );
-    // stdout and stderr on one file: the interleaving is kept.
-    let log = r.dir.path().join("order.log");
-    let f = fs::File::create(&log).unwrap();
-    let st = r
-        .cmd(&[order.to_str().unwrap()])
-        .stdout(f.try_clone().unwrap())
-        .stderr(f)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let want: String = (0..200).map(|i| format!("line {i}\n")).collect();
-    assert_eq!(fs::read_to_string(&log).unwrap(), want);
-
-    // 100 MiB streamed without loss.
-    let big = r.script(
-        "big.py",
-        "import sys\nblock = bytes(range(256)) * 4096\nfor _ in range(100):\n    sys.stdout.buffer.write(block)\n",
-    );
-    let mut child = r
-        .cmd(&[big.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let (mut n, mut sum, mut buf) = (0u64, 0u64, vec![0u8; 1 << 20]);
-    loop {
-        let k = out.read(&mut buf).unwrap();
-        if k == 0 {
-            break;
-        }
-        for &b in &buf[..k] {
-            sum = sum.wrapping_add(b as u64);
-        }
-        n += k as u64;
-    }
-    assert!(child.wait().unwrap().success());
-    assert_eq!(n, 100 << 20);
-    assert_eq!(sum, 100 * 4096 * (0..256u64).sum::<u64>());
-
-    // stdin is the caller's.
-    let echo = r.script(
-        "echo.py",
-        "import sys\nprint(sys.stdin.read().upper(), end='')\n",
-    );
-    let mut child = r
-        .cmd(&[echo.to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"piped in\n")
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
-    assert_eq!(text(&o.stdout), "PIPED IN\n");
+    check_output_and_stdin(&|args| r.cmd(args), r.dir.path());
     r.assert_clean();
 }
 
 #[test]
 fn signals_timeout_and_memory_limit() {
     let r = Run::new();
-    let sleeper = r.script(
-        "sleeper.py",
-        "import time\ntry:\n    print('ready', flush=True)\n    time.sleep(60)\nfinally:\n    print('cleanup ran', flush=True)\n",
-    );
-    let mut child = r
-        .cmd(&[sleeper.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    lines.read_line(&mut first).unwrap();
-    assert_eq!(first, "ready\n");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::SIGTERM,
-    )
-    .unwrap();
-    let mut rest = String::new();
-    lines.read_to_string(&mut rest).unwrap();
-    let st = child.wait().unwrap();
-    assert_eq!(st.code(), Some(143), "{rest}");
-    assert_eq!(rest, "cleanup ran\n");
-
-    // The wall-clock limit: 124 and a message.
-    let o = r.run(&["--timeout=1s", sleeper.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(124), "{}", show(&o));
-    assert!(
-        text(&o.stderr).contains("buntime: killed: the time limit (1s) was reached"),
-        "{}",
-        show(&o)
-    );
+    check_sigterm_and_timeout(&|args| r.cmd(args), r.dir.path());
 
     // The memory limit: the kernel kills it, 137 and a message.
     let hog = r.script(
@@ -776,101 +785,9 @@ fn ordinary_users_run_sandboxes_rootless() {
             .current_dir("/");
         c
     };
-    let script = |name: &str, body: &str| {
-        let p = pub_dir.join(name);
-        fs::write(&p, body).unwrap();
-        p.to_str().unwrap().to_string()
-    };
-    let order = script(
-        "order.py",
-        "import sys\nfor i in range(200):\n    s = sys.stdout if i % 2 == 0 else sys.stderr\n    print(f'line {i}', file=s, flush=True)\n",
-    );
-    let log = r.dir.path().join("order-rootless.log");
-    let f = fs::File::create(&log).unwrap();
-    let st = as_user(&[&order])
-        .stdin(Stdio::null())
-        .stdout(f.try_clone().unwrap())
-        .stderr(f)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let want: String = (0..200).map(|i| format!("line {i}\n")).collect();
-    assert_eq!(fs::read_to_string(&log).unwrap(), want);
-
-    let big = script(
-        "big.py",
-        "import sys\nblock = bytes(range(256)) * 4096\nfor _ in range(100):\n    sys.stdout.buffer.write(block)\n",
-    );
-    let mut child = as_user(&[&big])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let (mut n, mut sum, mut buf) = (0u64, 0u64, vec![0u8; 1 << 20]);
-    loop {
-        let k = out.read(&mut buf).unwrap();
-        if k == 0 {
-            break;
-        }
-        sum = buf[..k].iter().fold(sum, |a, &x| a.wrapping_add(x as u64));
-        n += k as u64;
-    }
-    assert!(child.wait().unwrap().success());
-    assert_eq!(n, 100 << 20);
-    assert_eq!(sum, 100 * 4096 * (0..256u64).sum::<u64>());
-
-    let echo = script(
-        "echo.py",
-        "import sys\nprint(sys.stdin.read().upper(), end='')\n",
-    );
-    let mut child = as_user(&[&echo])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"piped in\n")
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
-    assert_eq!(text(&o.stdout), "PIPED IN\n");
-
-    let sleeper = script(
-        "sleeper.py",
-        "import time\ntry:\n    print('ready', flush=True)\n    time.sleep(60)\nfinally:\n    print('cleanup ran', flush=True)\n",
-    );
-    let mut child = as_user(&[&sleeper])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    lines.read_line(&mut first).unwrap();
-    assert_eq!(first, "ready\n");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::SIGTERM,
-    )
-    .unwrap();
-    let mut rest = String::new();
-    lines.read_to_string(&mut rest).unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(143), "{rest}");
-    assert_eq!(rest, "cleanup ran\n");
-
-    let o = as_user(&["--timeout=1s", &sleeper])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(124), "{}", show(&o));
-    assert!(
-        text(&o.stderr).contains("the time limit (1s) was reached"),
-        "{}",
-        show(&o)
-    );
+    let script = |name: &str, body: &str| put_script(&pub_dir, name, body);
+    check_output_and_stdin(&as_user, &pub_dir);
+    check_sigterm_and_timeout(&as_user, &pub_dir);
 
     // `ask` with nobody to answer (stdin is no terminal): denied after
     // the ask timeout, and said so.

@@ -145,16 +145,11 @@ impl Drop for Approver {
 mod tests {
     use super::*;
 
-    fn sock(name: &str) -> PathBuf {
-        let d =
-            std::env::temp_dir().join(format!("buntime-approver-{}-{name}", std::process::id()));
-        let _ = std::fs::create_dir_all(&d);
-        d.join("approve.sock")
-    }
-
     #[test]
     fn no_approver_means_no_answer_after_the_timeout() {
-        let a = Approver::bind(&sock("none"), Duration::from_millis(200)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let a =
+            Approver::bind(&dir.path().join("approve.sock"), Duration::from_millis(200)).unwrap();
         let t = Instant::now();
         assert_eq!(
             a.ask(serde_json::json!({"kind": "fs_read"})),
@@ -165,7 +160,8 @@ mod tests {
 
     #[test]
     fn answers_are_matched_by_id() {
-        let path = sock("answers");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("approve.sock");
         let a = Approver::bind(&path, Duration::from_secs(5)).unwrap();
         let conn = UnixStream::connect(&path).unwrap();
         let h = std::thread::spawn(move || {
@@ -186,6 +182,5 @@ mod tests {
         h.join().unwrap();
         drop(a);
         assert!(!path.exists());
-        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 }

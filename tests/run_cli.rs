@@ -59,15 +59,7 @@ impl Run {
         let root = self.root();
         for sub in [".buntime", "bundles"] {
             let d = root.join(sub);
-            let left: Vec<_> = fs::read_dir(&d)
-                .map(|r| {
-                    r.flatten()
-                        .map(|e| e.file_name())
-                        // The compiled-seccomp cache is kept on purpose.
-                        .filter(|n| n != ".seccomp-cache")
-                        .collect()
-                })
-                .unwrap_or_default();
+            let left = state_left(&d);
             assert!(left.is_empty(), "left in {}: {left:?}", d.display());
         }
         let containers: Vec<_> = fs::read_dir(&root)
@@ -118,6 +110,19 @@ const ORDER_PY: &str = "import sys\nfor i in range(200):\n    s = sys.stdout if 
 const BIG_PY: &str = "import sys\nblock = bytes(range(256)) * 4096\nfor _ in range(100):\n    sys.stdout.buffer.write(block)\n";
 const ECHO_PY: &str = "import sys\nprint(sys.stdin.read().upper(), end='')\n";
 const SLEEPER_PY: &str = "import time\ntry:\n    print('ready', flush=True)\n    time.sleep(60)\nfinally:\n    print('cleanup ran', flush=True)\n";
+
+/// What is in a state directory after the runs, apart from the
+/// compiled-seccomp cache (kept on purpose).
+fn state_left(dir: &Path) -> Vec<std::ffi::OsString> {
+    fs::read_dir(dir)
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name())
+                .filter(|n| n != ".seccomp-cache")
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 fn put_script(dir: &Path, name: &str, body: &str) -> String {
     let p = dir.join(name);
@@ -852,24 +857,8 @@ fn ordinary_users_run_sandboxes_rootless() {
             .collect();
         assert!(left.is_empty(), "cgroups left in {d}: {left:?}");
     }
-    let uid = text(
-        &Command::new("id")
-            .args(["-u", USER])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .trim()
-    .to_string();
     let state = PathBuf::from(format!("/tmp/buntime-run-{uid}/.buntime"));
-    let left: Vec<_> = fs::read_dir(&state)
-        .map(|r| {
-            r.flatten()
-                .map(|e| e.file_name())
-                .filter(|n| n != ".seccomp-cache")
-                .collect()
-        })
-        .unwrap_or_default();
+    let left = state_left(&state);
     assert!(
         left.is_empty(),
         "state left in {}: {left:?}",

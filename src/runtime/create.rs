@@ -133,7 +133,7 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
         write_json(&extra.join(EFFECTIVE_FILE), &pretty)?;
         if rootless_netns && supervised && proxy_mode {
             let h = super::netns_hook::HookSocket::bind(&extra)?;
-            super::netns_hook::add_to_spec(&mut spec, h.dir(), Some(crate::proxy::PROXY_PORT))?;
+            super::netns_hook::add_to_spec(&mut spec, h.dir(), crate::proxy::PROXY_PORT)?;
             hook_socket = Some(h);
         }
         let (programs, seccomp_note) =
@@ -306,10 +306,13 @@ const LEGACY_POLICY_SECCOMP_FILE: &str = "policy-seccomp.json";
 /// program its `buntime.dev/seccomp` annotation names must be there: a
 /// missing one fails the exec rather than run it less confined. A
 /// container made before programs existed has its stacked profile as JSON.
-pub fn load_seccomp_programs(root: &Root, id: &str) -> Result<Vec<super::seccomp_bpf::Program>> {
+pub fn load_seccomp_programs(
+    root: &Root,
+    id: &str,
+    meta: &Meta,
+) -> Result<Vec<super::seccomp_bpf::Program>> {
     use super::seccomp_bpf::Program;
     let dir = root.extra_dir(id);
-    let meta = root.read_meta(id);
     let Some(note) = meta.annotations.get("buntime.dev/seccomp") else {
         let legacy = dir.join(LEGACY_POLICY_SECCOMP_FILE);
         return match fs::read(&legacy) {
@@ -341,8 +344,7 @@ pub fn load_seccomp_programs(root: &Root, id: &str) -> Result<Vec<super::seccomp
 }
 
 /// The Landlock plan stored for a container, if Landlock applies to it.
-pub fn load_landlock(root: &Root, id: &str) -> Result<Option<LandlockPlan>> {
-    let meta = root.read_meta(id);
+pub fn load_landlock(root: &Root, id: &str, meta: &Meta) -> Result<Option<LandlockPlan>> {
     let applied = meta
         .annotations
         .get("buntime.dev/landlock")

@@ -91,8 +91,9 @@ pub fn exec(root: &Root, opts: &ExecOptions) -> Result<i32> {
         .map_err(|e| RuntimeError::io(format!("read {}", spec_file.display()), e))?;
     let spec = parse_spec(&spec_file, &text)?;
     // Fail closed: a container whose plan is unreadable gets no exec.
-    let landlock = super::create::load_landlock(root, &opts.id)?;
-    let seccomp = super::create::load_seccomp_programs(root, &opts.id)?;
+    let meta = root.read_meta(&opts.id);
+    let landlock = super::create::load_landlock(root, &opts.id, &meta)?;
+    let seccomp = super::create::load_seccomp_programs(root, &opts.id, &meta)?;
     let (uid, gid) = match &opts.user {
         Some(u) => {
             let (uid, gid) = parse_user(u)?;

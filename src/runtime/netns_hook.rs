@@ -133,19 +133,17 @@ fn check_listener(fd: &OwnedFd) -> Result<()> {
 }
 
 /// Adds the hook to the spec libcontainer runs.
-pub fn add_to_spec(spec: &mut Spec, dir: &Path, proxy_port: Option<u16>) -> Result<()> {
+pub fn add_to_spec(spec: &mut Spec, dir: &Path, proxy_port: u16) -> Result<()> {
     let exe = std::env::current_exe()
         .map_err(|e| RuntimeError::io("find own executable for the network hook", e))?;
-    let mut args = vec![
+    let args = vec![
         "buntime-netns-hook".to_string(),
         HOOK_ARG.to_string(),
         "--dir".to_string(),
         dir.display().to_string(),
+        "--proxy-port".to_string(),
+        proxy_port.to_string(),
     ];
-    if let Some(p) = proxy_port {
-        args.push("--proxy-port".into());
-        args.push(p.to_string());
-    }
     // Bounded, so that a hook that cannot finish fails `create` instead of
     // hanging it (it takes milliseconds).
     let hook = HookBuilder::default()
@@ -204,8 +202,8 @@ fn run(args: &[OsString]) -> std::result::Result<(), String> {
         i += 2;
     }
     let dir = dir.ok_or("--dir is required")?;
+    let port = port.ok_or("--proxy-port is required")?;
     super::loopback::set_lo_up().map_err(|e| e.to_string())?;
-    let Some(port) = port else { return Ok(()) };
     let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
         .map_err(|e| format!("bind 127.0.0.1:{port}: {e}"))?;
     // Relative to the directory, for the same 107 bytes.
@@ -283,12 +281,14 @@ mod tests {
         assert!(e.contains("--proxy-port"), "{e}");
         let e = run(&[]).unwrap_err();
         assert!(e.contains("--dir"), "{e}");
+        let e = run(&["--dir".into(), "/nonexistent".into()]).unwrap_err();
+        assert!(e.contains("--proxy-port is required"), "{e}");
     }
 
     #[test]
     fn the_hook_is_appended_to_the_spec() {
         let mut spec = Spec::default();
-        add_to_spec(&mut spec, Path::new("/state/x"), Some(3128)).unwrap();
+        add_to_spec(&mut spec, Path::new("/state/x"), 3128).unwrap();
         let hooks = spec.hooks().clone().unwrap();
         let list = hooks.create_container().clone().unwrap();
         assert_eq!(list.len(), 1);

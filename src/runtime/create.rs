@@ -39,6 +39,8 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
     if root.exists(&opts.id) {
         return Err(RuntimeError::Exists(opts.id.clone()));
     }
+    // The kernel's wait before the first cgroup attach runs meanwhile.
+    let _warmup = super::cgroup_warmup::Warmup::start();
     let bundle = Bundle::load(&opts.bundle)?;
     tracing::debug!(target: "cli", "create: bundle loaded");
     let base = bundle::effective_spec(&bundle, &opts.id, root.systemd_cgroup)?;

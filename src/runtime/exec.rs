@@ -64,6 +64,8 @@ fn parse_env(items: &[String]) -> Result<HashMap<String, String>> {
 
 /// Runs the process; returns its exit code (0 when detached).
 pub fn exec(root: &Root, opts: &ExecOptions) -> Result<i32> {
+    // The process joins the container's cgroups: see cgroup_warmup.
+    let warmup = super::cgroup_warmup::Warmup::start();
     let container = root.load(&opts.id)?;
     let status = container.status();
     let runnable = status == ContainerStatus::Running
@@ -132,6 +134,8 @@ pub fn exec(root: &Root, opts: &ExecOptions) -> Result<i32> {
         .with_ignore_paused(opts.ignore_paused)
         .build()
         .map_err(|e| RuntimeError::backend(format!("exec in container {:?}", opts.id), &e))?;
+    // Reaped now, before the wait below reaps every child.
+    drop(warmup);
     if opts.detach {
         return Ok(0);
     }

@@ -6,6 +6,7 @@
 
 pub mod bundle;
 pub mod cgroup;
+pub mod cgroup_warmup;
 pub mod create;
 pub mod defaults;
 pub mod error;

@@ -11,6 +11,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 cargo build --workspace
+# Tests that would skip for lack of a tool or kernel feature fail instead.
+export BUNTIME_TEST_STRICT=1
 cargo test --workspace -- --test-threads=4
 
 # Nothing left behind by the tests: containers, mounts, cgroups.

@@ -39,6 +39,11 @@ fn python() -> &'static str {
 #[test]
 fn the_page_shows_decisions_and_a_click_answers_an_ask() {
     if !Path::new(CHROMIUM).exists() {
+        // `make test` (hack/test.sh) counts a skip as a failure.
+        assert!(
+            std::env::var_os("BUNTIME_TEST_STRICT").is_none(),
+            "{CHROMIUM} is missing (hack/install-deps.sh installs it)"
+        );
         eprintln!("skipping the browser test: {CHROMIUM} is missing (apt-get install chromium)");
         return;
     }
@@ -118,9 +123,4 @@ fn the_page_shows_decisions_and_a_click_answers_an_ask() {
     let png = std::fs::read(&shot).expect("screenshot saved");
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
     eprintln!("screenshot: {}", shot.display());
-    assert!(
-        started.elapsed() < Duration::from_secs(60),
-        "the browser test took {:?}",
-        started.elapsed()
-    );
 }

@@ -161,6 +161,36 @@ fn other_hosts_and_origins_are_refused() {
     );
 }
 
+/// On loopback (no token) only the UI's own user and root are served:
+/// another local user must not read the logs or answer root's asks.
+#[test]
+fn other_local_users_are_refused_on_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = ui(vec![dir.path().to_path_buf()], None);
+    let url = format!("http://127.0.0.1:{}/api/sandboxes", h.addr().port());
+    let curl_as = |user: Option<&str>| {
+        let mut c = std::process::Command::new("setpriv");
+        if let Some(u) = user {
+            c.args([
+                &format!("--reuid={u}"),
+                &format!("--regid={u}"),
+                "--clear-groups",
+            ]);
+        }
+        let out = c
+            .args(["curl", "-s", "-w", "\n%{http_code}", &url])
+            .output()
+            .expect("setpriv curl");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let nobody = curl_as(Some("65534"));
+    assert!(nobody.ends_with("\n403"), "{nobody}");
+    assert!(nobody.contains("other users"), "{nobody}");
+    assert!(curl_as(None).ends_with("\n200"), "root is served");
+    // The page too, not only the API.
+    assert_eq!(get(h.addr(), "/").status, 200);
+}
+
 #[test]
 fn off_loopback_the_api_needs_the_token() {
     let dir = tempfile::tempdir().unwrap();
@@ -232,6 +262,14 @@ fn the_cli_prints_its_address_and_token() {
     drop(p);
     let out = std::process::Command::new(ui_common::BUNTIME)
         .args(["ui", "--listen", "127.0.0.1:0", "--token", "short"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("token"));
+    // The same token from the environment (kept out of `ps`) is checked too.
+    let out = std::process::Command::new(ui_common::BUNTIME)
+        .args(["ui", "--listen", "127.0.0.1:0"])
+        .env("BUNTIME_UI_TOKEN", "short")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -59,8 +59,9 @@ enum Command {
         /// Address to listen on (port 0: any free port).
         #[arg(long, value_name = "ADDR", default_value = buntime::ui::DEFAULT_LISTEN)]
         listen: std::net::SocketAddr,
-        /// Require this token (default: none on loopback, a random one
-        /// printed at start elsewhere).
+        /// Require this token (default: $BUNTIME_UI_TOKEN, which `ps`
+        /// does not show; else none on loopback, a random one printed at
+        /// start elsewhere).
         #[arg(long, value_name = "TOKEN")]
         token: Option<String>,
         /// Show only this sandbox.
@@ -210,6 +211,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 cli.root
             };
+            let token = token.or_else(|| std::env::var("BUNTIME_UI_TOKEN").ok());
             buntime::ui::serve(buntime::ui::UiOptions {
                 listen,
                 roots,

@@ -370,8 +370,8 @@ impl Approvals {
                 id,
             });
         };
-        let ask = inner.pending.remove(pos);
-        self.bump(&mut inner);
+        // Taken off the list only once the answer is on its way: a failed
+        // write leaves it there to be answered again (after a reconnect).
         let writer = inner
             .conns
             .iter()
@@ -387,6 +387,8 @@ impl Approvals {
             container: container.to_string(),
             source,
         })?;
+        let ask = inner.pending.remove(pos);
+        self.bump(&mut inner);
         tracing::info!(target: "ui", container, id, result, kind = %ask.kind, "answered");
         if verdict == Verdict::Always {
             inner

@@ -24,6 +24,9 @@ pub struct Guard {
     /// any (a non-loopback listener, where the token protects instead).
     hosts: Vec<String>,
     token: Option<String>,
+    /// On loopback: the listener and the uid whose connections (and
+    /// root's) are served; other local users are refused.
+    owner: Option<(SocketAddr, u32)>,
 }
 
 /// Why a request is refused.
@@ -74,21 +77,41 @@ impl Guard {
         } else {
             Vec::new()
         };
-        Guard { hosts, token }
+        // SAFETY: geteuid has no preconditions.
+        let owner = addr
+            .ip()
+            .is_loopback()
+            .then(|| (addr, unsafe { libc::geteuid() }));
+        Guard {
+            hosts,
+            token,
+            owner,
+        }
     }
 
     pub fn token(&self) -> Option<&str> {
         self.token.as_deref()
     }
 
-    /// Checks `Host`, `Origin` (which must be this server when present,
-    /// and present on anything but GET/HEAD) and, for the API, the token.
+    /// Checks `Host`, on loopback the connecting user (ours or root),
+    /// `Origin` (which must be this server when present, and present on
+    /// anything but GET/HEAD) and, for the API, the token.
     pub fn check(&self, req: &Request, query: &Query, api: bool) -> Result<(), Refusal> {
         let host = header(req, "Host")
             .map(|h| h.trim().to_ascii_lowercase())
             .ok_or_else(|| refuse(400, "missing Host header"))?;
         if !self.hosts.is_empty() && !self.hosts.contains(&host) {
             return Err(refuse(403, "Host is not this server"));
+        }
+        if let Some((listener, me)) = self.owner {
+            let uid = req
+                .remote_addr()
+                .and_then(|peer| super::peer::owner(listener, *peer));
+            match uid {
+                Some(u) if u == me || u == 0 => {}
+                Some(_) => return Err(refuse(403, "connections of other users are refused")),
+                None => return Err(refuse(403, "cannot tell which user is connecting")),
+            }
         }
         let safe = matches!(
             req.method(),

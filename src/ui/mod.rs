@@ -19,6 +19,7 @@
 
 mod approve;
 mod http;
+mod peer;
 mod state;
 mod why;
 
@@ -357,7 +358,8 @@ fn handle(ctx: &Ctx, req: Request) {
             match rest {
                 [] if get => detail(ctx, req, &sb),
                 ["audit"] if get => audit(req, &sb, &query),
-                ["events"] if get => events(ctx, req, &sb, &query),
+                // GET only: a HEAD would get an endless body.
+                ["events"] if *req.method() == Method::Get => events(ctx, req, &sb, &query),
                 ["output"] if get => {
                     let from = query.get("from").and_then(|f| f.parse().ok()).unwrap_or(0);
                     json(req, 200, &state::read_output(&sb.output_path(), from))
@@ -537,8 +539,7 @@ fn events(ctx: &Ctx, req: Request, sb: &Sandbox, query: &Query) {
             }
             last_write = Instant::now();
         }
-        let meta = sb.meta();
-        if !sb.supervisor_alive(&meta) {
+        if sb.finished(&sb.meta()) {
             // One more read after noticing, for lines written just before
             // the supervisor exited.
             if draining {

@@ -192,6 +192,22 @@ impl Sandbox {
         self.dir().join(APPROVER_FILE)
     }
 
+    /// Whether no more decisions can come: its supervisor has exited, or
+    /// it has none (created without one, or its create failed and took the
+    /// directory away). Not while `create` has yet to record the supervisor.
+    pub fn finished(&self, meta: &Meta) -> bool {
+        match meta.supervisor_pid {
+            Some(_) => !self.supervisor_alive(meta),
+            None => {
+                self.root
+                    .container_dir(&self.id)
+                    .join("state.json")
+                    .exists()
+                    || !self.dir().is_dir()
+            }
+        }
+    }
+
     /// Whether the sandbox's supervisor still runs (never a recycled pid).
     pub fn supervisor_alive(&self, meta: &Meta) -> bool {
         meta.supervisor_pid

@@ -175,6 +175,33 @@ pub fn init_runc_logging(
     Ok(())
 }
 
+/// stderr for log lines, where a failed write is dropped: tracing's own
+/// fallback on a write error is `eprintln!`, which panics on a closed pipe
+/// (`buntime run … 2>&1 | head`), and a panic in the middle of a run would
+/// leave its sandbox behind.
+pub struct QuietStderr;
+
+impl Write for QuietStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
+/// A line on stderr for the user (like `eprintln!`, without the panic when
+/// stderr is gone).
+pub fn say(line: &str) {
+    let mut e = std::io::stderr().lock();
+    let _ = e
+        .write_all(line.as_bytes())
+        .and_then(|()| e.write_all(b"\n"));
+}
+
 /// Plain stderr logging for the people-facing CLI, filtered by `BUNTIME_LOG`.
 pub fn init_cli_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BUNTIME_LOG")
@@ -185,7 +212,7 @@ pub fn init_cli_logging() {
         });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| QuietStderr)
         .try_init();
 }
 

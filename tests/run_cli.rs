@@ -490,6 +490,24 @@ fn two_hundred_runs_leave_nothing_behind() {
     assert!(left.is_empty(), "supervisors left: {left:?}");
 }
 
+/// `buntime run … 2>&1 | head`: stderr closed while buntime still logs
+/// (debug logging on) must neither crash the run nor leave it behind.
+#[test]
+fn a_closed_stderr_leaves_nothing_behind() {
+    let r = Run::new();
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let o = r
+        .cmd(&["--", "/bin/sh", "-c", "echo out"])
+        .env("BUNTIME_LOG", "debug")
+        .stderr(writer)
+        .output()
+        .expect("run buntime");
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert_eq!(text(&o.stdout), "out\n");
+    r.assert_clean();
+}
+
 /// A tiny HTTP client for the debug UI (loopback, no keep-alive).
 fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     use std::net::TcpStream;

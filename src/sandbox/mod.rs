@@ -380,7 +380,7 @@ pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
             .map_err(|e| setup(format!("--debug-ui: {e}")));
             match ui {
                 Ok(ui) => {
-                    eprintln!("buntime: debug UI at {}", ui.url());
+                    crate::logging::say(&format!("buntime: debug UI at {}", ui.url()));
                     Some(ui)
                 }
                 Err(e) => {
@@ -418,16 +418,18 @@ pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
             .timeout
             .map(|t| format!(" ({t})"))
             .unwrap_or_default();
-        eprintln!("buntime: killed: the time limit{limit} was reached");
+        crate::logging::say(&format!(
+            "buntime: killed: the time limit{limit} was reached"
+        ));
         code = 124;
     } else if code == 137 && ooms > 0 {
-        eprintln!(
+        crate::logging::say(&format!(
             "buntime: killed: the memory limit{} was reached",
             memory.map(|m| format!(" ({m})")).unwrap_or_default()
-        );
+        ));
     }
     if let Some(line) = report::denied_summary(&records) {
-        eprintln!("{line}");
+        crate::logging::say(&line);
     }
     Ok(code)
 }

@@ -18,8 +18,14 @@
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-/// The forked writer; reaped when dropped.
+/// A writer of this process is still out: a second one would gain nothing.
+static IN_FLIGHT: AtomicBool = AtomicBool::new(false);
+
+/// The forked writer; reaped when dropped. One at a time per process:
+/// `buntime run` starts one before it builds the bundle, and the `create`
+/// it calls then needs none of its own.
 pub struct Warmup {
     pid: libc::pid_t,
 }
@@ -28,6 +34,17 @@ impl Warmup {
     /// Fork the writer (the child runs nothing but open/write/_exit, all
     /// async-signal-safe, so this is sound with threads too).
     pub fn start() -> Option<Warmup> {
+        if IN_FLIGHT.swap(true, Ordering::Relaxed) {
+            return None;
+        }
+        let w = Self::fork_writer();
+        if w.is_none() {
+            IN_FLIGHT.store(false, Ordering::Relaxed);
+        }
+        w
+    }
+
+    fn fork_writer() -> Option<Warmup> {
         let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
         let path = procs_file(&cgroups, Path::new("/sys/fs/cgroup"))?;
         let path = CString::new(path.into_os_string().into_encoded_bytes()).ok()?;
@@ -54,6 +71,7 @@ impl Drop for Warmup {
         let mut status = 0;
         // SAFETY: our own child, a plain out-pointer.
         unsafe { libc::waitpid(self.pid, &mut status, 0) };
+        IN_FLIGHT.store(false, Ordering::Relaxed);
     }
 }
 

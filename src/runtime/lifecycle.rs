@@ -141,12 +141,22 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
             "delete a container that is not stopped (use --force)",
         ));
     }
+    let supervisor = root.read_meta(id).supervisor_pid;
+    // A stopped container's supervisor has nothing left to do: it exits
+    // while the cgroup goes. A running one's stays until its container is
+    // gone (should that fail, it still serves).
+    let stopping = (status == ContainerStatus::Stopped)
+        .then(|| crate::supervisor::begin_stop(supervisor, id))
+        .flatten();
     if !(status == ContainerStatus::Stopped && delete_stopped_directly(&c)?) {
         c.delete(force)
             .map_err(|e| RuntimeError::backend(format!("delete container {id:?}"), &e))?;
     }
     tracing::debug!(target: "cli", "delete: container and cgroup removed");
-    crate::supervisor::stop(root.read_meta(id).supervisor_pid, id);
+    match stopping {
+        Some(s) => s.wait(),
+        None => crate::supervisor::stop(supervisor, id),
+    }
     tracing::debug!(target: "cli", "delete: supervisor gone");
     root.remove_extra(id)
 }

@@ -325,6 +325,8 @@ impl Drop for BundleDir {
 
 /// Runs the request; returns the exit code to exit with.
 pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
+    // Before the bundle is even made (see cgroup_warmup); reaped after create.
+    let warmup = crate::runtime::cgroup_warmup::Warmup::start();
     let plan = plan(&req)?;
     let id = format!("run-{}", std::process::id());
     let spec = bundle_spec(&plan, &id, req.ask_timeout.as_deref())?;
@@ -355,6 +357,7 @@ pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
         ..CreateOptions::default()
     };
     let container = create(&root, &opts)?;
+    drop(warmup);
     let pid = container
         .pid()
         .map(|p| Pid::from_raw(p.as_raw()))

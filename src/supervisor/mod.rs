@@ -255,9 +255,32 @@ pub fn is_ours(pid: i32, id: &str) -> bool {
 /// returns once it is gone (at most a second). Through a pidfd taken
 /// before the identity check, so a recycled pid is never signalled.
 pub fn stop(pid: Option<i32>, id: &str) {
-    let Some(p) = pid.filter(|&p| p > 0) else {
-        return;
-    };
+    if let Some(s) = begin_stop(pid, id) {
+        s.wait();
+    }
+}
+
+/// A supervisor that was sent SIGKILL and may still be exiting.
+pub struct Stopping(OwnedFd);
+
+impl Stopping {
+    /// Returns once the process is gone (at most a second).
+    pub fn wait(self) {
+        let mut pfd = libc::pollfd {
+            fd: self.0.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; a pidfd polls readable once the
+        // process exits.
+        unsafe { libc::poll(&mut pfd, 1, 1000) };
+    }
+}
+
+/// The first half of `stop`: the signal, so that the supervisor's exit
+/// overlaps with other teardown; `wait` on the result for the rest.
+pub fn begin_stop(pid: Option<i32>, id: &str) -> Option<Stopping> {
+    let p = pid.filter(|&p| p > 0)?;
     let fd = match pidfd_open(p) {
         Ok(fd) => fd,
         // No pidfd (out of descriptors, say): a plain kill, still checked.
@@ -268,11 +291,11 @@ pub fn stop(pid: Option<i32>, id: &str) {
                     nix::sys::signal::SIGKILL,
                 );
             }
-            return;
+            return None;
         }
     };
     if !is_ours(p, id) {
-        return;
+        return None;
     }
     // SAFETY: pidfd_send_signal on our pidfd, no siginfo.
     unsafe {
@@ -284,13 +307,7 @@ pub fn stop(pid: Option<i32>, id: &str) {
             0u32,
         )
     };
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd; a pidfd polls readable once the process exits.
-    unsafe { libc::poll(&mut pfd, 1, 1000) };
+    Some(Stopping(fd))
 }
 
 /// Everything a worker connection needs, shared by the connection threads.

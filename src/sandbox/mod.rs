@@ -323,6 +323,24 @@ impl Drop for BundleDir {
     }
 }
 
+/// Deletes the sandbox when dropped while armed: an early return after the
+/// create, or a panic (a bug), still takes it away.
+struct Cleanup<'a> {
+    root: &'a Root,
+    id: &'a str,
+    armed: bool,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            if let Err(e) = lifecycle::delete(self.root, self.id, true) {
+                tracing::warn!(target: "cli", "delete sandbox {}: {e}", self.id);
+            }
+        }
+    }
+}
+
 /// Runs the request; returns the exit code to exit with.
 pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
     // Before the bundle is even made (see cgroup_warmup); reaped after create.
@@ -358,16 +376,18 @@ pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
     };
     let container = create(&root, &opts)?;
     drop(warmup);
+    let mut cleanup = Cleanup {
+        root: &root,
+        id: &id,
+        armed: true,
+    };
     let pid = container
         .pid()
         .map(|p| Pid::from_raw(p.as_raw()))
         .ok_or_else(|| setup("created sandbox has no pid"))?;
     let cgroup = cgroup_path(&id);
     if !nix::unistd::geteuid().is_root() {
-        if let Err(e) = limits::apply_v1(&cgroup, &req_limits) {
-            let _ = lifecycle::delete(&root, &id, true);
-            return Err(e);
-        }
+        limits::apply_v1(&cgroup, &req_limits)?;
     }
     let set = foreground::block_signals()?;
     let state = root.extra_dir(&id);
@@ -387,7 +407,6 @@ pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
                     Some(ui)
                 }
                 Err(e) => {
-                    let _ = lifecycle::delete(&root, &id, true);
                     foreground::unblock_signals(&set);
                     return Err(e);
                 }
@@ -408,6 +427,7 @@ pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
     tracing::debug!(target: "cli", "run: sandbox exited");
     let records = report::read_audit(&state.join(crate::audit::AUDIT_FILE));
     let ooms = report::oom_kills(&cgroup);
+    cleanup.armed = false;
     if let Err(e) = lifecycle::delete(&root, &id, true) {
         tracing::warn!(target: "cli", "delete sandbox {id}: {e}");
     }

@@ -11,6 +11,11 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 cargo build --workspace
+# The workers' own checks: the Python worker's unit tests (system Python,
+# the interpreter `buntime run` uses) and the Bun worker's strict type-check
+# (typescript from npm, kept under target/).
+/usr/bin/python3 workers/python/tests/test_worker.py
+TSC_DIR="$PWD/target/bun-tsc" bash workers/bun/check.sh
 # Tests that would skip for lack of a tool or kernel feature fail instead.
 export BUNTIME_TEST_STRICT=1
 cargo test --workspace -- --test-threads=4

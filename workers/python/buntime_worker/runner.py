@@ -104,7 +104,10 @@ def _new_main(**attrs: Any) -> Any:
 
 
 def _run_source(path: str) -> None:
-    from importlib.machinery import SourceFileLoader
+    # The loader class importlib.machinery re-exports, from the frozen
+    # module the interpreter has already loaded (importlib.machinery would
+    # import importlib and warnings: most of a millisecond).
+    from _frozen_importlib_external import SourceFileLoader
     with io.open_code(path) as f:  # never the broker fallback of open()
         source = f.read()
     code = compile(source, path, "exec", dont_inherit=True)

@@ -30,6 +30,11 @@ fn check(dir: &Path) -> engines::Out {
 #[test]
 fn kubernetes_manifests_pass_the_offline_check() {
     if !python_has_yaml() {
+        // `make test` (hack/test.sh) counts a skip as a failure.
+        assert!(
+            std::env::var_os("BUNTIME_TEST_STRICT").is_none(),
+            "python3-yaml missing (hack/install-deps.sh installs it)"
+        );
         eprintln!("python3-yaml missing (hack/install-deps.sh): skipped");
         return;
     }

@@ -6,6 +6,7 @@ mod common;
 mod ui_common;
 
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -161,6 +162,24 @@ fn other_hosts_and_origins_are_refused() {
     );
 }
 
+/// `curl` of `url` as user `uid` (root if None): the body, a newline and
+/// the status code.
+fn curl_as(uid: Option<u32>, url: &str) -> String {
+    let mut c = std::process::Command::new("setpriv");
+    if let Some(u) = uid {
+        c.args([
+            &format!("--reuid={u}"),
+            &format!("--regid={u}"),
+            "--clear-groups",
+        ]);
+    }
+    let out = c
+        .args(["curl", "-s", "-w", "\n%{http_code}", url])
+        .output()
+        .expect("setpriv curl");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 /// On loopback (no token) only the UI's own user and root are served:
 /// another local user must not read the logs or answer root's asks.
 #[test]
@@ -168,27 +187,31 @@ fn other_local_users_are_refused_on_loopback() {
     let dir = tempfile::tempdir().unwrap();
     let h = ui(vec![dir.path().to_path_buf()], None);
     let url = format!("http://127.0.0.1:{}/api/sandboxes", h.addr().port());
-    let curl_as = |user: Option<&str>| {
-        let mut c = std::process::Command::new("setpriv");
-        if let Some(u) = user {
-            c.args([
-                &format!("--reuid={u}"),
-                &format!("--regid={u}"),
-                "--clear-groups",
-            ]);
-        }
-        let out = c
-            .args(["curl", "-s", "-w", "\n%{http_code}", &url])
-            .output()
-            .expect("setpriv curl");
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
-    let nobody = curl_as(Some("65534"));
+    let nobody = curl_as(Some(65534), &url);
     assert!(nobody.ends_with("\n403"), "{nobody}");
     assert!(nobody.contains("other users"), "{nobody}");
-    assert!(curl_as(None).ends_with("\n200"), "root is served");
+    assert!(curl_as(None, &url).ends_with("\n200"), "root is served");
     // The page too, not only the API.
     assert_eq!(get(h.addr(), "/").status, 200);
+
+    // A UI of an ordinary user (65534): that user and root are served,
+    // a third one is not. The binary is copied where 65534 can run it.
+    let pub_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(pub_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = pub_dir.path().join("buntime");
+    std::fs::copy(ui_common::BUNTIME, &exe).expect("copy buntime");
+    let p = UiProcess::start_as(
+        65534,
+        &exe,
+        &[Path::new("/nonexistent")],
+        &["--listen", "127.0.0.1:0"],
+    );
+    let url = format!("http://{}/api/info", p.addr);
+    let own = curl_as(Some(65534), &url);
+    assert!(own.ends_with("\n200"), "its own user: {own}");
+    assert!(curl_as(None, &url).ends_with("\n200"), "root");
+    let other = curl_as(Some(65533), &url);
+    assert!(other.ends_with("\n403"), "another user: {other}");
 }
 
 #[test]

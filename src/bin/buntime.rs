@@ -305,7 +305,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Not eprintln!: with stderr closed it would panic (exit 101).
+            buntime::logging::say(&format!("error: {e:#}"));
             ExitCode::from(1)
         }
     }

@@ -17,6 +17,7 @@
 //! start.
 
 use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -28,6 +29,9 @@ static IN_FLIGHT: AtomicBool = AtomicBool::new(false);
 /// it calls then needs none of its own.
 pub struct Warmup {
     pid: libc::pid_t,
+    /// Waited on instead of the pid when there is one: a pid can be
+    /// reused if the child was reaped behind our back (SIGCHLD ignored).
+    pidfd: Option<OwnedFd>,
 }
 
 impl Warmup {
@@ -47,7 +51,20 @@ impl Warmup {
     fn fork_writer() -> Option<Warmup> {
         let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
         let path = procs_file(&cgroups, Path::new("/sys/fs/cgroup"))?;
+        // Only a file we may write and that lists us: under a cgroup
+        // namespace with the host's /sys/fs/cgroup mounted, the same
+        // relative path names another cgroup (the host's root, say).
+        if !lists(&path, std::process::id()) {
+            return None;
+        }
         let path = CString::new(path.into_os_string().into_encoded_bytes()).ok()?;
+        // SAFETY: a valid C string; faccessat only reads it.
+        let writable =
+            unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), libc::W_OK, libc::AT_EACCESS) }
+                == 0;
+        if !writable {
+            return None;
+        }
         // SAFETY: the child only makes raw system calls on memory prepared
         // before the fork and leaves with _exit.
         match unsafe { libc::fork() } {
@@ -58,7 +75,12 @@ impl Warmup {
                 }
                 libc::_exit(0)
             },
-            pid if pid > 0 => Some(Warmup { pid }),
+            pid if pid > 0 => {
+                // SAFETY: pidfd_open takes no pointers; a new fd is ours.
+                let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+                let pidfd = (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) });
+                Some(Warmup { pid, pidfd })
+            }
             _ => None,
         }
     }
@@ -68,11 +90,39 @@ impl Drop for Warmup {
     fn drop(&mut self) {
         // By now libcontainer's own attach has waited for the same grace
         // period (or there was none to make), so this returns at once.
-        let mut status = 0;
-        // SAFETY: our own child, a plain out-pointer.
-        unsafe { libc::waitpid(self.pid, &mut status, 0) };
+        match &self.pidfd {
+            Some(fd) => loop {
+                // SAFETY: a zeroed siginfo_t is a valid out-buffer.
+                let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+                // SAFETY: waits for (and reaps) exactly the process the
+                // pidfd names; ECHILD if it was reaped already.
+                let r = unsafe {
+                    libc::waitid(
+                        libc::P_PIDFD,
+                        fd.as_raw_fd() as libc::id_t,
+                        &mut info,
+                        libc::WEXITED,
+                    )
+                };
+                if r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                    break;
+                }
+            },
+            None => {
+                let mut status = 0;
+                // SAFETY: our own child, a plain out-pointer; WNOHANG: never
+                // block on a pid that may have been reused.
+                unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
+            }
+        }
         IN_FLIGHT.store(false, Ordering::Relaxed);
     }
+}
+
+/// Whether the `cgroup.procs` at `path` lists `pid`.
+fn lists(path: &Path, pid: u32) -> bool {
+    let want = pid.to_string();
+    std::fs::read_to_string(path).is_ok_and(|t| t.lines().any(|l| l == want))
 }
 
 /// The `cgroup.procs` of the cgroup this process is in, from the text of
@@ -141,6 +191,16 @@ mod tests {
             procs_file("0::/x\n", t.path()),
             Some(t.path().join("x/cgroup.procs"))
         );
+    }
+
+    #[test]
+    fn only_a_cgroup_that_lists_us() {
+        let t = tree(&["x/cgroup.procs"]);
+        let f = t.path().join("x/cgroup.procs");
+        std::fs::write(&f, "1\n23\n456\n").expect("write");
+        assert!(lists(&f, 23));
+        assert!(!lists(&f, 2));
+        assert!(!lists(&t.path().join("missing"), 23));
     }
 
     #[test]

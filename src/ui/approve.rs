@@ -370,8 +370,7 @@ impl Approvals {
                 id,
             });
         };
-        // Taken off the list only once the answer is on its way: a failed
-        // write leaves it there to be answered again (after a reconnect).
+        // Taken off the list only once the answer is on its way.
         let writer = inner
             .conns
             .iter()
@@ -383,10 +382,16 @@ impl Approvals {
         } else {
             "allow"
         };
-        write_answer(writer, id, result).map_err(|source| AnswerError::Write {
-            container: container.to_string(),
-            source,
-        })?;
+        if let Err(source) = write_answer(writer, id, result) {
+            // Part of the line may have gone out: nothing more may follow
+            // on this connection. Closing it ends its reader, which drops
+            // the connection's questions; a reconnect brings them back.
+            let _ = writer.shutdown(std::net::Shutdown::Both);
+            return Err(AnswerError::Write {
+                container: container.to_string(),
+                source,
+            });
+        }
         let ask = inner.pending.remove(pos);
         self.bump(&mut inner);
         tracing::info!(target: "ui", container, id, result, kind = %ask.kind, "answered");

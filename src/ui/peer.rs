@@ -17,13 +17,17 @@ pub fn owner(listener: SocketAddr, peer: SocketAddr) -> Option<u32> {
     })
 }
 
-/// The uid column of the row `peer -> listener` in one table's text.
+/// The uid column of the row `peer -> listener` in one table's text, if
+/// that socket still belongs to a process (non-zero inode). A client that
+/// sent its request and closed leaves an orphan or a TIME_WAIT row, which
+/// the kernel shows as uid 0 (inode 0): never taken for root's.
 fn find(table: &str, listener: SocketAddr, peer: SocketAddr) -> Option<u32> {
     table.lines().skip(1).find_map(|row| {
         let cols: Vec<&str> = row.split_whitespace().collect();
-        // sl local rem st tx:rx tr:when retrnsmt uid ...
-        let (local, remote, uid) = (cols.get(1)?, cols.get(2)?, cols.get(7)?);
-        (same(parse(local)?, peer) && same(parse(remote)?, listener))
+        // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...
+        let (local, remote, uid, inode) = (cols.get(1)?, cols.get(2)?, cols.get(7)?, cols.get(9)?);
+        let attached = inode.parse::<u64>().is_ok_and(|i| i != 0);
+        (attached && same(parse(local)?, peer) && same(parse(remote)?, listener))
             .then(|| uid.parse().ok())
             .flatten()
     })
@@ -73,12 +77,15 @@ mod tests {
         let t = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
             0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1\n\
             1: 0100007F:1F90 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 2\n\
-            2: 0100007F:9C40 0100007F:1F90 01 00000000:00000000 00:00000000 00000000  1000        0 3\n";
+            2: 0100007F:9C40 0100007F:1F90 01 00000000:00000000 00:00000000 00000000  1000        0 3\n\
+            3: 0100007F:9C41 0100007F:1F90 06 00000000:00000000 03:00001770 00000000     0        0 0\n";
         if cfg!(target_endian = "little") {
             let l: SocketAddr = "127.0.0.1:8080".parse().unwrap();
             let p: SocketAddr = "127.0.0.1:40000".parse().unwrap();
             assert_eq!(find(t, l, p), Some(1000));
             assert_eq!(find(t, p, l), Some(0));
+            assert_eq!(find(t, l, "127.0.0.1:40002".parse().unwrap()), None);
+            // A closed client's TIME_WAIT row (uid 0, inode 0) is not root.
             assert_eq!(find(t, l, "127.0.0.1:40001".parse().unwrap()), None);
         }
         assert_eq!(

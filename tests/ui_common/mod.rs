@@ -293,7 +293,24 @@ pub struct UiProcess {
 impl UiProcess {
     /// Starts `buntime --root ROOT ui ARGS…` and reads its address.
     pub fn start(roots: &[&Path], args: &[&str]) -> UiProcess {
-        let mut cmd = Command::new(BUNTIME);
+        Self::start_cmd(Command::new(BUNTIME), roots, args)
+    }
+
+    /// The same, as user and group `uid` (through `setpriv`), from the
+    /// binary `exe` (which that user must be able to run).
+    pub fn start_as(uid: u32, exe: &Path, roots: &[&Path], args: &[&str]) -> UiProcess {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+            "--",
+        ])
+        .arg(exe);
+        Self::start_cmd(cmd, roots, args)
+    }
+
+    fn start_cmd(mut cmd: Command, roots: &[&Path], args: &[&str]) -> UiProcess {
         for r in roots {
             cmd.arg("--root").arg(r);
         }

@@ -57,11 +57,11 @@ impl Run {
     /// supervisor processes.
     fn assert_clean(&self) {
         let root = self.root();
-        for sub in [".buntime", "bundles"] {
-            let d = root.join(sub);
-            let left = state_left(&d);
-            assert!(left.is_empty(), "left in {}: {left:?}", d.display());
-        }
+        let d = root.join(".buntime");
+        let left = state_left(&d);
+        assert!(left.is_empty(), "left in {}: {left:?}", d.display());
+        // Not even the (empty) directory of bundles.
+        assert!(!root.join("bundles").exists(), "bundles/ left");
         let containers: Vec<_> = fs::read_dir(&root)
             .map(|r| {
                 r.flatten()

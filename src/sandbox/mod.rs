@@ -320,6 +320,11 @@ struct BundleDir(PathBuf);
 impl Drop for BundleDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
+        // `bundles/` too once no other run has one there (a concurrent
+        // run's bundle keeps it: ENOTEMPTY).
+        if let Some(parent) = self.0.parent() {
+            let _ = fs::remove_dir(parent);
+        }
     }
 }
 

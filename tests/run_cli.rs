@@ -424,6 +424,64 @@ fn ask_is_answered_allowed_denied_or_times_out() {
     r.assert_clean();
 }
 
+/// The Python worker's transparent fallbacks in a real sandbox: ordinary
+/// calls on host paths the policy does not bind (ENOENT in the sandbox)
+/// are completed with what the broker grants.
+#[test]
+fn python_fallbacks_complete_ordinary_calls() {
+    let r = Run::new();
+    let data = r.dir.path().join("data");
+    fs::create_dir_all(data.join("sub")).unwrap();
+    fs::write(data.join("hello.txt"), "hello from data\nsecond\n").unwrap();
+    let out_dir = r.dir.path().join("out");
+    fs::create_dir_all(&out_dir).unwrap();
+    let wfile = out_dir.join("w.txt");
+    let policy = r.dir.path().join("broker.json");
+    fs::write(
+        &policy,
+        r#"{"version":1,"filesystem":{"read":["/usr","/etc","/lib","/lib64","/bin","/proc"],
+            "write":["/tmp"],"exec":["/usr/bin","/usr/lib","/bin"]},
+            "broker":{"fs_read":"allow","list_dir":"allow","fs_write":"allow"},
+            "env":{"pass":["PATH"]}}"#,
+    )
+    .unwrap();
+    let o = r.run(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        &fixture("workers/py_fallbacks.py"),
+        data.to_str().unwrap(),
+        wfile.to_str().unwrap(),
+    ]);
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{}", show(&o));
+    for line in [
+        "listdir: hello.txt,sub",
+        "scandir: hello.txt:file,sub:dir",
+        "pathlib: hello from data",
+        "fd open: ok",
+        "write: ok",
+        "append: ok",
+        "read back: one|two",
+        "os.open: hello from data",
+    ] {
+        assert!(
+            out.lines().any(|l| l == line),
+            "{line:?} missing:\n{}",
+            show(&o)
+        );
+    }
+    // Exclusive creation of a host path the sandbox cannot see is not
+    // served (it could not tell whether the file exists).
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("exclusive: ") && l.contains("No such file")),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(fs::read_to_string(&wfile).unwrap(), "one\ntwo\n");
+    r.assert_clean();
+}
+
 #[test]
 fn network_through_the_proxy_from_a_script() {
     use std::net::TcpListener;

@@ -2,7 +2,7 @@
 ``PermissionError``, ask the broker, and finish the call with what it grants.
 
 Wrapped: ``builtins.open`` / ``io.open`` (and so ``pathlib``),
-``os.listdir``, ``os.scandir``, ``socket.create_connection`` and
+``os.open``, ``os.listdir``, ``os.scandir``, ``socket.create_connection`` and
 ``subprocess.Popen`` (and so ``subprocess.run`` & co.). The success path is
 the original call plus one Python frame; only the ``except`` branch does
 work. A denial re-raises the original error with the supervisor's reason
@@ -94,6 +94,11 @@ def _open_fallback(e: OSError, file: Any, mode: str, buffering: int,
     if "+" in mode or len(what) != 1:
         return None
     how = what.pop()
+    if how == "x" and e.errno == errno.ENOENT:
+        # A host path the sandbox does not see (`buntime run`): whether it
+        # exists cannot be checked here, and the broker's write would not
+        # refuse an existing file. Not served.
+        return None
     if how == "x" and os.path.lexists(file):
         # Not atomic: the supervisor's O_CREAT has no O_EXCL.
         raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST),
@@ -131,6 +136,68 @@ def _open_fallback(e: OSError, file: Any, mode: str, buffering: int,
     except (AttributeError, TypeError):
         pass
     return f
+
+
+# ------------------------------------------------------------------ os.open
+
+_real_os_open = os.open
+
+
+def os_open(path: Any, flags: int, mode: int = 0o777, *,
+            dir_fd: Optional[int] = None) -> int:
+    try:
+        return _real_os_open(path, flags, mode, dir_fd=dir_fd)
+    except _CAUGHT as e:
+        fd = _os_open_fallback(e, path, flags, dir_fd)
+        if fd is None:
+            raise
+        return fd
+
+
+os_open.__doc__ = _real_os_open.__doc__
+
+# Flags a broker fd cannot honour: the fallback steps aside for them.
+_UNSERVED = (getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_PATH", 0)
+             | getattr(os, "O_TMPFILE", 0) | os.O_EXCL)
+
+
+def _os_open_fallback(e: OSError, path: Any, flags: int,
+                      dir_fd: Optional[int]) -> Optional[int]:
+    """os.open's fallback, on the same terms as open()'s: a read-only or a
+    write-only open of a path (O_RDWR, O_EXCL, O_DIRECTORY and a relative
+    path under dir_fd are not served)."""
+    if e.errno not in _REFUSED or not _is_path(path) or flags & _UNSERVED:
+        return None
+    if dir_fd is not None and not os.path.isabs(os.fspath(path)):
+        return None
+    access = flags & os.O_ACCMODE
+    try:
+        if access == os.O_RDONLY:
+            fd, _ = broker.fs_read_fd(path)
+            if fd < 0:
+                amend(e, "the supervisor granted the read without an fd")
+                return None
+        elif access == os.O_WRONLY:
+            fd = broker.fs_write_fd(path)
+        else:
+            return None
+    except PermissionError as d:
+        amend(e, _reason(d))
+        return None
+    except (OSError, ValueError) as d:
+        amend(e, f"broker fallback failed: {d}")
+        return None
+    try:
+        if access == os.O_WRONLY and flags & os.O_TRUNC:
+            os.ftruncate(fd, 0)
+        if access == os.O_WRONLY and flags & os.O_APPEND:
+            import fcntl
+            fcntl.fcntl(fd, fcntl.F_SETFL,
+                        fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd  # non-inheritable, as os.open's are (PEP 446)
 
 
 # ------------------------------------------------------------ listdir/scandir
@@ -450,6 +517,7 @@ def install() -> None:
     _installed = True
     builtins.open = open
     io.open = open
+    os.open = os_open
     os.listdir = listdir
     os.scandir = scandir
     pending: Dict[str, Callable[[Any], None]] = {}

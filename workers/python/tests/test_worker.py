@@ -43,7 +43,7 @@ class FakeClient:
             if data:
                 if b"deny" in path:
                     return protocol.Reply(protocol.DENY, b"no writing", -1)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+                fd = posix.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
                 os.write(fd, data)
                 os.close(fd)
                 return protocol.Reply(protocol.ALLOW, b"", -1)
@@ -67,7 +67,9 @@ class FakeClient:
     def _fs(self, path, flags):
         if b"deny" in path:
             return protocol.Reply(protocol.DENY, b"denied by the policy", -1)
-        return protocol.Reply(protocol.ALLOW, b"", os.open(path, flags, 0o644))
+        # posix.open: the real call, not the os.open fallback under test.
+        return protocol.Reply(protocol.ALLOW, b"",
+                              posix.open(path, flags | os.O_CLOEXEC, 0o644))
 
     def close(self):
         self.closed = True
@@ -90,7 +92,8 @@ class Sandboxed(unittest.TestCase):
             f.write("alpha\n")
         self.client = FakeClient()
         self._saved = (broker._client, broker._attempted, hooks._real_open,
-                       hooks._real_listdir, hooks._real_scandir)
+                       hooks._real_listdir, hooks._real_scandir,
+                       hooks._real_os_open)
         broker._client, broker._attempted = self.client, True
         root = self.root
 
@@ -107,10 +110,12 @@ class Sandboxed(unittest.TestCase):
         hooks._real_open = refuse(self._saved[2])
         hooks._real_listdir = refuse(self._saved[3])
         hooks._real_scandir = refuse(self._saved[4])
+        hooks._real_os_open = refuse(self._saved[5])
 
     def tearDown(self):
         (broker._client, broker._attempted, hooks._real_open,
-         hooks._real_listdir, hooks._real_scandir) = self._saved
+         hooks._real_listdir, hooks._real_scandir,
+         hooks._real_os_open) = self._saved
 
     def path(self, *parts):
         return os.path.join(self.root, *parts)
@@ -154,6 +159,38 @@ class Sandboxed(unittest.TestCase):
             f.write(b"three\n")  # O_APPEND: still at the end
         with open(p, "rb") as f:
             self.assertEqual(f.read(), b"one\ntwo\nthree\n")
+
+    def test_os_open_read_write_truncate_append(self):
+        fd = os.open(self.path("a.txt"), os.O_RDONLY)
+        try:
+            self.assertEqual(os.read(fd, 100), b"alpha\n")
+            self.assertFalse(os.get_inheritable(fd))  # as os.open's fds
+        finally:
+            os.close(fd)
+        p = self.path("o.txt")
+        for flags, data in ((os.O_CREAT, b"a long first line\n"),
+                            (os.O_TRUNC, b"one\n"),
+                            (os.O_APPEND, b"two\n")):
+            fd = os.open(p, os.O_WRONLY | flags)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+        fd = posix.open(p, os.O_RDONLY)
+        try:
+            self.assertEqual(os.read(fd, 100), b"one\ntwo\n")
+        finally:
+            os.close(fd)
+        # Not served: read-write, exclusive creation, directories.
+        n = len(self.client.requests)
+        for flags in (os.O_RDWR, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                      os.O_RDONLY | os.O_DIRECTORY):
+            with self.assertRaises(PermissionError):
+                os.open(p, flags)
+        self.assertEqual(len(self.client.requests), n)
+        with self.assertRaises(PermissionError) as cm:
+            os.open(self.path("deny.txt"), os.O_RDONLY)
+        self.assertIn("(buntime: denied by the policy)", str(cm.exception))
 
     def test_denied_keeps_the_original_error_with_the_reason(self):
         with self.assertRaises(PermissionError) as cm:

@@ -7,6 +7,7 @@ mod common;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -479,6 +480,46 @@ fn python_fallbacks_complete_ordinary_calls() {
         show(&o)
     );
     assert_eq!(fs::read_to_string(&wfile).unwrap(), "one\ntwo\n");
+
+    // Several threads share the worker's one connection: every read,
+    // through the fallback and through buntime.read_file, gets the file.
+    let o = r.run(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        &fixture("workers/py_threads.py"),
+        data.join("hello.txt").to_str().unwrap(),
+        "4",
+        "25",
+    ]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(
+        text(&o.stdout)
+            .lines()
+            .any(|l| l == "threads: 200 reads ok"),
+        "{}",
+        show(&o)
+    );
+
+    // buntime.run: a program under filesystem.exec runs; one outside it is
+    // put to the broker, whose exec rule (deny by default) refuses it.
+    let prog = data.join("sub/prog.sh");
+    fs::write(&prog, "#!/bin/sh\necho prog ran\n").unwrap();
+    fs::set_permissions(&prog, fs::Permissions::from_mode(0o755)).unwrap();
+    let o = r.run(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        &fixture("workers/py_exec.py"),
+        prog.to_str().unwrap(),
+    ]);
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(out.lines().any(|l| l == "run echo: hi"), "{}", show(&o));
+    assert!(
+        out.lines()
+            .any(|l| l == "run prog: denied (not granted by the policy)"),
+        "{}",
+        show(&o)
+    );
     r.assert_clean();
 }
 

@@ -238,6 +238,29 @@ fn scripts_run_with_their_arguments_and_exit_codes() {
         "{}",
         show(&o)
     );
+    // The worker ends the way python3 would (tests/fixtures/workers/py_exit.py).
+    for (mode, code, out, err) in [
+        ("300", 44, "", ""),
+        ("none", 0, "", ""),
+        ("message", 1, "", "bye"),
+        ("kbd", 130, "", "KeyboardInterrupt"),
+        ("atexit", 0, "atexit ran", ""),
+        ("thread", 0, "thread done", ""),
+    ] {
+        let o = r.run(&[&fixture("workers/py_exit.py"), mode]);
+        assert_eq!(o.status.code(), Some(code), "{mode}: {}", show(&o));
+        let stdout = text(&o.stdout);
+        assert!(
+            stdout.starts_with(&format!("mode: {mode}\n")),
+            "{}",
+            show(&o)
+        );
+        assert!(
+            stdout.contains(out) && text(&o.stderr).contains(err),
+            "{mode}: {}",
+            show(&o)
+        );
+    }
     // A command after --.
     let o = r.run(&["--", "sh", "-c", "echo from sh; exit 7"]);
     assert_eq!(o.status.code(), Some(7), "{}", show(&o));

@@ -546,6 +546,93 @@ fn python_fallbacks_complete_ordinary_calls() {
     r.assert_clean();
 }
 
+/// The `buntime` module and the broker from a Python script in a real
+/// sandbox: static rules, a denied path (statically and through the
+/// broker), granted reads and listings, and NET_CONNECT to a host server
+/// (the sandbox has no network) through both `socket.create_connection`
+/// and `buntime.connect`.
+#[test]
+fn python_broker_requests_and_connections() {
+    use std::net::TcpListener;
+    let r = Run::new();
+    let data = r.dir.path().join("data");
+    fs::create_dir_all(data.join("sub")).unwrap();
+    fs::write(data.join("hello.txt"), "hello from data\n").unwrap();
+    // An echo server on the host, for two connections.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut c, _) = l.accept().unwrap();
+            let mut line = String::new();
+            BufReader::new(c.try_clone().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            c.write_all(line.as_bytes()).unwrap();
+        }
+    });
+    let policy = r.dir.path().join("broker.json");
+    fs::write(
+        &policy,
+        format!(
+            r#"{{"version":1,"filesystem":{{"read":["/usr","/etc","/lib","/lib64","/bin","/proc"],
+            "write":["/tmp"],"exec":["/usr/bin","/usr/lib","/bin"],"deny":["/etc/shadow"]}},
+            "network":{{"mode":"none","allow":["127.0.0.1:{port}"]}},
+            "broker":{{"fs_read":"allow","list_dir":"allow","net_connect":"allow"}},
+            "env":{{"pass":["PATH"]}}}}"#
+        ),
+    )
+    .unwrap();
+    let hello = data.join("hello.txt");
+    let o = r.run(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        &fixture("workers/py_broker.py"),
+        "5",
+        hello.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(5), "{}", show(&o));
+    let out = text(&o.stdout);
+    for line in [
+        "available: True",
+        "static open: ok",
+        "shadow via broker: denied (denied by the policy)",
+        "fallback open: hello from data",
+        "read_file: hello from data",
+        "list_dir: hello.txt,sub",
+        "tmp write: ok",
+        "exit: 5",
+    ] {
+        assert!(
+            out.lines().any(|l| l == line),
+            "{line:?} missing:\n{}",
+            show(&o)
+        );
+    }
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("shadow: denied (") && l.contains("denied by the policy")),
+        "{}",
+        show(&o)
+    );
+    let o = r.run(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        &fixture("workers/py_net.py"),
+        "127.0.0.1",
+        &port.to_string(),
+    ]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(
+        text(&o.stdout),
+        "create_connection: ping 1\nconnect: ping 2\n",
+        "{}",
+        show(&o)
+    );
+    server.join().unwrap();
+    r.assert_clean();
+}
+
 #[test]
 fn network_through_the_proxy_from_a_script() {
     use std::net::TcpListener;

@@ -296,6 +296,15 @@ fn bun_scripts_run_under_the_bun_worker() {
     assert!(out.contains("allowed: ok\n"), "{}", show(&o));
     assert!(out.contains("shadow: denied\n"), "{}", show(&o));
     assert!(out.contains("shadow-direct: denied"), "{}", show(&o));
+    // process.exitCode and the worker's broker connection.
+    let o = r.run(&[&fixture("workers/bun_hello.ts"), "3", "two", "words"]);
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    assert_eq!(
+        text(&o.stdout),
+        "hello from bun\nargs: two words\nbroker: available\n",
+        "{}",
+        show(&o)
+    );
     r.assert_clean();
 }
 

@@ -253,6 +253,62 @@ fn doorbell_wakes_an_event_loop() {
     );
 }
 
+/// A worker that shakes hands itself (as the Python worker does, without
+/// the library) and says it cannot wake a futex: the supervisor waits for
+/// it on the control socket, and the library adopts the connection later.
+#[test]
+fn a_doorbell_wake_worker_is_adopted_and_waited_for_on_the_socket() {
+    if role().is_some() {
+        return;
+    }
+    let (sup, wrk) = ControlSocket::pair().unwrap();
+    let seg = Segment::create_anonymous(4096, 4096).unwrap();
+    let sup_side = std::thread::spawn(move || {
+        SupervisorChannel::handshake(sup, seg, SupervisorConfig::default())
+    });
+    // HELLO: magic, versions 1..=1, FLAG_DOORBELL_WAKE.
+    let mut hello = b"BNTC".to_vec();
+    hello.extend_from_slice(&[1, 0, 1, 0, 2, 0, 0, 0]);
+    wrk.send(0x01, 0, &hello, None).unwrap();
+    let welcome = wrk.recv(Some(Duration::from_secs(5))).unwrap().unwrap();
+    assert_eq!((welcome.kind, welcome.arg), (0x02, 1));
+    let segment_fd = welcome.fd.expect("WELCOME passes the segment");
+    wrk.send(0x04, 0, &[], None).unwrap();
+    let mut chan = sup_side.join().unwrap().unwrap();
+    assert!(chan.peer_wants_doorbell());
+
+    // Nothing written yet: the wait times out.
+    assert!(!chan.wait_doorbell(Duration::from_millis(50)).unwrap());
+    let flags = u32::from_le_bytes(welcome.body[..4].try_into().unwrap());
+    let mut client = Client::adopt(wrk, segment_fd, 1, flags).unwrap();
+    client.write_stderr(b"from an adopted client").unwrap();
+    // The supervisor had announced a doorbell: the write rang it.
+    assert!(chan.wait_doorbell(Duration::from_secs(10)).unwrap());
+    assert_eq!(
+        chan.try_recv().unwrap(),
+        Some(Message::Stderr(b"from an adopted client".to_vec()))
+    );
+    assert_eq!(chan.poll_control().unwrap(), Some(ControlEvent::Doorbell));
+    // Requests work both ways on the adopted connection.
+    let id = client.send_request(kind::FS_READ, b"/x").unwrap();
+    assert!(chan.wait_doorbell(Duration::from_secs(10)).unwrap());
+    let Some(Message::Request { id: got, .. }) = chan.try_recv().unwrap() else {
+        panic!("no request");
+    };
+    assert_eq!(got, id);
+    chan.deny(id, "no").unwrap();
+    let r = client.wait_reply(id).unwrap();
+    assert!(matches!(r.reply, Reply::Deny { .. }), "{:?}", r.reply);
+    // An unsupported version is refused before anything is mapped.
+    let (_a, b) = ControlSocket::pair().unwrap();
+    let memfd = Segment::create_anonymous(4096, 4096).unwrap();
+    let fd = memfd.fd().try_clone_to_owned().unwrap();
+    assert!(matches!(
+        Client::adopt(b, fd, 9, 0),
+        Err(IpcError::Handshake(_))
+    ));
+}
+
 #[test]
 fn bad_hello_fails_the_handshake() {
     if role().is_some() {

@@ -32,6 +32,13 @@ typedef struct BiClient bi_client;
  * Returns NULL on error. */
 bi_client *bi_connect(const char *control_path);
 
+/* Take over a connection whose handshake the caller made (HELLO, WELCOME,
+ * READY; docs/ipc.md): the control socket, the segment fd from WELCOME, the
+ * chosen version and WELCOME's flags word. The handle owns both fds from
+ * then on (closed on error too). Returns NULL on error. */
+bi_client *bi_adopt(int control_fd, int segment_fd, uint16_t version,
+                    uint32_t welcome_flags);
+
 /* Spin this many microseconds before sleeping on the futex (default 50). */
 int bi_set_spin_us(bi_client *c, uint32_t spin_us);
 

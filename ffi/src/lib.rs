@@ -7,12 +7,12 @@
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, CStr, CString};
-use std::os::fd::IntoRawFd;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::time::Duration;
 
-use buntime::ipc::{Client, IpcError, Reply, WaitConfig};
+use buntime::ipc::{Client, ControlSocket, IpcError, Reply, WaitConfig};
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
@@ -85,6 +85,39 @@ pub unsafe extern "C" fn bi_connect(control_path: *const c_char) -> *mut BiClien
             let seg = std::env::var_os(buntime::ipc::ENV_IPC);
             Client::connect(Path::new(p), seg.as_deref().map(Path::new))?
         };
+        Ok(Box::into_raw(Box::new(BiClient { inner })))
+    })
+}
+
+/// Take over a connection whose handshake the caller made itself (HELLO,
+/// WELCOME with the segment fd, READY): the Python worker does that in
+/// pure Python and loads this library only when it first needs the rings.
+/// Both descriptors are owned by the handle afterwards, also on error
+/// (closed then). `welcome_flags`: the flags word of WELCOME's body.
+/// Returns NULL on error.
+///
+/// # Safety
+/// `control_fd` and `segment_fd` must be open descriptors the caller gives
+/// up (a SOCK_SEQPACKET control socket and the WELCOME segment).
+#[no_mangle]
+pub unsafe extern "C" fn bi_adopt(
+    control_fd: c_int,
+    segment_fd: c_int,
+    version: u16,
+    welcome_flags: u32,
+) -> *mut BiClient {
+    guard(std::ptr::null_mut(), || {
+        if control_fd < 0 || segment_fd < 0 || control_fd == segment_fd {
+            return Err(IpcError::Protocol("bi_adopt: bad descriptors".into()));
+        }
+        // SAFETY: the caller hands both descriptors over (documented).
+        let (ctrl, seg) = unsafe {
+            (
+                OwnedFd::from_raw_fd(control_fd),
+                OwnedFd::from_raw_fd(segment_fd),
+            )
+        };
+        let inner = Client::adopt(ControlSocket::from_fd(ctrl), seg, version, welcome_flags)?;
         Ok(Box::into_raw(Box::new(BiClient { inner })))
     })
 }

@@ -101,12 +101,31 @@ impl Client {
             (None, Some(p)) => Segment::open(p)?,
             (None, None) => return Err(IpcError::MissingEnv(ENV_IPC)),
         };
+        let client = Self::from_parts(ctrl, segment, version, flags)?;
+        client.ctrl.send(ctl::READY, 0, &[], None)?;
+        tracing::debug!(target: "worker", version, "IPC connected");
+        Ok(client)
+    }
+
+    /// Take over a connection whose handshake someone else made (HELLO,
+    /// WELCOME, READY: the Python worker does it without this library):
+    /// its control socket, the segment from WELCOME, the version and the
+    /// supervisor's WELCOME flags. Nothing may have been written to the
+    /// worker-to-supervisor ring yet.
+    pub fn adopt(ctrl: ControlSocket, segment: OwnedFd, version: u16, flags: u32) -> Result<Self> {
+        if !(control::MIN_PROTOCOL_VERSION..=control::PROTOCOL_VERSION).contains(&version) {
+            return Err(IpcError::Handshake(format!(
+                "version {version} is not spoken here"
+            )));
+        }
+        Self::from_parts(ctrl, Segment::open_fd(segment)?, version, flags)
+    }
+
+    fn from_parts(ctrl: ControlSocket, segment: Segment, version: u16, flags: u32) -> Result<Self> {
         let (mut tx, mut rx) = segment.worker_ends(DEFAULT_MAX_MESSAGE)?;
         let fast = flags & control::FLAG_BARRIER_BEFORE_SLEEP != 0;
         tx.set_fast_publish(fast);
         rx.set_fast_publish(fast);
-        ctrl.send(ctl::READY, 0, &[], None)?;
-        tracing::debug!(target: "worker", version, "IPC connected");
         Ok(Client {
             ctrl,
             _segment: segment,

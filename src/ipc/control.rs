@@ -424,6 +424,10 @@ impl Drop for ControlListener {
 /// Capability flag in HELLO and WELCOME: "I issue membarrier before I
 /// sleep", so the peer may publish its indexes with plain stores.
 pub const FLAG_BARRIER_BEFORE_SLEEP: u32 = 1;
+/// Capability flag in HELLO: "I cannot wake you with a futex (a worker in
+/// a language without that system call): while you wait for my writes,
+/// ask for a DATA doorbell on the control socket instead."
+pub const FLAG_DOORBELL_WAKE: u32 = 2;
 
 /// Our capability flags.
 pub fn local_flags() -> u32 {

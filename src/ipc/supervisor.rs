@@ -2,7 +2,7 @@
 //! ring.rs for the ring checks; here every decode or protocol error closes
 //! the channel with an audit log line (target `supervisor`).
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use super::control::{self, ctl, stop, ControlListener, ControlSocket, PeerCred, PeerPolicy};
@@ -67,6 +67,8 @@ pub struct SupervisorChannel {
     ctrl: ControlSocket,
     peer: PeerCred,
     version: u16,
+    /// The worker's HELLO capability flags.
+    peer_flags: u32,
     cfg: SupervisorConfig,
     buf: Vec<u8>,
     closed: bool,
@@ -131,6 +133,7 @@ impl SupervisorChannel {
             ctrl: sock,
             peer,
             version,
+            peer_flags,
             cfg,
             buf: Vec::new(),
             closed: false,
@@ -143,6 +146,32 @@ impl SupervisorChannel {
 
     pub fn version(&self) -> u16 {
         self.version
+    }
+
+    /// The worker asked to be waited for with doorbells, not futex wakes
+    /// (`FLAG_DOORBELL_WAKE`): see `wait_doorbell`.
+    pub fn peer_wants_doorbell(&self) -> bool {
+        self.peer_flags & control::FLAG_DOORBELL_WAKE != 0
+    }
+
+    /// Wait up to `timeout` for the worker to write, for a worker that
+    /// rings the control socket instead of waking a futex: spin, then
+    /// announce a doorbell and poll the control socket. True if the ring
+    /// may have data or a control message is waiting (then `try_recv` and
+    /// `poll_control`).
+    pub fn wait_doorbell(&mut self, timeout: Duration) -> Result<bool> {
+        if self.wait_readable(Duration::ZERO) || self.arm_doorbell()? {
+            return Ok(true);
+        }
+        let mut pfd = libc::pollfd {
+            fd: self.ctrl.as_fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd for the duration of the call.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        Ok(n > 0)
     }
 
     pub fn segment(&self) -> &Segment {

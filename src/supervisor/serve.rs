@@ -98,8 +98,22 @@ pub(super) fn connection(ctx: &Ctx, sock: ControlSocket) {
             return;
         }
     };
+    // A worker that cannot wake a futex (the pure-Python start of the
+    // Python worker) rings the control socket instead: wait on that.
+    let doorbell = chan.peer_wants_doorbell();
     loop {
-        match chan.recv_timeout(Duration::from_millis(200)) {
+        let next = if doorbell {
+            match chan.try_recv() {
+                Ok(None) => match chan.wait_doorbell(Duration::from_millis(200)) {
+                    Ok(_) => chan.try_recv(),
+                    Err(e) => Err(e),
+                },
+                other => other,
+            }
+        } else {
+            chan.recv_timeout(Duration::from_millis(200))
+        };
+        match next {
             Ok(Some(m)) => handle(ctx, &mut chan, &peer, m),
             Ok(None) => match chan.poll_control() {
                 Ok(Some(ControlEvent::Stop { .. })) => return,

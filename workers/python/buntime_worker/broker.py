@@ -18,20 +18,20 @@ import errno
 import os
 import sys
 
-from . import protocol  # the ctypes binding (ipc) is imported lazily
+from . import protocol, wire  # the ctypes binding (ipc) only when needed
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at startup: checkers only
     from typing import List, Optional, Tuple, Union
 
-    from .ipc import Client
+    from .ipc import Client  # noqa: F401 (annotations)
 
     PathArg = Union[str, bytes, os.PathLike[str], os.PathLike[bytes]]
 
 CONTROL_ENV = "BUNTIME_CONTROL"
 
 _lock = _thread.allocate_lock()
-_client: Optional[Client] = None
+_client: Optional[LazyClient] = None
 _attempted = False
 _why_not = "no supervisor: BUNTIME_CONTROL is not set"
 _owner_pid = os.getpid()
@@ -42,7 +42,7 @@ _atexit_registered = False
 INLINE_WRITE_MAX = 256 << 10
 
 
-def connect(warn: bool = True) -> Optional[Client]:
+def connect(warn: bool = True) -> Optional[LazyClient]:
     """Connect now (once). Prints one warning to stderr when
     ``$BUNTIME_CONTROL`` is set but the connection fails."""
     global _client, _attempted, _why_not
@@ -53,8 +53,7 @@ def connect(warn: bool = True) -> Optional[Client]:
         if not os.environ.get(CONTROL_ENV):
             return None
         try:
-            from .ipc import Client  # ctypes: only with a supervisor
-            _client = Client()
+            _client = LazyClient(wire.handshake(os.environ[CONTROL_ENV]))
         except (OSError, AttributeError) as e:
             _why_not = f"no supervisor: cannot connect to it ({e})"
             if warn:
@@ -64,6 +63,81 @@ def connect(warn: bool = True) -> Optional[Client]:
             return None
         _register_close()
         return _client
+
+
+class LazyClient:
+    """The connection: the pure-Python handshake (``wire``) until the first
+    request or relayed write, which hands it to the library's client
+    (``ipc.Client``, ctypes). A script that never asks the broker never
+    loads ctypes; its EXIT is written by ``wire`` too."""
+
+    def __init__(self, pending: wire.Pending) -> None:
+        self._pending: Optional[wire.Pending] = pending
+        self._real: Optional[Client] = None
+        self._lock = _thread.allocate_lock()
+
+    def _client(self) -> Client:
+        real = self._real
+        if real is not None:
+            return real
+        with self._lock:
+            if self._real is None:
+                pending = self._pending
+                if pending is None or pending.sock is None:
+                    raise protocol.IpcError("connection to the supervisor "
+                                            "is closed")
+                try:
+                    from .ipc import Client
+                    self._real = Client(adopt=pending)
+                except (ImportError, AttributeError, OSError) as e:
+                    global _why_not
+                    pending.close()
+                    why = f"no IPC library: {e}" if not isinstance(
+                        e, OSError) else str(e)
+                    _why_not = f"no supervisor: {why}"
+                    raise protocol.IpcError(why) from None
+                finally:
+                    self._pending = None
+            return self._real
+
+    @property
+    def closed(self) -> bool:
+        if self._real is not None:
+            return self._real.closed
+        p = self._pending
+        return p is None or p.sock is None
+
+    def send(self, kind: int, data: bytes) -> None:
+        self._client().send(kind, data)
+
+    def request(self, kind: int, body: bytes) -> protocol.Reply:
+        return self._client().request(kind, body)
+
+    def exit(self, code: int) -> None:
+        """EXIT, then STOP: the connection is closed afterwards."""
+        with self._lock:
+            real, pending = self._real, self._pending
+        if real is not None:
+            real.exit(code)
+            real.close()
+        elif pending is not None:
+            pending.exit_and_stop(code)
+
+    def close(self) -> None:
+        with self._lock:
+            real, pending = self._real, self._pending
+        if real is not None:
+            real.close()
+        elif pending is not None:
+            pending.stop()
+
+    def abandon(self) -> None:
+        """In a forked child: forget the parent's connection."""
+        if self._real is not None:
+            self._real.abandon()
+        elif self._pending is not None:
+            self._pending.forget()
+        self._real = self._pending = None
 
 
 def _register_close() -> None:
@@ -83,7 +157,7 @@ def _close_if_child_or_lazy() -> None:
             pass
 
 
-def client() -> Optional[Client]:
+def client() -> Optional[LazyClient]:
     """The live connection, connecting on first use; None if there is
     none."""
     c = _client

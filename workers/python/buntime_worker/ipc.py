@@ -21,6 +21,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at startup: checkers only
     from typing import Optional
 
+    from .wire import Pending
+
 LIB_ENV = "BUNTIME_IPC_LIB"
 LIB_NAME = "libbuntime_ipc.so"
 
@@ -64,6 +66,9 @@ def load(path: Optional[str] = None) -> ctypes.CDLL:
         sz = ctypes.c_size_t
         lib.bi_connect.restype = vp
         lib.bi_connect.argtypes = [cp]
+        lib.bi_adopt.restype = vp
+        lib.bi_adopt.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_uint16,
+                                 ctypes.c_uint32]
         lib.bi_set_spin_us.restype = ctypes.c_int
         lib.bi_set_spin_us.argtypes = [vp, ctypes.c_uint32]
         lib.bi_set_timeout_ms.restype = ctypes.c_int
@@ -87,10 +92,16 @@ class Client:
     """A connection to the supervisor; safe to share between threads."""
 
     def __init__(self, control_path: Optional[str] = None,
-                 lib: Optional[ctypes.CDLL] = None) -> None:
+                 lib: Optional[ctypes.CDLL] = None,
+                 adopt: Optional[Pending] = None) -> None:
+        """Connect, or with ``adopt`` take over a connection whose
+        handshake ``wire.handshake`` made (its descriptors move here)."""
         self._lib = lib or load()
-        arg = os.fsencode(control_path) if control_path else None
-        handle = self._lib.bi_connect(arg)
+        if adopt is not None:
+            handle = self._lib.bi_adopt(*adopt.detach())
+        else:
+            arg = os.fsencode(control_path) if control_path else None
+            handle = self._lib.bi_connect(arg)
         if not handle:
             raise IpcError(self._error())
         self._handle: Optional[int] = handle

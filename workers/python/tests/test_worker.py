@@ -260,6 +260,96 @@ class Sandboxed(unittest.TestCase):
         self.assertIn("(buntime: no running)", str(cm.exception))
 
 
+class Wire(unittest.TestCase):
+    """The pure-Python handshake and EXIT against a fake supervisor."""
+
+    W2S = 0x3000  # ring offsets of a segment with two 4 KiB rings
+    SIZE = 0x5000
+
+    def serve(self, reply):
+        import socket
+        import threading
+        d = tempfile.TemporaryDirectory()
+        self.addCleanup(d.cleanup)
+        path = os.path.join(d.name, "ctl.sock")
+        lst = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.addCleanup(lst.close)
+        lst.bind(path)
+        lst.listen(1)
+        got = []
+
+        def run():
+            c, _ = lst.accept()
+            with c:
+                got.append(c.recv(512))
+                reply(c)
+                while True:
+                    m = c.recv(512)
+                    if not m:
+                        break
+                    got.append(m)
+
+        t = threading.Thread(target=run)
+        t.start()
+        self.addCleanup(t.join, 5)
+        return path, got, t
+
+    def segment(self):
+        fd = os.memfd_create("seg")
+        self.addCleanup(os.close, fd)
+        os.ftruncate(fd, self.SIZE)
+        os.pwrite(fd, b"BNTI", 0)
+        os.pwrite(fd, self.W2S.to_bytes(4, "little")
+                  + (4096).to_bytes(4, "little"), 0x18)
+        return fd
+
+    def test_handshake_then_exit_on_the_ring(self):
+        import mmap
+        import socket
+        from buntime_worker import wire
+        seg = self.segment()
+
+        def welcome(c):
+            c.sendmsg([bytes((2, 0, 0, 0)) + (1).to_bytes(4, "little")
+                       + (0).to_bytes(4, "little")],
+                      [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                        seg.to_bytes(4, "little"))])
+
+        path, got, t = self.serve(welcome)
+        p = wire.handshake(path)
+        self.assertEqual((p.version, p.flags), (1, 0))
+        p.exit_and_stop(-3)
+        t.join(5)
+        hello = got[0]
+        self.assertEqual(hello[:8], bytes((1, 0, 0, 0, 0, 0, 0, 0)))
+        self.assertEqual(hello[8:12], b"BNTC")
+        self.assertEqual(int.from_bytes(hello[16:20], "little"),
+                         wire.FLAG_DOORBELL_WAKE)
+        self.assertEqual([m[0] for m in got[1:]],
+                         [wire.READY, wire.DATA, wire.STOP])
+        m = mmap.mmap(seg, self.SIZE)
+        self.addCleanup(m.close)
+        self.assertEqual(int.from_bytes(m[self.W2S:self.W2S + 4], "little"),
+                         16)
+        frame = m[self.W2S + 64:self.W2S + 80]
+        self.assertEqual(frame, (12).to_bytes(4, "little")
+                         + bytes((7, 0, 0, 0)) + bytes(4)
+                         + (-3).to_bytes(4, "little", signed=True))
+        self.assertIsNone(p.sock)
+
+    def test_a_refusal_names_its_reason(self):
+        from buntime_worker import wire
+
+        def reject(c):
+            c.send(bytes((3, 0, 0, 0)) + bytes(4) + b"not a process of "
+                   b"this container")
+
+        path, _, _ = self.serve(reject)
+        with self.assertRaises(OSError) as cm:
+            wire.handshake(path)
+        self.assertIn("not a process of this container", str(cm.exception))
+
+
 class NoSupervisor(unittest.TestCase):
     def test_refused_with_a_reason(self):
         saved = broker._client, broker._attempted

@@ -281,9 +281,15 @@ fn a_doorbell_wake_worker_is_adopted_and_waited_for_on_the_socket() {
     assert!(!chan.wait_doorbell(Duration::from_millis(50)).unwrap());
     let flags = u32::from_le_bytes(welcome.body[..4].try_into().unwrap());
     let mut client = Client::adopt(wrk, segment_fd, 1, flags).unwrap();
-    client.write_stderr(b"from an adopted client").unwrap();
-    // The supervisor had announced a doorbell: the write rang it.
-    assert!(chan.wait_doorbell(Duration::from_secs(10)).unwrap());
+    // The supervisor is asleep in poll when the worker writes: the doorbell
+    // the write rings wakes it.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(100));
+            client.write_stderr(b"from an adopted client").unwrap();
+        });
+        assert!(chan.wait_doorbell(Duration::from_secs(10)).unwrap());
+    });
     assert_eq!(
         chan.try_recv().unwrap(),
         Some(Message::Stderr(b"from an adopted client".to_vec()))

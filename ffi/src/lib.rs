@@ -107,15 +107,14 @@ pub unsafe extern "C" fn bi_adopt(
     welcome_flags: u32,
 ) -> *mut BiClient {
     guard(std::ptr::null_mut(), || {
-        if control_fd < 0 || segment_fd < 0 || control_fd == segment_fd {
+        // Own what was handed over before judging it, so that even refused
+        // descriptors are closed (once, if both are the same number).
+        // SAFETY: the caller gives both descriptors up (documented).
+        let ctrl = (control_fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(control_fd) });
+        let seg = (segment_fd >= 0 && segment_fd != control_fd)
+            .then(|| unsafe { OwnedFd::from_raw_fd(segment_fd) });
+        let (Some(ctrl), Some(seg)) = (ctrl, seg) else {
             return Err(IpcError::Protocol("bi_adopt: bad descriptors".into()));
-        }
-        // SAFETY: the caller hands both descriptors over (documented).
-        let (ctrl, seg) = unsafe {
-            (
-                OwnedFd::from_raw_fd(control_fd),
-                OwnedFd::from_raw_fd(segment_fd),
-            )
         };
         let inner = Client::adopt(ControlSocket::from_fd(ctrl), seg, version, welcome_flags)?;
         Ok(Box::into_raw(Box::new(BiClient { inner })))

@@ -115,11 +115,18 @@ pub(super) fn connection(ctx: &Ctx, sock: ControlSocket) {
         };
         match next {
             Ok(Some(m)) => handle(ctx, &mut chan, &peer, m),
-            Ok(None) => match chan.poll_control() {
-                Ok(Some(ControlEvent::Stop { .. })) => return,
-                Ok(_) => {}
-                Err(e) => return protocol_error(ctx, &peer, &e),
-            },
+            // The ring is empty: drain the doorbells queued meanwhile (a
+            // bounded number, so the ring is looked at again).
+            Ok(None) => {
+                for _ in 0..64 {
+                    match chan.poll_control() {
+                        Ok(Some(ControlEvent::Stop { .. })) => return,
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(e) => return protocol_error(ctx, &peer, &e),
+                    }
+                }
+            }
             Err(e) => return protocol_error(ctx, &peer, &e),
         }
         if chan.is_closed() {

@@ -69,11 +69,16 @@ class LazyClient:
     """The connection: the pure-Python handshake (``wire``) until the first
     request or relayed write, which hands it to the library's client
     (``ipc.Client``, ctypes). A script that never asks the broker never
-    loads ctypes; its EXIT is written by ``wire`` too."""
+    loads ctypes; its EXIT is written by ``wire`` too (on x86 only, see
+    :meth:`exit`).
+
+    Adoption, EXIT and close all run under one lock, so a thread adopting
+    the connection is never seen as a closed connection by another."""
 
     def __init__(self, pending: wire.Pending) -> None:
         self._pending: Optional[wire.Pending] = pending
         self._real: Optional[Client] = None
+        self._no_library = ""
         self._lock = _thread.allocate_lock()
 
     def _client(self) -> Client:
@@ -81,31 +86,42 @@ class LazyClient:
         if real is not None:
             return real
         with self._lock:
-            if self._real is None:
-                pending = self._pending
-                if pending is None or pending.sock is None:
-                    raise protocol.IpcError("connection to the supervisor "
-                                            "is closed")
-                try:
-                    from .ipc import Client
-                    self._real = Client(adopt=pending)
-                except (ImportError, AttributeError, OSError) as e:
-                    global _why_not
-                    pending.close()
-                    why = f"no IPC library: {e}" if not isinstance(
-                        e, OSError) else str(e)
-                    _why_not = f"no supervisor: {why}"
-                    raise protocol.IpcError(why) from None
-                finally:
-                    self._pending = None
+            return self._adopt()
+
+    def _adopt(self) -> Client:
+        """The library's client, made now if need be; holds the lock."""
+        global _why_not
+        if self._real is not None:
             return self._real
+        pending = self._pending
+        if self._no_library:
+            raise protocol.IpcError(self._no_library)
+        if pending is None or pending.sock is None:
+            raise protocol.IpcError("connection to the supervisor is closed")
+        try:
+            from .ipc import Client
+            self._real = Client(adopt=pending)
+        except (ImportError, AttributeError, OSError) as e:
+            why = f"no IPC library: {e}" if not isinstance(
+                e, OSError) else str(e)
+            _why_not = f"no supervisor: {why}"
+            if pending.sock is not None:
+                # The library did not load: the connection is still ours,
+                # kept so that EXIT is still reported at the end.
+                self._no_library = why
+            else:
+                self._pending = None
+            raise protocol.IpcError(why) from None
+        self._pending = None
+        return self._real
 
     @property
     def closed(self) -> bool:
-        if self._real is not None:
-            return self._real.closed
-        p = self._pending
-        return p is None or p.sock is None
+        with self._lock:
+            if self._real is not None:
+                return self._real.closed
+            p = self._pending
+            return p is None or p.sock is None
 
     def send(self, kind: int, data: bytes) -> None:
         self._client().send(kind, data)
@@ -114,22 +130,40 @@ class LazyClient:
         return self._client().request(kind, body)
 
     def exit(self, code: int) -> None:
-        """EXIT, then STOP: the connection is closed afterwards."""
+        """EXIT, then STOP: the connection is closed afterwards.
+
+        Written in pure Python only where stores are seen in program order
+        (x86): elsewhere the supervisor could see the ring's new head before
+        the frame, so the library (which publishes with a release store)
+        sends it."""
         with self._lock:
-            real, pending = self._real, self._pending
-        if real is not None:
-            real.exit(code)
-            real.close()
-        elif pending is not None:
-            pending.exit_and_stop(code)
+            if self._real is None and self._pending is not None:
+                if wire.ORDERED_STORES:
+                    self._pending.exit_and_stop(code)
+                    self._pending = None
+                    return
+                try:
+                    self._adopt()
+                except OSError:
+                    pending, self._pending = self._pending, None
+                    if pending is not None:
+                        pending.stop()
+                    return
+            real = self._real
+            if real is not None:
+                try:
+                    real.exit(code)
+                finally:
+                    real.close()
 
     def close(self) -> None:
         with self._lock:
             real, pending = self._real, self._pending
-        if real is not None:
-            real.close()
-        elif pending is not None:
-            pending.stop()
+            self._pending = None
+            if real is not None:
+                real.close()
+            elif pending is not None:
+                pending.stop()
 
     def abandon(self) -> None:
         """In a forked child: forget the parent's connection."""
@@ -138,6 +172,7 @@ class LazyClient:
         elif self._pending is not None:
             self._pending.forget()
         self._real = self._pending = None
+        self._lock = _thread.allocate_lock()
 
 
 def _register_close() -> None:

@@ -26,10 +26,17 @@ READY = 0x04
 DATA = 0x05
 STOP = 0x06
 _CTL_HEADER = 8
+# The segment descriptor must not leak into programs the script runs.
+_CMSG_CLOEXEC = getattr(_socket, "MSG_CMSG_CLOEXEC", 0)
 _MAX_CONTROL = 512
 _MAGIC = int.from_bytes(b"BNTC", "little")
 VERSION = 1
 FLAG_DOORBELL_WAKE = 2
+
+# Whether plain stores become visible to other CPUs in program order (x86
+# TSO): only then may EXIT be written into the ring from Python, which has
+# no release store.
+ORDERED_STORES = os.uname().machine in ("x86_64", "amd64", "i386", "i686")
 
 # Segment header and ring header words (u32 LE).
 _SEGMENT_MAGIC = int.from_bytes(b"BNTI", "little")
@@ -104,7 +111,8 @@ class Pending:
                 frame = len(payload).to_bytes(4, "little") + payload
                 head = words[off // 4]
                 start = off + _RING_DATA + head % cap
-                if head != words[off // 4 + 1] or start + len(frame) > size:
+                if (head != 0 or words[off // 4 + 1] != 0
+                        or start + len(frame) > size):
                     raise OSError("the ring was written before")
                 m[start:start + len(frame)] = frame
                 # Publish head with one aligned 4-byte store (a struct or
@@ -153,8 +161,8 @@ def handshake(path: str, timeout: float = 10.0) -> Pending:
         except OSError as e:  # a REJECT may still be queued: read it
             sent = e
         try:
-            data, anc, flags, _ = sock.recvmsg(_MAX_CONTROL,
-                                               _socket.CMSG_SPACE(4))
+            data, anc, flags, _ = sock.recvmsg(
+                _MAX_CONTROL, _socket.CMSG_SPACE(4), _CMSG_CLOEXEC)
         except OSError:
             if sent is not None:
                 raise sent from None
@@ -174,6 +182,8 @@ def handshake(path: str, timeout: float = 10.0) -> Pending:
         sock.sendmsg([_msg(READY)])
         sock.settimeout(None)
         segment = fds.pop()
+        if not _CMSG_CLOEXEC:
+            os.set_inheritable(segment, False)
         return Pending(sock, segment, arg, wflags)
     except BaseException:
         for fd in fds:

@@ -337,6 +337,52 @@ class Wire(unittest.TestCase):
                          + (-3).to_bytes(4, "little", signed=True))
         self.assertIsNone(p.sock)
 
+    def welcome_with(self, seg):
+        import socket
+
+        def welcome(c):
+            c.sendmsg([bytes((2, 0, 0, 0)) + (1).to_bytes(4, "little")
+                       + (0).to_bytes(4, "little")],
+                      [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                        seg.to_bytes(4, "little"))])
+        return welcome
+
+    def test_the_segment_fd_is_not_inherited(self):
+        from buntime_worker import wire
+        path, _, t = self.serve(self.welcome_with(self.segment()))
+        p = wire.handshake(path)
+        self.assertFalse(os.get_inheritable(p.segment_fd))
+        p.stop()
+        t.join(5)
+
+    @unittest.skipUnless(os.uname().machine == "x86_64",
+                         "pure-Python EXIT is written on x86 only")
+    def test_exit_is_reported_when_the_library_does_not_load(self):
+        import mmap
+        from buntime_worker import broker, ipc, protocol, wire
+        seg = self.segment()
+        path, got, t = self.serve(self.welcome_with(seg))
+        saved = ipc._lib
+        ipc._lib = None
+        os.environ[ipc.LIB_ENV] = "/nonexistent/libbuntime_ipc.so"
+        try:
+            c = broker.LazyClient(wire.handshake(path))
+            with self.assertRaises(protocol.IpcError):
+                c.request(protocol.FS_READ, b"/x")
+            self.assertFalse(c.closed)
+            c.exit(4)
+        finally:
+            del os.environ[ipc.LIB_ENV]
+            ipc._lib = saved
+        t.join(5)
+        self.assertTrue(c.closed)
+        self.assertEqual([m[0] for m in got[1:]],
+                         [wire.READY, wire.DATA, wire.STOP])
+        m = mmap.mmap(seg, self.SIZE)
+        self.addCleanup(m.close)
+        self.assertEqual(m[self.W2S + 64:self.W2S + 72],
+                         (12).to_bytes(4, "little") + bytes((7, 0, 0, 0)))
+
     def test_a_refusal_names_its_reason(self):
         from buntime_worker import wire
 

@@ -489,7 +489,12 @@ fn garbage_from_a_worker_closes_only_its_connection() {
     let b = worker_bundle(
         &env,
         "junk",
-        &["garbage-ctl", "garbage-ring", "read:/data/ok.txt"],
+        &[
+            "garbage-ctl",
+            "garbage-ring",
+            "ctl-exit:7",
+            "read:/data/ok.txt",
+        ],
         POLICY,
         &[],
     );
@@ -518,6 +523,20 @@ fn garbage_from_a_worker_closes_only_its_connection() {
                 .contains("corrupt")),
         "{audit:?}"
     );
+    // The exit status sent as a control message is audited, once.
+    assert_eq!(line(&out, "ctl-exit"), "ctl-exit 7 DONE");
+    let exits = |a: &[serde_json::Value]| {
+        a.iter()
+            .filter(|r| r["kind"] == "exit" && r["subject"] == "7")
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut audit = audit_lines(&env, "junk");
+    while exits(&audit) == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        audit = audit_lines(&env, "junk");
+    }
+    assert_eq!(exits(&audit), 1, "{audit:?}");
     env.ok(&["delete", "junk"]);
     env.assert_gone("junk");
 }

@@ -7,7 +7,8 @@
 //! `list:PATH`, `net:HOST:PORT:MSG` (sends MSG, prints the first line
 //! back), `exec:PROG`, `stdout:TEXT`, `sleep:MS`, `garbage-ring` (scribbles
 //! over its own segment's ring header), `garbage-ctl` (sends a nonsense
-//! control message instead of HELLO).
+//! control message instead of HELLO), `ctl-exit:CODE` (a connection of its
+//! own that reports CODE with the control message EXIT, twice).
 //! Output: `CMD SUBJECT ALLOW|DENY|ERROR detail`.
 
 use std::fs::File;
@@ -172,6 +173,10 @@ fn run(w: &mut Worker, arg: &str) {
             Ok(s) => say(&format!("garbage-ctl - DONE {s}")),
             Err(e) => say(&format!("garbage-ctl - ERROR {e}")),
         },
+        "ctl-exit" => match ctl_exit(rest) {
+            Ok(()) => say(&format!("ctl-exit {rest} DONE")),
+            Err(e) => say(&format!("ctl-exit {rest} ERROR {e}")),
+        },
         "garbage-ring" => match garbage_ring() {
             Ok(s) => say(&format!("garbage-ring - DONE {s}")),
             Err(e) => say(&format!("garbage-ring - ERROR {e}")),
@@ -246,6 +251,30 @@ fn garbage_ctl() -> Result<String, String> {
         Ok(None) => Ok("no answer".into()),
         Err(e) => Ok(format!("closed: {e}")),
     }
+}
+
+/// Handshake by hand as the pure-Python worker does (doorbell wake-ups),
+/// then report the exit status `code` on the control socket, twice (only
+/// the first may be audited), and STOP.
+fn ctl_exit(code: &str) -> Result<(), String> {
+    let code: i32 = code.parse().map_err(|e| format!("exit code: {e}"))?;
+    let s = ControlSocket::connect(Path::new(&control_path())).map_err(|e| e.to_string())?;
+    let mut hello = control::hello_body();
+    hello[8..12].copy_from_slice(&control::FLAG_DOORBELL_WAKE.to_le_bytes());
+    s.send(ctl::HELLO, 0, &hello, None)
+        .map_err(|e| e.to_string())?;
+    let m = s
+        .recv(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?
+        .ok_or("no WELCOME")?;
+    if m.kind != ctl::WELCOME {
+        return Err(format!("got 0x{:02x} instead of WELCOME", m.kind));
+    }
+    for kind in [ctl::READY, ctl::EXIT, ctl::EXIT, ctl::STOP] {
+        s.send(kind, code as u32, &[], None)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Handshake by hand, then write nonsense indexes into the ring the

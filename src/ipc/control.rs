@@ -39,6 +39,10 @@ pub mod ctl {
     pub const STOP: u8 = 0x06;
     /// S->W. Arg: request id. Fd: the file/socket granted for that request.
     pub const FD: u8 = 0x07;
+    /// W->S. Arg: the exit status (i32, two's complement). For a worker
+    /// that never wrote to its ring (the pure-Python start): it needs no
+    /// ring write, so no store ordering on any CPU.
+    pub const EXIT: u8 = 0x08;
 }
 
 /// STOP reason codes.

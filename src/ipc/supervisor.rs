@@ -46,6 +46,8 @@ pub enum ControlEvent {
     /// The worker is shutting down (or the socket closed: code `NORMAL`,
     /// empty reason).
     Stop { code: u32, reason: String },
+    /// The worker's exit status, sent on the control socket (`ctl::EXIT`).
+    Exit(i32),
 }
 
 /// A message from `try_recv_borrowed`.
@@ -301,6 +303,7 @@ impl SupervisorChannel {
             }
             Ok(Some(m)) => match m.kind {
                 ctl::DATA | ctl::READY => Ok(Some(ControlEvent::Doorbell)),
+                ctl::EXIT => Ok(Some(ControlEvent::Exit(m.arg as i32))),
                 ctl::STOP => {
                     self.closed = true;
                     Ok(Some(ControlEvent::Stop {

@@ -101,6 +101,7 @@ pub(super) fn connection(ctx: &Ctx, sock: ControlSocket) {
     // A worker that cannot wake a futex (the pure-Python start of the
     // Python worker) rings the control socket instead: wait on that.
     let doorbell = chan.peer_wants_doorbell();
+    let mut exit_seen = false;
     loop {
         let next = if doorbell {
             match chan.try_recv() {
@@ -114,6 +115,7 @@ pub(super) fn connection(ctx: &Ctx, sock: ControlSocket) {
             chan.recv_timeout(Duration::from_millis(200))
         };
         match next {
+            Ok(Some(Message::Exit(code))) => exited(ctx, &peer, &mut exit_seen, code),
             Ok(Some(m)) => handle(ctx, &mut chan, &peer, m),
             // The ring is empty: drain the doorbells queued meanwhile (a
             // bounded number, so the ring is looked at again).
@@ -121,6 +123,9 @@ pub(super) fn connection(ctx: &Ctx, sock: ControlSocket) {
                 for _ in 0..64 {
                     match chan.poll_control() {
                         Ok(Some(ControlEvent::Stop { .. })) => return,
+                        Ok(Some(ControlEvent::Exit(code))) => {
+                            exited(ctx, &peer, &mut exit_seen, code)
+                        }
                         Ok(Some(_)) => {}
                         Ok(None) => break,
                         Err(e) => return protocol_error(ctx, &peer, &e),
@@ -146,14 +151,22 @@ fn protocol_error(ctx: &Ctx, peer: &PeerCred, e: &crate::ipc::IpcError) {
     ctx.audit.record(&r);
 }
 
+/// The worker's exit status (from its ring or its control socket), audited
+/// once per connection: more would only let a worker flood the log.
+fn exited(ctx: &Ctx, peer: &PeerCred, seen: &mut bool, code: i32) {
+    if std::mem::replace(seen, true) {
+        return;
+    }
+    let mut r = record(ctx, peer.pid, "exit", code.to_string());
+    r.decision = "allow".into();
+    ctx.audit.record(&r);
+}
+
 fn handle(ctx: &Ctx, chan: &mut SupervisorChannel, peer: &PeerCred, m: Message) {
     match m {
         Message::Stdout(b) | Message::Stderr(b) => output(ctx, peer, &b),
-        Message::Exit(code) => {
-            let mut r = record(ctx, peer.pid, "exit", code.to_string());
-            r.decision = "allow".into();
-            ctx.audit.record(&r);
-        }
+        // Audited by the loop (`exited`), once per connection.
+        Message::Exit(_) => {}
         Message::Request { id, request } => {
             let start = Instant::now();
             let (kind, subject) = describe(&request);

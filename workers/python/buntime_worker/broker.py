@@ -69,8 +69,7 @@ class LazyClient:
     """The connection: the pure-Python handshake (``wire``) until the first
     request or relayed write, which hands it to the library's client
     (``ipc.Client``, ctypes). A script that never asks the broker never
-    loads ctypes; its EXIT is written by ``wire`` too (on x86 only, see
-    :meth:`exit`).
+    loads ctypes; its EXIT is sent by ``wire`` too.
 
     Adoption, EXIT and close all run under one lock, so a thread adopting
     the connection is never seen as a closed connection by another."""
@@ -130,31 +129,17 @@ class LazyClient:
         return self._client().request(kind, body)
 
     def exit(self, code: int) -> None:
-        """EXIT, then STOP: the connection is closed afterwards.
-
-        Written in pure Python only where stores are seen in program order
-        (x86): elsewhere the supervisor could see the ring's new head before
-        the frame, so the library (which publishes with a release store)
-        sends it."""
+        """EXIT, then STOP: the connection is closed afterwards."""
         with self._lock:
-            if self._real is None and self._pending is not None:
-                if wire.ORDERED_STORES:
-                    self._pending.exit_and_stop(code)
-                    self._pending = None
-                    return
-                try:
-                    self._adopt()
-                except OSError:
-                    pending, self._pending = self._pending, None
-                    if pending is not None:
-                        pending.stop()
-                    return
-            real = self._real
+            real, pending = self._real, self._pending
+            self._pending = None
             if real is not None:
                 try:
                     real.exit(code)
                 finally:
                     real.close()
+            elif pending is not None:
+                pending.exit_and_stop(code)
 
     def close(self) -> None:
         with self._lock:

@@ -1,7 +1,7 @@
 """The start and the end of a connection in pure Python (docs/ipc.md):
-HELLO / WELCOME / READY on the control socket, and EXIT written into the
-worker-to-supervisor ring, so that a script that never asks the broker
-never loads ctypes and ``libbuntime_ipc.so`` (about 2 ms of start-up).
+HELLO / WELCOME / READY, and EXIT then STOP, all on the control socket, so
+that a script that never asks the broker never loads ctypes and
+``libbuntime_ipc.so`` nor maps the segment (about 2.5 ms of start-up).
 
 HELLO carries ``FLAG_DOORBELL_WAKE``: Python cannot wake a futex, so the
 supervisor waits for this worker on the control socket (DATA doorbells).
@@ -25,6 +25,7 @@ REJECT = 0x03
 READY = 0x04
 DATA = 0x05
 STOP = 0x06
+EXIT = 0x08
 _CTL_HEADER = 8
 # The segment descriptor must not leak into programs the script runs.
 _CMSG_CLOEXEC = getattr(_socket, "MSG_CMSG_CLOEXEC", 0)
@@ -32,18 +33,6 @@ _MAX_CONTROL = 512
 _MAGIC = int.from_bytes(b"BNTC", "little")
 VERSION = 1
 FLAG_DOORBELL_WAKE = 2
-
-# Whether plain stores become visible to other CPUs in program order (x86
-# TSO): only then may EXIT be written into the ring from Python, which has
-# no release store.
-ORDERED_STORES = os.uname().machine in ("x86_64", "amd64", "i386", "i686")
-
-# Segment header and ring header words (u32 LE).
-_SEGMENT_MAGIC = int.from_bytes(b"BNTI", "little")
-_OFF_W2S_OFFSET = 0x18
-_OFF_W2S_CAPACITY = 0x1C
-_RING_DATA = 64
-_EXIT = 0x07
 
 
 def _msg(kind: int, arg: int = 0, body: bytes = b"") -> bytes:
@@ -80,48 +69,18 @@ class Pending:
         return sock.detach(), seg, self.version, self.flags
 
     def exit_and_stop(self, code: int) -> None:
-        """EXIT on the ring (nothing was written there before), a DATA
-        doorbell, then STOP; closes the connection."""
+        """EXIT (the control message: nothing was written to the ring, so
+        there is nothing it must follow), then STOP; closes the
+        connection."""
         sock = self.sock
         if sock is None:
             return
         try:
-            self._write_exit(code)
-            sock.sendmsg([_msg(DATA)])
+            status = int(code) & 0xFFFFFFFF
+            sock.sendmsg([_msg(EXIT, status)])
             sock.sendmsg([_msg(STOP)])
         finally:
             self.close()
-
-    def _write_exit(self, code: int) -> None:
-        import mmap
-        size = os.fstat(self.segment_fd).st_size
-        m = mmap.mmap(self.segment_fd, size, mmap.MAP_SHARED,
-                      mmap.PROT_READ | mmap.PROT_WRITE)
-        try:
-            words = memoryview(m).cast("I")
-            try:
-                off, cap = (words[_OFF_W2S_OFFSET // 4],
-                            words[_OFF_W2S_CAPACITY // 4])
-                if (words[0] != _SEGMENT_MAGIC or off % 4096
-                        or cap < 4096 or cap & (cap - 1)
-                        or off + _RING_DATA + cap > size):
-                    raise OSError("bad IPC segment header")
-                payload = (bytes((_EXIT, 0, 0, 0)) + bytes(4)
-                           + int(code).to_bytes(4, "little", signed=True))
-                frame = len(payload).to_bytes(4, "little") + payload
-                head = words[off // 4]
-                start = off + _RING_DATA + head % cap
-                if (head != 0 or words[off // 4 + 1] != 0
-                        or start + len(frame) > size):
-                    raise OSError("the ring was written before")
-                m[start:start + len(frame)] = frame
-                # Publish head with one aligned 4-byte store (a struct or
-                # slice write could show the supervisor a torn value).
-                words[off // 4] = (head + len(frame)) & 0xFFFFFFFF
-            finally:
-                words.release()
-        finally:
-            m.close()
 
     def stop(self) -> None:
         """STOP (without EXIT) and close."""

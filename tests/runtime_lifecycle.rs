@@ -326,6 +326,32 @@ fn update_changes_the_cgroup_limits() {
     assert_eq!(mem.trim(), "33554432");
     let err = env.fails(&["update", "--memory", "lots", "up"]);
     assert!(err.contains("--memory"), "{err}");
+    // The container joined its own cgroup in every v1 hierarchy the host
+    // mounts (resolved from one read of mountinfo: third_party/README.md).
+    let pid = env.state("up")["pid"].as_i64().expect("pid");
+    let own = read(Path::new(&format!("/proc/{pid}/cgroup")));
+    let mut joined = Vec::new();
+    for c in [
+        "cpu", "cpuacct", "cpuset", "devices", "memory", "pids", "blkio", "freezer",
+    ] {
+        if !Path::new("/sys/fs/cgroup").join(c).exists() {
+            continue;
+        }
+        let line = own
+            .lines()
+            .find(|l| {
+                l.split(':')
+                    .nth(1)
+                    .is_some_and(|cs| cs.split(',').any(|x| x == c))
+            })
+            .unwrap_or_else(|| panic!("no {c} line in {own}"));
+        assert!(line.ends_with(":/buntime/up"), "{c}: {line}");
+        joined.push(c);
+    }
+    assert!(
+        joined.contains(&"memory") && joined.contains(&"pids"),
+        "{own}"
+    );
     env.ok(&["delete", "--force", "up"]);
     env.assert_gone("up");
 }

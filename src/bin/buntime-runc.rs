@@ -344,7 +344,9 @@ fn run(root: &Root, a: &RunArgs) -> Result<i32> {
         let _ = lifecycle::delete(root, id, true);
         return Err(e.into());
     }
+    tracing::debug!(target: "cli", "run: started");
     let code = foreground::wait_forward(pid, &set);
+    tracing::debug!(target: "cli", "run: exited");
     if !a.keep {
         if let Err(e) = lifecycle::delete(root, id, true) {
             tracing::warn!(target: "cli", "delete {id} after run: {e}");

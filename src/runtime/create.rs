@@ -140,6 +140,7 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
         }
         let (programs, seccomp_note) =
             precompile_seccomp(root, &extra, &mut spec, policy_seccomp.as_ref())?;
+        tracing::debug!(target: "cli", "create: seccomp ready");
         bundle::write_spec(&extra, &spec)?;
         write_json(
             &extra.join(POLICY_FILE),
@@ -195,12 +196,14 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
                 super::loopback::bring_up_in(pid.as_raw())?;
             }
         }
+        tracing::debug!(target: "cli", "create: lo up");
         let bound = match &hook_socket {
             Some(h) => Some(h.take_listener(crate::proxy::PROXY_PORT)?),
             None => None,
         };
         if let Some(mut s) = supervisor.take() {
             let ready = s.wait_ready();
+            tracing::debug!(target: "cli", "create: supervisor ready");
             if let Err(e) = ready {
                 s.abort();
                 return Err(RuntimeError::Invalid(e.to_string()));
@@ -210,6 +213,7 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
                 .ok_or_else(|| RuntimeError::Invalid("created container has no pid".into()))?;
             s.start_serving(pid.as_raw(), proxy_mode, bound)
                 .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+            tracing::debug!(target: "cli", "create: supervisor serving");
         }
         Ok(container)
     })();

@@ -113,17 +113,27 @@ const LOADER_DIRS: &[&str] = &[
     "/usr/lib/aarch64-linux-gnu",
 ];
 
-/// The loaders' names (glibc, musl; 32-bit x86 too), looked up by name:
-/// listing the directories instead cost about a millisecond of every exec
-/// on a host whose /usr/lib holds thousands of files.
+/// The loaders' names (glibc and musl, for the architectures Debian and
+/// Alpine ship), looked up by name: listing the directories instead cost
+/// about a millisecond of every exec on a host whose /usr/lib holds
+/// thousands of files.
 const LOADER_NAMES: &[&str] = &[
     "ld-linux-x86-64.so.2",
     "ld-linux.so.2",
     "ld-linux-x32.so.2",
     "ld-linux-aarch64.so.1",
+    "ld-linux-armhf.so.3",
+    "ld-linux.so.3",
+    "ld-linux-riscv64-lp64d.so.1",
+    "ld64.so.1",
+    "ld64.so.2",
     "ld-musl-x86_64.so.1",
     "ld-musl-i386.so.1",
     "ld-musl-aarch64.so.1",
+    "ld-musl-armhf.so.1",
+    "ld-musl-ppc64le.so.1",
+    "ld-musl-s390x.so.1",
+    "ld-musl-riscv64.so.1",
 ];
 
 fn loaders() -> Vec<PathBuf> {
@@ -131,12 +141,29 @@ fn loaders() -> Vec<PathBuf> {
     for d in LOADER_DIRS {
         for name in LOADER_NAMES {
             let p = Path::new(d).join(name);
-            if p.exists() {
-                out.push(p);
+            if !p.exists() {
+                continue;
             }
+            // An older glibc names its loader `ld-2.NN.so` and links the
+            // standard name to it in the same directory; `apply` follows no
+            // symlink, so grant the file itself. Only that one shape: a
+            // link elsewhere is covered by its own entry in the lists.
+            if let Ok(target) = std::fs::read_link(&p) {
+                if let Some(file) = same_dir_loader(&target) {
+                    out.push(Path::new(d).join(file));
+                }
+            }
+            out.push(p);
         }
     }
     out
+}
+
+/// `target` if it is a bare file name that looks like a loader.
+fn same_dir_loader(target: &Path) -> Option<&Path> {
+    let name = target.to_str()?;
+    let bare = !name.contains('/') && name != "." && name != "..";
+    (bare && (name.starts_with("ld-") || name.starts_with("ld64"))).then_some(target)
 }
 
 fn env_path(spec: &Spec) -> String {
@@ -454,6 +481,18 @@ mod tests {
         let plan = LandlockPlan::from_policy(&p, &spec_with_path("/bin"), None);
         let s = serde_json::to_string(&plan).unwrap();
         assert_eq!(serde_json::from_str::<LandlockPlan>(&s).unwrap(), plan);
+    }
+
+    #[test]
+    fn only_same_directory_loader_links_are_followed() {
+        assert_eq!(
+            same_dir_loader(Path::new("ld-2.28.so")),
+            Some(Path::new("ld-2.28.so"))
+        );
+        assert_eq!(same_dir_loader(Path::new("../../etc/shadow")), None);
+        assert_eq!(same_dir_loader(Path::new("/lib/ld-2.28.so")), None);
+        assert_eq!(same_dir_loader(Path::new("libc.so.6")), None);
+        assert_eq!(same_dir_loader(Path::new("..")), None);
     }
 
     #[test]

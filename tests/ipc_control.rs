@@ -364,3 +364,36 @@ fn fd_passing_to_a_peer_that_never_reads_times_out() {
         other => panic!("expected a timeout once the buffer is full, got {other:?}"),
     }
 }
+
+/// The supervisor may read a worker's STOP before the messages it wrote
+/// just before (it looked at the ring, found it empty, then read the
+/// control socket): those messages stay readable after the STOP.
+#[test]
+fn messages_written_before_stop_stay_readable() {
+    if role().is_some() {
+        return;
+    }
+    let (sup, wrk) = ControlSocket::pair().unwrap();
+    let seg = Segment::create_anonymous(4096, 4096).unwrap();
+    let worker = std::thread::spawn(move || Client::handshake(wrk, None));
+    let mut chan = SupervisorChannel::handshake(sup, seg, SupervisorConfig::default()).unwrap();
+    let mut client = worker.join().unwrap().unwrap();
+    assert_eq!(chan.try_recv().unwrap(), None);
+    client.write_stderr(b"last words").unwrap();
+    client.exit(3).unwrap();
+    client.close().unwrap();
+    let ev = chan.poll_control().unwrap();
+    assert!(
+        matches!(ev, Some(ControlEvent::Stop { code: 0, .. })),
+        "{ev:?}"
+    );
+    assert!(chan.is_closed());
+    assert_eq!(
+        chan.try_recv().unwrap(),
+        Some(Message::Stderr(b"last words".to_vec()))
+    );
+    assert_eq!(chan.try_recv().unwrap(), Some(Message::Exit(3)));
+    assert_eq!(chan.try_recv().unwrap(), None);
+    // Nothing more is sent to a worker that stopped.
+    assert!(chan.allow(1, b"late").is_err());
+}

@@ -326,8 +326,8 @@ fn update_changes_the_cgroup_limits() {
     assert_eq!(mem.trim(), "33554432");
     let err = env.fails(&["update", "--memory", "lots", "up"]);
     assert!(err.contains("--memory"), "{err}");
-    // The container joined its own cgroup in every v1 hierarchy the host
-    // mounts (resolved from one read of mountinfo: third_party/README.md).
+    // The container joined its own cgroup in the main v1 hierarchies the
+    // host mounts (resolved from one read of mountinfo: third_party/README.md).
     let pid = env.state("up")["pid"].as_i64().expect("pid");
     let own = read(Path::new(&format!("/proc/{pid}/cgroup")));
     let mut joined = Vec::new();

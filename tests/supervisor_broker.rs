@@ -542,6 +542,36 @@ fn garbage_from_a_worker_closes_only_its_connection() {
 }
 
 #[test]
+fn what_the_worker_wrote_before_its_stop_is_not_lost() {
+    // A doorbell worker (the Python worker's kind) that writes and stops at
+    // once: its last messages are still in the ring when STOP is read.
+    let env = Env::new();
+    let b = worker_bundle(&env, "burst", &["burst-stop:300"], POLICY, &[]);
+    let out = run_to_end(&env, "burst", &b);
+    assert_eq!(line(&out, "burst-stop"), "burst-stop 300 DONE");
+    let dir = state_dir(&env, "burst");
+    let complete = wait_until(Duration::from_secs(5), || {
+        read(&dir.join("output.log")).contains("burst line 299\n")
+    });
+    let output = read(&dir.join("output.log"));
+    assert!(complete, "output.log: {output}");
+    let want: String = (0..300).map(|i| format!("burst line {i}\n")).collect();
+    assert!(output.contains(&want), "output.log: {output}");
+    let exit_audited = || {
+        audit_lines(&env, "burst")
+            .iter()
+            .any(|r| r["kind"] == "exit" && r["subject"] == "9")
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), exit_audited),
+        "{:?}",
+        audit_lines(&env, "burst")
+    );
+    env.ok(&["delete", "burst"]);
+    env.assert_gone("burst");
+}
+
+#[test]
 fn exec_processes_use_the_broker_too() {
     let env = Env::new();
     let b = worker_bundle(&env, "ex", &["sleep:30000"], POLICY, &[]);

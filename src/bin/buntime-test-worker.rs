@@ -8,7 +8,9 @@
 //! back), `exec:PROG`, `stdout:TEXT`, `sleep:MS`, `garbage-ring` (scribbles
 //! over its own segment's ring header), `garbage-ctl` (sends a nonsense
 //! control message instead of HELLO), `ctl-exit:CODE` (a connection of its
-//! own that reports CODE with the control message EXIT, twice).
+//! own that reports CODE with the control message EXIT, twice),
+//! `burst-stop:N` (a doorbell connection of its own: N STDOUT messages and
+//! EXIT 9 in the ring, then STOP at once).
 //! Output: `CMD SUBJECT ALLOW|DENY|ERROR detail`.
 
 use std::fs::File;
@@ -177,6 +179,10 @@ fn run(w: &mut Worker, arg: &str) {
             Ok(()) => say(&format!("ctl-exit {rest} DONE")),
             Err(e) => say(&format!("ctl-exit {rest} ERROR {e}")),
         },
+        "burst-stop" => match burst_stop(rest) {
+            Ok(()) => say(&format!("burst-stop {rest} DONE")),
+            Err(e) => say(&format!("burst-stop {rest} ERROR {e}")),
+        },
         "garbage-ring" => match garbage_ring() {
             Ok(s) => say(&format!("garbage-ring - DONE {s}")),
             Err(e) => say(&format!("garbage-ring - ERROR {e}")),
@@ -275,6 +281,34 @@ fn ctl_exit(code: &str) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// Handshake by hand with doorbell wake-ups (as the Python worker does),
+/// adopt the connection, leave `n` STDOUT messages and an EXIT in the ring
+/// and STOP right away: the supervisor must still read all of them.
+fn burst_stop(n: &str) -> Result<(), String> {
+    let n: usize = n.parse().map_err(|e| format!("count: {e}"))?;
+    let s = ControlSocket::connect(Path::new(&control_path())).map_err(|e| e.to_string())?;
+    let mut hello = control::hello_body();
+    hello[8..12].copy_from_slice(&control::FLAG_DOORBELL_WAKE.to_le_bytes());
+    s.send(ctl::HELLO, 0, &hello, None)
+        .map_err(|e| e.to_string())?;
+    let m = s
+        .recv(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?
+        .ok_or("no WELCOME")?;
+    let fd = m.fd.ok_or("WELCOME without a segment")?;
+    let version = u16::try_from(m.arg).map_err(|e| format!("version: {e}"))?;
+    let flags = control::welcome_flags(&m.body);
+    s.send(ctl::READY, 0, &[], None)
+        .map_err(|e| e.to_string())?;
+    let mut c = Client::adopt(s, fd, version, flags).map_err(|e| e.to_string())?;
+    for i in 0..n {
+        c.write_stdout(format!("burst line {i}\n").as_bytes())
+            .map_err(|e| e.to_string())?;
+    }
+    c.exit(9).map_err(|e| e.to_string())?;
+    c.close().map_err(|e| e.to_string())
 }
 
 /// Handshake by hand, then write nonsense indexes into the ring the

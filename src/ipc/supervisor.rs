@@ -74,6 +74,9 @@ pub struct SupervisorChannel {
     cfg: SupervisorConfig,
     buf: Vec<u8>,
     closed: bool,
+    /// The worker said STOP or hung up: nothing more is sent to it, but
+    /// what it left in the ring can still be read.
+    peer_stopped: bool,
 }
 
 fn recv_kind(sock: &ControlSocket, want: u8, deadline: Instant) -> Result<control::ControlMsg> {
@@ -139,6 +142,7 @@ impl SupervisorChannel {
             cfg,
             buf: Vec::new(),
             closed: false,
+            peer_stopped: false,
         })
     }
 
@@ -187,8 +191,10 @@ impl SupervisorChannel {
         self.ctrl.as_fd()
     }
 
+    /// True once the channel failed, was stopped by us, or the worker
+    /// stopped (its last messages may still be in the ring: `try_recv`).
     pub fn is_closed(&self) -> bool {
-        self.closed
+        self.closed || self.peer_stopped
     }
 
     /// Close the channel because of `err`; log it for audit if the peer is
@@ -213,6 +219,16 @@ impl SupervisorChannel {
     }
 
     fn usable(&self) -> Result<()> {
+        if self.closed || self.peer_stopped {
+            Err(IpcError::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Reading stays possible after the worker's STOP, so that what it
+    /// wrote just before is not lost; only a failure ends it.
+    fn readable(&self) -> Result<()> {
         if self.closed {
             Err(IpcError::Poisoned)
         } else {
@@ -220,9 +236,10 @@ impl SupervisorChannel {
         }
     }
 
-    /// Next message from the worker, if one is there. Never blocks.
+    /// Next message from the worker, if one is there. Never blocks. Works
+    /// after the worker's STOP too (drain what it wrote before).
     pub fn try_recv(&mut self) -> Result<Option<Message>> {
-        self.usable()?;
+        self.readable()?;
         match self.rx.try_pop(&mut self.buf) {
             Ok(false) => Ok(None),
             Ok(true) => match protocol::decode(&self.buf) {
@@ -240,7 +257,7 @@ impl SupervisorChannel {
     /// private buffer instead of copied again (the payload was already
     /// copied out of the shared mapping, so the worker cannot change it).
     pub fn try_recv_borrowed(&mut self) -> Result<Option<Received<'_>>> {
-        self.usable()?;
+        self.readable()?;
         match self.rx.try_pop(&mut self.buf) {
             Ok(false) => return Ok(None),
             Ok(true) => {}
@@ -295,7 +312,7 @@ impl SupervisorChannel {
 
     /// Drain one control message without blocking.
     pub fn poll_control(&mut self) -> Result<Option<ControlEvent>> {
-        self.usable()?;
+        self.readable()?;
         match self.ctrl.recv(Some(Duration::ZERO)) {
             Ok(None) => Ok(None),
             Ok(Some(m)) if m.fd.is_some() => {
@@ -305,7 +322,7 @@ impl SupervisorChannel {
                 ctl::DATA | ctl::READY => Ok(Some(ControlEvent::Doorbell)),
                 ctl::EXIT => Ok(Some(ControlEvent::Exit(m.arg as i32))),
                 ctl::STOP => {
-                    self.closed = true;
+                    self.peer_stopped = true;
                     Ok(Some(ControlEvent::Stop {
                         code: m.arg,
                         reason: String::from_utf8_lossy(&m.body).into_owned(),
@@ -316,7 +333,7 @@ impl SupervisorChannel {
                 )))),
             },
             Err(IpcError::Closed) => {
-                self.closed = true;
+                self.peer_stopped = true;
                 Ok(Some(ControlEvent::Stop {
                     code: stop::NORMAL,
                     reason: String::new(),

@@ -102,6 +102,9 @@ pub(super) fn connection(ctx: &Ctx, sock: ControlSocket) {
     // Python worker) rings the control socket instead: wait on that.
     let doorbell = chan.peer_wants_doorbell();
     let mut exit_seen = false;
+    // Wake-ups that found nothing to read: a worker toggling its ring's head
+    // could otherwise keep this loop (outside its cgroup) busy.
+    let mut idle_wakes = 0u32;
     loop {
         let next = if doorbell {
             match chan.try_recv() {
@@ -115,19 +118,29 @@ pub(super) fn connection(ctx: &Ctx, sock: ControlSocket) {
             chan.recv_timeout(Duration::from_millis(200))
         };
         match next {
-            Ok(Some(Message::Exit(code))) => exited(ctx, &peer, &mut exit_seen, code),
-            Ok(Some(m)) => handle(ctx, &mut chan, &peer, m),
-            // The ring is empty: drain the doorbells queued meanwhile (a
-            // bounded number, so the ring is looked at again).
+            Ok(Some(m)) => {
+                idle_wakes = 0;
+                dispatch(ctx, &mut chan, &peer, &mut exit_seen, m);
+            }
+            // The ring is empty: read the control messages queued meanwhile,
+            // until a doorbell says the ring has something again.
             Ok(None) => {
                 for _ in 0..64 {
                     match chan.poll_control() {
-                        Ok(Some(ControlEvent::Stop { .. })) => return,
+                        Ok(Some(ControlEvent::Stop { .. })) => {
+                            return drain(ctx, &mut chan, &peer, &mut exit_seen)
+                        }
                         Ok(Some(ControlEvent::Exit(code))) => {
                             exited(ctx, &peer, &mut exit_seen, code)
                         }
-                        Ok(Some(_)) => {}
-                        Ok(None) => break,
+                        Ok(Some(ControlEvent::Doorbell)) => break,
+                        Ok(None) => {
+                            idle_wakes += 1;
+                            if idle_wakes > IDLE_WAKES_BEFORE_BACKOFF {
+                                std::thread::sleep(IDLE_BACKOFF);
+                            }
+                            break;
+                        }
                         Err(e) => return protocol_error(ctx, &peer, &e),
                     }
                 }
@@ -135,7 +148,34 @@ pub(super) fn connection(ctx: &Ctx, sock: ControlSocket) {
             Err(e) => return protocol_error(ctx, &peer, &e),
         }
         if chan.is_closed() {
-            return;
+            return drain(ctx, &mut chan, &peer, &mut exit_seen);
+        }
+    }
+}
+
+/// Empty wake-ups in a row tolerated before each one costs a pause.
+const IDLE_WAKES_BEFORE_BACKOFF: u32 = 16;
+const IDLE_BACKOFF: Duration = Duration::from_millis(1);
+
+fn dispatch(ctx: &Ctx, chan: &mut SupervisorChannel, peer: &PeerCred, seen: &mut bool, m: Message) {
+    match m {
+        Message::Exit(code) => exited(ctx, peer, seen, code),
+        m => handle(ctx, chan, peer, m),
+    }
+}
+
+/// The worker stopped: what it wrote to the ring before its STOP (the end
+/// of its output, its exit status) is still there. Bounded by what the ring
+/// can hold, since another process in the container may keep writing.
+fn drain(ctx: &Ctx, chan: &mut SupervisorChannel, peer: &PeerCred, seen: &mut bool) {
+    // Each frame takes at least its length word and header.
+    let max = W2S_CAPACITY as usize / (4 + crate::ipc::protocol::HEADER_LEN) + 1;
+    for _ in 0..max {
+        match chan.try_recv() {
+            Ok(Some(m)) => dispatch(ctx, chan, peer, seen, m),
+            Ok(None) => return,
+            Err(crate::ipc::IpcError::Poisoned) => return,
+            Err(e) => return protocol_error(ctx, peer, &e),
         }
     }
 }

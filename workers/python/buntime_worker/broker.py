@@ -116,11 +116,17 @@ class LazyClient:
 
     @property
     def closed(self) -> bool:
-        with self._lock:
-            if self._real is not None:
-                return self._real.closed
-            p = self._pending
-            return p is None or p.sock is None
+        # Without the lock: the stderr relay asks this, and adoption (under
+        # the lock) may itself write to stderr. `_real` is set before
+        # `_pending` is cleared, so an adoption in progress reads as open.
+        real = self._real
+        if real is not None:
+            return real.closed
+        p = self._pending
+        if p is None:
+            real = self._real
+            return real.closed if real is not None else True
+        return p.sock is None
 
     def send(self, kind: int, data: bytes) -> None:
         self._client().send(kind, data)

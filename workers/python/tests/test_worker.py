@@ -362,6 +362,18 @@ class Wire(unittest.TestCase):
         self.assertEqual([(m[0], m[4]) for m in got[1:]],
                          [(wire.READY, 0), (wire.EXIT, 4), (wire.STOP, 0)])
 
+    def test_closed_is_answered_during_adoption(self):
+        # The stderr relay asks `closed` while the same thread may hold the
+        # lock to adopt the connection (and write a warning): no deadlock.
+        from buntime_worker import broker, wire
+        path, _, t = self.serve(self.welcome_with(self.segment()))
+        c = broker.LazyClient(wire.handshake(path))
+        with c._lock:
+            self.assertFalse(c.closed)
+        c.exit(0)
+        t.join(5)
+        self.assertTrue(c.closed)
+
     def test_a_refusal_names_its_reason(self):
         from buntime_worker import wire
 

@@ -70,13 +70,20 @@ pub fn read_mountinfo() -> Result<Vec<Result<MountInfo, V1MountPointError>>, V1M
         "mountinfo",
         OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC,
     )?);
-    Ok(reader
-        .lines()
-        .map(|lr| {
-            lr.map_err(V1MountPointError::Io)
-                .and_then(|line| MountInfo::from_line(&line).map_err(V1MountPointError::MountInfo))
-        })
-        .collect())
+    // Stop at the first line that fails: `find_subsystem_mount_point` gives
+    // up there anyway, and a read error may repeat forever.
+    let mut out = Vec::new();
+    for lr in reader.lines() {
+        let parsed = lr
+            .map_err(V1MountPointError::Io)
+            .and_then(|line| MountInfo::from_line(&line).map_err(V1MountPointError::MountInfo));
+        let failed = parsed.is_err();
+        out.push(parsed);
+        if failed {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 /// buntime patch: `get_subsystem_mount_point` over lines `read_mountinfo`

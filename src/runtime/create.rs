@@ -282,8 +282,7 @@ fn precompile_seccomp(
     if let Some(mut linux) = spec.linux().clone() {
         let late = |p: &&LinuxSeccomp| nnp && !start_hooks && precompilable(p);
         if let Some(profile) = linux.seccomp().as_ref().filter(late) {
-            let p = Program::cached(&cache, profile)?;
-            p.save(&extra.join(SECCOMP_BPF_FILE))?;
+            let p = Program::cached_at(&cache, profile, &extra.join(SECCOMP_BPF_FILE))?;
             programs.push(p);
             files.push(SECCOMP_BPF_FILE);
             linux.set_seccomp(None);
@@ -291,8 +290,7 @@ fn precompile_seccomp(
         }
     }
     if let Some(profile) = policy {
-        let p = Program::cached(&cache, profile)?;
-        p.save(&extra.join(POLICY_SECCOMP_BPF_FILE))?;
+        let p = Program::cached_at(&cache, profile, &extra.join(POLICY_SECCOMP_BPF_FILE))?;
         programs.push(p);
         files.push(POLICY_SECCOMP_BPF_FILE);
     }

@@ -113,8 +113,10 @@ const LOADER_DIRS: &[&str] = &[
     "/usr/lib/aarch64-linux-gnu",
 ];
 
-/// The loaders' names (glibc and musl, for the architectures Debian and
-/// Alpine ship), looked up by name: listing the directories instead cost
+/// The loaders' names (glibc and musl, for the common architectures),
+/// looked up by name in `LOADER_DIRS`, which hold the x86-64 and aarch64
+/// loaders (other architectures' multiarch directories are not searched):
+/// listing the directories instead cost
 /// about a millisecond of every exec on a host whose /usr/lib holds
 /// thousands of files.
 const LOADER_NAMES: &[&str] = &[
@@ -150,7 +152,12 @@ fn loaders() -> Vec<PathBuf> {
             // link elsewhere is covered by its own entry in the lists.
             if let Ok(target) = std::fs::read_link(&p) {
                 if let Some(file) = same_dir_loader(&target) {
-                    out.push(Path::new(d).join(file));
+                    let real = Path::new(d).join(file);
+                    // A file, not a directory: a rule on a directory would
+                    // cover everything beneath it.
+                    if std::fs::symlink_metadata(&real).is_ok_and(|m| m.file_type().is_file()) {
+                        out.push(real);
+                    }
                 }
             }
             out.push(p);
@@ -159,11 +166,13 @@ fn loaders() -> Vec<PathBuf> {
     out
 }
 
-/// `target` if it is a bare file name that looks like a loader.
+/// `target` if it is a bare file name that looks like a loader
+/// (`ld-*.so*`, `ld64*.so*`).
 fn same_dir_loader(target: &Path) -> Option<&Path> {
     let name = target.to_str()?;
-    let bare = !name.contains('/') && name != "." && name != "..";
-    (bare && (name.starts_with("ld-") || name.starts_with("ld64"))).then_some(target)
+    let bare = !name.contains('/');
+    let named = (name.starts_with("ld-") || name.starts_with("ld64")) && name.contains(".so");
+    (bare && named).then_some(target)
 }
 
 fn env_path(spec: &Spec) -> String {
@@ -493,6 +502,7 @@ mod tests {
         assert_eq!(same_dir_loader(Path::new("/lib/ld-2.28.so")), None);
         assert_eq!(same_dir_loader(Path::new("libc.so.6")), None);
         assert_eq!(same_dir_loader(Path::new("..")), None);
+        assert_eq!(same_dir_loader(Path::new("ld-x")), None);
     }
 
     #[test]

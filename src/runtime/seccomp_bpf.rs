@@ -203,7 +203,7 @@ impl Program {
     /// the compile.
     pub fn cached(cache_dir: &Path, profile: &LinuxSeccomp) -> Result<Program> {
         let key = cache_key(profile)?;
-        Self::cached_as(&cache_dir.join(format!("{key}.bpf")), cache_dir, profile)
+        Self::cached_as(&cache_dir.join(format!("{key}.bpf")), cache_dir, profile).map(|(p, _)| p)
     }
 
     /// Like `cached`, and the program is stored at `dest` as well: as a
@@ -214,29 +214,34 @@ impl Program {
     pub fn cached_at(cache_dir: &Path, profile: &LinuxSeccomp, dest: &Path) -> Result<Program> {
         let key = cache_key(profile)?;
         let entry = cache_dir.join(format!("{key}.bpf"));
-        let p = Self::cached_as(&entry, cache_dir, profile)?;
-        if fs::hard_link(&entry, dest).is_err() {
+        let (p, entry_holds_it) = Self::cached_as(&entry, cache_dir, profile)?;
+        // Only an entry known to hold this program is linked (one that
+        // failed to load and could not be replaced is not).
+        if !entry_holds_it || fs::hard_link(&entry, dest).is_err() {
             p.save(dest)?;
         }
         Ok(p)
     }
 
-    fn cached_as(path: &Path, cache_dir: &Path, profile: &LinuxSeccomp) -> Result<Program> {
+    /// The program, and whether the file at `path` now holds it.
+    fn cached_as(path: &Path, cache_dir: &Path, profile: &LinuxSeccomp) -> Result<(Program, bool)> {
         if let Ok(p) = Program::load(path) {
-            return Ok(p);
+            return Ok((p, true));
         }
         let p = Program::compile(profile)?;
         let made = fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(cache_dir);
+        let mut saved = false;
         if made.is_ok() {
             prune(cache_dir);
-            if let Err(e) = p.save(path) {
-                tracing::debug!(target: "cli", "seccomp cache: {e}");
+            match p.save(path) {
+                Ok(()) => saved = true,
+                Err(e) => tracing::debug!(target: "cli", "seccomp cache: {e}"),
             }
         }
-        Ok(p)
+        Ok((p, saved))
     }
 
     /// Installs the filter on the calling thread (and, with TSYNC, its

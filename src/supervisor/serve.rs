@@ -125,6 +125,10 @@ pub(super) fn connection(ctx: &Ctx, sock: ControlSocket) {
             // The ring is empty: read the control messages queued meanwhile,
             // until a doorbell says the ring has something again.
             Ok(None) => {
+                idle_wakes += 1;
+                if idle_wakes > IDLE_WAKES_BEFORE_BACKOFF {
+                    std::thread::sleep(IDLE_BACKOFF);
+                }
                 for _ in 0..64 {
                     match chan.poll_control() {
                         Ok(Some(ControlEvent::Stop { .. })) => {
@@ -133,14 +137,7 @@ pub(super) fn connection(ctx: &Ctx, sock: ControlSocket) {
                         Ok(Some(ControlEvent::Exit(code))) => {
                             exited(ctx, &peer, &mut exit_seen, code)
                         }
-                        Ok(Some(ControlEvent::Doorbell)) => break,
-                        Ok(None) => {
-                            idle_wakes += 1;
-                            if idle_wakes > IDLE_WAKES_BEFORE_BACKOFF {
-                                std::thread::sleep(IDLE_BACKOFF);
-                            }
-                            break;
-                        }
+                        Ok(Some(ControlEvent::Doorbell)) | Ok(None) => break,
                         Err(e) => return protocol_error(ctx, &peer, &e),
                     }
                 }
@@ -172,6 +169,15 @@ fn drain(ctx: &Ctx, chan: &mut SupervisorChannel, peer: &PeerCred, seen: &mut bo
     let max = W2S_CAPACITY as usize / (4 + crate::ipc::protocol::HEADER_LEN) + 1;
     for _ in 0..max {
         match chan.try_recv() {
+            // Nobody is left to answer: a request is not carried out (a
+            // write would still happen, an `ask` would still prompt).
+            Ok(Some(Message::Request { request, .. })) => {
+                let (kind, subject) = describe(&request);
+                let mut r = record(ctx, peer.pid, kind, subject);
+                r.decision = "close".into();
+                r.reason = "the worker stopped before its request was read".into();
+                ctx.audit.record(&r);
+            }
             Ok(Some(m)) => dispatch(ctx, chan, peer, seen, m),
             Ok(None) => return,
             Err(crate::ipc::IpcError::Poisoned) => return,

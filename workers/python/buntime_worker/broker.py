@@ -78,6 +78,9 @@ class LazyClient:
         self._pending: Optional[wire.Pending] = pending
         self._real: Optional[Client] = None
         self._no_library = ""
+        # Set while the library takes the connection over: its descriptors
+        # have left `_pending` but `_real` is not there yet.
+        self._adopting = False
         self._lock = _thread.allocate_lock()
 
     def _client(self) -> Client:
@@ -97,6 +100,7 @@ class LazyClient:
             raise protocol.IpcError(self._no_library)
         if pending is None or pending.sock is None:
             raise protocol.IpcError("connection to the supervisor is closed")
+        self._adopting = True
         try:
             from .ipc import Client
             self._real = Client(adopt=pending)
@@ -111,22 +115,27 @@ class LazyClient:
             else:
                 self._pending = None
             raise protocol.IpcError(why) from None
+        finally:
+            self._adopting = False
         self._pending = None
         return self._real
 
     @property
     def closed(self) -> bool:
         # Without the lock: the stderr relay asks this, and adoption (under
-        # the lock) may itself write to stderr. `_real` is set before
-        # `_pending` is cleared, so an adoption in progress reads as open.
+        # the lock) may itself write to stderr. Adoption sets `_adopting`,
+        # moves the descriptors out of `_pending`, sets `_real`, then clears
+        # `_adopting`: read in the opposite order, it is never seen closed.
         real = self._real
         if real is not None:
             return real.closed
         p = self._pending
-        if p is None:
-            real = self._real
-            return real.closed if real is not None else True
-        return p.sock is None
+        if p is not None and p.sock is not None:
+            return False
+        if self._adopting:
+            return False
+        real = self._real
+        return real.closed if real is not None else True
 
     def send(self, kind: int, data: bytes) -> None:
         self._client().send(kind, data)

@@ -374,6 +374,40 @@ class Wire(unittest.TestCase):
         t.join(5)
         self.assertTrue(c.closed)
 
+    def test_closed_reads_open_while_the_library_adopts(self):
+        # Between the descriptors leaving the pending connection and the
+        # library's client being there, another thread (the stderr relay)
+        # must not see a closed connection.
+        from buntime_worker import broker, ipc, wire
+        path, _, t = self.serve(self.welcome_with(self.segment()))
+        c = broker.LazyClient(wire.handshake(path))
+        seen = []
+
+        class Adopting:
+            closed = False
+
+            def __init__(self, adopt):
+                fds = adopt.detach()
+                seen.append(c.closed)
+                os.close(fds[0])
+                os.close(fds[1])
+
+            def exit(self, code):
+                pass
+
+            def close(self):
+                pass
+
+        saved = ipc.Client
+        ipc.Client = Adopting
+        try:
+            self.assertIsInstance(c._client(), Adopting)
+        finally:
+            ipc.Client = saved
+        self.assertEqual(seen, [False])
+        self.assertFalse(c.closed)
+        t.join(5)
+
     def test_a_refusal_names_its_reason(self):
         from buntime_worker import wire
 

@@ -1,12 +1,16 @@
 //! Relaying bytes both ways between the sandbox's connection and the
-//! upstream one: `splice` through a pipe (the data never enters user
-//! space), one thread per direction so neither waits for the other, an
-//! idle timeout shared by both directions, and half-close passed on.
+//! upstream one: a copy loop whose buffer grows with the transfer, one
+//! thread per direction so neither waits for the other, an idle timeout
+//! shared by both directions, and half-close passed on.
+//!
+//! Why not `splice`: a pipe holds at most 1 MiB without CAP_SYS_RESOURCE,
+//! and on a host whose idle CPUs halt, every round through it costs
+//! wake-ups; reads and writes of up to 4 MiB moved the 1 GiB download of
+//! the proxy benchmark at 0.75 of direct, splice at 0.47 (same run).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +23,15 @@ pub struct Relayed {
     pub down: u64,
 }
 
-const CHUNK: usize = 1 << 20;
+/// A connection's buffer starts small (most exchanges are small) and grows
+/// fourfold each time a read fills it, up to `MAX_BUFFER`.
+const FIRST_BUFFER: usize = 64 << 10;
+const MAX_BUFFER: usize = 4 << 20;
+/// What buffers may grow by in all, across this supervisor's connections:
+/// a sandbox opening hundreds of bulk downloads must not make its
+/// supervisor (outside the sandbox's memory limit) hold gigabytes.
+const GROWTH_BUDGET: usize = 64 << 20;
+static GROWN: AtomicUsize = AtomicUsize::new(0);
 const SEND_BUFFER: usize = 4 << 20;
 const RELAY_STACK: usize = 256 << 10;
 
@@ -87,11 +99,7 @@ pub fn relay(client: TcpStream, upstream: TcpStream, idle: Duration) -> Relayed 
 
 /// Moves `src` → `dst` until EOF; returns the bytes moved.
 fn pump(src: &TcpStream, dst: &TcpStream, idle: &Idle) -> u64 {
-    let result = match Pipe::new() {
-        Some(pipe) => splice_loop(src, dst, &pipe, idle),
-        None => copy_loop(src, dst, idle),
-    };
-    match result {
+    match copy_loop(src, dst, idle) {
         Ok(n) => {
             // Pass the half-close on; the other direction goes on.
             let _ = dst.shutdown(Shutdown::Write);
@@ -106,54 +114,39 @@ fn pump(src: &TcpStream, dst: &TcpStream, idle: &Idle) -> u64 {
     }
 }
 
-struct Pipe {
-    r: OwnedFd,
-    w: OwnedFd,
+/// A relay buffer; its growth is charged to `GROWN` until dropped.
+struct Buffer {
+    buf: Vec<u8>,
+    charged: usize,
 }
 
-impl Pipe {
-    fn new() -> Option<Pipe> {
-        let mut fds = [0i32; 2];
-        // SAFETY: pipe2 fills two descriptors we then own.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-            return None;
+impl Buffer {
+    fn new() -> Buffer {
+        Buffer {
+            buf: vec![0; FIRST_BUFFER],
+            charged: 0,
         }
-        // SAFETY: both are fresh descriptors owned by nobody else.
-        let pipe = unsafe {
-            Pipe {
-                r: OwnedFd::from_raw_fd(fds[0]),
-                w: OwnedFd::from_raw_fd(fds[1]),
-            }
-        };
-        // A bigger pipe means fewer round trips; the default (64 KiB) still
-        // works if the system refuses.
-        // SAFETY: fcntl on our own pipe.
-        unsafe { libc::fcntl(pipe.w.as_raw_fd(), libc::F_SETPIPE_SZ, CHUNK as libc::c_int) };
-        Some(pipe)
+    }
+
+    /// Four times bigger, if the budget allows (else it stays as it is).
+    fn grow(&mut self) {
+        let next = (self.buf.len() * 4).min(MAX_BUFFER);
+        let extra = next.saturating_sub(self.buf.len());
+        if extra == 0 {
+            return;
+        }
+        if GROWN.fetch_add(extra, Ordering::Relaxed) + extra > GROWTH_BUDGET {
+            GROWN.fetch_sub(extra, Ordering::Relaxed);
+            return;
+        }
+        self.charged += extra;
+        self.buf = vec![0; next];
     }
 }
 
-fn splice(from: i32, to: i32, len: usize, more: bool) -> std::io::Result<usize> {
-    let flags = if more {
-        libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE
-    } else {
-        libc::SPLICE_F_MOVE
-    };
-    // SAFETY: splice between descriptors we hold, no offsets.
-    let n = unsafe {
-        libc::splice(
-            from,
-            std::ptr::null_mut(),
-            to,
-            std::ptr::null_mut(),
-            len,
-            flags,
-        )
-    };
-    if n < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        GROWN.fetch_sub(self.charged, Ordering::Relaxed);
     }
 }
 
@@ -162,49 +155,11 @@ fn timed_out(e: &std::io::Error) -> bool {
 }
 
 /// `Ok(total)` at EOF, `Err(total)` on error or idle timeout.
-fn splice_loop(src: &TcpStream, dst: &TcpStream, pipe: &Pipe, idle: &Idle) -> Result<u64, u64> {
-    let mut total = 0u64;
-    loop {
-        let n = match splice(src.as_raw_fd(), pipe.w.as_raw_fd(), CHUNK, false) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) if timed_out(&e) => {
-                if idle.expired() {
-                    return Err(total);
-                }
-                continue;
-            }
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && total == 0 => {
-                // No splice for this pair: copy instead.
-                return copy_loop(src, dst, idle);
-            }
-            Err(_) => return Err(total),
-        };
-        idle.touch();
-        let mut left = n;
-        while left > 0 {
-            // A full read means more is coming: let TCP fill its segments.
-            match splice(pipe.r.as_raw_fd(), dst.as_raw_fd(), left, n == CHUNK) {
-                Ok(0) => return Err(total),
-                Ok(m) => {
-                    left -= m;
-                    total += m as u64;
-                    idle.touch();
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                // The peer stopped reading for the whole write timeout.
-                Err(_) => return Err(total),
-            }
-        }
-    }
-}
-
 fn copy_loop(mut src: &TcpStream, mut dst: &TcpStream, idle: &Idle) -> Result<u64, u64> {
-    let mut buf = vec![0u8; 256 << 10];
+    let mut b = Buffer::new();
     let mut total = 0u64;
     loop {
-        let n = match src.read(&mut buf) {
+        let n = match src.read(&mut b.buf) {
             Ok(0) => return Ok(total),
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -217,11 +172,16 @@ fn copy_loop(mut src: &TcpStream, mut dst: &TcpStream, idle: &Idle) -> Result<u6
             Err(_) => return Err(total),
         };
         idle.touch();
-        if dst.write_all(&buf[..n]).is_err() {
+        if dst.write_all(&b.buf[..n]).is_err() {
             return Err(total);
         }
         total += n as u64;
         idle.touch();
+        // A read that filled half the buffer or more: a bulk transfer,
+        // which bigger reads and writes move with fewer wake-ups.
+        if n >= b.buf.len() / 2 {
+            b.grow();
+        }
     }
 }
 
@@ -235,6 +195,22 @@ mod tests {
         let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (b, _) = l.accept().unwrap();
         (a, b)
+    }
+
+    #[test]
+    fn buffers_grow_fourfold_up_to_the_maximum() {
+        let mut b = Buffer::new();
+        let mut sizes = vec![b.buf.len()];
+        for _ in 0..4 {
+            b.grow();
+            sizes.push(b.buf.len());
+        }
+        assert_eq!(
+            sizes,
+            [64 << 10, 256 << 10, 1 << 20, 4 << 20, 4 << 20],
+            "budget left: {}",
+            GROWTH_BUDGET.saturating_sub(GROWN.load(Ordering::Relaxed))
+        );
     }
 
     #[test]

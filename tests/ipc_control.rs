@@ -217,16 +217,21 @@ fn peer_credentials_are_enforced() {
     );
 }
 
+/// A supervisor channel and a library client joined by a socketpair.
+fn connected_in_process() -> (SupervisorChannel, Client) {
+    let (sup, wrk) = ControlSocket::pair().unwrap();
+    let seg = Segment::create_anonymous(4096, 4096).unwrap();
+    let worker = std::thread::spawn(move || Client::handshake(wrk, None));
+    let chan = SupervisorChannel::handshake(sup, seg, SupervisorConfig::default()).unwrap();
+    (chan, worker.join().unwrap().unwrap())
+}
+
 #[test]
 fn doorbell_wakes_an_event_loop() {
     if role().is_some() {
         return;
     }
-    let (sup, wrk) = ControlSocket::pair().unwrap();
-    let seg = Segment::create_anonymous(4096, 4096).unwrap();
-    let worker = std::thread::spawn(move || Client::handshake(wrk, None));
-    let mut chan = SupervisorChannel::handshake(sup, seg, SupervisorConfig::default()).unwrap();
-    let mut client = worker.join().unwrap().unwrap();
+    let (mut chan, mut client) = connected_in_process();
 
     assert!(!chan.arm_doorbell().unwrap(), "ring should be empty");
     client.write_stderr(b"wake up").unwrap();
@@ -373,11 +378,7 @@ fn messages_written_before_stop_stay_readable() {
     if role().is_some() {
         return;
     }
-    let (sup, wrk) = ControlSocket::pair().unwrap();
-    let seg = Segment::create_anonymous(4096, 4096).unwrap();
-    let worker = std::thread::spawn(move || Client::handshake(wrk, None));
-    let mut chan = SupervisorChannel::handshake(sup, seg, SupervisorConfig::default()).unwrap();
-    let mut client = worker.join().unwrap().unwrap();
+    let (mut chan, mut client) = connected_in_process();
     assert_eq!(chan.try_recv().unwrap(), None);
     client.write_stderr(b"last words").unwrap();
     client.exit(3).unwrap();

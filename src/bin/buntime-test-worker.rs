@@ -259,11 +259,9 @@ fn garbage_ctl() -> Result<String, String> {
     }
 }
 
-/// Handshake by hand as the pure-Python worker does (doorbell wake-ups),
-/// then report the exit status `code` on the control socket, twice (only
-/// the first may be audited), and STOP.
-fn ctl_exit(code: &str) -> Result<(), String> {
-    let code: i32 = code.parse().map_err(|e| format!("exit code: {e}"))?;
+/// HELLO with doorbell wake-ups (as the pure-Python worker sends it) on a
+/// connection of our own; the socket and the WELCOME.
+fn doorbell_handshake() -> Result<(ControlSocket, control::ControlMsg), String> {
     let s = ControlSocket::connect(Path::new(&control_path())).map_err(|e| e.to_string())?;
     let mut hello = control::hello_body();
     hello[8..12].copy_from_slice(&control::FLAG_DOORBELL_WAKE.to_le_bytes());
@@ -276,6 +274,15 @@ fn ctl_exit(code: &str) -> Result<(), String> {
     if m.kind != ctl::WELCOME {
         return Err(format!("got 0x{:02x} instead of WELCOME", m.kind));
     }
+    Ok((s, m))
+}
+
+/// Handshake by hand as the pure-Python worker does (doorbell wake-ups),
+/// then report the exit status `code` on the control socket, twice (only
+/// the first may be audited), and STOP.
+fn ctl_exit(code: &str) -> Result<(), String> {
+    let code: i32 = code.parse().map_err(|e| format!("exit code: {e}"))?;
+    let (s, _) = doorbell_handshake()?;
     for kind in [ctl::READY, ctl::EXIT, ctl::EXIT, ctl::STOP] {
         s.send(kind, code as u32, &[], None)
             .map_err(|e| e.to_string())?;
@@ -288,15 +295,7 @@ fn ctl_exit(code: &str) -> Result<(), String> {
 /// and STOP right away: the supervisor must still read all of them.
 fn burst_stop(n: &str) -> Result<(), String> {
     let n: usize = n.parse().map_err(|e| format!("count: {e}"))?;
-    let s = ControlSocket::connect(Path::new(&control_path())).map_err(|e| e.to_string())?;
-    let mut hello = control::hello_body();
-    hello[8..12].copy_from_slice(&control::FLAG_DOORBELL_WAKE.to_le_bytes());
-    s.send(ctl::HELLO, 0, &hello, None)
-        .map_err(|e| e.to_string())?;
-    let m = s
-        .recv(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?
-        .ok_or("no WELCOME")?;
+    let (s, m) = doorbell_handshake()?;
     let fd = m.fd.ok_or("WELCOME without a segment")?;
     let version = u16::try_from(m.arg).map_err(|e| format!("version: {e}"))?;
     let flags = control::welcome_flags(&m.body);

@@ -115,10 +115,9 @@ const LOADER_DIRS: &[&str] = &[
 
 /// The loaders' names (glibc and musl, for the common architectures),
 /// looked up by name in `LOADER_DIRS`, which hold the x86-64 and aarch64
-/// loaders (other architectures' multiarch directories are not searched):
-/// listing the directories instead cost
-/// about a millisecond of every exec on a host whose /usr/lib holds
-/// thousands of files.
+/// loaders (other architectures' multiarch directories are not searched).
+/// Listing the directories instead cost about a millisecond of every exec
+/// on a host whose /usr/lib holds thousands of files.
 const LOADER_NAMES: &[&str] = &[
     "ld-linux-x86-64.so.2",
     "ld-linux.so.2",
@@ -148,8 +147,8 @@ fn loaders() -> Vec<PathBuf> {
             }
             // An older glibc names its loader `ld-2.NN.so` and links the
             // standard name to it in the same directory; `apply` follows no
-            // symlink, so grant the file itself. Only that one shape: a
-            // link elsewhere is covered by its own entry in the lists.
+            // symlink, so grant the file itself. Only that shape (a bare
+            // `ld-*.so*` name): a link elsewhere has its own entry above.
             if let Ok(target) = std::fs::read_link(&p) {
                 if let Some(file) = same_dir_loader(&target) {
                     let real = Path::new(d).join(file);

@@ -5,8 +5,8 @@
 //!
 //! Why not `splice`: a pipe holds at most 1 MiB without CAP_SYS_RESOURCE,
 //! and on a host whose idle CPUs halt, every round through it costs
-//! wake-ups; reads and writes of up to 4 MiB moved the 1 GiB download of
-//! the proxy benchmark at 0.75 of direct, splice at 0.47 (same run).
+//! wake-ups; this loop moved the 1 GiB download of the proxy benchmark
+//! at 0.65 - 0.68 of direct, splice at 0.45 - 0.50 (same boot).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -24,7 +24,7 @@ pub struct Relayed {
 }
 
 /// A connection's buffer starts small (most exchanges are small) and grows
-/// fourfold each time a read fills it, up to `MAX_BUFFER`.
+/// fourfold each time a read fills half of it, up to `MAX_BUFFER`.
 const FIRST_BUFFER: usize = 64 << 10;
 const MAX_BUFFER: usize = 4 << 20;
 /// What buffers may grow by in all, across this supervisor's connections:

@@ -172,6 +172,7 @@ class LazyClient:
         elif self._pending is not None:
             self._pending.forget()
         self._real = self._pending = None
+        self._adopting = False
         self._lock = _thread.allocate_lock()
 
 

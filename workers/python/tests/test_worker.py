@@ -408,6 +408,16 @@ class Wire(unittest.TestCase):
         self.assertFalse(c.closed)
         t.join(5)
 
+    def test_a_forked_child_forgets_an_adoption_in_progress(self):
+        # fork() while another thread adopts: the child's copy must read as
+        # closed once it has abandoned the parent's connection.
+        from buntime_worker import broker, wire
+        path, _, t = self.serve(self.welcome_with(self.segment()))
+        c = broker.LazyClient(wire.handshake(path))
+        c._adopting = True
+        c.abandon()
+        self.assertTrue(c.closed)
+
     def test_a_refusal_names_its_reason(self):
         from buntime_worker import wire
 

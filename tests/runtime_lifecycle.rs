@@ -201,6 +201,14 @@ fn exec_joins_namespaces_and_seccomp_of_init() {
     let bundle = env.bundle("b", &["sleep", "1000"], &[("SECCOMP", "1")]);
     env.run_detached("ex", &bundle);
     let init = env.pid("ex").to_string();
+    // `start` returns once init is released; the filter is installed just
+    // before its execve, so look only once init has become `sleep`.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            read(Path::new(&format!("/proc/{init}/comm"))).trim() == "sleep"
+        }),
+        "init never exec'd"
+    );
     let init_status = read(Path::new(&format!("/proc/{init}/status")));
     assert!(init_status.contains("Seccomp:\t2"), "init not filtered");
 

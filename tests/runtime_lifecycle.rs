@@ -233,6 +233,18 @@ fn exec_joins_namespaces_and_seccomp_of_init() {
         "exec'd process in other namespaces"
     );
 
+    // And the container's cgroups, in every hierarchy.
+    let out = env.ok(&[
+        "exec",
+        "ex",
+        "sh",
+        "-c",
+        "cat /proc/1/cgroup; echo --; cat /proc/self/cgroup",
+    ]);
+    let (init_cg, exec_cg) = out.split_once("--\n").expect("two cgroup lists");
+    assert!(init_cg.contains("pids:"), "{out}");
+    assert_eq!(init_cg, exec_cg, "exec'd process in other cgroups");
+
     // The profile really binds it: mkdir is refused with EPERM.
     let out = env.runc(&["exec", "ex", "mkdir", "/tmp/x"]);
     assert!(!out.status.success());

@@ -1,20 +1,25 @@
-//! Start the RCU grace period a cgroup attach waits for, early.
+//! Start the RCU grace period a cgroup attach waits for, early (cgroup v2).
 //!
 //! Every write to a `cgroup.procs` file takes the kernel's global
 //! `cgroup_threadgroup_rwsem` for writing, and the first writer after a
 //! quiet spell waits for an RCU grace period (about 8 ms on this kind of
 //! host, up to 16 ms when busy); writers within a few grace periods of the
 //! last one pass at once. libcontainer moves the container's first process
-//! into its cgroups several milliseconds into `create` (or `exec`), and
-//! paid that whole wait, as runc does.
+//! into its cgroup several milliseconds into `create` (or `exec`).
 //!
-//! So `create` and `exec` begin by forking a child that writes `0` (itself)
-//! into the `cgroup.procs` of the cgroup it already is in: a no-op move that
-//! starts the grace period while the parent reads the bundle and builds the
-//! container. When libcontainer's own write comes, it waits only for what
-//! is left of that period. Any failure (no permission, no such file, a
-//! kernel that no longer serialises attaches this way) only means no head
-//! start.
+//! On cgroup v1 that move no longer waits at all: our libcgroups patch has
+//! the single-threaded intermediate process move itself through `tasks`,
+//! which skips the lock (third_party/README.md). A warm-up there would only
+//! hurt: the writer holds `cgroup_mutex` through its grace period, so the
+//! intermediate's mkdirs and moves would wait for it.
+//!
+//! On a pure cgroup v2 host libcontainer writes `cgroup.procs`, so `create`
+//! and `exec` begin by forking a child that writes `0` (itself) into the
+//! `cgroup.procs` of the cgroup it already is in: a no-op move that starts
+//! the grace period while the parent reads the bundle and builds the
+//! container; libcontainer's own write then waits only for what is left of
+//! it. Any failure (no permission, no such file, a kernel that no longer
+//! serialises attaches this way) only means no head start.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -49,8 +54,14 @@ impl Warmup {
     }
 
     fn fork_writer() -> Option<Warmup> {
+        // Only where libcontainer will use its cgroup v2 manager.
+        let mount = Path::new("/sys/fs/cgroup");
+        let fs = nix::sys::statfs::statfs(mount).ok()?;
+        if fs.filesystem_type() != nix::sys::statfs::CGROUP2_SUPER_MAGIC {
+            return None;
+        }
         let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-        let path = procs_file(&cgroups, Path::new("/sys/fs/cgroup"))?;
+        let path = procs_file(&cgroups, mount)?;
         // Only a file we may write and that lists us: under a cgroup
         // namespace with the host's /sys/fs/cgroup mounted, the same
         // relative path names another cgroup (the host's root, say).
@@ -126,36 +137,16 @@ fn lists(path: &Path, pid: u32) -> bool {
 }
 
 /// The `cgroup.procs` of the cgroup this process is in, from the text of
-/// /proc/self/cgroup: a v1 hierarchy's (its mount point named after its
-/// first controller, as on systemd and cgroupfs-mount hosts), else the
-/// unified hierarchy's (hybrid: `unified/`, pure v2: the mount itself).
+/// /proc/self/cgroup, on a host whose `mount` is the cgroup v2 hierarchy.
 fn procs_file(cgroups: &str, mount: &Path) -> Option<PathBuf> {
-    let mut unified = None;
-    for line in cgroups.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        // The path is the kernel's; keep it inside the mount regardless.
-        let rel = path.trim_start_matches('/');
-        if rel.split('/').any(|c| c == "..") {
-            continue;
-        }
-        if controllers.is_empty() {
-            unified = Some(rel.to_string());
-            continue;
-        }
-        let Some(first) = controllers.split(',').find(|c| !c.starts_with("name=")) else {
-            continue;
-        };
-        let file = mount.join(first).join(rel).join("cgroup.procs");
-        if file.exists() {
-            return Some(file);
-        }
+    let rel = cgroups.lines().find_map(|l| l.strip_prefix("0::"))?;
+    // The path is the kernel's; keep it inside the mount regardless.
+    let rel = rel.trim_start_matches('/');
+    if rel.split('/').any(|c| c == "..") {
+        return None;
     }
-    let rel = unified?;
-    [mount.join("unified"), mount.to_path_buf()]
-        .into_iter()
-        .map(|m| m.join(&rel).join("cgroup.procs"))
-        .find(|f| f.exists())
+    let file = mount.join(rel).join("cgroup.procs");
+    file.exists().then_some(file)
 }
 
 #[cfg(test)]
@@ -173,24 +164,19 @@ mod tests {
     }
 
     #[test]
-    fn prefers_a_v1_hierarchy_then_the_unified_one() {
-        let t = tree(&["pids/a/b/cgroup.procs", "unified/a/b/cgroup.procs"]);
-        let v1 = "12:pids:/a/b\n1:name=systemd:/a/b\n0::/a/b\n";
+    fn the_unified_hierarchy_line() {
+        let t = tree(&["a/b/cgroup.procs", "cgroup.procs"]);
         assert_eq!(
-            procs_file(v1, t.path()),
-            Some(t.path().join("pids/a/b/cgroup.procs"))
+            procs_file("0::/a/b\n", t.path()),
+            Some(t.path().join("a/b/cgroup.procs"))
         );
-        let only_v2 = "1:name=systemd:/a/b\n0::/a/b\n";
+        // The root cgroup.
         assert_eq!(
-            procs_file(only_v2, t.path()),
-            Some(t.path().join("unified/a/b/cgroup.procs"))
+            procs_file("0::/\n", t.path()),
+            Some(t.path().join("cgroup.procs"))
         );
-        // A pure v2 host: the mount itself is the hierarchy.
-        let t = tree(&["x/cgroup.procs"]);
-        assert_eq!(
-            procs_file("0::/x\n", t.path()),
-            Some(t.path().join("x/cgroup.procs"))
-        );
+        // v1 lines are not it.
+        assert_eq!(procs_file("3:pids:/a/b\n", t.path()), None);
     }
 
     #[test]
@@ -207,16 +193,24 @@ mod tests {
     fn nothing_outside_the_mount_or_missing() {
         let t = tree(&["cgroup.procs"]);
         assert_eq!(procs_file("0::/../../etc\n", t.path()), None);
-        assert_eq!(procs_file("3:cpu:/gone\n", t.path()), None);
+        assert_eq!(procs_file("0::/gone\n", t.path()), None);
         assert_eq!(procs_file("garbage\n", t.path()), None);
     }
 
-    /// The kernel side: a real write of "0" into our own cgroup leaves the
-    /// child where it was and the parent unaffected.
+    /// The kernel side: on cgroup v1 (where libcgroups moves its process
+    /// without the lock) there is no writer; on v2 a real write of "0" into
+    /// our own cgroup leaves the child where it was and the parent as well.
     #[test]
-    fn writer_runs_and_is_reaped() {
+    fn writer_only_on_cgroup_v2_and_reaped() {
+        let v2 = nix::sys::statfs::statfs("/sys/fs/cgroup")
+            .is_ok_and(|f| f.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
         let before = std::fs::read_to_string("/proc/self/cgroup").expect("cgroup");
-        if let Some(w) = Warmup::start() {
+        let w = Warmup::start();
+        if !v2 {
+            assert!(w.is_none(), "a warm-up on a cgroup v1 host");
+            return;
+        }
+        if let Some(w) = w {
             let pid = w.pid;
             drop(w);
             // Reaped: no such child any more.

@@ -1,9 +1,39 @@
 use std::fs;
 use std::path::Path;
 
-use nix::unistd::Pid;
+use nix::unistd::{Pid, getpid};
 
 use crate::common::{self, CGROUP_PROCS, ControllerOpt, WrapIoResult, WrappedIoError};
+
+/// The v1 per-thread membership file.
+const CGROUP_TASKS: &str = "tasks";
+
+/// buntime patch: puts `pid` into the cgroup at `cgroup_path`.
+///
+/// A write to `cgroup.procs` (or of another task's id to `tasks`) takes the
+/// kernel's global cgroup_threadgroup_rwsem for writing, and the first such
+/// writer after a quiet spell waits for an RCU grace period (8 ms at HZ=250,
+/// once per container start). A thread moving itself through `tasks` ("0")
+/// skips that lock. For a single-threaded process that is the whole process,
+/// so the caller moving itself (libcontainer's intermediate process) goes
+/// that way; anything else, or a failure, takes the usual path.
+pub(super) fn attach(pid: Pid, cgroup_path: &Path) -> Result<(), WrappedIoError> {
+    if pid == getpid() && single_threaded() {
+        match common::write_cgroup_file_str(cgroup_path.join(CGROUP_TASKS), "0") {
+            Ok(()) => return Ok(()),
+            Err(err) => tracing::debug!(?err, "self-attach through tasks failed"),
+        }
+    }
+    common::write_cgroup_file(cgroup_path.join(CGROUP_PROCS), pid)
+}
+
+/// Whether this process has one thread (a second one would stay behind in
+/// the old cgroup if only the caller moved).
+fn single_threaded() -> bool {
+    procfs::process::Process::myself()
+        .and_then(|p| p.stat())
+        .is_ok_and(|s| s.num_threads == 1)
+}
 
 pub(super) trait Controller {
     type Error: From<WrappedIoError>;
@@ -12,7 +42,7 @@ pub(super) trait Controller {
     /// Adds a new task specified by its pid to the cgroup
     fn add_task(pid: Pid, cgroup_path: &Path) -> Result<(), Self::Error> {
         fs::create_dir_all(cgroup_path).wrap_create_dir(cgroup_path)?;
-        common::write_cgroup_file(cgroup_path.join(CGROUP_PROCS), pid)?;
+        attach(pid, cgroup_path)?;
         Ok(())
     }
 

@@ -20,11 +20,17 @@ TSC_DIR="$PWD/target/bun-tsc" bash workers/bun/check.sh
 export BUNTIME_TEST_STRICT=1
 cargo test --workspace -- --test-threads=4
 
-# Nothing left behind by the tests: containers, mounts, cgroups.
+# Nothing left behind by the tests: containers, mounts, bundles, cgroups.
 leftover=$(grep -c 'buntime-test-' /proc/self/mountinfo || true)
 if [ "$leftover" != 0 ]; then
   echo "hack/test.sh: $leftover test mounts left behind" >&2
   grep 'buntime-test-' /proc/self/mountinfo >&2
+  exit 1
+fi
+# `buntime run` bundles on a memory filesystem (src/sandbox/scratch.rs).
+if ls -d /dev/shm/buntime-bundle-* >/dev/null 2>&1; then
+  echo "hack/test.sh: bundles left behind:" >&2
+  ls -d /dev/shm/buntime-bundle-* >&2
   exit 1
 fi
 for ctl in memory pids freezer; do

@@ -2,7 +2,7 @@
 //! into a cgroup v1 cgroup moves whole, whether it has one thread (it moves
 //! through `tasks`, skipping the kernel's global lock) or several (it must
 //! go through `cgroup.procs`, or its other threads would stay behind).
-//! Needs root and a cgroup v1 host; elsewhere it says so and passes.
+//! Needs root and a cgroup v1 host.
 
 use std::fs;
 use std::path::Path;
@@ -82,8 +82,18 @@ impl Drop for Restore {
 
 #[test]
 fn a_process_moving_itself_moves_with_all_its_threads() {
-    if !nix::unistd::geteuid().is_root() || !Path::new("/sys/fs/cgroup/pids/tasks").exists() {
-        eprintln!("skipped: needs root and a cgroup v1 pids hierarchy");
+    if !nix::unistd::geteuid().is_root() {
+        // `make test` (hack/test.sh) counts a skip as a failure.
+        assert!(
+            std::env::var_os("BUNTIME_TEST_STRICT").is_none(),
+            "needs root"
+        );
+        eprintln!("skipped: needs root");
+        return;
+    }
+    if !Path::new("/sys/fs/cgroup/pids/tasks").exists() {
+        // The patch is about cgroup v1; a v2-only host has nothing to test.
+        eprintln!("skipped: no cgroup v1 pids hierarchy");
         return;
     }
     let name = format!("/buntime-test/attach-{}", std::process::id());

@@ -708,6 +708,41 @@ fn two_hundred_runs_leave_nothing_behind() {
     assert!(left.is_empty(), "supervisors left: {left:?}");
 }
 
+/// The bundle is scratch: with the state root on disk (here /var/tmp) and
+/// /dev/shm a memory filesystem, root's run puts it in a fresh directory
+/// there; wherever it was, it is gone after the run.
+#[test]
+fn the_bundle_is_scratch_on_a_memory_filesystem_and_removed() {
+    let r = Run::new();
+    let o = r
+        .cmd(&["--", "/bin/true"])
+        .env("BUNTIME_LOG", "cli=debug")
+        .output()
+        .expect("run buntime");
+    assert!(o.status.success(), "{}", show(&o));
+    let bundle = text(&o.stderr)
+        .lines()
+        .find_map(|l| {
+            l.split("run: bundle in ")
+                .nth(1)
+                .map(|p| PathBuf::from(p.trim()))
+        })
+        .unwrap_or_else(|| panic!("no bundle line: {}", show(&o)));
+    let on_tmpfs = |p: &str| {
+        nix::sys::statfs::statfs(p)
+            .is_ok_and(|f| f.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+    };
+    if !on_tmpfs("/var/tmp") && on_tmpfs("/dev/shm") {
+        assert!(
+            bundle.starts_with("/dev/shm") && bundle.to_string_lossy().contains("buntime-bundle-"),
+            "bundle in {}",
+            bundle.display()
+        );
+    }
+    assert!(!bundle.exists(), "bundle left: {}", bundle.display());
+    r.assert_clean();
+}
+
 /// `buntime run … 2>&1 | head`: stderr closed while buntime still logs
 /// (debug logging on) must neither crash the run nor leave it behind.
 #[test]

@@ -13,6 +13,7 @@ pub mod kind;
 mod limits;
 pub mod prompt;
 pub mod report;
+mod scratch;
 mod workers;
 
 use std::fs;
@@ -314,20 +315,6 @@ fn bundle_spec(plan: &Plan, id: &str, ask_timeout: Option<&str>) -> Result<Spec,
     serde_json::from_value(v).map_err(|e| setup(format!("bundle template: {e}")))
 }
 
-/// Removes the bundle directory when the run ends, however it ends.
-struct BundleDir(PathBuf);
-
-impl Drop for BundleDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-        // `bundles/` too once no other run has one there (a concurrent
-        // run's bundle keeps it: ENOTEMPTY).
-        if let Some(parent) = self.0.parent() {
-            let _ = fs::remove_dir(parent);
-        }
-    }
-}
-
 /// Deletes the sandbox when dropped while armed: an early return after the
 /// create, or a panic (a bug), still takes it away.
 struct Cleanup<'a> {
@@ -362,11 +349,9 @@ pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
             .map_err(|e| setup(format!("create {}: {e}", req.state_root.display())))?;
     }
     let root = Root::open(&req.state_root, false)?;
-    let bundle = BundleDir(req.state_root.join("bundles").join(&id));
-    let _ = fs::remove_dir_all(&bundle.0);
-    fs::create_dir_all(bundle.0.join("rootfs"))
-        .map_err(|e| setup(format!("create {}: {e}", bundle.0.display())))?;
-    spec.save(bundle.0.join("config.json"))
+    let bundle = scratch::BundleDir::create(&req.state_root, &id)?;
+    tracing::debug!(target: "cli", "run: bundle in {}", bundle.path.display());
+    spec.save(bundle.path.join("config.json"))
         .map_err(|e| setup(format!("write bundle: {e}")))?;
     let memory = plan.sandbox.policy.resources.memory.map(|m| m.to_string());
     let req_limits = plan.sandbox.policy.resources.clone();
@@ -374,7 +359,7 @@ pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
     foreground::become_subreaper()?;
     let opts = CreateOptions {
         id: id.clone(),
-        bundle: bundle.0.clone(),
+        bundle: bundle.path.clone(),
         detach: false,
         sandbox: Some(plan.sandbox),
         ..CreateOptions::default()

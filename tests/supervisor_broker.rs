@@ -542,6 +542,23 @@ fn garbage_from_a_worker_closes_only_its_connection() {
 }
 
 #[test]
+fn connections_past_the_limit_are_refused_until_one_closes() {
+    // 64 connections at once per container (each has a thread and a
+    // segment in the supervisor); the one after a close is taken again.
+    let env = Env::new();
+    let b = worker_bundle(&env, "many", &["hold:66"], POLICY, &[]);
+    let out = run_to_end(&env, "many", &b);
+    let l = line(&out, "hold 66");
+    assert!(
+        l.starts_with("hold 66 DONE taken=64 refused=2 again=taken why="),
+        "{out}"
+    );
+    assert!(l.contains("too many connections"), "{out}");
+    env.ok(&["delete", "many"]);
+    env.assert_gone("many");
+}
+
+#[test]
 fn what_the_worker_wrote_before_its_stop_is_not_lost() {
     // A doorbell worker (the Python worker's kind) that writes and stops at
     // once: its last messages are still in the ring when STOP is read.

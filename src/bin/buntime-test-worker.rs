@@ -10,7 +10,9 @@
 //! control message instead of HELLO), `ctl-exit:CODE` (a connection of its
 //! own that reports CODE with the control message EXIT, twice),
 //! `burst-stop:N` (a doorbell connection of its own: N STDOUT messages and
-//! EXIT 9 in the ring, then STOP at once).
+//! EXIT 9 in the ring, then STOP at once), `hold:N` (N connections of its
+//! own at once: how many the supervisor took, why it refused the rest, and
+//! whether a new one is taken once one of them is closed).
 //! Output: `CMD SUBJECT ALLOW|DENY|ERROR detail`.
 
 use std::fs::File;
@@ -183,6 +185,10 @@ fn run(w: &mut Worker, arg: &str) {
             Ok(()) => say(&format!("burst-stop {rest} DONE")),
             Err(e) => say(&format!("burst-stop {rest} ERROR {e}")),
         },
+        "hold" => match hold(rest) {
+            Ok(s) => say(&format!("hold {rest} DONE {s}")),
+            Err(e) => say(&format!("hold {rest} ERROR {e}")),
+        },
         "garbage-ring" => match garbage_ring() {
             Ok(s) => say(&format!("garbage-ring - DONE {s}")),
             Err(e) => say(&format!("garbage-ring - ERROR {e}")),
@@ -288,6 +294,38 @@ fn ctl_exit(code: &str) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// `hold:N`: see the module comment.
+fn hold(n: &str) -> Result<String, String> {
+    let n: usize = n.parse().map_err(|e| format!("count: {e}"))?;
+    let mut held = Vec::new();
+    let mut why = String::new();
+    for _ in 0..n {
+        match Client::connect_env() {
+            Ok(c) => held.push(c),
+            Err(e) if why.is_empty() => why = e.to_string(),
+            Err(_) => {}
+        }
+    }
+    let taken = held.len();
+    if let Some(c) = held.pop() {
+        c.close().map_err(|e| e.to_string())?;
+    }
+    // The supervisor gives the slot back once it has seen the close.
+    let mut again = "refused";
+    for _ in 0..200 {
+        if let Ok(c) = Client::connect_env() {
+            held.push(c);
+            again = "taken";
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(format!(
+        "taken={taken} refused={} again={again} why={why}",
+        n - taken
+    ))
 }
 
 /// Handshake by hand with doorbell wake-ups (as the Python worker does),

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::audit::{AuditLog, AuditRecord, AUDIT_FILE};
-use crate::ipc::{ControlListener, Segment};
+use crate::ipc::{ControlListener, ControlSocket, Segment};
 use crate::policy::Policy;
 
 /// Inside the container: the directory, the segment and the socket.
@@ -569,8 +569,35 @@ fn enforce_timeout(ctx: &Ctx, pidfd: &OwnedFd, deadline: &mut Option<std::time::
     ctx.audit.record(&rec);
 }
 
+/// A connection thread started before its connection comes, its segment
+/// made: a worker's handshake then waits for neither (thread start-up,
+/// memfd, mapping: a quarter of a millisecond of every `buntime run`).
+struct Spare(std::sync::mpsc::Sender<ControlSocket>);
+
+impl Spare {
+    fn start(ctx: &Arc<Ctx>, workers: &Arc<AtomicUsize>) -> Option<Spare> {
+        let (tx, rx) = std::sync::mpsc::channel::<ControlSocket>();
+        let ctx = Arc::clone(ctx);
+        let workers = Arc::clone(workers);
+        std::thread::Builder::new()
+            .name("worker".into())
+            .spawn(move || {
+                let segment = serve::new_segment();
+                // No connection before the supervisor ends: nothing to do.
+                let Ok(sock) = rx.recv() else { return };
+                // The slot was taken for us when the socket was handed over;
+                // given back even if the connection's thread panics.
+                let _slot = Slot(workers);
+                serve::connection(&ctx, sock, segment);
+            })
+            .ok()
+            .map(|_| Spare(tx))
+    }
+}
+
 fn serve_loop(ctx: &Arc<Ctx>, listener: &ControlListener, pidfd: &OwnedFd) {
     let workers = Arc::new(AtomicUsize::new(0));
+    let mut spare = Spare::start(ctx, &workers);
     let mut deadline = ctx
         .policy
         .resources
@@ -625,18 +652,28 @@ fn serve_loop(ctx: &Arc<Ctx>, listener: &ControlListener, pidfd: &OwnedFd) {
             serve::reject(ctx, &sock, "too many connections");
             continue;
         }
-        let ctx = Arc::clone(ctx);
-        let workers2 = Arc::clone(&workers);
         workers.fetch_add(1, Ordering::SeqCst);
-        let spawned = std::thread::Builder::new()
-            .name("worker".into())
-            .spawn(move || {
-                // Gives the slot back even if the connection's thread panics.
-                let _slot = Slot(workers2);
-                serve::connection(&ctx, sock);
-            });
-        if spawned.is_err() {
-            workers.fetch_sub(1, Ordering::SeqCst);
+        let handed = match spare.take() {
+            Some(Spare(tx)) => tx.send(sock).map_err(|e| e.0),
+            None => Err(sock),
+        };
+        if let Err(sock) = handed {
+            // No spare (its thread could not start): one made now.
+            let ctx = Arc::clone(ctx);
+            let workers2 = Arc::clone(&workers);
+            let spawned = std::thread::Builder::new()
+                .name("worker".into())
+                .spawn(move || {
+                    let _slot = Slot(workers2);
+                    serve::connection(&ctx, sock, serve::new_segment());
+                });
+            if spawned.is_err() {
+                workers.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        // The next connection's, while this one is served.
+        if workers.load(Ordering::SeqCst) < MAX_WORKERS {
+            spare = Spare::start(ctx, &workers);
         }
     }
 }

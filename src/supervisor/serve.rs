@@ -66,7 +66,18 @@ fn same_container(ctx: &Ctx, peer: &PeerCred) -> bool {
     super::mnt_ns(peer.pid).is_ok_and(|ns| ns == ours)
 }
 
-pub(super) fn connection(ctx: &Ctx, sock: ControlSocket) {
+/// The segment a connection hands its worker; made before the connection
+/// comes (see `Spare`), so a worker's handshake does not wait for it.
+pub(super) fn new_segment() -> crate::ipc::error::Result<Segment> {
+    Segment::create_anonymous(S2W_CAPACITY, W2S_CAPACITY)
+}
+
+/// Serves one worker's connection until it stops or breaks.
+pub(super) fn connection(
+    ctx: &Ctx,
+    sock: ControlSocket,
+    segment: crate::ipc::error::Result<Segment>,
+) {
     let peer = match sock.peer_cred() {
         Ok(p) => p,
         Err(_) => return,
@@ -77,7 +88,7 @@ pub(super) fn connection(ctx: &Ctx, sock: ControlSocket) {
         reject(ctx, &sock, "not a process of this container");
         return;
     }
-    let segment = match Segment::create_anonymous(S2W_CAPACITY, W2S_CAPACITY) {
+    let segment = match segment {
         Ok(s) => s,
         Err(e) => {
             reject(ctx, &sock, &format!("no segment: {e}"));

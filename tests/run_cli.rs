@@ -113,13 +113,13 @@ const ECHO_PY: &str = "import sys\nprint(sys.stdin.read().upper(), end='')\n";
 const SLEEPER_PY: &str = "import time\ntry:\n    print('ready', flush=True)\n    time.sleep(60)\nfinally:\n    print('cleanup ran', flush=True)\n";
 
 /// What is in a state directory after the runs, apart from the
-/// compiled-seccomp cache and the shared denied file (kept on purpose).
+/// compiled-seccomp cache (kept on purpose).
 fn state_left(dir: &Path) -> Vec<std::ffi::OsString> {
     fs::read_dir(dir)
         .map(|r| {
             r.flatten()
                 .map(|e| e.file_name())
-                .filter(|n| n != ".seccomp-cache" && n != ".denied")
+                .filter(|n| n != ".seccomp-cache")
                 .collect()
         })
         .unwrap_or_default()

@@ -15,8 +15,8 @@ fn assert_empty_root(env: &Env) {
         .map(|d| {
             d.flatten()
                 .map(|e| e.file_name())
-                // The compiled-seccomp cache and the shared denied file are kept on purpose.
-                .filter(|n| n != ".seccomp-cache" && n != ".denied")
+                // The compiled-seccomp cache is kept on purpose.
+                .filter(|n| n != ".seccomp-cache")
                 .collect()
         })
         .unwrap_or_default();

@@ -422,11 +422,9 @@ fn sealed_bind(src: &Path, dst: &Path) -> Result<libcontainer::oci_spec::runtime
         .map_err(|e| RuntimeError::Invalid(format!("mount {}: {e}", dst.display())))
 }
 
-/// Beside the containers' state directories: an empty file nobody may read
-/// (mode 000), bound over `filesystem.deny` files. One per state root,
-/// shared by its containers (read-only binds of an inode nobody can write):
-/// a new inode per container costs ~0.1 ms on a disk-backed /run.
-const DENIED_FILE: &str = ".denied";
+/// In the state directory: an empty file nobody may read (mode 000), bound
+/// over `filesystem.deny` files.
+const DENIED_FILE: &str = "denied";
 
 /// A denied *file* is masked with an unreadable file instead of
 /// `/dev/null`, so that reading it fails (`EACCES`: no capability in the
@@ -457,7 +455,7 @@ fn unreadable_deny_files(
     }
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     for p in &files {
-        mounts.push(sealed_bind(&denied_path(extra), p)?);
+        mounts.push(sealed_bind(&extra.join(DENIED_FILE), p)?);
     }
     spec.set_mounts(Some(mounts));
     if let Some(mut linux) = spec.linux().clone() {
@@ -470,48 +468,16 @@ fn unreadable_deny_files(
     Ok(true)
 }
 
-/// The shared denied file of the state root whose container has `extra`.
-fn denied_path(extra: &Path) -> PathBuf {
-    extra.parent().unwrap_or(extra).join(DENIED_FILE)
-}
-
-/// Makes the shared denied file if it is missing, and replaces it if it is
-/// not what it must be (an empty regular file of mode 000, ours).
 fn make_denied_file(extra: &Path) -> Result<()> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let path = denied_path(extra);
-    let io = |e| RuntimeError::io(format!("create {}", path.display()), e);
-    let uid = nix::unistd::geteuid().as_raw();
-    for _ in 0..3 {
-        match fs::symlink_metadata(&path) {
-            Ok(m) if m.is_file() && m.len() == 0 && m.mode() & 0o7777 == 0 && m.uid() == uid => {
-                return Ok(())
-            }
-            Ok(_) => fs::remove_file(&path).or_else(not_found_ok).map_err(io)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(e)),
-        }
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o000)
-            .open(&path)
-        {
-            Ok(_) => return Ok(()),
-            // A concurrent create made it first: check what it made.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io(e)),
-        }
-    }
-    Err(io(std::io::Error::other("keeps changing under us")))
-}
-
-fn not_found_ok(e: std::io::Error) -> std::io::Result<()> {
-    if e.kind() == std::io::ErrorKind::NotFound {
-        Ok(())
-    } else {
-        Err(e)
-    }
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = extra.join(DENIED_FILE);
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o000)
+        .open(&path)
+        .map(|_| ())
+        .map_err(|e| RuntimeError::io(format!("create {}", path.display()), e))
 }
 
 /// Binds the supervisor's directory (socket and segment) read-only at
@@ -577,37 +543,4 @@ fn cleanup_failed(root: &Root, id: &str) {
         let _ = fs::remove_dir_all(&dir);
     }
     let _ = root.remove_extra(id);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-
-    #[test]
-    fn the_shared_denied_file_is_made_kept_and_repaired() {
-        let root = tempfile::tempdir().expect("tempdir");
-        let extra = root.path().join("c1");
-        let denied = root.path().join(DENIED_FILE);
-        let check = || {
-            let m = fs::symlink_metadata(&denied).expect("denied file");
-            assert!(m.is_file() && m.len() == 0 && m.mode() & 0o7777 == 0);
-            m.ino()
-        };
-        make_denied_file(&extra).expect("make");
-        let ino = check();
-        // Kept as it is by the next container.
-        make_denied_file(&root.path().join("c2")).expect("again");
-        assert_eq!(check(), ino);
-        // Replaced when someone made it readable and put something in it.
-        fs::set_permissions(&denied, fs::Permissions::from_mode(0o644)).expect("chmod");
-        fs::write(&denied, "secret").expect("write");
-        make_denied_file(&extra).expect("repair");
-        check();
-        // And when it is a symlink.
-        fs::remove_file(&denied).expect("rm");
-        std::os::unix::fs::symlink("/etc/passwd", &denied).expect("symlink");
-        make_denied_file(&extra).expect("repair link");
-        check();
-    }
 }

@@ -27,12 +27,17 @@ if [ "$leftover" != 0 ]; then
   grep 'buntime-test-' /proc/self/mountinfo >&2
   exit 1
 fi
-# `buntime run` bundles on a memory filesystem (src/sandbox/scratch.rs).
-if ls -d /dev/shm/buntime-bundle-* >/dev/null 2>&1; then
-  echo "hack/test.sh: bundles left behind:" >&2
-  ls -d /dev/shm/buntime-bundle-* >&2
-  exit 1
-fi
+# `buntime run` bundles on a memory filesystem (src/sandbox/scratch.rs),
+# but not those of a run still going on.
+for b in /dev/shm/buntime-bundle-run-*; do
+  [ -e "$b" ] || continue
+  pid=${b#/dev/shm/buntime-bundle-run-}
+  pid=${pid%%-*}
+  if [ ! -d "/proc/$pid" ]; then
+    echo "hack/test.sh: bundle left behind: $b" >&2
+    exit 1
+  fi
+done
 for ctl in memory pids freezer; do
   d=/sys/fs/cgroup/$ctl/buntime
   # user-UID: subtrees delegated by `buntime setup-user` (kept; what is

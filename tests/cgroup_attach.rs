@@ -10,31 +10,48 @@ use std::path::Path;
 use libcgroups::common::{create_cgroup_manager, CgroupConfig, CgroupManager};
 use nix::unistd::{fork, ForkResult, Pid};
 
-/// The v1 controllers' lines of a /proc/.../cgroup file whose path is not
-/// `want` (named hierarchies and the unified one are not ours to move).
-fn misplaced(cgroup_file: &str, want: &str) -> Vec<String> {
+/// The controllers libcgroups manages (a host may mount more, e.g. rdma
+/// and misc, which it leaves alone).
+const MANAGED: &[&str] = &[
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "hugetlb",
+    "memory",
+    "pids",
+    "perf_event",
+    "blkio",
+    "net_prio",
+    "net_cls",
+    "freezer",
+];
+
+/// The lines of a /proc/.../cgroup file for managed v1 controllers whose
+/// path is not `want`.
+fn misplaced(cgroup_file: &Path, want: &str) -> Vec<String> {
     fs::read_to_string(cgroup_file)
         .unwrap_or_default()
         .lines()
         .filter(|l| {
             let mut parts = l.splitn(3, ':');
             let (_, ctrl, path) = (parts.next(), parts.next(), parts.next());
-            matches!(ctrl, Some(c) if !c.is_empty() && !c.starts_with("name="))
-                && path != Some(want)
+            ctrl.is_some_and(|c| c.split(',').any(|c| MANAGED.contains(&c))) && path != Some(want)
         })
         .map(str::to_string)
         .collect()
 }
 
-/// Every thread of `pid` in `want`, in every v1 hierarchy.
+/// Every thread of `pid` in `want`, in every managed v1 hierarchy; what is
+/// not (or why it could not be read).
 fn all_threads_in(pid: Pid, want: &str) -> Vec<String> {
+    let tasks = match fs::read_dir(format!("/proc/{pid}/task")) {
+        Ok(t) => t,
+        Err(e) => return vec![format!("/proc/{pid}/task: {e}")],
+    };
     let mut wrong = Vec::new();
-    for task in fs::read_dir(format!("/proc/{pid}/task"))
-        .expect("tasks")
-        .flatten()
-    {
-        let file = task.path().join("cgroup");
-        for line in misplaced(&file.to_string_lossy(), want) {
+    for task in tasks.flatten() {
+        for line in misplaced(&task.path().join("cgroup"), want) {
             wrong.push(format!("{}: {line}", task.file_name().to_string_lossy()));
         }
     }
@@ -109,7 +126,8 @@ fn a_process_moving_itself_moves_with_all_its_threads() {
     };
 
     // One thread: a forked child moves itself (the intermediate process's
-    // case) and waits to be looked at.
+    // case, which goes through `tasks`; that it lands whole is what is
+    // checked here) and waits to be looked at.
     let (ready_r, ready_w) = nix::unistd::pipe().expect("pipe");
     // SAFETY: the child calls into libcgroups (allocation is fork-safe in
     // glibc), reports through a pipe and leaves with _exit.

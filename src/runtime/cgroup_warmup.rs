@@ -1,25 +1,25 @@
-//! Start the RCU grace period a cgroup attach waits for, early (cgroup v2).
+//! Start the RCU grace period a cgroup attach waits for, early.
 //!
 //! Every write to a `cgroup.procs` file takes the kernel's global
 //! `cgroup_threadgroup_rwsem` for writing, and the first writer after a
 //! quiet spell waits for an RCU grace period (about 8 ms on this kind of
 //! host, up to 16 ms when busy); writers within a few grace periods of the
 //! last one pass at once. libcontainer moves the container's first process
-//! into its cgroup several milliseconds into `create` (or `exec`).
+//! into its cgroups several milliseconds into `create` (or `exec`).
 //!
-//! On cgroup v1 that move no longer waits at all: our libcgroups patch has
-//! the single-threaded intermediate process move itself through `tasks`,
-//! which skips the lock (third_party/README.md). A warm-up there would only
-//! hurt: the writer holds `cgroup_mutex` through its grace period, so the
-//! intermediate's mkdirs and moves would wait for it.
+//! On cgroup v1 with a kernel from 5.5 on, that move does not wait at all:
+//! our libcgroups patch has the single-threaded intermediate process move
+//! itself through `tasks`, which skips the lock (third_party/README.md). A
+//! warm-up there would only hurt: the writer holds `cgroup_mutex` through
+//! its grace period, so the intermediate's mkdirs and moves would wait.
 //!
-//! On a pure cgroup v2 host libcontainer writes `cgroup.procs`, so `create`
-//! and `exec` begin by forking a child that writes `0` (itself) into the
-//! `cgroup.procs` of the cgroup it already is in: a no-op move that starts
-//! the grace period while the parent reads the bundle and builds the
-//! container; libcontainer's own write then waits only for what is left of
-//! it. Any failure (no permission, no such file, a kernel that no longer
-//! serialises attaches this way) only means no head start.
+//! Elsewhere (a pure cgroup v2 host, where libcontainer writes
+//! `cgroup.procs`, or an older kernel) `create` and `exec` begin by forking
+//! a child that writes `0` (itself) into the `cgroup.procs` of the cgroup it
+//! already is in: a no-op move that starts the grace period while the
+//! parent reads the bundle and builds the container; libcontainer's own
+//! write then waits only for what is left of it. Any failure (no
+//! permission, no such file) only means no head start.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -54,14 +54,11 @@ impl Warmup {
     }
 
     fn fork_writer() -> Option<Warmup> {
-        // Only where libcontainer will use its cgroup v2 manager.
-        let mount = Path::new("/sys/fs/cgroup");
-        let fs = nix::sys::statfs::statfs(mount).ok()?;
-        if fs.filesystem_type() != nix::sys::statfs::CGROUP2_SUPER_MAGIC {
+        if !attach_waits() {
             return None;
         }
         let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-        let path = procs_file(&cgroups, mount)?;
+        let path = procs_file(&cgroups, Path::new("/sys/fs/cgroup"))?;
         // Only a file we may write and that lists us: under a cgroup
         // namespace with the host's /sys/fs/cgroup mounted, the same
         // relative path names another cgroup (the host's root, say).
@@ -130,6 +127,33 @@ impl Drop for Warmup {
     }
 }
 
+/// Whether libcontainer's cgroup join will wait for the grace period: on
+/// a pure cgroup v2 host, or on v1 with a kernel older than 5.5 (before
+/// "cgroup: Optimize single thread migration", a thread moving itself took
+/// the lock too).
+fn attach_waits() -> bool {
+    let v2 = nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .is_ok_and(|f| f.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
+    v2 || !kernel_at_least(
+        &nix::sys::utsname::uname().map_or_else(
+            |_| String::new(),
+            |u| u.release().to_string_lossy().into_owned(),
+        ),
+        (5, 5),
+    )
+}
+
+/// Whether a kernel release string ("6.18.44-fc") is at least `want`.
+fn kernel_at_least(release: &str, want: (u32, u32)) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= want,
+        _ => false,
+    }
+}
+
 /// Whether the `cgroup.procs` at `path` lists `pid`.
 fn lists(path: &Path, pid: u32) -> bool {
     let want = pid.to_string();
@@ -137,16 +161,36 @@ fn lists(path: &Path, pid: u32) -> bool {
 }
 
 /// The `cgroup.procs` of the cgroup this process is in, from the text of
-/// /proc/self/cgroup, on a host whose `mount` is the cgroup v2 hierarchy.
+/// /proc/self/cgroup: a v1 hierarchy's (its mount point named after its
+/// first controller, as on systemd and cgroupfs-mount hosts), else the
+/// unified hierarchy's (hybrid: `unified/`, pure v2: the mount itself).
 fn procs_file(cgroups: &str, mount: &Path) -> Option<PathBuf> {
-    let rel = cgroups.lines().find_map(|l| l.strip_prefix("0::"))?;
-    // The path is the kernel's; keep it inside the mount regardless.
-    let rel = rel.trim_start_matches('/');
-    if rel.split('/').any(|c| c == "..") {
-        return None;
+    let mut unified = None;
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        // The path is the kernel's; keep it inside the mount regardless.
+        let rel = path.trim_start_matches('/');
+        if rel.split('/').any(|c| c == "..") {
+            continue;
+        }
+        if controllers.is_empty() {
+            unified = Some(rel.to_string());
+            continue;
+        }
+        let Some(first) = controllers.split(',').find(|c| !c.starts_with("name=")) else {
+            continue;
+        };
+        let file = mount.join(first).join(rel).join("cgroup.procs");
+        if file.exists() {
+            return Some(file);
+        }
     }
-    let file = mount.join(rel).join("cgroup.procs");
-    file.exists().then_some(file)
+    let rel = unified?;
+    [mount.join("unified"), mount.to_path_buf()]
+        .into_iter()
+        .map(|m| m.join(&rel).join("cgroup.procs"))
+        .find(|f| f.exists())
 }
 
 #[cfg(test)]
@@ -164,19 +208,24 @@ mod tests {
     }
 
     #[test]
-    fn the_unified_hierarchy_line() {
-        let t = tree(&["a/b/cgroup.procs", "cgroup.procs"]);
+    fn prefers_a_v1_hierarchy_then_the_unified_one() {
+        let t = tree(&["pids/a/b/cgroup.procs", "unified/a/b/cgroup.procs"]);
+        let v1 = "12:pids:/a/b\n1:name=systemd:/a/b\n0::/a/b\n";
         assert_eq!(
-            procs_file("0::/a/b\n", t.path()),
-            Some(t.path().join("a/b/cgroup.procs"))
+            procs_file(v1, t.path()),
+            Some(t.path().join("pids/a/b/cgroup.procs"))
         );
-        // The root cgroup.
+        let only_v2 = "1:name=systemd:/a/b\n0::/a/b\n";
         assert_eq!(
-            procs_file("0::/\n", t.path()),
-            Some(t.path().join("cgroup.procs"))
+            procs_file(only_v2, t.path()),
+            Some(t.path().join("unified/a/b/cgroup.procs"))
         );
-        // v1 lines are not it.
-        assert_eq!(procs_file("3:pids:/a/b\n", t.path()), None);
+        // A pure v2 host: the mount itself is the hierarchy.
+        let t = tree(&["x/cgroup.procs"]);
+        assert_eq!(
+            procs_file("0::/x\n", t.path()),
+            Some(t.path().join("x/cgroup.procs"))
+        );
     }
 
     #[test]
@@ -193,21 +242,28 @@ mod tests {
     fn nothing_outside_the_mount_or_missing() {
         let t = tree(&["cgroup.procs"]);
         assert_eq!(procs_file("0::/../../etc\n", t.path()), None);
-        assert_eq!(procs_file("0::/gone\n", t.path()), None);
+        assert_eq!(procs_file("3:cpu:/gone\n", t.path()), None);
         assert_eq!(procs_file("garbage\n", t.path()), None);
     }
 
-    /// The kernel side: on cgroup v1 (where libcgroups moves its process
-    /// without the lock) there is no writer; on v2 a real write of "0" into
-    /// our own cgroup leaves the child where it was and the parent as well.
     #[test]
-    fn writer_only_on_cgroup_v2_and_reaped() {
-        let v2 = nix::sys::statfs::statfs("/sys/fs/cgroup")
-            .is_ok_and(|f| f.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
+    fn kernel_versions() {
+        assert!(kernel_at_least("6.18.44-fc-v657", (5, 5)));
+        assert!(kernel_at_least("5.5.0", (5, 5)));
+        assert!(!kernel_at_least("5.4.213-generic", (5, 5)));
+        assert!(!kernel_at_least("3.10.0-1160.el7.x86_64", (5, 5)));
+        assert!(!kernel_at_least("garbage", (5, 5)));
+    }
+
+    /// The kernel side: where the join waits, a real write of "0" into our
+    /// own cgroup leaves the child where it was and the parent as well;
+    /// where it does not (this project's CI host), there is no writer.
+    #[test]
+    fn writer_only_where_the_join_waits_and_reaped() {
         let before = std::fs::read_to_string("/proc/self/cgroup").expect("cgroup");
         let w = Warmup::start();
-        if !v2 {
-            assert!(w.is_none(), "a warm-up on a cgroup v1 host");
+        if !attach_waits() {
+            assert!(w.is_none(), "a warm-up where the join does not wait");
             return;
         }
         if let Some(w) = w {

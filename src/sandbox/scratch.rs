@@ -4,21 +4,24 @@
 //! empty root in which it makes a mount point per mount (about fifteen).
 //! On a disk filesystem every one of those inodes is a journal entry: on
 //! this project's CI host, whose /run is ext4, a mkdir costs about 0.1 ms
-//! against 3 us on tmpfs, some 2 ms per run in all. So when the state root
-//! is not on a memory filesystem and `/dev/shm` is, root's runs put their
-//! bundle in a fresh directory there (mode 0700, made with mkdir, which
-//! never reuses an existing path or follows a planted symlink). Rootless
-//! runs keep it in the state root: their user namespace could not remount
-//! a nosuid/nodev `/dev/shm` bind without those flags.
+//! against 3 us on tmpfs, some 2 ms per run in all. So when root's state
+//! root is not on a memory filesystem, the bundle goes in a fresh directory
+//! in `/dev/shm`, if that is a tmpfs owned by root with the sticky bit (so
+//! that nobody else can rename or replace what root makes there). The
+//! directory is made with mkdir, mode 0700, and never reuses an existing
+//! path. Others (rootless runs) keep it in their state root, usually in
+//! `$XDG_RUNTIME_DIR`, a tmpfs already.
 
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::SandboxError;
 
 /// The memory filesystem tried when the state root is on disk.
 const SHM: &str = "/dev/shm";
+/// Bundle directories there are named `PREFIX<id>` or `PREFIX<id>-N`.
+const PREFIX: &str = "buntime-bundle-";
 
 /// The bundle directory of one run, removed when dropped, however the run
 /// ends.
@@ -31,12 +34,21 @@ pub struct BundleDir {
 impl BundleDir {
     /// Makes an empty bundle directory with an empty `rootfs/` for `id`.
     pub fn create(state_root: &Path, id: &str) -> Result<BundleDir, SandboxError> {
-        let on_memory = |p: &Path| {
-            nix::sys::statfs::statfs(p)
-                .is_ok_and(|f| f.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
-        };
-        if !on_memory(state_root) && nix::unistd::geteuid().is_root() && on_memory(Path::new(SHM)) {
-            if let Some(dir) = fresh_dir(Path::new(SHM), id) {
+        let memory = (!on_memory(state_root) && nix::unistd::geteuid().is_root())
+            .then(|| Path::new(SHM))
+            .filter(|shm| safe_shared_dir(shm));
+        Self::create_in(state_root, id, memory)
+    }
+
+    /// As `create`, with the memory directory to use (if any) given.
+    fn create_in(
+        state_root: &Path,
+        id: &str,
+        memory: Option<&Path>,
+    ) -> Result<BundleDir, SandboxError> {
+        if let Some(base) = memory {
+            remove_stale(base);
+            if let Some(dir) = fresh_dir(base, id) {
                 let b = BundleDir {
                     path: dir,
                     parent: None,
@@ -66,12 +78,23 @@ impl BundleDir {
     }
 }
 
-/// A new directory `buntime-bundle-ID[-N]` under `base`, or None.
+fn on_memory(p: &Path) -> bool {
+    nix::sys::statfs::statfs(p).is_ok_and(|f| f.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+}
+
+/// A tmpfs directory (not a symlink) owned by root with the sticky bit:
+/// entries root makes there cannot be renamed or removed by anyone else.
+fn safe_shared_dir(dir: &Path) -> bool {
+    fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == 0 && m.mode() & 0o1000 != 0)
+        && on_memory(dir)
+}
+
+/// A new directory `PREFIX<id>[-N]` under `base`, or None.
 fn fresh_dir(base: &Path, id: &str) -> Option<PathBuf> {
     (0..16).find_map(|n| {
         let name = match n {
-            0 => format!("buntime-bundle-{id}"),
-            n => format!("buntime-bundle-{id}-{n}"),
+            0 => format!("{PREFIX}{id}"),
+            n => format!("{PREFIX}{id}-{n}"),
         };
         let dir = base.join(name);
         match fs::DirBuilder::new().mode(0o700).create(&dir) {
@@ -81,6 +104,35 @@ fn fresh_dir(base: &Path, id: &str) -> Option<PathBuf> {
             Err(_) => Some(None),
         }
     })?
+}
+
+/// Removes bundles that runs killed before their clean-up left in `base`:
+/// ours (same owner, a real directory), named after a `run-PID` whose
+/// process is gone.
+fn remove_stale(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    let uid = nix::unistd::geteuid().as_raw();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .and_then(|n| n.strip_prefix("run-"))
+            .and_then(|n| n.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+            .filter(|p| *p > 0)
+        else {
+            continue;
+        };
+        let ours = fs::symlink_metadata(e.path()).is_ok_and(|m| m.is_dir() && m.uid() == uid);
+        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH);
+        if ours && gone {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 impl Drop for BundleDir {
@@ -109,20 +161,55 @@ mod tests {
         assert_eq!(dir, base.path().join("buntime-bundle-run-7-2"));
         let meta = fs::symlink_metadata(&dir).expect("stat");
         assert!(meta.is_dir());
-        assert_eq!(
-            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
-            0o700
-        );
+        assert_eq!(meta.mode() & 0o777, 0o700);
     }
 
     #[test]
-    fn the_bundle_goes_away_with_its_parent_when_empty() {
+    fn in_the_state_root_the_bundle_goes_away_with_its_parent() {
         let root = tempfile::tempdir().expect("tempdir");
-        let b = BundleDir::create(root.path(), "run-1").expect("bundle");
+        let b = BundleDir::create_in(root.path(), "run-1", None).expect("bundle");
+        assert_eq!(b.path, root.path().join("bundles/run-1"));
         assert!(b.path.join("rootfs").is_dir());
+        drop(b);
+        assert!(!root.path().join("bundles").exists());
+    }
+
+    #[test]
+    fn in_memory_the_bundle_goes_away_and_so_do_dead_runs_leftovers() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let shm = tempfile::tempdir().expect("tempdir");
+        // A leftover of a run whose process is gone (pid_max is below
+        // 2^22), one of a live process (this one), and a stranger's link.
+        let dead = shm.path().join("buntime-bundle-run-9999999-1");
+        fs::create_dir_all(dead.join("rootfs")).expect("mkdir");
+        let live = shm
+            .path()
+            .join(format!("buntime-bundle-run-{}", std::process::id()));
+        fs::create_dir(&live).expect("mkdir");
+        let link = shm.path().join("buntime-bundle-run-9999998");
+        std::os::unix::fs::symlink(root.path(), &link).expect("symlink");
+
+        let b = BundleDir::create_in(root.path(), "run-5", Some(shm.path())).expect("bundle");
+        assert_eq!(b.path, shm.path().join("buntime-bundle-run-5"));
+        assert!(b.path.join("rootfs").is_dir());
+        assert!(!dead.exists(), "a dead run's bundle stays");
+        assert!(live.exists(), "a live run's bundle was removed");
+        assert!(fs::symlink_metadata(&link).is_ok(), "a link was followed");
         let path = b.path.clone();
         drop(b);
         assert!(!path.exists());
         assert!(!root.path().join("bundles").exists());
+    }
+
+    #[test]
+    fn only_a_sticky_root_owned_tmpfs_is_shared() {
+        let d = tempfile::tempdir().expect("tempdir");
+        // Not sticky (and /tmp here may not even be a tmpfs).
+        assert!(!safe_shared_dir(d.path()));
+        let shm = Path::new(SHM);
+        if on_memory(shm) {
+            let m = fs::symlink_metadata(shm).expect("stat");
+            assert_eq!(safe_shared_dir(shm), m.uid() == 0 && m.mode() & 0o1000 != 0);
+        }
     }
 }

@@ -88,7 +88,8 @@ pub(super) fn connection(
         reject(ctx, &sock, "not a process of this container");
         return;
     }
-    let segment = match segment {
+    // Made ahead of time; a failure then may have passed: try once more.
+    let segment = match segment.or_else(|_| new_segment()) {
         Ok(s) => s,
         Err(e) => {
             reject(ctx, &sock, &format!("no segment: {e}"));

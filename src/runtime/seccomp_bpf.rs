@@ -199,18 +199,12 @@ impl Program {
     }
 
     /// The program for `profile`: from the cache in `cache_dir`, or
-    /// compiled and put there. A cache that cannot be written only costs
-    /// the compile.
-    pub fn cached(cache_dir: &Path, profile: &LinuxSeccomp) -> Result<Program> {
-        let key = cache_key(profile)?;
-        Self::cached_as(&cache_dir.join(format!("{key}.bpf")), cache_dir, profile).map(|(p, _)| p)
-    }
-
-    /// Like `cached`, and the program is stored at `dest` as well: as a
-    /// hard link to the cache entry where possible (entries are replaced
-    /// by rename, never rewritten, so the link keeps its program; and a
-    /// link costs no new inode, which on ext4 is a tenth of a millisecond
-    /// of every create), else as a copy.
+    /// compiled and put there (a cache that cannot be written only costs
+    /// the compile). It is stored at `dest` as well: as a hard link to the
+    /// cache entry where possible (entries are replaced by rename, never
+    /// rewritten, so the link keeps its program; and a link costs no new
+    /// inode, which on ext4 is a tenth of a millisecond of every create),
+    /// else as a copy.
     pub fn cached_at(cache_dir: &Path, profile: &LinuxSeccomp, dest: &Path) -> Result<Program> {
         let key = cache_key(profile)?;
         let entry = cache_dir.join(format!("{key}.bpf"));
@@ -490,17 +484,23 @@ mod tests {
         assert_eq!(Program::load(&dest).unwrap().to_bytes(), again.to_bytes());
     }
 
+    /// `cached_at` with a throw-away destination.
+    fn cached(cache_dir: &Path, profile: &LinuxSeccomp) -> Result<Program> {
+        let dest = tempfile::tempdir().unwrap();
+        Program::cached_at(cache_dir, profile, &dest.path().join("p.bpf"))
+    }
+
     #[test]
     fn the_cache_keys_on_the_profile() {
         let dir = tempfile::tempdir().unwrap();
         let none = crate::spec::default_seccomp(NetMode::None);
         let proxy = crate::spec::default_seccomp(NetMode::Proxy);
-        let a = Program::cached(dir.path(), &none).unwrap();
-        let b = Program::cached(dir.path(), &proxy).unwrap();
+        let a = cached(dir.path(), &none).unwrap();
+        let b = cached(dir.path(), &proxy).unwrap();
         assert_ne!(a.to_bytes(), b.to_bytes());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
         // A hit gives the same program.
-        let again = Program::cached(dir.path(), &none).unwrap();
+        let again = cached(dir.path(), &none).unwrap();
         assert_eq!(again.to_bytes(), a.to_bytes());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
         // A damaged entry is compiled again and replaced.
@@ -508,7 +508,7 @@ mod tests {
             .path()
             .join(format!("{}.bpf", cache_key(&none).unwrap()));
         std::fs::write(&entry, b"junk").unwrap();
-        let fixed = Program::cached(dir.path(), &none).unwrap();
+        let fixed = cached(dir.path(), &none).unwrap();
         assert_eq!(fixed.to_bytes(), a.to_bytes());
         assert_eq!(Program::load(&entry).unwrap().to_bytes(), a.to_bytes());
     }

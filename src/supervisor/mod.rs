@@ -653,23 +653,13 @@ fn serve_loop(ctx: &Arc<Ctx>, listener: &ControlListener, pidfd: &OwnedFd) {
             continue;
         }
         workers.fetch_add(1, Ordering::SeqCst);
-        let handed = match spare.take() {
-            Some(Spare(tx)) => tx.send(sock).map_err(|e| e.0),
-            None => Err(sock),
-        };
-        if let Err(sock) = handed {
-            // No spare (its thread could not start): one made now.
-            let ctx = Arc::clone(ctx);
-            let workers2 = Arc::clone(&workers);
-            let spawned = std::thread::Builder::new()
-                .name("worker".into())
-                .spawn(move || {
-                    let _slot = Slot(workers2);
-                    serve::connection(&ctx, sock, serve::new_segment());
-                });
-            if spawned.is_err() {
-                workers.fetch_sub(1, Ordering::SeqCst);
-            }
+        // The spare, or (if its thread could not start) one made now.
+        let handed = spare
+            .take()
+            .or_else(|| Spare::start(ctx, &workers))
+            .is_some_and(|Spare(tx)| tx.send(sock).is_ok());
+        if !handed {
+            workers.fetch_sub(1, Ordering::SeqCst);
         }
         // The next connection's, while this one is served.
         if workers.load(Ordering::SeqCst) < MAX_WORKERS {

@@ -497,6 +497,10 @@ fn hosts_outside_the_rules_can_be_put_to_the_approver() {
         "get",
         "refused",
         "http://ask.test:8080/again",
+        "--",
+        "get",
+        "unlooked",
+        "http://nowhere.test:8080/x",
     ];
     let b = sandbox(&env, "ask", &lab.policy("ask"), &argv);
     // Create, then answer the approver before starting.
@@ -512,7 +516,7 @@ fn hosts_outside_the_rules_can_be_put_to_the_approver() {
             seen.push(q.clone());
             let a = serde_json::json!({"id": q["id"], "result": result});
             let _ = w.write_all(format!("{a}\n").as_bytes());
-            if seen.len() == 2 {
+            if seen.len() == 3 {
                 break;
             }
         }
@@ -523,9 +527,16 @@ fn hosts_outside_the_rules_can_be_put_to_the_approver() {
     let out = read(&log);
     assert_eq!(line(&out, "asked"), "asked 200 hello from web");
     assert_eq!(line(&out, "refused"), "refused 403 denied by the approver");
+    // A name the rules do not grant is asked about before it is looked up
+    // (nowhere.test resolves nowhere): a refused name causes no DNS query.
+    assert_eq!(
+        line(&out, "unlooked"),
+        "unlooked 403 denied by the approver"
+    );
     let seen = approver.join().unwrap();
     assert_eq!(seen[0]["kind"], "net_connect");
     assert_eq!(seen[0]["subject"], "ask.test:8080");
+    assert_eq!(seen[2]["subject"], "nowhere.test:8080");
     env.ok(&["delete", "ask"]);
 }
 

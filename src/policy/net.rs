@@ -337,7 +337,12 @@ pub fn classify(ip: IpAddr) -> AddrClass {
     match canonical_ip(ip) {
         IpAddr::V4(a) => {
             let o = a.octets();
-            if a == Ipv4Addr::new(169, 254, 169, 254) || a == Ipv4Addr::new(100, 100, 100, 200) {
+            // AWS/GCP/Azure IMDS, Alibaba, and Azure's WireServer (a host
+            // endpoint in public space that hands out VM certificates).
+            if a == Ipv4Addr::new(169, 254, 169, 254)
+                || a == Ipv4Addr::new(100, 100, 100, 200)
+                || a == Ipv4Addr::new(168, 63, 129, 16)
+            {
                 AddrClass::Metadata
             } else if o[0] == 0 {
                 AddrClass::Unspecified
@@ -666,6 +671,7 @@ mod tests {
             ("169.254.1.1", AddrClass::LinkLocal),
             ("fe80::1", AddrClass::LinkLocal),
             ("169.254.169.254", AddrClass::Metadata),
+            ("168.63.129.16", AddrClass::Metadata),
             ("fd00:ec2::254", AddrClass::Metadata),
             ("::ffff:169.254.169.254", AddrClass::Metadata),
             ("::ffff:127.0.0.1", AddrClass::Loopback),

@@ -109,7 +109,7 @@ pub fn parse_head(head: &[u8]) -> Result<Target, HttpError> {
         return Err(bad("malformed method"));
     }
     if version != "HTTP/1.1" && version != "HTTP/1.0" {
-        return Err(bad(format!("unsupported HTTP version {version:?}")));
+        return Err(bad(format!("unsupported HTTP version {:?}", clip(version))));
     }
     let mut headers: Vec<(&str, &str)> = Vec::new();
     for line in lines {
@@ -152,29 +152,36 @@ pub fn parse_head(head: &[u8]) -> Result<Target, HttpError> {
         p => format!("/{p}"),
     };
     let (host, port) = split_authority(authority, Some(80))?;
-    let mut out = format!("{method} {path} {version}\r\n");
-    let mut has_host = false;
+    // The Host is the URI's authority, whatever the client's Host said
+    // (RFC 9112 3.2.2): the audit and the rules saw that host.
+    let mut out = format!("{method} {path} {version}\r\nHost: {authority}\r\n");
+    // Headers that `Connection` names are hop-by-hop too (RFC 9110 7.6.1).
+    let named: Vec<String> = headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .flat_map(|(_, v)| v.split(','))
+        .map(|t| t.trim_matches([' ', '\t']).to_ascii_lowercase())
+        .collect();
     for (name, value) in headers {
         let lower = name.to_ascii_lowercase();
-        match lower.as_str() {
-            // Hop-by-hop: meant for us, not the origin server.
-            "connection"
-            | "proxy-connection"
-            | "keep-alive"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "upgrade" => continue,
-            "host" => has_host = true,
-            _ => {}
+        let hop = matches!(
+            lower.as_str(),
+            "host"
+                | "connection"
+                | "proxy-connection"
+                | "keep-alive"
+                | "proxy-authorization"
+                | "te"
+                | "trailer"
+                | "upgrade"
+        );
+        if hop || named.contains(&lower) {
+            continue;
         }
         out.push_str(name);
         out.push_str(": ");
         out.push_str(value);
         out.push_str("\r\n");
-    }
-    if !has_host {
-        out.push_str(&format!("Host: {authority}\r\n"));
     }
     // One request per upstream connection: what follows on this connection
     // can only go to the host that was checked.
@@ -187,10 +194,10 @@ pub fn parse_head(head: &[u8]) -> Result<Target, HttpError> {
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    if s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix) {
-        Some(&s[prefix.len()..])
-    } else {
-        None
+    // `get`, not indexing: the cut may fall inside a multi-byte character.
+    match s.get(..prefix.len()) {
+        Some(head) if head.eq_ignore_ascii_case(prefix) => s.get(prefix.len()..),
+        _ => None,
     }
 }
 
@@ -227,7 +234,7 @@ fn split_authority(a: &str, default_port: Option<u16>) -> Result<(String, u16), 
             .parse::<u16>()
             .ok()
             .filter(|&p| p != 0)
-            .ok_or_else(|| bad(format!("invalid port {p:?}")))?,
+            .ok_or_else(|| bad(format!("invalid port {:?}", clip(p))))?,
         (None, Some(d)) => d,
         (None, None) => return Err(bad("CONNECT needs host:port")),
     };
@@ -242,6 +249,15 @@ fn split_authority(a: &str, default_port: Option<u16>) -> Result<(String, u16), 
         return Err(bad(format!("invalid host {host:?}")));
     }
     Ok((host.trim_end_matches('.').to_ascii_lowercase(), port))
+}
+
+/// At most 32 characters of something the client sent, for a reason that
+/// goes into the answer, the audit log and the supervisor's log.
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(32) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
 }
 
 /// A header value can't carry CR/LF or other controls: keep it printable.
@@ -335,6 +351,40 @@ mod tests {
         assert!(String::from_utf8(t.forward_head.unwrap())
             .unwrap()
             .starts_with("POST / HTTP/1.0\r\nHost: h.test\r\n"));
+    }
+
+    #[test]
+    fn forward_sends_the_uri_host_and_drops_what_connection_names() {
+        let t = parse_head(&head(
+            "GET http://a.test/x HTTP/1.1\r\nX-Before: 1\r\nHost: other.test\r\nConnection: X-Secret, close\r\nX-Secret: s\r\nX-Kept: k",
+        ))
+        .unwrap();
+        let fwd = String::from_utf8(t.forward_head.unwrap()).unwrap();
+        assert_eq!(
+            fwd,
+            "GET /x HTTP/1.1\r\nHost: a.test\r\nX-Before: 1\r\nX-Kept: k\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn odd_input_is_refused_without_panics_or_long_echoes() {
+        // The scheme check cuts at byte 7, inside the 'é'.
+        for h in [
+            "GET aaaaaa\u{e9} HTTP/1.1",
+            "GET \u{e9}\u{e9}\u{e9}\u{e9} HTTP/1.1",
+        ] {
+            assert_eq!(parse_head(h.as_bytes()).unwrap_err().status, 400, "{h:?}");
+        }
+        let long = "9".repeat(10_000);
+        for h in [
+            format!("CONNECT a.test:{long} HTTP/1.1"),
+            format!("CONNECT a.test:1 HTTP/{long}"),
+        ] {
+            let e = parse_head(h.as_bytes()).unwrap_err();
+            assert_eq!(e.status, 400);
+            assert!(e.reason.len() < 100, "{}", e.reason);
+            assert!(e.reason.ends_with("...\""), "{}", e.reason);
+        }
     }
 
     #[test]

@@ -9,9 +9,11 @@
 
 pub mod http;
 pub mod relay;
+#[cfg(test)]
+mod tests;
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -147,10 +149,46 @@ impl Drop for Slot {
     }
 }
 
+/// Reads from the client until a deadline for the whole head, not for
+/// each read: a byte every few seconds must not hold the connection.
+struct HeadReader<'a> {
+    s: &'a TcpStream,
+    until: Instant,
+}
+
+impl Read for HeadReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.s.set_read_timeout(Some(left))?;
+        (&mut &*self.s).read(buf)
+    }
+}
+
+/// Answers an error and closes gently: the client's unread bytes, if
+/// closed over, would make the kernel send a reset that can destroy the
+/// answer before the client reads it. What the client sends for a short
+/// while (at most 64 KiB) is read and dropped.
+fn refuse(client: &mut TcpStream, status: u16, deny_reason: Option<&str>, body: &str) {
+    answer(client, status, deny_reason, body);
+    let _ = client.shutdown(std::net::Shutdown::Write);
+    let until = Instant::now() + Duration::from_millis(500);
+    let mut r = HeadReader { s: client, until };
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    while drained < 64 << 10 {
+        match r.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
+}
+
 /// One client connection: read the head, decide, connect, relay.
 pub fn handle(mut client: TcpStream, gate: &dyn Gate, limits: &Limits) {
     let start = Instant::now();
-    let _ = client.set_read_timeout(Some(limits.head_timeout));
     let _ = client.set_write_timeout(Some(limits.head_timeout));
     let mut attempt = Attempt {
         target: String::new(),
@@ -167,21 +205,26 @@ pub fn handle(mut client: TcpStream, gate: &dyn Gate, limits: &Limits) {
         a.duration = start.elapsed();
         gate.record(&a);
     };
-    let (head, rest) = match read_head(&mut client) {
+    let read = read_head(&mut HeadReader {
+        s: &client,
+        until: start + limits.head_timeout,
+    });
+    let (head, rest) = match read {
         HeadRead::Head { head, rest } => (head, rest),
         // Nothing was asked: no attempt to record.
         HeadRead::Closed => return,
         HeadRead::TimedOut => {
-            answer(
+            refuse(
                 &mut client,
                 408,
                 None,
                 "buntime proxy: request head not received in time",
             );
-            return;
+            attempt.reason = "request head not received in time".into();
+            return finish(attempt);
         }
         HeadRead::TooLarge => {
-            answer(
+            refuse(
                 &mut client,
                 431,
                 None,
@@ -194,7 +237,7 @@ pub fn handle(mut client: TcpStream, gate: &dyn Gate, limits: &Limits) {
     let target = match parse_head(&head) {
         Ok(t) => t,
         Err(e) => {
-            answer(
+            refuse(
                 &mut client,
                 e.status,
                 None,
@@ -210,7 +253,7 @@ pub fn handle(mut client: TcpStream, gate: &dyn Gate, limits: &Limits) {
     let granted = match decided {
         Ok(g) => g,
         Err(r) => {
-            answer(
+            refuse(
                 &mut client,
                 403,
                 Some(&r.reason),
@@ -225,16 +268,20 @@ pub fn handle(mut client: TcpStream, gate: &dyn Gate, limits: &Limits) {
     let upstream = match connect_any(&granted.addrs, limits.connect_timeout) {
         Ok((s, addr)) => {
             attempt.addr = Some(addr);
+            // Until the relay sets its own: an upstream that reads nothing
+            // must not hold the first write (the forwarded head) forever.
+            let _ = s.set_write_timeout(Some(limits.head_timeout));
             s
         }
         Err(e) => {
+            // 504 only when every address timed out (see connect_any).
             let status = if e.kind() == std::io::ErrorKind::TimedOut {
                 504
             } else {
                 502
             };
             let reason = format!("cannot connect to {}: {e}", attempt.target);
-            answer(
+            refuse(
                 &mut client,
                 status,
                 None,
@@ -255,13 +302,38 @@ pub fn handle(mut client: TcpStream, gate: &dyn Gate, limits: &Limits) {
             .and_then(|_| upstream_w.write_all(&rest)),
     };
     attempt.decision = "allow";
-    if first.is_ok() {
-        let moved = relay::relay(client, upstream, limits.idle_timeout);
-        let head_len = target.forward_head.as_ref().map_or(0, Vec::len);
-        attempt.bytes_up = moved.up + (rest.len() + head_len) as u64;
-        attempt.bytes_down = moved.down;
+    match first {
+        Ok(()) => {
+            let moved = relay::relay(client, upstream, limits.idle_timeout);
+            let head_len = target.forward_head.as_ref().map_or(0, Vec::len);
+            attempt.bytes_up = moved.up + (rest.len() + head_len) as u64;
+            attempt.bytes_down = moved.down;
+        }
+        Err(e) => {
+            let reason = format!("{} did not take the request: {e}", attempt.target);
+            // A tunnel has had its 200 already; a forwarded request has
+            // had no answer yet.
+            if target.forward_head.is_some() {
+                let status = if timed_out(&e) { 504 } else { 502 };
+                refuse(
+                    &mut client,
+                    status,
+                    None,
+                    &format!("buntime proxy: {reason}"),
+                );
+            }
+            attempt.decision = "error";
+            attempt.reason = reason;
+        }
     }
     finish(attempt)
+}
+
+fn timed_out(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
 }
 
 fn bracket(host: &str) -> String {
@@ -282,6 +354,14 @@ pub fn connect_any(
     for a in addrs {
         match TcpStream::connect_timeout(a, timeout) {
             Ok(s) => return Ok((s, *a)),
+            // A refusal says more than a timeout: it is what is reported
+            // if any address refused.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::TimedOut
+                    && last.kind() != std::io::ErrorKind::NotFound =>
+            {
+                continue
+            }
             Err(e) => last = e,
         }
     }

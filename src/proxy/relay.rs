@@ -10,8 +10,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Bytes moved each way.
@@ -40,6 +39,8 @@ struct Idle {
     start: Instant,
     last_ms: AtomicU64,
     limit: Duration,
+    /// A direction failed or went idle: the connection is being reset.
+    aborted: AtomicBool,
 }
 
 impl Idle {
@@ -56,11 +57,12 @@ impl Idle {
 
 /// Relays until both directions are done (EOF, error, or idle timeout).
 pub fn relay(client: TcpStream, upstream: TcpStream, idle: Duration) -> Relayed {
-    let idle = Arc::new(Idle {
+    let idle = Idle {
         start: Instant::now(),
         last_ms: AtomicU64::new(0),
         limit: idle,
-    });
+        aborted: AtomicBool::new(false),
+    };
     // Blocking reads wake up at least this often to check the clock.
     let tick = Some(
         idle.limit
@@ -78,40 +80,72 @@ pub fn relay(client: TcpStream, upstream: TcpStream, idle: Duration) -> Relayed 
         // autotuning could have grown it about as far.
         let _ = nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::SndBuf, &SEND_BUFFER);
     }
-    let (Ok(c2), Ok(u2)) = (client.try_clone(), upstream.try_clone()) else {
-        return Relayed::default();
-    };
-    let idle2 = Arc::clone(&idle);
-    let up = std::thread::Builder::new()
-        .name("relay-up".into())
-        .stack_size(RELAY_STACK)
-        .spawn(move || pump(&c2, &u2, &idle2));
-    let down = pump(&upstream, &client, &idle);
-    let up = match up {
-        Ok(h) => h.join().unwrap_or(0),
-        Err(_) => {
-            // No thread for the other direction: nothing was sent up.
-            0
+    // A scoped thread borrows the sockets: no second descriptor of each
+    // (two per connection, not four, against the supervisor's fd limit).
+    std::thread::scope(|scope| {
+        let up = std::thread::Builder::new()
+            .name("relay-up".into())
+            .stack_size(RELAY_STACK)
+            .spawn_scoped(scope, || pump(&client, &upstream, &idle));
+        let Ok(up) = up else {
+            // No thread for the other direction: end the connection, as
+            // any other failure does, rather than relay one way only.
+            let _ = client.shutdown(Shutdown::Both);
+            let _ = upstream.shutdown(Shutdown::Both);
+            return Relayed::default();
+        };
+        let down = pump(&upstream, &client, &idle);
+        Relayed {
+            up: up.join().unwrap_or(0),
+            down,
         }
-    };
-    Relayed { up, down }
+    })
+}
+
+/// How one direction ended.
+enum End {
+    Eof,
+    /// Reading the source failed (its peer reset the connection).
+    SrcFailed,
+    /// Writing the destination failed or timed out.
+    DstFailed,
+    Idle,
 }
 
 /// Moves `src` → `dst` until EOF; returns the bytes moved.
+///
+/// A failure is passed on as a reset, not as a clean end: a response cut
+/// short by an upstream reset must not look complete to the client.
 fn pump(src: &TcpStream, dst: &TcpStream, idle: &Idle) -> u64 {
-    match copy_loop(src, dst, idle) {
-        Ok(n) => {
-            // Pass the half-close on; the other direction goes on.
+    let (end, n) = copy_loop(src, dst, idle);
+    match end {
+        // Pass the half-close on; the other direction goes on. Not after
+        // an abort, where this EOF is only the other thread's wake-up.
+        End::Eof if !idle.aborted.load(Ordering::Relaxed) => {
             let _ = dst.shutdown(Shutdown::Write);
-            n
         }
-        Err(n) => {
-            // Error or idle: end both directions.
-            let _ = src.shutdown(Shutdown::Both);
-            let _ = dst.shutdown(Shutdown::Both);
-            n
+        End::Eof => {}
+        End::SrcFailed => abort(dst, idle),
+        // The other direction still relays what dst's peer sent before it
+        // went (an error answer to an upload, say); reading dst ends it.
+        End::DstFailed => abort(src, idle),
+        End::Idle => {
+            abort(src, idle);
+            abort(dst, idle);
         }
     }
+    n
+}
+
+/// Makes closing `s` send a reset, and wakes whoever reads it.
+fn abort(s: &TcpStream, idle: &Idle) {
+    idle.aborted.store(true, Ordering::Relaxed);
+    let now = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    let _ = nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::Linger, &now);
+    let _ = s.shutdown(Shutdown::Read);
 }
 
 /// A relay buffer; its growth is charged to `GROWN` until dropped.
@@ -154,26 +188,26 @@ fn timed_out(e: &std::io::Error) -> bool {
     matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
 }
 
-/// `Ok(total)` at EOF, `Err(total)` on error or idle timeout.
-fn copy_loop(mut src: &TcpStream, mut dst: &TcpStream, idle: &Idle) -> Result<u64, u64> {
+/// How the direction ended, and the bytes it moved.
+fn copy_loop(mut src: &TcpStream, mut dst: &TcpStream, idle: &Idle) -> (End, u64) {
     let mut b = Buffer::new();
     let mut total = 0u64;
     loop {
         let n = match src.read(&mut b.buf) {
-            Ok(0) => return Ok(total),
+            Ok(0) => return (End::Eof, total),
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) if timed_out(&e) => {
                 if idle.expired() {
-                    return Err(total);
+                    return (End::Idle, total);
                 }
                 continue;
             }
-            Err(_) => return Err(total),
+            Err(_) => return (End::SrcFailed, total),
         };
         idle.touch();
         if dst.write_all(&b.buf[..n]).is_err() {
-            return Err(total);
+            return (End::DstFailed, total);
         }
         total += n as u64;
         idle.touch();
@@ -245,10 +279,51 @@ mod tests {
     }
 
     #[test]
-    fn idle_connections_end() {
-        let (_client_end, client) = pair();
-        let (upstream, _server_end) = pair();
+    fn idle_connections_end_with_a_reset() {
+        let (mut client_end, client) = pair();
+        let (upstream, mut server_end) = pair();
         let r = relay(client, upstream, Duration::from_millis(200));
         assert_eq!(r, Relayed::default());
+        let mut b = [0u8; 1];
+        for end in [&mut client_end, &mut server_end] {
+            let e = end.read(&mut b).expect_err("a reset, not EOF");
+            assert_eq!(e.kind(), ErrorKind::ConnectionReset);
+        }
+    }
+
+    fn reset(s: TcpStream) {
+        let now = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Linger, &now).unwrap();
+    }
+
+    #[test]
+    fn an_upstream_reset_reaches_the_client_as_a_reset_after_its_bytes() {
+        let (mut client_end, client) = pair();
+        let (upstream, mut server_end) = pair();
+        let t = std::thread::spawn(move || relay(client, upstream, Duration::from_secs(5)));
+        server_end.write_all(b"partial answer").unwrap();
+        let mut got = [0u8; 14];
+        client_end.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"partial answer");
+        reset(server_end);
+        let mut b = [0u8; 1];
+        let e = client_end.read(&mut b).expect_err("a reset, not EOF");
+        assert_eq!(e.kind(), ErrorKind::ConnectionReset);
+        assert_eq!(t.join().unwrap().down, 14);
+    }
+
+    #[test]
+    fn a_client_reset_reaches_upstream_as_a_reset() {
+        let (client_end, client) = pair();
+        let (upstream, mut server_end) = pair();
+        let t = std::thread::spawn(move || relay(client, upstream, Duration::from_secs(5)));
+        reset(client_end);
+        let mut b = [0u8; 1];
+        let e = server_end.read(&mut b).expect_err("a reset, not EOF");
+        assert_eq!(e.kind(), ErrorKind::ConnectionReset);
+        t.join().unwrap();
     }
 }

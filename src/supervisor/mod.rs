@@ -370,12 +370,25 @@ impl Drop for Files {
     }
 }
 
+/// The soft fd limit up to the hard one (no privilege needed): the proxy's
+/// connections (two descriptors each, 256 at once), the broker's opens
+/// and the workers' sockets must not run into a soft 1024.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
 /// The `supervise` subcommand. Returns when the container's init is gone.
 pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError> {
     // A session of its own: off the caller's terminal and process group
     // (shims and `buntime run` signal theirs).
     let _ = nix::unistd::setsid();
     close_inherited();
+    raise_fd_limit();
     // Registering for membarrier costs milliseconds once threads exist
     // (an RCU grace period) and microseconds before: do it now.
     let _ = crate::ipc::wait::membarrier_ok();

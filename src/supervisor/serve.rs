@@ -494,9 +494,23 @@ pub(super) fn net_check(
     };
     // Refuse by name before resolving: a denied name is never looked up,
     // nor one nobody could grant (names are never allowed by address).
+    // A name the rules do not grant goes to the broker before its lookup
+    // too: the lookup is a DNS query leaving the host, which would carry
+    // what the sandbox put in the name even if the approver said no.
+    let mut granted = None;
     if let NetDecision::Deny(r) = net.decide(host, port) {
-        if r != NetDenyReason::NotAllowed || ctx.policy.broker.net_connect == BrokerRule::Deny {
+        let rule = ctx.policy.broker.net_connect;
+        if r != NetDenyReason::NotAllowed || rule == BrokerRule::Deny {
             return Err(hard(r));
+        }
+        if host.parse::<IpAddr>().is_err() {
+            granted = Some(broker(
+                ctx,
+                pid,
+                "net_connect",
+                rule,
+                &format!("{host}:{port}"),
+            )?);
         }
     }
     let addrs: Vec<SocketAddr> = (host, port)
@@ -535,13 +549,16 @@ pub(super) fn net_check(
                 NetDecision::Allow if ctx.policy.broker.net_connect == BrokerRule::Deny => {
                     return Err(hard(NetDenyReason::NotAllowed))
                 }
-                NetDecision::Allow => broker(
-                    ctx,
-                    pid,
-                    "net_connect",
-                    ctx.policy.broker.net_connect,
-                    &format!("{host}:{port}"),
-                )?,
+                NetDecision::Allow => match granted {
+                    Some(rule) => rule,
+                    None => broker(
+                        ctx,
+                        pid,
+                        "net_connect",
+                        ctx.policy.broker.net_connect,
+                        &format!("{host}:{port}"),
+                    )?,
+                },
                 NetDecision::Deny(r) => return Err(hard(r)),
             }
         }

@@ -1,0 +1,145 @@
+//! The proxy's handling of one connection, over real loopback sockets:
+//! the head deadline, gentle refusals, and which gateway error is given.
+
+use super::*;
+use std::io::Read;
+use std::net::Shutdown;
+use std::sync::Mutex;
+
+/// Allows `up.test` (to `addr`), denies everything else; keeps what it
+/// is asked to record.
+struct TestGate {
+    addr: SocketAddr,
+    seen: Mutex<Vec<Attempt>>,
+}
+
+impl Gate for TestGate {
+    fn check(&self, host: &str, _port: u16) -> Result<Granted, Refused> {
+        if host == "up.test" {
+            Ok(Granted {
+                addrs: vec![self.addr],
+                rule: "test".into(),
+            })
+        } else {
+            Err(Refused {
+                rule: "test".into(),
+                reason: "not up.test".into(),
+            })
+        }
+    }
+    fn record(&self, a: &Attempt) {
+        self.seen.lock().unwrap().push(a.clone());
+    }
+}
+
+/// A proxy on loopback (its own thread) whose gate allows `up`.
+fn proxy(up: SocketAddr, limits: Limits) -> (SocketAddr, Arc<TestGate>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let gate = Arc::new(TestGate {
+        addr: up,
+        seen: Mutex::new(Vec::new()),
+    });
+    let g: Arc<dyn Gate> = gate.clone();
+    std::thread::spawn(move || serve(l, g, limits));
+    (addr, gate)
+}
+
+fn records(gate: &TestGate, n: usize) -> Vec<Attempt> {
+    for _ in 0..500 {
+        let seen = gate.seen.lock().unwrap();
+        if seen.len() >= n {
+            return seen.clone();
+        }
+        drop(seen);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("fewer than {n} attempts recorded");
+}
+
+#[test]
+fn a_trickled_head_gets_408_at_the_deadline_for_the_whole_head() {
+    let limits = Limits {
+        head_timeout: Duration::from_millis(600),
+        ..Limits::default()
+    };
+    let (addr, gate) = proxy("127.0.0.1:9".parse().unwrap(), limits);
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    // A byte every 100 ms: each read is well within the timeout, the head
+    // as a whole is not. Stops at the first write the proxy refuses.
+    let head = b"CONNECT up.test:1 HTTP/1.1\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let mut sent = 0;
+    for b in head.iter() {
+        if c.write_all(&[*b]).is_err() {
+            break;
+        }
+        sent += 1;
+        let mut probe = [0u8; 1];
+        c.set_nonblocking(true).unwrap();
+        let answered = matches!(c.peek(&mut probe), Ok(1));
+        c.set_nonblocking(false).unwrap();
+        if answered {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(sent < head.len(), "the whole head went through");
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer:?}");
+    let a = &records(&gate, 1)[0];
+    assert_eq!(a.reason, "request head not received in time");
+    assert_eq!(a.decision, "deny");
+}
+
+#[test]
+fn a_refused_request_with_a_body_still_reads_its_answer() {
+    let (addr, gate) = proxy("127.0.0.1:9".parse().unwrap(), Limits::default());
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c.write_all(b"POST http://denied.test/up HTTP/1.1\r\nContent-Length: 49152\r\n\r\n")
+        .unwrap();
+    // The body goes on after the proxy has answered: like a client that
+    // sends its whole request before it reads. Were the proxy to close at
+    // once, these writes would meet a reset.
+    let mut probe = [0u8; 1];
+    assert_eq!(c.peek(&mut probe).unwrap(), 1);
+    for _ in 0..3 {
+        c.write_all(&[b'x'; 16384]).expect("body write");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 403 "), "{answer:?}");
+    assert!(answer.contains("not up.test"), "{answer:?}");
+    assert_eq!(records(&gate, 1)[0].reason, "not up.test");
+}
+
+#[test]
+fn a_refusal_is_reported_over_a_timeout_and_504_only_when_all_timed_out() {
+    // A listener whose accept queue is full drops new SYNs: connecting to
+    // it times out. Nothing is accepted from it.
+    // (listen again on a listening socket sets its backlog.)
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let backlog = nix::sys::socket::Backlog::new(0).unwrap();
+    nix::sys::socket::listen(&listener, backlog).unwrap();
+    let full = listener.local_addr().unwrap();
+    let quick = Duration::from_millis(300);
+    let mut queued = Vec::new();
+    while let Ok(s) = TcpStream::connect_timeout(&full, quick) {
+        queued.push(s);
+        assert!(queued.len() < 64, "the accept queue never filled");
+    }
+    // A port nobody listens on: refused at once.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let kind = |addrs: &[SocketAddr]| connect_any(addrs, quick).unwrap_err().kind();
+    assert_eq!(kind(&[full]), std::io::ErrorKind::TimedOut);
+    assert_eq!(kind(&[full, full]), std::io::ErrorKind::TimedOut);
+    assert_eq!(kind(&[full, closed]), std::io::ErrorKind::ConnectionRefused);
+    assert_eq!(kind(&[closed, full]), std::io::ErrorKind::ConnectionRefused);
+}

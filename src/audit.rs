@@ -5,13 +5,19 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
 /// The audit file's name inside the container's state directory.
 pub const AUDIT_FILE: &str = "audit.log";
+/// Where `audit.log` goes when it is full (replacing the one before).
+pub const AUDIT_FILE_OLD: &str = "audit.log.1";
+/// A full `audit.log`: the sandbox decides how many records it causes, and
+/// the state directory is usually on tmpfs (host memory), so the log is
+/// rotated at this size, keeping this and the previous file.
+pub const MAX_AUDIT_BYTES: u64 = 64 << 20;
 
 /// One decision (or one protocol event) of the supervisor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,24 +105,77 @@ pub enum AuditError {
 /// Appends records to `audit.log`; shared by the supervisor's threads.
 #[derive(Debug)]
 pub struct AuditLog {
-    file: Mutex<File>,
+    path: PathBuf,
+    cap: u64,
+    sink: Mutex<Sink>,
+}
+
+#[derive(Debug)]
+struct Sink {
+    file: File,
+    written: u64,
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Has `path` been replaced (rotated) since `f` was opened from it? Readers
+/// that follow the log drain `f` once more, then reopen `path`.
+pub fn replaced(f: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) != (b.dev(), b.ino()),
+        (Ok(_), Err(_)) => true,
+        _ => false,
+    }
+}
+
+/// The records of both files, oldest first (unreadable lines skipped).
+pub fn read_all(dir: &Path) -> Vec<AuditRecord> {
+    [AUDIT_FILE_OLD, AUDIT_FILE]
+        .iter()
+        .flat_map(|name| {
+            std::fs::read_to_string(dir.join(name))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect::<Vec<AuditRecord>>()
+        })
+        .collect()
 }
 
 impl AuditLog {
     pub fn open(path: &Path) -> Result<Self, AuditError> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(path)
-            .map_err(|source| AuditError::Open {
-                path: path.display().to_string(),
-                source,
-            })?;
+        Self::open_capped(path, MAX_AUDIT_BYTES)
+    }
+
+    /// With a rotation size of `cap` bytes.
+    pub fn open_capped(path: &Path, cap: u64) -> Result<Self, AuditError> {
+        let file = open_append(path).map_err(|source| AuditError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let written = file.metadata().map(|m| m.len()).unwrap_or(0);
         Ok(AuditLog {
-            file: Mutex::new(file),
+            path: path.to_path_buf(),
+            cap,
+            sink: Mutex::new(Sink { file, written }),
         })
+    }
+
+    /// `audit.log` → `audit.log.1`, and a new `audit.log`.
+    fn rotate(&self, sink: &mut Sink) -> std::io::Result<()> {
+        let old = self.path.with_file_name(AUDIT_FILE_OLD);
+        std::fs::rename(&self.path, old)?;
+        sink.file = open_append(&self.path)?;
+        sink.written = 0;
+        Ok(())
     }
 
     /// Writes one line and emits the tracing event. Write errors are
@@ -128,12 +187,81 @@ impl AuditLog {
         let mut line = serde_json::to_string(r).unwrap_or_default();
         line.push('\n');
         // A poisoned lock only means another thread panicked mid-write.
-        let mut f = match self.file.lock() {
-            Ok(f) => f,
+        let mut sink = match self.sink.lock() {
+            Ok(s) => s,
             Err(p) => p.into_inner(),
         };
-        if let Err(e) = f.write_all(line.as_bytes()) {
-            tracing::warn!(target: "supervisor", "write audit log: {e}");
+        if sink.written > 0 && sink.written + line.len() as u64 > self.cap {
+            if let Err(e) = self.rotate(&mut sink) {
+                tracing::warn!(target: "supervisor", "rotate audit log: {e}");
+                // Try again a file's worth later, not at every record.
+                sink.written = 0;
+            }
         }
+        // One write per record: a reader never sees half a line for long.
+        match sink.file.write_all(line.as_bytes()) {
+            Ok(()) => sink.written += line.len() as u64,
+            Err(e) => tracing::warn!(target: "supervisor", "write audit log: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: usize) -> AuditRecord {
+        AuditRecord::new("c", 1, "fs_read", format!("/file/{n}"))
+    }
+
+    #[test]
+    fn a_full_log_rotates_and_keeps_the_newest_records_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(AUDIT_FILE);
+        let one = serde_json::to_string(&record(0)).unwrap().len() as u64 + 1;
+        let log = AuditLog::open_capped(&path, one * 10).unwrap();
+        for n in 0..35 {
+            log.record(&record(n));
+        }
+        let size = |name: &str| std::fs::metadata(dir.path().join(name)).unwrap().len();
+        assert!(size(AUDIT_FILE) <= one * 10);
+        assert!(size(AUDIT_FILE_OLD) <= one * 10);
+        let kept: Vec<usize> = read_all(dir.path())
+            .into_iter()
+            .filter_map(|r| r.subject.strip_prefix("/file/")?.parse().ok())
+            .collect();
+        // The last two files' worth (at least one whole file), oldest
+        // first, ending with the newest, nothing in between lost.
+        assert!((10..=20).contains(&kept.len()), "{kept:?}");
+        let want: Vec<usize> = (35 - kept.len()..35).collect();
+        assert_eq!(kept, want);
+    }
+
+    #[test]
+    fn a_reopened_log_counts_what_is_already_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(AUDIT_FILE);
+        let one = serde_json::to_string(&record(0)).unwrap().len() as u64 + 1;
+        AuditLog::open_capped(&path, one * 3)
+            .unwrap()
+            .record(&record(0));
+        let log = AuditLog::open_capped(&path, one * 3).unwrap();
+        for n in 1..4 {
+            log.record(&record(n));
+        }
+        assert_eq!(read_all(dir.path()).len(), 4);
+        assert!(dir.path().join(AUDIT_FILE_OLD).exists());
+    }
+
+    #[test]
+    fn a_reader_sees_the_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(AUDIT_FILE);
+        let log = AuditLog::open_capped(&path, 10).unwrap();
+        log.record(&record(0));
+        let f = File::open(&path).unwrap();
+        assert!(!replaced(&f, &path));
+        log.record(&record(1));
+        assert!(replaced(&f, &path));
     }
 }

@@ -228,6 +228,11 @@ fn filesystem_exec_and_stdout_requests_are_decided_by_the_policy() {
         env.state("fs")["annotations"]["buntime.dev/supervisor"],
         "stopped"
     );
+    // After a rotation, the previous file is printed first.
+    let older = "{\"rotated\":true}\n";
+    fs::write(dir.join("audit.log.1"), older).unwrap();
+    let printed = env.ok(&["audit", "fs"]);
+    assert_eq!(printed, format!("{older}{}", read(&dir.join("audit.log"))));
     env.ok(&["delete", "fs"]);
     env.assert_gone("fs");
 }

@@ -366,6 +366,12 @@ fn audit(root: &Root, a: &AuditArgs) -> Result<()> {
     }
     let path = dir.join(buntime::audit::AUDIT_FILE);
     let mut out = std::io::stdout().lock();
+    // The previous file of a rotated log first, then the current one.
+    match std::fs::read(dir.join(buntime::audit::AUDIT_FILE_OLD)) {
+        Ok(b) => out.write_all(&b)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).context("read the rotated audit log"),
+    }
     let mut file = match std::fs::File::open(&path) {
         Ok(f) => Some(f),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -376,8 +382,17 @@ fn audit(root: &Root, a: &AuditArgs) -> Result<()> {
             file = std::fs::File::open(&path).ok();
         }
         let mut buf = Vec::new();
+        let mut rotated = false;
         if let Some(f) = file.as_mut() {
             f.read_to_end(&mut buf)?;
+            if a.follow && buntime::audit::replaced(f, &path) {
+                // What was appended before the rename, then the new file.
+                f.read_to_end(&mut buf)?;
+                rotated = true;
+            }
+        }
+        if rotated {
+            file = None;
         }
         out.write_all(&buf)?;
         out.flush()?;
@@ -388,10 +403,10 @@ fn audit(root: &Root, a: &AuditArgs) -> Result<()> {
             .read_meta(&a.id)
             .supervisor_pid
             .is_some_and(|p| buntime::supervisor::is_ours(p, &a.id));
-        if buf.is_empty() && (!running || !dir.exists()) {
+        if buf.is_empty() && !rotated && (!running || !dir.exists()) {
             return Ok(());
         }
-        if buf.is_empty() {
+        if buf.is_empty() && !rotated {
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
     }

@@ -415,7 +415,7 @@ pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
         .map_err(SandboxError::from)
         .and_then(|()| foreground::wait_forward(pid, &set).map_err(SandboxError::from));
     tracing::debug!(target: "cli", "run: sandbox exited");
-    let records = report::read_audit(&state.join(crate::audit::AUDIT_FILE));
+    let records = crate::audit::read_all(&state);
     let ooms = report::oom_kills(&cgroup);
     cleanup.armed = false;
     if let Err(e) = lifecycle::delete(&root, &id, true) {

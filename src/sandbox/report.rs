@@ -1,18 +1,7 @@
 //! After a run: why it ended (timeout, memory limit) and a one-line
 //! summary of what the sandbox was refused, from its audit log.
 
-use std::path::Path;
-
 use crate::audit::AuditRecord;
-
-/// The records of `audit.log` (unreadable lines skipped).
-pub fn read_audit(path: &Path) -> Vec<AuditRecord> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
 
 /// Did the supervisor kill the sandbox for `resources.timeout`?
 pub fn timed_out(records: &[AuditRecord]) -> bool {

@@ -383,8 +383,15 @@ impl AuditTail {
             return out;
         };
         let mut buf = vec![0u8; 64 << 10];
+        // At the end of a file that has been rotated away: read once more
+        // (what was appended before the rename), then go on in the new one.
+        let mut rotated = false;
         loop {
             let n = match f.read(&mut buf) {
+                Ok(0) if !rotated && crate::audit::replaced(f, &self.path) => {
+                    rotated = true;
+                    continue;
+                }
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
@@ -413,8 +420,16 @@ impl AuditTail {
                 self.skipping = false;
             }
             if out.len() >= 2000 {
+                // More to read here first: the switch waits.
+                rotated = false;
                 break;
             }
+        }
+        if rotated {
+            self.file = None;
+            self.offset = 0;
+            self.partial.clear();
+            self.skipping = false;
         }
         out
     }
@@ -535,6 +550,34 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].1.subject, "/after");
         assert_eq!(t.offset(), body.len() as u64);
+    }
+
+    #[test]
+    fn the_tail_follows_a_rotated_log_without_losing_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(AUDIT_FILE);
+        let rec = |n: usize| crate::audit::AuditRecord::new("c", 1, "fs_read", format!("/{n}"));
+        let one = serde_json::to_string(&rec(10)).unwrap().len() as u64 + 1;
+        // Rotates every third record.
+        let log = crate::audit::AuditLog::open_capped(&p, one * 3).unwrap();
+        log.record(&rec(0));
+        let mut t = AuditTail::new(p.clone(), 0);
+        let mut seen: Vec<String> = t.read_new().into_iter().map(|(_, r)| r.subject).collect();
+        // A rotation between two reads: the tail finishes the old file,
+        // then reads the new one; every record once, in order.
+        for n in 1..5 {
+            log.record(&rec(n));
+        }
+        for _ in 0..3 {
+            seen.extend(t.read_new().into_iter().map(|(_, r)| r.subject));
+        }
+        assert_eq!(seen, ["/0", "/1", "/2", "/3", "/4"]);
+        for n in 5..12 {
+            log.record(&rec(n));
+            seen.extend(t.read_new().into_iter().map(|(_, r)| r.subject));
+        }
+        let want: Vec<String> = (0..12).map(|n| format!("/{n}")).collect();
+        assert_eq!(seen, want);
     }
 
     #[test]

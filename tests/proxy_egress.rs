@@ -38,6 +38,9 @@ struct Lab {
     tls: Child,
     net: u8,
     dir: PathBuf,
+    /// Names asked of the lab's DNS server (which never answers).
+    dns: Arc<std::sync::Mutex<Vec<String>>>,
+    dns_stop: Arc<AtomicBool>,
 }
 
 impl Lab {
@@ -90,11 +93,14 @@ impl Lab {
             .stdout(Stdio::null())
             .spawn()
             .expect("tls server");
+        let (dns, dns_stop) = dns_listener(net);
         let lab = Lab {
             ns,
             tls,
             net,
             dir: dir.to_path_buf(),
+            dns,
+            dns_stop,
         };
         assert!(
             wait_until(Duration::from_secs(10), || TcpStream::connect(
@@ -114,8 +120,17 @@ impl Lab {
         format!("{}:{port}", self.ip())
     }
 
-    /// The supervisor's /etc/hosts.
+    /// The supervisor's /etc/hosts, and beside it its /etc/resolv.conf:
+    /// the lab's DNS server and a search domain (never to be used).
     fn hosts(&self) -> PathBuf {
+        fs::write(
+            self.dir.join("resolv.conf"),
+            format!(
+                "nameserver 127.0.53.{}\nsearch lab.test\noptions timeout:1 attempts:1\n",
+                self.net
+            ),
+        )
+        .unwrap();
         let p = self.dir.join("hosts");
         let ip = self.ip();
         fs::write(
@@ -152,8 +167,39 @@ impl Lab {
     }
 }
 
+/// A DNS server on 127.0.53.`net`:53 that records the names it is asked
+/// and answers nothing: no query leaves the machine.
+fn dns_listener(net: u8) -> (Arc<std::sync::Mutex<Vec<String>>>, Arc<AtomicBool>) {
+    let sock = std::net::UdpSocket::bind(("127.0.53.".to_string() + &net.to_string(), 53))
+        .expect("bind the lab's DNS port");
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let names = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (n, s) = (Arc::clone(&names), Arc::clone(&stop));
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while !s.load(Ordering::Relaxed) {
+            let Ok(len) = sock.recv(&mut buf) else {
+                continue;
+            };
+            // The question's name: length-prefixed labels after the header.
+            let mut labels = Vec::new();
+            let mut i = 12;
+            while i < len && buf[i] != 0 && i + 1 + usize::from(buf[i]) <= len {
+                let l = usize::from(buf[i]);
+                labels.push(String::from_utf8_lossy(&buf[i + 1..i + 1 + l]).into_owned());
+                i += 1 + l;
+            }
+            n.lock().unwrap().push(labels.join("."));
+        }
+    });
+    (names, stop)
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
+        self.dns_stop.store(true, Ordering::Relaxed);
         let _ = self.tls.kill();
         let _ = self.tls.wait();
         // Deleting the namespace removes the veth pair too.
@@ -259,7 +305,10 @@ fn create_with_hosts(env: &Env, id: &str, bundle: &Path, hosts: &Path) -> PathBu
     let f = fs::File::create(&log).unwrap();
     let status = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-        .arg("mount --bind \"$0\" /etc/hosts && exec \"$@\"")
+        .arg(
+            "mount --bind \"$0\" /etc/hosts && \
+             mount --bind \"${0%/*}/resolv.conf\" /etc/resolv.conf && exec \"$@\"",
+        )
         .arg(hosts)
         .arg(RUNC)
         .arg("--root")
@@ -319,6 +368,7 @@ fn allowed_hosts_pass_and_everything_else_is_refused_with_a_reason() {
         "get private http://private.svc.test:8080/",
         "get rebind http://rebind.svc.test:8080/",
         "get metadata http://meta.svc.test/latest",
+        "get unresolved http://gone.svc.test:8080/",
         &format!("direct direct-lab {ip} 8080"),
         &format!("direct direct-host-loopback 127.0.0.1 {lport}"),
         &format!("udp udp {ip} 53"),
@@ -367,6 +417,15 @@ fn allowed_hosts_pass_and_everything_else_is_refused_with_a_reason() {
         "{out}"
     );
     assert!(line(&out, "metadata").starts_with("metadata 403 "), "{out}");
+    // A name /etc/hosts lacks goes to DNS as given: never with the search
+    // domain appended (the rules checked gone.svc.test, not more).
+    assert!(
+        line(&out, "unresolved").starts_with("unresolved 403 cannot resolve gone.svc.test"),
+        "{out}"
+    );
+    let asked = lab.dns.lock().unwrap().clone();
+    assert!(asked.iter().any(|n| n == "gone.svc.test"), "{asked:?}");
+    assert!(!asked.iter().any(|n| n.ends_with("lab.test")), "{asked:?}");
     // Around the proxy: Landlock refuses the connect, seccomp the socket.
     assert_eq!(line(&out, "direct-lab"), "direct-lab EACCES");
     assert_eq!(
@@ -392,7 +451,7 @@ fn allowed_hosts_pass_and_everything_else_is_refused_with_a_reason() {
     assert_eq!(denied["decision"], "deny");
     assert_eq!(denied["rule"], "network.deny bad.svc.test");
     assert!(denied.get("addr").is_none());
-    assert_eq!(recs.iter().filter(|r| r["decision"] == "deny").count(), 7);
+    assert_eq!(recs.iter().filter(|r| r["decision"] == "deny").count(), 8);
     let log = read(&state_dir(&env, "rules").join("supervisor.log"));
     assert!(
         log.contains("proxy refused bad.svc.test:8080: denied by network.deny"),

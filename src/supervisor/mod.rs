@@ -389,6 +389,11 @@ pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError>
     let _ = nix::unistd::setsid();
     close_inherited();
     raise_fd_limit();
+    // Names are looked up as given, never with resolv.conf's search
+    // domains appended: the rules checked `vault`, so the lookup must not
+    // turn it into `vault.corp.internal` (squid's `dns_defnames off`).
+    // glibc reads this before resolv.conf; no thread exists yet.
+    std::env::set_var("LOCALDOMAIN", "");
     // Registering for membarrier costs milliseconds once threads exist
     // (an RCU grace period) and microseconds before: do it now.
     let _ = crate::ipc::wait::membarrier_ok();

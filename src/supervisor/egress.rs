@@ -4,13 +4,50 @@
 //! rules as the broker's NET_CONNECT (`serve::net_check`) and audits every
 //! connection attempt.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::serve::{net_check, Outcome};
 use super::{record, Ctx, SupervisorError};
 use crate::proxy::{self, Attempt, Gate, Granted, Limits, Refused, PROXY_PORT};
 
-struct ProxyGate(Arc<Ctx>);
+struct ProxyGate(Arc<Ctx>, Throttle);
+
+/// At most `per_second` log lines a second; the audit log has every
+/// refusal, and the sandbox decides how many there are.
+struct Throttle {
+    per_second: u32,
+    state: Mutex<(Instant, u32, u64)>,
+}
+
+impl Throttle {
+    fn new(per_second: u32) -> Throttle {
+        Throttle {
+            per_second,
+            state: Mutex::new((Instant::now(), 0, 0)),
+        }
+    }
+
+    /// `Some(n)` when a line may be written now, `n` being how many were
+    /// held back since the last one; `None` to hold this one back.
+    fn admit(&self, now: Instant) -> Option<u64> {
+        let mut st = match self.state.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        let (start, count, held) = &mut *st;
+        if now.duration_since(*start) >= Duration::from_secs(1) {
+            *start = now;
+            *count = 0;
+        }
+        if *count >= self.per_second {
+            *held += 1;
+            return None;
+        }
+        *count += 1;
+        Some(std::mem::take(held))
+    }
+}
 
 impl Gate for ProxyGate {
     fn check(&self, host: &str, port: u16) -> Result<Granted, Refused> {
@@ -38,8 +75,14 @@ impl Gate for ProxyGate {
         r.bytes_down = Some(a.bytes_down);
         r.duration_ms = Some(a.duration.as_millis() as u64);
         if a.decision != "allow" {
-            tracing::warn!(target: "supervisor", container = %ctx.id,
-                "proxy refused {}: {}", a.target, a.reason);
+            match self.1.admit(Instant::now()) {
+                Some(0) => tracing::warn!(target: "supervisor", container = %ctx.id,
+                    "proxy refused {}: {}", a.target, a.reason),
+                Some(held) => tracing::warn!(target: "supervisor", container = %ctx.id,
+                    "proxy refused {}: {} ({held} refusals before it not logged here; see audit.log)",
+                    a.target, a.reason),
+                None => {}
+            }
         }
         ctx.audit.record(&r);
     }
@@ -61,10 +104,27 @@ pub(super) fn start(
             ))
         })?,
     };
-    let gate: Arc<dyn Gate> = Arc::new(ProxyGate(Arc::clone(ctx)));
+    let gate: Arc<dyn Gate> = Arc::new(ProxyGate(Arc::clone(ctx), Throttle::new(20)));
     std::thread::Builder::new()
         .name("proxy-accept".into())
         .spawn(move || proxy::serve(listener, gate, Limits::default()))
         .map_err(|e| SupervisorError::Setup(format!("proxy thread: {e}")))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_lines_are_throttled_and_the_held_ones_counted() {
+        let t = Throttle::new(3);
+        let t0 = Instant::now();
+        let got: Vec<Option<u64>> = (0..6).map(|_| t.admit(t0)).collect();
+        assert_eq!(got, [Some(0), Some(0), Some(0), None, None, None]);
+        // The next second: the first line says how many were held back.
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(t.admit(t1), Some(3));
+        assert_eq!(t.admit(t1), Some(0));
+    }
 }

@@ -136,17 +136,63 @@ pub fn replaced(f: &File, path: &Path) -> bool {
     }
 }
 
+fn open_opt(path: &Path) -> std::io::Result<Option<File>> {
+    match File::open(path) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `audit.log.1` and `audit.log` of `dir`, opened as one consistent pair:
+/// a rotation between the two opens (which would skip a whole file) is
+/// seen and the pair opened again.
+pub fn open_both(dir: &Path) -> std::io::Result<(Option<File>, Option<File>)> {
+    let old_path = dir.join(AUDIT_FILE_OLD);
+    for _ in 0..10 {
+        let old = open_opt(&old_path)?;
+        let current = open_opt(&dir.join(AUDIT_FILE))?;
+        let stable = match &old {
+            Some(o) => !replaced(o, &old_path),
+            None => !old_path.exists(),
+        };
+        if stable {
+            return Ok((old, current));
+        }
+    }
+    Err(std::io::Error::other("the audit log kept rotating"))
+}
+
+/// Both files' bytes, oldest first, nothing skipped or repeated across a
+/// rotation while reading.
+pub fn read_all_bytes(dir: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let (old, current) = open_both(dir)?;
+    let mut out = Vec::new();
+    if let Some(mut o) = old {
+        o.read_to_end(&mut out)?;
+    }
+    if let Some(mut c) = current {
+        c.read_to_end(&mut out)?;
+        let path = dir.join(AUDIT_FILE);
+        if replaced(&c, &path) {
+            // Rotated while read: what it got before the rename, then
+            // the new file.
+            c.read_to_end(&mut out)?;
+            if let Some(mut n) = open_opt(&path)? {
+                n.read_to_end(&mut out)?;
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The records of both files, oldest first (unreadable lines skipped).
 pub fn read_all(dir: &Path) -> Vec<AuditRecord> {
-    [AUDIT_FILE_OLD, AUDIT_FILE]
-        .iter()
-        .flat_map(|name| {
-            std::fs::read_to_string(dir.join(name))
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect::<Vec<AuditRecord>>()
-        })
+    let bytes = read_all_bytes(dir).unwrap_or_default();
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
 }
 
@@ -169,13 +215,30 @@ impl AuditLog {
         })
     }
 
-    /// `audit.log` → `audit.log.1`, and a new `audit.log`.
+    /// `audit.log` → `audit.log.1`, and a new `audit.log`. If the new one
+    /// cannot be made, the old one is put back (records must not go on
+    /// into `audit.log.1`, where no rotation would ever bound them). An
+    /// `audit.log` removed from under us is simply made again.
     fn rotate(&self, sink: &mut Sink) -> std::io::Result<()> {
         let old = self.path.with_file_name(AUDIT_FILE_OLD);
-        std::fs::rename(&self.path, old)?;
-        sink.file = open_append(&self.path)?;
-        sink.written = 0;
-        Ok(())
+        let moved = match std::fs::rename(&self.path, &old) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        };
+        match open_append(&self.path) {
+            Ok(f) => {
+                sink.file = f;
+                sink.written = 0;
+                Ok(())
+            }
+            Err(e) => {
+                if moved {
+                    let _ = std::fs::rename(&old, &self.path);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Writes one line and emits the tracing event. Write errors are
@@ -251,6 +314,23 @@ mod tests {
         }
         assert_eq!(read_all(dir.path()).len(), 4);
         assert!(dir.path().join(AUDIT_FILE_OLD).exists());
+    }
+
+    #[test]
+    fn a_log_removed_from_under_the_writer_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(AUDIT_FILE);
+        let log = AuditLog::open_capped(&path, 10).unwrap();
+        log.record(&record(0));
+        std::fs::remove_file(&path).unwrap();
+        // Full: the rotation finds nothing to move and makes a new file,
+        // rather than writing on into the removed one.
+        log.record(&record(1));
+        let kept: Vec<String> = read_all(dir.path())
+            .into_iter()
+            .map(|r| r.subject)
+            .collect();
+        assert_eq!(kept, ["/file/1"]);
     }
 
     #[test]

@@ -558,6 +558,10 @@ fn hosts_outside_the_rules_can_be_put_to_the_approver() {
         "http://ask.test:8080/again",
         "--",
         "get",
+        "numeric",
+        "http://2130706433:8080/x",
+        "--",
+        "get",
         "unlooked",
         "http://nowhere.test:8080/x",
     ];
@@ -591,6 +595,12 @@ fn hosts_outside_the_rules_can_be_put_to_the_approver() {
     assert_eq!(
         line(&out, "unlooked"),
         "unlooked 403 denied by the approver"
+    );
+    // An address spelled as a name (127.0.0.1 here) is refused as such,
+    // never put to the approver as a name.
+    assert!(
+        line(&out, "numeric").contains("403 2130706433 is an address in a non-standard form"),
+        "{out}"
     );
     let seen = approver.join().unwrap();
     assert_eq!(seen[0]["kind"], "net_connect");

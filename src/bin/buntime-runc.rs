@@ -367,16 +367,13 @@ fn audit(root: &Root, a: &AuditArgs) -> Result<()> {
     let path = dir.join(buntime::audit::AUDIT_FILE);
     let mut out = std::io::stdout().lock();
     // The previous file of a rotated log first, then the current one.
-    match std::fs::read(dir.join(buntime::audit::AUDIT_FILE_OLD)) {
-        Ok(b) => out.write_all(&b)?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).context("read the rotated audit log"),
+    let (old, mut file) =
+        buntime::audit::open_both(&dir).with_context(|| format!("open {}", path.display()))?;
+    if let Some(mut o) = old {
+        let mut b = Vec::new();
+        o.read_to_end(&mut b)?;
+        out.write_all(&b)?;
     }
-    let mut file = match std::fs::File::open(&path) {
-        Ok(f) => Some(f),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("open {}", path.display())),
-    };
     loop {
         if file.is_none() {
             file = std::fs::File::open(&path).ok();
@@ -385,7 +382,7 @@ fn audit(root: &Root, a: &AuditArgs) -> Result<()> {
         let mut rotated = false;
         if let Some(f) = file.as_mut() {
             f.read_to_end(&mut buf)?;
-            if a.follow && buntime::audit::replaced(f, &path) {
+            if buntime::audit::replaced(f, &path) {
                 // What was appended before the rename, then the new file.
                 f.read_to_end(&mut buf)?;
                 rotated = true;
@@ -396,7 +393,7 @@ fn audit(root: &Root, a: &AuditArgs) -> Result<()> {
         }
         out.write_all(&buf)?;
         out.flush()?;
-        if !a.follow {
+        if !a.follow && !rotated {
             return Ok(());
         }
         let running = root

@@ -285,6 +285,27 @@ impl Dest {
     }
 }
 
+/// A name that is really an address in a form other than dotted quad
+/// (`2130706433`, `127.1`, `0x7f.1`, `0251.0376.0251.0376`): glibc's
+/// resolver turns these into addresses without any lookup, so a rule
+/// check that took them for names would be checking the wrong thing. A
+/// real host name never ends in an all-numeric label (RFC 3696 2).
+pub fn numeric_name(host: &str) -> bool {
+    if host.parse::<IpAddr>().is_ok() {
+        return false;
+    }
+    let last = host
+        .trim_end_matches('.')
+        .rsplit('.')
+        .next()
+        .unwrap_or_default();
+    let hex = last
+        .strip_prefix("0x")
+        .or_else(|| last.strip_prefix("0X"))
+        .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+    hex || (!last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Kinds of address that are never reachable unless a rule names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AddrClass {
@@ -535,6 +556,31 @@ mod tests {
             mode: NetMode::Proxy,
             allow: allow.iter().map(|s| rule(s)).collect(),
             deny: deny.iter().map(|s| rule(s)).collect(),
+        }
+    }
+
+    #[test]
+    fn addresses_spelled_as_names_are_recognised() {
+        for h in [
+            "2130706433",
+            "127.1",
+            "0x7f.1",
+            "0251.0376.0251.0376",
+            "10.0.0.1.",
+            "0X7F000001",
+        ] {
+            assert!(numeric_name(h), "{h}");
+        }
+        for h in [
+            "127.0.0.1",
+            "::1",
+            "example.com",
+            "123.example",
+            "a-1.b2",
+            "web.test",
+            "x0x1",
+        ] {
+            assert!(!numeric_name(h), "{h}");
         }
     }
 

@@ -162,6 +162,13 @@ pub fn parse_head(head: &[u8]) -> Result<Target, HttpError> {
         .flat_map(|(_, v)| v.split(','))
         .map(|t| t.trim_matches([' ', '\t']).to_ascii_lowercase())
         .collect();
+    // Dropping these would forward a body without its framing.
+    if let Some(f) = named
+        .iter()
+        .find(|n| *n == "content-length" || *n == "transfer-encoding")
+    {
+        return Err(bad(format!("Connection names {f}")));
+    }
     for (name, value) in headers {
         let lower = name.to_ascii_lowercase();
         let hop = matches!(
@@ -364,6 +371,21 @@ mod tests {
             fwd,
             "GET /x HTTP/1.1\r\nHost: a.test\r\nX-Before: 1\r\nX-Kept: k\r\nConnection: close\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn connection_cannot_name_the_body_framing() {
+        for f in ["Content-Length", "transfer-encoding"] {
+            let h = format!(
+                "POST http://a.test/ HTTP/1.1\r\nConnection: close, {f}\r\nContent-Length: 3"
+            );
+            let e = parse_head(h.as_bytes()).unwrap_err();
+            assert_eq!(e.status, 400);
+            assert_eq!(
+                e.reason,
+                format!("Connection names {}", f.to_ascii_lowercase())
+            );
+        }
     }
 
     #[test]

@@ -88,10 +88,10 @@ pub fn relay(client: TcpStream, upstream: TcpStream, idle: Duration) -> Relayed 
             .stack_size(RELAY_STACK)
             .spawn_scoped(scope, || pump(&client, &upstream, &idle));
         let Ok(up) = up else {
-            // No thread for the other direction: end the connection, as
+            // No thread for the other direction: reset the connection, as
             // any other failure does, rather than relay one way only.
-            let _ = client.shutdown(Shutdown::Both);
-            let _ = upstream.shutdown(Shutdown::Both);
+            abort(&client, &idle);
+            abort(&upstream, &idle);
             return Relayed::default();
         };
         let down = pump(&upstream, &client, &idle);
@@ -126,15 +126,36 @@ fn pump(src: &TcpStream, dst: &TcpStream, idle: &Idle) -> u64 {
         }
         End::Eof => {}
         End::SrcFailed => abort(dst, idle),
-        // The other direction still relays what dst's peer sent before it
-        // went (an error answer to an upload, say); reading dst ends it.
-        End::DstFailed => abort(src, idle),
+        // What src still sends has nowhere to go: read and drop it until
+        // src ends. Closing src with bytes unread would reset it and
+        // throw away what the other direction still has queued for it
+        // (an answer dst's peer sent before it went); if that direction
+        // fails too, it resets src itself.
+        End::DstFailed => {
+            if drain(src, idle).is_err() {
+                abort(src, idle);
+            }
+        }
         End::Idle => {
             abort(src, idle);
             abort(dst, idle);
         }
     }
     n
+}
+
+/// Reads and drops until EOF; `Err` on an error or the idle timeout.
+fn drain(mut s: &TcpStream, idle: &Idle) -> Result<(), ()> {
+    let mut sink = [0u8; 16 << 10];
+    loop {
+        match s.read(&mut sink) {
+            Ok(0) => return Ok(()),
+            Ok(_) => idle.touch(),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if timed_out(&e) && !idle.expired() => {}
+            Err(_) => return Err(()),
+        }
+    }
 }
 
 /// Makes closing `s` send a reset, and wakes whoever reads it.
@@ -223,6 +244,7 @@ fn copy_loop(mut src: &TcpStream, mut dst: &TcpStream, idle: &Idle) -> (End, u64
 mod tests {
     use super::*;
     use std::net::TcpListener;
+    use std::os::fd::AsRawFd;
 
     fn pair() -> (TcpStream, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -313,6 +335,43 @@ mod tests {
         let e = client_end.read(&mut b).expect_err("a reset, not EOF");
         assert_eq!(e.kind(), ErrorKind::ConnectionReset);
         assert_eq!(t.join().unwrap().down, 14);
+    }
+
+    #[test]
+    fn an_upstream_gone_after_its_answer_does_not_cost_the_client_the_answer() {
+        let (mut client_end, client) = pair();
+        let (upstream, mut server_end) = pair();
+        let t = std::thread::spawn(move || relay(client, upstream, Duration::from_secs(5)));
+        // More than the client's receive buffer holds before it reads:
+        // the rest waits in the relay's send queue.
+        let answer = vec![b'a'; 4 << 20];
+        server_end.write_all(&answer).unwrap();
+        server_end.shutdown(Shutdown::Write).unwrap();
+        // Once upstream's bytes and FIN are all acknowledged, it resets:
+        // the relay's next write up fails.
+        let acked = || {
+            let mut q: libc::c_int = 0;
+            // SAFETY: TIOCOUTQ writes one c_int.
+            unsafe { libc::ioctl(server_end.as_raw_fd(), libc::TIOCOUTQ, &mut q) };
+            q == 0
+        };
+        let mut waited = 0;
+        while !acked() {
+            std::thread::sleep(Duration::from_millis(10));
+            waited += 1;
+            assert!(waited < 1000, "upstream's bytes never acknowledged");
+        }
+        reset(server_end);
+        client_end.write_all(b"more from the client").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        client_end.write_all(b"and more").unwrap();
+        let mut got = Vec::new();
+        client_end
+            .read_to_end(&mut got)
+            .expect("the whole answer, then EOF");
+        assert_eq!(got.len(), answer.len());
+        client_end.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(t.join().unwrap().down, 4 << 20);
     }
 
     #[test]

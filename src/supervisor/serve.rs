@@ -483,6 +483,12 @@ pub(super) fn net_check(
     // The supervisor connects from the host, so the rules are applied as
     // for egress through the proxy, whatever the sandbox's own mode: its
     // loopback is not the host's.
+    if crate::policy::numeric_name(host) {
+        return Err(deny(
+            "network",
+            format!("{host} is an address in a non-standard form: write it as a.b.c.d"),
+        ));
+    }
     let mut net = ctx.policy.network.clone();
     net.mode = NetMode::Proxy;
     let hard = |r: NetDenyReason| {

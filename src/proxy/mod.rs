@@ -274,21 +274,9 @@ pub fn handle(mut client: TcpStream, gate: &dyn Gate, limits: &Limits) {
             s
         }
         Err(e) => {
-            // 504 only when every address timed out (see connect_any).
-            let status = if e.kind() == std::io::ErrorKind::TimedOut {
-                504
-            } else {
-                502
-            };
+            // A timeout here means every address timed out (connect_any).
             let reason = format!("cannot connect to {}: {e}", attempt.target);
-            refuse(
-                &mut client,
-                status,
-                None,
-                &format!("buntime proxy: {reason}"),
-            );
-            attempt.decision = "error";
-            attempt.reason = reason;
+            upstream_failed(&mut client, &mut attempt, &e, reason, true);
             return finish(attempt);
         }
     };
@@ -313,20 +301,28 @@ pub fn handle(mut client: TcpStream, gate: &dyn Gate, limits: &Limits) {
             let reason = format!("{} did not take the request: {e}", attempt.target);
             // A tunnel has had its 200 already; a forwarded request has
             // had no answer yet.
-            if target.forward_head.is_some() {
-                let status = if timed_out(&e) { 504 } else { 502 };
-                refuse(
-                    &mut client,
-                    status,
-                    None,
-                    &format!("buntime proxy: {reason}"),
-                );
-            }
-            attempt.decision = "error";
-            attempt.reason = reason;
+            let answer = target.forward_head.is_some();
+            upstream_failed(&mut client, &mut attempt, &e, reason, answer);
         }
     }
     finish(attempt)
+}
+
+/// An allowed upstream that failed: `504` if it timed out, else `502`
+/// (when the client is still owed an answer), and an `error` attempt.
+fn upstream_failed(
+    client: &mut TcpStream,
+    attempt: &mut Attempt,
+    e: &std::io::Error,
+    reason: String,
+    answer: bool,
+) {
+    if answer {
+        let status = if timed_out(e) { 504 } else { 502 };
+        refuse(client, status, None, &format!("buntime proxy: {reason}"));
+    }
+    attempt.decision = "error";
+    attempt.reason = reason;
 }
 
 fn timed_out(e: &std::io::Error) -> bool {

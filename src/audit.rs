@@ -187,6 +187,19 @@ pub fn read_all_bytes(dir: &Path) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// For a reader that has drained `f`, rotated away from `path`: the file
+/// to read next when it is not the current one. Two rotations while the
+/// reader was behind leave a whole file at `audit.log.1` that it never
+/// saw; `None` means go on with the current `audit.log`.
+pub fn missed_old(f: &File, path: &Path) -> Option<File> {
+    let old = path.with_file_name(AUDIT_FILE_OLD);
+    if old.exists() && replaced(f, &old) {
+        File::open(&old).ok()
+    } else {
+        None
+    }
+}
+
 /// The records of both files, oldest first (unreadable lines skipped).
 pub fn read_all(dir: &Path) -> Vec<AuditRecord> {
     let bytes = read_all_bytes(dir).unwrap_or_default();

@@ -389,7 +389,10 @@ fn audit(root: &Root, a: &AuditArgs) -> Result<()> {
             }
         }
         if rotated {
-            file = None;
+            // The file between, if two rotations went by; else the new one.
+            file = file
+                .as_ref()
+                .and_then(|f| buntime::audit::missed_old(f, &path));
         }
         out.write_all(&buf)?;
         out.flush()?;

@@ -426,7 +426,10 @@ impl AuditTail {
             }
         }
         if rotated {
-            self.file = None;
+            self.file = self
+                .file
+                .as_ref()
+                .and_then(|f| crate::audit::missed_old(f, &self.path));
             self.offset = 0;
             self.partial.clear();
             self.skipping = false;
@@ -577,6 +580,16 @@ mod tests {
             seen.extend(t.read_new().into_iter().map(|(_, r)| r.subject));
         }
         let want: Vec<String> = (0..12).map(|n| format!("/{n}")).collect();
+        assert_eq!(seen, want);
+        // Two rotations while the tail is behind: the file between, now
+        // audit.log.1, is read before the current one.
+        for n in 12..18 {
+            log.record(&rec(n));
+        }
+        for _ in 0..4 {
+            seen.extend(t.read_new().into_iter().map(|(_, r)| r.subject));
+        }
+        let want: Vec<String> = (0..18).map(|n| format!("/{n}")).collect();
         assert_eq!(seen, want);
     }
 

@@ -126,12 +126,13 @@ fn open_append(path: &Path) -> std::io::Result<File> {
 }
 
 /// Has `path` been replaced (rotated) since `f` was opened from it? Readers
-/// that follow the log drain `f` once more, then reopen `path`.
+/// that follow the log drain `f` once more, then reopen `path`. A missing
+/// `path` is not (yet) a new file: between the writer's rename and its
+/// open, or a removed state directory, where readers end by other means.
 pub fn replaced(f: &File, path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     match (f.metadata(), std::fs::metadata(path)) {
         (Ok(a), Ok(b)) => (a.dev(), a.ino()) != (b.dev(), b.ino()),
-        (Ok(_), Err(_)) => true,
         _ => false,
     }
 }

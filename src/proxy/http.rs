@@ -60,9 +60,7 @@ pub fn read_head(r: &mut impl Read) -> HeadRead {
             Ok(0) => return HeadRead::Closed,
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return HeadRead::TimedOut
-            }
+            Err(e) if super::timed_out(&e) => return HeadRead::TimedOut,
             Err(_) => return HeadRead::Closed,
         };
         // Search only where the new bytes can complete the terminator.

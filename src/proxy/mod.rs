@@ -325,7 +325,9 @@ fn upstream_failed(
     attempt.reason = reason;
 }
 
-fn timed_out(e: &std::io::Error) -> bool {
+/// A read or write that ran into its socket timeout (`SO_RCVTIMEO` and
+/// `SO_SNDTIMEO` give `EAGAIN`).
+pub(crate) fn timed_out(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut

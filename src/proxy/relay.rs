@@ -13,6 +13,8 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use super::timed_out;
+
 /// Bytes moved each way.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Relayed {
@@ -203,10 +205,6 @@ impl Drop for Buffer {
     fn drop(&mut self) {
         GROWN.fetch_sub(self.charged, Ordering::Relaxed);
     }
-}
-
-fn timed_out(e: &std::io::Error) -> bool {
-    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
 }
 
 /// How the direction ended, and the bytes it moved.

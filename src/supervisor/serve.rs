@@ -503,20 +503,20 @@ pub(super) fn net_check(
     // A name the rules do not grant goes to the broker before its lookup
     // too: the lookup is a DNS query leaving the host, which would carry
     // what the sandbox put in the name even if the approver said no.
+    let ask = || {
+        let rule = ctx.policy.broker.net_connect;
+        broker(ctx, pid, "net_connect", rule, &format!("{host}:{port}"))
+    };
     let mut granted = None;
     if let NetDecision::Deny(r) = net.decide(host, port) {
-        let rule = ctx.policy.broker.net_connect;
-        if r != NetDenyReason::NotAllowed || rule == BrokerRule::Deny {
+        if r != NetDenyReason::NotAllowed || ctx.policy.broker.net_connect == BrokerRule::Deny {
             return Err(hard(r));
         }
-        if host.parse::<IpAddr>().is_err() {
-            granted = Some(broker(
-                ctx,
-                pid,
-                "net_connect",
-                rule,
-                &format!("{host}:{port}"),
-            )?);
+        if matches!(
+            crate::policy::Dest::parse(host),
+            crate::policy::Dest::Name(_)
+        ) {
+            granted = Some(ask()?);
         }
     }
     let addrs: Vec<SocketAddr> = (host, port)
@@ -557,13 +557,7 @@ pub(super) fn net_check(
                 }
                 NetDecision::Allow => match granted {
                     Some(rule) => rule,
-                    None => broker(
-                        ctx,
-                        pid,
-                        "net_connect",
-                        ctx.policy.broker.net_connect,
-                        &format!("{host}:{port}"),
-                    )?,
+                    None => ask()?,
                 },
                 NetDecision::Deny(r) => return Err(hard(r)),
             }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use buntime::proxy::{self, Attempt, Gate, Granted, Limits, Refused};
+use nix::sys::resource::{getrusage, UsageWho};
 
 const DOWNLOAD: u64 = 1 << 30;
 const SETUP_ROUNDS: usize = 2000;
@@ -91,8 +92,24 @@ fn open(server: SocketAddr, via: Option<SocketAddr>) -> TcpStream {
     }
 }
 
-fn download(server: SocketAddr, via: Option<SocketAddr>) -> f64 {
+/// One download: GB/s, and the CPU time of this whole process (server,
+/// client and proxy threads): per GiB moved (what the relay adds) and per
+/// second (how many CPUs were busy).
+struct Run {
+    gbps: f64,
+    cpu_per_gib: f64,
+    busy: f64,
+}
+
+fn cpu_time() -> f64 {
+    let u = getrusage(UsageWho::RUSAGE_SELF).expect("getrusage");
+    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    secs(u.user_time()) + secs(u.system_time())
+}
+
+fn download(server: SocketAddr, via: Option<SocketAddr>) -> Run {
     let mut s = open(server, via);
+    let cpu = cpu_time();
     let start = Instant::now();
     s.write_all(b"D").expect("ask");
     let mut buf = vec![0u8; 1 << 20];
@@ -105,7 +122,12 @@ fn download(server: SocketAddr, via: Option<SocketAddr>) -> f64 {
         }
     }
     assert_eq!(got, DOWNLOAD);
-    got as f64 / start.elapsed().as_secs_f64() / 1e9
+    let (secs, cpu) = (start.elapsed().as_secs_f64(), cpu_time() - cpu);
+    Run {
+        gbps: got as f64 / secs / 1e9,
+        cpu_per_gib: cpu / (got as f64 / f64::from(1u32 << 30)),
+        busy: cpu / secs,
+    }
 }
 
 fn setup(server: SocketAddr, via: Option<SocketAddr>) -> (Duration, Duration) {
@@ -143,15 +165,26 @@ fn main() {
         direct.push(download(server, None));
         proxied.push(download(server, Some(proxy)));
     }
-    let med = |v: &mut Vec<f64>| {
+    let med = |runs: &[Run], f: fn(&Run) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
     };
-    let (d, p) = (med(&mut direct), med(&mut proxied));
-    println!("proxy: 1 GiB download over loopback (median of {ROUNDS})");
-    println!("  direct        {d:6.2} GB/s");
+    let (d, p) = (med(&direct, |r| r.gbps), med(&proxied, |r| r.gbps));
+    let (dc, pc) = (
+        med(&direct, |r| r.cpu_per_gib),
+        med(&proxied, |r| r.cpu_per_gib),
+    );
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("proxy: 1 GiB download over loopback (median of {ROUNDS}, {cpus} CPUs)");
+    let (db, pb) = (med(&direct, |r| r.busy), med(&proxied, |r| r.busy));
     println!(
-        "  through proxy {p:6.2} GB/s   ratio {:.2} (target >= 0.80)",
+        "  direct        {d:6.2} GB/s   {:4.0} ms CPU/GiB   {db:.2} CPUs busy",
+        dc * 1e3
+    );
+    println!(
+        "  through proxy {p:6.2} GB/s   {:4.0} ms CPU/GiB   {pb:.2} CPUs busy   ratio {:.2} (target >= 0.80)",
+        pc * 1e3,
         p / d
     );
     let (d50, d99) = setup(server, None);

@@ -683,6 +683,70 @@ fn network_through_the_proxy_from_a_script() {
 }
 
 #[test]
+fn bun_fetch_goes_through_the_proxy() {
+    use std::net::TcpListener;
+    let r = Run::new();
+    // 127.0.0.2, not 127.0.0.1: NO_PROXY names 127.0.0.1, and Bun's fetch
+    // honours it (the connect would then meet Landlock, not the proxy).
+    let l = TcpListener::bind("127.0.0.2:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut s = s;
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nfrom bun",
+            );
+        }
+    });
+    let s = r.script(
+        "net.ts",
+        "for (const u of process.argv.slice(2)) {\n  try {\n    const r: Response = await fetch(u);\n    console.log(u, r.status, r.ok ? await r.text() : r.headers.get(\"x-buntime-deny\"));\n  } catch (e) {\n    console.log(u, \"error\", String(e));\n  }\n}\n",
+    );
+    let allowed = format!("http://127.0.0.2:{port}/");
+    let other = format!("http://127.0.0.3:{port}/");
+    let tunnel = format!("https://127.0.0.3:{port}/");
+    let o = r.run(&[
+        &format!("--allow-net=127.0.0.2:{port}"),
+        s.to_str().unwrap(),
+        &allowed,
+        &other,
+        &tunnel,
+    ]);
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(
+        out.contains(&format!("{allowed} 200 from bun\n")),
+        "{}",
+        show(&o)
+    );
+    // Forwarded (absolute URI) and CONNECT: both refused by the proxy.
+    assert!(
+        out.contains(&format!("{other} 403 loopback address")),
+        "{}",
+        show(&o)
+    );
+    let refused = out.lines().find(|l| l.starts_with(&tunnel));
+    assert!(
+        refused.is_some_and(|l| l.contains("error") && l.contains("403")),
+        "{}",
+        show(&o)
+    );
+    // The run's summary, from the audit log: both reached the proxy.
+    let err = text(&o.stderr);
+    assert!(err.contains("buntime: 2 requests denied: "), "{}", show(&o));
+    assert_eq!(
+        err.matches(&format!("127.0.0.3:{port} (loopback address"))
+            .count(),
+        2,
+        "{}",
+        show(&o)
+    );
+    r.assert_clean();
+}
+
+#[test]
 fn two_hundred_runs_leave_nothing_behind() {
     let r = Run::new();
     for i in 0..200 {

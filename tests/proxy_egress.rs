@@ -21,6 +21,7 @@ use common::{read, wait_until, Env, RUNC};
 
 const HTTP_PORT: u16 = 8080;
 const TLS_PORT: u16 = 8443;
+const PKG_PORT: u16 = 8081;
 
 fn sh(cmd: &str) {
     let out = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
@@ -137,7 +138,8 @@ impl Lab {
             &p,
             format!(
                 "127.0.0.1 localhost\n{ip} web.test\n{ip} api.svc.test\n{ip} svc.test\n\
-                 {ip} bad.svc.test\n{ip} ask.test\n192.168.77.7 private.svc.test\n\
+                 {ip} bad.svc.test\n{ip} ask.test\n{ip} pkgs.svc.test\n\
+                 192.168.77.7 private.svc.test\n\
                  127.0.0.1 rebind.svc.test\n169.254.169.254 meta.svc.test\n"
             ),
         )
@@ -607,6 +609,66 @@ fn hosts_outside_the_rules_can_be_put_to_the_approver() {
     assert_eq!(seen[0]["subject"], "ask.test:8080");
     assert_eq!(seen[2]["subject"], "nowhere.test:8080");
     env.ok(&["delete", "ask"]);
+}
+
+#[test]
+fn pip_and_npm_install_through_the_proxy() {
+    let env = Env::new();
+    let lab = Lab::new(5, env.dir.path());
+    let hosts = lab.hosts();
+    // A pip index and an npm registry with one package each, in the lab.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/proxy/pkg_server.py");
+    let mut index = Command::new("ip")
+        .args(["netns", "exec", &lab.ns, "/usr/bin/python3"])
+        .arg(fixture)
+        .arg(lab.ip())
+        .arg(PKG_PORT.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("package index");
+    assert!(
+        wait_until(Duration::from_secs(10), || TcpStream::connect(
+            lab.addr(PKG_PORT)
+        )
+        .is_ok()),
+        "package index did not start"
+    );
+    // Both know nothing of buntime: they find the proxy in the environment.
+    let script = format!(
+        "export HOME=/tmp; \
+         /usr/bin/python3 -m pip install -q --no-cache-dir --disable-pip-version-check --root-user-action=ignore \
+           --index-url http://pkgs.svc.test:{PKG_PORT}/pypi/ --trusted-host pkgs.svc.test \
+           --target /tmp/site demo-pkg 2>&1 | tail -3; \
+         PYTHONPATH=/tmp/site /usr/bin/python3 -c 'import demo_pkg; print(\"pip:\", demo_pkg.VALUE)'; \
+         mkdir -p /tmp/app && cd /tmp/app && \
+         npm install --silent --no-audit --no-fund --no-update-notifier --cache /tmp/npm-cache \
+           --registry http://pkgs.svc.test:{PKG_PORT}/npm/ demo-pkg 2>&1 | tail -3; \
+         node -e 'console.log(\"npm:\", require(\"/tmp/app/node_modules/demo-pkg\"))'; true"
+    );
+    let b = sandbox(
+        &env,
+        "pkgs",
+        &lab.policy("deny"),
+        &["/bin/sh", "-c", &script],
+    );
+    let out = run_with_hosts(&env, "pkgs", &b, &hosts);
+    let _ = index.kill();
+    let _ = index.wait();
+    assert!(out.contains("pip: demo from the lab\n"), "{out}");
+    assert!(out.contains("npm: demo from the lab\n"), "{out}");
+    // Each went through the proxy: audited, by name, allowed by the rules.
+    let recs = audit(&env, "pkgs");
+    let subject = format!("pkgs.svc.test:{PKG_PORT}");
+    let through: Vec<_> = recs.iter().filter(|r| r["subject"] == subject).collect();
+    assert!(through.len() >= 4, "{recs:#?}");
+    assert!(
+        through
+            .iter()
+            .all(|r| r["decision"] == "allow" && r["rule"] == "network.allow *.svc.test"),
+        "{through:#?}"
+    );
+    assert!(!recs.iter().any(|r| r["decision"] == "deny"), "{recs:#?}");
+    env.ok(&["delete", "pkgs"]);
 }
 
 #[test]

@@ -1,14 +1,18 @@
 //! The egress proxy's cost, measured against a direct loopback connection
 //! in the same run: throughput of a 1 GiB download (CONNECT tunnel, the
 //! relay in `buntime::proxy`) and connection set-up to first byte (p50,
-//! p99). The proxy runs in this process with a gate that allows the
-//! server, so what is measured is the proxy, not the container.
+//! p99). The proxy runs in this process, with a gate that decides as the
+//! supervisor's does (rules, a lookup, an audit line), so what is measured
+//! is the proxy, not the container.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use buntime::audit::{AuditLog, AuditRecord};
+use buntime::policy::{numeric_name, NetDecision, NetMode, NetRule, Network};
 use buntime::proxy::{self, Attempt, Gate, Granted, Limits, Refused};
 use nix::sys::resource::{getrusage, UsageWho};
 
@@ -18,16 +22,73 @@ const SETUP_ROUNDS: usize = 2000;
 /// between seconds, so a median of few is noise.
 const ROUNDS: usize = 9;
 
-struct AllowAll(SocketAddr);
+/// What the supervisor's gate does for a name its rules allow, from the
+/// library's own parts: the numeric-name check, the rules by name, a
+/// lookup (getaddrinfo: `localhost` from /etc/hosts), the rules on every
+/// address, and one audit line written per connection. (The supervisor's
+/// gate needs a running container; the approver is not involved for a
+/// name the rules allow.)
+struct RulesGate {
+    net: Network,
+    audit: AuditLog,
+}
 
-impl Gate for AllowAll {
-    fn check(&self, _host: &str, _port: u16) -> Result<Granted, Refused> {
-        Ok(Granted {
-            addrs: vec![self.0],
-            rule: "bench".into(),
-        })
+impl RulesGate {
+    fn new(port: u16, dir: &Path) -> RulesGate {
+        let rule = |s: String| NetRule::parse(&s).expect("bench rule");
+        RulesGate {
+            net: Network {
+                mode: NetMode::Proxy,
+                allow: vec![
+                    rule(format!("127.0.0.1:{port}")),
+                    rule(format!("[::1]:{port}")),
+                ],
+                deny: vec![rule("169.254.169.254".into())],
+            },
+            audit: AuditLog::open(&dir.join("audit.log")).expect("audit log"),
+        }
     }
-    fn record(&self, _a: &Attempt) {}
+}
+
+impl Gate for RulesGate {
+    fn check(&self, host: &str, port: u16) -> Result<Granted, Refused> {
+        let no = |reason: String| Refused {
+            rule: "network".into(),
+            reason,
+            addr: None,
+        };
+        if numeric_name(host) {
+            return Err(no("numeric name".into()));
+        }
+        if let NetDecision::Deny(r) = self.net.decide(host, port) {
+            return Err(no(r.to_string()));
+        }
+        let addrs: Vec<SocketAddr> = (host, port)
+            .to_socket_addrs()
+            .map_err(|e| no(e.to_string()))?
+            .collect();
+        let ips: Vec<IpAddr> = addrs.iter().map(|a| a.ip()).collect();
+        match self.net.decide_resolved(host, port, &ips) {
+            NetDecision::Allow => Ok(Granted {
+                addrs,
+                rule: "network.allow 127.0.0.1".into(),
+            }),
+            NetDecision::Deny(r) => Err(no(r.to_string())),
+        }
+    }
+
+    fn record(&self, a: &Attempt) {
+        let mut r = AuditRecord::new("bench", 0, "proxy", a.target.clone());
+        r.decision = a.decision.into();
+        r.rule = a.rule.clone();
+        r.reason = a.reason.clone();
+        r.latency_us = a.decide.as_micros() as u64;
+        r.addr = a.addr.map(|x| x.to_string());
+        r.bytes_up = Some(a.bytes_up);
+        r.bytes_down = Some(a.bytes_down);
+        r.duration_ms = Some(a.duration.as_millis() as u64);
+        self.audit.record(&r);
+    }
 }
 
 /// Serves: first byte `b'D'` → 1 GiB, `b'P'` → one byte back.
@@ -61,10 +122,10 @@ fn server() -> SocketAddr {
     addr
 }
 
-fn proxy_for(target: SocketAddr) -> SocketAddr {
+fn proxy_for(target: SocketAddr, dir: &Path) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
     let addr = l.local_addr().expect("addr");
-    let gate: Arc<dyn Gate> = Arc::new(AllowAll(target));
+    let gate: Arc<dyn Gate> = Arc::new(RulesGate::new(target.port(), dir));
     std::thread::spawn(move || proxy::serve(l, gate, Limits::default()));
     addr
 }
@@ -75,7 +136,7 @@ fn open(server: SocketAddr, via: Option<SocketAddr>) -> TcpStream {
         None => TcpStream::connect(server).expect("connect"),
         Some(p) => {
             let mut s = TcpStream::connect(p).expect("connect proxy");
-            write!(s, "CONNECT bench.test:{} HTTP/1.1\r\n\r\n", server.port()).expect("send");
+            write!(s, "CONNECT localhost:{} HTTP/1.1\r\n\r\n", server.port()).expect("send");
             // Read as a client does, not a byte a call: the server sends
             // nothing before the client's first byte, so whatever arrives
             // now is the proxy's answer alone.
@@ -155,7 +216,8 @@ fn main() {
         return;
     }
     let server = server();
-    let proxy = proxy_for(server);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let proxy = proxy_for(server, dir.path());
     // Warm both paths, then alternate so drift hits both alike.
     download(server, None);
     download(server, Some(proxy));

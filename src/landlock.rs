@@ -223,6 +223,11 @@ impl LandlockPlan {
         }
     }
 
+    /// Whether the plan restricts TCP (modes `none` and `proxy`).
+    pub fn restricts_tcp(&self) -> bool {
+        matches!(self.net, NetPlan::Tcp { .. })
+    }
+
     /// Check at create time, before anything runs: a plan that requires
     /// Landlock fails on a kernel without it. Returns the kernel ABI.
     pub fn check_supported(&self) -> Result<Option<u32>, LandlockError> {
@@ -267,7 +272,7 @@ impl LandlockPlan {
         let mut ruleset = Ruleset::default()
             .set_compatibility(CompatLevel::BestEffort)
             .handle_access(AccessFs::from_all(NEWEST))?;
-        let tcp_restricted = matches!(self.net, NetPlan::Tcp { .. });
+        let tcp_restricted = self.restricts_tcp();
         if tcp_restricted {
             ruleset = ruleset.handle_access(AccessNet::ConnectTcp | AccessNet::BindTcp)?;
         }

@@ -211,14 +211,18 @@ impl Drop for Lab {
 
 /// `/hello`, `/bytes/N`, `/slow` (held until `/release`), and `/waiting`
 /// (how many `/slow` requests are held): a client can prove that other
-/// requests went through while one was stalled upstream.
+/// requests went through while one was stalled upstream. `/together/N`
+/// answers `together` once N such requests are open at the same time
+/// (`alone` if that takes 15 s).
 fn http_server(l: TcpListener) {
     let waiting = Arc::new(AtomicUsize::new(0));
     let released = Arc::new(AtomicBool::new(false));
+    let arrived = Arc::new(AtomicUsize::new(0));
     for s in l.incoming() {
         let Ok(mut s) = s else { continue };
         let waiting = Arc::clone(&waiting);
         let released = Arc::clone(&released);
+        let arrived = Arc::clone(&arrived);
         std::thread::spawn(move || {
             let mut head = Vec::new();
             let mut b = [0u8; 1];
@@ -250,6 +254,18 @@ fn http_server(l: TcpListener) {
                 "/release" => {
                     released.store(true, Ordering::SeqCst);
                     b"ok".to_vec()
+                }
+                p if p.starts_with("/together/") => {
+                    let n: usize = p["/together/".len()..].parse().unwrap_or(usize::MAX);
+                    arrived.fetch_add(1, Ordering::SeqCst);
+                    let all = wait_until(Duration::from_secs(15), || {
+                        arrived.load(Ordering::SeqCst) >= n
+                    });
+                    if all {
+                        b"together".to_vec()
+                    } else {
+                        b"alone".to_vec()
+                    }
                 }
                 p => match p.strip_prefix("/bytes/") {
                     Some(n) => {
@@ -374,6 +390,9 @@ fn allowed_hosts_pass_and_everything_else_is_refused_with_a_reason() {
         &format!("direct direct-lab {ip} 8080"),
         &format!("direct direct-host-loopback 127.0.0.1 {lport}"),
         &format!("udp udp {ip} 53"),
+        "sock tcp 6",
+        "sock sctp 132",
+        "sock mptcp 262",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -389,12 +408,14 @@ fn allowed_hosts_pass_and_everything_else_is_refused_with_a_reason() {
     let out = run_with_hosts(&env, "rules", &b, &hosts);
 
     assert_eq!(line(&out, "allowed"), "allowed 200 hello from web");
-    let big = line(&out, "big");
+    // The whole body, byte for byte (the server's repeating alphabet).
+    let body: String = (0..3_000_000u32)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
     assert!(
-        big.starts_with("big 200 abcdefghijklmnopqrstuvwxyz"),
-        "{big}"
+        line(&out, "big") == format!("big 200 {body}"),
+        "big body differs"
     );
-    assert_eq!(big.len(), "big 200 ".len() + 3_000_000);
     assert_eq!(line(&out, "tls"), "tls 200 hello over tls");
     assert_eq!(
         line(&out, "wrong-port"),
@@ -419,6 +440,22 @@ fn allowed_hosts_pass_and_everything_else_is_refused_with_a_reason() {
         "{out}"
     );
     assert!(line(&out, "metadata").starts_with("metadata 403 "), "{out}");
+    // Refused at once, never after a client's timeout (20 s). The longest
+    // is the lookup the lab's DNS never answers (1 s, resolv.conf).
+    for label in [
+        "wrong-port",
+        "denied",
+        "apex",
+        "ip-outside",
+        "private",
+        "rebind",
+        "metadata",
+        "unresolved",
+    ] {
+        let took = line(&out, &format!("{label}-seconds"));
+        let secs: f64 = took.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(secs < 5.0, "{took}");
+    }
     // A name /etc/hosts lacks goes to DNS as given: never with the search
     // domain appended (the rules checked gone.svc.test, not more).
     assert!(
@@ -435,6 +472,10 @@ fn allowed_hosts_pass_and_everything_else_is_refused_with_a_reason() {
         "direct-host-loopback EACCES"
     );
     assert_eq!(line(&out, "udp"), "udp EPERM");
+    // Stream sockets other than TCP: Landlock's port rules cover TCP only.
+    assert_eq!(line(&out, "tcp"), "tcp created");
+    assert_eq!(line(&out, "sctp"), "sctp EPERM");
+    assert_eq!(line(&out, "mptcp"), "mptcp EPERM");
 
     // One audit line per attempt, with addresses, rules and byte counts.
     let recs = audit(&env, "rules");
@@ -453,6 +494,33 @@ fn allowed_hosts_pass_and_everything_else_is_refused_with_a_reason() {
     assert_eq!(denied["decision"], "deny");
     assert_eq!(denied["rule"], "network.deny bad.svc.test");
     assert!(denied.get("addr").is_none());
+    // Refused after resolution: the audit names the address (the sandbox's
+    // answer does not); refusals the client saw only as a status say why.
+    let about = |subject: &str| {
+        recs.iter()
+            .find(|r| r["subject"] == subject)
+            .unwrap_or_else(|| panic!("no {subject} in {recs:#?}"))
+    };
+    let private = about("private.svc.test:8080");
+    assert_eq!(private["addr"], "192.168.77.7:8080");
+    assert_eq!(about("rebind.svc.test:8080")["addr"], "127.0.0.1:8080");
+    let meta = about("meta.svc.test:80");
+    assert_eq!(meta["addr"], "169.254.169.254:80");
+    assert!(
+        meta["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("cloud metadata address"),
+        "{meta}"
+    );
+    for subject in ["svc.test:8443", "192.0.2.10:80"] {
+        assert_eq!(
+            about(subject)["reason"],
+            "no network.allow entry matches",
+            "{subject}"
+        );
+    }
+    assert!(!line(&out, "private").contains("192.168"), "{out}");
     assert_eq!(recs.iter().filter(|r| r["decision"] == "deny").count(), 8);
     let log = read(&state_dir(&env, "rules").join("supervisor.log"));
     assert!(
@@ -521,7 +589,7 @@ fn many_slow_and_hostile_clients_do_not_break_the_proxy() {
         "/opt/fixtures/client.py",
         "parallel",
         "parallel",
-        "http://web.test:8080/hello",
+        "http://web.test:8080/together/100",
         "100",
         "--",
         "slow",

@@ -106,6 +106,11 @@ pub fn parse_head(head: &[u8]) -> Result<Target, HttpError> {
     if !is_token(method) {
         return Err(bad("malformed method"));
     }
+    // A URI is visible ASCII (RFC 3986): a bare CR or LF in it would be
+    // copied into the request line sent upstream, and could add headers.
+    if target.is_empty() || !target.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad("malformed request target"));
+    }
     if version != "HTTP/1.1" && version != "HTTP/1.0" {
         return Err(bad(format!("unsupported HTTP version {:?}", clip(version))));
     }
@@ -383,6 +388,23 @@ mod tests {
                 e.reason,
                 format!("Connection names {}", f.to_ascii_lowercase())
             );
+        }
+    }
+
+    #[test]
+    fn control_characters_in_the_target_are_refused() {
+        // Forwarded, these would end the request line early upstream and
+        // start a header of the sandbox's choosing.
+        for h in [
+            "GET http://a.test/x\nX-Evil:1 HTTP/1.1",
+            "GET http://a.test/x\rX-Evil:1 HTTP/1.1",
+            "GET http://a.test/\0 HTTP/1.1",
+            "GET http://a.test/\tx HTTP/1.1",
+            "CONNECT a.test:443\n HTTP/1.1",
+        ] {
+            let e = parse_head(h.as_bytes()).unwrap_err();
+            assert_eq!(e.status, 400, "{h:?}");
+            assert_eq!(e.reason, "malformed request target", "{h:?}");
         }
     }
 

@@ -64,6 +64,9 @@ pub struct Granted {
 pub struct Refused {
     pub rule: String,
     pub reason: String,
+    /// The resolved address refused, when the name resolved (audit only:
+    /// the sandbox is not told what names resolve to).
+    pub addr: Option<SocketAddr>,
 }
 
 /// One connection attempt, for the audit log.
@@ -71,6 +74,8 @@ pub struct Refused {
 pub struct Attempt {
     /// `host:port` as requested, or empty when the request was unreadable.
     pub target: String,
+    /// The upstream address connected to; for a refusal after resolution
+    /// or a failed connect, the address it was about (the first of several).
     pub addr: Option<SocketAddr>,
     /// `allow`, `deny` or `error` (allowed, but upstream failed).
     pub decision: &'static str,
@@ -124,6 +129,18 @@ pub fn serve(listener: TcpListener, gate: Arc<dyn Gate>, limits: Limits) {
             open.fetch_sub(1, Ordering::SeqCst);
             let mut s = stream;
             answer(&mut s, 503, None, "buntime proxy: too many connections");
+            // An attempt too: audited, with no target (no head was read).
+            gate.record(&Attempt {
+                target: String::new(),
+                addr: None,
+                decision: "deny",
+                rule: "limits".into(),
+                reason: "too many connections".into(),
+                bytes_up: 0,
+                bytes_down: 0,
+                decide: Duration::ZERO,
+                duration: Duration::ZERO,
+            });
             continue;
         }
         let slot = Slot(Arc::clone(&open));
@@ -261,6 +278,7 @@ pub fn handle(mut client: TcpStream, gate: &dyn Gate, limits: &Limits) {
             );
             attempt.rule = r.rule;
             attempt.reason = r.reason;
+            attempt.addr = r.addr;
             return finish(attempt);
         }
     };
@@ -274,6 +292,8 @@ pub fn handle(mut client: TcpStream, gate: &dyn Gate, limits: &Limits) {
             s
         }
         Err(e) => {
+            // The audit names the address tried (the first, if several).
+            attempt.addr = granted.addrs.first().copied();
             // A timeout here means every address timed out (connect_any).
             let reason = format!("cannot connect to {}: {e}", attempt.target);
             upstream_failed(&mut client, &mut attempt, &e, reason, true);

@@ -24,6 +24,7 @@ impl Gate for TestGate {
             Err(Refused {
                 rule: "test".into(),
                 reason: "not up.test".into(),
+                addr: None,
             })
         }
     }
@@ -141,4 +142,71 @@ fn a_refusal_is_reported_over_a_timeout_and_504_only_when_all_timed_out() {
     assert_eq!(kind(&[full, full]), std::io::ErrorKind::TimedOut);
     assert_eq!(kind(&[full, closed]), std::io::ErrorKind::ConnectionRefused);
     assert_eq!(kind(&[closed, full]), std::io::ErrorKind::ConnectionRefused);
+}
+
+/// Sends a CONNECT for up.test and returns the proxy's status line.
+fn tunnel(proxy: SocketAddr) -> (TcpStream, String) {
+    let mut c = TcpStream::connect(proxy).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c.write_all(b"CONNECT up.test:1 HTTP/1.1\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n") && c.read(&mut b).unwrap_or(0) == 1 {
+        head.push(b[0]);
+    }
+    let line = String::from_utf8_lossy(&head).trim_end().to_string();
+    (c, line)
+}
+
+#[test]
+fn connections_beyond_the_limit_get_503_until_one_ends() {
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let limits = Limits {
+        max_connections: 2,
+        ..Limits::default()
+    };
+    let (addr, gate) = proxy(upstream.local_addr().unwrap(), limits);
+    let (first, status) = tunnel(addr);
+    assert_eq!(status, "HTTP/1.1 200 Connection established");
+    let (first_up, _) = upstream.accept().unwrap();
+    let (_second, status) = tunnel(addr);
+    assert_eq!(status, "HTTP/1.1 200 Connection established");
+    let (_second_up, _) = upstream.accept().unwrap();
+    let (_third, status) = tunnel(addr);
+    assert!(status.starts_with("HTTP/1.1 503 "), "{status}");
+    let refused = records(&gate, 1);
+    assert_eq!(refused[0].decision, "deny");
+    assert_eq!(refused[0].reason, "too many connections");
+    // Both ends of the first go: its slot is free again.
+    drop(first);
+    drop(first_up);
+    let mut status = String::new();
+    for _ in 0..200 {
+        let (_c, s) = tunnel(addr);
+        status = s;
+        if !status.starts_with("HTTP/1.1 503 ") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(status, "HTTP/1.1 200 Connection established");
+}
+
+#[test]
+fn a_failed_upstream_is_audited_with_the_address_tried() {
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (addr, gate) = proxy(closed, Limits::default());
+    let (_c, status) = tunnel(addr);
+    assert!(status.starts_with("HTTP/1.1 502 "), "{status}");
+    let a = &records(&gate, 1)[0];
+    assert_eq!(a.decision, "error");
+    assert_eq!(a.addr, Some(closed));
+    assert!(
+        a.reason.starts_with("cannot connect to up.test:1: "),
+        "{}",
+        a.reason
+    );
 }

@@ -161,10 +161,7 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
         annotations.insert("buntime.dev/seccomp".to_string(), seccomp_note);
         annotations.insert(
             "buntime.dev/landlock".to_string(),
-            match prepared.landlock_abi {
-                Some(abi) => format!("abi-{abi}"),
-                None => "not-applied: kernel has no landlock".to_string(),
-            },
+            landlock_note(prepared.landlock_abi, landlock_plan.restricts_tcp()),
         );
         if supervised {
             // Its directory now (the container binds it); the supervisor
@@ -543,4 +540,40 @@ fn cleanup_failed(root: &Root, id: &str) {
         let _ = fs::remove_dir_all(&dir);
     }
     let _ = root.remove_extra(id);
+}
+
+/// The `buntime.dev/landlock` annotation; what best effort leaves out is
+/// also a warning at create (`"landlock": "required"` refuses instead).
+fn landlock_note(abi: Option<u32>, restricts_tcp: bool) -> String {
+    match abi {
+        Some(abi) if restricts_tcp && abi < 4 => {
+            tracing::warn!(target: "cli",
+                "landlock: the kernel's ABI {abi} cannot restrict TCP (ABI 4); this network \
+                 mode relies on its network namespace and seccomp alone");
+            format!("abi-{abi}; tcp not restricted")
+        }
+        Some(abi) => format!("abi-{abi}"),
+        None => {
+            tracing::warn!(target: "cli",
+                "landlock: this kernel has no Landlock; the policy's file and TCP rules rely \
+                 on mounts, namespaces and seccomp alone");
+            "not-applied: kernel has no landlock".to_string()
+        }
+    }
+}
+
+#[cfg(test)]
+mod landlock_note_tests {
+    use super::landlock_note;
+
+    #[test]
+    fn the_annotation_says_what_best_effort_left_out() {
+        assert_eq!(landlock_note(Some(7), true), "abi-7");
+        assert_eq!(landlock_note(Some(3), false), "abi-3");
+        assert_eq!(landlock_note(Some(3), true), "abi-3; tcp not restricted");
+        assert_eq!(
+            landlock_note(None, true),
+            "not-applied: kernel has no landlock"
+        );
+    }
 }

@@ -441,6 +441,7 @@ const AF_INET: u64 = 2;
 const AF_INET6: u64 = 10;
 const SOCK_STREAM: u64 = 1;
 const SOCK_TYPE_MASK: u64 = 0xf;
+const IPPROTO_TCP: u64 = 6;
 /// CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC |
 /// CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET: clone may not create
 /// namespaces.
@@ -510,9 +511,13 @@ pub fn default_seccomp(mode: NetMode) -> LinuxSeccomp {
         // In `proxy` mode the only way out is a TCP connection to the
         // proxy (Landlock checks the port); datagram and raw inet sockets
         // would bypass it. The type's low bits are the kind; the high bits
-        // are SOCK_NONBLOCK/SOCK_CLOEXEC.
+        // are SOCK_NONBLOCK/SOCK_CLOEXEC. The protocol must be TCP (or 0,
+        // TCP's default): Landlock's port rules cover TCP only, and SCTP
+        // (132) and MPTCP (262) are stream sockets too. Protocols 1 - 5 are
+        // not stream protocols; the kernel refuses them itself.
         if mode == NetMode::Proxy && *fam != AF_UNIX {
             conds.push(masked_arg(1, SOCK_TYPE_MASK, SOCK_STREAM));
+            conds.push(arg(2, IPPROTO_TCP, LinuxSeccompOperator::ScmpCmpLe));
         }
         rules.push(rule(&["socket"], allow, Some(conds)));
     }
@@ -606,21 +611,22 @@ mod tests {
             .collect();
         assert_eq!(inet.len(), 2);
         for args in inet {
-            assert_eq!(args.len(), 2, "family and type are ANDed: {args:?}");
+            assert_eq!(args.len(), 3, "family, type and protocol: {args:?}");
             assert_eq!(args[1].index(), 1);
             assert_eq!(args[1].op(), LinuxSeccompOperator::ScmpCmpMaskedEq);
             assert_eq!((args[1].value(), args[1].value_two()), (0xf, Some(1)));
+            assert_eq!(args[2].index(), 2);
+            assert_eq!(args[2].op(), LinuxSeccompOperator::ScmpCmpLe);
+            assert_eq!(args[2].value(), 6);
         }
-        // Host mode keeps datagram sockets.
+        // Host mode keeps datagram sockets and every protocol.
         let host = default_seccomp(NetMode::Host);
         assert!(host
             .syscalls()
             .iter()
             .flatten()
             .filter_map(|r| r.args().clone())
-            .all(|a| a
-                .iter()
-                .all(|x| x.op() != LinuxSeccompOperator::ScmpCmpMaskedEq || x.index() == 0)));
+            .all(|a| a.iter().all(|x| x.index() == 0)));
     }
 
     #[test]

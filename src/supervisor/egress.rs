@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::serve::{net_check, Outcome};
+use super::serve::{net_check, NetRefusal, Outcome};
 use super::{record, Ctx, SupervisorError};
 use crate::proxy::{self, Attempt, Gate, Granted, Limits, Refused, PROXY_PORT};
 
@@ -54,10 +54,17 @@ impl Gate for ProxyGate {
         // The proxy's peer is a TCP connection: no pid to report.
         match net_check(&self.0, 0, host, port) {
             Ok((addrs, rule)) => Ok(Granted { addrs, rule }),
-            Err(Outcome::Deny { rule, reason }) => Err(Refused { rule, reason }),
-            Err(Outcome::Allow { .. }) => Err(Refused {
+            Err(NetRefusal {
+                outcome: Outcome::Deny { rule, reason },
+                addr,
+            }) => Err(Refused { rule, reason, addr }),
+            Err(NetRefusal {
+                outcome: Outcome::Allow { .. },
+                ..
+            }) => Err(Refused {
                 rule: "default".into(),
                 reason: "internal error".into(),
+                addr: None,
             }),
         }
     }
@@ -75,12 +82,23 @@ impl Gate for ProxyGate {
         r.bytes_down = Some(a.bytes_down);
         r.duration_ms = Some(a.duration.as_millis() as u64);
         if a.decision != "allow" {
+            // "error": allowed, but upstream failed; the reason says how.
+            let what = if a.decision == "error" {
+                "proxy could not reach"
+            } else {
+                "proxy refused"
+            };
+            let target = if a.target.is_empty() {
+                "a connection"
+            } else {
+                a.target.as_str()
+            };
             match self.1.admit(Instant::now()) {
                 Some(0) => tracing::warn!(target: "supervisor", container = %ctx.id,
-                    "proxy refused {}: {}", a.target, a.reason),
+                    "{what} {target}: {}", a.reason),
                 Some(held) => tracing::warn!(target: "supervisor", container = %ctx.id,
-                    "proxy refused {}: {} ({held} refusals before it not logged here; see audit.log)",
-                    a.target, a.reason),
+                    "{what} {target}: {} ({held} lines before it not logged here; see audit.log)",
+                    a.reason),
                 None => {}
             }
         }

@@ -18,6 +18,7 @@ use crate::ipc::{
 use crate::policy::paths::covers;
 use crate::policy::{
     normalize_path, BrokerRule, FsAccess, FsDecision, NetDecision, NetDenyReason, NetMode, NetRule,
+    Network,
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -36,6 +37,22 @@ pub(super) enum Outcome {
         rule: String,
         reason: String,
     },
+}
+
+/// A network destination refused: the decision, and the resolved address
+/// it was about, once there is one (for the audit).
+pub(super) struct NetRefusal {
+    pub outcome: Outcome,
+    pub addr: Option<SocketAddr>,
+}
+
+impl From<Outcome> for NetRefusal {
+    fn from(outcome: Outcome) -> NetRefusal {
+        NetRefusal {
+            outcome,
+            addr: None,
+        }
+    }
 }
 
 fn deny(rule: impl Into<String>, reason: impl Into<String>) -> Outcome {
@@ -479,7 +496,7 @@ pub(super) fn net_check(
     pid: i32,
     host: &str,
     port: u16,
-) -> Result<(Vec<SocketAddr>, String), Outcome> {
+) -> Result<(Vec<SocketAddr>, String), NetRefusal> {
     // The supervisor connects from the host, so the rules are applied as
     // for egress through the proxy, whatever the sandbox's own mode: its
     // loopback is not the host's.
@@ -487,7 +504,8 @@ pub(super) fn net_check(
         return Err(deny(
             "network",
             format!("{host} is an address in a non-standard form: write it as a.b.c.d"),
-        ));
+        )
+        .into());
     }
     let mut net = ctx.policy.network.clone();
     net.mode = NetMode::Proxy;
@@ -510,22 +528,38 @@ pub(super) fn net_check(
     let mut granted = None;
     if let NetDecision::Deny(r) = net.decide(host, port) {
         if r != NetDenyReason::NotAllowed || ctx.policy.broker.net_connect == BrokerRule::Deny {
-            return Err(hard(r));
+            return Err(hard(r).into());
         }
         if matches!(
             crate::policy::Dest::parse(host),
             crate::policy::Dest::Name(_)
         ) {
-            granted = Some(ask()?);
+            granted = Some(ask().map_err(NetRefusal::from)?);
         }
     }
     let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
-        .map_err(|e| deny("default", format!("cannot resolve {host}: {e}")))?
+        .map_err(|e| NetRefusal::from(deny("default", format!("cannot resolve {host}: {e}"))))?
         .collect();
     if addrs.is_empty() {
-        return Err(deny("default", format!("{host} has no address")));
+        return Err(deny("default", format!("{host} has no address")).into());
     }
+    // A refusal from here on is about an address: the audit names the
+    // first one the rules refuse (the sandbox's answer does not: it would
+    // tell the sandbox what names resolve to on the host's side).
+    let refused = |net: &Network, r: NetDenyReason| NetRefusal {
+        outcome: hard(r),
+        addr: addrs
+            .iter()
+            .find(|a| {
+                !matches!(
+                    net.decide_resolved(host, port, &[a.ip()]),
+                    NetDecision::Allow
+                )
+            })
+            .or(addrs.first())
+            .copied(),
+    };
     let ips: Vec<IpAddr> = addrs.iter().map(|a| a.ip()).collect();
     let rule = match net.decide_resolved(host, port, &ips) {
         NetDecision::Allow => {
@@ -553,22 +587,25 @@ pub(super) fn net_check(
             match open.decide_resolved(host, port, &ips) {
                 // Nothing to ask: say which rule is missing.
                 NetDecision::Allow if ctx.policy.broker.net_connect == BrokerRule::Deny => {
-                    return Err(hard(NetDenyReason::NotAllowed))
+                    return Err(refused(&net, NetDenyReason::NotAllowed))
                 }
                 NetDecision::Allow => match granted {
                     Some(rule) => rule,
-                    None => ask()?,
+                    None => ask().map_err(|o| NetRefusal {
+                        outcome: o,
+                        addr: addrs.first().copied(),
+                    })?,
                 },
-                NetDecision::Deny(r) => return Err(hard(r)),
+                NetDecision::Deny(r) => return Err(refused(&open, r)),
             }
         }
-        NetDecision::Deny(r) => return Err(hard(r)),
+        NetDecision::Deny(r) => return Err(refused(&net, r)),
     };
     Ok((addrs, rule))
 }
 
 fn net_request(ctx: &Ctx, peer: &PeerCred, host: &str, port: u16) -> Result<Outcome, Outcome> {
-    let (addrs, rule) = net_check(ctx, peer.pid, host, port)?;
+    let (addrs, rule) = net_check(ctx, peer.pid, host, port).map_err(|r| r.outcome)?;
     // Connect to the addresses that were checked, not a fresh lookup.
     match crate::proxy::connect_any(&addrs, CONNECT_TIMEOUT) {
         Ok((s, a)) => Ok(Outcome::Allow {

@@ -63,9 +63,12 @@ impl Gate for RulesGate {
         if let NetDecision::Deny(r) = self.net.decide(host, port) {
             return Err(no(r.to_string()));
         }
+        // IPv4 only: the bench server listens on 127.0.0.1, and hosts
+        // files that also map localhost to ::1 would add a refused connect.
         let addrs: Vec<SocketAddr> = (host, port)
             .to_socket_addrs()
             .map_err(|e| no(e.to_string()))?
+            .filter(SocketAddr::is_ipv4)
             .collect();
         let ips: Vec<IpAddr> = addrs.iter().map(|a| a.ip()).collect();
         match self.net.decide_resolved(host, port, &ips) {

@@ -237,7 +237,24 @@ impl LandlockPlan {
                 "this kernel has no Landlock (not built in or not enabled at boot)".into(),
             ));
         }
+        self.check_abi(abi)?;
         Ok(abi)
+    }
+
+    /// "Required" must not quietly mean less than the policy says: TCP
+    /// rules need ABI 4 and truncation control ABI 3. (Newer rights the
+    /// kernel lacks, such as scopes, are best effort.)
+    fn check_abi(&self, abi: Option<u32>) -> Result<(), LandlockError> {
+        let tcp = self.restricts_tcp();
+        match abi {
+            Some(a) if self.required && a < 4 && (tcp || a < 3) => {
+                Err(LandlockError::Unsupported(format!(
+                    "the kernel's Landlock ABI {a} cannot enforce this policy's {} rules",
+                    if tcp { "TCP" } else { "truncate" }
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Executables the plan grants: `exec` paths plus names found in PATH,
@@ -327,16 +344,6 @@ impl LandlockPlan {
             return Err(LandlockError::Unsupported(
                 "the kernel did not enforce the ruleset".into(),
             ));
-        }
-        // "Required" must not quietly mean less than the policy says: TCP
-        // rules need ABI 4 and truncation control ABI 3. (Newer rights the
-        // kernel lacks, such as scopes, are best effort.)
-        if self.required && abi.is_some_and(|a| a < 4) && (tcp_restricted || abi < Some(3)) {
-            return Err(LandlockError::Unsupported(format!(
-                "the kernel's Landlock ABI {} cannot enforce this policy's {} rules",
-                abi.unwrap_or(0),
-                if tcp_restricted { "TCP" } else { "truncate" }
-            )));
         }
         Ok(LandlockStatus {
             kernel_abi: abi,
@@ -530,6 +537,33 @@ mod tests {
 
     /// Applies a ruleset in a forked child and checks the kernel enforces
     /// it. Landlock is per-process, so the test process stays unconfined.
+    #[test]
+    fn required_plans_refuse_kernels_too_old_for_their_rules() {
+        let plan = |tcp: bool, required: bool| LandlockPlan {
+            read: vec![],
+            write: vec![],
+            exec: vec![],
+            exec_names: vec![],
+            path_var: String::new(),
+            net: if tcp {
+                NetPlan::Tcp {
+                    connect: vec![3128],
+                    bind: vec![],
+                }
+            } else {
+                NetPlan::Unrestricted
+            },
+            required,
+        };
+        let err = |p: &LandlockPlan, abi| p.check_abi(Some(abi)).unwrap_err().to_string();
+        assert!(err(&plan(true, true), 3).contains("ABI 3 cannot enforce this policy's TCP rules"));
+        assert!(plan(true, true).check_abi(Some(4)).is_ok());
+        assert!(plan(false, true).check_abi(Some(3)).is_ok());
+        assert!(err(&plan(false, true), 2).contains("truncate"));
+        // Best effort: the kernel's best, with a warning at create.
+        assert!(plan(true, false).check_abi(Some(1)).is_ok());
+    }
+
     #[test]
     fn kernel_enforces_plan_in_child() {
         if kernel_abi().is_none() {

@@ -393,6 +393,7 @@ fn allowed_hosts_pass_and_everything_else_is_refused_with_a_reason() {
         "sock tcp 6",
         "sock sctp 132",
         "sock mptcp 262",
+        "sock ipip 4",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -476,6 +477,8 @@ fn allowed_hosts_pass_and_everything_else_is_refused_with_a_reason() {
     assert_eq!(line(&out, "tcp"), "tcp created");
     assert_eq!(line(&out, "sctp"), "sctp EPERM");
     assert_eq!(line(&out, "mptcp"), "mptcp EPERM");
+    // Refused before the kernel looks for a module to load on the host.
+    assert_eq!(line(&out, "ipip"), "ipip EPERM");
 
     // One audit line per attempt, with addresses, rules and byte counts.
     let recs = audit(&env, "rules");
@@ -679,6 +682,16 @@ fn hosts_outside_the_rules_can_be_put_to_the_approver() {
     env.ok(&["delete", "ask"]);
 }
 
+/// A helper process, stopped however the test ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn pip_and_npm_install_through_the_proxy() {
     let env = Env::new();
@@ -686,14 +699,16 @@ fn pip_and_npm_install_through_the_proxy() {
     let hosts = lab.hosts();
     // A pip index and an npm registry with one package each, in the lab.
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/proxy/pkg_server.py");
-    let mut index = Command::new("ip")
-        .args(["netns", "exec", &lab.ns, "/usr/bin/python3"])
-        .arg(fixture)
-        .arg(lab.ip())
-        .arg(PKG_PORT.to_string())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("package index");
+    let _index = KillOnDrop(
+        Command::new("ip")
+            .args(["netns", "exec", &lab.ns, "/usr/bin/python3"])
+            .arg(fixture)
+            .arg(lab.ip())
+            .arg(PKG_PORT.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("package index"),
+    );
     assert!(
         wait_until(Duration::from_secs(10), || TcpStream::connect(
             lab.addr(PKG_PORT)
@@ -720,8 +735,6 @@ fn pip_and_npm_install_through_the_proxy() {
         &["/bin/sh", "-c", &script],
     );
     let out = run_with_hosts(&env, "pkgs", &b, &hosts);
-    let _ = index.kill();
-    let _ = index.wait();
     assert!(out.contains("pip: demo from the lab\n"), "{out}");
     assert!(out.contains("npm: demo from the lab\n"), "{out}");
     // Each went through the proxy: audited, by name, allowed by the rules.

@@ -16,7 +16,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,8 +74,9 @@ pub struct Refused {
 pub struct Attempt {
     /// `host:port` as requested, or empty when the request was unreadable.
     pub target: String,
-    /// The upstream address connected to; for a refusal after resolution
-    /// or a failed connect, the address it was about (the first of several).
+    /// The upstream address connected to; for a refusal after resolution,
+    /// the address the rules refused; for a failed connect, the address
+    /// whose error is reported.
     pub addr: Option<SocketAddr>,
     /// `allow`, `deny` or `error` (allowed, but upstream failed).
     pub decision: &'static str,
@@ -114,6 +115,8 @@ pub fn bind_in_netns(pid: i32, port: u16) -> std::io::Result<TcpListener> {
 /// Accepts and serves connections until the process exits.
 pub fn serve(listener: TcpListener, gate: Arc<dyn Gate>, limits: Limits) {
     let open = Arc::new(AtomicUsize::new(0));
+    let turned_away = Arc::new(AtomicU64::new(0));
+    audit_turned_away(&listener, &gate, &turned_away);
     loop {
         let stream = match listener.accept() {
             Ok((s, _)) => s,
@@ -129,18 +132,7 @@ pub fn serve(listener: TcpListener, gate: Arc<dyn Gate>, limits: Limits) {
             open.fetch_sub(1, Ordering::SeqCst);
             let mut s = stream;
             answer(&mut s, 503, None, "buntime proxy: too many connections");
-            // An attempt too: audited, with no target (no head was read).
-            gate.record(&Attempt {
-                target: String::new(),
-                addr: None,
-                decision: "deny",
-                rule: "limits".into(),
-                reason: "too many connections".into(),
-                bytes_up: 0,
-                bytes_down: 0,
-                decide: Duration::ZERO,
-                duration: Duration::ZERO,
-            });
+            turned_away.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         let slot = Slot(Arc::clone(&open));
@@ -155,6 +147,42 @@ pub fn serve(listener: TcpListener, gate: Arc<dyn Gate>, limits: Limits) {
         if let Err(e) = spawned {
             tracing::warn!(target: "supervisor", "proxy thread: {e}");
         }
+    }
+}
+
+/// Connections turned away at the limit are audited once a second, as one
+/// line with their count, by a thread of their own: the accept loop never
+/// waits on the audit log, and a sandbox reconnecting in a loop adds a
+/// line a second, not one per connect (which would rotate its own trail
+/// out of the log).
+fn audit_turned_away(listener: &TcpListener, gate: &Arc<dyn Gate>, count: &Arc<AtomicU64>) {
+    let subject = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let (gate, count) = (Arc::clone(gate), Arc::clone(count));
+    let spawned = std::thread::Builder::new()
+        .name("proxy-limit".into())
+        .stack_size(64 << 10)
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let n = count.swap(0, Ordering::Relaxed);
+            if n > 0 {
+                gate.record(&Attempt {
+                    target: subject.clone(),
+                    addr: None,
+                    decision: "deny",
+                    rule: "limits".into(),
+                    reason: format!("too many connections ({n} turned away)"),
+                    bytes_up: 0,
+                    bytes_down: 0,
+                    decide: Duration::ZERO,
+                    duration: Duration::ZERO,
+                });
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(target: "supervisor", "proxy: connections turned away will not be audited: {e}");
     }
 }
 
@@ -291,9 +319,10 @@ pub fn handle(mut client: TcpStream, gate: &dyn Gate, limits: &Limits) {
             let _ = s.set_write_timeout(Some(limits.head_timeout));
             s
         }
-        Err(e) => {
-            // The audit names the address tried (the first, if several).
-            attempt.addr = granted.addrs.first().copied();
+        Err(failed) => {
+            // The audit names the address the reported error came from.
+            attempt.addr = failed.addr;
+            let e = failed.error;
             // A timeout here means every address timed out (connect_any).
             let reason = format!("cannot connect to {}: {e}", attempt.target);
             upstream_failed(&mut client, &mut attempt, &e, reason, true);
@@ -367,8 +396,11 @@ fn bracket(host: &str) -> String {
 pub fn connect_any(
     addrs: &[SocketAddr],
     timeout: Duration,
-) -> std::io::Result<(TcpStream, SocketAddr)> {
-    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+) -> Result<(TcpStream, SocketAddr), ConnectFailed> {
+    let mut last = ConnectFailed {
+        error: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
+        addr: None,
+    };
     for a in addrs {
         match TcpStream::connect_timeout(a, timeout) {
             Ok(s) => return Ok((s, *a)),
@@ -376,12 +408,24 @@ pub fn connect_any(
             // if any address refused.
             Err(e)
                 if e.kind() == std::io::ErrorKind::TimedOut
-                    && last.kind() != std::io::ErrorKind::NotFound =>
+                    && last.error.kind() != std::io::ErrorKind::NotFound =>
             {
                 continue
             }
-            Err(e) => last = e,
+            Err(e) => {
+                last = ConnectFailed {
+                    error: e,
+                    addr: Some(*a),
+                }
+            }
         }
     }
     Err(last)
+}
+
+/// Why no address took the connection, and the address that said so.
+#[derive(Debug)]
+pub struct ConnectFailed {
+    pub error: std::io::Error,
+    pub addr: Option<SocketAddr>,
 }

@@ -543,7 +543,8 @@ fn cleanup_failed(root: &Root, id: &str) {
 }
 
 /// The `buntime.dev/landlock` annotation; what best effort leaves out is
-/// also a warning at create (`"landlock": "required"` refuses instead).
+/// also a warning at create (`"landlock": "required"` was refused before,
+/// in `LandlockPlan::check_supported`).
 fn landlock_note(abi: Option<u32>, restricts_tcp: bool) -> String {
     match abi {
         Some(abi) if restricts_tcp && abi < 4 => {

@@ -507,19 +507,27 @@ pub fn default_seccomp(mode: NetMode) -> LinuxSeccomp {
     let mut rules = vec![rule(ALLOWED_SYSCALLS, allow, None)];
     // One rule per family: conditions inside a rule are ANDed, rules ORed.
     for fam in socket_families(mode) {
-        let mut conds = vec![arg(0, *fam, LinuxSeccompOperator::ScmpCmpEq)];
+        let family = arg(0, *fam, LinuxSeccompOperator::ScmpCmpEq);
+        if mode != NetMode::Proxy || *fam == AF_UNIX {
+            rules.push(rule(&["socket"], allow, Some(vec![family])));
+            continue;
+        }
         // In `proxy` mode the only way out is a TCP connection to the
         // proxy (Landlock checks the port); datagram and raw inet sockets
         // would bypass it. The type's low bits are the kind; the high bits
-        // are SOCK_NONBLOCK/SOCK_CLOEXEC. The protocol must be TCP (or 0,
-        // TCP's default): Landlock's port rules cover TCP only, and SCTP
-        // (132) and MPTCP (262) are stream sockets too. Protocols 1 - 5 are
-        // not stream protocols; the kernel refuses them itself.
-        if mode == NetMode::Proxy && *fam != AF_UNIX {
-            conds.push(masked_arg(1, SOCK_TYPE_MASK, SOCK_STREAM));
-            conds.push(arg(2, IPPROTO_TCP, LinuxSeccompOperator::ScmpCmpLe));
+        // are SOCK_NONBLOCK/SOCK_CLOEXEC. The protocol must be 0 or TCP,
+        // exactly: Landlock's port rules cover TCP only (SCTP and MPTCP are
+        // stream sockets too), and for protocols the kernel does not know
+        // it would run modprobe on the host before refusing. One rule per
+        // protocol: two conditions on one argument would not be ANDed.
+        for proto in [0, IPPROTO_TCP] {
+            let conds = vec![
+                family,
+                masked_arg(1, SOCK_TYPE_MASK, SOCK_STREAM),
+                arg(2, proto, LinuxSeccompOperator::ScmpCmpEq),
+            ];
+            rules.push(rule(&["socket"], allow, Some(conds)));
         }
-        rules.push(rule(&["socket"], allow, Some(conds)));
     }
     rules.push(rule(
         &["socketpair"],
@@ -609,16 +617,20 @@ mod tests {
             .filter_map(|r| r.args().clone())
             .filter(|a| a[0].value() != AF_UNIX)
             .collect();
-        assert_eq!(inet.len(), 2);
+        // Per family (inet, inet6), one rule per protocol (0, TCP).
+        assert_eq!(inet.len(), 4);
+        let mut seen = Vec::new();
         for args in inet {
             assert_eq!(args.len(), 3, "family, type and protocol: {args:?}");
             assert_eq!(args[1].index(), 1);
             assert_eq!(args[1].op(), LinuxSeccompOperator::ScmpCmpMaskedEq);
             assert_eq!((args[1].value(), args[1].value_two()), (0xf, Some(1)));
             assert_eq!(args[2].index(), 2);
-            assert_eq!(args[2].op(), LinuxSeccompOperator::ScmpCmpLe);
-            assert_eq!(args[2].value(), 6);
+            assert_eq!(args[2].op(), LinuxSeccompOperator::ScmpCmpEq);
+            seen.push((args[0].value(), args[2].value()));
         }
+        seen.sort();
+        assert_eq!(seen, [(2, 0), (2, 6), (10, 0), (10, 6)]);
         // Host mode keeps datagram sockets and every protocol.
         let host = default_seccomp(NetMode::Host);
         assert!(host
@@ -635,10 +647,9 @@ mod tests {
             socket_values(&default_seccomp(NetMode::None)),
             vec![AF_UNIX]
         );
-        assert_eq!(
-            socket_values(&default_seccomp(NetMode::Proxy)),
-            vec![AF_UNIX, AF_INET, AF_INET6]
-        );
+        let mut proxy = socket_values(&default_seccomp(NetMode::Proxy));
+        proxy.dedup();
+        assert_eq!(proxy, vec![AF_UNIX, AF_INET, AF_INET6]);
         // socket itself is never allowed unconditionally.
         assert!(!ALLOWED_SYSCALLS.contains(&"socket"));
         assert!(!ALLOWED_SYSCALLS.contains(&"clone"));

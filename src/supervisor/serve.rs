@@ -614,7 +614,7 @@ fn net_request(ctx: &Ctx, peer: &PeerCred, host: &str, port: u16) -> Result<Outc
             rule,
             bytes: 0,
         }),
-        Err(e) => Err(deny(rule, format!("connect failed: {e}"))),
+        Err(failed) => Err(deny(rule, format!("connect failed: {}", failed.error))),
     }
 }
 

@@ -642,23 +642,30 @@ fn python_broker_requests_and_connections() {
     r.assert_clean();
 }
 
-#[test]
-fn network_through_the_proxy_from_a_script() {
-    use std::net::TcpListener;
-    let r = Run::new();
-    // A host server on loopback: named by the flag, so reachable.
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+/// An HTTP server on the host at `ip` that answers every request with
+/// `body`; returns its port.
+fn answering_server(ip: &str, body: &'static str) -> u16 {
+    let l = std::net::TcpListener::bind((ip, 0)).unwrap();
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            let mut s = s;
+        for mut s in l.incoming().flatten() {
             let mut buf = [0u8; 4096];
             let _ = s.read(&mut buf);
-            let _ = s.write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
             );
         }
     });
+    port
+}
+
+#[test]
+fn network_through_the_proxy_from_a_script() {
+    let r = Run::new();
+    // A host server on loopback: named by the flag, so reachable.
+    let port = answering_server("127.0.0.1", "hello");
     let s = r.script(
         "net.py",
         "import sys, urllib.request, urllib.error\nfor u in sys.argv[1:]:\n    try:\n        print(u, urllib.request.urlopen(u, timeout=10).read().decode())\n    except urllib.error.HTTPError as e:\n        print(u, e.code, e.headers['X-Buntime-Deny'])\n",
@@ -684,22 +691,10 @@ fn network_through_the_proxy_from_a_script() {
 
 #[test]
 fn bun_fetch_goes_through_the_proxy() {
-    use std::net::TcpListener;
     let r = Run::new();
     // 127.0.0.2, not 127.0.0.1: NO_PROXY names 127.0.0.1, and Bun's fetch
     // honours it (the connect would then meet Landlock, not the proxy).
-    let l = TcpListener::bind("127.0.0.2:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            let mut s = s;
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            let _ = s.write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nfrom bun",
-            );
-        }
-    });
+    let port = answering_server("127.0.0.2", "from bun");
     let s = r.script(
         "net.ts",
         "for (const u of process.argv.slice(2)) {\n  try {\n    const r: Response = await fetch(u);\n    console.log(u, r.status, r.ok ? await r.text() : r.headers.get(\"x-buntime-deny\"));\n  } catch (e) {\n    console.log(u, \"error\", String(e));\n  }\n}\n",

@@ -129,7 +129,7 @@ fn proxy_for(target: SocketAddr, dir: &Path) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
     let addr = l.local_addr().expect("addr");
     let gate: Arc<dyn Gate> = Arc::new(RulesGate::new(target.port(), dir));
-    std::thread::spawn(move || proxy::serve(l, gate, Limits::default()));
+    std::thread::spawn(move || proxy::serve(l, gate, Limits::default(), Arc::default()));
     addr
 }
 

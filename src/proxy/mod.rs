@@ -112,9 +112,10 @@ pub fn bind_in_netns(pid: i32, port: u16) -> std::io::Result<TcpListener> {
     bound
 }
 
-/// Accepts and serves connections until the process exits.
-pub fn serve(listener: TcpListener, gate: Arc<dyn Gate>, limits: Limits) {
-    let open = Arc::new(AtomicUsize::new(0));
+/// Accepts and serves connections until the process exits. `open` counts
+/// the connections being served; each stays counted until its audit line
+/// is written (the supervisor waits for them before it exits).
+pub fn serve(listener: TcpListener, gate: Arc<dyn Gate>, limits: Limits, open: Arc<AtomicUsize>) {
     let turned_away = Arc::new(AtomicU64::new(0));
     audit_turned_away(&listener, &gate, &turned_away);
     loop {
@@ -216,8 +217,8 @@ impl Read for HeadReader<'_> {
 /// closed over, would make the kernel send a reset that can destroy the
 /// answer before the client reads it. What the client sends for a short
 /// while (at most 64 KiB) is read and dropped.
-fn refuse(client: &mut TcpStream, status: u16, deny_reason: Option<&str>, body: &str) {
-    answer(client, status, deny_reason, body);
+fn refuse(client: &TcpStream, status: u16, deny_reason: Option<&str>, body: &str) {
+    answer(&mut &*client, status, deny_reason, body);
     let _ = client.shutdown(std::net::Shutdown::Write);
     let until = Instant::now() + Duration::from_millis(500);
     let mut r = HeadReader { s: client, until };
@@ -232,7 +233,7 @@ fn refuse(client: &mut TcpStream, status: u16, deny_reason: Option<&str>, body: 
 }
 
 /// One client connection: read the head, decide, connect, relay.
-pub fn handle(mut client: TcpStream, gate: &dyn Gate, limits: &Limits) {
+pub fn handle(client: TcpStream, gate: &dyn Gate, limits: &Limits) {
     let start = Instant::now();
     let _ = client.set_write_timeout(Some(limits.head_timeout));
     let mut attempt = Attempt {
@@ -250,6 +251,13 @@ pub fn handle(mut client: TcpStream, gate: &dyn Gate, limits: &Limits) {
         a.duration = start.elapsed();
         gate.record(&a);
     };
+    // A refusal is recorded before the client is answered: once a client
+    // has seen its answer, the audit line exists (the sandbox may end at
+    // once, and its supervisor with it).
+    let refused = |a: Attempt, status: u16, deny: Option<&str>, body: &str| {
+        finish(a);
+        refuse(&client, status, deny, body);
+    };
     let read = read_head(&mut HeadReader {
         s: &client,
         until: start + limits.head_timeout,
@@ -259,37 +267,22 @@ pub fn handle(mut client: TcpStream, gate: &dyn Gate, limits: &Limits) {
         // Nothing was asked: no attempt to record.
         HeadRead::Closed => return,
         HeadRead::TimedOut => {
-            refuse(
-                &mut client,
-                408,
-                None,
-                "buntime proxy: request head not received in time",
-            );
-            attempt.reason = "request head not received in time".into();
-            return finish(attempt);
+            let reason = "request head not received in time";
+            attempt.reason = reason.into();
+            return refused(attempt, 408, None, &format!("buntime proxy: {reason}"));
         }
         HeadRead::TooLarge => {
-            refuse(
-                &mut client,
-                431,
-                None,
-                "buntime proxy: request head too large",
-            );
-            attempt.reason = "request head too large".into();
-            return finish(attempt);
+            let reason = "request head too large";
+            attempt.reason = reason.into();
+            return refused(attempt, 431, None, &format!("buntime proxy: {reason}"));
         }
     };
     let target = match parse_head(&head) {
         Ok(t) => t,
         Err(e) => {
-            refuse(
-                &mut client,
-                e.status,
-                None,
-                &format!("buntime proxy: {}", e.reason),
-            );
+            let body = format!("buntime proxy: {}", e.reason);
             attempt.reason = e.reason;
-            return finish(attempt);
+            return refused(attempt, e.status, None, &body);
         }
     };
     attempt.target = format!("{}:{}", bracket(&target.host), target.port);
@@ -298,16 +291,11 @@ pub fn handle(mut client: TcpStream, gate: &dyn Gate, limits: &Limits) {
     let granted = match decided {
         Ok(g) => g,
         Err(r) => {
-            refuse(
-                &mut client,
-                403,
-                Some(&r.reason),
-                &format!("buntime: {} denied: {}", attempt.target, r.reason),
-            );
+            let body = format!("buntime: {} denied: {}", attempt.target, r.reason);
             attempt.rule = r.rule;
-            attempt.reason = r.reason;
+            attempt.reason = r.reason.clone();
             attempt.addr = r.addr;
-            return finish(attempt);
+            return refused(attempt, 403, Some(&r.reason), &body);
         }
     };
     attempt.rule = granted.rule;
@@ -325,13 +313,14 @@ pub fn handle(mut client: TcpStream, gate: &dyn Gate, limits: &Limits) {
             let e = failed.error;
             // A timeout here means every address timed out (connect_any).
             let reason = format!("cannot connect to {}: {e}", attempt.target);
-            upstream_failed(&mut client, &mut attempt, &e, reason, true);
-            return finish(attempt);
+            let (a, status) = upstream_failed(attempt, &e, reason);
+            let body = format!("buntime proxy: {}", a.reason);
+            return refused(a, status, None, &body);
         }
     };
     let mut upstream_w = &upstream;
     let first = match &target.forward_head {
-        None => client
+        None => (&client)
             .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
             .and_then(|_| upstream_w.write_all(&rest)),
         Some(h) => upstream_w
@@ -345,33 +334,29 @@ pub fn handle(mut client: TcpStream, gate: &dyn Gate, limits: &Limits) {
             let head_len = target.forward_head.as_ref().map_or(0, Vec::len);
             attempt.bytes_up = moved.up + (rest.len() + head_len) as u64;
             attempt.bytes_down = moved.down;
+            finish(attempt)
         }
         Err(e) => {
             let reason = format!("{} did not take the request: {e}", attempt.target);
+            let (a, status) = upstream_failed(attempt, &e, reason);
             // A tunnel has had its 200 already; a forwarded request has
             // had no answer yet.
-            let answer = target.forward_head.is_some();
-            upstream_failed(&mut client, &mut attempt, &e, reason, answer);
+            if target.forward_head.is_some() {
+                let body = format!("buntime proxy: {}", a.reason);
+                refused(a, status, None, &body)
+            } else {
+                finish(a)
+            }
         }
     }
-    finish(attempt)
 }
 
-/// An allowed upstream that failed: `504` if it timed out, else `502`
-/// (when the client is still owed an answer), and an `error` attempt.
-fn upstream_failed(
-    client: &mut TcpStream,
-    attempt: &mut Attempt,
-    e: &std::io::Error,
-    reason: String,
-    answer: bool,
-) {
-    if answer {
-        let status = if timed_out(e) { 504 } else { 502 };
-        refuse(client, status, None, &format!("buntime proxy: {reason}"));
-    }
+/// An allowed upstream that failed: an `error` attempt, and the status a
+/// client still owed an answer gets (`504` if it timed out, else `502`).
+fn upstream_failed(mut attempt: Attempt, e: &std::io::Error, reason: String) -> (Attempt, u16) {
     attempt.decision = "error";
     attempt.reason = reason;
+    (attempt, if timed_out(e) { 504 } else { 502 })
 }
 
 /// A read or write that ran into its socket timeout (`SO_RCVTIMEO` and

@@ -62,7 +62,7 @@ fn proxy(up: SocketAddr, limits: Limits) -> (SocketAddr, Arc<TestGate>) {
         seen: Mutex::new(Vec::new()),
     });
     let g: Arc<dyn Gate> = gate.clone();
-    std::thread::spawn(move || serve(l, g, limits));
+    std::thread::spawn(move || serve(l, g, limits, Arc::default()));
     (addr, gate)
 }
 
@@ -136,6 +136,9 @@ fn a_refused_request_with_a_body_still_reads_its_answer() {
     // once, these writes would meet a reset.
     let mut probe = [0u8; 1];
     assert_eq!(c.peek(&mut probe).unwrap(), 1);
+    // Audited before it was answered: the sandbox may end as soon as it
+    // has its answer, and its supervisor with it.
+    assert_eq!(gate.seen.lock().unwrap().len(), 1);
     for _ in 0..3 {
         c.write_all(&[b'x'; 16384]).expect("body write");
     }

@@ -142,18 +142,19 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
         ));
     }
     let supervisor = root.read_meta(id).supervisor_pid;
-    // A stopped container's supervisor has nothing left to do: it exits
-    // while the cgroup goes. A running one's stays until its container is
-    // gone (should that fail, it still serves).
-    let stopping = (status == ContainerStatus::Stopped)
-        .then(|| crate::supervisor::begin_stop(supervisor, id))
+    // A stopped container's supervisor exits on its own once its last
+    // audit lines are written, while the cgroup goes (and is stopped if it
+    // takes too long). A running one's stays until its container is gone
+    // (should that fail, it still serves).
+    let finishing = (status == ContainerStatus::Stopped)
+        .then(|| crate::supervisor::begin_finish(supervisor, id))
         .flatten();
     if !(status == ContainerStatus::Stopped && delete_stopped_directly(&c)?) {
         c.delete(force)
             .map_err(|e| RuntimeError::backend(format!("delete container {id:?}"), &e))?;
     }
     tracing::debug!(target: "cli", "delete: container and cgroup removed");
-    match stopping {
+    match finishing {
         Some(s) => s.wait(),
         None => crate::supervisor::stop(supervisor, id),
     }

@@ -415,6 +415,14 @@ pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
         .map_err(SandboxError::from)
         .and_then(|()| foreground::wait_forward(pid, &set).map_err(SandboxError::from));
     tracing::debug!(target: "cli", "run: sandbox exited");
+    // The supervisor's last audit lines (a proxy connection that ended
+    // with the sandbox) are written before it exits: read after that.
+    if waited.is_ok() {
+        let pid = root.read_meta(&id).supervisor_pid;
+        if let Some(s) = crate::supervisor::begin_finish(pid, &id) {
+            s.wait();
+        }
+    }
     let records = crate::audit::read_all(&state);
     let ooms = report::oom_kills(&cgroup);
     cleanup.armed = false;

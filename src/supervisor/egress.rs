@@ -4,6 +4,7 @@
 //! rules as the broker's NET_CONNECT (`serve::net_check`) and audits every
 //! connection attempt.
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -109,10 +110,12 @@ impl Gate for ProxyGate {
 /// Binds the proxy inside the container's network namespace and serves it
 /// on a thread of its own.
 /// A rootless container's hook has bound it already (`bound`).
+/// `open` counts the connections being served (see `proxy::serve`).
 pub(super) fn start(
     ctx: &Arc<Ctx>,
     init_pid: i32,
     bound: Option<std::net::TcpListener>,
+    open: Arc<AtomicUsize>,
 ) -> Result<(), SupervisorError> {
     let listener = match bound {
         Some(l) => l,
@@ -125,7 +128,7 @@ pub(super) fn start(
     let gate: Arc<dyn Gate> = Arc::new(ProxyGate(Arc::clone(ctx), Throttle::new(20)));
     std::thread::Builder::new()
         .name("proxy-accept".into())
-        .spawn(move || proxy::serve(listener, gate, Limits::default()))
+        .spawn(move || proxy::serve(listener, gate, Limits::default(), open))
         .map_err(|e| SupervisorError::Setup(format!("proxy thread: {e}")))?;
     Ok(())
 }

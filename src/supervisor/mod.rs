@@ -266,15 +266,48 @@ pub struct Stopping(OwnedFd);
 impl Stopping {
     /// Returns once the process is gone (at most a second).
     pub fn wait(self) {
-        let mut pfd = libc::pollfd {
-            fd: self.0.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd; a pidfd polls readable once the
-        // process exits.
-        unsafe { libc::poll(&mut pfd, 1, 1000) };
+        exited_within(&self.0, Duration::from_secs(1));
     }
+}
+
+/// Has the process behind `pidfd` exited within `limit`?
+fn exited_within(pidfd: &OwnedFd, limit: Duration) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = limit.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd; a pidfd polls readable once the process
+    // exits.
+    unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
+}
+
+/// How long a supervisor may take to exit on its own once its container's
+/// init has exited: it lets broker connections (0.5 s) and proxy
+/// connections (1 s) write their last audit lines first.
+pub const WIND_DOWN: Duration = Duration::from_millis(1600);
+
+/// The supervisor of a container whose init has exited, followed until it
+/// exits on its own (`Finishing::wait`), so that its last audit lines are
+/// written before anyone reads the log or removes the state.
+pub struct Finishing(OwnedFd);
+
+impl Finishing {
+    /// Waits up to `WIND_DOWN` for the supervisor to exit, then stops it.
+    pub fn wait(self) {
+        if !exited_within(&self.0, WIND_DOWN) {
+            signal_kill(&self.0);
+            exited_within(&self.0, Duration::from_secs(1));
+        }
+    }
+}
+
+/// `begin_stop` without the signal: for a container that has stopped.
+pub fn begin_finish(pid: Option<i32>, id: &str) -> Option<Finishing> {
+    let p = pid.filter(|&p| p > 0)?;
+    let fd = pidfd_open(p).ok()?;
+    is_ours(p, id).then_some(Finishing(fd))
 }
 
 /// The first half of `stop`: the signal, so that the supervisor's exit
@@ -297,17 +330,21 @@ pub fn begin_stop(pid: Option<i32>, id: &str) -> Option<Stopping> {
     if !is_ours(p, id) {
         return None;
     }
+    signal_kill(&fd);
+    Some(Stopping(fd))
+}
+
+fn signal_kill(pidfd: &OwnedFd) {
     // SAFETY: pidfd_send_signal on our pidfd, no siginfo.
     unsafe {
         libc::syscall(
             libc::SYS_pidfd_send_signal,
-            fd.as_raw_fd(),
+            pidfd.as_raw_fd(),
             libc::SIGKILL,
             std::ptr::null::<libc::siginfo_t>(),
             0u32,
         )
     };
-    Some(Stopping(fd))
 }
 
 /// Everything a worker connection needs, shared by the connection threads.
@@ -500,8 +537,9 @@ pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError>
         mnt_ns: std::sync::OnceLock::new(),
         init_pid,
     });
+    let proxied = Arc::new(AtomicUsize::new(0));
     let serving = if ctx.policy.network.mode == crate::policy::NetMode::Proxy {
-        egress::start(&ctx, init_pid, proxy_listener)
+        egress::start(&ctx, init_pid, proxy_listener, Arc::clone(&proxied))
     } else {
         Ok(())
     };
@@ -516,7 +554,7 @@ pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError>
     let _ = std::io::stdout().flush();
     redirect_null(1);
     serving?;
-    serve_loop(&ctx, &listener, &pidfd);
+    serve_loop(&ctx, &listener, &pidfd, &proxied);
     // Worker threads may still hold `ctx`; the process exits right after,
     // so remove the approver socket here rather than rely on Drop.
     let _ = fs::remove_file(state.join(APPROVER_FILE));
@@ -613,7 +651,7 @@ impl Spare {
     }
 }
 
-fn serve_loop(ctx: &Arc<Ctx>, listener: &ControlListener, pidfd: &OwnedFd) {
+fn serve_loop(ctx: &Arc<Ctx>, listener: &ControlListener, pidfd: &OwnedFd, proxied: &AtomicUsize) {
     let workers = Arc::new(AtomicUsize::new(0));
     let mut spare = Spare::start(ctx, &workers);
     let mut deadline = ctx
@@ -654,6 +692,15 @@ fn serve_loop(ctx: &Arc<Ctx>, listener: &ControlListener, pidfd: &OwnedFd) {
             // briefly: a worker that outlives init must not keep us.
             for _ in 0..50 {
                 if workers.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // Proxy connections end once the container's sockets are gone;
+            // let them write their audit lines, for a second at most (a
+            // relay draining an upstream that does not close is left).
+            for _ in 0..100 {
+                if proxied.load(Ordering::SeqCst) == 0 {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(10));

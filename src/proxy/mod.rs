@@ -17,7 +17,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::sched::{setns, CloneFlags};
@@ -112,12 +112,69 @@ pub fn bind_in_netns(pid: i32, port: u16) -> std::io::Result<TcpListener> {
     bound
 }
 
-/// Accepts and serves connections until the process exits. `open` counts
-/// the connections being served; each stays counted until its audit line
-/// is written (the supervisor waits for them before it exits).
-pub fn serve(listener: TcpListener, gate: Arc<dyn Gate>, limits: Limits, open: Arc<AtomicUsize>) {
-    let turned_away = Arc::new(AtomicU64::new(0));
-    audit_turned_away(&listener, &gate, &turned_away);
+/// What the supervisor follows of its proxy before it exits: connections
+/// whose audit line is not written yet, and connections turned away at the
+/// limit that are not audited yet.
+#[derive(Debug, Default)]
+pub struct Tally {
+    unrecorded: AtomicUsize,
+    turned_away: AtomicU64,
+    /// The proxy's address: the subject of the turned-away lines.
+    subject: OnceLock<String>,
+}
+
+impl Tally {
+    /// Accepted connections whose audit line is not written yet.
+    pub fn unrecorded(&self) -> usize {
+        self.unrecorded.load(Ordering::SeqCst)
+    }
+
+    /// Audits the connections turned away since the last call, as one line
+    /// with their count (none when there were none).
+    pub fn flush_turned_away(&self, gate: &dyn Gate) {
+        let n = self.turned_away.swap(0, Ordering::SeqCst);
+        if n == 0 {
+            return;
+        }
+        gate.record(&Attempt {
+            target: self.subject.get().cloned().unwrap_or_default(),
+            addr: None,
+            decision: "deny",
+            rule: "limits".into(),
+            reason: format!("too many connections ({n} turned away)"),
+            bytes_up: 0,
+            bytes_down: 0,
+            decide: Duration::ZERO,
+            duration: Duration::ZERO,
+        });
+    }
+}
+
+/// A connection not audited yet; counted in `Tally::unrecorded` until
+/// dropped, which `handle` does once the line is written.
+struct Unrecorded(Arc<Tally>);
+
+impl Unrecorded {
+    fn new(tally: &Arc<Tally>) -> Unrecorded {
+        tally.unrecorded.fetch_add(1, Ordering::SeqCst);
+        Unrecorded(Arc::clone(tally))
+    }
+}
+
+impl Drop for Unrecorded {
+    fn drop(&mut self) {
+        self.0.unrecorded.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Accepts and serves connections until the process exits; `tally` is
+/// what the supervisor waits for before it exits.
+pub fn serve(listener: TcpListener, gate: Arc<dyn Gate>, limits: Limits, tally: Arc<Tally>) {
+    let open = Arc::new(AtomicUsize::new(0));
+    if let Ok(a) = listener.local_addr() {
+        let _ = tally.subject.set(a.to_string());
+    }
+    audit_turned_away(&gate, &tally);
     loop {
         let stream = match listener.accept() {
             Ok((s, _)) => s,
@@ -131,19 +188,22 @@ pub fn serve(listener: TcpListener, gate: Arc<dyn Gate>, limits: Limits, open: A
         };
         if open.fetch_add(1, Ordering::SeqCst) >= limits.max_connections {
             open.fetch_sub(1, Ordering::SeqCst);
+            // Counted before the answer: a flush after the client has its
+            // answer includes it.
+            tally.turned_away.fetch_add(1, Ordering::SeqCst);
             let mut s = stream;
             answer(&mut s, 503, None, "buntime proxy: too many connections");
-            turned_away.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         let slot = Slot(Arc::clone(&open));
+        let unrecorded = Unrecorded::new(&tally);
         let gate = Arc::clone(&gate);
         let spawned = std::thread::Builder::new()
             .name("proxy".into())
             .stack_size(256 << 10)
             .spawn(move || {
                 let _slot = slot;
-                handle(stream, gate.as_ref(), &limits);
+                handle(stream, gate.as_ref(), &limits, unrecorded);
             });
         if let Err(e) = spawned {
             tracing::warn!(target: "supervisor", "proxy thread: {e}");
@@ -155,32 +215,15 @@ pub fn serve(listener: TcpListener, gate: Arc<dyn Gate>, limits: Limits, open: A
 /// line with their count, by a thread of their own: the accept loop never
 /// waits on the audit log, and a sandbox reconnecting in a loop adds a
 /// line a second, not one per connect (which would rotate its own trail
-/// out of the log).
-fn audit_turned_away(listener: &TcpListener, gate: &Arc<dyn Gate>, count: &Arc<AtomicU64>) {
-    let subject = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    let (gate, count) = (Arc::clone(gate), Arc::clone(count));
+/// out of the log). The supervisor flushes what is left when it exits.
+fn audit_turned_away(gate: &Arc<dyn Gate>, tally: &Arc<Tally>) {
+    let (gate, tally) = (Arc::clone(gate), Arc::clone(tally));
     let spawned = std::thread::Builder::new()
         .name("proxy-limit".into())
         .stack_size(64 << 10)
         .spawn(move || loop {
             std::thread::sleep(Duration::from_secs(1));
-            let n = count.swap(0, Ordering::Relaxed);
-            if n > 0 {
-                gate.record(&Attempt {
-                    target: subject.clone(),
-                    addr: None,
-                    decision: "deny",
-                    rule: "limits".into(),
-                    reason: format!("too many connections ({n} turned away)"),
-                    bytes_up: 0,
-                    bytes_down: 0,
-                    decide: Duration::ZERO,
-                    duration: Duration::ZERO,
-                });
-            }
+            tally.flush_turned_away(gate.as_ref());
         });
     if let Err(e) = spawned {
         tracing::warn!(target: "supervisor", "proxy: connections turned away will not be audited: {e}");
@@ -233,7 +276,7 @@ fn refuse(client: &TcpStream, status: u16, deny_reason: Option<&str>, body: &str
 }
 
 /// One client connection: read the head, decide, connect, relay.
-pub fn handle(client: TcpStream, gate: &dyn Gate, limits: &Limits) {
+fn handle(client: TcpStream, gate: &dyn Gate, limits: &Limits, unrecorded: Unrecorded) {
     let start = Instant::now();
     let _ = client.set_write_timeout(Some(limits.head_timeout));
     let mut attempt = Attempt {
@@ -247,9 +290,12 @@ pub fn handle(client: TcpStream, gate: &dyn Gate, limits: &Limits) {
         decide: Duration::ZERO,
         duration: Duration::ZERO,
     };
+    // Written: the supervisor need not wait for this connection any more.
+    let unrecorded = std::cell::Cell::new(Some(unrecorded));
     let finish = |mut a: Attempt| {
         a.duration = start.elapsed();
         gate.record(&a);
+        drop(unrecorded.take());
     };
     // A refusal is recorded before the client is answered: once a client
     // has seen its answer, the audit line exists (the sandbox may end at

@@ -55,6 +55,10 @@ fn closed_port() -> (std::os::fd::OwnedFd, SocketAddr) {
 
 /// A proxy on loopback (its own thread) whose gate allows `up`.
 fn proxy(up: SocketAddr, limits: Limits) -> (SocketAddr, Arc<TestGate>) {
+    proxy_tallied(up, limits, Arc::default())
+}
+
+fn proxy_tallied(up: SocketAddr, limits: Limits, tally: Arc<Tally>) -> (SocketAddr, Arc<TestGate>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let gate = Arc::new(TestGate {
@@ -62,7 +66,7 @@ fn proxy(up: SocketAddr, limits: Limits) -> (SocketAddr, Arc<TestGate>) {
         seen: Mutex::new(Vec::new()),
     });
     let g: Arc<dyn Gate> = gate.clone();
-    std::thread::spawn(move || serve(l, g, limits, Arc::default()));
+    std::thread::spawn(move || serve(l, g, limits, tally));
     (addr, gate)
 }
 
@@ -256,4 +260,33 @@ fn a_failed_upstream_is_audited_with_the_address_tried() {
         "{}",
         a.reason
     );
+}
+
+#[test]
+fn the_tally_counts_connections_until_their_line_is_written() {
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let tally = Arc::new(Tally::default());
+    let limits = Limits {
+        max_connections: 1,
+        ..Limits::default()
+    };
+    let (addr, gate) = proxy_tallied(upstream.local_addr().unwrap(), limits, Arc::clone(&tally));
+    let (c, status) = tunnel(addr);
+    assert_eq!(status, "HTTP/1.1 200 Connection established");
+    let (up, _) = upstream.accept().unwrap();
+    assert_eq!(tally.unrecorded(), 1);
+    // Turned away: answered, counted apart, audited by a flush.
+    let (_turned, status) = tunnel(addr);
+    assert!(status.starts_with("HTTP/1.1 503 "), "{status}");
+    assert_eq!(tally.unrecorded(), 1);
+    tally.flush_turned_away(gate.as_ref());
+    let limited = |seen: &[Attempt]| seen.iter().filter(|a| a.rule == "limits").count();
+    assert_eq!(limited(&gate.seen.lock().unwrap()), 1);
+    // Both ends gone: the relay ends, its line is written, and only then
+    // does the count drop.
+    drop(c);
+    drop(up);
+    assert!(wait_for(|| tally.unrecorded() == 0));
+    let seen = gate.seen.lock().unwrap();
+    assert!(seen.iter().any(|a| a.decision == "allow"), "{seen:?}");
 }

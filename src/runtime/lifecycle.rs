@@ -154,7 +154,9 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
             .map_err(|e| RuntimeError::backend(format!("delete container {id:?}"), &e))?;
     }
     tracing::debug!(target: "cli", "delete: container and cgroup removed");
-    match finishing {
+    // The container is gone now, whatever its status was: its supervisor
+    // winds down on its own (audit lines of connections that just ended).
+    match finishing.or_else(|| crate::supervisor::begin_finish(supervisor, id)) {
         Some(s) => s.wait(),
         None => crate::supervisor::stop(supervisor, id),
     }

@@ -4,7 +4,6 @@
 //! rules as the broker's NET_CONNECT (`serve::net_check`) and audits every
 //! connection attempt.
 
-use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -110,13 +109,29 @@ impl Gate for ProxyGate {
 /// Binds the proxy inside the container's network namespace and serves it
 /// on a thread of its own.
 /// A rootless container's hook has bound it already (`bound`).
-/// `open` counts the connections being served (see `proxy::serve`).
+/// The running proxy, as the supervisor winds down.
+pub(super) struct Egress {
+    tally: Arc<proxy::Tally>,
+    gate: Arc<dyn Gate>,
+}
+
+impl Egress {
+    /// Once the container is gone: lets connections write their audit
+    /// lines until `until` at most, then audits those turned away at the
+    /// limit that are not yet.
+    pub(super) fn wind_down(&self, until: Instant) {
+        while self.tally.unrecorded() > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.tally.flush_turned_away(self.gate.as_ref());
+    }
+}
+
 pub(super) fn start(
     ctx: &Arc<Ctx>,
     init_pid: i32,
     bound: Option<std::net::TcpListener>,
-    open: Arc<AtomicUsize>,
-) -> Result<(), SupervisorError> {
+) -> Result<Egress, SupervisorError> {
     let listener = match bound {
         Some(l) => l,
         None => proxy::bind_in_netns(init_pid, PROXY_PORT).map_err(|e| {
@@ -126,11 +141,13 @@ pub(super) fn start(
         })?,
     };
     let gate: Arc<dyn Gate> = Arc::new(ProxyGate(Arc::clone(ctx), Throttle::new(20)));
+    let tally = Arc::new(proxy::Tally::default());
+    let (g, t) = (Arc::clone(&gate), Arc::clone(&tally));
     std::thread::Builder::new()
         .name("proxy-accept".into())
-        .spawn(move || proxy::serve(listener, gate, Limits::default(), open))
+        .spawn(move || proxy::serve(listener, g, Limits::default(), t))
         .map_err(|e| SupervisorError::Setup(format!("proxy thread: {e}")))?;
-    Ok(())
+    Ok(Egress { tally, gate })
 }
 
 #[cfg(test)]

@@ -283,10 +283,15 @@ fn exited_within(pidfd: &OwnedFd, limit: Duration) -> bool {
     unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
 }
 
-/// How long a supervisor may take to exit on its own once its container's
-/// init has exited: it lets broker connections (0.5 s) and proxy
-/// connections (1 s) write their last audit lines first.
-pub const WIND_DOWN: Duration = Duration::from_millis(1600);
+/// Once its container's init has exited, a supervisor lets broker
+/// connections end for this long at most, and its connections of both
+/// kinds write their last audit lines for `SUPERVISOR_WIND_DOWN` in all.
+const WORKERS_WIND_DOWN: Duration = Duration::from_millis(500);
+const SUPERVISOR_WIND_DOWN: Duration = Duration::from_millis(1500);
+
+/// How long `delete` and `buntime run` wait for a supervisor to exit on
+/// its own, with a margin over its wind-down.
+pub const WIND_DOWN: Duration = Duration::from_secs(2);
 
 /// The supervisor of a container whose init has exited, followed until it
 /// exits on its own (`Finishing::wait`), so that its last audit lines are
@@ -537,24 +542,23 @@ pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError>
         mnt_ns: std::sync::OnceLock::new(),
         init_pid,
     });
-    let proxied = Arc::new(AtomicUsize::new(0));
     let serving = if ctx.policy.network.mode == crate::policy::NetMode::Proxy {
-        egress::start(&ctx, init_pid, proxy_listener, Arc::clone(&proxied))
+        egress::start(&ctx, init_pid, proxy_listener).map(Some)
     } else {
-        Ok(())
+        Ok(None)
     };
     // `create` waits for this line in proxy mode; stdout is /dev/null after.
     // Not println!: when `create` did not wait for this line it has closed
     // the pipe, and println! would panic on EPIPE.
     let line = match &serving {
-        Ok(()) => "serving\n".to_string(),
+        Ok(_) => "serving\n".to_string(),
         Err(e) => format!("{e}\n"),
     };
     let _ = std::io::stdout().write_all(line.as_bytes());
     let _ = std::io::stdout().flush();
     redirect_null(1);
-    serving?;
-    serve_loop(&ctx, &listener, &pidfd, &proxied);
+    let egress = serving?;
+    serve_loop(&ctx, &listener, &pidfd, egress.as_ref());
     // Worker threads may still hold `ctx`; the process exits right after,
     // so remove the approver socket here rather than rely on Drop.
     let _ = fs::remove_file(state.join(APPROVER_FILE));
@@ -651,7 +655,12 @@ impl Spare {
     }
 }
 
-fn serve_loop(ctx: &Arc<Ctx>, listener: &ControlListener, pidfd: &OwnedFd, proxied: &AtomicUsize) {
+fn serve_loop(
+    ctx: &Arc<Ctx>,
+    listener: &ControlListener,
+    pidfd: &OwnedFd,
+    egress: Option<&egress::Egress>,
+) {
     let workers = Arc::new(AtomicUsize::new(0));
     let mut spare = Spare::start(ctx, &workers);
     let mut deadline = ctx
@@ -690,20 +699,15 @@ fn serve_loop(ctx: &Arc<Ctx>, listener: &ControlListener, pidfd: &OwnedFd, proxi
             tracing::info!(target: "supervisor", container = %ctx.id, "container init exited");
             // Let connections read what workers sent last (EXIT, output),
             // briefly: a worker that outlives init must not keep us.
-            for _ in 0..50 {
-                if workers.load(Ordering::SeqCst) == 0 {
-                    break;
-                }
+            let exited = std::time::Instant::now();
+            while workers.load(Ordering::SeqCst) > 0 && exited.elapsed() < WORKERS_WIND_DOWN {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            // Proxy connections end once the container's sockets are gone;
-            // let them write their audit lines, for a second at most (a
-            // relay draining an upstream that does not close is left).
-            for _ in 0..100 {
-                if proxied.load(Ordering::SeqCst) == 0 {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
+            // Proxy connections end once the container's sockets are gone:
+            // let them write their audit lines (a relay draining an
+            // upstream that does not close is left).
+            if let Some(e) = egress {
+                e.wind_down(exited + SUPERVISOR_WIND_DOWN);
             }
             return;
         }

@@ -17,7 +17,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::sched::{setns, CloneFlags};
@@ -119,8 +119,11 @@ pub fn bind_in_netns(pid: i32, port: u16) -> std::io::Result<TcpListener> {
 pub struct Tally {
     unrecorded: AtomicUsize,
     turned_away: AtomicU64,
-    /// The proxy's address: the subject of the turned-away lines.
+    /// The proxy's address: the subject of the lines written in aggregate.
     subject: OnceLock<String>,
+    /// Held from taking the turned-away count to writing its line, so a
+    /// flush at exit waits for one under way.
+    flushing: Mutex<()>,
 }
 
 impl Tally {
@@ -132,16 +135,38 @@ impl Tally {
     /// Audits the connections turned away since the last call, as one line
     /// with their count (none when there were none).
     pub fn flush_turned_away(&self, gate: &dyn Gate) {
+        let _flushing = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
         let n = self.turned_away.swap(0, Ordering::SeqCst);
-        if n == 0 {
-            return;
+        if n > 0 {
+            let reason = format!("too many connections ({n} turned away)");
+            self.record_aggregate(gate, "deny", "limits", reason);
         }
+    }
+
+    /// When the supervisor exits: one line for the connections whose own
+    /// line was not written in time (still deciding, connecting or
+    /// relaying when the container ended).
+    pub fn record_unfinished(&self, gate: &dyn Gate) {
+        let n = self.unrecorded();
+        if n > 0 {
+            let reason = format!("connections still open when the container ended: {n}");
+            self.record_aggregate(gate, "close", "proxy", reason);
+        }
+    }
+
+    fn record_aggregate(
+        &self,
+        gate: &dyn Gate,
+        decision: &'static str,
+        rule: &str,
+        reason: String,
+    ) {
         gate.record(&Attempt {
             target: self.subject.get().cloned().unwrap_or_default(),
             addr: None,
-            decision: "deny",
-            rule: "limits".into(),
-            reason: format!("too many connections ({n} turned away)"),
+            decision,
+            rule: rule.into(),
+            reason,
             bytes_up: 0,
             bytes_down: 0,
             decide: Duration::ZERO,
@@ -206,6 +231,8 @@ pub fn serve(listener: TcpListener, gate: Arc<dyn Gate>, limits: Limits, tally: 
                 handle(stream, gate.as_ref(), &limits, unrecorded);
             });
         if let Err(e) = spawned {
+            // Closed unanswered: audited with those turned away.
+            tally.turned_away.fetch_add(1, Ordering::SeqCst);
             tracing::warn!(target: "supervisor", "proxy thread: {e}");
         }
     }

@@ -280,6 +280,18 @@ fn the_tally_counts_connections_until_their_line_is_written() {
     assert!(status.starts_with("HTTP/1.1 503 "), "{status}");
     assert_eq!(tally.unrecorded(), 1);
     tally.flush_turned_away(gate.as_ref());
+    // What a supervisor that cannot wait longer writes for the open one.
+    tally.record_unfinished(gate.as_ref());
+    let unfinished = |seen: &[Attempt]| {
+        seen.iter()
+            .filter(|a| a.decision == "close")
+            .map(|a| a.reason.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        unfinished(&gate.seen.lock().unwrap()),
+        ["connections still open when the container ended: 1"]
+    );
     let limited = |seen: &[Attempt]| seen.iter().filter(|a| a.rule == "limits").count();
     assert_eq!(limited(&gate.seen.lock().unwrap()), 1);
     // Both ends gone: the relay ends, its line is written, and only then

@@ -106,9 +106,6 @@ impl Gate for ProxyGate {
     }
 }
 
-/// Binds the proxy inside the container's network namespace and serves it
-/// on a thread of its own.
-/// A rootless container's hook has bound it already (`bound`).
 /// The running proxy, as the supervisor winds down.
 pub(super) struct Egress {
     tally: Arc<proxy::Tally>,
@@ -124,9 +121,13 @@ impl Egress {
             std::thread::sleep(Duration::from_millis(10));
         }
         self.tally.flush_turned_away(self.gate.as_ref());
+        self.tally.record_unfinished(self.gate.as_ref());
     }
 }
 
+/// Binds the proxy inside the container's network namespace and serves it
+/// on a thread of its own.
+/// A rootless container's hook has bound it already (`bound`).
 pub(super) fn start(
     ctx: &Arc<Ctx>,
     init_pid: i32,

@@ -272,15 +272,24 @@ impl Stopping {
 
 /// Has the process behind `pidfd` exited within `limit`?
 fn exited_within(pidfd: &OwnedFd, limit: Duration) -> bool {
-    let mut pfd = libc::pollfd {
-        fd: pidfd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = limit.as_millis().min(i32::MAX as u128) as i32;
-    // SAFETY: one valid pollfd; a pidfd polls readable once the process
-    // exits.
-    unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
+    let until = std::time::Instant::now() + limit;
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        let ms = left.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd; a pidfd polls readable once the
+        // process exits.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        // A signal cuts the poll short, not the wait.
+        if r < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        return r > 0;
+    }
 }
 
 /// Once its container's init has exited, a supervisor lets broker

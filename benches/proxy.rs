@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use buntime::audit::{AuditLog, AuditRecord};
+use buntime::audit::AuditLog;
 use buntime::policy::{numeric_name, NetDecision, NetMode, NetRule, Network};
 use buntime::proxy::{self, Attempt, Gate, Granted, Limits, Refused};
 use nix::sys::resource::{getrusage, UsageWho};
@@ -39,10 +39,7 @@ impl RulesGate {
         RulesGate {
             net: Network {
                 mode: NetMode::Proxy,
-                allow: vec![
-                    rule(format!("127.0.0.1:{port}")),
-                    rule(format!("[::1]:{port}")),
-                ],
+                allow: vec![rule(format!("127.0.0.1:{port}"))],
                 deny: vec![rule("169.254.169.254".into())],
             },
             audit: AuditLog::open(&dir.join("audit.log")).expect("audit log"),
@@ -81,16 +78,7 @@ impl Gate for RulesGate {
     }
 
     fn record(&self, a: &Attempt) {
-        let mut r = AuditRecord::new("bench", 0, "proxy", a.target.clone());
-        r.decision = a.decision.into();
-        r.rule = a.rule.clone();
-        r.reason = a.reason.clone();
-        r.latency_us = a.decide.as_micros() as u64;
-        r.addr = a.addr.map(|x| x.to_string());
-        r.bytes_up = Some(a.bytes_up);
-        r.bytes_down = Some(a.bytes_down);
-        r.duration_ms = Some(a.duration.as_millis() as u64);
-        self.audit.record(&r);
+        self.audit.record(&a.audit_record("bench"));
     }
 }
 

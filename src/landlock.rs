@@ -535,8 +535,6 @@ mod tests {
         );
     }
 
-    /// Applies a ruleset in a forked child and checks the kernel enforces
-    /// it. Landlock is per-process, so the test process stays unconfined.
     #[test]
     fn required_plans_refuse_kernels_too_old_for_their_rules() {
         let plan = |tcp: bool, required: bool| LandlockPlan {
@@ -564,6 +562,8 @@ mod tests {
         assert!(plan(true, false).check_abi(Some(1)).is_ok());
     }
 
+    /// Applies a ruleset in a forked child and checks the kernel enforces
+    /// it. Landlock is per-process, so the test process stays unconfined.
     #[test]
     fn kernel_enforces_plan_in_child() {
         if kernel_abi().is_none() {

@@ -36,7 +36,8 @@ fn sh(cmd: &str) {
 /// reachable from the host over a veth pair; removed on drop.
 struct Lab {
     ns: String,
-    tls: Child,
+    /// Python servers in the namespace (HTTPS, package index).
+    servers: Vec<Child>,
     net: u8,
     dir: PathBuf,
     /// Names asked of the lab's DNS server (which never answers).
@@ -82,35 +83,44 @@ impl Lab {
             key.display(),
             cert.display()
         ));
-        let fixture =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/proxy/tls_server.py");
-        let tls = Command::new("ip")
-            .args(["netns", "exec", &ns, "/usr/bin/python3"])
-            .arg(fixture)
-            .arg(&cert)
-            .arg(&key)
-            .arg(format!("10.213.{net}.2"))
-            .arg(TLS_PORT.to_string())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("tls server");
         let (dns, dns_stop) = dns_listener(net);
-        let lab = Lab {
+        let mut lab = Lab {
             ns,
-            tls,
+            servers: Vec::new(),
             net,
             dir: dir.to_path_buf(),
             dns,
             dns_stop,
         };
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        lab.serve_py("tls_server.py", &[&cert, &key], TLS_PORT);
+        lab
+    }
+
+    /// Runs the Python fixture `name` in the lab's namespace with `args`,
+    /// then the lab's address and `port`; returns once it accepts there.
+    /// Stopped when the lab is dropped.
+    fn serve_py(&mut self, name: &str, args: &[&str], port: u16) {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/proxy")
+            .join(name);
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "/usr/bin/python3"])
+            .arg(fixture)
+            .args(args)
+            .arg(self.ip())
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect(name);
+        self.servers.push(child);
         assert!(
             wait_until(Duration::from_secs(10), || TcpStream::connect(
-                lab.addr(TLS_PORT)
+                self.addr(port)
             )
             .is_ok()),
-            "tls server did not start"
+            "{name} did not start"
         );
-        lab
     }
 
     fn ip(&self) -> String {
@@ -202,8 +212,10 @@ fn dns_listener(net: u8) -> (Arc<std::sync::Mutex<Vec<String>>>, Arc<AtomicBool>
 impl Drop for Lab {
     fn drop(&mut self) {
         self.dns_stop.store(true, Ordering::Relaxed);
-        let _ = self.tls.kill();
-        let _ = self.tls.wait();
+        for s in &mut self.servers {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
         // Deleting the namespace removes the veth pair too.
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
     }
@@ -413,10 +425,20 @@ fn allowed_hosts_pass_and_everything_else_is_refused_with_a_reason() {
     let body: String = (0..3_000_000u32)
         .map(|i| char::from(b'a' + (i % 26) as u8))
         .collect();
-    assert!(
-        line(&out, "big") == format!("big 200 {body}"),
-        "big body differs"
-    );
+    let big = line(&out, "big");
+    let want = format!("big 200 {body}");
+    if big != want {
+        let at = big
+            .bytes()
+            .zip(want.bytes())
+            .take_while(|(a, b)| a == b)
+            .count();
+        panic!(
+            "big: {} bytes, not {}; first difference at {at}",
+            big.len(),
+            want.len()
+        );
+    }
     assert_eq!(line(&out, "tls"), "tls 200 hello over tls");
     assert_eq!(
         line(&out, "wrong-port"),
@@ -441,22 +463,6 @@ fn allowed_hosts_pass_and_everything_else_is_refused_with_a_reason() {
         "{out}"
     );
     assert!(line(&out, "metadata").starts_with("metadata 403 "), "{out}");
-    // Refused at once, never after a client's timeout (20 s). The longest
-    // is the lookup the lab's DNS never answers (1 s, resolv.conf).
-    for label in [
-        "wrong-port",
-        "denied",
-        "apex",
-        "ip-outside",
-        "private",
-        "rebind",
-        "metadata",
-        "unresolved",
-    ] {
-        let took = line(&out, &format!("{label}-seconds"));
-        let secs: f64 = took.rsplit(' ').next().unwrap().parse().unwrap();
-        assert!(secs < 5.0, "{took}");
-    }
     // A name /etc/hosts lacks goes to DNS as given: never with the search
     // domain appended (the rules checked gone.svc.test, not more).
     assert!(
@@ -679,47 +685,25 @@ fn hosts_outside_the_rules_can_be_put_to_the_approver() {
     assert_eq!(seen[0]["kind"], "net_connect");
     assert_eq!(seen[0]["subject"], "ask.test:8080");
     assert_eq!(seen[2]["subject"], "nowhere.test:8080");
+    let asked = lab.dns.lock().unwrap().clone();
+    assert!(
+        !asked.iter().any(|n| n.starts_with("nowhere.test")),
+        "{asked:?}"
+    );
     env.ok(&["delete", "ask"]);
-}
-
-/// A helper process, stopped however the test ends.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
 fn pip_and_npm_install_through_the_proxy() {
     let env = Env::new();
-    let lab = Lab::new(5, env.dir.path());
+    let mut lab = Lab::new(5, env.dir.path());
     let hosts = lab.hosts();
     // A pip index and an npm registry with one package each, in the lab.
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/proxy/pkg_server.py");
-    let _index = KillOnDrop(
-        Command::new("ip")
-            .args(["netns", "exec", &lab.ns, "/usr/bin/python3"])
-            .arg(fixture)
-            .arg(lab.ip())
-            .arg(PKG_PORT.to_string())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("package index"),
-    );
-    assert!(
-        wait_until(Duration::from_secs(10), || TcpStream::connect(
-            lab.addr(PKG_PORT)
-        )
-        .is_ok()),
-        "package index did not start"
-    );
+    lab.serve_py("pkg_server.py", &[], PKG_PORT);
     // Both know nothing of buntime: they find the proxy in the environment.
     let script = format!(
         "export HOME=/tmp; \
-         /usr/bin/python3 -m pip install -q --no-cache-dir --disable-pip-version-check --root-user-action=ignore \
+         /usr/bin/python3 -m pip install -q --no-cache-dir --disable-pip-version-check \
            --index-url http://pkgs.svc.test:{PKG_PORT}/pypi/ --trusted-host pkgs.svc.test \
            --target /tmp/site demo-pkg 2>&1 | tail -3; \
          PYTHONPATH=/tmp/site /usr/bin/python3 -c 'import demo_pkg; print(\"pip:\", demo_pkg.VALUE)'; \

@@ -1041,17 +1041,7 @@ fn ordinary_users_run_sandboxes_rootless() {
 
     // The network: the proxy (bound in the sandbox's namespace by the
     // rootless hook) and the broker's NET_CONNECT, to a host server.
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut s in l.incoming().flatten() {
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            let _ = s.write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nrootless",
-            );
-        }
-    });
+    let port = answering_server("127.0.0.1", "rootless");
     let allow = format!("--allow-net=127.0.0.1:{port}");
     let curl = |url: &str, extra: &[&str]| {
         let mut args = vec![b, "run", allow.as_str(), "--", "/usr/bin/curl", "-sS"];

@@ -89,6 +89,24 @@ pub struct Attempt {
     pub duration: Duration,
 }
 
+impl Attempt {
+    /// The audit line of this attempt, for container `container` (pid 0:
+    /// the proxy's peer is a TCP connection, whose process is not known).
+    pub fn audit_record(&self, container: &str) -> crate::audit::AuditRecord {
+        let mut r = crate::audit::AuditRecord::new(container, 0, "proxy", self.target.clone());
+        r.decision = self.decision.into();
+        r.rule = self.rule.clone();
+        r.reason = self.reason.clone();
+        r.latency_us = self.decide.as_micros() as u64;
+        r.bytes = self.bytes_up + self.bytes_down;
+        r.addr = self.addr.map(|x| x.to_string());
+        r.bytes_up = Some(self.bytes_up);
+        r.bytes_down = Some(self.bytes_down);
+        r.duration_ms = Some(self.duration.as_millis() as u64);
+        r
+    }
+}
+
 /// Decides destinations and records attempts: the supervisor's side.
 pub trait Gate: Send + Sync + 'static {
     fn check(&self, host: &str, port: u16) -> Result<Granted, Refused>;

@@ -163,12 +163,17 @@ fn drain(mut s: &TcpStream, idle: &Idle) -> Result<(), ()> {
 /// Makes closing `s` send a reset, and wakes whoever reads it.
 fn abort(s: &TcpStream, idle: &Idle) {
     idle.aborted.store(true, Ordering::Relaxed);
+    reset_on_close(s);
+    let _ = s.shutdown(Shutdown::Read);
+}
+
+/// Closing `s` sends a reset instead of a FIN (linger 0).
+fn reset_on_close(s: &TcpStream) {
     let now = libc::linger {
         l_onoff: 1,
         l_linger: 0,
     };
     let _ = nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::Linger, &now);
-    let _ = s.shutdown(Shutdown::Read);
 }
 
 /// A relay buffer; its growth is charged to `GROWN` until dropped.
@@ -312,11 +317,7 @@ mod tests {
     }
 
     fn reset(s: TcpStream) {
-        let now = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Linger, &now).unwrap();
+        reset_on_close(&s);
     }
 
     #[test]

@@ -142,21 +142,16 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
         ));
     }
     let supervisor = root.read_meta(id).supervisor_pid;
-    // A stopped container's supervisor exits on its own once its last
-    // audit lines are written, while the cgroup goes (and is stopped if it
-    // takes too long). A running one's stays until its container is gone
-    // (should that fail, it still serves).
-    let finishing = (status == ContainerStatus::Stopped)
-        .then(|| crate::supervisor::begin_finish(supervisor, id))
-        .flatten();
     if !(status == ContainerStatus::Stopped && delete_stopped_directly(&c)?) {
         c.delete(force)
             .map_err(|e| RuntimeError::backend(format!("delete container {id:?}"), &e))?;
     }
     tracing::debug!(target: "cli", "delete: container and cgroup removed");
     // The container is gone now, whatever its status was: its supervisor
-    // winds down on its own (audit lines of connections that just ended).
-    match finishing.or_else(|| crate::supervisor::begin_finish(supervisor, id)) {
+    // winds down on its own (audit lines of connections that just ended),
+    // and is stopped if that takes too long. Should deleting the container
+    // have failed above, the supervisor still serves.
+    match crate::supervisor::begin_finish(supervisor, id) {
         Some(s) => s.wait(),
         None => crate::supervisor::stop(supervisor, id),
     }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::serve::{net_check, NetRefusal, Outcome};
-use super::{record, Ctx, SupervisorError};
+use super::{Ctx, SupervisorError};
 use crate::proxy::{self, Attempt, Gate, Granted, Limits, Refused, PROXY_PORT};
 
 struct ProxyGate(Arc<Ctx>, Throttle);
@@ -71,16 +71,7 @@ impl Gate for ProxyGate {
 
     fn record(&self, a: &Attempt) {
         let ctx = &self.0;
-        let mut r = record(ctx, 0, "proxy", a.target.clone());
-        r.decision = a.decision.into();
-        r.rule = a.rule.clone();
-        r.reason = a.reason.clone();
-        r.latency_us = a.decide.as_micros() as u64;
-        r.bytes = a.bytes_up + a.bytes_down;
-        r.addr = a.addr.map(|x| x.to_string());
-        r.bytes_up = Some(a.bytes_up);
-        r.bytes_down = Some(a.bytes_down);
-        r.duration_ms = Some(a.duration.as_millis() as u64);
+        let r = a.audit_record(&ctx.id);
         if a.decision != "allow" {
             // "error": allowed, but upstream failed; the reason says how.
             let what = if a.decision == "error" {

@@ -29,6 +29,9 @@ impl Run {
             .prefix("buntime-test-run-")
             .tempdir_in("/var/tmp")
             .expect("tempdir");
+        // Root's sandboxes act as an unprivileged uid of their own, for the
+        // broker's host paths too: what a test grants must be reachable.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         fs::create_dir_all(dir.path().join("scripts")).unwrap();
         Run { dir }
     }
@@ -468,6 +471,8 @@ fn python_fallbacks_complete_ordinary_calls() {
     fs::write(data.join("hello.txt"), "hello from data\nsecond\n").unwrap();
     let out_dir = r.dir.path().join("out");
     fs::create_dir_all(&out_dir).unwrap();
+    // Writable by the sandbox's uid (not root on the host).
+    fs::set_permissions(&out_dir, fs::Permissions::from_mode(0o777)).unwrap();
     let wfile = out_dir.join("w.txt");
     let policy = r.dir.path().join("broker.json");
     fs::write(

@@ -141,6 +141,18 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
         let (programs, seccomp_note) =
             precompile_seccomp(root, &extra, &mut spec, policy_seccomp.as_ref())?;
         tracing::debug!(target: "cli", "create: seccomp ready");
+        if supervised {
+            // Its directory now: the container binds it.
+            let run_dir = extra.join(crate::supervisor::RUN_DIR);
+            fs::DirBuilder::new()
+                .mode(0o755)
+                .create(&run_dir)
+                .map_err(|e| RuntimeError::io(format!("create {}", run_dir.display()), e))?;
+        }
+        // Root's `buntime run`: the sandbox's uid mounts the binds itself.
+        if opts.sandbox.is_some() && nix::unistd::geteuid().is_root() && has_new_userns(&spec) {
+            super::stage::stage_sources(&mut spec, &opts.bundle)?;
+        }
         bundle::write_spec(&extra, &spec)?;
         write_json(
             &extra.join(POLICY_FILE),
@@ -164,13 +176,7 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
             landlock_note(prepared.landlock_abi, landlock_plan.restricts_tcp()),
         );
         if supervised {
-            // Its directory now (the container binds it); the supervisor
-            // itself starts while the container is built.
-            let run_dir = extra.join(crate::supervisor::RUN_DIR);
-            fs::DirBuilder::new()
-                .mode(0o755)
-                .create(&run_dir)
-                .map_err(|e| RuntimeError::io(format!("create {}", run_dir.display()), e))?;
+            // The supervisor starts while the container is built.
             let s = crate::supervisor::spawn(root.path(), &opts.id, &extra)
                 .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
             supervisor = Some(s);
@@ -506,14 +512,27 @@ fn add_supervisor(
 
 /// True when the container gets a network namespace of its own.
 fn has_new_netns(spec: &libcontainer::oci_spec::runtime::Spec) -> bool {
-    use libcontainer::oci_spec::runtime::LinuxNamespaceType;
+    has_new_ns(
+        spec,
+        libcontainer::oci_spec::runtime::LinuxNamespaceType::Network,
+    )
+}
+
+fn has_new_userns(spec: &libcontainer::oci_spec::runtime::Spec) -> bool {
+    has_new_ns(
+        spec,
+        libcontainer::oci_spec::runtime::LinuxNamespaceType::User,
+    )
+}
+
+fn has_new_ns(
+    spec: &libcontainer::oci_spec::runtime::Spec,
+    typ: libcontainer::oci_spec::runtime::LinuxNamespaceType,
+) -> bool {
     spec.linux()
         .as_ref()
         .and_then(|l| l.namespaces().as_ref())
-        .is_some_and(|ns| {
-            ns.iter()
-                .any(|n| n.typ() == LinuxNamespaceType::Network && n.path().is_none())
-        })
+        .is_some_and(|ns| ns.iter().any(|n| n.typ() == typ && n.path().is_none()))
 }
 
 /// Paths given on the command line are relative to the caller's directory.

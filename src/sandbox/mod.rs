@@ -288,31 +288,42 @@ fn bundle_spec(plan: &Plan, id: &str, ask_timeout: Option<&str>) -> Result<Spec,
     v["process"]["args"] = serde_json::json!(plan.argv);
     v["process"]["cwd"] = serde_json::json!(plan.cwd);
     v["process"]["env"] = serde_json::json!([]);
-    let (uid, gid) = (
-        nix::unistd::getuid().as_raw(),
-        nix::unistd::getgid().as_raw(),
-    );
-    if nix::unistd::geteuid().is_root() {
-        v["process"]["user"] = serde_json::json!({ "uid": uid, "gid": gid });
-    } else {
-        // Rootless: a user namespace where the caller is root (and nobody
-        // else exists); the sandbox still has no capabilities.
-        v["process"]["user"] = serde_json::json!({ "uid": 0, "gid": 0 });
-        v["linux"]["namespaces"]
-            .as_array_mut()
-            .ok_or_else(|| setup("bundle template: no linux.namespaces"))?
-            .push(serde_json::json!({ "type": "user" }));
-        v["linux"]["uidMappings"] =
-            serde_json::json!([{ "containerID": 0, "hostID": uid, "size": 1 }]);
-        v["linux"]["gidMappings"] =
-            serde_json::json!([{ "containerID": 0, "hostID": gid, "size": 1 }]);
-    }
+    // Root inside, in a user namespace of its own: as an ordinary user the
+    // caller's uid (rootless); as root an unprivileged uid of the run's own
+    // (`sandbox_host_ids`), never the host's root.
+    let (uid, gid) = sandbox_host_ids();
+    v["process"]["user"] = serde_json::json!({ "uid": 0, "gid": 0 });
+    v["linux"]["namespaces"]
+        .as_array_mut()
+        .ok_or_else(|| setup("bundle template: no linux.namespaces"))?
+        .push(serde_json::json!({ "type": "user" }));
+    v["linux"]["uidMappings"] = serde_json::json!([{ "containerID": 0, "hostID": uid, "size": 1 }]);
+    v["linux"]["gidMappings"] = serde_json::json!([{ "containerID": 0, "hostID": gid, "size": 1 }]);
     v["linux"]["cgroupsPath"] = serde_json::json!(cgroup_path(id));
     v["process"]["terminal"] = serde_json::json!(false);
     if let Some(t) = ask_timeout {
         v["annotations"] = serde_json::json!({ crate::supervisor::ANNOTATION_ASK_TIMEOUT: t });
     }
     serde_json::from_value(v).map_err(|e| setup(format!("bundle template: {e}")))
+}
+
+/// First host uid (and gid) of the sandboxes `buntime run` starts as root:
+/// the run's uid is this plus the pid of its `buntime`, unique among the
+/// runs going on, far above the ranges of users and of /etc/subuid's
+/// usual allocations, below 2^31 (tools that read ids as signed ints).
+pub const RUN_ID_BASE: u32 = 2_140_000_000;
+
+/// The host uid and gid a run's sandbox acts as (root inside maps to it).
+pub fn sandbox_host_ids() -> (u32, u32) {
+    if nix::unistd::geteuid().is_root() {
+        let id = RUN_ID_BASE + std::process::id();
+        (id, id)
+    } else {
+        (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
+    }
 }
 
 /// Deletes the sandbox when dropped while armed: an early return after the
@@ -335,6 +346,11 @@ impl Drop for Cleanup<'_> {
 
 /// Runs the request; returns the exit code to exit with.
 pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
+    // Before any thread: the staging binds of root's sandbox
+    // (`runtime::stage`) stay in this process's namespace.
+    if nix::unistd::geteuid().is_root() {
+        crate::runtime::stage::private_mount_namespace()?;
+    }
     // Before the bundle is even made (see cgroup_warmup); reaped after create.
     let warmup = crate::runtime::cgroup_warmup::Warmup::start();
     let plan = plan(&req)?;
@@ -351,6 +367,18 @@ pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
     let root = Root::open(&req.state_root, false)?;
     let bundle = scratch::BundleDir::create(&req.state_root, &id)?;
     tracing::debug!(target: "cli", "run: bundle in {}", bundle.path.display());
+    if nix::unistd::geteuid().is_root() {
+        // Root inside makes its mount points there: the empty root is the
+        // sandbox's own, as a rootless user's is theirs.
+        let (uid, gid) = sandbox_host_ids();
+        let rootfs = bundle.path.join("rootfs");
+        nix::unistd::chown(
+            &rootfs,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        )
+        .map_err(|e| setup(format!("chown {}: {e}", rootfs.display())))?;
+    }
     spec.save(bundle.path.join("config.json"))
         .map_err(|e| setup(format!("write bundle: {e}")))?;
     let memory = plan.sandbox.policy.resources.memory.map(|m| m.to_string());

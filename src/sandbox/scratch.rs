@@ -13,7 +13,7 @@
 //! `$XDG_RUNTIME_DIR`, a tmpfs already.
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::SandboxError;
@@ -34,9 +34,14 @@ pub struct BundleDir {
 impl BundleDir {
     /// Makes an empty bundle directory with an empty `rootfs/` for `id`.
     pub fn create(state_root: &Path, id: &str) -> Result<BundleDir, SandboxError> {
-        let memory = (!on_memory(state_root) && nix::unistd::geteuid().is_root())
-            .then(|| Path::new(SHM))
-            .filter(|shm| safe_shared_dir(shm));
+        // Root's sandboxes run as an unprivileged uid that must reach the
+        // rootfs: /dev/shm (searchable by all), not a 0700 state root.
+        let root = nix::unistd::geteuid().is_root();
+        let memory = (root
+            && !(on_memory(state_root)
+                && crate::runtime::stage::reachable_by_others(&state_root.join("bundles"))))
+        .then(|| Path::new(SHM))
+        .filter(|shm| safe_shared_dir(shm));
         Self::create_in(state_root, id, memory)
     }
 
@@ -98,6 +103,13 @@ fn fresh_dir(base: &Path, id: &str) -> Option<PathBuf> {
         };
         let dir = base.join(name);
         match fs::DirBuilder::new().mode(0o700).create(&dir) {
+            // Others may pass through (not list): the sandbox of root's run
+            // is an unprivileged uid that must reach `rootfs`.
+            Ok(()) if nix::unistd::geteuid().is_root() => Some(
+                fs::set_permissions(&dir, fs::Permissions::from_mode(0o711))
+                    .ok()
+                    .map(|()| dir),
+            ),
             Ok(()) => Some(Some(dir)),
             // Someone else's, or a leftover: try the next name.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => None,
@@ -137,6 +149,7 @@ fn remove_stale(base: &Path) {
 
 impl Drop for BundleDir {
     fn drop(&mut self) {
+        crate::runtime::stage::unstage(&self.path);
         let _ = fs::remove_dir_all(&self.path);
         // `bundles/` too once no other run has one there (a concurrent
         // run's bundle keeps it: ENOTEMPTY).
@@ -161,7 +174,12 @@ mod tests {
         assert_eq!(dir, base.path().join("buntime-bundle-run-7-2"));
         let meta = fs::symlink_metadata(&dir).expect("stat");
         assert!(meta.is_dir());
-        assert_eq!(meta.mode() & 0o777, 0o700);
+        let want = if nix::unistd::geteuid().is_root() {
+            0o711
+        } else {
+            0o700
+        };
+        assert_eq!(meta.mode() & 0o777, want);
     }
 
     #[test]

@@ -94,6 +94,8 @@ pub fn describe(e: &std::io::Error) -> String {
         Some(libc::ELOOP) => "path contains a symbolic link".into(),
         Some(libc::ENOENT) => "no such file or directory".into(),
         Some(libc::EROFS) => "read-only file system".into(),
+        // The broker acts with the worker's uid and no capabilities.
+        Some(libc::EACCES) => "permission denied by the file's mode to the sandbox's uid".into(),
         _ => e.to_string(),
     }
 }

@@ -10,9 +10,11 @@
 //! container's init has exited.
 
 pub mod approver;
+pub mod creds;
 mod egress;
 pub mod fsops;
 mod serve;
+pub mod view;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -365,8 +367,9 @@ fn signal_kill(pidfd: &OwnedFd) {
 pub(crate) struct Ctx {
     pub id: String,
     pub policy: Policy,
-    /// The container's root directory (`/proc/<init>/root`), O_PATH.
-    pub root: File,
+    /// The sandbox's view: its root, and under `buntime run` the host's
+    /// tree for paths outside its mounts.
+    pub view: view::View,
     pub path_var: String,
     pub audit: AuditLog,
     pub output: Mutex<(File, u64)>,
@@ -522,28 +525,19 @@ pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError>
         _ => return Ok(()),
     };
     let pidfd = pidfd_open(init_pid).map_err(io("pidfd_open init"))?;
-    // `buntime run`'s policies name host paths; a container's name paths
-    // in its own root.
+    // `buntime run`'s policies name host paths (bound at the same place);
+    // still, every path is resolved in the sandbox's own view first.
     let host_paths = spec
         .annotations()
         .as_ref()
         .and_then(|a| a.get(crate::policy::source::ANNOTATION_PATHS))
         .is_some_and(|v| v == "host");
-    let root_path = if host_paths {
-        "/".to_string()
-    } else {
-        format!("/proc/{init_pid}/root")
-    };
-    let root_dir = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(&root_path)
-        .map_err(io("open container root"))?;
+    let view = view::View::open(init_pid, &spec, host_paths).map_err(io("open container root"))?;
     let ctx = Arc::new(Ctx {
         id: id.to_string(),
         output_limit: policy.resources.output.map(|b| b.bytes()),
         policy,
-        root: root_dir,
+        view,
         path_var,
         audit,
         output: Mutex::new((output, 0)),

@@ -105,6 +105,14 @@ pub(super) fn connection(
         reject(ctx, &sock, "not a process of this container");
         return;
     }
+    // Requests are carried out with this worker's rights (see `creds`).
+    match super::creds::SandboxCreds::of_peer(sock.as_fd(), peer.uid, peer.gid) {
+        Ok(c) => super::creds::serve_as(c),
+        Err(e) => {
+            reject(ctx, &sock, &format!("peer credentials: {e}"));
+            return;
+        }
+    }
     // Made ahead of time; a failure then may have passed: try once more.
     let segment = match segment.or_else(|_| new_segment()) {
         Ok(s) => s,
@@ -399,7 +407,7 @@ fn fs_request(
     } else {
         FsAccess::Read
     };
-    let (tree, rest, rule, follow) = match ctx.policy.filesystem.decide(&p, access) {
+    let (tree, rest, rule, follow, by_broker) = match ctx.policy.filesystem.decide(&p, access) {
         FsDecision::DeniedBy(d) => {
             return Err(deny(
                 format!("filesystem.deny {}", d.display()),
@@ -418,18 +426,18 @@ fn fs_request(
                 .iter()
                 .any(|d| covers(&tree, &normalize_path(d.as_path())));
             let rest = p.strip_prefix(&tree).unwrap_or(Path::new("")).to_path_buf();
-            (tree, rest, rule, follow)
+            (tree, rest, rule, follow, false)
         }
         FsDecision::NotGranted => {
             let rule = broker(ctx, peer.pid, kind, rule, &p.to_string_lossy())?;
             // Granted for this path only: no symlink anywhere in it.
             let tree = p.parent().unwrap_or(Path::new("/")).to_path_buf();
             let rest = p.file_name().map(PathBuf::from).unwrap_or_default();
-            (tree, rest, rule, false)
+            (tree, rest, rule, false, true)
         }
     };
-    let open = |flags| fsops::open_beneath(&ctx.root, &tree, &rest, flags, follow);
-    let fail = |rule: &str, e: std::io::Error| deny(rule, fsops::describe(&e));
+    let open = |flags| open_as_worker(ctx, &p, &tree, &rest, flags, follow, by_broker);
+    let fail = |rule: &str, e: std::io::Error| deny(rule, why_not(ctx, &p, &e));
     let nb = libc::O_NONBLOCK | libc::O_NOCTTY;
     match (kind, write) {
         ("list_dir", _) => {
@@ -483,6 +491,43 @@ fn fs_request(
                 bytes: data.len() as u64,
             })
         }
+    }
+}
+
+/// Opens `tree/rest` in the sandbox's view with the worker's rights. A
+/// path the broker granted (not a static rule) that the sandbox's view
+/// lacks may name the host's file, under `buntime run`, where no mount of
+/// the sandbox covers it (`view`).
+fn open_as_worker(
+    ctx: &Ctx,
+    p: &Path,
+    tree: &Path,
+    rest: &Path,
+    flags: i32,
+    follow: bool,
+    by_broker: bool,
+) -> std::io::Result<OwnedFd> {
+    let _rights = super::creds::assume_worker()?;
+    match fsops::open_beneath(ctx.view.root()?, tree, rest, flags, follow) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) && by_broker => {
+            match ctx.view.host_fallback(p) {
+                Some(place) => fsops::open_beneath(place.dir(), tree, rest, flags, follow),
+                None => Err(e),
+            }
+        }
+        r => r,
+    }
+}
+
+/// The refusal's reason; a missing path under one of the sandbox's own
+/// mounts says so (its `/tmp` is not the host's).
+fn why_not(ctx: &Ctx, p: &Path, e: &std::io::Error) -> String {
+    match ctx.view.shadowed_by(p) {
+        Some(m) if e.raw_os_error() == Some(libc::ENOENT) => format!(
+            "no such file or directory in the sandbox (its {} is its own, not the host's)",
+            m.display()
+        ),
+        _ => fsops::describe(e),
     }
 }
 
@@ -623,10 +668,14 @@ fn exec_request(ctx: &Ctx, peer: &PeerCred, argv: &[Vec<u8>]) -> Result<Outcome,
         .first()
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .unwrap_or_default();
+    let root = ctx
+        .view
+        .root()
+        .map_err(|e| deny("default", format!("the sandbox's root: {e}")))?;
     let exists = |p: &Path| {
         let rel = p.strip_prefix("/").unwrap_or(p);
         fsops::openat2(
-            &ctx.root,
+            root,
             rel,
             libc::O_PATH | libc::O_NOFOLLOW,
             libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,

@@ -1,0 +1,237 @@
+//! Acting with the sandbox's rights: the broker opens files as the worker
+//! that asked, never as the supervisor's root.
+//!
+//! The switch is per thread and per request: `setfsuid`/`setfsgid` and
+//! `setgroups` as raw system calls (glibc's `setgroups` would change every
+//! thread of the process), and an empty effective capability set (capset
+//! is per thread too). A nonzero fsuid alone would clear the file
+//! capabilities, but a worker that is root on the host (an engine's
+//! container without a user namespace) must lose CAP_DAC_OVERRIDE & co.
+//! as well, and /proc checks look at CAP_SYS_PTRACE. The guard puts the
+//! supervisor's own credentials back, so the thread can go on writing its
+//! state directory (audit rotation) afterwards.
+
+use std::cell::RefCell;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use caps::{CapSet, CapsHashSet};
+
+/// Whose rights a request is carried out with: the connecting worker's
+/// host uid, gid and supplementary groups, as the kernel reported them
+/// (SO_PEERCRED, SO_PEERGROUPS).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SandboxCreds {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+impl SandboxCreds {
+    /// The peer of a connected Unix socket.
+    pub fn of_peer(sock: BorrowedFd<'_>, uid: u32, gid: u32) -> std::io::Result<SandboxCreds> {
+        Ok(SandboxCreds {
+            uid,
+            gid,
+            groups: peer_groups(sock)?,
+        })
+    }
+
+    /// Takes these credentials on the calling thread until the guard drops.
+    /// Fails closed: an error means nothing may be opened.
+    pub fn assume(&self) -> std::io::Result<Assumed> {
+        let saved = Saved::take()?;
+        let guard = Assumed { saved };
+        set_thread_groups(&self.groups)?;
+        set_fsgid(self.gid)?;
+        set_fsuid(self.uid)?;
+        caps::clear(None, CapSet::Effective).map_err(std::io::Error::other)?;
+        Ok(guard)
+    }
+}
+
+thread_local! {
+    /// The worker a connection thread serves (one thread a connection).
+    static SERVING: RefCell<Option<SandboxCreds>> = const { RefCell::new(None) };
+}
+
+/// Records whose rights this connection thread acts with.
+pub fn serve_as(creds: SandboxCreds) {
+    SERVING.with(|s| *s.borrow_mut() = Some(creds));
+}
+
+/// Takes the rights of the worker this thread serves; an error (no worker
+/// recorded, or the switch failed) means nothing may be opened.
+pub fn assume_worker() -> std::io::Result<Assumed> {
+    SERVING.with(|s| match s.borrow().as_ref() {
+        Some(c) => c.assume(),
+        None => Err(std::io::Error::other(
+            "no worker credentials for this thread",
+        )),
+    })
+}
+
+/// The supervisor's own credentials, put back on drop.
+pub struct Assumed {
+    saved: Saved,
+}
+
+impl Drop for Assumed {
+    fn drop(&mut self) {
+        // The order matters: fsuid 0 gives the file capabilities back
+        // (when permitted), then the rest of the effective set, which
+        // setgroups needs (CAP_SETGID).
+        let ok = set_fsuid(self.saved.fsuid).is_ok()
+            && set_fsgid(self.saved.fsgid).is_ok()
+            && caps::set(None, CapSet::Effective, &self.saved.effective).is_ok()
+            && set_thread_groups(&self.saved.groups).is_ok();
+        if !ok {
+            // A thread that cannot be its old self must not serve again:
+            // the supervisor would act with the wrong rights either way.
+            tracing::error!(target: "supervisor", "cannot restore the supervisor's credentials");
+            std::process::abort();
+        }
+    }
+}
+
+struct Saved {
+    fsuid: u32,
+    fsgid: u32,
+    groups: Vec<u32>,
+    effective: CapsHashSet,
+}
+
+impl Saved {
+    fn take() -> std::io::Result<Saved> {
+        Ok(Saved {
+            // SAFETY: setfs[ug]id(-1) changes nothing and returns the
+            // current value.
+            fsuid: unsafe { libc::syscall(libc::SYS_setfsuid, u32::MAX) } as u32,
+            fsgid: unsafe { libc::syscall(libc::SYS_setfsgid, u32::MAX) } as u32,
+            groups: nix::unistd::getgroups()
+                .map_err(std::io::Error::from)?
+                .into_iter()
+                .map(|g| g.as_raw())
+                .collect(),
+            effective: caps::read(None, CapSet::Effective).map_err(std::io::Error::other)?,
+        })
+    }
+}
+
+/// setfsuid does not report failure: it returns the previous value either
+/// way, so the new one is read back.
+fn set_fsuid(uid: u32) -> std::io::Result<()> {
+    // SAFETY: plain system calls on the calling thread.
+    let now = unsafe {
+        libc::syscall(libc::SYS_setfsuid, uid);
+        libc::syscall(libc::SYS_setfsuid, u32::MAX)
+    } as u32;
+    if now == uid {
+        Ok(())
+    } else {
+        Err(std::io::Error::from_raw_os_error(libc::EPERM))
+    }
+}
+
+fn set_fsgid(gid: u32) -> std::io::Result<()> {
+    // SAFETY: as set_fsuid.
+    let now = unsafe {
+        libc::syscall(libc::SYS_setfsgid, gid);
+        libc::syscall(libc::SYS_setfsgid, u32::MAX)
+    } as u32;
+    if now == gid {
+        Ok(())
+    } else {
+        Err(std::io::Error::from_raw_os_error(libc::EPERM))
+    }
+}
+
+/// The raw system call changes the calling thread only.
+fn set_thread_groups(groups: &[u32]) -> std::io::Result<()> {
+    // SAFETY: a valid array of `len` gids.
+    let r = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// SO_PEERGROUPS: the peer's supplementary groups at connect time.
+fn peer_groups(sock: BorrowedFd<'_>) -> std::io::Result<Vec<u32>> {
+    let mut groups = vec![0u32; 64];
+    loop {
+        let mut len = (groups.len() * 4) as libc::socklen_t;
+        // SAFETY: the buffer holds `len` bytes.
+        let r = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        if r == 0 {
+            groups.truncate(len as usize / 4);
+            return Ok(groups);
+        }
+        let e = std::io::Error::last_os_error();
+        // ERANGE: `len` now says how much room is needed.
+        if e.raw_os_error() == Some(libc::ERANGE) && (len as usize) / 4 > groups.len() {
+            groups.resize(len as usize / 4, 0);
+            continue;
+        }
+        return Err(e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assumed_credentials_apply_to_opens_and_are_given_back() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "x").unwrap();
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        // A thread of its own: the switch must not leak to the test runner.
+        let secret2 = secret.clone();
+        std::thread::spawn(move || {
+            let nobody = SandboxCreds {
+                uid: 65534,
+                gid: 65534,
+                groups: vec![],
+            };
+            {
+                let _g = nobody.assume().unwrap();
+                let e = std::fs::read(&secret2).unwrap_err();
+                assert_eq!(e.raw_os_error(), Some(libc::EACCES));
+            }
+            // Root again: the file opens.
+            assert_eq!(std::fs::read(&secret2).unwrap(), b"x");
+            // Root on the host without capabilities: file modes of other
+            // owners apply.
+            let root_nocaps = SandboxCreds {
+                uid: 0,
+                gid: 0,
+                groups: vec![],
+            };
+            let other = secret2.with_file_name("other");
+            std::fs::write(&other, "y").unwrap();
+            nix::unistd::chown(&other, Some(nix::unistd::Uid::from_raw(1234)), None).unwrap();
+            std::fs::set_permissions(&other, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            {
+                let _g = root_nocaps.assume().unwrap();
+                assert!(std::fs::read(&other).is_err());
+            }
+            assert_eq!(std::fs::read(&other).unwrap(), b"y");
+        })
+        .join()
+        .unwrap();
+    }
+}

@@ -1,0 +1,184 @@
+//! Which file a sandbox's path names: always the one in the sandbox's own
+//! view (its root and mount namespace), never the host's by accident.
+//!
+//! Every path is resolved under `/proc/<init>/root`, taken once when the
+//! supervisor starts, so the sandbox's private `/tmp`, `/dev/shm`, `/proc`
+//! and `/dev` are its own. `buntime run` adds one case: its sandbox has no
+//! image, only an empty root with the policy's host paths bound at the
+//! same place. A path that falls outside every mount of the sandbox names
+//! nothing inside it, and there (only there, and only for what the broker
+//! grants: `ask` or `allow`) the supervisor may open the host's file of
+//! that name — with the worker's rights (see `creds`).
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::Spec;
+
+use crate::policy::normalize_path;
+
+/// A mount of the sandbox: where, and whether it shows the host's tree of
+/// the same name (a bind of the same path) or something of its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnMount {
+    pub dest: PathBuf,
+    pub host_same_path: bool,
+}
+
+/// Where a request's path is looked up.
+pub enum Place<'a> {
+    /// The sandbox's view.
+    Sandbox(&'a File),
+    /// The host's tree, for a path outside every mount of a `buntime run`
+    /// sandbox.
+    Host(&'a File),
+}
+
+pub struct View {
+    init_pid: i32,
+    /// The sandbox's root directory, O_PATH, opened on first use: before
+    /// its exec a rootless init is not dumpable, so not ours to open.
+    root: std::sync::OnceLock<File>,
+    /// `buntime run` only: the host's `/` and the sandbox's mounts.
+    host: Option<(File, Vec<OwnMount>)>,
+}
+
+fn open_dir(path: &str) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(path)
+}
+
+impl View {
+    /// The sandbox's view of `init_pid`; with `host_paths`, the host's
+    /// tree too, for paths outside the mounts the spec lists.
+    pub fn open(init_pid: i32, spec: &Spec, host_paths: bool) -> std::io::Result<View> {
+        let host = if host_paths {
+            Some((open_dir("/")?, own_mounts(spec)))
+        } else {
+            None
+        };
+        Ok(View {
+            init_pid,
+            root: std::sync::OnceLock::new(),
+            host,
+        })
+    }
+
+    /// The sandbox's root (`/proc/<init>/root` as taken the first time).
+    pub fn root(&self) -> std::io::Result<&File> {
+        if let Some(r) = self.root.get() {
+            return Ok(r);
+        }
+        let r = open_dir(&format!("/proc/{}/root", self.init_pid))?;
+        Ok(self.root.get_or_init(|| r))
+    }
+
+    /// The mount of the sandbox that covers `p`, the deepest one.
+    pub fn mount_of(&self, p: &Path) -> Option<&OwnMount> {
+        let (_, mounts) = self.host.as_ref()?;
+        mounts
+            .iter()
+            .filter(|m| p.starts_with(&m.dest))
+            .max_by_key(|m| m.dest.components().count())
+    }
+
+    /// Where a broker-granted path that the sandbox's view lacks may be
+    /// opened instead: the host's tree when no mount of the sandbox covers
+    /// it (nothing inside has that name), else nowhere.
+    pub fn host_fallback(&self, p: &Path) -> Option<Place<'_>> {
+        let (host, _) = self.host.as_ref()?;
+        match self.mount_of(p) {
+            None => Some(Place::Host(host)),
+            Some(_) => None,
+        }
+    }
+
+    /// Why a path is missing, for the refusal: the sandbox's own mount
+    /// that shadows the host's directory of that name, if one does.
+    pub fn shadowed_by(&self, p: &Path) -> Option<&Path> {
+        self.mount_of(p)
+            .filter(|m| !m.host_same_path)
+            .map(|m| m.dest.as_path())
+    }
+}
+
+impl Place<'_> {
+    pub fn dir(&self) -> &File {
+        match self {
+            Place::Sandbox(f) | Place::Host(f) => f,
+        }
+    }
+}
+
+/// The spec's mount destinations (normalised); `/` when the root itself
+/// is a bind of the host's (a policy that reads `/`).
+fn own_mounts(spec: &Spec) -> Vec<OwnMount> {
+    spec.mounts()
+        .iter()
+        .flatten()
+        .map(|m| {
+            let dest = normalize_path(&Path::new("/").join(m.destination()));
+            let is_bind = m.typ().as_deref() == Some("bind")
+                || m.options()
+                    .iter()
+                    .flatten()
+                    .any(|o| o == "bind" || o == "rbind");
+            let host_same_path = is_bind
+                && m.source()
+                    .as_deref()
+                    .is_some_and(|s| normalize_path(s) == dest);
+            OwnMount {
+                dest,
+                host_same_path,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(mounts: serde_json::Value) -> Spec {
+        let mut v: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/golden/bundle.json")).unwrap();
+        v["mounts"] = mounts;
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn paths_under_the_sandboxs_own_mounts_never_reach_the_host() {
+        let s = spec(serde_json::json!([
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"},
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro"]},
+            {"destination": "/opt/buntime", "type": "bind", "source": "/x/home", "options": ["rbind"]},
+        ]));
+        let v = View::open(std::process::id() as i32, &s, true).unwrap();
+        for p in [
+            "/tmp/x/victim",
+            "/tmp",
+            "/proc/1/environ",
+            "/usr/bin/env",
+            "/opt/buntime/x",
+        ] {
+            assert!(v.host_fallback(Path::new(p)).is_none(), "{p}");
+        }
+        assert!(matches!(
+            v.host_fallback(Path::new("/data/x.csv")),
+            Some(Place::Host(_))
+        ));
+        assert_eq!(v.shadowed_by(Path::new("/tmp/x")), Some(Path::new("/tmp")));
+        assert_eq!(v.shadowed_by(Path::new("/usr/x")), None);
+        assert_eq!(
+            v.shadowed_by(Path::new("/opt/buntime/y")),
+            Some(Path::new("/opt/buntime"))
+        );
+        // Without host paths (containers): never the host.
+        let c = View::open(std::process::id() as i32, &s, false).unwrap();
+        assert!(c.host_fallback(Path::new("/data/x.csv")).is_none());
+    }
+}

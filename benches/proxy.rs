@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use buntime::audit::AuditLog;
-use buntime::policy::{numeric_name, NetDecision, NetMode, NetRule, Network};
+use buntime::policy::{numeric_name, HostAddrs, NetDecision, NetMode, NetRule, Network};
 use buntime::proxy::{self, Attempt, Gate, Granted, Limits, Refused};
 use nix::sys::resource::{getrusage, UsageWho};
 
@@ -68,7 +68,9 @@ impl Gate for RulesGate {
             .filter(SocketAddr::is_ipv4)
             .collect();
         let ips: Vec<IpAddr> = addrs.iter().map(|a| a.ip()).collect();
-        match self.net.decide_resolved(host, port, &ips) {
+        // Read per decision, as the supervisor's gate does.
+        let own = HostAddrs::read().map_err(|e| no(e.to_string()))?;
+        match self.net.decide_resolved(host, port, &ips, &own) {
             NetDecision::Allow => Ok(Granted {
                 addrs,
                 rule: "network.allow 127.0.0.1".into(),

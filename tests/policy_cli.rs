@@ -220,6 +220,64 @@ fn check_warns_about_host_network_but_passes() {
 }
 
 #[test]
+fn check_warns_about_credential_files_a_rule_exposes_but_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "etc.json",
+        "{\n  \"version\": 1,\n  \"filesystem\": {\n    \"read\": [\"/usr\", \"/etc\"],\n    \"deny\": [\"/etc/shadow\", \"/etc/gshadow*\", \"/etc/ssh\"]\n  }\n}\n",
+    );
+    let o = buntime(&["policy", "check", f.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    // The rule (pointer, line and its path), the file and the deny entry.
+    let shadow = e
+        .lines()
+        .find(|l| l.contains("/etc/shadow-"))
+        .unwrap_or_else(|| panic!("no warning for /etc/shadow-:\n{e}"));
+    assert!(
+        shadow.starts_with(&format!("warning: {}:4:", f.display())),
+        "{shadow}"
+    );
+    assert!(shadow.contains("/filesystem/read/1"), "{shadow}");
+    assert!(
+        shadow.contains("\"/etc\" gives the sandbox /etc/shadow-"),
+        "{shadow}"
+    );
+    assert!(
+        shadow.contains("expected \"/etc/shadow*\" in filesystem.deny"),
+        "{shadow}"
+    );
+    assert!(e.contains("/etc/krb5.keytab"), "{e}");
+    assert!(e.contains("/etc/security/opasswd"), "{e}");
+    // Removed by a deny entry: no warning; nothing about /usr.
+    for quiet in [
+        "/etc/shadow,",
+        "/etc/gshadow",
+        "/etc/ssh/",
+        "/filesystem/read/0",
+    ] {
+        assert!(!e.contains(quiet), "{quiet}: {e}");
+    }
+    assert!(e.lines().all(|l| l.starts_with("warning: ")), "{e}");
+}
+
+#[test]
+fn deny_patterns_are_checked_where_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "bad.json",
+        "{\"version\": 1, \"filesystem\": {\"read\": [\"/usr\"], \"deny\": [\"/etc/*/key\"]}}",
+    );
+    let o = buntime(&["policy", "check", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("/filesystem/deny/0"), "{e}");
+    assert!(e.contains("ending in \"*\""), "{e}");
+}
+
+#[test]
 fn every_shipped_policy_checks() {
     for name in ["default", "no-network", "strict", "python-dev"] {
         let path = repo(&format!("policies/{name}.json"));

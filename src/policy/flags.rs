@@ -152,16 +152,20 @@ impl PolicyFlags {
             let s = if s.is_empty() { "/" } else { s };
             FsPath::new(s).map_err(|m| invalid(flag, m))
         };
+        use super::paths::{check_deny_path, check_grant_path};
         for s in &self.allow_read {
+            check_grant_path(s).map_err(|m| invalid("allow-read", m))?;
             push_unique(&mut policy.filesystem.read, path("allow-read", s)?);
         }
         for s in &self.allow_write {
+            check_grant_path(s).map_err(|m| invalid("allow-write", m))?;
             push_unique(&mut policy.filesystem.write, path("allow-write", s)?);
         }
         for s in &self.deny_read {
             if s.is_empty() {
                 return Err(invalid("deny-read", "expected a path"));
             }
+            check_deny_path(s).map_err(|m| invalid("deny-read", m))?;
             push_unique(&mut policy.filesystem.deny, path("deny-read", s)?);
         }
         for s in &self.allow_run {

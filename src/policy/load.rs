@@ -138,7 +138,18 @@ pub fn parse_json<T: DeserializeOwned>(src: &str, file: &str) -> Result<T, Polic
 /// Parse a policy from text. `file` only labels errors. Relative paths are
 /// kept as written; see [`Policy::resolve_relative`].
 pub fn parse_policy(src: &str, file: &str) -> Result<Policy, PolicyError> {
-    parse_json(src, file)
+    let policy: Policy = parse_json(src, file)?;
+    if let Some((pointer, message)) = policy.filesystem.pattern_problem() {
+        let (line, column) = locate_pointer(src, &pointer).unzip();
+        return Err(PolicyError {
+            file: file.to_string(),
+            pointer,
+            line,
+            column,
+            message,
+        });
+    }
+    Ok(policy)
 }
 
 /// Read and parse a policy file.
@@ -243,6 +254,18 @@ pub fn check_policy(src: &str, file: &str) -> (Option<Policy>, Vec<Finding>) {
                 "\"/\" makes the whole filesystem writable".into(),
             );
         }
+    }
+    for e in policy.filesystem.exposed_secrets() {
+        push(
+            Severity::Warning,
+            format!("/filesystem/{}/{}", e.list, e.index),
+            format!(
+                "{:?} gives the sandbox {}, a credential file no deny entry removes; expected \"{}\" in filesystem.deny",
+                e.rule.display().to_string(),
+                e.secret,
+                e.deny
+            ),
+        );
     }
     for (i, p) in policy.filesystem.deny.iter().enumerate() {
         if p.as_str() == "/" {

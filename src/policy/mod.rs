@@ -23,7 +23,9 @@ pub use load::{
 };
 pub use locate::locate_pointer;
 pub use model::*;
-pub use net::{numeric_name, AddrClass, Dest, HostPattern, NetDecision, NetDenyReason, NetRule};
+pub use net::{
+    numeric_name, AddrClass, Dest, HostAddrs, HostPattern, NetDecision, NetDenyReason, NetRule,
+};
 pub use paths::{FsAccess, FsDecision};
 pub use source::{
     prepare_container, prepare_run, NodeConfig, PolicyOrigin, PolicySources, PreparedContainer,

@@ -154,6 +154,9 @@ pub struct Filesystem {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exec: Vec<FsPath>,
     /// Paths that may not be accessed at all, even inside an allowed tree.
+    /// An entry whose last component ends in `*` (`/etc/shadow*`) denies
+    /// every name in that directory that starts with what precedes the
+    /// `*` (`/etc/shadow`, `/etc/shadow-`, `/etc/shadow.bak`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deny: Vec<FsPath>,
 }

@@ -204,6 +204,17 @@ impl NetRule {
         }
     }
 
+    /// Is this rule the single address `ip` itself (an address, or a
+    /// `/32` / `/128` range)? Ranges, names and `*` are not.
+    pub fn is_exactly(&self, ip: IpAddr) -> bool {
+        let ip = canonical_ip(ip);
+        match &self.host {
+            HostPattern::Ip(a) => *a == ip,
+            HostPattern::Cidr(n) => n.prefix_len() == n.max_prefix_len() && n.addr() == ip,
+            _ => false,
+        }
+    }
+
     /// Does the rule match destination `dest` on `port`? `*` matches any
     /// address too; whether a special range is reachable is decided by the
     /// caller.
@@ -413,6 +424,56 @@ pub fn classify(ip: IpAddr) -> AddrClass {
     }
 }
 
+/// The host's own addresses: those of its interfaces (every family),
+/// plus every loopback and unspecified address (`0.0.0.0`, `::`), which
+/// reach the host whatever its interfaces. A connection from the
+/// supervisor to one of them lands on the host itself, on services bound
+/// to `0.0.0.0` or to that interface.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostAddrs(Vec<IpAddr>);
+
+impl HostAddrs {
+    /// A set of interface addresses (canonicalised).
+    pub fn new(addrs: impl IntoIterator<Item = IpAddr>) -> HostAddrs {
+        let mut v: Vec<IpAddr> = addrs.into_iter().map(canonical_ip).collect();
+        v.sort();
+        v.dedup();
+        HostAddrs(v)
+    }
+
+    /// The addresses of the interfaces of the caller's network namespace,
+    /// read now (`getifaddrs`: one netlink dump).
+    ///
+    /// Read at every decision rather than cached and refreshed on netlink
+    /// `RTMGRP_IPV4_IFADDR`/`RTMGRP_IPV6_IFADDR` notifications: a cache is
+    /// updated after the fact, by another thread, so an address added just
+    /// before a check would be missing from it and the check would fail
+    /// open. The dump costs tens of microseconds on an ordinary host, next
+    /// to the name lookup and the TCP connect every decision already pays.
+    pub fn read() -> std::io::Result<HostAddrs> {
+        let list = nix::ifaddrs::getifaddrs().map_err(std::io::Error::from)?;
+        Ok(HostAddrs::new(list.filter_map(|i| {
+            let a = i.address?;
+            if let Some(v4) = a.as_sockaddr_in() {
+                Some(IpAddr::V4(v4.ip()))
+            } else {
+                a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+            }
+        })))
+    }
+
+    /// Does `ip` reach this host?
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical_ip(ip);
+        matches!(classify(ip), AddrClass::Loopback | AddrClass::Unspecified)
+            || self.0.binary_search(&ip).is_ok()
+    }
+
+    pub fn addrs(&self) -> &[IpAddr] {
+        &self.0
+    }
+}
+
 /// The outcome of a network check.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NetDecision {
@@ -430,6 +491,9 @@ pub enum NetDenyReason {
     /// The address is loopback/private/link-local/metadata/... and no
     /// entry names it.
     SpecialRange(AddrClass),
+    /// The address is one of the host's own ([`HostAddrs`]) and no allow
+    /// entry is that very address.
+    HostAddress,
     /// No `network.allow` entry matched.
     NotAllowed,
 }
@@ -443,6 +507,9 @@ impl fmt::Display for NetDenyReason {
                 f,
                 "{} address; only reachable when an allow entry names it",
                 c.describe()
+            ),
+            NetDenyReason::HostAddress => f.write_str(
+                "address of this host; only reachable when a network.allow entry is that address itself",
             ),
             NetDenyReason::NotAllowed => f.write_str("no network.allow entry matches"),
         }
@@ -519,8 +586,17 @@ impl Network {
     }
 
     /// Like [`Network::decide`], then checks every address `host` resolved
-    /// to: deny entries apply to them, and special ranges must be named.
-    pub fn decide_resolved(&self, host: &str, port: u16, addrs: &[IpAddr]) -> NetDecision {
+    /// to: deny entries apply to them, special ranges must be named, and
+    /// the host's own addresses (`own`) must be named one by one: a range
+    /// written for other machines (`10.0.0.0/8`), a name or `*` does not
+    /// open the host itself.
+    pub fn decide_resolved(
+        &self,
+        host: &str,
+        port: u16,
+        addrs: &[IpAddr],
+        own: &HostAddrs,
+    ) -> NetDecision {
         let first = self.decide(host, port);
         if first != NetDecision::Allow || self.mode != NetMode::Proxy {
             return first;
@@ -537,6 +613,14 @@ impl Network {
                     .any(|r| r.port_ok(port) && r.names_ip(*ip))
             {
                 return NetDecision::Deny(NetDenyReason::SpecialRange(class));
+            }
+            if own.contains(*ip)
+                && !self
+                    .allow
+                    .iter()
+                    .any(|r| r.port_ok(port) && r.is_exactly(*ip))
+            {
+                return NetDecision::Deny(NetDenyReason::HostAddress);
             }
         }
         NetDecision::Allow
@@ -753,18 +837,124 @@ mod tests {
         let n = proxy(&["pypi.org"], &["1.2.3.0/24"]);
         let public: IpAddr = "151.101.0.223".parse().unwrap();
         let private: IpAddr = "10.0.0.7".parse().unwrap();
+        let none = HostAddrs::default();
         assert_eq!(
-            n.decide_resolved("pypi.org", 443, &[public]),
+            n.decide_resolved("pypi.org", 443, &[public], &none),
             NetDecision::Allow
         );
         assert_eq!(
-            n.decide_resolved("pypi.org", 443, &[public, private]),
+            n.decide_resolved("pypi.org", 443, &[public, private], &none),
             NetDecision::Deny(NetDenyReason::SpecialRange(AddrClass::Private))
         );
         assert!(matches!(
-            n.decide_resolved("pypi.org", 443, &["1.2.3.4".parse().unwrap()]),
+            n.decide_resolved("pypi.org", 443, &["1.2.3.4".parse().unwrap()], &none),
             NetDecision::Deny(NetDenyReason::DeniedBy(_))
         ));
+    }
+
+    #[test]
+    fn the_hosts_own_addresses_need_an_entry_naming_them() {
+        let eth0: IpAddr = "203.0.113.9".parse().unwrap();
+        let inner: IpAddr = "10.213.0.1".parse().unwrap();
+        let v6: IpAddr = "2001:db8::9".parse().unwrap();
+        let own = HostAddrs::new([eth0, inner, v6, "127.0.0.1".parse().unwrap()]);
+        let host = NetDecision::Deny(NetDenyReason::HostAddress);
+        // A name, `*`, or a range covering the address does not open it.
+        let wide = proxy(
+            &["*", "public.test", "10.213.0.0/16", "0.0.0.0/0", "::/0"],
+            &[],
+        );
+        for ip in [eth0, inner, v6] {
+            assert_eq!(
+                wide.decide_resolved("public.test", 80, &[ip], &own),
+                host,
+                "{ip}"
+            );
+            assert_eq!(
+                wide.decide_resolved(&ip.to_string(), 80, &[ip], &own),
+                host,
+                "{ip}"
+            );
+        }
+        // Also through the IPv4-mapped form, and for addresses that always
+        // reach the host (any loopback, 0.0.0.0, ::).
+        let mapped: IpAddr = "::ffff:203.0.113.9".parse().unwrap();
+        assert_eq!(
+            wide.decide_resolved("public.test", 80, &[mapped], &own),
+            host
+        );
+        for ip in ["0.0.0.0", "::", "127.0.0.2"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert!(own.contains(ip), "{ip}");
+            assert_eq!(
+                wide.decide_resolved("public.test", 80, &[ip], &own),
+                host,
+                "{ip}"
+            );
+        }
+        // Another public address is still reachable.
+        let other: IpAddr = "203.0.113.10".parse().unwrap();
+        assert_eq!(
+            wide.decide_resolved("public.test", 80, &[other], &own),
+            NetDecision::Allow
+        );
+        // Loopback not named at all keeps its own reason.
+        let star = proxy(&["*"], &[]);
+        assert_eq!(
+            star.decide_resolved("public.test", 80, &["127.0.0.1".parse().unwrap()], &own),
+            NetDecision::Deny(NetDenyReason::SpecialRange(AddrClass::Loopback))
+        );
+        // An entry that is the address itself opens it, on its port only.
+        let named = proxy(
+            &[
+                "public.test",
+                "203.0.113.9:8002",
+                "10.213.0.1/32",
+                "[2001:db8::9]:443",
+            ],
+            &[],
+        );
+        assert_eq!(
+            named.decide_resolved("public.test", 8002, &[eth0], &own),
+            NetDecision::Allow
+        );
+        assert_eq!(
+            named.decide_resolved("public.test", 8003, &[eth0], &own),
+            host
+        );
+        assert_eq!(
+            named.decide_resolved("10.213.0.1", 22, &[inner], &own),
+            NetDecision::Allow
+        );
+        assert_eq!(
+            named.decide_resolved("2001:db8::9", 443, &[v6], &own),
+            NetDecision::Allow
+        );
+        // Deny entries still come first.
+        let denied = proxy(&["203.0.113.9"], &["203.0.113.0/24"]);
+        assert!(matches!(
+            denied.decide_resolved("203.0.113.9", 80, &[eth0], &own),
+            NetDecision::Deny(NetDenyReason::DeniedBy(_))
+        ));
+        let text = NetDenyReason::HostAddress.to_string();
+        assert!(
+            text.contains("network.allow") && text.contains("address of this host"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn host_addresses_are_read_from_the_interfaces() {
+        let own = HostAddrs::read().unwrap();
+        // lo is up in every namespace this runs in.
+        assert!(
+            own.addrs().contains(&"127.0.0.1".parse().unwrap()),
+            "{own:?}"
+        );
+        for a in own.addrs() {
+            assert!(own.contains(*a));
+        }
+        assert!(!own.contains("192.0.2.200".parse().unwrap()));
     }
 
     #[test]

@@ -29,6 +29,31 @@ pub fn covers(rule: &Path, p: &Path) -> bool {
     p.starts_with(rule)
 }
 
+/// A `filesystem.deny` pattern, `/dir/prefix*` (a `*` ending the last
+/// component, nowhere else): its directory and the name prefix. `None` for
+/// an ordinary path.
+pub fn deny_pattern(rule: &Path) -> Option<(&Path, &[u8])> {
+    use std::os::unix::ffi::OsStrExt;
+    let prefix = rule.file_name()?.as_bytes().strip_suffix(b"*")?;
+    Some((rule.parent()?, prefix))
+}
+
+/// Does deny entry `rule` cover `p`? An ordinary path covers itself and
+/// its subtree; a pattern `/dir/prefix*` covers every entry of `/dir`
+/// whose name starts with `prefix` (`/etc/shadow*`: `/etc/shadow`,
+/// `/etc/shadow-`, `/etc/shadow.bak`), and their subtrees.
+pub fn deny_covers(rule: &Path, p: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    match deny_pattern(rule) {
+        None => covers(rule, p),
+        Some((dir, prefix)) => p
+            .strip_prefix(dir)
+            .ok()
+            .and_then(|rest| rest.components().next())
+            .is_some_and(|c| c.as_os_str().as_bytes().starts_with(prefix)),
+    }
+}
+
 fn clean(p: &FsPath) -> PathBuf {
     normalize_path(p.as_path())
 }
@@ -42,7 +67,7 @@ impl Filesystem {
     /// first). `write` implies read, `exec` implies read.
     pub fn decide(&self, path: &Path, access: FsAccess) -> FsDecision {
         let p = normalize_path(path);
-        if let Some(d) = Self::covered_by(&self.deny, &p) {
+        if let Some(d) = self.deny.iter().find(|d| deny_covers(&clean(d), &p)) {
             return FsDecision::DeniedBy(clean(d));
         }
         let granted = match access {
@@ -59,6 +84,125 @@ impl Filesystem {
         } else {
             FsDecision::NotGranted
         }
+    }
+}
+
+/// A `read`/`write`/`exec` entry is a path: patterns are for `deny` only
+/// (Landlock grants whole trees, it has no patterns).
+pub fn check_grant_path(s: &str) -> Result<(), String> {
+    if s.contains('*') {
+        return Err(format!(
+            "expected a path, got {s:?}: a \"*\" pattern is only supported in filesystem.deny"
+        ));
+    }
+    Ok(())
+}
+
+/// A `deny` entry is a path, or a pattern with one `*` ending its last
+/// component after part of a name (`/etc/shadow*`).
+pub fn check_deny_path(s: &str) -> Result<(), String> {
+    let Some(star) = s.find('*') else {
+        return Ok(());
+    };
+    let bad = star + 1 != s.trim_end_matches('/').len()
+        || s[..star].ends_with('/')
+        || s[..star].is_empty();
+    if bad {
+        return Err(format!(
+            "expected a path or a name prefix ending in \"*\" (as in \"/etc/shadow*\"), got {s:?}"
+        ));
+    }
+    Ok(())
+}
+
+impl Filesystem {
+    /// The first entry whose `*` is misplaced: its JSON pointer and why.
+    pub fn pattern_problem(&self) -> Option<(String, String)> {
+        for (list, rules) in [
+            ("read", &self.read),
+            ("write", &self.write),
+            ("exec", &self.exec),
+        ] {
+            for (i, r) in rules.iter().enumerate() {
+                if let Err(m) = check_grant_path(r.as_str()) {
+                    return Some((format!("/filesystem/{list}/{i}"), m));
+                }
+            }
+        }
+        self.deny.iter().enumerate().find_map(|(i, r)| {
+            check_deny_path(r.as_str())
+                .err()
+                .map(|m| (format!("/filesystem/deny/{i}"), m))
+        })
+    }
+}
+
+/// Credential files of an ordinary Linux host: a path that stands for
+/// each, and the `filesystem.deny` entry that keeps it out. `policy
+/// check` warns when a rule covers one and no deny entry removes it.
+pub const KNOWN_SECRETS: &[(&str, &str)] = &[
+    ("/etc/shadow", "/etc/shadow*"),
+    ("/etc/shadow-", "/etc/shadow*"),
+    ("/etc/gshadow", "/etc/gshadow*"),
+    ("/etc/gshadow-", "/etc/gshadow*"),
+    ("/etc/security/opasswd", "/etc/security/opasswd*"),
+    ("/etc/krb5.keytab", "/etc/krb5.keytab"),
+    ("/etc/ssh/ssh_host_ed25519_key", "/etc/ssh"),
+    ("/etc/ssl/private", "/etc/ssl/private"),
+    ("/etc/pki/tls/private", "/etc/pki/tls/private"),
+    ("/etc/letsencrypt/archive", "/etc/letsencrypt"),
+    ("/etc/ipsec.secrets", "/etc/ipsec.secrets"),
+    ("/etc/ppp/chap-secrets", "/etc/ppp/chap-secrets"),
+    ("/etc/ppp/pap-secrets", "/etc/ppp/pap-secrets"),
+    ("/etc/sudoers", "/etc/sudoers"),
+    ("/etc/sudoers.d", "/etc/sudoers.d"),
+    ("/root/.ssh", "/root"),
+];
+
+/// A rule that gives the sandbox a known secret ([`KNOWN_SECRETS`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretExposure {
+    /// `read`, `write` or `exec`.
+    pub list: &'static str,
+    /// The rule's index in that list.
+    pub index: usize,
+    pub rule: PathBuf,
+    pub secret: &'static str,
+    /// The deny entry that would remove it.
+    pub deny: &'static str,
+}
+
+impl Filesystem {
+    /// Every (rule, secret) where an absolute read/write/exec rule covers
+    /// a known secret that no deny entry removes. Relative rules are left
+    /// out: what they cover depends on where the policy is used.
+    pub fn exposed_secrets(&self) -> Vec<SecretExposure> {
+        let mut out = Vec::new();
+        for (list, rules) in [
+            ("read", &self.read),
+            ("write", &self.write),
+            ("exec", &self.exec),
+        ] {
+            for (index, r) in rules.iter().enumerate() {
+                if !r.is_absolute() {
+                    continue;
+                }
+                let rule = clean(r);
+                for &(secret, deny) in KNOWN_SECRETS {
+                    let p = Path::new(secret);
+                    if covers(&rule, p) && !self.deny.iter().any(|d| deny_covers(&clean(d), p)) {
+                        out.push(SecretExposure {
+                            list,
+                            index,
+                            rule: rule.clone(),
+                            secret,
+                            deny,
+                        });
+                    }
+                }
+            }
+        }
+        out
     }
 }
 
@@ -183,6 +327,99 @@ mod tests {
             f.decide(Path::new("/tmp/a"), FsAccess::Exec),
             FsDecision::NotGranted
         );
+    }
+
+    #[test]
+    fn deny_patterns_cover_names_with_the_prefix() {
+        let f = fs(
+            &["/etc"],
+            &[],
+            &[],
+            &["/etc/shadow*", "/etc/security/opasswd*"],
+        );
+        let by = FsDecision::DeniedBy(PathBuf::from("/etc/shadow*"));
+        for p in [
+            "/etc/shadow",
+            "/etc/shadow-",
+            "/etc/shadow.bak",
+            "/etc/shadow.d/x",
+        ] {
+            assert_eq!(f.decide(Path::new(p), FsAccess::Read), by, "{p}");
+        }
+        assert_eq!(
+            f.decide(Path::new("/etc/security/opasswd.old"), FsAccess::Read),
+            FsDecision::DeniedBy(PathBuf::from("/etc/security/opasswd*"))
+        );
+        // Only the entries of that directory; not the directory itself,
+        // nor a deeper name that happens to start the same way.
+        for p in ["/etc", "/etc/gshadow", "/etc/x/shadow", "/etc/passwd"] {
+            assert_eq!(
+                f.decide(Path::new(p), FsAccess::Read),
+                FsDecision::Allow,
+                "{p}"
+            );
+        }
+        assert_eq!(deny_pattern(Path::new("/etc/shadow")), None);
+        assert_eq!(
+            deny_pattern(Path::new("/etc/shadow*")),
+            Some((Path::new("/etc"), &b"shadow"[..]))
+        );
+    }
+
+    #[test]
+    fn stars_only_end_deny_entries() {
+        for ok in ["/etc/shadow*", "/etc/x", "rel/key*", "/etc/shadow*/"] {
+            assert!(check_deny_path(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "/etc/*",
+            "/*",
+            "*",
+            "/etc/*/key",
+            "/etc/sh*dow",
+            "/etc/shadow**",
+        ] {
+            assert!(check_deny_path(bad).is_err(), "{bad}");
+        }
+        assert!(check_grant_path("/etc/ssl*").is_err());
+        let f = fs(&["/etc"], &[], &["/usr/*"], &["/etc/shadow*"]);
+        let (ptr, msg) = f.pattern_problem().unwrap();
+        assert_eq!(ptr, "/filesystem/exec/0");
+        assert!(msg.contains("only supported in filesystem.deny"), "{msg}");
+    }
+
+    #[test]
+    fn secrets_a_rule_exposes_are_named_with_the_deny_that_removes_them() {
+        let f = fs(
+            &["/etc", "/usr", "rel"],
+            &["/etc/ssh"],
+            &[],
+            &["/etc/shadow", "/etc/ssl/private"],
+        );
+        let got = f.exposed_secrets();
+        let has = |list: &str, secret: &str, deny: &str| {
+            got.iter()
+                .any(|e| e.list == list && e.secret == secret && e.deny == deny)
+        };
+        // /etc/shadow is denied; its backup is not.
+        assert!(!got.iter().any(|e| e.secret == "/etc/shadow"), "{got:?}");
+        assert!(has("read", "/etc/shadow-", "/etc/shadow*"), "{got:?}");
+        assert!(
+            has("read", "/etc/krb5.keytab", "/etc/krb5.keytab"),
+            "{got:?}"
+        );
+        assert!(
+            has("write", "/etc/ssh/ssh_host_ed25519_key", "/etc/ssh"),
+            "{got:?}"
+        );
+        assert!(
+            !got.iter().any(|e| e.secret == "/etc/ssl/private"),
+            "{got:?}"
+        );
+        assert!(got.iter().all(|e| e.rule.starts_with("/etc")), "{got:?}");
+        // Everything denied: nothing to say.
+        let all: Vec<&str> = KNOWN_SECRETS.iter().map(|(_, d)| *d).collect();
+        assert!(fs(&["/"], &[], &[], &all).exposed_secrets().is_empty());
     }
 
     #[test]

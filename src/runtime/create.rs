@@ -432,7 +432,9 @@ const DENIED_FILE: &str = "denied";
 /// A denied *file* is masked with an unreadable file instead of
 /// `/dev/null`, so that reading it fails (`EACCES`: no capability in the
 /// sandbox overrides the mode) instead of looking empty. Directories stay
-/// masked by an empty read-only tmpfs. Returns whether any file was found.
+/// masked by an empty read-only tmpfs. A deny pattern (`/etc/shadow*`)
+/// is masked as the entries it matches now, in the container's view.
+/// Returns whether any file was found.
 fn unreadable_deny_files(
     spec: &mut libcontainer::oci_spec::runtime::Spec,
     policy: &crate::policy::Policy,
@@ -440,17 +442,48 @@ fn unreadable_deny_files(
     rootfs: &Path,
     extra: &Path,
 ) -> Result<bool> {
+    use std::os::unix::ffi::OsStrExt;
+    let view = |p: &Path| {
+        if host_paths {
+            p.to_path_buf()
+        } else {
+            rootfs.join(p.strip_prefix("/").unwrap_or(p))
+        }
+    };
     let mut files = Vec::new();
+    let mut masked = Vec::new();
     for p in &policy.filesystem.deny {
         let p = crate::policy::normalize_path(p.as_path());
-        let view = if host_paths {
-            p.clone()
-        } else {
-            rootfs.join(p.strip_prefix("/").unwrap_or(&p))
+        let Some((dir, prefix)) = crate::policy::paths::deny_pattern(&p) else {
+            // Not following symlinks: a link is masked as before.
+            if fs::symlink_metadata(view(&p)).is_ok_and(|m| m.is_file()) {
+                files.push(p);
+            }
+            continue;
         };
-        // Not following symlinks: a link is masked as before.
-        if fs::symlink_metadata(&view).is_ok_and(|m| m.is_file()) {
-            files.push(p);
+        let Ok(entries) = fs::read_dir(view(dir)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if !e.file_name().as_bytes().starts_with(prefix) {
+                continue;
+            }
+            let found = dir.join(e.file_name());
+            // As for an ordinary entry: a regular file gets the
+            // unreadable file, anything else libcontainer's masking.
+            match fs::symlink_metadata(view(&found)) {
+                Ok(m) if m.is_file() => files.push(found),
+                Ok(_) => masked.push(found.to_string_lossy().into_owned()),
+                Err(_) => {}
+            }
+        }
+    }
+    if !masked.is_empty() {
+        if let Some(mut linux) = spec.linux().clone() {
+            let mut all = linux.masked_paths().clone().unwrap_or_default();
+            all.extend(masked);
+            linux.set_masked_paths(Some(all));
+            spec.set_linux(Some(linux));
         }
     }
     if files.is_empty() {

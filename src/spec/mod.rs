@@ -487,8 +487,12 @@ pub fn effective_spec(
         }
     }
     linux.set_namespaces(Some(ns));
+    // Patterns (`/etc/shadow*`) are masked as the files they match when
+    // the container is created (runtime::create), not here: what they
+    // match depends on the root filesystem.
     let deny_strings: Vec<String> = deny
         .iter()
+        .filter(|p| crate::policy::paths::deny_pattern(p).is_none())
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
     linux.set_masked_paths(Some(union_paths(

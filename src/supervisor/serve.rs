@@ -589,6 +589,14 @@ pub(super) fn net_check(
     if addrs.is_empty() {
         return Err(deny("default", format!("{host} has no address")).into());
     }
+    // The host's own addresses, as they are now (see HostAddrs::read):
+    // without them, refuse rather than risk reaching the host itself.
+    let own = crate::policy::HostAddrs::read().map_err(|e| {
+        NetRefusal::from(deny(
+            "network",
+            format!("cannot list the host's own addresses: {e}"),
+        ))
+    })?;
     // A refusal from here on is about an address: the audit names the
     // first one the rules refuse (the sandbox's answer does not: it would
     // tell the sandbox what names resolve to on the host's side).
@@ -598,7 +606,7 @@ pub(super) fn net_check(
             .iter()
             .find(|a| {
                 !matches!(
-                    net.decide_resolved(host, port, &[a.ip()]),
+                    net.decide_resolved(host, port, &[a.ip()], &own),
                     NetDecision::Allow
                 )
             })
@@ -606,7 +614,7 @@ pub(super) fn net_check(
             .copied(),
     };
     let ips: Vec<IpAddr> = addrs.iter().map(|a| a.ip()).collect();
-    let rule = match net.decide_resolved(host, port, &ips) {
+    let rule = match net.decide_resolved(host, port, &ips, &own) {
         NetDecision::Allow => {
             let dest = crate::policy::Dest::parse(host);
             let by = net
@@ -624,12 +632,13 @@ pub(super) fn net_check(
         }
         NetDecision::Deny(NetDenyReason::NotAllowed) => {
             // Not granted statically; the broker may grant it, but never a
-            // denied or special (loopback, private, metadata) address.
+            // denied or special (loopback, private, metadata) address, nor
+            // one of the host's own.
             let mut open = net.clone();
             if let Ok(any) = NetRule::parse("*") {
                 open.allow.push(any);
             }
-            match open.decide_resolved(host, port, &ips) {
+            match open.decide_resolved(host, port, &ips, &own) {
                 // Nothing to ask: say which rule is missing.
                 NetDecision::Allow if ctx.policy.broker.net_connect == BrokerRule::Deny => {
                     return Err(refused(&net, NetDenyReason::NotAllowed))

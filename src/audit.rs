@@ -496,14 +496,14 @@ mod tests {
     fn a_flood_of_allows_leaves_room_for_denials_and_the_rest_is_counted() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(AUDIT_FILE);
-        let one = serde_json::to_string(&record(0)).unwrap().len() as u64 + 1;
+        let mut allow = record(1);
+        allow.decision = "allow".into();
+        let one = serde_json::to_string(&allow).unwrap().len() as u64 + 1;
         let quota = Quota {
             all: one * 10,
             allow: one * 5,
         };
         let log = AuditLog::open_with(&path, u64::MAX, quota).unwrap();
-        let mut allow = record(1);
-        allow.decision = "allow".into();
         for _ in 0..100 {
             log.record(&allow);
         }

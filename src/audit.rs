@@ -1,6 +1,12 @@
 //! Audit records of the supervisor's decisions: one JSON object per line in
 //! the container's state directory (`audit.log`), and the same record as a
 //! `tracing` event with target `audit`.
+//!
+//! The sandbox decides how many records it causes, so a log must not let
+//! it push its own denials out: records are written within a per-log
+//! quota (`DECISION_QUOTA`, allows only up to `ALLOW_QUOTA`), well below
+//! the rotation size, and what is over it is counted and summed up in a
+//! few lines instead (see docs/supervisor.md "Audit log").
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -18,6 +24,19 @@ pub const AUDIT_FILE_OLD: &str = "audit.log.1";
 /// the state directory is usually on tmpfs (host memory), so the log is
 /// rotated at this size, keeping this and the previous file.
 pub const MAX_AUDIT_BYTES: u64 = 64 << 20;
+/// Bytes of records one log (one sandbox's supervisor) writes at most:
+/// half the rotation size, so one sandbox's records are never rotated out.
+pub const DECISION_QUOTA: u64 = 32 << 20;
+/// Of which `allow` records may take this much: a flood of allowed
+/// requests leaves room for the refusals that come after it.
+pub const ALLOW_QUOTA: u64 = 24 << 20;
+/// Characters of `subject` and `reason` kept in a record (a line is then
+/// at most a few KiB, even with every character escaped).
+pub const MAX_FIELD_CHARS: usize = 1024;
+/// Kind of the log's own lines: the quota used up, what was not written.
+pub const KIND_AUDIT: &str = "audit";
+/// `rule` of the lines that count records not written.
+pub const RULE_QUOTA: &str = "audit quota";
 
 /// One decision (or one protocol event) of the supervisor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +72,10 @@ pub struct AuditRecord {
     /// Proxy connections: how long the connection lasted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// How many events the line stands for, when more than one: STDOUT and
+    /// STDERR frames of an output tally, records not written over the quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
 }
 
 /// A record's kind as a verb for people: `read /etc/x`, `connect to h:443`.
@@ -85,7 +108,13 @@ impl AuditRecord {
             bytes_up: None,
             bytes_down: None,
             duration_ms: None,
+            count: None,
         }
+    }
+
+    /// How many events this line stands for (1 unless it says more).
+    pub fn events(&self) -> u64 {
+        self.count.unwrap_or(1)
     }
 
     pub fn now() -> String {
@@ -107,6 +136,7 @@ pub enum AuditError {
 pub struct AuditLog {
     path: PathBuf,
     cap: u64,
+    quota: Quota,
     sink: Mutex<Sink>,
 }
 
@@ -114,6 +144,32 @@ pub struct AuditLog {
 struct Sink {
     file: File,
     written: u64,
+    /// Bytes of records this log wrote (for the quota).
+    used: u64,
+    /// Records not written over the quota, by (kind, decision).
+    dropped: std::collections::BTreeMap<(String, String), u64>,
+}
+
+/// The quota of one log: all records, and `allow` records alone.
+#[derive(Debug, Clone, Copy)]
+pub struct Quota {
+    pub all: u64,
+    pub allow: u64,
+}
+
+impl Default for Quota {
+    fn default() -> Self {
+        Quota {
+            all: DECISION_QUOTA,
+            allow: ALLOW_QUOTA,
+        }
+    }
+}
+
+/// `s` cut to `MAX_FIELD_CHARS` characters (an ellipsis says so).
+fn clip(s: &str) -> Option<String> {
+    let (at, _) = s.char_indices().nth(MAX_FIELD_CHARS)?;
+    Some(format!("{}\u{2026}", &s[..at]))
 }
 
 fn open_append(path: &Path) -> std::io::Result<File> {
@@ -217,6 +273,11 @@ impl AuditLog {
 
     /// With a rotation size of `cap` bytes.
     pub fn open_capped(path: &Path, cap: u64) -> Result<Self, AuditError> {
+        Self::open_with(path, cap, Quota::default())
+    }
+
+    /// With a rotation size of `cap` bytes and a quota of its own.
+    pub fn open_with(path: &Path, cap: u64, quota: Quota) -> Result<Self, AuditError> {
         let file = open_append(path).map_err(|source| AuditError::Open {
             path: path.display().to_string(),
             source,
@@ -225,7 +286,13 @@ impl AuditLog {
         Ok(AuditLog {
             path: path.to_path_buf(),
             cap,
-            sink: Mutex::new(Sink { file, written }),
+            quota,
+            sink: Mutex::new(Sink {
+                file,
+                written,
+                used: 0,
+                dropped: Default::default(),
+            }),
         })
     }
 
@@ -255,21 +322,81 @@ impl AuditLog {
         }
     }
 
-    /// Writes one line and emits the tracing event. Write errors are
-    /// logged, not returned: a full disk must not stop decisions.
+    /// Writes one record (within the quota) and emits the tracing event.
+    /// Write errors are logged, not returned: a full disk must not stop
+    /// decisions.
     pub fn record(&self, r: &AuditRecord) {
         tracing::info!(target: "audit", container = %r.container, pid = r.pid, kind = %r.kind,
             subject = %r.subject, decision = %r.decision, rule = %r.rule, reason = %r.reason,
             latency_us = r.latency_us, bytes = r.bytes, "decision");
-        let mut line = serde_json::to_string(r).unwrap_or_default();
-        line.push('\n');
+        let (subject, reason) = (clip(&r.subject), clip(&r.reason));
+        let line = if subject.is_some() || reason.is_some() {
+            let mut c = r.clone();
+            if let Some(x) = subject {
+                c.subject = x;
+            }
+            if let Some(x) = reason {
+                c.reason = x;
+            }
+            to_line(&c)
+        } else {
+            to_line(r)
+        };
+        let mut sink = self.lock();
+        let limit = if r.decision == "allow" {
+            self.quota.allow
+        } else {
+            self.quota.all
+        };
+        if sink.used + line.len() as u64 > limit {
+            let first = sink.dropped.is_empty();
+            *sink
+                .dropped
+                .entry((r.kind.clone(), r.decision.clone()))
+                .or_insert(0) += 1;
+            if first {
+                let mut n = AuditRecord::new(&r.container, 0, KIND_AUDIT, "quota");
+                n.decision = "drop".into();
+                n.rule = RULE_QUOTA.into();
+                n.reason = format!(
+                    "the audit quota ({} bytes, {} for allows) is used up: further records are counted, not written, and summed up when the supervisor exits",
+                    self.quota.all, self.quota.allow
+                );
+                self.write(&mut sink, &to_line(&n));
+            }
+            return;
+        }
+        sink.used += line.len() as u64;
+        self.write(&mut sink, &line);
+    }
+
+    /// What the quota kept out: one line per (kind, decision) with `count`
+    /// (a few dozen lines at most); nothing when all was written. Called
+    /// as the supervisor exits.
+    pub fn finish(&self, container: &str) {
+        let mut sink = self.lock();
+        let dropped = std::mem::take(&mut sink.dropped);
+        for ((kind, decision), n) in dropped {
+            let mut r = AuditRecord::new(container, 0, &kind, "(not recorded)");
+            r.decision = decision;
+            r.rule = RULE_QUOTA.into();
+            r.reason = format!("{n} records over the audit quota were not written");
+            r.count = Some(n);
+            self.write(&mut sink, &to_line(&r));
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sink> {
         // A poisoned lock only means another thread panicked mid-write.
-        let mut sink = match self.sink.lock() {
+        match self.sink.lock() {
             Ok(s) => s,
             Err(p) => p.into_inner(),
-        };
+        }
+    }
+
+    fn write(&self, sink: &mut Sink, line: &str) {
         if sink.written > 0 && sink.written + line.len() as u64 > self.cap {
-            if let Err(e) = self.rotate(&mut sink) {
+            if let Err(e) = self.rotate(sink) {
                 tracing::warn!(target: "supervisor", "rotate audit log: {e}");
                 // Try again a file's worth later, not at every record.
                 sink.written = 0;
@@ -281,6 +408,12 @@ impl AuditLog {
             Err(e) => tracing::warn!(target: "supervisor", "write audit log: {e}"),
         }
     }
+}
+
+fn to_line(r: &AuditRecord) -> String {
+    let mut line = serde_json::to_string(r).unwrap_or_default();
+    line.push('\n');
+    line
 }
 
 #[cfg(test)]
@@ -357,5 +490,57 @@ mod tests {
         assert!(!replaced(&f, &path));
         log.record(&record(1));
         assert!(replaced(&f, &path));
+    }
+
+    #[test]
+    fn a_flood_of_allows_leaves_room_for_denials_and_the_rest_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(AUDIT_FILE);
+        let mut allow = record(1);
+        allow.decision = "allow".into();
+        let one = serde_json::to_string(&allow).unwrap().len() as u64 + 1;
+        let quota = Quota {
+            all: one * 10,
+            allow: one * 5,
+        };
+        let log = AuditLog::open_with(&path, u64::MAX, quota).unwrap();
+        for _ in 0..100 {
+            log.record(&allow);
+        }
+        let mut deny = record(2);
+        deny.decision = "deny".into();
+        for _ in 0..100 {
+            log.record(&deny);
+        }
+        log.finish("c");
+        let all = read_all(dir.path());
+        let count = |d: &str| -> u64 {
+            all.iter()
+                .filter(|r| r.decision == d && r.kind == "fs_read")
+                .map(|r| r.events())
+                .sum()
+        };
+        assert_eq!(count("allow"), 100);
+        assert_eq!(count("deny"), 100);
+        let written = |d: &str| {
+            all.iter()
+                .filter(|r| r.decision == d && r.count.is_none() && r.kind == "fs_read")
+                .count()
+        };
+        assert_eq!(written("allow"), 5);
+        assert!(written("deny") >= 4, "{all:?}");
+        assert_eq!(all.iter().filter(|r| r.kind == KIND_AUDIT).count(), 1);
+    }
+
+    #[test]
+    fn long_fields_are_clipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(AUDIT_FILE);
+        let log = AuditLog::open(&path).unwrap();
+        let mut r = record(0);
+        r.subject = "\u{1}".repeat(100_000);
+        log.record(&r);
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert!(len < 8 << 10, "{len}");
     }
 }

@@ -151,7 +151,8 @@ fn check_output_and_stdin(run: &dyn Fn(&[&str]) -> Command, dir: &Path) {
     assert_eq!(fs::read_to_string(&log).unwrap(), want);
 
     let big = put_script(dir, "big.py", BIG_PY);
-    let mut child = run(&[&big])
+    // Over the default policy's resources.output (16M).
+    let mut child = run(&["--output=128M", &big])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()

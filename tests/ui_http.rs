@@ -502,7 +502,8 @@ fn a_real_sandbox_is_listed_streamed_and_answered() {
     // The audit as JSON, filtered, with counts of everything.
     let all = get(a, &format!("/api/sandboxes/{id}/audit")).json();
     let total = all["counts"]["total"].as_u64().unwrap();
-    assert!(total >= 8, "{all}");
+    // Output frames are tallied when the connection ends (still open here).
+    assert!(total >= 7, "{all}");
     assert_eq!(all["records"].as_array().unwrap().len() as u64, total);
     let denies = get(a, &format!("/api/sandboxes/{id}/audit?decision=deny")).json();
     let d_recs = denies["records"].as_array().unwrap();

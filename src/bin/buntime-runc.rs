@@ -318,7 +318,7 @@ fn create_options(a: &CreateArgs, detach: bool) -> CreateOptions {
         preserve_fds: a.preserve_fds,
         no_pivot: a.no_pivot,
         detach,
-        sandbox: None,
+        ..CreateOptions::default()
     }
 }
 

@@ -53,7 +53,8 @@ pub struct Client {
     timeout: Option<Duration>,
     buf: Vec<u8>,
     version: u16,
-    stopped: bool,
+    /// The supervisor's STOP reason, once it stopped the connection.
+    stopped: Option<String>,
 }
 
 impl Client {
@@ -139,7 +140,7 @@ impl Client {
             timeout: None,
             buf: Vec::new(),
             version,
-            stopped: false,
+            stopped: None,
         })
     }
 
@@ -178,8 +179,8 @@ impl Client {
     /// Check the control socket without blocking: stash fds, notice STOP or
     /// a hang-up.
     fn pump_control(&mut self, wait: Option<Duration>) -> Result<()> {
-        if self.stopped {
-            return Err(IpcError::Closed);
+        if let Some(why) = &self.stopped {
+            return Err(IpcError::Stopped(why.clone()));
         }
         let mut wait = wait;
         while let Some(m) = self.ctrl.recv(wait)? {
@@ -193,8 +194,14 @@ impl Client {
                 }
                 (ctl::DATA, None) => {}
                 (ctl::STOP, _) => {
-                    self.stopped = true;
-                    return Err(IpcError::Closed);
+                    let why = String::from_utf8_lossy(&m.body).into_owned();
+                    let why = if why.is_empty() {
+                        format!("code {}", m.arg)
+                    } else {
+                        why
+                    };
+                    self.stopped = Some(why.clone());
+                    return Err(IpcError::Stopped(why));
                 }
                 (k, _) => {
                     return Err(IpcError::Protocol(format!(
@@ -221,10 +228,14 @@ impl Client {
                 Pushed::Full => {
                     let slice = Self::slice(deadline);
                     if !self.tx.wait_space(len as u32, &self.wait, Some(slice)) {
+                        // STOP first: with short timeouts (the Python and Bun
+                        // workers wait in 20 ms slices) a check only after
+                        // the deadline would never come, and a refused
+                        // request would wait forever.
+                        self.pump_control(Some(Duration::ZERO))?;
                         if deadline.is_some_and(|d| Instant::now() >= d) {
                             return Err(IpcError::Timeout);
                         }
-                        self.pump_control(Some(Duration::ZERO))?;
                     }
                 }
             }
@@ -319,10 +330,12 @@ impl Client {
             }
             let slice = Self::slice(deadline);
             if !self.rx.wait_readable(&self.wait, Some(slice)) {
+                // A STOP (the supervisor refused the request at the
+                // protocol level) ends the wait, timeout or not.
+                self.pump_control(Some(Duration::ZERO))?;
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Err(IpcError::Timeout);
                 }
-                self.pump_control(Some(Duration::ZERO))?;
             }
         }
     }
@@ -369,7 +382,7 @@ impl Client {
 
     /// Tell the supervisor we are done and close the socket.
     pub fn close(self) -> Result<()> {
-        if !self.stopped {
+        if self.stopped.is_none() {
             self.ctrl
                 .send(ctl::STOP, control::stop::NORMAL, &[], None)?;
         }

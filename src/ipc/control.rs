@@ -146,6 +146,12 @@ fn poll_for(fd: BorrowedFd<'_>, events: libc::c_short, timeout: Option<Duration>
     }
 }
 
+/// Messages `linger` reads at most before it closes anyway.
+pub const LINGER_MESSAGES: usize = 1024;
+/// How long the supervisor waits, after REJECT or STOP, for the peer to
+/// read it and hang up.
+pub const LINGER: Duration = Duration::from_millis(250);
+
 /// A connected control socket (either side).
 #[derive(Debug)]
 pub struct ControlSocket {
@@ -365,6 +371,40 @@ impl ControlSocket {
     /// Shut both directions down (wakes a peer blocked in recv).
     pub fn shutdown(&self) {
         let _ = socket::shutdown(self.fd.as_raw_fd(), socket::Shutdown::Both);
+    }
+
+    /// Shut our sending side: the peer reads what we sent, then EOF (a
+    /// peer blocked in recv wakes up).
+    pub fn shutdown_write(&self) {
+        let _ = socket::shutdown(self.fd.as_raw_fd(), socket::Shutdown::Write);
+    }
+
+    /// Half-closes, then reads and drops what the peer sends until it hangs
+    /// up, `wait` passes or `LINGER_MESSAGES` arrived. Closing a socket with
+    /// the peer's data unread makes the kernel report ECONNRESET to the
+    /// peer before what we sent last (REJECT, STOP): clients that do not
+    /// retry (Python, Bun) would then never see the reason.
+    pub fn linger(&self, wait: Duration) {
+        self.shutdown_write();
+        let deadline = Instant::now() + wait;
+        for _ in 0..LINGER_MESSAGES {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.recv(Some(left)) {
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => return,
+            }
+        }
+    }
+
+    /// REJECT with `why` (cut to fit a control message), then `linger`.
+    pub fn reject(&self, why: &str, wait: Duration) {
+        let max = MAX_CONTROL_MSG - CTL_HEADER;
+        let mut end = why.len().min(max);
+        while !why.is_char_boundary(end) {
+            end -= 1;
+        }
+        let _ = self.send_within(ctl::REJECT, 0, &why.as_bytes()[..end], None, wait);
+        self.linger(wait);
     }
 }
 

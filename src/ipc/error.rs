@@ -78,6 +78,10 @@ pub enum IpcError {
     Full,
     #[error("connection closed by peer")]
     Closed,
+    /// The supervisor sent STOP (a refused request, a protocol error, or
+    /// its own shutdown); the body is its reason.
+    #[error("the supervisor stopped the connection: {0}")]
+    Stopped(String),
     #[error("channel unusable after an earlier error")]
     Poisoned,
     #[error("bad segment: {0}")]

@@ -110,14 +110,23 @@ impl SupervisorChannel {
         if let Err(why) = cfg.peer.check(&peer) {
             tracing::warn!(target: "supervisor", audit = true, peer_pid = peer.pid, peer_uid = peer.uid,
                 peer_gid = peer.gid, reason = %why, "IPC peer rejected");
-            let _ = sock.send(ctl::REJECT, 0, why.as_bytes(), None);
+            sock.reject(&why, control::LINGER);
             return Err(IpcError::PeerRejected(why));
         }
-        let hello = recv_kind(&sock, ctl::HELLO, deadline)?;
+        // Anything but HELLO (garbage, a bad version) gets REJECT with the
+        // reason, as a message the client can read.
+        let hello = match recv_kind(&sock, ctl::HELLO, deadline) {
+            Ok(m) => m,
+            Err(e @ (IpcError::Handshake(_) | IpcError::Protocol(_))) => {
+                sock.reject(&e.to_string(), control::LINGER);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         let (version, peer_flags) = match control::negotiate(&hello.body) {
             Ok(v) => v,
             Err(why) => {
-                let _ = sock.send(ctl::REJECT, 0, why.as_bytes(), None);
+                sock.reject(&why, control::LINGER);
                 return Err(IpcError::Handshake(why));
             }
         };
@@ -212,7 +221,8 @@ impl SupervisorChannel {
             let msg = err.to_string();
             let reason = &msg.as_bytes()[..msg.len().min(256)];
             let _ = self.ctrl.try_send(ctl::STOP, code, reason);
-            self.ctrl.shutdown();
+            // Half-close: the worker reads STOP, then EOF (see Drop).
+            self.ctrl.shutdown_write();
             self.closed = true;
         }
         err
@@ -423,8 +433,16 @@ impl SupervisorChannel {
         if !self.closed {
             let r = &reason.as_bytes()[..reason.len().min(256)];
             let _ = self.ctrl.try_send(ctl::STOP, stop::NORMAL, r);
-            self.ctrl.shutdown();
+            self.ctrl.shutdown_write();
             self.closed = true;
         }
+    }
+}
+
+impl Drop for SupervisorChannel {
+    /// The worker's unread messages are drained before the socket closes,
+    /// so that a STOP reaches it as a message, not as ECONNRESET.
+    fn drop(&mut self) {
+        self.ctrl.linger(control::LINGER);
     }
 }

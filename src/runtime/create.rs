@@ -30,6 +30,10 @@ pub struct CreateOptions {
     pub detach: bool,
     /// `buntime run`: the policy comes from here, not from annotations.
     pub sandbox: Option<crate::policy::RunSandbox>,
+    /// The init's stdout and stderr instead of ours (`buntime run` relays
+    /// them to count `resources.output`).
+    pub stdout: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
+    pub stderr: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
 }
 
 /// Creates the container. On failure nothing is left behind: no state
@@ -380,7 +384,18 @@ fn build(
         .as_ref()
         .map(|p| absolute(p))
         .transpose()?;
-    ContainerBuilder::new(opts.id.clone(), SyscallType::default())
+    let dup = |fd: &std::sync::Arc<std::os::fd::OwnedFd>| {
+        fd.try_clone()
+            .map_err(|e| RuntimeError::io("duplicate the sandbox's stdio", e))
+    };
+    let mut builder = ContainerBuilder::new(opts.id.clone(), SyscallType::default());
+    if let Some(fd) = &opts.stdout {
+        builder = builder.with_stdout(dup(fd)?);
+    }
+    if let Some(fd) = &opts.stderr {
+        builder = builder.with_stderr(dup(fd)?);
+    }
+    builder
         .with_root_path(root.path())
         .map_err(|e| RuntimeError::backend("--root", &e))?
         .with_pid_file(pid_file)

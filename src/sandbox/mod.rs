@@ -12,6 +12,7 @@ pub mod delegate;
 pub mod kind;
 mod limits;
 pub mod prompt;
+pub mod relay;
 pub mod report;
 mod scratch;
 mod workers;
@@ -383,6 +384,12 @@ pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
         .map_err(|e| setup(format!("write bundle: {e}")))?;
     let memory = plan.sandbox.policy.resources.memory.map(|m| m.to_string());
     let req_limits = plan.sandbox.policy.resources.clone();
+    // resources.output: the sandbox's stdout/stderr are relayed and counted.
+    let output_limit = req_limits.output;
+    let plumbing = match output_limit {
+        Some(_) => Some(relay::plumb().map_err(|e| setup(format!("output pipes: {e}")))?),
+        None => None,
+    };
 
     foreground::become_subreaper()?;
     let opts = CreateOptions {
@@ -390,9 +397,13 @@ pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
         bundle: bundle.path.clone(),
         detach: false,
         sandbox: Some(plan.sandbox),
+        stdout: plumbing.as_ref().map(|p| p.stdout.clone()),
+        stderr: plumbing.as_ref().map(|p| p.stderr.clone()),
         ..CreateOptions::default()
     };
     let container = create(&root, &opts)?;
+    // Our copies of the sandbox's ends: its exit must bring EOF.
+    drop(opts);
     drop(warmup);
     let mut cleanup = Cleanup {
         root: &root,
@@ -409,6 +420,17 @@ pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
     }
     let set = foreground::block_signals()?;
     let state = root.extra_dir(&id);
+    // After the mask: the relay thread must not take the signals we wait for.
+    let relay = match (plumbing, output_limit) {
+        (Some(p), Some(limit)) => match relay::Relay::start(p, limit.bytes(), pid.as_raw()) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                foreground::unblock_signals(&set);
+                return Err(setup(format!("output relay: {e}")));
+            }
+        },
+        _ => None,
+    };
     // Threads only now: libcontainer has forked what it had to.
     let _ui = match req.debug_ui {
         Some(listen) => {
@@ -443,6 +465,9 @@ pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
         .map_err(SandboxError::from)
         .and_then(|()| foreground::wait_forward(pid, &set).map_err(SandboxError::from));
     tracing::debug!(target: "cli", "run: sandbox exited");
+    let relayed = relay
+        .map(|r| r.finish(crate::supervisor::WIND_DOWN))
+        .unwrap_or_default();
     // The supervisor's last audit lines (a proxy connection that ended
     // with the sandbox) are written before it exits: read after that.
     if waited.is_ok() {
@@ -450,6 +475,9 @@ pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
         if let Some(s) = crate::supervisor::begin_finish(pid, &id) {
             s.wait();
         }
+    }
+    if relayed.limit_hit {
+        audit_output_kill(&state, &id, relayed.bytes);
     }
     let records = crate::audit::read_all(&state);
     let ooms = report::oom_kills(&cgroup);
@@ -460,7 +488,13 @@ pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
     tracing::debug!(target: "cli", "run: sandbox deleted");
     foreground::unblock_signals(&set);
     let mut code = waited?;
-    if report::timed_out(&records) {
+    if relayed.limit_hit {
+        crate::logging::say(&format!(
+            "buntime: killed: the output limit{} was reached",
+            output_limit.map(|b| format!(" ({b})")).unwrap_or_default()
+        ));
+        code = relay::OUTPUT_LIMIT_EXIT;
+    } else if report::timed_out(&records) {
         let limit = req
             .policy
             .resources
@@ -481,6 +515,22 @@ pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
         crate::logging::say(&line);
     }
     Ok(code)
+}
+
+/// The audit record of a run killed for `resources.output` (written by
+/// `buntime run` itself, after the supervisor has exited).
+fn audit_output_kill(state: &Path, id: &str, bytes: u64) {
+    match crate::audit::AuditLog::open(&state.join(crate::audit::AUDIT_FILE)) {
+        Ok(log) => {
+            let mut r = crate::audit::AuditRecord::new(id, 0, "stdout", "stdout+stderr");
+            r.decision = "kill".into();
+            r.rule = "resources.output".into();
+            r.reason = "output limit reached: the sandbox was killed".into();
+            r.bytes = bytes;
+            log.record(&r);
+        }
+        Err(e) => tracing::warn!(target: "cli", "audit the output limit: {e}"),
+    }
 }
 
 /// The cgroup subtree delegated to `uid` (relative to each hierarchy).

@@ -11,7 +11,8 @@ pub fn timed_out(records: &[AuditRecord]) -> bool {
 }
 
 /// `buntime: 2 requests denied: read /etc/shadow (…); connect to x:443 (…)`,
-/// or `None` when nothing was denied. At most three are named.
+/// or `None` when nothing was denied. At most three are named; the count
+/// includes refusals the audit quota only counted (lines with `count`).
 pub fn denied_summary(records: &[AuditRecord]) -> Option<String> {
     let denied: Vec<&AuditRecord> = records
         .iter()
@@ -20,8 +21,10 @@ pub fn denied_summary(records: &[AuditRecord]) -> Option<String> {
     if denied.is_empty() {
         return None;
     }
+    let n: u64 = denied.iter().map(|r| r.events()).sum();
     let named: Vec<String> = denied
         .iter()
+        .filter(|r| r.count.is_none())
         .take(3)
         .map(|r| {
             let what = crate::audit::verb(&r.kind);
@@ -38,12 +41,11 @@ pub fn denied_summary(records: &[AuditRecord]) -> Option<String> {
             }
         })
         .collect();
-    let more = if denied.len() > 3 {
-        format!("; and {} more", denied.len() - 3)
+    let more = if n > named.len() as u64 {
+        format!("; and {} more", n - named.len() as u64)
     } else {
         String::new()
     };
-    let n = denied.len();
     Some(format!(
         "buntime: {n} request{} denied: {}{more}",
         if n == 1 { "" } else { "s" },
@@ -115,6 +117,10 @@ mod tests {
             "{s}"
         );
         assert!(s.ends_with("; and 2 more"), "{s}");
+        let mut counted = rec("fs_read", "(not recorded)", "deny", "");
+        counted.count = Some(1000);
+        let s = denied_summary(&[rec("fs_read", "/a", "deny", ""), counted]).unwrap();
+        assert_eq!(s, "buntime: 1001 requests denied: read /a; and 1000 more");
     }
 
     #[test]

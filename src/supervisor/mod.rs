@@ -562,6 +562,9 @@ pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError>
     redirect_null(1);
     let egress = serving?;
     serve_loop(&ctx, &listener, &pidfd, egress.as_ref());
+    // What the audit quota kept out, counted (connections still open may
+    // add to it; the process is about to exit).
+    ctx.audit.finish(&ctx.id);
     // Worker threads may still hold `ctx`; the process exits right after,
     // so remove the approver socket here rather than rely on Drop.
     let _ = fs::remove_file(state.join(APPROVER_FILE));

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use super::approver::Answer;
 use super::fsops;
 use super::{record, Ctx, S2W_CAPACITY, W2S_CAPACITY};
-use crate::ipc::control::ctl;
 use crate::ipc::{
     ControlEvent, ControlSocket, Message, PeerCred, PeerPolicy, Request, Segment,
     SupervisorChannel, SupervisorConfig,
@@ -65,7 +64,7 @@ fn deny(rule: impl Into<String>, reason: impl Into<String>) -> Outcome {
 /// Refuses a connection with REJECT and audits it.
 pub(super) fn reject(ctx: &Ctx, sock: &ControlSocket, why: &str) {
     let pid = sock.peer_cred().map(|c| c.pid).unwrap_or(0);
-    let _ = sock.send(ctl::REJECT, 0, why.as_bytes(), None);
+    sock.reject(why, crate::ipc::control::LINGER);
     let mut r = record(ctx, pid, "connect", "control socket".into());
     r.decision = "deny".into();
     r.reason = why.into();
@@ -138,6 +137,19 @@ pub(super) fn connection(
     // A worker that cannot wake a futex (the pure-Python start of the
     // Python worker) rings the control socket instead: wait on that.
     let doorbell = chan.peer_wants_doorbell();
+    let mut tally = Tally::new();
+    serve_channel(ctx, &mut chan, &peer, doorbell, &mut tally);
+    tally.flush(ctx, &peer);
+}
+
+/// The request loop of one connection (`connection` tallies its output).
+fn serve_channel(
+    ctx: &Ctx,
+    chan: &mut SupervisorChannel,
+    peer: &PeerCred,
+    doorbell: bool,
+    tally: &mut Tally,
+) {
     let mut exit_seen = false;
     // Wake-ups that found nothing to read: a worker toggling its ring's head
     // could otherwise keep this loop (outside its cgroup) busy.
@@ -157,7 +169,7 @@ pub(super) fn connection(
         match next {
             Ok(Some(m)) => {
                 idle_wakes = 0;
-                dispatch(ctx, &mut chan, &peer, &mut exit_seen, m);
+                dispatch(ctx, chan, peer, &mut exit_seen, tally, m);
             }
             // The ring is empty: read the control messages queued meanwhile,
             // until a doorbell says the ring has something again.
@@ -169,20 +181,20 @@ pub(super) fn connection(
                 for _ in 0..64 {
                     match chan.poll_control() {
                         Ok(Some(ControlEvent::Stop { .. })) => {
-                            return drain(ctx, &mut chan, &peer, &mut exit_seen)
+                            return drain(ctx, chan, peer, &mut exit_seen, tally)
                         }
                         Ok(Some(ControlEvent::Exit(code))) => {
-                            exited(ctx, &peer, &mut exit_seen, code)
+                            exited(ctx, peer, &mut exit_seen, code)
                         }
                         Ok(Some(ControlEvent::Doorbell)) | Ok(None) => break,
-                        Err(e) => return protocol_error(ctx, &peer, &e),
+                        Err(e) => return protocol_error(ctx, peer, &e),
                     }
                 }
             }
-            Err(e) => return protocol_error(ctx, &peer, &e),
+            Err(e) => return protocol_error(ctx, peer, &e),
         }
         if chan.is_closed() {
-            return drain(ctx, &mut chan, &peer, &mut exit_seen);
+            return drain(ctx, chan, peer, &mut exit_seen, tally);
         }
     }
 }
@@ -191,9 +203,17 @@ pub(super) fn connection(
 const IDLE_WAKES_BEFORE_BACKOFF: u32 = 16;
 const IDLE_BACKOFF: Duration = Duration::from_millis(1);
 
-fn dispatch(ctx: &Ctx, chan: &mut SupervisorChannel, peer: &PeerCred, seen: &mut bool, m: Message) {
+fn dispatch(
+    ctx: &Ctx,
+    chan: &mut SupervisorChannel,
+    peer: &PeerCred,
+    seen: &mut bool,
+    tally: &mut Tally,
+    m: Message,
+) {
     match m {
         Message::Exit(code) => exited(ctx, peer, seen, code),
+        Message::Stdout(b) | Message::Stderr(b) => output(ctx, peer, tally, &b),
         m => handle(ctx, chan, peer, m),
     }
 }
@@ -201,7 +221,13 @@ fn dispatch(ctx: &Ctx, chan: &mut SupervisorChannel, peer: &PeerCred, seen: &mut
 /// The worker stopped: what it wrote to the ring before its STOP (the end
 /// of its output, its exit status) is still there. Bounded by what the ring
 /// can hold, since another process in the container may keep writing.
-fn drain(ctx: &Ctx, chan: &mut SupervisorChannel, peer: &PeerCred, seen: &mut bool) {
+fn drain(
+    ctx: &Ctx,
+    chan: &mut SupervisorChannel,
+    peer: &PeerCred,
+    seen: &mut bool,
+    tally: &mut Tally,
+) {
     // Each frame takes at least its length word and header.
     let max = W2S_CAPACITY as usize / (4 + crate::ipc::protocol::HEADER_LEN) + 1;
     for _ in 0..max {
@@ -215,7 +241,7 @@ fn drain(ctx: &Ctx, chan: &mut SupervisorChannel, peer: &PeerCred, seen: &mut bo
                 r.reason = "the worker stopped before its request was read".into();
                 ctx.audit.record(&r);
             }
-            Ok(Some(m)) => dispatch(ctx, chan, peer, seen, m),
+            Ok(Some(m)) => dispatch(ctx, chan, peer, seen, tally, m),
             Ok(None) => return,
             Err(crate::ipc::IpcError::Poisoned) => return,
             Err(e) => return protocol_error(ctx, peer, &e),
@@ -247,9 +273,8 @@ fn exited(ctx: &Ctx, peer: &PeerCred, seen: &mut bool, code: i32) {
 
 fn handle(ctx: &Ctx, chan: &mut SupervisorChannel, peer: &PeerCred, m: Message) {
     match m {
-        Message::Stdout(b) | Message::Stderr(b) => output(ctx, peer, &b),
-        // Audited by the loop (`exited`), once per connection.
-        Message::Exit(_) => {}
+        // Tallied by `dispatch`; audited by the loop (`exited`).
+        Message::Stdout(_) | Message::Stderr(_) | Message::Exit(_) => {}
         Message::Request { id, request } => {
             let start = Instant::now();
             let (kind, subject) = describe(&request);
@@ -301,28 +326,83 @@ fn describe(req: &Request) -> (&'static str, String) {
     }
 }
 
-fn output(ctx: &Ctx, peer: &PeerCred, data: &[u8]) {
-    let mut guard = match ctx.output.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    };
-    let (file, written) = &mut *guard;
-    let room = ctx
-        .output_limit
-        .map_or(data.len() as u64, |l| l.saturating_sub(*written));
-    let take = (data.len() as u64).min(room) as usize;
-    let mut r = record(ctx, peer.pid, "stdout", String::new());
-    r.bytes = take as u64;
-    if take > 0 && file.write_all(&data[..take]).is_ok() {
-        *written += take as u64;
-        r.decision = "allow".into();
+/// STDOUT/STDERR frames of one connection, counted rather than audited
+/// one by one (a sandbox decides how many frames it sends): one line per
+/// `TALLY_EVERY` while output flows, and one at the end.
+pub(super) struct Tally {
+    frames: u64,
+    kept: u64,
+    dropped: u64,
+    since: Instant,
+}
+
+const TALLY_EVERY: Duration = Duration::from_secs(60);
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            frames: 0,
+            kept: 0,
+            dropped: 0,
+            since: Instant::now(),
+        }
     }
-    if take < data.len() {
+
+    /// Audits what was counted since the last line (if anything).
+    fn flush(&mut self, ctx: &Ctx, peer: &PeerCred) {
+        if self.frames > 0 {
+            let mut r = record(ctx, peer.pid, "stdout", "stdout+stderr".into());
+            r.decision = "allow".into();
+            r.bytes = self.kept;
+            r.count = Some(self.frames);
+            if self.dropped > 0 {
+                r.rule = "resources.output".into();
+                r.reason = format!("{} bytes over the output limit dropped", self.dropped);
+            }
+            ctx.audit.record(&r);
+        }
+        *self = Tally::new();
+    }
+}
+
+fn output(ctx: &Ctx, peer: &PeerCred, tally: &mut Tally, data: &[u8]) {
+    let (take, first_drop) = {
+        let mut guard = match ctx.output.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let (file, written) = &mut *guard;
+        let room = ctx
+            .output_limit
+            .map_or(data.len() as u64, |l| l.saturating_sub(*written));
+        let take = (data.len() as u64).min(room) as usize;
+        if take > 0 && file.write_all(&data[..take]).is_ok() {
+            *written += take as u64;
+        }
+        // Past the limit, `written` is one more than it: the drop is noted.
+        let first = match ctx.output_limit {
+            Some(l) if take < data.len() && *written <= l => {
+                *written = l + 1;
+                true
+            }
+            _ => false,
+        };
+        (take, first)
+    };
+    tally.frames += 1;
+    tally.kept += take as u64;
+    tally.dropped += (data.len() - take) as u64;
+    // The limit reached is a decision, audited once per container.
+    if first_drop {
+        let mut r = record(ctx, peer.pid, "stdout", "stdout+stderr".into());
         r.decision = "deny".into();
         r.rule = "resources.output".into();
-        r.reason = format!("output limit reached; {} bytes dropped", data.len() - take);
+        r.reason = "output limit reached; later output is dropped".into();
+        ctx.audit.record(&r);
     }
-    ctx.audit.record(&r);
+    if tally.since.elapsed() >= TALLY_EVERY {
+        tally.flush(ctx, peer);
+    }
 }
 
 /// `ask`/`allow`/`deny` of the broker section, for a request the static

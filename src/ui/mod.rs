@@ -478,9 +478,12 @@ struct Counts {
 
 impl Counts {
     fn add(&mut self, r: &crate::audit::AuditRecord) {
-        self.total += 1;
-        *self.decision.entry(r.decision.clone()).or_default() += 1;
-        *self.kind.entry(r.kind.clone()).or_default() += 1;
+        // A line may stand for many events (an output tally, records the
+        // audit quota only counted).
+        let n = r.events();
+        self.total += n;
+        *self.decision.entry(r.decision.clone()).or_default() += n;
+        *self.kind.entry(r.kind.clone()).or_default() += n;
     }
 }
 

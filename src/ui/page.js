@@ -226,10 +226,15 @@ function renderRows() {
 
 function renderCounts() {
   const by = {};
-  for (const r of records) by[r.decision] = (by[r.decision] || 0) + 1;
+  let total = 0;
+  for (const r of records) {
+    const n = r.count || 1; // a tally or a quota line stands for n events
+    by[r.decision] = (by[r.decision] || 0) + n;
+    total += n;
+  }
   const shown = $('decisions').tBodies[0].rows.length;
   const parts = Object.keys(by).sort().map((k) => k + ' ' + by[k]);
-  $('counts').textContent = records.length + ' decisions (' + parts.join(', ') + '), ' + shown + ' shown';
+  $('counts').textContent = total + ' decisions (' + parts.join(', ') + '), ' + shown + ' shown';
 }
 
 function renderAsks(id, d) {

@@ -118,6 +118,13 @@ pub fn why(r: &AuditRecord, policy: Option<&Policy>) -> Option<Why> {
         return Some(w);
     }
     match (r.kind.as_str(), rule) {
+        (_, crate::audit::RULE_QUOTA) => {
+            w.explanation = "The sandbox caused more audit records than its quota allows; \
+                 these were counted (see `count`), not written one by one, so that a flood \
+                 cannot push earlier decisions out of the log. No policy entry is about this."
+                .into();
+            return Some(w);
+        }
         ("connect" | "protocol", _) => {
             w.explanation = "A connection to the supervisor was refused or closed for breaking \
                  the protocol (a process outside the sandbox, or a misbehaving worker). \

@@ -72,7 +72,7 @@ export function absPath(p: string | URL | Uint8Array): string {
 
 function pathBody(path: string): Uint8Array {
   const b = ipc.encode(path);
-  if (b.length > MAX_PATH) throw invalid(`path longer than ${MAX_PATH} bytes`, "ENAMETOOLONG");
+  if (b.length > MAX_PATH) throw invalid(`path longer than ${MAX_PATH} bytes (MAX_PATH, the broker protocol's limit: docs/ipc.md)`, "ENAMETOOLONG");
   if (b.includes(0)) throw invalid("path contains a NUL byte");
   return b;
 }
@@ -239,7 +239,7 @@ export async function listDirAsync(path: string | URL): Promise<string[]> {
 
 function netBody(host: string, port: number): Uint8Array {
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw invalid(`bad port ${port}`);
-  if (!/^[\x21-\x7e]{1,255}$/.test(host)) throw invalid(`bad host name ${JSON.stringify(host)}`);
+  if (!/^[\x21-\x7e]{1,255}$/.test(host)) throw invalid(`bad host name ${JSON.stringify(host.slice(0, 64))}: 1 to 255 printable ASCII characters (MAX_HOST, docs/ipc.md)`);
   const h = ipc.encode(host);
   const body = new Uint8Array(2 + h.length);
   new DataView(body.buffer).setUint16(0, port, true);
@@ -301,7 +301,7 @@ export async function connectSocket<Data = undefined>(
 
 function execBody(argv: string[]): Uint8Array {
   if (argv.length === 0 || argv[0].length === 0) throw invalid("argv[0] must be non-empty");
-  if (argv.length > MAX_ARGS) throw invalid(`more than ${MAX_ARGS} arguments`, "E2BIG");
+  if (argv.length > MAX_ARGS) throw invalid(`more than ${MAX_ARGS} arguments (MAX_ARGS, the broker protocol's limit: docs/ipc.md)`, "E2BIG");
   const parts = argv.map((a) => {
     const b = ipc.encode(a);
     if (b.includes(0)) throw invalid("argument contains a NUL byte");

@@ -41,6 +41,13 @@ _atexit_registered = False
 # (the worker-to-supervisor ring holds 1 MiB).
 INLINE_WRITE_MAX = 256 << 10
 
+# The protocol's limits (docs/ipc.md): a request over them is refused by
+# the supervisor, which then stops the connection; checked here first, so
+# the caller gets an error naming the limit and the connection stays up.
+MAX_PATH = 4096
+MAX_HOST = 255
+MAX_ARGS = 4096
+
 
 def connect(warn: bool = True) -> Optional[LazyClient]:
     """Connect now (once). Prints one warning to stderr when
@@ -271,7 +278,13 @@ def abspath(path: PathArg) -> bytes:
     p = os.fsencode(path)
     if b"\0" in p:
         raise ValueError("embedded null byte")
-    return os.path.abspath(p)
+    p = os.path.abspath(p)
+    if len(p) > MAX_PATH:
+        raise OSError(errno.ENAMETOOLONG,
+                      f"path of {len(p)} bytes: the broker takes at most "
+                      f"{MAX_PATH} (MAX_PATH, docs/ipc.md)",
+                      os.fsdecode(p[:64]) + "...")
+    return p
 
 
 def fs_read_fd(path: PathArg) -> Tuple[int, bytes]:
@@ -341,7 +354,15 @@ def net_connect(host: str, port: int) -> Tuple[int, str]:
     try:
         name = host.encode("ascii")
     except UnicodeEncodeError:
-        name = host.encode("idna")
+        try:
+            name = host.encode("idna")
+        except UnicodeError as e:
+            raise ValueError(f"bad host name {host!r}: {e}") from None
+    if not 0 < len(name) <= MAX_HOST or not all(0x21 <= c <= 0x7E
+                                                 for c in name):
+        raise ValueError(f"bad host name {host[:64]!r}: the broker takes 1 to "
+                         f"{MAX_HOST} printable ASCII characters (MAX_HOST, "
+                         "docs/ipc.md)")
     r = request(protocol.NET_CONNECT, port.to_bytes(2, "little") + name,
                 subject)
     if r.fd < 0:
@@ -357,6 +378,9 @@ def exec_resolve(argv: List[Union[str, bytes]]) -> str:
         raise ValueError("argv[0] must not be empty")
     if any(b"\0" in a for a in args):
         raise ValueError("embedded null byte")
+    if len(args) > MAX_ARGS:
+        raise OSError(errno.E2BIG, f"{len(args)} arguments: the broker takes "
+                      f"at most {MAX_ARGS} (MAX_ARGS, docs/ipc.md)")
     subject = os.fsdecode(args[0])
     r = request(protocol.EXEC, b"".join(a + b"\0" for a in args), subject)
     if r.fd >= 0:

@@ -242,6 +242,24 @@ class Sandboxed(unittest.TestCase):
                          (protocol.NET_CONNECT,
                           (443).to_bytes(2, "little") + b"example.org"))
 
+    def test_over_the_protocol_limits_nothing_is_sent(self):
+        long_path = "/" + "a" * (broker.MAX_PATH + 1904)
+        for call in (buntime.read_file, buntime.list_dir,
+                     lambda p: buntime.write_file(p, b"x")):
+            with self.assertRaises(OSError) as cm:
+                call(long_path)
+            self.assertEqual(cm.exception.errno, errno.ENAMETOOLONG)
+            self.assertIn("4096", cm.exception.strerror)
+        with self.assertRaises(ValueError) as cm:
+            buntime.connect("h" * 256, 443)
+        self.assertIn("255", str(cm.exception))
+        with self.assertRaises(ValueError):
+            buntime.connect("bad host", 443)
+        with self.assertRaises(OSError) as cm:
+            broker.exec_resolve(["x"] * (broker.MAX_ARGS + 1))
+        self.assertEqual(cm.exception.errno, errno.E2BIG)
+        self.assertEqual(self.client.requests, [])
+
     def test_run_and_popen_fallback(self):
         r = buntime.run(["anything", "hi"], capture_output=True, text=True)
         self.assertEqual(r.stdout, "hi\n")  # /bin/echo, argv[0] kept

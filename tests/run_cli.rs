@@ -1026,6 +1026,43 @@ fn ordinary_users_run_sandboxes_rootless() {
         assert!(out.contains(line), "{line}: {}", show(&o));
     }
 
+    // The user's own host /tmp is not the sandbox's: the broker's static
+    // grant of /tmp cannot reach the user's file there (issue 18).
+    let victim = PathBuf::from(format!(
+        "/tmp/buntime-rootless-victim-{}",
+        std::process::id()
+    ));
+    fs::write(&victim, "rootless-host-secret").unwrap();
+    let uid = Command::new("id").args(["-u", USER]).output().unwrap();
+    let uid: u32 = text(&uid.stdout).trim().parse().unwrap();
+    nix::unistd::chown(&victim, Some(nix::unistd::Uid::from_raw(uid)), None).unwrap();
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
+    let attack = pub_dir.join("victim.py");
+    fs::write(
+        &attack,
+        format!(
+            "import buntime\nfor f in (lambda: buntime.read_file('{v}'), lambda: buntime.write_file('{v}', b'PWNED')):\n    try:\n        print(f())\n    except OSError as e:\n        print('refused', e)\n",
+            v = victim.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&attack, fs::Permissions::from_mode(0o644)).unwrap();
+    let o = run_as(&[b, "run", attack.to_str().unwrap()], &home);
+    let leaked = fs::read_to_string(&victim).unwrap();
+    let _ = fs::remove_file(&victim);
+    assert!(
+        !text(&o.stdout).contains("rootless-host-secret"),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(leaked, "rootless-host-secret", "{}", show(&o));
+    assert_eq!(
+        text(&o.stdout).matches("refused").count(),
+        2,
+        "{}",
+        show(&o)
+    );
+
     let o = run_as(
         &[
             b,

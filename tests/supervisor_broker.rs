@@ -651,3 +651,52 @@ fn resources_timeout_is_enforced_by_the_supervisor() {
     env.ok(&["delete", "slow"]);
     env.assert_gone("slow");
 }
+
+/// The broker opens files with the rights of the worker that asked (issue
+/// 18): a container that is root on the host without a user namespace gets
+/// no CAP_DAC_OVERRIDE through it, and what it writes is the worker's.
+#[test]
+fn the_broker_acts_with_the_workers_rights() {
+    let env = Env::new();
+    let b = worker_bundle(
+        &env,
+        "rights",
+        &[
+            "read:/data/others",
+            "read:/data/roots",
+            "write:/tmp/by-worker:x",
+            "list:/data/closed",
+        ],
+        POLICY,
+        &[],
+    );
+    let data = b.join("rootfs/data");
+    let others = data.join("others");
+    fs::write(&others, "not root's").unwrap();
+    nix::unistd::chown(&others, Some(nix::unistd::Uid::from_raw(4242)), None).unwrap();
+    let roots = data.join("roots");
+    fs::write(&roots, "root's own").unwrap();
+    let closed = data.join("closed");
+    fs::create_dir(&closed).unwrap();
+    nix::unistd::chown(&closed, Some(nix::unistd::Uid::from_raw(4242)), None).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for p in [&others, &roots, &closed] {
+        fs::set_permissions(p, fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let out = run_to_end(&env, "rights", &b);
+    // Mode 0600 of another uid: refused although the policy reads /data.
+    assert!(
+        line(&out, "read /data/others").contains("DENY permission denied"),
+        "{out}"
+    );
+    assert!(line(&out, "list /data/closed").contains(" DENY "), "{out}");
+    // The owner (root, the worker's uid) may.
+    assert_eq!(
+        line(&out, "read /data/roots"),
+        "read /data/roots ALLOW root's own"
+    );
+    assert_eq!(
+        line(&out, "write /tmp/by-worker"),
+        "write /tmp/by-worker ALLOW wrote"
+    );
+}

@@ -587,8 +587,11 @@ fn open_as_worker(
     follow: bool,
     by_broker: bool,
 ) -> std::io::Result<OwnedFd> {
+    // The root first, as the supervisor: /proc/<init>/root is the init's,
+    // which may be another uid than the worker that asks.
+    let root = ctx.view.root()?;
     let _rights = super::creds::assume_worker()?;
-    match fsops::open_beneath(ctx.view.root()?, tree, rest, flags, follow) {
+    match fsops::open_beneath(root, tree, rest, flags, follow) {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) && by_broker => {
             match ctx.view.host_fallback(p) {
                 Some(place) => fsops::open_beneath(place.dir(), tree, rest, flags, follow),

@@ -110,16 +110,6 @@ pub struct Relay {
     stop: Arc<AtomicBool>,
 }
 
-fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
-    // SAFETY: plain syscall; a non-negative result is a new descriptor.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: see above.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
-}
-
 impl Relay {
     /// Starts relaying `plumbing`'s streams; `init` is the sandbox's init
     /// (killed at the limit). The sandbox's ends must be closed here once
@@ -127,7 +117,7 @@ impl Relay {
     pub fn start(plumbing: Plumbing, limit: u64, init: i32) -> std::io::Result<Relay> {
         // Taken while the init cannot have exited (it waits to be started),
         // so the kill never reaches a recycled pid.
-        let pidfd = pidfd_open(init)?;
+        let pidfd = crate::supervisor::pidfd_open(init)?;
         let (tx, done) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);

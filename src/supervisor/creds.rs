@@ -117,32 +117,27 @@ impl Saved {
     }
 }
 
-/// setfsuid does not report failure: it returns the previous value either
-/// way, so the new one is read back.
-fn set_fsuid(uid: u32) -> std::io::Result<()> {
+/// setfsuid and setfsgid do not report failure: they return the previous
+/// value either way, so the new one is read back.
+fn set_fs_id(call: libc::c_long, id: u32) -> std::io::Result<()> {
     // SAFETY: plain system calls on the calling thread.
     let now = unsafe {
-        libc::syscall(libc::SYS_setfsuid, uid);
-        libc::syscall(libc::SYS_setfsuid, u32::MAX)
+        libc::syscall(call, id);
+        libc::syscall(call, u32::MAX)
     } as u32;
-    if now == uid {
+    if now == id {
         Ok(())
     } else {
         Err(std::io::Error::from_raw_os_error(libc::EPERM))
     }
 }
 
+fn set_fsuid(uid: u32) -> std::io::Result<()> {
+    set_fs_id(libc::SYS_setfsuid, uid)
+}
+
 fn set_fsgid(gid: u32) -> std::io::Result<()> {
-    // SAFETY: as set_fsuid.
-    let now = unsafe {
-        libc::syscall(libc::SYS_setfsgid, gid);
-        libc::syscall(libc::SYS_setfsgid, u32::MAX)
-    } as u32;
-    if now == gid {
-        Ok(())
-    } else {
-        Err(std::io::Error::from_raw_os_error(libc::EPERM))
-    }
+    set_fs_id(libc::SYS_setfsgid, gid)
 }
 
 /// The raw system call changes the calling thread only.

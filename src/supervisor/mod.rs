@@ -395,7 +395,7 @@ pub(crate) fn mnt_ns(pid: i32) -> std::io::Result<u64> {
     fs::metadata(format!("/proc/{pid}/ns/mnt")).map(|m| m.ino())
 }
 
-fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+pub(crate) fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
     // SAFETY: plain syscall; a non-negative result is a new descriptor.
     let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if r < 0 {

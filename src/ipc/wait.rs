@@ -118,9 +118,10 @@ impl Default for WaitConfig {
 }
 
 /// FUTEX_WAIT (shared, not private: the word lives in a MAP_SHARED file
-/// mapping used by two processes). Returns when woken, when the word no
-/// longer holds `expected`, on a signal, or after `timeout`.
-pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+/// mapping used by two processes). Returns when woken (true), or (false)
+/// when the word no longer holds `expected`, on a signal, or after
+/// `timeout`.
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> bool {
     let ts = timeout.map(|d| libc::timespec {
         tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
         tv_nsec: d.subsec_nanos() as libc::c_long,
@@ -131,7 +132,7 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
     // SAFETY: `word` is a valid, aligned u32 for the duration of the call;
     // the kernel only reads it. Errors (EAGAIN, EINTR, ETIMEDOUT) all mean
     // "re-check the condition", which every caller does.
-    unsafe {
+    let r = unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
@@ -140,9 +141,22 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
             ts_ptr,
             std::ptr::null::<u32>(),
             0u32,
-        );
-    }
+        )
+    };
+    r == 0
 }
+
+/// Wake-ups in a row that found the condition still false before each
+/// further one costs a pause. An honest peer wakes us only after it has
+/// published (at most one stale wake-up per publication, when our sleep
+/// began just after its index became visible), so only a peer that calls
+/// FUTEX_WAKE on the shared word for nothing gets here: without the pause
+/// each of its wake-ups would cost us a futex round trip and a
+/// membarrier, at the rate it can issue them.
+const EMPTY_WAKES_BEFORE_BACKOFF: u32 = 4;
+/// The pause: a storm then costs a few wake-ups per millisecond; a real
+/// publication during it is seen at most this late (on that ring only).
+const EMPTY_WAKE_BACKOFF: Duration = Duration::from_millis(1);
 
 /// FUTEX_WAKE all waiters on `word`.
 pub fn futex_wake(word: &AtomicU32) {
@@ -205,7 +219,18 @@ pub fn wait_on(
         return true;
     }
     let deadline = timeout.map(|t| Instant::now() + t);
+    let mut empty_wakes = 0u32;
     loop {
+        if empty_wakes > EMPTY_WAKES_BEFORE_BACKOFF {
+            let pause = deadline.map_or(EMPTY_WAKE_BACKOFF, |d| {
+                d.saturating_duration_since(Instant::now())
+                    .min(EMPTY_WAKE_BACKOFF)
+            });
+            std::thread::sleep(pause);
+            if ready(word.load(Ordering::Acquire)) {
+                return true;
+            }
+        }
         let mut timeout = MAX_SLEEP;
         if let Some(d) = deadline {
             let left = d.saturating_duration_since(Instant::now());
@@ -220,10 +245,13 @@ pub fn wait_on(
             flag.store(WAIT_AWAKE, Ordering::Relaxed);
             return true;
         }
-        futex_wait(word, seen, Some(timeout));
+        let woken = futex_wait(word, seen, Some(timeout));
         flag.store(WAIT_AWAKE, Ordering::Relaxed);
         if ready(word.load(Ordering::Acquire)) {
             return true;
+        }
+        if woken {
+            empty_wakes = empty_wakes.saturating_add(1);
         }
     }
 }
@@ -285,6 +313,53 @@ mod tests {
             |v| v != 0
         ));
         assert_eq!(flag.load(Ordering::SeqCst), WAIT_AWAKE);
+    }
+
+    /// A peer that only calls FUTEX_WAKE (never publishes) makes the
+    /// sleeper pause between wake-ups instead of waking at its rate.
+    #[test]
+    fn empty_wake_ups_back_off() {
+        use std::sync::atomic::AtomicBool;
+        let word = Arc::new(AtomicU32::new(0));
+        let flag = Arc::new(AtomicU32::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        // FUTEX_WAKE returns how many sleepers it woke: the storm counts
+        // how many sleeps of the waiter it ended.
+        let storm = {
+            let (word, stop) = (word.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut woken = 0i64;
+                while !stop.load(Ordering::Relaxed) {
+                    // SAFETY: FUTEX_WAKE on a valid word; no memory access.
+                    let n = unsafe {
+                        libc::syscall(
+                            libc::SYS_futex,
+                            word.as_ptr(),
+                            libc::FUTEX_WAKE,
+                            i32::MAX,
+                            std::ptr::null::<libc::timespec>(),
+                            std::ptr::null::<u32>(),
+                            0u32,
+                        )
+                    };
+                    woken += n.max(0);
+                }
+                woken
+            })
+        };
+        let cfg = WaitConfig {
+            spin: Duration::from_micros(1),
+        };
+        let got = wait_on(&word, &flag, &cfg, Some(Duration::from_millis(100)), |v| {
+            v != 0
+        });
+        stop.store(true, Ordering::Relaxed);
+        let woken = storm.join().unwrap();
+        assert!(!got);
+        // Without the pause: a sleep ended per wake-up the waiter gets
+        // scheduled for (thousands in 100 ms); with it, the first few, then
+        // one per 1 ms pause at most.
+        assert!(woken <= 120, "{woken} sleeps ended by empty wake-ups");
     }
 
     #[test]

@@ -93,7 +93,12 @@ pub fn kill(root: &Root, id: &str, sig: Signal, all: bool) -> Result<()> {
         });
     }
     let targets: Vec<i32> = if all {
-        cgroup::pids(&c)?
+        // Not the supervisor, which on cgroup v2 shares the container's
+        // cgroup (`supervisor::charge`): `kill --all` is for the container.
+        let sup = root.read_meta(id).supervisor_pid;
+        let mut pids = cgroup::pids(&c)?;
+        pids.retain(|&p| Some(p) != sup);
+        pids
     } else {
         c.pid().map(|p| vec![p.as_raw()]).unwrap_or_default()
     };
@@ -142,21 +147,40 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
         ));
     }
     let supervisor = root.read_meta(id).supervisor_pid;
-    if !(status == ContainerStatus::Stopped && delete_stopped_directly(&c)?) {
+    // The supervisor is in the container's CPU cgroup (its work is charged
+    // there, `supervisor::charge`): removing the cgroup would kill it (and
+    // its last audit lines), or fail busy. A stopped container's supervisor
+    // winds down on its own (audit lines of connections that just ended),
+    // so it is waited for first (stopped if that takes too long); one whose
+    // init still runs is moved out, and waited for once the init is gone.
+    // Should deleting a running container fail, its supervisor still serves.
+    if status == ContainerStatus::Stopped {
+        finish_supervisor(supervisor, id);
+        if !delete_stopped_directly(&c)? {
+            c.delete(force)
+                .map_err(|e| RuntimeError::backend(format!("delete container {id:?}"), &e))?;
+        }
+    } else {
+        if let (Some(s), Some(init)) = (supervisor, c.pid()) {
+            if crate::supervisor::is_ours(s, id) {
+                crate::supervisor::charge::evict(s, init.as_raw());
+            }
+        }
         c.delete(force)
             .map_err(|e| RuntimeError::backend(format!("delete container {id:?}"), &e))?;
+        finish_supervisor(supervisor, id);
     }
-    tracing::debug!(target: "cli", "delete: container and cgroup removed");
-    // The container is gone now, whatever its status was: its supervisor
-    // winds down on its own (audit lines of connections that just ended),
-    // and is stopped if that takes too long. Should deleting the container
-    // have failed above, the supervisor still serves.
+    tracing::debug!(target: "cli", "delete: container, cgroup and supervisor gone");
+    root.remove_extra(id)
+}
+
+/// Waits for the supervisor of a container whose init is gone to exit on
+/// its own (`WIND_DOWN`), then stops it.
+fn finish_supervisor(supervisor: Option<i32>, id: &str) {
     match crate::supervisor::begin_finish(supervisor, id) {
         Some(s) => s.wait(),
         None => crate::supervisor::stop(supervisor, id),
     }
-    tracing::debug!(target: "cli", "delete: supervisor gone");
-    root.remove_extra(id)
 }
 
 /// What libcontainer's delete does for a stopped container without

@@ -25,10 +25,14 @@ impl Format {
     }
 }
 
-/// The pids in the container's cgroup.
+/// The pids in the container's cgroup, but its supervisor's (which on
+/// cgroup v2 shares it, `supervisor::charge`).
 pub fn pids(root: &Root, id: &str) -> Result<Vec<i32>> {
     let c = root.load(id)?;
-    cgroup::pids(&c)
+    let sup = root.read_meta(id).supervisor_pid;
+    let mut pids = cgroup::pids(&c)?;
+    pids.retain(|&p| Some(p) != sup);
+    Ok(pids)
 }
 
 /// runc's table: the host `ps` output (with `ps_args`, default `-ef`)

@@ -10,6 +10,7 @@
 //! container's init has exited.
 
 pub mod approver;
+pub mod charge;
 pub mod creds;
 mod egress;
 pub mod fsops;
@@ -525,6 +526,16 @@ pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError>
         _ => return Ok(()),
     };
     let pidfd = pidfd_open(init_pid).map_err(io("pidfd_open init"))?;
+    // Before any thread: what we do for the sandbox is charged to its CPU
+    // cgroup (see `charge`). Accounting, not access: a failure is logged.
+    match charge::join(init_pid) {
+        Ok(dirs) => {
+            tracing::debug!(target: "supervisor", container = %id, ?dirs, "joined the sandbox's cpu cgroups")
+        }
+        Err(e) => {
+            tracing::warn!(target: "supervisor", container = %id, "not charged to the sandbox: {e}")
+        }
+    }
     // `buntime run`'s policies name host paths (bound at the same place);
     // still, every path is resolved in the sandbox's own view first.
     let host_paths = spec

@@ -367,3 +367,149 @@ fn a_deny_mask_is_never_placed_through_a_symlink_in_the_image() {
     env.ok(&["delete", "--force", &ok]);
     env.assert_gone(&ok);
 }
+
+mod engines;
+
+/// The same two attacks through `podman --runtime buntime` (its own
+/// storage, run root and cgroup parent; see tests/engine_podman.rs).
+#[test]
+fn through_podman_the_cgroup_stays_read_only_and_a_symlinked_deny_fails() {
+    if !engines::available("podman")
+        || !Path::new("/sys/fs/cgroup/pids/pids.max").exists()
+            && !Path::new("/sys/fs/cgroup/pids").is_dir()
+    {
+        return;
+    }
+    let dir = engines::scratch();
+    let conf = dir.path().join("containers.conf");
+    let snippet =
+        read(&Path::new(engines::MANIFEST_DIR).join("integration/podman/containers.conf"));
+    fs::write(
+        &conf,
+        snippet.replace("/usr/local/bin/buntime-runc", engines::RUNC),
+    )
+    .expect("containers.conf");
+    let storage = dir.path().join("storage.conf");
+    fs::write(
+        &storage,
+        format!(
+            "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
+            dir.path().join("storage").display(),
+            dir.path().join("run").display()
+        ),
+    )
+    .expect("storage.conf");
+    let rootfs = engines::busybox_rootfs(&dir.path().join("bundle"));
+    let cgroup_parent = format!("/{}", engines::unique("buntime-test-mounts"));
+    let limit = Duration::from_secs(90);
+    let podman = |args: &[&str]| {
+        let mut c = std::process::Command::new("podman");
+        c.env("CONTAINERS_CONF", &conf)
+            .env("CONTAINERS_STORAGE_CONF", &storage)
+            .arg("--root")
+            .arg(dir.path().join("storage"))
+            .arg("--runroot")
+            .arg(dir.path().join("run"))
+            .arg("--tmpdir")
+            .arg(dir.path().join("libpod-tmp"))
+            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"])
+            .args(["--events-backend", "file", "--runtime", "buntime"])
+            .args(args);
+        engines::run(&mut c, limit)
+    };
+    let run_args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["run", "--network", "none", "--cgroup-parent"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.push(cgroup_parent.clone());
+        v.extend(
+            [
+                "--ulimit",
+                "nofile=20000:20000",
+                "--ulimit",
+                "nproc=32768:32768",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let cleanup = || {
+        let _ = podman(&["rm", "--all", "--force", "--time", "0"]);
+        let scratch = dir.path().to_string_lossy().into_owned();
+        engines::kill_mentioning(&scratch);
+        engines::wait_until(Duration::from_secs(5), || {
+            engines::pids_mentioning(&scratch).is_empty()
+        });
+        engines::unmount_under(dir.path());
+        engines::wait_until(Duration::from_secs(5), || {
+            engines::remove_cgroup_tree(&cgroup_parent);
+            engines::cgroups_left(&cgroup_parent).is_empty()
+        });
+    };
+
+    // 1. podman's own ro cgroup mount, a policy that writes everywhere.
+    let policy = json!({
+        "version": 1,
+        "filesystem": { "read": ["/"], "write": ["/"], "exec": ["/bin"] },
+        "network": { "mode": "none" },
+        "resources": { "pids": 64 }
+    })
+    .to_string();
+    // podman parses --annotation as CSV: quote it.
+    let annotation = format!("\"buntime.dev/policy={}\"", policy.replace('"', "\"\""));
+    let name = engines::unique("buntime-test-cg");
+    let script = "echo max > /sys/fs/cgroup/pids/pids.max 2>&1 && echo WROTE pids; \
+                  mkdir /sys/fs/cgroup/pids/escape 2>&1 && echo WROTE mkdir; \
+                  echo DONE; sleep 60";
+    let mut args = run_args(&["-d", "--name", &name, "--annotation", &annotation]);
+    args.extend(
+        [
+            "--rootfs",
+            rootfs.to_str().expect("utf-8"),
+            "sh",
+            "-c",
+            script,
+        ]
+        .map(String::from),
+    );
+    let out = podman(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.ok(), "{out:?}");
+    let logs = || podman(&["logs", &name]).stdout;
+    let done = wait_until(Duration::from_secs(30), || logs().contains("DONE"));
+    let text = logs();
+    let pid: i32 = podman(&["inspect", "--format", "{{.State.Pid}}", &name])
+        .stdout
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    let pids_max = (pid > 0).then(|| host_cgroup_file(pid, "pids", "pids.max"));
+    let seen = pids_max.as_ref().map(|f| read(f)).unwrap_or_default();
+    let escape = pids_max.as_ref().map(|f| f.with_file_name("escape"));
+    let escaped = escape.as_ref().is_some_and(|e| e.exists());
+    if let Some(e) = &escape {
+        let _ = fs::remove_dir(e);
+    }
+    cleanup();
+    assert!(done && pid > 0, "{text}");
+    assert_eq!(seen.trim(), "64", "the host's pids.max:\n{text}");
+    assert!(!escaped, "a child cgroup was made:\n{text}");
+    assert!(!text.contains("WROTE"), "{text}");
+    assert!(text.contains("Read-only file system"), "{text}");
+
+    // 2. The node's default policy denies /etc/sudoers.d; the image links it
+    // to /run/buntime: create fails and podman shows why.
+    std::os::unix::fs::symlink("/run/buntime", rootfs.join("etc/sudoers.d")).expect("link");
+    let mut args = run_args(&["--rm"]);
+    args.extend(["--rootfs", rootfs.to_str().expect("utf-8"), "true"].map(String::from));
+    let out = podman(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    cleanup();
+    assert!(!out.ok(), "{out:?}");
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        all.contains("filesystem.deny \"/etc/sudoers.d\"") && all.contains("is a symlink"),
+        "{all}"
+    );
+}

@@ -85,6 +85,7 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
         &rootfs,
         &root.extra_dir(&opts.id),
     )?;
+    super::mounts::keep_cgroup_readonly(&mut spec)?;
     let mut landlock_plan = prepared.landlock;
     let supervised = wants_supervisor(&spec);
     if supervised {
@@ -467,10 +468,22 @@ fn unreadable_deny_files(
     };
     let mut files = Vec::new();
     let mut masked = Vec::new();
+    // A mask is a mount, and mounts follow symlinks: one in the way of a
+    // deny path fails create (super::mounts).
+    let spec_mounts = spec.mounts().clone().unwrap_or_default();
+    let mask_view = if host_paths {
+        super::mounts::MaskView::Host
+    } else {
+        super::mounts::MaskView::Image {
+            rootfs,
+            mounts: &spec_mounts,
+        }
+    };
+    let no_link = |rule: &Path, p: &Path| super::mounts::refuse_symlinked_mask(rule, p, &mask_view);
     for p in &policy.filesystem.deny {
         let p = crate::policy::normalize_path(p.as_path());
         let Some((dir, prefix)) = crate::policy::paths::deny_pattern(&p) else {
-            // Not following symlinks: a link is masked as before.
+            no_link(&p, &p)?;
             if fs::symlink_metadata(view(&p)).is_ok_and(|m| m.is_file()) {
                 files.push(p);
             }
@@ -484,6 +497,7 @@ fn unreadable_deny_files(
                 continue;
             }
             let found = dir.join(e.file_name());
+            no_link(&p, &found)?;
             // As for an ordinary entry: a regular file gets the
             // unreadable file, anything else libcontainer's masking.
             match fs::symlink_metadata(view(&found)) {

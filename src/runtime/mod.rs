@@ -17,6 +17,7 @@ pub mod foreground;
 pub mod lifecycle;
 pub mod list;
 pub mod loopback;
+pub mod mounts;
 pub mod netns_hook;
 pub mod ps;
 pub mod seccomp_bpf;

@@ -211,7 +211,8 @@ impl Drop for Env {
 
 /// A node configuration whose ceiling grants what the container tests'
 /// annotation policies ask for (host networking, special and own
-/// addresses, broker `allow`), so they test the proxy and the broker rather
+/// addresses, broker `allow`; the host's own addresses only where named
+/// one by one: 127.0.0.1 and ::1), so they test the proxy and the broker rather
 /// than the node's limits on annotations (tests/attacks_annotations.rs).
 /// Bundles without an annotation still get the built-in default.
 pub fn open_node(etc: &Path) {
@@ -221,7 +222,7 @@ pub fn open_node(etc: &Path) {
         &open,
         r#"{"version":1,"description":"test node: annotations may ask for anything",
 "filesystem":{"read":["/"],"write":["/"],"exec":["/"]},
-"network":{"mode":"host","allow":["*","0.0.0.0/0","::/0"]},
+"network":{"mode":"host","allow":["*","0.0.0.0/0","::/0","127.0.0.1","::1"]},
 "env":{"pass":["*"]},
 "broker":{"fs_read":"allow","fs_write":"allow","list_dir":"allow","net_connect":"allow","exec":"allow"}}"#,
     )

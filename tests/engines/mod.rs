@@ -264,7 +264,7 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// A node configuration (for `BUNTIME_ETC`) whose ceiling grants what the
 /// engine tests' annotation policies ask for (host networking, broker
-/// `allow`): without one, an annotation may not ask for more than the
+/// `allow`, 127.0.0.1 and ::1): without one, an annotation may not ask for more than the
 /// built-in default (tests/attacks_annotations.rs).
 pub fn open_node(etc: &Path) {
     std::fs::create_dir_all(etc).expect("etc dir");
@@ -272,7 +272,7 @@ pub fn open_node(etc: &Path) {
     std::fs::write(
         &open,
         r#"{"version":1,"filesystem":{"read":["/"],"write":["/"],"exec":["/"]},
-"network":{"mode":"host","allow":["*","0.0.0.0/0","::/0"]},"env":{"pass":["*"]},
+"network":{"mode":"host","allow":["*","0.0.0.0/0","::/0","127.0.0.1","::1"]},"env":{"pass":["*"]},
 "broker":{"fs_read":"allow","fs_write":"allow","list_dir":"allow","net_connect":"allow","exec":"allow"}}"#,
     )
     .expect("write open.json");

@@ -321,9 +321,14 @@ fn podman_annotation_cannot_open_the_hosts_loopback() {
         .args([
             "sh",
             "-c",
-            &format!("wget -q -T 3 -O- http://127.0.0.1:{port}/podman"),
+            &format!(
+                "printf 'GET http://127.0.0.1:{port}/podman HTTP/1.1\\r\\nHost: a\\r\\n\\r\\n' \
+                 | nc 127.0.0.1 3128"
+            ),
         ]);
     let out = engines::run(&mut c, Duration::from_secs(90));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(host.seen().is_empty(), "{:?}\n{out:?}", host.seen());
     assert!(!out.ok(), "podman run succeeded: {out:?}");
     assert!(
         out.stderr.contains(&format!(

@@ -161,7 +161,13 @@ disabled_plugins = [
     /// `ctr run` with buntime-runc: `opts` before the image, `cmd` after the
     /// container id.
     fn run(&self, opts: &[&str], id: &str, cmd: &[&str]) -> Out {
-        let mut args: Vec<&str> = vec!["run", "--snapshotter", "native", "--runc-binary", RUNC];
+        // The runtime with a node configuration that lets annotations ask
+        // for host networking (engines::open_node).
+        let etc = self.dir.path().join("etc");
+        engines::open_node(&etc);
+        let runc = engines::runc_with_node(self.dir.path(), &etc);
+        let runc = runc.to_str().unwrap_or_default();
+        let mut args: Vec<&str> = vec!["run", "--snapshotter", "native", "--runc-binary", runc];
         let root = self.runc_root();
         let fifo = self.fifo_dir();
         args.extend(["--runc-root", root.to_str().unwrap_or_default()]);

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use engines::{Out, RUNC};
+use engines::Out;
 
 const LIMIT: Duration = Duration::from_secs(90);
 /// Rlimits within this host's hard limits (podman asks for more otherwise).
@@ -44,8 +44,16 @@ impl Podman {
         .expect("integration/podman/containers.conf");
         assert!(snippet.contains("\"/usr/local/bin/buntime-runc\""));
         let conf = dir.path().join("containers.conf");
-        fs::write(&conf, snippet.replace("/usr/local/bin/buntime-runc", RUNC))
-            .expect("write containers.conf");
+        // The runtime with a node configuration that lets annotations ask
+        // for host networking (engines::open_node).
+        let etc = dir.path().join("etc");
+        engines::open_node(&etc);
+        let runc = engines::runc_with_node(dir.path(), &etc);
+        fs::write(
+            &conf,
+            snippet.replace("/usr/local/bin/buntime-runc", &runc.to_string_lossy()),
+        )
+        .expect("write containers.conf");
         // The test's own storage.conf: the host's is not read.
         fs::write(
             dir.path().join("storage.conf"),

@@ -334,6 +334,7 @@ fn create_with_hosts(env: &Env, id: &str, bundle: &Path, hosts: &Path) -> PathBu
     let log = env.dir.path().join(format!("{id}.log"));
     let f = fs::File::create(&log).unwrap();
     let status = Command::new("unshare")
+        .env("BUNTIME_ETC", env.etc())
         .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
         .arg(
             "mount --bind \"$0\" /etc/hosts && \

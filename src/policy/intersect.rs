@@ -3,15 +3,16 @@
 //! limits take the smaller value, modes the more restrictive one. Both
 //! policies should have absolute paths (`Policy::resolve_relative`).
 
+use std::fmt;
 use std::net::IpAddr;
 use std::path::Path;
 
 use ipnet::IpNet;
 
 use super::model::{
-    normalize_path, EnvPattern, FsPath, LandlockRequirement, NetMode, Policy, Program,
+    normalize_path, BrokerRule, EnvPattern, FsPath, LandlockRequirement, NetMode, Policy, Program,
 };
-use super::net::{classify, AddrClass, HostPattern, NetRule};
+use super::net::{classify, AddrClass, HostAddrs, HostPattern, NetRule};
 
 fn mode_rank(m: NetMode) -> u8 {
     match m {
@@ -278,6 +279,154 @@ pub fn both_allow_ip(a: &Policy, b: &Policy, ip: IpAddr, port: u16) -> bool {
         && b.network.decide(&s, port) == super::net::NetDecision::Allow
 }
 
+/// A right an annotation policy asks for that the node's reference policy
+/// (its ceiling, else its default policy) does not grant. The proxy and the
+/// broker act from the host's network namespace, so these reach the node
+/// itself, whatever the bundle's own namespaces say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BeyondNode {
+    /// `network.mode: host`: no network isolation.
+    HostNetwork,
+    /// `network.allow[index]` names loopback, private, link-local,
+    /// metadata or other special addresses.
+    SpecialDestination {
+        index: usize,
+        rule: NetRule,
+        class: AddrClass,
+    },
+    /// `network.allow[index]` names one of the node's own addresses.
+    HostAddress { index: usize, rule: NetRule },
+    /// `broker.<field>` grants more than the node's (deny < ask < allow).
+    Broker {
+        field: &'static str,
+        asked: BrokerRule,
+        node: BrokerRule,
+    },
+}
+
+impl fmt::Display for BeyondNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BeyondNode::HostNetwork => {
+                f.write_str("network.mode \"host\" (no network isolation) is asked for")
+            }
+            BeyondNode::SpecialDestination { index, rule, class } => {
+                let what = match &rule.host {
+                    HostPattern::Cidr(n) if n.prefix_len() < n.max_prefix_len() => "covers",
+                    _ => "names",
+                };
+                write!(
+                    f,
+                    "network.allow[{index}] {:?} {what} a {} address",
+                    rule.to_string(),
+                    class.describe()
+                )
+            }
+            BeyondNode::HostAddress { index, rule } => write!(
+                f,
+                "network.allow[{index}] {:?} names an address of this host",
+                rule.to_string()
+            ),
+            BeyondNode::Broker { field, asked, node } => write!(
+                f,
+                "broker.{field} is {:?} (the node's is {:?})",
+                asked.as_str(),
+                node.as_str()
+            ),
+        }
+    }
+}
+
+/// Does `node` grant everything `r` does (ports included)? `*` never
+/// covers special addresses ([`meet_rule`]).
+fn node_covers(node: &Policy, r: &NetRule) -> bool {
+    node.network
+        .allow
+        .iter()
+        .any(|n| meet_rule(r, n).as_ref() == Some(r))
+}
+
+/// The class of the first special block `net` overlaps, if any.
+fn special_class(net: &IpNet) -> Option<AddrClass> {
+    if all_public(net) {
+        return None;
+    }
+    let c = classify(net.network());
+    if c != AddrClass::Public {
+        return Some(c);
+    }
+    SPECIAL_BLOCKS
+        .iter()
+        .filter_map(|s| s.parse::<IpNet>().ok())
+        .find(|s| net.contains(&s.network()) || s.contains(&net.network()))
+        .map(|s| classify(s.network()))
+        .or(Some(AddrClass::Reserved))
+}
+
+/// The first right `policy` (an annotation policy, already intersected
+/// with any ceiling) asks for beyond `node` that reaches the node itself:
+/// host networking, special or own (`own`) addresses in `network.allow`,
+/// and broker rules above the node's. Names in `network.allow` are not
+/// checked here: what they resolve to is checked at every connection.
+pub fn beyond_node(policy: &Policy, node: &Policy, own: &HostAddrs) -> Option<BeyondNode> {
+    if policy.network.mode == NetMode::Host && node.network.mode != NetMode::Host {
+        return Some(BeyondNode::HostNetwork);
+    }
+    for (index, r) in policy.network.allow.iter().enumerate() {
+        // A single-address range is that address (`NetRule::is_exactly`).
+        let single = match &r.host {
+            HostPattern::Ip(ip) => Some(*ip),
+            HostPattern::Cidr(n) if n.prefix_len() == n.max_prefix_len() => Some(n.addr()),
+            _ => None,
+        };
+        let class = match (&r.host, single) {
+            (_, Some(ip)) => Some(classify(ip)).filter(|c| *c != AddrClass::Public),
+            (HostPattern::Cidr(n), None) => special_class(n),
+            _ => None,
+        };
+        if let Some(class) = class {
+            if !node_covers(node, r) {
+                return Some(BeyondNode::SpecialDestination {
+                    index,
+                    rule: r.clone(),
+                    class,
+                });
+            }
+        }
+        // The node's own addresses are reached only through an entry that
+        // is that address (`Network::decide_resolved`): the node must have
+        // written that very entry.
+        if let Some(ip) = single.filter(|ip| own.contains(*ip)) {
+            let named = node
+                .network
+                .allow
+                .iter()
+                .any(|n| n.is_exactly(ip) && n.port.is_none_or(|p| Some(p) == r.port));
+            if !named {
+                return Some(BeyondNode::HostAddress {
+                    index,
+                    rule: r.clone(),
+                });
+            }
+        }
+    }
+    let (a, n) = (&policy.broker, &node.broker);
+    for (field, asked, node) in [
+        ("fs_read", a.fs_read, n.fs_read),
+        ("fs_write", a.fs_write, n.fs_write),
+        ("list_dir", a.list_dir, n.list_dir),
+        ("net_connect", a.net_connect, n.net_connect),
+        ("exec", a.exec, n.exec),
+    ] {
+        // `ask` puts the sandbox's question to the node's approver: the
+        // node must ask (or allow) itself.
+        if asked > node {
+            return Some(BeyondNode::Broker { field, asked, node });
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,5 +590,125 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn annotation_rights_that_reach_the_node_need_the_node() {
+        let own = HostAddrs::new(["203.0.113.5".parse::<IpAddr>().unwrap()]);
+        let node = p(r#"{"version":1}"#);
+        let ann = |net: &str| {
+            p(&format!(
+                r#"{{"version":1,"network":{{"mode":"proxy","allow":[{net}]}}}}"#
+            ))
+        };
+        let msg = |pol: &Policy, node: &Policy| beyond_node(pol, node, &own).map(|b| b.to_string());
+        for (allow, want) in [
+            (
+                r#""127.0.0.1:18080""#,
+                r#"network.allow[0] "127.0.0.1:18080" names a loopback address"#,
+            ),
+            (
+                r#""a.test","169.254.169.254:80""#,
+                r#"network.allow[1] "169.254.169.254:80" names a cloud metadata address"#,
+            ),
+            (
+                r#""169.254.0.0/16""#,
+                r#"network.allow[0] "169.254.0.0/16" covers a link-local address"#,
+            ),
+            (
+                r#""10.0.0.0/8:443""#,
+                r#"network.allow[0] "10.0.0.0/8:443" covers a private address"#,
+            ),
+            // A public-looking range that holds a private block.
+            (
+                r#""8.0.0.0/5""#,
+                r#"network.allow[0] "8.0.0.0/5" covers a private address"#,
+            ),
+            (
+                r#""[::1]:80""#,
+                r#"network.allow[0] "[::1]:80" names a loopback address"#,
+            ),
+            (
+                r#""192.168.1.1/32""#,
+                r#"network.allow[0] "192.168.1.1/32" names a private address"#,
+            ),
+            (
+                r#""203.0.113.5:22""#,
+                r#"network.allow[0] "203.0.113.5:22" names an address of this host"#,
+            ),
+        ] {
+            assert_eq!(msg(&ann(allow), &node).as_deref(), Some(want), "{allow}");
+        }
+        // Names, `*` and public addresses are checked at each connection.
+        for allow in [
+            r#""*""#,
+            r#""a.test:443""#,
+            r#""*.a.test""#,
+            r#""1.1.1.1:53""#,
+            r#""localhost""#,
+        ] {
+            assert_eq!(msg(&ann(allow), &node), None, "{allow}");
+        }
+        // The node grants: the same entry, a wider one, or any port.
+        let wide = p(
+            r#"{"version":1,"network":{"mode":"proxy","allow":["127.0.0.0/8","10.0.0.0/8:443","169.254.169.254","203.0.113.5"]}}"#,
+        );
+        for allow in [
+            r#""10.1.0.0/16:443""#,
+            r#""169.254.169.254:80""#,
+            r#""203.0.113.5:22""#,
+        ] {
+            assert_eq!(msg(&ann(allow), &wide), None, "{allow}");
+        }
+        // ... but not another port, nor (for the host's own addresses,
+        // loopback included) a range: the node must name the address.
+        assert!(msg(&ann(r#""10.1.0.0/16:80""#), &wide).is_some());
+        assert_eq!(
+            msg(&ann(r#""127.0.0.1:18080""#), &wide).as_deref(),
+            Some(r#"network.allow[0] "127.0.0.1:18080" names an address of this host"#)
+        );
+        let exact = p(r#"{"version":1,"network":{"allow":["127.0.0.1:18080"]}}"#);
+        assert_eq!(msg(&ann(r#""127.0.0.1:18080""#), &exact), None);
+        assert!(
+            msg(&ann(r#""127.0.0.1""#), &exact).is_some(),
+            "any port is more than one"
+        );
+    }
+
+    #[test]
+    fn annotation_host_network_and_broker_need_the_node() {
+        let own = HostAddrs::default();
+        let none = p(r#"{"version":1}"#);
+        let host = p(r#"{"version":1,"network":{"mode":"host"}}"#);
+        let b = beyond_node(&host, &none, &own);
+        assert_eq!(b, Some(BeyondNode::HostNetwork));
+        assert_eq!(beyond_node(&host, &host, &own), None);
+        let asks = p(r#"{"version":1,"broker":{"fs_read":"ask","net_connect":"ask"}}"#);
+        let allows = p(r#"{"version":1,"broker":{"net_connect":"allow"}}"#);
+        assert_eq!(
+            beyond_node(&allows, &none, &own)
+                .map(|b| b.to_string())
+                .as_deref(),
+            Some(r#"broker.net_connect is "allow" (the node's is "deny")"#)
+        );
+        assert_eq!(
+            beyond_node(&asks, &none, &own),
+            Some(BeyondNode::Broker {
+                field: "fs_read",
+                asked: BrokerRule::Ask,
+                node: BrokerRule::Deny
+            })
+        );
+        // `ask` needs the node to ask (or allow); `allow` needs `allow`.
+        assert_eq!(beyond_node(&asks, &asks, &own), None);
+        assert!(beyond_node(&allows, &asks, &own).is_some());
+        assert_eq!(
+            beyond_node(&asks, &allows, &own)
+                .map(|b| b.to_string())
+                .as_deref(),
+            Some(r#"broker.fs_read is "ask" (the node's is "deny")"#)
+        );
+        // Taking rights away is always fine.
+        assert_eq!(beyond_node(&none, &host, &own), None);
     }
 }

@@ -18,9 +18,10 @@ use libcontainer::oci_spec::runtime::Spec;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::intersect::intersect;
+use super::intersect::{beyond_node, intersect};
 use super::load::{load_policy_file, parse_json, parse_policy, LoadError, PolicyError};
 use super::model::{Policy, PolicyVersion};
+use super::net::HostAddrs;
 use super::{builtin_default, builtin_policy};
 use crate::landlock::{LandlockError, LandlockPlan};
 pub use crate::spec::{check_only_narrows, NarrowingError};
@@ -41,6 +42,8 @@ pub const NODE_CONFIG_PATH: &str = "/etc/buntime/config.json";
 pub const DEFAULT_POLICY_DIR: &str = "/etc/buntime/policies";
 /// The node's default policy.
 pub const NODE_DEFAULT_POLICY: &str = "/etc/buntime/default.json";
+/// Where the node's configuration lives instead of `/etc/buntime`.
+pub const ENV_ETC: &str = "BUNTIME_ETC";
 
 /// Whether bundles may choose their policy through annotations.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -183,6 +186,18 @@ pub enum SourceError {
         #[source]
         source: Box<SourceError>,
     },
+    /// An annotation policy asks for a right that reaches the node itself
+    /// and the node's reference policy does not grant it.
+    #[error("annotation policy: {what}, which the node's {reference} does not allow ({file})")]
+    BeyondNode {
+        what: super::intersect::BeyondNode,
+        /// `default policy`, `built-in default policy` or `ceiling policy NAME`.
+        reference: String,
+        /// Where the reference policy is set.
+        file: String,
+    },
+    #[error("cannot read this host's addresses: {0}")]
+    HostAddrs(String),
     #[error(transparent)]
     Narrowing(#[from] NarrowingError),
     #[error(transparent)]
@@ -240,10 +255,80 @@ impl PolicySources {
         })
     }
 
-    /// The node's real sources: `/etc/buntime`, then the checkout's
-    /// `policies/` when run from a source tree.
+    /// The node's real sources: `/etc/buntime` (or `$BUNTIME_ETC`, an
+    /// absolute path), then the checkout's `policies/` when run from a
+    /// source tree.
+    ///
+    /// `BUNTIME_ETC` is read from the runtime's own environment, which the
+    /// engine (root on the node) sets, never from the bundle: it lets tests
+    /// and non-standard installs keep their node configuration elsewhere.
     pub fn system() -> Result<Self, SourceError> {
-        Self::from_dir(Path::new("/etc/buntime"), checkout_policies_dir())
+        let etc = match std::env::var_os(ENV_ETC) {
+            Some(d) if Path::new(&d).is_absolute() => PathBuf::from(d),
+            Some(d) => {
+                return Err(SourceError::Config {
+                    file: ENV_ETC.into(),
+                    message: format!("{d:?} is not an absolute path"),
+                })
+            }
+            None => PathBuf::from("/etc/buntime"),
+        };
+        Self::from_dir(&etc, checkout_policies_dir())
+    }
+
+    /// The node default: the default policy file, else the built-in one.
+    fn node_default(&self) -> Result<(Policy, PolicyOrigin), SourceError> {
+        let f = &self.default_policy_file;
+        Ok(if f.is_file() {
+            (
+                load_policy_file(f)?,
+                PolicyOrigin::NodeDefault { file: f.clone() },
+            )
+        } else {
+            (builtin_default(), PolicyOrigin::BuiltinDefault)
+        })
+    }
+
+    /// Refuses an annotation policy (after any ceiling) that reaches the
+    /// node itself beyond what the node's ceiling, or when none is
+    /// configured its default policy, grants ([`beyond_node`]).
+    fn check_within_node(
+        &self,
+        policy: &Policy,
+        ceiling: Option<&Policy>,
+        own: &HostAddrs,
+    ) -> Result<(), SourceError> {
+        let (reference, name, file) = match ceiling {
+            Some(c) => (
+                c.clone(),
+                format!(
+                    "ceiling policy {:?}",
+                    self.config.ceiling.as_deref().unwrap_or_default()
+                ),
+                self.config_file.display().to_string(),
+            ),
+            None => match self.node_default()? {
+                (p, PolicyOrigin::NodeDefault { file }) => {
+                    (p, "default policy".into(), file.display().to_string())
+                }
+                (p, _) => (
+                    p,
+                    "default policy".into(),
+                    format!(
+                        "built in: {} does not exist",
+                        self.default_policy_file.display()
+                    ),
+                ),
+            },
+        };
+        match beyond_node(policy, &reference, own) {
+            None => Ok(()),
+            Some(what) => Err(SourceError::BeyondNode {
+                what,
+                reference: name,
+                file,
+            }),
+        }
     }
 
     /// Find a named policy: the policy directories in order (`NAME` or
@@ -303,10 +388,31 @@ impl PolicySources {
 
     /// Resolve the policy for a container with these annotations. Relative
     /// policy paths resolve against `cwd` (the container process's cwd).
+    /// An annotation policy is checked against this host's addresses,
+    /// read now.
     pub fn resolve(
         &self,
         annotations: Option<&HashMap<String, String>>,
         cwd: &Path,
+    ) -> Result<ResolvedPolicy, SourceError> {
+        let has_annotation = annotations.is_some_and(|a| {
+            a.contains_key(ANNOTATION_POLICY) || a.contains_key(ANNOTATION_POLICY_NAME)
+        });
+        let own = if has_annotation {
+            // Fail closed: without the host's addresses nothing is checked.
+            HostAddrs::read().map_err(|e| SourceError::HostAddrs(e.to_string()))?
+        } else {
+            HostAddrs::default()
+        };
+        self.resolve_with(annotations, cwd, &own)
+    }
+
+    /// [`PolicySources::resolve`] with the host's addresses given.
+    pub fn resolve_with(
+        &self,
+        annotations: Option<&HashMap<String, String>>,
+        cwd: &Path,
+        own: &HostAddrs,
     ) -> Result<ResolvedPolicy, SourceError> {
         let get = |k: &str| annotations.and_then(|a| a.get(k));
         let inline = get(ANNOTATION_POLICY);
@@ -336,26 +442,20 @@ impl PolicySources {
                 )
             }
             (None, None) => {
-                let f = &self.default_policy_file;
-                if f.is_file() {
-                    (
-                        load_policy_file(f)?,
-                        PolicyOrigin::NodeDefault { file: f.clone() },
-                        false,
-                    )
-                } else {
-                    (builtin_default(), PolicyOrigin::BuiltinDefault, false)
-                }
+                let (p, origin) = self.node_default()?;
+                (p, origin, false)
             }
         };
         policy.resolve_relative(cwd);
         let mut ceiling_name = None;
         if from_annotation {
-            if let Some(mut c) = self.ceiling()? {
+            let ceiling = self.ceiling()?;
+            if let Some(mut c) = ceiling.clone() {
                 c.resolve_relative(cwd);
                 policy = intersect(&policy, &c);
                 ceiling_name = self.config.ceiling.clone();
             }
+            self.check_within_node(&policy, ceiling.as_ref(), own)?;
         }
         Ok(ResolvedPolicy {
             policy,
@@ -679,8 +779,98 @@ mod tests {
     }
 
     #[test]
+    fn annotation_policies_cannot_reach_the_node_beyond_its_policy() {
+        let d = tmpdir("beyond");
+        let s = PolicySources::from_dir(&d, None).unwrap();
+        let own = HostAddrs::default();
+        let inline = |net: &str| {
+            ann(&[(
+                ANNOTATION_POLICY,
+                &format!(r#"{{"version":1,"network":{{"mode":"proxy","allow":{net}}}}}"#),
+            )])
+        };
+        let resolve = |s: &PolicySources, a: &HashMap<String, String>| {
+            s.resolve_with(Some(a), Path::new("/"), &own)
+        };
+        // No node configuration: the built-in default is the ceiling.
+        let e = resolve(&s, &inline(r#"["127.0.0.1:18080"]"#)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "annotation policy: network.allow[0] \"127.0.0.1:18080\" names a loopback address, \
+                 which the node's default policy does not allow (built in: {} does not exist)",
+                d.join("default.json").display()
+            )
+        );
+        // The node default names it: allowed; the metadata address still not.
+        std::fs::write(
+            d.join("default.json"),
+            r#"{"version":1,"network":{"mode":"proxy","allow":["127.0.0.1:18080"]},"broker":{"net_connect":"ask"}}"#,
+        )
+        .unwrap();
+        let s = PolicySources::from_dir(&d, None).unwrap();
+        assert!(resolve(&s, &inline(r#"["127.0.0.1:18080"]"#)).is_ok());
+        let e = resolve(&s, &inline(r#"["169.254.169.254:80"]"#))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("network.allow[0] \"169.254.169.254:80\" names a cloud metadata address")
+                && e.contains(&format!("({})", d.join("default.json").display())),
+            "{e}"
+        );
+        let broker = ann(&[(
+            ANNOTATION_POLICY,
+            r#"{"version":1,"broker":{"net_connect":"allow"}}"#,
+        )]);
+        let e = resolve(&s, &broker).unwrap_err().to_string();
+        assert!(e.contains("broker.net_connect is \"allow\""), "{e}");
+        // Named policies are annotations too.
+        let e = resolve(&s, &ann(&[(ANNOTATION_POLICY_NAME, "python-dev")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("broker.fs_read is \"ask\""), "{e}");
+        // A configured ceiling is the reference instead, and narrows first.
+        std::fs::write(
+            d.join("policies/lab.json"),
+            r#"{"version":1,"network":{"mode":"host","allow":["10.0.0.0/8"]},"broker":{"net_connect":"allow"}}"#,
+        )
+        .unwrap();
+        std::fs::write(d.join("config.json"), r#"{"ceiling":"lab"}"#).unwrap();
+        let s = PolicySources::from_dir(&d, None).unwrap();
+        assert!(resolve(&s, &broker).is_ok());
+        let r = resolve(&s, &inline(r#"["10.1.2.3:80","192.168.1.1"]"#)).unwrap();
+        assert_eq!(
+            r.policy.network.allow.len(),
+            1,
+            "the ceiling dropped 192.168.1.1"
+        );
+        let host = ann(&[(
+            ANNOTATION_POLICY,
+            r#"{"version":1,"network":{"mode":"host"}}"#,
+        )]);
+        assert!(resolve(&s, &host).is_ok());
+        // A host address is reached only through the very entry.
+        let own = HostAddrs::new(["10.1.2.3".parse::<std::net::IpAddr>().unwrap()]);
+        let e = s
+            .resolve_with(Some(&inline(r#"["10.1.2.3:80"]"#)), Path::new("/"), &own)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("names an address of this host, which the node's ceiling policy \"lab\""),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
     fn prepare_container_end_to_end() {
         let d = tmpdir("prepare");
+        // python-dev asks the broker: the node must ask too.
+        std::fs::write(
+            d.join("default.json"),
+            r#"{"version":1,"broker":{"fs_read":"ask","fs_write":"ask","list_dir":"ask","net_connect":"ask"}}"#,
+        )
+        .unwrap();
         let s = PolicySources::from_dir(&d, None).unwrap();
         let mut b = bundle();
         b.set_annotations(Some(ann(&[(ANNOTATION_POLICY_NAME, "python-dev")])));

@@ -20,6 +20,20 @@ pub struct Target {
     /// `None` for CONNECT (a tunnel: answer 200, then relay); for a
     /// forwarded request, the rewritten head to send upstream.
     pub forward_head: Option<Vec<u8>>,
+    /// How a forwarded request's body ends: exactly that much is sent
+    /// upstream, never a byte after it. `Body::None` for CONNECT.
+    pub body: Body,
+}
+
+/// How a request's body is framed (RFC 9112 6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// No body: the request ends with its head.
+    None,
+    /// `Content-Length` bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
 }
 
 /// Why a request was not understood; `status` is the HTTP answer.
@@ -85,49 +99,72 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
+/// At most this many header lines in a request head.
+const MAX_HEADERS: usize = 128;
 
 /// Parses a request head into its target. `head` excludes the final CRLF
-/// pair.
+/// pair. The head is parsed by `httparse`; on top of it, line ends must be
+/// CRLF, and the target, the version and the body framing are checked.
 pub fn parse_head(head: &[u8]) -> Result<Target, HttpError> {
-    let text = std::str::from_utf8(head).map_err(|_| bad("request head is not UTF-8"))?;
-    let mut lines = text.split("\r\n");
-    let request_line = lines.next().unwrap_or_default();
-    let mut parts = request_line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    // httparse takes a bare LF for a line end; a server behind us might
+    // not, and would see other headers than the ones checked here.
+    for (i, &b) in head.iter().enumerate() {
+        let crlf = match b {
+            b'\r' => head.get(i + 1) == Some(&b'\n'),
+            b'\n' => i > 0 && head[i - 1] == b'\r',
+            _ => true,
+        };
+        if !crlf {
+            // A bare CR or LF in the request line would cut the line
+            // short upstream: name it as the target's fault there.
+            let line_end = find(head, b"\r\n").unwrap_or(head.len());
+            return Err(bad(if i < line_end {
+                "malformed request target"
+            } else {
+                "bare CR or LF in the request head"
+            }));
+        }
+    }
+    let mut buf = Vec::with_capacity(head.len() + 4);
+    buf.extend_from_slice(head);
+    buf.extend_from_slice(b"\r\n\r\n");
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut slots);
+    match req.parse(&buf) {
+        Ok(httparse::Status::Complete(n)) if n == buf.len() => {}
+        Ok(_) => return Err(bad("malformed request head")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HttpError {
+                status: 431,
+                reason: format!("more than {MAX_HEADERS} header lines"),
+            })
+        }
+        Err(httparse::Error::Token) => return Err(bad("malformed request line")),
+        Err(httparse::Error::HeaderName) => return Err(bad("malformed header name")),
+        Err(httparse::Error::HeaderValue) => return Err(bad("malformed header value")),
+        Err(httparse::Error::Version) => return Err(bad("unsupported HTTP version")),
+        Err(e) => return Err(bad(format!("malformed request head: {e}"))),
+    }
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
         return Err(bad("malformed request line"));
     };
-    if !is_token(method) {
-        return Err(bad("malformed method"));
-    }
-    // A URI is visible ASCII (RFC 3986): a bare CR or LF in it would be
-    // copied into the request line sent upstream, and could add headers.
+    // A URI is visible ASCII (RFC 3986): httparse lets bytes above 0x7f
+    // through.
     if target.is_empty() || !target.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(bad("malformed request target"));
     }
-    if version != "HTTP/1.1" && version != "HTTP/1.0" {
-        return Err(bad(format!("unsupported HTTP version {:?}", clip(version))));
-    }
-    let mut headers: Vec<(&str, &str)> = Vec::new();
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            return Err(bad("malformed header line"));
-        };
-        // A name with whitespace (or an obs-fold continuation) is refused:
-        // servers disagree on what it means.
-        if !is_token(name) {
-            return Err(bad("malformed header name"));
-        }
-        if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+    let version = match version {
+        1 => "HTTP/1.1",
+        0 => "HTTP/1.0",
+        v => return Err(bad(format!("unsupported HTTP version 1.{v}"))),
+    };
+    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let value = std::str::from_utf8(h.value).map_err(|_| bad("header value is not UTF-8"))?;
+        if value.bytes().any(|b| b == 0) {
             return Err(bad("malformed header value"));
         }
-        headers.push((name, value.trim_matches([' ', '\t'])));
+        headers.push((h.name, value.trim_matches([' ', '\t'])));
     }
     if method == "CONNECT" {
         let (host, port) = split_authority(target, None)?;
@@ -135,6 +172,7 @@ pub fn parse_head(head: &[u8]) -> Result<Target, HttpError> {
             host,
             port,
             forward_head: None,
+            body: Body::None,
         });
     }
     let Some(after_scheme) = strip_prefix_ci(target, "http://") else {
@@ -155,6 +193,7 @@ pub fn parse_head(head: &[u8]) -> Result<Target, HttpError> {
         p => format!("/{p}"),
     };
     let (host, port) = split_authority(authority, Some(80))?;
+    let body = framing(&headers, version)?;
     // The Host is the URI's authority, whatever the client's Host said
     // (RFC 9112 3.2.2): the audit and the rules saw that host.
     let mut out = format!("{method} {path} {version}\r\nHost: {authority}\r\n");
@@ -200,7 +239,259 @@ pub fn parse_head(head: &[u8]) -> Result<Target, HttpError> {
         host,
         port,
         forward_head: Some(out.into_bytes()),
+        body,
     })
+}
+
+/// The body framing of a forwarded request, refusing every head that two
+/// servers could frame differently (RFC 9112 6.1, 6.3): `Content-Length`
+/// with `Transfer-Encoding`, either of them twice, a coding other than a
+/// single `chunked`, `Transfer-Encoding` in HTTP/1.0, a length that is not
+/// plain digits. Otherwise the upstream could read a second request,
+/// for a Host of the sandbox's choosing, out of what was checked as one.
+fn framing(headers: &[(&str, &str)], version: &str) -> Result<Body, HttpError> {
+    let named = |n: &'static str| -> Vec<&str> {
+        headers
+            .iter()
+            .filter(|(h, _)| h.eq_ignore_ascii_case(n))
+            .map(|(_, v)| *v)
+            .collect()
+    };
+    let te = named("transfer-encoding");
+    let cl = named("content-length");
+    if !te.is_empty() && !cl.is_empty() {
+        return Err(bad("both Content-Length and Transfer-Encoding"));
+    }
+    if te.len() > 1 {
+        return Err(bad("Transfer-Encoding given more than once"));
+    }
+    if cl.len() > 1 {
+        return Err(bad("Content-Length given more than once"));
+    }
+    if let Some(v) = te.first() {
+        if version == "HTTP/1.0" {
+            return Err(bad("Transfer-Encoding in an HTTP/1.0 request"));
+        }
+        if !v.eq_ignore_ascii_case("chunked") {
+            return Err(bad(format!(
+                "unsupported Transfer-Encoding {:?} (only \"chunked\")",
+                clip(v)
+            )));
+        }
+        return Ok(Body::Chunked);
+    }
+    match cl.first() {
+        None => Ok(Body::None),
+        Some(v) => {
+            let n = (!v.is_empty() && v.len() <= 18 && v.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| v.parse::<u64>().ok())
+                .flatten()
+                .ok_or_else(|| bad(format!("invalid Content-Length {:?}", clip(v))))?;
+            Ok(if n == 0 { Body::None } else { Body::Length(n) })
+        }
+    }
+}
+
+/// The longest chunk-size line (size and extensions) and trailer section.
+const MAX_CHUNK_LINE: usize = 4 << 10;
+const MAX_TRAILERS: usize = 16 << 10;
+
+/// Where a chunked body is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chunk {
+    /// In a chunk-size line: the size so far, its digits, whether in an
+    /// extension, and the line's length.
+    Size {
+        size: u64,
+        digits: u8,
+        ext: bool,
+        len: usize,
+    },
+    /// The LF after a chunk-size line.
+    SizeLf {
+        size: u64,
+    },
+    Data {
+        left: u64,
+    },
+    DataCr,
+    DataLf,
+    /// In the trailer section: the current line's length, and the
+    /// section's so far.
+    Trailer {
+        line: usize,
+        total: usize,
+    },
+    TrailerLf {
+        line: usize,
+        total: usize,
+    },
+}
+
+/// Follows a request body as it is relayed, to find where it ends: the
+/// proxy sends exactly the body upstream, and knows that whatever comes
+/// after it is not part of the request that was checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BodyFramer {
+    state: Framer,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Framer {
+    Length(u64),
+    Chunked(Chunk),
+    Done,
+}
+
+impl BodyFramer {
+    pub fn new(body: Body) -> BodyFramer {
+        let state = match body {
+            Body::None => Framer::Done,
+            Body::Length(n) => Framer::Length(n),
+            Body::Chunked => Framer::Chunked(Chunk::Size {
+                size: 0,
+                digits: 0,
+                ext: false,
+                len: 0,
+            }),
+        };
+        BodyFramer { state }
+    }
+
+    /// Has the whole body been seen?
+    pub fn done(&self) -> bool {
+        self.state == Framer::Done
+    }
+
+    /// How many bytes at the start of `buf` belong to the body; the rest
+    /// (if any) come after it. A chunked body that breaks its framing is
+    /// an error: the proxy cannot tell where it ends.
+    pub fn feed(&mut self, buf: &[u8]) -> Result<usize, HttpError> {
+        let mut i = 0;
+        while i < buf.len() {
+            match &mut self.state {
+                Framer::Done => return Ok(i),
+                Framer::Length(left) => {
+                    let take = (*left).min((buf.len() - i) as u64);
+                    *left -= take;
+                    i += take as usize;
+                    if *left == 0 {
+                        self.state = Framer::Done;
+                    }
+                }
+                Framer::Chunked(c) => {
+                    // Chunk data is skipped whole; the rest goes a byte
+                    // at a time.
+                    if let Chunk::Data { left } = c {
+                        let take = (*left).min((buf.len() - i) as u64);
+                        *left -= take;
+                        i += take as usize;
+                        if *left == 0 {
+                            *c = Chunk::DataCr;
+                        }
+                        continue;
+                    }
+                    let next = chunk_step(*c, buf[i])?;
+                    i += 1;
+                    self.state = match next {
+                        Some(c) => Framer::Chunked(c),
+                        None => Framer::Done,
+                    };
+                }
+            }
+        }
+        Ok(i)
+    }
+}
+
+/// One byte of a chunked body outside chunk data; `None` once the body
+/// has ended.
+fn chunk_step(c: Chunk, b: u8) -> Result<Option<Chunk>, HttpError> {
+    let malformed = |what: &str| Err(bad(format!("malformed chunked body: {what}")));
+    Ok(Some(match c {
+        Chunk::Size {
+            size,
+            digits,
+            ext,
+            len,
+        } => {
+            if len >= MAX_CHUNK_LINE {
+                return malformed("chunk-size line too long");
+            }
+            let len = len + 1;
+            match b {
+                b'\r' if digits > 0 => Chunk::SizeLf { size },
+                _ if ext => {
+                    // chunk-ext: visible ASCII, space and tab.
+                    if !(b.is_ascii_graphic() || b == b' ' || b == b'\t') {
+                        return malformed("bad byte in a chunk extension");
+                    }
+                    Chunk::Size {
+                        size,
+                        digits,
+                        ext,
+                        len,
+                    }
+                }
+                b';' if digits > 0 => Chunk::Size {
+                    size,
+                    digits,
+                    ext: true,
+                    len,
+                },
+                _ => {
+                    let Some(d) = (b as char).to_digit(16) else {
+                        return malformed("bad chunk size");
+                    };
+                    if digits >= 16 {
+                        return malformed("chunk size too large");
+                    }
+                    Chunk::Size {
+                        size: size * 16 + u64::from(d),
+                        digits: digits + 1,
+                        ext,
+                        len,
+                    }
+                }
+            }
+        }
+        Chunk::SizeLf { size } => match (b, size) {
+            (b'\n', 0) => Chunk::Trailer { line: 0, total: 0 },
+            (b'\n', left) => Chunk::Data { left },
+            _ => return malformed("chunk-size line without CRLF"),
+        },
+        // Handled in `feed`.
+        Chunk::Data { left } => Chunk::Data { left },
+        Chunk::DataCr if b == b'\r' => Chunk::DataLf,
+        Chunk::DataLf if b == b'\n' => Chunk::Size {
+            size: 0,
+            digits: 0,
+            ext: false,
+            len: 0,
+        },
+        Chunk::DataCr | Chunk::DataLf => return malformed("chunk data without CRLF"),
+        Chunk::Trailer { line, total } => {
+            if total >= MAX_TRAILERS {
+                return malformed("trailer section too large");
+            }
+            match b {
+                b'\r' => Chunk::TrailerLf { line, total },
+                b'\n' | 0 => return malformed("bad byte in a trailer"),
+                _ => Chunk::Trailer {
+                    line: line + 1,
+                    total: total + 1,
+                },
+            }
+        }
+        Chunk::TrailerLf { line, total } => match (b, line) {
+            (b'\n', 0) => return Ok(None),
+            (b'\n', _) => Chunk::Trailer {
+                line: 0,
+                total: total + 2,
+            },
+            _ => return malformed("trailer line without CRLF"),
+        },
+    }))
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -404,7 +695,12 @@ mod tests {
         ] {
             let e = parse_head(h.as_bytes()).unwrap_err();
             assert_eq!(e.status, 400, "{h:?}");
-            assert_eq!(e.reason, "malformed request target", "{h:?}");
+            // httparse refuses a control byte in the line as a whole.
+            assert!(
+                ["malformed request target", "malformed request line"].contains(&e.reason.as_str()),
+                "{h:?}: {}",
+                e.reason
+            );
         }
     }
 
@@ -425,7 +721,135 @@ mod tests {
             let e = parse_head(h.as_bytes()).unwrap_err();
             assert_eq!(e.status, 400);
             assert!(e.reason.len() < 100, "{}", e.reason);
-            assert!(e.reason.ends_with("...\""), "{}", e.reason);
+        }
+        let e = parse_head(format!("CONNECT a.test:{long} HTTP/1.1").as_bytes()).unwrap_err();
+        assert!(e.reason.ends_with("...\""), "{}", e.reason);
+    }
+
+    fn post(headers: &str) -> Result<Target, HttpError> {
+        parse_head(format!("POST http://a.test/p HTTP/1.1\r\nHost: a.test{headers}").as_bytes())
+    }
+
+    #[test]
+    fn ambiguous_body_framing_is_refused() {
+        for (h, why) in [
+            (
+                "\r\nContent-Length: 5\r\nTransfer-Encoding: chunked",
+                "both Content-Length and Transfer-Encoding",
+            ),
+            (
+                "\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+                "Transfer-Encoding given more than once",
+            ),
+            (
+                "\r\nTransfer-Encoding: gzip, chunked",
+                "unsupported Transfer-Encoding \"gzip, chunked\" (only \"chunked\")",
+            ),
+            (
+                "\r\nTransfer-Encoding: chunked, chunked",
+                "unsupported Transfer-Encoding \"chunked, chunked\" (only \"chunked\")",
+            ),
+            (
+                "\r\nTransfer-Encoding: xchunked",
+                "unsupported Transfer-Encoding \"xchunked\" (only \"chunked\")",
+            ),
+            (
+                "\r\nContent-Length: 5\r\nContent-Length: 5",
+                "Content-Length given more than once",
+            ),
+            ("\r\nContent-Length: +5", "invalid Content-Length \"+5\""),
+            (
+                "\r\nContent-Length: 5, 5",
+                "invalid Content-Length \"5, 5\"",
+            ),
+            (
+                "\r\nContent-Length: 0x10",
+                "invalid Content-Length \"0x10\"",
+            ),
+            (
+                "\r\nX: 1\nTransfer-Encoding: chunked",
+                "bare CR or LF in the request head",
+            ),
+            ("\r\nTransfer-Encoding : chunked", "malformed header name"),
+        ] {
+            let e = post(h).unwrap_err();
+            assert_eq!((e.status, e.reason.as_str()), (400, why), "{h:?}");
+        }
+        let e =
+            parse_head(b"POST http://a.test/ HTTP/1.0\r\nTransfer-Encoding: chunked").unwrap_err();
+        assert_eq!(e.reason, "Transfer-Encoding in an HTTP/1.0 request");
+        // Well framed: the framing is kept, and the headers forwarded.
+        let t = post("\r\nTransfer-Encoding: Chunked").unwrap();
+        assert_eq!(t.body, Body::Chunked);
+        assert!(String::from_utf8(t.forward_head.unwrap())
+            .unwrap()
+            .contains("\r\nTransfer-Encoding: Chunked\r\n"));
+        assert_eq!(
+            post("\r\nContent-Length: 12").unwrap().body,
+            Body::Length(12)
+        );
+        assert_eq!(post("\r\nContent-Length: 0").unwrap().body, Body::None);
+        assert_eq!(post("").unwrap().body, Body::None);
+    }
+
+    /// Feeds `input` to a framer in pieces of `step` bytes; the body's
+    /// length, or the error.
+    fn frame(body: Body, input: &[u8], step: usize) -> Result<usize, String> {
+        let mut f = BodyFramer::new(body);
+        let mut used = 0;
+        for piece in input.chunks(step) {
+            let n = f.feed(piece).map_err(|e| e.reason)?;
+            used += n;
+            if n < piece.len() {
+                break;
+            }
+        }
+        if f.done() {
+            Ok(used)
+        } else {
+            Err(format!("unfinished after {used}"))
+        }
+    }
+
+    #[test]
+    fn bodies_end_where_their_framing_says() {
+        let next = b"GET http://other.test/ HTTP/1.1\r\nHost: other.test\r\n\r\n";
+        let chunked: &[u8] = b"5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n";
+        for step in [1, 2, 3, 7, 1000] {
+            let mut input = chunked.to_vec();
+            input.extend_from_slice(next);
+            assert_eq!(
+                frame(Body::Chunked, &input, step),
+                Ok(chunked.len()),
+                "{step}"
+            );
+            let mut input = b"12345".to_vec();
+            input.extend_from_slice(next);
+            assert_eq!(frame(Body::Length(5), &input, step), Ok(5));
+            assert_eq!(frame(Body::None, next, step), Ok(0));
+        }
+        assert_eq!(frame(Body::Chunked, b"0\r\n\r\n", 1), Ok(5));
+        assert_eq!(
+            frame(Body::Chunked, b"3\r\nabc\r\n", 1),
+            Err("unfinished after 8".into())
+        );
+        for (bad, why) in [
+            (&b"5\nhello\r\n"[..], "bad chunk size"),
+            (b"5\r\rhello\r\n", "chunk-size line without CRLF"),
+            (b"5 \r\nhello\r\n", "bad chunk size"),
+            (b"-5\r\n", "bad chunk size"),
+            (b";x\r\n", "bad chunk size"),
+            (b"3\r\nabcX\r\n", "chunk data without CRLF"),
+            (b"11111111111111111\r\n", "chunk size too large"),
+            (b"0\r\nX: 1\n\r\n", "bad byte in a trailer"),
+            (b"1;a\x01\r\n", "bad byte in a chunk extension"),
+        ] {
+            assert_eq!(
+                frame(Body::Chunked, bad, 1),
+                Err(format!("malformed chunked body: {why}")),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

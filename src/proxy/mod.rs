@@ -377,6 +377,26 @@ fn handle(client: TcpStream, gate: &dyn Gate, limits: &Limits, unrecorded: Unrec
         }
     };
     attempt.target = format!("{}:{}", bracket(&target.host), target.port);
+    // A forwarded request goes upstream alone: the bytes read with its
+    // head must be its body or a part of it, nothing after it.
+    let mut framer = None;
+    if target.forward_head.is_some() {
+        let mut f = http::BodyFramer::new(target.body);
+        let framed = match f.feed(&rest) {
+            Ok(n) if n < rest.len() => Err(format!(
+                "{} bytes after the request's body (one request per connection)",
+                rest.len() - n
+            )),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.reason),
+        };
+        if let Err(reason) = framed {
+            let body = format!("buntime proxy: {reason}");
+            attempt.reason = reason;
+            return refused(attempt, 400, None, &body);
+        }
+        framer = Some(f);
+    }
     let decided = gate.check(&target.host, target.port);
     attempt.decide = start.elapsed();
     let granted = match decided {
@@ -421,10 +441,13 @@ fn handle(client: TcpStream, gate: &dyn Gate, limits: &Limits, unrecorded: Unrec
     attempt.decision = "allow";
     match first {
         Ok(()) => {
-            let moved = relay::relay(client, upstream, limits.idle_timeout);
+            let moved = relay::relay_request(client, upstream, limits.idle_timeout, framer);
             let head_len = target.forward_head.as_ref().map_or(0, Vec::len);
             attempt.bytes_up = moved.up + (rest.len() + head_len) as u64;
             attempt.bytes_down = moved.down;
+            if let Some(v) = moved.violation {
+                attempt.reason = v.to_string();
+            }
             finish(attempt)
         }
         Err(e) => {

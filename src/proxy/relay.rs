@@ -13,15 +13,40 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use super::http::BodyFramer;
 use super::timed_out;
 
 /// Bytes moved each way.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Relayed {
     /// From the sandbox to upstream.
     pub up: u64,
     /// From upstream to the sandbox.
     pub down: u64,
+    /// What the sandbox sent that was not its one framed request.
+    pub violation: Option<Violation>,
+}
+
+/// How a forwarded request's sender broke its framing during the relay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Violation {
+    /// Bytes after the request's body (a pipelined request): never sent
+    /// upstream, read and dropped; the answer to the first still comes.
+    AfterBody { bytes: u64 },
+    /// A chunked body that broke its framing: both ends were reset.
+    Malformed(String),
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Violation::AfterBody { bytes } => write!(
+                f,
+                "{bytes} bytes after the request's body were not forwarded (one request per connection)"
+            ),
+            Violation::Malformed(r) => write!(f, "{r}; connection reset"),
+        }
+    }
 }
 
 /// A connection's buffer starts small (most exchanges are small) and grows
@@ -59,6 +84,17 @@ impl Idle {
 
 /// Relays until both directions are done (EOF, error, or idle timeout).
 pub fn relay(client: TcpStream, upstream: TcpStream, idle: Duration) -> Relayed {
+    relay_request(client, upstream, idle, None)
+}
+
+/// [`relay`], sending upstream only the rest of one request's body as
+/// `framer` follows it (for a forwarded request; `None`: a tunnel).
+pub fn relay_request(
+    client: TcpStream,
+    upstream: TcpStream,
+    idle: Duration,
+    framer: Option<BodyFramer>,
+) -> Relayed {
     let idle = Idle {
         start: Instant::now(),
         last_ms: AtomicU64::new(0),
@@ -88,7 +124,7 @@ pub fn relay(client: TcpStream, upstream: TcpStream, idle: Duration) -> Relayed 
         let up = std::thread::Builder::new()
             .name("relay-up".into())
             .stack_size(RELAY_STACK)
-            .spawn_scoped(scope, || pump(&client, &upstream, &idle));
+            .spawn_scoped(scope, || pump(&client, &upstream, &idle, framer));
         let Ok(up) = up else {
             // No thread for the other direction: reset the connection, as
             // any other failure does, rather than relay one way only.
@@ -96,10 +132,12 @@ pub fn relay(client: TcpStream, upstream: TcpStream, idle: Duration) -> Relayed 
             abort(&upstream, &idle);
             return Relayed::default();
         };
-        let down = pump(&upstream, &client, &idle);
+        let (down, _) = pump(&upstream, &client, &idle, None);
+        let (up, violation) = up.join().unwrap_or((0, None));
         Relayed {
-            up: up.join().unwrap_or(0),
+            up,
             down,
+            violation,
         }
     })
 }
@@ -107,6 +145,10 @@ pub fn relay(client: TcpStream, upstream: TcpStream, idle: Duration) -> Relayed 
 /// How one direction ended.
 enum End {
     Eof,
+    /// Bytes came after the framed request (this many in the read).
+    AfterBody(u64),
+    /// The request's framing broke.
+    Malformed(String),
     /// Reading the source failed (its peer reset the connection).
     SrcFailed,
     /// Writing the destination failed or timed out.
@@ -118,8 +160,36 @@ enum End {
 ///
 /// A failure is passed on as a reset, not as a clean end: a response cut
 /// short by an upstream reset must not look complete to the client.
-fn pump(src: &TcpStream, dst: &TcpStream, idle: &Idle) -> u64 {
-    let (end, n) = copy_loop(src, dst, idle);
+fn pump(
+    src: &TcpStream,
+    dst: &TcpStream,
+    idle: &Idle,
+    framer: Option<BodyFramer>,
+) -> (u64, Option<Violation>) {
+    let (end, n) = copy_loop(src, dst, idle, framer);
+    let violation = match end {
+        // Nothing more goes upstream; the answer to the request still
+        // comes down. What the client sends meanwhile is read and
+        // dropped (closing over it would reset the answer away).
+        End::AfterBody(first) => {
+            let (r, more) = drain(src, idle);
+            if r.is_err() {
+                abort(src, idle);
+            }
+            return (
+                n,
+                Some(Violation::AfterBody {
+                    bytes: first + more,
+                }),
+            );
+        }
+        End::Malformed(reason) => {
+            abort(src, idle);
+            abort(dst, idle);
+            return (n, Some(Violation::Malformed(reason)));
+        }
+        _ => None,
+    };
     match end {
         // Pass the half-close on; the other direction goes on. Not after
         // an abort, where this EOF is only the other thread's wake-up.
@@ -134,7 +204,7 @@ fn pump(src: &TcpStream, dst: &TcpStream, idle: &Idle) -> u64 {
         // (an answer dst's peer sent before it went); if that direction
         // fails too, it resets src itself.
         End::DstFailed => {
-            if drain(src, idle).is_err() {
+            if drain(src, idle).0.is_err() {
                 abort(src, idle);
             }
         }
@@ -142,20 +212,26 @@ fn pump(src: &TcpStream, dst: &TcpStream, idle: &Idle) -> u64 {
             abort(src, idle);
             abort(dst, idle);
         }
+        End::AfterBody(_) | End::Malformed(_) => {}
     }
-    n
+    (n, violation)
 }
 
-/// Reads and drops until EOF; `Err` on an error or the idle timeout.
-fn drain(mut s: &TcpStream, idle: &Idle) -> Result<(), ()> {
+/// Reads and drops until EOF; `Err` on an error or the idle timeout. Also
+/// the bytes dropped.
+fn drain(mut s: &TcpStream, idle: &Idle) -> (Result<(), ()>, u64) {
     let mut sink = [0u8; 16 << 10];
+    let mut dropped = 0u64;
     loop {
         match s.read(&mut sink) {
-            Ok(0) => return Ok(()),
-            Ok(_) => idle.touch(),
+            Ok(0) => return (Ok(()), dropped),
+            Ok(n) => {
+                dropped += n as u64;
+                idle.touch()
+            }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if timed_out(&e) && !idle.expired() => {}
-            Err(_) => return Err(()),
+            Err(_) => return (Err(()), dropped),
         }
     }
 }
@@ -213,7 +289,12 @@ impl Drop for Buffer {
 }
 
 /// How the direction ended, and the bytes it moved.
-fn copy_loop(mut src: &TcpStream, mut dst: &TcpStream, idle: &Idle) -> (End, u64) {
+fn copy_loop(
+    mut src: &TcpStream,
+    mut dst: &TcpStream,
+    idle: &Idle,
+    mut framer: Option<BodyFramer>,
+) -> (End, u64) {
     let mut b = Buffer::new();
     let mut total = 0u64;
     loop {
@@ -230,10 +311,19 @@ fn copy_loop(mut src: &TcpStream, mut dst: &TcpStream, idle: &Idle) -> (End, u64
             Err(_) => return (End::SrcFailed, total),
         };
         idle.touch();
-        if dst.write_all(&b.buf[..n]).is_err() {
+        // A forwarded request: only its body goes upstream.
+        let body = match framer.as_mut().map(|f| f.feed(&b.buf[..n])) {
+            None => n,
+            Some(Ok(k)) => k,
+            Some(Err(e)) => return (End::Malformed(e.reason), total),
+        };
+        if body > 0 && dst.write_all(&b.buf[..body]).is_err() {
             return (End::DstFailed, total);
         }
-        total += n as u64;
+        total += body as u64;
+        if body < n {
+            return (End::AfterBody((n - body) as u64), total);
+        }
         idle.touch();
         // A read that filled half the buffer or more: a bulk transfer,
         // which bigger reads and writes move with fewer wake-ups.
@@ -298,7 +388,8 @@ mod tests {
             r,
             Relayed {
                 up: 3_000_000,
-                down: 22
+                down: 22,
+                violation: None
             }
         );
     }

@@ -302,3 +302,98 @@ fn the_tally_counts_connections_until_their_line_is_written() {
     let seen = gate.seen.lock().unwrap();
     assert!(seen.iter().any(|a| a.decision == "allow"), "{seen:?}");
 }
+
+/// An upstream that records everything each connection sends (until the
+/// client half-closes or 1 s of silence), answering the first request.
+fn recording_upstream() -> (SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let rec = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let rec = Arc::clone(&rec);
+            std::thread::spawn(move || {
+                let mut s = s;
+                s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+                let mut got = Vec::new();
+                let mut b = [0u8; 4096];
+                let mut answered = false;
+                loop {
+                    match s.read(&mut b) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&b[..n]),
+                    }
+                    if !answered && got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        answered = true;
+                        let _ = s.write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\none",
+                        );
+                    }
+                }
+                rec.lock().unwrap().push(got);
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn exchange(proxy: SocketAddr, parts: &[&[u8]]) -> String {
+    let mut c = TcpStream::connect(proxy).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    for p in parts {
+        c.write_all(p).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn one_well_framed_request_per_upstream_connection() {
+    let (up, seen) = recording_upstream();
+    let (addr, gate) = proxy(up, Limits::default());
+    let first = "POST http://up.test/a HTTP/1.1\r\nHost: up.test";
+    let second = "GET http://up.test/b HTTP/1.1\r\nHost: internal.test\r\n\r\n";
+    // Refused before any upstream connection.
+    for (req, why) in [
+        (
+            format!("{first}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+            "both Content-Length and Transfer-Encoding",
+        ),
+        (
+            format!("{first}\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n"),
+            "Transfer-Encoding given more than once",
+        ),
+        (
+            format!("{first}\r\nContent-Length: 4\r\n\r\nbody{second}"),
+            "54 bytes after the request's body (one request per connection)",
+        ),
+    ] {
+        let answer = exchange(addr, &[req.as_bytes()]);
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{answer:?}");
+        assert!(answer.contains(why), "{answer:?}");
+        let a = records(&gate, 1).pop().unwrap();
+        assert_eq!((a.decision, a.reason.as_str()), ("deny", why));
+        gate.seen.lock().unwrap().clear();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(seen.lock().unwrap().is_empty(), "upstream was reached");
+    // The second request arrives after the first went upstream: never
+    // forwarded; the first's answer still comes.
+    let req = format!("{first}\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n\r\n");
+    let answer = exchange(addr, &[req.as_bytes(), second.as_bytes()]);
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer:?}");
+    assert!(answer.ends_with("one"), "{answer:?}");
+    let a = records(&gate, 1).pop().unwrap();
+    assert_eq!(a.decision, "allow");
+    assert_eq!(
+        a.reason,
+        "54 bytes after the request's body were not forwarded (one request per connection)"
+    );
+    assert!(wait_for(|| seen.lock().unwrap().len() == 1));
+    let got = String::from_utf8(seen.lock().unwrap()[0].clone()).unwrap();
+    assert!(got.ends_with("\r\n\r\n4\r\nbody\r\n0\r\n\r\n"), "{got:?}");
+    assert!(!got.contains("internal.test"), "{got:?}");
+}

@@ -43,7 +43,14 @@ impl Env {
             .tempdir()
             .expect("tempdir");
         let root = dir.path().join("root");
+        open_node(&dir.path().join("etc"));
         Self { dir, root }
+    }
+
+    /// The test's node configuration (`BUNTIME_ETC`): by default
+    /// [`open_node`]; a test of the node's own limits rewrites it.
+    pub fn etc(&self) -> PathBuf {
+        self.dir.path().join("etc")
     }
 
     /// Makes a busybox bundle running `args`; `env` are extra variables for
@@ -68,7 +75,9 @@ impl Env {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(RUNC);
-        c.arg("--root").arg(&self.root);
+        c.env("BUNTIME_ETC", self.etc())
+            .arg("--root")
+            .arg(&self.root);
         c
     }
 
@@ -198,6 +207,31 @@ impl Drop for Env {
             }
         }
     }
+}
+
+/// A node configuration whose ceiling grants what the container tests'
+/// annotation policies ask for (host networking, special and own
+/// addresses, broker `allow`; the host's own addresses only where named
+/// one by one: 127.0.0.1 and ::1), so they test the proxy and the broker rather
+/// than the node's limits on annotations (tests/attacks_annotations.rs).
+/// Bundles without an annotation still get the built-in default.
+pub fn open_node(etc: &Path) {
+    fs::create_dir_all(etc).expect("etc dir");
+    let open = etc.join("open.json");
+    fs::write(
+        &open,
+        r#"{"version":1,"description":"test node: annotations may ask for anything",
+"filesystem":{"read":["/"],"write":["/"],"exec":["/"]},
+"network":{"mode":"host","allow":["*","0.0.0.0/0","::/0","127.0.0.1","::1"]},
+"env":{"pass":["*"]},
+"broker":{"fs_read":"allow","fs_write":"allow","list_dir":"allow","net_connect":"allow","exec":"allow"}}"#,
+    )
+    .expect("write open.json");
+    fs::write(
+        etc.join("config.json"),
+        format!("{{\"ceiling\":{:?}}}", open.display().to_string()),
+    )
+    .expect("write config.json");
 }
 
 fn read_all(mut f: fs::File) -> Vec<u8> {

@@ -262,6 +262,47 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// A node configuration (for `BUNTIME_ETC`) whose ceiling grants what the
+/// engine tests' annotation policies ask for (host networking, broker
+/// `allow`, 127.0.0.1 and ::1): without one, an annotation may not ask for more than the
+/// built-in default (tests/attacks_annotations.rs).
+pub fn open_node(etc: &Path) {
+    std::fs::create_dir_all(etc).expect("etc dir");
+    let open = etc.join("open.json");
+    std::fs::write(
+        &open,
+        r#"{"version":1,"filesystem":{"read":["/"],"write":["/"],"exec":["/"]},
+"network":{"mode":"host","allow":["*","0.0.0.0/0","::/0","127.0.0.1","::1"]},"env":{"pass":["*"]},
+"broker":{"fs_read":"allow","fs_write":"allow","list_dir":"allow","net_connect":"allow","exec":"allow"}}"#,
+    )
+    .expect("write open.json");
+    std::fs::write(
+        etc.join("config.json"),
+        format!("{{\"ceiling\":{:?}}}", open.display().to_string()),
+    )
+    .expect("write config.json");
+}
+
+/// An executable `dir/buntime-runc` that runs the built runtime with the
+/// node configuration in `etc` (engines run the runtime with their own
+/// environment, so the variable is set here).
+pub fn runc_with_node(dir: &Path, etc: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("buntime-runc");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nBUNTIME_ETC='{}' exec '{}' \"$@\"\n",
+            etc.display(),
+            RUNC
+        ),
+    )
+    .expect("write runtime wrapper");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .expect("chmod runtime wrapper");
+    path
+}
+
 /// An inline `buntime.dev/policy` that keeps the bundle's network (`host`
 /// mode: the engine's choice stays) and lets busybox run.
 pub const HOST_NET_POLICY: &str = r#"{"version":1,"filesystem":{"read":["/"],"write":["/tmp"],"exec":["/bin"]},"network":{"mode":"host"}}"#;

@@ -31,6 +31,15 @@ pub enum RuntimeError {
     /// The container's policy did not resolve, translate or narrow.
     #[error("policy: {0}")]
     Policy(String),
+    /// `exec` asked for more than the container's policy gives its init
+    /// (a capability, a variable the env rules drop). `field` names the
+    /// policy field or effective-spec field that decided.
+    #[error("exec refused by policy {policy}: {field}: {detail}")]
+    ExecRefused {
+        policy: String,
+        field: &'static str,
+        detail: String,
+    },
     // The io error is part of the message rather than a `source`, so that
     // printing the cause chain does not repeat it.
     #[error("{context}: {err}")]

@@ -436,6 +436,15 @@ fn exec_env_goes_through_the_policy_env_rules() {
     }
     assert!(e.contains(&"LANG=C".to_string()), "{e:?}");
     assert!(e.contains(&"TMPDIR=/tmp".to_string()), "{e:?}");
+    // What the runtime gave init (the supervisor's sockets) exec gets too.
+    let runtime_vars = |env: Vec<String>| -> Vec<String> {
+        env.into_iter()
+            .filter(|v| v.starts_with("BUNTIME_"))
+            .collect()
+    };
+    let from_init = runtime_vars(environ(init));
+    assert!(!from_init.is_empty(), "init has the supervisor's variables");
+    assert_eq!(runtime_vars(e), from_init);
 }
 
 /// Verification rather than an attack: these already held before issue 19

@@ -202,29 +202,55 @@ fn exec_user(init: &Process, opts: &ExecOptions) -> Result<User> {
     Ok(user)
 }
 
-/// The environment of the argv form: init's, with `--env` on top (as runc),
-/// through the policy's env rules. A `--env` the rules would drop or change
-/// is refused, naming the rule.
+/// Why the policy's env rules do not let a caller's variable through as
+/// given: the field that decides and the reason.
+fn env_refusal(policy: &Policy, name: &str) -> (&'static str, &'static str) {
+    if policy.env.set.keys().any(|n| n.as_str() == name) {
+        ("env.set", "the policy fixes this variable")
+    } else if policy.env.pass.iter().any(|p| p.matches(name)) {
+        ("network.mode", "the proxy sets this variable")
+    } else {
+        ("env.pass", "the policy does not pass this variable")
+    }
+}
+
+/// An exec'd process's environment: init's (the policy's env rules already
+/// applied, plus what the runtime added: the supervisor's socket paths),
+/// with the caller's variables on top where the rules let them through
+/// unchanged. Returns the environment and the caller's variables that did
+/// not get through.
+fn exec_env(
+    init: &InitView<'_>,
+    vars: &[(String, String)],
+) -> (Vec<String>, Vec<(String, String)>) {
+    let allowed = crate::spec::process_env(init.policy, vars, init.proxy_port);
+    let (passed, refused): (Vec<_>, Vec<_>) = vars
+        .iter()
+        .cloned()
+        .partition(|(k, v)| allowed.iter().any(|e| *e == format!("{k}={v}")));
+    let mut env: Vec<String> = init
+        .process
+        .env()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| {
+            let name = e.split('=').next().unwrap_or_default();
+            !passed.iter().any(|(k, _)| k == name)
+        })
+        .collect();
+    env.extend(passed.iter().map(|(k, v)| format!("{k}={v}")));
+    (env, refused)
+}
+
+/// The environment of the argv form: init's with `--env` on top (as runc);
+/// a `--env` the policy's env rules would drop or change is refused,
+/// naming the rule.
 fn argv_env(init: &InitView<'_>, extra: &[String]) -> Result<Vec<String>> {
     let asked = parse_env(extra)?;
-    let mut vars: Vec<(String, String)> =
-        crate::spec::split_env(init.process.env().as_deref().unwrap_or_default())
-            .into_iter()
-            .filter(|(k, _)| !asked.iter().any(|(a, _)| a == k))
-            .collect();
-    vars.extend(asked.iter().cloned());
-    let env = crate::spec::process_env(init.policy, &vars, init.proxy_port);
-    for (k, v) in &asked {
-        if env.iter().any(|e| *e == format!("{k}={v}")) {
-            continue;
-        }
-        let (field, why) = if init.policy.env.set.keys().any(|n| n.as_str() == k) {
-            ("env.set", "the policy fixes this variable")
-        } else if init.policy.env.pass.iter().any(|p| p.matches(k)) {
-            ("network.mode", "the proxy sets this variable")
-        } else {
-            ("env.pass", "the policy does not pass this variable")
-        };
+    let (env, refused) = exec_env(init, &asked);
+    if let Some((k, _)) = refused.first() {
+        let (field, why) = env_refusal(init.policy, k);
         return Err(RuntimeError::ExecRefused {
             policy: init.policy_name.to_string(),
             field,
@@ -245,8 +271,9 @@ fn argv_env(init: &InitView<'_>, extra: &[String]) -> Result<Vec<String>> {
 ///   groups; `--process`: the object's user, as runc;
 /// - rlimits: init's (the policy's `open_files`, `RLIMIT_CORE` 0/0, the
 ///   bundle's, clamped), whatever the caller or the object asks;
-/// - env: through the policy's env rules like init's; `--env` that they
-///   would drop is refused, a `--process` object's is filtered;
+/// - env: init's, with the caller's variables on top where the policy's env
+///   rules let them through unchanged; a `--env` they would drop or change
+///   is refused, a `--process` object's such variables are dropped;
 /// - noNewPrivileges, scheduler, I/O priority, OOM score, AppArmor and
 ///   SELinux labels: init's.
 ///
@@ -263,14 +290,14 @@ pub fn exec_process(
         Some(mut p) => {
             let caps = p.capabilities().clone();
             let vars = crate::spec::split_env(p.env().as_deref().unwrap_or_default());
-            let env = crate::spec::process_env(init.policy, &vars, init.proxy_port);
-            let dropped: Vec<&str> = vars
-                .iter()
-                .map(|(k, _)| k.as_str())
-                .filter(|k| !env.iter().any(|e| e.split('=').next() == Some(*k)))
-                .collect();
+            let (env, dropped) = exec_env(init, &vars);
             if !dropped.is_empty() {
-                tracing::debug!(target: "cli", "exec --process: env.pass drops {}", dropped.join(","));
+                let names: Vec<&str> = dropped.iter().map(|(k, _)| k.as_str()).collect();
+                tracing::debug!(
+                    target: "cli",
+                    "exec --process: the env rules drop {}",
+                    names.join(",")
+                );
             }
             p.set_env(Some(env));
             (p, caps)
@@ -478,7 +505,7 @@ mod tests {
         serde_json::from_value(serde_json::json!({
             "user": {"uid": 1000, "gid": 1000, "additionalGids": [5]},
             "args": ["sh"],
-            "env": ["PATH=/bin", "TMPDIR=/tmp"],
+            "env": ["PATH=/bin", "TMPDIR=/tmp", "BUNTIME_CONTROL=/run/buntime/control.sock"],
             "cwd": "/work",
             "capabilities": {"bounding": [], "effective": [], "permitted": [],
                              "inheritable": [], "ambient": []},
@@ -562,6 +589,11 @@ mod tests {
         assert!(!env.iter().any(|e| e.starts_with("LD_PRELOAD")), "{env:?}");
         assert!(env.contains(&"TERM=xterm".to_string()), "{env:?}");
         assert!(env.contains(&"TMPDIR=/tmp".to_string()), "{env:?}");
+        // What the runtime added to init's env stays.
+        assert!(
+            env.iter().any(|e| e.starts_with("BUNTIME_CONTROL=")),
+            "{env:?}"
+        );
     }
 
     #[test]
@@ -645,5 +677,9 @@ mod tests {
         let env = p.env().clone().unwrap_or_default();
         assert!(env.contains(&"LANG=C.UTF-8".to_string()), "{env:?}");
         assert!(env.contains(&"PATH=/bin".to_string()), "{env:?}");
+        assert!(
+            env.iter().any(|e| e.starts_with("BUNTIME_CONTROL=")),
+            "{env:?}"
+        );
     }
 }

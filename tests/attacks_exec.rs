@@ -652,4 +652,35 @@ fn podman_exec_and_privileged_exec_get_inits_capabilities() {
             );
         }
     }
+
+    // A healthcheck is an exec too: it passes only without capabilities.
+    let hc = engines::unique("buntime-test-health");
+    let out = engines::run(
+        p.cmd()
+            .arg("run")
+            .arg("-d")
+            .arg("--cgroup-parent")
+            .arg(&p.cgroup_parent)
+            .args([
+                "--ulimit",
+                "nofile=20000:20000",
+                "--ulimit",
+                "nproc=32768:32768",
+            ])
+            .args([
+                "--health-cmd",
+                "grep -q '^CapEff:.0000000000000000$' /proc/self/status",
+                "--health-interval",
+                "disable",
+            ])
+            .args(["--name", &hc, "--network", "none", "--rootfs", &rootfs])
+            .args(["sleep", "1000"]),
+        LIMIT,
+    );
+    assert!(out.ok(), "podman run with a healthcheck: {out:?}");
+    let out = p.podman(&["healthcheck", "run", &hc]);
+    assert!(
+        out.ok(),
+        "healthcheck saw capabilities (or failed): {out:?}"
+    );
 }

@@ -438,9 +438,12 @@ fn exec_env_goes_through_the_policy_env_rules() {
     assert!(e.contains(&"TMPDIR=/tmp".to_string()), "{e:?}");
     // What the runtime gave init (the supervisor's sockets) exec gets too.
     let runtime_vars = |env: Vec<String>| -> Vec<String> {
-        env.into_iter()
+        let mut v: Vec<String> = env
+            .into_iter()
             .filter(|v| v.starts_with("BUNTIME_"))
-            .collect()
+            .collect();
+        v.sort();
+        v
     };
     let from_init = runtime_vars(environ(init));
     assert!(!from_init.is_empty(), "init has the supervisor's variables");

@@ -19,7 +19,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use nix::unistd::Pid;
 
 use super::bundle::parse_spec;
-use super::error::{Result, RuntimeError};
+use super::error::{ExecRule, Result, RuntimeError};
 use super::executor::BuntimeExecutor;
 use super::foreground;
 use super::state::{status_word, Root};
@@ -163,7 +163,7 @@ fn check_added_caps(init: &InitView<'_>, caps: &[String]) -> Result<()> {
             let grants_none = set_of(held, LinuxCapabilities::permitted).is_empty();
             return Err(RuntimeError::ExecRefused {
                 policy: init.policy_name.to_string(),
-                field: "capabilities",
+                field: ExecRule::Capabilities,
                 detail: format!(
                     "--cap {}: not held by the container's init ({}); an exec'd process gets \
                      init's capabilities and never more",
@@ -204,13 +204,13 @@ fn exec_user(init: &Process, opts: &ExecOptions) -> Result<User> {
 
 /// Why the policy's env rules do not let a caller's variable through as
 /// given: the field that decides and the reason.
-fn env_refusal(policy: &Policy, name: &str) -> (&'static str, &'static str) {
+fn env_refusal(policy: &Policy, name: &str) -> (ExecRule, &'static str) {
     if policy.env.set.keys().any(|n| n.as_str() == name) {
-        ("env.set", "the policy fixes this variable")
+        (ExecRule::EnvSet, "the policy fixes this variable")
     } else if policy.env.pass.iter().any(|p| p.matches(name)) {
-        ("network.mode", "the proxy sets this variable")
+        (ExecRule::ProxyEnv, "the proxy sets this variable")
     } else {
-        ("env.pass", "the policy does not pass this variable")
+        (ExecRule::EnvPass, "the policy does not pass this variable")
     }
 }
 
@@ -550,7 +550,7 @@ mod tests {
         assert!(matches!(
             err,
             RuntimeError::ExecRefused {
-                field: "capabilities",
+                field: ExecRule::Capabilities,
                 ..
             }
         ));
@@ -654,7 +654,7 @@ mod tests {
             matches!(
                 err,
                 RuntimeError::ExecRefused {
-                    field: "env.pass",
+                    field: ExecRule::EnvPass,
                     ..
                 }
             ),
@@ -666,7 +666,7 @@ mod tests {
             matches!(
                 err,
                 RuntimeError::ExecRefused {
-                    field: "env.set",
+                    field: ExecRule::EnvSet,
                     ..
                 }
             ),

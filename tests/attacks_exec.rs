@@ -303,6 +303,71 @@ fn exec_process_capabilities_are_cut_to_inits() {
     assert!(text(&out.stderr).contains("CAP_MKNOD"), "{}", both(&out));
 }
 
+/// The attack: under a policy that grants writes to `/`, an
+/// exec'd process with CAP_SYS_ADMIN and CAP_MKNOD opened block devices in
+/// its own devices cgroup. Judged on the host's devices.list.
+#[test]
+fn exec_cannot_open_devices_in_its_cgroup() {
+    let env = Env::new();
+    let bundle = env.bundle("dev", &["sleep", "1000"], &[]);
+    let mut wide = policy();
+    wide["filesystem"] = json!({ "read": ["/"], "write": ["/"], "exec": ["/bin"] });
+    edit_config(&bundle, |c| {
+        c["annotations"] = json!({ "buntime.dev/policy": wide.to_string() });
+        if let Some(m) = c["mounts"].as_array_mut() {
+            m.push(json!({ "destination": "/sys/fs/cgroup", "type": "cgroup",
+                           "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "rw"] }));
+        }
+    });
+    env.run_detached("dev", &bundle);
+    env.wait_status("dev", "running");
+    let list = Path::new("/sys/fs/cgroup/devices/buntime/dev/devices.list");
+    let before = read(list);
+    assert!(
+        !before.is_empty(),
+        "no devices cgroup at {}",
+        list.display()
+    );
+    assert!(!before.contains("b 254:* rwm"), "{before}");
+    let attack = "echo 'b 254:* rwm' > /sys/fs/cgroup/devices/devices.allow; echo rc=$?";
+
+    let out = env.runc(&[
+        "exec",
+        "--cap",
+        "CAP_SYS_ADMIN",
+        "--cap",
+        "CAP_MKNOD",
+        "dev",
+        "sh",
+        "-c",
+        attack,
+    ]);
+    assert!(
+        !out.status.success(),
+        "--cap must be refused: {}",
+        both(&out)
+    );
+    let all: Vec<&str> = ATTACK_CAPS.to_vec();
+    let file = write_process(
+        &env,
+        "dev.json",
+        &json!({
+            "user": { "uid": 0, "gid": 0 }, "args": ["sh", "-c", attack], "cwd": "/",
+            "env": ["PATH=/bin"],
+            "capabilities": { "bounding": all, "effective": all, "permitted": all,
+                              "inheritable": all, "ambient": all }
+        }),
+    );
+    let out = env.runc(&["exec", "--process", &file, "dev"]);
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("rc=") && !said.contains("rc=0"),
+        "{}",
+        both(&out)
+    );
+    assert_eq!(read(list), before, "devices.list changed: {}", both(&out));
+}
+
 // 2. User.
 
 #[test]

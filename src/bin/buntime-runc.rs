@@ -166,7 +166,8 @@ struct DeleteArgs {
 
 #[derive(Args, Debug)]
 struct ExecArgs {
-    /// JSON file with the process to run (OCI process object)
+    /// JSON file with the process to run (OCI process object); its
+    /// capabilities are cut to init's, its rlimits and env made as init's
     #[arg(short, long)]
     process: Option<PathBuf>,
     /// Return once the process is started
@@ -184,19 +185,22 @@ struct ExecArgs {
     /// Working directory inside the container
     #[arg(long)]
     cwd: Option<PathBuf>,
-    /// Set an environment variable (KEY=VALUE), repeatable
+    /// Set an environment variable (KEY=VALUE), repeatable; refused when
+    /// the policy's env rules would drop or change it
     #[arg(short, long)]
     env: Vec<String>,
-    /// UID[:GID] to run as
+    /// UID[:GID] to run as (default: the spec's user; a UID alone keeps
+    /// the spec's gid)
     #[arg(short, long)]
     user: Option<String>,
     /// Additional group id, repeatable
     #[arg(short = 'g', long = "additional-gids")]
     additional_gids: Vec<u32>,
-    /// Add a capability, repeatable
+    /// A capability the process must have, repeatable; refused unless
+    /// init holds it (an exec'd process gets init's capabilities only)
     #[arg(long)]
     cap: Vec<String>,
-    /// Set no_new_privs for the process
+    /// Set no_new_privs for the process (init's is always kept)
     #[arg(long)]
     no_new_privs: bool,
     /// Pass N more file descriptors to the process

@@ -85,7 +85,7 @@ pub fn parse_spec(file: &Path, text: &[u8]) -> Result<Spec> {
 }
 
 /// Renders serde_path_to_error's path as a JSON pointer (`/process/args/0`).
-fn json_pointer(path: &serde_path_to_error::Path) -> String {
+pub(crate) fn json_pointer(path: &serde_path_to_error::Path) -> String {
     use serde_path_to_error::Segment;
     let mut out = String::new();
     for seg in path.iter() {

@@ -31,6 +31,14 @@ pub enum RuntimeError {
     /// The container's policy did not resolve, translate or narrow.
     #[error("policy: {0}")]
     Policy(String),
+    /// `exec` asked for more than the container's policy gives its init
+    /// (a capability, a variable the env rules drop).
+    #[error("exec refused by policy {policy}: {field}: {detail}")]
+    ExecRefused {
+        policy: String,
+        field: ExecRule,
+        detail: String,
+    },
     // The io error is part of the message rather than a `source`, so that
     // printing the cause chain does not repeat it.
     #[error("{context}: {err}")]
@@ -73,6 +81,30 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         cur = e.source();
     }
     parts.join(": ")
+}
+
+/// The rule that refused an `exec` request, shown by its policy field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecRule {
+    /// Init's capability sets (the policy grants none).
+    Capabilities,
+    /// `env.pass`: the variable does not pass.
+    EnvPass,
+    /// `env.set`: the policy fixes the variable.
+    EnvSet,
+    /// `network.mode: proxy`: the proxy sets the variable.
+    ProxyEnv,
+}
+
+impl std::fmt::Display for ExecRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ExecRule::Capabilities => "capabilities",
+            ExecRule::EnvPass => "env.pass",
+            ExecRule::EnvSet => "env.set",
+            ExecRule::ProxyEnv => "network.mode",
+        })
+    }
 }
 
 pub type Result<T> = std::result::Result<T, RuntimeError>;

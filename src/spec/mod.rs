@@ -237,6 +237,22 @@ pub fn filter_env(policy: &Policy, vars: &[(String, String)]) -> Vec<String> {
     out.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
+/// The environment of a container process: `vars` through the policy's
+/// env rules, then (in proxy mode) the proxy variables. Init's
+/// ([`effective_spec`]) and every exec'd process's (`runtime::exec`) are
+/// made here, so the two cannot drift apart.
+pub fn process_env(
+    policy: &Policy,
+    vars: &[(String, String)],
+    proxy_port: Option<u16>,
+) -> Vec<String> {
+    let mut env = filter_env(policy, vars);
+    if let (NetMode::Proxy, Some(port)) = (policy.network.mode, proxy_port) {
+        set_proxy_env(&mut env, port);
+    }
+    env
+}
+
 /// Points every common HTTP client at the proxy (curl, pip, npm, Python's
 /// urllib, Bun and Node read one spelling or the other); loopback stays
 /// direct. Replaces whatever the caller set for these names.
@@ -256,7 +272,9 @@ fn set_proxy_env(env: &mut Vec<String>, port: u16) {
     env.push("no_proxy=localhost,127.0.0.1".into());
 }
 
-fn split_env(env: &[String]) -> Vec<(String, String)> {
+/// `KEY=VALUE` entries as pairs (an entry without `=` is a name with an
+/// empty value).
+pub fn split_env(env: &[String]) -> Vec<(String, String)> {
     env.iter()
         .map(|e| match e.split_once('=') {
             Some((k, v)) => (k.to_string(), v.to_string()),
@@ -454,11 +472,7 @@ pub fn effective_spec(
         Some(vars) => vars.clone(),
         None => split_env(process.env().as_deref().unwrap_or_default()),
     };
-    let mut env = filter_env(policy, &source_env);
-    if let (NetMode::Proxy, Some(port)) = (policy.network.mode, ctx.proxy_port) {
-        set_proxy_env(&mut env, port);
-    }
-    process.set_env(Some(env));
+    process.set_env(Some(process_env(policy, &source_env, ctx.proxy_port)));
     spec.set_process(Some(process));
 
     // Linux: namespaces, masking, seccomp, cgroups.

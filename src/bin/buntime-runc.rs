@@ -89,6 +89,17 @@ enum Command {
     Supervise(IdArg),
 }
 
+impl Command {
+    /// Do processes of this command join a container (cloned from us)?
+    /// Only those pay for sealing the binary (`buntime::exeseal`).
+    fn enters_container(&self) -> bool {
+        matches!(
+            self,
+            Command::Create(_) | Command::Run(_) | Command::Exec(_)
+        )
+    }
+}
+
 #[derive(Args, Debug)]
 struct AuditArgs {
     /// Keep printing new records until the supervisor exits
@@ -514,6 +525,14 @@ fn main() -> ExitCode {
         return ExitCode::from(code);
     }
     let cli = Cli::parse();
+    // Before anything enters a container: re-executes once from a copy
+    // that cannot be written through /proc/self/exe (CVE-2019-5736).
+    if cli.command.enters_container() {
+        if let Err(e) = buntime::exeseal::ensure_sealed() {
+            eprintln!("buntime-runc: {e}");
+            return ExitCode::from(1);
+        }
+    }
     let format = match LogFormat::parse(&cli.log_format) {
         Ok(f) => f,
         Err(msg) => {

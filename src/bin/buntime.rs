@@ -301,6 +301,14 @@ fn main() -> ExitCode {
     }
     buntime::logging::init_cli_logging();
     let cli = Cli::parse();
+    // `run` creates a sandbox from this process: seal the binary first
+    // (re-executes once; see `buntime::exeseal`).
+    if matches!(cli.command, Command::Run(_)) {
+        if let Err(e) = buntime::exeseal::ensure_sealed() {
+            buntime::logging::say(&format!("error: {e}"));
+            return ExitCode::from(1);
+        }
+    }
     tracing::debug!(target: "cli", command = ?cli.command, "starting");
     match run(cli) {
         Ok(code) => code,

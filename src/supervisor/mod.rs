@@ -200,7 +200,7 @@ fn read_line_timeout(out: &ChildStdout, ms: i32) -> String {
 /// `state_dir/run/` (which the caller has made: it is bind-mounted into
 /// the container before the supervisor may be up).
 pub fn spawn(root: &Path, id: &str, state_dir: &Path) -> Result<Spawned, SupervisorError> {
-    let exe = std::env::current_exe().map_err(io("find own executable"))?;
+    let exe = crate::exeseal::self_for_exec().map_err(io("find own executable"))?;
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -209,6 +209,10 @@ pub fn spawn(root: &Path, id: &str, state_dir: &Path) -> Result<Spawned, Supervi
         .map_err(io("open supervisor log"))?;
     let (ours, theirs) = UnixStream::pair().map_err(io("socketpair for supervisor"))?;
     let mut cmd = Command::new(exe);
+    // `exe` may be /proc/self/exe (the sealed copy): name the real binary.
+    if let Ok(path) = crate::exeseal::exe_path() {
+        std::os::unix::process::CommandExt::arg0(&mut cmd, path);
+    }
     cmd.arg("--root")
         .arg(root)
         .arg("supervise")

@@ -53,9 +53,13 @@ const MOUNT_ATTR_RDONLY: libc::c_uint = 0x1;
 const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
 const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
 
-/// The empty directory under the binary's directory in the overlay (it
-/// needs two lower layers to be read-only; runc uses a temporary one).
-const EMPTY_LOWER: &str = "/run/buntime-exeseal";
+/// Root-owned, mode 0700: the overlay mounts, one per binary directory,
+/// and `empty`, the layer under the binary's directory (overlayfs needs
+/// two lower layers to be read-only; runc uses a temporary one).
+const SEAL_DIR: &str = "/run/buntime-exeseal";
+const EMPTY_LOWER: &str = "/run/buntime-exeseal/empty";
+const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
@@ -193,7 +197,14 @@ fn escape_lower(p: &Path) -> Vec<u8> {
     out
 }
 
-/// An `O_PATH` handle on the binary through a private read-only overlayfs.
+/// An `O_PATH` handle on the binary through a read-only overlayfs whose
+/// only layers are the binary's directory and an empty one: no upper layer,
+/// so the superblock itself is read-only and no clone of the mount
+/// (`open_tree`) can be made writable, even by a process that owns its
+/// mount namespace. Unlike runc, which makes a detached mount per use, the
+/// mount is made once per binary directory and kept (at
+/// `/run/buntime-exeseal/mnt-HASH`): the last reference to a mount going
+/// away costs an RCU grace period (milliseconds) at every exit otherwise.
 fn overlay_copy(original: &Path) -> Result<OwnedFd, SealError> {
     let (Some(dir), Some(name)) = (original.parent(), original.file_name()) else {
         return Err(SealError::Io {
@@ -208,6 +219,86 @@ fn overlay_copy(original: &Path) -> Result<OwnedFd, SealError> {
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
         });
     }
+    let want = std::fs::metadata(original).map_err(io(format!("stat {}", original.display())))?;
+    let target = mount_point(dir);
+    if let Some(fd) = open_through(&target, name, &want) {
+        return Ok(fd);
+    }
+    make_dirs(&target)?;
+    // A stale mount (the binary was replaced since) goes first.
+    if is_overlay(&target) {
+        let t = cstr(target.as_os_str().as_bytes(), "mount point")?;
+        // SAFETY: umount2 with a valid path.
+        unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) };
+    }
+    let mnt = new_overlay(dir)?;
+    let t = cstr(target.as_os_str().as_bytes(), "mount point")?;
+    let empty = cstr(b"", "path")?;
+    // SAFETY: move_mount of our detached mount onto a valid path.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mnt.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(last_err("attach the overlay"));
+    }
+    open_through(&target, name, &want).ok_or_else(|| SealError::Io {
+        what: format!("{} through the overlay is not the binary", name.to_string_lossy()),
+        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+    })
+}
+
+/// `/run/buntime-exeseal/mnt-` and 16 hex digits of the directory's hash.
+fn mount_point(dir: &Path) -> PathBuf {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(dir.as_os_str().as_bytes());
+    let hex: String = h[..8].iter().map(|b| format!("{b:02x}")).collect();
+    Path::new(SEAL_DIR).join(format!("mnt-{hex}"))
+}
+
+fn is_overlay(p: &Path) -> bool {
+    nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 as i64 == OVERLAYFS_SUPER_MAGIC)
+}
+
+/// The binary through the read-only overlay at `target`, if one is there
+/// and shows the same file as the original path (same inode, size and
+/// modification time: a replaced binary makes the mount stale).
+fn open_through(target: &Path, name: &std::ffi::OsStr, want: &std::fs::Metadata) -> Option<OwnedFd> {
+    use std::os::unix::fs::MetadataExt;
+    if !is_overlay(target) {
+        return None;
+    }
+    let p = cstr(target.join(name).as_os_str().as_bytes(), "binary").ok()?;
+    // SAFETY: open with a valid path; a new descriptor or -1.
+    let fd = unsafe { libc::open(p.as_ptr(), libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a fresh descriptor that we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let f = File::from(fd);
+    let m = f.metadata().ok()?;
+    let same = m.is_file()
+        && m.ino() == want.ino()
+        && m.size() == want.size()
+        && m.mtime() == want.mtime()
+        && m.mtime_nsec() == want.mtime_nsec();
+    let mut vfs = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: fstatvfs fills `vfs` on success.
+    let ro = unsafe { libc::fstatvfs(f.as_raw_fd(), vfs.as_mut_ptr()) } == 0
+        // SAFETY: initialised by the successful call.
+        && unsafe { vfs.assume_init() }.f_flag & libc::ST_RDONLY != 0;
+    (same && ro).then(|| OwnedFd::from(f))
+}
+
+/// A new detached read-only overlay of `dir` over the empty directory.
+fn new_overlay(dir: &Path) -> Result<OwnedFd, SealError> {
     let fs_name = cstr(b"overlay", "fs name")?;
     // SAFETY: fsopen with a valid string; returns a new descriptor or -1.
     let ctx = unsafe { libc::syscall(libc::SYS_fsopen, fs_name.as_ptr(), FSOPEN_CLOEXEC) };
@@ -216,7 +307,6 @@ fn overlay_copy(original: &Path) -> Result<OwnedFd, SealError> {
     }
     // SAFETY: a fresh descriptor that we own from here on.
     let ctx = unsafe { OwnedFd::from_raw_fd(ctx as RawFd) };
-    make_empty_lower()?;
     let mut lower = escape_lower(dir);
     lower.push(b':');
     lower.extend(escape_lower(Path::new(EMPTY_LOWER)));
@@ -250,21 +340,7 @@ fn overlay_copy(original: &Path) -> Result<OwnedFd, SealError> {
         return Err(last_err("fsmount overlay"));
     }
     // SAFETY: a fresh descriptor that we own.
-    let mnt = unsafe { OwnedFd::from_raw_fd(mnt as RawFd) };
-    let name = cstr(name.as_bytes(), "binary name")?;
-    // SAFETY: openat relative to the mount with a valid name.
-    let fd = unsafe {
-        libc::openat(
-            mnt.as_raw_fd(),
-            name.as_ptr(),
-            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(last_err("open the binary through the overlay"));
-    }
-    // SAFETY: a fresh descriptor that we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(unsafe { OwnedFd::from_raw_fd(mnt as RawFd) })
 }
 
 fn set_string(ctx: &OwnedFd, key: &str, value: &[u8]) -> Result<(), SealError> {
@@ -287,22 +363,24 @@ fn set_string(ctx: &OwnedFd, key: &str, value: &[u8]) -> Result<(), SealError> {
     Ok(())
 }
 
-/// The overlay's bottom layer: an empty root-owned directory of our own.
-/// What is in it could only add files next to the binary, never replace
-/// it (the binary's directory is the top layer), but keep it ours anyway.
-fn make_empty_lower() -> Result<(), SealError> {
+/// `SEAL_DIR`, `empty` and the mount point, root-owned 0700. What is in
+/// `empty` could only add files next to the binary, never replace it (the
+/// binary's directory is the top layer), but keep it ours anyway.
+fn make_dirs(target: &Path) -> Result<(), SealError> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    match std::fs::DirBuilder::new().mode(0o700).create(EMPTY_LOWER) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(io(format!("mkdir {EMPTY_LOWER}"))(e)),
-    }
-    let m = std::fs::symlink_metadata(EMPTY_LOWER).map_err(io(format!("stat {EMPTY_LOWER}")))?;
-    if !m.is_dir() || m.uid() != nix::unistd::geteuid().as_raw() {
-        return Err(SealError::Io {
-            what: format!("{EMPTY_LOWER} is not a directory of ours"),
-            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
-        });
+    for d in [Path::new(SEAL_DIR), Path::new(EMPTY_LOWER), target] {
+        match std::fs::DirBuilder::new().mode(0o700).create(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(format!("mkdir {}", d.display()))(e)),
+        }
+        let m = std::fs::symlink_metadata(d).map_err(io(format!("stat {}", d.display())))?;
+        if !m.is_dir() || m.uid() != nix::unistd::geteuid().as_raw() {
+            return Err(SealError::Io {
+                what: format!("{} is not a directory of ours", d.display()),
+                source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            });
+        }
     }
     Ok(())
 }

@@ -249,7 +249,10 @@ fn overlay_copy(original: &Path) -> Result<OwnedFd, SealError> {
         return Err(last_err("attach the overlay"));
     }
     open_through(&target, name, &want).ok_or_else(|| SealError::Io {
-        what: format!("{} through the overlay is not the binary", name.to_string_lossy()),
+        what: format!(
+            "{} through the overlay is not the binary",
+            name.to_string_lossy()
+        ),
         source: std::io::Error::from(std::io::ErrorKind::NotFound),
     })
 }
@@ -269,14 +272,23 @@ fn is_overlay(p: &Path) -> bool {
 /// The binary through the read-only overlay at `target`, if one is there
 /// and shows the same file as the original path (same inode, size and
 /// modification time: a replaced binary makes the mount stale).
-fn open_through(target: &Path, name: &std::ffi::OsStr, want: &std::fs::Metadata) -> Option<OwnedFd> {
+fn open_through(
+    target: &Path,
+    name: &std::ffi::OsStr,
+    want: &std::fs::Metadata,
+) -> Option<OwnedFd> {
     use std::os::unix::fs::MetadataExt;
     if !is_overlay(target) {
         return None;
     }
     let p = cstr(target.join(name).as_os_str().as_bytes(), "binary").ok()?;
     // SAFETY: open with a valid path; a new descriptor or -1.
-    let fd = unsafe { libc::open(p.as_ptr(), libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::open(
+            p.as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
         return None;
     }

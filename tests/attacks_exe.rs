@@ -99,6 +99,22 @@ watch
 exec sleep 1000
 "#;
 
+/// Unmounts the sealing overlay made for `dir` (buntime keeps one per
+/// binary directory; the test's directory goes away).
+struct UnmountSeal(PathBuf);
+
+impl Drop for UnmountSeal {
+    fn drop(&mut self) {
+        let needle = format!("lowerdir={}:", self.0.display());
+        let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for line in info.lines().filter(|l| l.contains(&needle)) {
+            if let Some(mp) = line.split(' ').nth(4) {
+                let _ = nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}
+
 #[test]
 fn runtime_binary_cannot_be_overwritten_through_proc_exe() {
     if !nix::unistd::geteuid().is_root() {
@@ -109,6 +125,7 @@ fn runtime_binary_cannot_be_overwritten_through_proc_exe() {
     // The copy under attack, in a directory of its own.
     let rt_dir = env.dir.path().join("rt");
     fs::create_dir_all(&rt_dir).expect("rt dir");
+    let _unmount = UnmountSeal(rt_dir.clone());
     let copy = rt_dir.join("buntime-runc");
     // ATTACK_RUNTIME: another build to attack (e.g. an older one, to see
     // this test fail there).

@@ -58,7 +58,6 @@ const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
 /// two lower layers to be read-only; runc uses a temporary one).
 const SEAL_DIR: &str = "/run/buntime-exeseal";
 const EMPTY_LOWER: &str = "/run/buntime-exeseal/empty";
-const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 
 #[derive(Debug, thiserror::Error)]
@@ -266,7 +265,8 @@ fn mount_point(dir: &Path) -> PathBuf {
 }
 
 fn is_overlay(p: &Path) -> bool {
-    nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 as i64 == OVERLAYFS_SUPER_MAGIC)
+    nix::sys::statfs::statfs(p)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::OVERLAYFS_SUPER_MAGIC)
 }
 
 /// The binary through the read-only overlay at `target`, if one is there

@@ -11,7 +11,8 @@
 //! host judges what the container could reach through `/proc/PID/exe`: it
 //! must not be the host file, nor open for writing. A watcher in the
 //! container also tries the classic reopen-for-write once the runtime has
-//! exited. In the end the copy's sha256 must be what it was. Needs root.
+//! exited. In the end the copy's sha256 must be what it was, and no mount
+//! may be left on the host. Needs root.
 
 mod common;
 
@@ -99,22 +100,6 @@ watch
 exec sleep 1000
 "#;
 
-/// Unmounts the sealing overlay made for `dir` (buntime keeps one per
-/// binary directory; the test's directory goes away).
-struct UnmountSeal(PathBuf);
-
-impl Drop for UnmountSeal {
-    fn drop(&mut self) {
-        let needle = format!("lowerdir={}:", self.0.display());
-        let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        for line in info.lines().filter(|l| l.contains(&needle)) {
-            if let Some(mp) = line.split(' ').nth(4) {
-                let _ = nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH);
-            }
-        }
-    }
-}
-
 #[test]
 fn runtime_binary_cannot_be_overwritten_through_proc_exe() {
     if !nix::unistd::geteuid().is_root() {
@@ -125,7 +110,6 @@ fn runtime_binary_cannot_be_overwritten_through_proc_exe() {
     // The copy under attack, in a directory of its own.
     let rt_dir = env.dir.path().join("rt");
     fs::create_dir_all(&rt_dir).expect("rt dir");
-    let _unmount = UnmountSeal(rt_dir.clone());
     let copy = rt_dir.join("buntime-runc");
     // ATTACK_RUNTIME: another build to attack (e.g. an older one, to see
     // this test fail there).
@@ -214,9 +198,22 @@ fn runtime_binary_cannot_be_overwritten_through_proc_exe() {
             meta.ino() != copy_ino || meta.dev() != fs::metadata(&copy).expect("stat").dev(),
             "the runtime in the container runs the host's binary itself"
         );
-        // What the attack needs: writing through the magic link. The byte
-        // written back is the one there (an ELF's 0x7f), so a failure of
-        // this test changes nothing.
+        // What the attack needs: writing through the magic link, once the
+        // process is gone (while it runs, the kernel says ETXTBSY). So the
+        // file itself must refuse writes: a memfd with every write seal, or
+        // a file on a read-only mount.
+        let f = fs::File::open(&exe).expect("open the runtime's exe");
+        // SAFETY: F_GET_SEALS on a descriptor we own.
+        let seals = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&f), libc::F_GET_SEALS) };
+        let all = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+        let ro = nix::sys::statvfs::fstatvfs(&f)
+            .is_ok_and(|v| v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+        assert!(
+            (seals >= 0 && seals & all == all) || ro,
+            "the runtime's exe, as the container reaches it, is neither sealed nor read-only (seals {seals:#x})"
+        );
+        // And the write itself (the byte written back is the one there, an
+        // ELF's 0x7f, so a failure of this test changes nothing).
         let e = match fs::OpenOptions::new().write(true).open(&exe) {
             Err(e) => e.raw_os_error(),
             Ok(w) => {
@@ -225,7 +222,7 @@ fn runtime_binary_cannot_be_overwritten_through_proc_exe() {
             }
         };
         assert!(
-            e == Some(libc::EROFS) || e == Some(libc::EPERM),
+            matches!(e, Some(libc::EROFS | libc::EPERM | libc::ETXTBSY)),
             "the runtime's exe, as the container reaches it, is writable ({e:?})"
         );
         // Let it go: open the FIFO's read end.
@@ -250,4 +247,137 @@ fn runtime_binary_cannot_be_overwritten_through_proc_exe() {
         "the runtime binary was changed from inside the container; watcher: {watcher}; exec: {}",
         read(&out)
     );
+    // Sealing leaves nothing on the host: no mount of the runtime's
+    // directory, from this test or any other run.
+    let info = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let rt = rt_dir.to_string_lossy().into_owned();
+    assert!(
+        !info
+            .lines()
+            .any(|l| l.contains(&rt) || l.contains("exeseal")),
+        "mounts left behind: {info}"
+    );
+}
+
+/// The other side of the decision: a policy that lets the container read
+/// and run the runtime's directory, bound read-write even, but write only
+/// elsewhere. Landlock refuses the write on the directory's inode, the one
+/// a write through `/proc/PID/exe` is checked on too, so nothing is
+/// re-executed: the runtime runs in the container from the host's file.
+#[test]
+fn without_a_write_rule_over_its_directory_landlock_refuses_the_write() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let env = Env::new();
+    let rt_dir = env.dir.path().join("rt");
+    fs::create_dir_all(&rt_dir).expect("rt dir");
+    let copy = rt_dir.join("buntime-runc");
+    fs::copy(RUNC, &copy).expect("copy runtime");
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let before = sha256_file(&copy);
+    let script = "if printf PWNED >> /opt/rt/buntime-runc; then echo APPEND-OK; \
+                  else echo append refused; fi; exec sleep 1000";
+    let bundle = env.bundle("b", &["sh", "-c", script], &[]);
+    let rootfs = bundle.join("rootfs");
+    install_libs(&copy, &rootfs);
+    fs::write(rootfs.join("bin/evil-rw"), "#!/proc/self/exe --root\n").expect("evil");
+    fs::set_permissions(
+        rootfs.join("bin/evil-rw"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod evil");
+    fs::create_dir_all(rootfs.join("opt/rt")).expect("mount point");
+    let policy = json!({
+        "version": 1,
+        "description": "everything but writing the runtime",
+        "filesystem": {
+            "read": ["/", "/opt/rt"],
+            "write": ["/tmp"],
+            "exec": ["/", "/opt/rt"]
+        },
+        "network": { "mode": "none" }
+    });
+    let rt = rt_dir.to_string_lossy().into_owned();
+    edit_config(&bundle, |c| {
+        c["annotations"] = json!({ "buntime.dev/policy": policy.to_string() });
+        if let Some(m) = c["mounts"].as_array_mut() {
+            m.push(json!({
+                "destination": "/opt/rt", "type": "bind", "source": rt,
+                "options": ["rbind", "rw"]
+            }));
+        }
+    });
+    let runtime = |args: &[&str]| {
+        let mut c = Command::new(&copy);
+        c.arg("--root").arg(&env.root).args(args);
+        c
+    };
+    let log = env.dir.path().join("init.log");
+    let f = fs::File::create(&log).expect("log");
+    let ok = runtime(&["run", "-d", "--bundle"])
+        .arg(&bundle)
+        .arg("rw")
+        .stdin(Stdio::null())
+        .stdout(f.try_clone().expect("clone"))
+        .stderr(f)
+        .status()
+        .expect("run")
+        .success();
+    assert!(ok, "run failed: {}", read(&log));
+    let init = env.pid("rw");
+    wait_until(Duration::from_secs(5), || read(&log).contains("append"));
+    let fifo = format!("/proc/{init}/root/tmp/fifo");
+    nix::unistd::mkfifo(
+        Path::new(&fifo),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .expect("mkfifo in the container's /tmp");
+    // Its own name: the other test's runtime runs at the same time.
+    let out = env.dir.path().join("evil.log");
+    let of = fs::File::create(&out).expect("out");
+    let mut evil = runtime(&[
+        "exec",
+        "rw",
+        "/bin/evil-rw",
+        "--log",
+        "/tmp/fifo",
+        "features",
+    ])
+    .stdin(Stdio::null())
+    .stdout(of.try_clone().expect("clone"))
+    .stderr(of)
+    .spawn()
+    .expect("exec");
+    let mut inside = None;
+    let ran = wait_until(Duration::from_secs(10), || {
+        inside = find_process(&["/proc/self/exe", "/bin/evil-rw", "features"]);
+        inside.is_some() || evil.try_wait().ok().flatten().is_some()
+    });
+    let exe = inside.map(|pid| fs::metadata(format!("/proc/{pid}/exe")));
+    if inside.is_some() {
+        let _reader = fs::File::open(&fifo).expect("open fifo");
+        let _ = evil.wait();
+    }
+    let _ = evil.wait();
+    let _ = runtime(&["delete", "--force", "rw"]).status();
+    assert!(
+        ran && inside.is_some(),
+        "the runtime did not run in the container: {}",
+        read(&out)
+    );
+    let exe = exe.expect("found").expect("stat the runtime's exe");
+    let host = fs::metadata(&copy).expect("stat copy");
+    assert_eq!(
+        (exe.dev(), exe.ino()),
+        (host.dev(), host.ino()),
+        "no write rule covers the runtime: it should not have been re-executed"
+    );
+    let init_log = read(&log);
+    assert!(
+        init_log.contains("append refused") && !init_log.contains("APPEND-OK"),
+        "the container wrote the runtime's directory: {init_log}"
+    );
+    assert_eq!(sha256_file(&copy), before, "the runtime binary was changed");
 }

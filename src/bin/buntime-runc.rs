@@ -10,7 +10,7 @@ use buntime::runtime::create::{create, CreateOptions};
 use buntime::runtime::exec::{exec, ExecOptions};
 use buntime::runtime::ps::Format;
 use buntime::runtime::update::UpdateOptions;
-use buntime::runtime::{defaults, foreground, lifecycle, list, ps, update, Root};
+use buntime::runtime::{defaults, foreground, lifecycle, list, ps, update, Root, RuntimeError};
 use clap::{ArgAction, Args, Parser, Subcommand};
 use nix::unistd::Pid;
 
@@ -87,17 +87,6 @@ enum Command {
     /// Run a container's supervisor (started by `create`)
     #[command(hide = true)]
     Supervise(IdArg),
-}
-
-impl Command {
-    /// Do processes of this command join a container (cloned from us)?
-    /// Only those pay for sealing the binary (`buntime::exeseal`).
-    fn enters_container(&self) -> bool {
-        matches!(
-            self,
-            Command::Create(_) | Command::Run(_) | Command::Exec(_)
-        )
-    }
 }
 
 #[derive(Args, Debug)]
@@ -524,15 +513,12 @@ fn main() -> ExitCode {
     if let Some(code) = buntime::runtime::netns_hook::run_if_invoked() {
         return ExitCode::from(code);
     }
-    let cli = Cli::parse();
-    // Before anything enters a container: re-executes once from a copy
-    // that cannot be written through /proc/self/exe (CVE-2019-5736).
-    if cli.command.enters_container() {
-        if let Err(e) = buntime::exeseal::ensure_sealed() {
-            eprintln!("buntime-runc: {e}");
-            return ExitCode::from(1);
-        }
+    // A re-executed sealed copy of ourselves checks itself, first thing.
+    if let Err(e) = buntime::exeseal::init() {
+        eprintln!("buntime-runc: {e}");
+        return ExitCode::from(1);
     }
+    let cli = Cli::parse();
     let format = match LogFormat::parse(&cli.log_format) {
         Ok(f) => f,
         Err(msg) => {
@@ -548,6 +534,14 @@ fn main() -> ExitCode {
     match dispatch(&cli) {
         Ok(code) => ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)),
         Err(e) => {
+            // create/run/exec found that what enters the container must
+            // run from a sealed copy (CVE-2019-5736): everything is undone;
+            // the command starts again from one (`buntime::exeseal`).
+            let e = match e.downcast::<RuntimeError>() {
+                Ok(RuntimeError::Reseal(reason)) => buntime::exeseal::reexec(reason).into(),
+                Ok(other) => anyhow::Error::from(other),
+                Err(e) => e,
+            };
             let msg = format!("{e:#}");
             // With --log the error goes to the file (containerd shows its
             // last error line) and to stderr; without, stderr only once.

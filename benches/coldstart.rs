@@ -5,6 +5,9 @@
 //! the default policy (seccomp, Landlock, masks, limits), which the plain
 //! bundle does not ask runc for; a third row gives runc the effective spec
 //! buntime runs, so the two runtimes are compared doing the same work.
+//! `COLDSTART_BASELINE=/path/to/an/older/buntime-runc` adds that build's
+//! row, alternated in the same loop, and the ratio of the two medians;
+//! `COLDSTART_RUNS=N` runs each N times instead of 40.
 //! Needs root.
 
 use std::path::{Path, PathBuf};
@@ -103,26 +106,48 @@ fn main() {
         ("plain /bin/true", Vec::new()),
         ("buntime-runc run", Vec::new()),
     ];
+    let runs = std::env::var("COLDSTART_RUNS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(RUNS);
+    let baseline = std::env::var_os("COLDSTART_BASELINE").map(PathBuf::from);
+    if baseline.is_some() {
+        results.push(("baseline run", Vec::new()));
+    }
+    let base_row = results.len() - 1;
     let effective = effective_bundle(ours, &bundle, dir.path());
+    let runc_row = results.len();
     if runc.is_some() {
         results.push(("runc run", Vec::new()));
         results.push(("runc run, effective", Vec::new()));
     } else {
         eprintln!("coldstart: runc not installed; its row is skipped");
     }
-    for i in 0..RUNS {
+    for i in 0..runs {
         let id = format!("cold-{i}");
         if let Some(d) = time_one(Command::new("/bin/true")) {
             results[0].1.push(d);
         }
-        let mut c = Command::new(ours);
-        c.arg("--root")
-            .arg(dir.path().join("root-b"))
-            .args(["run", "--bundle"])
-            .arg(&bundle)
-            .arg(&id);
-        if let Some(d) = time_one(c) {
-            results[1].1.push(d);
+        // The two builds take turns going first: whatever the previous
+        // run leaves the kernel doing (RCU grace periods, writeback) then
+        // falls on both alike.
+        let mut pair = vec![(1, PathBuf::from(ours), "root-b")];
+        if let Some(base) = &baseline {
+            pair.push((base_row, base.clone(), "root-base"));
+            if i % 2 == 1 {
+                pair.reverse();
+            }
+        }
+        for (row, exe, root) in pair {
+            let mut c = Command::new(exe);
+            c.arg("--root")
+                .arg(dir.path().join(root))
+                .args(["run", "--bundle"])
+                .arg(&bundle)
+                .arg(&id);
+            if let Some(d) = time_one(c) {
+                results[row].1.push(d);
+            }
         }
         if let Some(runc) = &runc {
             let mut c = Command::new(runc);
@@ -132,7 +157,7 @@ fn main() {
                 .arg(&bundle)
                 .arg(&id);
             if let Some(d) = time_one(c) {
-                results[2].1.push(d);
+                results[runc_row].1.push(d);
             }
             if let Some(eff) = &effective {
                 let mut c = Command::new(runc);
@@ -142,12 +167,12 @@ fn main() {
                     .arg(eff)
                     .arg(format!("eff-{i}"));
                 if let Some(d) = time_one(c) {
-                    results[3].1.push(d);
+                    results[runc_row + 1].1.push(d);
                 }
             }
         }
     }
-    println!("\ncold start of /bin/true in a busybox bundle, {RUNS} runs each, alternated");
+    println!("\ncold start of /bin/true in a busybox bundle, {runs} runs each, alternated");
     println!(
         "{:<20} {:>6} {:>12} {:>12}",
         "", "runs", "median ms", "p90 ms"
@@ -165,7 +190,7 @@ fn main() {
             ms(percentile(&v, 0.9))
         );
     }
-    if let (Some((_, b)), Some((_, r))) = (medians.get(1), medians.get(2)) {
+    if let (Some((_, b)), Some((_, r))) = (medians.get(1), medians.get(runc_row)) {
         if !r.is_zero() {
             println!(
                 "buntime-runc / runc median ratio: {:.2} (target <= 0.70)",
@@ -173,12 +198,22 @@ fn main() {
             );
         }
     }
-    if let (Some((_, b)), Some((_, r))) = (medians.get(1), medians.get(3)) {
+    if let (Some((_, b)), Some((_, r))) = (medians.get(1), medians.get(runc_row + 1)) {
         if !r.is_zero() {
             println!(
                 "buntime-runc / runc-with-the-same-effective-spec median ratio: {:.2}",
                 b.as_secs_f64() / r.as_secs_f64()
             );
+        }
+    }
+    if baseline.is_some() {
+        if let (Some((_, b)), Some((_, r))) = (medians.get(1), medians.get(base_row)) {
+            if !r.is_zero() {
+                println!(
+                    "buntime-runc / baseline median ratio: {:.3}",
+                    b.as_secs_f64() / r.as_secs_f64()
+                );
+            }
         }
     }
     println!(

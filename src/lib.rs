@@ -5,6 +5,7 @@
 //! the supervisor.
 
 pub mod audit;
+pub mod exeseal;
 pub mod ipc;
 pub mod landlock;
 pub mod logging;

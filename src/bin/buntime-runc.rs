@@ -10,7 +10,7 @@ use buntime::runtime::create::{create, CreateOptions};
 use buntime::runtime::exec::{exec, ExecOptions};
 use buntime::runtime::ps::Format;
 use buntime::runtime::update::UpdateOptions;
-use buntime::runtime::{defaults, foreground, lifecycle, list, ps, update, Root};
+use buntime::runtime::{defaults, foreground, lifecycle, list, ps, update, Root, RuntimeError};
 use clap::{ArgAction, Args, Parser, Subcommand};
 use nix::unistd::Pid;
 
@@ -517,6 +517,11 @@ fn main() -> ExitCode {
     if let Some(code) = buntime::runtime::netns_hook::run_if_invoked() {
         return ExitCode::from(code);
     }
+    // A re-executed sealed copy of ourselves checks itself, first thing.
+    if let Err(e) = buntime::exeseal::init() {
+        eprintln!("buntime-runc: {e}");
+        return ExitCode::from(1);
+    }
     let cli = Cli::parse();
     let format = match LogFormat::parse(&cli.log_format) {
         Ok(f) => f,
@@ -533,6 +538,14 @@ fn main() -> ExitCode {
     match dispatch(&cli) {
         Ok(code) => ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)),
         Err(e) => {
+            // create/run/exec found that what enters the container must
+            // run from a sealed copy (CVE-2019-5736): everything is undone;
+            // the command starts again from one (`buntime::exeseal`).
+            let e = match e.downcast::<RuntimeError>() {
+                Ok(RuntimeError::Reseal(reason)) => buntime::exeseal::reexec(reason).into(),
+                Ok(other) => anyhow::Error::from(other),
+                Err(e) => e,
+            };
             let msg = format!("{e:#}");
             // With --log the error goes to the file (containerd shows its
             // last error line) and to stderr; without, stderr only once.

@@ -300,11 +300,26 @@ fn main() -> ExitCode {
         return ExitCode::from(code);
     }
     buntime::logging::init_cli_logging();
+    // A re-executed sealed copy of ourselves checks itself, first thing.
+    if let Err(e) = buntime::exeseal::init() {
+        buntime::logging::say(&format!("error: {e}"));
+        return ExitCode::from(1);
+    }
     let cli = Cli::parse();
     tracing::debug!(target: "cli", command = ?cli.command, "starting");
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
+            // `run` found that the sandbox must be entered from a sealed
+            // copy (CVE-2019-5736): everything is undone; start again from
+            // one (`buntime::exeseal`).
+            let e = match e.downcast::<buntime::sandbox::SandboxError>() {
+                Ok(buntime::sandbox::SandboxError::Runtime(
+                    buntime::runtime::RuntimeError::Reseal(reason),
+                )) => buntime::exeseal::reexec(reason).into(),
+                Ok(other) => anyhow::Error::from(other),
+                Err(e) => e,
+            };
             // Not eprintln!: with stderr closed it would panic (exit 101).
             buntime::logging::say(&format!("error: {e:#}"));
             ExitCode::from(1)

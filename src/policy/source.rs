@@ -216,7 +216,7 @@ fn valid_name(n: &str) -> bool {
 /// The `policies/` directory of the source checkout the running binary was
 /// built in (`<repo>/target/<profile>/<bin>`), if any.
 pub fn checkout_policies_dir() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
+    let exe = crate::exeseal::exe_path().ok()?;
     exe.ancestors()
         .skip(1)
         .find(|d| d.join("Cargo.toml").is_file() && d.join("policies").is_dir())

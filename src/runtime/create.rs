@@ -100,6 +100,18 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
     } else {
         landlock_plan.resolve_in_root(&rootfs);
     }
+    // The init and intermediate are clones of this process: decide now,
+    // before anything is made, whether they must run from a sealed copy.
+    crate::exeseal::check(
+        prepared.landlock_abi.map(|_| &landlock_plan),
+        prepared.landlock_abi,
+        &spec,
+        &crate::exeseal::ContainerView::Planned {
+            rootfs: &rootfs,
+            mounts: spec.mounts().as_deref().unwrap_or_default(),
+        },
+    )
+    .map_err(RuntimeError::Reseal)?;
     let mut supervisor: Option<crate::supervisor::Spawned> = None;
 
     let extra = root.extra_dir(&opts.id);

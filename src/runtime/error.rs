@@ -46,6 +46,11 @@ pub enum RuntimeError {
         context: String,
         err: std::io::Error,
     },
+    /// Processes entering the container must run from a sealed copy of the
+    /// binary: the command unwinds and `main` redoes it from one
+    /// (`exeseal::reexec`). Seen only if that fails to happen.
+    #[error("the runtime binary must be sealed first ({0})")]
+    Reseal(crate::exeseal::SealReason),
     /// A failure inside libcontainer or libcgroups, with its whole cause chain.
     #[error("{context}: {detail}")]
     Backend { context: String, detail: String },

@@ -429,6 +429,25 @@ pub fn exec(root: &Root, opts: &ExecOptions) -> Result<i32> {
     let meta = root.read_meta(&opts.id);
     let landlock = super::create::load_landlock(root, &opts.id, &meta)?;
     let seccomp = super::create::load_seccomp_programs(root, &opts.id, &meta)?;
+    // The exec'd process is a clone of this one: sealed copy or not,
+    // decided on the container as it is now (its init's root).
+    let init_root = container.pid().map(|pid| format!("/proc/{pid}/root"));
+    match init_root
+        .as_deref()
+        .map(|p| crate::exeseal::open_path(Path::new(p)))
+    {
+        Some(Ok(r)) => crate::exeseal::check(
+            landlock.as_ref(),
+            crate::landlock::kernel_abi(),
+            &spec,
+            &crate::exeseal::ContainerView::Running { root: &r },
+        ),
+        // No view of the container: seal (libcontainer reports the rest).
+        other => crate::exeseal::require(crate::exeseal::SealReason::Undetermined {
+            what: format!("the container's root ({init_root:?}): {other:?}"),
+        }),
+    }
+    .map_err(RuntimeError::Reseal)?;
     let policy_file = extra.join(super::create::POLICY_FILE);
     let policy_text = fs::read_to_string(&policy_file)
         .map_err(|e| RuntimeError::io(format!("read {}", policy_file.display()), e))?;

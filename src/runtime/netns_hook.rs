@@ -134,7 +134,7 @@ fn check_listener(fd: &OwnedFd) -> Result<()> {
 
 /// Adds the hook to the spec libcontainer runs.
 pub fn add_to_spec(spec: &mut Spec, dir: &Path, proxy_port: u16) -> Result<()> {
-    let exe = std::env::current_exe()
+    let exe = crate::exeseal::exe_path()
         .map_err(|e| RuntimeError::io("find own executable for the network hook", e))?;
     let args = vec![
         "buntime-netns-hook".to_string(),

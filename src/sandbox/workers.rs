@@ -27,7 +27,7 @@ pub fn home() -> Result<PathBuf, SandboxError> {
             )))
         };
     }
-    let exe = std::env::current_exe()
+    let exe = crate::exeseal::exe_path()
         .and_then(fs::canonicalize)
         .map_err(|e| SandboxError::Setup(format!("find own executable: {e}")))?;
     let exe_dir = exe.parent().unwrap_or(Path::new("/"));

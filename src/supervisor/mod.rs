@@ -23,7 +23,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdout, Stdio};
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -203,7 +203,6 @@ fn read_line_timeout(out: &ChildStdout, ms: i32) -> String {
 /// `state_dir/run/` (which the caller has made: it is bind-mounted into
 /// the container before the supervisor may be up).
 pub fn spawn(root: &Path, id: &str, state_dir: &Path) -> Result<Spawned, SupervisorError> {
-    let exe = std::env::current_exe().map_err(io("find own executable"))?;
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -211,7 +210,8 @@ pub fn spawn(root: &Path, id: &str, state_dir: &Path) -> Result<Spawned, Supervi
         .open(state_dir.join(LOG_FILE))
         .map_err(io("open supervisor log"))?;
     let (ours, theirs) = UnixStream::pair().map_err(io("socketpair for supervisor"))?;
-    let mut cmd = Command::new(exe);
+    // From the sealed copy when this process runs from one.
+    let mut cmd = crate::exeseal::self_command().map_err(io("find own executable"))?;
     cmd.arg("--root")
         .arg(root)
         .arg("supervise")

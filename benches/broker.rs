@@ -40,13 +40,14 @@ fn main() {
                     "write":["/tmp","/dev/null"],"exec":["/bin","/lib","/lib64","/usr"]},
       "network":{"mode":"none"},
       "broker":{"fs_read":"allow","fs_write":"deny","list_dir":"deny","net_connect":"deny","exec":"deny"}}"#;
-    let cfg = bundle.join("config.json");
-    let mut spec: serde_json::Value =
-        serde_json::from_slice(&fs::read(&cfg).expect("read config")).expect("config json");
-    spec["annotations"] = serde_json::json!({ "buntime.dev/policy": policy });
-    fs::write(&cfg, spec.to_string()).expect("write config");
+    // The node's default policy (as an admin would grant the broker), not
+    // an annotation: a pod author may not grant `broker … allow` itself.
+    let etc = dir.path().join("etc");
+    fs::create_dir_all(&etc).expect("mkdir etc");
+    fs::write(etc.join("default.json"), policy).expect("write default.json");
 
     let out = Command::new(RUNC)
+        .env("BUNTIME_ETC", &etc)
         .arg("--root")
         .arg(dir.path().join("root"))
         .args(["run", "--keep", "--bundle"])
@@ -67,6 +68,7 @@ fn main() {
         .collect();
     decided.sort_unstable();
     let _ = Command::new(RUNC)
+        .env("BUNTIME_ETC", &etc)
         .arg("--root")
         .arg(dir.path().join("root"))
         .args(["delete", "--force", "broker-bench"])

@@ -9,36 +9,17 @@
 //! in host processes' environments that must not be printed, and the
 //! owner of what a granted write leaves on the host.
 
+mod common;
+
+use common::{show, text, token};
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 const BUNTIME: &str = env!("CARGO_BIN_EXE_buntime");
 /// `buntime run`'s first sandbox uid (src/sandbox/mod.rs RUN_ID_BASE).
 const RUN_ID_BASE: u32 = 2_140_000_000;
-
-fn token() -> String {
-    let mut b = [0u8; 12];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .expect("urandom");
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "[exit {:?}]\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        text(&o.stdout),
-        text(&o.stderr)
-    )
-}
 
 /// Paths this test planted on the host, removed on drop.
 struct Planted(Vec<PathBuf>);

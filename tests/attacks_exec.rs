@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use common::text;
 use common::{read, wait_until, Env};
 
 /// A narrow policy: busybox in /bin, /proc readable, /tmp writable, no
@@ -52,10 +53,6 @@ fn container(env: &Env, id: &str, edit: impl FnOnce(&mut Value)) {
     });
     env.run_detached(id, &bundle);
     env.wait_status(id, "running");
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 fn both(o: &Output) -> String {

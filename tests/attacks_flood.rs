@@ -4,6 +4,9 @@
 //! frames, and requests or connections refused at the protocol level end
 //! with an error the sandbox's code can see, never a hang or a reset.
 
+mod common;
+
+use common::{show, text};
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -63,19 +66,6 @@ impl Run {
             "mounts left"
         );
     }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "[exit {:?}]\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        text(&o.stdout[..o.stdout.len().min(4096)]),
-        text(&o.stderr)
-    )
 }
 
 /// Waits for `child`, killing it after `limit`: a hang guard, not a

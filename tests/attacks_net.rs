@@ -10,6 +10,7 @@
 
 mod common;
 
+use common::{show, token};
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -27,14 +28,6 @@ fn sh(cmd: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-fn token() -> String {
-    let mut b = [0u8; 12];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .expect("urandom");
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// A veth pair whose host end holds one IPv4 and (when the host has IPv6)
@@ -217,15 +210,6 @@ impl Lab {
             .output()
             .expect("run buntime")
     }
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "[exit {:?}]\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// The default policy with the broker granting every NET_CONNECT it is

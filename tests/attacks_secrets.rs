@@ -6,21 +6,15 @@
 //! random token planted in the files (or, for backups the host already
 //! has, their own lines) never appears in what the sandbox prints.
 
+mod common;
+
+use common::token;
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 const BUNTIME: &str = env!("CARGO_BIN_EXE_buntime");
-
-fn token() -> String {
-    let mut b = [0u8; 12];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .expect("urandom");
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 /// Files this test planted on the host, removed on drop.
 struct Planted(Vec<PathBuf>);

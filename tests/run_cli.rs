@@ -14,6 +14,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::wait_until;
+use common::{show, text};
 
 const BUNTIME: &str = env!("CARGO_BIN_EXE_buntime");
 
@@ -84,19 +85,6 @@ impl Run {
             "mounts left:\n{mounts}"
         );
     }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "[exit {:?}]\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        text(&o.stdout),
-        text(&o.stderr)
-    )
 }
 
 fn fixture(rel: &str) -> String {

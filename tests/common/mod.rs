@@ -257,3 +257,29 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// A random hex token (planted in host files and names an attack must not
+/// reach).
+pub fn token() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 12];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .expect("urandom");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A command's exit and output, for assertion messages (stdout clipped:
+/// flood tests print megabytes).
+pub fn show(o: &Output) -> String {
+    format!(
+        "[exit {:?}]\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        text(&o.stdout[..o.stdout.len().min(8192)]),
+        text(&o.stderr)
+    )
+}

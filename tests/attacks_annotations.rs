@@ -214,91 +214,11 @@ fn an_annotation_cannot_open_the_hosts_loopback_metadata_or_broker() {
 
 /// Just enough podman (see tests/engine_podman.rs): private storage, the
 /// runtime with this test's node configuration, cleanup on drop.
-struct Podman {
-    dir: tempfile::TempDir,
-    cgroup_parent: String,
-    rootfs: std::path::PathBuf,
-}
-
-impl Podman {
-    fn new() -> Option<Podman> {
-        if !engines::available("podman") {
-            return None;
-        }
-        let dir = engines::scratch();
-        let etc = dir.path().join("etc");
-        fs::create_dir_all(&etc).expect("etc");
-        let runc = engines::runc_with_node(dir.path(), &etc);
-        fs::write(
-            dir.path().join("containers.conf"),
-            format!("[engine.runtimes]\nbuntime = [\"{}\"]\n", runc.display()),
-        )
-        .expect("containers.conf");
-        fs::write(
-            dir.path().join("storage.conf"),
-            format!(
-                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
-                dir.path().join("storage").display(),
-                dir.path().join("run").display()
-            ),
-        )
-        .expect("storage.conf");
-        let rootfs = engines::busybox_rootfs(&dir.path().join("bundle"));
-        Some(Podman {
-            dir,
-            cgroup_parent: format!("/{}", engines::unique("buntime-test-podman-ann")),
-            rootfs,
-        })
-    }
-
-    fn cmd(&self) -> std::process::Command {
-        let p = |s: &str| self.dir.path().join(s);
-        let mut c = std::process::Command::new("podman");
-        c.env("CONTAINERS_CONF", p("containers.conf"))
-            .env("CONTAINERS_STORAGE_CONF", p("storage.conf"))
-            .arg("--root")
-            .arg(p("storage"))
-            .arg("--runroot")
-            .arg(p("run"))
-            .arg("--tmpdir")
-            .arg(p("libpod-tmp"))
-            .args([
-                "--storage-driver",
-                "vfs",
-                "--cgroup-manager",
-                "cgroupfs",
-                "--events-backend",
-                "file",
-                "--runtime",
-                "buntime",
-            ]);
-        c
-    }
-}
-
-impl Drop for Podman {
-    fn drop(&mut self) {
-        let limit = Duration::from_secs(60);
-        let _ = engines::run(
-            self.cmd().args(["rm", "--all", "--force", "--time", "0"]),
-            limit,
-        );
-        let scratch = self.dir.path().to_string_lossy().into_owned();
-        engines::kill_mentioning(&scratch);
-        engines::wait_until(Duration::from_secs(5), || {
-            engines::pids_mentioning(&scratch).is_empty()
-        });
-        engines::unmount_under(self.dir.path());
-        engines::wait_until(Duration::from_secs(5), || {
-            engines::remove_cgroup_tree(&self.cgroup_parent);
-            engines::cgroups_left(&self.cgroup_parent).is_empty()
-        });
-    }
-}
+use engines::podman::Podman;
 
 #[test]
 fn podman_annotation_cannot_open_the_hosts_loopback() {
-    let Some(p) = Podman::new() else { return };
+    let Some(p) = Podman::new(|_| {}) else { return };
     let host = HostListener::start();
     let port = host.port;
     let pol = policy(

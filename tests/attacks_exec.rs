@@ -541,103 +541,7 @@ fn exec_has_inits_seccomp_nnp_and_cgroup() {
 
 // podman: exec and healthchecks go through `exec --process`.
 
-struct Podman {
-    dir: tempfile::TempDir,
-    conf: PathBuf,
-    cgroup_parent: String,
-    rootfs: PathBuf,
-}
-
-const LIMIT: Duration = Duration::from_secs(90);
-
-impl Podman {
-    fn new() -> Option<Self> {
-        if !engines::available("podman") {
-            return None;
-        }
-        let dir = engines::scratch();
-        let snippet = fs::read_to_string(
-            Path::new(engines::MANIFEST_DIR).join("integration/podman/containers.conf"),
-        )
-        .expect("integration/podman/containers.conf");
-        let conf = dir.path().join("containers.conf");
-        fs::write(
-            &conf,
-            snippet.replace("/usr/local/bin/buntime-runc", engines::RUNC),
-        )
-        .expect("write containers.conf");
-        fs::write(
-            dir.path().join("storage.conf"),
-            format!(
-                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
-                dir.path().join("storage").display(),
-                dir.path().join("run").display()
-            ),
-        )
-        .expect("write storage.conf");
-        let rootfs = engines::busybox_rootfs(&dir.path().join("bundle"));
-        let cgroup_parent = format!("/{}", engines::unique("buntime-test-podman"));
-        Some(Self {
-            dir,
-            conf,
-            cgroup_parent,
-            rootfs,
-        })
-    }
-
-    fn cmd(&self) -> std::process::Command {
-        let p = |s: &str| self.dir.path().join(s);
-        let mut c = std::process::Command::new("podman");
-        c.env("CONTAINERS_CONF", &self.conf)
-            .env("CONTAINERS_STORAGE_CONF", p("storage.conf"))
-            .arg("--root")
-            .arg(p("storage"))
-            .arg("--runroot")
-            .arg(p("run"))
-            .arg("--tmpdir")
-            .arg(p("libpod-tmp"))
-            .args([
-                "--storage-driver",
-                "vfs",
-                "--cgroup-manager",
-                "cgroupfs",
-                "--events-backend",
-                "file",
-                "--runtime",
-                "buntime",
-            ]);
-        c
-    }
-
-    fn podman(&self, args: &[&str]) -> engines::Out {
-        engines::run(self.cmd().args(args), LIMIT)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.podman(args);
-        assert!(out.ok(), "podman {args:?} failed: {out:?}");
-        out.stdout
-    }
-}
-
-impl Drop for Podman {
-    fn drop(&mut self) {
-        let _ = engines::run(
-            self.cmd().args(["rm", "--all", "--force", "--time", "0"]),
-            LIMIT,
-        );
-        let scratch = self.dir.path().to_string_lossy().into_owned();
-        engines::kill_mentioning(&scratch);
-        engines::wait_until(Duration::from_secs(5), || {
-            engines::pids_mentioning(&scratch).is_empty()
-        });
-        engines::unmount_under(self.dir.path());
-        engines::wait_until(Duration::from_secs(5), || {
-            engines::remove_cgroup_tree(&self.cgroup_parent);
-            engines::cgroups_left(&self.cgroup_parent).is_empty()
-        });
-    }
-}
+use engines::podman::{Podman, LIMIT};
 
 /// Host pids whose command line is exactly `args`.
 fn pids_running(args: &[&str]) -> Vec<i32> {
@@ -657,7 +561,7 @@ fn pids_running(args: &[&str]) -> Vec<i32> {
 
 #[test]
 fn podman_exec_and_privileged_exec_get_inits_capabilities() {
-    let Some(p) = Podman::new() else { return };
+    let Some(p) = Podman::new(|_| {}) else { return };
     let name = engines::unique("buntime-test-execcaps");
     let rootfs = p.rootfs.to_string_lossy().into_owned();
     let out = engines::run(

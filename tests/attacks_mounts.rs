@@ -380,43 +380,12 @@ fn through_podman_the_cgroup_stays_read_only_and_a_symlinked_deny_fails() {
     {
         return;
     }
-    let dir = engines::scratch();
-    let conf = dir.path().join("containers.conf");
-    let snippet =
-        read(&Path::new(engines::MANIFEST_DIR).join("integration/podman/containers.conf"));
-    fs::write(
-        &conf,
-        snippet.replace("/usr/local/bin/buntime-runc", engines::RUNC),
-    )
-    .expect("containers.conf");
-    let storage = dir.path().join("storage.conf");
-    fs::write(
-        &storage,
-        format!(
-            "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
-            dir.path().join("storage").display(),
-            dir.path().join("run").display()
-        ),
-    )
-    .expect("storage.conf");
-    let rootfs = engines::busybox_rootfs(&dir.path().join("bundle"));
-    let cgroup_parent = format!("/{}", engines::unique("buntime-test-mounts"));
-    let limit = Duration::from_secs(90);
-    let podman = |args: &[&str]| {
-        let mut c = std::process::Command::new("podman");
-        c.env("CONTAINERS_CONF", &conf)
-            .env("CONTAINERS_STORAGE_CONF", &storage)
-            .arg("--root")
-            .arg(dir.path().join("storage"))
-            .arg("--runroot")
-            .arg(dir.path().join("run"))
-            .arg("--tmpdir")
-            .arg(dir.path().join("libpod-tmp"))
-            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"])
-            .args(["--events-backend", "file", "--runtime", "buntime"])
-            .args(args);
-        engines::run(&mut c, limit)
+    let Some(p) = engines::podman::Podman::new(|_| {}) else {
+        return;
     };
+    let rootfs = p.rootfs.clone();
+    let cgroup_parent = p.cgroup_parent.clone();
+    let podman = |args: &[&str]| p.podman(args);
     let run_args = |extra: &[&str]| -> Vec<String> {
         let mut v: Vec<String> = ["run", "--network", "none", "--cgroup-parent"]
             .iter()
@@ -436,18 +405,9 @@ fn through_podman_the_cgroup_stays_read_only_and_a_symlinked_deny_fails() {
         v.extend(extra.iter().map(|s| s.to_string()));
         v
     };
+    // The rest (processes, mounts, cgroups) when `p` is dropped.
     let cleanup = || {
         let _ = podman(&["rm", "--all", "--force", "--time", "0"]);
-        let scratch = dir.path().to_string_lossy().into_owned();
-        engines::kill_mentioning(&scratch);
-        engines::wait_until(Duration::from_secs(5), || {
-            engines::pids_mentioning(&scratch).is_empty()
-        });
-        engines::unmount_under(dir.path());
-        engines::wait_until(Duration::from_secs(5), || {
-            engines::remove_cgroup_tree(&cgroup_parent);
-            engines::cgroups_left(&cgroup_parent).is_empty()
-        });
     };
 
     // 1. podman's own ro cgroup mount, a policy that writes everywhere.

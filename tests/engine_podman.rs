@@ -10,164 +10,9 @@
 mod engines;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use engines::Out;
-
-const LIMIT: Duration = Duration::from_secs(90);
-/// Rlimits within this host's hard limits (podman asks for more otherwise).
-const ULIMITS: [&str; 4] = [
-    "--ulimit",
-    "nofile=20000:20000",
-    "--ulimit",
-    "nproc=32768:32768",
-];
-
-struct Podman {
-    dir: tempfile::TempDir,
-    conf: PathBuf,
-    cgroup_parent: String,
-    rootfs: PathBuf,
-}
-
-impl Podman {
-    fn new() -> Option<Self> {
-        if !engines::available("podman") {
-            return None;
-        }
-        let dir = engines::scratch();
-        let snippet = fs::read_to_string(
-            Path::new(engines::MANIFEST_DIR).join("integration/podman/containers.conf"),
-        )
-        .expect("integration/podman/containers.conf");
-        assert!(snippet.contains("\"/usr/local/bin/buntime-runc\""));
-        let conf = dir.path().join("containers.conf");
-        // The runtime with a node configuration that lets annotations ask
-        // for host networking (engines::open_node).
-        let etc = dir.path().join("etc");
-        engines::open_node(&etc);
-        let runc = engines::runc_with_node(dir.path(), &etc);
-        fs::write(
-            &conf,
-            snippet.replace("/usr/local/bin/buntime-runc", &runc.to_string_lossy()),
-        )
-        .expect("write containers.conf");
-        // The test's own storage.conf: the host's is not read.
-        fs::write(
-            dir.path().join("storage.conf"),
-            format!(
-                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
-                dir.path().join("storage").display(),
-                dir.path().join("run").display()
-            ),
-        )
-        .expect("write storage.conf");
-        let rootfs = engines::busybox_rootfs(&dir.path().join("bundle"));
-        let cgroup_parent = format!("/{}", engines::unique("buntime-test-podman"));
-        Some(Self {
-            dir,
-            conf,
-            cgroup_parent,
-            rootfs,
-        })
-    }
-
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new("podman");
-        c.env("CONTAINERS_CONF", &self.conf)
-            .env("CONTAINERS_STORAGE_CONF", self.path("storage.conf"))
-            .arg("--root")
-            .arg(self.path("storage"))
-            .arg("--runroot")
-            .arg(self.path("run"))
-            .arg("--tmpdir")
-            .arg(self.path("libpod-tmp"))
-            .args([
-                "--storage-driver",
-                "vfs",
-                "--cgroup-manager",
-                "cgroupfs",
-                "--events-backend",
-                "file",
-                "--runtime",
-                "buntime",
-            ]);
-        c
-    }
-
-    fn podman(&self, args: &[&str]) -> Out {
-        engines::run(self.cmd().args(args), LIMIT)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.podman(args);
-        assert!(
-            out.ok(),
-            "podman {args:?} failed ({}): {}\n{}",
-            out.code(),
-            out.stderr,
-            out.stdout
-        );
-        out.stdout
-    }
-
-    /// `podman run` (with the test's cgroup parent and rlimits) + `args`.
-    fn run(&self, args: &[&str]) -> Out {
-        let mut c = self.cmd();
-        c.arg("run")
-            .arg("--cgroup-parent")
-            .arg(&self.cgroup_parent)
-            .args(ULIMITS)
-            .args(args);
-        engines::run(&mut c, LIMIT)
-    }
-
-    fn rootfs(&self) -> &str {
-        self.rootfs.to_str().expect("utf-8 path")
-    }
-
-    /// Imports the busybox rootfs as `localhost/NAME:1` (offline: a tarball).
-    fn import_image(&self, name: &str) -> String {
-        let tar = self.path("rootfs.tar");
-        engines::tar_rootfs(&self.rootfs, &tar);
-        let image = format!("localhost/{name}:1");
-        self.ok(&[
-            "import",
-            "--change",
-            "CMD [\"sh\"]",
-            tar.to_str().unwrap_or_default(),
-            &image,
-        ]);
-        image
-    }
-}
-
-impl Drop for Podman {
-    fn drop(&mut self) {
-        let _ = engines::run(
-            self.cmd().args(["rm", "--all", "--force", "--time", "0"]),
-            LIMIT,
-        );
-        let _ = engines::run(self.cmd().args(["rmi", "--all", "--force"]), LIMIT);
-        let scratch = self.dir.path().to_string_lossy().into_owned();
-        engines::kill_mentioning(&scratch);
-        // conmon may still be exiting: its cgroup is busy until it is gone.
-        engines::wait_until(Duration::from_secs(5), || {
-            engines::pids_mentioning(&scratch).is_empty()
-        });
-        engines::unmount_under(self.dir.path());
-        engines::wait_until(Duration::from_secs(5), || {
-            engines::remove_cgroup_tree(&self.cgroup_parent);
-            engines::cgroups_left(&self.cgroup_parent).is_empty()
-        });
-    }
-}
+use engines::podman::{Podman, LIMIT};
 
 /// Asserts the test's podman left no container, process, mount or cgroup.
 fn assert_clean(p: &Podman) {
@@ -202,7 +47,9 @@ fn assert_clean(p: &Podman) {
 
 #[test]
 fn podman_rootfs_run_output_exit_code_and_default_policy() {
-    let Some(p) = Podman::new() else { return };
+    let Some(p) = Podman::new(engines::open_node) else {
+        return;
+    };
     let out = p.run(&[
         "--rm",
         "--network",
@@ -226,7 +73,9 @@ fn podman_rootfs_run_output_exit_code_and_default_policy() {
 
 #[test]
 fn podman_image_exec_stop_rm() {
-    let Some(p) = Podman::new() else { return };
+    let Some(p) = Podman::new(engines::open_node) else {
+        return;
+    };
     let image = p.import_image(&engines::unique("buntime-test-bb"));
 
     // Runs from the image; exit codes pass through.
@@ -312,7 +161,9 @@ fn podman_image_exec_stop_rm() {
 
 #[test]
 fn podman_failed_create_shows_buntime_error() {
-    let Some(p) = Podman::new() else { return };
+    let Some(p) = Podman::new(engines::open_node) else {
+        return;
+    };
     let out = p.run(&[
         "--rm",
         "--network",
@@ -336,7 +187,9 @@ fn podman_failed_create_shows_buntime_error() {
 
 #[test]
 fn podman_policy_annotation_removes_the_network() {
-    let Some(p) = Podman::new() else { return };
+    let Some(p) = Podman::new(engines::open_node) else {
+        return;
+    };
     let net = "cat /proc/net/dev";
     // Control: podman's host network, a policy that keeps it: the host's
     // interfaces are there. (podman parses --annotation as CSV: quote it.)
@@ -387,7 +240,9 @@ fn podman_rlimits_above_hard_limits_are_capped() {
     // podman asks for RLIMIT_NOFILE 1048576 by default, above this host's
     // hard limit: buntime caps rlimits at the host's hard limits (runc
     // fails with "error setting rlimit type 7: operation not permitted").
-    let Some(p) = Podman::new() else { return };
+    let Some(p) = Podman::new(engines::open_node) else {
+        return;
+    };
     let mut c = p.cmd();
     c.args(["run", "--rm", "--network", "none", "--cgroup-parent"])
         .arg(&p.cgroup_parent)

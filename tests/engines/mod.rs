@@ -322,3 +322,4 @@ pub fn interfaces(proc_net_dev: &str) -> Vec<String> {
         .map(|(name, _)| name.trim().to_string())
         .collect()
 }
+pub mod podman;

@@ -146,19 +146,6 @@ impl Relay {
     }
 }
 
-fn kill(pidfd: &OwnedFd) {
-    // SAFETY: pidfd_send_signal on our pidfd, no siginfo.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            libc::SIGKILL,
-            std::ptr::null::<libc::siginfo_t>(),
-            0u32,
-        )
-    };
-}
-
 /// Writes all of `data` to `fd`; false when it is gone (EPIPE and such).
 fn write_all(fd: RawFd, data: &[u8]) -> bool {
     // SAFETY: a File borrowed for the call, never closed (ManuallyDrop).
@@ -219,7 +206,7 @@ fn relay(mut sources: Vec<Source>, limit: u64, pidfd: &OwnedFd, stop: &AtomicBoo
             }
             out.bytes += room as u64;
             if room < n {
-                kill(pidfd);
+                crate::supervisor::signal_kill(pidfd);
                 out.limit_hit = true;
                 return out;
             }

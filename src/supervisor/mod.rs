@@ -351,7 +351,7 @@ pub fn begin_stop(pid: Option<i32>, id: &str) -> Option<Stopping> {
     Some(Stopping(fd))
 }
 
-fn signal_kill(pidfd: &OwnedFd) {
+pub(crate) fn signal_kill(pidfd: &OwnedFd) {
     // SAFETY: pidfd_send_signal on our pidfd, no siginfo.
     unsafe {
         libc::syscall(

@@ -21,6 +21,27 @@ const BUNTIME: &str = env!("CARGO_BIN_EXE_buntime");
 /// `buntime run`'s first sandbox uid (src/sandbox/mod.rs RUN_ID_BASE).
 const RUN_ID_BASE: u32 = 2_140_000_000;
 
+/// `buntime run` started with these supplementary groups (as under sudo,
+/// where root has group 0 and others).
+trait Groups {
+    fn groups_of_the_caller(&mut self, groups: &'static [libc::gid_t]) -> &mut Self;
+}
+
+impl Groups for Command {
+    fn groups_of_the_caller(&mut self, groups: &'static [libc::gid_t]) -> &mut Self {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setgroups between fork and exec, on a static list.
+        unsafe {
+            self.pre_exec(move || {
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        }
+    }
+}
+
 /// Paths this test planted on the host, removed on drop.
 struct Planted(Vec<PathBuf>);
 
@@ -66,6 +87,7 @@ os.symlink(link_target, "/tmp/out-link")
 attempt("link-write", lambda: buntime.write_file("/tmp/out-link", b"PWNED via link"))
 attempt("link-read", lambda: buntime.read_file("/tmp/out-link"))
 attempt("uid", lambda: (os.getuid(), open("/proc/self/uid_map").read().split()))
+attempt("groups", lambda: [l for l in open("/proc/self/status") if l.startswith("Groups:")][0].split()[1:])
 with open(os.path.join(granted, "written"), "w") as f:
     f.write("hello")
 print("wrote", flush=True)
@@ -122,6 +144,7 @@ fn the_broker_and_the_sandbox_never_act_on_the_hosts_files() {
         .arg(&granted)
         .env("AWS_SECRET_ACCESS_KEY", &caller_secret)
         .stdin(Stdio::null())
+        .groups_of_the_caller(&[0, 4, 42])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -180,6 +203,8 @@ fn the_broker_and_the_sandbox_never_act_on_the_hosts_files() {
         "{}",
         show(&o)
     );
+    // None of the caller's supplementary groups (it has 0, 4 and 42).
+    assert!(out.contains("groups OK ['0']"), "{}", show(&o));
     let m = fs::metadata(granted.join("written")).unwrap();
     assert_eq!((m.uid(), m.gid()), (want, want));
 }

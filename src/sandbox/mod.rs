@@ -293,7 +293,15 @@ fn bundle_spec(plan: &Plan, id: &str, ask_timeout: Option<&str>) -> Result<Spec,
     // caller's uid (rootless); as root an unprivileged uid of the run's own
     // (`sandbox_host_ids`), never the host's root.
     let (uid, gid) = sandbox_host_ids();
-    v["process"]["user"] = serde_json::json!({ "uid": 0, "gid": 0 });
+    v["process"]["user"] = if nix::unistd::geteuid().is_root() {
+        // Without a list libcontainer keeps the caller's supplementary
+        // groups (host gid 0 under sudo): the run's own gid only.
+        serde_json::json!({ "uid": 0, "gid": 0, "additionalGids": [0] })
+    } else {
+        // Rootless: setgroups is denied in the user namespace; the
+        // caller's groups are the caller's to have.
+        serde_json::json!({ "uid": 0, "gid": 0 })
+    };
     v["linux"]["namespaces"]
         .as_array_mut()
         .ok_or_else(|| setup("bundle template: no linux.namespaces"))?

@@ -37,16 +37,42 @@ impl SandboxCreds {
     }
 
     /// Takes these credentials on the calling thread until the guard drops.
-    /// Fails closed: an error means nothing may be opened.
+    /// Only the steps that change something are taken (and undone): a
+    /// rootless supervisor is the sandbox's own uid and may not call
+    /// setgroups. Fails closed: an error means nothing may be opened.
     pub fn assume(&self) -> std::io::Result<Assumed> {
         let saved = Saved::take()?;
-        let guard = Assumed { saved };
-        set_thread_groups(&self.groups)?;
-        set_fsgid(self.gid)?;
-        set_fsuid(self.uid)?;
-        caps::clear(None, CapSet::Effective).map_err(std::io::Error::other)?;
-        Ok(guard)
+        let mut g = Assumed {
+            saved,
+            taken: Taken::default(),
+        };
+        if !same_groups(&self.groups, &g.saved.groups) {
+            set_thread_groups(&self.groups)?;
+            g.taken.groups = true;
+        }
+        if self.gid != g.saved.fsgid {
+            set_fsgid(self.gid)?;
+            g.taken.fsgid = true;
+        }
+        if self.uid != g.saved.fsuid {
+            set_fsuid(self.uid)?;
+            g.taken.fsuid = true;
+        }
+        if !g.saved.effective.is_empty() {
+            caps::clear(None, CapSet::Effective).map_err(std::io::Error::other)?;
+            g.taken.caps = true;
+        }
+        Ok(g)
     }
+}
+
+fn same_groups(a: &[u32], b: &[u32]) -> bool {
+    let (mut a, mut b) = (a.to_vec(), b.to_vec());
+    a.sort_unstable();
+    a.dedup();
+    b.sort_unstable();
+    b.dedup();
+    a == b
 }
 
 thread_local! {
@@ -70,9 +96,19 @@ pub fn assume_worker() -> std::io::Result<Assumed> {
     })
 }
 
+/// Which switches `assume` made, so that only those are undone.
+#[derive(Default)]
+struct Taken {
+    groups: bool,
+    fsgid: bool,
+    fsuid: bool,
+    caps: bool,
+}
+
 /// The supervisor's own credentials, put back on drop.
 pub struct Assumed {
     saved: Saved,
+    taken: Taken,
 }
 
 impl Drop for Assumed {
@@ -80,10 +116,11 @@ impl Drop for Assumed {
         // The order matters: fsuid 0 gives the file capabilities back
         // (when permitted), then the rest of the effective set, which
         // setgroups needs (CAP_SETGID).
-        let ok = set_fsuid(self.saved.fsuid).is_ok()
-            && set_fsgid(self.saved.fsgid).is_ok()
-            && caps::set(None, CapSet::Effective, &self.saved.effective).is_ok()
-            && set_thread_groups(&self.saved.groups).is_ok();
+        let (t, s) = (&self.taken, &self.saved);
+        let ok = (!t.fsuid || set_fsuid(s.fsuid).is_ok())
+            && (!t.fsgid || set_fsgid(s.fsgid).is_ok())
+            && (!t.caps || caps::set(None, CapSet::Effective, &s.effective).is_ok())
+            && (!t.groups || set_thread_groups(&s.groups).is_ok());
         if !ok {
             // A thread that cannot be its old self must not serve again:
             // the supervisor would act with the wrong rights either way.

@@ -458,11 +458,9 @@ fn python_fallbacks_complete_ordinary_calls() {
     let data = r.dir.path().join("data");
     fs::create_dir_all(data.join("sub")).unwrap();
     fs::write(data.join("hello.txt"), "hello from data\nsecond\n").unwrap();
-    let out_dir = r.dir.path().join("out");
-    fs::create_dir_all(&out_dir).unwrap();
-    // Writable by the sandbox's uid (not root on the host).
-    fs::set_permissions(&out_dir, fs::Permissions::from_mode(0o777)).unwrap();
-    let wfile = out_dir.join("w.txt");
+    // Written through the broker in the sandbox's own view: /dev is its
+    // tmpfs, which filesystem.write does not cover (Landlock refuses).
+    let wfile = Path::new("/dev/bt-write");
     let policy = r.dir.path().join("broker.json");
     fs::write(
         &policy,
@@ -497,15 +495,33 @@ fn python_fallbacks_complete_ordinary_calls() {
             show(&o)
         );
     }
-    // Exclusive creation of a host path the sandbox cannot see is not
-    // served (it could not tell whether the file exists).
     assert!(
-        out.lines()
-            .any(|l| l.starts_with("exclusive: ") && l.contains("No such file")),
+        out.lines().any(|l| l == "exclusive: exists"),
         "{}",
         show(&o)
     );
-    assert_eq!(fs::read_to_string(&wfile).unwrap(), "one\ntwo\n");
+
+    // A host path the sandbox cannot see is never written on a broker
+    // answer alone (only read): writing needs a filesystem.write grant.
+    let out_dir = r.dir.path().join("out");
+    fs::create_dir_all(&out_dir).unwrap();
+    fs::set_permissions(&out_dir, fs::Permissions::from_mode(0o777)).unwrap();
+    let host_file = out_dir.join("w.txt");
+    let o = r.run(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        &fixture("workers/py_fallbacks.py"),
+        data.to_str().unwrap(),
+        host_file.to_str().unwrap(),
+    ]);
+    let out = text(&o.stdout);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("write: ") && l.contains("No such file")),
+        "{}",
+        show(&o)
+    );
+    assert!(!host_file.exists(), "{}", show(&o));
 
     // Several threads share the worker's one connection: every read,
     // through the fallback and through buntime.read_file, gets the file.

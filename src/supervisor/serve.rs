@@ -592,7 +592,10 @@ fn open_as_worker(
     let root = ctx.view.root()?;
     let _rights = super::creds::assume_worker()?;
     match fsops::open_beneath(root, tree, rest, flags, follow) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) && by_broker => {
+        // Reads only: a write to a host path the sandbox cannot see needs
+        // a `filesystem.write` grant (bound into the sandbox), never just
+        // a broker answer.
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) && by_broker && !writes(flags) => {
             match ctx.view.host_fallback(p) {
                 Some(place) => fsops::open_beneath(place.dir(), tree, rest, flags, follow),
                 None => Err(e),
@@ -600,6 +603,10 @@ fn open_as_worker(
         }
         r => r,
     }
+}
+
+fn writes(flags: i32) -> bool {
+    flags & libc::O_ACCMODE != libc::O_RDONLY || flags & (libc::O_CREAT | libc::O_TRUNC) != 0
 }
 
 /// The refusal's reason; a missing path under one of the sandbox's own
@@ -764,6 +771,10 @@ fn exec_request(ctx: &Ctx, peer: &PeerCred, argv: &[Vec<u8>]) -> Result<Outcome,
         .view
         .root()
         .map_err(|e| deny("default", format!("the sandbox's root: {e}")))?;
+    // The PATH search too is the worker's: it must not learn what lies in
+    // directories it may not search.
+    let _rights = super::creds::assume_worker()
+        .map_err(|e| deny("default", format!("the worker's rights: {e}")))?;
     let exists = |p: &Path| {
         let rel = p.strip_prefix("/").unwrap_or(p);
         fsops::openat2(

@@ -37,6 +37,9 @@ pub enum Place<'a> {
 
 pub struct View {
     init_pid: i32,
+    /// The init itself: its pid names the same process only while this
+    /// says it lives (a late open must not reach a recycled pid's root).
+    init: std::os::fd::OwnedFd,
     /// The sandbox's root directory, O_PATH, opened on first use: before
     /// its exec a rootless init is not dumpable, so not ours to open.
     root: std::sync::OnceLock<File>,
@@ -60,11 +63,17 @@ impl View {
         } else {
             None
         };
-        Ok(View {
+        let init = crate::supervisor::pidfd_open(init_pid)?;
+        let view = View {
             init_pid,
+            init,
             root: std::sync::OnceLock::new(),
             host,
-        })
+        };
+        // As root the init's root can be taken now; a rootless init is
+        // not dumpable before its exec, so its root is taken on first use.
+        let _ = view.root();
+        Ok(view)
     }
 
     /// The sandbox's root (`/proc/<init>/root` as taken the first time).
@@ -73,6 +82,11 @@ impl View {
             return Ok(r);
         }
         let r = open_dir(&format!("/proc/{}/root", self.init_pid))?;
+        // Opened by pid: only valid if the init is still the process that
+        // pid named when the supervisor took its pidfd.
+        if !alive(&self.init) {
+            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+        }
         Ok(self.root.get_or_init(|| r))
     }
 
@@ -102,6 +116,22 @@ impl View {
         self.mount_of(p)
             .filter(|m| !m.host_same_path)
             .map(|m| m.dest.as_path())
+    }
+}
+
+/// pidfd_send_signal(0): the process is still there (a zombie's pid is
+/// not reused either).
+fn alive(pidfd: &std::os::fd::OwnedFd) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: signal 0 on our pidfd checks existence only.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            0,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        ) == 0
     }
 }
 

@@ -349,6 +349,20 @@ fn a_deny_mask_is_never_placed_through_a_symlink_in_the_image() {
     assert!(err.contains("\"/etc/sudoers.d\" is a symlink"), "{err}");
     env.assert_gone(&below);
 
+    // A pattern's directory that is a link in the image (`/etc/ssh` here,
+    // pointing at a host directory): refused, not silently skipped.
+    let pattern = unique("pattern");
+    let bundle = symlinked_image(&env, "pattern", &host_dir, "true");
+    inline_policy(&bundle, &deny_policy(&["/etc/ssh/ssh_host_*"]));
+    let err = env.fails(&[
+        "create",
+        "--bundle",
+        bundle.to_str().expect("utf-8"),
+        &pattern,
+    ]);
+    assert!(err.contains("\"/etc/ssh\" is a symlink"), "{err}");
+    env.assert_gone(&pattern);
+
     // The same image, the links not denied: the control socket is where the
     // worker looks for it, and the denied file is masked.
     let script = "ls /run/buntime/; cat /etc/sudoers && echo READ-SUDOERS; echo DONE";

@@ -501,8 +501,20 @@ fn unreadable_deny_files(
             }
             continue;
         };
-        let Ok(entries) = fs::read_dir(view(dir)) else {
-            continue;
+        // The pattern's directory must be the one the policy names (not a
+        // link in the image), and listable: else the pattern would mask
+        // nothing while the names resolve elsewhere inside.
+        no_link(&p, dir)?;
+        let entries = match fs::read_dir(view(dir)) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(RuntimeError::Policy(format!(
+                    "filesystem.deny {:?}: cannot list {} to mask what it matches: {e}",
+                    p.display(),
+                    dir.display()
+                )))
+            }
         };
         for e in entries.flatten() {
             if !e.file_name().as_bytes().starts_with(prefix) {

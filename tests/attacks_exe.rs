@@ -100,6 +100,53 @@ watch
 exec sleep 1000
 "#;
 
+/// Runs `bundle` detached as `id` with the runtime `copy`, under a policy
+/// that reads and runs everything and writes `write`, with the runtime's
+/// directory bound at /opt/rt (`bind`: "ro" or "rw"). The init's pid and
+/// its log.
+fn run_with_runtime_dir(
+    env: &Env,
+    copy: &Path,
+    rt_dir: &Path,
+    bundle: &Path,
+    id: &str,
+    write: &[&str],
+    bind: &str,
+) -> (i32, PathBuf) {
+    let policy = json!({
+        "version": 1,
+        "description": "the runtime's directory in the container",
+        "filesystem": { "read": ["/", "/opt/rt"], "write": write, "exec": ["/", "/opt/rt"] },
+        "network": { "mode": "none" }
+    });
+    let rt = rt_dir.to_string_lossy().into_owned();
+    edit_config(bundle, |c| {
+        c["annotations"] = json!({ "buntime.dev/policy": policy.to_string() });
+        if let Some(m) = c["mounts"].as_array_mut() {
+            m.push(json!({
+                "destination": "/opt/rt", "type": "bind", "source": rt,
+                "options": ["rbind", bind]
+            }));
+        }
+    });
+    let log = env.dir.path().join(format!("{id}.log"));
+    let f = fs::File::create(&log).expect("log");
+    let ok = Command::new(copy)
+        .arg("--root")
+        .arg(&env.root)
+        .args(["run", "-d", "--bundle"])
+        .arg(bundle)
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(f.try_clone().expect("clone"))
+        .stderr(f)
+        .status()
+        .expect("run")
+        .success();
+    assert!(ok, "run failed: {}", read(&log));
+    (env.pid(id), log)
+}
+
 #[test]
 fn runtime_binary_cannot_be_overwritten_through_proc_exe() {
     if !nix::unistd::geteuid().is_root() {
@@ -127,45 +174,20 @@ fn runtime_binary_cannot_be_overwritten_through_proc_exe() {
         .expect("chmod evil");
     fs::create_dir_all(rootfs.join("opt/rt")).expect("mount point");
     // Grant everything, the runtime's directory (mounted read-only) too.
-    let policy = json!({
-        "version": 1,
-        "description": "grant everything",
-        "filesystem": {
-            "read": ["/", "/opt/rt"],
-            "write": ["/", "/opt/rt"],
-            "exec": ["/", "/opt/rt"]
-        },
-        "network": { "mode": "none" }
-    });
-    let rt = rt_dir.to_string_lossy().into_owned();
-    edit_config(&bundle, |c| {
-        c["annotations"] = json!({ "buntime.dev/policy": policy.to_string() });
-        if let Some(m) = c["mounts"].as_array_mut() {
-            m.push(json!({
-                "destination": "/opt/rt", "type": "bind", "source": rt,
-                "options": ["rbind", "ro"]
-            }));
-        }
-    });
-
+    let (init, log) = run_with_runtime_dir(
+        &env,
+        &copy,
+        &rt_dir,
+        &bundle,
+        "exe",
+        &["/", "/opt/rt"],
+        "ro",
+    );
     let runtime = |args: &[&str]| {
         let mut c = Command::new(&copy);
         c.arg("--root").arg(&env.root).args(args);
         c
     };
-    let log = env.dir.path().join("init.log");
-    let f = fs::File::create(&log).expect("log");
-    let ok = runtime(&["run", "-d", "--bundle"])
-        .arg(&bundle)
-        .arg("exe")
-        .stdin(Stdio::null())
-        .stdout(f.try_clone().expect("clone"))
-        .stderr(f)
-        .status()
-        .expect("run")
-        .success();
-    assert!(ok, "run failed: {}", read(&log));
-    let init = env.pid("exe");
     let fifo = format!("/proc/{init}/root/tmp/fifo");
     nix::unistd::mkfifo(
         Path::new(&fifo),
@@ -289,44 +311,13 @@ fn without_a_write_rule_over_its_directory_landlock_refuses_the_write() {
     )
     .expect("chmod evil");
     fs::create_dir_all(rootfs.join("opt/rt")).expect("mount point");
-    let policy = json!({
-        "version": 1,
-        "description": "everything but writing the runtime",
-        "filesystem": {
-            "read": ["/", "/opt/rt"],
-            "write": ["/tmp"],
-            "exec": ["/", "/opt/rt"]
-        },
-        "network": { "mode": "none" }
-    });
-    let rt = rt_dir.to_string_lossy().into_owned();
-    edit_config(&bundle, |c| {
-        c["annotations"] = json!({ "buntime.dev/policy": policy.to_string() });
-        if let Some(m) = c["mounts"].as_array_mut() {
-            m.push(json!({
-                "destination": "/opt/rt", "type": "bind", "source": rt,
-                "options": ["rbind", "rw"]
-            }));
-        }
-    });
+    // Everything but writing the runtime (its directory bound read-write).
+    let (init, log) = run_with_runtime_dir(&env, &copy, &rt_dir, &bundle, "rw", &["/tmp"], "rw");
     let runtime = |args: &[&str]| {
         let mut c = Command::new(&copy);
         c.arg("--root").arg(&env.root).args(args);
         c
     };
-    let log = env.dir.path().join("init.log");
-    let f = fs::File::create(&log).expect("log");
-    let ok = runtime(&["run", "-d", "--bundle"])
-        .arg(&bundle)
-        .arg("rw")
-        .stdin(Stdio::null())
-        .stdout(f.try_clone().expect("clone"))
-        .stderr(f)
-        .status()
-        .expect("run")
-        .success();
-    assert!(ok, "run failed: {}", read(&log));
-    let init = env.pid("rw");
     wait_until(Duration::from_secs(5), || read(&log).contains("append"));
     let fifo = format!("/proc/{init}/root/tmp/fifo");
     nix::unistd::mkfifo(

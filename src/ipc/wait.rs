@@ -158,8 +158,8 @@ const EMPTY_WAKES_BEFORE_BACKOFF: u32 = 4;
 /// publication during it is seen at most this late (on that ring only).
 const EMPTY_WAKE_BACKOFF: Duration = Duration::from_millis(1);
 
-/// FUTEX_WAKE all waiters on `word`.
-pub fn futex_wake(word: &AtomicU32) {
+/// FUTEX_WAKE all waiters on `word`; how many were woken.
+pub fn futex_wake(word: &AtomicU32) -> i64 {
     // SAFETY: as above; FUTEX_WAKE does not access the word's memory.
     unsafe {
         libc::syscall(
@@ -170,7 +170,7 @@ pub fn futex_wake(word: &AtomicU32) {
             std::ptr::null::<libc::timespec>(),
             std::ptr::null::<u32>(),
             0u32,
-        );
+        )
     }
 }
 
@@ -267,7 +267,7 @@ pub fn notify(word: &AtomicU32, flag: &AtomicU32) -> bool {
     }
     match flag.swap(WAIT_AWAKE, Ordering::SeqCst) {
         WAIT_FUTEX => {
-            futex_wake(word);
+            let _ = futex_wake(word);
             false
         }
         WAIT_DOORBELL => true,
@@ -330,18 +330,7 @@ mod tests {
             std::thread::spawn(move || {
                 let mut woken = 0i64;
                 while !stop.load(Ordering::Relaxed) {
-                    // SAFETY: FUTEX_WAKE on a valid word; no memory access.
-                    let n = unsafe {
-                        libc::syscall(
-                            libc::SYS_futex,
-                            word.as_ptr(),
-                            libc::FUTEX_WAKE,
-                            i32::MAX,
-                            std::ptr::null::<libc::timespec>(),
-                            std::ptr::null::<u32>(),
-                            0u32,
-                        )
-                    };
+                    let n = futex_wake(&word);
                     woken += n.max(0);
                 }
                 woken

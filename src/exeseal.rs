@@ -352,13 +352,6 @@ impl Resolver<'_> {
     }
 }
 
-fn is_bind(m: &Mount) -> bool {
-    m.typ().as_deref() == Some("bind")
-        || m.options()
-            .as_ref()
-            .is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"))
-}
-
 /// libcontainer takes a relative destination as relative to the rootfs.
 fn destination(m: &Mount) -> PathBuf {
     Path::new("/").join(m.destination())
@@ -375,7 +368,7 @@ pub fn open_path(p: &Path) -> std::io::Result<File> {
 }
 
 fn is_fresh(m: &Mount) -> bool {
-    !is_bind(m) && FRESH_TYPES.contains(&m.typ().as_deref().unwrap_or_default())
+    !crate::spec::is_bind(m) && FRESH_TYPES.contains(&m.typ().as_deref().unwrap_or_default())
 }
 
 /// `rule` in the container as libcontainer will build it: below the last
@@ -391,7 +384,7 @@ fn planned_target(root: &File, mounts: &[(&Mount, Option<PathBuf>)], rule: &Path
         if is_fresh(m) {
             return Target::Fresh;
         }
-        if !is_bind(m) {
+        if !crate::spec::is_bind(m) {
             return Target::Unknown(format!(
                 "mount {} of type {:?} (possibly the binary's filesystem)",
                 dest.display(),

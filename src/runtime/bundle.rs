@@ -148,7 +148,7 @@ pub fn effective_spec(bundle: &Bundle, id: &str, systemd: bool) -> Result<Spec> 
             .map(|mut m| {
                 let relative = m.source().as_ref().filter(|s| s.is_relative()).cloned();
                 if let Some(src) = relative {
-                    if is_bind(&m) {
+                    if crate::spec::is_bind(&m) {
                         m.set_source(Some(bundle.dir.join(src)));
                     }
                 }
@@ -169,13 +169,6 @@ pub fn effective_spec(bundle: &Bundle, id: &str, systemd: bool) -> Result<Spec> 
         spec.set_linux(Some(linux));
     }
     Ok(spec)
-}
-
-fn is_bind(m: &Mount) -> bool {
-    m.typ().as_deref() == Some("bind")
-        || m.options()
-            .as_ref()
-            .is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"))
 }
 
 /// Marks a spec whose masked-equality seccomp arguments are already in

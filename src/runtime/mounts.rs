@@ -144,11 +144,7 @@ impl MaskView<'_> {
         if rest.as_os_str().is_empty() {
             return Seen::MountPoint;
         }
-        let bind = m.typ().as_deref() == Some("bind")
-            || m.options()
-                .iter()
-                .flatten()
-                .any(|o| o == "bind" || o == "rbind");
+        let bind = crate::spec::is_bind(m);
         match m.source() {
             Some(src) if bind && src.is_absolute() => Seen::At(src.join(rest)),
             _ => Seen::Nothing,

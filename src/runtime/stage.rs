@@ -59,11 +59,7 @@ pub fn stage_sources(spec: &mut Spec, bundle: &Path) -> Result<()> {
     let stage = bundle.join(STAGE_DIR);
     let mut n = 0usize;
     for m in mounts.iter_mut() {
-        let is_bind = m.typ().as_deref() == Some("bind")
-            || m.options()
-                .iter()
-                .flatten()
-                .any(|o| o == "bind" || o == "rbind");
+        let is_bind = crate::spec::is_bind(m);
         let Some(src) = m.source().clone().filter(|s| is_bind && s.is_absolute()) else {
             continue;
         };

@@ -155,7 +155,8 @@ fn is_virtual(p: &Path) -> bool {
         || p == Path::new("/")
 }
 
-fn is_bind(m: &Mount) -> bool {
+/// A bind mount: by type, or by a `bind`/`rbind` option.
+pub fn is_bind(m: &Mount) -> bool {
     m.typ().as_deref() == Some("bind")
         || m.options()
             .iter()

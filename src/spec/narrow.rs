@@ -30,11 +30,7 @@ impl std::error::Error for NarrowingError {}
 fn is_host_mount(m: &Mount) -> bool {
     // Binds expose host paths; so does any mount whose source is an
     // absolute host path with a non-virtual type.
-    let bind = m.typ().as_deref() == Some("bind")
-        || m.options()
-            .iter()
-            .flatten()
-            .any(|o| o == "bind" || o == "rbind");
+    let bind = super::is_bind(m);
     let virtual_fs = matches!(
         m.typ().as_deref(),
         Some("tmpfs" | "proc" | "sysfs" | "devpts" | "mqueue" | "cgroup" | "cgroup2" | "shm")

@@ -543,7 +543,16 @@ pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError>
         .as_ref()
         .and_then(|a| a.get(crate::policy::source::ANNOTATION_PATHS))
         .is_some_and(|v| v == "host");
-    let view = view::View::open(init_pid, &spec, host_paths).map_err(io("open container root"))?;
+    let host_named: Vec<PathBuf> = policy
+        .filesystem
+        .read
+        .iter()
+        .chain(&policy.filesystem.write)
+        .chain(&policy.filesystem.exec)
+        .map(|p| crate::policy::normalize_path(p.as_path()))
+        .collect();
+    let view = view::View::open(init_pid, &spec, host_paths.then_some(&host_named[..]))
+        .map_err(io("open container root"))?;
     let ctx = Arc::new(Ctx {
         id: id.to_string(),
         output_limit: policy.resources.output.map(|b| b.bytes()),

@@ -55,13 +55,17 @@ fn open_dir(path: &str) -> std::io::Result<File> {
 }
 
 impl View {
-    /// The sandbox's view of `init_pid`; with `host_paths`, the host's
+    /// The sandbox's view of `init_pid`; with `host_paths` (`buntime
+    /// run`'s: the policy's paths, bound at the same place), the host's
     /// tree too, for paths outside the mounts the spec lists.
-    pub fn open(init_pid: i32, spec: &Spec, host_paths: bool) -> std::io::Result<View> {
-        let host = if host_paths {
-            Some((open_dir("/")?, own_mounts(spec)))
-        } else {
-            None
+    pub fn open(
+        init_pid: i32,
+        spec: &Spec,
+        host_paths: Option<&[PathBuf]>,
+    ) -> std::io::Result<View> {
+        let host = match host_paths {
+            Some(named) => Some((open_dir("/")?, own_mounts(spec, named))),
+            None => None,
         };
         let init = crate::supervisor::pidfd_open(init_pid)?;
         let view = View {
@@ -143,23 +147,20 @@ impl Place<'_> {
     }
 }
 
-/// The spec's mount destinations (normalised); `/` when the root itself
-/// is a bind of the host's (a policy that reads `/`).
-fn own_mounts(spec: &Spec) -> Vec<OwnMount> {
+/// The spec's mount destinations (normalised). A bind at one of the
+/// policy's host paths shows the host's tree of that name (its source may
+/// be a staged bind of it: `runtime::stage`).
+fn own_mounts(spec: &Spec, host_named: &[PathBuf]) -> Vec<OwnMount> {
     spec.mounts()
         .iter()
         .flatten()
         .map(|m| {
             let dest = normalize_path(&Path::new("/").join(m.destination()));
-            let is_bind = m.typ().as_deref() == Some("bind")
-                || m.options()
-                    .iter()
-                    .flatten()
-                    .any(|o| o == "bind" || o == "rbind");
-            let host_same_path = is_bind
-                && m.source()
-                    .as_deref()
-                    .is_some_and(|s| normalize_path(s) == dest);
+            let host_same_path = crate::spec::is_bind(m)
+                && (host_named.contains(&dest)
+                    || m.source()
+                        .as_deref()
+                        .is_some_and(|s| normalize_path(s) == dest));
             OwnMount {
                 dest,
                 host_same_path,
@@ -187,7 +188,7 @@ mod tests {
             {"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro"]},
             {"destination": "/opt/buntime", "type": "bind", "source": "/x/home", "options": ["rbind"]},
         ]));
-        let v = View::open(std::process::id() as i32, &s, true).unwrap();
+        let v = View::open(std::process::id() as i32, &s, Some(&[])).unwrap();
         for p in [
             "/tmp/x/victim",
             "/tmp",
@@ -207,8 +208,21 @@ mod tests {
             v.shadowed_by(Path::new("/opt/buntime/y")),
             Some(Path::new("/opt/buntime"))
         );
+        // A policy's host path whose bind was staged (another source)
+        // still shows the host's tree of that name.
+        let staged = spec(serde_json::json!([
+            {"destination": "/data", "type": "bind", "source": "/b/stage/0", "options": ["rbind"]},
+        ]));
+        let named = [PathBuf::from("/data")];
+        let v = View::open(std::process::id() as i32, &staged, Some(&named)).unwrap();
+        assert_eq!(v.shadowed_by(Path::new("/data/missing")), None);
+        let v = View::open(std::process::id() as i32, &staged, Some(&[])).unwrap();
+        assert_eq!(
+            v.shadowed_by(Path::new("/data/missing")),
+            Some(Path::new("/data"))
+        );
         // Without host paths (containers): never the host.
-        let c = View::open(std::process::id() as i32, &s, false).unwrap();
+        let c = View::open(std::process::id() as i32, &s, None).unwrap();
         assert!(c.host_fallback(Path::new("/data/x.csv")).is_none());
     }
 }

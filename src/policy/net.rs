@@ -469,6 +469,7 @@ impl HostAddrs {
             || self.0.binary_search(&ip).is_ok()
     }
 
+    #[cfg(test)]
     pub fn addrs(&self) -> &[IpAddr] {
         &self.0
     }

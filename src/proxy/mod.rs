@@ -441,7 +441,7 @@ fn handle(client: TcpStream, gate: &dyn Gate, limits: &Limits, unrecorded: Unrec
     attempt.decision = "allow";
     match first {
         Ok(()) => {
-            let moved = relay::relay_request(client, upstream, limits.idle_timeout, framer);
+            let moved = relay::relay(client, upstream, limits.idle_timeout, framer);
             let head_len = target.forward_head.as_ref().map_or(0, Vec::len);
             attempt.bytes_up = moved.up + (rest.len() + head_len) as u64;
             attempt.bytes_down = moved.down;

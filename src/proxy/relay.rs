@@ -82,14 +82,10 @@ impl Idle {
     }
 }
 
-/// Relays until both directions are done (EOF, error, or idle timeout).
-pub fn relay(client: TcpStream, upstream: TcpStream, idle: Duration) -> Relayed {
-    relay_request(client, upstream, idle, None)
-}
-
-/// [`relay`], sending upstream only the rest of one request's body as
-/// `framer` follows it (for a forwarded request; `None`: a tunnel).
-pub fn relay_request(
+/// Relays until both directions are done (EOF, error, or idle timeout),
+/// sending upstream only the rest of one request's body as `framer`
+/// follows it (for a forwarded request; `None`: a tunnel).
+pub fn relay(
     client: TcpStream,
     upstream: TcpStream,
     idle: Duration,
@@ -167,7 +163,7 @@ fn pump(
     framer: Option<BodyFramer>,
 ) -> (u64, Option<Violation>) {
     let (end, n) = copy_loop(src, dst, idle, framer);
-    let violation = match end {
+    match end {
         // Nothing more goes upstream; the answer to the request still
         // comes down. What the client sends meanwhile is read and
         // dropped (closing over it would reset the answer away).
@@ -176,21 +172,14 @@ fn pump(
             if r.is_err() {
                 abort(src, idle);
             }
-            return (
-                n,
-                Some(Violation::AfterBody {
-                    bytes: first + more,
-                }),
-            );
+            let bytes = first + more;
+            return (n, Some(Violation::AfterBody { bytes }));
         }
         End::Malformed(reason) => {
             abort(src, idle);
             abort(dst, idle);
             return (n, Some(Violation::Malformed(reason)));
         }
-        _ => None,
-    };
-    match end {
         // Pass the half-close on; the other direction goes on. Not after
         // an abort, where this EOF is only the other thread's wake-up.
         End::Eof if !idle.aborted.load(Ordering::Relaxed) => {
@@ -212,9 +201,8 @@ fn pump(
             abort(src, idle);
             abort(dst, idle);
         }
-        End::AfterBody(_) | End::Malformed(_) => {}
     }
-    (n, violation)
+    (n, None)
 }
 
 /// Reads and drops until EOF; `Err` on an error or the idle timeout. Also
@@ -367,7 +355,7 @@ mod tests {
         // client_end <-> [client | relay | upstream] <-> server_end
         let (mut client_end, client) = pair();
         let (upstream, mut server_end) = pair();
-        let t = std::thread::spawn(move || relay(client, upstream, Duration::from_secs(5)));
+        let t = std::thread::spawn(move || relay(client, upstream, Duration::from_secs(5), None));
         let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         let p2 = payload.clone();
         let writer = std::thread::spawn(move || {
@@ -398,7 +386,7 @@ mod tests {
     fn idle_connections_end_with_a_reset() {
         let (mut client_end, client) = pair();
         let (upstream, mut server_end) = pair();
-        let r = relay(client, upstream, Duration::from_millis(200));
+        let r = relay(client, upstream, Duration::from_millis(200), None);
         assert_eq!(r, Relayed::default());
         let mut b = [0u8; 1];
         for end in [&mut client_end, &mut server_end] {
@@ -415,7 +403,7 @@ mod tests {
     fn an_upstream_reset_reaches_the_client_as_a_reset_after_its_bytes() {
         let (mut client_end, client) = pair();
         let (upstream, mut server_end) = pair();
-        let t = std::thread::spawn(move || relay(client, upstream, Duration::from_secs(5)));
+        let t = std::thread::spawn(move || relay(client, upstream, Duration::from_secs(5), None));
         server_end.write_all(b"partial answer").unwrap();
         let mut got = [0u8; 14];
         client_end.read_exact(&mut got).unwrap();
@@ -431,7 +419,7 @@ mod tests {
     fn an_upstream_gone_after_its_answer_does_not_cost_the_client_the_answer() {
         let (mut client_end, client) = pair();
         let (upstream, mut server_end) = pair();
-        let t = std::thread::spawn(move || relay(client, upstream, Duration::from_secs(5)));
+        let t = std::thread::spawn(move || relay(client, upstream, Duration::from_secs(5), None));
         // More than the client's receive buffer holds before it reads:
         // the rest waits in the relay's send queue.
         let answer = vec![b'a'; 4 << 20];
@@ -468,7 +456,7 @@ mod tests {
     fn a_client_reset_reaches_upstream_as_a_reset() {
         let (client_end, client) = pair();
         let (upstream, mut server_end) = pair();
-        let t = std::thread::spawn(move || relay(client, upstream, Duration::from_secs(5)));
+        let t = std::thread::spawn(move || relay(client, upstream, Duration::from_secs(5), None));
         reset(client_end);
         let mut b = [0u8; 1];
         let e = server_end.read(&mut b).expect_err("a reset, not EOF");

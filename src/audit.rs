@@ -326,11 +326,9 @@ impl AuditLog {
     /// Write errors are logged, not returned: a full disk must not stop
     /// decisions.
     pub fn record(&self, r: &AuditRecord) {
-        tracing::info!(target: "audit", container = %r.container, pid = r.pid, kind = %r.kind,
-            subject = %r.subject, decision = %r.decision, rule = %r.rule, reason = %r.reason,
-            latency_us = r.latency_us, bytes = r.bytes, "decision");
         let (subject, reason) = (clip(&r.subject), clip(&r.reason));
-        let line = if subject.is_some() || reason.is_some() {
+        let clipped;
+        let r = if subject.is_some() || reason.is_some() {
             let mut c = r.clone();
             if let Some(x) = subject {
                 c.subject = x;
@@ -338,10 +336,12 @@ impl AuditLog {
             if let Some(x) = reason {
                 c.reason = x;
             }
-            to_line(&c)
+            clipped = c;
+            &clipped
         } else {
-            to_line(r)
+            r
         };
+        let line = to_line(r);
         let mut sink = self.lock();
         let limit = if r.decision == "allow" {
             self.quota.allow
@@ -368,6 +368,10 @@ impl AuditLog {
         }
         sink.used += line.len() as u64;
         self.write(&mut sink, &line);
+        // Only what was written, clipped: the quota bounds supervisor.log too.
+        tracing::info!(target: "audit", container = %r.container, pid = r.pid, kind = %r.kind,
+            subject = %r.subject, decision = %r.decision, rule = %r.rule, reason = %r.reason,
+            latency_us = r.latency_us, bytes = r.bytes, "decision");
     }
 
     /// What the quota kept out: one line per (kind, decision) with `count`

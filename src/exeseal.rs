@@ -499,7 +499,7 @@ pub fn decide(
     if abi < TRUNCATE_ABI {
         return SealDecision::Needed(SealReason::TruncateNotHandled { abi });
     }
-    if !own_pid_namespace(spec) {
+    if !crate::runtime::create::has_new_ns(spec, LinuxNamespaceType::Pid) {
         return SealDecision::Needed(SealReason::SharedPidNamespace);
     }
     // Only `write` rules carry write-file and truncate (landlock.rs).
@@ -524,16 +524,6 @@ pub fn decide(
 
 /// A new pid namespace (no path to join): the container's processes see
 /// no process outside it.
-fn own_pid_namespace(spec: &Spec) -> bool {
-    spec.linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .is_some_and(|ns| {
-            ns.iter()
-                .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_none())
-        })
-}
-
 /// The decision for this process: `Ok` to go on (not needed, or already
 /// sealed, or the binary is on a read-only mount), `Err(reason)` when the
 /// command must be redone from a sealed copy.

@@ -368,11 +368,6 @@ impl ControlSocket {
         }))
     }
 
-    /// Shut both directions down (wakes a peer blocked in recv).
-    pub fn shutdown(&self) {
-        let _ = socket::shutdown(self.fd.as_raw_fd(), socket::Shutdown::Both);
-    }
-
     /// Shut our sending side: the peer reads what we sent, then EOF (a
     /// peer blocked in recv wakes up).
     pub fn shutdown_write(&self) {

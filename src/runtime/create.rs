@@ -611,7 +611,8 @@ fn has_new_userns(spec: &libcontainer::oci_spec::runtime::Spec) -> bool {
     )
 }
 
-fn has_new_ns(
+/// The spec makes a namespace of `typ` of its own (not one joined by path).
+pub(crate) fn has_new_ns(
     spec: &libcontainer::oci_spec::runtime::Spec,
     typ: libcontainer::oci_spec::runtime::LinuxNamespaceType,
 ) -> bool {

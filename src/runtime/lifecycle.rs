@@ -93,12 +93,8 @@ pub fn kill(root: &Root, id: &str, sig: Signal, all: bool) -> Result<()> {
         });
     }
     let targets: Vec<i32> = if all {
-        // Not the supervisor, which on cgroup v2 shares the container's
-        // cgroup (`supervisor::charge`): `kill --all` is for the container.
-        let sup = root.read_meta(id).supervisor_pid;
-        let mut pids = cgroup::pids(&c)?;
-        pids.retain(|&p| Some(p) != sup);
-        pids
+        // Not the supervisor (`ps::pids`): `kill --all` is for the container.
+        super::ps::pids(root, id)?
     } else {
         c.pid().map(|p| vec![p.as_raw()]).unwrap_or_default()
     };

@@ -744,7 +744,7 @@ fn serve_loop(
             continue;
         };
         if workers.load(Ordering::SeqCst) >= MAX_WORKERS {
-            serve::reject(ctx, &sock, "too many connections");
+            serve::reject(ctx, &sock, "too many connections", Duration::ZERO);
             continue;
         }
         workers.fetch_add(1, Ordering::SeqCst);

@@ -62,9 +62,12 @@ fn deny(rule: impl Into<String>, reason: impl Into<String>) -> Outcome {
 }
 
 /// Refuses a connection with REJECT and audits it.
-pub(super) fn reject(ctx: &Ctx, sock: &ControlSocket, why: &str) {
+/// `linger`: how long to read what the client still sends, so that the
+/// REJECT is not lost to a reset. Zero on the accept loop, which a
+/// sandbox must not be able to hold up with connections it keeps open.
+pub(super) fn reject(ctx: &Ctx, sock: &ControlSocket, why: &str, linger: Duration) {
     let pid = sock.peer_cred().map(|c| c.pid).unwrap_or(0);
-    sock.reject(why, crate::ipc::control::LINGER);
+    sock.reject(why, linger);
     let mut r = record(ctx, pid, "connect", "control socket".into());
     r.decision = "deny".into();
     r.reason = why.into();
@@ -101,14 +104,24 @@ pub(super) fn connection(
     // SO_PEERCRED is the connecting process as the kernel saw it; only
     // processes in the container's mount namespace are its workers.
     if !same_container(ctx, &peer) {
-        reject(ctx, &sock, "not a process of this container");
+        reject(
+            ctx,
+            &sock,
+            "not a process of this container",
+            crate::ipc::control::LINGER,
+        );
         return;
     }
     // Requests are carried out with this worker's rights (see `creds`).
     match super::creds::SandboxCreds::of_peer(sock.as_fd(), peer.uid, peer.gid) {
         Ok(c) => super::creds::serve_as(c),
         Err(e) => {
-            reject(ctx, &sock, &format!("peer credentials: {e}"));
+            reject(
+                ctx,
+                &sock,
+                &format!("peer credentials: {e}"),
+                crate::ipc::control::LINGER,
+            );
             return;
         }
     }
@@ -116,7 +129,12 @@ pub(super) fn connection(
     let segment = match segment.or_else(|_| new_segment()) {
         Ok(s) => s,
         Err(e) => {
-            reject(ctx, &sock, &format!("no segment: {e}"));
+            reject(
+                ctx,
+                &sock,
+                &format!("no segment: {e}"),
+                crate::ipc::control::LINGER,
+            );
             return;
         }
     };
@@ -522,7 +540,11 @@ fn fs_request(
     match (kind, write) {
         ("list_dir", _) => {
             let fd = open(libc::O_RDONLY | libc::O_DIRECTORY).map_err(|e| fail(&rule, e))?;
-            let data = fsops::list_dir(&fd, LIST_LIMIT).map_err(|e| fail(&rule, e))?;
+            // Listed with the worker's rights too (entry types may need a
+            // stat inside the directory).
+            let data = super::creds::assume_worker()
+                .and_then(|_rights| fsops::list_dir(&fd, LIST_LIMIT))
+                .map_err(|e| fail(&rule, e))?;
             Ok(Outcome::Allow {
                 bytes: data.len() as u64,
                 data,
@@ -597,7 +619,7 @@ fn open_as_worker(
         // a broker answer.
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) && by_broker && !writes(flags) => {
             match ctx.view.host_fallback(p) {
-                Some(place) => fsops::open_beneath(place.dir(), tree, rest, flags, follow),
+                Some(host) => fsops::open_beneath(host, tree, rest, flags, follow),
                 None => Err(e),
             }
         }
@@ -771,10 +793,6 @@ fn exec_request(ctx: &Ctx, peer: &PeerCred, argv: &[Vec<u8>]) -> Result<Outcome,
         .view
         .root()
         .map_err(|e| deny("default", format!("the sandbox's root: {e}")))?;
-    // The PATH search too is the worker's: it must not learn what lies in
-    // directories it may not search.
-    let _rights = super::creds::assume_worker()
-        .map_err(|e| deny("default", format!("the worker's rights: {e}")))?;
     let exists = |p: &Path| {
         let rel = p.strip_prefix("/").unwrap_or(p);
         fsops::openat2(
@@ -788,6 +806,10 @@ fn exec_request(ctx: &Ctx, peer: &PeerCred, argv: &[Vec<u8>]) -> Result<Outcome,
     let path = if prog.contains('/') {
         normalize_path(&Path::new("/").join(&prog))
     } else {
+        // The PATH search is the worker's: it must not learn what lies in
+        // directories it may not search.
+        let _rights = super::creds::assume_worker()
+            .map_err(|e| deny("default", format!("the worker's rights: {e}")))?;
         ctx.path_var
             .split(':')
             .filter(|d| d.starts_with('/'))

@@ -26,15 +26,6 @@ pub struct OwnMount {
     pub host_same_path: bool,
 }
 
-/// Where a request's path is looked up.
-pub enum Place<'a> {
-    /// The sandbox's view.
-    Sandbox(&'a File),
-    /// The host's tree, for a path outside every mount of a `buntime run`
-    /// sandbox.
-    Host(&'a File),
-}
-
 pub struct View {
     init_pid: i32,
     /// The init itself: its pid names the same process only while this
@@ -106,10 +97,10 @@ impl View {
     /// Where a broker-granted path that the sandbox's view lacks may be
     /// opened instead: the host's tree when no mount of the sandbox covers
     /// it (nothing inside has that name), else nowhere.
-    pub fn host_fallback(&self, p: &Path) -> Option<Place<'_>> {
+    pub fn host_fallback(&self, p: &Path) -> Option<&File> {
         let (host, _) = self.host.as_ref()?;
         match self.mount_of(p) {
-            None => Some(Place::Host(host)),
+            None => Some(host),
             Some(_) => None,
         }
     }
@@ -136,14 +127,6 @@ fn alive(pidfd: &std::os::fd::OwnedFd) -> bool {
             std::ptr::null::<libc::siginfo_t>(),
             0u32,
         ) == 0
-    }
-}
-
-impl Place<'_> {
-    pub fn dir(&self) -> &File {
-        match self {
-            Place::Sandbox(f) | Place::Host(f) => f,
-        }
     }
 }
 
@@ -198,10 +181,7 @@ mod tests {
         ] {
             assert!(v.host_fallback(Path::new(p)).is_none(), "{p}");
         }
-        assert!(matches!(
-            v.host_fallback(Path::new("/data/x.csv")),
-            Some(Place::Host(_))
-        ));
+        assert!(v.host_fallback(Path::new("/data/x.csv")).is_some());
         assert_eq!(v.shadowed_by(Path::new("/tmp/x")), Some(Path::new("/tmp")));
         assert_eq!(v.shadowed_by(Path::new("/usr/x")), None);
         assert_eq!(

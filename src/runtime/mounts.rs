@@ -133,10 +133,10 @@ impl MaskView<'_> {
         let Self::Image { rootfs, mounts } = self else {
             return Seen::At(p.to_path_buf());
         };
-        let under = mounts
-            .iter()
-            .filter(|m| p.starts_with(m.destination()))
-            .max_by_key(|m| m.destination().components().count());
+        // Mounts are made in the spec's order: the last one covering `p`
+        // is what the container sees there (a later bind of `/etc` hides
+        // an earlier one of `/etc/ssh`).
+        let under = mounts.iter().rev().find(|m| p.starts_with(m.destination()));
         let Some(m) = under else {
             return Seen::At(rootfs.join(p.strip_prefix("/").unwrap_or(p)));
         };
@@ -289,6 +289,19 @@ mod tests {
         assert!(refuse_symlinked_mask(keys, keys, &image).is_err());
         let tmp = Path::new("/tmp/x");
         assert!(refuse_symlinked_mask(tmp, tmp, &image).is_ok());
+        // A later bind of /etc hides the earlier one of /etc/ssh: the link
+        // that counts is the one in the later source.
+        let etc = dir.path().join("etc-volume");
+        fs::create_dir_all(etc.join("ssh")).expect("etc volume");
+        std::os::unix::fs::symlink("/run/buntime", etc.join("ssh/keys2")).expect("link");
+        let later = [mount("/etc/ssh", "bind", &vol), mount("/etc", "bind", &etc)];
+        let image = MaskView::Image {
+            rootfs: &root,
+            mounts: &later,
+        };
+        let keys2 = Path::new("/etc/ssh/keys2");
+        assert!(refuse_symlinked_mask(keys2, keys2, &image).is_err());
+        assert!(refuse_symlinked_mask(keys, keys, &image).is_ok());
         // `buntime run`: the name itself only, on the host.
         let host_link = vol.join("keys");
         assert!(refuse_symlinked_mask(&host_link, &host_link, &MaskView::Host).is_err());

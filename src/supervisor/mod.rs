@@ -551,8 +551,13 @@ pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError>
         .chain(&policy.filesystem.exec)
         .map(|p| crate::policy::normalize_path(p.as_path()))
         .collect();
-    let view = view::View::open(init_pid, &spec, host_paths.then_some(&host_named[..]))
-        .map_err(io("open container root"))?;
+    let view = view::View::open(
+        init_pid,
+        pidfd.try_clone().map_err(io("dup init pidfd"))?,
+        &spec,
+        host_paths.then_some(&host_named[..]),
+    )
+    .map_err(io("open container root"))?;
     let ctx = Arc::new(Ctx {
         id: id.to_string(),
         output_limit: policy.resources.output.map(|b| b.bytes()),

@@ -49,8 +49,10 @@ impl View {
     /// The sandbox's view of `init_pid`; with `host_paths` (`buntime
     /// run`'s: the policy's paths, bound at the same place), the host's
     /// tree too, for paths outside the mounts the spec lists.
+    /// `init` is a pidfd of `init_pid` (the supervisor's own, cloned).
     pub fn open(
         init_pid: i32,
+        init: std::os::fd::OwnedFd,
         spec: &Spec,
         host_paths: Option<&[PathBuf]>,
     ) -> std::io::Result<View> {
@@ -58,7 +60,6 @@ impl View {
             Some(named) => Some((open_dir("/")?, own_mounts(spec, named))),
             None => None,
         };
-        let init = crate::supervisor::pidfd_open(init_pid)?;
         let view = View {
             init_pid,
             init,
@@ -163,6 +164,10 @@ mod tests {
         serde_json::from_value(v).unwrap()
     }
 
+    fn me() -> std::os::fd::OwnedFd {
+        crate::supervisor::pidfd_open(std::process::id() as i32).unwrap()
+    }
+
     #[test]
     fn paths_under_the_sandboxs_own_mounts_never_reach_the_host() {
         let s = spec(serde_json::json!([
@@ -171,7 +176,7 @@ mod tests {
             {"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro"]},
             {"destination": "/opt/buntime", "type": "bind", "source": "/x/home", "options": ["rbind"]},
         ]));
-        let v = View::open(std::process::id() as i32, &s, Some(&[])).unwrap();
+        let v = View::open(std::process::id() as i32, me(), &s, Some(&[])).unwrap();
         for p in [
             "/tmp/x/victim",
             "/tmp",
@@ -194,15 +199,15 @@ mod tests {
             {"destination": "/data", "type": "bind", "source": "/b/stage/0", "options": ["rbind"]},
         ]));
         let named = [PathBuf::from("/data")];
-        let v = View::open(std::process::id() as i32, &staged, Some(&named)).unwrap();
+        let v = View::open(std::process::id() as i32, me(), &staged, Some(&named)).unwrap();
         assert_eq!(v.shadowed_by(Path::new("/data/missing")), None);
-        let v = View::open(std::process::id() as i32, &staged, Some(&[])).unwrap();
+        let v = View::open(std::process::id() as i32, me(), &staged, Some(&[])).unwrap();
         assert_eq!(
             v.shadowed_by(Path::new("/data/missing")),
             Some(Path::new("/data"))
         );
         // Without host paths (containers): never the host.
-        let c = View::open(std::process::id() as i32, &s, None).unwrap();
+        let c = View::open(std::process::id() as i32, me(), &s, None).unwrap();
         assert!(c.host_fallback(Path::new("/data/x.csv")).is_none());
     }
 }

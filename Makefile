@@ -36,9 +36,9 @@ fmt:
 # $(PREFIX)/share/buntime (policy schema, engine snippets, bundle templates),
 # and /etc/buntime (not under PREFIX: the
 # runtime looks there): policies/*.json (shipped, replaced on every install)
-# and default.json (the node's default policy: an admin's file, installed
-# only when there is none, never overwritten, removed by uninstall only when
-# unchanged). NO_BUILD=1 skips the release build; TARGET_DIR picks the
+# and default.json (the node's default policy for containers that name none:
+# policies/engine.json; an admin's file, installed only when there is none,
+# never overwritten, removed by uninstall only when unchanged). NO_BUILD=1 skips the release build; TARGET_DIR picks the
 # binaries (default target/release).
 BINDIR ?= $(PREFIX)/bin
 LIBDIR ?= $(PREFIX)/lib
@@ -59,8 +59,11 @@ install: $(INSTALL_DEPS)
 	install -m 0644 policies/schema.json $(DESTDIR)$(DATADIR)/policy-schema.json
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/default.json ]; then \
 		echo "install: keeping existing $(DESTDIR)$(SYSCONFDIR)/default.json"; \
+		if cmp -s policies/default.json $(DESTDIR)$(SYSCONFDIR)/default.json; then \
+			echo "install: it is the strict policies/default.json (buntime run's default, with a 5m timeout and no network); the engine default is $(SYSCONFDIR)/policies/engine.json"; \
+		fi; \
 	else \
-		install -m 0644 policies/default.json $(DESTDIR)$(SYSCONFDIR)/default.json; \
+		install -m 0644 policies/engine.json $(DESTDIR)$(SYSCONFDIR)/default.json; \
 	fi
 	@set -e; for d in integration bundle-templates; do \
 		if [ -d $$d ]; then \
@@ -86,7 +89,7 @@ uninstall:
 	rm -f $(addprefix $(DESTDIR)$(SYSCONFDIR)/policies/,$(notdir $(SHIPPED_POLICIES)))
 	rm -rf $(DESTDIR)$(DATADIR)
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/default.json ]; then \
-		if cmp -s policies/default.json $(DESTDIR)$(SYSCONFDIR)/default.json; then \
+		if cmp -s policies/engine.json $(DESTDIR)$(SYSCONFDIR)/default.json; then \
 			rm -f $(DESTDIR)$(SYSCONFDIR)/default.json; \
 		else \
 			echo "uninstall: keeping modified $(DESTDIR)$(SYSCONFDIR)/default.json"; \

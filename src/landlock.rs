@@ -393,6 +393,22 @@ impl LandlockPlan {
         }
     }
 
+    /// Whether the plan lets `path` (absolute, canonical as the container
+    /// sees it) be executed: an `exec` rule (or resolved `exec.allow` name,
+    /// or loader) is the path itself or a directory above it.
+    pub fn grants_exec(&self, path: &Path) -> bool {
+        self.exec_paths().iter().any(|r| path.starts_with(r))
+    }
+
+    /// Whether the plan lets `path` be read (any of its rules covers it).
+    pub fn grants_read(&self, path: &Path) -> bool {
+        self.read
+            .iter()
+            .chain(&self.write)
+            .any(|r| path.starts_with(r))
+            || self.grants_exec(path)
+    }
+
     /// The status to record when the plan is not applied because the
     /// kernel has no Landlock (create still works unless required).
     pub fn unsupported_status() -> LandlockStatus {
@@ -497,7 +513,7 @@ mod tests {
 
     #[test]
     fn plan_round_trips_through_json() {
-        let p = crate::policy::builtin_default();
+        let p = crate::policy::builtin_run_default();
         let plan = LandlockPlan::from_policy(&p, &spec_with_path("/bin"), None);
         let s = serde_json::to_string(&plan).unwrap();
         assert_eq!(serde_json::from_str::<LandlockPlan>(&s).unwrap(), plan);

@@ -136,16 +136,24 @@ disabled_plugins = [
 
     fn import_image(&self) {
         let rootfs = engines::busybox_rootfs(&self.dir.path().join("bundle"));
-        let tar = self.dir.path().join("image.tar");
+        self.import(&rootfs, &self.image, &["echo", "image-cmd-ran"]);
+    }
+
+    /// Imports `rootfs` as `image` with command `cmd` (offline).
+    fn import(&self, rootfs: &Path, image: &str, cmd: &[&str]) {
+        let tar = self
+            .dir
+            .path()
+            .join(format!("{}.tar", engines::unique("image")));
         let script =
             Path::new(engines::MANIFEST_DIR).join("integration/containerd/make-oci-archive.py");
         let out = engines::run(
             Command::new("python3")
                 .arg(script)
-                .arg(&rootfs)
-                .arg(&self.image)
+                .arg(rootfs)
+                .arg(image)
                 .arg(&tar)
-                .args(["echo", "image-cmd-ran"]),
+                .args(cmd),
             LIMIT,
         );
         assert!(out.ok(), "make-oci-archive: {}", out.stderr);
@@ -158,9 +166,23 @@ disabled_plugins = [
         ]);
     }
 
+    /// The python app image (`engines::python_app_rootfs`), its script as
+    /// the command.
+    fn import_app(&self) -> String {
+        let rootfs = engines::python_app_rootfs(&self.dir.path().join("app"));
+        let image = format!("localhost/{}:1", engines::unique("buntime-test-app"));
+        self.import(&rootfs, &image, &[engines::APP_CMD]);
+        image
+    }
+
     /// `ctr run` with buntime-runc: `opts` before the image, `cmd` after the
     /// container id.
     fn run(&self, opts: &[&str], id: &str, cmd: &[&str]) -> Out {
+        self.run_image(opts, &self.image, id, cmd)
+    }
+
+    /// [`Containerd::run`] of another image.
+    fn run_image(&self, opts: &[&str], image: &str, id: &str, cmd: &[&str]) -> Out {
         // The runtime with a node configuration that lets annotations ask
         // for host networking (engines::open_node).
         let etc = self.dir.path().join("etc");
@@ -173,7 +195,7 @@ disabled_plugins = [
         args.extend(["--runc-root", root.to_str().unwrap_or_default()]);
         args.extend(["--fifo-dir", fifo.to_str().unwrap_or_default()]);
         args.extend(opts);
-        args.push(&self.image);
+        args.push(image);
         args.push(id);
         args.extend(cmd);
         self.ctr(&args)
@@ -286,7 +308,7 @@ impl Drop for Containerd {
 }
 
 #[test]
-fn containerd_run_image_output_exit_code_default_policy() {
+fn containerd_run_image_output_exit_code_engine_default() {
     let Some(c) = Containerd::start() else { return };
     let out = c.run(
         &["--rm"],
@@ -294,12 +316,14 @@ fn containerd_run_image_output_exit_code_default_policy() {
         &[
             "sh",
             "-c",
-            "echo hello-from-buntime; touch /newfile 2>&1; cat /proc/net/dev; exit 3",
+            "echo hello-from-buntime; touch /newfile 2>&1 && echo root-writable; \
+             cat /proc/net/dev; exit 3",
         ],
     );
     assert_eq!(out.code(), 3, "exit code passes through: {out:?}");
     assert!(out.stdout.contains("hello-from-buntime"), "{out:?}");
-    assert!(out.stdout.contains("Read-only file system"), "{out:?}");
+    // The engine default: the root is as containerd made it (writable).
+    assert!(out.stdout.contains("root-writable"), "{out:?}");
     assert_eq!(engines::interfaces(&out.stdout), ["lo"], "{out:?}");
     // The image's CMD runs.
     let out = c.run(&["--rm"], "run2", &[]);
@@ -512,4 +536,132 @@ fn containerd_config_snippet_declares_the_runtime() {
     ] {
         assert!(dump.contains(want), "config dump lacks {want}:\n{dump}");
     }
+}
+
+// Real images under the engine default (no annotation, no node default
+// file: the built-in policies/engine.json).
+
+#[test]
+fn containerd_engine_default_runs_a_python_app_a_setuid_server_a_chown_and_secrets() {
+    let Some(c) = Containerd::start() else { return };
+    let image = c.import_app();
+
+    // (a) The app in /app, started by its script, reads its data.
+    let out = c.run_image(&["--rm"], &image, "app", &[]);
+    assert!(out.ok(), "{out:?}");
+    assert!(
+        out.stdout.contains("python-app-ok hello-from-app /app 3"),
+        "{out:?}"
+    );
+
+    // Secrets an engine mounts read-only stay readable by the app.
+    let token = c.dir.path().join("token");
+    fs::write(&token, "s3cret-token\n").expect("token");
+    let token_mount = format!(
+        "type=bind,src={},dst=/var/run/secrets/kubernetes.io/serviceaccount/token,options=rbind:ro",
+        token.display()
+    );
+    let out = c.run_image(
+        &["--rm", "--mount", &token_mount],
+        &image,
+        "secret",
+        &[
+            "sh",
+            "-c",
+            "cat /var/run/secrets/kubernetes.io/serviceaccount/token; \
+             echo x >> /var/run/secrets/kubernetes.io/serviceaccount/token || echo not-writable",
+        ],
+    );
+    assert!(out.ok(), "{out:?}");
+    assert!(out.stdout.contains("s3cret-token"), "{out:?}");
+    assert!(out.stdout.contains("not-writable"), "{out:?}");
+
+    // (c) The entrypoint chowns its volume; the host sees the new owner.
+    let vol = c.dir.path().join("vol");
+    fs::create_dir_all(vol.join("sub")).expect("vol");
+    fs::write(vol.join("sub/f"), "x").expect("vol file");
+    let vol_mount = format!("type=bind,src={},dst=/data,options=rbind:rw", vol.display());
+    let out = c.run_image(
+        &["--rm", "--mount", &vol_mount],
+        &image,
+        "chown",
+        &["sh", "-c", "chown -R 1234:2345 /data && echo chowned"],
+    );
+    assert!(out.ok() && out.stdout.contains("chowned"), "{out:?}");
+    assert_eq!(engines::owner(&vol), (1234, 2345));
+    assert_eq!(engines::owner(&vol.join("sub/f")), (1234, 2345));
+
+    // (b) A server binds port 80 as root, then drops to uid/gid 1000
+    // (setgid/setuid); reached from an exec inside.
+    let id = "httpd";
+    let out = c.run_image(
+        &["--detach"],
+        &image,
+        id,
+        &["httpd", "-f", "-p", "80", "-u", "1000:1000", "-h", "/www"],
+    );
+    assert!(out.ok(), "{out:?}");
+    c.wait_status(id, "RUNNING");
+    let mut n = 0;
+    let mut last = String::new();
+    let served = engines::wait_until(Duration::from_secs(20), || {
+        n += 1;
+        let out = c.exec(
+            id,
+            &format!("get{n}"),
+            &["wget", "-q", "-O", "-", "http://127.0.0.1:80/index.html"],
+        );
+        last = format!("{out:?}");
+        out.ok() && out.stdout.contains("served-by-httpd")
+    });
+    assert!(served, "{last}");
+    let out = c.exec(
+        id,
+        "ids",
+        &[
+            "sh",
+            "-c",
+            "grep -E '^(Uid|Gid):' /proc/$(pidof httpd)/status",
+        ],
+    );
+    assert!(out.ok(), "{out:?}");
+    for line in out.stdout.lines() {
+        let fields: Vec<&str> = line.split_whitespace().skip(1).collect();
+        assert_eq!(fields, ["1000"; 4], "httpd runs as 1000: {out:?}");
+    }
+    c.ok(&["task", "kill", "--signal", "SIGKILL", id]);
+    c.wait_status(id, "STOPPED");
+    c.ok(&["task", "delete", id]);
+    c.ok(&["container", "delete", id]);
+    c.assert_clean();
+}
+
+#[test]
+fn containerd_long_running_service_outlives_a_timeout_only_when_the_policy_has_one() {
+    let Some(c) = Containerd::start() else { return };
+    let service = ["sh", "-c", "echo up; while :; do sleep 1; done"];
+    let annotation = format!("buntime.dev/policy={}", engines::timeout_policy("3s"));
+    let out = c.run(
+        &["--detach", "--annotation", &annotation],
+        "limited",
+        &service,
+    );
+    assert!(out.ok(), "{out:?}");
+    let out = c.run(&["--detach"], "free", &service);
+    assert!(out.ok(), "{out:?}");
+    assert!(
+        engines::wait_until(Duration::from_secs(30), || c.task_status("limited")
+            == "STOPPED"),
+        "the 3s policy never killed it: {}",
+        c.task_status("limited")
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(c.task_status("free"), "RUNNING");
+    for id in ["limited", "free"] {
+        let _ = c.ctr(&["task", "kill", "--signal", "SIGKILL", id]);
+        c.wait_status(id, "STOPPED");
+        c.ok(&["task", "delete", id]);
+        c.ok(&["container", "delete", id]);
+    }
+    c.assert_clean();
 }

@@ -46,7 +46,7 @@ fn assert_clean(p: &Podman) {
 }
 
 #[test]
-fn podman_rootfs_run_output_exit_code_and_default_policy() {
+fn podman_rootfs_run_output_exit_code_and_engine_default() {
     let Some(p) = Podman::new(engines::open_node) else {
         return;
     };
@@ -58,13 +58,13 @@ fn podman_rootfs_run_output_exit_code_and_default_policy() {
         p.rootfs(),
         "sh",
         "-c",
-        "echo hello-from-buntime; touch /newfile 2>&1; cat /proc/net/dev; \
+        "echo hello-from-buntime; touch /newfile 2>&1 && echo root-writable; cat /proc/net/dev; \
          test -S /run/buntime/control.sock && echo has-control-socket; exit 3",
     ]);
     assert_eq!(out.code(), 3, "exit code passes through: {out:?}");
     assert!(out.stdout.contains("hello-from-buntime"), "{out:?}");
-    // buntime's default policy: read-only root.
-    assert!(out.stdout.contains("Read-only file system"), "{out:?}");
+    // The engine default: the root is as podman made it (writable).
+    assert!(out.stdout.contains("root-writable"), "{out:?}");
     assert_eq!(engines::interfaces(&out.stdout), ["lo"], "{out:?}");
     // The supervisor's control socket is in the container.
     assert!(out.stdout.contains("has-control-socket"), "{out:?}");
@@ -256,5 +256,221 @@ fn podman_rlimits_above_hard_limits_are_capped() {
         .map(|(_, h)| h)
         .unwrap_or(u64::MAX);
     assert!(hard <= host, "{hard} > host hard limit {host}");
+    assert_clean(&p);
+}
+
+// Real images under the engine default (no annotation, no node default
+// file: the built-in policies/engine.json).
+
+#[test]
+fn podman_engine_default_runs_a_python_app_a_setuid_server_a_chown_and_secrets() {
+    let Some(p) = Podman::new(engines::open_node) else {
+        return;
+    };
+    let image = p.import_app();
+
+    // (a) The app in /app, started by its script, reads its data.
+    let out = p.run(&["--rm", "--network", "none", &image]);
+    assert!(out.ok(), "{out:?}");
+    assert!(
+        out.stdout.contains("python-app-ok hello-from-app /app 3"),
+        "{out:?}"
+    );
+
+    // Secrets an engine mounts read-only stay readable by the app.
+    let token = p.path("token");
+    fs::write(&token, "s3cret-token\n").expect("token");
+    let token_mount = format!(
+        "{}:/var/run/secrets/kubernetes.io/serviceaccount/token:ro",
+        token.display()
+    );
+    let out = p.run(&[
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &token_mount,
+        &image,
+        "sh",
+        "-c",
+        "cat /var/run/secrets/kubernetes.io/serviceaccount/token; \
+         echo x >> /var/run/secrets/kubernetes.io/serviceaccount/token || echo not-writable",
+    ]);
+    assert!(out.ok(), "{out:?}");
+    assert!(out.stdout.contains("s3cret-token"), "{out:?}");
+    assert!(out.stdout.contains("not-writable"), "{out:?}");
+
+    // (c) The entrypoint chowns its volume; the host sees the new owner.
+    let vol = p.path("vol");
+    fs::create_dir_all(vol.join("sub")).expect("vol");
+    fs::write(vol.join("sub/f"), "x").expect("vol file");
+    let vol_mount = format!("{}:/data", vol.display());
+    let out = p.run(&[
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &vol_mount,
+        &image,
+        "sh",
+        "-c",
+        "chown -R 1234:2345 /data && echo chowned",
+    ]);
+    assert!(out.ok() && out.stdout.contains("chowned"), "{out:?}");
+    assert_eq!(engines::owner(&vol), (1234, 2345));
+    assert_eq!(engines::owner(&vol.join("sub/f")), (1234, 2345));
+
+    // (b) A server binds port 80 as root, then drops to uid/gid 1000
+    // (setgid/setuid); reached from an exec inside.
+    let name = engines::unique("buntime-test-httpd");
+    let out = p.run(&[
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        "none",
+        &image,
+        "httpd",
+        "-f",
+        "-v",
+        "-p",
+        "80",
+        "-u",
+        "1000:1000",
+        "-h",
+        "/www",
+    ]);
+    assert!(out.ok(), "{out:?}");
+    let mut page = String::new();
+    let served = engines::wait_until(Duration::from_secs(20), || {
+        let out = p.podman(&[
+            "exec",
+            &name,
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            "http://127.0.0.1:80/index.html",
+        ]);
+        page = format!("{out:?}");
+        out.ok() && out.stdout.contains("served-by-httpd")
+    });
+    assert!(served, "{page}\nlogs: {}", p.ok(&["logs", &name]));
+    let ids = p.ok(&[
+        "exec",
+        &name,
+        "sh",
+        "-c",
+        "grep -E '^(Uid|Gid):' /proc/$(pidof httpd)/status",
+    ]);
+    for line in ids.lines() {
+        let fields: Vec<&str> = line.split_whitespace().skip(1).collect();
+        assert_eq!(fields, ["1000"; 4], "httpd runs as 1000: {ids}");
+    }
+    assert_eq!(p.inspect(&name, "{{.State.Status}}"), "running");
+    p.ok(&["rm", "--force", "--time", "0", &name]);
+    assert_clean(&p);
+}
+
+#[test]
+fn podman_long_running_service_outlives_a_timeout_only_when_the_policy_has_one() {
+    let Some(p) = Podman::new(engines::open_node) else {
+        return;
+    };
+    let image = p.import_app();
+    let service = ["sh", "-c", "echo up; while :; do sleep 1; done"];
+    // A policy with a short wall-clock limit: the service is killed.
+    let limited = engines::unique("buntime-test-limited");
+    let annotation = format!(
+        "\"buntime.dev/policy={}\"",
+        engines::timeout_policy("3s").replace('"', "\"\"")
+    );
+    let mut args = vec![
+        "-d",
+        "--name",
+        &limited,
+        "--network",
+        "none",
+        "--annotation",
+        &annotation,
+        &image,
+    ];
+    args.extend(service);
+    let out = p.run(&args);
+    assert!(out.ok(), "{out:?}");
+    // The engine default (no timeout): still running after that.
+    let free = engines::unique("buntime-test-free");
+    let mut args = vec!["-d", "--name", &free, "--network", "none", &image];
+    args.extend(service);
+    let out = p.run(&args);
+    assert!(out.ok(), "{out:?}");
+    assert!(
+        engines::wait_until(Duration::from_secs(30), || p
+            .inspect(&limited, "{{.State.Status}}")
+            == "exited"),
+        "the 3s policy never killed it: {}",
+        p.inspect(&limited, "{{.State.Status}}")
+    );
+    assert_eq!(p.inspect(&limited, "{{.State.ExitCode}}"), "137");
+    // Well past the other's limit (it started after the first one).
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(p.inspect(&free, "{{.State.Status}}"), "running");
+    assert!(p.ok(&["logs", &free]).contains("up"));
+    p.ok(&["rm", "--force", "--time", "0", &limited, &free]);
+    assert_clean(&p);
+}
+
+#[test]
+fn podman_exec_refused_by_the_policy_names_the_policy_path_and_field() {
+    let Some(p) = Podman::new(engines::open_node) else {
+        return;
+    };
+    let image = p.import_app();
+    // The shipped default lets /bin and /usr/bin run, not /app.
+    let out = p.run(&[
+        "--rm",
+        "--network",
+        "none",
+        "--annotation",
+        "buntime.dev/policy-name=default",
+        &image,
+    ]);
+    assert!(!out.ok(), "{out:?}");
+    assert!(
+        out.stderr.contains(engines::APP_REFUSED_BY_DEFAULT),
+        "the user sees which rule refused: {out:?}"
+    );
+    // The same through `podman exec` (buntime-runc exec).
+    let name = engines::unique("buntime-test-refused");
+    let out = p.run(&[
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        "none",
+        "--annotation",
+        "buntime.dev/policy-name=default",
+        &image,
+        "sleep",
+        "1000",
+    ]);
+    assert!(out.ok(), "{out:?}");
+    let out = p.podman(&["exec", &name, engines::APP_CMD]);
+    assert!(!out.ok(), "{out:?}");
+    assert!(
+        out.stderr.contains(engines::APP_REFUSED_BY_DEFAULT),
+        "{out:?}"
+    );
+    // A script the policy lets run but whose file it may not read: a note
+    // names the rule before python's own error.
+    let out = p.podman(&["exec", &name, "python3", "/app/main.py"]);
+    assert!(!out.ok(), "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "read \"/app/main.py\" refused by policy \"default\" (filesystem.read does not cover /app)"
+        ),
+        "{out:?}"
+    );
+    p.ok(&["rm", "--force", "--time", "0", &name]);
     assert_clean(&p);
 }

@@ -95,7 +95,7 @@ fn make_install_and_uninstall_into_destdir() {
         fs::read(Path::new(MANIFEST_DIR).join("ffi/include/buntime_ipc.h")).expect("header"),
     );
     let etc = dest.join("etc/buntime");
-    for p in ["default", "no-network", "strict", "python-dev"] {
+    for p in ["default", "engine", "no-network", "strict", "python-dev"] {
         let installed = etc.join("policies").join(format!("{p}.json"));
         assert_eq!(mode(&installed), 0o644, "{p}");
     }
@@ -109,11 +109,13 @@ fn make_install_and_uninstall_into_destdir() {
     assert!(dest
         .join("usr/local/share/buntime/integration/podman/containers.conf")
         .exists());
-    let shipped_default =
-        fs::read(Path::new(MANIFEST_DIR).join("policies/default.json")).expect("default");
+    // The node default is the engine policy (buntime run keeps its own
+    // strict default, built in).
+    let shipped_engine =
+        fs::read(Path::new(MANIFEST_DIR).join("policies/engine.json")).expect("engine");
     assert_eq!(
         fs::read(etc.join("default.json")).expect("default.json"),
-        shipped_default
+        shipped_engine
     );
 
     // The installed binary runs.
@@ -151,4 +153,13 @@ fn make_install_and_uninstall_into_destdir() {
     make("install", &target, &dest);
     make("uninstall", &target, &dest);
     assert!(!etc.exists(), "/etc/buntime left behind");
+
+    // A node that kept the strict default from an older install is told
+    // where the engine default is; its file is not replaced.
+    fs::create_dir_all(&etc).expect("mkdir etc");
+    let strict = fs::read(Path::new(MANIFEST_DIR).join("policies/default.json")).expect("default");
+    fs::write(etc.join("default.json"), &strict).expect("write");
+    let out = make("install", &target, &dest);
+    assert!(out.contains("policies/engine.json"), "{out}");
+    assert_eq!(fs::read(etc.join("default.json")).expect("read"), strict);
 }

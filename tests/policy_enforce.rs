@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use buntime::landlock::{kernel_abi, LandlockPlan};
-use buntime::policy::builtin_default;
+use buntime::policy::builtin_run_default;
 use buntime::spec::{effective_spec, HostLimits, SpecContext, SpecMode};
 use libcontainer::oci_spec::runtime::Spec;
 
@@ -37,7 +37,7 @@ fn default_policy_confines_a_shell() {
         .prefix("buntime-enforce")
         .tempdir_in("/tmp")
         .unwrap();
-    let mut policy = builtin_default();
+    let mut policy = builtin_run_default();
     policy.resolve_relative(Path::new("/"));
     let ctx = SpecContext {
         mode: SpecMode::Oci,

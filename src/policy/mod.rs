@@ -39,6 +39,7 @@ use sha2::{Digest, Sha256};
 /// runtime has a default even without an installed policy directory.
 pub const BUILTIN_POLICIES: &[(&str, &str)] = &[
     ("default.json", include_str!("../../policies/default.json")),
+    ("engine.json", include_str!("../../policies/engine.json")),
     (
         "no-network.json",
         include_str!("../../policies/no-network.json"),
@@ -50,11 +51,26 @@ pub const BUILTIN_POLICIES: &[(&str, &str)] = &[
     ),
 ];
 
-/// The built-in default policy (`policies/default.json`).
+/// The built-in node default of engine mode (`policies/engine.json`): what
+/// a container `buntime-runc` creates gets when it names no policy and the
+/// node has no default policy file. Images run as built, minus what the
+/// policy names.
 pub fn builtin_default() -> Policy {
-    // The file is compiled in and covered by a test, so this cannot fail
+    builtin_or_deny_all("engine.json")
+}
+
+/// The built-in default of `buntime run` (`policies/default.json`), the
+/// strict one: untrusted scripts, no network.
+pub fn builtin_run_default() -> Policy {
+    builtin_or_deny_all("default.json")
+}
+
+fn builtin_or_deny_all(file: &str) -> Policy {
+    // The files are compiled in and covered by a test, so this cannot fail
     // for a build that passed its tests; fall back to deny-all regardless.
-    parse_policy(BUILTIN_POLICIES[0].1, "builtin:default.json").unwrap_or_default()
+    builtin_policy(file)
+        .and_then(Result::ok)
+        .unwrap_or_default()
 }
 
 /// A shipped policy by name (`strict` or `strict.json`).

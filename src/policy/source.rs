@@ -6,7 +6,8 @@
 //!
 //! Order: `buntime.dev/policy` (inline JSON) or `buntime.dev/policy-name`
 //! (a file in the policy directories); with neither, the node default
-//! (`/etc/buntime/default.json`) or the built-in default. Annotation
+//! (`/etc/buntime/default.json`) or the built-in engine default
+//! (`policies/engine.json`). Annotation
 //! policies can be forbidden, and are intersected with the node's ceiling
 //! policy when one is configured (`/etc/buntime/config.json`).
 
@@ -102,10 +103,26 @@ pub enum PolicyOrigin {
     Named { name: String, file: Option<PathBuf> },
     /// The node default file.
     NodeDefault { file: PathBuf },
-    /// The built-in default.
+    /// The built-in node default (`policies/engine.json`).
     BuiltinDefault,
     /// `buntime run`: flags, `--policy FILE`, or the default.
     CommandLine(String),
+}
+
+impl PolicyOrigin {
+    /// A short name for messages (`exec "/app/run.sh" refused by policy
+    /// "NAME" …`): the annotation's policy name, the node default's file,
+    /// `engine` for the built-in node default, `inline` for an inline
+    /// annotation, or what `buntime run` was given.
+    pub fn name(&self) -> String {
+        match self {
+            PolicyOrigin::Inline => "inline".into(),
+            PolicyOrigin::Named { name, .. } => name.clone(),
+            PolicyOrigin::NodeDefault { file } => file.display().to_string(),
+            PolicyOrigin::BuiltinDefault => "engine".into(),
+            PolicyOrigin::CommandLine(what) => what.clone(),
+        }
+    }
 }
 
 impl fmt::Display for PolicyOrigin {

@@ -204,11 +204,13 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
             rootfs: rootfs.clone(),
             annotations,
             supervisor_pid: supervisor.as_ref().map(|s| s.pid),
+            policy: Some(prepared.resolved.origin.clone()),
         };
         root.write_meta(&opts.id, &meta)?;
         let landlock = prepared.landlock_abi.map(|_| landlock_plan.clone());
         tracing::debug!(target: "cli", "create: state written, building");
-        let container = build(root, opts, &extra, landlock, programs)?;
+        let policy_name = prepared.resolved.origin.name();
+        let container = build(root, opts, &extra, landlock, programs, policy_name)?;
         tracing::debug!(target: "cli", "create: built");
         // `lo` first: the supervisor binds its proxy on 127.0.0.1 there.
         if has_new_netns(&spec) && !rootless_netns {
@@ -390,6 +392,7 @@ fn build(
     effective_bundle: &Path,
     landlock: Option<LandlockPlan>,
     seccomp: Vec<super::seccomp_bpf::Program>,
+    policy_name: String,
 ) -> Result<Container> {
     let pid_file = opts.pid_file.as_ref().map(|p| absolute(p)).transpose()?;
     let console = opts
@@ -415,7 +418,7 @@ fn build(
         .map_err(|e| RuntimeError::backend("--pid-file", &e))?
         .with_console_socket(console)
         .with_preserved_fds(opts.preserve_fds)
-        .with_executor(BuntimeExecutor::for_init(landlock, seccomp))
+        .with_executor(BuntimeExecutor::for_init(landlock, seccomp, policy_name))
         .as_init(effective_bundle)
         .with_systemd(root.systemd_cgroup)
         .with_detach(opts.detach)

@@ -485,7 +485,14 @@ pub fn exec(root: &Root, opts: &ExecOptions) -> Result<i32> {
         .map_err(|e| RuntimeError::backend("--pid-file", &e))?
         .with_console_socket(console)
         .with_preserved_fds(opts.preserve_fds)
-        .with_executor(BuntimeExecutor::for_exec(&spec, landlock, seccomp))
+        .with_executor(BuntimeExecutor::for_exec(
+            &spec,
+            landlock,
+            seccomp,
+            meta.policy
+                .as_ref()
+                .map_or_else(|| policy_name.clone(), |o| o.name()),
+        ))
         .as_tenant()
         .with_detach(opts.detach)
         // Everything about the process is in the file (see exec_process).
@@ -537,7 +544,7 @@ mod tests {
 
     fn with_init<T>(f: impl FnOnce(&InitView<'_>) -> T) -> T {
         let process = init_process();
-        let policy = crate::policy::builtin_default();
+        let policy = crate::policy::builtin_run_default();
         f(&InitView {
             process: &process,
             policy: &policy,

@@ -12,13 +12,15 @@
 //! one or the other).
 //!
 //! Landlock (the policy's filesystem and TCP rules) is applied here too,
-//! before seccomp, so that no seccomp profile can refuse its syscalls.
+//! before seccomp, so that no seccomp profile can refuse its syscalls. An
+//! exec the rules refuse fails naming the policy and the rule (`refusal`).
 
 use std::ffi::CString;
 
 use libcontainer::oci_spec::runtime::{LinuxSeccomp, Spec};
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 
+use super::refusal;
 use super::seccomp_bpf::Program;
 use crate::landlock::LandlockPlan;
 
@@ -32,25 +34,38 @@ pub struct BuntimeExecutor {
     pub landlock: Option<LandlockPlan>,
     /// Precompiled seccomp programs, loaded in order.
     pub programs: Vec<Program>,
+    /// The policy's name, for errors saying which rule refused.
+    pub policy: String,
 }
 
 impl BuntimeExecutor {
     /// The executor for a container's init process.
-    pub fn for_init(landlock: Option<LandlockPlan>, programs: Vec<Program>) -> Self {
+    pub fn for_init(
+        landlock: Option<LandlockPlan>,
+        programs: Vec<Program>,
+        policy: String,
+    ) -> Self {
         Self {
             tenant_seccomp: None,
             landlock,
             programs,
+            policy,
         }
     }
 
     /// The executor for a process exec'd into a container whose effective
     /// spec (as given to libcontainer) is `spec`.
-    pub fn for_exec(spec: &Spec, landlock: Option<LandlockPlan>, programs: Vec<Program>) -> Self {
+    pub fn for_exec(
+        spec: &Spec,
+        landlock: Option<LandlockPlan>,
+        programs: Vec<Program>,
+        policy: String,
+    ) -> Self {
         Self {
             tenant_seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
             landlock,
             programs,
+            policy,
         }
     }
 
@@ -162,15 +177,47 @@ impl BuntimeExecutor {
             p.install()
                 .map_err(|e| ExecutorError::Other(format!("load seccomp filter: {e}")))?;
         }
+        if let Some(plan) = &self.landlock {
+            // Not fatal: the program may never open them; a note right
+            // before its own "Permission denied" says which rule it is.
+            for r in refusal::unreadable_args(plan, &self.policy, args) {
+                eprintln!("buntime-runc: note: {r}");
+            }
+        }
         let err = match nix::unistd::execvp(&argv[0], &argv) {
             Ok(never) => match never {},
             Err(e) => e,
         };
-        Err(ExecutorError::Other(format!(
-            "exec {:?}: {err}",
-            args.first().map(String::as_str).unwrap_or_default()
-        )))
+        Err(ExecutorError::Other(self.exec_error(spec, &args[0], err)))
     }
+
+    /// The message of a failed exec: the policy and the rule when the
+    /// Landlock rules are why the kernel said `EACCES`.
+    fn exec_error(&self, spec: &Spec, prog: &str, err: nix::errno::Errno) -> String {
+        let explained = match (&self.landlock, err) {
+            (Some(plan), nix::errno::Errno::EACCES) => {
+                refusal::explain_exec(plan, &self.policy, prog, &process_path(spec))
+            }
+            _ => None,
+        };
+        match explained {
+            Some(r) => format!("{r}: {err}"),
+            None => format!("exec {prog:?}: {err}"),
+        }
+    }
+}
+
+/// The PATH `execvp` searches: the process's own (libcontainer set the
+/// environment from it).
+fn process_path(spec: &Spec) -> String {
+    std::env::var("PATH").unwrap_or_else(|_| {
+        spec.process()
+            .as_ref()
+            .and_then(|p| p.env().as_ref())
+            .and_then(|env| env.iter().find_map(|e| e.strip_prefix("PATH=")))
+            .unwrap_or(crate::spec::DEFAULT_PATH)
+            .to_string()
+    })
 }
 
 /// The device number of the device file at `path`.

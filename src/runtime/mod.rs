@@ -20,6 +20,7 @@ pub mod loopback;
 pub mod mounts;
 pub mod netns_hook;
 pub mod ps;
+pub mod refusal;
 pub mod seccomp_bpf;
 pub mod stage;
 pub mod state;

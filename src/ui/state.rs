@@ -153,7 +153,7 @@ pub fn policy_name(origin: &str) -> String {
         return "inline".into();
     }
     if origin == "built-in default" {
-        return "default".into();
+        return "engine".into();
     }
     if let Some(file) = origin.strip_prefix("node default ") {
         return Path::new(file)
@@ -489,7 +489,7 @@ mod tests {
             policy_name("annotation buntime.dev/policy-name=x (built in)"),
             "x"
         );
-        assert_eq!(policy_name("built-in default"), "default");
+        assert_eq!(policy_name("built-in default"), "engine");
         assert_eq!(policy_name("annotation buntime.dev/policy"), "inline");
         assert_eq!(
             policy_name("node default /etc/buntime/default.json"),

@@ -323,3 +323,89 @@ pub fn interfaces(proc_net_dev: &str) -> Vec<String> {
         .collect()
 }
 pub mod podman;
+
+/// A file of an image built in a test: path in the rootfs, contents, mode.
+pub type ImageFile<'a> = (&'a str, &'a str, u32);
+
+/// Writes `files` into `rootfs` (parents made).
+pub fn add_files(rootfs: &Path, files: &[ImageFile<'_>]) {
+    use std::os::unix::fs::PermissionsExt;
+    for (path, body, mode) in files {
+        let p = rootfs.join(path.trim_start_matches('/'));
+        fs::create_dir_all(p.parent().expect("a parent")).expect("mkdir");
+        fs::write(&p, body).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+        fs::set_permissions(&p, fs::Permissions::from_mode(*mode)).expect("chmod");
+    }
+}
+
+/// The app of the "real image" tests: a Python program in `/app` started
+/// by a shell script, reading its data file next to it; a page for busybox
+/// httpd in `/www`; an unprivileged user 1000.
+pub const APP_FILES: &[ImageFile<'static>] = &[
+    (
+        "/app/main.py",
+        "import json, os, sys\n\
+         data = json.load(open(os.path.join(os.path.dirname(__file__), 'data.json')))\n\
+         print('python-app-ok', data['greeting'], os.getcwd(), sys.version_info[0], flush=True)\n",
+        0o644,
+    ),
+    (
+        "/app/data.json",
+        "{\"greeting\": \"hello-from-app\"}\n",
+        0o644,
+    ),
+    (
+        "/app/run.sh",
+        "#!/bin/sh\ncd /app && exec python3 main.py \"$@\"\n",
+        0o755,
+    ),
+    ("/www/index.html", "served-by-httpd\n", 0o644),
+    (
+        "/etc/passwd",
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/app:/bin/sh\n",
+        0o644,
+    ),
+    ("/etc/group", "root:x:0:\napp:x:1000:\n", 0o644),
+];
+
+/// The image's command: the app's script.
+pub const APP_CMD: &str = "/app/run.sh";
+
+/// Makes `dir/rootfs`: busybox, the host's python3 with the standard
+/// library modules the app needs (tests/engines/python-rootfs.py, offline,
+/// a few seconds) and [`APP_FILES`]; returns its path.
+pub fn python_app_rootfs(dir: &Path) -> PathBuf {
+    let rootfs = busybox_rootfs(dir);
+    let script = Path::new(MANIFEST_DIR).join("tests/engines/python-rootfs.py");
+    let out = run(
+        Command::new("/usr/bin/python3")
+            .arg(script)
+            .arg(&rootfs)
+            .args(["json", "os"]),
+        Duration::from_secs(120),
+    );
+    assert!(out.ok(), "python-rootfs.py failed: {}", out.stderr);
+    add_files(&rootfs, APP_FILES);
+    rootfs
+}
+
+/// Owner (uid, gid) of a host path.
+pub fn owner(p: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (m.uid(), m.gid())
+}
+
+/// An inline `buntime.dev/policy` that grants the image everything but
+/// kills the container after `timeout` (the wall-clock limit the shipped
+/// `default` policy has, made short).
+pub fn timeout_policy(timeout: &str) -> String {
+    format!(
+        r#"{{"version":1,"filesystem":{{"read":["/"],"write":["/"],"exec":["/"]}},"network":{{"mode":"bundle"}},"env":{{"pass":["*"]}},"resources":{{"timeout":"{timeout}"}}}}"#
+    )
+}
+
+/// What the refused exec of [`APP_CMD`] says under the shipped `default`
+/// policy (its `filesystem.exec` names system directories, not `/app`).
+pub const APP_REFUSED_BY_DEFAULT: &str =
+    "exec \"/app/run.sh\" refused by policy \"default\" (filesystem.exec does not cover /app)";

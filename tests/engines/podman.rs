@@ -129,17 +129,37 @@ impl Podman {
 
     /// Imports the busybox rootfs as `localhost/NAME:1` (offline: a tarball).
     pub fn import_image(&self, name: &str) -> String {
-        let tar = self.path("rootfs.tar");
-        super::tar_rootfs(&self.rootfs, &tar);
+        self.import_rootfs(&self.rootfs, name, &["CMD [\"sh\"]"])
+    }
+
+    /// Imports `rootfs` as `localhost/NAME:1` with Dockerfile `changes`
+    /// (`CMD [...]`, `WORKDIR /app`, ...).
+    pub fn import_rootfs(&self, rootfs: &Path, name: &str, changes: &[&str]) -> String {
+        let tar = self.path(&format!("{name}.tar"));
+        super::tar_rootfs(rootfs, &tar);
         let image = format!("localhost/{name}:1");
-        self.ok(&[
-            "import",
-            "--change",
-            "CMD [\"sh\"]",
-            tar.to_str().unwrap_or_default(),
-            &image,
-        ]);
+        let mut args = vec!["import"];
+        for c in changes {
+            args.extend(["--change", c]);
+        }
+        args.extend([tar.to_str().unwrap_or_default(), &image]);
+        self.ok(&args);
         image
+    }
+
+    /// The python app image (`engines::python_app_rootfs`), its script as
+    /// the command.
+    pub fn import_app(&self) -> String {
+        let rootfs = super::python_app_rootfs(&self.path("app"));
+        let cmd = format!("CMD [\"{}\"]", super::APP_CMD);
+        self.import_rootfs(&rootfs, &super::unique("buntime-test-app"), &[&cmd])
+    }
+
+    /// `podman inspect --format FORMAT NAME`, trimmed.
+    pub fn inspect(&self, name: &str, format: &str) -> String {
+        self.ok(&["inspect", "--format", format, name])
+            .trim()
+            .to_string()
     }
 }
 

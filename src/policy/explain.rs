@@ -80,6 +80,12 @@ pub fn explain(policy: &Policy) -> String {
                 "  loopback, private, link-local and cloud-metadata addresses stay blocked unless an address entry names them"
             );
         }
+        NetMode::Bundle => {
+            let _ = writeln!(
+                o,
+                "  bundle: the network the bundle (or the engine) gives the container, no proxy"
+            );
+        }
         NetMode::Host => {
             let _ = writeln!(o, "  host: WARNING: the host's network, with no isolation");
         }
@@ -154,6 +160,8 @@ pub fn explain(policy: &Policy) -> String {
         match policy.landlock {
             LandlockRequirement::BestEffort => "used when available",
             LandlockRequirement::Required => "required; the sandbox is refused without it",
+            LandlockRequirement::Off =>
+                "off; the file and network rules rely on mounts, masks, namespaces and seccomp",
         }
     );
     o

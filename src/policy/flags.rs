@@ -64,7 +64,8 @@ pub struct PolicyFlags {
           value_delimiter = ',', action = clap::ArgAction::Append)]
     pub deny_net: Vec<String>,
 
-    /// Network mode: none, proxy or host.
+    /// Network mode: none, proxy, bundle (the template's own namespace,
+    /// inet sockets allowed) or host.
     #[arg(long = "net", value_name = "MODE", require_equals = true)]
     pub net: Option<String>,
 
@@ -201,11 +202,12 @@ impl PolicyFlags {
             policy.network.mode = match m.as_str() {
                 "none" => NetMode::None,
                 "proxy" => NetMode::Proxy,
+                "bundle" => NetMode::Bundle,
                 "host" => NetMode::Host,
                 other => {
                     return Err(invalid(
                         "net",
-                        format!("expected one of none, proxy, host, got {other:?}"),
+                        format!("expected one of none, proxy, bundle, host, got {other:?}"),
                     ))
                 }
             };
@@ -369,7 +371,10 @@ mod tests {
         let e = err(&["--pids=0"]);
         assert!(e.starts_with("--pids: expected a positive number"), "{e}");
         let e = err(&["--net=open"]);
-        assert!(e.contains("expected one of none, proxy, host"), "{e}");
+        assert!(
+            e.contains("expected one of none, proxy, bundle, host"),
+            "{e}"
+        );
         let e = err(&["--allow-read=~/x"]);
         assert!(e.contains("\"~\" is not expanded"), "{e}");
         let e = err(&["--base=/nonexistent/p.json"]);

@@ -9,7 +9,9 @@
 //! (`/etc/buntime/default.json`) or the built-in engine default
 //! (`policies/engine.json`). Annotation
 //! policies can be forbidden, and are intersected with the node's ceiling
-//! policy when one is configured (`/etc/buntime/config.json`).
+//! policy when one is configured (`/etc/buntime/config.json`); their kernel
+//! isolation (`isolation`, `resources.core`, `landlock`) is met with the
+//! ceiling's, else the node default's: the stricter wins.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -19,7 +21,7 @@ use libcontainer::oci_spec::runtime::Spec;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::intersect::{beyond_node, intersect};
+use super::intersect::{beyond_node, intersect, meet_kernel};
 use super::load::{load_policy_file, parse_json, parse_policy, LoadError, PolicyError};
 use super::model::{Policy, PolicyVersion};
 use super::net::HostAddrs;
@@ -471,6 +473,12 @@ impl PolicySources {
                 c.resolve_relative(cwd);
                 policy = intersect(&policy, &c);
                 ceiling_name = self.config.ceiling.clone();
+            } else {
+                // No ceiling: the node default is the reference; the kernel
+                // isolation it sets stays whatever the annotation says.
+                let (reference, _) = self.node_default()?;
+                let asked = policy.clone();
+                meet_kernel(&mut policy, &asked, &reference);
             }
             self.check_within_node(&policy, ceiling.as_ref(), own)?;
         }

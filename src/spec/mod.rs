@@ -493,6 +493,8 @@ pub fn effective_spec(
             ns.retain(|n| n.typ() != LinuxNamespaceType::Network);
             ensure_namespace(&mut ns, LinuxNamespaceType::Network);
         }
+        // The bundle's own network namespace (or none), as it is.
+        NetMode::Bundle => {}
         NetMode::Host => {
             // Only `buntime run` can give host networking; in OCI mode the
             // bundle's choice stands (an annotation cannot add it).

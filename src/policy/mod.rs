@@ -146,6 +146,58 @@ mod tests {
     }
 
     #[test]
+    fn the_engine_default_runs_images_as_built_minus_what_it_names() {
+        let e = builtin_default();
+        assert_eq!(e, builtin_policy("engine").unwrap().unwrap());
+        // No wall-clock limit: services run for as long as the engine says.
+        assert_eq!(e.resources.timeout, None);
+        assert_eq!(e.network.mode, NetMode::Bundle);
+        assert_eq!(e.landlock, LandlockRequirement::Off);
+        let root = [FsPath::new("/").unwrap()];
+        assert_eq!(e.filesystem.read, root);
+        assert_eq!(e.filesystem.write, root);
+        assert_eq!(e.filesystem.exec, root);
+        let iso = &e.isolation;
+        // The engine's capabilities stay (CHOWN, SETUID, ...) but the
+        // dangerous ones go.
+        assert_eq!(iso.capabilities.keep, None);
+        let dropped: Vec<String> = iso
+            .capabilities
+            .drop
+            .iter()
+            .map(|c| c.kernel_name())
+            .collect();
+        for cap in [
+            "CAP_SYS_ADMIN",
+            "CAP_SYS_MODULE",
+            "CAP_SYS_PTRACE",
+            "CAP_BPF",
+            "CAP_NET_ADMIN",
+        ] {
+            assert!(
+                dropped.iter().any(|d| d == cap),
+                "{cap} not dropped: {dropped:?}"
+            );
+        }
+        for cap in [
+            "CAP_CHOWN",
+            "CAP_SETUID",
+            "CAP_SETGID",
+            "CAP_NET_BIND_SERVICE",
+        ] {
+            assert!(!dropped.iter().any(|d| d == cap), "{cap} dropped");
+        }
+        assert!(!iso.read_only_root, "writes where the bundle allows them");
+        assert!(iso.no_new_privileges && iso.mask_kernel_paths);
+        assert_eq!(iso.seccomp, SeccompChoice::Buntime);
+        // buntime run keeps its strict default.
+        let run = builtin_run_default();
+        assert_eq!(run, builtin_policy("default").unwrap().unwrap());
+        assert!(run.resources.timeout.is_some());
+        assert_eq!(run.network.mode, NetMode::None);
+    }
+
+    #[test]
     fn sha_ignores_formatting_but_not_meaning() {
         let a = parse_policy(r#"{"version":1,"resources":{"memory":"512M"}}"#, "a").unwrap();
         let b = parse_policy(

@@ -214,9 +214,17 @@ impl Drop for Env {
 /// addresses, broker `allow`; the host's own addresses only where named
 /// one by one: 127.0.0.1 and ::1), so they test the proxy and the broker rather
 /// than the node's limits on annotations (tests/attacks_annotations.rs).
-/// Bundles without an annotation still get the built-in default.
+/// Bundles without an annotation get the strict shipped `default` policy
+/// as the node default (these tests are about confinement; the built-in
+/// engine default, `policies/engine.json`, is tested with real engines in
+/// tests/engine_*.rs).
 pub fn open_node(etc: &Path) {
     fs::create_dir_all(etc).expect("etc dir");
+    fs::write(
+        etc.join("default.json"),
+        include_str!("../../policies/default.json"),
+    )
+    .expect("write default.json");
     let open = etc.join("open.json");
     fs::write(
         &open,

@@ -657,6 +657,25 @@ fn containerd_long_running_service_outlives_a_timeout_only_when_the_policy_has_o
     );
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(c.task_status("free"), "RUNNING");
+    // The policy it runs under is the built-in engine default, which has
+    // no wall-clock limit at all (not merely a long one).
+    let state = engines::run(
+        Command::new(RUNC)
+            .arg("--root")
+            .arg(c.runc_root().join(&c.ns))
+            .args(["state", "free"]),
+        LIMIT,
+    );
+    let state: serde_json::Value = serde_json::from_str(&state.stdout).expect("state JSON");
+    assert_eq!(
+        state["annotations"]["buntime.dev/policy-origin"], "built-in default",
+        "{state}"
+    );
+    let applied = fs::read_to_string(c.runc_root().join(&c.ns).join(".buntime/free/policy.json"))
+        .expect("policy.json");
+    let applied: serde_json::Value = serde_json::from_str(&applied).expect("policy JSON");
+    assert!(applied["resources"].get("timeout").is_none(), "{applied}");
+    assert_eq!(applied["network"]["mode"], "bundle", "{applied}");
     for id in ["limited", "free"] {
         let _ = c.ctr(&["task", "kill", "--signal", "SIGKILL", id]);
         c.wait_status(id, "STOPPED");

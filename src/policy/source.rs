@@ -952,8 +952,13 @@ mod tests {
         assert_eq!(iso.capabilities.drop.len(), 1);
         assert_eq!(iso.capabilities.keep.as_ref().map(Vec::len), Some(2));
         assert_eq!(r.policy.landlock, crate::policy::LandlockRequirement::Off);
-        // The built-in default (secure) as the reference: its values win.
-        std::fs::remove_file(d.join("default.json")).unwrap();
+        // The shipped strict default (secure) as the reference: its values
+        // win.
+        std::fs::write(
+            d.join("default.json"),
+            include_str!("../../policies/default.json"),
+        )
+        .unwrap();
         let s = PolicySources::from_dir(&d, None).unwrap();
         let r = s
             .resolve_with(
@@ -964,7 +969,9 @@ mod tests {
             .unwrap();
         assert_eq!(
             r.policy.isolation,
-            builtin_default().isolation.meet(&r.policy.isolation)
+            crate::policy::builtin_run_default()
+                .isolation
+                .meet(&r.policy.isolation)
         );
         assert_eq!(r.policy.isolation.capabilities.keep, Some(vec![]));
         assert!(r.policy.isolation.read_only_root);
@@ -973,6 +980,28 @@ mod tests {
             crate::policy::LandlockRequirement::BestEffort
         );
         assert_eq!(r.policy.resources.core.map(|c| c.bytes()), Some(0));
+        // The built-in engine default as the reference: its dropped
+        // capabilities and no_new_privileges win; keep and Landlock stay
+        // the annotation's (the engine keeps the bundle's, Landlock off).
+        std::fs::remove_file(d.join("default.json")).unwrap();
+        let s = PolicySources::from_dir(&d, None).unwrap();
+        let r = s
+            .resolve_with(
+                b.annotations().as_ref(),
+                Path::new("/"),
+                &HostAddrs::default(),
+            )
+            .unwrap();
+        assert_eq!(r.origin, PolicyOrigin::Inline);
+        let iso = &r.policy.isolation;
+        assert_eq!(iso, &builtin_default().isolation.meet(iso));
+        assert!(iso.no_new_privileges && !iso.read_only_root);
+        assert_eq!(iso.capabilities.keep.as_ref().map(Vec::len), Some(2));
+        assert_eq!(
+            iso.capabilities.drop,
+            builtin_default().isolation.capabilities.drop
+        );
+        assert_eq!(r.policy.landlock, crate::policy::LandlockRequirement::Off);
         let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -210,7 +210,10 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
         root.write_meta(&opts.id, &meta)?;
         let landlock = prepared.landlock_abi.map(|_| landlock_plan.clone());
         tracing::debug!(target: "cli", "create: state written, building");
-        let policy_name = prepared.resolved.origin.name();
+        let policy_name = super::refusal::PolicyRef::new(
+            prepared.resolved.origin.name(),
+            &prepared.resolved.policy,
+        );
         let container = build(root, opts, &extra, landlock, programs, policy_name)?;
         tracing::debug!(target: "cli", "create: built");
         // `lo` first: the supervisor binds its proxy on 127.0.0.1 there.
@@ -393,7 +396,7 @@ fn build(
     effective_bundle: &Path,
     landlock: Option<LandlockPlan>,
     seccomp: Vec<super::seccomp_bpf::Program>,
-    policy_name: String,
+    policy_name: super::refusal::PolicyRef,
 ) -> Result<Container> {
     let pid_file = opts.pid_file.as_ref().map(|p| absolute(p)).transpose()?;
     let console = opts

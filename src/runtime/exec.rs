@@ -501,9 +501,12 @@ pub fn exec(root: &Root, opts: &ExecOptions) -> Result<i32> {
             &spec,
             landlock,
             seccomp,
-            meta.policy
-                .as_ref()
-                .map_or_else(|| policy_name.clone(), |o| o.name()),
+            super::refusal::PolicyRef::new(
+                meta.policy
+                    .as_ref()
+                    .map_or_else(|| policy_name.clone(), |o| o.name()),
+                &policy,
+            ),
         ))
         .as_tenant()
         .with_detach(opts.detach)

@@ -34,8 +34,8 @@ pub struct BuntimeExecutor {
     pub landlock: Option<LandlockPlan>,
     /// Precompiled seccomp programs, loaded in order.
     pub programs: Vec<Program>,
-    /// The policy's name, for errors saying which rule refused.
-    pub policy: String,
+    /// The policy, for errors saying which rule refused.
+    pub policy: refusal::PolicyRef,
 }
 
 impl BuntimeExecutor {
@@ -43,7 +43,7 @@ impl BuntimeExecutor {
     pub fn for_init(
         landlock: Option<LandlockPlan>,
         programs: Vec<Program>,
-        policy: String,
+        policy: refusal::PolicyRef,
     ) -> Self {
         Self {
             tenant_seccomp: None,
@@ -59,7 +59,7 @@ impl BuntimeExecutor {
         spec: &Spec,
         landlock: Option<LandlockPlan>,
         programs: Vec<Program>,
-        policy: String,
+        policy: refusal::PolicyRef,
     ) -> Self {
         Self {
             tenant_seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
@@ -196,7 +196,7 @@ impl BuntimeExecutor {
     fn exec_error(&self, spec: &Spec, prog: &str, err: nix::errno::Errno) -> String {
         let explained = match (&self.landlock, err) {
             (Some(plan), nix::errno::Errno::EACCES) => {
-                refusal::explain_exec(plan, &self.policy, prog, &process_path(spec))
+                refusal::explain_exec(plan, &self.policy.name, prog, &process_path(spec))
             }
             _ => None,
         };

@@ -16,6 +16,26 @@ use std::path::{Path, PathBuf};
 
 use crate::landlock::LandlockPlan;
 
+/// The container's policy as the executor names it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicyRef {
+    /// See `PolicyOrigin::name`.
+    pub name: String,
+    /// The supervisor may still grant a read the static rules refuse
+    /// (`broker.fs_read` is not `deny`: a worker asks it), so a file the
+    /// rules do not cover is not a refusal yet.
+    pub brokered_reads: bool,
+}
+
+impl PolicyRef {
+    pub fn new(name: String, policy: &crate::policy::Policy) -> Self {
+        Self {
+            name,
+            brokered_reads: policy.broker.fs_read != crate::policy::BrokerRule::Deny,
+        }
+    }
+}
+
 /// What the process tried to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -143,9 +163,16 @@ const ARGS_CHECKED: usize = 8;
 /// plan's rules do not cover: the program will fail to read them.
 /// Call after the plan was applied, so the open sees what the process
 /// will see. Cheap: a `stat` per argument, an `open` of existing files.
-pub fn unreadable_args(plan: &LandlockPlan, policy: &str, args: &[String]) -> Vec<PolicyRefusal> {
+pub fn unreadable_args(
+    plan: &LandlockPlan,
+    policy: &PolicyRef,
+    args: &[String],
+) -> Vec<PolicyRefusal> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut out = Vec::new();
+    if policy.brokered_reads {
+        return out;
+    }
     for arg in args.iter().skip(1).take(ARGS_CHECKED) {
         if arg.is_empty() || arg.starts_with('-') {
             continue;
@@ -166,7 +193,7 @@ pub fn unreadable_args(plan: &LandlockPlan, policy: &str, args: &[String]) -> Ve
             out.push(PolicyRefusal {
                 access: Access::Read,
                 path: arg.clone(),
-                policy: policy.to_string(),
+                policy: policy.name.clone(),
                 file,
                 interpreter: false,
             });
@@ -264,7 +291,11 @@ mod tests {
         let f = script(d.path(), "main.py", "print(1)\n");
         let args = vec!["python3".to_string(), f.display().to_string()];
         // Not under Landlock here: the open succeeds, nothing to report.
-        assert!(unreadable_args(&plan(&[], &[]), "p", &args).is_empty());
+        let p = PolicyRef {
+            name: "p".into(),
+            brokered_reads: false,
+        };
+        assert!(unreadable_args(&plan(&[], &[]), &p, &args).is_empty());
         let r = PolicyRefusal {
             access: Access::Read,
             path: "/app/main.py".into(),

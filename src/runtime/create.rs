@@ -205,7 +205,7 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
             rootfs: rootfs.clone(),
             annotations,
             supervisor_pid: supervisor.as_ref().map(|s| s.pid),
-            policy: Some(prepared.resolved.origin.clone()),
+            policy_name: Some(prepared.resolved.origin.name()),
         };
         root.write_meta(&opts.id, &meta)?;
         let landlock = prepared.landlock_abi.map(|_| landlock_plan.clone());

@@ -502,9 +502,9 @@ pub fn exec(root: &Root, opts: &ExecOptions) -> Result<i32> {
             landlock,
             seccomp,
             super::refusal::PolicyRef::new(
-                meta.policy
-                    .as_ref()
-                    .map_or_else(|| policy_name.clone(), |o| o.name()),
+                meta.policy_name
+                    .clone()
+                    .unwrap_or_else(|| policy_name.clone()),
                 &policy,
             ),
         ))

@@ -44,9 +44,9 @@ pub struct Meta {
     /// The container's supervisor process (see `crate::supervisor`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supervisor_pid: Option<i32>,
-    /// Where the container's policy came from (its name in `exec` errors).
+    /// The policy's short name (`PolicyOrigin::name`), for `exec` errors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy: Option<crate::policy::PolicyOrigin>,
+    pub policy_name: Option<String>,
 }
 
 impl Root {

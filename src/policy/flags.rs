@@ -310,6 +310,8 @@ mod tests {
         assert_eq!(p.network.deny[0].to_string(), "10.0.0.0/8");
         let p = policy(&["--base=none", "--allow-net=example.com", "--net=host"]);
         assert_eq!(p.network.mode, NetMode::Host);
+        let p = policy(&["--base=none", "--net=bundle"]);
+        assert_eq!(p.network.mode, NetMode::Bundle);
     }
 
     #[test]

@@ -354,7 +354,8 @@ pub fn exec_process(
     p.set_capabilities(caps);
     p.set_rlimits(Some(ip.rlimits().clone().unwrap_or_default()));
     let nnp = ip.no_new_privileges().unwrap_or(false) || p.no_new_privileges().unwrap_or(false);
-    p.set_no_new_privileges(Some(nnp));
+    // Absent rather than `false`: see bundle::unset_false_no_new_privileges.
+    p.set_no_new_privileges(nnp.then_some(true));
     p.set_scheduler(ip.scheduler().clone());
     p.set_io_priority(*ip.io_priority());
     p.set_oom_score_adj(ip.oom_score_adj());

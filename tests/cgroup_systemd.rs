@@ -72,7 +72,10 @@ fn systemd_cgroup_without_systemd_fails_clearly_and_leaves_nothing() {
     };
     assert!(err.contains(why), "{err}");
     // Not silently run through cgroupfs: no cgroup of that name anywhere.
-    for d in fs::read_dir("/sys/fs/cgroup").expect("cgroup root").flatten() {
+    for d in fs::read_dir("/sys/fs/cgroup")
+        .expect("cgroup root")
+        .flatten()
+    {
         let p = d.path().join("system.slice:buntime-test:sdno");
         assert!(!p.exists(), "{} made", p.display());
     }
@@ -139,15 +142,14 @@ fn systemd_scope_through_the_whole_lifecycle() {
     // The supervisor's work is charged to the container's scope.
     let meta = read(&env.root.join(".buntime").join(id).join("buntime.json"));
     let meta: serde_json::Value = serde_json::from_str(&meta).expect("meta");
-    if let Some(sup) = meta["supervisorPid"].as_i64() {
-        assert_eq!(proc_cgroup(sup), proc_cgroup(init), "supervisor's cgroup");
-    }
+    let sup = meta["supervisorPid"].as_i64().expect("a supervisor");
+    assert_eq!(proc_cgroup(sup), proc_cgroup(init), "supervisor's cgroup");
 
     // exec: the new process joins the scope.
     sd(&["exec", "-d", id, "sleep", "1001"]);
     let found = wait_until(Duration::from_secs(20), || {
-        let pids: Vec<i64> = serde_json::from_str(&sd(&["ps", "--format", "json", id]))
-            .unwrap_or_default();
+        let pids: Vec<i64> =
+            serde_json::from_str(&sd(&["ps", "--format", "json", id])).unwrap_or_default();
         pids.iter().any(|p| {
             read(Path::new(&format!("/proc/{p}/cmdline"))).contains("1001")
                 && proc_cgroup(*p) == format!("0::/system.slice/{unit}")
@@ -157,7 +159,10 @@ fn systemd_scope_through_the_whole_lifecycle() {
 
     // update: the limits land in the scope's cgroup.
     sd(&["update", "--memory", "64m", "--pids-limit", "50", id]);
-    assert_eq!(read(&dir.join("memory.max")).trim(), (64u64 << 20).to_string());
+    assert_eq!(
+        read(&dir.join("memory.max")).trim(),
+        (64u64 << 20).to_string()
+    );
     assert_eq!(read(&dir.join("pids.max")).trim(), "50");
 
     // pause/resume freeze the scope: the counter stops, then moves on.
@@ -178,8 +183,14 @@ fn systemd_scope_through_the_whole_lifecycle() {
     let out = sd(&["events", "--stats", id]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON event");
     assert_eq!(v["type"], "stats");
-    assert!(v["data"]["pids"]["current"].as_u64().unwrap_or(0) >= 2, "{v}");
-    assert!(v["data"]["memory"]["usage"]["usage"].as_u64().unwrap_or(0) > 0, "{v}");
+    assert!(
+        v["data"]["pids"]["current"].as_u64().unwrap_or(0) >= 2,
+        "{v}"
+    );
+    assert!(
+        v["data"]["memory"]["usage"]["usage"].as_u64().unwrap_or(0) > 0,
+        "{v}"
+    );
 
     // delete: the scope is stopped and gone.
     sd(&["delete", "--force", id]);

@@ -7,7 +7,8 @@
 # (no boot, a hang past the timeout). The root disk is a snapshot of the
 # cached image: every boot starts pristine and writes nothing back.
 # Env: BUNTIME_NODE_DIR (image cache), BUNTIME_NODE_OUT (keep the guest's
-# console log and output there), NODE_MEM (MB, default 2048), NODE_CPUS (2).
+# console log and output there), BUNTIME_NODE_ENV (NAME=VALUE ... exported
+# in the guest), NODE_MEM (MB, default 2048), NODE_CPUS (2).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 limit=1500
@@ -34,7 +35,7 @@ trap 'exit 130' INT TERM
 
 {
   printf 'export BUNTIME_NODE_TEST=1 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n'
-  printf 'export NODE_IO=/node\n'
+  printf 'export NODE_IO=/node %s\n' "${BUNTIME_NODE_ENV:-}"
   printf 'cd %q\n' "$node_repo"
   printf 'exec bash'
   printf ' %q' "$@"

@@ -4,7 +4,7 @@ DESTDIR ?=
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all build deps test run bench install uninstall lint fmt
+.PHONY: all build deps test test-node run bench install uninstall lint fmt
 
 all: build
 
@@ -16,6 +16,11 @@ build: deps
 
 test: deps
 	bash hack/test.sh
+
+# The suite on a real node: a Debian 12 guest (systemd, pure cgroup v2)
+# under QEMU, image cached in .build/node (hack/node/README.md).
+test-node: deps
+	bash hack/node/test.sh
 
 run: build
 	bash hack/run.sh

@@ -308,8 +308,13 @@ fn ps_lists_container_pids_and_pause_really_freezes() {
     assert!(wait_until(Duration::from_secs(10), || count() > 2));
     env.ok(&["pause", "pz"]);
     assert_eq!(env.status("pz"), "paused");
-    let freezer = "/sys/fs/cgroup/freezer/buntime/pz/freezer.state";
-    assert_eq!(read(Path::new(freezer)).trim(), "FROZEN");
+    if pure_v2() {
+        let freeze = read(Path::new("/sys/fs/cgroup/buntime/pz/cgroup.freeze"));
+        assert_eq!(freeze.trim(), "1");
+    } else {
+        let freezer = "/sys/fs/cgroup/freezer/buntime/pz/freezer.state";
+        assert_eq!(read(Path::new(freezer)).trim(), "FROZEN");
+    }
     let frozen_at = count();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(count(), frozen_at, "counter moved while paused");
@@ -326,11 +331,21 @@ fn update_changes_the_cgroup_limits() {
     let bundle = env.bundle("b", &["sleep", "1000"], &[]);
     env.run_detached("up", &bundle);
     env.ok(&["update", "--memory", "64m", "--pids-limit", "50", "up"]);
-    let mem = read(Path::new(
-        "/sys/fs/cgroup/memory/buntime/up/memory.limit_in_bytes",
-    ));
+    // cgroup v1 (this host) or pure v2 (the node guest, `make test-node`).
+    let (mem_file, pids_file) = if pure_v2() {
+        (
+            "/sys/fs/cgroup/buntime/up/memory.max",
+            "/sys/fs/cgroup/buntime/up/pids.max",
+        )
+    } else {
+        (
+            "/sys/fs/cgroup/memory/buntime/up/memory.limit_in_bytes",
+            "/sys/fs/cgroup/pids/buntime/up/pids.max",
+        )
+    };
+    let mem = read(Path::new(mem_file));
     assert_eq!(mem.trim(), (64u64 << 20).to_string());
-    let pids = read(Path::new("/sys/fs/cgroup/pids/buntime/up/pids.max"));
+    let pids = read(Path::new(pids_file));
     assert_eq!(pids.trim(), "50");
     // The same through a resources file.
     let res = env.dir.path().join("res.json");
@@ -341,9 +356,7 @@ fn update_changes_the_cgroup_limits() {
         res.to_str().unwrap_or_default(),
         "up",
     ]);
-    let mem = read(Path::new(
-        "/sys/fs/cgroup/memory/buntime/up/memory.limit_in_bytes",
-    ));
+    let mem = read(Path::new(mem_file));
     assert_eq!(mem.trim(), "33554432");
     let err = env.fails(&["update", "--memory", "lots", "up"]);
     assert!(err.contains("--memory"), "{err}");
@@ -351,6 +364,12 @@ fn update_changes_the_cgroup_limits() {
     // host mounts (resolved from one read of mountinfo: third_party/README.md).
     let pid = env.state("up")["pid"].as_i64().expect("pid");
     let own = read(Path::new(&format!("/proc/{pid}/cgroup")));
+    if pure_v2() {
+        assert_eq!(own.trim(), "0::/buntime/up");
+        env.ok(&["delete", "--force", "up"]);
+        env.assert_gone("up");
+        return;
+    }
     let mut joined = Vec::new();
     for c in [
         "cpu", "cpuacct", "cpuset", "devices", "memory", "pids", "blkio", "freezer",
@@ -375,6 +394,11 @@ fn update_changes_the_cgroup_limits() {
     );
     env.ok(&["delete", "--force", "up"]);
     env.assert_gone("up");
+}
+
+/// Pure cgroup v2 (the node guest of `make test-node`), not v1/hybrid.
+fn pure_v2() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
 }
 
 /// Receives one fd sent with SCM_RIGHTS on an accepted connection.

@@ -157,7 +157,20 @@ pub fn effective_spec(bundle: &Bundle, id: &str, systemd: bool) -> Result<Spec> 
             .collect();
         spec.set_mounts(Some(fixed));
     }
+    if systemd {
+        // Before anything is made: the flag never falls back silently.
+        super::cgroup::check_systemd_driver()?;
+    }
     if let Some(mut linux) = spec.linux().clone() {
+        if let (true, Some(path)) = (systemd, linux.cgroups_path()) {
+            super::cgroup::systemd_cgroups_path(&path.to_string_lossy()).map_err(|message| {
+                RuntimeError::Config {
+                    file: bundle.dir.join("config.json"),
+                    pointer: "/linux/cgroupsPath".into(),
+                    message,
+                }
+            })?;
+        }
         if linux.cgroups_path().is_none() {
             let path = if systemd {
                 format!("system.slice:buntime:{id}")

@@ -40,6 +40,80 @@ pub fn pids(container: &Container) -> Result<Vec<i32>> {
     Ok(pids)
 }
 
+/// Why `--systemd-cgroup` cannot work on this host: what libcontainer's
+/// systemd driver needs is missing. Checked before anything is made, so
+/// that the flag never silently falls back to cgroupfs (libcgroups uses
+/// its v1 manager on a v1/hybrid host whatever the flag says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SystemdDriverProblem {
+    /// No systemd as PID 1 (`/run/systemd/system` is missing, sd_booted).
+    NotBooted,
+    /// cgroup v1 or hybrid: the driver is for pure cgroup v2 only.
+    NotUnified,
+}
+
+impl std::fmt::Display for SystemdDriverProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::NotBooted => {
+                "--systemd-cgroup: systemd is not running on this host (no /run/systemd/system), \
+                 so nothing can make the container's scope; run without --systemd-cgroup to use cgroupfs"
+            }
+            Self::NotUnified => {
+                "--systemd-cgroup: this host's cgroups are v1 or hybrid, and the systemd driver \
+                 needs pure cgroup v2 (boot with systemd.unified_cgroup_hierarchy=1); \
+                 run without --systemd-cgroup to use cgroupfs"
+            }
+        })
+    }
+}
+
+/// What stands in the way of the systemd driver, from whether systemd
+/// runs and the host's cgroup layout.
+pub fn systemd_driver_problem(booted: bool, unified: bool) -> Option<SystemdDriverProblem> {
+    if !booted {
+        Some(SystemdDriverProblem::NotBooted)
+    } else if !unified {
+        Some(SystemdDriverProblem::NotUnified)
+    } else {
+        None
+    }
+}
+
+/// Fails with [`SystemdDriverProblem`] unless `--systemd-cgroup` can work here.
+pub fn check_systemd_driver() -> Result<()> {
+    use libcgroups::common::{get_cgroup_setup, CgroupSetup};
+    let unified = matches!(get_cgroup_setup(), Ok(CgroupSetup::Unified));
+    match systemd_driver_problem(libcgroups::systemd::booted(), unified) {
+        Some(p) => Err(RuntimeError::Invalid(p.to_string())),
+        None => Ok(()),
+    }
+}
+
+/// Checks a `cgroupsPath` for the systemd driver: `slice:prefix:name`,
+/// as runc wants it (the slice may be empty: `system.slice`). An absolute
+/// path would make libcgroups use cgroupfs behind systemd's back.
+pub fn systemd_cgroups_path(path: &str) -> std::result::Result<(), String> {
+    let parts: Vec<&str> = path.split(':').collect();
+    let [slice, _prefix, name] = parts.as_slice() else {
+        return Err(format!(
+            "{path:?} is not \"slice:prefix:name\" (e.g. \"system.slice:buntime:ID\"), \
+             which --systemd-cgroup needs"
+        ));
+    };
+    if name.is_empty() || name.contains('/') {
+        return Err(format!(
+            "{path:?}: the name (after the last ':') must be non-empty, without '/'"
+        ));
+    }
+    if !slice.is_empty() && (!slice.ends_with(".slice") || slice.contains('/')) {
+        return Err(format!(
+            "{path:?}: {slice:?} is not a systemd slice (NAME.slice)"
+        ));
+    }
+    Ok(())
+}
+
 /// Removes a cgroup that a failed create may have left; errors are ignored
 /// because the cgroup may never have been made.
 pub fn remove_quietly(cgroup_path: &Path, systemd: bool, id: &str) {
@@ -146,6 +220,49 @@ fn cgroup_mounts(mountinfo: &str) -> Option<Vec<std::path::PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn systemd_driver_needs_systemd_and_pure_v2() {
+        assert_eq!(
+            systemd_driver_problem(false, true),
+            Some(SystemdDriverProblem::NotBooted)
+        );
+        assert_eq!(
+            systemd_driver_problem(false, false),
+            Some(SystemdDriverProblem::NotBooted)
+        );
+        assert_eq!(
+            systemd_driver_problem(true, false),
+            Some(SystemdDriverProblem::NotUnified)
+        );
+        assert_eq!(systemd_driver_problem(true, true), None);
+        assert!(SystemdDriverProblem::NotBooted
+            .to_string()
+            .contains("--systemd-cgroup"));
+    }
+
+    #[test]
+    fn systemd_cgroups_path_is_slice_prefix_name() {
+        for ok in [
+            "system.slice:buntime:x",
+            ":buntime:x",
+            "machine.slice:libpod:abc",
+            "kubepods-besteffort-pod1.slice:cri-containerd:c1",
+        ] {
+            assert_eq!(systemd_cgroups_path(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "/buntime/x",
+            "buntime:x",
+            "a:b:c:d",
+            "system.slice:buntime:",
+            "system:buntime:x",
+            "a/b.slice:p:x",
+            "system.slice:p:a/b",
+        ] {
+            assert!(systemd_cgroups_path(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn cgroup_hierarchies_are_read_from_mountinfo() {

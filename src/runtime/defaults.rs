@@ -90,7 +90,7 @@ pub fn features() -> serde_json::Value {
         "linux": {
             "namespaces": namespaces,
             "capabilities": capabilities,
-            "cgroup": { "v1": true, "v2": true, "systemd": false, "systemdUser": false },
+            "cgroup": { "v1": true, "v2": true, "systemd": true, "systemdUser": false },
             "seccomp": {
                 "enabled": true,
                 "actions": actions,

@@ -185,8 +185,11 @@ impl Env {
                 .join(id);
             assert!(!p.exists(), "cgroup {} left behind", p.display());
         }
-        let p = Path::new("/sys/fs/cgroup/unified/buntime").join(id);
-        assert!(!p.exists(), "cgroup {} left behind", p.display());
+        // cgroup v2: hybrid (unified/) and pure.
+        for base in ["/sys/fs/cgroup/unified/buntime", "/sys/fs/cgroup/buntime"] {
+            let p = Path::new(base).join(id);
+            assert!(!p.exists(), "cgroup {} left behind", p.display());
+        }
         let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let needle = self.dir.path().to_string_lossy().into_owned();
         assert!(

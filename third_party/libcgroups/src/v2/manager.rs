@@ -278,8 +278,16 @@ impl CgroupManager for Manager {
 
     fn stats(&self) -> Result<Stats, Self::Error> {
         let mut stats = Stats::default();
-
+        // buntime patch: only the controllers enabled for this cgroup (its
+        // `cgroup.controllers`), as runc does. Under systemd a scope has no
+        // hugetlb (systemd does not delegate it), so its hugetlb.* files
+        // are missing and reading them failed the whole of `events`. The
+        // cpu stats (`cpu.stat`) exist in every cgroup.
+        let enabled = util::get_available_controllers(&self.full_path).unwrap_or_default();
         for subsystem in CONTROLLER_TYPES {
+            if *subsystem != ControllerType::Cpu && !enabled.contains(subsystem) {
+                continue;
+            }
             match subsystem {
                 ControllerType::Cpu => stats.cpu = Cpu::stats(&self.full_path)?,
                 ControllerType::HugeTlb => stats.hugetlb = HugeTlb::stats(&self.full_path)?,

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Inside the node guest (its disk is a throw-away snapshot): installs the
+# built buntime-runc, the shipped policies and the engine snippets the way
+# README's installation does, for the podman and containerd sections.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bin=${NODE_BIN:-target/debug}
+install -m 0755 "$bin/buntime-runc" /usr/local/bin/buntime-runc
+install -d /etc/buntime/policies
+for p in policies/*.json; do
+  [ "$(basename "$p")" = schema.json ] || install -m 0644 "$p" /etc/buntime/policies/
+done
+install -m 0644 policies/default.json /etc/buntime/default.json
+install -D -m 0644 integration/podman/containers.conf /etc/containers/containers.conf.d/buntime.conf

@@ -54,6 +54,9 @@ pub enum RuntimeError {
     /// A failure inside libcontainer or libcgroups, with its whole cause chain.
     #[error("{context}: {detail}")]
     Backend { context: String, detail: String },
+    /// Writing the command's output failed (`crate::stdout`).
+    #[error(transparent)]
+    Output(#[from] crate::stdout::OutputError),
 }
 
 impl RuntimeError {

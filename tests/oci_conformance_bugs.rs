@@ -312,3 +312,39 @@ fn a_user_namespace_container_runs_with_its_supervisor() {
     env.assert_gone("uns");
     assert!(!gate_run.exists(), "{} left behind", gate_run.display());
 }
+
+#[test]
+fn checkpoint_and_restore_are_refused_with_the_reason() {
+    let env = Env::new();
+    let bundle = env.bundle("b", &["sleep", "30"], &[]);
+    env.run_detached("ck", &bundle);
+    let images = env.dir.path().join("images");
+    let i = images.to_str().expect("utf-8");
+    // runc's arguments, as an engine passes them.
+    let err = env.fails(&[
+        "checkpoint",
+        "--image-path",
+        i,
+        "--leave-running",
+        "--tcp-established",
+        "ck",
+    ]);
+    assert!(err.contains("level=error"), "{err}");
+    assert!(
+        err.contains("checkpoint is not supported by buntime-runc: nothing could restore it"),
+        "{err}"
+    );
+    assert!(!images.exists(), "checkpoint left {}", images.display());
+    assert_eq!(env.status("ck"), "running");
+    let b = bundle.to_str().expect("utf-8");
+    let err = env.fails(&["restore", "--image-path", i, "-d", "-b", b, "ck2"]);
+    assert!(err.contains("restore is not supported"), "{err}");
+    env.assert_gone("ck2");
+    // And `features` says so, in runc's annotation.
+    let f: serde_json::Value = serde_json::from_str(&env.ok(&["features"])).expect("features");
+    assert_eq!(
+        f["annotations"]["org.opencontainers.runc.checkpoint.enabled"],
+        "false"
+    );
+    env.ok(&["delete", "--force", "ck"]);
+}

@@ -41,7 +41,7 @@ struct Cli {
     /// Accepted for runc compatibility (rootless mode is detected)
     #[arg(long, hide = true)]
     rootless: Option<String>,
-    /// Accepted for runc compatibility (checkpointing is not supported)
+    /// Accepted for runc compatibility (checkpoint/restore are not supported)
     #[arg(long, hide = true)]
     criu: Option<String>,
     /// Print the version
@@ -83,6 +83,10 @@ enum Command {
     Spec(SpecArgs),
     /// Print what this runtime supports (OCI features JSON)
     Features,
+    /// Not supported: refused with the reason (runc's arguments accepted)
+    Checkpoint(CheckpointArgs),
+    /// Not supported: refused with the reason (runc's arguments accepted)
+    Restore(RestoreArgs),
     /// Print a container's audit log (the supervisor's decisions)
     Audit(AuditArgs),
     /// Run a container's supervisor (started by `create`)
@@ -95,6 +99,74 @@ struct AuditArgs {
     /// Keep printing new records until the supervisor exits
     #[arg(short, long)]
     follow: bool,
+    /// Container id
+    id: String,
+}
+
+/// runc's checkpoint options, taken so that an engine's call gets the
+/// reason rather than a usage error.
+#[derive(Args, Debug)]
+struct CriuArgs {
+    #[arg(long)]
+    image_path: Option<PathBuf>,
+    #[arg(long)]
+    work_path: Option<PathBuf>,
+    #[arg(long)]
+    tcp_established: bool,
+    #[arg(long)]
+    ext_unix_sk: bool,
+    #[arg(long)]
+    shell_job: bool,
+    #[arg(long)]
+    file_locks: bool,
+    #[arg(long)]
+    lazy_pages: bool,
+    #[arg(long)]
+    manage_cgroups_mode: Option<String>,
+    #[arg(long)]
+    empty_ns: Vec<String>,
+    #[arg(long)]
+    auto_dedup: bool,
+}
+
+#[derive(Args, Debug)]
+struct CheckpointArgs {
+    #[command(flatten)]
+    criu: CriuArgs,
+    #[arg(long)]
+    parent_path: Option<PathBuf>,
+    #[arg(long)]
+    leave_running: bool,
+    #[arg(long)]
+    status_fd: Option<i32>,
+    #[arg(long)]
+    page_server: Option<String>,
+    #[arg(long)]
+    pre_dump: bool,
+    /// Container id
+    id: String,
+}
+
+#[derive(Args, Debug)]
+struct RestoreArgs {
+    #[command(flatten)]
+    criu: CriuArgs,
+    #[arg(long)]
+    console_socket: Option<PathBuf>,
+    #[arg(short, long)]
+    bundle: Option<PathBuf>,
+    #[arg(short, long)]
+    detach: bool,
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    #[arg(long)]
+    no_subreaper: bool,
+    #[arg(long)]
+    no_pivot: bool,
+    #[arg(long)]
+    lsm_profile: Option<String>,
+    #[arg(long)]
+    lsm_mount_context: Option<String>,
     /// Container id
     id: String,
 }
@@ -418,6 +490,25 @@ fn audit(root: &Root, a: &AuditArgs) -> Result<()> {
 fn dispatch(cli: &Cli) -> Result<i32> {
     // `spec` and `features` need no state root.
     match &cli.command {
+        // libcontainer 0.7 can dump through CRIU but cannot restore; a
+        // dump would also lose the supervisor (docs: "Checkpoint").
+        Command::Checkpoint(_) => {
+            return Err(RuntimeError::Unsupported {
+                command: "checkpoint",
+                reason: "nothing could restore it (libcontainer 0.7 has no CRIU restore), and \
+                         an image would not hold the container's supervisor, a process outside \
+                         it whose broker socket and proxy its processes are connected to \
+                         (features: org.opencontainers.runc.checkpoint.enabled=false)",
+            }
+            .into())
+        }
+        Command::Restore(_) => {
+            return Err(RuntimeError::Unsupported {
+                command: "restore",
+                reason: "libcontainer 0.7 has no CRIU restore",
+            }
+            .into())
+        }
         Command::Spec(a) if a.explain.is_none() => {
             defaults::write_default_spec(&a.bundle, a.rootless)?;
             return Ok(0);
@@ -501,7 +592,7 @@ fn dispatch(cli: &Cli) -> Result<i32> {
                 stdout::print(&lifecycle::explain(&root, id)?)?;
             }
         }
-        Command::Features => {}
+        Command::Features | Command::Checkpoint(_) | Command::Restore(_) => {}
         Command::Audit(a) => audit(&root, a)?,
         Command::Supervise(a) => buntime::supervisor::run(&root, &a.id)?,
     }

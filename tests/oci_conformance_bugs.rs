@@ -252,13 +252,19 @@ fn a_user_namespace_container_runs_with_its_supervisor() {
     fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
     let bundle = env.bundle(
         "b",
-        &["/bin/worker", "read:/data/ok.txt", "sleep:3000"],
+        &[
+            "sh",
+            "-c",
+            "cat /etc/shadow; exec /bin/worker read:/data/ok.txt sleep:3000",
+        ],
         &[],
     );
     let rootfs = bundle.join("rootfs");
     install_worker(&rootfs);
     fs::create_dir_all(rootfs.join("data")).expect("data");
     fs::write(rootfs.join("data/ok.txt"), "hello from the image").expect("file");
+    // A deny mask over a file: bound from buntime's unreadable file.
+    fs::write(rootfs.join("etc/shadow"), "root:secret-hash:1::::::").expect("shadow");
     edit(&bundle, |s| {
         let ns = s["linux"]["namespaces"].as_array_mut().expect("namespaces");
         ns.push(serde_json::json!({"type": "user"}));
@@ -266,7 +272,7 @@ fn a_user_namespace_container_runs_with_its_supervisor() {
         s["linux"]["uidMappings"] = map.clone();
         s["linux"]["gidMappings"] = map;
         s["annotations"] = serde_json::json!({"buntime.dev/policy": r#"{"version":1,
-            "filesystem":{"read":["/"],"exec":["/"]},"network":{"mode":"none"},
+            "filesystem":{"read":["/"],"exec":["/"],"deny":["/etc/shadow"]},"network":{"mode":"none"},
             "broker":{"fs_read":"deny"}}"#});
     });
     let log = env.dir.path().join("u.log");
@@ -281,6 +287,12 @@ fn a_user_namespace_container_runs_with_its_supervisor() {
         "the supervisor answered the mapped root: {}",
         read(&log)
     );
+    assert!(
+        read(&log).contains("can't open '/etc/shadow': Permission denied"),
+        "{}",
+        read(&log)
+    );
+    assert!(!read(&log).contains("secret-hash"), "{}", read(&log));
     let st = env.state("uns");
     assert!(
         st["annotations"]["buntime.dev/supervisor"]

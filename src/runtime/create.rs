@@ -78,27 +78,30 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
         .as_ref()
         .and_then(|l| l.seccomp().as_ref())
         .map(|_| crate::spec::default_seccomp(prepared.resolved.policy.network.mode));
+    // A user namespace's root cannot reach the state directory: what the
+    // container binds from buntime (the supervisor's directory, the
+    // unreadable file of deny masks) lies behind a gate (`userns`).
+    // (`buntime run` stages what its sandbox cannot reach instead: `stage`.)
+    let mapped_root = match opts.sandbox {
+        None => super::userns::mapped_root(&spec)?,
+        Some(_) => None,
+    };
+    let bind_dir = match mapped_root {
+        Some(_) => super::userns::gate_dir(root, &opts.id),
+        None => root.extra_dir(&opts.id),
+    };
     let deny_files = unreadable_deny_files(
         &mut spec,
         &prepared.resolved.policy,
         opts.sandbox.is_some(),
         &rootfs,
-        &root.extra_dir(&opts.id),
+        &bind_dir,
     )?;
     super::mounts::keep_cgroup_readonly(&mut spec)?;
     let mut landlock_plan = prepared.landlock;
     let supervised = wants_supervisor(&spec);
-    // A user namespace's root cannot reach the state directory: its
-    // supervisor's directory lies behind a gate (`userns`).
-    let gate_gid = match supervised {
-        true => super::userns::gate_gid(&spec)?,
-        false => None,
-    };
     if supervised {
-        let source = match gate_gid {
-            Some(_) => super::userns::run_dir(root, &opts.id),
-            None => root.extra_dir(&opts.id).join(crate::supervisor::RUN_DIR),
-        };
+        let source = bind_dir.join(crate::supervisor::RUN_DIR);
         add_supervisor(&mut spec, &mut landlock_plan, &source)?;
     }
     // Canonical paths now, so that applying the plan later (at every exec)
@@ -151,8 +154,11 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
     let mut hook_socket: Option<super::netns_hook::HookSocket> = None;
 
     let result = (|| {
+        if let Some(m) = mapped_root {
+            super::userns::make_gate(root, &opts.id, m.gid)?;
+        }
         if deny_files {
-            make_denied_file(&extra)?;
+            make_denied_file(&bind_dir)?;
         }
         // The effective spec as the policy made it, seccomp included
         // (`spec --explain`); libcontainer's copy below may lack the
@@ -171,10 +177,10 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
         if supervised {
             // Its directory now: the container binds it.
             let run_dir = extra.join(crate::supervisor::RUN_DIR);
-            match gate_gid {
-                Some(gid) => {
-                    super::userns::make(root, &opts.id, gid, &run_dir)?;
-                    super::userns::make_mountpoint(&rootfs)?;
+            match mapped_root {
+                Some(m) => {
+                    super::userns::make_run(root, &opts.id, &run_dir)?;
+                    super::userns::make_mountpoint(&rootfs, m)?;
                 }
                 None => fs::DirBuilder::new()
                     .mode(0o755)
@@ -578,9 +584,9 @@ fn unreadable_deny_files(
     Ok(true)
 }
 
-fn make_denied_file(extra: &Path) -> Result<()> {
+fn make_denied_file(dir: &Path) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let path = extra.join(DENIED_FILE);
+    let path = dir.join(DENIED_FILE);
     fs::OpenOptions::new()
         .write(true)
         .create_new(true)

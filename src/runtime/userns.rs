@@ -13,6 +13,7 @@
 //!   <key of the state root>/      root:root      0711
 //!     <id>/                       root:<gid>     0710  the gate
 //!       run/                      root:root      0755  bound at /run/buntime
+//!       denied                    root:root      0000  bound over deny files
 //! ```
 //!
 //! `<gid>` is the host gid the container's gid 0 maps to: the container's
@@ -28,7 +29,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use libcontainer::oci_spec::runtime::{LinuxNamespaceType, Spec};
-use nix::unistd::{chown, Gid};
+use nix::unistd::{chown, Gid, Uid};
 use sha2::{Digest, Sha256};
 
 use super::error::{Result, RuntimeError};
@@ -37,10 +38,17 @@ use super::state::Root;
 /// Where the gates of every state root live.
 pub const GATE_BASE: &str = "/run/buntime-userns";
 
-/// The host gid the container's gid 0 maps to, when root creates a
+/// The host uid and gid of a user namespace's root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MappedRoot {
+    pub uid: Uid,
+    pub gid: Gid,
+}
+
+/// The host ids the container's root maps to, when root creates a
 /// container with a user namespace of its own whose root is not host root:
 /// such a container needs a gate. `None`: the state directory will do.
-pub fn gate_gid(spec: &Spec) -> Result<Option<Gid>> {
+pub fn mapped_root(spec: &Spec) -> Result<Option<MappedRoot>> {
     if !nix::unistd::geteuid().is_root()
         || !super::create::has_new_ns(spec, LinuxNamespaceType::User)
     {
@@ -53,12 +61,21 @@ pub fn gate_gid(spec: &Spec) -> Result<Option<Gid>> {
             .find(|m| m.container_id() == 0 && m.size() > 0)
             .map(|m| m.host_id())
     };
-    let uid = mapped(linux.and_then(|l| l.uid_mappings().as_ref()));
-    if uid == Some(0) {
-        return Ok(None);
-    }
+    let uid = match mapped(linux.and_then(|l| l.uid_mappings().as_ref())) {
+        Some(0) => return Ok(None),
+        Some(uid) => Uid::from_raw(uid),
+        None => {
+            return Err(RuntimeError::Invalid(
+                "linux.uidMappings: a container with a user namespace needs its uid 0 mapped"
+                    .into(),
+            ))
+        }
+    };
     match mapped(linux.and_then(|l| l.gid_mappings().as_ref())) {
-        Some(gid) => Ok(Some(Gid::from_raw(gid))),
+        Some(gid) => Ok(Some(MappedRoot {
+            uid,
+            gid: Gid::from_raw(gid),
+        })),
         None => Err(RuntimeError::Invalid(
             "linux.gidMappings: a container with a user namespace needs its gid 0 mapped \
              (the supervisor's directory is opened to that host gid)"
@@ -85,14 +102,9 @@ fn root_dir(root: &Root) -> PathBuf {
     Path::new(GATE_BASE).join(key)
 }
 
-/// Makes the gate and its `run` directory, and links `link` (the state
-/// directory's `run`) to it. The gate is made exclusively: one left over
+/// Makes the gate of `id`, open to `gid`. Made exclusively: one left over
 /// by a crash is refused rather than trusted.
-pub fn make(root: &Root, id: &str, gid: Gid, link: &Path) -> Result<PathBuf> {
-    let io = |what: &str, p: &Path| {
-        let what = format!("{what} {}", p.display());
-        move |e: std::io::Error| RuntimeError::io(what, e)
-    };
+pub fn make_gate(root: &Root, id: &str, gid: Gid) -> Result<PathBuf> {
     let base = root_dir(root);
     for dir in [Path::new(GATE_BASE), base.as_path()] {
         match fs::DirBuilder::new().mode(0o711).create(dir) {
@@ -109,36 +121,58 @@ pub fn make(root: &Root, id: &str, gid: Gid, link: &Path) -> Result<PathBuf> {
         .mode(0o700)
         .create(&gate)
         .map_err(io("create", &gate))?;
-    let run = gate.join(crate::supervisor::RUN_DIR);
+    chown(&gate, None, Some(gid))
+        .map_err(|e| RuntimeError::io(format!("chown {}", gate.display()), e.into()))?;
+    fs::set_permissions(&gate, fs::Permissions::from_mode(0o710)).map_err(io("chmod", &gate))?;
+    Ok(gate)
+}
+
+/// Makes the supervisor's `run` directory in the gate of `id`, and links
+/// `link` (the state directory's `run`) to it.
+pub fn make_run(root: &Root, id: &str, link: &Path) -> Result<()> {
+    let run = run_dir(root, id);
     fs::DirBuilder::new()
         .mode(0o755)
         .create(&run)
         .map_err(io("create", &run))?;
     fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).map_err(io("chmod", &run))?;
-    // Opened last, when everything inside is in place.
-    chown(&gate, None, Some(gid))
-        .map_err(|e| RuntimeError::io(format!("chown {}", gate.display()), e.into()))?;
-    fs::set_permissions(&gate, fs::Permissions::from_mode(0o710)).map_err(io("chmod", &gate))?;
-    std::os::unix::fs::symlink(&run, link).map_err(io("link", link))?;
-    Ok(run)
+    std::os::unix::fs::symlink(&run, link).map_err(io("link", link))
+}
+
+fn io(what: &str, p: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let what = format!("{what} {}", p.display());
+    move |e| RuntimeError::io(what, e)
 }
 
 /// Makes `/run/buntime` in the image, as host root: the container's root
 /// mounts the supervisor's directory there but may not be allowed to create
-/// it in an image host root owns. Resolved inside `rootfs` (its links
-/// cannot lead out of it). Like any mount point, it stays in the image.
-pub fn make_mountpoint(rootfs: &Path) -> Result<()> {
+/// it in an image host root owns. What is made is given to the container's
+/// root, as if it had made it (the engine's own mounts under `/run` go in
+/// after). Resolved inside `rootfs` (its links cannot lead out of it).
+/// Like any mount point, it stays in the image.
+pub fn make_mountpoint(rootfs: &Path, owner: MappedRoot) -> Result<()> {
     let dst = crate::supervisor::CONTAINER_DIR.trim_start_matches('/');
-    let err = |e: pathrs::error::Error| {
+    let err = |e: &dyn std::fmt::Display| {
         RuntimeError::Invalid(format!(
             "create the mount point /{dst} in {} for a user namespace's root: {e}",
             rootfs.display()
         ))
     };
-    let root = pathrs::Root::open(rootfs).map_err(err)?;
-    root.mkdir_all(dst, &fs::Permissions::from_mode(0o755))
-        .map(|_| ())
-        .map_err(err)
+    let root = pathrs::Root::open(rootfs).map_err(|e| err(&e))?;
+    let mut path = PathBuf::new();
+    for part in Path::new(dst).components() {
+        path.push(part);
+        if root.resolve(&path).is_ok() {
+            continue;
+        }
+        let dir = root
+            .mkdir_all(&path, &fs::Permissions::from_mode(0o755))
+            .and_then(|h| h.reopen(pathrs::flags::OpenFlags::O_RDONLY))
+            .map_err(|e| err(&e))?;
+        std::os::unix::fs::fchown(&dir, Some(owner.uid.as_raw()), Some(owner.gid.as_raw()))
+            .map_err(|e| err(&e))?;
+    }
+    Ok(())
 }
 
 /// Removes the gate of `id` (if any) and its root's directory once empty.

@@ -187,3 +187,43 @@ pub fn remove(root: &Root, id: &str) -> Result<()> {
     let _ = fs::remove_dir(root_dir(root));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(extra: &str) -> Spec {
+        let text = format!(
+            r#"{{"ociVersion":"1.0.2","root":{{"path":"rootfs"}},
+            "linux":{{"namespaces":[{{"type":"mount"}}{extra}}}}}"#
+        );
+        serde_json::from_str(&text).expect("spec")
+    }
+
+    #[test]
+    fn only_a_user_namespace_whose_root_is_not_host_root_needs_a_gate() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        assert_eq!(mapped_root(&spec("]")).ok(), Some(None));
+        let map = |h: u32| format!(r#"[{{"containerID":0,"hostID":{h},"size":65536}}]"#);
+        let userns = |u: u32, g: Option<u32>| {
+            let gids = g.map(|g| format!(r#","gidMappings":{}"#, map(g)));
+            spec(&format!(
+                r#",{{"type":"user"}}],"uidMappings":{}{}"#,
+                map(u),
+                gids.unwrap_or_default()
+            ))
+        };
+        assert_eq!(
+            mapped_root(&userns(100000, Some(200000))).ok(),
+            Some(Some(MappedRoot {
+                uid: Uid::from_raw(100000),
+                gid: Gid::from_raw(200000)
+            }))
+        );
+        assert_eq!(mapped_root(&userns(0, Some(0))).ok(), Some(None));
+        let err = mapped_root(&userns(100000, None)).expect_err("no gid 0");
+        assert!(err.to_string().contains("linux.gidMappings"), "{err}");
+    }
+}

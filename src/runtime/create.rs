@@ -178,15 +178,16 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
             // Its directory now: the container binds it.
             let run_dir = extra.join(crate::supervisor::RUN_DIR);
             match mapped_root {
-                Some(m) => {
-                    super::userns::make_run(root, &opts.id, &run_dir)?;
-                    super::userns::make_mountpoint(&rootfs, m)?;
-                }
+                Some(_) => super::userns::make_run(root, &opts.id, &run_dir)?,
                 None => fs::DirBuilder::new()
                     .mode(0o755)
                     .create(&run_dir)
                     .map_err(|e| RuntimeError::io(format!("create {}", run_dir.display()), e))?,
             }
+        }
+        if let Some(m) = mapped_root {
+            let dirs = super::userns::added_mount_dirs(&spec, &base);
+            super::userns::make_mountpoints(&rootfs, m, &dirs)?;
         }
         // Root's `buntime run`: the sandbox's uid mounts the binds itself.
         if opts.sandbox.is_some() && nix::unistd::geteuid().is_root() && has_new_userns(&spec) {

@@ -144,35 +144,60 @@ fn io(what: &str, p: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError {
     move |e| RuntimeError::io(what, e)
 }
 
-/// Makes `/run/buntime` in the image, as host root: the container's root
-/// mounts the supervisor's directory there but may not be allowed to create
-/// it in an image host root owns. What is made is given to the container's
-/// root, as if it had made it (the engine's own mounts under `/run` go in
-/// after). Resolved inside `rootfs` (its links cannot lead out of it).
-/// Like any mount point, it stays in the image.
-pub fn make_mountpoint(rootfs: &Path, owner: MappedRoot) -> Result<()> {
-    let dst = crate::supervisor::CONTAINER_DIR.trim_start_matches('/');
-    let err = |e: &dyn std::fmt::Display| {
-        RuntimeError::Invalid(format!(
-            "create the mount point /{dst} in {} for a user namespace's root: {e}",
-            rootfs.display()
-        ))
-    };
-    let root = pathrs::Root::open(rootfs).map_err(|e| err(&e))?;
-    let mut path = PathBuf::new();
-    for part in Path::new(dst).components() {
-        path.push(part);
-        if root.resolve(&path).is_ok() {
-            continue;
+/// The directories buntime's own mounts need in the image: the
+/// destinations of `spec`'s mounts that `bundle` (the caller's spec) does
+/// not have (the supervisor's `/run/buntime`, a policy's private `/tmp`),
+/// other than binds of a file.
+pub fn added_mount_dirs(spec: &Spec, bundle: &Spec) -> Vec<PathBuf> {
+    let theirs: Vec<&Path> = bundle
+        .mounts()
+        .iter()
+        .flatten()
+        .map(|m| m.destination().as_path())
+        .collect();
+    spec.mounts()
+        .iter()
+        .flatten()
+        .filter(|m| !theirs.contains(&m.destination().as_path()))
+        .filter(|m| !crate::spec::is_bind(m) || m.source().as_ref().is_some_and(|s| s.is_dir()))
+        .map(|m| m.destination().clone())
+        .collect()
+}
+
+/// Makes `dirs` (mount points of buntime's own mounts) in the image, as
+/// host root: the container's root mounts there but may not be allowed to
+/// create them in an image host root owns. What is made is given to the
+/// container's root, as if it had made it (the engine's own mounts, such
+/// as podman's `/run/.containerenv`, go in after). Resolved inside
+/// `rootfs` (its links cannot lead out of it). Like any mount point, they
+/// stay in the image.
+pub fn make_mountpoints(rootfs: &Path, owner: MappedRoot, dirs: &[PathBuf]) -> Result<()> {
+    let root = pathrs::Root::open(rootfs).map_err(|e| mountpoint_error(rootfs, "/", &e))?;
+    for dst in dirs {
+        let mut path = PathBuf::new();
+        for part in dst.components().skip_while(|c| c.as_os_str() == "/") {
+            path.push(part);
+            if root.resolve(&path).is_ok() {
+                continue;
+            }
+            let err =
+                |e: &dyn std::fmt::Display| mountpoint_error(rootfs, &dst.to_string_lossy(), e);
+            let dir = root
+                .mkdir_all(&path, &fs::Permissions::from_mode(0o755))
+                .and_then(|h| h.reopen(pathrs::flags::OpenFlags::O_RDONLY))
+                .map_err(|e| err(&e))?;
+            std::os::unix::fs::fchown(&dir, Some(owner.uid.as_raw()), Some(owner.gid.as_raw()))
+                .map_err(|e| err(&e))?;
         }
-        let dir = root
-            .mkdir_all(&path, &fs::Permissions::from_mode(0o755))
-            .and_then(|h| h.reopen(pathrs::flags::OpenFlags::O_RDONLY))
-            .map_err(|e| err(&e))?;
-        std::os::unix::fs::fchown(&dir, Some(owner.uid.as_raw()), Some(owner.gid.as_raw()))
-            .map_err(|e| err(&e))?;
     }
     Ok(())
+}
+
+fn mountpoint_error(rootfs: &Path, dst: &str, e: &dyn std::fmt::Display) -> RuntimeError {
+    RuntimeError::Invalid(format!(
+        "create the mount point {dst} in {} for a user namespace's root: {e}",
+        rootfs.display()
+    ))
 }
 
 /// Removes the gate of `id` (if any) and its root's directory once empty.

@@ -177,8 +177,14 @@ fn podman_failed_create_shows_buntime_error() {
         127,
         "podman's code for a missing program: {out:?}"
     );
+    // podman reads the message from buntime-runc's JSON log
+    // (`runtime_supports_json` in integration/podman/containers.conf) and
+    // names the runtime; no logrus line around it.
     assert!(
-        out.stderr.contains("buntime-runc") && out.stderr.contains("/no/such/program"),
+        out.stderr
+            .contains("OCI runtime error: buntime: create container")
+            && out.stderr.contains("/no/such/program")
+            && !out.stderr.contains("level=error"),
         "the runtime's error reaches the user: {}",
         out.stderr
     );
@@ -472,5 +478,37 @@ fn podman_exec_refused_by_the_policy_names_the_policy_path_and_field() {
         "{out:?}"
     );
     p.ok(&["rm", "--force", "--time", "0", &name]);
+    assert_clean(&p);
+}
+
+/// `podman run --uidmap`: the container's root is host uid 100000, which
+/// must reach the supervisor's socket (`/run/buntime-userns`, the gate).
+#[test]
+fn podman_user_namespace_container_has_its_supervisor() {
+    let Some(p) = Podman::new(engines::open_node) else {
+        return;
+    };
+    // The mapped root must reach the image's storage, as on a real node
+    // (the test's scratch directory is 0700 otherwise).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p.path(""), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod scratch");
+    let image = p.import_image(&engines::unique("buntime-test-userns"));
+    let out = p.run(&[
+        "--rm",
+        "--network",
+        "none",
+        "--uidmap",
+        "0:100000:65536",
+        "--gidmap",
+        "0:100000:65536",
+        &image,
+        "sh",
+        "-c",
+        "cat /proc/self/uid_map; test -S /run/buntime/control.sock && echo has-control-socket",
+    ]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert!(out.stdout.contains("100000"), "a mapped root: {out:?}");
+    assert!(out.stdout.contains("has-control-socket"), "{out:?}");
     assert_clean(&p);
 }

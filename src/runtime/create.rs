@@ -75,18 +75,31 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
     // `isolation.seccomp: buntime` the policy's is stacked on top in the
     // executor.
     let policy_seccomp = crate::spec::stacked_seccomp(&prepared.resolved.policy, &base);
+    // A user namespace's root cannot reach the state directory: what the
+    // container binds from buntime (the supervisor's directory, the
+    // unreadable file of deny masks) lies behind a gate (`userns`).
+    // (`buntime run` stages what its sandbox cannot reach instead: `stage`.)
+    let mapped_root = match opts.sandbox {
+        None => super::userns::mapped_root(&spec)?,
+        Some(_) => None,
+    };
+    let bind_dir = match mapped_root {
+        Some(_) => super::userns::gate_dir(root, &opts.id),
+        None => root.extra_dir(&opts.id),
+    };
     let deny_files = unreadable_deny_files(
         &mut spec,
         &prepared.resolved.policy,
         opts.sandbox.is_some(),
         &rootfs,
-        &root.extra_dir(&opts.id),
+        &bind_dir,
     )?;
     super::mounts::keep_cgroup_readonly(&mut spec)?;
     let mut landlock_plan = prepared.landlock;
     let supervised = wants_supervisor(&spec);
     if supervised {
-        add_supervisor(&mut spec, &mut landlock_plan, &root.extra_dir(&opts.id))?;
+        let source = bind_dir.join(crate::supervisor::RUN_DIR);
+        add_supervisor(&mut spec, &mut landlock_plan, &source)?;
     }
     // Canonical paths now, so that applying the plan later (at every exec)
     // need not follow symlinks the container may have planted since.
@@ -138,8 +151,11 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
     let mut hook_socket: Option<super::netns_hook::HookSocket> = None;
 
     let result = (|| {
+        if let Some(m) = mapped_root {
+            super::userns::make_gate(root, &opts.id, m.gid)?;
+        }
         if deny_files {
-            make_denied_file(&extra)?;
+            make_denied_file(&bind_dir)?;
         }
         // The effective spec as the policy made it, seccomp included
         // (`spec --explain`); libcontainer's copy below may lack the
@@ -158,10 +174,17 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
         if supervised {
             // Its directory now: the container binds it.
             let run_dir = extra.join(crate::supervisor::RUN_DIR);
-            fs::DirBuilder::new()
-                .mode(0o755)
-                .create(&run_dir)
-                .map_err(|e| RuntimeError::io(format!("create {}", run_dir.display()), e))?;
+            match mapped_root {
+                Some(_) => super::userns::make_run(root, &opts.id, &run_dir)?,
+                None => fs::DirBuilder::new()
+                    .mode(0o755)
+                    .create(&run_dir)
+                    .map_err(|e| RuntimeError::io(format!("create {}", run_dir.display()), e))?,
+            }
+        }
+        if let Some(m) = mapped_root {
+            let dirs = super::userns::added_mount_dirs(&spec, &base);
+            super::userns::make_mountpoints(&rootfs, m, &dirs)?;
         }
         // Root's `buntime run`: the sandbox's uid mounts the binds itself.
         if opts.sandbox.is_some() && nix::unistd::geteuid().is_root() && has_new_userns(&spec) {
@@ -214,7 +237,15 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
             prepared.resolved.origin.name(),
             &prepared.resolved.policy,
         );
-        let container = build(root, opts, &extra, landlock, programs, policy_name)?;
+        let container = build(
+            root,
+            opts,
+            &bundle.dir,
+            &extra,
+            landlock,
+            programs,
+            policy_name,
+        )?;
         tracing::debug!(target: "cli", "create: built");
         // `lo` first: the supervisor binds its proxy on 127.0.0.1 there.
         if has_new_netns(&spec) && !rootless_netns {
@@ -390,10 +421,14 @@ pub fn load_landlock(root: &Root, id: &str, meta: &Meta) -> Result<Option<Landlo
         .map_err(|e| RuntimeError::Invalid(format!("{}: {e}", path.display())))
 }
 
+/// libcontainer reads the effective spec from `effective_dir` (buntime's
+/// state directory, also what `exec` reads); the OCI state it gives hooks
+/// reports the caller's `bundle`.
 fn build(
     root: &Root,
     opts: &CreateOptions,
-    effective_bundle: &Path,
+    bundle: &Path,
+    effective_dir: &Path,
     landlock: Option<LandlockPlan>,
     seccomp: Vec<super::seccomp_bpf::Program>,
     policy_name: super::refusal::PolicyRef,
@@ -423,7 +458,8 @@ fn build(
         .with_console_socket(console)
         .with_preserved_fds(opts.preserve_fds)
         .with_executor(BuntimeExecutor::for_init(landlock, seccomp, policy_name))
-        .as_init(effective_bundle)
+        .as_init(effective_dir)
+        .with_oci_bundle(bundle)
         .with_systemd(root.systemd_cgroup)
         .with_detach(opts.detach)
         .with_no_pivot(opts.no_pivot)
@@ -564,9 +600,9 @@ fn unreadable_deny_files(
     Ok(true)
 }
 
-fn make_denied_file(extra: &Path) -> Result<()> {
+fn make_denied_file(dir: &Path) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let path = extra.join(DENIED_FILE);
+    let path = dir.join(DENIED_FILE);
     fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -576,17 +612,17 @@ fn make_denied_file(extra: &Path) -> Result<()> {
         .map_err(|e| RuntimeError::io(format!("create {}", path.display()), e))
 }
 
-/// Binds the supervisor's directory (socket and segment) read-only at
-/// `/run/buntime`, points the worker at it through the environment (which
-/// `exec` inherits: it reads the same effective config.json), and lets
-/// Landlock read it.
+/// Binds the supervisor's directory (socket and segment; `source`)
+/// read-only at `/run/buntime`, points the worker at it through the
+/// environment (which `exec` inherits: it reads the same effective
+/// config.json), and lets Landlock read it.
 fn add_supervisor(
     spec: &mut libcontainer::oci_spec::runtime::Spec,
     plan: &mut LandlockPlan,
-    extra: &Path,
+    source: &Path,
 ) -> Result<()> {
-    use crate::supervisor::{CONTAINER_CONTROL, CONTAINER_DIR, CONTAINER_IPC, RUN_DIR};
-    let mount = sealed_bind(&extra.join(RUN_DIR), Path::new(CONTAINER_DIR))?;
+    use crate::supervisor::{CONTAINER_CONTROL, CONTAINER_DIR, CONTAINER_IPC};
+    let mount = sealed_bind(source, Path::new(CONTAINER_DIR))?;
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     mounts.retain(|m| !m.destination().starts_with(CONTAINER_DIR));
     mounts.push(mount);

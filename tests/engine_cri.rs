@@ -104,7 +104,8 @@ fn cri_pod_under_buntime_localhost_logs_exec_stats_and_cleanup() {
         &[
             "sh",
             "-c",
-            "nc -w 2 127.0.0.1 8080 </dev/null; hostname; echo err >&2; exit 3",
+            "for i in $(seq 20); do nc -w 2 127.0.0.1 8080 </dev/null && break; sleep 0.2; done; \
+             hostname; echo err >&2; exit 3",
         ],
     );
     let out = String::from_utf8_lossy(&r.stdout);
@@ -157,22 +158,12 @@ fn cri_pod_under_buntime_localhost_logs_exec_stats_and_cleanup() {
         .map(|v| v.value)
         .unwrap_or(0);
     assert!(cpu > 0 && mem > 0, "{stats:?}");
-    let cg = Path::new("/sys/fs/cgroup/cpuacct")
-        .join(
-            pod.config
-                .linux
-                .as_ref()
-                .map(|l| l.cgroup_parent.trim_start_matches('/'))
-                .unwrap_or_default(),
-        )
-        .join(&server);
-    let usage: u64 = fs::read_to_string(cg.join("cpuacct.usage"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no cpuacct.usage in {}", cg.display()));
+    let pid = c.runc_state(&server)["pid"].as_i64().expect("init pid");
+    let (cg, usage) = cri::cpu_usage(pid as i32).expect("the container's cgroup CPU usage");
+    assert!(cg.contains(&server), "the container's own cgroup: {cg}");
     assert!(
         usage >= cpu,
-        "the stats come from the container's cgroup: {usage} < {cpu}"
+        "the stats come from the container's cgroup {cg}: {usage} < {cpu}"
     );
 
     // Stop (SIGTERM, then SIGKILL after the grace period) and remove.

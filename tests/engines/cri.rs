@@ -838,6 +838,40 @@ fn subdirs(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// The cgroup of process `pid` (its path in the CPU accounting hierarchy)
+/// and the CPU time it has used, in ns: `cpuacct.usage` on cgroup v1,
+/// `cpu.stat`'s `usage_usec` on v2.
+pub fn cpu_usage(pid: i32) -> Option<(String, u64)> {
+    let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let v1 = cgroups.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, ctls, path) = (f.next()?, f.next()?, f.next()?);
+        ctls.split(',')
+            .any(|c| c == "cpuacct")
+            .then(|| path.to_string())
+    });
+    if let Some(path) = v1 {
+        let usage = fs::read_to_string(format!("/sys/fs/cgroup/cpuacct{path}/cpuacct.usage"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        return Some((path, usage));
+    }
+    let path = cgroups
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))?
+        .to_string();
+    let stat = fs::read_to_string(format!("/sys/fs/cgroup{path}/cpu.stat")).ok()?;
+    let usec: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some((path, usec * 1000))
+}
+
 /// What a streaming exec gave: stdout, stderr, and the v4 protocol's
 /// status (`Success`, or the exit code of a `NonZeroExitCode` failure).
 #[derive(Debug, Default)]

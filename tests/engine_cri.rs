@@ -16,6 +16,7 @@ use std::fs;
 use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::path::Path;
+use std::time::Duration;
 
 use cri::Cri;
 use k8s_cri::v1::ContainerState;
@@ -276,5 +277,75 @@ fn cri_bad_policy_annotation_fails_the_container_with_the_field_named() {
     assert!(c.log_of(&ok).contains("still-fine"));
     c.remove_container(&ok);
     c.remove_pod(&pod).expect("remove pod");
+    c.assert_clean();
+}
+
+#[test]
+fn cri_pod_proxy_policy_lets_through_only_the_listed_host() {
+    // A node whose ceiling lets annotation policies name private addresses
+    // (engines::open_node), with the test's node default.
+    let Some(c) = Cri::start(|etc| {
+        engines::open_node(etc);
+        node(etc);
+    }) else {
+        return;
+    };
+    // The destination: a web server in another pod (node default: the
+    // pod's network), which logs each request it serves.
+    let target = c.run_pod("target", &[]);
+    let ip = c
+        .pod_status(&target)
+        .network
+        .map(|n| n.ip)
+        .unwrap_or_default();
+    let server = c.run_container(
+        &target,
+        "server",
+        &[
+            "sh",
+            "-c",
+            "while :; do printf 'HTTP/1.0 200 OK\\r\\n\\r\\npong\\n' | nc -l -p 8080 && echo served; done",
+        ],
+    );
+    let served = || c.log_of(&server).matches("served").count();
+    let policy = |allow: &str| {
+        format!(
+            r#"{{"version":1,"filesystem":{{"read":["/"],"write":["/tmp"],"exec":["/bin"]}},
+"network":{{"mode":"proxy","allow":["{allow}"]}}}}"#
+        )
+    };
+    let fetch = |pod: &cri::Pod| {
+        let cmd = format!("wget -q -O- http://{ip}:8080/ 2>&1; echo wget-rc=$?");
+        let id = c.run_container(pod, "fetch", &["sh", "-c", &cmd]);
+        c.wait_exited(&id);
+        let log = c.log_of(&id);
+        c.remove_container(&id);
+        log
+    };
+    // The pod's address is listed: the proxy takes the request there.
+    let pod = c.run_pod("listed", &[("buntime.dev/policy", &policy(&ip))]);
+    let log = fetch(&pod);
+    assert!(log.contains("pong") && log.contains("wget-rc=0"), "{log}");
+    assert!(
+        engines::wait_until(Duration::from_secs(10), || served() == 1),
+        "the listed destination served the request"
+    );
+    c.remove_pod(&pod).expect("remove pod");
+    // Another address is listed: the proxy refuses, the server sees nothing.
+    let pod = c.run_pod(
+        "unlisted",
+        &[("buntime.dev/policy", &policy("10.213.255.254"))],
+    );
+    let log = fetch(&pod);
+    assert!(
+        log.contains("403") && !log.contains("wget-rc=0") && !log.contains("pong"),
+        "the proxy refuses: {log}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(served(), 1, "the unlisted destination saw nothing: {log}");
+    c.remove_pod(&pod).expect("remove pod");
+    c.stop_container(&server, 1);
+    c.remove_container(&server);
+    c.remove_pod(&target).expect("remove pod");
     c.assert_clean();
 }

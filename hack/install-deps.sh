@@ -7,8 +7,10 @@ set -euo pipefail
 # bundles, runc for the benchmark's comparison, procps for `ps`, iproute2
 # and python3 for tests and helper scripts, gcc and libc6-dev for a static
 # test program, npm for Bun (and, with pip, for the proxy test that installs
-# packages through it), chromium for the debug UI's browser test.
-packages=(libseccomp-dev pkg-config busybox-static runc procps iproute2 python3 python3-pip npm gcc libc6-dev podman containerd python3-yaml openssl curl util-linux chromium)
+# packages through it), chromium for the debug UI's browser test; the CRI
+# test (tests/engine_cri.rs) needs the CNI plugins (bridge, host-local,
+# loopback) and protoc (the k8s-cri crate compiles the CRI protos).
+packages=(libseccomp-dev pkg-config busybox-static runc procps iproute2 python3 python3-pip npm gcc libc6-dev podman containerd containernetworking-plugins protobuf-compiler python3-yaml openssl curl util-linux chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

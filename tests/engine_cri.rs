@@ -1,0 +1,351 @@
+//! Kubernetes through CRI, the path a kubelet takes: each test starts a
+//! private containerd with its CRI plugin (tests/engines/cri.rs: own root,
+//! state, socket, CNI bridge network and cgroup parent, offline images) and
+//! drives the CRI v1 API over gRPC with pods whose runtime handler is
+//! `buntime` (integration/containerd/config.toml), so the pause container
+//! and every container run under the built buntime-runc. Needs root,
+//! Debian's containerd and containernetworking-plugins
+//! (hack/install-deps.sh).
+
+mod engines;
+
+#[path = "engines/cri.rs"]
+mod cri;
+
+use std::fs;
+use std::io::ErrorKind;
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::Duration;
+
+use cri::Cri;
+use k8s_cri::v1::ContainerState;
+
+/// The test node's default policy (containers whose pod names none): like
+/// the engine default (policies/engine.json), the pod's network kept
+/// (`bundle`), the image's filesystem as the bundle mounts it, the
+/// dangerous capabilities dropped.
+const NODE_DEFAULT: &str = r#"{"version":1,
+"description":"test node default: the pod's network, the bundle's filesystem",
+"filesystem":{"read":["/"],"write":["/"],"exec":["/"]},
+"network":{"mode":"bundle"},"env":{"pass":["*"]},"landlock":"off",
+"resources":{"core":0},
+"isolation":{"capabilities":{"drop":["SYS_ADMIN","SYS_MODULE","SYS_PTRACE","SYS_RAWIO",
+"SYS_BOOT","SYS_TIME","NET_ADMIN","SYSLOG","DAC_READ_SEARCH","LINUX_IMMUTABLE"]},
+"no_new_privileges":true,"namespaces":["pid","ipc","uts","mount"],"seccomp":"buntime",
+"mask_kernel_paths":true}}"#;
+
+fn node(etc: &Path) {
+    fs::write(etc.join("default.json"), NODE_DEFAULT).expect("write default.json");
+}
+
+fn start() -> Option<Cri> {
+    Cri::start(node)
+}
+
+#[test]
+fn cri_pod_under_buntime_localhost_logs_exec_stats_and_cleanup() {
+    let Some(c) = start() else { return };
+    let pod = c.run_pod("web", &[]);
+
+    // The pause container runs under buntime-runc, with the node default.
+    assert!(
+        c.runc_ids().contains(&pod.id),
+        "buntime-runc's state lists the sandbox {}: {:?}",
+        pod.id,
+        c.runc_ids()
+    );
+    let state = c.runc_state(&pod.id);
+    assert_eq!(state["status"], "running", "{state}");
+    let origin = state["annotations"]["buntime.dev/policy-origin"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(origin.contains("default.json"), "{state}");
+    let status = c.pod_status(&pod);
+    let ip = status
+        .network
+        .as_ref()
+        .map(|n| n.ip.clone())
+        .unwrap_or_default();
+    assert!(
+        ip.starts_with("10.213."),
+        "the pod's CNI address: {status:?}"
+    );
+
+    // Two containers of the pod over localhost: a server and a client.
+    let server = c.run_container(
+        &pod,
+        "server",
+        &[
+            "sh",
+            "-c",
+            "while :; do echo pong-from-server | nc -l -p 8080; done",
+        ],
+    );
+    let client = c.run_container(
+        &pod,
+        "client",
+        &[
+            "sh",
+            "-c",
+            "for i in $(seq 50); do nc -w 2 127.0.0.1 8080 </dev/null && break; sleep 0.2; done; \
+             echo client-done; echo to-stderr >&2; sleep inf",
+        ],
+    );
+    // The client's output reaches its CRI log (what `kubectl logs` reads),
+    // stdout and stderr tagged.
+    let log = c.wait_log(&client, "client-done");
+    assert!(log.contains("stdout F pong-from-server"), "{log}");
+    assert!(log.contains("stderr F to-stderr"), "{log}");
+
+    // ExecSync (exec probes, `crictl exec -s`): output and exit code, in
+    // the pod's network, under the node default.
+    let r = c.exec_sync(
+        &client,
+        &[
+            "sh",
+            "-c",
+            "for i in $(seq 20); do nc -w 2 127.0.0.1 8080 </dev/null && break; sleep 0.2; done; \
+             hostname; echo err >&2; exit 3",
+        ],
+    );
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert_eq!(r.exit_code, 3, "{r:?}");
+    assert!(out.contains("pong-from-server"), "{out}");
+    assert!(out.contains("web"), "the pod's hostname: {out}");
+    assert_eq!(String::from_utf8_lossy(&r.stderr), "err\n");
+    let r = c.exec_sync(&server, &["cat", "/proc/self/status"]);
+    let caps = String::from_utf8_lossy(&r.stdout);
+    let eff = caps
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(str::trim)
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .expect("CapEff");
+    assert_eq!(
+        eff & (1 << 21),
+        0,
+        "SYS_ADMIN dropped by the policy: {caps}"
+    );
+    assert_ne!(eff, 0, "the engine's other capabilities kept: {caps}");
+
+    // A streaming exec (`kubectl exec -i`): stdin in, stdout and stderr
+    // out, the exit code in the status.
+    let url = c.exec_url(
+        &client,
+        &["sh", "-c", "read l; echo got-$l; echo e-$l >&2; exit 5"],
+        true,
+    );
+    let s = cri::stream_exec(&url, b"hello\n");
+    assert_eq!(s.stdout, "got-hello\n", "{s:?}");
+    assert_eq!(s.stderr, "e-hello\n", "{s:?}");
+    assert_eq!(s.exit_code, Some(5), "{s:?}");
+    let url = c.exec_url(&server, &["echo", "streamed"], false);
+    let s = cri::stream_exec(&url, b"");
+    assert_eq!((s.stdout.as_str(), s.exit_code), ("streamed\n", Some(0)));
+
+    // ContainerStats: the container's cgroup, as the kubelet sees it.
+    let stats = c.stats(&server);
+    let cpu = stats
+        .cpu
+        .as_ref()
+        .and_then(|c| c.usage_core_nano_seconds.as_ref())
+        .map(|v| v.value)
+        .unwrap_or(0);
+    let mem = stats
+        .memory
+        .as_ref()
+        .and_then(|m| m.working_set_bytes.as_ref())
+        .map(|v| v.value)
+        .unwrap_or(0);
+    assert!(cpu > 0 && mem > 0, "{stats:?}");
+    let pid = c.runc_state(&server)["pid"].as_i64().expect("init pid");
+    let (cg, usage) = cri::cpu_usage(pid as i32).expect("the container's cgroup CPU usage");
+    assert!(cg.contains(&server), "the container's own cgroup: {cg}");
+    assert!(
+        usage >= cpu,
+        "the stats come from the container's cgroup {cg}: {usage} < {cpu}"
+    );
+
+    // Stop (SIGTERM, then SIGKILL after the grace period) and remove.
+    for id in [&server, &client] {
+        c.stop_container(id, 2);
+        let st = c.container_status(id);
+        assert_eq!(
+            st.state,
+            ContainerState::ContainerExited as i32,
+            "{id} stopped: {st:?}"
+        );
+        c.remove_container(id);
+    }
+    c.remove_pod(&pod).expect("remove pod");
+    c.assert_clean();
+}
+
+/// A listener on the host's bridge address; whether anyone connected.
+fn host_listener(c: &Cri) -> TcpListener {
+    let l = TcpListener::bind((c.host_addr, 0)).expect("listen on the bridge address");
+    l.set_nonblocking(true).expect("nonblocking");
+    l
+}
+
+fn saw_connection(l: &TcpListener) -> bool {
+    // A completed handshake waits in the backlog even when the client has
+    // gone: accept finds it.
+    match l.accept() {
+        Ok(_) => true,
+        Err(e) if e.kind() == ErrorKind::WouldBlock => false,
+        Err(e) => panic!("accept: {e}"),
+    }
+}
+
+fn dial_host(c: &Cri, pod: &cri::Pod, l: &TcpListener) -> (String, String) {
+    let port = l.local_addr().expect("addr").port();
+    let cmd = format!(
+        "if nc -w 3 {} {port} -e true; then echo DIALED; else echo NOT-DIALED; fi",
+        c.host_addr
+    );
+    let id = c.run_container(pod, "dialer", &["sh", "-c", &cmd]);
+    c.wait_exited(&id);
+    let log = c.log_of(&id);
+    (id, log)
+}
+
+#[test]
+fn cri_pod_policy_annotation_refuses_the_host() {
+    let Some(c) = start() else { return };
+    // Control: under the node default the pod reaches the host.
+    let open = c.run_pod("open", &[]);
+    let l = host_listener(&c);
+    let (id, log) = dial_host(&c, &open, &l);
+    assert!(
+        log.contains("DIALED") && !log.contains("NOT-DIALED"),
+        "{log}"
+    );
+    assert!(saw_connection(&l), "the host saw the pod's connection");
+    c.remove_container(&id);
+    c.remove_pod(&open).expect("remove pod");
+
+    // A pod annotation choosing the no-network policy (the handler's
+    // pod_annotations pass it to every container of the pod, the pause
+    // container's too): the same connection never reaches the host.
+    let closed = c.run_pod("closed", &[("buntime.dev/policy-name", "no-network")]);
+    let state = c.runc_state(&closed.id);
+    assert_eq!(
+        state["annotations"]["buntime.dev/policy-name"], "no-network",
+        "{state}"
+    );
+    let l = host_listener(&c);
+    let (id, log) = dial_host(&c, &closed, &l);
+    assert!(log.contains("NOT-DIALED"), "{log}");
+    assert!(!saw_connection(&l), "the host saw nothing");
+    c.remove_container(&id);
+    c.remove_pod(&closed).expect("remove pod");
+    c.assert_clean();
+}
+
+#[test]
+fn cri_bad_policy_annotation_fails_the_container_with_the_field_named() {
+    let Some(c) = start() else { return };
+    let pod = c.run_pod("bad", &[]);
+    let bad = r#"{"version":1,"network":{"mode":"sideways"}}"#;
+    // containerd's CRI makes the runtime's container at StartContainer (the
+    // kubelet's "StartError"); CreateContainer only records it.
+    let id = c
+        .create(&pod, "bad", &["true"], &[("buntime.dev/policy", bad)])
+        .expect("CreateContainer records the container");
+    let err = c
+        .start_container(&id)
+        .expect_err("a bad policy annotation fails the container");
+    let msg = err.message();
+    assert!(
+        msg.contains("annotation buntime.dev/policy")
+            && msg.contains("/network/mode")
+            && msg.contains("sideways"),
+        "the gRPC error names the annotation, the field and the value: {msg}"
+    );
+    // What `kubectl describe pod` shows: the container's status.
+    let st = c.container_status(&id);
+    assert!(
+        st.reason == "StartError" && st.message.contains("/network/mode"),
+        "the container status carries the error: {st:?}"
+    );
+    c.remove_container(&id);
+    // The pod is unharmed: a good container still runs.
+    let ok = c.run_container(&pod, "good", &["echo", "still-fine"]);
+    assert_eq!(c.wait_exited(&ok), 0);
+    assert!(c.log_of(&ok).contains("still-fine"));
+    c.remove_container(&ok);
+    c.remove_pod(&pod).expect("remove pod");
+    c.assert_clean();
+}
+
+#[test]
+fn cri_pod_proxy_policy_lets_through_only_the_listed_host() {
+    // A node whose ceiling lets annotation policies name private addresses
+    // (engines::open_node), with the test's node default.
+    let Some(c) = Cri::start(|etc| {
+        engines::open_node(etc);
+        node(etc);
+    }) else {
+        return;
+    };
+    // The destination: a web server in another pod (node default: the
+    // pod's network), which logs each request it serves.
+    let target = c.run_pod("target", &[]);
+    let ip = c
+        .pod_status(&target)
+        .network
+        .map(|n| n.ip)
+        .unwrap_or_default();
+    let server = c.run_container(
+        &target,
+        "server",
+        &[
+            "sh",
+            "-c",
+            "while :; do printf 'HTTP/1.0 200 OK\\r\\n\\r\\npong\\n' | nc -l -p 8080 && echo served; done",
+        ],
+    );
+    let served = || c.log_of(&server).matches("served").count();
+    let policy = |allow: &str| {
+        format!(
+            r#"{{"version":1,"filesystem":{{"read":["/"],"write":["/tmp"],"exec":["/bin"]}},
+"network":{{"mode":"proxy","allow":["{allow}"]}}}}"#
+        )
+    };
+    let fetch = |pod: &cri::Pod| {
+        let cmd = format!("wget -q -O- http://{ip}:8080/ 2>&1; echo wget-rc=$?");
+        let id = c.run_container(pod, "fetch", &["sh", "-c", &cmd]);
+        c.wait_exited(&id);
+        let log = c.log_of(&id);
+        c.remove_container(&id);
+        log
+    };
+    // The pod's address is listed: the proxy takes the request there.
+    let pod = c.run_pod("listed", &[("buntime.dev/policy", &policy(&ip))]);
+    let log = fetch(&pod);
+    assert!(log.contains("pong") && log.contains("wget-rc=0"), "{log}");
+    assert!(
+        engines::wait_until(Duration::from_secs(10), || served() == 1),
+        "the listed destination served the request"
+    );
+    c.remove_pod(&pod).expect("remove pod");
+    // Another address is listed: the proxy refuses, the server sees nothing.
+    let pod = c.run_pod(
+        "unlisted",
+        &[("buntime.dev/policy", &policy("10.213.255.254"))],
+    );
+    let log = fetch(&pod);
+    assert!(
+        log.contains("403") && !log.contains("wget-rc=0") && !log.contains("pong"),
+        "the proxy refuses: {log}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(served(), 1, "the unlisted destination saw nothing: {log}");
+    c.remove_pod(&pod).expect("remove pod");
+    c.stop_container(&server, 1);
+    c.remove_container(&server);
+    c.remove_pod(&target).expect("remove pod");
+    c.assert_clean();
+}

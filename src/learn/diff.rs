@@ -1,0 +1,1 @@
+//! `buntime policy diff` and `buntime policy suggest --from-audit` (filled in below).

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+use buntime::learn;
 use buntime::policy::{self, check_policy, explain, PolicyFlags, Severity};
 use buntime::sandbox;
 
@@ -136,6 +137,25 @@ enum PolicyCommand {
     },
     /// Print the policy JSON Schema.
     Schema,
+    /// What policy B allows that policy A does not, in plain words (a
+    /// shipped name such as `default`, or a file).
+    Diff {
+        #[arg(value_name = "A")]
+        a: String,
+        #[arg(value_name = "B")]
+        b: String,
+    },
+    /// The smallest change to a policy that would have allowed the
+    /// denials of an audit log: the policy on stdout, the change in words
+    /// on stderr.
+    Suggest {
+        /// The audit log (`audit.log`, one JSON record a line).
+        #[arg(long = "from-audit", value_name = "FILE")]
+        from_audit: PathBuf,
+        /// The policy to change (default: the default policy).
+        #[arg(long, value_name = "POLICY", default_value = "default")]
+        base: String,
+    },
 }
 
 fn read_source(file: &Path) -> Result<(String, String)> {
@@ -206,6 +226,41 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             PolicyCommand::Schema => {
                 print!("{}", policy::json_schema_text());
+                Ok(ExitCode::SUCCESS)
+            }
+            PolicyCommand::Diff { a, b } => {
+                let (pa, pb) = (learn::diff::load(&a)?, learn::diff::load(&b)?);
+                let lines = learn::diff::diff(&pa, &pb);
+                if lines.is_empty() {
+                    println!("{b} allows nothing {a} does not.");
+                } else {
+                    println!("{b} allows what {a} does not:");
+                    for l in lines {
+                        println!("  {l}");
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            PolicyCommand::Suggest { from_audit, base } => {
+                let pb = learn::diff::load(&base)?;
+                let records = learn::diff::read_audit(&from_audit)?;
+                let (p, refused) = learn::diff::suggest(&pb, &records)?;
+                print!("{}", p.to_pretty_json());
+                let lines = learn::diff::diff(&pb, &p);
+                if lines.is_empty() {
+                    eprintln!(
+                        "no change: {} has no denial this change could allow",
+                        from_audit.display()
+                    );
+                } else {
+                    eprintln!("the change to {base}:");
+                    for l in lines {
+                        eprintln!("  {l}");
+                    }
+                }
+                for r in refused {
+                    eprintln!("  asked for, not suggested: {r}");
+                }
                 Ok(ExitCode::SUCCESS)
             }
         },

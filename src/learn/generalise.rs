@@ -433,7 +433,10 @@ mod tests {
             .iter()
             .map(|p| p.as_str())
             .collect();
-        assert!(read.contains(&"/usr") && !read.contains(&"/etc"), "{read:?}");
+        assert!(
+            read.contains(&"/usr") && !read.contains(&"/etc"),
+            "{read:?}"
+        );
         let exec: Vec<&str> = l
             .policy
             .filesystem

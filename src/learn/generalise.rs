@@ -188,6 +188,23 @@ impl Generalise {
             // search along PATH or sys.path); the sandbox's own trees are
             // never the host's.
             let exists = own_tree(path) || path.exists();
+            // A write the file's modes refused did not happen: granting it
+            // would widen the policy for nothing (an escape attempt, often).
+            let target = match used {
+                FileUse::Create => path.parent().unwrap_or(Path::new("/")),
+                _ => path.as_path(),
+            };
+            if matches!(used, FileUse::Create | FileUse::Write)
+                && !own_tree(path)
+                && target.exists()
+                && !writable_by_sandbox(target)
+            {
+                summary.notes.push(format!(
+                    "a write to {} was refused by the file's mode: not granted",
+                    path.display()
+                ));
+                continue;
+            }
             match used {
                 FileUse::Create => {
                     // A file it may create (or replace): its directory.
@@ -264,8 +281,13 @@ impl Generalise {
         if hosts.is_empty() {
             policy.network.deny.clear();
         }
+        let in_base =
+            |p: &PathBuf, l: &[FsPath]| l.iter().any(|r| normalize_path(r.as_path()) == *p);
         let label = |p: &PathBuf| {
-            if g.from_base.contains(p) {
+            let listed = in_base(p, &self.base.filesystem.read)
+                || in_base(p, &self.base.filesystem.write)
+                || in_base(p, &self.base.filesystem.exec);
+            if g.from_base.contains(p) && listed {
                 format!("{} (base policy)", p.display())
             } else {
                 p.display().to_string()
@@ -292,6 +314,17 @@ impl Generalise {
         }
         summary.not_granted = not_granted.into_iter().collect();
         Ok(Learned { policy, summary })
+    }
+}
+
+/// Whether the sandbox's uid may write `p`: as root's run an uid of its
+/// own, so only what others may write; rootless, the caller's access.
+fn writable_by_sandbox(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    if nix::unistd::geteuid().is_root() {
+        std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o002 != 0)
+    } else {
+        nix::unistd::access(p, nix::unistd::AccessFlags::W_OK).is_ok()
     }
 }
 

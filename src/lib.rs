@@ -8,6 +8,7 @@ pub mod audit;
 pub mod exeseal;
 pub mod ipc;
 pub mod landlock;
+pub mod learn;
 pub mod logging;
 pub mod policy;
 pub mod proxy;

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+use buntime::learn;
 use buntime::policy::{self, check_policy, explain, PolicyFlags, Severity};
 use buntime::sandbox;
 use buntime::stdout;
@@ -104,6 +105,15 @@ struct RunArgs {
     /// Serve the debug UI on this address (implies --debug-ui).
     #[arg(long, value_name = "ADDR")]
     debug_ui_listen: Option<String>,
+    /// Learn mode: run unsandboxed by filesystem and network rules,
+    /// observe what it uses, and write the least policy that lets the same
+    /// run pass (default ./<script>.policy.json; see docs/learn.md).
+    #[arg(long, value_name = "FILE", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    learn: Option<String>,
+    /// With --learn: files read under one directory from which the
+    /// directory is granted instead.
+    #[arg(long, value_name = "N", requires = "learn", default_value_t = buntime::learn::DEFAULT_THRESHOLD)]
+    learn_threshold: usize,
     /// FILE [ARGS…], or -- COMMAND [ARGS…].
     #[arg(
         required = true,
@@ -128,6 +138,25 @@ enum PolicyCommand {
     },
     /// Print the policy JSON Schema.
     Schema,
+    /// What policy B allows that policy A does not, in plain words (a
+    /// shipped name such as `default`, or a file).
+    Diff {
+        #[arg(value_name = "A")]
+        a: String,
+        #[arg(value_name = "B")]
+        b: String,
+    },
+    /// The smallest change to a policy that would have allowed the
+    /// denials of an audit log: the policy on stdout, the change in words
+    /// on stderr.
+    Suggest {
+        /// The audit log (`audit.log`, one JSON record a line).
+        #[arg(long = "from-audit", value_name = "FILE")]
+        from_audit: PathBuf,
+        /// The policy to change (default: the default policy).
+        #[arg(long, value_name = "POLICY", default_value = "default")]
+        base: String,
+    },
 }
 
 fn read_source(file: &Path) -> Result<(String, String)> {
@@ -205,6 +234,41 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 stdout::print(&policy::json_schema_text())?;
                 Ok(ExitCode::SUCCESS)
             }
+            PolicyCommand::Diff { a, b } => {
+                let (pa, pb) = (learn::diff::load(&a)?, learn::diff::load(&b)?);
+                let lines = learn::diff::diff(&pa, &pb);
+                if lines.is_empty() {
+                    println!("{b} allows nothing {a} does not.");
+                } else {
+                    println!("{b} allows what {a} does not:");
+                    for l in lines {
+                        println!("  {l}");
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            PolicyCommand::Suggest { from_audit, base } => {
+                let pb = learn::diff::load(&base)?;
+                let records = learn::diff::read_audit(&from_audit)?;
+                let (p, refused) = learn::diff::suggest(&pb, &records)?;
+                print!("{}", p.to_pretty_json());
+                let lines = learn::diff::diff(&pb, &p);
+                if lines.is_empty() {
+                    eprintln!(
+                        "no change: {} has no denial this change could allow",
+                        from_audit.display()
+                    );
+                } else {
+                    eprintln!("the change to {base}:");
+                    for l in lines {
+                        eprintln!("  {l}");
+                    }
+                }
+                for r in refused {
+                    eprintln!("  asked for, not suggested: {r}");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
         },
         Command::Run(args) => run_sandbox(cli.root.last().cloned(), *args),
         Command::Ui {
@@ -263,7 +327,7 @@ fn run_sandbox(root: Option<PathBuf>, a: RunArgs) -> Result<ExitCode> {
         None if flags.is_empty() => format!("{} policy", flags.base),
         None => format!("{} policy and flags", flags.base),
     };
-    let policy = flags.to_policy(&cwd)?;
+    let mut policy = flags.to_policy(&cwd)?;
     // clap drops a leading `--`; the target is the tail of the raw
     // arguments, so look at what came right before it.
     let raw: Vec<String> = std::env::args().collect();
@@ -278,6 +342,33 @@ fn run_sandbox(root: Option<PathBuf>, a: RunArgs) -> Result<ExitCode> {
         },
         None => anyhow::bail!("nothing to run: expected FILE or -- COMMAND"),
     };
+    let learn = match &a.learn {
+        Some(out) => {
+            let mut base = policy.clone();
+            base.resolve_relative(&cwd);
+            policy = buntime::learn::learning_policy(&base);
+            let words = buntime::learn::shell_words(&a.target);
+            let shown = if dashed { format!("-- {words}") } else { words };
+            let output = if out.is_empty() {
+                let name = a.target.first();
+                buntime::learn::default_output(name.map(String::as_str).unwrap_or("learned"))
+            } else {
+                PathBuf::from(out)
+            };
+            if a.learn_threshold == 0 {
+                anyhow::bail!("--learn-threshold: expected a number of files >= 1");
+            }
+            Some(buntime::learn::LearnRequest {
+                output,
+                threshold: a.learn_threshold,
+                base,
+                label: shown.clone(),
+                rerun: shown,
+            })
+        }
+        None => None,
+    };
+    let implicit = learn_implicit(&target);
     let req = sandbox::RunRequest {
         policy,
         origin,
@@ -294,9 +385,39 @@ fn run_sandbox(root: Option<PathBuf>, a: RunArgs) -> Result<ExitCode> {
             (true, None) => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
             (false, None) => None,
         },
+        learn: learn.is_some(),
     };
-    let code = sandbox::run(req)?;
+    let (code, seen) = sandbox::run_observed(req)?;
+    if let (Some(l), Some(seen)) = (&learn, seen) {
+        if let Err(e) = buntime::learn::conclude(l, code, &seen, implicit) {
+            buntime::logging::say(&format!("error: {e}"));
+            return Ok(ExitCode::from(if code == 0 {
+                1
+            } else {
+                code.clamp(1, 255) as u8
+            }));
+        }
+    }
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// What `buntime run` grants a run by itself, left out of a learned
+/// policy: the worker files and the script's directory.
+fn learn_implicit(target: &sandbox::Target) -> Vec<PathBuf> {
+    // The supervisor's sockets are at /run/buntime in every sandbox.
+    let mut v = vec![
+        PathBuf::from(sandbox::WORKER_DIR),
+        PathBuf::from("/run/buntime"),
+    ];
+    if let sandbox::Target::Script { path, .. } = target {
+        if let Some(dir) = std::fs::canonicalize(path)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+        {
+            v.push(dir);
+        }
+    }
+    v
 }
 
 fn main() -> ExitCode {

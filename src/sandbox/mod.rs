@@ -71,6 +71,9 @@ pub struct RunRequest {
     pub prompt: bool,
     /// Serve the debug UI for this run (it then answers `ask`s).
     pub debug_ui: Option<std::net::SocketAddr>,
+    /// Learn mode: observe the file, exec and connect calls
+    /// (`crate::learn::observe`); see [`run_observed`].
+    pub learn: bool,
 }
 
 fn setup(msg: impl Into<String>) -> SandboxError {
@@ -317,6 +320,17 @@ fn bundle_spec(plan: &Plan, id: &str, ask_timeout: Option<&str>) -> Result<Spec,
         plan.sandbox.policy.network.mode,
     ))
     .map_err(|e| setup(format!("seccomp profile: {e}")))?;
+    if plan.sandbox.policy.network.mode == crate::policy::NetMode::Host {
+        // sysfs can only be mounted by the owner of the network namespace;
+        // in the host's, the host's /sys is bound read-only (as runc does
+        // rootless).
+        for m in v["mounts"].as_array_mut().into_iter().flatten() {
+            if m["type"] == "sysfs" {
+                *m = serde_json::json!({ "destination": "/sys", "type": "bind", "source": "/sys",
+                    "options": ["rbind", "ro", "nosuid", "nodev", "noexec"] });
+            }
+        }
+    }
     if let Some(t) = ask_timeout {
         v["annotations"] = serde_json::json!({ crate::supervisor::ANNOTATION_ASK_TIMEOUT: t });
     }
@@ -362,6 +376,14 @@ impl Drop for Cleanup<'_> {
 
 /// Runs the request; returns the exit code to exit with.
 pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
+    run_observed(req).map(|(code, _)| code)
+}
+
+/// Runs the request; returns the exit code and, in learn mode, what the
+/// run was seen to use.
+pub fn run_observed(
+    req: RunRequest,
+) -> Result<(i32, Option<crate::learn::Observed>), SandboxError> {
     // Before any thread: the staging binds of root's sandbox
     // (`runtime::stage`) stay in this process's namespace.
     if nix::unistd::geteuid().is_root() {
@@ -395,6 +417,16 @@ pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
         )
         .map_err(|e| setup(format!("chown {}: {e}", rootfs.display())))?;
     }
+    let mut spec = spec;
+    let learner = if req.learn {
+        let sock = bundle.path.join("learn.sock");
+        let listener = crate::learn::Listener::start(&sock)
+            .map_err(|e| setup(format!("--learn: listen on {}: {e}", sock.display())))?;
+        crate::learn::observe::attach(&mut spec, &sock).map_err(setup)?;
+        Some(listener)
+    } else {
+        None
+    };
     spec.save(bundle.path.join("config.json"))
         .map_err(|e| setup(format!("write bundle: {e}")))?;
     let memory = plan.sandbox.policy.resources.memory.map(|m| m.to_string());
@@ -529,7 +561,7 @@ pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
     if let Some(line) = report::denied_summary(&records) {
         crate::logging::say(&line);
     }
-    Ok(code)
+    Ok((code, learner.map(crate::learn::Listener::finish)))
 }
 
 /// The audit record of a run killed for `resources.output` (written by

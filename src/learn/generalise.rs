@@ -1,0 +1,557 @@
+//! From what a learned run used to the least policy that lets the same run
+//! pass: the base policy's rules where they already cover a use (system
+//! paths stay as the base says them), exact files elsewhere, a directory
+//! when a run touched many files under one, never `/` or the home
+//! directory, credential files never.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use super::observe::{Event, FileUse, Observed};
+use super::LearnError;
+use crate::policy::paths::{covers, deny_covers, KNOWN_SECRETS};
+use crate::policy::{normalize_path, FsAccess, FsDecision, FsPath, NetMode, NetRule, Policy};
+
+/// How to generalise.
+#[derive(Clone, Debug)]
+pub struct Generalise {
+    /// The policy the learned one is cut from (its deny list, env,
+    /// resources and isolation are kept; its grants are kept where used).
+    pub base: Policy,
+    /// Files under one directory from which the directory is granted.
+    pub threshold: usize,
+    /// Never granted as a whole (nor `/`): the caller's home directory.
+    pub home: Option<PathBuf>,
+    /// Granted by `buntime run` itself (the script's directory, the worker
+    /// files): left out.
+    pub implicit: Vec<PathBuf>,
+}
+
+/// A path the run asked for that the learned policy does not grant.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NotGranted {
+    pub path: PathBuf,
+    pub why: String,
+}
+
+/// What the learned policy grants, grouped for people.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub read: Vec<String>,
+    pub written: Vec<String>,
+    pub programs: Vec<String>,
+    pub hosts: Vec<String>,
+    pub not_granted: Vec<NotGranted>,
+    pub notes: Vec<String>,
+}
+
+/// The learned policy and its summary.
+#[derive(Clone, Debug)]
+pub struct Learned {
+    pub policy: Policy,
+    pub summary: Summary,
+}
+
+/// The sandbox's own trees in `buntime run`: never the host's.
+const OWN_TREES: &[&str] = &["/proc", "/dev", "/sys", "/tmp"];
+
+fn own_tree(p: &Path) -> bool {
+    OWN_TREES.iter().any(|t| p.starts_with(t))
+}
+
+fn fs(p: &Path) -> Result<FsPath, LearnError> {
+    FsPath::try_from(p.to_string_lossy().into_owned())
+        .map_err(|e| LearnError::Invalid(format!("learned path {}: {e}", p.display())))
+}
+
+/// The base rule covering `p`: from the first list that has one (reads
+/// prefer `read` over `write` and `exec`), the most specific there.
+fn base_rule<'a>(
+    lists: &[(&'static str, &'a [FsPath])],
+    p: &Path,
+) -> Option<(&'static str, &'a FsPath)> {
+    lists.iter().find_map(|(name, l)| {
+        l.iter()
+            .filter(|r| covers(&normalize_path(r.as_path()), p))
+            .max_by_key(|r| r.as_str().len())
+            .map(|r| (*name, r))
+    })
+}
+
+/// Grants being collected: list name -> paths.
+#[derive(Default)]
+struct Grants {
+    read: BTreeSet<PathBuf>,
+    write: BTreeSet<PathBuf>,
+    exec: BTreeSet<PathBuf>,
+    /// Which of those came from the base policy.
+    from_base: BTreeSet<PathBuf>,
+}
+
+impl Grants {
+    fn add(&mut self, list: &str, p: PathBuf) {
+        match list {
+            "write" => self.write.insert(p),
+            "exec" => self.exec.insert(p),
+            _ => self.read.insert(p),
+        };
+    }
+}
+
+impl Generalise {
+    fn too_wide(&self, dir: &Path) -> bool {
+        dir == Path::new("/") || self.home.as_deref().is_some_and(|h| h.starts_with(dir))
+    }
+
+    /// Why `p` is never granted, if it is not.
+    fn refused(&self, p: &Path) -> Option<String> {
+        if let FsDecision::DeniedBy(d) = self.base.filesystem.decide(p, FsAccess::Read) {
+            return Some(format!("denied by the base policy ({})", d.display()));
+        }
+        KNOWN_SECRETS
+            .iter()
+            .find(|(_, deny)| deny_covers(Path::new(deny), p))
+            .map(|(_, deny)| format!("a credential file ({deny})"))
+    }
+
+    pub fn learn(&self, seen: &Observed) -> Result<Learned, LearnError> {
+        let base = &self.base.filesystem;
+        let mut g = Grants::default();
+        let mut summary = Summary::default();
+        let mut not_granted = BTreeSet::new();
+        // Exact candidates not covered by the base: (list, dir) -> files.
+        let mut reads: BTreeMap<PathBuf, BTreeSet<PathBuf>> = BTreeMap::new();
+        let mut hosts = BTreeSet::new();
+        let mut dns = false;
+        let mut unix = BTreeSet::new();
+        for e in with_interpreters(&seen.events) {
+            let e = &e;
+            let (path, used) = match e {
+                Event::File { path, access } => (path, *access),
+                Event::Connect(addr) => {
+                    match addr.port() {
+                        // Name lookups: the proxy resolves names under the
+                        // learned policy.
+                        53 => dns = true,
+                        0 => {}
+                        _ if addr.ip().is_unspecified() => {}
+                        _ => {
+                            hosts.insert(*addr);
+                        }
+                    }
+                    continue;
+                }
+                Event::ConnectUnix(p) => {
+                    if !self.implicit.iter().any(|i| p.starts_with(i)) {
+                        unix.insert(p.clone());
+                    }
+                    continue;
+                }
+            };
+            if self.implicit.iter().any(|i| path.starts_with(i)) {
+                continue;
+            }
+            if let Some(why) = self.refused(path) {
+                not_granted.insert(NotGranted {
+                    path: path.clone(),
+                    why,
+                });
+                continue;
+            }
+            let access = match used {
+                FileUse::Read | FileUse::List => FsAccess::Read,
+                FileUse::Write | FileUse::Create => FsAccess::Write,
+                FileUse::Exec => FsAccess::Exec,
+            };
+            let lists: Vec<(&'static str, &[FsPath])> = match access {
+                FsAccess::Read => vec![
+                    ("read", &base.read),
+                    ("write", &base.write),
+                    ("exec", &base.exec),
+                ],
+                FsAccess::Write => vec![("write", &base.write)],
+                FsAccess::Exec => vec![("exec", &base.exec)],
+            };
+            if let Some((from, rule)) = base_rule(&lists, path) {
+                let r = normalize_path(rule.as_path());
+                g.from_base.insert(r.clone());
+                g.add(from, r);
+                continue;
+            }
+            if access == FsAccess::Exec && self.base.may_exec(path, "") {
+                // exec.allow names it; kept as an exact program.
+                g.add("exec", path.clone());
+                continue;
+            }
+            // A path the run asked for that is not there was not used (a
+            // search along PATH or sys.path); the sandbox's own trees are
+            // never the host's.
+            let exists = own_tree(path) || path.exists();
+            // A write the file's modes refused did not happen: granting it
+            // would widen the policy for nothing (an escape attempt, often).
+            let target = match used {
+                FileUse::Create => path.parent().unwrap_or(Path::new("/")),
+                _ => path.as_path(),
+            };
+            if matches!(used, FileUse::Create | FileUse::Write)
+                && !own_tree(path)
+                && target.exists()
+                && !writable_by_sandbox(target)
+            {
+                summary.notes.push(format!(
+                    "a write to {} was refused by the file's mode: not granted",
+                    path.display()
+                ));
+                continue;
+            }
+            match used {
+                FileUse::Create => {
+                    // A file it may create (or replace): its directory.
+                    let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+                    if self.too_wide(&dir) {
+                        summary.notes.push(format!(
+                            "{} is created in {}: granted as the file alone (learning never grants / or the home directory)",
+                            path.display(),
+                            dir.display()
+                        ));
+                        g.add("write", path.clone());
+                    } else {
+                        g.add("write", dir);
+                    }
+                }
+                _ if !exists => {}
+                FileUse::Write => g.add("write", path.clone()),
+                FileUse::Exec => g.add("exec", path.clone()),
+                FileUse::List if self.too_wide(path) => {
+                    summary.notes.push(format!(
+                        "the run listed {}: not granted (learning never grants / or the home directory)",
+                        path.display()
+                    ));
+                }
+                FileUse::List => g.add("read", path.clone()),
+                FileUse::Read => {
+                    let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+                    reads.entry(dir).or_default().insert(path.clone());
+                }
+            }
+        }
+        for (dir, files) in reads {
+            if files.len() >= self.threshold.max(1) && !self.too_wide(&dir) && !own_tree(&dir) {
+                g.add("read", dir);
+            } else {
+                if files.len() >= self.threshold.max(1) {
+                    summary.notes.push(format!(
+                        "{} files read in {}: granted one by one (learning never grants / or the home directory)",
+                        files.len(),
+                        dir.display()
+                    ));
+                }
+                for f in files {
+                    g.add("read", f);
+                }
+            }
+        }
+        let write = minimal(&g.write, &[]);
+        let exec = minimal(&g.exec, &[]);
+        let read = minimal(&g.read, &[&write, &exec]);
+        let mut policy = self.base.clone();
+        policy.filesystem.read = read.iter().map(|p| fs(p)).collect::<Result<_, _>>()?;
+        policy.filesystem.write = write.iter().map(|p| fs(p)).collect::<Result<_, _>>()?;
+        policy.filesystem.exec = exec.iter().map(|p| fs(p)).collect::<Result<_, _>>()?;
+        policy.exec.allow.clear();
+        // Credential files the grants would cover stay denied.
+        let granted: Vec<&PathBuf> = read.iter().chain(&write).chain(&exec).collect();
+        for (secret, deny) in KNOWN_SECRETS {
+            let covered = granted.iter().any(|r| covers(r, Path::new(secret)));
+            let d = fs(Path::new(deny))?;
+            if covered && !policy.filesystem.deny.contains(&d) {
+                policy.filesystem.deny.push(d);
+            }
+        }
+        policy.network.allow = hosts
+            .iter()
+            .map(|a| net_rule(*a))
+            .collect::<Result<_, _>>()?;
+        policy.network.mode = if hosts.is_empty() {
+            NetMode::None
+        } else {
+            NetMode::Proxy
+        };
+        if hosts.is_empty() {
+            policy.network.deny.clear();
+        }
+        let in_base =
+            |p: &PathBuf, l: &[FsPath]| l.iter().any(|r| normalize_path(r.as_path()) == *p);
+        let label = |p: &PathBuf| {
+            let listed = in_base(p, &self.base.filesystem.read)
+                || in_base(p, &self.base.filesystem.write)
+                || in_base(p, &self.base.filesystem.exec);
+            if g.from_base.contains(p) && listed {
+                format!("{} (base policy)", p.display())
+            } else {
+                p.display().to_string()
+            }
+        };
+        summary.read = read.iter().map(label).collect();
+        summary.written = write.iter().map(label).collect();
+        summary.programs = exec.iter().map(label).collect();
+        summary.hosts = policy.network.allow.iter().map(|r| r.to_string()).collect();
+        if dns {
+            summary.notes.push(
+                "name lookups (port 53) are the proxy's under the learned policy: not granted"
+                    .into(),
+            );
+        }
+        if !unix.is_empty() {
+            summary.notes.push(format!(
+                "UNIX sockets connected to (not part of a policy): {}",
+                unix.iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        summary.not_granted = not_granted.into_iter().collect();
+        Ok(Learned { policy, summary })
+    }
+}
+
+/// Whether the sandbox's uid may write `p`: as root's run an uid of its
+/// own, so only what others may write; rootless, the caller's access.
+fn writable_by_sandbox(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    if nix::unistd::geteuid().is_root() {
+        std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o002 != 0)
+    } else {
+        nix::unistd::access(p, nix::unistd::AccessFlags::W_OK).is_ok()
+    }
+}
+
+/// The events plus what the kernel opens for an exec without a call of
+/// the program's own: an ELF program's dynamic loader (`PT_INTERP`) and a
+/// script's `#!` interpreter.
+fn with_interpreters(events: &[Event]) -> Vec<Event> {
+    let mut out = Vec::with_capacity(events.len());
+    let mut done = BTreeSet::new();
+    for e in events {
+        out.push(e.clone());
+        if let Event::File {
+            path,
+            access: FileUse::Exec,
+        } = e
+        {
+            if !done.insert(path.clone()) {
+                continue;
+            }
+            if let Some(interp) = interpreter(path) {
+                let access = if interp.1 {
+                    FileUse::Exec
+                } else {
+                    FileUse::Read
+                };
+                out.push(Event::File {
+                    path: interp.0,
+                    access,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// A program's interpreter: (path, whether it is exec'd as a program).
+fn interpreter(program: &Path) -> Option<(PathBuf, bool)> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(program).ok()?;
+    let mut head = vec![0u8; 4096];
+    let n = f.read(&mut head).ok()?;
+    head.truncate(n);
+    if let Some(rest) = head.strip_prefix(b"#!") {
+        let line = rest.split(|b| *b == b'\n').next()?;
+        let line = String::from_utf8_lossy(line);
+        let interp = line.split_whitespace().next()?;
+        return interp
+            .starts_with('/')
+            .then(|| (PathBuf::from(interp), true));
+    }
+    elf_interp(&mut f, &head).map(|p| (p, false))
+}
+
+/// `PT_INTERP` of a 64-bit little-endian ELF file.
+fn elf_interp(f: &mut std::fs::File, head: &[u8]) -> Option<PathBuf> {
+    use std::os::unix::fs::FileExt;
+    if head.len() < 64 || &head[..4] != b"\x7fELF" || head[4] != 2 || head[5] != 1 {
+        return None;
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([head[o], head[o + 1]]) as u64;
+    let phoff = u64::from_le_bytes(head[32..40].try_into().ok()?);
+    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    for i in 0..phnum.min(64) {
+        let mut ph = [0u8; 56];
+        f.read_exact_at(&mut ph, phoff + i * phentsize).ok()?;
+        if u32::from_le_bytes(ph[0..4].try_into().ok()?) != 3 {
+            continue;
+        }
+        let off = u64::from_le_bytes(ph[8..16].try_into().ok()?);
+        let size = u64::from_le_bytes(ph[32..40].try_into().ok()?).min(4096) as usize;
+        let mut name = vec![0u8; size];
+        f.read_exact_at(&mut name, off).ok()?;
+        let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+        let s = String::from_utf8(name[..end].to_vec()).ok()?;
+        return s.starts_with('/').then(|| PathBuf::from(s));
+    }
+    None
+}
+
+/// `set` without the paths another of its entries (or of `wider`) covers.
+fn minimal(set: &BTreeSet<PathBuf>, wider: &[&Vec<PathBuf>]) -> Vec<PathBuf> {
+    set.iter()
+        .filter(|p| {
+            let by_self = set.iter().any(|q| q != *p && p.starts_with(q));
+            let by_wider = wider.iter().any(|w| w.iter().any(|q| p.starts_with(q)));
+            !by_self && !by_wider
+        })
+        .cloned()
+        .collect()
+}
+
+fn net_rule(a: SocketAddr) -> Result<NetRule, LearnError> {
+    let s = match a {
+        SocketAddr::V4(v) => format!("{}:{}", v.ip(), v.port()),
+        SocketAddr::V6(v) => format!("[{}]:{}", v.ip(), v.port()),
+    };
+    NetRule::parse(&s).map_err(|e| LearnError::Invalid(format!("learned host {s}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(p: &str, access: FileUse) -> Event {
+        Event::File {
+            path: PathBuf::from(p),
+            access,
+        }
+    }
+
+    fn gen(threshold: usize) -> Generalise {
+        Generalise {
+            base: crate::policy::builtin_run_default(),
+            threshold,
+            home: Some(PathBuf::from("/home/u")),
+            implicit: vec![PathBuf::from("/opt/buntime")],
+        }
+    }
+
+    #[test]
+    fn base_rules_stay_credentials_never_granted() {
+        let seen = Observed {
+            events: vec![
+                file("/usr/lib/python3/os.py", FileUse::Read),
+                file("/etc/shadow", FileUse::Read),
+                file("/opt/buntime/python/x.py", FileUse::Read),
+                file("/usr/bin/python3", FileUse::Exec),
+                Event::Connect("127.0.0.1:8080".parse().unwrap()),
+                Event::Connect("10.0.0.2:53".parse().unwrap()),
+            ],
+            attached: true,
+            unreadable: 0,
+        };
+        let l = gen(3).learn(&seen).unwrap();
+        let read: Vec<&str> = l
+            .policy
+            .filesystem
+            .read
+            .iter()
+            .map(|p| p.as_str())
+            .collect();
+        assert!(
+            read.contains(&"/usr") && !read.contains(&"/etc"),
+            "{read:?}"
+        );
+        let exec: Vec<&str> = l
+            .policy
+            .filesystem
+            .exec
+            .iter()
+            .map(|p| p.as_str())
+            .collect();
+        assert_eq!(exec, ["/usr/bin"]);
+        assert!(l
+            .summary
+            .not_granted
+            .iter()
+            .any(|n| n.path == Path::new("/etc/shadow")));
+        assert_eq!(l.summary.hosts, ["127.0.0.1:8080"]);
+        assert_eq!(l.policy.network.mode, NetMode::Proxy);
+        assert!(l.policy.filesystem.write.is_empty());
+    }
+
+    #[test]
+    fn many_files_make_a_directory_but_never_home() {
+        let d = std::env::temp_dir().join(format!("learn-gen-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let mut events = Vec::new();
+        for i in 0..4 {
+            let f = d.join(format!("f{i}"));
+            std::fs::write(&f, "x").unwrap();
+            events.push(Event::File {
+                path: f,
+                access: FileUse::Read,
+            });
+        }
+        events.push(file("/nonexistent/learn/x", FileUse::Read));
+        let seen = Observed {
+            events,
+            attached: true,
+            unreadable: 0,
+        };
+        let mut g = gen(3);
+        // The temp dir is below /tmp, the sandbox's own: use another base.
+        g.base.filesystem.read.clear();
+        g.base.filesystem.write.clear();
+        let l = g.learn(&seen).unwrap();
+        let read: Vec<&str> = l
+            .policy
+            .filesystem
+            .read
+            .iter()
+            .map(|p| p.as_str())
+            .collect();
+        if d.starts_with("/tmp") {
+            assert_eq!(read.len(), 4, "{read:?}");
+        } else {
+            assert_eq!(read, [d.to_str().unwrap()]);
+        }
+        g.home = Some(d.clone());
+        let l = g.learn(&seen).unwrap();
+        assert_eq!(l.policy.filesystem.read.len(), 4);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn an_elf_program_brings_its_loader() {
+        let i = interpreter(Path::new("/bin/sh")).expect("/bin/sh has an interpreter");
+        assert!(i.0.to_string_lossy().contains("ld-"), "{i:?}");
+        assert!(!i.1);
+    }
+
+    #[test]
+    fn created_files_grant_their_directory() {
+        let seen = Observed {
+            events: vec![file("/srv/out/result.txt", FileUse::Create)],
+            attached: true,
+            unreadable: 0,
+        };
+        let l = gen(3).learn(&seen).unwrap();
+        let write: Vec<&str> = l
+            .policy
+            .filesystem
+            .write
+            .iter()
+            .map(|p| p.as_str())
+            .collect();
+        assert_eq!(write, ["/srv/out"]);
+    }
+}

@@ -1,0 +1,250 @@
+//! Learn mode (`buntime run --learn`, docs/learn.md): run once, allowed
+//! what it asks for, observed in the kernel path ([`observe`]); then the
+//! least policy that lets the same run pass ([`generalise`]). Also the
+//! policy tools built on the same comparison ([`diff`]).
+
+pub mod diff;
+pub mod generalise;
+pub mod observe;
+
+use std::path::{Path, PathBuf};
+
+use crate::policy::{Broker, FsPath, NetMode, Policy};
+pub use generalise::{Generalise, Learned, Summary};
+pub use observe::{Listener, Observed};
+
+/// Files under one directory from which learning grants the directory.
+pub const DEFAULT_THRESHOLD: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LearnError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("--learn: cannot write the learned policy to {path}: {source}; what was learned is in {fallback}")]
+    Write {
+        path: PathBuf,
+        fallback: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--learn: cannot write the learned policy to {path} ({source}) nor to {fallback}")]
+    Lost {
+        path: PathBuf,
+        fallback: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// One learned run, as `buntime run --learn` asks for it.
+#[derive(Clone, Debug)]
+pub struct LearnRequest {
+    /// Where the learned policy goes.
+    pub output: PathBuf,
+    pub threshold: usize,
+    /// The policy the learned one is cut from (`--policy` or the default,
+    /// with the flags applied).
+    pub base: Policy,
+    /// What the run was, for the policy's description and the summary
+    /// (`job.py`, `-- ls -l`).
+    pub label: String,
+    /// The command to run it again, for the summary.
+    pub rerun: String,
+}
+
+/// The default output: `./<script stem>.policy.json` (a command: its name).
+/// Arguments as a shell would need them (for the summary and the
+/// policy's description).
+pub fn shell_words(args: &[String]) -> String {
+    args.iter()
+        .map(|a| {
+            let plain = !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+            if plain {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn default_output(target: &str) -> PathBuf {
+    let name = Path::new(target)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "learned".into());
+    PathBuf::from(format!("./{name}.policy.json"))
+}
+
+/// Top-level host entries a learned run does not get: the sandbox's own
+/// kernel filesystems and `/tmp`, and `/run` (the supervisor's mount point
+/// `/run/buntime` cannot be made on the host's `/run`).
+pub const LEARN_UNBOUND: &[&str] = &["/proc", "/sys", "/dev", "/tmp", "/run"];
+
+/// The policy a learned run runs under: not sandboxed by filesystem or
+/// network rules (every host path readable, writable and executable as
+/// far as the files' modes let the sandbox's uid; the host's network),
+/// but the base's deny list (credential files stay masked), its limits
+/// and its kernel isolation. The broker grants nothing: nothing is left
+/// to ask for.
+pub fn learning_policy(base: &Policy) -> Policy {
+    let mut p = base.clone();
+    // `buntime run` never binds `/` itself (nor /proc, /sys, /dev, /tmp:
+    // the sandbox has its own): every other top-level entry of the host.
+    let top: Vec<FsPath> = std::fs::read_dir("/")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| Path::new("/").join(e.file_name()))
+                .filter(|p| !LEARN_UNBOUND.iter().any(|v| p == Path::new(v)))
+                .filter_map(|p| FsPath::try_from(p.to_string_lossy().into_owned()).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    for list in [
+        &mut p.filesystem.read,
+        &mut p.filesystem.write,
+        &mut p.filesystem.exec,
+    ] {
+        list.extend(top.iter().cloned());
+        list.sort();
+        list.dedup();
+    }
+    p.exec.allow.clear();
+    p.network.mode = NetMode::Host;
+    p.network.allow.clear();
+    p.network.deny.clear();
+    p.broker = Broker::default();
+    p
+}
+
+/// Why a learned policy is incomplete, if it is.
+pub fn incompleteness(code: i32, seen: &Observed) -> Option<String> {
+    if !seen.attached {
+        Some("the observer never attached: nothing was recorded".into())
+    } else if code != 0 {
+        Some(format!(
+            "the run exited with status {code}: what it did not reach is not in the policy"
+        ))
+    } else {
+        None
+    }
+}
+
+/// Learns from `seen`, writes the policy (or, when `req.output` cannot be
+/// written, a file in the temporary directory, and says so) and prints the
+/// summary on stderr. `Ok` holds the path written.
+pub fn conclude(
+    req: &LearnRequest,
+    code: i32,
+    seen: &Observed,
+    implicit: Vec<PathBuf>,
+) -> Result<PathBuf, LearnError> {
+    let g = Generalise {
+        base: req.base.clone(),
+        threshold: req.threshold,
+        home: std::env::var_os("HOME").map(PathBuf::from),
+        implicit,
+    };
+    let mut learned = g.learn(seen)?;
+    let incomplete = incompleteness(code, seen);
+    learned.policy.description = match &incomplete {
+        Some(why) => format!(
+            "INCOMPLETE ({why}). Learned by buntime run --learn from {}.",
+            req.label
+        ),
+        None => format!("Learned by buntime run --learn from {}.", req.label),
+    };
+    let body = learned.policy.to_pretty_json();
+    let written = match std::fs::write(&req.output, &body) {
+        Ok(()) => Ok(req.output.clone()),
+        Err(source) => {
+            let fallback = std::env::temp_dir().join(format!(
+                "buntime-learned-{}.policy.json",
+                std::process::id()
+            ));
+            match std::fs::write(&fallback, &body) {
+                Ok(()) => Err(LearnError::Write {
+                    path: req.output.clone(),
+                    fallback,
+                    source,
+                }),
+                Err(_) => Err(LearnError::Lost {
+                    path: req.output.clone(),
+                    fallback,
+                    source,
+                }),
+            }
+        }
+    };
+    let shown = match &written {
+        Ok(p) => p.clone(),
+        Err(LearnError::Write { fallback, .. }) => fallback.clone(),
+        Err(_) => req.output.clone(),
+    };
+    crate::logging::say(&summary_text(&learned, &shown, incomplete.as_deref(), req));
+    written
+}
+
+/// The grouped summary printed after a learned run.
+pub fn summary_text(
+    l: &Learned,
+    file: &Path,
+    incomplete: Option<&str>,
+    req: &LearnRequest,
+) -> String {
+    let s = &l.summary;
+    let mut out = String::new();
+    let line = |out: &mut String, what: &str, items: &[String]| {
+        let v = if items.is_empty() {
+            "none".to_string()
+        } else {
+            items.join(", ")
+        };
+        out.push_str(&format!("  {what:<15} {v}\n"));
+    };
+    out.push_str(&format!(
+        "buntime: learned policy for {} written to {}\n",
+        req.label,
+        file.display()
+    ));
+    if let Some(why) = incomplete {
+        out.push_str(&format!("  INCOMPLETE: {why}\n"));
+    }
+    line(&mut out, "files read", &s.read);
+    line(&mut out, "files written", &s.written);
+    line(&mut out, "programs run", &s.programs);
+    line(&mut out, "hosts reached", &s.hosts);
+    let env: Vec<String> = l
+        .policy
+        .env
+        .pass
+        .iter()
+        .map(|p| p.as_str().to_string())
+        .collect();
+    out.push_str(&format!(
+        "  {:<15} not observable: the base policy's env.pass is kept ({})\n",
+        "environment",
+        env.join(", ")
+    ));
+    if !s.not_granted.is_empty() {
+        let v: Vec<String> = s
+            .not_granted
+            .iter()
+            .map(|n| format!("{} ({})", n.path.display(), n.why))
+            .collect();
+        out.push_str(&format!("  asked for, not granted: {}\n", v.join(", ")));
+    }
+    for n in &s.notes {
+        out.push_str(&format!("  note: {n}\n"));
+    }
+    out.push_str("  the learned run itself was not sandboxed by filesystem or network rules (docs/learn.md)\n");
+    out.push_str(&format!(
+        "  review it, then: buntime run --policy {} {}",
+        file.display(),
+        req.rerun
+    ));
+    out
+}

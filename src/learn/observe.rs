@@ -1,0 +1,496 @@
+//! Observing a learned run in the kernel path: a seccomp user-notification
+//! filter on the file, exec and connect calls (added to the bundle's
+//! profile, loaded by libcontainer right before exec, its listener fd
+//! handed to `linux.seccomp.listenerPath`), and a thread of `buntime run`
+//! that reads each call's arguments and lets it continue.
+//!
+//! Everything read from the sandbox's memory is only a record: the call
+//! always continues (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`), so a process
+//! that changes its memory under us can only spoil its own record, never
+//! gain anything (a learned run is not sandboxed by filesystem or network
+//! rules anyway; docs/learn.md).
+
+use std::fs::File;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use libcontainer::oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSyscall};
+use libseccomp::{ScmpNotifReq, ScmpNotifResp, ScmpNotifRespFlags, ScmpSyscall};
+
+use crate::policy::normalize_path;
+
+/// The calls a learned run is observed on.
+pub const OBSERVED_CALLS: &[&str] = &["open", "openat", "openat2", "execve", "execveat", "connect"];
+
+/// What a call asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FileUse {
+    /// Opened for reading.
+    Read,
+    /// Opened as a directory (listing).
+    List,
+    /// Opened for writing (or truncating) a file that may exist.
+    Write,
+    /// Opened with `O_CREAT`: may create the file.
+    Create,
+    /// Executed.
+    Exec,
+}
+
+/// One observed call.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Event {
+    File {
+        path: PathBuf,
+        access: FileUse,
+    },
+    Connect(SocketAddr),
+    /// A connect to a UNIX socket (not a policy matter: recorded for the
+    /// summary only).
+    ConnectUnix(PathBuf),
+}
+
+/// What the observer saw.
+#[derive(Debug, Default)]
+pub struct Observed {
+    pub events: Vec<Event>,
+    /// Whether the listener got the filter's fd at all (when not, nothing
+    /// was observed and the policy is incomplete).
+    pub attached: bool,
+    /// Calls whose arguments could not be read (the process was gone, or
+    /// its memory unreadable).
+    pub unreadable: u64,
+}
+
+/// The running observer.
+pub struct Listener {
+    pub socket: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Observed>,
+}
+
+impl Listener {
+    /// Binds the listener socket at `socket` and starts the thread. Call
+    /// before the container is created: libcontainer connects to it while
+    /// creating, and the sandbox's first calls wait for our answers.
+    pub fn start(socket: &Path) -> io::Result<Listener> {
+        let _ = std::fs::remove_file(socket);
+        let listener = UnixListener::bind(socket)?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("learn".into())
+            .spawn(move || serve(listener, &flag))?;
+        Ok(Listener {
+            socket: socket.to_path_buf(),
+            stop,
+            thread,
+        })
+    }
+
+    /// Stops the thread (after the sandbox is gone) and returns what it saw.
+    pub fn finish(self) -> Observed {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = std::fs::remove_file(&self.socket);
+        self.thread.join().unwrap_or_else(|_| {
+            tracing::warn!(target: "learn", "the learn listener panicked");
+            Observed::default()
+        })
+    }
+}
+
+/// The bundle profile of a learned run: `base` with the observed calls
+/// moved from `SCMP_ACT_ALLOW` to `SCMP_ACT_NOTIFY`, handed to `listener`.
+pub fn notify_profile(base: &LinuxSeccomp, listener: &Path) -> LinuxSeccomp {
+    let mut p = base.clone();
+    let mut moved = Vec::new();
+    let mut calls: Vec<LinuxSyscall> = p.syscalls().clone().unwrap_or_default();
+    for c in calls.iter_mut() {
+        if c.action() != LinuxSeccompAction::ScmpActAllow || c.args().is_some() {
+            continue;
+        }
+        let (take, keep): (Vec<String>, Vec<String>) = c
+            .names()
+            .iter()
+            .cloned()
+            .partition(|n| OBSERVED_CALLS.contains(&n.as_str()));
+        moved.extend(take);
+        c.set_names(keep);
+    }
+    calls.retain(|c| !c.names().is_empty());
+    if !moved.is_empty() {
+        let mut n = LinuxSyscall::default();
+        n.set_names(moved);
+        n.set_action(LinuxSeccompAction::ScmpActNotify);
+        calls.push(n);
+    }
+    p.set_syscalls(Some(calls));
+    p.set_listener_path(Some(listener.to_path_buf()));
+    p
+}
+
+/// Puts the learn filter in a bundle's spec: its profile (buntime's, from
+/// the template) with the observed calls notifying `listener`.
+pub fn attach(
+    spec: &mut libcontainer::oci_spec::runtime::Spec,
+    listener: &Path,
+) -> Result<(), String> {
+    let mut linux = spec
+        .linux()
+        .clone()
+        .ok_or("--learn: the bundle has no linux section")?;
+    let base = linux
+        .seccomp()
+        .clone()
+        .ok_or("--learn: the bundle has no seccomp profile to observe through")?;
+    linux.set_seccomp(Some(notify_profile(&base, listener)));
+    spec.set_linux(Some(linux));
+    Ok(())
+}
+
+fn serve(listener: UnixListener, stop: &AtomicBool) -> Observed {
+    let mut seen = Observed::default();
+    let fd = loop {
+        if stop.load(Ordering::SeqCst) {
+            return seen;
+        }
+        match listener.accept() {
+            Ok((conn, _)) => match receive_fd(conn.as_raw_fd()) {
+                Ok(fd) => break fd,
+                Err(e) => {
+                    tracing::warn!(target: "learn", "receive the seccomp listener fd: {e}");
+                    return seen;
+                }
+            },
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => {
+                tracing::warn!(target: "learn", "accept on the learn socket: {e}");
+                return seen;
+            }
+        }
+    };
+    seen.attached = true;
+    let calls = Calls::new();
+    // Events before the first execve are buntime's own executor (Landlock,
+    // its filters); the program starts at its exec.
+    let mut started = false;
+    loop {
+        match wait_readable(fd.as_raw_fd()) {
+            Readiness::Ready => {}
+            Readiness::Idle if stop.load(Ordering::SeqCst) => break,
+            Readiness::Idle => continue,
+            Readiness::Gone => break,
+        }
+        let req = match ScmpNotifReq::receive(fd.as_raw_fd()) {
+            Ok(r) => r,
+            // The calling task was killed between poll and receive.
+            Err(_) => continue,
+        };
+        let event = calls.decode(&req);
+        // Valid still: the pid was the caller's while we read its memory.
+        let valid = libseccomp::notify_id_valid(fd.as_raw_fd(), req.id).is_ok();
+        let _ = ScmpNotifResp::new_continue(req.id, ScmpNotifRespFlags::empty())
+            .respond(fd.as_raw_fd());
+        match event {
+            Some(e) if valid => {
+                if !started {
+                    started = matches!(
+                        e,
+                        Event::File {
+                            access: FileUse::Exec,
+                            ..
+                        }
+                    );
+                    if !started {
+                        continue;
+                    }
+                }
+                seen.events.push(e)
+            }
+            _ => seen.unreadable += u64::from(started),
+        }
+    }
+    seen
+}
+
+enum Readiness {
+    Ready,
+    Idle,
+    /// Every process the filter was on is gone.
+    Gone,
+}
+
+fn wait_readable(fd: RawFd) -> Readiness {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut p, 1, 100) };
+    if n <= 0 {
+        return Readiness::Idle;
+    }
+    if p.revents & libc::POLLIN != 0 {
+        Readiness::Ready
+    } else if p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        Readiness::Gone
+    } else {
+        Readiness::Idle
+    }
+}
+
+/// The fd libcontainer sends with SCM_RIGHTS (the OCI seccomp-agent
+/// protocol: the container's state as JSON, and the listener fd).
+fn receive_fd(conn: RawFd) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut iov = [io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    // The connection was accepted from a non-blocking listener.
+    nix::fcntl::fcntl(
+        conn,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+    )
+    .map_err(io::Error::from)?;
+    let msg = recvmsg::<()>(conn, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(io::Error::from)?;
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            let mut owned: Vec<OwnedFd> = fds
+                .into_iter()
+                // SAFETY: the kernel just installed these fds for us.
+                .map(|f| unsafe { OwnedFd::from_raw_fd(f) })
+                .collect();
+            if let Some(fd) = owned.pop() {
+                return Ok(fd);
+            }
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "no file descriptor in the seccomp listener message",
+    ))
+}
+
+/// The observed calls' numbers on this architecture.
+struct Calls {
+    open: Option<i32>,
+    openat: Option<i32>,
+    openat2: Option<i32>,
+    execve: Option<i32>,
+    execveat: Option<i32>,
+    connect: Option<i32>,
+}
+
+fn nr(name: &str) -> Option<i32> {
+    ScmpSyscall::from_name(name).ok().map(i32::from)
+}
+
+impl Calls {
+    fn new() -> Calls {
+        Calls {
+            // aarch64 has no open(2).
+            open: nr("open").filter(|n| *n >= 0),
+            openat: nr("openat"),
+            openat2: nr("openat2"),
+            execve: nr("execve"),
+            execveat: nr("execveat"),
+            connect: nr("connect"),
+        }
+    }
+
+    fn decode(&self, req: &ScmpNotifReq) -> Option<Event> {
+        let n = Some(i32::from(req.data.syscall));
+        let a = req.data.args;
+        let pid = req.pid;
+        let mem = File::open(format!("/proc/{pid}/mem")).ok()?;
+        if n == self.open {
+            let path = resolve(pid, libc::AT_FDCWD, &read_cstr(&mem, a[0])?)?;
+            Some(file_event(path, a[1]))
+        } else if n == self.openat {
+            let path = resolve(pid, a[0] as i32, &read_cstr(&mem, a[1])?)?;
+            Some(file_event(path, a[2]))
+        } else if n == self.openat2 {
+            let path = resolve(pid, a[0] as i32, &read_cstr(&mem, a[1])?)?;
+            let mut how = [0u8; 8];
+            mem.read_exact_at(&mut how, a[2]).ok()?;
+            Some(file_event(path, u64::from_ne_bytes(how)))
+        } else if n == self.execve {
+            let path = resolve(pid, libc::AT_FDCWD, &read_cstr(&mem, a[0])?)?;
+            Some(Event::File {
+                path,
+                access: FileUse::Exec,
+            })
+        } else if n == self.execveat {
+            let name = read_cstr(&mem, a[1])?;
+            let path = if name.is_empty() && a[4] & libc::AT_EMPTY_PATH as u64 != 0 {
+                fd_path(pid, a[0] as i32)?
+            } else {
+                resolve(pid, a[0] as i32, &name)?
+            };
+            Some(Event::File {
+                path,
+                access: FileUse::Exec,
+            })
+        } else if n == self.connect {
+            read_sockaddr(&mem, a[1], a[2])
+        } else {
+            None
+        }
+    }
+}
+
+fn file_event(path: PathBuf, flags: u64) -> Event {
+    let flags = flags as i32;
+    let access = if flags & libc::O_PATH != 0 {
+        // O_PATH reads nothing; only its existence matters.
+        FileUse::Read
+    } else if flags & libc::O_CREAT != 0 {
+        FileUse::Create
+    } else if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+        FileUse::Write
+    } else if flags & libc::O_DIRECTORY != 0 {
+        FileUse::List
+    } else {
+        FileUse::Read
+    };
+    Event::File { path, access }
+}
+
+/// A NUL-terminated string from the process's memory (at most PATH_MAX).
+fn read_cstr(mem: &File, addr: u64) -> Option<String> {
+    const MAX: usize = 4096;
+    let mut out = Vec::new();
+    let mut at = addr;
+    while out.len() < MAX {
+        // Never across a page boundary in one read: the next page may be
+        // unmapped while the string ends on this one.
+        let room = 4096 - (at % 4096) as usize;
+        let mut chunk = vec![0u8; room.min(256)];
+        let got = mem.read_at(&mut chunk, at).ok()?;
+        if got == 0 {
+            return None;
+        }
+        if let Some(end) = chunk[..got].iter().position(|b| *b == 0) {
+            out.extend_from_slice(&chunk[..end]);
+            return String::from_utf8(out).ok();
+        }
+        out.extend_from_slice(&chunk[..got]);
+        at += got as u64;
+    }
+    None
+}
+
+fn fd_path(pid: u32, fd: i32) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()
+}
+
+/// `name` as the process would resolve it: against its cwd or `dirfd`.
+/// buntime run binds host paths at the same place, so the sandbox's path
+/// is the policy's.
+fn resolve(pid: u32, dirfd: i32, name: &str) -> Option<PathBuf> {
+    if name.is_empty() {
+        return None;
+    }
+    let p = Path::new(name);
+    if p.is_absolute() {
+        return Some(normalize_path(p));
+    }
+    let base = if dirfd == libc::AT_FDCWD {
+        std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?
+    } else {
+        fd_path(pid, dirfd)?
+    };
+    if !base.is_absolute() {
+        return None;
+    }
+    Some(normalize_path(&base.join(p)))
+}
+
+fn read_sockaddr(mem: &File, addr: u64, len: u64) -> Option<Event> {
+    let len = (len as usize).min(128);
+    if len < 2 {
+        return None;
+    }
+    let mut b = vec![0u8; len];
+    mem.read_exact_at(&mut b, addr).ok()?;
+    let family = i32::from(u16::from_ne_bytes([b[0], b[1]]));
+    match family {
+        libc::AF_INET if len >= 8 => {
+            let port = u16::from_be_bytes([b[2], b[3]]);
+            let ip = Ipv4Addr::new(b[4], b[5], b[6], b[7]);
+            Some(Event::Connect(SocketAddr::new(IpAddr::V4(ip), port)))
+        }
+        libc::AF_INET6 if len >= 24 => {
+            let port = u16::from_be_bytes([b[2], b[3]]);
+            let mut o = [0u8; 16];
+            o.copy_from_slice(&b[8..24]);
+            Some(Event::Connect(SocketAddr::new(
+                IpAddr::V6(Ipv6Addr::from(o)),
+                port,
+            )))
+        }
+        libc::AF_UNIX => {
+            let raw = &b[2..];
+            let end = raw.iter().position(|c| *c == 0).unwrap_or(raw.len());
+            // Abstract sockets (leading NUL) have no path.
+            (end > 0).then(|| {
+                Event::ConnectUnix(PathBuf::from(
+                    String::from_utf8_lossy(&raw[..end]).into_owned(),
+                ))
+            })
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notify_profile_moves_only_the_observed_calls() {
+        let base = crate::spec::default_seccomp(crate::policy::NetMode::Host);
+        let p = notify_profile(&base, Path::new("/run/x.sock"));
+        assert!(libcontainer::seccomp::is_notify(&p));
+        let calls = p.syscalls().clone().unwrap_or_default();
+        let notify: Vec<&String> = calls
+            .iter()
+            .filter(|c| c.action() == LinuxSeccompAction::ScmpActNotify)
+            .flat_map(|c| c.names())
+            .collect();
+        assert!(notify.iter().any(|n| *n == "openat"));
+        assert!(notify.iter().any(|n| *n == "connect"));
+        assert!(!notify.iter().any(|n| *n == "read"));
+        let allowed_read = calls.iter().any(|c| {
+            c.action() == LinuxSeccompAction::ScmpActAllow && c.names().iter().any(|n| n == "read")
+        });
+        assert!(allowed_read);
+    }
+
+    #[test]
+    fn open_flags_map_to_uses() {
+        let p = PathBuf::from("/x");
+        let u = |f: i32| match file_event(p.clone(), f as u64) {
+            Event::File { access, .. } => access,
+            _ => unreachable!(),
+        };
+        assert_eq!(u(libc::O_RDONLY), FileUse::Read);
+        assert_eq!(u(libc::O_RDONLY | libc::O_DIRECTORY), FileUse::List);
+        assert_eq!(u(libc::O_WRONLY), FileUse::Write);
+        assert_eq!(u(libc::O_WRONLY | libc::O_CREAT), FileUse::Create);
+        assert_eq!(u(libc::O_RDONLY | libc::O_TRUNC), FileUse::Write);
+    }
+}

@@ -202,7 +202,8 @@ impl LandlockPlan {
             }
         }
         let net = match policy.network.mode {
-            NetMode::Host => NetPlan::Unrestricted,
+            // The bundle's own network (or the host's): no TCP rules.
+            NetMode::Bundle | NetMode::Host => NetPlan::Unrestricted,
             NetMode::None => NetPlan::Tcp {
                 connect: vec![],
                 bind: vec![],

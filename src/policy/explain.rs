@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::model::{LandlockRequirement, NetMode, Policy};
+use super::model::{LandlockRequirement, NetMode, Policy, SeccompChoice};
 
 fn list<T: std::fmt::Display>(items: &[T]) -> String {
     items
@@ -80,6 +80,12 @@ pub fn explain(policy: &Policy) -> String {
                 "  loopback, private, link-local and cloud-metadata addresses stay blocked unless an address entry names them"
             );
         }
+        NetMode::Bundle => {
+            let _ = writeln!(
+                o,
+                "  bundle: the network the bundle (or the engine) gives the container, no proxy"
+            );
+        }
         NetMode::Host => {
             let _ = writeln!(o, "  host: WARNING: the host's network, with no isolation");
         }
@@ -148,15 +154,91 @@ pub fn explain(policy: &Policy) -> String {
         b.net_connect.as_str(),
         b.exec.as_str()
     );
+    explain_isolation(policy, &mut o);
     let _ = writeln!(
         o,
         "Kernel enforcement (Landlock): {}",
         match policy.landlock {
             LandlockRequirement::BestEffort => "used when available",
             LandlockRequirement::Required => "required; the sandbox is refused without it",
+            LandlockRequirement::Off =>
+                "off; the file and network rules rely on mounts, masks, namespaces and seccomp",
         }
     );
     o
+}
+
+/// The `isolation` section and `resources.core`: what is forced, and
+/// what is left to the bundle.
+fn explain_isolation(policy: &Policy, o: &mut String) {
+    const BUNDLE: &str = "as the bundle says";
+    let iso = &policy.isolation;
+    let _ = writeln!(
+        o,
+        "Kernel isolation (what is not set here is the bundle's):"
+    );
+    let caps = &iso.capabilities;
+    let caps_line = match (&caps.keep, caps.drop.is_empty()) {
+        (Some(k), _) if k.is_empty() => "none".to_string(),
+        (Some(k), true) => format!("only {} (of those the bundle gives)", list(k)),
+        (Some(k), false) => format!(
+            "only {} (of those the bundle gives), never {}",
+            list(k),
+            list(&caps.drop)
+        ),
+        (None, false) => format!("the bundle's, without {}", list(&caps.drop)),
+        (None, true) => format!("the bundle's ({BUNDLE})"),
+    };
+    let _ = writeln!(o, "  capabilities: {caps_line}");
+    let flag = |on: bool, yes: &str| -> String {
+        if on {
+            yes.to_string()
+        } else {
+            BUNDLE.to_string()
+        }
+    };
+    let _ = writeln!(
+        o,
+        "  root filesystem: {}",
+        flag(iso.read_only_root, "read-only")
+    );
+    let _ = writeln!(
+        o,
+        "  no new privileges (setuid programs gain nothing): {}",
+        flag(iso.no_new_privileges, "always")
+    );
+    let ns = if iso.namespaces.is_empty() {
+        BUNDLE.to_string()
+    } else {
+        let names: Vec<&str> = iso.namespaces.iter().map(|n| n.as_str()).collect();
+        format!("its own {}, besides the bundle's", names.join(", "))
+    };
+    let _ = writeln!(o, "  namespaces: {ns}");
+    let _ = writeln!(
+        o,
+        "  seccomp: {}",
+        match iso.seccomp {
+            SeccompChoice::Buntime =>
+                "buntime's profile for the network mode, on top of the bundle's own",
+            SeccompChoice::Bundle => "the bundle's own profile only (none if it has none)",
+        }
+    );
+    let _ = writeln!(
+        o,
+        "  /tmp: {}",
+        flag(iso.private_tmp, "a private tmpfs, emptied with the sandbox")
+    );
+    let _ = writeln!(
+        o,
+        "  kernel files in /proc and /sys: {}",
+        flag(iso.mask_kernel_paths, "hidden or read-only (as runc does)")
+    );
+    let core = match policy.resources.core {
+        Some(c) if c.bytes() == 0 => "none".to_string(),
+        Some(c) => format!("at most {c}"),
+        None => BUNDLE.to_string(),
+    };
+    let _ = writeln!(o, "  core dumps: {core}");
 }
 
 #[cfg(test)]
@@ -173,6 +255,26 @@ mod tests {
         assert!(e.contains("none: no network"), "{e}");
         assert!(e.contains("never:   /etc/shadow"), "{e}");
         assert!(e.contains("memory 512M"), "{e}");
+        assert!(e.contains("capabilities: none"), "{e}");
+        assert!(e.contains("root filesystem: read-only"), "{e}");
+        assert!(e.contains("buntime's profile for the network mode"), "{e}");
+        assert!(e.contains("core dumps: none"), "{e}");
+    }
+
+    #[test]
+    fn explains_what_the_bundle_decides() {
+        let p = parse_policy(
+            r#"{"version":1,"network":{"mode":"bundle"},"landlock":"off",
+                "isolation":{"capabilities":{"drop":["SYS_ADMIN","cap_bpf"]}}}"#,
+            "t",
+        )
+        .unwrap();
+        let e = explain(&p);
+        assert!(e.contains("bundle: the network the bundle"), "{e}");
+        assert!(e.contains("the bundle's, without SYS_ADMIN, BPF"), "{e}");
+        assert!(e.contains("root filesystem: as the bundle says"), "{e}");
+        assert!(e.contains("the bundle's own profile only"), "{e}");
+        assert!(e.contains("Landlock): off"), "{e}");
     }
 
     #[test]

@@ -64,7 +64,8 @@ pub struct PolicyFlags {
           value_delimiter = ',', action = clap::ArgAction::Append)]
     pub deny_net: Vec<String>,
 
-    /// Network mode: none, proxy or host.
+    /// Network mode: none, proxy, bundle (the template's own namespace,
+    /// inet sockets allowed) or host.
     #[arg(long = "net", value_name = "MODE", require_equals = true)]
     pub net: Option<String>,
 
@@ -201,11 +202,12 @@ impl PolicyFlags {
             policy.network.mode = match m.as_str() {
                 "none" => NetMode::None,
                 "proxy" => NetMode::Proxy,
+                "bundle" => NetMode::Bundle,
                 "host" => NetMode::Host,
                 other => {
                     return Err(invalid(
                         "net",
-                        format!("expected one of none, proxy, host, got {other:?}"),
+                        format!("expected one of none, proxy, bundle, host, got {other:?}"),
                     ))
                 }
             };
@@ -308,6 +310,8 @@ mod tests {
         assert_eq!(p.network.deny[0].to_string(), "10.0.0.0/8");
         let p = policy(&["--base=none", "--allow-net=example.com", "--net=host"]);
         assert_eq!(p.network.mode, NetMode::Host);
+        let p = policy(&["--base=none", "--net=bundle"]);
+        assert_eq!(p.network.mode, NetMode::Bundle);
     }
 
     #[test]
@@ -369,7 +373,10 @@ mod tests {
         let e = err(&["--pids=0"]);
         assert!(e.starts_with("--pids: expected a positive number"), "{e}");
         let e = err(&["--net=open"]);
-        assert!(e.contains("expected one of none, proxy, host"), "{e}");
+        assert!(
+            e.contains("expected one of none, proxy, bundle, host"),
+            "{e}"
+        );
         let e = err(&["--allow-read=~/x"]);
         assert!(e.contains("\"~\" is not expanded"), "{e}");
         let e = err(&["--base=/nonexistent/p.json"]);

@@ -9,16 +9,15 @@ use std::path::Path;
 
 use ipnet::IpNet;
 
-use super::model::{
-    normalize_path, BrokerRule, EnvPattern, FsPath, LandlockRequirement, NetMode, Policy, Program,
-};
+use super::model::{normalize_path, BrokerRule, EnvPattern, FsPath, NetMode, Policy, Program};
 use super::net::{classify, AddrClass, HostAddrs, HostPattern, NetRule};
 
 fn mode_rank(m: NetMode) -> u8 {
     match m {
         NetMode::None => 0,
         NetMode::Proxy => 1,
-        NetMode::Host => 2,
+        NetMode::Bundle => 2,
+        NetMode::Host => 3,
     }
 }
 
@@ -261,14 +260,23 @@ pub fn intersect(policy: &Policy, ceiling: &Policy) -> Policy {
     out.broker.net_connect = ba.net_connect.min(bc.net_connect);
     out.broker.exec = ba.exec.min(bc.exec);
 
-    out.landlock = if policy.landlock == LandlockRequirement::Required
-        || ceiling.landlock == LandlockRequirement::Required
-    {
-        LandlockRequirement::Required
-    } else {
-        LandlockRequirement::BestEffort
-    };
+    meet_kernel(&mut out, policy, ceiling);
     out
+}
+
+/// The kernel settings of `out` become the stricter of `policy`'s and
+/// `reference`'s: `isolation` field by field ([`super::model::Isolation::meet`]),
+/// `resources.core` the smaller, `landlock` required > best-effort > off.
+/// An annotation policy meets the node's reference with this even when
+/// no ceiling is configured (`PolicySources::resolve`).
+pub fn meet_kernel(out: &mut Policy, policy: &Policy, reference: &Policy) {
+    out.isolation = policy.isolation.meet(&reference.isolation);
+    out.resources.core = min_opt(policy.resources.core, reference.resources.core);
+    out.landlock = if policy.landlock.rank() >= reference.landlock.rank() {
+        policy.landlock
+    } else {
+        reference.landlock
+    };
 }
 
 /// Is `ip` reachable under both policies' rules? (Helper for tests and
@@ -287,6 +295,8 @@ pub fn both_allow_ip(a: &Policy, b: &Policy, ip: IpAddr, port: u16) -> bool {
 pub enum BeyondNode {
     /// `network.mode: host`: no network isolation.
     HostNetwork,
+    /// `network.mode: bundle`: the bundle's own network, no proxy.
+    BundleNetwork,
     /// `network.allow[index]` names loopback, private, link-local,
     /// metadata or other special addresses.
     SpecialDestination {
@@ -310,6 +320,9 @@ impl fmt::Display for BeyondNode {
             BeyondNode::HostNetwork => {
                 f.write_str("network.mode \"host\" (no network isolation) is asked for")
             }
+            BeyondNode::BundleNetwork => f.write_str(
+                "network.mode \"bundle\" (the bundle's own network, no proxy) is asked for",
+            ),
             BeyondNode::SpecialDestination { index, rule, class } => {
                 let what = match &rule.host {
                     HostPattern::Cidr(n) if n.prefix_len() < n.max_prefix_len() => "covers",
@@ -372,6 +385,11 @@ pub fn beyond_node(policy: &Policy, node: &Policy, own: &HostAddrs) -> Option<Be
     if policy.network.mode == NetMode::Host && node.network.mode != NetMode::Host {
         return Some(BeyondNode::HostNetwork);
     }
+    // The bundle's network namespace is whatever the bundle (that is, the
+    // annotation's author) joined: only a node that gives it may.
+    if policy.network.mode == NetMode::Bundle && !node.network.mode.is_open() {
+        return Some(BeyondNode::BundleNetwork);
+    }
     for (index, r) in policy.network.allow.iter().enumerate() {
         // A single-address range is that address (`NetRule::is_exactly`).
         let single = match &r.host {
@@ -430,7 +448,10 @@ pub fn beyond_node(policy: &Policy, node: &Policy, own: &HostAddrs) -> Option<Be
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{parse_policy, BrokerRule, FsAccess, FsDecision, NetDecision};
+    use crate::policy::{
+        parse_policy, BrokerRule, FsAccess, FsDecision, LandlockRequirement, NetDecision,
+        SeccompChoice,
+    };
 
     fn p(s: &str) -> Policy {
         parse_policy(s, "t").unwrap()
@@ -710,5 +731,79 @@ mod tests {
         );
         // Taking rights away is always fine.
         assert_eq!(beyond_node(&none, &host, &own), None);
+    }
+
+    #[test]
+    fn kernel_settings_meet_to_the_stricter() {
+        let a = p(r#"{"version":1,"landlock":"off","resources":{"core":"1M"},
+            "isolation":{"capabilities":{"keep":["CHOWN","SETUID","KILL"],"drop":["NET_RAW"]},
+            "namespaces":["pid"],"read_only_root":true}}"#);
+        let c = p(r#"{"version":1,"resources":{"core":0},
+            "isolation":{"capabilities":{"keep":["CHOWN","KILL"],"drop":["SYS_ADMIN"]},
+            "namespaces":["ipc","pid"],"seccomp":"buntime","no_new_privileges":true,
+            "private_tmp":true,"mask_kernel_paths":true}}"#);
+        for i in [intersect(&a, &c), intersect(&c, &a)] {
+            let iso = &i.isolation;
+            let keep: Vec<&str> = iso
+                .capabilities
+                .keep
+                .iter()
+                .flatten()
+                .map(|c| c.as_str())
+                .collect();
+            assert_eq!(keep.len(), 2);
+            assert!(
+                keep.contains(&"CHOWN") && keep.contains(&"KILL"),
+                "{keep:?}"
+            );
+            let mut drop: Vec<&str> = iso.capabilities.drop.iter().map(|c| c.as_str()).collect();
+            drop.sort();
+            assert_eq!(drop, ["NET_RAW", "SYS_ADMIN"]);
+            assert_eq!(iso.namespaces.len(), 2);
+            assert!(iso.read_only_root && iso.no_new_privileges);
+            assert!(iso.private_tmp && iso.mask_kernel_paths);
+            assert_eq!(iso.seccomp, SeccompChoice::Buntime);
+            assert_eq!(i.resources.core.map(|c| c.bytes()), Some(0));
+            assert_eq!(i.landlock, LandlockRequirement::BestEffort);
+        }
+        // Only one side keeps a list: that list; neither: the bundle's sets.
+        let open = p(r#"{"version":1,"landlock":"off"}"#);
+        let i = intersect(&open, &a);
+        assert_eq!(
+            i.isolation.capabilities.keep.as_ref().map(Vec::len),
+            Some(3)
+        );
+        assert_eq!(i.landlock, LandlockRequirement::Off);
+        assert_eq!(i.resources.core.map(|c| c.bytes()), Some(1 << 20));
+        let i = intersect(&open, &open);
+        assert!(i.isolation.is_default());
+        assert!(i.resources.core.is_none());
+        let req = p(r#"{"version":1,"landlock":"required"}"#);
+        assert_eq!(
+            intersect(&open, &req).landlock,
+            LandlockRequirement::Required
+        );
+    }
+
+    #[test]
+    fn bundle_network_needs_an_open_node() {
+        let own = HostAddrs::default();
+        let ann = p(r#"{"version":1,"network":{"mode":"bundle"}}"#);
+        let none = p(r#"{"version":1}"#);
+        assert_eq!(
+            beyond_node(&ann, &none, &own),
+            Some(BeyondNode::BundleNetwork)
+        );
+        let node = p(r#"{"version":1,"network":{"mode":"bundle"}}"#);
+        assert_eq!(beyond_node(&ann, &node, &own), None);
+        let host = p(r#"{"version":1,"network":{"mode":"host"}}"#);
+        assert_eq!(beyond_node(&ann, &host, &own), None);
+        assert_eq!(
+            beyond_node(&host, &node, &own),
+            Some(BeyondNode::HostNetwork)
+        );
+        // A ceiling in `bundle` mode narrows `host` to `bundle`.
+        assert_eq!(intersect(&host, &node).network.mode, NetMode::Bundle);
+        assert_eq!(intersect(&node, &none).network.mode, NetMode::None);
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 use super::locate::locate_pointer;
-use super::model::{NetMode, Policy};
+use super::model::{LandlockRequirement, NetMode, Policy};
 
 /// One problem found in a policy (or a warning about it).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -237,6 +237,16 @@ pub fn check_policy(src: &str, file: &str) -> (Option<Policy>, Vec<Finding>) {
         ),
         _ => {}
     }
+    if policy.landlock == LandlockRequirement::Off && !grants_everything_under_root(&policy) {
+        push(
+            Severity::Warning,
+            "/landlock".into(),
+            "\"off\" leaves the filesystem rules to mounts and masks alone: paths outside them \
+             stay readable, writable or executable as the bundle's root allows; expected \
+             filesystem read, write and exec of \"/\", or landlock \"best-effort\""
+                .into(),
+        );
+    }
     for (i, p) in policy.env.pass.iter().enumerate() {
         if p.as_str() == "*" {
             push(
@@ -277,6 +287,14 @@ pub fn check_policy(src: &str, file: &str) -> (Option<Policy>, Vec<Finding>) {
         }
     }
     (Some(policy), out)
+}
+
+/// The filesystem rules grant read, write and exec of `/` (what no
+/// Landlock means anyway).
+fn grants_everything_under_root(policy: &Policy) -> bool {
+    let fs = &policy.filesystem;
+    let root = |v: &[super::model::FsPath]| v.iter().any(|p| p.as_str() == "/");
+    root(&fs.write) && root(&fs.exec)
 }
 
 /// Resolve a possibly relative file path for display and reading.
@@ -345,7 +363,7 @@ mod tests {
         assert_eq!(e.pointer, "/network/mode");
         assert!(
             e.message
-                .contains("expected one of `none`, `proxy`, `host`"),
+                .contains("expected one of `none`, `proxy`, `bundle`, `host`"),
             "{}",
             e.message
         );
@@ -410,5 +428,77 @@ mod tests {
         );
         assert_eq!(f[0].severity, Severity::Error);
         assert_eq!(f[0].error.pointer, "/filesystem/deny/0");
+    }
+
+    #[test]
+    fn isolation_fields_parse_and_validate() {
+        let p = parse_policy(
+            r#"{"version":1,"isolation":{"capabilities":{"keep":["cap_chown","NET_BIND_SERVICE"],"drop":["Sys_Admin"]},
+                "read_only_root":true,"no_new_privileges":true,"namespaces":["pid","cgroup"],
+                "seccomp":"buntime","private_tmp":true,"mask_kernel_paths":true},
+                "resources":{"core":0},"landlock":"off","network":{"mode":"bundle"}}"#,
+            "p.json",
+        )
+        .unwrap();
+        let caps = &p.isolation.capabilities;
+        let keep: Vec<&str> = caps.keep.iter().flatten().map(|c| c.as_str()).collect();
+        assert_eq!(keep, ["CHOWN", "NET_BIND_SERVICE"], "stored canonical");
+        assert_eq!(caps.drop[0].as_str(), "SYS_ADMIN");
+        assert_eq!(p.resources.core.map(|c| c.bytes()), Some(0));
+        assert_eq!(p.landlock, LandlockRequirement::Off);
+        assert_eq!(p.network.mode, NetMode::Bundle);
+        // `keep: []` is not "absent".
+        let none = parse_policy(
+            r#"{"version":1,"isolation":{"capabilities":{"keep":[]}}}"#,
+            "p.json",
+        )
+        .unwrap();
+        assert_eq!(none.isolation.capabilities.keep, Some(vec![]));
+        assert!(parse_policy(r#"{"version":1}"#, "p.json")
+            .unwrap()
+            .isolation
+            .is_default());
+        // Canonical JSON round-trips.
+        let again = parse_policy(&p.canonical_json(), "again").unwrap();
+        assert_eq!(p, again);
+        assert!(p
+            .canonical_json()
+            .contains(r#""keep":["CHOWN","NET_BIND_SERVICE"]"#));
+
+        let e = err(r#"{"version":1,"isolation":{"capabilities":{"keep":["SYS_WIZARD"]}}}"#);
+        assert_eq!(e.pointer, "/isolation/capabilities/keep/0");
+        assert!(e.message.contains("Linux capability"), "{e}");
+        let e = err(r#"{"version":1,"isolation":{"namespaces":["network"]}}"#);
+        assert_eq!(e.pointer, "/isolation/namespaces/0");
+        assert!(e.message.contains("network.mode"), "{e}");
+        let e = err(r#"{"version":1,"isolation":{"namespaces":["user"]}}"#);
+        assert!(e.message.contains("user namespace"), "{e}");
+        let e = err(r#"{"version":1,"isolation":{"seccomp":"strict"}}"#);
+        assert_eq!(e.pointer, "/isolation/seccomp");
+        let e = err(r#"{"version":1,"isolation":{"readonly_root":true}}"#);
+        assert!(e.message.contains("read_only_root"), "{e}");
+        let e = err(r#"{"version":1,"resources":{"core":-1}}"#);
+        assert_eq!(e.pointer, "/resources/core");
+        let p = parse_policy(r#"{"version":1,"resources":{"core":"1M"}}"#, "p").unwrap();
+        assert_eq!(p.resources.core.map(|c| c.bytes()), Some(1 << 20));
+    }
+
+    #[test]
+    fn landlock_off_warns_unless_everything_is_granted() {
+        let (_, f) = check_policy(
+            r#"{"version":1,"filesystem":{"read":["/"]},"landlock":"off"}"#,
+            "o.json",
+        );
+        assert!(
+            f.iter().any(|f| f.error.pointer == "/landlock"
+                && f.severity == Severity::Warning
+                && f.error.message.contains("mounts and masks")),
+            "{f:?}"
+        );
+        let (_, f) = check_policy(
+            r#"{"version":1,"filesystem":{"write":["/"],"exec":["/"]},"landlock":"off"}"#,
+            "o.json",
+        );
+        assert!(!f.iter().any(|f| f.error.pointer == "/landlock"), "{f:?}");
     }
 }

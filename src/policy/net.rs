@@ -564,7 +564,9 @@ impl Network {
                     NetDecision::Deny(NetDenyReason::NoNetwork)
                 }
             }
-            NetMode::Host => self.denied_by(&dest, port).unwrap_or(NetDecision::Allow),
+            NetMode::Bundle | NetMode::Host => {
+                self.denied_by(&dest, port).unwrap_or(NetDecision::Allow)
+            }
             NetMode::Proxy => {
                 if let Some(d) = self.denied_by(&dest, port) {
                     return d;

@@ -8,7 +8,9 @@
 //! (a file in the policy directories); with neither, the node default
 //! (`/etc/buntime/default.json`) or the built-in default. Annotation
 //! policies can be forbidden, and are intersected with the node's ceiling
-//! policy when one is configured (`/etc/buntime/config.json`).
+//! policy when one is configured (`/etc/buntime/config.json`); their kernel
+//! isolation (`isolation`, `resources.core`, `landlock`) is met with the
+//! ceiling's, else the node default's: the stricter wins.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,7 +20,7 @@ use libcontainer::oci_spec::runtime::Spec;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::intersect::{beyond_node, intersect};
+use super::intersect::{beyond_node, intersect, meet_kernel};
 use super::load::{load_policy_file, parse_json, parse_policy, LoadError, PolicyError};
 use super::model::{Policy, PolicyVersion};
 use super::net::HostAddrs;
@@ -454,6 +456,12 @@ impl PolicySources {
                 c.resolve_relative(cwd);
                 policy = intersect(&policy, &c);
                 ceiling_name = self.config.ceiling.clone();
+            } else {
+                // No ceiling: the node default is the reference; the kernel
+                // isolation it sets stays whatever the annotation says.
+                let (reference, _) = self.node_default()?;
+                let asked = policy.clone();
+                meet_kernel(&mut policy, &asked, &reference);
             }
             self.check_within_node(&policy, ceiling.as_ref(), own)?;
         }
@@ -476,9 +484,19 @@ pub struct PreparedContainer {
     /// Apply in the container right before exec; store in the state
     /// directory for `exec`.
     pub landlock: LandlockPlan,
-    /// The kernel's Landlock ABI at create time (`None`: not available,
-    /// record that Landlock was not applied).
+    /// The kernel's Landlock ABI at create time (`None`: not applied,
+    /// because the policy turns it off or the kernel has none).
     pub landlock_abi: Option<u32>,
+}
+
+/// The Landlock ABI the plan is applied with; `None` when it is not
+/// applied: `"landlock": "off"`, or a kernel without Landlock (refused
+/// before when the policy requires it).
+fn landlock_abi(policy: &Policy, plan: &LandlockPlan) -> Result<Option<u32>, SourceError> {
+    if policy.landlock == super::model::LandlockRequirement::Off {
+        return Ok(None);
+    }
+    Ok(plan.check_supported()?)
 }
 
 /// Resolve, translate and check a bundle's policy (OCI mode). Any error
@@ -500,7 +518,7 @@ pub fn prepare_container(
         check_only_narrows(bundle, &effective)?;
     }
     let landlock = LandlockPlan::from_policy(&resolved.policy, &effective, ctx.proxy_port);
-    let landlock_abi = landlock.check_supported()?;
+    let landlock_abi = landlock_abi(&resolved.policy, &landlock)?;
     Ok(PreparedContainer {
         resolved,
         effective,
@@ -586,7 +604,7 @@ pub fn prepare_run(bundle: &Spec, run: &RunSandbox) -> Result<PreparedContainer,
     let mut landlock = LandlockPlan::from_policy(&resolved.policy, &effective, ctx.proxy_port);
     landlock.read.extend(run.landlock_read.iter().cloned());
     landlock.exec.extend(run.landlock_exec.iter().cloned());
-    let landlock_abi = landlock.check_supported()?;
+    let landlock_abi = landlock_abi(&resolved.policy, &landlock)?;
     Ok(PreparedContainer {
         resolved,
         effective,
@@ -881,6 +899,63 @@ mod tests {
             "'.' resolved against cwd /"
         );
         assert!(p.effective.linux().as_ref().unwrap().seccomp().is_some());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn landlock_off_plans_nothing_and_annotations_meet_the_node_isolation() {
+        let d = tmpdir("isolation");
+        std::fs::write(
+            d.join("default.json"),
+            r#"{"version":1,"filesystem":{"read":["/"],"write":["/"],"exec":["/"]},
+                "network":{"mode":"bundle"},"landlock":"off",
+                "isolation":{"capabilities":{"drop":["SYS_ADMIN"]},"no_new_privileges":true}}"#,
+        )
+        .unwrap();
+        let s = PolicySources::from_dir(&d, None).unwrap();
+        let p = prepare_container(&bundle(), &s, &ctx()).unwrap();
+        assert_eq!(p.landlock_abi, None, "off: no plan applied");
+        // An annotation that says nothing about isolation gets the node's;
+        // one that asks for less Landlock gets the node's too.
+        let mut b = bundle();
+        b.set_annotations(Some(ann(&[(
+            ANNOTATION_POLICY,
+            r#"{"version":1,"filesystem":{"read":["/"]},"landlock":"off",
+                "isolation":{"capabilities":{"keep":["CHOWN","SYS_ADMIN"]}}}"#,
+        )])));
+        let r = s
+            .resolve_with(
+                b.annotations().as_ref(),
+                Path::new("/"),
+                &HostAddrs::default(),
+            )
+            .unwrap();
+        let iso = &r.policy.isolation;
+        assert!(iso.no_new_privileges);
+        assert_eq!(iso.capabilities.drop.len(), 1);
+        assert_eq!(iso.capabilities.keep.as_ref().map(Vec::len), Some(2));
+        assert_eq!(r.policy.landlock, crate::policy::LandlockRequirement::Off);
+        // The built-in default (secure) as the reference: its values win.
+        std::fs::remove_file(d.join("default.json")).unwrap();
+        let s = PolicySources::from_dir(&d, None).unwrap();
+        let r = s
+            .resolve_with(
+                b.annotations().as_ref(),
+                Path::new("/"),
+                &HostAddrs::default(),
+            )
+            .unwrap();
+        assert_eq!(
+            r.policy.isolation,
+            builtin_default().isolation.meet(&r.policy.isolation)
+        );
+        assert_eq!(r.policy.isolation.capabilities.keep, Some(vec![]));
+        assert!(r.policy.isolation.read_only_root);
+        assert_eq!(
+            r.policy.landlock,
+            crate::policy::LandlockRequirement::BestEffort
+        );
+        assert_eq!(r.policy.resources.core.map(|c| c.bytes()), Some(0));
         let _ = std::fs::remove_dir_all(&d);
     }
 }

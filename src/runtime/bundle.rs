@@ -230,10 +230,24 @@ pub fn libcontainer_arg_order(mut seccomp: LinuxSeccomp) -> LinuxSeccomp {
 }
 
 /// Writes the spec libcontainer runs as `config.json` in `dir`.
+/// libcontainer 0.7 loads the seccomp profile before dropping capabilities
+/// only when `noNewPrivileges` is absent: a present `false` is taken for
+/// `true` there, and loading after the drop fails without CAP_SYS_ADMIN.
+/// Absent and `false` mean the same (OCI), so `false` is left out.
+pub fn unset_false_no_new_privileges(spec: &mut Spec) {
+    if let Some(mut p) = spec.process().clone() {
+        if p.no_new_privileges() == Some(false) {
+            p.set_no_new_privileges(None);
+            spec.set_process(Some(p));
+        }
+    }
+}
+
 pub fn write_spec(dir: &Path, spec: &Spec) -> Result<()> {
     let file = dir.join("config.json");
     let mut spec = spec.clone();
     to_libcontainer_seccomp_order(&mut spec);
+    unset_false_no_new_privileges(&mut spec);
     let body = serde_json::to_vec_pretty(&spec)
         .map_err(|e| RuntimeError::Invalid(format!("encode {}: {e}", file.display())))?;
     fs::write(&file, body).map_err(|e| RuntimeError::io(format!("write {}", file.display()), e))

@@ -71,13 +71,10 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
             }
         }
     }
-    // A bundle that brings its own seccomp profile keeps it, and the
-    // policy's profile is stacked on top in the executor.
-    let policy_seccomp = base
-        .linux()
-        .as_ref()
-        .and_then(|l| l.seccomp().as_ref())
-        .map(|_| crate::spec::default_seccomp(prepared.resolved.policy.network.mode));
+    // A bundle that brings its own seccomp profile keeps it; with
+    // `isolation.seccomp: buntime` the policy's is stacked on top in the
+    // executor.
+    let policy_seccomp = crate::spec::stacked_seccomp(&prepared.resolved.policy, &base);
     let deny_files = unreadable_deny_files(
         &mut spec,
         &prepared.resolved.policy,
@@ -190,7 +187,11 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
         annotations.insert("buntime.dev/seccomp".to_string(), seccomp_note);
         annotations.insert(
             "buntime.dev/landlock".to_string(),
-            landlock_note(prepared.landlock_abi, landlock_plan.restricts_tcp()),
+            landlock_note(
+                prepared.resolved.policy.landlock,
+                prepared.landlock_abi,
+                landlock_plan.restricts_tcp(),
+            ),
         );
         if supervised {
             // The supervisor starts while the container is built.
@@ -651,7 +652,14 @@ fn cleanup_failed(root: &Root, id: &str) {
 /// The `buntime.dev/landlock` annotation; what best effort leaves out is
 /// also a warning at create (`"landlock": "required"` was refused before,
 /// in `LandlockPlan::check_supported`).
-fn landlock_note(abi: Option<u32>, restricts_tcp: bool) -> String {
+fn landlock_note(
+    requirement: crate::policy::LandlockRequirement,
+    abi: Option<u32>,
+    restricts_tcp: bool,
+) -> String {
+    if requirement == crate::policy::LandlockRequirement::Off {
+        return "off by policy".to_string();
+    }
     match abi {
         Some(abi) if restricts_tcp && abi < 4 => {
             tracing::warn!(target: "cli",
@@ -675,12 +683,17 @@ mod landlock_note_tests {
 
     #[test]
     fn the_annotation_says_what_best_effort_left_out() {
-        assert_eq!(landlock_note(Some(7), true), "abi-7");
-        assert_eq!(landlock_note(Some(3), false), "abi-3");
-        assert_eq!(landlock_note(Some(3), true), "abi-3; tcp not restricted");
+        use crate::policy::LandlockRequirement::{BestEffort, Off};
+        assert_eq!(landlock_note(BestEffort, Some(7), true), "abi-7");
+        assert_eq!(landlock_note(BestEffort, Some(3), false), "abi-3");
         assert_eq!(
-            landlock_note(None, true),
+            landlock_note(BestEffort, Some(3), true),
+            "abi-3; tcp not restricted"
+        );
+        assert_eq!(
+            landlock_note(BestEffort, None, true),
             "not-applied: kernel has no landlock"
         );
+        assert_eq!(landlock_note(Off, None, true), "off by policy");
     }
 }

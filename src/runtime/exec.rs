@@ -110,10 +110,18 @@ fn set_of(c: Option<&LinuxCapabilities>, get: CapGetter) -> Capabilities {
 /// intersected with init's same set; a set init lacks is empty. Effective
 /// and ambient are kept within permitted (and inheritable) so the kernel
 /// accepts them. Returns the sets and what was asked beyond init's.
+///
+/// An init without `capabilities` (neither the bundle nor the policy set
+/// any) keeps whatever the runtime holds, so the exec'd process gets the
+/// request as it is, or likewise none.
 fn exec_capabilities(
     init: Option<&LinuxCapabilities>,
     requested: Option<&LinuxCapabilities>,
-) -> (LinuxCapabilities, Vec<String>) {
+) -> (Option<LinuxCapabilities>, Vec<String>) {
+    let Some(init) = init else {
+        return (requested.cloned(), Vec::new());
+    };
+    let init = Some(init);
     let mut beyond: Vec<String> = Vec::new();
     let [bounding, effective, permitted, inheritable, ambient] = CAP_SETS.map(|(name, get)| {
         let granted = set_of(init, get);
@@ -140,14 +148,18 @@ fn exec_capabilities(
     c.set_permitted(Some(permitted));
     c.set_inheritable(Some(inheritable));
     c.set_ambient(Some(ambient));
-    (c, beyond)
+    (Some(c), beyond)
 }
 
 /// Refuses a `--cap` that init does not hold in its bounding, effective and
 /// permitted sets: an explicit request for more than the policy grants is an
 /// error, not a silent no-op.
 fn check_added_caps(init: &InitView<'_>, caps: &[String]) -> Result<()> {
-    let held = init.process.capabilities().as_ref();
+    let Some(held) = init.process.capabilities().as_ref() else {
+        // Init holds whatever the runtime does: nothing beyond it to ask.
+        return Ok(());
+    };
+    let held = Some(held);
     for name in caps {
         let cap: Capability = serde_json::from_value(serde_json::Value::String(name.clone()))
             .map_err(|_| {
@@ -339,10 +351,11 @@ pub fn exec_process(
             beyond.join("; ")
         );
     }
-    p.set_capabilities(Some(caps));
+    p.set_capabilities(caps);
     p.set_rlimits(Some(ip.rlimits().clone().unwrap_or_default()));
     let nnp = ip.no_new_privileges().unwrap_or(false) || p.no_new_privileges().unwrap_or(false);
-    p.set_no_new_privileges(Some(nnp));
+    // Absent rather than `false`: see bundle::unset_false_no_new_privileges.
+    p.set_no_new_privileges(nnp.then_some(true));
     p.set_scheduler(ip.scheduler().clone());
     p.set_io_priority(*ip.io_priority());
     p.set_oom_score_adj(ip.oom_score_adj());
@@ -625,6 +638,7 @@ mod tests {
         init.set_inheritable(set(&[]));
         init.set_ambient(set(&[]));
         let (same, beyond) = exec_capabilities(Some(&init), None);
+        let same = same.expect("init's sets");
         assert!(beyond.is_empty());
         assert_eq!(same.permitted(), init.permitted());
         let mut asked = LinuxCapabilities::default();
@@ -634,6 +648,7 @@ mod tests {
         asked.set_inheritable(set(&[Capability::Kill]));
         asked.set_ambient(set(&[Capability::Kill]));
         let (got, beyond) = exec_capabilities(Some(&init), Some(&asked));
+        let got = got.expect("sets");
         assert_eq!(got.bounding(), &set(&[Capability::Chown]));
         assert_eq!(got.permitted(), &set(&[Capability::Kill]));
         assert_eq!(got.ambient(), &set(&[]));
@@ -641,9 +656,12 @@ mod tests {
             beyond.iter().any(|b| b.contains("CAP_SYS_ADMIN")),
             "{beyond:?}"
         );
-        // No capabilities in init's spec at all: none for exec either.
-        let (none, _) = exec_capabilities(None, Some(&asked));
-        assert!(all_caps(&none).iter().all(|s| s.is_empty()));
+        // No capabilities in init's spec at all (neither the bundle nor the
+        // policy named any): init keeps the runtime's, and so does exec.
+        let (asked_back, beyond) = exec_capabilities(None, Some(&asked));
+        assert_eq!(asked_back.as_ref(), Some(&asked));
+        assert!(beyond.is_empty());
+        assert_eq!(exec_capabilities(None, None).0, None);
     }
 
     #[test]

@@ -86,4 +86,42 @@ mod tests {
                 .any(|a| a == "{{args}}"));
         }
     }
+
+    /// A run policy without `isolation` follows the template: it must be
+    /// confined by itself.
+    #[test]
+    fn templates_state_the_secure_values() {
+        use libcontainer::oci_spec::runtime::{PosixRlimitType, Spec};
+        for k in [Kind::Python, Kind::Bun, Kind::Command] {
+            let spec: Spec = serde_json::from_str(k.template()).unwrap();
+            let p = spec.process().as_ref().unwrap();
+            let caps = p.capabilities().as_ref().expect("capabilities stated");
+            for set in [
+                caps.bounding(),
+                caps.effective(),
+                caps.permitted(),
+                caps.inheritable(),
+                caps.ambient(),
+            ] {
+                assert_eq!(set.as_ref().map(|s| s.len()), Some(0), "{}", k.name());
+            }
+            assert_eq!(p.no_new_privileges(), Some(true));
+            assert!(p
+                .rlimits()
+                .iter()
+                .flatten()
+                .any(|r| r.typ() == PosixRlimitType::RlimitCore && r.hard() == 0));
+            assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(true));
+            let linux = spec.linux().as_ref().unwrap();
+            for m in crate::spec::DEFAULT_MASKED_PATHS {
+                assert!(linux.masked_paths().iter().flatten().any(|p| p == m), "{m}");
+            }
+            for m in crate::spec::DEFAULT_READONLY_PATHS {
+                assert!(
+                    linux.readonly_paths().iter().flatten().any(|p| p == m),
+                    "{m}"
+                );
+            }
+        }
+    }
 }

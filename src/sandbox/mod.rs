@@ -310,6 +310,13 @@ fn bundle_spec(plan: &Plan, id: &str, ask_timeout: Option<&str>) -> Result<Spec,
     v["linux"]["gidMappings"] = serde_json::json!([{ "containerID": 0, "hostID": gid, "size": 1 }]);
     v["linux"]["cgroupsPath"] = serde_json::json!(cgroup_path(id));
     v["process"]["terminal"] = serde_json::json!(false);
+    // The templates state the secure values themselves (a run policy
+    // without `isolation` follows them); buntime's seccomp profile depends
+    // on the network mode, so it is added here.
+    v["linux"]["seccomp"] = serde_json::to_value(crate::spec::default_seccomp(
+        plan.sandbox.policy.network.mode,
+    ))
+    .map_err(|e| setup(format!("seccomp profile: {e}")))?;
     if let Some(t) = ask_timeout {
         v["annotations"] = serde_json::json!({ crate::supervisor::ANNOTATION_ASK_TIMEOUT: t });
     }

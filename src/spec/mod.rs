@@ -3,19 +3,18 @@
 //! check that a spec derived from an annotation policy only takes rights
 //! away ([`check_only_narrows`]).
 
+pub mod capabilities;
 pub mod narrow;
 pub mod seccomp;
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use libcontainer::oci_spec::runtime::{
-    Capabilities, Linux, LinuxCapabilities, LinuxCpu, LinuxMemory, LinuxNamespace,
-    LinuxNamespaceType, LinuxPids, LinuxResources, Mount, PosixRlimit, PosixRlimitBuilder,
-    PosixRlimitType, Process, Root, Spec,
+    Linux, LinuxCpu, LinuxMemory, LinuxNamespace, LinuxNamespaceType, LinuxPids, LinuxResources,
+    LinuxSeccomp, Mount, PosixRlimit, PosixRlimitBuilder, PosixRlimitType, Process, Root, Spec,
 };
 
-use crate::policy::{normalize_path, NetMode, Policy};
+use crate::policy::{normalize_path, NamespaceKind, NetMode, Policy, SeccompChoice};
 
 pub use narrow::{check_only_narrows, NarrowingError};
 pub use seccomp::default_seccomp;
@@ -293,11 +292,18 @@ fn rlimit(typ: PosixRlimitType, hard: u64, soft: u64) -> PosixRlimit {
         .expect("every field of the rlimit is set")
 }
 
+/// The bundle's rlimits with the policy's (`open_files`, `core`) and the
+/// host's hard limits applied; `None` when the bundle has none and the
+/// policy sets none (absent stays absent).
 fn clamp_rlimits(
     policy: &Policy,
     bundle: Option<&Vec<PosixRlimit>>,
     host: &HostLimits,
-) -> Vec<PosixRlimit> {
+) -> Option<Vec<PosixRlimit>> {
+    let res = &policy.resources;
+    if bundle.is_none() && res.open_files.is_none() && res.core.is_none() {
+        return None;
+    }
     let mut out: Vec<PosixRlimit> = bundle.cloned().unwrap_or_default();
     let mut set = |typ: PosixRlimitType, value: u64| {
         if let Some(r) = out.iter_mut().find(|r| r.typ() == typ) {
@@ -307,27 +313,31 @@ fn clamp_rlimits(
             out.push(rlimit(typ, value, value));
         }
     };
-    if let Some(n) = policy.resources.open_files {
+    if let Some(n) = res.open_files {
         set(PosixRlimitType::RlimitNofile, u64::from(n.get()));
     }
-    // Untrusted code never leaves core dumps behind.
-    set(PosixRlimitType::RlimitCore, 0);
-    out.into_iter()
-        .map(|r| rlimit(r.typ(), r.hard().min(host.hard(r.typ())), r.soft()))
-        .collect()
+    if let Some(core) = res.core {
+        set(PosixRlimitType::RlimitCore, core.bytes());
+    }
+    Some(
+        out.into_iter()
+            .map(|r| rlimit(r.typ(), r.hard().min(host.hard(r.typ())), r.soft()))
+            .collect(),
+    )
 }
 
-fn no_capabilities() -> LinuxCapabilities {
-    let empty: Capabilities = HashSet::new();
-    let mut c = LinuxCapabilities::default();
-    c.set_bounding(Some(empty.clone()));
-    c.set_effective(Some(empty.clone()));
-    c.set_inheritable(Some(empty.clone()));
-    c.set_permitted(Some(empty.clone()));
-    c.set_ambient(Some(empty));
-    c
+fn namespace_type(kind: NamespaceKind) -> LinuxNamespaceType {
+    match kind {
+        NamespaceKind::Pid => LinuxNamespaceType::Pid,
+        NamespaceKind::Ipc => LinuxNamespaceType::Ipc,
+        NamespaceKind::Uts => LinuxNamespaceType::Uts,
+        NamespaceKind::Mount => LinuxNamespaceType::Mount,
+        NamespaceKind::Cgroup => LinuxNamespaceType::Cgroup,
+    }
 }
 
+/// A namespace of `typ` unless the bundle has one (its own or one it joins,
+/// as a pod's containers share theirs).
 fn ensure_namespace(ns: &mut Vec<LinuxNamespace>, typ: LinuxNamespaceType) {
     if !ns.iter().any(|n| n.typ() == typ) {
         let mut n = LinuxNamespace::default();
@@ -338,6 +348,10 @@ fn ensure_namespace(ns: &mut Vec<LinuxNamespace>, typ: LinuxNamespaceType) {
 
 fn apply_resources(policy: &Policy, linux: &mut Linux) {
     let res = &policy.resources;
+    if res.memory.is_none() && res.pids.is_none() && res.cpu.is_none() {
+        // Nothing to limit: the bundle's resources, absent or not, stand.
+        return;
+    }
     let mut r: LinuxResources = linux.resources().clone().unwrap_or_default();
     if let Some(mem) = res.memory {
         let want = i64::try_from(mem.bytes()).unwrap_or(i64::MAX);
@@ -402,18 +416,20 @@ pub fn effective_spec(
     );
     let writable = |p: &Path| write.iter().any(|w| p.starts_with(w));
 
+    let iso = &policy.isolation;
     let mut spec = bundle.clone();
 
-    // Read-only root.
-    let mut root: Root = spec.root().clone().unwrap_or_default();
-    root.set_readonly(Some(true));
-    spec.set_root(Some(root));
+    if iso.read_only_root {
+        let mut root: Root = spec.root().clone().unwrap_or_default();
+        root.set_readonly(Some(true));
+        spec.set_root(Some(root));
+    }
 
-    // Mounts.
+    // Mounts. The filesystem rules stay deny-by-default: a bundle bind
+    // outside the write paths becomes read-only.
+    let had_mounts = spec.mounts().is_some();
     let mut mounts: Vec<Mount> = spec.mounts().clone().unwrap_or_default();
-    mounts.retain(|m| m.destination() != Path::new("/tmp"));
     for m in mounts.iter_mut() {
-        // A bundle bind outside the write paths becomes read-only.
         if is_bind(m) && !writable(m.destination()) {
             let mut opts: Vec<String> = m
                 .options()
@@ -428,10 +444,14 @@ pub fn effective_spec(
             m.set_options(Some(opts));
         }
     }
-    let tmp_exec = exec
-        .iter()
-        .any(|e| Path::new("/tmp").starts_with(e) || e.starts_with("/tmp"));
-    mounts.push(tmp_mount(tmp_exec));
+    // `buntime run` binds host paths: its /tmp is always its own.
+    if iso.private_tmp || ctx.mode == SpecMode::Run {
+        mounts.retain(|m| m.destination() != Path::new("/tmp"));
+        let tmp_exec = exec
+            .iter()
+            .any(|e| Path::new("/tmp").starts_with(e) || e.starts_with("/tmp"));
+        mounts.push(tmp_mount(tmp_exec));
+    }
     if ctx.mode == SpecMode::Run {
         let mut binds: Vec<(PathBuf, bool)> = Vec::new();
         // A read path under a bound writable one comes with it; under the
@@ -458,17 +478,26 @@ pub fn effective_spec(
             }
         }
     }
-    spec.set_mounts(Some(mounts));
+    if had_mounts || !mounts.is_empty() {
+        spec.set_mounts(Some(mounts));
+    }
 
     // Process.
     let mut process: Process = spec.process().clone().unwrap_or_default();
-    process.set_capabilities(Some(no_capabilities()));
-    process.set_no_new_privileges(Some(true));
-    process.set_rlimits(Some(clamp_rlimits(
+    let uid = process.user().uid();
+    process.set_capabilities(capabilities::restrict(
+        process.capabilities().as_ref(),
+        &iso.capabilities,
+        uid,
+    ));
+    if iso.no_new_privileges {
+        process.set_no_new_privileges(Some(true));
+    }
+    process.set_rlimits(clamp_rlimits(
         policy,
         process.rlimits().as_ref(),
         &ctx.host_limits,
-    )));
+    ));
     let source_env = match &ctx.host_env {
         Some(vars) => vars.clone(),
         None => split_env(process.env().as_deref().unwrap_or_default()),
@@ -478,14 +507,10 @@ pub fn effective_spec(
 
     // Linux: namespaces, masking, seccomp, cgroups.
     let mut linux: Linux = spec.linux().clone().unwrap_or_default();
+    let had_namespaces = linux.namespaces().is_some();
     let mut ns: Vec<LinuxNamespace> = linux.namespaces().clone().unwrap_or_default();
-    for t in [
-        LinuxNamespaceType::Pid,
-        LinuxNamespaceType::Ipc,
-        LinuxNamespaceType::Uts,
-        LinuxNamespaceType::Mount,
-    ] {
-        ensure_namespace(&mut ns, t);
+    for kind in &iso.namespaces {
+        ensure_namespace(&mut ns, namespace_type(*kind));
     }
     match policy.network.mode {
         NetMode::None | NetMode::Proxy => {
@@ -493,6 +518,8 @@ pub fn effective_spec(
             ns.retain(|n| n.typ() != LinuxNamespaceType::Network);
             ensure_namespace(&mut ns, LinuxNamespaceType::Network);
         }
+        // The bundle's own network namespace (or none), as it is.
+        NetMode::Bundle => {}
         NetMode::Host => {
             // Only `buntime run` can give host networking; in OCI mode the
             // bundle's choice stands (an annotation cannot add it).
@@ -501,7 +528,9 @@ pub fn effective_spec(
             }
         }
     }
-    linux.set_namespaces(Some(ns));
+    if had_namespaces || !ns.is_empty() {
+        linux.set_namespaces(Some(ns));
+    }
     // Patterns (`/etc/shadow*`) are masked as the files they match when
     // the container is created (runtime::create), not here: what they
     // match depends on the root filesystem.
@@ -510,22 +539,46 @@ pub fn effective_spec(
         .filter(|p| crate::policy::paths::deny_pattern(p).is_none())
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
-    linux.set_masked_paths(Some(union_paths(
-        DEFAULT_MASKED_PATHS,
-        linux.masked_paths().as_ref(),
-        &deny_strings,
-    )));
-    linux.set_readonly_paths(Some(union_paths(
-        DEFAULT_READONLY_PATHS,
-        linux.readonly_paths().as_ref(),
-        &[],
-    )));
-    if linux.seccomp().is_none() {
+    let kernel_masks: &[&str] = if iso.mask_kernel_paths {
+        DEFAULT_MASKED_PATHS
+    } else {
+        &[]
+    };
+    if !kernel_masks.is_empty() || !deny_strings.is_empty() {
+        linux.set_masked_paths(Some(union_paths(
+            kernel_masks,
+            linux.masked_paths().as_ref(),
+            &deny_strings,
+        )));
+    }
+    if iso.mask_kernel_paths {
+        linux.set_readonly_paths(Some(union_paths(
+            DEFAULT_READONLY_PATHS,
+            linux.readonly_paths().as_ref(),
+            &[],
+        )));
+    }
+    // buntime's profile: the only one when the bundle has none, else
+    // stacked on the bundle's at create ([`stacked_seccomp`]).
+    if iso.seccomp == SeccompChoice::Buntime && linux.seccomp().is_none() {
         linux.set_seccomp(Some(default_seccomp(policy.network.mode)));
     }
     apply_resources(policy, &mut linux);
     spec.set_linux(Some(linux));
     Ok(spec)
+}
+
+/// The profile `create` stacks on the bundle's own seccomp profile:
+/// buntime's for the network mode when the policy asks for it
+/// (`isolation.seccomp: buntime`) and the bundle brings a profile of its
+/// own that is not that very one (`buntime run`'s templates carry it).
+pub fn stacked_seccomp(policy: &Policy, bundle: &Spec) -> Option<LinuxSeccomp> {
+    if policy.isolation.seccomp != SeccompChoice::Buntime {
+        return None;
+    }
+    let own = bundle.linux().as_ref().and_then(|l| l.seccomp().as_ref())?;
+    let ours = default_seccomp(policy.network.mode);
+    (*own != ours).then_some(ours)
 }
 
 /// A stable JSON form of a spec for golden files and the state directory:

@@ -485,7 +485,7 @@ fn rule(
 pub fn socket_families(mode: NetMode) -> &'static [u64] {
     match mode {
         NetMode::None => &[AF_UNIX],
-        NetMode::Proxy | NetMode::Host => &[AF_UNIX, AF_INET, AF_INET6],
+        NetMode::Proxy | NetMode::Bundle | NetMode::Host => &[AF_UNIX, AF_INET, AF_INET6],
     }
 }
 

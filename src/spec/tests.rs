@@ -1,6 +1,8 @@
 use std::path::Path;
 
-use libcontainer::oci_spec::runtime::{LinuxNamespaceType, PosixRlimitType, Spec};
+use libcontainer::oci_spec::runtime::{
+    Capabilities, Capability, LinuxCapabilities, LinuxNamespaceType, PosixRlimitType, Spec,
+};
 
 use super::*;
 use crate::policy::{parse_policy, BUILTIN_POLICIES};
@@ -73,9 +75,54 @@ fn golden_effective_specs_for_shipped_policies() {
     }
 }
 
+/// The isolation section the shipped policies carry.
+const SECURE: &str = r#""isolation":{"capabilities":{"keep":[]},"read_only_root":true,
+    "no_new_privileges":true,"namespaces":["pid","ipc","uts","mount"],"seccomp":"buntime",
+    "private_tmp":true,"mask_kernel_paths":true}"#;
+
+fn secure(rest: &str) -> Policy {
+    let sep = if rest.is_empty() { "" } else { "," };
+    policy(&format!(r#"{{"version":1,{SECURE}{sep}{rest}}}"#))
+}
+
+fn process_of(s: &Spec) -> &Process {
+    s.process().as_ref().unwrap()
+}
+
+fn linux_of(s: &Spec) -> &Linux {
+    s.linux().as_ref().unwrap()
+}
+
+#[test]
+fn unset_isolation_follows_the_bundle() {
+    let mut b = bundle();
+    b.root_mut().as_mut().unwrap().set_readonly(Some(false));
+    b.process_mut()
+        .as_mut()
+        .unwrap()
+        .set_no_new_privileges(Some(false));
+    let eff = effective_spec(&policy(r#"{"version":1}"#), &b, &ctx(SpecMode::Oci)).unwrap();
+    assert_eq!(eff.root().as_ref().unwrap().readonly(), Some(false));
+    assert_eq!(process_of(&eff).no_new_privileges(), Some(false));
+    assert_eq!(
+        process_of(&eff).capabilities(),
+        process_of(&b).capabilities()
+    );
+    // Rlimits: the bundle's (no RLIMIT_CORE added).
+    assert_eq!(process_of(&eff).rlimits(), process_of(&b).rlimits());
+    // Paths, seccomp, namespaces other than the network's: the bundle's.
+    assert_eq!(linux_of(&eff).masked_paths(), linux_of(&b).masked_paths());
+    assert_eq!(
+        linux_of(&eff).readonly_paths(),
+        linux_of(&b).readonly_paths()
+    );
+    assert_eq!(linux_of(&eff).seccomp(), linux_of(&b).seccomp());
+    assert_eq!(eff.mounts(), b.mounts());
+}
+
 #[test]
 fn read_only_root_no_caps_no_new_privs() {
-    let p = policy(r#"{"version":1}"#);
+    let p = secure("");
     let mut b = bundle();
     b.root_mut().as_mut().unwrap().set_readonly(Some(false));
     let eff = effective_spec(&p, &b, &ctx(SpecMode::Oci)).unwrap();
@@ -91,8 +138,168 @@ fn read_only_root_no_caps_no_new_privs() {
 }
 
 #[test]
-fn private_tmp_replaces_bundle_tmp() {
+fn capabilities_keep_and_drop() {
+    let mut b = bundle();
+    let all: Capabilities = [
+        Capability::Chown,
+        Capability::Setuid,
+        Capability::SysAdmin,
+        Capability::NetBindService,
+    ]
+    .into_iter()
+    .collect();
+    let mut caps = LinuxCapabilities::default();
+    caps.set_bounding(Some(all.clone()));
+    caps.set_effective(Some(all.clone()));
+    caps.set_permitted(Some(all));
+    b.process_mut()
+        .as_mut()
+        .unwrap()
+        .set_capabilities(Some(caps));
+    let eff = effective_spec(
+        &policy(r#"{"version":1,"isolation":{"capabilities":{"keep":["chown","CAP_KILL"]}}}"#),
+        &b,
+        &ctx(SpecMode::Oci),
+    )
+    .unwrap();
+    let got = process_of(&eff).capabilities().clone().unwrap();
+    let chown: Capabilities = [Capability::Chown].into_iter().collect();
+    assert_eq!(got.effective().as_ref(), Some(&chown), "KILL not added");
+    assert_eq!(got.bounding().as_ref(), Some(&chown));
+    let eff = effective_spec(
+        &policy(r#"{"version":1,"isolation":{"capabilities":{"drop":["SYS_ADMIN"]}}}"#),
+        &b,
+        &ctx(SpecMode::Oci),
+    )
+    .unwrap();
+    let got = process_of(&eff).capabilities().clone().unwrap();
+    let eff_set = got.effective().clone().unwrap();
+    assert_eq!(eff_set.len(), 3);
+    assert!(!eff_set.contains(&Capability::SysAdmin));
+}
+
+#[test]
+fn namespaces_are_added_never_removed() {
+    let mut b = bundle();
+    b.linux_mut()
+        .as_mut()
+        .unwrap()
+        .namespaces_mut()
+        .as_mut()
+        .unwrap()
+        .retain(|n| n.typ() != LinuxNamespaceType::Ipc && n.typ() != LinuxNamespaceType::Uts);
+    let has = |s: &Spec, t: LinuxNamespaceType| {
+        linux_of(s)
+            .namespaces()
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == t)
+    };
+    let eff = effective_spec(&policy(r#"{"version":1}"#), &b, &ctx(SpecMode::Oci)).unwrap();
+    assert!(!has(&eff, LinuxNamespaceType::Ipc));
+    let eff = effective_spec(
+        &policy(r#"{"version":1,"isolation":{"namespaces":["ipc","cgroup"]}}"#),
+        &b,
+        &ctx(SpecMode::Oci),
+    )
+    .unwrap();
+    assert!(has(&eff, LinuxNamespaceType::Ipc));
+    assert!(has(&eff, LinuxNamespaceType::Cgroup));
+    assert!(!has(&eff, LinuxNamespaceType::Uts), "only what is named");
+    assert!(has(&eff, LinuxNamespaceType::Pid), "the bundle's stay");
+}
+
+#[test]
+fn core_limit_only_when_the_policy_sets_one() {
+    let core = |s: &Spec| {
+        process_of(s)
+            .rlimits()
+            .iter()
+            .flatten()
+            .find(|r| r.typ() == PosixRlimitType::RlimitCore)
+            .map(|r| (r.soft(), r.hard()))
+    };
+    let mut b = bundle();
+    b.process_mut().as_mut().unwrap().set_rlimits(None);
+    let eff = effective_spec(&policy(r#"{"version":1}"#), &b, &ctx(SpecMode::Oci)).unwrap();
+    assert_eq!(process_of(&eff).rlimits(), &None, "absent stays absent");
+    let eff = effective_spec(
+        &policy(r#"{"version":1,"resources":{"core":0}}"#),
+        &b,
+        &ctx(SpecMode::Oci),
+    )
+    .unwrap();
+    assert_eq!(core(&eff), Some((0, 0)));
+    let eff = effective_spec(
+        &policy(r#"{"version":1,"resources":{"core":"1M"}}"#),
+        &b,
+        &ctx(SpecMode::Oci),
+    )
+    .unwrap();
+    assert_eq!(core(&eff), Some((1 << 20, 1 << 20)));
+}
+
+#[test]
+fn kernel_path_masks_only_when_asked() {
+    let mut b = bundle();
+    b.linux_mut().as_mut().unwrap().set_masked_paths(None);
+    b.linux_mut().as_mut().unwrap().set_readonly_paths(None);
+    let eff = effective_spec(&policy(r#"{"version":1}"#), &b, &ctx(SpecMode::Oci)).unwrap();
+    assert_eq!(linux_of(&eff).masked_paths(), &None);
+    assert_eq!(linux_of(&eff).readonly_paths(), &None);
+    let eff = effective_spec(
+        &policy(r#"{"version":1,"isolation":{"mask_kernel_paths":true}}"#),
+        &b,
+        &ctx(SpecMode::Oci),
+    )
+    .unwrap();
+    assert_eq!(
+        linux_of(&eff).masked_paths().as_deref(),
+        Some(
+            &DEFAULT_MASKED_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()[..]
+        )
+    );
+    assert_eq!(
+        linux_of(&eff).readonly_paths().as_ref().map(Vec::len),
+        Some(DEFAULT_READONLY_PATHS.len())
+    );
+}
+
+#[test]
+fn bundle_tmp_stays_without_private_tmp() {
     let p = policy(r#"{"version":1,"filesystem":{"write":["/tmp"]}}"#);
+    let mut b = bundle();
+    let mut m = Mount::default();
+    m.set_destination("/tmp".into());
+    m.set_typ(Some("bind".into()));
+    m.set_source(Some("/host/tmp".into()));
+    m.set_options(Some(vec!["rbind".into()]));
+    b.mounts_mut().as_mut().unwrap().push(m.clone());
+    let eff = effective_spec(&p, &b, &ctx(SpecMode::Oci)).unwrap();
+    let tmps: Vec<_> = eff
+        .mounts()
+        .iter()
+        .flatten()
+        .filter(|m| m.destination() == Path::new("/tmp"))
+        .collect();
+    assert_eq!(tmps, [&m]);
+    // `buntime run` always has its own.
+    let eff = effective_spec(&p, &b, &ctx(SpecMode::Run)).unwrap();
+    let tmp = eff
+        .mounts()
+        .iter()
+        .flatten()
+        .find(|m| m.destination() == Path::new("/tmp"))
+        .unwrap();
+    assert_eq!(tmp.typ().as_deref(), Some("tmpfs"));
+}
+
+#[test]
+fn private_tmp_replaces_bundle_tmp() {
+    let p = secure(r#""filesystem":{"write":["/tmp"]}"#);
     let mut b = bundle();
     let mut m = Mount::default();
     m.set_destination("/tmp".into());
@@ -149,9 +356,10 @@ fn network_modes_translate() {
 
 #[test]
 fn seccomp_default_only_when_bundle_has_none() {
-    let p = policy(r#"{"version":1}"#);
+    let p = secure("");
     let eff = effective_spec(&p, &bundle(), &ctx(SpecMode::Oci)).unwrap();
     assert!(eff.linux().as_ref().unwrap().seccomp().is_some());
+    assert_eq!(stacked_seccomp(&p, &bundle()), None, "nothing to stack on");
     let mut b = bundle();
     let own = seccomp::default_seccomp(NetMode::Host);
     b.linux_mut()
@@ -160,11 +368,39 @@ fn seccomp_default_only_when_bundle_has_none() {
         .set_seccomp(Some(own.clone()));
     let eff = effective_spec(&p, &b, &ctx(SpecMode::Oci)).unwrap();
     assert_eq!(eff.linux().as_ref().unwrap().seccomp().as_ref(), Some(&own));
+    // Stacked at create: buntime's profile for mode none on the bundle's.
+    assert_eq!(
+        stacked_seccomp(&p, &b),
+        Some(seccomp::default_seccomp(NetMode::None))
+    );
+    // The very same profile is not stacked twice.
+    let mut same = bundle();
+    same.linux_mut()
+        .as_mut()
+        .unwrap()
+        .set_seccomp(Some(seccomp::default_seccomp(NetMode::None)));
+    assert_eq!(stacked_seccomp(&p, &same), None);
+}
+
+#[test]
+fn seccomp_bundle_means_the_bundles_only() {
+    let p = policy(r#"{"version":1,"isolation":{"seccomp":"bundle"}}"#);
+    let eff = effective_spec(&p, &bundle(), &ctx(SpecMode::Oci)).unwrap();
+    assert!(linux_of(&eff).seccomp().is_none(), "none added");
+    let mut b = bundle();
+    let own = seccomp::default_seccomp(NetMode::Host);
+    b.linux_mut()
+        .as_mut()
+        .unwrap()
+        .set_seccomp(Some(own.clone()));
+    let eff = effective_spec(&p, &b, &ctx(SpecMode::Oci)).unwrap();
+    assert_eq!(linux_of(&eff).seccomp().as_ref(), Some(&own));
+    assert_eq!(stacked_seccomp(&p, &b), None, "nothing stacked");
 }
 
 #[test]
 fn rlimits_never_exceed_host_hard_limits() {
-    let p = policy(r#"{"version":1,"resources":{"open_files":65536}}"#);
+    let p = policy(r#"{"version":1,"resources":{"open_files":65536,"core":0}}"#);
     let eff = effective_spec(&p, &bundle(), &ctx(SpecMode::Oci)).unwrap();
     let rl = eff.process().as_ref().unwrap().rlimits().clone().unwrap();
     let nofile = rl
@@ -259,7 +495,7 @@ fn environment_is_filtered() {
 
 #[test]
 fn deny_paths_are_masked() {
-    let p = policy(r#"{"version":1,"filesystem":{"read":["/etc"],"deny":["/etc/shadow"]}}"#);
+    let p = secure(r#""filesystem":{"read":["/etc"],"deny":["/etc/shadow"]}"#);
     let eff = effective_spec(&p, &bundle(), &ctx(SpecMode::Oci)).unwrap();
     let masked = eff
         .linux()
@@ -440,4 +676,72 @@ mod narrowing {
         assert!(msg.contains("noNewPrivileges"), "{msg}");
         assert!(msg.contains("writable root"), "{msg}");
     }
+}
+
+/// A policy that grants everything and says nothing about isolation.
+const GRANT_EVERYTHING: &str = r#"{"version":1,
+    "filesystem":{"read":["/"],"write":["/"],"exec":["/"]},
+    "network":{"mode":"bundle"},"env":{"pass":["*"]},"landlock":"off"}"#;
+
+#[test]
+fn grant_everything_is_the_identity() {
+    // What podman hands a runtime: its default capabilities, a seccomp
+    // profile, masked paths, rlimits, a pod network joined by path, a
+    // writable root, no no_new_privs, volumes, a /tmp of its own.
+    let engine: Spec =
+        serde_json::from_str(include_str!("../../tests/golden/engine-bundle.json")).unwrap();
+    let p = policy(GRANT_EVERYTHING);
+    let c = SpecContext {
+        host_limits: HostLimits::unlimited(),
+        ..ctx(SpecMode::Oci)
+    };
+    let eff = effective_spec(&p, &engine, &c).unwrap();
+    check_only_narrows(&engine, &eff).unwrap();
+    let strip = |s: &Spec| {
+        let mut v = canonical_spec_json(s);
+        let o = v.as_object_mut().unwrap();
+        o.remove("annotations");
+        o["process"].as_object_mut().unwrap().remove("env");
+        v
+    };
+    assert_eq!(
+        serde_json::to_string_pretty(&strip(&eff)).unwrap(),
+        serde_json::to_string_pretty(&strip(&engine)).unwrap()
+    );
+    // The environment: all of it (PATH was there).
+    assert_eq!(env_of(&eff), env_of(&engine));
+    assert_eq!(stacked_seccomp(&p, &engine), None, "nothing stacked");
+    // The small runc-like bundle too.
+    let eff = effective_spec(&p, &bundle(), &c).unwrap();
+    assert_eq!(strip(&eff), strip(&bundle()));
+}
+
+#[test]
+fn the_shipped_isolation_on_an_engine_bundle() {
+    let engine: Spec =
+        serde_json::from_str(include_str!("../../tests/golden/engine-bundle.json")).unwrap();
+    let p = secure(r#""filesystem":{"read":["/"],"write":["/"],"exec":["/"]}"#);
+    let eff = effective_spec(&p, &engine, &ctx(SpecMode::Oci)).unwrap();
+    check_only_narrows(&engine, &eff).unwrap();
+    assert_eq!(eff.root().as_ref().unwrap().readonly(), Some(true));
+    assert_eq!(process_of(&eff).no_new_privileges(), Some(true));
+    let caps = process_of(&eff).capabilities().clone().unwrap();
+    assert!(caps.bounding().as_ref().unwrap().is_empty());
+    // The engine's profile stays; buntime's is stacked at create.
+    assert_eq!(linux_of(&eff).seccomp(), linux_of(&engine).seccomp());
+    assert_eq!(
+        stacked_seccomp(&p, &engine),
+        Some(default_seccomp(NetMode::None))
+    );
+    // Mode none: a fresh network namespace instead of the pod's.
+    assert!(has_netns(&eff));
+    let masked = linux_of(&eff).masked_paths().clone().unwrap();
+    assert!(
+        masked.contains(&"/sys/dev/block".to_string()),
+        "the bundle's kept"
+    );
+    assert!(
+        masked.contains(&"/proc/interrupts".to_string()),
+        "runc's added"
+    );
 }

@@ -214,6 +214,9 @@ impl Drop for Env {
 /// addresses, broker `allow`; the host's own addresses only where named
 /// one by one: 127.0.0.1 and ::1), so they test the proxy and the broker rather
 /// than the node's limits on annotations (tests/attacks_annotations.rs).
+/// Its kernel isolation is the shipped policies' (no capabilities, read-only
+/// root, no_new_privs, buntime's seccomp, ...): annotation policies meet it,
+/// so theirs stays confined whatever they leave out.
 /// Bundles without an annotation still get the built-in default.
 pub fn open_node(etc: &Path) {
     fs::create_dir_all(etc).expect("etc dir");
@@ -224,7 +227,10 @@ pub fn open_node(etc: &Path) {
 "filesystem":{"read":["/"],"write":["/"],"exec":["/"]},
 "network":{"mode":"host","allow":["*","0.0.0.0/0","::/0","127.0.0.1","::1"]},
 "env":{"pass":["*"]},
-"broker":{"fs_read":"allow","fs_write":"allow","list_dir":"allow","net_connect":"allow","exec":"allow"}}"#,
+"broker":{"fs_read":"allow","fs_write":"allow","list_dir":"allow","net_connect":"allow","exec":"allow"},
+"resources":{"core":0},
+"isolation":{"capabilities":{"keep":[]},"read_only_root":true,"no_new_privileges":true,
+"namespaces":["pid","ipc","uts","mount"],"seccomp":"buntime","private_tmp":true,"mask_kernel_paths":true}}"#,
     )
     .expect("write open.json");
     fs::write(

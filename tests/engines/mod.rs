@@ -265,7 +265,8 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// A node configuration (for `BUNTIME_ETC`) whose ceiling grants what the
 /// engine tests' annotation policies ask for (host networking, broker
 /// `allow`, 127.0.0.1 and ::1): without one, an annotation may not ask for more than the
-/// built-in default (tests/attacks_annotations.rs).
+/// built-in default (tests/attacks_annotations.rs). Its kernel isolation is
+/// the shipped policies': annotation policies meet it.
 pub fn open_node(etc: &Path) {
     std::fs::create_dir_all(etc).expect("etc dir");
     let open = etc.join("open.json");
@@ -273,7 +274,10 @@ pub fn open_node(etc: &Path) {
         &open,
         r#"{"version":1,"filesystem":{"read":["/"],"write":["/"],"exec":["/"]},
 "network":{"mode":"host","allow":["*","0.0.0.0/0","::/0","127.0.0.1","::1"]},"env":{"pass":["*"]},
-"broker":{"fs_read":"allow","fs_write":"allow","list_dir":"allow","net_connect":"allow","exec":"allow"}}"#,
+"broker":{"fs_read":"allow","fs_write":"allow","list_dir":"allow","net_connect":"allow","exec":"allow"},
+"resources":{"core":0},
+"isolation":{"capabilities":{"keep":[]},"read_only_root":true,"no_new_privileges":true,
+"namespaces":["pid","ipc","uts","mount"],"seccomp":"buntime","private_tmp":true,"mask_kernel_paths":true}}"#,
     )
     .expect("write open.json");
     std::fs::write(

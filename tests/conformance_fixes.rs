@@ -1,0 +1,66 @@
+//! Failures of the OCI runtime-tools suite that were buntime-runc's own
+//! (docs/conformance.md), each through the built `buntime-runc` with a real
+//! container. Needs root.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::{read, Env};
+
+/// Edits a bundle's config.json.
+fn edit(bundle: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let cfg = bundle.join("config.json");
+    let mut spec: serde_json::Value = serde_json::from_str(&read(&cfg)).expect("spec");
+    f(&mut spec);
+    fs::write(&cfg, serde_json::to_string_pretty(&spec).expect("json")).expect("write");
+}
+
+fn oom_kill_disable(id: &str) -> String {
+    let f = Path::new("/sys/fs/cgroup/memory/buntime")
+        .join(id)
+        .join("memory.oom_control");
+    read(&f)
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill_disable ").map(str::to_string))
+        .unwrap_or_else(|| panic!("no oom_kill_disable in {}", f.display()))
+}
+
+/// runtime-tools linux_cgroups_memory: `memory.disableOOMKiller` was
+/// dropped (libcontainer passes `false` whatever the spec says), and an
+/// `update` that does not mention it must not turn the OOM killer back on.
+#[test]
+fn disable_oom_killer_reaches_the_memory_cgroup() {
+    if !Path::new("/sys/fs/cgroup/memory/memory.oom_control").exists() {
+        // memory.oom_control is cgroup v1's; v2 has no such switch.
+        assert!(
+            std::env::var_os("BUNTIME_TEST_STRICT").is_none(),
+            "no cgroup v1 memory hierarchy"
+        );
+        eprintln!("skipped: no cgroup v1 memory hierarchy");
+        return;
+    }
+    let env = Env::new();
+    let bundle = env.bundle("b", &["sleep", "1000"], &[]);
+    edit(&bundle, |s| {
+        s["linux"]["resources"]["memory"] =
+            serde_json::json!({"limit": 64u64 << 20, "disableOOMKiller": true});
+    });
+    env.run_detached("oom", &bundle);
+    assert_eq!(oom_kill_disable("oom"), "1", "disableOOMKiller: true");
+    env.ok(&["update", "--memory", "32m", "oom"]);
+    assert_eq!(oom_kill_disable("oom"), "1", "kept across an update");
+    env.ok(&["delete", "--force", "oom"]);
+    env.assert_gone("oom");
+
+    // Without the field the kernel's default stays: the OOM killer is on.
+    let plain = env.bundle("p", &["sleep", "1000"], &[]);
+    edit(&plain, |s| {
+        s["linux"]["resources"]["memory"] = serde_json::json!({"limit": 64u64 << 20});
+    });
+    env.run_detached("plain", &plain);
+    assert_eq!(oom_kill_disable("plain"), "0");
+    env.ok(&["delete", "--force", "plain"]);
+    env.assert_gone("plain");
+}

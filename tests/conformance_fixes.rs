@@ -64,3 +64,31 @@ fn disable_oom_killer_reaches_the_memory_cgroup() {
     env.ok(&["delete", "--force", "plain"]);
     env.assert_gone("plain");
 }
+
+/// runtime-tools linux_process_apparmor_profile on a host without AppArmor:
+/// the error named neither the field nor the reason ("io error: No such
+/// file or directory").
+#[test]
+fn an_apparmor_profile_without_apparmor_names_the_field() {
+    let enabled = fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|s| s.starts_with('Y'));
+    if enabled {
+        // Then the profile is applied (or refused by AppArmor itself).
+        eprintln!("skipped: AppArmor is enabled on this host");
+        return;
+    }
+    let env = Env::new();
+    let bundle = env.bundle("b", &["true"], &[]);
+    edit(&bundle, |s| {
+        s["process"]["apparmorProfile"] = serde_json::json!("acme_default");
+    });
+    let b = bundle.to_str().unwrap_or_default();
+    let err = env.fails(&["create", "--bundle", b, "aa"]);
+    assert!(
+        err.contains("/process/apparmorProfile")
+            && err.contains("\"acme_default\"")
+            && err.contains("AppArmor is not enabled on this host"),
+        "{err}"
+    );
+    env.assert_gone("aa");
+}

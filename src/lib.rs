@@ -14,5 +14,6 @@ pub mod proxy;
 pub mod runtime;
 pub mod sandbox;
 pub mod spec;
+pub mod stdout;
 pub mod supervisor;
 pub mod ui;

@@ -68,8 +68,6 @@ impl RuncLogLayer {
     }
 
     fn render(&self, level: &Level, target: &str, fields: &FieldText) -> String {
-        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-        let level = level_name(level);
         let mut msg = fields.message.clone();
         if !fields.extra.is_empty() {
             if !msg.is_empty() {
@@ -77,18 +75,26 @@ impl RuncLogLayer {
             }
             msg.push_str(&fields.extra);
         }
-        match self.format {
-            LogFormat::Json => {
-                let line = serde_json::json!({
-                    "level": level,
-                    "msg": msg,
-                    "time": time,
-                    "target": target,
-                });
-                format!("{line}\n")
-            }
-            LogFormat::Text => format!("time=\"{time}\" level={level} msg={msg:?}\n"),
+        runc_line(self.format, level, target, &msg)
+    }
+}
+
+/// One log line as runc's logrus writes it: `time="…" level=error
+/// msg="…"` (the message quoted) or `{"level":"error","msg":"…",…}`.
+pub fn runc_line(format: LogFormat, level: &Level, target: &str, msg: &str) -> String {
+    let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let level = level_name(level);
+    match format {
+        LogFormat::Json => {
+            let line = serde_json::json!({
+                "level": level,
+                "msg": msg,
+                "time": time,
+                "target": target,
+            });
+            format!("{line}\n")
         }
+        LogFormat::Text => format!("time=\"{time}\" level={level} msg={msg:?}\n"),
     }
 }
 

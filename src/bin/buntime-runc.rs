@@ -5,12 +5,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use buntime::logging::{init_runc_logging, LogFormat};
+use buntime::logging::{init_runc_logging, runc_line, say, LogFormat};
 use buntime::runtime::create::{create, CreateOptions};
 use buntime::runtime::exec::{exec, ExecOptions};
 use buntime::runtime::ps::Format;
 use buntime::runtime::update::UpdateOptions;
 use buntime::runtime::{defaults, foreground, lifecycle, list, ps, update, Root, RuntimeError};
+use buntime::stdout;
 use clap::{ArgAction, Args, Parser, Subcommand};
 use nix::unistd::Pid;
 
@@ -40,7 +41,7 @@ struct Cli {
     /// Accepted for runc compatibility (rootless mode is detected)
     #[arg(long, hide = true)]
     rootless: Option<String>,
-    /// Accepted for runc compatibility (checkpointing is not supported)
+    /// Accepted for runc compatibility (checkpoint/restore are not supported)
     #[arg(long, hide = true)]
     criu: Option<String>,
     /// Print the version
@@ -82,6 +83,10 @@ enum Command {
     Spec(SpecArgs),
     /// Print what this runtime supports (OCI features JSON)
     Features,
+    /// Not supported: refused with the reason (runc's arguments accepted)
+    Checkpoint(CheckpointArgs),
+    /// Not supported: refused with the reason (runc's arguments accepted)
+    Restore(RestoreArgs),
     /// Print a container's audit log (the supervisor's decisions)
     Audit(AuditArgs),
     /// Run a container's supervisor (started by `create`)
@@ -94,6 +99,74 @@ struct AuditArgs {
     /// Keep printing new records until the supervisor exits
     #[arg(short, long)]
     follow: bool,
+    /// Container id
+    id: String,
+}
+
+/// runc's checkpoint options, taken so that an engine's call gets the
+/// reason rather than a usage error.
+#[derive(Args, Debug)]
+struct CriuArgs {
+    #[arg(long)]
+    image_path: Option<PathBuf>,
+    #[arg(long)]
+    work_path: Option<PathBuf>,
+    #[arg(long)]
+    tcp_established: bool,
+    #[arg(long)]
+    ext_unix_sk: bool,
+    #[arg(long)]
+    shell_job: bool,
+    #[arg(long)]
+    file_locks: bool,
+    #[arg(long)]
+    lazy_pages: bool,
+    #[arg(long)]
+    manage_cgroups_mode: Option<String>,
+    #[arg(long)]
+    empty_ns: Vec<String>,
+    #[arg(long)]
+    auto_dedup: bool,
+}
+
+#[derive(Args, Debug)]
+struct CheckpointArgs {
+    #[command(flatten)]
+    criu: CriuArgs,
+    #[arg(long)]
+    parent_path: Option<PathBuf>,
+    #[arg(long)]
+    leave_running: bool,
+    #[arg(long)]
+    status_fd: Option<i32>,
+    #[arg(long)]
+    page_server: Option<String>,
+    #[arg(long)]
+    pre_dump: bool,
+    /// Container id
+    id: String,
+}
+
+#[derive(Args, Debug)]
+struct RestoreArgs {
+    #[command(flatten)]
+    criu: CriuArgs,
+    #[arg(long)]
+    console_socket: Option<PathBuf>,
+    #[arg(short, long)]
+    bundle: Option<PathBuf>,
+    #[arg(short, long)]
+    detach: bool,
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    #[arg(long)]
+    no_subreaper: bool,
+    #[arg(long)]
+    no_pivot: bool,
+    #[arg(long)]
+    lsm_profile: Option<String>,
+    #[arg(long)]
+    lsm_mount_context: Option<String>,
     /// Container id
     id: String,
 }
@@ -362,21 +435,20 @@ fn run(root: &Root, a: &RunArgs) -> Result<i32> {
 /// `audit ID [--follow]`: prints `audit.log`; with --follow keeps
 /// printing until the supervisor has exited and the log is drained.
 fn audit(root: &Root, a: &AuditArgs) -> Result<()> {
-    use std::io::{Read, Write};
+    use std::io::Read;
     buntime::runtime::state::validate_id(&a.id)?;
     let dir = root.extra_dir(&a.id);
     if !dir.exists() {
         anyhow::bail!("container {:?} does not exist", a.id);
     }
     let path = dir.join(buntime::audit::AUDIT_FILE);
-    let mut out = std::io::stdout().lock();
     // The previous file of a rotated log first, then the current one.
     let (old, mut file) =
         buntime::audit::open_both(&dir).with_context(|| format!("open {}", path.display()))?;
     if let Some(mut o) = old {
         let mut b = Vec::new();
         o.read_to_end(&mut b)?;
-        out.write_all(&b)?;
+        stdout::write(&b)?;
     }
     loop {
         if file.is_none() {
@@ -398,8 +470,7 @@ fn audit(root: &Root, a: &AuditArgs) -> Result<()> {
                 .as_ref()
                 .and_then(|f| buntime::audit::missed_old(f, &path));
         }
-        out.write_all(&buf)?;
-        out.flush()?;
+        stdout::write(&buf)?;
         if !a.follow && !rotated {
             return Ok(());
         }
@@ -419,12 +490,31 @@ fn audit(root: &Root, a: &AuditArgs) -> Result<()> {
 fn dispatch(cli: &Cli) -> Result<i32> {
     // `spec` and `features` need no state root.
     match &cli.command {
+        // libcontainer 0.7 can dump through CRIU but cannot restore; a
+        // dump would also lose the supervisor (docs: "Checkpoint").
+        Command::Checkpoint(_) => {
+            return Err(RuntimeError::Unsupported {
+                command: "checkpoint",
+                reason: "nothing could restore it (libcontainer 0.7 has no CRIU restore), and \
+                         an image would not hold the container's supervisor, a process outside \
+                         it whose broker socket and proxy its processes are connected to \
+                         (features: org.opencontainers.runc.checkpoint.enabled=false)",
+            }
+            .into())
+        }
+        Command::Restore(_) => {
+            return Err(RuntimeError::Unsupported {
+                command: "restore",
+                reason: "libcontainer 0.7 has no CRIU restore",
+            }
+            .into())
+        }
         Command::Spec(a) if a.explain.is_none() => {
             defaults::write_default_spec(&a.bundle, a.rootless)?;
             return Ok(0);
         }
         Command::Features => {
-            println!("{}", serde_json::to_string_pretty(&defaults::features())?);
+            stdout::println(&serde_json::to_string_pretty(&defaults::features())?)?;
             return Ok(0);
         }
         _ => {}
@@ -436,10 +526,8 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         }
         Command::Start(a) => lifecycle::start(&root, &a.id)?,
         Command::State(a) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&lifecycle::state(&root, &a.id)?)?
-            );
+            let state = lifecycle::state(&root, &a.id)?;
+            stdout::println(&serde_json::to_string_pretty(&state)?)?;
         }
         Command::Kill(a) => {
             let sig = lifecycle::parse_signal(&a.signal)?;
@@ -468,10 +556,10 @@ fn dispatch(cli: &Cli) -> Result<i32> {
             return Ok(exec(&root, &opts)?);
         }
         Command::Ps(a) => match Format::parse(&a.format)? {
-            Format::Json => println!("{}", serde_json::to_string(&ps::pids(&root, &a.id)?)?),
-            Format::Table => print!("{}", ps::table(&root, &a.id, &a.ps_options)?),
+            Format::Json => stdout::println(&serde_json::to_string(&ps::pids(&root, &a.id)?)?)?,
+            Format::Table => stdout::print(&ps::table(&root, &a.id, &a.ps_options)?)?,
         },
-        Command::List(a) => print!("{}", list::list(&root, Format::parse(&a.format)?, a.quiet)?),
+        Command::List(a) => stdout::print(&list::list(&root, Format::parse(&a.format)?, a.quiet)?)?,
         Command::Pause(a) => lifecycle::pause(&root, &a.id)?,
         Command::Resume(a) => lifecycle::resume(&root, &a.id)?,
         Command::Events(a) => {
@@ -501,14 +589,20 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         }
         Command::Spec(a) => {
             if let Some(id) = &a.explain {
-                print!("{}", lifecycle::explain(&root, id)?);
+                stdout::print(&lifecycle::explain(&root, id)?)?;
             }
         }
-        Command::Features => {}
+        Command::Features | Command::Checkpoint(_) | Command::Restore(_) => {}
         Command::Audit(a) => audit(&root, a)?,
         Command::Supervise(a) => buntime::supervisor::run(&root, &a.id)?,
     }
     Ok(0)
+}
+
+/// An error before logging is set up, in the shape of runc's.
+fn say_error(format: LogFormat, msg: &str) {
+    let line = runc_line(format, &tracing::Level::ERROR, "cli", msg);
+    say(line.trim_end());
 }
 
 fn main() -> ExitCode {
@@ -519,24 +613,26 @@ fn main() -> ExitCode {
     }
     // A re-executed sealed copy of ourselves checks itself, first thing.
     if let Err(e) = buntime::exeseal::init() {
-        eprintln!("buntime-runc: {e}");
+        say_error(LogFormat::Text, &e.to_string());
         return ExitCode::from(1);
     }
     let cli = Cli::parse();
     let format = match LogFormat::parse(&cli.log_format) {
         Ok(f) => f,
         Err(msg) => {
-            eprintln!("buntime-runc: {msg}");
+            say_error(LogFormat::Text, &msg);
             return ExitCode::from(1);
         }
     };
     if let Err(e) = init_runc_logging(cli.log.as_deref(), format, cli.debug) {
-        eprintln!("buntime-runc: --log {:?}: {e}", cli.log);
+        say_error(format, &format!("--log {:?}: {e}", cli.log));
         return ExitCode::from(1);
     }
     tracing::debug!(target: "cli", "buntime-runc started");
     match dispatch(&cli) {
         Ok(code) => ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)),
+        // `state ID | head -c1`: the reader is gone; end as runc does.
+        Err(e) if stdout::is_closed(e.as_ref()) => stdout::end_quietly(),
         Err(e) => {
             // create/run/exec found that what enters the container must
             // run from a sealed copy (CVE-2019-5736): everything is undone;
@@ -547,12 +643,14 @@ fn main() -> ExitCode {
                 Err(e) => e,
             };
             let msg = format!("{e:#}");
-            // With --log the error goes to the file (containerd shows its
-            // last error line) and to stderr; without, stderr only once.
+            // runc's convention, which engines and harnesses look for: the
+            // error is a log line (`level=error msg="…"`, or JSON). Without
+            // --log it goes to stderr; with --log to the file (containerd
+            // shows its last error line) and the bare message to stderr.
+            tracing::error!(target: "cli", "{msg}");
             if cli.log.is_some() {
-                tracing::error!(target: "cli", "{msg}");
+                say(&msg);
             }
-            eprintln!("buntime-runc: {msg}");
             ExitCode::from(1)
         }
     }

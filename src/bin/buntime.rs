@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 use buntime::policy::{self, check_policy, explain, PolicyFlags, Severity};
 use buntime::sandbox;
+use buntime::stdout;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -167,7 +168,12 @@ fn check(files: &[PathBuf]) -> bool {
         }
         tracing::debug!(target: "cli", file = %label, errors, findings = findings.len(), "checked policy");
         if errors == 0 {
-            println!("{label}: ok");
+            if let Err(e) = stdout::println(&format!("{label}: ok")) {
+                if stdout::is_closed(&e) {
+                    stdout::end_quietly();
+                }
+                all_ok = false;
+            }
         } else {
             all_ok = false;
         }
@@ -180,7 +186,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::InitPolicy { flags } => {
             let cwd = std::env::current_dir().context("finding the current directory")?;
             let p = flags.to_policy(&cwd)?;
-            print!("{}", p.to_pretty_json());
+            stdout::print(&p.to_pretty_json())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Policy { command } => match command {
@@ -192,11 +198,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             PolicyCommand::Explain { file } => {
                 let (src, label) = read_source(&file)?;
                 let p = policy::parse_policy(&src, &label)?;
-                print!("{}", explain(&p));
+                stdout::print(&explain(&p))?;
                 Ok(ExitCode::SUCCESS)
             }
             PolicyCommand::Schema => {
-                print!("{}", policy::json_schema_text());
+                stdout::print(&policy::json_schema_text())?;
                 Ok(ExitCode::SUCCESS)
             }
         },
@@ -225,7 +231,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .with_context(|| format!("look up user {user:?}"))?
                 .ok_or_else(|| anyhow::anyhow!("no user named {user:?}"))?;
             for d in sandbox::delegate::setup_user(u.uid.as_raw(), u.gid.as_raw())? {
-                println!("{d}");
+                stdout::println(&d.to_string())?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -309,6 +315,8 @@ fn main() -> ExitCode {
     tracing::debug!(target: "cli", command = ?cli.command, "starting");
     match run(cli) {
         Ok(code) => code,
+        // `buntime policy schema | head`: the reader is gone.
+        Err(e) if buntime::stdout::is_closed(e.as_ref()) => buntime::stdout::end_quietly(),
         Err(e) => {
             // `run` found that the sandbox must be entered from a sealed
             // copy (CVE-2019-5736): everything is undone; start again from

@@ -187,8 +187,10 @@ pub fn effective_spec(bundle: &Bundle, id: &str, systemd: bool) -> Result<Spec> 
     Ok(spec)
 }
 
-/// Marks a spec whose masked-equality seccomp arguments are already in
-/// libcontainer's order, so that rewriting a stored spec never swaps twice.
+/// Older versions marked the stored spec with this annotation once its
+/// seccomp arguments were in libcontainer's order. The mark is no longer
+/// written (an annotation reaches the hooks' state, and a bundle could set
+/// it to skip the swap); it is dropped from what a bundle brings.
 const SECCOMP_ORDER_ANNOTATION: &str = "buntime.dev/seccomp-arg-order";
 
 /// libcontainer 0.7 reads `SCMP_CMP_MASKED_EQ` the other way round from
@@ -196,14 +198,14 @@ const SECCOMP_ORDER_ANNOTATION: &str = "buntime.dev/seccomp-arg-order";
 /// runc, Docker's profiles and ours put the mask in `value`. Unconverted,
 /// Docker's `clone` rule (mask = namespace flags, datum 0) becomes a mask of
 /// 0 that matches any flags, letting a container create namespaces. We swap
-/// the two before handing a spec to libcontainer.
+/// the two before handing a spec to libcontainer, once: the stored spec
+/// (`write_spec`) is in libcontainer's order, and rewriting it
+/// (`write_stored_spec`) does not swap again.
 pub fn to_libcontainer_seccomp_order(spec: &mut Spec) {
-    let done = spec
-        .annotations()
-        .as_ref()
-        .is_some_and(|a| a.contains_key(SECCOMP_ORDER_ANNOTATION));
-    if done {
-        return;
+    if let Some(mut a) = spec.annotations().clone() {
+        if a.remove(SECCOMP_ORDER_ANNOTATION).is_some() {
+            spec.set_annotations(Some(a));
+        }
     }
     let mut linux = match spec.linux().clone() {
         Some(l) => l,
@@ -213,9 +215,6 @@ pub fn to_libcontainer_seccomp_order(spec: &mut Spec) {
         linux.set_seccomp(Some(libcontainer_arg_order(seccomp)));
         spec.set_linux(Some(linux));
     }
-    let mut annotations = spec.annotations().clone().unwrap_or_default();
-    annotations.insert(SECCOMP_ORDER_ANNOTATION.into(), "libcontainer".into());
-    spec.set_annotations(Some(annotations));
 }
 
 /// A profile with its masked-equality arguments in libcontainer's order
@@ -245,7 +244,6 @@ pub fn libcontainer_arg_order(mut seccomp: LinuxSeccomp) -> LinuxSeccomp {
     seccomp
 }
 
-/// Writes the spec libcontainer runs as `config.json` in `dir`.
 /// libcontainer 0.7 loads the seccomp profile before dropping capabilities
 /// only when `noNewPrivileges` is absent: a present `false` is taken for
 /// `true` there, and loading after the drop fails without CAP_SYS_ADMIN.
@@ -259,12 +257,20 @@ pub fn unset_false_no_new_privileges(spec: &mut Spec) {
     }
 }
 
+/// Writes the spec libcontainer runs as `config.json` in `dir`, its
+/// seccomp arguments in libcontainer's order.
 pub fn write_spec(dir: &Path, spec: &Spec) -> Result<()> {
-    let file = dir.join("config.json");
     let mut spec = spec.clone();
     to_libcontainer_seccomp_order(&mut spec);
     unset_false_no_new_privileges(&mut spec);
-    let body = serde_json::to_vec_pretty(&spec)
+    write_stored_spec(dir, &spec)
+}
+
+/// Writes back a spec read from `dir/config.json` (already in
+/// libcontainer's order).
+pub fn write_stored_spec(dir: &Path, spec: &Spec) -> Result<()> {
+    let file = dir.join("config.json");
+    let body = serde_json::to_vec_pretty(spec)
         .map_err(|e| RuntimeError::Invalid(format!("encode {}: {e}", file.display())))?;
     fs::write(&file, body).map_err(|e| RuntimeError::io(format!("write {}", file.display()), e))
 }

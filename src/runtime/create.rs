@@ -85,8 +85,18 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
     super::mounts::keep_cgroup_readonly(&mut spec)?;
     let mut landlock_plan = prepared.landlock;
     let supervised = wants_supervisor(&spec);
+    // A user namespace's root cannot reach the state directory: its
+    // supervisor's directory lies behind a gate (`userns`).
+    let gate_gid = match supervised {
+        true => super::userns::gate_gid(&spec)?,
+        false => None,
+    };
     if supervised {
-        add_supervisor(&mut spec, &mut landlock_plan, &root.extra_dir(&opts.id))?;
+        let source = match gate_gid {
+            Some(_) => super::userns::run_dir(root, &opts.id),
+            None => root.extra_dir(&opts.id).join(crate::supervisor::RUN_DIR),
+        };
+        add_supervisor(&mut spec, &mut landlock_plan, &source)?;
     }
     // Canonical paths now, so that applying the plan later (at every exec)
     // need not follow symlinks the container may have planted since.
@@ -158,10 +168,16 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
         if supervised {
             // Its directory now: the container binds it.
             let run_dir = extra.join(crate::supervisor::RUN_DIR);
-            fs::DirBuilder::new()
-                .mode(0o755)
-                .create(&run_dir)
-                .map_err(|e| RuntimeError::io(format!("create {}", run_dir.display()), e))?;
+            match gate_gid {
+                Some(gid) => {
+                    super::userns::make(root, &opts.id, gid, &run_dir)?;
+                    super::userns::make_mountpoint(&rootfs)?;
+                }
+                None => fs::DirBuilder::new()
+                    .mode(0o755)
+                    .create(&run_dir)
+                    .map_err(|e| RuntimeError::io(format!("create {}", run_dir.display()), e))?,
+            }
         }
         // Root's `buntime run`: the sandbox's uid mounts the binds itself.
         if opts.sandbox.is_some() && nix::unistd::geteuid().is_root() && has_new_userns(&spec) {
@@ -209,7 +225,7 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
         root.write_meta(&opts.id, &meta)?;
         let landlock = prepared.landlock_abi.map(|_| landlock_plan.clone());
         tracing::debug!(target: "cli", "create: state written, building");
-        let container = build(root, opts, &extra, landlock, programs)?;
+        let container = build(root, opts, &bundle.dir, &extra, landlock, programs)?;
         tracing::debug!(target: "cli", "create: built");
         // `lo` first: the supervisor binds its proxy on 127.0.0.1 there.
         if has_new_netns(&spec) && !rootless_netns {
@@ -385,10 +401,14 @@ pub fn load_landlock(root: &Root, id: &str, meta: &Meta) -> Result<Option<Landlo
         .map_err(|e| RuntimeError::Invalid(format!("{}: {e}", path.display())))
 }
 
+/// libcontainer reads the effective spec from `effective_dir` (buntime's
+/// state directory, also what `exec` reads); the OCI state it gives hooks
+/// reports the caller's `bundle`.
 fn build(
     root: &Root,
     opts: &CreateOptions,
-    effective_bundle: &Path,
+    bundle: &Path,
+    effective_dir: &Path,
     landlock: Option<LandlockPlan>,
     seccomp: Vec<super::seccomp_bpf::Program>,
 ) -> Result<Container> {
@@ -417,7 +437,8 @@ fn build(
         .with_console_socket(console)
         .with_preserved_fds(opts.preserve_fds)
         .with_executor(BuntimeExecutor::for_init(landlock, seccomp))
-        .as_init(effective_bundle)
+        .as_init(effective_dir)
+        .with_oci_bundle(bundle)
         .with_systemd(root.systemd_cgroup)
         .with_detach(opts.detach)
         .with_no_pivot(opts.no_pivot)
@@ -570,17 +591,17 @@ fn make_denied_file(extra: &Path) -> Result<()> {
         .map_err(|e| RuntimeError::io(format!("create {}", path.display()), e))
 }
 
-/// Binds the supervisor's directory (socket and segment) read-only at
-/// `/run/buntime`, points the worker at it through the environment (which
-/// `exec` inherits: it reads the same effective config.json), and lets
-/// Landlock read it.
+/// Binds the supervisor's directory (socket and segment; `source`)
+/// read-only at `/run/buntime`, points the worker at it through the
+/// environment (which `exec` inherits: it reads the same effective
+/// config.json), and lets Landlock read it.
 fn add_supervisor(
     spec: &mut libcontainer::oci_spec::runtime::Spec,
     plan: &mut LandlockPlan,
-    extra: &Path,
+    source: &Path,
 ) -> Result<()> {
-    use crate::supervisor::{CONTAINER_CONTROL, CONTAINER_DIR, CONTAINER_IPC, RUN_DIR};
-    let mount = sealed_bind(&extra.join(RUN_DIR), Path::new(CONTAINER_DIR))?;
+    use crate::supervisor::{CONTAINER_CONTROL, CONTAINER_DIR, CONTAINER_IPC};
+    let mount = sealed_bind(source, Path::new(CONTAINER_DIR))?;
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     mounts.retain(|m| !m.destination().starts_with(CONTAINER_DIR));
     mounts.push(mount);

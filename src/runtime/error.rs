@@ -54,6 +54,15 @@ pub enum RuntimeError {
     /// A failure inside libcontainer or libcgroups, with its whole cause chain.
     #[error("{context}: {detail}")]
     Backend { context: String, detail: String },
+    /// A runc command buntime-runc does not offer, and why.
+    #[error("{command} is not supported by buntime-runc: {reason}")]
+    Unsupported {
+        command: &'static str,
+        reason: &'static str,
+    },
+    /// Writing the command's output failed (`crate::stdout`).
+    #[error(transparent)]
+    Output(#[from] crate::stdout::OutputError),
 }
 
 impl RuntimeError {

@@ -1,7 +1,6 @@
 //! `events`: container statistics as runc prints them, one JSON object a
 //! line: `{"type":"stats","id":…,"data":{…}}`.
 
-use std::io::Write;
 use std::time::Duration;
 
 use libcgroups::common::CgroupManager;
@@ -25,11 +24,9 @@ pub fn stats_event(root: &Root, id: &str) -> Result<serde_json::Value> {
 /// Prints one event (`once`) or one every `interval` until the container
 /// stops.
 pub fn events(root: &Root, id: &str, interval: Duration, once: bool) -> Result<()> {
-    let mut out = std::io::stdout();
     loop {
         let event = stats_event(root, id)?;
-        writeln!(out, "{event}").map_err(|e| RuntimeError::io("write events", e))?;
-        let _ = out.flush();
+        crate::stdout::println(&event.to_string())?;
         if once {
             return Ok(());
         }

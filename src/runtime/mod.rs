@@ -24,6 +24,7 @@ pub mod seccomp_bpf;
 pub mod stage;
 pub mod state;
 pub mod update;
+pub mod userns;
 
 pub use error::{Result, RuntimeError};
 pub use state::Root;

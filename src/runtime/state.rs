@@ -146,8 +146,10 @@ impl Root {
         fs::write(&path, body).map_err(|e| RuntimeError::io(format!("write {}", path.display()), e))
     }
 
-    /// Removes buntime's own files of a container.
+    /// Removes buntime's own files of a container (its user namespace's
+    /// gate too, `super::userns`).
     pub fn remove_extra(&self, id: &str) -> Result<()> {
+        super::userns::remove(self, id)?;
         let dir = self.extra_dir(id);
         match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),

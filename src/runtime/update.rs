@@ -8,7 +8,7 @@ use libcgroups::common::{CgroupManager, ControllerOpt};
 use libcontainer::oci_spec::runtime::LinuxResources;
 use serde_json::{json, Map, Value};
 
-use super::bundle::{parse_spec, write_spec};
+use super::bundle::{parse_spec, write_stored_spec};
 use super::cgroup;
 use super::error::{Result, RuntimeError};
 use super::state::Root;
@@ -168,7 +168,7 @@ fn record(extra: &Path, res: &LinuxResources) -> Result<()> {
         linux.set_resources(Some(cur));
         spec.set_linux(Some(linux));
     }
-    write_spec(extra, &spec)
+    write_stored_spec(extra, &spec)
 }
 
 #[cfg(test)]

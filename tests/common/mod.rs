@@ -114,7 +114,9 @@ impl Env {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Runs and asserts failure; returns stderr.
+    /// Runs and asserts failure; returns stderr, with the quoting of the
+    /// error line (`level=error msg="container \"x\" …"`, as runc's) undone,
+    /// so that assertions read like the message.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.runc(args);
         assert!(
@@ -122,7 +124,7 @@ impl Env {
             "buntime-runc {args:?} should have failed; stdout: {}",
             String::from_utf8_lossy(&out.stdout)
         );
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        String::from_utf8_lossy(&out.stderr).replace("\\\"", "\"")
     }
 
     /// `run -d`: creates and starts `id` from `bundle`, asserting success.

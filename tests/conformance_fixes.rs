@@ -17,6 +17,18 @@ fn edit(bundle: &Path, f: impl FnOnce(&mut serde_json::Value)) {
     fs::write(&cfg, serde_json::to_string_pretty(&spec).expect("json")).expect("write");
 }
 
+/// The node default `make conformance` gives buntime-runc: grant
+/// everything, so the bundle's own settings (no noNewPrivileges, its
+/// seccomp profile alone) reach libcontainer.
+fn grant_everything(env: &Env) {
+    fs::write(
+        env.etc().join("default.json"),
+        r#"{"version":1,"filesystem":{"read":["/"],"write":["/"],"exec":["/"]},
+"network":{"mode":"bundle"},"env":{"pass":["*"]},"landlock":"off"}"#,
+    )
+    .expect("write default.json");
+}
+
 fn oom_kill_disable(id: &str) -> String {
     let f = Path::new("/sys/fs/cgroup/memory/buntime")
         .join(id)
@@ -91,4 +103,75 @@ fn an_apparmor_profile_without_apparmor_names_the_field() {
         "{err}"
     );
     env.assert_gone("aa");
+}
+
+/// A hook script at `dir/name` running `body`.
+fn script(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    fs::write(&p, format!("#!/bin/sh\n{body}\n")).expect("script");
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).expect("chmod");
+    p
+}
+
+/// runtime-tools poststart_fail: a failing poststart hook failed `start`
+/// and skipped the hooks after it; the spec says warn and go on as if it
+/// had succeeded.
+#[test]
+fn a_failing_poststart_hook_warns_and_the_start_goes_on() {
+    let env = Env::new();
+    let out = env.dir.path().join("after.out");
+    let fail = script(env.dir.path(), "fail.sh", "echo failing >&2\nexit 3");
+    let after = script(
+        env.dir.path(),
+        "after.sh",
+        &format!("echo ran >> {}", out.display()),
+    );
+    let bundle = env.bundle("b", &["sleep", "30"], &[]);
+    edit(&bundle, |s| {
+        s["hooks"] = serde_json::json!({"poststart": [{"path": fail}, {"path": after}]});
+    });
+    env.create_logged("pst", &bundle, &env.dir.path().join("pst.log"));
+    let start = env.runc(&["start", "pst"]);
+    assert!(start.status.success(), "{}", common::show(&start));
+    let err = common::text(&start.stderr);
+    assert!(
+        err.contains("level=warning") && err.contains("poststart hook failed"),
+        "{err}"
+    );
+    assert_eq!(env.status("pst"), "running");
+    assert_eq!(read(&out), "ran\n", "the hook after the failing one");
+    env.ok(&["delete", "--force", "pst"]);
+    env.assert_gone("pst");
+}
+
+/// runtime-tools linux_seccomp: a profile that denies getcwd, without
+/// noNewPrivileges (the filter is loaded before the capabilities are
+/// dropped), failed the create: libcontainer checked its own cwd after
+/// loading the container's filter.
+#[test]
+fn a_profile_denying_getcwd_without_no_new_privileges_runs() {
+    let env = Env::new();
+    grant_everything(&env);
+    let bundle = env.bundle("b", &["sh", "-c", "pwd; echo end"], &[]);
+    edit(&bundle, |s| {
+        s["process"]["noNewPrivileges"] = serde_json::json!(false);
+        s["linux"]["seccomp"] = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
+            "syscalls": [{"names": ["getcwd"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
+        });
+    });
+    let b = bundle.to_str().unwrap_or_default();
+    let run = env.runc(&["run", "--bundle", b, "gc"]);
+    assert!(run.status.success(), "{}", common::show(&run));
+    // The filter is the container's: its own getcwd is denied, so pwd
+    // prints an empty line (it prints "/" without the filter).
+    assert_eq!(
+        common::text(&run.stdout),
+        "\nend\n",
+        "{}",
+        common::show(&run)
+    );
+    env.assert_gone("gc");
 }

@@ -117,11 +117,14 @@ cat >"$WORK/bin/buntime-runc" <<EOF
 #!/bin/sh
 exec env -u TMPDIR BUNTIME_ETC="$WORK/etc" "$RUNTIME" --root "$WORK/state-buntime-runc" "\$@"
 EOF
-cat >"$WORK/bin/$REF" <<EOF
+chmod +x "$WORK/bin/buntime-runc"
+if [ "$RUNC" != none ]; then
+  cat >"$WORK/bin/$REF" <<EOF
 #!/bin/sh
 exec env -u TMPDIR "$RUNC" --root "$WORK/state-$REF" "\$@"
 EOF
-chmod +x "$WORK/bin/buntime-runc" "$WORK/bin/$REF"
+  chmod +x "$WORK/bin/$REF"
+fi
 
 # The node default for buntime-runc: grant everything, keep the bundle's
 # isolation (docs/conformance.md). `bundle` network mode and `landlock: off`

@@ -4,7 +4,7 @@ DESTDIR ?=
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all build deps test test-node run bench install uninstall lint fmt
+.PHONY: all build deps test test-node run bench install uninstall lint fmt conformance
 
 all: build
 
@@ -27,6 +27,16 @@ run: build
 
 bench: build
 	bash hack/bench.sh
+
+# The OCI runtime-tools validation suite against buntime-runc and runc
+# (docs/conformance.md). Not part of `test`: it needs the suite's checkout
+# (RUNTIME_TOOLS=DIR), Go and runc. RUNTIME=path measures another
+# buntime-runc build instead of target/release's (then nothing is built).
+RUNTIME_TOOLS ?=
+RUNTIME ?=
+conformance:
+	@if [ -z "$(RUNTIME)" ]; then $(CARGO) build --release --bin buntime-runc --bin buntime; fi
+	RUNTIME_TOOLS="$(RUNTIME_TOOLS)" RUNTIME="$(RUNTIME)" bash hack/conformance.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

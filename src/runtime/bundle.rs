@@ -129,7 +129,23 @@ fn check_spec(file: &Path, spec: &Spec) -> Result<()> {
             message: "missing: a Linux container needs the linux section".into(),
         });
     }
+    let profile = process.and_then(|p| p.apparmor_profile().as_deref());
+    if let Some(profile) = profile.filter(|p| !p.is_empty()) {
+        // libcontainer would only say "io error: No such file or directory".
+        if !apparmor_enabled() {
+            return Err(RuntimeError::Config {
+                file: file.to_path_buf(),
+                pointer: "/process/apparmorProfile".into(),
+                message: format!("profile {profile:?}: AppArmor is not enabled on this host"),
+            });
+        }
+    }
     Ok(())
+}
+
+/// Whether the kernel has AppArmor on (what libcontainer checks).
+fn apparmor_enabled() -> bool {
+    fs::read_to_string("/sys/module/apparmor/parameters/enabled").is_ok_and(|s| s.starts_with('Y'))
 }
 
 /// Builds the effective spec of a container from its bundle: the rootfs and

@@ -111,7 +111,17 @@ impl Controller for Memory {
                 )?;
             }
 
-            Self::set_oom_control(cgroup_root, controller_opt.disable_oom_killer)?;
+            // buntime patch: the spec's `memory.disableOOMKiller` is honoured
+            // (libcontainer always passes `disable_oom_killer: false`), and
+            // memory.oom_control is left alone when neither asks (as runc:
+            // an `update` without it keeps what create set).
+            let disable = controller_opt
+                .disable_oom_killer
+                .then_some(true)
+                .or(memory.disable_oom_killer());
+            if let Some(disable) = disable {
+                Self::set_oom_control(cgroup_root, disable)?;
+            }
 
             if let Some(swappiness) = memory.swappiness() {
                 if swappiness <= 100 {

@@ -53,18 +53,26 @@ impl Container {
 
         // Run post start hooks. It runs after the container process is started.
         // It is called in the runtime namespace.
-        if let Some(hooks) = config.hooks.as_ref() {
-            hooks::run_hooks(
-                hooks.poststart().as_ref(),
+        // buntime patch: the runtime spec says a failing poststart hook is
+        // logged as a warning and the remaining hooks and the lifecycle go on
+        // as if it had succeeded; it used to fail `start` (the container kept
+        // running) and skip the hooks after it.
+        let poststart = config.hooks.as_ref().and_then(|h| h.poststart().as_ref());
+        for hook in poststart.into_iter().flatten() {
+            if let Err(err) = hooks::run_hooks(
+                Some(&vec![hook.clone()]),
                 Some(&self.state),
                 Some(&self.root),
                 None,
                 None,
-            )
-            .map_err(|err| {
-                tracing::error!("failed to run post start hooks: {}", err);
-                err
-            })?;
+            ) {
+                // A target buntime's log shows (own targets).
+                tracing::warn!(
+                    target: "buntime::poststart",
+                    hook = ?hook.path(),
+                    "poststart hook failed: {err}; the start continues"
+                );
+            }
         }
 
         Ok(())

@@ -348,6 +348,17 @@ pub fn container_init_process(
         )?;
     }
 
+    // buntime patch: when the cwd was entered before setting up the user,
+    // check it now, before a filter loaded just below (no noNewPrivileges)
+    // applies to our own getcwd: a profile that denies getcwd to the
+    // container (runtime-tools linux_seccomp) failed the create.
+    if !do_chdir {
+        verify_cwd().map_err(|err| {
+            tracing::error!(?err, "failed to verify cwd");
+            err
+        })?;
+    }
+
     // Without no new privileges, seccomp is a privileged operation. We have to
     // do this before dropping capabilities. Otherwise, we should do it later,
     // as close to exec as possible.
@@ -390,10 +401,13 @@ pub fn container_init_process(
     }
 
     // Ensure that the current working directory is actually inside the container.
-    verify_cwd().map_err(|err| {
-        tracing::error!(?err, "failed to verify cwd");
-        err
-    })?;
+    // buntime patch: only here when it was entered just above.
+    if do_chdir {
+        verify_cwd().map_err(|err| {
+            tracing::error!(?err, "failed to verify cwd");
+            err
+        })?;
+    }
 
     // Initialize seccomp profile right before we are ready to execute the
     // payload so as few syscalls will happen between here and payload exec. The

@@ -105,6 +105,39 @@ fn an_apparmor_profile_without_apparmor_names_the_field() {
     env.assert_gone("aa");
 }
 
+/// A kubelet's pause container asks for `oomScoreAdj: -998`; a runtime
+/// without CAP_SYS_RESOURCE (this host) cannot lower it, and the error
+/// said only "io error".
+#[test]
+fn an_oom_score_adj_below_ours_without_sys_resource_names_the_field() {
+    let privileged = fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string()))
+        })
+        .and_then(|v| u64::from_str_radix(&v, 16).ok())
+        .is_some_and(|bits| bits & (1 << 24) != 0);
+    if privileged {
+        eprintln!("skipped: this runtime has CAP_SYS_RESOURCE");
+        return;
+    }
+    let env = Env::new();
+    let bundle = env.bundle("b", &["true"], &[]);
+    edit(&bundle, |s| {
+        s["process"]["oomScoreAdj"] = serde_json::json!(-998);
+    });
+    let b = bundle.to_str().unwrap_or_default();
+    let err = env.fails(&["create", "--bundle", b, "oom"]);
+    assert!(
+        err.contains("/process/oomScoreAdj")
+            && err.contains("-998")
+            && err.contains("CAP_SYS_RESOURCE"),
+        "{err}"
+    );
+    env.assert_gone("oom");
+}
+
 /// A hook script at `dir/name` running `body`.
 fn script(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;

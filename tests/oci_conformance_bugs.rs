@@ -100,6 +100,14 @@ fn hooks_get_the_users_bundle_and_annotations() {
             serde_json::json!({"org.example/team": "blue"}),
             "{name}: the bundle's annotations only: {state}"
         );
+        // The runtime spec's state: `created` once the environment exists
+        // (the create operation's hooks), `running` after start, `stopped`.
+        let want = match name.as_str() {
+            "prestart" | "createRuntime" | "createContainer" => "created",
+            "poststart" => "running",
+            _ => "stopped",
+        };
+        assert_eq!(state["status"], want, "{name}: {state}");
     }
     env.assert_gone("hk");
 }

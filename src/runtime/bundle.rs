@@ -140,6 +140,37 @@ fn check_spec(file: &Path, spec: &Spec) -> Result<()> {
             });
         }
     }
+    if let Some(want) = process.and_then(|p| p.oom_score_adj()) {
+        check_oom_score_adj(file, want)?;
+    }
+    Ok(())
+}
+
+/// The kernel lets a process lower its `oom_score_adj` only with
+/// CAP_SYS_RESOURCE; without it libcontainer's write fails as a bare
+/// "io error" (a kubelet's pause container asks for -998).
+fn check_oom_score_adj(file: &Path, want: i32) -> Result<()> {
+    let own = fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .unwrap_or(0);
+    let privileged = caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_SYS_RESOURCE,
+    )
+    .unwrap_or(false);
+    if want < own && !privileged {
+        return Err(RuntimeError::Config {
+            file: file.to_path_buf(),
+            pointer: "/process/oomScoreAdj".into(),
+            message: format!(
+                "{want} is below the runtime's own ({own}), and lowering it needs \
+                 CAP_SYS_RESOURCE, which this runtime does not have \
+                 (containerd: restrict_oom_score_adj = true)"
+            ),
+        });
+    }
     Ok(())
 }
 

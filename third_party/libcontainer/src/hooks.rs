@@ -48,6 +48,14 @@ pub fn run_hooks(
     // Ref: https://github.com/containerd/containerd/blob/v2.2.1/cmd/containerd/command/oci-hook.go#L82
     let mut oci_state = OciState::try_from(base_state)?;
 
+    // buntime patch: every hook of the create operation (prestart,
+    // createRuntime, createContainer) runs after the runtime environment
+    // exists, which the runtime spec's state calls `created` ("after step 2
+    // in the lifecycle"); libcontainer still holds `creating` then.
+    if *oci_state.status() == oci_spec::runtime::ContainerState::Creating {
+        oci_state.set_status(oci_spec::runtime::ContainerState::Created);
+    }
+
     // The `pid` parameter allows overriding the PID in the state. This is needed because
     // high-level container runtimes like containerd set the PID separately for certain hooks.
     // Ref: https://github.com/containerd/containerd/blob/main/cmd/containerd/command/oci-hook.go#L90

@@ -16,8 +16,10 @@ fn mode_rank(m: NetMode) -> u8 {
     match m {
         NetMode::None => 0,
         NetMode::Proxy => 1,
-        NetMode::Bundle => 2,
-        NetMode::Host => 3,
+        // The pod's namespace (its loopback, its IP) with egress decided.
+        NetMode::Pod => 2,
+        NetMode::Bundle => 3,
+        NetMode::Host => 4,
     }
 }
 
@@ -390,6 +392,24 @@ pub fn beyond_node(policy: &Policy, node: &Policy, own: &HostAddrs) -> Option<Be
     if policy.network.mode == NetMode::Bundle && !node.network.mode.is_open() {
         return Some(BeyondNode::BundleNetwork);
     }
+    // The node's special and own addresses are granted for one side: in
+    // `pod` mode the supervisor connects from the pod's namespace (its
+    // `127.0.0.1` is the pod's loopback), otherwise from the node's (its
+    // `127.0.0.1` is the node's). Entries written for one side never cover
+    // the other's.
+    let other_side;
+    let node = if (policy.network.mode == NetMode::Pod) == (node.network.mode == NetMode::Pod) {
+        node
+    } else {
+        other_side = Policy {
+            network: super::model::Network {
+                allow: Vec::new(),
+                ..node.network.clone()
+            },
+            ..node.clone()
+        };
+        &other_side
+    };
     for (index, r) in policy.network.allow.iter().enumerate() {
         // A single-address range is that address (`NetRule::is_exactly`).
         let single = match &r.host {

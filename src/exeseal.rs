@@ -719,6 +719,7 @@ mod tests {
             exec_names: vec![],
             path_var: String::new(),
             net: NetPlan::Unrestricted,
+            filesystem: true,
             required: false,
         }
     }

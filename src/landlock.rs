@@ -33,6 +33,14 @@ pub enum NetPlan {
     /// Only these ports may be connected to / bound (`none`: neither;
     /// `proxy`: connect to the proxy's port only).
     Tcp { connect: Vec<u16>, bind: Vec<u16> },
+    /// Only connect is handled, to these ports; bind is free (`pod`: the
+    /// pod's servers listen on its ports). Landlock filters by port, not
+    /// address: a port here is open at every address.
+    Connect { connect: Vec<u16> },
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Everything needed to build the ruleset inside the container.
@@ -50,6 +58,11 @@ pub struct LandlockPlan {
     /// The container's PATH.
     pub path_var: String,
     pub net: NetPlan,
+    /// Whether the filesystem rules (and scopes) are applied; `false` with
+    /// `"landlock": "off"` in `pod` mode, whose TCP rule is its egress
+    /// control and is applied all the same.
+    #[serde(default = "yes")]
+    pub filesystem: bool,
     /// Fail instead of running unconfined when Landlock is unavailable.
     pub required: bool,
 }
@@ -80,6 +93,8 @@ pub struct LandlockStatus {
 pub enum LandlockError {
     #[error("the policy requires Landlock (\"landlock\": \"required\"), but {0}")]
     Unsupported(String),
+    #[error("network.mode \"pod\" controls egress with Landlock's TCP rules (ABI 4), but {0}; the container is not run with open egress")]
+    PodNeedsTcp(String),
     #[error("building the Landlock ruleset failed: {0}")]
     Ruleset(#[from] ::landlock::RulesetError),
 }
@@ -212,6 +227,13 @@ impl LandlockPlan {
                 connect: proxy_port.into_iter().collect(),
                 bind: vec![],
             },
+            NetMode::Pod => {
+                let mut connect: Vec<u16> = proxy_port.into_iter().collect();
+                connect.extend(policy.network.direct_ports());
+                connect.sort_unstable();
+                connect.dedup();
+                NetPlan::Connect { connect }
+            }
         };
         LandlockPlan {
             read: clean(&fs.read),
@@ -220,19 +242,42 @@ impl LandlockPlan {
             exec_names,
             path_var: env_path(effective),
             net,
+            filesystem: policy.landlock != LandlockRequirement::Off,
             required: policy.landlock == LandlockRequirement::Required,
         }
     }
 
-    /// Whether the plan restricts TCP (modes `none` and `proxy`).
+    /// `pod` mode's egress rests on the TCP connect rule: a kernel that
+    /// cannot enforce it (no Landlock, ABI < 4) is refused whatever
+    /// `landlock` says, never run open.
+    pub fn needs_tcp_rules(&self) -> bool {
+        matches!(self.net, NetPlan::Connect { .. })
+    }
+
+    /// Whether the plan restricts TCP (modes `none`, `proxy` and `pod`).
     pub fn restricts_tcp(&self) -> bool {
-        matches!(self.net, NetPlan::Tcp { .. })
+        matches!(self.net, NetPlan::Tcp { .. } | NetPlan::Connect { .. })
     }
 
     /// Check at create time, before anything runs: a plan that requires
     /// Landlock fails on a kernel without it. Returns the kernel ABI.
     pub fn check_supported(&self) -> Result<Option<u32>, LandlockError> {
         let abi = kernel_abi();
+        if self.needs_tcp_rules() {
+            match abi {
+                None => {
+                    return Err(LandlockError::PodNeedsTcp(
+                        "this kernel has no Landlock".into(),
+                    ))
+                }
+                Some(a) if a < 4 => {
+                    return Err(LandlockError::PodNeedsTcp(format!(
+                        "the kernel's Landlock ABI is {a}"
+                    )))
+                }
+                _ => {}
+            }
+        }
         if self.required && abi.is_none() {
             return Err(LandlockError::Unsupported(
                 "this kernel has no Landlock (not built in or not enabled at boot)".into(),
@@ -287,21 +332,38 @@ impl LandlockPlan {
         // Best effort even when required: rights this kernel lacks are
         // dropped, but a kernel without Landlock is refused above and an
         // unenforced ruleset below.
-        let mut ruleset = Ruleset::default()
-            .set_compatibility(CompatLevel::BestEffort)
-            .handle_access(AccessFs::from_all(NEWEST))?;
-        let tcp_restricted = self.restricts_tcp();
-        if tcp_restricted {
-            ruleset = ruleset.handle_access(AccessNet::ConnectTcp | AccessNet::BindTcp)?;
+        let mut ruleset = Ruleset::default().set_compatibility(CompatLevel::BestEffort);
+        if self.filesystem {
+            ruleset = ruleset.handle_access(AccessFs::from_all(NEWEST))?;
         }
-        ruleset = ruleset.scope(Scope::AbstractUnixSocket | Scope::Signal)?;
+        let tcp_restricted = self.restricts_tcp();
+        match self.net {
+            NetPlan::Tcp { .. } => {
+                ruleset = ruleset.handle_access(AccessNet::ConnectTcp | AccessNet::BindTcp)?
+            }
+            NetPlan::Connect { .. } => {
+                // Required, not best effort: it is the mode's egress control.
+                ruleset = ruleset
+                    .set_compatibility(CompatLevel::HardRequirement)
+                    .handle_access(AccessNet::ConnectTcp)?
+                    .set_compatibility(CompatLevel::BestEffort)
+            }
+            NetPlan::Unrestricted => {}
+        }
+        if self.filesystem {
+            ruleset = ruleset.scope(Scope::AbstractUnixSocket | Scope::Signal)?;
+        }
         let mut created = ruleset.create()?;
         let mut skipped = Vec::new();
-        let groups: [(Vec<PathBuf>, BitFlags<AccessFs>); 3] = [
-            (self.read.clone(), read_rights),
-            (self.write.clone(), write_rights),
-            (self.exec_paths(), exec_rights),
-        ];
+        let groups: Vec<(Vec<PathBuf>, BitFlags<AccessFs>)> = if self.filesystem {
+            vec![
+                (self.read.clone(), read_rights),
+                (self.write.clone(), write_rights),
+                (self.exec_paths(), exec_rights),
+            ]
+        } else {
+            Vec::new()
+        };
         for (paths, rights) in groups {
             for p in paths {
                 // No symlink is followed: the paths were made canonical at
@@ -335,13 +397,18 @@ impl LandlockPlan {
                 created = created.add_rule(NetPort::new(*port, AccessNet::BindTcp))?;
             }
         }
+        if let NetPlan::Connect { connect } = &self.net {
+            for port in connect {
+                created = created.add_rule(NetPort::new(*port, AccessNet::ConnectTcp))?;
+            }
+        }
         let status = created.restrict_self()?;
         let enforcement = match status.ruleset {
             RulesetStatus::FullyEnforced => Enforcement::Full,
             RulesetStatus::PartiallyEnforced => Enforcement::Partial,
             RulesetStatus::NotEnforced => Enforcement::NotEnforced,
         };
-        if self.required && enforcement == Enforcement::NotEnforced {
+        if (self.required || self.needs_tcp_rules()) && enforcement == Enforcement::NotEnforced {
             return Err(LandlockError::Unsupported(
                 "the kernel did not enforce the ruleset".into(),
             ));
@@ -542,6 +609,7 @@ mod tests {
             exec_names: vec!["sh".into()],
             path_var: "/usr/bin:/bin".into(),
             net: NetPlan::Unrestricted,
+            filesystem: true,
             required: false,
         };
         let paths = plan.exec_paths();
@@ -568,6 +636,7 @@ mod tests {
             } else {
                 NetPlan::Unrestricted
             },
+            filesystem: true,
             required,
         };
         let err = |p: &LandlockPlan, abi| p.check_abi(Some(abi)).unwrap_err().to_string();
@@ -608,6 +677,7 @@ mod tests {
                 connect: vec![],
                 bind: vec![],
             },
+            filesystem: true,
             required: true,
         };
         // SAFETY: the child only makes syscalls and exits with a code.

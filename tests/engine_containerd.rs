@@ -675,7 +675,7 @@ fn containerd_long_running_service_outlives_a_timeout_only_when_the_policy_has_o
         .expect("policy.json");
     let applied: serde_json::Value = serde_json::from_str(&applied).expect("policy JSON");
     assert!(applied["resources"].get("timeout").is_none(), "{applied}");
-    assert_eq!(applied["network"]["mode"], "bundle", "{applied}");
+    assert_eq!(applied["network"]["mode"], "pod", "{applied}");
     for id in ["limited", "free"] {
         let _ = c.ctr(&["task", "kill", "--signal", "SIGKILL", id]);
         c.wait_status(id, "STOPPED");

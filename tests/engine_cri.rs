@@ -349,3 +349,121 @@ fn cri_pod_proxy_policy_lets_through_only_the_listed_host() {
     c.remove_pod(&target).expect("remove pod");
     c.assert_clean();
 }
+
+/// The built-in engine default (no default.json on the node; policies/
+/// engine.json, network mode `pod`): the pod keeps its network, a sibling
+/// is reached over localhost through the container's proxy (which
+/// connects inside the pod's namespace), a direct connection to an
+/// undeclared port is refused by Landlock, and the host (an unlisted
+/// external destination) sees nothing either way. Then an annotation
+/// policy in `pod` mode naming another pod's address and port: reached
+/// through the proxy and directly (its port declared), while the host is
+/// still refused.
+#[test]
+fn cri_engine_default_pod_network_localhost_through_the_proxy_host_refused() {
+    // The ceiling (engines::open_node) lets annotations name private
+    // addresses; the node default stays the built-in one.
+    let Some(c) = Cri::start(engines::open_node) else {
+        return;
+    };
+    let pod = c.run_pod("podnet", &[]);
+    let state = c.runc_state(&pod.id);
+    assert_eq!(
+        state["annotations"]["buntime.dev/policy-origin"], "built-in default",
+        "{state}"
+    );
+    let server = c.run_container(
+        &pod,
+        "server",
+        &[
+            "sh",
+            "-c",
+            "while :; do printf 'HTTP/1.0 200 OK\\r\\n\\r\\npong-local\\n' | nc -l -p 8080 && echo served; done",
+        ],
+    );
+    let l = host_listener(&c);
+    let hport = l.local_addr().expect("addr").port();
+    let host = c.host_addr;
+    let script = format!(
+        "echo proxy=$HTTP_PROXY; \
+         ok=1; for i in $(seq 50); do if wget -q -O- http://127.0.0.1:8080/; then ok=0; break; fi; sleep 0.2; done; \
+         echo wget-local=$ok; \
+         nc -w 2 127.0.0.1 8080 </dev/null; echo nc-local=$?; \
+         nc -w 3 {host} {hport} -e true; echo nc-host=$?; \
+         wget -q -O- http://{host}:{hport}/ 2>&1; echo wget-host=$?; \
+         echo client-done; sleep inf"
+    );
+    let client = c.run_container(&pod, "client", &["sh", "-c", &script]);
+    let log = c.wait_log(&client, "client-done");
+    assert!(
+        log.contains("pong-local") && log.contains("wget-local=0"),
+        "the sibling over localhost, through the proxy: {log}"
+    );
+    assert!(
+        log.contains("nc-local=1"),
+        "a direct connection to an undeclared port is refused: {log}"
+    );
+    assert!(
+        log.contains("nc-host=1"),
+        "direct to the host refused: {log}"
+    );
+    assert!(
+        log.contains("403") && log.contains("wget-host=1"),
+        "the proxy refuses the host: {log}"
+    );
+    assert!(!saw_connection(&l), "the host saw nothing");
+    // Each container has its own proxy on the pod's shared loopback.
+    let proxy = |id: &str| {
+        c.runc_state(id)["annotations"]["buntime.dev/proxy"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (ps, pc) = (proxy(&server), proxy(&client));
+    assert!(
+        ps.starts_with("127.0.0.1:") && pc.starts_with("127.0.0.1:"),
+        "{ps} {pc}"
+    );
+    assert_ne!(
+        ps, pc,
+        "the pod's containers' proxies on ports of their own"
+    );
+    assert!(log.contains(&format!("proxy=http://{pc}")), "{log}");
+
+    // Another pod whose annotation policy names this pod's address and
+    // port: through its proxy and directly (Landlock opens 8080), the
+    // host still refused.
+    let ip = c.pod_status(&pod).network.map(|n| n.ip).unwrap_or_default();
+    let policy = format!(
+        r#"{{"version":1,"filesystem":{{"read":["/"],"write":["/tmp"],"exec":["/bin"]}},
+"network":{{"mode":"pod","allow":["{ip}:8080"]}}}}"#
+    );
+    let other = c.run_pod("podnet-other", &[("buntime.dev/policy", &policy)]);
+    let script = format!(
+        "wget -q -O- http://{ip}:8080/; echo wget-pod=$?; \
+         ok=1; for i in $(seq 20); do if nc -w 2 {ip} 8080 </dev/null; then ok=0; break; fi; sleep 0.2; done; \
+         echo nc-pod=$ok; \
+         nc -w 3 {host} {hport} -e true; echo nc-host=$?; echo other-done"
+    );
+    let id = c.run_container(&other, "fetch", &["sh", "-c", &script]);
+    c.wait_exited(&id);
+    let log = c.log_of(&id);
+    assert!(
+        log.contains("pong-local") && log.contains("wget-pod=0"),
+        "{log}"
+    );
+    assert!(
+        log.contains("nc-pod=0"),
+        "the declared port, directly: {log}"
+    );
+    assert!(log.contains("nc-host=1"), "{log}");
+    assert!(!saw_connection(&l), "the host saw nothing");
+    c.remove_container(&id);
+    c.remove_pod(&other).expect("remove pod");
+    for id in [&server, &client] {
+        c.stop_container(id, 1);
+        c.remove_container(id);
+    }
+    c.remove_pod(&pod).expect("remove pod");
+    c.assert_clean();
+}

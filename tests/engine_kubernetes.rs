@@ -61,7 +61,7 @@ fn kubernetes_check_rejects_broken_manifests() {
     let rc = fs::read_to_string(src.join("runtimeclass.yaml"))
         .expect("read")
         .replace("handler: buntime", "handler: Bun_Time")
-        .replace("memory: \"32Mi\"", "memory: \"lots\"");
+        .replace("memory: \"48Mi\"", "memory: \"lots\"");
     fs::write(tmp.path().join("runtimeclass.yaml"), rc).expect("write");
     let pod = fs::read_to_string(src.join("example-pod.yaml"))
         .expect("read")

@@ -80,6 +80,20 @@ pub fn explain(policy: &Policy) -> String {
                 "  loopback, private, link-local and cloud-metadata addresses stay blocked unless an address entry names them"
             );
         }
+        NetMode::Pod => {
+            let _ = writeln!(
+                o,
+                "  pod: the bundle's (the pod's) network namespace; egress through buntime's proxy in it, to {}",
+                if net.allow.is_empty() { "nothing (no allow entries)".to_string() } else { list(&net.allow) }
+            );
+            let ports = net.direct_ports();
+            if !ports.is_empty() {
+                let _ = writeln!(
+                    o,
+                    "  direct TCP connects (no proxy) to ports {ports:?}, at any address (Landlock filters ports only)"
+                );
+            }
+        }
         NetMode::Bundle => {
             let _ = writeln!(
                 o,

@@ -202,12 +202,13 @@ impl PolicyFlags {
             policy.network.mode = match m.as_str() {
                 "none" => NetMode::None,
                 "proxy" => NetMode::Proxy,
+                "pod" => NetMode::Pod,
                 "bundle" => NetMode::Bundle,
                 "host" => NetMode::Host,
                 other => {
                     return Err(invalid(
                         "net",
-                        format!("expected one of none, proxy, bundle, host, got {other:?}"),
+                        format!("expected one of none, proxy, pod, bundle, host, got {other:?}"),
                     ))
                 }
             };
@@ -374,7 +375,7 @@ mod tests {
         assert!(e.starts_with("--pids: expected a positive number"), "{e}");
         let e = err(&["--net=open"]);
         assert!(
-            e.contains("expected one of none, proxy, bundle, host"),
+            e.contains("expected one of none, proxy, pod, bundle, host"),
             "{e}"
         );
         let e = err(&["--allow-read=~/x"]);

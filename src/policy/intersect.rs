@@ -16,8 +16,10 @@ fn mode_rank(m: NetMode) -> u8 {
     match m {
         NetMode::None => 0,
         NetMode::Proxy => 1,
-        NetMode::Bundle => 2,
-        NetMode::Host => 3,
+        // The pod's namespace (its loopback, its IP) with egress decided.
+        NetMode::Pod => 2,
+        NetMode::Bundle => 3,
+        NetMode::Host => 4,
     }
 }
 
@@ -390,6 +392,23 @@ pub fn beyond_node(policy: &Policy, node: &Policy, own: &HostAddrs) -> Option<Be
     if policy.network.mode == NetMode::Bundle && !node.network.mode.is_open() {
         return Some(BeyondNode::BundleNetwork);
     }
+    // In `pod` mode the supervisor connects from the pod's namespace (its
+    // `127.0.0.1` is the pod's loopback), otherwise from the node's (its
+    // `127.0.0.1` is the node's): special and own addresses a `pod`-mode
+    // node grants never cover an annotation policy in another mode.
+    let other_side;
+    let node = if node.network.mode != NetMode::Pod || policy.network.mode == NetMode::Pod {
+        node
+    } else {
+        other_side = Policy {
+            network: super::model::Network {
+                allow: Vec::new(),
+                ..node.network.clone()
+            },
+            ..node.clone()
+        };
+        &other_side
+    };
     for (index, r) in policy.network.allow.iter().enumerate() {
         // A single-address range is that address (`NetRule::is_exactly`).
         let single = match &r.host {
@@ -731,6 +750,30 @@ mod tests {
         );
         // Taking rights away is always fine.
         assert_eq!(beyond_node(&none, &host, &own), None);
+    }
+
+    #[test]
+    fn a_pod_nodes_loopback_is_the_pods_and_never_the_nodes() {
+        let own = HostAddrs::default();
+        let node =
+            p(r#"{"version":1,"network":{"mode":"pod","allow":["127.0.0.1","10.0.0.0/8"]}}"#);
+        let in_pod = p(
+            r#"{"version":1,"network":{"mode":"pod","allow":["127.0.0.1:8080","10.1.2.3:5432"]}}"#,
+        );
+        assert_eq!(beyond_node(&in_pod, &node, &own), None);
+        // The same entries in `proxy` mode would be the node's loopback and
+        // reached from the node: the pod node's entries do not cover them.
+        let on_node = p(r#"{"version":1,"network":{"mode":"proxy","allow":["127.0.0.1:8080"]}}"#);
+        assert_eq!(
+            beyond_node(&on_node, &node, &own)
+                .map(|b| b.to_string())
+                .as_deref(),
+            Some(r#"network.allow[0] "127.0.0.1:8080" names a loopback address"#)
+        );
+        // A node-side grant covers the pod's side.
+        let host_node =
+            p(r#"{"version":1,"network":{"mode":"host","allow":["0.0.0.0/0","127.0.0.1"]}}"#);
+        assert_eq!(beyond_node(&in_pod, &host_node, &own), None);
     }
 
     #[test]

@@ -230,6 +230,17 @@ pub fn check_policy(src: &str, file: &str) -> (Option<Policy>, Vec<Finding>) {
             "/network/allow".into(),
             "entries are ignored in mode \"none\"; expected mode \"proxy\" to reach them".into(),
         ),
+        NetMode::Pod => {
+            for (i, r) in net.allow.iter().enumerate() {
+                if let Some(port) = r.direct_port() {
+                    push(
+                        Severity::Warning,
+                        format!("/network/allow/{i}"),
+                        format!("in mode \"pod\" this address entry opens TCP port {port} to direct connects at every address (Landlock filters by port, not address); the address is enforced only through the proxy"),
+                    );
+                }
+            }
+        }
         NetMode::Proxy if net.allow.is_empty() => push(
             Severity::Warning,
             "/network/allow".into(),
@@ -363,7 +374,7 @@ mod tests {
         assert_eq!(e.pointer, "/network/mode");
         assert!(
             e.message
-                .contains("expected one of `none`, `proxy`, `bundle`, `host`"),
+                .contains("expected one of `none`, `proxy`, `pod`, `bundle`, `host`"),
             "{}",
             e.message
         );

@@ -28,9 +28,9 @@ pub use net::{
 };
 pub use paths::{FsAccess, FsDecision};
 pub use source::{
-    prepare_container, prepare_run, NodeConfig, PolicyOrigin, PolicySources, PreparedContainer,
-    ResolvedPolicy, RunSandbox, SourceError, ANNOTATION_POLICY, ANNOTATION_POLICY_NAME,
-    ANNOTATION_POLICY_SHA256,
+    prepare_container, prepare_resolved, prepare_run, resolve_container, NodeConfig, PolicyOrigin,
+    PolicySources, PreparedContainer, ResolvedPolicy, RunSandbox, SourceError, ANNOTATION_POLICY,
+    ANNOTATION_POLICY_NAME, ANNOTATION_POLICY_SHA256,
 };
 
 use sha2::{Digest, Sha256};
@@ -151,7 +151,7 @@ mod tests {
         assert_eq!(e, builtin_policy("engine").unwrap().unwrap());
         // No wall-clock limit: services run for as long as the engine says.
         assert_eq!(e.resources.timeout, None);
-        assert_eq!(e.network.mode, NetMode::Bundle);
+        assert_eq!(e.network.mode, NetMode::Pod);
         assert_eq!(e.landlock, LandlockRequirement::Off);
         let root = [FsPath::new("/").unwrap()];
         assert_eq!(e.filesystem.read, root);

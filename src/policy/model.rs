@@ -229,6 +229,11 @@ pub enum NetMode {
     None,
     /// Egress only through buntime's allow-list proxy.
     Proxy,
+    /// The network namespace the bundle gives (a Kubernetes pod's, shared
+    /// by its containers), egress still only through the allow-list proxy,
+    /// which listens and connects inside that namespace; direct TCP only
+    /// to the proxy and the ports of address entries (Landlock).
+    Pod,
     /// The network namespace the bundle gives (an engine's container or
     /// pod network), kept as it is; no proxy.
     Bundle,
@@ -241,6 +246,7 @@ impl NetMode {
         match self {
             NetMode::None => "none",
             NetMode::Proxy => "proxy",
+            NetMode::Pod => "pod",
             NetMode::Bundle => "bundle",
             NetMode::Host => "host",
         }
@@ -251,6 +257,11 @@ impl NetMode {
     pub fn is_open(self) -> bool {
         matches!(self, NetMode::Bundle | NetMode::Host)
     }
+
+    /// Whether egress goes through the allow-list proxy (`proxy`, `pod`).
+    pub fn is_proxied(self) -> bool {
+        matches!(self, NetMode::Proxy | NetMode::Pod)
+    }
 }
 
 /// Network rules.
@@ -258,11 +269,12 @@ impl NetMode {
 #[serde(deny_unknown_fields)]
 pub struct Network {
     /// `none` (loopback only), `proxy` (egress through the allow-list
+    /// proxy), `pod` (the bundle's network namespace, egress through the
     /// proxy), `bundle` (the bundle's own network namespace) or `host` (no
     /// isolation).
     #[serde(default)]
     pub mode: NetMode,
-    /// Destinations that may be reached (in `proxy` mode).
+    /// Destinations that may be reached (in `proxy` and `pod` modes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<NetRule>,
     /// Destinations that may never be reached; wins over `allow`.

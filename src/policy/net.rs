@@ -204,6 +204,17 @@ impl NetRule {
         }
     }
 
+    /// In `pod` mode, the port an address or range entry with a port opens
+    /// to direct TCP connects (Landlock filters by port only). Names and
+    /// entries without a port never do: a name's address is known only
+    /// to the proxy, and a whole port range would open everything.
+    pub fn direct_port(&self) -> Option<u16> {
+        match self.host {
+            HostPattern::Ip(_) | HostPattern::Cidr(_) => self.port,
+            _ => None,
+        }
+    }
+
     /// Is this rule the single address `ip` itself (an address, or a
     /// `/32` / `/128` range)? Ranges, names and `*` are not.
     pub fn is_exactly(&self, ip: IpAddr) -> bool {
@@ -522,6 +533,17 @@ fn is_localhost_name(h: &str) -> bool {
 }
 
 impl Network {
+    /// `pod` mode: the ports direct TCP connects may reach besides the
+    /// proxy's (see [`NetRule::direct_port`]), sorted, once each; a deny
+    /// entry does not take one away (it names addresses Landlock cannot
+    /// tell apart).
+    pub fn direct_ports(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self.allow.iter().filter_map(NetRule::direct_port).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
+
     fn denied_by(&self, dest: &Dest, port: u16) -> Option<NetDecision> {
         self.deny
             .iter()
@@ -567,7 +589,7 @@ impl Network {
             NetMode::Bundle | NetMode::Host => {
                 self.denied_by(&dest, port).unwrap_or(NetDecision::Allow)
             }
-            NetMode::Proxy => {
+            NetMode::Proxy | NetMode::Pod => {
                 if let Some(d) = self.denied_by(&dest, port) {
                     return d;
                 }
@@ -601,7 +623,7 @@ impl Network {
         own: &HostAddrs,
     ) -> NetDecision {
         let first = self.decide(host, port);
-        if first != NetDecision::Allow || self.mode != NetMode::Proxy {
+        if first != NetDecision::Allow || !self.mode.is_proxied() {
             return first;
         }
         for ip in addrs {

@@ -510,7 +510,9 @@ pub struct PreparedContainer {
 /// applied: `"landlock": "off"`, or a kernel without Landlock (refused
 /// before when the policy requires it).
 fn landlock_abi(policy: &Policy, plan: &LandlockPlan) -> Result<Option<u32>, SourceError> {
-    if policy.landlock == super::model::LandlockRequirement::Off {
+    // `pod` mode's TCP rule is applied even with `"landlock": "off"`
+    // (the plan then has no filesystem rules).
+    if policy.landlock == super::model::LandlockRequirement::Off && !plan.needs_tcp_rules() {
         return Ok(None);
     }
     Ok(plan.check_supported()?)
@@ -523,13 +525,34 @@ pub fn prepare_container(
     sources: &PolicySources,
     ctx: &SpecContext,
 ) -> Result<PreparedContainer, SourceError> {
+    let resolved = resolve_container(bundle, sources)?;
+    prepare_resolved(bundle, resolved, ctx)
+}
+
+/// The policy of a bundle (OCI mode), from its annotations, the node's
+/// configuration and the defaults: the first half of [`prepare_container`]
+/// (`create` binds a `pod`-mode proxy between the two halves, as the
+/// proxy's port goes into the spec).
+pub fn resolve_container(
+    bundle: &Spec,
+    sources: &PolicySources,
+) -> Result<ResolvedPolicy, SourceError> {
     let cwd = bundle
         .process()
         .as_ref()
         .map(|p| p.cwd().clone())
         .filter(|c| c.is_absolute())
         .unwrap_or_else(|| PathBuf::from("/"));
-    let resolved = sources.resolve(bundle.annotations().as_ref(), &cwd)?;
+    sources.resolve(bundle.annotations().as_ref(), &cwd)
+}
+
+/// Translate and check a resolved policy: the second half of
+/// [`prepare_container`].
+pub fn prepare_resolved(
+    bundle: &Spec,
+    resolved: ResolvedPolicy,
+    ctx: &SpecContext,
+) -> Result<PreparedContainer, SourceError> {
     let effective = effective_spec(&resolved.policy, bundle, ctx)?;
     if resolved.from_annotation {
         check_only_narrows(bundle, &effective)?;

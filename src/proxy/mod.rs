@@ -16,6 +16,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -111,14 +112,30 @@ impl Attempt {
 pub trait Gate: Send + Sync + 'static {
     fn check(&self, host: &str, port: u16) -> Result<Granted, Refused>;
     fn record(&self, attempt: &Attempt);
+    /// Connects to the granted addresses (`pod` mode: from the pod's
+    /// network namespace).
+    fn connect(
+        &self,
+        addrs: &[SocketAddr],
+        timeout: Duration,
+    ) -> Result<(TcpStream, SocketAddr), ConnectFailed> {
+        connect_any(addrs, timeout)
+    }
 }
 
 /// Binds 127.0.0.1:`port` inside the network namespace of `pid`. Only the
 /// calling thread enters the namespace, and it returns before anything
 /// else runs: threads started later must stay in the host's namespace.
 pub fn bind_in_netns(pid: i32, port: u16) -> std::io::Result<TcpListener> {
+    bind_in_netns_path(Path::new(&format!("/proc/{pid}/ns/net")), port)
+}
+
+/// Binds 127.0.0.1:`port` (0: a free port, as the pod's containers share
+/// one loopback) inside the network namespace at `path`, as
+/// [`bind_in_netns`] does.
+pub fn bind_in_netns_path(path: &Path, port: u16) -> std::io::Result<TcpListener> {
     let own = File::open("/proc/thread-self/ns/net")?;
-    let target = File::open(format!("/proc/{pid}/ns/net"))?;
+    let target = File::open(path)?;
     setns(target.as_fd(), CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
     let bound = TcpListener::bind((Ipv4Addr::LOCALHOST, port));
     if let Err(e) = setns(own.as_fd(), CloneFlags::CLONE_NEWNET) {
@@ -410,7 +427,7 @@ fn handle(client: TcpStream, gate: &dyn Gate, limits: &Limits, unrecorded: Unrec
         }
     };
     attempt.rule = granted.rule;
-    let upstream = match connect_any(&granted.addrs, limits.connect_timeout) {
+    let upstream = match gate.connect(&granted.addrs, limits.connect_timeout) {
         Ok((s, addr)) => {
             attempt.addr = Some(addr);
             // Until the relay sets its own: an upstream that reads nothing

@@ -13,7 +13,7 @@ use super::error::{Result, RuntimeError};
 use super::executor::BuntimeExecutor;
 use super::state::{validate_id, Meta, Root};
 use crate::landlock::LandlockPlan;
-use crate::policy::{prepare_container, PolicySources};
+use crate::policy::{prepare_resolved, resolve_container, PolicySources};
 use crate::spec::{canonical_spec_json, SpecContext};
 use libcontainer::oci_spec::runtime::LinuxSeccomp;
 
@@ -51,15 +51,45 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
     let rootfs = bundle.rootfs()?;
     // The policy: resolved from annotations, node config and defaults, and
     // translated into the spec libcontainer runs. Any error: nothing made.
+    // `pod` mode in a namespace the bundle joins (the pod's): the proxy is
+    // bound there now, on a port of its own (the pod's containers share
+    // its loopback), as the port goes into the spec.
+    let mut pod_listener: Option<std::net::TcpListener> = None;
     let prepared = match &opts.sandbox {
         None => {
             let sources =
                 PolicySources::system().map_err(|e| RuntimeError::Policy(e.to_string()))?;
-            prepare_container(&base, &sources, &SpecContext::oci())
+            let resolved = resolve_container(&base, &sources)
+                .map_err(|e| RuntimeError::Policy(e.to_string()))?;
+            let mut ctx = SpecContext::oci();
+            if resolved.policy.network.mode == crate::policy::NetMode::Pod {
+                if let Some(path) = crate::spec::pod_netns(&base)
+                    .map_err(|e| RuntimeError::Policy(e.to_string()))?
+                {
+                    let l = crate::proxy::bind_in_netns_path(&path, 0).map_err(|e| {
+                        RuntimeError::Policy(format!(
+                            "network.mode \"pod\": bind the proxy on 127.0.0.1 in the pod's network namespace {}: {e}",
+                            path.display()
+                        ))
+                    })?;
+                    ctx.proxy_port = Some(
+                        l.local_addr()
+                            .map_err(|e| RuntimeError::io("the pod proxy's address", e))?
+                            .port(),
+                    );
+                    pod_listener = Some(l);
+                }
+            }
+            prepare_resolved(&base, resolved, &ctx)
         }
         Some(run) => crate::policy::prepare_run(&base, run),
     }
     .map_err(|e| RuntimeError::Policy(e.to_string()))?;
+    let proxy_port = match (&pod_listener, prepared.resolved.policy.network.mode) {
+        (Some(l), _) => l.local_addr().ok().map(|a| a.port()),
+        (None, m) if m.is_proxied() => Some(crate::proxy::PROXY_PORT),
+        _ => None,
+    };
     let mut spec = prepared.effective;
     tracing::debug!(target: "cli", "create: policy translated");
     if opts.sandbox.is_none() {
@@ -113,7 +143,10 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
     // The init and intermediate are clones of this process: decide now,
     // before anything is made, whether they must run from a sealed copy.
     crate::exeseal::check(
-        prepared.landlock_abi.map(|_| &landlock_plan),
+        prepared
+            .landlock_abi
+            .filter(|_| landlock_plan.filesystem)
+            .map(|_| &landlock_plan),
         prepared.landlock_abi,
         &spec,
         &crate::exeseal::ContainerView::Planned {
@@ -147,7 +180,7 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
     // possible: in proxy mode a hook does both from inside (`netns_hook`);
     // otherwise `lo` stays down (mode `none` has no inet sockets anyway).
     let rootless_netns = has_new_netns(&spec) && !nix::unistd::geteuid().is_root();
-    let proxy_mode = prepared.resolved.policy.network.mode == crate::policy::NetMode::Proxy;
+    let proxy_mode = prepared.resolved.policy.network.mode.is_proxied();
     let mut hook_socket: Option<super::netns_hook::HookSocket> = None;
 
     let result = (|| {
@@ -216,6 +249,11 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
                 landlock_plan.restricts_tcp(),
             ),
         );
+        if let Some(port) = proxy_port {
+            // `exec` sets the same proxy variables (the port is per
+            // container in `pod` mode); `state` shows where it listens.
+            annotations.insert(ANNOTATION_PROXY.to_string(), format!("127.0.0.1:{port}"));
+        }
         if supervised {
             // The supervisor starts while the container is built.
             let s = crate::supervisor::spawn(root.path(), &opts.id, &extra)
@@ -256,7 +294,7 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
         tracing::debug!(target: "cli", "create: lo up");
         let bound = match &hook_socket {
             Some(h) => Some(h.take_listener(crate::proxy::PROXY_PORT)?),
-            None => None,
+            None => pod_listener.take(),
         };
         if let Some(mut s) = supervisor.take() {
             let ready = s.wait_ready();
@@ -289,6 +327,9 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
     }
     result
 }
+
+/// Where the container's allow-list proxy listens (`proxy`, `pod`).
+pub const ANNOTATION_PROXY: &str = "buntime.dev/proxy";
 
 /// The applied policy (canonical JSON) in buntime's state directory.
 pub const POLICY_FILE: &str = "policy.json";
@@ -700,7 +741,11 @@ fn landlock_note(
     restricts_tcp: bool,
 ) -> String {
     if requirement == crate::policy::LandlockRequirement::Off {
-        return "off by policy".to_string();
+        return match abi {
+            // `pod` mode: its TCP rule only (`load_landlock` reads "abi-").
+            Some(abi) => format!("abi-{abi}; tcp only, filesystem off by policy"),
+            None => "off by policy".to_string(),
+        };
     }
     match abi {
         Some(abi) if restricts_tcp && abi < 4 => {

@@ -479,7 +479,15 @@ pub fn exec(root: &Root, opts: &ExecOptions) -> Result<i32> {
         process: init_process,
         policy: &policy,
         policy_name: &policy_name,
-        proxy_port: Some(crate::proxy::PROXY_PORT),
+        // Where create bound this container's proxy (its own port in
+        // `pod` mode); containers made before the annotation: the fixed one.
+        proxy_port: Some(
+            meta.annotations
+                .get(super::create::ANNOTATION_PROXY)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(crate::proxy::PROXY_PORT),
+        ),
     };
     let requested = opts.process.as_deref().map(read_process).transpose()?;
     let process = exec_process(&init, opts, requested)?;

@@ -216,6 +216,7 @@ mod tests {
             exec_names: vec![],
             path_var: "/bin".into(),
             net: NetPlan::Unrestricted,
+            filesystem: true,
             required: false,
         }
     }

@@ -85,7 +85,8 @@ impl HostLimits {
 pub struct SpecContext {
     pub mode: SpecMode,
     pub host_limits: HostLimits,
-    /// The allow-list proxy's TCP port in `proxy` mode (used by Landlock).
+    /// The allow-list proxy's TCP port in `proxy` and `pod` modes (Landlock
+    /// and the proxy variables).
     pub proxy_port: Option<u16>,
     /// In `Run` mode, the caller's environment, filtered by the env rules.
     /// `None`: the bundle's `process.env` is the environment filtered.
@@ -109,6 +110,23 @@ impl SpecContext {
 pub enum SpecError {
     #[error("policy path {0:?} is relative; resolve policy paths before translating")]
     RelativePath(String),
+    #[error("network.mode \"pod\" keeps the network namespace the bundle gives, but this bundle has none (it shares the host's network, e.g. hostNetwork or --network host); give the container a network namespace, or use a policy whose network.mode is \"host\"")]
+    PodWithoutNetns,
+    #[error("network.mode \"pod\" is for containers an engine runs in a pod's network namespace; `buntime run` has none: use \"proxy\"")]
+    PodInRun,
+}
+
+/// The network namespace a `pod`-mode container keeps: `Some(path)` when
+/// the bundle joins one (a pod's, made before the container), `None` when
+/// the container makes its own. A bundle without one is refused.
+pub fn pod_netns(bundle: &Spec) -> Result<Option<PathBuf>, SpecError> {
+    bundle
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .and_then(|ns| ns.iter().find(|n| n.typ() == LinuxNamespaceType::Network))
+        .map(|n| n.path().clone())
+        .ok_or(SpecError::PodWithoutNetns)
 }
 
 /// runc's default masked paths.
@@ -247,16 +265,22 @@ pub fn process_env(
     proxy_port: Option<u16>,
 ) -> Vec<String> {
     let mut env = filter_env(policy, vars);
-    if let (NetMode::Proxy, Some(port)) = (policy.network.mode, proxy_port) {
-        set_proxy_env(&mut env, port);
+    match (policy.network.mode, proxy_port) {
+        (NetMode::Proxy, Some(port)) => set_proxy_env(&mut env, port, true),
+        // The pod's loopback is its containers': reached through the proxy
+        // (which connects in the pod's namespace) when the policy names
+        // it, directly only on the ports Landlock opens.
+        (NetMode::Pod, Some(port)) => set_proxy_env(&mut env, port, false),
+        _ => {}
     }
     env
 }
 
 /// Points every common HTTP client at the proxy (curl, pip, npm, Python's
 /// urllib, Bun and Node read one spelling or the other); loopback stays
-/// direct. Replaces whatever the caller set for these names.
-fn set_proxy_env(env: &mut Vec<String>, port: u16) {
+/// direct when `loopback_direct`. Replaces whatever the caller set for
+/// these names.
+fn set_proxy_env(env: &mut Vec<String>, port: u16, loopback_direct: bool) {
     const NAMES: [&str; 3] = ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"];
     let url = format!("http://127.0.0.1:{port}");
     env.retain(|e| {
@@ -268,8 +292,10 @@ fn set_proxy_env(env: &mut Vec<String>, port: u16) {
         env.push(format!("{n}={url}"));
         env.push(format!("{}={url}", n.to_ascii_lowercase()));
     }
-    env.push("NO_PROXY=localhost,127.0.0.1".into());
-    env.push("no_proxy=localhost,127.0.0.1".into());
+    if loopback_direct {
+        env.push("NO_PROXY=localhost,127.0.0.1".into());
+        env.push("no_proxy=localhost,127.0.0.1".into());
+    }
 }
 
 /// `KEY=VALUE` entries as pairs (an entry without `=` is a name with an
@@ -520,6 +546,12 @@ pub fn effective_spec(
         }
         // The bundle's own network namespace (or none), as it is.
         NetMode::Bundle => {}
+        NetMode::Pod => {
+            if ctx.mode == SpecMode::Run {
+                return Err(SpecError::PodInRun);
+            }
+            pod_netns(bundle)?;
+        }
         NetMode::Host => {
             // Only `buntime run` can give host networking; in OCI mode the
             // bundle's choice stands (an annotation cannot add it).

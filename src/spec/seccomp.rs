@@ -485,7 +485,9 @@ fn rule(
 pub fn socket_families(mode: NetMode) -> &'static [u64] {
     match mode {
         NetMode::None => &[AF_UNIX],
-        NetMode::Proxy | NetMode::Bundle | NetMode::Host => &[AF_UNIX, AF_INET, AF_INET6],
+        NetMode::Proxy | NetMode::Pod | NetMode::Bundle | NetMode::Host => {
+            &[AF_UNIX, AF_INET, AF_INET6]
+        }
     }
 }
 
@@ -508,11 +510,11 @@ pub fn default_seccomp(mode: NetMode) -> LinuxSeccomp {
     // One rule per family: conditions inside a rule are ANDed, rules ORed.
     for fam in socket_families(mode) {
         let family = arg(0, *fam, LinuxSeccompOperator::ScmpCmpEq);
-        if mode != NetMode::Proxy || *fam == AF_UNIX {
+        if !mode.is_proxied() || *fam == AF_UNIX {
             rules.push(rule(&["socket"], allow, Some(vec![family])));
             continue;
         }
-        // In `proxy` mode the only way out is a TCP connection to the
+        // In `proxy` and `pod` modes the only way out is a TCP connection to the
         // proxy (Landlock checks the port); datagram and raw inet sockets
         // would bypass it. The type's low bits are the kind; the high bits
         // are SOCK_NONBLOCK/SOCK_CLOEXEC. The protocol must be 0 or TCP,

@@ -69,6 +69,17 @@ impl Gate for ProxyGate {
         }
     }
 
+    fn connect(
+        &self,
+        addrs: &[std::net::SocketAddr],
+        timeout: Duration,
+    ) -> Result<(std::net::TcpStream, std::net::SocketAddr), proxy::ConnectFailed> {
+        match &self.0.pod {
+            Some(pod) => pod.connect(addrs, timeout),
+            None => proxy::connect_any(addrs, timeout),
+        }
+    }
+
     fn record(&self, a: &Attempt) {
         let ctx = &self.0;
         let r = a.audit_record(&ctx.id);

@@ -14,6 +14,7 @@ pub mod charge;
 pub mod creds;
 mod egress;
 pub mod fsops;
+mod podnet;
 mod serve;
 pub mod view;
 
@@ -380,6 +381,8 @@ pub(crate) struct Ctx {
     /// first connection: before its exec a rootless init is not readable.
     pub mnt_ns: std::sync::OnceLock<u64>,
     pub init_pid: i32,
+    /// `pod` mode: lookups and connections made in the pod's namespace.
+    pub pod: Option<podnet::PodNet>,
 }
 
 /// Closes every descriptor from 3 up: whatever the caller of `create` passed
@@ -558,6 +561,13 @@ pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError>
         host_paths.then_some(&host_named[..]),
     )
     .map_err(io("open container root"))?;
+    let pod = if policy.network.mode == crate::policy::NetMode::Pod {
+        Some(podnet::PodNet::open(init_pid, &spec).map_err(io(
+            "the pod's network (/proc/PID/ns/net, resolv.conf, hosts)",
+        ))?)
+    } else {
+        None
+    };
     let ctx = Arc::new(Ctx {
         id: id.to_string(),
         output_limit: policy.resources.output.map(|b| b.bytes()),
@@ -569,8 +579,9 @@ pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError>
         approver,
         mnt_ns: std::sync::OnceLock::new(),
         init_pid,
+        pod,
     });
-    let serving = if ctx.policy.network.mode == crate::policy::NetMode::Proxy {
+    let serving = if ctx.policy.network.mode.is_proxied() {
         egress::start(&ctx, init_pid, proxy_listener).map(Some)
     } else {
         Ok(None)

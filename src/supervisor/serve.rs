@@ -694,10 +694,12 @@ pub(super) fn net_check(
             granted = Some(ask().map_err(NetRefusal::from)?);
         }
     }
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| NetRefusal::from(deny("default", format!("cannot resolve {host}: {e}"))))?
-        .collect();
+    let looked_up = match &ctx.pod {
+        Some(pod) => pod.resolve(host, port),
+        None => (host, port).to_socket_addrs().map(Iterator::collect),
+    };
+    let addrs: Vec<SocketAddr> = looked_up
+        .map_err(|e| NetRefusal::from(deny("default", format!("cannot resolve {host}: {e}"))))?;
     if addrs.is_empty() {
         return Err(deny("default", format!("{host} has no address")).into());
     }
@@ -773,7 +775,11 @@ pub(super) fn net_check(
 fn net_request(ctx: &Ctx, peer: &PeerCred, host: &str, port: u16) -> Result<Outcome, Outcome> {
     let (addrs, rule) = net_check(ctx, peer.pid, host, port).map_err(|r| r.outcome)?;
     // Connect to the addresses that were checked, not a fresh lookup.
-    match crate::proxy::connect_any(&addrs, CONNECT_TIMEOUT) {
+    let connected = match &ctx.pod {
+        Some(pod) => pod.connect(&addrs, CONNECT_TIMEOUT),
+        None => crate::proxy::connect_any(&addrs, CONNECT_TIMEOUT),
+    };
+    match connected {
         Ok((s, a)) => Ok(Outcome::Allow {
             data: a.to_string().into_bytes(),
             fd: Some(OwnedFd::from(s)),

@@ -2,6 +2,7 @@
 //! words) and `buntime policy suggest --from-audit FILE` (the smallest
 //! change to a policy that would have allowed the denials of an audit log).
 
+use crate::policy::intersect::mode_rank;
 use std::path::{Path, PathBuf};
 
 use super::LearnError;
@@ -17,15 +18,6 @@ pub fn load(name: &str) -> Result<Policy, LearnError> {
         }
     }
     crate::policy::load_policy_file(Path::new(name)).map_err(|e| LearnError::Invalid(e.to_string()))
-}
-
-fn mode_rank(m: NetMode) -> u8 {
-    match m {
-        NetMode::None => 0,
-        NetMode::Proxy => 1,
-        NetMode::Bundle => 2,
-        NetMode::Host => 3,
-    }
 }
 
 /// What `b` allows that `a` does not, one plain sentence a line.

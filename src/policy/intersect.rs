@@ -12,7 +12,8 @@ use ipnet::IpNet;
 use super::model::{normalize_path, BrokerRule, EnvPattern, FsPath, NetMode, Policy, Program};
 use super::net::{classify, AddrClass, HostAddrs, HostPattern, NetRule};
 
-fn mode_rank(m: NetMode) -> u8 {
+/// How much network a mode opens, least first (a meet takes the lower).
+pub fn mode_rank(m: NetMode) -> u8 {
     match m {
         NetMode::None => 0,
         NetMode::Proxy => 1,

@@ -561,7 +561,9 @@ fn pids_running(args: &[&str]) -> Vec<i32> {
 
 #[test]
 fn podman_exec_and_privileged_exec_get_inits_capabilities() {
-    let Some(p) = Podman::new(|_| {}) else { return };
+    let Some(p) = Podman::new(common::open_node) else {
+        return;
+    };
     let name = engines::unique("buntime-test-execcaps");
     let rootfs = p.rootfs.to_string_lossy().into_owned();
     let out = engines::run(

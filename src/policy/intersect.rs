@@ -300,6 +300,9 @@ pub enum BeyondNode {
     HostNetwork,
     /// `network.mode: bundle`: the bundle's own network, no proxy.
     BundleNetwork,
+    /// `network.mode: pod`: the pod's network (its loopback, its IP, the
+    /// cluster) with egress through the proxy.
+    PodNetwork,
     /// `network.allow[index]` names loopback, private, link-local,
     /// metadata or other special addresses.
     SpecialDestination {
@@ -325,6 +328,9 @@ impl fmt::Display for BeyondNode {
             }
             BeyondNode::BundleNetwork => f.write_str(
                 "network.mode \"bundle\" (the bundle's own network, no proxy) is asked for",
+            ),
+            BeyondNode::PodNetwork => f.write_str(
+                "network.mode \"pod\" (the pod's network: its loopback, its address and the cluster) is asked for",
             ),
             BeyondNode::SpecialDestination { index, rule, class } => {
                 let what = match &rule.host {
@@ -392,6 +398,13 @@ pub fn beyond_node(policy: &Policy, node: &Policy, own: &HostAddrs) -> Option<Be
     // annotation's author) joined: only a node that gives it may.
     if policy.network.mode == NetMode::Bundle && !node.network.mode.is_open() {
         return Some(BeyondNode::BundleNetwork);
+    }
+    // The pod's namespace reaches in-cluster addresses no proxy decides on
+    // (direct connects to declared ports at any address, the siblings'
+    // loopback): only where the node's own mode is at least as open.
+    if policy.network.mode == NetMode::Pod && mode_rank(node.network.mode) < mode_rank(NetMode::Pod)
+    {
+        return Some(BeyondNode::PodNetwork);
     }
     // In `pod` mode the supervisor connects from the pod's namespace (its
     // `127.0.0.1` is the pod's loopback), otherwise from the node's (its
@@ -846,6 +859,15 @@ mod tests {
             beyond_node(&host, &node, &own),
             Some(BeyondNode::HostNetwork)
         );
+        // `pod` (the pod's network, the cluster) only where the node's
+        // own mode is at least as open.
+        let pod = p(r#"{"version":1,"network":{"mode":"pod","allow":["1.1.1.1:443"]}}"#);
+        let proxy = p(r#"{"version":1,"network":{"mode":"proxy","allow":["*"]}}"#);
+        for node in [&none, &proxy] {
+            assert_eq!(beyond_node(&pod, node, &own), Some(BeyondNode::PodNetwork));
+        }
+        assert_eq!(beyond_node(&pod, &pod, &own), None);
+        assert_eq!(beyond_node(&pod, &node, &own), None);
         // A ceiling in `bundle` mode narrows `host` to `bundle`.
         assert_eq!(intersect(&host, &node).network.mode, NetMode::Bundle);
         assert_eq!(intersect(&node, &none).network.mode, NetMode::None);

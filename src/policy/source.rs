@@ -299,10 +299,17 @@ impl PolicySources {
     fn node_default(&self) -> Result<(Policy, PolicyOrigin), SourceError> {
         let f = &self.default_policy_file;
         Ok(if f.is_file() {
-            (
-                load_policy_file(f)?,
-                PolicyOrigin::NodeDefault { file: f.clone() },
-            )
+            let policy = load_policy_file(f)?;
+            if policy.isolation.is_default() {
+                // Likely written before `isolation` existed, when these
+                // rights were taken whatever the policy said.
+                tracing::warn!(target: "cli",
+                    "node default policy {}: no isolation section, so containers that name no \
+                     policy keep their bundle's capabilities, privileges, root and seccomp \
+                     profile; add one (see /etc/buntime/policies/engine.json)",
+                    f.display());
+            }
+            (policy, PolicyOrigin::NodeDefault { file: f.clone() })
         } else {
             (builtin_default(), PolicyOrigin::BuiltinDefault)
         })
@@ -473,13 +480,13 @@ impl PolicySources {
                 c.resolve_relative(cwd);
                 policy = intersect(&policy, &c);
                 ceiling_name = self.config.ceiling.clone();
-            } else {
-                // No ceiling: the node default is the reference; the kernel
-                // isolation it sets stays whatever the annotation says.
-                let (reference, _) = self.node_default()?;
-                let asked = policy.clone();
-                meet_kernel(&mut policy, &asked, &reference);
             }
+            // The kernel isolation an unannotated container gets (the node
+            // default's) stays whatever the annotation, or a ceiling that
+            // says nothing of it, leaves unsaid.
+            let (reference, _) = self.node_default()?;
+            let asked = policy.clone();
+            meet_kernel(&mut policy, &asked, &reference);
             self.check_within_node(&policy, ceiling.as_ref(), own)?;
         }
         Ok(ResolvedPolicy {
@@ -789,6 +796,41 @@ mod tests {
             )
             .unwrap_err();
         assert!(matches!(e, SourceError::BothAnnotations));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A ceiling that says nothing of isolation does not replace the node
+    /// default's: an annotated container never gets less kernel isolation
+    /// than an unannotated one.
+    #[test]
+    fn a_ceiling_without_isolation_keeps_the_defaults() {
+        let d = tmpdir("ceiling-iso");
+        std::fs::write(
+            d.join("lab.json"),
+            r#"{"version":1,"filesystem":{"read":["/"],"write":["/"],"exec":["/"]},
+                "network":{"mode":"proxy","allow":["*"]}}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("config.json"),
+            format!(
+                "{{\"ceiling\":{:?}}}",
+                d.join("lab.json").display().to_string()
+            ),
+        )
+        .unwrap();
+        let s = PolicySources::from_dir(&d, None).unwrap();
+        let r = s
+            .resolve_with(
+                Some(&ann(&[(ANNOTATION_POLICY, r#"{"version":1}"#)])),
+                Path::new("/"),
+                &HostAddrs::default(),
+            )
+            .unwrap();
+        let engine = crate::policy::builtin_default();
+        assert_eq!(r.policy.isolation, engine.isolation);
+        assert!(r.policy.isolation.no_new_privileges);
+        assert!(!r.policy.isolation.capabilities.drop.is_empty());
         let _ = std::fs::remove_dir_all(&d);
     }
 

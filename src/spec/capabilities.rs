@@ -55,6 +55,41 @@ fn implied(set: Set, whole_absent: bool, root: bool) -> Capabilities {
     }
 }
 
+/// Each of the five sets as the process gets them (absent sets read as
+/// libcontainer reads them, [`implied`]), by name: what `check_only_narrows`
+/// compares, so a bundle without `capabilities` is not taken for one
+/// without any.
+pub fn held(c: Option<&LinuxCapabilities>, uid: u32) -> [(&'static str, Capabilities); 5] {
+    let whole_absent = c.is_none();
+    let get = |set: Set, given: Option<&Capabilities>| -> Capabilities {
+        given
+            .cloned()
+            .unwrap_or_else(|| implied(set, whole_absent, uid == 0))
+    };
+    [
+        (
+            "bounding",
+            get(Set::Bounding, c.and_then(|c| c.bounding().as_ref())),
+        ),
+        (
+            "effective",
+            get(Set::Effective, c.and_then(|c| c.effective().as_ref())),
+        ),
+        (
+            "inheritable",
+            get(Set::Inheritable, c.and_then(|c| c.inheritable().as_ref())),
+        ),
+        (
+            "permitted",
+            get(Set::Permitted, c.and_then(|c| c.permitted().as_ref())),
+        ),
+        (
+            "ambient",
+            get(Set::Ambient, c.and_then(|c| c.ambient().as_ref())),
+        ),
+    ]
+}
+
 /// The bundle's capabilities under `rules`. `bundle` is the process's
 /// `capabilities` (`None`: the bundle sets none); `uid` the process's.
 /// Returns `None` (the bundle's own) when the rules restrict nothing.

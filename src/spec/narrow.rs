@@ -5,9 +5,7 @@
 use std::fmt;
 use std::path::Path;
 
-use libcontainer::oci_spec::runtime::{
-    Capabilities, LinuxCapabilities, LinuxNamespace, Mount, Spec,
-};
+use libcontainer::oci_spec::runtime::{LinuxNamespace, Mount, Spec};
 
 /// The rights an effective spec would add to the bundle's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,19 +38,6 @@ fn is_host_mount(m: &Mount) -> bool {
 
 fn read_only(m: &Mount) -> bool {
     m.options().iter().flatten().any(|o| o == "ro")
-}
-
-fn caps_of(c: &Option<LinuxCapabilities>) -> [(&'static str, Capabilities); 5] {
-    let get = |f: fn(&LinuxCapabilities) -> &Option<Capabilities>| {
-        c.as_ref().and_then(|c| f(c).clone()).unwrap_or_default()
-    };
-    [
-        ("bounding", get(LinuxCapabilities::bounding)),
-        ("effective", get(LinuxCapabilities::effective)),
-        ("inheritable", get(LinuxCapabilities::inheritable)),
-        ("permitted", get(LinuxCapabilities::permitted)),
-        ("ambient", get(LinuxCapabilities::ambient)),
-    ]
 }
 
 /// Refuse an `effective` spec that has a host mount, device, capability,
@@ -186,9 +171,10 @@ pub fn check_only_narrows(bundle: &Spec, effective: &Spec) -> Result<(), Narrowi
         if bp.user() != ep.user() {
             v.push("a different user".into());
         }
-        for ((name, b), (_, e)) in caps_of(bp.capabilities())
+        let (buid, euid) = (bp.user().uid(), ep.user().uid());
+        for ((name, b), (_, e)) in super::capabilities::held(bp.capabilities().as_ref(), buid)
             .iter()
-            .zip(caps_of(ep.capabilities()).iter())
+            .zip(super::capabilities::held(ep.capabilities().as_ref(), euid).iter())
         {
             let mut extra: Vec<String> = e
                 .difference(b)

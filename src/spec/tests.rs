@@ -745,3 +745,32 @@ fn the_shipped_isolation_on_an_engine_bundle() {
         "runc's added"
     );
 }
+
+/// A root bundle without `capabilities` keeps everything root holds; a
+/// policy dropping some is narrower, not a bundle "without any" gaining
+/// capabilities.
+#[test]
+fn dropping_from_a_bundle_without_capabilities_only_narrows() {
+    let mut b = bundle();
+    let mut p = b.process().clone().unwrap();
+    p.set_capabilities(None);
+    b.set_process(Some(p));
+    let policy = parse_policy(
+        r#"{"version":1,"filesystem":{"read":["/"]},
+            "isolation":{"capabilities":{"drop":["SYS_ADMIN"]}}}"#,
+        "p.json",
+    )
+    .unwrap();
+    let eff = effective_spec(&policy, &b, &ctx(SpecMode::Oci)).unwrap();
+    check_only_narrows(&b, &eff).unwrap();
+    let caps = eff
+        .process()
+        .as_ref()
+        .unwrap()
+        .capabilities()
+        .clone()
+        .unwrap();
+    let bounding = caps.bounding().clone().unwrap();
+    assert!(!bounding.is_empty());
+    assert!(!bounding.contains(&libcontainer::oci_spec::runtime::Capability::SysAdmin));
+}

@@ -51,16 +51,26 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
     let rootfs = bundle.rootfs()?;
     // The policy: resolved from annotations, node config and defaults, and
     // translated into the spec libcontainer runs. Any error: nothing made.
+    let mut learning = false;
     let prepared = match &opts.sandbox {
         None => {
             let sources =
                 PolicySources::system().map_err(|e| RuntimeError::Policy(e.to_string()))?;
+            // `buntime.dev/learn`: observed under its own policy (learn).
+            learning = crate::learn::container::requested(&base, &sources)
+                .map_err(RuntimeError::Policy)?;
             prepare_container(&base, &sources, &SpecContext::oci())
         }
         Some(run) => crate::policy::prepare_run(&base, run),
     }
     .map_err(|e| RuntimeError::Policy(e.to_string()))?;
     let mut spec = prepared.effective;
+    if learning {
+        let socket = root
+            .extra_dir(&opts.id)
+            .join(crate::learn::container::SOCKET_FILE);
+        crate::learn::container::attach(&mut spec, &socket).map_err(RuntimeError::Policy)?;
+    }
     tracing::debug!(target: "cli", "create: policy translated");
     if opts.sandbox.is_none() {
         // Host paths are for `buntime run` only: a bundle must not be able
@@ -222,6 +232,22 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
                 .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
             supervisor = Some(s);
             tracing::debug!(target: "cli", "create: supervisor started");
+        }
+        if learning {
+            // Its learn socket must listen before libcontainer hands it
+            // the filter, and the init's first calls wait for its answers.
+            let s = supervisor.as_mut().ok_or_else(|| {
+                RuntimeError::Policy(format!(
+                    "annotation {}: learning needs the supervisor ({ANNOTATION_SUPERVISOR_OFF}: off is set)",
+                    crate::learn::container::ANNOTATION_LEARN
+                ))
+            })?;
+            s.wait_ready()
+                .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+            annotations.insert(
+                crate::learn::container::ANNOTATION_LEARN.to_string(),
+                "observing".to_string(),
+            );
         }
         let meta = Meta {
             bundle: bundle.dir.clone(),

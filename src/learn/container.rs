@@ -484,11 +484,11 @@ mod tests {
 
     #[test]
     fn audit_records_bring_hosts_and_refused_paths() {
-        let mut a = crate::audit::AuditRecord::new("c", 1, "proxy", "example.org:443".into());
+        let mut a = crate::audit::AuditRecord::new("c", 1, "proxy", "example.org:443");
         a.decision = "deny".into();
-        let mut b = crate::audit::AuditRecord::new("c", 1, "fs_read", "/data/x".into());
+        let mut b = crate::audit::AuditRecord::new("c", 1, "fs_read", "/data/x");
         b.decision = "deny".into();
-        let mut c = crate::audit::AuditRecord::new("c", 1, "fs_read", "/data/y".into());
+        let mut c = crate::audit::AuditRecord::new("c", 1, "fs_read", "/data/y");
         c.decision = "allow".into();
         let e = audit_events(&[a, b, c]);
         assert_eq!(

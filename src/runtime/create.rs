@@ -65,12 +65,6 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
     }
     .map_err(|e| RuntimeError::Policy(e.to_string()))?;
     let mut spec = prepared.effective;
-    if learning {
-        let socket = root
-            .extra_dir(&opts.id)
-            .join(crate::learn::container::SOCKET_FILE);
-        crate::learn::container::attach(&mut spec, &socket).map_err(RuntimeError::Policy)?;
-    }
     tracing::debug!(target: "cli", "create: policy translated");
     if opts.sandbox.is_none() {
         // Host paths are for `buntime run` only: a bundle must not be able
@@ -180,6 +174,13 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
         }
         let (programs, seccomp_note) =
             precompile_seccomp(root, &extra, &mut spec, policy_seccomp.as_ref())?;
+        if learning {
+            // After the precompiled programs are made: the bundle's own
+            // profile stays whole for init and every `exec`; the observing
+            // filter only adds itself to init's (learn::container::attach).
+            let socket = extra.join(crate::learn::container::SOCKET_FILE);
+            crate::learn::container::attach(&mut spec, &socket).map_err(RuntimeError::Policy)?;
+        }
         tracing::debug!(target: "cli", "create: seccomp ready");
         if supervised {
             // Its directory now: the container binds it.

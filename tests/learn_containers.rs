@@ -226,3 +226,55 @@ fn a_node_that_denies_learning_refuses_the_annotation() {
     let e = env.fails(&["policy", "learned", "nosuch"]);
     assert!(e.contains("container \"nosuch\" does not exist"), "{e}");
 }
+
+/// `buntime policy suggest --from-audit ID` reads a container's audit log
+/// from its state root: the proxy's refusal becomes the smallest change.
+#[test]
+fn suggest_reads_a_containers_audit_log_by_id() {
+    let env = Env::new();
+    let port = serve_http();
+    let b = bundle(
+        &env,
+        "refused",
+        port,
+        json!({"buntime.dev/policy": learning_policy(9)}),
+    );
+    let out = run_to_end(&env, "refused", &b);
+    assert!(!out.contains("hello-learned"), "{out}");
+    let buntime = env!("CARGO_BIN_EXE_buntime");
+    let root = env.root.to_str().unwrap_or_default();
+    let s = std::process::Command::new(buntime)
+        .args([
+            "--root",
+            root,
+            "policy",
+            "suggest",
+            "--from-audit",
+            "refused",
+        ])
+        .output()
+        .expect("run buntime");
+    let (stdout, stderr) = (common::text(&s.stdout), common::text(&s.stderr));
+    assert!(s.status.success(), "{stderr}");
+    let p: Value = serde_json::from_str(&stdout).expect("a policy");
+    let allow = p["network"]["allow"].to_string();
+    assert!(allow.contains(&format!("127.0.0.1:{port}")), "{stdout}");
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    let s = std::process::Command::new(buntime)
+        .args([
+            "--root",
+            root,
+            "policy",
+            "suggest",
+            "--from-audit",
+            "nosuch",
+        ])
+        .output()
+        .expect("run buntime");
+    let e = common::text(&s.stderr);
+    assert!(
+        !s.status.success() && e.contains("no such file, nor a container"),
+        "{e}"
+    );
+    env.ok(&["delete", "refused"]);
+}

@@ -208,6 +208,11 @@ impl Generalise {
                 .collect();
             let lists: Vec<(&'static str, &[FsPath])> =
                 lists.iter().map(|(n, l)| (*n, l.as_slice())).collect();
+            // An exec of a program that is not there is a search along
+            // PATH: nothing ran, nothing is granted (not even a base rule).
+            if used == FileUse::Exec && !own_tree(path) && !self.exists(seen, path) {
+                continue;
+            }
             if let Some((from, rule)) = base_rule(&lists, path) {
                 let r = normalize_path(rule.as_path());
                 g.from_base.insert(r.clone());

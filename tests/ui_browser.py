@@ -258,6 +258,10 @@ def drive(page, args):
     seen["why_explanation"] = page.eval("document.getElementById('why-explanation').textContent")
     page.click("#copy-entry", "the copy button")
     page.wait("document.getElementById('copied').textContent", "the copy to be acknowledged", timeout=5)
+    # A learning container: its learned policy so far, offered as a file.
+    page.wait("!document.getElementById('learned').hidden", "the learned policy")
+    seen["learned_summary"] = page.eval("document.getElementById('learned-summary').textContent")
+    seen["learned_href"] = page.eval("document.getElementById('learned-download').getAttribute('href')")
     seen["rows"] = page.eval(ROWS)
     seen["counts"] = page.eval("document.getElementById('counts').textContent")
     page.screenshot(args.screenshot)

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{read, wait_until, Env};
-use ui_common::{worker_bundle, UiProcess};
+use ui_common::{worker_bundle_with, UiProcess};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -49,7 +49,7 @@ fn the_page_shows_decisions_and_a_click_answers_an_ask() {
     }
     let env = Env::new();
     let id = "uibrowser";
-    let b = worker_bundle(
+    let b = worker_bundle_with(
         &env,
         id,
         &[
@@ -62,6 +62,7 @@ fn the_page_shows_decisions_and_a_click_answers_an_ask() {
             "sleep:60000",
         ],
         "60s",
+        &[("buntime.dev/learn", "true")],
     );
     let ui = UiProcess::start(&[&env.root], &["--listen", "127.0.0.1:0"]);
     let log = env.dir.path().join("worker.log");
@@ -119,6 +120,40 @@ fn the_page_shows_decisions_and_a_click_answers_an_ask() {
         seen["console"].as_array().is_some_and(|c| c.is_empty()),
         "page errors: {}",
         seen["console"]
+    );
+    // The learned policy so far: the worker's program, and (the page's
+    // link) the policy as a file to save.
+    let summary = seen["learned_summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains("learned policy for container uibrowser")
+            && summary.contains("programs run"),
+        "{summary}"
+    );
+    let href = seen["learned_href"].as_str().unwrap_or_default();
+    assert!(
+        href.starts_with("/api/sandboxes/uibrowser/learned-policy"),
+        "{href}"
+    );
+    let addr: std::net::SocketAddr = ui
+        .url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .expect("ui address");
+    let resp = ui_common::get(addr, href);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        resp.header("Content-Disposition"),
+        Some("attachment; filename=\"uibrowser.learned.policy.json\"")
+    );
+    let learned = resp.json();
+    assert_eq!(learned["version"], 1, "{learned}");
+    assert!(
+        learned["filesystem"]["exec"]
+            .as_array()
+            .is_some_and(|x| !x.is_empty()),
+        "{learned}"
     );
     let png = std::fs::read(&shot).expect("screenshot saved");
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");

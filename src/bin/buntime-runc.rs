@@ -89,9 +89,25 @@ enum Command {
     Restore(RestoreArgs),
     /// Print a container's audit log (the supervisor's decisions)
     Audit(AuditArgs),
+    /// Policies of containers: `policy learned ID`
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Run a container's supervisor (started by `create`)
     #[command(hide = true)]
     Supervise(IdArg),
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// The least policy a learning container (annotation
+    /// buntime.dev/learn: "true") used: JSON on stdout, a summary on stderr
+    Learned {
+        /// Files read in one directory from which the directory is granted
+        #[arg(long, default_value_t = buntime::learn::DEFAULT_THRESHOLD)]
+        threshold: usize,
+        /// Container id
+        id: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -594,6 +610,11 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         }
         Command::Features | Command::Checkpoint(_) | Command::Restore(_) => {}
         Command::Audit(a) => audit(&root, a)?,
+        Command::Policy(PolicyCommand::Learned { threshold, id }) => {
+            let c = buntime::learn::container::learned(&root, id, *threshold)?;
+            stdout::print(&c.learned.policy.to_pretty_json())?;
+            buntime::logging::say(&buntime::learn::container::summary_text(id, &c));
+        }
         Command::Supervise(a) => buntime::supervisor::run(&root, &a.id)?,
     }
     Ok(0)

@@ -150,9 +150,12 @@ enum PolicyCommand {
     /// denials of an audit log: the policy on stdout, the change in words
     /// on stderr.
     Suggest {
-        /// The audit log (`audit.log`, one JSON record a line).
-        #[arg(long = "from-audit", value_name = "FILE")]
-        from_audit: PathBuf,
+        /// The audit log (`audit.log`, one JSON record a line), or the id
+        /// of a container or `buntime run` sandbox whose log is read from
+        /// its state root (`--root`, default: buntime-runc's and buntime
+        /// run's).
+        #[arg(long = "from-audit", value_name = "ID|FILE")]
+        from_audit: String,
         /// The policy to change (default: the default policy).
         #[arg(long, value_name = "POLICY", default_value = "default")]
         base: String,
@@ -249,15 +252,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             PolicyCommand::Suggest { from_audit, base } => {
                 let pb = learn::diff::load(&base)?;
-                let records = learn::diff::read_audit(&from_audit)?;
+                let roots = if cli.root.is_empty() {
+                    let mut r = buntime::ui::default_roots();
+                    r.push(sandbox::default_state_root());
+                    r
+                } else {
+                    cli.root.clone()
+                };
+                let records = learn::diff::read_audit_of(&from_audit, &roots)?;
                 let (p, refused) = learn::diff::suggest(&pb, &records)?;
                 print!("{}", p.to_pretty_json());
                 let lines = learn::diff::diff(&pb, &p);
                 if lines.is_empty() {
-                    eprintln!(
-                        "no change: {} has no denial this change could allow",
-                        from_audit.display()
-                    );
+                    eprintln!("no change: {from_audit} has no denial this change could allow");
                 } else {
                     eprintln!("the change to {base}:");
                     for l in lines {

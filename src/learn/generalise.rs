@@ -26,6 +26,9 @@ pub struct Generalise {
     /// Granted by `buntime run` itself (the script's directory, the worker
     /// files): left out.
     pub implicit: Vec<PathBuf>,
+    /// A container's proxy port on its loopback: connects to it are the
+    /// proxy's, the hosts asked for are in its audit log (`Event::Host`).
+    pub proxy: Option<u16>,
 }
 
 /// A path the run asked for that the learned policy does not grant.
@@ -104,6 +107,16 @@ impl Generalise {
         dir == Path::new("/") || self.home.as_deref().is_some_and(|h| h.starts_with(dir))
     }
 
+    /// Whether `p` exists: on the host, or for a container what was seen
+    /// in its root.
+    fn exists(&self, seen: &Observed, p: &Path) -> bool {
+        if seen.in_container {
+            seen.facts.get(p).is_some_and(|f| f.exists)
+        } else {
+            p.exists()
+        }
+    }
+
     /// Why `p` is never granted, if it is not.
     fn refused(&self, p: &Path) -> Option<String> {
         if let FsDecision::DeniedBy(d) = self.base.filesystem.decide(p, FsAccess::Read) {
@@ -125,7 +138,7 @@ impl Generalise {
         let mut hosts = BTreeSet::new();
         let mut dns = false;
         let mut unix = BTreeSet::new();
-        for e in with_interpreters(&seen.events) {
+        for e in with_interpreters(seen) {
             let e = &e;
             let (path, used) = match e {
                 Event::File { path, access } => (path, *access),
@@ -136,10 +149,17 @@ impl Generalise {
                         53 => dns = true,
                         0 => {}
                         _ if addr.ip().is_unspecified() => {}
+                        _ if self
+                            .proxy
+                            .is_some_and(|p| addr.ip().is_loopback() && addr.port() == p) => {}
                         _ => {
-                            hosts.insert(*addr);
+                            hosts.insert(addr_text(*addr));
                         }
                     }
+                    continue;
+                }
+                Event::Host(h) => {
+                    hosts.insert(h.clone());
                     continue;
                 }
                 Event::ConnectUnix(p) => {
@@ -173,6 +193,26 @@ impl Generalise {
                 FsAccess::Write => vec![("write", &base.write)],
                 FsAccess::Exec => vec![("exec", &base.exec)],
             };
+            // A base rule of `/` (or the home directory) is no least
+            // policy: what it covers is learned as if it were not there.
+            let lists: Vec<(&'static str, Vec<FsPath>)> = lists
+                .into_iter()
+                .map(|(n, l)| {
+                    let narrow = l
+                        .iter()
+                        .filter(|r| !self.too_wide(&normalize_path(r.as_path())))
+                        .cloned()
+                        .collect();
+                    (n, narrow)
+                })
+                .collect();
+            let lists: Vec<(&'static str, &[FsPath])> =
+                lists.iter().map(|(n, l)| (*n, l.as_slice())).collect();
+            // An exec of a program that is not there is a search along
+            // PATH: nothing ran, nothing is granted (not even a base rule).
+            if used == FileUse::Exec && !own_tree(path) && !self.exists(seen, path) {
+                continue;
+            }
             if let Some((from, rule)) = base_rule(&lists, path) {
                 let r = normalize_path(rule.as_path());
                 g.from_base.insert(r.clone());
@@ -187,14 +227,17 @@ impl Generalise {
             // A path the run asked for that is not there was not used (a
             // search along PATH or sys.path); the sandbox's own trees are
             // never the host's.
-            let exists = own_tree(path) || path.exists();
+            let exists = own_tree(path) || self.exists(seen, path);
             // A write the file's modes refused did not happen: granting it
             // would widen the policy for nothing (an escape attempt, often).
             let target = match used {
                 FileUse::Create => path.parent().unwrap_or(Path::new("/")),
                 _ => path.as_path(),
             };
+            // (A container's writes are judged by its policy alone: the
+            // uid it runs as is its image's.)
             if matches!(used, FileUse::Create | FileUse::Write)
+                && !seen.in_container
                 && !own_tree(path)
                 && target.exists()
                 && !writable_by_sandbox(target)
@@ -271,7 +314,7 @@ impl Generalise {
         }
         policy.network.allow = hosts
             .iter()
-            .map(|a| net_rule(*a))
+            .map(|a| net_rule(a))
             .collect::<Result<_, _>>()?;
         policy.network.mode = if hosts.is_empty() {
             NetMode::None
@@ -331,7 +374,8 @@ fn writable_by_sandbox(p: &Path) -> bool {
 /// The events plus what the kernel opens for an exec without a call of
 /// the program's own: an ELF program's dynamic loader (`PT_INTERP`) and a
 /// script's `#!` interpreter.
-fn with_interpreters(events: &[Event]) -> Vec<Event> {
+fn with_interpreters(seen: &Observed) -> Vec<Event> {
+    let events = &seen.events;
     let mut out = Vec::with_capacity(events.len());
     let mut done = BTreeSet::new();
     for e in events {
@@ -344,7 +388,12 @@ fn with_interpreters(events: &[Event]) -> Vec<Event> {
             if !done.insert(path.clone()) {
                 continue;
             }
-            if let Some(interp) = interpreter(path) {
+            let found = if seen.in_container {
+                seen.facts.get(path).and_then(|f| f.interpreter.clone())
+            } else {
+                interpreter(path)
+            };
+            if let Some(interp) = found {
                 let access = if interp.1 {
                     FileUse::Exec
                 } else {
@@ -362,8 +411,12 @@ fn with_interpreters(events: &[Event]) -> Vec<Event> {
 
 /// A program's interpreter: (path, whether it is exec'd as a program).
 fn interpreter(program: &Path) -> Option<(PathBuf, bool)> {
+    interpreter_of(std::fs::File::open(program).ok()?)
+}
+
+/// The interpreter of the program open as `f`.
+pub(crate) fn interpreter_of(mut f: std::fs::File) -> Option<(PathBuf, bool)> {
     use std::io::Read;
-    let mut f = std::fs::File::open(program).ok()?;
     let mut head = vec![0u8; 4096];
     let n = f.read(&mut head).ok()?;
     head.truncate(n);
@@ -416,12 +469,15 @@ fn minimal(set: &BTreeSet<PathBuf>, wider: &[&Vec<PathBuf>]) -> Vec<PathBuf> {
         .collect()
 }
 
-fn net_rule(a: SocketAddr) -> Result<NetRule, LearnError> {
-    let s = match a {
+fn addr_text(a: SocketAddr) -> String {
+    match a {
         SocketAddr::V4(v) => format!("{}:{}", v.ip(), v.port()),
         SocketAddr::V6(v) => format!("[{}]:{}", v.ip(), v.port()),
-    };
-    NetRule::parse(&s).map_err(|e| LearnError::Invalid(format!("learned host {s}: {e}")))
+    }
+}
+
+fn net_rule(s: &str) -> Result<NetRule, LearnError> {
+    NetRule::parse(s).map_err(|e| LearnError::Invalid(format!("learned host {s}: {e}")))
 }
 
 #[cfg(test)]
@@ -441,6 +497,7 @@ mod tests {
             threshold,
             home: Some(PathBuf::from("/home/u")),
             implicit: vec![PathBuf::from("/opt/buntime")],
+            proxy: None,
         }
     }
 
@@ -456,7 +513,7 @@ mod tests {
                 Event::Connect("10.0.0.2:53".parse().unwrap()),
             ],
             attached: true,
-            unreadable: 0,
+            ..Observed::default()
         };
         let l = gen(3).learn(&seen).unwrap();
         let read: Vec<&str> = l
@@ -505,7 +562,7 @@ mod tests {
         let seen = Observed {
             events,
             attached: true,
-            unreadable: 0,
+            ..Observed::default()
         };
         let mut g = gen(3);
         // The temp dir is below /tmp, the sandbox's own: use another base.
@@ -542,7 +599,7 @@ mod tests {
         let seen = Observed {
             events: vec![file("/srv/out/result.txt", FileUse::Create)],
             attached: true,
-            unreadable: 0,
+            ..Observed::default()
         };
         let l = gen(3).learn(&seen).unwrap();
         let write: Vec<&str> = l

@@ -3,6 +3,7 @@
 //! least policy that lets the same run pass ([`generalise`]). Also the
 //! policy tools built on the same comparison ([`diff`]).
 
+pub mod container;
 pub mod diff;
 pub mod generalise;
 pub mod observe;
@@ -147,6 +148,7 @@ pub fn conclude(
         threshold: req.threshold,
         home: std::env::var_os("HOME").map(PathBuf::from),
         implicit,
+        proxy: None,
     };
     let mut learned = g.learn(seen)?;
     let incomplete = incompleteness(code, seen);
@@ -195,6 +197,24 @@ pub fn summary_text(
     incomplete: Option<&str>,
     req: &LearnRequest,
 ) -> String {
+    let mut out = format!(
+        "buntime: learned policy for {} written to {}\n",
+        req.label,
+        file.display()
+    );
+    out.push_str(&grouped(l, incomplete));
+    out.push_str("  the learned run itself was not sandboxed by filesystem or network rules (docs/learn.md)\n");
+    out.push_str(&format!(
+        "  review it, then: buntime run --policy {} {}",
+        file.display(),
+        req.rerun
+    ));
+    out
+}
+
+/// What a learned policy grants, one group a line, then what was asked
+/// for and not granted, and notes.
+pub fn grouped(l: &Learned, incomplete: Option<&str>) -> String {
     let s = &l.summary;
     let mut out = String::new();
     let line = |out: &mut String, what: &str, items: &[String]| {
@@ -205,11 +225,6 @@ pub fn summary_text(
         };
         out.push_str(&format!("  {what:<15} {v}\n"));
     };
-    out.push_str(&format!(
-        "buntime: learned policy for {} written to {}\n",
-        req.label,
-        file.display()
-    ));
     if let Some(why) = incomplete {
         out.push_str(&format!("  INCOMPLETE: {why}\n"));
     }
@@ -227,7 +242,11 @@ pub fn summary_text(
     out.push_str(&format!(
         "  {:<15} not observable: the base policy's env.pass is kept ({})\n",
         "environment",
-        env.join(", ")
+        if env.is_empty() {
+            "none".to_string()
+        } else {
+            env.join(", ")
+        }
     ));
     if !s.not_granted.is_empty() {
         let v: Vec<String> = s
@@ -240,11 +259,5 @@ pub fn summary_text(
     for n in &s.notes {
         out.push_str(&format!("  note: {n}\n"));
     }
-    out.push_str("  the learned run itself was not sandboxed by filesystem or network rules (docs/learn.md)\n");
-    out.push_str(&format!(
-        "  review it, then: buntime run --policy {} {}",
-        file.display(),
-        req.rerun
-    ));
     out
 }

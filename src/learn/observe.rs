@@ -31,7 +31,10 @@ use crate::policy::normalize_path;
 pub const OBSERVED_CALLS: &[&str] = &["open", "openat", "openat2", "execve", "execveat", "connect"];
 
 /// What a call asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum FileUse {
     /// Opened for reading.
     Read,
@@ -46,7 +49,8 @@ pub enum FileUse {
 }
 
 /// One observed call.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Event {
     File {
         path: PathBuf,
@@ -56,10 +60,24 @@ pub enum Event {
     /// A connect to a UNIX socket (not a policy matter: recorded for the
     /// summary only).
     ConnectUnix(PathBuf),
+    /// A `host:port` the container's proxy was asked for (from its audit
+    /// log: the proxy knows the name, the kernel path only the proxy).
+    Host(String),
+}
+
+/// What is known of a container path, taken in the container's root while
+/// it ran (the host's file of that name is another file).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Facts {
+    /// It existed when the call was made.
+    pub exists: bool,
+    /// A program's interpreter: (path, whether it is exec'd itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interpreter: Option<(PathBuf, bool)>,
 }
 
 /// What the observer saw.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Observed {
     pub events: Vec<Event>,
     /// Whether the listener got the filter's fd at all (when not, nothing
@@ -68,6 +86,16 @@ pub struct Observed {
     /// Calls whose arguments could not be read (the process was gone, or
     /// its memory unreadable).
     pub unreadable: u64,
+    /// Paths are a container's (its own root), not the host's: what is
+    /// known of them is in `facts`.
+    #[serde(default)]
+    pub in_container: bool,
+    #[serde(default)]
+    pub facts: std::collections::BTreeMap<PathBuf, Facts>,
+    /// More distinct calls than the observer keeps (`MAX_EVENTS`): the
+    /// rest were not recorded.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 /// The running observer.
@@ -127,6 +155,19 @@ pub fn notify_profile(base: &LinuxSeccomp, listener: &Path) -> LinuxSeccomp {
         c.set_names(keep);
     }
     calls.retain(|c| !c.names().is_empty());
+    // A profile that allows by default (or a container's that had none)
+    // names the calls nowhere: they notify too.
+    if matches!(
+        p.default_action(),
+        LinuxSeccompAction::ScmpActAllow | LinuxSeccompAction::ScmpActLog
+    ) {
+        for name in OBSERVED_CALLS {
+            let named = calls.iter().any(|c| c.names().iter().any(|n| n == name));
+            if !named && !moved.iter().any(|m| m == name) {
+                moved.push(name.to_string());
+            }
+        }
+    }
     if !moved.is_empty() {
         let mut n = LinuxSyscall::default();
         n.set_names(moved);
@@ -224,14 +265,14 @@ fn serve(listener: UnixListener, stop: &AtomicBool) -> Observed {
     seen
 }
 
-enum Readiness {
+pub(crate) enum Readiness {
     Ready,
     Idle,
     /// Every process the filter was on is gone.
     Gone,
 }
 
-fn wait_readable(fd: RawFd) -> Readiness {
+pub(crate) fn wait_readable(fd: RawFd) -> Readiness {
     let mut p = libc::pollfd {
         fd,
         events: libc::POLLIN,
@@ -253,7 +294,7 @@ fn wait_readable(fd: RawFd) -> Readiness {
 
 /// The fd libcontainer sends with SCM_RIGHTS (the OCI seccomp-agent
 /// protocol: the container's state as JSON, and the listener fd).
-fn receive_fd(conn: RawFd) -> io::Result<OwnedFd> {
+pub(crate) fn receive_fd(conn: RawFd) -> io::Result<OwnedFd> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut buf = vec![0u8; 64 * 1024];
     let mut iov = [io::IoSliceMut::new(&mut buf)];
@@ -285,7 +326,7 @@ fn receive_fd(conn: RawFd) -> io::Result<OwnedFd> {
 }
 
 /// The observed calls' numbers on this architecture.
-struct Calls {
+pub(crate) struct Calls {
     open: Option<i32>,
     openat: Option<i32>,
     openat2: Option<i32>,
@@ -299,7 +340,7 @@ fn nr(name: &str) -> Option<i32> {
 }
 
 impl Calls {
-    fn new() -> Calls {
+    pub(crate) fn new() -> Calls {
         Calls {
             // aarch64 has no open(2).
             open: nr("open").filter(|n| *n >= 0),
@@ -311,7 +352,7 @@ impl Calls {
         }
     }
 
-    fn decode(&self, req: &ScmpNotifReq) -> Option<Event> {
+    pub(crate) fn decode(&self, req: &ScmpNotifReq) -> Option<Event> {
         let n = Some(i32::from(req.data.syscall));
         let a = req.data.args;
         let pid = req.pid;

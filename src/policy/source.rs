@@ -61,6 +61,19 @@ pub enum AnnotationPolicies {
     Forbid,
 }
 
+/// Whether a bundle's `buntime.dev/learn: "true"` is honoured
+/// (docs/learn.md). Learning only observes, under the container's own
+/// policy: it grants nothing, so `allow` is the default; `deny` refuses
+/// such bundles (observing costs every file, exec and connect call a
+/// round trip to the supervisor).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum LearnSetting {
+    #[default]
+    Allow,
+    Deny,
+}
+
 /// `/etc/buntime/config.json`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -82,6 +95,10 @@ pub struct NodeConfig {
     /// `/etc/buntime/default.json`, else the built-in default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_policy: Option<PathBuf>,
+    /// `allow` (default): `buntime.dev/learn: "true"` observes the
+    /// container under its policy; `deny`: such a bundle is refused.
+    #[serde(default)]
+    pub learn: LearnSetting,
 }
 
 /// The node's policy configuration: config file plus directories.

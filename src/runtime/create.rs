@@ -55,10 +55,14 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
     // bound there now, on a port of its own (the pod's containers share
     // its loopback), as the port goes into the spec.
     let mut pod_listener: Option<std::net::TcpListener> = None;
+    let mut learning = false;
     let prepared = match &opts.sandbox {
         None => {
             let sources =
                 PolicySources::system().map_err(|e| RuntimeError::Policy(e.to_string()))?;
+            // `buntime.dev/learn`: observed under its own policy (learn).
+            learning = crate::learn::container::requested(&base, &sources)
+                .map_err(RuntimeError::Policy)?;
             let resolved = resolve_container(&base, &sources)
                 .map_err(|e| RuntimeError::Policy(e.to_string()))?;
             let mut ctx = SpecContext::oci();
@@ -203,6 +207,13 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
         }
         let (programs, seccomp_note) =
             precompile_seccomp(root, &extra, &mut spec, policy_seccomp.as_ref())?;
+        if learning {
+            // After the precompiled programs are made: the bundle's own
+            // profile stays whole for init and every `exec`; the observing
+            // filter only adds itself to init's (learn::container::attach).
+            let socket = extra.join(crate::learn::container::SOCKET_FILE);
+            crate::learn::container::attach(&mut spec, &socket).map_err(RuntimeError::Policy)?;
+        }
         tracing::debug!(target: "cli", "create: seccomp ready");
         if supervised {
             // Its directory now: the container binds it.
@@ -260,6 +271,22 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
                 .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
             supervisor = Some(s);
             tracing::debug!(target: "cli", "create: supervisor started");
+        }
+        if learning {
+            // Its learn socket must listen before libcontainer hands it
+            // the filter, and the init's first calls wait for its answers.
+            let s = supervisor.as_mut().ok_or_else(|| {
+                RuntimeError::Policy(format!(
+                    "annotation {}: learning needs the supervisor ({ANNOTATION_SUPERVISOR_OFF}: off is set)",
+                    crate::learn::container::ANNOTATION_LEARN
+                ))
+            })?;
+            s.wait_ready()
+                .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+            annotations.insert(
+                crate::learn::container::ANNOTATION_LEARN.to_string(),
+                "observing".to_string(),
+            );
         }
         let meta = Meta {
             bundle: bundle.dir.clone(),

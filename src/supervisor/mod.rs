@@ -86,6 +86,9 @@ pub struct Spawned {
     stdin: Option<UnixStream>,
     stdout: Option<ChildStdout>,
     state_dir: PathBuf,
+    /// `wait_ready` has seen the line (a learning container's `create`
+    /// waits before the build, then again after: once is enough).
+    ready: bool,
 }
 
 impl Spawned {
@@ -93,6 +96,9 @@ impl Spawned {
     /// segment. `spawn` does not wait, so that the supervisor starts while
     /// the container is being built.
     pub fn wait_ready(&mut self) -> Result<(), SupervisorError> {
+        if self.ready {
+            return Ok(());
+        }
         let ready = self
             .stdout
             .as_ref()
@@ -105,6 +111,7 @@ impl Spawned {
                 log.lines().last().unwrap_or("no output")
             )));
         }
+        self.ready = true;
         Ok(())
     }
 
@@ -234,6 +241,7 @@ pub fn spawn(root: &Path, id: &str, state_dir: &Path) -> Result<Spawned, Supervi
         stdin,
         stdout,
         state_dir: state_dir.to_path_buf(),
+        ready: false,
     })
 }
 
@@ -518,6 +526,24 @@ pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError>
         .open(state.join(OUTPUT_FILE))
         .map_err(io("open output log"))?;
 
+    // A learning container (`buntime.dev/learn`, which `create` only
+    // keeps when the node allows it): its seccomp listener is served from
+    // before the container is built.
+    let learning = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(crate::learn::container::ANNOTATION_LEARN))
+        .is_some_and(|v| v.trim() == "true");
+    let observer = if learning {
+        let o = crate::learn::container::Observer::start(
+            Path::new(crate::learn::container::SOCKET_FILE),
+            state.join(crate::learn::container::RECORD_FILE),
+        )
+        .map_err(io("learn socket"))?;
+        Some(o)
+    } else {
+        None
+    };
     // Tell `create` we are ready, then wait for the init pid on stdin.
     let _ = std::io::stdout().write_all(b"ready\n");
     let _ = std::io::stdout().flush();
@@ -598,6 +624,9 @@ pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError>
     redirect_null(1);
     let egress = serving?;
     serve_loop(&ctx, &listener, &pidfd, egress.as_ref());
+    if let Some(o) = observer {
+        o.finish();
+    }
     // What the audit quota kept out, counted (connections still open may
     // add to it; the process is about to exit).
     ctx.audit.finish(&ctx.id);

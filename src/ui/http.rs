@@ -249,6 +249,28 @@ pub fn send(req: Request, status: u16, content_type: &str, body: Vec<u8>) {
     }
 }
 
+/// `body` as a file to save (`Content-Disposition: attachment`) named
+/// `filename` (the caller's, of safe characters only).
+pub fn download(req: Request, filename: &str, content_type: &str, body: Vec<u8>) {
+    let mut resp = Response::from_data(body).with_status_code(StatusCode(200));
+    for h in common_headers() {
+        resp.add_header(h);
+    }
+    let disposition = format!("attachment; filename=\"{filename}\"");
+    for h in [
+        hdr("Content-Type", content_type),
+        hdr("Content-Disposition", &disposition),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        resp.add_header(h);
+    }
+    if let Err(e) = req.respond(resp) {
+        tracing::debug!(target: "ui", "response not sent: {e}");
+    }
+}
+
 pub fn json(req: Request, status: u16, v: &impl serde::Serialize) {
     let body = serde_json::to_vec(v).unwrap_or_else(|_| b"null".to_vec());
     send(req, status, "application/json", body);

@@ -38,7 +38,7 @@ pub use state::{policy_name, Sandbox, Summary};
 pub use why::{why, Why};
 
 use approve::Approvals;
-use http::{error, json, send, Guard, Query, Sse};
+use http::{download, error, json, send, Guard, Query, Sse};
 use state::Roots;
 
 /// Where `buntime ui` listens unless told otherwise.
@@ -365,7 +365,8 @@ fn handle(ctx: &Ctx, req: Request) {
                     json(req, 200, &state::read_output(&sb.output_path(), from))
                 }
                 ["approver"] if post => reconnect(ctx, req, &sb),
-                [] | ["audit"] | ["events"] | ["output"] | ["approver"] => {
+                ["learned-policy"] if get => learned_policy(req, &sb),
+                [] | ["audit"] | ["events"] | ["output"] | ["approver"] | ["learned-policy"] => {
                     error(req, 405, "method not allowed")
                 }
                 _ => error(req, 404, "not found"),
@@ -396,6 +397,54 @@ fn info(ctx: &Ctx, req: Request) {
     )
 }
 
+/// A learning container's learned policy so far (`buntime.dev/learn`,
+/// docs/learn.md): the summary for the page, or why there is none.
+fn learned_json(sb: &Sandbox) -> serde_json::Value {
+    let learning = sb
+        .root
+        .extra_dir(&sb.id)
+        .join(crate::learn::container::RECORD_FILE)
+        .is_file();
+    if !learning {
+        return serde_json::Value::Null;
+    }
+    match crate::learn::container::learned(&sb.root, &sb.id, crate::learn::DEFAULT_THRESHOLD) {
+        Ok(c) => serde_json::json!({
+            "summary": crate::learn::container::summary_text(&sb.id, &c),
+            "incomplete": c.incomplete,
+            "download": format!("/api/sandboxes/{}/learned-policy", sb.id),
+        }),
+        Err(e) => serde_json::json!({ "error": e.to_string() }),
+    }
+}
+
+/// `id` with nothing but `[A-Za-z0-9._-]` (others become `_`): a file
+/// name safe in a header.
+fn file_name(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The learned policy as a file to save.
+fn learned_policy(req: Request, sb: &Sandbox) {
+    match crate::learn::container::learned(&sb.root, &sb.id, crate::learn::DEFAULT_THRESHOLD) {
+        Ok(c) => download(
+            req,
+            &format!("{}.learned.policy.json", file_name(&sb.id)),
+            "application/json",
+            c.learned.policy.to_pretty_json().into_bytes(),
+        ),
+        Err(e) => error(req, 404, &e.to_string()),
+    }
+}
+
 fn detail(ctx: &Ctx, req: Request, sb: &Sandbox) {
     let meta = sb.meta();
     let policy = sb.policy();
@@ -408,6 +457,7 @@ fn detail(ctx: &Ctx, req: Request, sb: &Sandbox) {
         "ask_timeout_ms": sb.ask_timeout().as_millis() as u64,
         "pending": ctx.approvals.pending(Some(&sb.id)),
         "always": ctx.approvals.always(&sb.id),
+        "learned": learned_json(sb),
     });
     json(req, 200, &body)
 }

@@ -156,6 +156,14 @@ async function loadDetail(id) {
     (s.policy.sha256 ? ' · sha256 ' + s.policy.sha256 : '');
   $('policy-text').textContent = d.policy_text || '(no policy recorded)';
   $('policy-json').textContent = d.policy ? JSON.stringify(d.policy, null, 2) : '';
+  const l = d.learned;
+  $('learned').hidden = !l;
+  if (l) {
+    $('learned-summary').textContent = l.error || l.summary;
+    const a = $('learned-download');
+    a.hidden = !l.download;
+    if (l.download) a.href = withToken(l.download);
+  }
 }
 
 function openStream(id) {

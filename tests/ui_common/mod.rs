@@ -31,6 +31,17 @@ pub const POLICY: &str = r#"{
 /// A busybox bundle running the test worker with `args` under [`POLICY`],
 /// `ask` answered within `ask_timeout` or denied.
 pub fn worker_bundle(env: &Env, name: &str, args: &[&str], ask_timeout: &str) -> PathBuf {
+    worker_bundle_with(env, name, args, ask_timeout, &[])
+}
+
+/// [`worker_bundle`] with more annotations (`buntime.dev/learn`).
+pub fn worker_bundle_with(
+    env: &Env,
+    name: &str,
+    args: &[&str],
+    ask_timeout: &str,
+    more: &[(&str, &str)],
+) -> PathBuf {
     let mut full = vec!["/bin/worker"];
     full.extend_from_slice(args);
     let b = env.bundle(name, &full, &[]);
@@ -49,6 +60,9 @@ pub fn worker_bundle(env: &Env, name: &str, args: &[&str], ask_timeout: &str) ->
         "buntime.dev/policy": POLICY,
         "buntime.dev/ask-timeout": ask_timeout,
     });
+    for (k, v) in more {
+        spec["annotations"][*k] = serde_json::json!(v);
+    }
     fs::write(&cfg, serde_json::to_string_pretty(&spec).unwrap()).unwrap();
     b
 }

@@ -1,0 +1,280 @@
+//! Learning for containers (`buntime.dev/learn: "true"`, docs/learn.md),
+//! through `buntime-runc`, as root: a container reads a file, runs a
+//! program and fetches from a loopback server through its proxy while
+//! observed under its own policy; `policy learned ID` gives a policy under
+//! which the same command runs again with no denials, and which never
+//! grants `/etc/shadow`. A node that denies learning refuses the
+//! annotation; `policy learned` names what is wrong.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use common::{read, wait_until, Env};
+
+/// An HTTP server on the host's loopback answering `hello-learned`.
+fn serve_http() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(
+                b"HTTP/1.0 200 OK\r\nContent-Length: 14\r\nConnection: close\r\n\r\nhello-learned\n",
+            );
+        }
+    });
+    port
+}
+
+/// The job: read a data file, run a program of its own, fetch through the
+/// proxy (busybox's wget crashes in these bundles: its nc speaks HTTP),
+/// try /etc/shadow.
+fn script(port: u16) -> String {
+    format!(
+        "cat /data/input.txt; echo data=$?; \
+         /opt/bin/busybox-tool echo tool-ran; \
+         printf 'GET http://127.0.0.1:{port}/ HTTP/1.0\\r\\n\\r\\n' | nc 127.0.0.1 3128 | tail -1; \
+         cat /etc/shadow >/dev/null 2>&1; echo shadow=$?"
+    )
+}
+
+fn bundle(env: &Env, name: &str, port: u16, annotations: Value) -> std::path::PathBuf {
+    let b = env.bundle(name, &["sh", "-c", &script(port)], &[]);
+    let root = b.join("rootfs");
+    fs::create_dir_all(root.join("data")).expect("data dir");
+    fs::write(root.join("data/input.txt"), "input-row\n").expect("data");
+    fs::write(root.join("etc/shadow"), "root:SECRET-HASH:1::::::\n").expect("shadow");
+    fs::create_dir_all(root.join("opt/bin")).expect("opt/bin");
+    let tool = root.join("opt/bin/busybox-tool");
+    fs::copy(root.join("bin/busybox"), &tool).expect("copy busybox");
+    fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let file = b.join("config.json");
+    let mut cfg: Value = serde_json::from_str(&read(&file)).expect("config.json");
+    cfg["annotations"] = annotations;
+    fs::write(&file, cfg.to_string()).expect("write config.json");
+    b
+}
+
+/// The learning run's policy: /data is NOT readable (the learned policy
+/// must still grant it: a denial is a use), /etc is (its shadow must still
+/// not be granted).
+fn learning_policy(port: u16) -> String {
+    json!({
+        "version": 1,
+        "filesystem": {
+            "read": ["/bin", "/proc", "/etc", "/opt"],
+            "write": ["/tmp", "/dev/null"],
+            "exec": ["/bin", "/opt"]
+        },
+        "network": {"mode": "proxy", "allow": [format!("127.0.0.1:{port}")]}
+    })
+    .to_string()
+}
+
+/// Creates, starts and waits for `id` to stop and its supervisor to exit
+/// (its last record written); returns the container's output.
+fn run_to_end(env: &Env, id: &str, b: &Path) -> String {
+    let log = env.dir.path().join(format!("{id}.log"));
+    env.create_logged(id, b, &log);
+    env.ok(&["start", id]);
+    env.wait_status(id, "stopped");
+    let done = wait_until(Duration::from_secs(10), || {
+        env.state(id)["annotations"]["buntime.dev/supervisor"] == "stopped"
+    });
+    assert!(done, "supervisor of {id} did not exit");
+    read(&log)
+}
+
+fn denials(env: &Env, id: &str) -> Vec<String> {
+    env.ok(&["audit", id])
+        .lines()
+        .filter(|l| serde_json::from_str::<Value>(l).is_ok_and(|r| r["decision"] == "deny"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_learned_container_policy_lets_the_same_command_run_with_no_denials() {
+    let env = Env::new();
+    let port = serve_http();
+    let b = bundle(
+        &env,
+        "learner",
+        port,
+        json!({"buntime.dev/policy": learning_policy(port), "buntime.dev/learn": "true"}),
+    );
+    let out = run_to_end(&env, "learner", &b);
+    // Observed under its own policy: /data was refused, the rest ran.
+    assert!(out.contains("data=1"), "{out}");
+    assert!(out.contains("tool-ran"), "{out}");
+    assert!(out.contains("hello-learned"), "{out}");
+    assert_eq!(
+        env.state("learner")["annotations"]["buntime.dev/learn"],
+        "observing"
+    );
+
+    let learned = env.runc(&["policy", "learned", "learner"]);
+    let (stdout, stderr) = (common::text(&learned.stdout), common::text(&learned.stderr));
+    assert!(learned.status.success(), "{stderr}");
+    let policy: Value = serde_json::from_str(&stdout).expect("the learned policy is JSON");
+    let fs_of = |k: &str| -> Vec<String> {
+        policy["filesystem"][k]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    };
+    let (r, w, x) = (fs_of("read"), fs_of("write"), fs_of("exec"));
+    assert!(r.contains(&"/data/input.txt".to_string()), "{stdout}");
+    // Programs by absolute path, or the rule of the policy it ran under
+    // that covers them; never the runtime's /proc/self/exe.
+    assert!(
+        x.iter()
+            .any(|p| Path::new("/opt/bin/busybox-tool").starts_with(p)),
+        "{stdout}"
+    );
+    assert!(!x.iter().any(|p| p.starts_with("/proc")), "{stdout}");
+    for p in r.iter().chain(&w).chain(&x) {
+        assert!(
+            !Path::new("/etc/shadow").starts_with(p)
+                || fs_of("deny").iter().any(|d| d.starts_with("/etc/shadow")),
+            "{p} grants /etc/shadow: {stdout}"
+        );
+        assert_ne!(p, "/", "{stdout}");
+    }
+    assert!(!r.iter().any(|p| p.starts_with("/etc/shadow")), "{stdout}");
+    assert_eq!(policy["network"]["mode"], "proxy", "{stdout}");
+    assert_eq!(
+        policy["network"]["allow"],
+        json!([format!("127.0.0.1:{port}")]),
+        "{stdout}"
+    );
+    assert!(stderr.contains("files read"), "{stderr}");
+    assert!(
+        stderr.contains("asked for, not granted: /etc/shadow"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("INCOMPLETE"), "{stderr}");
+
+    // The same command under the learned policy: nothing refused.
+    let b2 = bundle(
+        &env,
+        "relearned",
+        port,
+        json!({"buntime.dev/policy": stdout.trim()}),
+    );
+    let out2 = run_to_end(&env, "relearned", &b2);
+    assert!(out2.contains("input-row\ndata=0"), "{out2}");
+    assert!(out2.contains("tool-ran"), "{out2}");
+    assert!(out2.contains("hello-learned"), "{out2}");
+    assert!(!out2.contains("Permission denied"), "{out2}");
+    // /etc/shadow stays refused (it was never granted).
+    assert!(out2.contains("shadow=1"), "{out2}");
+    assert_eq!(denials(&env, "relearned"), Vec::<String>::new());
+    // Not a learning container.
+    let e = common::text(&env.runc(&["policy", "learned", "relearned"]).stderr);
+    assert!(e.contains("was not learning"), "{e}");
+    for id in ["learner", "relearned"] {
+        env.ok(&["delete", id]);
+        env.assert_gone(id);
+    }
+}
+
+#[test]
+fn a_node_that_denies_learning_refuses_the_annotation() {
+    let env = Env::new();
+    let cfg = env.etc().join("config.json");
+    let mut node: Value = serde_json::from_str(&read(&cfg)).expect("config");
+    node["learn"] = json!("deny");
+    fs::write(&cfg, node.to_string()).expect("write config");
+    let port = 9;
+    let b = bundle(
+        &env,
+        "denied",
+        port,
+        json!({"buntime.dev/policy": learning_policy(port), "buntime.dev/learn": "true"}),
+    );
+    let e = env.fails(&[
+        "create",
+        "--bundle",
+        b.to_str().unwrap_or_default(),
+        "denied",
+    ]);
+    assert!(
+        e.contains("annotation buntime.dev/learn refused")
+            && e.contains("sets \"learn\": \"deny\""),
+        "{e}"
+    );
+    env.assert_gone("denied");
+
+    // A value that is not true/false names the annotation.
+    let b = bundle(&env, "odd", port, json!({"buntime.dev/learn": "yes"}));
+    let e = env.fails(&["create", "--bundle", b.to_str().unwrap_or_default(), "odd"]);
+    assert!(e.contains("buntime.dev/learn=\"yes\""), "{e}");
+    env.assert_gone("odd");
+
+    let e = env.fails(&["policy", "learned", "nosuch"]);
+    assert!(e.contains("container \"nosuch\" does not exist"), "{e}");
+}
+
+/// `buntime policy suggest --from-audit ID` reads a container's audit log
+/// from its state root: the proxy's refusal becomes the smallest change.
+#[test]
+fn suggest_reads_a_containers_audit_log_by_id() {
+    let env = Env::new();
+    let port = serve_http();
+    let b = bundle(
+        &env,
+        "refused",
+        port,
+        json!({"buntime.dev/policy": learning_policy(9)}),
+    );
+    let out = run_to_end(&env, "refused", &b);
+    assert!(!out.contains("hello-learned"), "{out}");
+    let buntime = env!("CARGO_BIN_EXE_buntime");
+    let root = env.root.to_str().unwrap_or_default();
+    let s = std::process::Command::new(buntime)
+        .args([
+            "--root",
+            root,
+            "policy",
+            "suggest",
+            "--from-audit",
+            "refused",
+        ])
+        .output()
+        .expect("run buntime");
+    let (stdout, stderr) = (common::text(&s.stdout), common::text(&s.stderr));
+    assert!(s.status.success(), "{stderr}");
+    let p: Value = serde_json::from_str(&stdout).expect("a policy");
+    let allow = p["network"]["allow"].to_string();
+    assert!(allow.contains(&format!("127.0.0.1:{port}")), "{stdout}");
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    let s = std::process::Command::new(buntime)
+        .args([
+            "--root",
+            root,
+            "policy",
+            "suggest",
+            "--from-audit",
+            "nosuch",
+        ])
+        .output()
+        .expect("run buntime");
+    let e = common::text(&s.stderr);
+    assert!(
+        !s.status.success() && e.contains("no such file, nor a container"),
+        "{e}"
+    );
+    env.ok(&["delete", "refused"]);
+}

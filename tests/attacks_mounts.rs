@@ -394,7 +394,7 @@ fn through_podman_the_cgroup_stays_read_only_and_a_symlinked_deny_fails() {
     {
         return;
     }
-    let Some(p) = engines::podman::Podman::new(|_| {}) else {
+    let Some(p) = engines::podman::Podman::new(common::open_node) else {
         return;
     };
     let rootfs = p.rootfs.clone();
@@ -473,7 +473,8 @@ fn through_podman_the_cgroup_stays_read_only_and_a_symlinked_deny_fails() {
     assert!(!text.contains("WROTE"), "{text}");
     assert!(text.contains("Read-only file system"), "{text}");
 
-    // 2. The node's default policy denies /etc/sudoers.d; the image links it
+    // 2. The node's default policy (the strict shipped one here) denies
+    // /etc/sudoers.d; the image links it
     // to /run/buntime: create fails and podman shows why.
     std::os::unix::fs::symlink("/run/buntime", rootfs.join("etc/sudoers.d")).expect("link");
     let mut args = run_args(&["--rm"]);

@@ -146,32 +146,46 @@ fn check_spec(file: &Path, spec: &Spec) -> Result<()> {
     Ok(())
 }
 
-/// The kernel lets a process lower its `oom_score_adj` only with
-/// CAP_SYS_RESOURCE; without it libcontainer's write fails as a bare
-/// "io error" (a kubelet's pause container asks for -998).
+/// The kernel lets a process lower its `oom_score_adj` below the lowest
+/// value a privileged process set for it only with CAP_SYS_RESOURCE;
+/// libcontainer's failed write said only "io error" (a kubelet's pause
+/// container asks for -998). That floor is not readable, so without the
+/// capability the value is tried on this process and put back (raising it
+/// again is always allowed; an unprivileged write moves no floor).
 fn check_oom_score_adj(file: &Path, want: i32) -> Result<()> {
-    let own = fs::read_to_string("/proc/self/oom_score_adj")
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-        .unwrap_or(0);
+    const OWN: &str = "/proc/self/oom_score_adj";
     let privileged = caps::has_cap(
         None,
         caps::CapSet::Effective,
         caps::Capability::CAP_SYS_RESOURCE,
     )
     .unwrap_or(false);
-    if want < own && !privileged {
-        return Err(RuntimeError::Config {
+    let Some(own) = fs::read_to_string(OWN)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    else {
+        return Ok(());
+    };
+    if privileged || want >= own {
+        return Ok(());
+    }
+    match fs::write(OWN, want.to_string()) {
+        Ok(()) => {
+            let _ = fs::write(OWN, own.to_string());
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(RuntimeError::Config {
             file: file.to_path_buf(),
             pointer: "/process/oomScoreAdj".into(),
             message: format!(
-                "{want} is below the runtime's own ({own}), and lowering it needs \
-                 CAP_SYS_RESOURCE, which this runtime does not have \
-                 (containerd: restrict_oom_score_adj = true)"
+                "{want} is below what this runtime may set (it runs at {own}); lowering it \
+                 needs CAP_SYS_RESOURCE, which this runtime does not have (containerd: \
+                 restrict_oom_score_adj = true)"
             ),
-        });
+        }),
+        // Anything else is libcontainer's to meet and report.
+        Err(_) => Ok(()),
     }
-    Ok(())
 }
 
 /// Whether the kernel has AppArmor on (what libcontainer checks).

@@ -398,7 +398,7 @@ pub(crate) fn peer_is(conn: &std::os::unix::net::UnixStream, pid: Option<u32>) -
     let cred = nix::sys::socket::getsockopt(conn, nix::sys::socket::sockopt::PeerCredentials)
         .map_err(io::Error::from)?;
     let euid = nix::unistd::geteuid().as_raw();
-    let pid_ok = pid.map_or(true, |p| i64::from(cred.pid()) == i64::from(p));
+    let pid_ok = pid.is_none_or(|p| i64::from(cred.pid()) == i64::from(p));
     if cred.uid() == euid && pid_ok {
         Ok(())
     } else {

@@ -153,9 +153,11 @@ struct Recorder {
 impl Recorder {
     fn add(&mut self, e: Event, pid: u32) {
         let e = own_exe(e, pid);
+        let was_truncated = self.seen.truncated;
         if !self.known.admit(&e, &mut self.seen) {
-            // Kept already, or past the bounds (then marked truncated).
-            self.dirty |= self.seen.truncated;
+            // Kept already, or past the bounds (marked truncated: written
+            // once more, not at every call after).
+            self.dirty |= self.seen.truncated != was_truncated;
             return;
         }
         if let Event::File { path, access } = &e {

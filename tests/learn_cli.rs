@@ -135,7 +135,9 @@ fn learn_then_run_under_the_learned_policy() {
         return;
     }
     let job = Job::new();
-    let o = job.run(&["--learn"], &[]);
+    // A loopback server is learned only when the base already allows it.
+    let allow = format!("--allow-net=127.0.0.1:{}", job.port);
+    let o = job.run(&["--learn", &allow], &[]);
     assert!(o.status.success(), "{}", show(&o));
     let err = text(&o.stderr);
     assert!(err.contains("learned policy for"), "{err}");
@@ -295,4 +297,218 @@ fn bad_input_still_writes_what_was_learned_marked_incomplete() {
     let v = policy_json(Path::new(fallback));
     assert_eq!(v["version"], 1);
     let _ = fs::remove_file(fallback);
+}
+
+/// `buntime run --learn[=OUT]` of a script written in the job's
+/// `scripts/`, with extra environment; gives up (and fails) after two
+/// minutes rather than hang.
+fn learn_script(job: &Job, out: &str, body: &str, args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let script = job.path("scripts/learned.py");
+    fs::write(&script, body).unwrap();
+    let mut c = Command::new(BUNTIME);
+    c.arg("--root")
+        .arg(job.path("state"))
+        .arg("run")
+        .arg(format!("--learn={out}"))
+        .arg(&script)
+        .args(args)
+        .current_dir(job.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let child = c.spawn().expect("run buntime");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+        Ok(o) => o.expect("wait for buntime"),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            panic!("buntime run --learn never finished");
+        }
+    }
+}
+
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn home_credentials_and_symlinks_to_them_are_never_learned() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let job = Job::new();
+    // The caller's home, with a key the sandbox's uid may read.
+    let home = job.path("home");
+    fs::create_dir_all(home.join(".ssh")).unwrap();
+    fs::create_dir_all(home.join(".aws")).unwrap();
+    for d in [&home, &home.join(".ssh"), &home.join(".aws")] {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    fs::write(home.join(".ssh/id_ed25519"), "KEY\n").unwrap();
+    fs::write(home.join(".aws/credentials"), "AWS\n").unwrap();
+    let out = job.path("out");
+    // The run plants a link in a directory it may write, and reads
+    // through it; and asks for credential files directly.
+    let body = r#"
+import os, sys
+home, out = sys.argv[1], sys.argv[2]
+link = os.path.join(out, "notes.txt")
+os.symlink(os.path.join(home, ".ssh", "id_ed25519"), link)
+for p in [link, os.path.join(home, ".aws", "credentials"), "/root/.kube/config", "/home/nobody-here/.netrc"]:
+    try:
+        open(p).read()
+    except OSError as e:
+        print("refused", p, e.errno)
+print("done")
+"#;
+    let o = learn_script(
+        &job,
+        "creds.json",
+        body,
+        &[home.to_str().unwrap(), out.to_str().unwrap()],
+        &[("HOME", &home)],
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    let err = text(&o.stderr);
+    let not_granted = err
+        .lines()
+        .find(|l| l.contains("asked for, not granted"))
+        .unwrap_or_else(|| panic!("{err}"));
+    for p in [
+        out.join("notes.txt"),
+        home.join(".aws/credentials"),
+        PathBuf::from("/root/.kube/config"),
+        PathBuf::from("/home/nobody-here/.netrc"),
+    ] {
+        assert!(
+            not_granted.contains(p.to_str().unwrap()),
+            "{} not refused: {err}",
+            p.display()
+        );
+    }
+    assert!(not_granted.contains("a symlink to"), "{err}");
+    let v = policy_json(&job.path("creds.json"));
+    for list in ["read", "write", "exec"] {
+        for r in strings(&v["filesystem"][list]) {
+            let r = Path::new(&r);
+            assert!(
+                !(home.join(".ssh").starts_with(r) || r.starts_with(home.join(".ssh"))),
+                "{list} grants the key: {v}"
+            );
+            assert!(!r.ends_with("notes.txt") && !r.starts_with(&home), "{v}");
+        }
+    }
+}
+
+#[test]
+fn a_fifo_or_a_device_exec_never_stops_learning() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let job = Job::new();
+    let body = r#"
+import os, sys
+fifo = os.path.join(sys.argv[1], "f")
+os.mkfifo(fifo, 0o777)
+os.chmod(fifo, 0o777)
+for p in [fifo, "/dev/watchdog", "/dev/tty"]:
+    try:
+        os.execv(p, [p])
+    except OSError as e:
+        print("refused", p, e.errno)
+print("done")
+"#;
+    let out = job.path("out");
+    let o = learn_script(&job, "fifo.json", body, &[out.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(text(&o.stdout).contains("done"), "{}", show(&o));
+    assert!(job.path("fifo.json").is_file());
+}
+
+#[test]
+fn loopback_hosts_are_learned_only_when_the_base_allows_them() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let job = Job::new();
+    let o = job.run(&["--learn=net.json"], &[]);
+    assert!(o.status.success(), "{}", show(&o));
+    let err = text(&o.stderr);
+    let host = format!("127.0.0.1:{}", job.port);
+    let line = err
+        .lines()
+        .find(|l| l.contains("asked for, not granted"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(line.contains(&host) && line.contains("loopback"), "{err}");
+    let v = policy_json(&job.path("net.json"));
+    assert!(!strings(&v["network"]["allow"]).contains(&host), "{v}");
+    // Said before the run, not only in the summary after it.
+    let warn = err
+        .find("this run is NOT sandboxed")
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(warn < err.find("learned policy for").unwrap(), "{err}");
+}
+
+#[test]
+fn the_output_is_never_written_through_a_symlink() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let job = Job::new();
+    let victim = job.path("victim.txt");
+    fs::write(&victim, "keep me\n").unwrap();
+    std::os::unix::fs::symlink(&victim, job.path("sym.json")).unwrap();
+    let o = learn_script(&job, "sym.json", "print('done')\n", &[], &[]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "keep me\n");
+    let m = fs::symlink_metadata(job.path("sym.json")).unwrap();
+    assert!(m.file_type().is_file(), "{m:?}");
+    assert_eq!(policy_json(&job.path("sym.json"))["version"], 1);
+}
+
+#[test]
+fn too_many_distinct_calls_mark_the_policy_incomplete() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let job = Job::new();
+    // More distinct paths than the observer keeps: it stops recording
+    // (root's memory is not the run's to fill) and says so.
+    let body = r#"
+import os
+for i in range(70000):
+    try:
+        os.open("/nonexistent-learn-flood/%07d" % i, os.O_RDONLY)
+    except OSError:
+        pass
+print("done")
+"#;
+    let o = learn_script(&job, "flood.json", body, &[], &[]);
+    assert!(o.status.success(), "{}", show(&o));
+    let err = text(&o.stderr);
+    assert!(err.contains("INCOMPLETE: more distinct calls"), "{err}");
+    let v = policy_json(&job.path("flood.json"));
+    assert!(
+        v["description"].as_str().unwrap().starts_with("INCOMPLETE"),
+        "{v}"
+    );
 }

@@ -11,7 +11,6 @@
 //! (unlike `buntime run --learn`), so a tenant gains nothing by asking for
 //! it. A node may still refuse it (`"learn": "deny"` in its config).
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -26,7 +25,10 @@ use libcontainer::oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, Spec};
 use libseccomp::{ScmpNotifReq, ScmpNotifResp, ScmpNotifRespFlags};
 
 use super::generalise::{interpreter_of, Generalise, Learned};
-use super::observe::{notify_profile, receive_fd, Calls, Event, Facts, FileUse, Observed};
+use super::observe::{
+    notify_profile, peer_is, receive_fd, seccomp_listener, Calls, Distinct, Event, Facts, FileUse,
+    Observed,
+};
 use super::LearnError;
 use crate::policy::source::LearnSetting;
 use crate::policy::{NetMode, PolicySources};
@@ -38,9 +40,7 @@ pub const ANNOTATION_LEARN: &str = "buntime.dev/learn";
 pub const SOCKET_FILE: &str = "learn.sock";
 /// In the state directory: what the supervisor saw (an [`Observed`]).
 pub const RECORD_FILE: &str = "learned.json";
-/// Distinct calls kept; beyond, the record is marked truncated (the
-/// supervisor's memory is not the container's to fill).
-pub const MAX_EVENTS: usize = 65_536;
+pub use super::observe::MAX_EVENTS;
 /// A socket address holds at most this many bytes of path.
 const SUN_PATH_MAX: usize = 107;
 
@@ -146,18 +146,18 @@ struct Filter {
 
 struct Recorder {
     seen: Observed,
-    known: HashSet<Event>,
+    known: Distinct,
     dirty: bool,
 }
 
 impl Recorder {
     fn add(&mut self, e: Event, pid: u32) {
         let e = own_exe(e, pid);
-        if self.known.contains(&e) {
-            return;
-        }
-        if self.known.len() >= MAX_EVENTS {
-            self.seen.truncated = true;
+        let was_truncated = self.seen.truncated;
+        if !self.known.admit(&e, &mut self.seen) {
+            // Kept already, or past the bounds (marked truncated: written
+            // once more, not at every call after).
+            self.dirty |= self.seen.truncated != was_truncated;
             return;
         }
         if let Event::File { path, access } = &e {
@@ -166,7 +166,6 @@ impl Recorder {
                 self.seen.facts.insert(path.clone(), f);
             }
         }
-        self.known.insert(e.clone());
         self.seen.events.push(e);
         self.dirty = true;
     }
@@ -248,7 +247,7 @@ fn serve(listener: UnixListener, record: &Path, stop: &AtomicBool) {
             in_container: true,
             ..Observed::default()
         },
-        known: HashSet::new(),
+        known: Distinct::default(),
         dirty: true,
     };
     rec.flush(record);
@@ -304,7 +303,11 @@ fn serve(listener: UnixListener, record: &Path, stop: &AtomicBool) {
 fn accept_filter(listener: &UnixListener) -> Option<OwnedFd> {
     let (conn, _) = listener.accept().ok()?;
     let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-    match receive_fd(conn.as_raw_fd()) {
+    // `buntime-runc create` (or `exec`) sends it: root, as we are.
+    match peer_is(&conn, None)
+        .and_then(|()| receive_fd(conn.as_raw_fd()))
+        .and_then(seccomp_listener)
+    {
         Ok(fd) => Some(fd),
         Err(e) => {
             tracing::warn!(target: "supervisor", "receive a seccomp listener fd: {e}");
@@ -413,9 +416,7 @@ pub fn learned(root: &Root, id: &str, threshold: usize) -> Result<ContainerLearn
     let incomplete = if !seen.attached {
         Some("the observer never attached: nothing was recorded".to_string())
     } else if seen.truncated {
-        Some(format!(
-            "more than {MAX_EVENTS} distinct calls: the rest were not recorded"
-        ))
+        Some(super::observe::truncated_why())
     } else if running {
         Some("the container is still running: what it does later is not in the policy".into())
     } else {

@@ -5,9 +5,9 @@
 use crate::policy::intersect::mode_rank;
 use std::path::{Path, PathBuf};
 
+use super::generalise::refusal;
 use super::LearnError;
 use crate::audit::AuditRecord;
-use crate::policy::paths::{deny_covers, KNOWN_SECRETS};
 use crate::policy::{normalize_path, FsAccess, FsDecision, FsPath, NetMode, NetRule, Policy};
 
 /// A policy by shipped name (`default`, `strict`, …) or file.
@@ -147,6 +147,8 @@ pub fn suggest(
     base: &Policy,
     records: &[AuditRecord],
 ) -> Result<(Policy, Vec<String>), LearnError> {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let home = home.as_deref();
     let mut p = base.clone();
     let mut refused = Vec::new();
     let fs = |s: &str| {
@@ -163,16 +165,11 @@ pub fn suggest(
                 if !path.starts_with('/') {
                     continue;
                 }
-                let pb = PathBuf::from(path);
-                if let Some((_, d)) = KNOWN_SECRETS
-                    .iter()
-                    .find(|(_, d)| deny_covers(Path::new(d), &pb))
-                {
-                    refused.push(format!("{} (a credential file, {d})", pb.display()));
-                    continue;
-                }
-                if let FsDecision::DeniedBy(d) = p.filesystem.decide(&pb, FsAccess::Read) {
-                    refused.push(format!("{} (denied by {})", pb.display(), d.display()));
+                // Judged as it would be granted: normalised
+                // (`/srv/../root/.ssh/id_rsa` is `/root/.ssh/id_rsa`).
+                let pb = normalize_path(Path::new(path));
+                if let Some(why) = refusal(&p, &pb, home) {
+                    refused.push(format!("{} ({why})", pb.display()));
                     continue;
                 }
                 let (list, access) = match r.kind.as_str() {
@@ -181,7 +178,7 @@ pub fn suggest(
                     _ => (&mut p.filesystem.read, FsAccess::Read),
                 };
                 if base.filesystem.decide(&pb, access) != FsDecision::Allow {
-                    let e = fs(path)?;
+                    let e = fs(&pb.to_string_lossy())?;
                     if !list.contains(&e) {
                         list.push(e);
                     }
@@ -302,6 +299,25 @@ mod tests {
             .iter()
             .any(|r| r.as_str().starts_with("/etc/shadow")));
         assert_eq!(refused.len(), 1, "{refused:?}");
+        // A path is judged as it would be granted: normalised first; and
+        // credential files in any home are never suggested.
+        let mut recs = Vec::new();
+        for subject in [
+            "/srv/../root/.ssh/id_rsa",
+            "/srv/../etc/shadow",
+            "/home/bob/.aws/credentials",
+            "/home/bob/./.ssh/../.kube/config",
+        ] {
+            let mut r = AuditRecord::new("c", 1, "fs_read", subject);
+            r.decision = "deny".into();
+            recs.push(r);
+        }
+        // (With no deny list of its own: the credential list refuses.)
+        let mut open = base.clone();
+        open.filesystem.deny.clear();
+        let (p2, refused) = suggest(&open, &recs).unwrap();
+        assert_eq!(refused.len(), 4, "{refused:?}");
+        assert_eq!(p2.filesystem.read, open.filesystem.read);
         assert_eq!(p.network.mode, NetMode::Proxy);
         let d = diff(&base, &p);
         assert!(d.contains(&"may read /srv/data/x.csv".to_string()), "{d:?}");

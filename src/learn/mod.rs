@@ -125,6 +125,8 @@ pub fn learning_policy(base: &Policy) -> Policy {
 pub fn incompleteness(code: i32, seen: &Observed) -> Option<String> {
     if !seen.attached {
         Some("the observer never attached: nothing was recorded".into())
+    } else if seen.truncated {
+        Some(observe::truncated_why())
     } else if code != 0 {
         Some(format!(
             "the run exited with status {code}: what it did not reach is not in the policy"
@@ -160,22 +162,20 @@ pub fn conclude(
         None => format!("Learned by buntime run --learn from {}.", req.label),
     };
     let body = learned.policy.to_pretty_json();
-    let written = match std::fs::write(&req.output, &body) {
+    let written = match replace_file(&req.output, body.as_bytes()) {
         Ok(()) => Ok(req.output.clone()),
         Err(source) => {
-            let fallback = std::env::temp_dir().join(format!(
-                "buntime-learned-{}.policy.json",
-                std::process::id()
-            ));
-            match std::fs::write(&fallback, &body) {
-                Ok(()) => Err(LearnError::Write {
+            let dir = std::env::temp_dir();
+            let stem = format!("buntime-learned-{}", std::process::id());
+            match create_new(&dir, &stem, ".policy.json", body.as_bytes()) {
+                Ok(fallback) => Err(LearnError::Write {
                     path: req.output.clone(),
                     fallback,
                     source,
                 }),
                 Err(_) => Err(LearnError::Lost {
                     path: req.output.clone(),
-                    fallback,
+                    fallback: dir.join(format!("{stem}.policy.json")),
                     source,
                 }),
             }
@@ -188,6 +188,59 @@ pub fn conclude(
     };
     crate::logging::say(&summary_text(&learned, &shown, incomplete.as_deref(), req));
     written
+}
+
+/// A new file `dir/STEM[-N]SUFFIX` holding `body`, made with `O_EXCL` and
+/// `O_NOFOLLOW` (a symlink or file planted at that name is never written
+/// through: the next name is taken). Returns its path.
+fn create_new(dir: &Path, stem: &str, suffix: &str, body: &[u8]) -> std::io::Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut last = None;
+    for n in 0..16 {
+        let name = match n {
+            0 => format!("{stem}{suffix}"),
+            n => format!("{stem}-{n}{suffix}"),
+        };
+        let path = dir.join(name);
+        let opened = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path);
+        match opened {
+            Ok(mut f) => {
+                let done = f.write_all(body).and_then(|()| f.sync_all());
+                if let Err(e) = done {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(e);
+                }
+                return Ok(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::AlreadyExists)))
+}
+
+/// Puts `body` at `path` without following a symlink there: written to a
+/// new file in the same directory ([`create_new`]), then renamed over
+/// `path` (a rename replaces a symlink, never writes through it).
+fn replace_file(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let stem = format!(".{}.{}", name.to_string_lossy(), std::process::id());
+    let tmp = create_new(dir, &stem, ".tmp", body)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 /// The grouped summary printed after a learned run.
@@ -252,7 +305,7 @@ pub fn grouped(l: &Learned, incomplete: Option<&str>) -> String {
         let v: Vec<String> = s
             .not_granted
             .iter()
-            .map(|n| format!("{} ({})", n.path.display(), n.why))
+            .map(|n| format!("{} ({})", n.what, n.why))
             .collect();
         out.push_str(&format!("  asked for, not granted: {}\n", v.join(", ")));
     }

@@ -98,6 +98,60 @@ pub struct Observed {
     pub truncated: bool,
 }
 
+/// Distinct calls an observer keeps; beyond, the record is marked
+/// truncated (the observer's memory is root's, not the sandbox's to fill).
+pub const MAX_EVENTS: usize = 65_536;
+/// Bytes of paths an observer keeps (a path may be 4 KiB).
+pub const MAX_EVENT_BYTES: usize = 16 << 20;
+
+/// Why a truncated record is incomplete, for the policy's description.
+pub fn truncated_why() -> String {
+    format!(
+        "more distinct calls than the observer keeps ({MAX_EVENTS}, or {} MiB of paths): the rest were not recorded",
+        MAX_EVENT_BYTES >> 20
+    )
+}
+
+/// The distinct events an observer has kept, to drop repeats on arrival
+/// and to stop at [`MAX_EVENTS`] or [`MAX_EVENT_BYTES`].
+#[derive(Default)]
+pub(crate) struct Distinct {
+    known: std::collections::HashSet<Event>,
+    bytes: usize,
+}
+
+impl Distinct {
+    /// Whether `e` is to be kept: new and within the bounds. A new event
+    /// past them marks `seen` truncated instead.
+    pub(crate) fn admit(&mut self, e: &Event, seen: &mut Observed) -> bool {
+        if self.known.contains(e) {
+            return false;
+        }
+        let size = match e {
+            Event::File { path, .. } | Event::ConnectUnix(path) => path.as_os_str().len(),
+            Event::Host(h) => h.len(),
+            Event::Connect(_) => 0,
+        } + 64;
+        if self.known.len() >= MAX_EVENTS || self.bytes + size > MAX_EVENT_BYTES {
+            seen.truncated = true;
+            return false;
+        }
+        self.bytes += size;
+        self.known.insert(e.clone());
+        true
+    }
+
+    /// Adds `e` to `seen` when it is to be kept.
+    pub(crate) fn record(&mut self, e: Event, seen: &mut Observed) {
+        if self.admit(&e, seen) {
+            seen.events.push(e);
+        }
+    }
+}
+
+/// The listener socket's name in its directory.
+pub const SOCKET_NAME: &str = "learn.sock";
+
 /// The running observer.
 pub struct Listener {
     pub socket: PathBuf,
@@ -106,12 +160,18 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Binds the listener socket at `socket` and starts the thread. Call
-    /// before the container is created: libcontainer connects to it while
-    /// creating, and the sandbox's first calls wait for our answers.
-    pub fn start(socket: &Path) -> io::Result<Listener> {
-        let _ = std::fs::remove_file(socket);
-        let listener = UnixListener::bind(socket)?;
+    /// Makes `dir` (mode 0700: only we may connect), binds the listener
+    /// socket [`SOCKET_NAME`] in it and starts the thread. Call before the
+    /// container is created: libcontainer connects to it while creating,
+    /// and the sandbox's first calls wait for our answers.
+    pub fn start(dir: &Path) -> io::Result<Listener> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new().mode(0o700).create(dir)?;
+        // The mode asked for is the umask's to lower, never to raise; set
+        // it exactly all the same.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        let socket = dir.join(SOCKET_NAME);
+        let listener = UnixListener::bind(&socket)?;
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -119,7 +179,7 @@ impl Listener {
             .name("learn".into())
             .spawn(move || serve(listener, &flag))?;
         Ok(Listener {
-            socket: socket.to_path_buf(),
+            socket,
             stop,
             thread,
         })
@@ -205,11 +265,17 @@ fn serve(listener: UnixListener, stop: &AtomicBool) -> Observed {
             return seen;
         }
         match listener.accept() {
-            Ok((conn, _)) => match receive_fd(conn.as_raw_fd()) {
+            // libcontainer's main process is this one: a connection from
+            // any other process is refused, and so is an fd that is not a
+            // seccomp listener.
+            Ok((conn, _)) => match peer_is(&conn, Some(std::process::id()))
+                .and_then(|()| receive_fd(conn.as_raw_fd()))
+                .and_then(seccomp_listener)
+            {
                 Ok(fd) => break fd,
                 Err(e) => {
-                    tracing::warn!(target: "learn", "receive the seccomp listener fd: {e}");
-                    return seen;
+                    tracing::warn!(target: "learn", "refused a connection to the learn socket: {e}");
+                    continue;
                 }
             },
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -223,6 +289,7 @@ fn serve(listener: UnixListener, stop: &AtomicBool) -> Observed {
     };
     seen.attached = true;
     let calls = Calls::new();
+    let mut distinct = Distinct::default();
     // Events before the first execve are buntime's own executor (Landlock,
     // its filters); the program starts at its exec.
     let mut started = false;
@@ -257,7 +324,7 @@ fn serve(listener: UnixListener, stop: &AtomicBool) -> Observed {
                         continue;
                     }
                 }
-                seen.events.push(e)
+                distinct.record(e, &mut seen)
             }
             _ => seen.unreadable += u64::from(started),
         }
@@ -323,6 +390,44 @@ pub(crate) fn receive_fd(conn: RawFd) -> io::Result<OwnedFd> {
         io::ErrorKind::InvalidData,
         "no file descriptor in the seccomp listener message",
     ))
+}
+
+/// Whether the peer of `conn` is our own uid (and, when given, the
+/// process `pid`), from the kernel's `SO_PEERCRED`.
+pub(crate) fn peer_is(conn: &std::os::unix::net::UnixStream, pid: Option<u32>) -> io::Result<()> {
+    let cred = nix::sys::socket::getsockopt(conn, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(io::Error::from)?;
+    let euid = nix::unistd::geteuid().as_raw();
+    let pid_ok = pid.is_none_or(|p| i64::from(cred.pid()) == i64::from(p));
+    if cred.uid() == euid && pid_ok {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "the peer is pid {} uid {}, not libcontainer's (uid {euid})",
+                cred.pid(),
+                cred.uid()
+            ),
+        ))
+    }
+}
+
+/// `fd` when it is a seccomp user-notification listener (what the kernel
+/// names `anon_inode:seccomp notify`), an error otherwise.
+pub(crate) fn seccomp_listener(fd: OwnedFd) -> io::Result<OwnedFd> {
+    let what = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    if what == Path::new("anon_inode:seccomp notify") {
+        Ok(fd)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the fd received is {}, not a seccomp listener",
+                what.display()
+            ),
+        ))
+    }
 }
 
 /// The observed calls' numbers on this architecture.
@@ -519,6 +624,68 @@ mod tests {
             c.action() == LinuxSeccompAction::ScmpActAllow && c.names().iter().any(|n| n == "read")
         });
         assert!(allowed_read);
+    }
+
+    #[test]
+    fn repeats_are_dropped_and_distinct_calls_capped() {
+        let mut seen = Observed::default();
+        let mut d = Distinct::default();
+        let e = |i: usize| Event::File {
+            path: PathBuf::from(format!("/x/{i}")),
+            access: FileUse::Read,
+        };
+        for _ in 0..3 {
+            d.record(e(0), &mut seen);
+        }
+        assert_eq!(seen.events.len(), 1);
+        for i in 0..MAX_EVENTS + 10 {
+            d.record(e(i), &mut seen);
+        }
+        assert_eq!(seen.events.len(), MAX_EVENTS);
+        assert!(seen.truncated);
+        // Long paths: the byte bound holds first.
+        let mut seen = Observed::default();
+        let mut d = Distinct::default();
+        for i in 0..MAX_EVENTS {
+            d.record(
+                Event::File {
+                    path: PathBuf::from(format!("/{}/{i}", "y".repeat(4000))),
+                    access: FileUse::Read,
+                },
+                &mut seen,
+            );
+        }
+        assert!(seen.truncated);
+        assert!(seen.events.len() < MAX_EVENT_BYTES / 4000);
+    }
+
+    #[test]
+    fn the_socket_is_private_and_takes_only_a_seccomp_listener() {
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::net::UnixStream;
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("learn");
+        let l = Listener::start(&dir).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        // A file's fd is not a listener: refused, the observer stays
+        // unattached.
+        let c = UnixStream::connect(&l.socket).unwrap();
+        let f = File::open("/dev/null").unwrap();
+        let fds = [f.as_raw_fd()];
+        let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+        let iov = [io::IoSlice::new(b"{}")];
+        nix::sys::socket::sendmsg::<()>(
+            c.as_raw_fd(),
+            &iov,
+            &cmsg,
+            nix::sys::socket::MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let seen = l.finish();
+        assert!(!seen.attached);
     }
 
     #[test]

@@ -159,6 +159,61 @@ pub const KNOWN_SECRETS: &[(&str, &str)] = &[
     ("/root/.ssh", "/root"),
 ];
 
+/// Credential files kept in a home directory, relative to it: SSH keys,
+/// cloud, cluster and registry credentials, GnuPG, `.netrc`. Learning
+/// (`docs/learn.md`) never grants them, under any home it knows of: the
+/// caller's `$HOME`, `/root` and every `/home/NAME`.
+pub const HOME_SECRETS: &[&str] = &[
+    ".ssh",
+    ".aws",
+    ".gnupg",
+    ".kube/config",
+    ".docker/config.json",
+    ".netrc",
+    ".git-credentials",
+    ".config/gcloud",
+    ".azure",
+    ".pgpass",
+    ".config/gh/hosts.yml",
+];
+
+/// The home directory `p` lies in, if it lies in one learning knows of:
+/// `home` (the caller's `$HOME`), `/root`, or `/home/NAME`.
+pub fn home_of(p: &Path, home: Option<&Path>) -> Option<PathBuf> {
+    if let Some(h) = home.filter(|h| h.is_absolute() && *h != Path::new("/")) {
+        let h = normalize_path(h);
+        if p.starts_with(&h) {
+            return Some(h);
+        }
+    }
+    if p.starts_with("/root") {
+        return Some(PathBuf::from("/root"));
+    }
+    let mut c = p.strip_prefix("/home").ok()?.components();
+    match c.next()? {
+        std::path::Component::Normal(name) => Some(Path::new("/home").join(name)),
+        _ => None,
+    }
+}
+
+/// Why `p` (absolute, normalised) is a credential file: the deny entry
+/// that stands for it, from [`KNOWN_SECRETS`] or a home's
+/// [`HOME_SECRETS`]. `home` is the caller's `$HOME`, if known.
+pub fn credential(p: &Path, home: Option<&Path>) -> Option<String> {
+    if let Some((_, deny)) = KNOWN_SECRETS
+        .iter()
+        .find(|(_, deny)| deny_covers(Path::new(deny), p))
+    {
+        return Some((*deny).to_string());
+    }
+    let h = home_of(p, home)?;
+    HOME_SECRETS
+        .iter()
+        .map(|rel| h.join(rel))
+        .find(|s| p.starts_with(s))
+        .map(|s| s.display().to_string())
+}
+
 /// A rule that gives the sandbox a known secret ([`KNOWN_SECRETS`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SecretExposure {
@@ -420,6 +475,37 @@ mod tests {
         // Everything denied: nothing to say.
         let all: Vec<&str> = KNOWN_SECRETS.iter().map(|(_, d)| *d).collect();
         assert!(fs(&["/"], &[], &[], &all).exposed_secrets().is_empty());
+    }
+
+    #[test]
+    fn home_credentials_under_any_home() {
+        let home = Some(Path::new("/srv/users/u"));
+        for (p, deny) in [
+            ("/root/.ssh/id_ed25519", "/root"),
+            ("/home/bob/.ssh/id_rsa", "/home/bob/.ssh"),
+            ("/home/bob/.aws/credentials", "/home/bob/.aws"),
+            ("/home/bob/.gnupg", "/home/bob/.gnupg"),
+            ("/home/bob/.kube/config", "/home/bob/.kube/config"),
+            (
+                "/home/bob/.docker/config.json",
+                "/home/bob/.docker/config.json",
+            ),
+            ("/home/bob/.netrc", "/home/bob/.netrc"),
+            ("/home/bob/.git-credentials", "/home/bob/.git-credentials"),
+            ("/home/bob/.config/gcloud/x.db", "/home/bob/.config/gcloud"),
+            ("/srv/users/u/.ssh/id_rsa", "/srv/users/u/.ssh"),
+        ] {
+            assert_eq!(credential(Path::new(p), home).as_deref(), Some(deny), "{p}");
+        }
+        for p in [
+            "/home/bob/notes.txt",
+            "/home/bob/.sshx",
+            "/home/bob/.kube/cache",
+            "/srv/.ssh/x",
+            "/home",
+        ] {
+            assert_eq!(credential(Path::new(p), home), None, "{p}");
+        }
     }
 
     #[test]

@@ -120,8 +120,19 @@ pub fn locate(prog: &str, path_var: &str) -> Option<PathBuf> {
 /// The interpreter a script's `#!` line names (absolute), if any.
 fn interpreter(script: &Path) -> Option<PathBuf> {
     use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut head = [0u8; 256];
-    let n = std::fs::File::open(script).ok()?.read(&mut head).ok()?;
+    // Non-blocking, and only a regular file: a FIFO or a device named as
+    // the program must not stop (or act on) the explanation.
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(script)
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let n = f.read(&mut head).ok()?;
     let line = head[..n].strip_prefix(b"#!")?;
     let line = line.split(|&b| b == b'\n').next()?;
     let line = std::str::from_utf8(line).ok()?;
@@ -226,6 +237,24 @@ mod tests {
         std::fs::write(&p, body).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::canonicalize(p).unwrap()
+    }
+
+    /// Runs `f` on a thread; fails (rather than hangs) when it blocks.
+    fn returns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(20))
+            .expect("blocked on a FIFO")
+    }
+
+    #[test]
+    fn a_fifo_named_as_the_program_never_blocks() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("f");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        assert_eq!(returns(move || interpreter(&fifo)), None);
     }
 
     #[test]

@@ -419,10 +419,18 @@ pub fn run_observed(
     }
     let mut spec = spec;
     let learner = if req.learn {
-        let sock = bundle.path.join("learn.sock");
-        let listener = crate::learn::Listener::start(&sock)
-            .map_err(|e| setup(format!("--learn: listen on {}: {e}", sock.display())))?;
-        crate::learn::observe::attach(&mut spec, &sock).map_err(setup)?;
+        // Said before anything of the run's happens, not only after.
+        crate::logging::say(
+            "buntime: --learn: this run is NOT sandboxed by filesystem or network rules (it may read, write, run and connect as far as its uid may; docs/learn.md): learn only with code you would run without a sandbox",
+        );
+        let dir = bundle.path.join("learn");
+        let listener = crate::learn::Listener::start(&dir).map_err(|e| {
+            setup(format!(
+                "--learn: listen on {}: {e}",
+                dir.join(crate::learn::observe::SOCKET_NAME).display()
+            ))
+        })?;
+        crate::learn::observe::attach(&mut spec, &listener.socket).map_err(setup)?;
         Some(listener)
     } else {
         None

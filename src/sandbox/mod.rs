@@ -419,10 +419,13 @@ pub fn run_observed(
     }
     let mut spec = spec;
     let learner = if req.learn {
-        // Said before anything of the run's happens, not only after.
-        crate::logging::say(
+        // Said before anything of the run's happens, not only after (once:
+        // a run re-executed from a sealed copy, `exeseal`, said it already).
+        if crate::exeseal::sealed().is_none() {
+            crate::logging::say(
             "buntime: --learn: this run is NOT sandboxed by filesystem or network rules (it may read, write, run and connect as far as its uid may; docs/learn.md): learn only with code you would run without a sandbox",
-        );
+            );
+        }
         let dir = bundle.path.join("learn");
         let listener = crate::learn::Listener::start(&dir).map_err(|e| {
             setup(format!(

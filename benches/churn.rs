@@ -266,7 +266,10 @@ type Side<'a> = (&'a str, Box<dyn Fn(usize) -> Command + Sync + 'a>);
 /// Every parallelism, both sides alternated; prints one table.
 fn compare(reaper: &Arc<Reaper>, title: &str, n: usize, pars: &[usize], sides: &[Side]) {
     let rounds = env_num("CHURN_ROUNDS", 1).max(1);
-    println!("\n{title}: {n} per phase, {rounds} round(s), load average {}", loadavg());
+    println!(
+        "\n{title}: {n} per phase, {rounds} round(s), load average {}",
+        loadavg()
+    );
     println!(
         "{:>4}  {:<26} {:>8} {:>9} {:>16} {:>14} {:>7}",
         "par", "", "wall s", "per s", "cpu ms/each", "host busy ms", "failed"
@@ -302,13 +305,7 @@ fn compare(reaper: &Arc<Reaper>, title: &str, n: usize, pars: &[usize], sides: &
                 v[v.len() / 2]
             };
             let (a, b) = (med(&mut rates[0].clone()), med(&mut rates[1].clone()));
-            println!(
-                "{:>4}  {} / {}: {:.2}",
-                par,
-                sides[0].0,
-                sides[1].0,
-                a / b
-            );
+            println!("{:>4}  {} / {}: {:.2}", par, sides[0].0, sides[1].0, a / b);
         }
     }
     if sides.len() == 2 {

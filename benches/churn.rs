@@ -7,8 +7,10 @@
 //! * `buntime run hello.py` against `/usr/bin/python3 hello.py`,
 //!   `CHURN_RUN_N` runs (60) at the same parallelisms.
 //!
-//! The two sides alternate phase by phase (which goes first swaps every
-//! round, `CHURN_ROUNDS`, 1), so both see the same machine.
+//! The sides alternate phase by phase (the order reverses every round,
+//! `CHURN_ROUNDS`, 1), so all see the same machine.
+//! `CHURN_BASELINE=/path/to/an/older/buntime-runc` adds that build's row
+//! to the busybox table (and its ratio to this build's).
 //!
 //! CPU per container is user + sys of every process the command started,
 //! whatever became of it: this process is a child subreaper, so the
@@ -345,6 +347,8 @@ fn main() {
     let root_b = dir.path().join("root-b");
     let root_r = dir.path().join("root-r");
     let runc = which("runc");
+    let baseline = std::env::var_os("CHURN_BASELINE").map(PathBuf::from);
+    let root_base = dir.path().join("root-base");
     let mut sides: Vec<Side> = vec![(
         "buntime-runc run",
         Box::new(|i| {
@@ -372,6 +376,21 @@ fn main() {
             }),
         )),
         None => eprintln!("churn: runc not installed; its rows are skipped"),
+    }
+    let (bundle_b, root_base) = (&bundle, &root_base);
+    if let Some(base) = &baseline {
+        sides.push((
+            "baseline buntime-runc run",
+            Box::new(move |i| {
+                let mut c = Command::new(base);
+                c.arg("--root")
+                    .arg(root_base)
+                    .args(["run", "--bundle"])
+                    .arg(bundle_b)
+                    .arg(format!("churn-{tag}-o{i}"));
+                c
+            }),
+        ));
     }
     // One of each first: page cache, the seccomp cache, cgroup parents.
     for (_, make) in &sides {

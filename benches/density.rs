@@ -39,6 +39,11 @@ fn meminfo() -> HashMap<String, i64> {
 
 /// (RSS, PSS) in KiB.
 fn rss_pss(pid: i32) -> (u64, u64) {
+    (smaps(pid, "Rss:"), smaps(pid, "Pss:"))
+}
+
+/// One field of `/proc/PID/smaps_rollup`, in KiB.
+fn smaps(pid: i32, key: &str) -> u64 {
     let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
     let get = |k: &str| {
         text.lines()
@@ -46,7 +51,7 @@ fn rss_pss(pid: i32) -> (u64, u64) {
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0)
     };
-    (get("Rss:"), get("Pss:"))
+    get(key)
 }
 
 fn children(pid: i32) -> Vec<i32> {
@@ -215,6 +220,8 @@ fn main() {
 
     let mut sup_rss = Vec::new();
     let mut sup_pss = Vec::new();
+    let mut sup_anon = Vec::new();
+    let mut sup_shmem = Vec::new();
     let mut cli_rss = Vec::new();
     let mut cli_pss = Vec::new();
     let mut box_pss = Vec::new();
@@ -230,6 +237,8 @@ fn main() {
             let (r, p) = rss_pss(sup);
             sup_rss.push(r);
             sup_pss.push(p);
+            sup_anon.push(smaps(sup, "Pss_Anon:"));
+            sup_shmem.push(smaps(sup, "Pss_Shmem:"));
             all_pids.push(sup);
         }
         let inside = procs(&s.cg);
@@ -256,6 +265,11 @@ fn main() {
     };
     line("supervisor RSS", &sup_rss);
     line("supervisor PSS", &sup_pss);
+    line("  of which anonymous (heap, stacks, rings)", &sup_anon);
+    line(
+        "  of which shmem (a sealed memfd copy, segments)",
+        &sup_shmem,
+    );
     line("`buntime run` process RSS", &cli_rss);
     line("`buntime run` process PSS", &cli_pss);
     line("sandbox processes PSS (python3 + worker)", &box_pss);

@@ -301,24 +301,26 @@ fn compare(reaper: &Arc<Reaper>, title: &str, n: usize, pars: &[usize], sides: &
                 best[k] = best[k].max(p.rate);
             }
         }
-        if sides.len() == 2 {
-            let med = |v: &mut Vec<f64>| {
-                v.sort_by(f64::total_cmp);
-                v[v.len() / 2]
-            };
-            let (a, b) = (med(&mut rates[0].clone()), med(&mut rates[1].clone()));
-            println!("{:>4}  {} / {}: {:.2}", par, sides[0].0, sides[1].0, a / b);
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        for k in 1..sides.len() {
+            println!(
+                "{:>4}  mean rate of {} / {}: {:.2}",
+                par,
+                sides[0].0,
+                sides[k].0,
+                mean(&rates[0]) / mean(&rates[k])
+            );
         }
     }
-    if sides.len() == 2 {
+    for k in 1..sides.len() {
         println!(
             "best of {:?}: {} {:.1}/s, {} {:.1}/s, ratio {:.2}",
             pars,
             sides[0].0,
             best[0],
-            sides[1].0,
-            best[1],
-            best[0] / best[1]
+            sides[k].0,
+            best[k],
+            best[0] / best[k]
         );
     }
 }
@@ -335,12 +337,14 @@ fn main() {
         eprintln!("churn bench: needs root; skipped");
         return;
     }
-    let reaper = Reaper::start();
     let dir = tempfile::Builder::new()
         .prefix("buntime-bench-churn-")
         .tempdir_in("/var/tmp")
         .expect("tempdir");
     let bundle = make_bundle(dir.path());
+    // From here on every child is waited for by the reaper alone (no
+    // `Command::status`: its child would be reaped under it).
+    let reaper = Reaper::start();
     let pars = env_list("CHURN_PAR", &[1, 4, 8]);
     let n = env_num("CHURN_N", 100).max(1);
     let tag = std::process::id();

@@ -15,7 +15,10 @@
 //!
 //! Then every sandbox is stopped (SIGTERM to `buntime run`, which passes
 //! it on) and the bench checks nothing is left (processes, cgroups, state).
-//! `DENSITY_N=0` skips it. Needs root.
+//! `DENSITY_N=0` skips it. `DENSITY_RUNC=1` adds the same for
+//! `buntime-runc create`/`start` of busybox `sleep` containers under the
+//! engine default policy (`DENSITY_RUNC_BIN=/path/to/buntime-runc` measures
+//! another build), deleted with `delete --force`. Needs root.
 
 use std::collections::HashMap;
 use std::fs;
@@ -132,6 +135,119 @@ fn median(mut v: Vec<u64>) -> u64 {
 
 fn mib(kib: f64) -> f64 {
     kib / 1024.0
+}
+
+/// N detached busybox `sleep` containers through `buntime-runc`: the
+/// supervisor's memory, the container's memory cgroup, meminfo deltas.
+fn runc_fleet(n: usize, dir: &Path) {
+    let bin = std::env::var_os("DENSITY_RUNC_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_buntime-runc")));
+    let bundle = dir.join("bundle");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/make-bundle.sh");
+    let made = Command::new("bash")
+        .arg(script)
+        .arg(&bundle)
+        .args(["sleep", "3600"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !made {
+        return println!("buntime-runc density: make-bundle.sh failed");
+    }
+    let root = dir.join("state-runc");
+    let rt = |args: &[&str]| {
+        Command::new(&bin)
+            .arg("--root")
+            .arg(&root)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    println!(
+        "\nidle density: {n} busybox `sleep` containers through {} (engine default policy)",
+        bin.display()
+    );
+    let before = meminfo();
+    let start = Instant::now();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = format!("density-{}-{i}", std::process::id());
+        let b = bundle.to_string_lossy().into_owned();
+        if rt(&["create", "--bundle", &b, &id]) && rt(&["start", &id]) {
+            ids.push(id);
+        }
+    }
+    println!(
+        "started {} of {n} in {:.1} s",
+        ids.len(),
+        start.elapsed().as_secs_f64()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let after = meminfo();
+    let (mut rss, mut pss, mut shmem, mut cg) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for id in &ids {
+        let state = fs::read_to_string(root.join(".buntime").join(id).join("buntime.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        if let Some(pid) = state
+            .as_ref()
+            .and_then(|v| v["supervisorPid"].as_i64())
+            .map(|p| p as i32)
+        {
+            let (r, p) = rss_pss(pid);
+            rss.push(r);
+            pss.push(p);
+            shmem.push(smaps(pid, "Pss_Shmem:"));
+        }
+        cg.push(read_u64(&Path::new(MEMCG).join(id).join("memory.usage_in_bytes")) / 1024);
+    }
+    let avg = |v: &[u64]| v.iter().sum::<u64>() as f64 / v.len().max(1) as f64;
+    println!("per container (median / mean, MiB):");
+    for (label, v) in [
+        ("supervisor RSS", &rss),
+        ("supervisor PSS", &pss),
+        ("  of which shmem (a sealed memfd copy)", &shmem),
+        ("container memory cgroup usage", &cg),
+    ] {
+        println!(
+            "  {label:<46} {:>7.2} / {:>7.2}   (n={})",
+            mib(median(v.clone()) as f64),
+            mib(avg(v)),
+            v.len()
+        );
+    }
+    let per = |k: &str| {
+        (after.get(k).unwrap_or(&0) - before.get(k).unwrap_or(&0)) as f64 / ids.len().max(1) as f64
+    };
+    println!("host /proc/meminfo deltas per container (other work on the host included, MiB):");
+    for k in [
+        "MemAvailable",
+        "Shmem",
+        "Slab",
+        "SUnreclaim",
+        "KernelStack",
+        "PageTables",
+    ] {
+        println!("  {k:<46} {:>+8.2}", mib(per(k)));
+    }
+    let stop = Instant::now();
+    let failed = ids
+        .iter()
+        .filter(|id| !rt(&["delete", "--force", id]))
+        .count();
+    let left = ids
+        .iter()
+        .filter(|id| Path::new(MEMCG).join(id).exists() || root.join(id).exists())
+        .count();
+    println!(
+        "deleted in {:.1} s; failed deletes: {failed}; cgroups or state left: {left}",
+        stop.elapsed().as_secs_f64()
+    );
 }
 
 fn main() {
@@ -338,4 +454,7 @@ fn main() {
         "stopped in {:.1} s; killed after 30 s: {leftover}; memory cgroups left: {cgroups_left}; state entries left: {state_left}",
         stop.elapsed().as_secs_f64()
     );
+    if std::env::var("DENSITY_RUNC").as_deref() == Ok("1") {
+        runc_fleet(n, dir.path());
+    }
 }

@@ -19,8 +19,10 @@
 //! is itself a subreaper) and reaped, and `getrusage(RUSAGE_CHILDREN)`
 //! counts them. Not counted: kernel threads working on a container's
 //! behalf after its processes are gone (namespace teardown in kworkers,
-//! RCU callbacks); the "host busy" column (all CPUs, from /proc/stat, other
-//! work on the host included) bounds that from above.
+//! RCU callbacks): the "kthreads" column is the CPU of every kernel thread
+//! during the phase per container, and "host busy" (all CPUs, from
+//! /proc/stat) bounds everything from above; both include other work on
+//! the host.
 //!
 //! Needs root. Prints the load average first: figures taken with a load
 //! above the CPU count are a busy host's (docs/performance.md).
@@ -175,6 +177,28 @@ fn host_jiffies() -> (u64, u64) {
     (total - idle, total)
 }
 
+/// user + sys ticks of every kernel thread (kthreadd's children):
+/// namespace teardown, cgroup destruction, RCU callbacks and deferred
+/// frees run there, on no container's account (other work's too).
+fn kthread_ticks() -> u64 {
+    let mut sum = 0;
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = e.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let rest = text.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        // Field 2 after the name is the parent's pid; kthreadd is 2.
+        if n(1) == 2 {
+            sum += n(11) + n(12);
+        }
+    }
+    sum
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -188,6 +212,7 @@ struct Phase {
     rate: f64,
     cpu_ms: f64,
     host_busy: f64,
+    kthreads_ms: f64,
     failed: usize,
     wall: Duration,
 }
@@ -203,6 +228,7 @@ fn phase(
     let failed = AtomicUsize::new(0);
     let cpu0 = children_cpu();
     let (busy0, total0) = host_jiffies();
+    let k0 = kthread_ticks();
     let start = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..par {
@@ -223,6 +249,9 @@ fn phase(
         eprintln!("churn: descendants still running 10 s after the phase");
     }
     let cpu = children_cpu().saturating_sub(cpu0);
+    let k1 = kthread_ticks();
+    // SAFETY: sysconf has no memory arguments.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let ncpu = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1) as f64;
@@ -236,6 +265,7 @@ fn phase(
             * wall.as_secs_f64()
             * 1e3
             / n as f64,
+        kthreads_ms: k1.saturating_sub(k0) as f64 / hz * 1e3 / n as f64,
         failed: failed.load(Ordering::SeqCst),
         wall,
     }
@@ -273,8 +303,8 @@ fn compare(reaper: &Arc<Reaper>, title: &str, n: usize, pars: &[usize], sides: &
         loadavg()
     );
     println!(
-        "{:>4}  {:<26} {:>8} {:>9} {:>16} {:>14} {:>7}",
-        "par", "", "wall s", "per s", "cpu ms/each", "host busy ms", "failed"
+        "{:>4}  {:<26} {:>8} {:>9} {:>12} {:>11} {:>13} {:>7}",
+        "par", "", "wall s", "per s", "cpu ms/each", "kthreads ms", "host busy ms", "failed"
     );
     let mut best: Vec<f64> = vec![0.0; sides.len()];
     for &par in pars {
@@ -288,12 +318,13 @@ fn compare(reaper: &Arc<Reaper>, title: &str, n: usize, pars: &[usize], sides: &
                 let (name, make) = &sides[k];
                 let p = phase(reaper, n, par, make.as_ref());
                 println!(
-                    "{:>4}  {:<26} {:>8.2} {:>9.1} {:>16.2} {:>14.2} {:>7}",
+                    "{:>4}  {:<26} {:>8.2} {:>9.1} {:>12.2} {:>11.2} {:>13.2} {:>7}",
                     par,
                     name,
                     p.wall.as_secs_f64(),
                     p.rate,
                     p.cpu_ms,
+                    p.kthreads_ms,
                     p.host_busy,
                     p.failed
                 );

@@ -1,7 +1,19 @@
-//! The permission broker's cost: an allowed FS_READ of a small file through
-//! the supervisor (request, policy decision, audit line, fd passed over the
-//! control socket, file read) against opening and reading the same file
-//! directly, both from a process in a container, in one run. Needs root.
+//! The permission broker's cost through the real supervisor, hot (back to
+//! back), in one run:
+//!
+//! * the Rust worker library (`buntime-test-worker` in a busybox container
+//!   under `buntime-runc`): an allowed FS_READ of a small file (request,
+//!   policy decision, audit line, fd passed over the control socket, file
+//!   read) against opening and reading the same file directly, and an
+//!   FS_READ of a `filesystem.deny` path (decision, audit line, DENY);
+//! * the Python worker (`buntime run bench.py`, `import buntime`, the
+//!   ctypes client over libbuntime_ipc.so): `buntime.read_file` of a host
+//!   file the broker grants, and of `/etc/shadow` (refused).
+//!
+//! Besides the worker's wall-clock round trip, the supervisor's own view:
+//! the latency it audits per request (decision, open, reply). The echo
+//! benchmark (benches/ipc.rs) times the transport alone. `BROKER_ROUNDS`
+//! sets the round trips of each kind (2000). Needs root.
 
 use std::fs;
 use std::path::Path;
@@ -12,21 +24,141 @@ mod common;
 
 use common::{install_worker, RUNC};
 
-const ROUNDS: &str = "2000";
+const BUNTIME: &str = env!("CARGO_BIN_EXE_buntime");
+
+/// p50 and p99 of the latencies the supervisor audited for `kind` with
+/// `decision` (microseconds).
+fn audited(log: &Path, kind: &str, decision: &str) -> Option<(u64, u64, usize)> {
+    let mut v: Vec<u64> = fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == kind && v["decision"] == decision)
+        .filter_map(|v| v["latency_us"].as_u64())
+        .collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_unstable();
+    let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    Some((at(0.5), at(0.99), v.len()))
+}
+
+fn field(line: &str, k: &str) -> f64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{k}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+fn row(label: &str, p50: f64, p99: f64) {
+    println!("{label:<44} {p50:>10.2} {p99:>10.2}");
+}
+
+fn audit_row(label: &str, a: Option<(u64, u64, usize)>) {
+    if let Some((p50, p99, n)) = a {
+        println!("{label:<44} {p50:>10} {p99:>10}   ({n} audited, whole-us resolution)");
+    }
+}
+
+const PY_BENCH: &str = r#"
+import sys, time, buntime
+path, denied, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def timed(f):
+    t = []
+    for _ in range(n):
+        s = time.perf_counter_ns()
+        f()
+        t.append(time.perf_counter_ns() - s)
+    t.sort()
+    return t[len(t) // 2] / 1e3, t[int((len(t) - 1) * 0.99)] / 1e3
+def deny():
+    try:
+        buntime.read_file(denied)
+    except PermissionError:
+        return
+    raise SystemExit("bench: " + denied + " was granted")
+buntime.read_file(path)
+a = timed(lambda: buntime.read_file(path))
+d = timed(deny)
+print("RESULT allow_p50_us=%.2f allow_p99_us=%.2f deny_p50_us=%.2f deny_p99_us=%.2f" % (a + d))
+"#;
+
+/// The Python worker under `buntime run`: allowed and refused FS_READ.
+fn python(dir: &Path, rounds: usize) {
+    let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/default.json");
+    let Ok(mut policy) = fs::read_to_string(&default)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).map_err(|e| e.to_string()))
+    else {
+        return println!("python: cannot read {}", default.display());
+    };
+    policy["broker"] = serde_json::json!({"fs_read": "allow", "fs_write": "deny",
+        "list_dir": "deny", "net_connect": "deny", "exec": "deny"});
+    let pdir = dir.join("py");
+    fs::create_dir_all(&pdir).expect("mkdir");
+    fs::write(pdir.join("policy.json"), policy.to_string()).expect("write policy");
+    fs::write(pdir.join("bench.py"), PY_BENCH).expect("write bench.py");
+    // Outside every mount of the sandbox: the broker's grant names the
+    // host's file (docs/supervisor.md, "Files").
+    let data = dir.join("host-data.txt");
+    fs::write(&data, "a small file\n").expect("write");
+    let root = dir.join("state-py");
+    let out = Command::new(BUNTIME)
+        .arg("--root")
+        .arg(&root)
+        .args(["run", "--base"])
+        .arg(pdir.join("policy.json"))
+        .arg(pdir.join("bench.py"))
+        .arg(&data)
+        .arg("/etc/shadow")
+        .arg(rounds.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .expect("buntime run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let Some(line) = text.lines().find(|l| l.contains("RESULT")) else {
+        return println!(
+            "python worker: no result: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    row(
+        "Python: read_file, allowed (fd, read)",
+        field(line, "allow_p50_us"),
+        field(line, "allow_p99_us"),
+    );
+    row(
+        "Python: read_file, denied",
+        field(line, "deny_p50_us"),
+        field(line, "deny_p99_us"),
+    );
+}
 
 fn main() {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("broker bench: needs root; skipped");
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
+    // Not under /tmp: the Python sandbox has a /tmp of its own, and its
+    // broker grant must name a host file outside every sandbox mount.
+    let dir = tempfile::Builder::new()
+        .prefix("buntime-bench-broker-")
+        .tempdir_in("/var/tmp")
+        .expect("tempdir");
     let bundle = dir.path().join("bundle");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/make-bundle.sh");
-    let target = format!("bench-read:/data/small.txt:{ROUNDS}");
+    let rounds = std::env::var("BROKER_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(2000)
+        .max(1);
+    let read = format!("bench-read:/data/small.txt:{rounds}");
+    let deny = format!("bench-deny:/data/secret.txt:{rounds}");
     let ok = Command::new("bash")
         .arg(script)
         .arg(&bundle)
-        .args(["/bin/worker", &target])
+        .args(["/bin/worker", &read, &deny])
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
@@ -35,9 +167,11 @@ fn main() {
     install_worker(&rootfs);
     fs::create_dir_all(rootfs.join("data")).expect("mkdir");
     fs::write(rootfs.join("data/small.txt"), "a small file\n").expect("write");
+    fs::write(rootfs.join("data/secret.txt"), "not for you\n").expect("write");
     let policy = r#"{"version":1,"description":"broker bench",
       "filesystem":{"read":["/bin","/lib","/lib64","/usr","/proc","/data"],
-                    "write":["/tmp","/dev/null"],"exec":["/bin","/lib","/lib64","/usr"]},
+                    "write":["/tmp","/dev/null"],"exec":["/bin","/lib","/lib64","/usr"],
+                    "deny":["/data/secret.txt"]},
       "network":{"mode":"none"},
       "broker":{"fs_read":"allow","fs_write":"deny","list_dir":"deny","net_connect":"deny","exec":"deny"}}"#;
     // The node's default policy (as an admin would grant the broker), not
@@ -59,14 +193,8 @@ fn main() {
     // The supervisor's own view: the latency it audits per request
     // (policy match, open beneath the root, reply with the fd).
     let audit = dir.path().join("root/.buntime/broker-bench/audit.log");
-    let mut decided: Vec<u64> = fs::read_to_string(&audit)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["kind"] == "fs_read")
-        .filter_map(|v| v["latency_us"].as_u64())
-        .collect();
-    decided.sort_unstable();
+    let allow_audit = audited(&audit, "fs_read", "allow");
+    let deny_audit = audited(&audit, "fs_read", "deny");
     let _ = Command::new(RUNC)
         .env("BUNTIME_ETC", &etc)
         .arg("--root")
@@ -74,44 +202,40 @@ fn main() {
         .args(["delete", "--force", "broker-bench"])
         .status();
     let text = String::from_utf8_lossy(&out.stdout);
-    let Some(line) = text.lines().find(|l| l.contains("RESULT")) else {
+    let find = |tag: &str| {
+        text.lines()
+            .find(|l| l.starts_with(tag) && l.contains("RESULT"))
+            .map(str::to_string)
+    };
+    let (Some(read), Some(deny)) = (find("bench-read"), find("bench-deny")) else {
         eprintln!(
             "broker bench failed: {text}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
         return;
     };
-    let field = |k: &str| -> f64 {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{k}=")))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(f64::NAN)
-    };
-    println!("\nFS_READ of a 13-byte file from a process in a container, {ROUNDS} rounds each");
-    println!("{:<28} {:>10} {:>10}", "", "p50 us", "p99 us");
-    println!(
-        "{:<28} {:>10.1} {:>10.1}",
-        "through the broker",
-        field("broker_p50_us"),
-        field("broker_p99_us")
+    println!("\nbroker round trips through the real supervisor, hot, {rounds} each");
+    println!("{:<44} {:>10} {:>10}", "", "p50 us", "p99 us");
+    row(
+        "Rust worker: FS_READ allowed, fd + read",
+        field(&read, "broker_p50_us"),
+        field(&read, "broker_p99_us"),
     );
-    println!(
-        "{:<28} {:>10.1} {:>10.1}",
-        "direct open + read",
-        field("direct_p50_us"),
-        field("direct_p99_us")
+    row(
+        "  baseline: direct open + read",
+        field(&read, "direct_p50_us"),
+        field(&read, "direct_p99_us"),
     );
-    println!(
-        "broker adds {:.1} us at p50 (decision + audit + fd passing + wake-up)",
-        field("broker_p50_us") - field("direct_p50_us")
+    row(
+        "Rust worker: FS_READ denied",
+        field(&deny, "deny_p50_us"),
+        field(&deny, "deny_p99_us"),
     );
-    if !decided.is_empty() {
-        let at = |p: f64| decided[((decided.len() - 1) as f64 * p).round() as usize];
-        println!(
-            "audited latency (decision + open + reply with fd, {} requests): p50 {} us, p99 {} us (decision target < 5 us at p50)",
-            decided.len(),
-            at(0.5),
-            at(0.99)
-        );
-    }
+    audit_row("  supervisor's audited latency, allow", allow_audit);
+    audit_row("  supervisor's audited latency, deny", deny_audit);
+    println!(
+        "allowed FS_READ adds {:.1} us at p50 over a direct open (decision + audit + fd passing + wake-up); targets: deny <= 1.5 us, allow+fd <= 8 us",
+        field(&read, "broker_p50_us") - field(&read, "direct_p50_us")
+    );
+    python(dir.path(), rounds);
 }

@@ -12,7 +12,8 @@
 //! `burst-stop:N` (a doorbell connection of its own: N STDOUT messages and
 //! EXIT 9 in the ring, then STOP at once), `hold:N` (N connections of its
 //! own at once: how many the supervisor took, why it refused the rest, and
-//! whether a new one is taken once one of them is closed).
+//! whether a new one is taken once one of them is closed), `bench-read:PATH:N`
+//! and `bench-deny:PATH:N` (round trips for benches/broker.rs).
 //! Output: `CMD SUBJECT ALLOW|DENY|ERROR detail`.
 
 use std::fs::File;
@@ -173,6 +174,7 @@ fn run(w: &mut Worker, arg: &str) {
         },
         "sleep" => std::thread::sleep(Duration::from_millis(rest.parse().unwrap_or(0))),
         "bench-read" => bench_read(w, rest),
+        "bench-deny" => bench_deny(w, rest),
         "garbage-ctl" => match garbage_ctl() {
             Ok(s) => say(&format!("garbage-ctl - DONE {s}")),
             Err(e) => say(&format!("garbage-ctl - ERROR {e}")),
@@ -246,6 +248,38 @@ fn bench_read(w: &mut Worker, rest: &str) {
         pct(&mut broker, 0.99),
         pct(&mut direct, 0.5),
         pct(&mut direct, 0.99)
+    ));
+}
+
+/// `bench-deny:PATH:N`: N FS_READ round trips the supervisor refuses
+/// (request, decision, audit line, DENY reply); prints p50/p99 in
+/// microseconds.
+fn bench_deny(w: &mut Worker, rest: &str) {
+    let (path, n) = rest.rsplit_once(':').unwrap_or((rest, "1000"));
+    let n: usize = n.parse().unwrap_or(1000).max(1);
+    let mut took = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = std::time::Instant::now();
+        match w.request(&Request::FsRead {
+            path: path.as_bytes().to_vec(),
+        }) {
+            Ok(Response {
+                reply: Reply::Deny { .. },
+                ..
+            }) => took.push(start.elapsed()),
+            Ok(_) => return say(&format!("bench-deny {path} ERROR granted")),
+            Err(e) => return say(&format!("bench-deny {path} ERROR {e}")),
+        }
+    }
+    took.sort();
+    let at = |p: f64| {
+        let i = ((took.len() - 1) as f64 * p).round() as usize;
+        took[i.min(took.len() - 1)].as_secs_f64() * 1e6
+    };
+    say(&format!(
+        "bench-deny {path} RESULT deny_p50_us={:.2} deny_p99_us={:.2} n={n}",
+        at(0.5),
+        at(0.99)
     ));
 }
 

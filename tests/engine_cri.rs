@@ -409,15 +409,19 @@ fn cri_engine_default_pod_network_localhost_through_the_proxy_host_refused() {
         // A kernel before 6.7 (Debian 12's 6.1, as in `make test-node`'s
         // guest) has no Landlock TCP rules, which `pod` mode holds egress
         // with: the pod is refused, not run with open egress.
-        let (pod, err) = c
-            .try_run_pod("podnet", &[])
-            .err()
-            .expect("the engine default refused without Landlock TCP rules");
+        let config = c.pod_config("podnet", &[]);
+        let err = c
+            .try_run_pod(&config)
+            .expect_err("the engine default refused without Landlock TCP rules");
         let msg = err.message();
         assert!(
             msg.contains("network.mode \"pod\"") && msg.contains("Landlock"),
             "the refusal names the mode and Landlock: {msg}"
         );
+        let pod = cri::Pod {
+            id: String::new(),
+            config,
+        };
         c.remove_pod_cgroup(&pod).expect("the pod's cgroup");
         c.assert_clean();
         return;

@@ -116,6 +116,11 @@ impl Cri {
         let host_addr = Ipv4Addr::new(10, 213, subnet, 1);
         write_cni_config(&d, &bridge, subnet);
         let driver = Driver::of_host();
+        // The node guest (`make test-node`) is there to test the systemd driver.
+        assert!(
+            driver == Driver::Systemd || std::env::var_os("BUNTIME_NODE_TEST").is_none(),
+            "the node guest must have systemd and pure cgroup v2"
+        );
         fs::write(d.join("config.toml"), containerd_config(&d, &runc, driver))
             .expect("config.toml");
 
@@ -368,35 +373,21 @@ impl Cri {
 
     /// `RunPodSandbox` with runtime handler `buntime`.
     pub fn run_pod(&self, name: &str, annotations: &[(&str, &str)]) -> Pod {
-        self.try_run_pod(name, annotations)
-            .unwrap_or_else(|(_, e)| panic!("RunPodSandbox {name}: {e}\n{}", self.log()))
+        let config = self.pod_config(name, annotations);
+        let id = self
+            .try_run_pod(&config)
+            .unwrap_or_else(|e| panic!("RunPodSandbox {name}: {e}\n{}", self.log()));
+        Pod { id, config }
     }
 
-    /// `RunPodSandbox`; on failure the error and the pod as it was asked
-    /// for (no id), for [`Cri::remove_pod_cgroup`].
-    pub fn try_run_pod(
-        &self,
-        name: &str,
-        annotations: &[(&str, &str)],
-    ) -> Result<Pod, (Pod, tonic::Status)> {
-        let config = self.pod_config(name, annotations);
+    /// `RunPodSandbox` of `config` ([`Cri::pod_config`]): the pod's id.
+    pub fn try_run_pod(&self, config: &cri::PodSandboxConfig) -> Result<String, tonic::Status> {
         let req = cri::RunPodSandboxRequest {
             config: Some(config.clone()),
             runtime_handler: "buntime".to_string(),
         };
-        match self.call(|mut c| Box::pin(async move { c.run_pod_sandbox(req).await })) {
-            Ok(r) => Ok(Pod {
-                id: r.pod_sandbox_id,
-                config,
-            }),
-            Err(e) => Err((
-                Pod {
-                    id: String::new(),
-                    config,
-                },
-                e,
-            )),
-        }
+        self.call(|mut c| Box::pin(async move { c.run_pod_sandbox(req).await }))
+            .map(|r| r.pod_sandbox_id)
     }
 
     pub fn pod_status(&self, pod: &Pod) -> cri::PodSandboxStatus {

@@ -200,3 +200,43 @@ fn systemd_scope_through_the_whole_lifecycle() {
     assert_ne!(systemctl_show(unit, "ActiveState"), "active");
     env.assert_gone(id);
 }
+
+/// A container whose init exits on its own: systemd removes its scope
+/// once the last process (the supervisor's winding down included) has
+/// left, and containerd's shim then still runs `kill --all ID KILL`
+/// before `delete` (CRI's exit handling). Both succeed: nothing is left
+/// to signal, and the scope is already gone.
+#[test]
+fn systemd_scope_gone_after_exit_kill_all_and_delete_succeed() {
+    if !need_systemd_v2() {
+        return;
+    }
+    let env = Env::new();
+    let id = "sdexit";
+    let unit = "buntime-test-sdexit.scope";
+    let dir = PathBuf::from("/sys/fs/cgroup/system.slice").join(unit);
+    let bundle = env.bundle("b", &["sh", "-c", "sleep 1"], &[]);
+    set_cgroups_path(&bundle, "system.slice:buntime-test:sdexit");
+    let b = bundle.to_str().unwrap_or_default();
+    let sd = |args: &[&str]| {
+        let mut all = vec!["--systemd-cgroup"];
+        all.extend_from_slice(args);
+        env.ok(&all)
+    };
+    sd(&["create", "--bundle", b, id]);
+    sd(&["start", id]);
+    assert!(
+        wait_until(Duration::from_secs(60), || env.status(id) == "stopped"),
+        "{id} never stopped: {}",
+        env.status(id)
+    );
+    assert!(
+        wait_until(Duration::from_secs(60), || !dir.exists()),
+        "systemd removes the emptied scope {}",
+        dir.display()
+    );
+    sd(&["kill", "--all", id, "KILL"]);
+    sd(&["delete", id]);
+    assert_ne!(systemctl_show(unit, "ActiveState"), "active");
+    env.assert_gone(id);
+}

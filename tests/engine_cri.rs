@@ -1,6 +1,8 @@
 //! Kubernetes through CRI, the path a kubelet takes: each test starts a
 //! private containerd with its CRI plugin (tests/engines/cri.rs: own root,
-//! state, socket, CNI bridge network and cgroup parent, offline images) and
+//! state, socket, CNI bridge network and cgroup parent, offline images; the
+//! node's cgroup driver: cgroupfs here, systemd in `make test-node`'s
+//! guest) and
 //! drives the CRI v1 API over gRPC with pods whose runtime handler is
 //! `buntime` (integration/containerd/config.toml), so the pause container
 //! and every container run under the built buntime-runc. Needs root,
@@ -43,6 +45,30 @@ fn start() -> Option<Cri> {
     Cri::start(node)
 }
 
+/// Asserts container (or pause container) `id` of `pod` runs in the cgroup
+/// the node's driver gives it: `<pod parent>/<id>`, or on a systemd node
+/// the active scope `cri-containerd-<id>.scope` in the pod's slice, under
+/// the test's slice. Its init's pid.
+fn assert_in_its_cgroup(c: &Cri, pod: &cri::Pod, id: &str) -> i32 {
+    let pid = c.runc_state(id)["pid"].as_i64().expect("init pid") as i32;
+    let (cg, _) = cri::cgroup_of(pid).expect("the init's cgroup");
+    assert_eq!(
+        cg,
+        c.container_cgroup(pod, id),
+        "{id}'s cgroup ({:?} driver)",
+        c.driver
+    );
+    if c.driver == cri::Driver::Systemd {
+        let scope = cri::scope_unit(id);
+        assert!(
+            cg.starts_with(&format!("{}/", c.cgroup_root)) && cg.ends_with(&format!("/{scope}")),
+            "a systemd scope under the test's slice: {cg}"
+        );
+        assert_eq!(cri::unit_state(&scope), "active", "systemd runs {scope}");
+    }
+    pid
+}
+
 #[test]
 fn cri_pod_under_buntime_localhost_logs_exec_stats_and_cleanup() {
     let Some(c) = start() else { return };
@@ -61,6 +87,7 @@ fn cri_pod_under_buntime_localhost_logs_exec_stats_and_cleanup() {
         .as_str()
         .unwrap_or_default();
     assert!(origin.contains("default.json"), "{state}");
+    assert_in_its_cgroup(&c, &pod, &pod.id);
     let status = c.pod_status(&pod);
     let ip = status
         .network
@@ -95,6 +122,7 @@ fn cri_pod_under_buntime_localhost_logs_exec_stats_and_cleanup() {
     // The client's output reaches its CRI log (what `kubectl logs` reads),
     // stdout and stderr tagged.
     let log = c.wait_log(&client, "client-done");
+    assert_in_its_cgroup(&c, &pod, &client);
     assert!(log.contains("stdout F pong-from-server"), "{log}");
     assert!(log.contains("stderr F to-stderr"), "{log}");
 
@@ -159,9 +187,8 @@ fn cri_pod_under_buntime_localhost_logs_exec_stats_and_cleanup() {
         .map(|v| v.value)
         .unwrap_or(0);
     assert!(cpu > 0 && mem > 0, "{stats:?}");
-    let pid = c.runc_state(&server)["pid"].as_i64().expect("init pid");
-    let (cg, usage) = cri::cpu_usage(pid as i32).expect("the container's cgroup CPU usage");
-    assert!(cg.contains(&server), "the container's own cgroup: {cg}");
+    let pid = assert_in_its_cgroup(&c, &pod, &server);
+    let (cg, usage) = cri::cpu_usage(pid).expect("the container's cgroup CPU usage");
     assert!(
         usage >= cpu,
         "the stats come from the container's cgroup {cg}: {usage} < {cpu}"
@@ -178,7 +205,18 @@ fn cri_pod_under_buntime_localhost_logs_exec_stats_and_cleanup() {
         );
         c.remove_container(id);
     }
+    let (pod_cg, pause_cg) = (c.pod_cgroup(&pod), c.container_cgroup(&pod, &pod.id));
     c.remove_pod(&pod).expect("remove pod");
+    for cg in [&pod_cg, &pause_cg] {
+        let left = engines::cgroups_left(cg);
+        assert!(left.is_empty(), "the pod's cgroups gone: {left:?}");
+    }
+    if c.driver == cri::Driver::Systemd {
+        for id in [&pod.id, &server, &client] {
+            let scope = cri::scope_unit(id);
+            assert_ne!(cri::unit_state(&scope), "active", "{scope} stopped");
+        }
+    }
     c.assert_clean();
 }
 
@@ -358,7 +396,8 @@ fn cri_pod_proxy_policy_lets_through_only_the_listed_host() {
 /// external destination) sees nothing either way. Then an annotation
 /// policy in `pod` mode naming another pod's address and port: reached
 /// through the proxy and directly (its port declared), while the host is
-/// still refused.
+/// still refused. On a kernel without Landlock TCP rules (ABI < 4) the
+/// pod is refused instead, the refusal naming why.
 #[test]
 fn cri_engine_default_pod_network_localhost_through_the_proxy_host_refused() {
     // The ceiling (engines::open_node) lets annotations name private
@@ -366,6 +405,27 @@ fn cri_engine_default_pod_network_localhost_through_the_proxy_host_refused() {
     let Some(c) = Cri::start(engines::open_node) else {
         return;
     };
+    if buntime::landlock::kernel_abi().unwrap_or(0) < 4 {
+        // A kernel before 6.7 (Debian 12's 6.1, as in `make test-node`'s
+        // guest) has no Landlock TCP rules, which `pod` mode holds egress
+        // with: the pod is refused, not run with open egress.
+        let config = c.pod_config("podnet", &[]);
+        let err = c
+            .try_run_pod(&config)
+            .expect_err("the engine default refused without Landlock TCP rules");
+        let msg = err.message();
+        assert!(
+            msg.contains("network.mode \"pod\"") && msg.contains("Landlock"),
+            "the refusal names the mode and Landlock: {msg}"
+        );
+        let pod = cri::Pod {
+            id: String::new(),
+            config,
+        };
+        c.remove_pod_cgroup(&pod).expect("the pod's cgroup");
+        c.assert_clean();
+        return;
+    }
     let pod = c.run_pod("podnet", &[]);
     let state = c.runc_state(&pod.id);
     assert_eq!(

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../.."
 export PATH="$HOME/.cargo/bin:$PATH"
 bash hack/node/install-host-deps.sh
 bash hack/node/build-image.sh
-tests=${NODE_TESTS:-runtime_lifecycle cgroup_systemd}
+tests=${NODE_TESTS:-runtime_lifecycle cgroup_systemd engine_cri}
 cargo build --bins
 args=()
 for t in $tests; do args+=(--test "$t"); done

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use libcgroups::common::{create_cgroup_manager, AnyCgroupManager, CgroupConfig, CgroupManager};
+use libcgroups::common::{
+    create_cgroup_manager, AnyCgroupManager, CgroupConfig, CgroupManager, WrappedIoError,
+};
 use libcontainer::container::Container;
 
 use super::error::{Result, RuntimeError};
@@ -28,16 +30,47 @@ pub fn manager_for(cgroup_path: &Path, systemd: bool, id: &str) -> Result<AnyCgr
 
 /// The pids in the container's cgroup, sorted.
 pub fn pids(container: &Container) -> Result<Vec<i32>> {
+    pids_if_present(container)?.ok_or_else(|| {
+        RuntimeError::Invalid(format!("pids of {:?}: its cgroup is gone", container.id()))
+    })
+}
+
+/// The pids in the container's cgroup, sorted; None when the cgroup no
+/// longer exists (systemd removes a container's scope once its last
+/// process has exited).
+pub fn pids_if_present(container: &Container) -> Result<Option<Vec<i32>>> {
     let mgr = manager(container)?;
-    let mut pids: Vec<i32> = mgr
-        .get_all_pids()
-        .map_err(|e| RuntimeError::backend(format!("pids of {:?}", container.id()), &e))?
-        .into_iter()
-        .map(|p| p.as_raw())
-        .collect();
+    let found = match mgr.get_all_pids() {
+        Ok(found) => found,
+        Err(e) if is_not_found(&e) => return Ok(None),
+        Err(e) => {
+            return Err(RuntimeError::backend(
+                format!("pids of {:?}", container.id()),
+                &e,
+            ))
+        }
+    };
+    let mut pids: Vec<i32> = found.into_iter().map(|p| p.as_raw()).collect();
     pids.sort_unstable();
     pids.dedup();
-    Ok(pids)
+    Ok(Some(pids))
+}
+
+/// Whether a cgroup error is a missing file or directory (libcgroups keeps
+/// the io error inside its `WrappedIoError`, not as a source).
+fn is_not_found(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        let kind = e
+            .downcast_ref::<WrappedIoError>()
+            .map(|w| w.inner().kind())
+            .or_else(|| e.downcast_ref::<std::io::Error>().map(|io| io.kind()));
+        if kind == Some(std::io::ErrorKind::NotFound) {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
 }
 
 /// Why `--systemd-cgroup` cannot work on this host: what libcontainer's
@@ -220,6 +253,26 @@ fn cgroup_mounts(mountinfo: &str) -> Option<Vec<std::path::PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_cgroup_is_told_from_other_cgroup_errors() {
+        use libcgroups::common::AnyManagerError;
+        use libcgroups::v2::manager::V2ManagerError;
+        let wrapped = |kind: std::io::ErrorKind| -> AnyManagerError {
+            V2ManagerError::from(WrappedIoError::Read {
+                err: std::io::Error::from(kind),
+                path: "/sys/fs/cgroup/x.slice/y.scope".into(),
+            })
+            .into()
+        };
+        assert!(is_not_found(&wrapped(std::io::ErrorKind::NotFound)));
+        assert!(!is_not_found(&wrapped(
+            std::io::ErrorKind::PermissionDenied
+        )));
+        assert!(is_not_found(&std::io::Error::from(
+            std::io::ErrorKind::NotFound
+        )));
+    }
 
     #[test]
     fn systemd_driver_needs_systemd_and_pure_v2() {

@@ -94,7 +94,19 @@ pub fn kill(root: &Root, id: &str, sig: Signal, all: bool) -> Result<()> {
     }
     let targets: Vec<i32> = if all {
         // Not the supervisor (`ps::pids`): `kill --all` is for the container.
-        super::ps::pids(root, id)?
+        match super::ps::pids_if_present(root, id)? {
+            Some(pids) => pids,
+            // systemd removes a scope once its last process has exited, and
+            // containerd's shim still asks to kill what is left: nothing
+            // (runc does the same).
+            None if status == ContainerStatus::Stopped => Vec::new(),
+            None => {
+                return Err(RuntimeError::Invalid(format!(
+                    "kill --all {id:?}: the container is {} but its cgroup is gone",
+                    status_word(status)
+                )))
+            }
+        }
     } else {
         c.pid().map(|p| vec![p.as_raw()]).unwrap_or_default()
     };

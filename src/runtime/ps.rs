@@ -35,6 +35,17 @@ pub fn pids(root: &Root, id: &str) -> Result<Vec<i32>> {
     Ok(pids)
 }
 
+/// [`pids`], or None when the container's cgroup is gone.
+pub fn pids_if_present(root: &Root, id: &str) -> Result<Option<Vec<i32>>> {
+    let c = root.load(id)?;
+    let sup = root.read_meta(id).supervisor_pid;
+    let mut pids = cgroup::pids_if_present(&c)?;
+    if let Some(pids) = pids.as_mut() {
+        pids.retain(|&p| Some(p) != sup);
+    }
+    Ok(pids)
+}
+
 /// runc's table: the host `ps` output (with `ps_args`, default `-ef`)
 /// filtered to the container's processes.
 pub fn table(root: &Root, id: &str, ps_args: &[String]) -> Result<String> {

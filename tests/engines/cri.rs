@@ -5,7 +5,10 @@
 //! (through a node configuration of the test's own); a CNI bridge network of
 //! its own (bridge + host-local + loopback from /usr/lib/cni, its own /24);
 //! the pause and busybox images made offline and imported. Pods live under
-//! a cgroup parent of the test's own. Everything is removed on drop.
+//! a cgroup parent of the test's own, in the node's cgroup driver
+//! ([`Driver`]): a path on a cgroupfs node, a systemd slice (each container
+//! a scope) on a node with systemd and pure cgroup v2, the handler's
+//! `SystemdCgroup` set to match. Everything is removed on drop.
 
 use std::collections::HashMap;
 use std::fs;
@@ -38,12 +41,39 @@ static POD: AtomicU32 = AtomicU32::new(0);
 /// Networks made by this test binary (bridge names, subnets).
 static NET: AtomicU32 = AtomicU32::new(0);
 
+/// The node's cgroup driver, the one its kubelet (`cgroupDriver`) and the
+/// `buntime` handler (`SystemdCgroup`) agree on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Driver {
+    /// Cgroup parents are paths (`/kubepods/besteffort/pod<uid>`); the
+    /// runtime makes `<parent>/<container id>`.
+    Cgroupfs,
+    /// Cgroup parents are slices (`kubepods-besteffort-pod<uid>.slice`); the
+    /// runtime asks systemd for a scope `cri-containerd-<id>.scope` in it.
+    Systemd,
+}
+
+impl Driver {
+    /// The driver a kubelet here would use: systemd on a host that runs
+    /// systemd on pure cgroup v2 (kubeadm's default there), else cgroupfs.
+    pub fn of_host() -> Self {
+        if Path::new("/run/systemd/system").is_dir() && engines::pure_cgroup_v2() {
+            Driver::Systemd
+        } else {
+            Driver::Cgroupfs
+        }
+    }
+}
+
 pub struct Cri {
     pub dir: tempfile::TempDir,
     daemon: Option<Child>,
     rt: tokio::runtime::Runtime,
     channel: Channel,
-    /// The test's cgroup parent of all its pods (`/buntime-test-cri-…`).
+    pub driver: Driver,
+    /// The test's cgroup of all its pods, from the hierarchy's root:
+    /// `/buntime-test-cri-…` (cgroupfs) or the slice `/buntime_test_cri_….slice`
+    /// (systemd; its pods' slices are `buntime_test_cri_…-pod<uid>.slice`).
     pub cgroup_root: String,
     /// The CNI bridge (made by the test, so the bridge plugin does not turn
     /// on the host's IP forwarding as a gateway would).
@@ -85,7 +115,14 @@ impl Cri {
         let (bridge, subnet) = make_bridge();
         let host_addr = Ipv4Addr::new(10, 213, subnet, 1);
         write_cni_config(&d, &bridge, subnet);
-        fs::write(d.join("config.toml"), containerd_config(&d, &runc)).expect("config.toml");
+        let driver = Driver::of_host();
+        // The node guest (`make test-node`) is there to test the systemd driver.
+        assert!(
+            driver == Driver::Systemd || std::env::var_os("BUNTIME_NODE_TEST").is_none(),
+            "the node guest must have systemd and pure cgroup v2"
+        );
+        fs::write(d.join("config.toml"), containerd_config(&d, &runc, driver))
+            .expect("config.toml");
 
         let log = fs::File::create(d.join("containerd.log")).expect("log");
         let daemon = Command::new("containerd")
@@ -101,7 +138,7 @@ impl Cri {
             .build()
             .expect("tokio runtime");
         let sock = d.join("c.sock");
-        let up = engines::wait_until(Duration::from_secs(20), || sock.exists());
+        let up = engines::wait_until(LIMIT, || sock.exists());
         let channel = up.then(|| rt.block_on(connect(sock.clone())));
         let Some(Ok(channel)) = channel else {
             // Drop what was made so far before failing.
@@ -119,7 +156,15 @@ impl Cri {
             daemon: Some(daemon),
             rt,
             channel,
-            cgroup_root: format!("/{}", engines::unique("buntime-test-cri")),
+            driver,
+            cgroup_root: match driver {
+                Driver::Cgroupfs => format!("/{}", engines::unique("buntime-test-cri")),
+                // A slice at the top: a `-` in its name would nest it.
+                Driver::Systemd => format!(
+                    "/{}.slice",
+                    engines::unique("buntime_test_cri").replace('-', "_")
+                ),
+            },
             bridge,
             host_addr,
         };
@@ -197,7 +242,7 @@ impl Cri {
 
     /// The CRI plugin reports the runtime and the network (CNI) ready.
     fn wait_ready(&self) {
-        let ready = engines::wait_until(Duration::from_secs(20), || {
+        let ready = engines::wait_until(LIMIT, || {
             let Ok(s) = self.call(|mut c| {
                 Box::pin(async move { c.status(cri::StatusRequest { verbose: false }).await })
             }) else {
@@ -237,7 +282,7 @@ impl Cri {
             assert!(out.ok(), "ctr {args:?}: {out:?}");
         }
         // The CRI plugin learns of imported images from containerd's events.
-        let seen = engines::wait_until(Duration::from_secs(10), || {
+        let seen = engines::wait_until(LIMIT, || {
             [PAUSE_IMAGE, BUSYBOX_IMAGE]
                 .iter()
                 .all(|i| self.rt.block_on(image_known(self.channel.clone(), i)))
@@ -245,8 +290,55 @@ impl Cri {
         assert!(seen, "CRI does not see the imported images: {}", self.log());
     }
 
+    /// The pod's cgroup parent as the kubelet names it in the node's
+    /// driver: `<root>/pod<uid>`, or the slice `<root>-pod<uid>.slice`
+    /// (the uid's dashes made underscores, as the kubelet's systemd driver
+    /// does, since a dash nests slices).
+    fn pod_parent(&self, uid: &str) -> String {
+        match self.driver {
+            Driver::Cgroupfs => format!("{}/pod{uid}", self.cgroup_root),
+            Driver::Systemd => format!(
+                "{}-pod{}.slice",
+                self.root_slice_name(),
+                uid.replace('-', "_")
+            ),
+        }
+    }
+
+    /// The root slice's name without `.slice` (systemd driver).
+    fn root_slice_name(&self) -> &str {
+        self.cgroup_root
+            .trim_start_matches('/')
+            .trim_end_matches(".slice")
+    }
+
+    /// The pod's cgroup from the hierarchy's root.
+    pub fn pod_cgroup(&self, pod: &Pod) -> String {
+        let parent = pod
+            .config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .unwrap_or_default();
+        match self.driver {
+            Driver::Cgroupfs => parent,
+            Driver::Systemd => format!("{}/{parent}", self.cgroup_root),
+        }
+    }
+
+    /// The cgroup containerd asks the runtime for, for container (or
+    /// pause container) `id` of `pod`: `<parent>/<id>` (cgroupfs), or the
+    /// scope `cri-containerd-<id>.scope` in the pod's slice (containerd's
+    /// `slice:cri-containerd:id` cgroupsPath).
+    pub fn container_cgroup(&self, pod: &Pod, id: &str) -> String {
+        match self.driver {
+            Driver::Cgroupfs => format!("{}/{id}", self.pod_cgroup(pod)),
+            Driver::Systemd => format!("{}/{}", self.pod_cgroup(pod), scope_unit(id)),
+        }
+    }
+
     /// The pod configuration a kubelet would send: metadata, a log
-    /// directory, the pod's cgroup parent (cgroupfs driver), the pod's
+    /// directory, the pod's cgroup parent in the node's driver, the pod's
     /// network and IPC, a PID namespace per container.
     pub fn pod_config(&self, name: &str, annotations: &[(&str, &str)]) -> cri::PodSandboxConfig {
         let n = POD.fetch_add(1, Ordering::Relaxed);
@@ -268,7 +360,7 @@ impl Cri {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             linux: Some(cri::LinuxPodSandboxConfig {
-                cgroup_parent: format!("{}/pod{uid}", self.cgroup_root),
+                cgroup_parent: self.pod_parent(&uid),
                 security_context: Some(cri::LinuxSandboxSecurityContext {
                     namespace_options: Some(namespaces()),
                     ..Default::default()
@@ -282,15 +374,20 @@ impl Cri {
     /// `RunPodSandbox` with runtime handler `buntime`.
     pub fn run_pod(&self, name: &str, annotations: &[(&str, &str)]) -> Pod {
         let config = self.pod_config(name, annotations);
+        let id = self
+            .try_run_pod(&config)
+            .unwrap_or_else(|e| panic!("RunPodSandbox {name}: {e}\n{}", self.log()));
+        Pod { id, config }
+    }
+
+    /// `RunPodSandbox` of `config` ([`Cri::pod_config`]): the pod's id.
+    pub fn try_run_pod(&self, config: &cri::PodSandboxConfig) -> Result<String, tonic::Status> {
         let req = cri::RunPodSandboxRequest {
             config: Some(config.clone()),
             runtime_handler: "buntime".to_string(),
         };
-        let id = self
-            .call(|mut c| Box::pin(async move { c.run_pod_sandbox(req).await }))
-            .unwrap_or_else(|e| panic!("RunPodSandbox {name}: {e}\n{}", self.log()))
-            .pod_sandbox_id;
-        Pod { id, config }
+        self.call(|mut c| Box::pin(async move { c.run_pod_sandbox(req).await }))
+            .map(|r| r.pod_sandbox_id)
     }
 
     pub fn pod_status(&self, pod: &Pod) -> cri::PodSandboxStatus {
@@ -450,24 +547,46 @@ impl Cri {
     }
 
     /// `StopPodSandbox` + `RemovePodSandbox`, then what the kubelet does
-    /// itself: remove the pod's cgroup (the runtime removes only its
-    /// containers' cgroups below it; one left makes this fail).
+    /// itself: remove the pod's cgroup (cgroupfs: rmdir, which fails if
+    /// the runtime left a container's cgroup below it), or stop the pod's
+    /// slice (systemd: the slice's cgroup must go, so no scope is left
+    /// running in it).
     pub fn remove_pod(&self, pod: &Pod) -> Result<(), tonic::Status> {
         self.remove_pod_id(&pod.id)?;
-        let parent = pod
-            .config
-            .linux
-            .as_ref()
-            .map(|l| l.cgroup_parent.clone())
-            .unwrap_or_default();
-        for dir in engines::cgroups_left(&parent) {
-            fs::remove_dir(&dir).map_err(|e| {
-                tonic::Status::internal(format!(
-                    "the pod's cgroup {}: {e}: {:?}",
-                    dir.display(),
-                    subdirs(&dir)
-                ))
-            })?;
+        self.remove_pod_cgroup(pod)
+    }
+
+    /// The kubelet's part of [`Cri::remove_pod`]: the pod's cgroup.
+    pub fn remove_pod_cgroup(&self, pod: &Pod) -> Result<(), tonic::Status> {
+        let cgroup = self.pod_cgroup(pod);
+        match self.driver {
+            Driver::Cgroupfs => {
+                for dir in engines::cgroups_left(&cgroup) {
+                    fs::remove_dir(&dir).map_err(|e| {
+                        tonic::Status::internal(format!(
+                            "the pod's cgroup {}: {e}: {:?}",
+                            dir.display(),
+                            subdirs(&dir)
+                        ))
+                    })?;
+                }
+            }
+            Driver::Systemd => {
+                let left =
+                    subdirs(&Path::new("/sys/fs/cgroup").join(cgroup.trim_start_matches('/')));
+                if !left.is_empty() {
+                    return Err(tonic::Status::internal(format!(
+                        "the pod's slice {cgroup} still has {left:?}"
+                    )));
+                }
+                let unit = cgroup.rsplit('/').next().unwrap_or_default();
+                stop_unit(unit);
+                if !engines::wait_until(LIMIT, || engines::cgroups_left(&cgroup).is_empty()) {
+                    return Err(tonic::Status::internal(format!(
+                        "the pod's slice {cgroup} is still there after systemctl stop"
+                    )));
+                }
+            }
         }
         Ok(())
     }
@@ -540,7 +659,7 @@ impl Cri {
                 .collect()
         };
         assert!(
-            engines::wait_until(Duration::from_secs(10), || others().is_empty()),
+            engines::wait_until(Duration::from_secs(30), || others().is_empty()),
             "processes left (shims?): {:?}",
             others()
         );
@@ -605,6 +724,11 @@ impl Drop for Cri {
                 && pids_in_cgroups(&self.cgroup_root).is_empty()
         });
         engines::unmount_under(self.dir.path());
+        if self.driver == Driver::Systemd {
+            // systemd's cgroups are systemd's to remove: stopping the root
+            // slice stops every pod slice and scope in it.
+            stop_unit(self.cgroup_root.trim_start_matches('/'));
+        }
         engines::wait_until(Duration::from_secs(5), || {
             engines::remove_cgroup_tree(&self.cgroup_root);
             engines::cgroups_left(&self.cgroup_root).is_empty()
@@ -725,10 +849,31 @@ fn net_name(bridge: &str) -> String {
     format!("buntime-test-{bridge}")
 }
 
+/// The scope containerd's runtime asks systemd for, for container `id`.
+pub fn scope_unit(id: &str) -> String {
+    format!("cri-containerd-{id}.scope")
+}
+
+/// `systemctl show -P ActiveState UNIT`.
+pub fn unit_state(unit: &str) -> String {
+    let out = engines::run(
+        Command::new("systemctl").args(["show", "-P", "ActiveState", unit]),
+        LIMIT,
+    );
+    out.stdout.trim().to_string()
+}
+
+/// `systemctl stop UNIT` (best effort: a unit already gone is fine; the
+/// callers check its cgroup).
+fn stop_unit(unit: &str) {
+    let _ = engines::run(Command::new("systemctl").args(["stop", unit]), LIMIT);
+}
+
 /// containerd's configuration: the test's paths, then the shipped snippet
 /// (integration/containerd/config.toml: the `buntime` handler) with the
-/// built runtime and a scratch state root, then the CRI plugin's settings.
-fn containerd_config(d: &Path, runc: &Path) -> String {
+/// built runtime, a scratch state root and the node's cgroup driver, then
+/// the CRI plugin's settings.
+fn containerd_config(d: &Path, runc: &Path, driver: Driver) -> String {
     let snippet = fs::read_to_string(
         Path::new(engines::MANIFEST_DIR).join("integration/containerd/config.toml"),
     )
@@ -736,6 +881,7 @@ fn containerd_config(d: &Path, runc: &Path) -> String {
     for shipped in [
         "\"/usr/local/bin/buntime-runc\"",
         "\"/run/buntime-runc/containerd\"",
+        "SystemdCgroup = false",
     ] {
         assert!(snippet.contains(shipped), "the snippet names {shipped}");
     }
@@ -747,6 +893,10 @@ fn containerd_config(d: &Path, runc: &Path) -> String {
         .replace(
             "\"/run/buntime-runc/containerd\"",
             &format!("{:?}", d.join("runc").display().to_string()),
+        )
+        .replace(
+            "SystemdCgroup = false",
+            &format!("SystemdCgroup = {}", driver == Driver::Systemd),
         );
     format!(
         r#"root = "{root}"
@@ -838,10 +988,9 @@ fn subdirs(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// The cgroup of process `pid` (its path in the CPU accounting hierarchy)
-/// and the CPU time it has used, in ns: `cpuacct.usage` on cgroup v1,
-/// `cpu.stat`'s `usage_usec` on v2.
-pub fn cpu_usage(pid: i32) -> Option<(String, u64)> {
+/// The cgroup of process `pid`: its path in the v1 CPU accounting
+/// hierarchy (`cpuacct`), or in the v2 one (`0::`), and whether it is v1.
+pub fn cgroup_of(pid: i32) -> Option<(String, bool)> {
     let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let v1 = cgroups.lines().find_map(|l| {
         let mut f = l.splitn(3, ':');
@@ -851,6 +1000,18 @@ pub fn cpu_usage(pid: i32) -> Option<(String, u64)> {
             .then(|| path.to_string())
     });
     if let Some(path) = v1 {
+        return Some((path, true));
+    }
+    let path = cgroups.lines().find_map(|l| l.strip_prefix("0::"))?;
+    Some((path.to_string(), false))
+}
+
+/// The cgroup of process `pid` ([`cgroup_of`]) and the CPU time it has
+/// used, in ns: `cpuacct.usage` on cgroup v1, `cpu.stat`'s `usage_usec` on
+/// v2.
+pub fn cpu_usage(pid: i32) -> Option<(String, u64)> {
+    let (path, v1) = cgroup_of(pid)?;
+    if v1 {
         let usage = fs::read_to_string(format!("/sys/fs/cgroup/cpuacct{path}/cpuacct.usage"))
             .ok()?
             .trim()
@@ -858,10 +1019,6 @@ pub fn cpu_usage(pid: i32) -> Option<(String, u64)> {
             .ok()?;
         return Some((path, usage));
     }
-    let path = cgroups
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))?
-        .to_string();
     let stat = fs::read_to_string(format!("/sys/fs/cgroup{path}/cpu.stat")).ok()?;
     let usec: u64 = stat
         .lines()

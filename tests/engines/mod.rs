@@ -159,14 +159,8 @@ pub fn remove_cgroup_tree(rel: &str) {
     if rel.is_empty() {
         return;
     }
-    let Ok(ctls) = fs::read_dir("/sys/fs/cgroup") else {
-        return;
-    };
-    for ctl in ctls.flatten() {
-        let top = ctl.path().join(rel);
-        if top.is_dir() {
-            remove_dirs_deepest_first(&top);
-        }
+    for top in cgroups_left(rel) {
+        remove_dirs_deepest_first(&top);
     }
 }
 
@@ -181,10 +175,19 @@ fn remove_dirs_deepest_first(dir: &Path) {
     let _ = fs::remove_dir(dir);
 }
 
-/// The cgroup directories left under `rel` in any hierarchy.
+/// The cgroup directories left under `rel` in any hierarchy: each v1
+/// controller's and the hybrid unified one (`/sys/fs/cgroup/*/rel`), or
+/// the one hierarchy of a pure cgroup v2 host (`/sys/fs/cgroup/rel`).
 pub fn cgroups_left(rel: &str) -> Vec<PathBuf> {
     let rel = rel.trim_start_matches('/');
     let mut left = Vec::new();
+    if pure_cgroup_v2() {
+        let p = Path::new("/sys/fs/cgroup").join(rel);
+        if !rel.is_empty() && p.is_dir() {
+            left.push(p);
+        }
+        return left;
+    }
     if let Ok(ctls) = fs::read_dir("/sys/fs/cgroup") {
         for ctl in ctls.flatten() {
             let p = ctl.path().join(rel);
@@ -194,6 +197,14 @@ pub fn cgroups_left(rel: &str) -> Vec<PathBuf> {
         }
     }
     left
+}
+
+/// Whether /sys/fs/cgroup is the cgroup v2 hierarchy itself (no v1
+/// controllers, no hybrid layout).
+pub fn pure_cgroup_v2() -> bool {
+    nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false)
 }
 
 /// Mount points at or below `dir`, deepest first.

@@ -27,6 +27,8 @@
 //! Needs root. Prints the load average first: figures taken with a load
 //! above the CPU count are a busy host's (docs/performance.md).
 
+mod shared;
+use shared::make_bundle;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -269,20 +271,6 @@ fn phase(
         failed: failed.load(Ordering::SeqCst),
         wall,
     }
-}
-
-fn make_bundle(dir: &Path) -> PathBuf {
-    let bundle = dir.join("bundle");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/make-bundle.sh");
-    let ok = Command::new("bash")
-        .arg(script)
-        .arg(&bundle)
-        .arg("/bin/true")
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(ok, "make-bundle.sh failed");
-    bundle
 }
 
 fn which(name: &str) -> Option<PathBuf> {

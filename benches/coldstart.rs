@@ -10,25 +10,13 @@
 //! `COLDSTART_RUNS=N` runs each N times instead of 40.
 //! Needs root.
 
+mod shared;
+use shared::make_bundle;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const RUNS: usize = 40;
-
-fn make_bundle(dir: &Path) -> PathBuf {
-    let bundle = dir.join("bundle");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/make-bundle.sh");
-    let ok = Command::new("bash")
-        .arg(script)
-        .arg(&bundle)
-        .arg("/bin/true")
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(ok, "make-bundle.sh failed");
-    bundle
-}
 
 /// A copy of the bundle whose config.json is the effective spec that
 /// buntime-runc derives from it (without its cgroup path).

@@ -189,7 +189,8 @@ fn same_dir_loader(target: &Path) -> Option<&Path> {
     (bare && named).then_some(target)
 }
 
-fn env_path(spec: &Spec) -> String {
+/// The PATH in the spec's process environment (else the default one).
+pub(crate) fn env_path(spec: &Spec) -> String {
     spec.process()
         .as_ref()
         .and_then(|p| p.env().as_ref())

@@ -210,14 +210,7 @@ impl BuntimeExecutor {
 /// The PATH `execvp` searches: the process's own (libcontainer set the
 /// environment from it).
 fn process_path(spec: &Spec) -> String {
-    std::env::var("PATH").unwrap_or_else(|_| {
-        spec.process()
-            .as_ref()
-            .and_then(|p| p.env().as_ref())
-            .and_then(|env| env.iter().find_map(|e| e.strip_prefix("PATH=")))
-            .unwrap_or(crate::spec::DEFAULT_PATH)
-            .to_string()
-    })
+    std::env::var("PATH").unwrap_or_else(|_| crate::landlock::env_path(spec))
 }
 
 /// The device number of the device file at `path`.

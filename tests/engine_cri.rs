@@ -527,3 +527,140 @@ fn cri_engine_default_pod_network_localhost_through_the_proxy_host_refused() {
     c.remove_pod(&pod).expect("remove pod");
     c.assert_clean();
 }
+
+/// A pod's DNS server, as a kubelet gives one through CRI's `dns_config`
+/// (cluster DNS): answers `A` queries for `name` with `ip` on the bridge
+/// address, port 53, and records every name it was asked for.
+struct PodDns {
+    asked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl PodDns {
+    fn start(addr: std::net::Ipv4Addr, name: &'static str, ip: std::net::Ipv4Addr) -> Self {
+        use simple_dns::rdata::{RData, A};
+        use simple_dns::{Name, Packet, ResourceRecord, CLASS};
+        use std::sync::atomic::Ordering;
+        let sock = std::net::UdpSocket::bind((addr, 53)).expect("bind the pod's DNS server");
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (a, s) = (asked.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !s.load(Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(q) = Packet::parse(&buf[..n]) else {
+                    continue;
+                };
+                let mut reply = q.clone().into_reply();
+                for question in &q.questions {
+                    let qname = question.qname.to_string();
+                    a.lock().expect("lock").push(qname.clone());
+                    if qname.trim_end_matches('.') == name {
+                        reply.answers.push(ResourceRecord::new(
+                            Name::new_unchecked(name),
+                            CLASS::IN,
+                            30,
+                            RData::A(A::from(ip)),
+                        ));
+                    }
+                }
+                if let Ok(bytes) = reply.build_bytes_vec() {
+                    let _ = sock.send_to(&bytes, from);
+                }
+            }
+        });
+        PodDns { asked, stop }
+    }
+
+    fn asked(&self) -> Vec<String> {
+        self.asked.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for PodDns {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// `pod` mode looks names up inside the pod: the proxy asks the DNS server
+/// the pod's resolv.conf names (CRI `dns_config`, the kubelet's cluster
+/// DNS), so a Service-style name reaches the in-cluster address it stands
+/// for (a private address: the policy names its range too, as for any
+/// special address); a name the pod's DNS does not know reaches nothing.
+#[test]
+fn cri_pod_mode_resolves_names_through_the_pods_dns() {
+    if buntime::landlock::kernel_abi().unwrap_or(0) < 4 {
+        // `pod` mode is refused there (the engine-default test checks how).
+        eprintln!("skipped: pod mode needs Landlock ABI 4");
+        return;
+    }
+    let Some(c) = Cri::start(|etc| {
+        engines::open_node(etc);
+        node(etc);
+    }) else {
+        return;
+    };
+    let target = c.run_pod("svc", &[]);
+    let ip: std::net::Ipv4Addr = c
+        .pod_status(&target)
+        .network
+        .map(|n| n.ip)
+        .unwrap_or_default()
+        .parse()
+        .expect("the target pod's IPv4 address");
+    let server = c.run_container(
+        &target,
+        "server",
+        &[
+            "sh",
+            "-c",
+            "while :; do printf 'HTTP/1.0 200 OK\\r\\n\\r\\npong\\n' | nc -l -p 8080 && echo served; done",
+        ],
+    );
+    let dns = PodDns::start(c.host_addr, "web.cluster.test", ip);
+    let policy = r#"{"version":1,"filesystem":{"read":["/"],"write":["/tmp"],"exec":["/bin"]},
+"network":{"mode":"pod","allow":["web.cluster.test:8080","10.213.0.0/16:8080"]}}"#;
+    let mut config = c.pod_config("client", &[("buntime.dev/policy", policy)]);
+    config.dns_config = Some(k8s_cri::v1::DnsConfig {
+        servers: vec![c.host_addr.to_string()],
+        searches: vec![],
+        options: vec![],
+    });
+    let pod = cri::Pod {
+        id: c
+            .try_run_pod(&config)
+            .expect("RunPodSandbox with cluster DNS"),
+        config,
+    };
+    let fetch = |name: &str, url: &str| {
+        let cmd = format!("wget -q -O- {url} 2>&1; echo wget-rc=$?");
+        let id = c.run_container(&pod, name, &["sh", "-c", &cmd]);
+        c.wait_exited(&id);
+        let log = c.log_of(&id);
+        c.remove_container(&id);
+        log
+    };
+    let log = fetch("fetch-web", "http://web.cluster.test:8080/");
+    assert!(log.contains("pong") && log.contains("wget-rc=0"), "{log}");
+    assert!(
+        dns.asked()
+            .iter()
+            .any(|n| n.starts_with("web.cluster.test")),
+        "the pod's DNS server was asked: {:?}",
+        dns.asked()
+    );
+    // A name the pod's DNS does not know reaches nothing.
+    let log = fetch("fetch-other", "http://other.cluster.test:8080/");
+    assert!(!log.contains("pong") && !log.contains("wget-rc=0"), "{log}");
+    c.remove_pod(&pod).expect("remove pod");
+    c.stop_container(&server, 1);
+    c.remove_container(&server);
+    c.remove_pod(&target).expect("remove pod");
+    c.assert_clean();
+}

@@ -182,9 +182,19 @@ impl Container {
                 if let Ok(proc) = Process::new(pid.as_raw()) {
                     use procfs::process::ProcState;
 
-                    match proc.stat()?.state()? {
-                        ProcState::Zombie | ProcState::Dead => ContainerStatus::Stopped,
-                        _ => match self.status() {
+                    // buntime patch: a process that exits between the two
+                    // reads (its /proc entry gone, NotFound) has stopped;
+                    // that was an error for `state` racing an exit.
+                    let state = match proc.stat() {
+                        Ok(stat) => Some(stat.state()?),
+                        Err(procfs::ProcError::NotFound(_)) => None,
+                        Err(e) => return Err(e.into()),
+                    };
+                    match state {
+                        None | Some(ProcState::Zombie | ProcState::Dead) => {
+                            ContainerStatus::Stopped
+                        }
+                        Some(_) => match self.status() {
                             ContainerStatus::Creating
                             | ContainerStatus::Created
                             | ContainerStatus::Paused => self.status(),

@@ -132,7 +132,16 @@ impl Manager {
         while let Some(component) = components.next() {
             current_path = current_path.join(component);
             if !current_path.exists() {
-                match fs::create_dir(&current_path).wrap_create_dir(&current_path) {
+                // buntime patch: a directory a concurrent create made between
+                // the check and the mkdir is as good as one that existed.
+                let made = fs::create_dir(&current_path).or_else(|e| {
+                    if e.kind() == std::io::ErrorKind::AlreadyExists {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                });
+                match made.wrap_create_dir(&current_path) {
                     Ok(()) => {
                         fs::metadata(&current_path)
                             .wrap_other(&current_path)?

@@ -216,7 +216,7 @@ fn own_exe(e: Event, pid: u32) -> Event {
 /// What is known of `path` in the caller's root, taken while the call
 /// waits (so before it ran): whether it exists, and a program's
 /// interpreter. Resolved inside that root: a symlink in the image cannot
-/// make the supervisor read a host file.
+/// make the supervisor read a host file; read with the caller's rights.
 fn facts(pid: u32, path: &Path, exec: bool) -> Facts {
     use crate::supervisor::fsops::openat2;
     let resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
@@ -226,8 +226,22 @@ fn facts(pid: u32, path: &Path, exec: bool) -> Facts {
     let rel = path.strip_prefix("/").unwrap_or(path);
     let exists = openat2(&root, rel, libc::O_PATH, resolve).is_ok();
     let interpreter = if exec {
-        openat2(&root, rel, libc::O_RDONLY | libc::O_NONBLOCK, resolve)
-            .ok()
+        // With the caller's rights: the supervisor never reads for the
+        // sandbox what the sandbox could not read itself. Fails closed.
+        let creds = crate::supervisor::creds::SandboxCreds::of_pid(pid).ok();
+        let _as_caller = creds.and_then(|c| c.assume().ok());
+        _as_caller
+            .is_some()
+            .then(|| {
+                openat2(
+                    &root,
+                    rel,
+                    libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY,
+                    resolve,
+                )
+                .ok()
+            })
+            .flatten()
             .map(File::from)
             .filter(|f| f.metadata().is_ok_and(|m| m.is_file()))
             .and_then(interpreter_of)

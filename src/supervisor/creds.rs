@@ -36,6 +36,30 @@ impl SandboxCreds {
         })
     }
 
+    /// The filesystem uid and gid and the supplementary groups of process
+    /// `pid` (host ids, from `/proc/PID/status`): whose rights a call that
+    /// process is making would be checked with.
+    pub fn of_pid(pid: u32) -> std::io::Result<SandboxCreds> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "/proc/PID/status");
+        let field = |name: &str| -> std::io::Result<Vec<u32>> {
+            let line = status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .ok_or_else(bad)?;
+            line.split_whitespace()
+                .map(|v| v.parse::<u32>().map_err(|_| bad()))
+                .collect()
+        };
+        // `Uid:`/`Gid:` are real, effective, saved and filesystem ids.
+        let fs_id = |v: Vec<u32>| v.get(3).copied().ok_or_else(bad);
+        Ok(SandboxCreds {
+            uid: fs_id(field("Uid:")?)?,
+            gid: fs_id(field("Gid:")?)?,
+            groups: field("Groups:")?,
+        })
+    }
+
     /// Takes these credentials on the calling thread until the guard drops.
     /// Only the steps that change something are taken (and undone): a
     /// rootless supervisor is the sandbox's own uid and may not call
@@ -219,6 +243,23 @@ fn peer_groups(sock: BorrowedFd<'_>) -> std::io::Result<Vec<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn of_pid_reads_the_filesystem_ids_and_groups() {
+        let c = SandboxCreds::of_pid(std::process::id()).expect("own status");
+        assert_eq!(c.uid, nix::unistd::geteuid().as_raw());
+        assert_eq!(c.gid, nix::unistd::getegid().as_raw());
+        let mut want: Vec<u32> = nix::unistd::getgroups()
+            .expect("getgroups")
+            .iter()
+            .map(|g| g.as_raw())
+            .collect();
+        let mut got = c.groups.clone();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want);
+        assert!(SandboxCreds::of_pid(u32::MAX).is_err());
+    }
 
     #[test]
     fn assumed_credentials_apply_to_opens_and_are_given_back() {

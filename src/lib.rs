@@ -5,6 +5,7 @@
 //! the supervisor.
 
 pub mod audit;
+pub mod audit_follow;
 pub mod exeseal;
 pub mod ipc;
 pub mod landlock;
@@ -17,4 +18,6 @@ pub mod sandbox;
 pub mod spec;
 pub mod stdout;
 pub mod supervisor;
+// The debug UI and its HTTP server: the `ui` feature (on by default).
+#[cfg(feature = "ui")]
 pub mod ui;

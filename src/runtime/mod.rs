@@ -29,3 +29,6 @@ pub mod userns;
 
 pub use error::{Result, RuntimeError};
 pub use state::Root;
+
+/// `buntime-runc`'s state root unless `--root` says otherwise.
+pub const DEFAULT_ROOT: &str = "/run/buntime-runc";

@@ -8,6 +8,7 @@
 //! supervisor of its own; the terminal is passed straight through; signals
 //! are forwarded; everything is removed at the end.
 
+mod debug_ui;
 pub mod delegate;
 pub mod kind;
 mod limits;
@@ -384,6 +385,7 @@ pub fn run(req: RunRequest) -> Result<i32, SandboxError> {
 pub fn run_observed(
     req: RunRequest,
 ) -> Result<(i32, Option<crate::learn::Observed>), SandboxError> {
+    debug_ui::check(&req)?;
     // Before any thread: the staging binds of root's sandbox
     // (`runtime::stage`) stay in this process's namespace.
     if nix::unistd::geteuid().is_root() {
@@ -490,27 +492,12 @@ pub fn run_observed(
         _ => None,
     };
     // Threads only now: libcontainer has forked what it had to.
-    let _ui = match req.debug_ui {
-        Some(listen) => {
-            let ui = crate::ui::serve_background(crate::ui::UiOptions {
-                listen,
-                roots: vec![req.state_root.clone()],
-                only: Some(id.clone()),
-                token: None,
-            })
-            .map_err(|e| setup(format!("--debug-ui: {e}")));
-            match ui {
-                Ok(ui) => {
-                    crate::logging::say(&format!("buntime: debug UI at {}", ui.url()));
-                    Some(ui)
-                }
-                Err(e) => {
-                    foreground::unblock_signals(&set);
-                    return Err(e);
-                }
-            }
+    let _ui = match debug_ui::start(&req, &id) {
+        Ok(ui) => ui,
+        Err(e) => {
+            foreground::unblock_signals(&set);
+            return Err(e);
         }
-        None => None,
     };
     // The UI is the approver when there is one (the newest approver wins).
     if req.prompt && req.debug_ui.is_none() {

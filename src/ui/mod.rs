@@ -48,7 +48,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7437";
 /// run`'s.
 pub fn default_roots() -> Vec<PathBuf> {
     vec![
-        PathBuf::from("/run/buntime-runc"),
+        PathBuf::from(crate::runtime::DEFAULT_ROOT),
         PathBuf::from(crate::sandbox::DEFAULT_STATE_ROOT),
     ]
 }

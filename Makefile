@@ -41,6 +41,8 @@ conformance:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	# Without the debug UI (cargo feature `ui`) too.
+	$(CARGO) clippy --workspace --all-targets --no-default-features -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

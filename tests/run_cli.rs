@@ -854,6 +854,21 @@ fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     (status, body)
 }
 
+#[cfg(not(feature = "ui"))]
+#[test]
+fn debug_ui_is_refused_without_the_ui_feature() {
+    let r = Run::new();
+    let o = r.run(&["--debug-ui", "--", "true"]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--debug-ui: this buntime was built without the debug UI"),
+        "{err}"
+    );
+    r.assert_clean();
+}
+
+#[cfg(feature = "ui")]
 #[test]
 fn debug_ui_serves_the_run_and_answers_its_asks() {
     let r = Run::new();

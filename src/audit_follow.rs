@@ -128,3 +128,43 @@ impl<'a> Follower<'a> {
             .is_some_and(|p| crate::supervisor::is_ours(p, &self.id))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(f: &mut Follower) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(b) = f.next_chunk().expect("read") {
+            out.extend(b);
+        }
+        out
+    }
+
+    #[test]
+    fn the_rotated_file_comes_first_and_a_stopped_container_ends_the_follow() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = Root::open(tmp.path(), false).expect("root");
+        let dir = root.extra_dir("c1");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join(audit::AUDIT_FILE_OLD), "old\n").expect("write");
+        std::fs::write(dir.join(audit::AUDIT_FILE), "new\n").expect("write");
+        for follow in [false, true] {
+            // No supervisor: following ends once the log is drained.
+            let mut f = Follower::open(&root, "c1", follow).expect("open");
+            assert_eq!(drain(&mut f), b"old\nnew\n", "follow={follow}");
+        }
+    }
+
+    #[test]
+    fn a_missing_container_and_a_bad_id_are_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = Root::open(tmp.path(), false).expect("root");
+        let e = Follower::open(&root, "ghost", false)
+            .err()
+            .expect("refused");
+        assert_eq!(e.to_string(), "container \"ghost\" does not exist");
+        let e = Follower::open(&root, "../x", false).err().expect("refused");
+        assert!(matches!(e, FollowError::Id(_)), "{e}");
+    }
+}

@@ -499,7 +499,7 @@ pub enum NetDenyReason {
     /// Mode `none`: only the sandbox's own loopback.
     NoNetwork,
     /// A `network.deny` entry matched.
-    DeniedBy(String),
+    DeniedBy(NetRule),
     /// The address is loopback/private/link-local/metadata/... and no
     /// entry names it.
     SpecialRange(AddrClass),
@@ -514,7 +514,9 @@ impl fmt::Display for NetDenyReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             NetDenyReason::NoNetwork => f.write_str("network mode is none"),
-            NetDenyReason::DeniedBy(r) => write!(f, "denied by network.deny entry {r:?}"),
+            NetDenyReason::DeniedBy(r) => {
+                write!(f, "denied by network.deny entry {:?}", r.to_string())
+            }
             NetDenyReason::SpecialRange(c) => write!(
                 f,
                 "{} address; only reachable when an allow entry names it",
@@ -548,7 +550,7 @@ impl Network {
         self.deny
             .iter()
             .find(|r| r.matches(dest, port))
-            .map(|r| NetDecision::Deny(NetDenyReason::DeniedBy(r.to_string())))
+            .map(|r| NetDecision::Deny(NetDenyReason::DeniedBy(r.clone())))
     }
 
     fn ip_allowed(&self, ip: IpAddr, port: u16) -> NetDecision {
@@ -573,12 +575,18 @@ impl Network {
     /// `port`? Names are checked as written; use [`Network::decide_resolved`]
     /// once the name is resolved.
     pub fn decide(&self, host: &str, port: u16) -> NetDecision {
+        self.decide_in(self.mode, host, port)
+    }
+
+    /// [`Network::decide`] as if the mode were `mode` (the supervisor
+    /// connects from the host: for it, every mode is `proxy`).
+    pub fn decide_in(&self, mode: NetMode, host: &str, port: u16) -> NetDecision {
         let dest = Dest::parse(host);
         let loopback = match &dest {
             Dest::Ip(ip) => classify(*ip) == AddrClass::Loopback,
             Dest::Name(h) => is_localhost_name(h),
         };
-        match self.mode {
+        match mode {
             NetMode::None => {
                 if loopback {
                     NetDecision::Allow
@@ -626,9 +634,23 @@ impl Network {
         if first != NetDecision::Allow || !self.mode.is_proxied() {
             return first;
         }
-        for ip in addrs {
-            if let Some(d) = self.denied_by(&Dest::Ip(canonical_ip(*ip)), port) {
-                return d;
+        match self.check_addrs(port, addrs, own) {
+            Ok(()) => NetDecision::Allow,
+            Err((_, r)) => NetDecision::Deny(r),
+        }
+    }
+
+    /// The checks of every resolved address (see
+    /// [`Network::decide_resolved`]): the first refused, by its index.
+    pub fn check_addrs(
+        &self,
+        port: u16,
+        addrs: &[IpAddr],
+        own: &HostAddrs,
+    ) -> Result<(), (usize, NetDenyReason)> {
+        for (i, ip) in addrs.iter().enumerate() {
+            if let Some(NetDecision::Deny(r)) = self.denied_by(&Dest::Ip(canonical_ip(*ip)), port) {
+                return Err((i, r));
             }
             let class = classify(*ip);
             if class != AddrClass::Public
@@ -637,7 +659,7 @@ impl Network {
                     .iter()
                     .any(|r| r.port_ok(port) && r.names_ip(*ip))
             {
-                return NetDecision::Deny(NetDenyReason::SpecialRange(class));
+                return Err((i, NetDenyReason::SpecialRange(class)));
             }
             if own.contains(*ip)
                 && !self
@@ -645,10 +667,18 @@ impl Network {
                     .iter()
                     .any(|r| r.port_ok(port) && r.is_exactly(*ip))
             {
-                return NetDecision::Deny(NetDenyReason::HostAddress);
+                return Err((i, NetDenyReason::HostAddress));
             }
         }
-        NetDecision::Allow
+        Ok(())
+    }
+
+    /// The first allow entry matching `host` or one of its addresses.
+    pub fn allow_entry(&self, host: &str, port: u16, addrs: &[IpAddr]) -> Option<&NetRule> {
+        let dest = Dest::parse(host);
+        self.allow.iter().find(|r| {
+            r.matches(&dest, port) || addrs.iter().any(|ip| r.matches(&Dest::Ip(*ip), port))
+        })
     }
 }
 

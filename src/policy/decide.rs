@@ -53,7 +53,10 @@ pub enum Request<'a> {
     Net { host: &'a str, port: u16 },
     /// The program found (absolute), and the sandbox's PATH for the
     /// `exec.allow` entries that are bare names.
-    Exec { program: &'a Path, path_var: &'a str },
+    Exec {
+        program: &'a Path,
+        path_var: &'a str,
+    },
 }
 
 /// The addresses a name resolved to, and the host's own addresses then.

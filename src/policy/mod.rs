@@ -15,9 +15,7 @@ pub mod net;
 pub mod paths;
 pub mod source;
 
-pub use decide::{
-    decide, BrokerOp, Decision, Denial, FsOp, Request, Resolved, RuleRef, Verdict,
-};
+pub use decide::{decide, BrokerOp, Decision, Denial, FsOp, Request, Resolved, RuleRef, Verdict};
 pub use explain::explain;
 pub use flags::{FlagError, PolicyFlags};
 pub use intersect::intersect;

@@ -25,6 +25,9 @@ use nix::sched::{setns, CloneFlags};
 
 use http::{answer, parse_head, read_head, HeadRead};
 
+use crate::audit::{Kind, Verdict};
+use crate::policy::RuleRef;
+
 /// The proxy's port in every container's loopback (the namespace is the
 /// container's own, so the port is always free).
 pub const PROXY_PORT: u16 = 3128;
@@ -57,13 +60,13 @@ impl Default for Limits {
 #[derive(Clone, Debug)]
 pub struct Granted {
     pub addrs: Vec<SocketAddr>,
-    pub rule: String,
+    pub rule: RuleRef,
 }
 
 /// A refusal and the rule behind it.
 #[derive(Clone, Debug)]
 pub struct Refused {
-    pub rule: String,
+    pub rule: RuleRef,
     pub reason: String,
     /// The resolved address refused, when the name resolved (audit only:
     /// the sandbox is not told what names resolve to).
@@ -79,9 +82,9 @@ pub struct Attempt {
     /// the address the rules refused; for a failed connect, the address
     /// whose error is reported.
     pub addr: Option<SocketAddr>,
-    /// `allow`, `deny` or `error` (allowed, but upstream failed).
-    pub decision: &'static str,
-    pub rule: String,
+    /// `allow`, `deny`, `close`, or `error` (allowed, but upstream failed).
+    pub decision: Verdict,
+    pub rule: RuleRef,
     pub reason: String,
     pub bytes_up: u64,
     pub bytes_down: u64,
@@ -94,8 +97,8 @@ impl Attempt {
     /// The audit line of this attempt, for container `container` (pid 0:
     /// the proxy's peer is a TCP connection, whose process is not known).
     pub fn audit_record(&self, container: &str) -> crate::audit::AuditRecord {
-        let mut r = crate::audit::AuditRecord::new(container, 0, "proxy", self.target.clone());
-        r.decision = self.decision.into();
+        let mut r = crate::audit::AuditRecord::new(container, 0, Kind::Proxy, self.target.clone());
+        r.decision = self.decision;
         r.rule = self.rule.clone();
         r.reason = self.reason.clone();
         r.latency_us = self.decide.as_micros() as u64;
@@ -174,7 +177,7 @@ impl Tally {
         let n = self.turned_away.swap(0, Ordering::SeqCst);
         if n > 0 {
             let reason = format!("too many connections ({n} turned away)");
-            self.record_aggregate(gate, "deny", "limits", reason);
+            self.record_aggregate(gate, Verdict::Deny, RuleRef::ProxyLimits, reason);
         }
     }
 
@@ -185,22 +188,16 @@ impl Tally {
         let n = self.unrecorded();
         if n > 0 {
             let reason = format!("connections still open when the container ended: {n}");
-            self.record_aggregate(gate, "close", "proxy", reason);
+            self.record_aggregate(gate, Verdict::Close, RuleRef::Proxy, reason);
         }
     }
 
-    fn record_aggregate(
-        &self,
-        gate: &dyn Gate,
-        decision: &'static str,
-        rule: &str,
-        reason: String,
-    ) {
+    fn record_aggregate(&self, gate: &dyn Gate, decision: Verdict, rule: RuleRef, reason: String) {
         gate.record(&Attempt {
             target: self.subject.get().cloned().unwrap_or_default(),
             addr: None,
             decision,
-            rule: rule.into(),
+            rule,
             reason,
             bytes_up: 0,
             bytes_down: 0,
@@ -344,8 +341,8 @@ fn handle(client: TcpStream, gate: &dyn Gate, limits: &Limits, unrecorded: Unrec
     let mut attempt = Attempt {
         target: String::new(),
         addr: None,
-        decision: "deny",
-        rule: "proxy".into(),
+        decision: Verdict::Deny,
+        rule: RuleRef::Proxy,
         reason: String::new(),
         bytes_up: 0,
         bytes_down: 0,
@@ -455,7 +452,7 @@ fn handle(client: TcpStream, gate: &dyn Gate, limits: &Limits, unrecorded: Unrec
             .write_all(h)
             .and_then(|_| upstream_w.write_all(&rest)),
     };
-    attempt.decision = "allow";
+    attempt.decision = Verdict::Allow;
     match first {
         Ok(()) => {
             let moved = relay::relay(client, upstream, limits.idle_timeout, framer);
@@ -485,7 +482,7 @@ fn handle(client: TcpStream, gate: &dyn Gate, limits: &Limits, unrecorded: Unrec
 /// An allowed upstream that failed: an `error` attempt, and the status a
 /// client still owed an answer gets (`504` if it timed out, else `502`).
 fn upstream_failed(mut attempt: Attempt, e: &std::io::Error, reason: String) -> (Attempt, u16) {
-    attempt.decision = "error";
+    attempt.decision = Verdict::Error;
     attempt.reason = reason;
     (attempt, if timed_out(e) { 504 } else { 502 })
 }

@@ -1,14 +1,16 @@
 //! The supervisor's side of the egress proxy: binding it in the
 //! container's network namespace (or taking the socket a rootless
 //! container's hook bound there), and the gate that decides with the same
-//! rules as the broker's NET_CONNECT (`serve::net_check`) and audits every
+//! rules as the broker's NET_CONNECT (`requests::net_check`) and audits every
 //! connection attempt.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::serve::{net_check, NetRefusal, Outcome};
+use super::requests::{net_check, NetRefusal, Outcome};
 use super::{Ctx, SupervisorError};
+use crate::audit::Verdict;
+use crate::policy::RuleRef;
 use crate::proxy::{self, Attempt, Gate, Granted, Limits, Refused, PROXY_PORT};
 
 struct ProxyGate(Arc<Ctx>, Throttle);
@@ -62,7 +64,7 @@ impl Gate for ProxyGate {
                 outcome: Outcome::Allow { .. },
                 ..
             }) => Err(Refused {
-                rule: "default".into(),
+                rule: RuleRef::Default,
                 reason: "internal error".into(),
                 addr: None,
             }),
@@ -83,9 +85,9 @@ impl Gate for ProxyGate {
     fn record(&self, a: &Attempt) {
         let ctx = &self.0;
         let r = a.audit_record(&ctx.id);
-        if a.decision != "allow" {
+        if a.decision != Verdict::Allow {
             // "error": allowed, but upstream failed; the reason says how.
-            let what = if a.decision == "error" {
+            let what = if a.decision == Verdict::Error {
                 "proxy could not reach"
             } else {
                 "proxy refused"

@@ -87,7 +87,12 @@ pub enum RuleRef {
     ResourcesTimeout,
     /// `audit quota`: records counted, not written.
     AuditQuota,
-    /// Any other text (the proxy's own limits, lines of other versions).
+    /// `proxy`: the egress proxy's own refusals (a request it cannot
+    /// read, connections still open at the end).
+    Proxy,
+    /// `limits`: the egress proxy's connection limit.
+    ProxyLimits,
+    /// Any other text (lines of other versions).
     Other(String),
 }
 
@@ -125,6 +130,8 @@ impl fmt::Display for RuleRef {
             RuleRef::ResourcesOutput => f.write_str("resources.output"),
             RuleRef::ResourcesTimeout => f.write_str("resources.timeout"),
             RuleRef::AuditQuota => f.write_str("audit quota"),
+            RuleRef::Proxy => f.write_str("proxy"),
+            RuleRef::ProxyLimits => f.write_str("limits"),
             RuleRef::Other(s) => f.write_str(s),
         }
     }
@@ -155,6 +162,8 @@ fn known(s: &str) -> Option<RuleRef> {
         "resources.output" => RuleRef::ResourcesOutput,
         "resources.timeout" => RuleRef::ResourcesTimeout,
         "audit quota" => RuleRef::AuditQuota,
+        "proxy" => RuleRef::Proxy,
+        "limits" => RuleRef::ProxyLimits,
         _ => {
             if let Some(p) = s.strip_prefix("filesystem.deny ") {
                 RuleRef::FsDeny(PathBuf::from(p))

@@ -50,15 +50,17 @@ fn before_lookup(policy: &Policy, host: &str, port: u16, by_name: NetDecision) -
             let entry = policy.network.allow_entry(host, port, &[]).cloned();
             Decision::new(Verdict::Lookup, RuleRef::NetAllow(entry))
         }
-        NetDecision::Deny(NetDenyReason::NotAllowed) if broker != BrokerRule::Deny => {
+        NetDecision::Deny(NetDenyReason::NotAllowed) => {
             let lookup = Decision::new(Verdict::Lookup, RuleRef::Default);
-            match Dest::parse(host) {
-                Dest::Name(_) => Decision::by_broker(policy, BrokerOp::NetConnect, lookup),
+            let d = match (broker, Dest::parse(host)) {
+                (BrokerRule::Deny, _) => refused(NetDenyReason::NotAllowed, None),
+                (_, Dest::Name(_)) => Decision::by_broker(policy, BrokerOp::NetConnect, lookup),
                 // An address is asked about once it is checked as one.
-                Dest::Ip(_) => Decision {
-                    grantable_by_broker: true,
-                    ..lookup
-                },
+                (_, Dest::Ip(_)) => lookup,
+            };
+            Decision {
+                grantable_by_broker: true,
+                ..d
             }
         }
         NetDecision::Deny(r) => refused(r, None),

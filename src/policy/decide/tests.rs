@@ -1,8 +1,8 @@
 //! `decide` against the rules it replaces: unit cases for each kind of
 //! request, and property tests that compare it, on random policies and
 //! requests, with the supervisor's decision as it was computed before
-//! (`Filesystem::decide` + a second walk for the grant, `Network::decide`
-//! + `decide_resolved` on a clone with a `*` entry, `may_exec`), so the
+//! (`Filesystem::decide` and a second walk for the grant; `Network::decide`,
+//! then `decide_resolved` on a clone with a `*` entry; `may_exec`), so the
 //! audit's rule and the refusal's text stay what they were.
 
 use std::net::IpAddr;

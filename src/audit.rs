@@ -689,6 +689,32 @@ mod tests {
     }
 
     #[test]
+    fn lines_are_written_and_read_as_before() {
+        // A line of the format as it was when kind, decision and rule
+        // were strings: the typed record writes it byte for byte.
+        let line = r#"{"time":"2026-11-27T22:16:20.123456Z","container":"job1","pid":4242,"kind":"net_connect","subject":"pypi.org:443","decision":"deny","rule":"network.deny *:443","reason":"denied by network.deny entry \"*:443\"","latency_us":85,"bytes":0}"#;
+        let r: AuditRecord = serde_json::from_str(line).unwrap();
+        assert_eq!((r.kind, r.decision), (Kind::NetConnect, Verdict::Deny));
+        assert!(matches!(r.rule, RuleRef::NetDeny(_)), "{:?}", r.rule);
+        assert_eq!(serde_json::to_string(&r).unwrap(), line);
+        for k in Kind::ALL {
+            let json = serde_json::to_string(&k).unwrap();
+            assert_eq!(json, format!("\"{}\"", k.as_str()));
+            assert_eq!(k.as_str().parse::<Kind>().ok(), Some(k));
+        }
+        for v in Verdict::ALL {
+            let json = serde_json::to_string(&v).unwrap();
+            assert_eq!(json, format!("\"{}\"", v.as_str()));
+            assert_eq!(v.as_str().parse::<Verdict>().ok(), Some(v));
+        }
+        // A rule this version does not know is kept as written.
+        let odd = line.replace("network.deny *:443", "someday.rule x");
+        let r: AuditRecord = serde_json::from_str(&odd).unwrap();
+        assert_eq!(r.rule, RuleRef::Other("someday.rule x".into()));
+        assert_eq!(serde_json::to_string(&r).unwrap(), odd);
+    }
+
+    #[test]
     fn long_fields_are_clipped() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(AUDIT_FILE);

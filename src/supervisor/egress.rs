@@ -7,10 +7,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::requests::{net_check, NetRefusal, Outcome};
+use super::requests::net_check;
 use super::{Ctx, SupervisorError};
 use crate::audit::Verdict;
-use crate::policy::RuleRef;
 use crate::proxy::{self, Attempt, Gate, Granted, Limits, Refused, PROXY_PORT};
 
 struct ProxyGate(Arc<Ctx>, Throttle);
@@ -54,21 +53,7 @@ impl Throttle {
 impl Gate for ProxyGate {
     fn check(&self, host: &str, port: u16) -> Result<Granted, Refused> {
         // The proxy's peer is a TCP connection: no pid to report.
-        match net_check(&self.0, 0, host, port) {
-            Ok((addrs, rule)) => Ok(Granted { addrs, rule }),
-            Err(NetRefusal {
-                outcome: Outcome::Deny { rule, reason },
-                addr,
-            }) => Err(Refused { rule, reason, addr }),
-            Err(NetRefusal {
-                outcome: Outcome::Allow { .. },
-                ..
-            }) => Err(Refused {
-                rule: RuleRef::Default,
-                reason: "internal error".into(),
-                addr: None,
-            }),
-        }
+        net_check(&self.0, 0, host, port).map(|(addrs, rule)| Granted { addrs, rule })
     }
 
     fn connect(

@@ -16,62 +16,44 @@ use crate::policy::{
     self, normalize_path, BrokerOp, BrokerRule, Decision, FsOp, HostAddrs, Resolved, RuleRef,
     Verdict,
 };
+use crate::proxy::Refused;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest inline LISTDIR answer (fits the supervisor-to-worker ring).
 const LIST_LIMIT: usize = 200 << 10;
 
-/// The result of one request.
-pub(super) enum Outcome {
-    Allow {
-        data: Vec<u8>,
-        fd: Option<OwnedFd>,
-        rule: RuleRef,
-        bytes: u64,
-    },
-    Deny {
-        rule: RuleRef,
-        reason: String,
-    },
+/// A request carried out: what the worker gets, and the rule that
+/// granted it.
+pub(super) struct Allowed {
+    pub data: Vec<u8>,
+    pub fd: Option<OwnedFd>,
+    pub rule: RuleRef,
+    pub bytes: u64,
 }
 
-/// A network destination refused: the decision, and the resolved address
-/// it was about, once there is one (for the audit).
-pub(super) struct NetRefusal {
-    pub outcome: Outcome,
-    pub addr: Option<SocketAddr>,
-}
-
-impl From<Outcome> for NetRefusal {
-    fn from(outcome: Outcome) -> NetRefusal {
-        NetRefusal {
-            outcome,
-            addr: None,
-        }
-    }
-}
-
-fn deny(rule: RuleRef, reason: impl Into<String>) -> Outcome {
-    Outcome::Deny {
+/// A refusal (the audit's rule and the worker's reason; for a network
+/// destination refused after its lookup, the address it was about).
+fn deny(rule: RuleRef, reason: impl Into<String>) -> Refused {
+    Refused {
         rule,
         reason: reason.into(),
+        addr: None,
     }
 }
 
 /// Carries out `req` for `peer`.
-pub(super) fn carry_out(ctx: &Ctx, peer: &PeerCred, req: &Request) -> Outcome {
-    let r = match req {
+pub(super) fn carry_out(ctx: &Ctx, peer: &PeerCred, req: &Request) -> Result<Allowed, Refused> {
+    match req {
         Request::FsRead { path } => fs_request(ctx, peer, FsOp::Read, path, None),
         Request::ListDir { path } => fs_request(ctx, peer, FsOp::ListDir, path, None),
         Request::FsWrite { path, data } => fs_request(ctx, peer, FsOp::Write, path, Some(data)),
         Request::NetConnect { host, port } => net_request(ctx, peer, host, *port),
         Request::Exec { argv } => exec_request(ctx, peer, argv),
-    };
-    r.unwrap_or_else(|o| o)
+    }
 }
 
 /// Asks the approver (the broker section says `ask`). Ok: the rule.
-fn ask(ctx: &Ctx, pid: i32, op: BrokerOp, subject: &str) -> Result<RuleRef, Outcome> {
+fn ask(ctx: &Ctx, pid: i32, op: BrokerOp, subject: &str) -> Result<RuleRef, Refused> {
     let rule = RuleRef::Broker {
         op,
         rule: BrokerRule::Ask,
@@ -100,7 +82,7 @@ fn settle(
     op: BrokerOp,
     subject: &str,
     d: Decision,
-) -> Result<RuleRef, Outcome> {
+) -> Result<RuleRef, Refused> {
     match d.verdict {
         Verdict::Allow => Ok(d.rule),
         Verdict::Ask => ask(ctx, pid, op, subject),
@@ -122,7 +104,7 @@ struct Target {
 }
 
 /// Decides a filesystem request: the rule and where to open it.
-fn fs_target(ctx: &Ctx, pid: i32, op: FsOp, path: &Path) -> Result<(RuleRef, Target), Outcome> {
+fn fs_target(ctx: &Ctx, pid: i32, op: FsOp, path: &Path) -> Result<(RuleRef, Target), Refused> {
     let d = policy::decide(&ctx.policy, &policy::Request::Fs { op, path }, None);
     let p = normalize_path(path);
     let granted_tree = match &d.rule {
@@ -156,7 +138,7 @@ fn fs_request(
     op: FsOp,
     raw: &[u8],
     write: Option<&Vec<u8>>,
-) -> Result<Outcome, Outcome> {
+) -> Result<Allowed, Refused> {
     use std::os::unix::ffi::OsStrExt;
     let path = Path::new(std::ffi::OsStr::from_bytes(raw));
     let (rule, t) = fs_target(ctx, peer.pid, op, path)?;
@@ -171,7 +153,7 @@ fn fs_request(
             let data = super::creds::assume_worker()
                 .and_then(|_rights| fsops::list_dir(&fd, LIST_LIMIT))
                 .map_err(fail)?;
-            Ok(Outcome::Allow {
+            Ok(Allowed {
                 bytes: data.len() as u64,
                 data,
                 fd: None,
@@ -187,9 +169,9 @@ const NB: i32 = libc::O_NONBLOCK | libc::O_NOCTTY;
 
 fn read_file(
     open: impl Fn(i32) -> std::io::Result<OwnedFd>,
-    fail: impl Fn(std::io::Error) -> Outcome,
+    fail: impl Fn(std::io::Error) -> Refused,
     rule: RuleRef,
-) -> Result<Outcome, Outcome> {
+) -> Result<Allowed, Refused> {
     let fd = open(libc::O_RDONLY | NB).map_err(fail)?;
     if !fsops::is_regular(&fd) {
         return Err(deny(rule, "not a regular file"));
@@ -198,7 +180,7 @@ fn read_file(
     let bytes = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&fd))
         .map(|s| s.st_size as u64)
         .unwrap_or(0);
-    Ok(Outcome::Allow {
+    Ok(Allowed {
         data: Vec::new(),
         fd: Some(fd),
         rule,
@@ -208,10 +190,10 @@ fn read_file(
 
 fn write_file(
     open: impl Fn(i32) -> std::io::Result<OwnedFd>,
-    fail: impl Fn(std::io::Error) -> Outcome,
+    fail: impl Fn(std::io::Error) -> Refused,
     rule: RuleRef,
     data: &[u8],
-) -> Result<Outcome, Outcome> {
+) -> Result<Allowed, Refused> {
     let trunc = if data.is_empty() { 0 } else { libc::O_TRUNC };
     let fd = open(libc::O_WRONLY | libc::O_CREAT | trunc | NB).map_err(&fail)?;
     if !fsops::is_regular(&fd) {
@@ -219,7 +201,7 @@ fn write_file(
     }
     fsops::clear_nonblock(&fd);
     if data.is_empty() {
-        return Ok(Outcome::Allow {
+        return Ok(Allowed {
             data: Vec::new(),
             fd: Some(fd),
             rule,
@@ -228,7 +210,7 @@ fn write_file(
     }
     let mut f = std::fs::File::from(fd);
     f.write_all(data).map_err(fail)?;
-    Ok(Outcome::Allow {
+    Ok(Allowed {
         data: Vec::new(),
         fd: None,
         rule,
@@ -284,7 +266,7 @@ pub(super) fn net_check(
     pid: i32,
     host: &str,
     port: u16,
-) -> Result<(Vec<SocketAddr>, RuleRef), NetRefusal> {
+) -> Result<(Vec<SocketAddr>, RuleRef), Refused> {
     let req = policy::Request::Net { host, port };
     let subject = format!("{host}:{port}");
     let op = BrokerOp::NetConnect;
@@ -298,7 +280,7 @@ pub(super) fn net_check(
     // without them, refuse rather than risk reaching the host itself.
     let own = HostAddrs::read().map_err(|e| {
         let why = format!("cannot list the host's own addresses: {e}");
-        NetRefusal::from(deny(RuleRef::Network, why))
+        deny(RuleRef::Network, why)
     })?;
     let ips: Vec<IpAddr> = addrs.iter().map(|a| a.ip()).collect();
     let res = Resolved {
@@ -312,41 +294,34 @@ pub(super) fn net_check(
     let about = d.addr.and_then(|i| addrs.get(i)).or(addrs.first()).copied();
     let rule = match (granted, &d.rule) {
         (Some(rule), RuleRef::Broker { .. }) => rule,
-        _ => settle(ctx, pid, op, &subject, d).map_err(|outcome| NetRefusal {
-            outcome,
-            addr: about,
-        })?,
+        _ => settle(ctx, pid, op, &subject, d).map_err(|r| Refused { addr: about, ..r })?,
     };
     Ok((addrs, rule))
 }
 
 /// `host`'s addresses as the host (or the pod) resolves it.
-fn resolve(ctx: &Ctx, host: &str, port: u16) -> Result<Vec<SocketAddr>, NetRefusal> {
+fn resolve(ctx: &Ctx, host: &str, port: u16) -> Result<Vec<SocketAddr>, Refused> {
     let looked_up = match &ctx.pod {
         Some(pod) => pod.resolve(host, port),
         None => (host, port).to_socket_addrs().map(Iterator::collect),
     };
-    let addrs: Vec<SocketAddr> = looked_up.map_err(|e| {
-        NetRefusal::from(deny(
-            RuleRef::Default,
-            format!("cannot resolve {host}: {e}"),
-        ))
-    })?;
+    let addrs: Vec<SocketAddr> =
+        looked_up.map_err(|e| deny(RuleRef::Default, format!("cannot resolve {host}: {e}")))?;
     if addrs.is_empty() {
-        return Err(deny(RuleRef::Default, format!("{host} has no address")).into());
+        return Err(deny(RuleRef::Default, format!("{host} has no address")));
     }
     Ok(addrs)
 }
 
-fn net_request(ctx: &Ctx, peer: &PeerCred, host: &str, port: u16) -> Result<Outcome, Outcome> {
-    let (addrs, rule) = net_check(ctx, peer.pid, host, port).map_err(|r| r.outcome)?;
+fn net_request(ctx: &Ctx, peer: &PeerCred, host: &str, port: u16) -> Result<Allowed, Refused> {
+    let (addrs, rule) = net_check(ctx, peer.pid, host, port)?;
     // Connect to the addresses that were checked, not a fresh lookup.
     let connected = match &ctx.pod {
         Some(pod) => pod.connect(&addrs, CONNECT_TIMEOUT),
         None => crate::proxy::connect_any(&addrs, CONNECT_TIMEOUT),
     };
     match connected {
-        Ok((s, a)) => Ok(Outcome::Allow {
+        Ok((s, a)) => Ok(Allowed {
             data: a.to_string().into_bytes(),
             fd: Some(OwnedFd::from(s)),
             rule,
@@ -357,7 +332,7 @@ fn net_request(ctx: &Ctx, peer: &PeerCred, host: &str, port: u16) -> Result<Outc
 }
 
 /// The program `argv[0]` names, as the sandbox would find it.
-fn program(ctx: &Ctx, argv: &[Vec<u8>]) -> Result<PathBuf, Outcome> {
+fn program(ctx: &Ctx, argv: &[Vec<u8>]) -> Result<PathBuf, Refused> {
     let prog = argv
         .first()
         .map(|a| String::from_utf8_lossy(a).into_owned())
@@ -391,7 +366,7 @@ fn program(ctx: &Ctx, argv: &[Vec<u8>]) -> Result<PathBuf, Outcome> {
         .ok_or_else(|| deny(RuleRef::Default, format!("{prog}: not found in PATH")))
 }
 
-fn exec_request(ctx: &Ctx, peer: &PeerCred, argv: &[Vec<u8>]) -> Result<Outcome, Outcome> {
+fn exec_request(ctx: &Ctx, peer: &PeerCred, argv: &[Vec<u8>]) -> Result<Allowed, Refused> {
     use std::os::unix::ffi::OsStrExt;
     let path = program(ctx, argv)?;
     let req = policy::Request::Exec {
@@ -400,7 +375,7 @@ fn exec_request(ctx: &Ctx, peer: &PeerCred, argv: &[Vec<u8>]) -> Result<Outcome,
     };
     let d = policy::decide(&ctx.policy, &req, None);
     let rule = settle(ctx, peer.pid, BrokerOp::Exec, &path.to_string_lossy(), d)?;
-    Ok(Outcome::Allow {
+    Ok(Allowed {
         data: path.as_os_str().as_bytes().to_vec(),
         fd: None,
         rule,

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use super::requests::{carry_out, Outcome};
+use super::requests::{carry_out, Allowed};
 use super::{record, Ctx, S2W_CAPACITY, W2S_CAPACITY};
 use crate::audit::{Kind, Verdict};
 use crate::ipc::{
@@ -13,6 +13,7 @@ use crate::ipc::{
     SupervisorChannel, SupervisorConfig,
 };
 use crate::policy::RuleRef;
+use crate::proxy::Refused;
 
 /// Refuses a connection with REJECT and audits it.
 /// `linger`: how long to read what the client still sends, so that the
@@ -252,12 +253,12 @@ fn handle(ctx: &Ctx, chan: &mut SupervisorChannel, peer: &PeerCred, m: Message) 
             let outcome = carry_out(ctx, peer, &request);
             let mut r = record(ctx, peer.pid, kind, subject);
             let sent = match outcome {
-                Outcome::Allow {
+                Ok(Allowed {
                     data,
                     fd,
                     rule,
                     bytes,
-                } => {
+                }) => {
                     r.decision = Verdict::Allow;
                     r.rule = rule;
                     r.bytes = bytes;
@@ -266,7 +267,8 @@ fn handle(ctx: &Ctx, chan: &mut SupervisorChannel, peer: &PeerCred, m: Message) 
                         None => chan.allow(id, &data),
                     }
                 }
-                Outcome::Deny { rule, reason } => {
+                // A worker's line names no address (the proxy's do).
+                Err(Refused { rule, reason, .. }) => {
                     r.decision = Verdict::Deny;
                     r.rule = rule;
                     r.reason = reason.clone();

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use buntime::audit::AuditLog;
-use buntime::policy::{numeric_name, HostAddrs, NetDecision, NetMode, NetRule, Network};
+use buntime::policy::{
+    decide, HostAddrs, NetMode, NetRule, Network, Policy, Request, Resolved, RuleRef, Verdict,
+};
 use buntime::proxy::{self, Attempt, Gate, Granted, Limits, Refused};
 use nix::sys::resource::{getrusage, UsageWho};
 
@@ -23,24 +25,28 @@ const SETUP_ROUNDS: usize = 2000;
 const ROUNDS: usize = 9;
 
 /// What the supervisor's gate does for a name its rules allow, from the
-/// library's own parts: the numeric-name check, the rules by name, a
-/// lookup (getaddrinfo: `localhost` from /etc/hosts), the rules on every
-/// address, and one audit line written per connection. (The supervisor's
-/// gate needs a running container; the approver is not involved for a
-/// name the rules allow.)
+/// library's own parts: `policy::decide` by name, a lookup (getaddrinfo:
+/// `localhost` from /etc/hosts), `policy::decide` with every address, and
+/// one audit line written per connection. (The supervisor's gate needs a
+/// running container; the approver is not involved for a name the rules
+/// allow.)
 struct RulesGate {
-    net: Network,
+    policy: Policy,
     audit: AuditLog,
 }
 
 impl RulesGate {
     fn new(port: u16, dir: &Path) -> RulesGate {
         let rule = |s: String| NetRule::parse(&s).expect("bench rule");
+        let network = Network {
+            mode: NetMode::Proxy,
+            allow: vec![rule(format!("127.0.0.1:{port}"))],
+            deny: vec![rule("169.254.169.254".into())],
+        };
         RulesGate {
-            net: Network {
-                mode: NetMode::Proxy,
-                allow: vec![rule(format!("127.0.0.1:{port}"))],
-                deny: vec![rule("169.254.169.254".into())],
+            policy: Policy {
+                network,
+                ..Policy::default()
             },
             audit: AuditLog::open(&dir.join("audit.log")).expect("audit log"),
         }
@@ -49,33 +55,38 @@ impl RulesGate {
 
 impl Gate for RulesGate {
     fn check(&self, host: &str, port: u16) -> Result<Granted, Refused> {
-        let no = |reason: String| Refused {
-            rule: "network".into(),
+        let no = |rule: RuleRef, reason: String| Refused {
+            rule,
             reason,
             addr: None,
         };
-        if numeric_name(host) {
-            return Err(no("numeric name".into()));
-        }
-        if let NetDecision::Deny(r) = self.net.decide(host, port) {
-            return Err(no(r.to_string()));
+        let req = Request::Net { host, port };
+        let by_name = decide(&self.policy, &req, None);
+        if let Verdict::Deny(why) = by_name.verdict {
+            return Err(no(by_name.rule, why.to_string()));
         }
         // IPv4 only: the bench server listens on 127.0.0.1, and hosts
         // files that also map localhost to ::1 would add a refused connect.
         let addrs: Vec<SocketAddr> = (host, port)
             .to_socket_addrs()
-            .map_err(|e| no(e.to_string()))?
+            .map_err(|e| no(RuleRef::Default, e.to_string()))?
             .filter(SocketAddr::is_ipv4)
             .collect();
         let ips: Vec<IpAddr> = addrs.iter().map(|a| a.ip()).collect();
         // Read per decision, as the supervisor's gate does.
-        let own = HostAddrs::read().map_err(|e| no(e.to_string()))?;
-        match self.net.decide_resolved(host, port, &ips, &own) {
-            NetDecision::Allow => Ok(Granted {
+        let own = HostAddrs::read().map_err(|e| no(RuleRef::Network, e.to_string()))?;
+        let res = Resolved {
+            addrs: &ips,
+            own: &own,
+        };
+        let d = decide(&self.policy, &req, Some(&res));
+        match d.verdict {
+            Verdict::Allow => Ok(Granted {
                 addrs,
-                rule: "network.allow 127.0.0.1".into(),
+                rule: d.rule,
             }),
-            NetDecision::Deny(r) => Err(no(r.to_string())),
+            Verdict::Deny(why) => Err(no(d.rule, why.to_string())),
+            _ => Err(no(d.rule, "not granted".into())),
         }
     }
 

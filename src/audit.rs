@@ -16,6 +16,8 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use crate::policy::{BrokerOp, RuleRef};
+
 /// The audit file's name inside the container's state directory.
 pub const AUDIT_FILE: &str = "audit.log";
 /// Where `audit.log` goes when it is full (replacing the one before).
@@ -33,10 +35,178 @@ pub const ALLOW_QUOTA: u64 = 24 << 20;
 /// Characters of `subject` and `reason` kept in a record (a line is then
 /// at most a few KiB, even with every character escaped).
 pub const MAX_FIELD_CHARS: usize = 1024;
-/// Kind of the log's own lines: the quota used up, what was not written.
-pub const KIND_AUDIT: &str = "audit";
-/// `rule` of the lines that count records not written.
-pub const RULE_QUOTA: &str = "audit quota";
+
+/// What a record is about; serialized as it always was (`fs_read`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    FsRead,
+    FsWrite,
+    ListDir,
+    NetConnect,
+    Exec,
+    /// A connection through the egress proxy.
+    Proxy,
+    /// The sandbox's output (a tally, or the output limit).
+    Stdout,
+    /// A connection to the supervisor (handshake, refused peer).
+    Connect,
+    /// A worker broke the protocol.
+    Protocol,
+    /// A worker's exit status.
+    Exit,
+    /// The wall-clock limit.
+    Timeout,
+    /// The log's own lines: the quota used up, what was not written.
+    Audit,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 12] = [
+        Kind::FsRead,
+        Kind::FsWrite,
+        Kind::ListDir,
+        Kind::NetConnect,
+        Kind::Exec,
+        Kind::Proxy,
+        Kind::Stdout,
+        Kind::Connect,
+        Kind::Protocol,
+        Kind::Exit,
+        Kind::Timeout,
+        Kind::Audit,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::FsRead => "fs_read",
+            Kind::FsWrite => "fs_write",
+            Kind::ListDir => "list_dir",
+            Kind::NetConnect => "net_connect",
+            Kind::Exec => "exec",
+            Kind::Proxy => "proxy",
+            Kind::Stdout => "stdout",
+            Kind::Connect => "connect",
+            Kind::Protocol => "protocol",
+            Kind::Exit => "exit",
+            Kind::Timeout => "timeout",
+            Kind::Audit => "audit",
+        }
+    }
+
+    /// As a verb for people: `read /etc/x`, `connect to h:443`.
+    pub fn verb(self) -> &'static str {
+        verb(self.as_str())
+    }
+}
+
+/// A kind (as the approver's questions name it) as a verb for people.
+pub fn verb(kind: &str) -> &str {
+    match kind {
+        "fs_read" => "read",
+        "fs_write" => "write",
+        "list_dir" => "list",
+        "net_connect" | "proxy" => "connect to",
+        "exec" => "run",
+        other => other,
+    }
+}
+
+impl From<BrokerOp> for Kind {
+    fn from(op: BrokerOp) -> Kind {
+        match op {
+            BrokerOp::FsRead => Kind::FsRead,
+            BrokerOp::FsWrite => Kind::FsWrite,
+            BrokerOp::ListDir => Kind::ListDir,
+            BrokerOp::NetConnect => Kind::NetConnect,
+            BrokerOp::Exec => Kind::Exec,
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What became of it; serialized as it always was (`allow`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Allow,
+    Deny,
+    /// A connection closed (broken protocol, a worker gone).
+    Close,
+    /// Records over the quota: counted, not written.
+    Drop,
+    /// The sandbox killed at a limit.
+    Kill,
+    /// Allowed, but the operation failed (a proxy's upstream, a kill).
+    Error,
+}
+
+impl Verdict {
+    pub const ALL: [Verdict; 6] = [
+        Verdict::Allow,
+        Verdict::Deny,
+        Verdict::Close,
+        Verdict::Drop,
+        Verdict::Kill,
+        Verdict::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::Close => "close",
+            Verdict::Drop => "drop",
+            Verdict::Kill => "kill",
+            Verdict::Error => "error",
+        }
+    }
+}
+
+/// A kind or verdict's text that names none.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown audit {what} {text:?}")]
+pub struct UnknownName {
+    what: &'static str,
+    text: String,
+}
+
+impl std::str::FromStr for Kind {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Kind, UnknownName> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownName {
+                what: "kind",
+                text: s.into(),
+            })
+    }
+}
+
+impl std::str::FromStr for Verdict {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Verdict, UnknownName> {
+        Verdict::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| UnknownName {
+                what: "decision",
+                text: s.into(),
+            })
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// One decision (or one protocol event) of the supervisor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,15 +216,12 @@ pub struct AuditRecord {
     pub container: String,
     /// Host pid of the worker (SO_PEERCRED), 0 when unknown.
     pub pid: i32,
-    /// `fs_read`, `fs_write`, `list_dir`, `net_connect`, `exec`, `stdout`,
-    /// `connect` (handshake) or `protocol` (a worker broke the protocol).
-    pub kind: String,
+    pub kind: Kind,
     /// The path, `host:port`, argv or error text the decision is about.
     pub subject: String,
-    /// `allow`, `deny` or `close`.
-    pub decision: String,
+    pub decision: Verdict,
     /// The rule that decided, or `default`.
-    pub rule: String,
+    pub rule: RuleRef,
     /// Why, when denied.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
@@ -78,29 +245,17 @@ pub struct AuditRecord {
     pub count: Option<u64>,
 }
 
-/// A record's kind as a verb for people: `read /etc/x`, `connect to h:443`.
-pub fn verb(kind: &str) -> &str {
-    match kind {
-        "fs_read" => "read",
-        "fs_write" => "write",
-        "list_dir" => "list",
-        "net_connect" | "proxy" => "connect to",
-        "exec" => "run",
-        other => other,
-    }
-}
-
 impl AuditRecord {
-    /// A record made now, rule `default`, nothing decided yet.
-    pub fn new(container: &str, pid: i32, kind: &str, subject: impl Into<String>) -> Self {
+    /// A record made now, rule `default`, `deny` until decided otherwise.
+    pub fn new(container: &str, pid: i32, kind: Kind, subject: impl Into<String>) -> Self {
         AuditRecord {
             time: Self::now(),
             container: container.into(),
             pid,
-            kind: kind.into(),
+            kind,
             subject: subject.into(),
-            decision: String::new(),
-            rule: "default".into(),
+            decision: Verdict::Deny,
+            rule: RuleRef::Default,
             reason: String::new(),
             latency_us: 0,
             bytes: 0,
@@ -147,7 +302,7 @@ struct Sink {
     /// Bytes of records this log wrote (for the quota).
     used: u64,
     /// Records not written over the quota, by (kind, decision).
-    dropped: std::collections::BTreeMap<(String, String), u64>,
+    dropped: std::collections::BTreeMap<(Kind, Verdict), u64>,
 }
 
 /// The quota of one log: all records, and `allow` records alone.
@@ -343,21 +498,18 @@ impl AuditLog {
         };
         let line = to_line(r);
         let mut sink = self.lock();
-        let limit = if r.decision == "allow" {
+        let limit = if r.decision == Verdict::Allow {
             self.quota.allow
         } else {
             self.quota.all
         };
         if sink.used + line.len() as u64 > limit {
             let first = sink.dropped.is_empty();
-            *sink
-                .dropped
-                .entry((r.kind.clone(), r.decision.clone()))
-                .or_insert(0) += 1;
+            *sink.dropped.entry((r.kind, r.decision)).or_insert(0) += 1;
             if first {
-                let mut n = AuditRecord::new(&r.container, 0, KIND_AUDIT, "quota");
-                n.decision = "drop".into();
-                n.rule = RULE_QUOTA.into();
+                let mut n = AuditRecord::new(&r.container, 0, Kind::Audit, "quota");
+                n.decision = Verdict::Drop;
+                n.rule = RuleRef::AuditQuota;
                 n.reason = format!(
                     "the audit quota ({} bytes, {} for allows) is used up: further records are counted, not written, and summed up when the supervisor exits",
                     self.quota.all, self.quota.allow
@@ -381,9 +533,9 @@ impl AuditLog {
         let mut sink = self.lock();
         let dropped = std::mem::take(&mut sink.dropped);
         for ((kind, decision), n) in dropped {
-            let mut r = AuditRecord::new(container, 0, &kind, "(not recorded)");
+            let mut r = AuditRecord::new(container, 0, kind, "(not recorded)");
             r.decision = decision;
-            r.rule = RULE_QUOTA.into();
+            r.rule = RuleRef::AuditQuota;
             r.reason = format!("{n} records over the audit quota were not written");
             r.count = Some(n);
             self.write(&mut sink, &to_line(&r));
@@ -425,7 +577,7 @@ mod tests {
     use super::*;
 
     fn record(n: usize) -> AuditRecord {
-        AuditRecord::new("c", 1, "fs_read", format!("/file/{n}"))
+        AuditRecord::new("c", 1, Kind::FsRead, format!("/file/{n}"))
     }
 
     #[test]
@@ -501,7 +653,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(AUDIT_FILE);
         let mut allow = record(1);
-        allow.decision = "allow".into();
+        allow.decision = Verdict::Allow;
         let one = serde_json::to_string(&allow).unwrap().len() as u64 + 1;
         let quota = Quota {
             all: one * 10,
@@ -512,28 +664,54 @@ mod tests {
             log.record(&allow);
         }
         let mut deny = record(2);
-        deny.decision = "deny".into();
+        deny.decision = Verdict::Deny;
         for _ in 0..100 {
             log.record(&deny);
         }
         log.finish("c");
         let all = read_all(dir.path());
-        let count = |d: &str| -> u64 {
+        let count = |d: Verdict| -> u64 {
             all.iter()
-                .filter(|r| r.decision == d && r.kind == "fs_read")
+                .filter(|r| r.decision == d && r.kind == Kind::FsRead)
                 .map(|r| r.events())
                 .sum()
         };
-        assert_eq!(count("allow"), 100);
-        assert_eq!(count("deny"), 100);
-        let written = |d: &str| {
+        assert_eq!(count(Verdict::Allow), 100);
+        assert_eq!(count(Verdict::Deny), 100);
+        let written = |d: Verdict| {
             all.iter()
-                .filter(|r| r.decision == d && r.count.is_none() && r.kind == "fs_read")
+                .filter(|r| r.decision == d && r.count.is_none() && r.kind == Kind::FsRead)
                 .count()
         };
-        assert_eq!(written("allow"), 5);
-        assert!(written("deny") >= 4, "{all:?}");
-        assert_eq!(all.iter().filter(|r| r.kind == KIND_AUDIT).count(), 1);
+        assert_eq!(written(Verdict::Allow), 5);
+        assert!(written(Verdict::Deny) >= 4, "{all:?}");
+        assert_eq!(all.iter().filter(|r| r.kind == Kind::Audit).count(), 1);
+    }
+
+    #[test]
+    fn lines_are_written_and_read_as_before() {
+        // A line of the format as it was when kind, decision and rule
+        // were strings: the typed record writes it byte for byte.
+        let line = r#"{"time":"2026-11-27T22:16:20.123456Z","container":"job1","pid":4242,"kind":"net_connect","subject":"pypi.org:443","decision":"deny","rule":"network.deny *:443","reason":"denied by network.deny entry \"*:443\"","latency_us":85,"bytes":0}"#;
+        let r: AuditRecord = serde_json::from_str(line).unwrap();
+        assert_eq!((r.kind, r.decision), (Kind::NetConnect, Verdict::Deny));
+        assert!(matches!(r.rule, RuleRef::NetDeny(_)), "{:?}", r.rule);
+        assert_eq!(serde_json::to_string(&r).unwrap(), line);
+        for k in Kind::ALL {
+            let json = serde_json::to_string(&k).unwrap();
+            assert_eq!(json, format!("\"{}\"", k.as_str()));
+            assert_eq!(k.as_str().parse::<Kind>().ok(), Some(k));
+        }
+        for v in Verdict::ALL {
+            let json = serde_json::to_string(&v).unwrap();
+            assert_eq!(json, format!("\"{}\"", v.as_str()));
+            assert_eq!(v.as_str().parse::<Verdict>().ok(), Some(v));
+        }
+        // A rule this version does not know is kept as written.
+        let odd = line.replace("network.deny *:443", "someday.rule x");
+        let r: AuditRecord = serde_json::from_str(&odd).unwrap();
+        assert_eq!(r.rule, RuleRef::Other("someday.rule x".into()));
+        assert_eq!(serde_json::to_string(&r).unwrap(), odd);
     }
 
     #[test]

@@ -451,19 +451,20 @@ pub fn learned(root: &Root, id: &str, threshold: usize) -> Result<ContainerLearn
 /// not: the kernel path sees only the proxy), and the paths and programs
 /// the broker refused.
 pub fn audit_events(records: &[crate::audit::AuditRecord]) -> Vec<Event> {
+    use crate::audit::{Kind, Verdict};
     let mut out = Vec::new();
     for r in records {
-        let access = match (r.kind.as_str(), r.decision.as_str()) {
-            ("proxy" | "net_connect", "allow" | "deny") => {
+        let access = match (r.kind, r.decision) {
+            (Kind::Proxy | Kind::NetConnect, Verdict::Allow | Verdict::Deny) => {
                 if !r.subject.is_empty() {
                     out.push(Event::Host(r.subject.clone()));
                 }
                 continue;
             }
-            ("fs_read", "deny") => FileUse::Read,
-            ("list_dir", "deny") => FileUse::List,
-            ("fs_write", "deny") => FileUse::Write,
-            ("exec", "deny") => FileUse::Exec,
+            (Kind::FsRead, Verdict::Deny) => FileUse::Read,
+            (Kind::ListDir, Verdict::Deny) => FileUse::List,
+            (Kind::FsWrite, Verdict::Deny) => FileUse::Write,
+            (Kind::Exec, Verdict::Deny) => FileUse::Exec,
             _ => continue,
         };
         let path = match access {
@@ -499,12 +500,13 @@ mod tests {
 
     #[test]
     fn audit_records_bring_hosts_and_refused_paths() {
-        let mut a = crate::audit::AuditRecord::new("c", 1, "proxy", "example.org:443");
-        a.decision = "deny".into();
-        let mut b = crate::audit::AuditRecord::new("c", 1, "fs_read", "/data/x");
-        b.decision = "deny".into();
-        let mut c = crate::audit::AuditRecord::new("c", 1, "fs_read", "/data/y");
-        c.decision = "allow".into();
+        use crate::audit::{AuditRecord, Kind, Verdict};
+        let mut a = AuditRecord::new("c", 1, Kind::Proxy, "example.org:443");
+        a.decision = Verdict::Deny;
+        let mut b = AuditRecord::new("c", 1, Kind::FsRead, "/data/x");
+        b.decision = Verdict::Deny;
+        let mut c = AuditRecord::new("c", 1, Kind::FsRead, "/data/y");
+        c.decision = Verdict::Allow;
         let e = audit_events(&[a, b, c]);
         assert_eq!(
             e,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::generalise::refusal;
 use super::LearnError;
-use crate::audit::AuditRecord;
+use crate::audit::{AuditRecord, Kind, Verdict};
 use crate::policy::{normalize_path, FsAccess, FsDecision, FsPath, NetMode, NetRule, Policy};
 
 /// A policy by shipped name (`default`, `strict`, …) or file.
@@ -155,11 +155,11 @@ pub fn suggest(
         FsPath::try_from(normalize_path(Path::new(s)).to_string_lossy().into_owned())
             .map_err(|e| LearnError::Invalid(format!("audit path {s:?}: {e}")))
     };
-    for r in records.iter().filter(|r| r.decision == "deny") {
-        match r.kind.as_str() {
-            "fs_read" | "list_dir" | "fs_write" | "exec" => {
-                let path = match r.kind.as_str() {
-                    "exec" => r.subject.split_whitespace().next().unwrap_or_default(),
+    for r in records.iter().filter(|r| r.decision == Verdict::Deny) {
+        match r.kind {
+            Kind::FsRead | Kind::ListDir | Kind::FsWrite | Kind::Exec => {
+                let path = match r.kind {
+                    Kind::Exec => r.subject.split_whitespace().next().unwrap_or_default(),
                     _ => r.subject.as_str(),
                 };
                 if !path.starts_with('/') {
@@ -172,9 +172,9 @@ pub fn suggest(
                     refused.push(format!("{} ({why})", pb.display()));
                     continue;
                 }
-                let (list, access) = match r.kind.as_str() {
-                    "fs_write" => (&mut p.filesystem.write, FsAccess::Write),
-                    "exec" => (&mut p.filesystem.exec, FsAccess::Exec),
+                let (list, access) = match r.kind {
+                    Kind::FsWrite => (&mut p.filesystem.write, FsAccess::Write),
+                    Kind::Exec => (&mut p.filesystem.exec, FsAccess::Exec),
                     _ => (&mut p.filesystem.read, FsAccess::Read),
                 };
                 if base.filesystem.decide(&pb, access) != FsDecision::Allow {
@@ -184,7 +184,7 @@ pub fn suggest(
                     }
                 }
             }
-            "net_connect" | "proxy" => {
+            Kind::NetConnect | Kind::Proxy => {
                 let rule = NetRule::parse(&r.subject)
                     .map_err(|e| LearnError::Invalid(format!("audit host {:?}: {e}", r.subject)))?;
                 if !p.network.allow.contains(&rule) {
@@ -283,8 +283,8 @@ mod tests {
             ("fs_read", "/etc/shadow"),
             ("net_connect", "example.com:443"),
         ] {
-            let mut r = AuditRecord::new("c", 1, kind, subject);
-            r.decision = "deny".into();
+            let mut r = AuditRecord::new("c", 1, kind.parse().unwrap(), subject);
+            r.decision = Verdict::Deny;
             recs.push(r);
         }
         let (p, refused) = suggest(&base, &recs).unwrap();
@@ -308,8 +308,8 @@ mod tests {
             "/home/bob/.aws/credentials",
             "/home/bob/./.ssh/../.kube/config",
         ] {
-            let mut r = AuditRecord::new("c", 1, "fs_read", subject);
-            r.decision = "deny".into();
+            let mut r = AuditRecord::new("c", 1, Kind::FsRead, subject);
+            r.decision = Verdict::Deny;
             recs.push(r);
         }
         // (With no deny list of its own: the credential list refuses.)

@@ -4,6 +4,7 @@
 //! versioned (`"version": 1`), and unknown fields are rejected. See
 //! `docs/policy.md` for the reference.
 
+pub mod decide;
 pub mod explain;
 pub mod flags;
 pub mod intersect;
@@ -14,6 +15,7 @@ pub mod net;
 pub mod paths;
 pub mod source;
 
+pub use decide::{decide, BrokerOp, Decision, Denial, FsOp, Request, Resolved, RuleRef, Verdict};
 pub use explain::explain;
 pub use flags::{FlagError, PolicyFlags};
 pub use intersect::intersect;
@@ -26,7 +28,7 @@ pub use model::*;
 pub use net::{
     numeric_name, AddrClass, Dest, HostAddrs, HostPattern, NetDecision, NetDenyReason, NetRule,
 };
-pub use paths::{FsAccess, FsDecision};
+pub use paths::{FsAccess, FsDecision, FsField, FsMatch};
 pub use source::{
     prepare_container, prepare_resolved, prepare_run, resolve_container, NodeConfig, PolicyOrigin,
     PolicySources, PreparedContainer, ResolvedPolicy, RunSandbox, SourceError, ANNOTATION_POLICY,

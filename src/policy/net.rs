@@ -4,13 +4,16 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
 use super::model::{NetMode, Network};
+
+mod addr;
+pub use addr::{classify, AddrClass, HostAddrs};
 
 /// What the host part of a rule matches.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -328,164 +331,6 @@ pub fn numeric_name(host: &str) -> bool {
     hex || (!last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Kinds of address that are never reachable unless a rule names them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AddrClass {
-    Public,
-    Unspecified,
-    Loopback,
-    Private,
-    LinkLocal,
-    /// Cloud instance metadata services.
-    Metadata,
-    Multicast,
-    Reserved,
-}
-
-impl AddrClass {
-    pub fn describe(self) -> &'static str {
-        match self {
-            AddrClass::Public => "public",
-            AddrClass::Unspecified => "unspecified",
-            AddrClass::Loopback => "loopback",
-            AddrClass::Private => "private",
-            AddrClass::LinkLocal => "link-local",
-            AddrClass::Metadata => "cloud metadata",
-            AddrClass::Multicast => "multicast",
-            AddrClass::Reserved => "reserved",
-        }
-    }
-}
-
-fn in_v4(ip: Ipv4Addr, net: [u8; 4], len: u8) -> bool {
-    let mask = if len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(len))
-    };
-    (u32::from(ip) & mask) == (u32::from(Ipv4Addr::from(net)) & mask)
-}
-
-fn in_v6(ip: Ipv6Addr, net: Ipv6Addr, len: u8) -> bool {
-    let mask = if len == 0 {
-        0
-    } else {
-        u128::MAX << (128 - u32::from(len))
-    };
-    (u128::from(ip) & mask) == (u128::from(net) & mask)
-}
-
-/// Classify an address (after [`canonical_ip`]).
-pub fn classify(ip: IpAddr) -> AddrClass {
-    match canonical_ip(ip) {
-        IpAddr::V4(a) => {
-            let o = a.octets();
-            // AWS/GCP/Azure IMDS, Alibaba, and Azure's WireServer (a host
-            // endpoint in public space that hands out VM certificates).
-            if a == Ipv4Addr::new(169, 254, 169, 254)
-                || a == Ipv4Addr::new(100, 100, 100, 200)
-                || a == Ipv4Addr::new(168, 63, 129, 16)
-            {
-                AddrClass::Metadata
-            } else if o[0] == 0 {
-                AddrClass::Unspecified
-            } else if o[0] == 127 {
-                AddrClass::Loopback
-            } else if in_v4(a, [10, 0, 0, 0], 8)
-                || in_v4(a, [172, 16, 0, 0], 12)
-                || in_v4(a, [192, 168, 0, 0], 16)
-                || in_v4(a, [100, 64, 0, 0], 10)
-            {
-                AddrClass::Private
-            } else if in_v4(a, [169, 254, 0, 0], 16) {
-                AddrClass::LinkLocal
-            } else if in_v4(a, [224, 0, 0, 0], 4) {
-                AddrClass::Multicast
-            } else if in_v4(a, [240, 0, 0, 0], 4)
-                || in_v4(a, [192, 0, 0, 0], 24)
-                || in_v4(a, [198, 18, 0, 0], 15)
-            {
-                AddrClass::Reserved
-            } else {
-                AddrClass::Public
-            }
-        }
-        IpAddr::V6(a) => {
-            if a == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) {
-                AddrClass::Metadata
-            } else if a.is_unspecified() {
-                AddrClass::Unspecified
-            } else if a.is_loopback() {
-                AddrClass::Loopback
-            } else if in_v6(a, Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7) {
-                AddrClass::Private
-            } else if in_v6(a, Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10) {
-                AddrClass::LinkLocal
-            } else if in_v6(a, Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8) {
-                AddrClass::Multicast
-            } else if in_v6(a, Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0), 10)
-                || in_v6(a, Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0), 64)
-            {
-                // Deprecated site-local and the discard prefix.
-                AddrClass::Reserved
-            } else {
-                AddrClass::Public
-            }
-        }
-    }
-}
-
-/// The host's own addresses: those of its interfaces (every family),
-/// plus every loopback and unspecified address (`0.0.0.0`, `::`), which
-/// reach the host whatever its interfaces. A connection from the
-/// supervisor to one of them lands on the host itself, on services bound
-/// to `0.0.0.0` or to that interface.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HostAddrs(Vec<IpAddr>);
-
-impl HostAddrs {
-    /// A set of interface addresses (canonicalised).
-    pub fn new(addrs: impl IntoIterator<Item = IpAddr>) -> HostAddrs {
-        let mut v: Vec<IpAddr> = addrs.into_iter().map(canonical_ip).collect();
-        v.sort();
-        v.dedup();
-        HostAddrs(v)
-    }
-
-    /// The addresses of the interfaces of the caller's network namespace,
-    /// read now (`getifaddrs`: one netlink dump).
-    ///
-    /// Read at every decision rather than cached and refreshed on netlink
-    /// `RTMGRP_IPV4_IFADDR`/`RTMGRP_IPV6_IFADDR` notifications: a cache is
-    /// updated after the fact, by another thread, so an address added just
-    /// before a check would be missing from it and the check would fail
-    /// open. The dump costs tens of microseconds on an ordinary host, next
-    /// to the name lookup and the TCP connect every decision already pays.
-    pub fn read() -> std::io::Result<HostAddrs> {
-        let list = nix::ifaddrs::getifaddrs().map_err(std::io::Error::from)?;
-        Ok(HostAddrs::new(list.filter_map(|i| {
-            let a = i.address?;
-            if let Some(v4) = a.as_sockaddr_in() {
-                Some(IpAddr::V4(v4.ip()))
-            } else {
-                a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
-            }
-        })))
-    }
-
-    /// Does `ip` reach this host?
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical_ip(ip);
-        matches!(classify(ip), AddrClass::Loopback | AddrClass::Unspecified)
-            || self.0.binary_search(&ip).is_ok()
-    }
-
-    #[cfg(test)]
-    pub fn addrs(&self) -> &[IpAddr] {
-        &self.0
-    }
-}
-
 /// The outcome of a network check.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NetDecision {
@@ -499,7 +344,7 @@ pub enum NetDenyReason {
     /// Mode `none`: only the sandbox's own loopback.
     NoNetwork,
     /// A `network.deny` entry matched.
-    DeniedBy(String),
+    DeniedBy(NetRule),
     /// The address is loopback/private/link-local/metadata/... and no
     /// entry names it.
     SpecialRange(AddrClass),
@@ -514,7 +359,9 @@ impl fmt::Display for NetDenyReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             NetDenyReason::NoNetwork => f.write_str("network mode is none"),
-            NetDenyReason::DeniedBy(r) => write!(f, "denied by network.deny entry {r:?}"),
+            NetDenyReason::DeniedBy(r) => {
+                write!(f, "denied by network.deny entry {:?}", r.to_string())
+            }
             NetDenyReason::SpecialRange(c) => write!(
                 f,
                 "{} address; only reachable when an allow entry names it",
@@ -548,7 +395,7 @@ impl Network {
         self.deny
             .iter()
             .find(|r| r.matches(dest, port))
-            .map(|r| NetDecision::Deny(NetDenyReason::DeniedBy(r.to_string())))
+            .map(|r| NetDecision::Deny(NetDenyReason::DeniedBy(r.clone())))
     }
 
     fn ip_allowed(&self, ip: IpAddr, port: u16) -> NetDecision {
@@ -573,12 +420,18 @@ impl Network {
     /// `port`? Names are checked as written; use [`Network::decide_resolved`]
     /// once the name is resolved.
     pub fn decide(&self, host: &str, port: u16) -> NetDecision {
+        self.decide_in(self.mode, host, port)
+    }
+
+    /// [`Network::decide`] as if the mode were `mode` (the supervisor
+    /// connects from the host: for it, every mode is `proxy`).
+    pub fn decide_in(&self, mode: NetMode, host: &str, port: u16) -> NetDecision {
         let dest = Dest::parse(host);
         let loopback = match &dest {
             Dest::Ip(ip) => classify(*ip) == AddrClass::Loopback,
             Dest::Name(h) => is_localhost_name(h),
         };
-        match self.mode {
+        match mode {
             NetMode::None => {
                 if loopback {
                     NetDecision::Allow
@@ -626,9 +479,23 @@ impl Network {
         if first != NetDecision::Allow || !self.mode.is_proxied() {
             return first;
         }
-        for ip in addrs {
-            if let Some(d) = self.denied_by(&Dest::Ip(canonical_ip(*ip)), port) {
-                return d;
+        match self.check_addrs(port, addrs, own) {
+            Ok(()) => NetDecision::Allow,
+            Err((_, r)) => NetDecision::Deny(r),
+        }
+    }
+
+    /// The checks of every resolved address (see
+    /// [`Network::decide_resolved`]): the first refused, by its index.
+    pub fn check_addrs(
+        &self,
+        port: u16,
+        addrs: &[IpAddr],
+        own: &HostAddrs,
+    ) -> Result<(), (usize, NetDenyReason)> {
+        for (i, ip) in addrs.iter().enumerate() {
+            if let Some(NetDecision::Deny(r)) = self.denied_by(&Dest::Ip(canonical_ip(*ip)), port) {
+                return Err((i, r));
             }
             let class = classify(*ip);
             if class != AddrClass::Public
@@ -637,7 +504,7 @@ impl Network {
                     .iter()
                     .any(|r| r.port_ok(port) && r.names_ip(*ip))
             {
-                return NetDecision::Deny(NetDenyReason::SpecialRange(class));
+                return Err((i, NetDenyReason::SpecialRange(class)));
             }
             if own.contains(*ip)
                 && !self
@@ -645,10 +512,18 @@ impl Network {
                     .iter()
                     .any(|r| r.port_ok(port) && r.is_exactly(*ip))
             {
-                return NetDecision::Deny(NetDenyReason::HostAddress);
+                return Err((i, NetDenyReason::HostAddress));
             }
         }
-        NetDecision::Allow
+        Ok(())
+    }
+
+    /// The first allow entry matching `host` or one of its addresses.
+    pub fn allow_entry(&self, host: &str, port: u16, addrs: &[IpAddr]) -> Option<&NetRule> {
+        let dest = Dest::parse(host);
+        self.allow.iter().find(|r| {
+            r.matches(&dest, port) || addrs.iter().any(|ip| r.matches(&Dest::Ip(*ip), port))
+        })
     }
 }
 

@@ -58,32 +58,76 @@ fn clean(p: &FsPath) -> PathBuf {
     normalize_path(p.as_path())
 }
 
+/// The list of `filesystem` an entry that grants an access is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FsField {
+    Read,
+    Write,
+    Exec,
+}
+
+impl FsField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FsField::Read => "read",
+            FsField::Write => "write",
+            FsField::Exec => "exec",
+        }
+    }
+}
+
+/// The entry that decides an access, found in one walk of the rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FsMatch {
+    /// The `filesystem.deny` entry (normalised) that covers the path.
+    Denied(PathBuf),
+    /// The first entry (normalised) that grants the access, and its list.
+    Granted(FsField, PathBuf),
+    /// No entry is about it.
+    Nothing,
+}
+
 impl Filesystem {
-    fn covered_by<'a>(list: &'a [FsPath], p: &Path) -> Option<&'a FsPath> {
-        list.iter().find(|r| covers(&clean(r), p))
+    /// The deny entry covering `path`, else the first entry granting
+    /// `access` to it (`write` implies read, `exec` implies read; for a
+    /// read, `read` then `write` then `exec` are searched).
+    pub fn find(&self, path: &Path, access: FsAccess) -> FsMatch {
+        let p = normalize_path(path);
+        if let Some(d) = self.deny.iter().find(|d| deny_covers(&clean(d), &p)) {
+            return FsMatch::Denied(clean(d));
+        }
+        let lists: &[(FsField, &Vec<FsPath>)] = match access {
+            FsAccess::Read => &[
+                (FsField::Read, &self.read),
+                (FsField::Write, &self.write),
+                (FsField::Exec, &self.exec),
+            ],
+            FsAccess::Write => &[(FsField::Write, &self.write)],
+            FsAccess::Exec => &[(FsField::Exec, &self.exec)],
+        };
+        lists
+            .iter()
+            .find_map(|(field, list)| {
+                let t = list.iter().map(clean).find(|t| covers(t, &p))?;
+                Some(FsMatch::Granted(*field, t))
+            })
+            .unwrap_or(FsMatch::Nothing)
     }
 
     /// Decide an access to absolute path `path` (normalised lexically
     /// first). `write` implies read, `exec` implies read.
     pub fn decide(&self, path: &Path, access: FsAccess) -> FsDecision {
-        let p = normalize_path(path);
-        if let Some(d) = self.deny.iter().find(|d| deny_covers(&clean(d), &p)) {
-            return FsDecision::DeniedBy(clean(d));
+        match self.find(path, access) {
+            FsMatch::Denied(d) => FsDecision::DeniedBy(d),
+            FsMatch::Granted(..) => FsDecision::Allow,
+            FsMatch::Nothing => FsDecision::NotGranted,
         }
-        let granted = match access {
-            FsAccess::Read => {
-                Self::covered_by(&self.read, &p).is_some()
-                    || Self::covered_by(&self.write, &p).is_some()
-                    || Self::covered_by(&self.exec, &p).is_some()
-            }
-            FsAccess::Write => Self::covered_by(&self.write, &p).is_some(),
-            FsAccess::Exec => Self::covered_by(&self.exec, &p).is_some(),
-        };
-        if granted {
-            FsDecision::Allow
-        } else {
-            FsDecision::NotGranted
-        }
+    }
+
+    /// Does a deny entry lie inside `tree`? Symlinks beneath a granted
+    /// tree may be followed only when none does (a link could reach it).
+    pub fn denies_inside(&self, tree: &Path) -> bool {
+        self.deny.iter().any(|d| covers(tree, &clean(d)))
     }
 }
 
@@ -267,11 +311,15 @@ impl Policy {
     /// are bare names. Pure: nothing is looked up on disk.
     pub fn may_exec(&self, program: &Path, path_var: &str) -> bool {
         let p = normalize_path(program);
-        match self.filesystem.decide(&p, FsAccess::Exec) {
-            FsDecision::Allow => return true,
-            FsDecision::DeniedBy(_) => return false,
-            FsDecision::NotGranted => {}
+        match self.filesystem.find(&p, FsAccess::Exec) {
+            FsMatch::Granted(..) => true,
+            FsMatch::Denied(_) => false,
+            FsMatch::Nothing => self.exec_allows(&p, path_var),
         }
+    }
+
+    /// Does an `exec.allow` entry name `p` (absolute, normalised)?
+    pub fn exec_allows(&self, p: &Path, path_var: &str) -> bool {
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let parent = p.parent().unwrap_or(Path::new("/"));
         self.exec.allow.iter().any(|prog| {

@@ -25,6 +25,9 @@ use nix::sched::{setns, CloneFlags};
 
 use http::{answer, parse_head, read_head, HeadRead};
 
+use crate::audit::{Kind, Verdict};
+use crate::policy::RuleRef;
+
 /// The proxy's port in every container's loopback (the namespace is the
 /// container's own, so the port is always free).
 pub const PROXY_PORT: u16 = 3128;
@@ -57,13 +60,13 @@ impl Default for Limits {
 #[derive(Clone, Debug)]
 pub struct Granted {
     pub addrs: Vec<SocketAddr>,
-    pub rule: String,
+    pub rule: RuleRef,
 }
 
 /// A refusal and the rule behind it.
 #[derive(Clone, Debug)]
 pub struct Refused {
-    pub rule: String,
+    pub rule: RuleRef,
     pub reason: String,
     /// The resolved address refused, when the name resolved (audit only:
     /// the sandbox is not told what names resolve to).
@@ -79,9 +82,9 @@ pub struct Attempt {
     /// the address the rules refused; for a failed connect, the address
     /// whose error is reported.
     pub addr: Option<SocketAddr>,
-    /// `allow`, `deny` or `error` (allowed, but upstream failed).
-    pub decision: &'static str,
-    pub rule: String,
+    /// `allow`, `deny`, `close`, or `error` (allowed, but upstream failed).
+    pub decision: Verdict,
+    pub rule: RuleRef,
     pub reason: String,
     pub bytes_up: u64,
     pub bytes_down: u64,
@@ -94,8 +97,8 @@ impl Attempt {
     /// The audit line of this attempt, for container `container` (pid 0:
     /// the proxy's peer is a TCP connection, whose process is not known).
     pub fn audit_record(&self, container: &str) -> crate::audit::AuditRecord {
-        let mut r = crate::audit::AuditRecord::new(container, 0, "proxy", self.target.clone());
-        r.decision = self.decision.into();
+        let mut r = crate::audit::AuditRecord::new(container, 0, Kind::Proxy, self.target.clone());
+        r.decision = self.decision;
         r.rule = self.rule.clone();
         r.reason = self.reason.clone();
         r.latency_us = self.decide.as_micros() as u64;
@@ -174,7 +177,7 @@ impl Tally {
         let n = self.turned_away.swap(0, Ordering::SeqCst);
         if n > 0 {
             let reason = format!("too many connections ({n} turned away)");
-            self.record_aggregate(gate, "deny", "limits", reason);
+            self.record_aggregate(gate, Verdict::Deny, RuleRef::ProxyLimits, reason);
         }
     }
 
@@ -185,22 +188,16 @@ impl Tally {
         let n = self.unrecorded();
         if n > 0 {
             let reason = format!("connections still open when the container ended: {n}");
-            self.record_aggregate(gate, "close", "proxy", reason);
+            self.record_aggregate(gate, Verdict::Close, RuleRef::Proxy, reason);
         }
     }
 
-    fn record_aggregate(
-        &self,
-        gate: &dyn Gate,
-        decision: &'static str,
-        rule: &str,
-        reason: String,
-    ) {
+    fn record_aggregate(&self, gate: &dyn Gate, decision: Verdict, rule: RuleRef, reason: String) {
         gate.record(&Attempt {
             target: self.subject.get().cloned().unwrap_or_default(),
             addr: None,
             decision,
-            rule: rule.into(),
+            rule,
             reason,
             bytes_up: 0,
             bytes_down: 0,
@@ -337,93 +334,72 @@ fn refuse(client: &TcpStream, status: u16, deny_reason: Option<&str>, body: &str
     }
 }
 
+/// One connection's audit line: written once, and before the client is
+/// answered: once a client has seen its answer, the line exists (the
+/// sandbox may end at once, and its supervisor with it).
+struct Recorder<'a> {
+    gate: &'a dyn Gate,
+    start: Instant,
+    /// Dropped once written: the supervisor need not wait any more.
+    unrecorded: std::cell::Cell<Option<Unrecorded>>,
+}
+
+impl Recorder<'_> {
+    fn finish(&self, mut a: Attempt) {
+        a.duration = self.start.elapsed();
+        self.gate.record(&a);
+        drop(self.unrecorded.take());
+    }
+
+    fn refused(&self, client: &TcpStream, a: Attempt, status: u16, deny: Option<&str>) {
+        let body = match deny {
+            Some(_) => format!("buntime: {} denied: {}", a.target, a.reason),
+            None => format!("buntime proxy: {}", a.reason),
+        };
+        self.finish(a);
+        refuse(client, status, deny, &body);
+    }
+}
+
+/// A request read, its target parsed, and the bytes read after its head
+/// (with the framer that checks them, for a forwarded request).
+struct Asked {
+    target: http::Target,
+    rest: Vec<u8>,
+    framer: Option<http::BodyFramer>,
+}
+
 /// One client connection: read the head, decide, connect, relay.
 fn handle(client: TcpStream, gate: &dyn Gate, limits: &Limits, unrecorded: Unrecorded) {
-    let start = Instant::now();
+    let rec = Recorder {
+        gate,
+        start: Instant::now(),
+        unrecorded: std::cell::Cell::new(Some(unrecorded)),
+    };
     let _ = client.set_write_timeout(Some(limits.head_timeout));
     let mut attempt = Attempt {
         target: String::new(),
         addr: None,
-        decision: "deny",
-        rule: "proxy".into(),
+        decision: Verdict::Deny,
+        rule: RuleRef::Proxy,
         reason: String::new(),
         bytes_up: 0,
         bytes_down: 0,
         decide: Duration::ZERO,
         duration: Duration::ZERO,
     };
-    // Written: the supervisor need not wait for this connection any more.
-    let unrecorded = std::cell::Cell::new(Some(unrecorded));
-    let finish = |mut a: Attempt| {
-        a.duration = start.elapsed();
-        gate.record(&a);
-        drop(unrecorded.take());
+    let Some(asked) = read_request(&client, &rec, limits, &mut attempt) else {
+        return;
     };
-    // A refusal is recorded before the client is answered: once a client
-    // has seen its answer, the audit line exists (the sandbox may end at
-    // once, and its supervisor with it).
-    let refused = |a: Attempt, status: u16, deny: Option<&str>, body: &str| {
-        finish(a);
-        refuse(&client, status, deny, body);
-    };
-    let read = read_head(&mut HeadReader {
-        s: &client,
-        until: start + limits.head_timeout,
-    });
-    let (head, rest) = match read {
-        HeadRead::Head { head, rest } => (head, rest),
-        // Nothing was asked: no attempt to record.
-        HeadRead::Closed => return,
-        HeadRead::TimedOut => {
-            let reason = "request head not received in time";
-            attempt.reason = reason.into();
-            return refused(attempt, 408, None, &format!("buntime proxy: {reason}"));
-        }
-        HeadRead::TooLarge => {
-            let reason = "request head too large";
-            attempt.reason = reason.into();
-            return refused(attempt, 431, None, &format!("buntime proxy: {reason}"));
-        }
-    };
-    let target = match parse_head(&head) {
-        Ok(t) => t,
-        Err(e) => {
-            let body = format!("buntime proxy: {}", e.reason);
-            attempt.reason = e.reason;
-            return refused(attempt, e.status, None, &body);
-        }
-    };
-    attempt.target = format!("{}:{}", bracket(&target.host), target.port);
-    // A forwarded request goes upstream alone: the bytes read with its
-    // head must be its body or a part of it, nothing after it.
-    let mut framer = None;
-    if target.forward_head.is_some() {
-        let mut f = http::BodyFramer::new(target.body);
-        let framed = match f.feed(&rest) {
-            Ok(n) if n < rest.len() => Err(format!(
-                "{} bytes after the request's body (one request per connection)",
-                rest.len() - n
-            )),
-            Ok(_) => Ok(()),
-            Err(e) => Err(e.reason),
-        };
-        if let Err(reason) = framed {
-            let body = format!("buntime proxy: {reason}");
-            attempt.reason = reason;
-            return refused(attempt, 400, None, &body);
-        }
-        framer = Some(f);
-    }
-    let decided = gate.check(&target.host, target.port);
-    attempt.decide = start.elapsed();
+    let decided = gate.check(&asked.target.host, asked.target.port);
+    attempt.decide = rec.start.elapsed();
     let granted = match decided {
         Ok(g) => g,
         Err(r) => {
-            let body = format!("buntime: {} denied: {}", attempt.target, r.reason);
             attempt.rule = r.rule;
             attempt.reason = r.reason.clone();
             attempt.addr = r.addr;
-            return refused(attempt, 403, Some(&r.reason), &body);
+            return rec.refused(&client, attempt, 403, Some(&r.reason));
         }
     };
     attempt.rule = granted.rule;
@@ -442,10 +418,83 @@ fn handle(client: TcpStream, gate: &dyn Gate, limits: &Limits, unrecorded: Unrec
             // A timeout here means every address timed out (connect_any).
             let reason = format!("cannot connect to {}: {e}", attempt.target);
             let (a, status) = upstream_failed(attempt, &e, reason);
-            let body = format!("buntime proxy: {}", a.reason);
-            return refused(a, status, None, &body);
+            return rec.refused(&client, a, status, None);
         }
     };
+    relay_allowed(client, upstream, &rec, limits, attempt, asked)
+}
+
+/// Reads the request's head, parses its target and frames what came
+/// with it. `None`: the client was answered already (or asked nothing).
+fn read_request(
+    client: &TcpStream,
+    rec: &Recorder<'_>,
+    limits: &Limits,
+    attempt: &mut Attempt,
+) -> Option<Asked> {
+    let read = read_head(&mut HeadReader {
+        s: client,
+        until: rec.start + limits.head_timeout,
+    });
+    let fail = |attempt: &mut Attempt, status: u16, reason: String| {
+        attempt.reason = reason;
+        rec.refused(client, attempt.clone(), status, None);
+        None
+    };
+    let (head, rest) = match read {
+        HeadRead::Head { head, rest } => (head, rest),
+        // Nothing was asked: no attempt to record.
+        HeadRead::Closed => return None,
+        HeadRead::TimedOut => {
+            return fail(attempt, 408, "request head not received in time".into())
+        }
+        HeadRead::TooLarge => return fail(attempt, 431, "request head too large".into()),
+    };
+    let target = match parse_head(&head) {
+        Ok(t) => t,
+        Err(e) => return fail(attempt, e.status, e.reason),
+    };
+    attempt.target = format!("{}:{}", bracket(&target.host), target.port);
+    // A forwarded request goes upstream alone: the bytes read with its
+    // head must be its body or a part of it, nothing after it.
+    let mut framer = None;
+    if target.forward_head.is_some() {
+        let mut f = http::BodyFramer::new(target.body);
+        let framed = match f.feed(&rest) {
+            Ok(n) if n < rest.len() => Err(format!(
+                "{} bytes after the request's body (one request per connection)",
+                rest.len() - n
+            )),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.reason),
+        };
+        if let Err(reason) = framed {
+            return fail(attempt, 400, reason);
+        }
+        framer = Some(f);
+    }
+    Some(Asked {
+        target,
+        rest,
+        framer,
+    })
+}
+
+/// The allowed connection: the tunnel's answer or the forwarded head,
+/// then the relay until either side is done.
+fn relay_allowed(
+    client: TcpStream,
+    upstream: TcpStream,
+    rec: &Recorder<'_>,
+    limits: &Limits,
+    mut attempt: Attempt,
+    asked: Asked,
+) {
+    let Asked {
+        target,
+        rest,
+        framer,
+    } = asked;
     let mut upstream_w = &upstream;
     let first = match &target.forward_head {
         None => (&client)
@@ -455,7 +504,7 @@ fn handle(client: TcpStream, gate: &dyn Gate, limits: &Limits, unrecorded: Unrec
             .write_all(h)
             .and_then(|_| upstream_w.write_all(&rest)),
     };
-    attempt.decision = "allow";
+    attempt.decision = Verdict::Allow;
     match first {
         Ok(()) => {
             let moved = relay::relay(client, upstream, limits.idle_timeout, framer);
@@ -465,7 +514,7 @@ fn handle(client: TcpStream, gate: &dyn Gate, limits: &Limits, unrecorded: Unrec
             if let Some(v) = moved.violation {
                 attempt.reason = v.to_string();
             }
-            finish(attempt)
+            rec.finish(attempt)
         }
         Err(e) => {
             let reason = format!("{} did not take the request: {e}", attempt.target);
@@ -473,10 +522,9 @@ fn handle(client: TcpStream, gate: &dyn Gate, limits: &Limits, unrecorded: Unrec
             // A tunnel has had its 200 already; a forwarded request has
             // had no answer yet.
             if target.forward_head.is_some() {
-                let body = format!("buntime proxy: {}", a.reason);
-                refused(a, status, None, &body)
+                rec.refused(&client, a, status, None)
             } else {
-                finish(a)
+                rec.finish(a)
             }
         }
     }
@@ -485,7 +533,7 @@ fn handle(client: TcpStream, gate: &dyn Gate, limits: &Limits, unrecorded: Unrec
 /// An allowed upstream that failed: an `error` attempt, and the status a
 /// client still owed an answer gets (`504` if it timed out, else `502`).
 fn upstream_failed(mut attempt: Attempt, e: &std::io::Error, reason: String) -> (Attempt, u16) {
-    attempt.decision = "error";
+    attempt.decision = Verdict::Error;
     attempt.reason = reason;
     (attempt, if timed_out(e) { 504 } else { 502 })
 }

@@ -18,11 +18,11 @@ impl Gate for TestGate {
         if host == "up.test" {
             Ok(Granted {
                 addrs: vec![self.addr],
-                rule: "test".into(),
+                rule: RuleRef::Other("test".into()),
             })
         } else {
             Err(Refused {
-                rule: "test".into(),
+                rule: RuleRef::Other("test".into()),
                 reason: "not up.test".into(),
                 addr: None,
             })
@@ -125,7 +125,7 @@ fn a_trickled_head_gets_408_at_the_deadline_for_the_whole_head() {
     assert!(answer.starts_with("HTTP/1.1 408 "), "{answer:?}");
     let a = &records(&gate, 1)[0];
     assert_eq!(a.reason, "request head not received in time");
-    assert_eq!(a.decision, "deny");
+    assert_eq!(a.decision, Verdict::Deny);
 }
 
 #[test]
@@ -220,7 +220,7 @@ fn connections_beyond_the_limit_get_503_until_one_ends() {
     let counted = |seen: &[Attempt]| -> u64 {
         seen.iter()
             .filter_map(|a| {
-                assert_eq!(a.decision, "deny");
+                assert_eq!(a.decision, Verdict::Deny);
                 assert_eq!(a.target, addr.to_string());
                 a.reason
                     .strip_prefix("too many connections (")?
@@ -253,7 +253,7 @@ fn a_failed_upstream_is_audited_with_the_address_tried() {
     let (_c, status) = tunnel(addr);
     assert!(status.starts_with("HTTP/1.1 502 "), "{status}");
     let a = &records(&gate, 1)[0];
-    assert_eq!(a.decision, "error");
+    assert_eq!(a.decision, Verdict::Error);
     assert_eq!(a.addr, Some(closed));
     assert!(
         a.reason.starts_with("cannot connect to up.test:1: "),
@@ -284,7 +284,7 @@ fn the_tally_counts_connections_until_their_line_is_written() {
     tally.record_unfinished(gate.as_ref());
     let unfinished = |seen: &[Attempt]| {
         seen.iter()
-            .filter(|a| a.decision == "close")
+            .filter(|a| a.decision == Verdict::Close)
             .map(|a| a.reason.clone())
             .collect::<Vec<_>>()
     };
@@ -292,7 +292,11 @@ fn the_tally_counts_connections_until_their_line_is_written() {
         unfinished(&gate.seen.lock().unwrap()),
         ["connections still open when the container ended: 1"]
     );
-    let limited = |seen: &[Attempt]| seen.iter().filter(|a| a.rule == "limits").count();
+    let limited = |seen: &[Attempt]| {
+        seen.iter()
+            .filter(|a| a.rule == RuleRef::ProxyLimits)
+            .count()
+    };
     assert_eq!(limited(&gate.seen.lock().unwrap()), 1);
     // Both ends gone: the relay ends, its line is written, and only then
     // does the count drop.
@@ -300,7 +304,10 @@ fn the_tally_counts_connections_until_their_line_is_written() {
     drop(up);
     assert!(wait_for(|| tally.unrecorded() == 0));
     let seen = gate.seen.lock().unwrap();
-    assert!(seen.iter().any(|a| a.decision == "allow"), "{seen:?}");
+    assert!(
+        seen.iter().any(|a| a.decision == Verdict::Allow),
+        "{seen:?}"
+    );
 }
 
 /// An upstream that records everything each connection sends (until the
@@ -375,7 +382,7 @@ fn one_well_framed_request_per_upstream_connection() {
         assert!(answer.starts_with("HTTP/1.1 400 "), "{answer:?}");
         assert!(answer.contains(why), "{answer:?}");
         let a = records(&gate, 1).pop().unwrap();
-        assert_eq!((a.decision, a.reason.as_str()), ("deny", why));
+        assert_eq!((a.decision, a.reason.as_str()), (Verdict::Deny, why));
         gate.seen.lock().unwrap().clear();
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -387,7 +394,7 @@ fn one_well_framed_request_per_upstream_connection() {
     assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer:?}");
     assert!(answer.ends_with("one"), "{answer:?}");
     let a = records(&gate, 1).pop().unwrap();
-    assert_eq!(a.decision, "allow");
+    assert_eq!(a.decision, Verdict::Allow);
     assert_eq!(
         a.reason,
         "54 bytes after the request's body were not forwarded (one request per connection)"

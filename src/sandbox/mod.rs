@@ -567,9 +567,10 @@ pub fn run_observed(
 fn audit_output_kill(state: &Path, id: &str, bytes: u64) {
     match crate::audit::AuditLog::open(&state.join(crate::audit::AUDIT_FILE)) {
         Ok(log) => {
-            let mut r = crate::audit::AuditRecord::new(id, 0, "stdout", "stdout+stderr");
-            r.decision = "kill".into();
-            r.rule = "resources.output".into();
+            let mut r =
+                crate::audit::AuditRecord::new(id, 0, crate::audit::Kind::Stdout, "stdout+stderr");
+            r.decision = crate::audit::Verdict::Kill;
+            r.rule = crate::policy::RuleRef::ResourcesOutput;
             r.reason = "output limit reached: the sandbox was killed".into();
             r.bytes = bytes;
             log.record(&r);

@@ -1,13 +1,13 @@
 //! After a run: why it ended (timeout, memory limit) and a one-line
 //! summary of what the sandbox was refused, from its audit log.
 
-use crate::audit::AuditRecord;
+use crate::audit::{AuditRecord, Kind, Verdict};
 
 /// Did the supervisor kill the sandbox for `resources.timeout`?
 pub fn timed_out(records: &[AuditRecord]) -> bool {
     records
         .iter()
-        .any(|r| r.kind == "timeout" && r.decision == "kill")
+        .any(|r| r.kind == Kind::Timeout && r.decision == Verdict::Kill)
 }
 
 /// `buntime: 2 requests denied: read /etc/shadow (…); connect to x:443 (…)`,
@@ -16,7 +16,7 @@ pub fn timed_out(records: &[AuditRecord]) -> bool {
 pub fn denied_summary(records: &[AuditRecord]) -> Option<String> {
     let denied: Vec<&AuditRecord> = records
         .iter()
-        .filter(|r| r.decision == "deny" && r.kind != "stdout")
+        .filter(|r| r.decision == Verdict::Deny && r.kind != Kind::Stdout)
         .collect();
     if denied.is_empty() {
         return None;
@@ -27,7 +27,7 @@ pub fn denied_summary(records: &[AuditRecord]) -> Option<String> {
         .filter(|r| r.count.is_none())
         .take(3)
         .map(|r| {
-            let what = crate::audit::verb(&r.kind);
+            let what = r.kind.verb();
             let subject: String = r
                 .subject
                 .chars()
@@ -80,8 +80,8 @@ mod tests {
     use super::*;
 
     fn rec(kind: &str, subject: &str, decision: &str, reason: &str) -> AuditRecord {
-        let mut r = AuditRecord::new("c", 1, kind, subject);
-        r.decision = decision.into();
+        let mut r = AuditRecord::new("c", 1, kind.parse().unwrap(), subject);
+        r.decision = decision.parse().unwrap();
         r.reason = reason.into();
         r
     }
@@ -127,7 +127,7 @@ mod tests {
     fn timeouts_are_found() {
         let mut r = rec("timeout", "container init", "kill", "");
         assert!(timed_out(std::slice::from_ref(&r)));
-        r.decision = "error".into();
+        r.decision = Verdict::Error;
         assert!(!timed_out(&[r]));
     }
 }

@@ -1,14 +1,15 @@
 //! The supervisor's side of the egress proxy: binding it in the
 //! container's network namespace (or taking the socket a rootless
 //! container's hook bound there), and the gate that decides with the same
-//! rules as the broker's NET_CONNECT (`serve::net_check`) and audits every
+//! rules as the broker's NET_CONNECT (`requests::net_check`) and audits every
 //! connection attempt.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::serve::{net_check, NetRefusal, Outcome};
+use super::requests::net_check;
 use super::{Ctx, SupervisorError};
+use crate::audit::Verdict;
 use crate::proxy::{self, Attempt, Gate, Granted, Limits, Refused, PROXY_PORT};
 
 struct ProxyGate(Arc<Ctx>, Throttle);
@@ -52,21 +53,7 @@ impl Throttle {
 impl Gate for ProxyGate {
     fn check(&self, host: &str, port: u16) -> Result<Granted, Refused> {
         // The proxy's peer is a TCP connection: no pid to report.
-        match net_check(&self.0, 0, host, port) {
-            Ok((addrs, rule)) => Ok(Granted { addrs, rule }),
-            Err(NetRefusal {
-                outcome: Outcome::Deny { rule, reason },
-                addr,
-            }) => Err(Refused { rule, reason, addr }),
-            Err(NetRefusal {
-                outcome: Outcome::Allow { .. },
-                ..
-            }) => Err(Refused {
-                rule: "default".into(),
-                reason: "internal error".into(),
-                addr: None,
-            }),
-        }
+        net_check(&self.0, 0, host, port).map(|(addrs, rule)| Granted { addrs, rule })
     }
 
     fn connect(
@@ -83,9 +70,9 @@ impl Gate for ProxyGate {
     fn record(&self, a: &Attempt) {
         let ctx = &self.0;
         let r = a.audit_record(&ctx.id);
-        if a.decision != "allow" {
+        if a.decision != Verdict::Allow {
             // "error": allowed, but upstream failed; the reason says how.
-            let what = if a.decision == "error" {
+            let what = if a.decision == Verdict::Error {
                 "proxy could not reach"
             } else {
                 "proxy refused"

@@ -15,6 +15,7 @@ pub mod creds;
 mod egress;
 pub mod fsops;
 mod podnet;
+mod requests;
 mod serve;
 pub mod view;
 
@@ -693,9 +694,13 @@ fn enforce_timeout(ctx: &Ctx, pidfd: &OwnedFd, deadline: &mut Option<std::time::
             0u32,
         )
     };
-    let mut rec = record(ctx, 0, "timeout", "container init".into());
-    rec.decision = if r == 0 { "kill" } else { "error" }.into();
-    rec.rule = "resources.timeout".into();
+    let mut rec = record(ctx, 0, crate::audit::Kind::Timeout, "container init".into());
+    rec.decision = if r == 0 {
+        crate::audit::Verdict::Kill
+    } else {
+        crate::audit::Verdict::Error
+    };
+    rec.rule = crate::policy::RuleRef::ResourcesTimeout;
     rec.reason = "wall-clock limit reached".into();
     ctx.audit.record(&rec);
 }
@@ -818,6 +823,11 @@ impl Drop for Slot {
 }
 
 /// Builds an audit record with the common fields filled in.
-pub(crate) fn record(ctx: &Ctx, pid: i32, kind: &str, subject: String) -> AuditRecord {
+pub(crate) fn record(
+    ctx: &Ctx,
+    pid: i32,
+    kind: crate::audit::Kind,
+    subject: String,
+) -> AuditRecord {
     AuditRecord::new(&ctx.id, pid, kind, subject)
 }

@@ -464,8 +464,10 @@ fn detail(ctx: &Ctx, req: Request, sb: &Sandbox) {
 
 /// Whether a record passes the `kind`/`decision` filters.
 fn wanted(r: &crate::audit::AuditRecord, query: &Query) -> bool {
-    query.text("kind").is_none_or(|k| k == r.kind)
-        && query.text("decision").is_none_or(|d| d == r.decision)
+    query.text("kind").is_none_or(|k| k == r.kind.as_str())
+        && query
+            .text("decision")
+            .is_none_or(|d| d == r.decision.as_str())
 }
 
 /// One decision as the page gets it: the record, where it ends in the
@@ -532,8 +534,8 @@ impl Counts {
         // audit quota only counted).
         let n = r.events();
         self.total += n;
-        *self.decision.entry(r.decision.clone()).or_default() += n;
-        *self.kind.entry(r.kind.clone()).or_default() += n;
+        *self.decision.entry(r.decision.to_string()).or_default() += n;
+        *self.kind.entry(r.kind.to_string()).or_default() += n;
     }
 }
 

@@ -559,7 +559,9 @@ mod tests {
     fn the_tail_follows_a_rotated_log_without_losing_records() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join(AUDIT_FILE);
-        let rec = |n: usize| crate::audit::AuditRecord::new("c", 1, "fs_read", format!("/{n}"));
+        let rec = |n: usize| {
+            crate::audit::AuditRecord::new("c", 1, crate::audit::Kind::FsRead, format!("/{n}"))
+        };
         let one = serde_json::to_string(&rec(10)).unwrap().len() as u64 + 1;
         // Rotates every third record.
         let log = crate::audit::AuditLog::open_capped(&p, one * 3).unwrap();

@@ -4,8 +4,8 @@
 
 use serde::Serialize;
 
-use crate::audit::AuditRecord;
-use crate::policy::{NetMode, Policy};
+use crate::audit::{AuditRecord, Kind, Verdict};
+use crate::policy::{BrokerRule, NetMode, Policy, RuleRef};
 
 /// The explanation of one refusal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -46,7 +46,7 @@ fn doubled(current: Option<u64>, min: u64) -> u64 {
 
 /// The entry (and flag) that grants `kind` on `subject`, or None when no
 /// policy entry is about it.
-fn grant(kind: &str, subject: &str, policy: Option<&Policy>) -> Option<(String, Option<String>)> {
+fn grant(kind: Kind, subject: &str, policy: Option<&Policy>) -> Option<(String, Option<String>)> {
     let quoted = |s: &str| {
         if s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "/._-:+@=".contains(c))
@@ -57,19 +57,19 @@ fn grant(kind: &str, subject: &str, policy: Option<&Policy>) -> Option<(String, 
         }
     };
     match kind {
-        "fs_read" | "list_dir" => Some((
+        Kind::FsRead | Kind::ListDir => Some((
             pretty(serde_json::json!({ "filesystem": { "read": [subject] } })),
             Some(format!("--allow-read={}", quoted(subject))),
         )),
-        "fs_write" => Some((
+        Kind::FsWrite => Some((
             pretty(serde_json::json!({ "filesystem": { "write": [subject] } })),
             Some(format!("--allow-write={}", quoted(subject))),
         )),
-        "exec" => Some((
+        Kind::Exec => Some((
             pretty(serde_json::json!({ "exec": { "allow": [subject] } })),
             Some(format!("--allow-run={}", quoted(subject))),
         )),
-        "net_connect" | "proxy" => {
+        Kind::NetConnect | Kind::Proxy => {
             let (host, port) = host_port(subject)?;
             let rule = if host.contains(':') {
                 format!("[{host}]:{port}")
@@ -88,51 +88,36 @@ fn grant(kind: &str, subject: &str, policy: Option<&Policy>) -> Option<(String, 
     }
 }
 
-/// Explains a refusal; None for decisions that are not refusals.
-pub fn why(r: &AuditRecord, policy: Option<&Policy>) -> Option<Why> {
-    if r.decision == "allow" {
-        return None;
-    }
-    let mut w = Why {
-        rule: r.rule.clone(),
-        reason: r.reason.clone(),
-        explanation: String::new(),
-        entry: None,
-        flag: None,
-    };
-    let rule = r.rule.as_str();
-    if let Some(d) = rule
-        .strip_prefix("filesystem.deny ")
-        .or_else(|| rule.strip_prefix("network.deny "))
-    {
-        let section = if rule.starts_with("filesystem") {
-            "filesystem.deny"
-        } else {
-            "network.deny"
-        };
-        w.explanation = format!(
-            "An explicit deny entry ({section} {d:?}) refused it. A deny beats every allow: \
-             no entry can be added to allow this; only removing {d:?} from {section} would, \
-             and the policy's author put it there on purpose."
-        );
-        return Some(w);
-    }
-    match (r.kind.as_str(), rule) {
-        (_, crate::audit::RULE_QUOTA) => {
+/// An explicit deny entry refused it: nothing can be added to allow it.
+fn explicit(section: &str, entry: &str) -> String {
+    format!(
+        "An explicit deny entry ({section} {entry:?}) refused it. A deny beats every allow: \
+         no entry can be added to allow this; only removing {entry:?} from {section} would, \
+         and the policy's author put it there on purpose."
+    )
+}
+
+/// Refusals no policy entry grants, and the limits: their explanation,
+/// entry and flag, when `r` is one.
+fn not_a_grant(r: &AuditRecord, policy: Option<&Policy>, w: &mut Why) -> bool {
+    match (r.kind, &r.rule) {
+        (_, RuleRef::FsDeny(p)) => {
+            w.explanation = explicit("filesystem.deny", &p.to_string_lossy())
+        }
+        (_, RuleRef::NetDeny(n)) => w.explanation = explicit("network.deny", &n.to_string()),
+        (_, RuleRef::AuditQuota) => {
             w.explanation = "The sandbox caused more audit records than its quota allows; \
                  these were counted (see `count`), not written one by one, so that a flood \
                  cannot push earlier decisions out of the log. No policy entry is about this."
                 .into();
-            return Some(w);
         }
-        ("connect" | "protocol", _) => {
+        (Kind::Connect | Kind::Protocol, _) => {
             w.explanation = "A connection to the supervisor was refused or closed for breaking \
                  the protocol (a process outside the sandbox, or a misbehaving worker). \
                  No policy entry is about this."
                 .into();
-            return Some(w);
         }
-        ("timeout", _) => {
+        (Kind::Timeout, _) => {
             let cur = policy.and_then(|p| p.resources.timeout).map(|t| t.millis());
             let next = crate::policy::TimeSpan(doubled(cur, 60_000));
             w.explanation = "The sandbox ran past its wall-clock limit and was killed.".into();
@@ -140,9 +125,8 @@ pub fn why(r: &AuditRecord, policy: Option<&Policy>) -> Option<Why> {
                 serde_json::json!({ "resources": { "timeout": next.to_string() } }),
             ));
             w.flag = Some(format!("--timeout={next}"));
-            return Some(w);
         }
-        (_, "resources.output") => {
+        (_, RuleRef::ResourcesOutput) => {
             let cur = policy.and_then(|p| p.resources.output).map(|b| b.bytes());
             let next = crate::policy::ByteSize(doubled(cur, 1 << 20));
             w.explanation =
@@ -152,17 +136,29 @@ pub fn why(r: &AuditRecord, policy: Option<&Policy>) -> Option<Why> {
                 serde_json::json!({ "resources": { "output": next.to_string() } }),
             ));
             w.flag = Some(format!("--output={next}"));
-            return Some(w);
         }
-        _ => {}
+        _ => return false,
     }
-    let granted_statically = rule.starts_with("filesystem.read ")
-        || rule.starts_with("filesystem.write ")
-        || rule.starts_with("filesystem.exec ")
-        || rule.starts_with("network.allow")
-        || rule == "exec rules"
-        || rule.ends_with("=allow");
-    if granted_statically {
+    true
+}
+
+/// Explains a refusal; None for decisions that are not refusals.
+pub fn why(r: &AuditRecord, policy: Option<&Policy>) -> Option<Why> {
+    if r.decision == Verdict::Allow {
+        return None;
+    }
+    let mut w = Why {
+        rule: r.rule.to_string(),
+        reason: r.reason.clone(),
+        explanation: String::new(),
+        entry: None,
+        flag: None,
+    };
+    if not_a_grant(r, policy, &mut w) {
+        return Some(w);
+    }
+    let rule = &r.rule;
+    if rule.grants() {
         w.explanation = format!(
             "The policy allowed it ({rule}), but the operation itself failed: {}. \
              A policy entry would not change that.",
@@ -174,8 +170,14 @@ pub fn why(r: &AuditRecord, policy: Option<&Policy>) -> Option<Why> {
         );
         return Some(w);
     }
-    let asked = rule.starts_with("broker.") && rule.ends_with("=ask");
-    w.explanation = if rule == "network" {
+    let asked = matches!(
+        rule,
+        RuleRef::Broker {
+            rule: BrokerRule::Ask,
+            ..
+        }
+    );
+    w.explanation = if *rule == RuleRef::Network {
         format!(
             "{} resolves to a special address (loopback, private, link-local or cloud \
              metadata: {}). Such addresses are refused unless an allow entry names the \
@@ -194,7 +196,7 @@ pub fn why(r: &AuditRecord, policy: Option<&Policy>) -> Option<Why> {
          default). This entry would grant exactly this:"
             .into()
     };
-    if let Some((entry, flag)) = grant(&r.kind, &r.subject, policy) {
+    if let Some((entry, flag)) = grant(r.kind, &r.subject, policy) {
         w.entry = Some(entry);
         w.flag = flag;
     }
@@ -206,9 +208,9 @@ mod tests {
     use super::*;
 
     fn rec(kind: &str, subject: &str, decision: &str, rule: &str, reason: &str) -> AuditRecord {
-        let mut r = AuditRecord::new("c", 1, kind, subject);
-        r.decision = decision.into();
-        r.rule = rule.into();
+        let mut r = AuditRecord::new("c", 1, kind.parse().unwrap(), subject);
+        r.decision = decision.parse().unwrap();
+        r.rule = rule.parse().unwrap();
         r.reason = reason.into();
         r.latency_us = 1;
         r

@@ -83,6 +83,17 @@ impl RuntimeError {
     }
 }
 
+impl From<crate::statedir::StateFileError> for RuntimeError {
+    fn from(e: crate::statedir::StateFileError) -> Self {
+        use crate::statedir::StateFileError;
+        match e {
+            StateFileError::Read { path, err } => Self::io(format!("read {path}"), err),
+            StateFileError::Write { path, err } => Self::io(format!("write {path}"), err),
+            other => Self::Invalid(other.to_string()),
+        }
+    }
+}
+
 /// Joins an error and its sources with ": ", skipping repeats.
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();

@@ -19,11 +19,15 @@ use crate::policy::{normalize_path, NamespaceKind, NetMode, Policy, SeccompChoic
 pub use narrow::{check_only_narrows, NarrowingError};
 pub use seccomp::default_seccomp;
 
-/// Where the spec is used.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where the spec is used. Also the container's mode in its metadata
+/// (`runtime::state::Meta`): the supervisor opens a `Run` container's
+/// policy paths on the host.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SpecMode {
     /// `buntime-runc create`: the bundle's rootfs is the sandbox's world;
     /// no host path is ever added.
+    #[default]
     Oci,
     /// `buntime run`: the person running it binds their own host paths;
     /// policy paths are host paths, bound at the same place.
@@ -410,16 +414,65 @@ fn apply_resources(policy: &Policy, linux: &mut Linux) {
     linux.set_resources(Some(r));
 }
 
-/// The effective spec for running `bundle` under `policy`.
-///
-/// `policy` must have absolute paths (see `Policy::resolve_relative`); in
-/// OCI mode they are container paths, in `Run` mode host paths that are
-/// bound at the same place.
+/// Where buntime's seccomp profile goes for a policy and a bundle; chosen
+/// once per container, by [`seccomp_placement`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum SeccompPlacement {
+    /// None of buntime's: the policy says `isolation.seccomp: bundle`, or
+    /// the bundle already brings buntime's very profile.
+    None,
+    /// The only profile: the bundle has none, so it goes into the spec.
+    InSpec(LinuxSeccomp),
+    /// Stacked on the bundle's own profile at create (a second filter the
+    /// executor loads).
+    Stacked(LinuxSeccomp),
+}
+
+/// The one place buntime's default profile is chosen: buntime's for the
+/// network mode when the policy asks for it (`isolation.seccomp:
+/// buntime`); in the spec when the bundle has none, stacked when it brings
+/// one of its own that is not that very one (`buntime run`'s templates
+/// carry it).
+pub fn seccomp_placement(policy: &Policy, bundle: &Spec) -> SeccompPlacement {
+    if policy.isolation.seccomp != SeccompChoice::Buntime {
+        return SeccompPlacement::None;
+    }
+    let ours = default_seccomp(policy.network.mode);
+    match bundle.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        None => SeccompPlacement::InSpec(ours),
+        Some(own) if *own == ours => SeccompPlacement::None,
+        Some(_) => SeccompPlacement::Stacked(ours),
+    }
+}
+
+/// The translation of a policy for a bundle: the effective spec, and the
+/// profile `create` stacks on the bundle's own.
+#[derive(Clone, Debug)]
+pub struct Translated {
+    pub spec: Spec,
+    pub stacked_seccomp: Option<LinuxSeccomp>,
+}
+
+/// The effective spec for running `bundle` under `policy` (see
+/// [`translate`]).
 pub fn effective_spec(
     policy: &Policy,
     bundle: &Spec,
     ctx: &SpecContext,
 ) -> Result<Spec, SpecError> {
+    translate(policy, bundle, ctx).map(|t| t.spec)
+}
+
+/// Translates `policy` for `bundle`.
+///
+/// `policy` must have absolute paths (see `Policy::resolve_relative`); in
+/// OCI mode they are container paths, in `Run` mode host paths that are
+/// bound at the same place.
+pub fn translate(
+    policy: &Policy,
+    bundle: &Spec,
+    ctx: &SpecContext,
+) -> Result<Translated, SpecError> {
     let fs = &policy.filesystem;
     if let Some(p) = fs
         .read
@@ -591,26 +644,30 @@ pub fn effective_spec(
         )));
     }
     // buntime's profile: the only one when the bundle has none, else
-    // stacked on the bundle's at create ([`stacked_seccomp`]).
-    if iso.seccomp == SeccompChoice::Buntime && linux.seccomp().is_none() {
-        linux.set_seccomp(Some(default_seccomp(policy.network.mode)));
-    }
+    // stacked on the bundle's at create.
+    let stacked_seccomp = match seccomp_placement(policy, bundle) {
+        SeccompPlacement::InSpec(ours) => {
+            linux.set_seccomp(Some(ours));
+            None
+        }
+        SeccompPlacement::Stacked(ours) => Some(ours),
+        SeccompPlacement::None => None,
+    };
     apply_resources(policy, &mut linux);
     spec.set_linux(Some(linux));
-    Ok(spec)
+    Ok(Translated {
+        spec,
+        stacked_seccomp,
+    })
 }
 
-/// The profile `create` stacks on the bundle's own seccomp profile:
-/// buntime's for the network mode when the policy asks for it
-/// (`isolation.seccomp: buntime`) and the bundle brings a profile of its
-/// own that is not that very one (`buntime run`'s templates carry it).
+/// The profile `create` stacks on the bundle's own seccomp profile
+/// ([`seccomp_placement`]).
 pub fn stacked_seccomp(policy: &Policy, bundle: &Spec) -> Option<LinuxSeccomp> {
-    if policy.isolation.seccomp != SeccompChoice::Buntime {
-        return None;
+    match seccomp_placement(policy, bundle) {
+        SeccompPlacement::Stacked(ours) => Some(ours),
+        _ => None,
     }
-    let own = bundle.linux().as_ref().and_then(|l| l.seccomp().as_ref())?;
-    let ours = default_seccomp(policy.network.mode);
-    (*own != ours).then_some(ours)
 }
 
 /// A stable JSON form of a spec for golden files and the state directory:

@@ -1,0 +1,169 @@
+//! What `create` adds to the prepared spec once it knows the container's
+//! root filesystem and state directory: deny masks over the files a
+//! pattern matches now, and the supervisor's directory.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use libcontainer::oci_spec::runtime::{Mount, MountBuilder, Spec};
+
+use crate::landlock::LandlockPlan;
+use crate::runtime::error::{Result, RuntimeError};
+use crate::statedir::DENIED_FILE;
+
+/// A read-only bind with nothing to run or open as a device: what buntime
+/// itself puts into a container (the supervisor's directory, deny masks).
+fn sealed_bind(src: &Path, dst: &Path) -> Result<Mount> {
+    MountBuilder::default()
+        .destination(dst)
+        .typ("bind")
+        .source(src)
+        .options(
+            ["bind", "ro", "nosuid", "nodev", "noexec"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .build()
+        .map_err(|e| RuntimeError::Invalid(format!("mount {}: {e}", dst.display())))
+}
+
+/// A denied *file* is masked with an unreadable file instead of
+/// `/dev/null`, so that reading it fails (`EACCES`: no capability in the
+/// sandbox overrides the mode) instead of looking empty. Directories stay
+/// masked by an empty read-only tmpfs. A deny pattern (`/etc/shadow*`)
+/// is masked as the entries it matches now, in the container's view.
+/// Returns whether any file was found.
+pub(super) fn unreadable_deny_files(
+    spec: &mut Spec,
+    policy: &crate::policy::Policy,
+    host_paths: bool,
+    rootfs: &Path,
+    extra: &Path,
+) -> Result<bool> {
+    use std::os::unix::ffi::OsStrExt;
+    let view = |p: &Path| {
+        if host_paths {
+            p.to_path_buf()
+        } else {
+            rootfs.join(p.strip_prefix("/").unwrap_or(p))
+        }
+    };
+    let mut files = Vec::new();
+    let mut masked = Vec::new();
+    // A mask is a mount, and mounts follow symlinks: one in the way of a
+    // deny path fails create (super::mounts).
+    let spec_mounts = spec.mounts().clone().unwrap_or_default();
+    let mask_view = if host_paths {
+        crate::runtime::mounts::MaskView::Host
+    } else {
+        crate::runtime::mounts::MaskView::Image {
+            rootfs,
+            mounts: &spec_mounts,
+        }
+    };
+    let no_link =
+        |rule: &Path, p: &Path| crate::runtime::mounts::refuse_symlinked_mask(rule, p, &mask_view);
+    for p in &policy.filesystem.deny {
+        let p = crate::policy::normalize_path(p.as_path());
+        let Some((dir, prefix)) = crate::policy::paths::deny_pattern(&p) else {
+            no_link(&p, &p)?;
+            if fs::symlink_metadata(view(&p)).is_ok_and(|m| m.is_file()) {
+                files.push(p);
+            }
+            continue;
+        };
+        // The pattern's directory must be the one the policy names (not a
+        // link in the image), and listable: else the pattern would mask
+        // nothing while the names resolve elsewhere inside.
+        no_link(&p, dir)?;
+        let entries = match fs::read_dir(view(dir)) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(RuntimeError::Policy(format!(
+                    "filesystem.deny {:?}: cannot list {} to mask what it matches: {e}",
+                    p.display(),
+                    dir.display()
+                )))
+            }
+        };
+        for e in entries.flatten() {
+            if !e.file_name().as_bytes().starts_with(prefix) {
+                continue;
+            }
+            let found = dir.join(e.file_name());
+            no_link(&p, &found)?;
+            // As for an ordinary entry: a regular file gets the
+            // unreadable file, anything else libcontainer's masking.
+            match fs::symlink_metadata(view(&found)) {
+                Ok(m) if m.is_file() => files.push(found),
+                Ok(_) => masked.push(found.to_string_lossy().into_owned()),
+                Err(_) => {}
+            }
+        }
+    }
+    if !masked.is_empty() {
+        if let Some(mut linux) = spec.linux().clone() {
+            let mut all = linux.masked_paths().clone().unwrap_or_default();
+            all.extend(masked);
+            linux.set_masked_paths(Some(all));
+            spec.set_linux(Some(linux));
+        }
+    }
+    if files.is_empty() {
+        return Ok(false);
+    }
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for p in &files {
+        mounts.push(sealed_bind(&extra.join(DENIED_FILE), p)?);
+    }
+    spec.set_mounts(Some(mounts));
+    if let Some(mut linux) = spec.linux().clone() {
+        if let Some(mut masked) = linux.masked_paths().clone() {
+            masked.retain(|m| !files.iter().any(|f| Path::new(m) == f));
+            linux.set_masked_paths(Some(masked));
+        }
+        spec.set_linux(Some(linux));
+    }
+    Ok(true)
+}
+
+pub(super) fn make_denied_file(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(DENIED_FILE);
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o000)
+        .open(&path)
+        .map(|_| ())
+        .map_err(|e| RuntimeError::io(format!("create {}", path.display()), e))
+}
+
+/// Binds the supervisor's directory (socket and segment; `source`)
+/// read-only at `/run/buntime`, points the worker at it through the
+/// environment (which `exec` inherits: it reads the same effective
+/// config.json), and lets Landlock read it.
+pub(super) fn add_supervisor(
+    spec: &mut Spec,
+    plan: &mut LandlockPlan,
+    source: &Path,
+) -> Result<()> {
+    use crate::supervisor::{CONTAINER_CONTROL, CONTAINER_DIR, CONTAINER_IPC};
+    let mount = sealed_bind(source, Path::new(CONTAINER_DIR))?;
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    mounts.retain(|m| !m.destination().starts_with(CONTAINER_DIR));
+    mounts.push(mount);
+    spec.set_mounts(Some(mounts));
+    if let Some(mut process) = spec.process().clone() {
+        let mut env = process.env().clone().unwrap_or_default();
+        env.retain(|e| !e.starts_with("BUNTIME_IPC=") && !e.starts_with("BUNTIME_CONTROL="));
+        env.push(format!("{}={CONTAINER_IPC}", crate::ipc::ENV_IPC));
+        env.push(format!("{}={CONTAINER_CONTROL}", crate::ipc::ENV_CONTROL));
+        process.set_env(Some(env));
+        spec.set_process(Some(process));
+    }
+    plan.read.push(PathBuf::from(CONTAINER_DIR));
+    Ok(())
+}

@@ -41,68 +41,7 @@ pub(super) fn unreadable_deny_files(
     rootfs: &Path,
     extra: &Path,
 ) -> Result<bool> {
-    use std::os::unix::ffi::OsStrExt;
-    let view = |p: &Path| {
-        if host_paths {
-            p.to_path_buf()
-        } else {
-            rootfs.join(p.strip_prefix("/").unwrap_or(p))
-        }
-    };
-    let mut files = Vec::new();
-    let mut masked = Vec::new();
-    // A mask is a mount, and mounts follow symlinks: one in the way of a
-    // deny path fails create (super::mounts).
-    let spec_mounts = spec.mounts().clone().unwrap_or_default();
-    let mask_view = if host_paths {
-        crate::runtime::mounts::MaskView::Host
-    } else {
-        crate::runtime::mounts::MaskView::Image {
-            rootfs,
-            mounts: &spec_mounts,
-        }
-    };
-    let no_link =
-        |rule: &Path, p: &Path| crate::runtime::mounts::refuse_symlinked_mask(rule, p, &mask_view);
-    for p in &policy.filesystem.deny {
-        let p = crate::policy::normalize_path(p.as_path());
-        let Some((dir, prefix)) = crate::policy::paths::deny_pattern(&p) else {
-            no_link(&p, &p)?;
-            if fs::symlink_metadata(view(&p)).is_ok_and(|m| m.is_file()) {
-                files.push(p);
-            }
-            continue;
-        };
-        // The pattern's directory must be the one the policy names (not a
-        // link in the image), and listable: else the pattern would mask
-        // nothing while the names resolve elsewhere inside.
-        no_link(&p, dir)?;
-        let entries = match fs::read_dir(view(dir)) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                return Err(RuntimeError::Policy(format!(
-                    "filesystem.deny {:?}: cannot list {} to mask what it matches: {e}",
-                    p.display(),
-                    dir.display()
-                )))
-            }
-        };
-        for e in entries.flatten() {
-            if !e.file_name().as_bytes().starts_with(prefix) {
-                continue;
-            }
-            let found = dir.join(e.file_name());
-            no_link(&p, &found)?;
-            // As for an ordinary entry: a regular file gets the
-            // unreadable file, anything else libcontainer's masking.
-            match fs::symlink_metadata(view(&found)) {
-                Ok(m) if m.is_file() => files.push(found),
-                Ok(_) => masked.push(found.to_string_lossy().into_owned()),
-                Err(_) => {}
-            }
-        }
-    }
+    let (files, masked) = deny_matches(spec, policy, host_paths, rootfs)?;
     if !masked.is_empty() {
         if let Some(mut linux) = spec.linux().clone() {
             let mut all = linux.masked_paths().clone().unwrap_or_default();
@@ -127,6 +66,96 @@ pub(super) fn unreadable_deny_files(
         spec.set_linux(Some(linux));
     }
     Ok(true)
+}
+
+/// What the policy's deny entries name in the container's view now: the
+/// regular files (to get the unreadable file) and the other entries a
+/// pattern matches (for libcontainer's masking).
+fn deny_matches(
+    spec: &Spec,
+    policy: &crate::policy::Policy,
+    host_paths: bool,
+    rootfs: &Path,
+) -> Result<(Vec<PathBuf>, Vec<String>)> {
+    use crate::runtime::mounts::{refuse_symlinked_mask, MaskView};
+    let view = |p: &Path| {
+        if host_paths {
+            p.to_path_buf()
+        } else {
+            rootfs.join(p.strip_prefix("/").unwrap_or(p))
+        }
+    };
+    let mut files = Vec::new();
+    let mut masked = Vec::new();
+    // A mask is a mount, and mounts follow symlinks: one in the way of a
+    // deny path fails create (super::mounts).
+    let spec_mounts = spec.mounts().clone().unwrap_or_default();
+    let mask_view = if host_paths {
+        MaskView::Host
+    } else {
+        MaskView::Image {
+            rootfs,
+            mounts: &spec_mounts,
+        }
+    };
+    let no_link = |rule: &Path, p: &Path| refuse_symlinked_mask(rule, p, &mask_view);
+    for p in &policy.filesystem.deny {
+        let p = crate::policy::normalize_path(p.as_path());
+        let Some((dir, prefix)) = crate::policy::paths::deny_pattern(&p) else {
+            no_link(&p, &p)?;
+            if fs::symlink_metadata(view(&p)).is_ok_and(|m| m.is_file()) {
+                files.push(p);
+            }
+            continue;
+        };
+        // The pattern's directory must be the one the policy names (not a
+        // link in the image), and listable: else the pattern would mask
+        // nothing while the names resolve elsewhere inside.
+        no_link(&p, dir)?;
+        let Some(found) = pattern_entries(&p, dir, prefix, &view(dir))? else {
+            continue;
+        };
+        for found in found {
+            no_link(&p, &found)?;
+            // As for an ordinary entry: a regular file gets the
+            // unreadable file, anything else libcontainer's masking.
+            match fs::symlink_metadata(view(&found)) {
+                Ok(m) if m.is_file() => files.push(found),
+                Ok(_) => masked.push(found.to_string_lossy().into_owned()),
+                Err(_) => {}
+            }
+        }
+    }
+    Ok((files, masked))
+}
+
+/// The entries of `dir` (seen at `listed`) a deny pattern's `prefix`
+/// matches; `None` when the directory does not exist.
+fn pattern_entries(
+    rule: &Path,
+    dir: &Path,
+    prefix: &[u8],
+    listed: &Path,
+) -> Result<Option<Vec<PathBuf>>> {
+    use std::os::unix::ffi::OsStrExt;
+    let entries = match fs::read_dir(listed) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(RuntimeError::Policy(format!(
+                "filesystem.deny {:?}: cannot list {} to mask what it matches: {e}",
+                rule.display(),
+                dir.display()
+            )))
+        }
+    };
+    Ok(Some(
+        entries
+            .flatten()
+            .filter(|e| e.file_name().as_bytes().starts_with(prefix))
+            .map(|e| dir.join(e.file_name()))
+            .collect(),
+    ))
 }
 
 pub(super) fn make_denied_file(dir: &Path) -> Result<()> {

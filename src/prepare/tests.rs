@@ -145,3 +145,58 @@ fn landlock_off_plans_nothing_and_annotations_meet_the_node_isolation() {
     assert_eq!(r.policy.landlock, crate::policy::LandlockRequirement::Off);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// The mode travels in the prepared container (and from there in the
+/// metadata), never in the spec a bundle could also write.
+#[test]
+fn the_mode_is_the_prepared_containers_not_an_annotation() {
+    let d = tmpdir("mode");
+    let s = PolicySources::from_dir(&d, None).unwrap();
+    let oci = prepare_container(&bundle(), &s, &ctx()).unwrap();
+    assert_eq!(oci.mode, SpecMode::Oci);
+    let run = RunSandbox {
+        policy: crate::policy::builtin_run_default(),
+        origin: "test".into(),
+        ..RunSandbox::default()
+    };
+    let p = prepare_run(&bundle(), &run).unwrap();
+    assert_eq!(p.mode, SpecMode::Run);
+    let annotations = p.effective.annotations().clone().unwrap_or_default();
+    assert!(
+        !annotations.keys().any(|k| k == "buntime.dev/paths"),
+        "{annotations:?}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// buntime's seccomp profile is chosen once: into the spec when the bundle
+/// has none, stacked on a profile of the bundle's own.
+#[test]
+fn the_seccomp_profile_goes_into_the_spec_or_is_stacked() {
+    let d = tmpdir("seccomp");
+    std::fs::write(
+        d.join("default.json"),
+        r#"{"version":1,"isolation":{"seccomp":"buntime"}}"#,
+    )
+    .unwrap();
+    let s = PolicySources::from_dir(&d, None).unwrap();
+    let p = prepare_container(&bundle(), &s, &ctx()).unwrap();
+    let ours = crate::spec::default_seccomp(p.resolved.policy.network.mode);
+    let in_spec = p.effective.linux().as_ref().unwrap().seccomp().clone();
+    assert_eq!(in_spec, Some(ours.clone()));
+    assert_eq!(p.stacked_seccomp, None);
+    let mut own = bundle();
+    let mut linux = own.linux().clone().unwrap();
+    linux.set_seccomp(Some(crate::spec::default_seccomp(
+        crate::policy::NetMode::Host,
+    )));
+    own.set_linux(Some(linux));
+    let p = prepare_container(&own, &s, &ctx()).unwrap();
+    assert_eq!(p.stacked_seccomp, Some(ours));
+    assert_eq!(
+        p.effective.linux().as_ref().unwrap().seccomp(),
+        own.linux().as_ref().unwrap().seccomp(),
+        "the bundle's own profile stays in the spec"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}

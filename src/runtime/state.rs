@@ -250,4 +250,19 @@ mod tests {
         }
         validate_id("job-1_a.b+c").expect("valid id");
     }
+
+    /// Metadata written before the mode was kept in it means OCI mode.
+    #[test]
+    fn the_mode_round_trips_and_defaults_to_oci() {
+        let old: Meta = serde_json::from_str(r#"{"bundle":"/b","rootfs":"/b/rootfs"}"#).unwrap();
+        assert_eq!(old.mode, SpecMode::Oci);
+        let run = Meta {
+            mode: SpecMode::Run,
+            ..Meta::default()
+        };
+        let text = serde_json::to_string(&run).unwrap();
+        assert!(text.contains(r#""mode":"run""#), "{text}");
+        let back: Meta = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.mode, SpecMode::Run);
+    }
 }

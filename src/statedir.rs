@@ -43,6 +43,11 @@ pub const DENIED_FILE: &str = "denied";
 pub const NETNS_HOOK_SOCKET: &str = "netns-hook.sock";
 /// The supervisor's directory, bound read-only into the container.
 pub const RUN_DIR: &str = "run";
+/// Where [`RUN_DIR`] is bound in the container (read-only), and its two
+/// files there.
+pub const CONTAINER_DIR: &str = "/run/buntime";
+pub const CONTAINER_IPC: &str = "/run/buntime/ipc";
+pub const CONTAINER_CONTROL: &str = "/run/buntime/control.sock";
 /// In [`RUN_DIR`]: the file segment named by `BUNTIME_IPC`.
 pub const SEGMENT_FILE: &str = "ipc";
 /// In [`RUN_DIR`]: the control socket workers connect to.

@@ -234,16 +234,6 @@ fn valid_name(n: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
 }
 
-/// The `policies/` directory of the source checkout the running binary was
-/// built in (`<repo>/target/<profile>/<bin>`), if any.
-pub fn checkout_policies_dir() -> Option<PathBuf> {
-    let exe = crate::exeseal::exe_path().ok()?;
-    exe.ancestors()
-        .skip(1)
-        .find(|d| d.join("Cargo.toml").is_file() && d.join("policies").is_dir())
-        .map(|d| d.join("policies"))
-}
-
 impl PolicySources {
     /// The sources rooted at `etc` (normally `/etc/buntime`), with an
     /// optional checkout `policies/` directory searched after the node's.
@@ -277,13 +267,13 @@ impl PolicySources {
     }
 
     /// The node's real sources: `/etc/buntime` (or `$BUNTIME_ETC`, an
-    /// absolute path), then the checkout's `policies/` when run from a
-    /// source tree.
+    /// absolute path), then `checkout`, the checkout's `policies/` when run
+    /// from a source tree (`prepare::checkout_policies_dir`).
     ///
     /// `BUNTIME_ETC` is read from the runtime's own environment, which the
     /// engine (root on the node) sets, never from the bundle: it lets tests
     /// and non-standard installs keep their node configuration elsewhere.
-    pub fn system() -> Result<Self, SourceError> {
+    pub fn system(checkout: Option<PathBuf>) -> Result<Self, SourceError> {
         let etc = match std::env::var_os(ENV_ETC) {
             Some(d) if Path::new(&d).is_absolute() => PathBuf::from(d),
             Some(d) => {
@@ -294,7 +284,7 @@ impl PolicySources {
             }
             None => PathBuf::from("/etc/buntime"),
         };
-        Self::from_dir(&etc, checkout_policies_dir())
+        Self::from_dir(&etc, checkout)
     }
 
     /// The node default: the default policy file, else the built-in one.

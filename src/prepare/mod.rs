@@ -10,6 +10,8 @@
 //! bundle, and plans Landlock. Nothing here has side effects: `create`
 //! (`runtime::create`) writes the result to the state directory and builds.
 
+pub mod container;
+pub mod mounts;
 mod run;
 
 use std::path::PathBuf;
@@ -21,6 +23,7 @@ use crate::policy::{LandlockRequirement, Policy, PolicySources, ResolvedPolicy, 
 pub use crate::spec::{check_only_narrows, NarrowingError};
 use crate::spec::{translate, SpecContext, SpecError, SpecMode};
 
+pub use container::{finish_for_container, ContainerSite, Finished};
 pub use run::{prepare_run, RunSandbox};
 
 /// Why a container's policy could not be resolved or applied. `create`
@@ -35,6 +38,17 @@ pub enum PrepareError {
     Spec(#[from] SpecError),
     #[error(transparent)]
     Landlock(#[from] LandlockError),
+    /// The container cannot be given what its policy says (a mask through
+    /// a symlink, a deny pattern's directory that cannot be listed).
+    #[error("{0}")]
+    Refused(String),
+    #[error("{context}: {err}")]
+    Io {
+        context: String,
+        err: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Everything `create` needs, computed without side effects.
@@ -55,6 +69,22 @@ pub struct PreparedContainer {
     /// The kernel's Landlock ABI at create time (`None`: not applied,
     /// because the policy turns it off or the kernel has none).
     pub landlock_abi: Option<u32>,
+}
+
+/// The `policies/` directory of the source checkout the running binary was
+/// built in (`<repo>/target/<profile>/<bin>`), if any: searched after the
+/// node's policy directory.
+pub fn checkout_policies_dir() -> Option<PathBuf> {
+    let exe = crate::exeseal::exe_path().ok()?;
+    exe.ancestors()
+        .skip(1)
+        .find(|d| d.join("Cargo.toml").is_file() && d.join("policies").is_dir())
+        .map(|d| d.join("policies"))
+}
+
+/// The node's policy sources (`PolicySources::system`).
+pub fn node_sources() -> Result<PolicySources, SourceError> {
+    PolicySources::system(checkout_policies_dir())
 }
 
 /// The Landlock ABI the plan is applied with; `None` when it is not

@@ -83,6 +83,19 @@ impl RuntimeError {
     }
 }
 
+/// A policy that cannot be prepared is a policy error, as it always was;
+/// reading the host or building a mount fails as itself.
+impl From<crate::prepare::PrepareError> for RuntimeError {
+    fn from(e: crate::prepare::PrepareError) -> Self {
+        use crate::prepare::PrepareError;
+        match e {
+            PrepareError::Io { context, err } => Self::io(context, err),
+            PrepareError::Invalid(message) => Self::Invalid(message),
+            other => Self::Policy(other.to_string()),
+        }
+    }
+}
+
 impl From<crate::statedir::StateFileError> for RuntimeError {
     fn from(e: crate::statedir::StateFileError) -> Self {
         use crate::statedir::StateFileError;

@@ -36,9 +36,7 @@ use crate::ipc::{ControlListener, ControlSocket, Segment};
 use crate::policy::Policy;
 
 /// Inside the container: the directory, the segment and the socket.
-pub const CONTAINER_DIR: &str = "/run/buntime";
-pub const CONTAINER_IPC: &str = "/run/buntime/ipc";
-pub const CONTAINER_CONTROL: &str = "/run/buntime/control.sock";
+pub use crate::statedir::{CONTAINER_CONTROL, CONTAINER_DIR, CONTAINER_IPC};
 // The state directory's files are `crate::statedir`'s.
 use crate::statedir::{
     APPROVER_FILE, AUDIT_FILE, CONTROL_FILE, LEARN_RECORD, LEARN_SOCKET, LOG_FILE, OUTPUT_FILE,

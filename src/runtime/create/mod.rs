@@ -4,11 +4,11 @@
 //! [`guard::CreateGuard`] undoes everything if a later step fails), write
 //! the state ([`write_state`]), start the supervisor, build, serve.
 
+mod denied;
 mod guard;
 mod plan;
 mod policy_step;
 mod seccomp_files;
-mod spec_edits;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -173,17 +173,7 @@ fn build(
         .map_err(|e| RuntimeError::backend(format!("create container {:?}", opts.id), &e))
 }
 
-/// Bundle annotation `buntime.dev/supervisor: off` runs the container
-/// without a supervisor (no broker, no `/run/buntime`): it only removes
-/// rights, so any bundle may ask for it.
-pub const ANNOTATION_SUPERVISOR_OFF: &str = "buntime.dev/supervisor";
-
-fn wants_supervisor(spec: &Spec) -> bool {
-    spec.annotations()
-        .as_ref()
-        .and_then(|a| a.get(ANNOTATION_SUPERVISOR_OFF))
-        .is_none_or(|v| v != "off")
-}
+pub use crate::prepare::container::ANNOTATION_SUPERVISOR_OFF;
 
 /// True when the container gets a network namespace of its own.
 fn has_new_netns(spec: &Spec) -> bool {

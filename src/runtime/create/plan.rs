@@ -12,20 +12,21 @@ use std::path::{Path, PathBuf};
 
 use libcontainer::oci_spec::runtime::{LinuxSeccomp, Spec};
 
+use super::denied::make_denied_file;
 use super::policy_step::PolicyStep;
 use super::seccomp_files::precompile_seccomp;
-use super::spec_edits::{add_supervisor, make_denied_file, unreadable_deny_files};
-use super::{has_new_netns, has_new_userns, landlock_note, wants_supervisor, CreateOptions};
+use super::{has_new_netns, has_new_userns, landlock_note, CreateOptions};
 use super::{ANNOTATION_PROXY, ANNOTATION_SUPERVISOR_OFF};
 use crate::landlock::LandlockPlan;
 use crate::policy::ResolvedPolicy;
+use crate::prepare::{finish_for_container, ContainerSite};
 use crate::runtime::error::{Result, RuntimeError};
 use crate::runtime::refusal::PolicyRef;
 use crate::runtime::seccomp_bpf::Program;
 use crate::runtime::state::{Meta, Root};
 use crate::runtime::userns::{self, MappedRoot};
 use crate::spec::{canonical_spec_json, SpecMode};
-use crate::statedir::{StateDir, EFFECTIVE_FILE, LANDLOCK_FILE, POLICY_FILE, RUN_DIR};
+use crate::statedir::{StateDir, EFFECTIVE_FILE, LANDLOCK_FILE, POLICY_FILE};
 
 /// Everything `create` knows about the container before and while it
 /// makes it.
@@ -67,39 +68,26 @@ impl Plan {
         rootfs: PathBuf,
         policy: PolicyStep,
     ) -> Result<Plan> {
-        let prepared = policy.prepared;
-        let mut spec = prepared.effective;
+        let mut prepared = policy.prepared;
         let mode = prepared.mode;
         // A user namespace's root cannot reach the state directory: what the
         // container binds from buntime (the supervisor's directory, the
         // unreadable file of deny masks) lies behind a gate (`userns`).
         // (`buntime run` stages what its sandbox cannot reach instead: `stage`.)
         let mapped_root = match mode {
-            SpecMode::Oci => userns::mapped_root(&spec)?,
+            SpecMode::Oci => userns::mapped_root(&prepared.effective)?,
             SpecMode::Run => None,
         };
         let bind_dir = match mapped_root {
             Some(_) => userns::gate_dir(root, &opts.id),
             None => root.extra_dir(&opts.id),
         };
-        let host_paths = mode == SpecMode::Run;
-        let policy_ = &prepared.resolved.policy;
-        let deny_files = unreadable_deny_files(&mut spec, policy_, host_paths, &rootfs, &bind_dir)?;
-        crate::runtime::mounts::keep_cgroup_readonly(&mut spec)?;
-        let mut landlock = prepared.landlock;
-        let supervised = wants_supervisor(&spec);
-        if supervised {
-            add_supervisor(&mut spec, &mut landlock, &bind_dir.join(RUN_DIR))?;
-        }
-        // Canonical paths now, so that applying the plan later (at every exec)
-        // need not follow symlinks the container may have planted since.
-        // (`buntime run` binds host paths at the same place: they are already
-        // what the container sees; only program names need looking up.)
-        if host_paths {
-            landlock.resolve_names_in_root(Path::new("/"));
-        } else {
-            landlock.resolve_in_root(&rootfs);
-        }
+        let site = ContainerSite {
+            rootfs: &rootfs,
+            bind_dir: &bind_dir,
+        };
+        let finished = finish_for_container(&mut prepared, site)?;
+        let (spec, landlock) = (prepared.effective, prepared.landlock);
         check_seal(&spec, &landlock, prepared.landlock_abi, &rootfs)?;
         Ok(Plan {
             resolved: prepared.resolved,
@@ -115,8 +103,8 @@ impl Plan {
             proxy_port: policy.proxy_port,
             mapped_root,
             bind_dir,
-            deny_files,
-            supervised,
+            deny_files: finished.deny_files,
+            supervised: finished.supervised,
             programs: Vec::new(),
             annotations: BTreeMap::new(),
         })

@@ -6,7 +6,7 @@ use std::net::TcpListener;
 
 use libcontainer::oci_spec::runtime::Spec;
 
-use crate::policy::{NetMode, PolicySources};
+use crate::policy::NetMode;
 use crate::prepare::{prepare_resolved, prepare_run, resolve_container, PreparedContainer};
 use crate::runtime::error::{Result, RuntimeError};
 use crate::spec::SpecContext;
@@ -51,7 +51,7 @@ pub(super) fn prepare_policy(
 }
 
 fn prepare_oci(base: &Spec) -> Result<(PreparedContainer, bool, Option<TcpListener>)> {
-    let sources = PolicySources::system().map_err(policy_err)?;
+    let sources = crate::prepare::node_sources().map_err(policy_err)?;
     let learning =
         crate::learn::container::requested(base, &sources).map_err(RuntimeError::Policy)?;
     let resolved = resolve_container(base, &sources).map_err(policy_err)?;

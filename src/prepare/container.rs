@@ -1,15 +1,89 @@
-//! What `create` adds to the prepared spec once it knows the container's
-//! root filesystem and state directory: deny masks over the files a
-//! pattern matches now, and the supervisor's directory.
+//! The prepared spec finished for one container, once `create` knows its
+//! root filesystem and where its state lies: deny masks over the files
+//! the policy names (and a pattern matches now), cgroup mounts kept
+//! read-only, the supervisor's directory, Landlock paths made canonical.
+//! Still no side effects: what needs files made (the network hook, the
+//! seccomp programs, the learning filter, staging binds) is `create`'s.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use libcontainer::oci_spec::runtime::{Mount, MountBuilder, Spec};
 
+use super::{PrepareError, PreparedContainer};
 use crate::landlock::LandlockPlan;
-use crate::runtime::error::{Result, RuntimeError};
-use crate::statedir::DENIED_FILE;
+use crate::spec::SpecMode;
+use crate::statedir::{DENIED_FILE, RUN_DIR};
+
+type Result<T> = std::result::Result<T, PrepareError>;
+
+/// Where the container is made.
+#[derive(Clone, Copy, Debug)]
+pub struct ContainerSite<'a> {
+    /// The container's root filesystem on the host.
+    pub rootfs: &'a Path,
+    /// Where what the container binds from buntime lies: its state
+    /// directory, or a user namespace's gate (`runtime::userns`).
+    pub bind_dir: &'a Path,
+}
+
+/// What finishing decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Finished {
+    /// Some deny entry is a file: `create` makes the unreadable file
+    /// ([`DENIED_FILE`] in the bind directory).
+    pub deny_files: bool,
+    /// The container has a supervisor (`buntime.dev/supervisor` is not
+    /// `off`): `create` makes its directory ([`RUN_DIR`]).
+    pub supervised: bool,
+}
+
+/// Bundle annotation `buntime.dev/supervisor: off` runs the container
+/// without a supervisor (no broker, no `/run/buntime`): it only removes
+/// rights, so any bundle may ask for it.
+pub const ANNOTATION_SUPERVISOR_OFF: &str = "buntime.dev/supervisor";
+
+fn wants_supervisor(spec: &Spec) -> bool {
+    spec.annotations()
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_SUPERVISOR_OFF))
+        .is_none_or(|v| v != "off")
+}
+
+/// Finishes `prepared.effective` and `prepared.landlock` for the
+/// container at `site`.
+pub fn finish_for_container(
+    prepared: &mut PreparedContainer,
+    site: ContainerSite<'_>,
+) -> Result<Finished> {
+    let host_paths = prepared.mode == SpecMode::Run;
+    let spec = &mut prepared.effective;
+    let deny_files = unreadable_deny_files(
+        spec,
+        &prepared.resolved.policy,
+        host_paths,
+        site.rootfs,
+        site.bind_dir,
+    )?;
+    super::mounts::keep_cgroup_readonly(spec)?;
+    let supervised = wants_supervisor(spec);
+    if supervised {
+        add_supervisor(spec, &mut prepared.landlock, &site.bind_dir.join(RUN_DIR))?;
+    }
+    // Canonical paths now, so that applying the plan later (at every exec)
+    // need not follow symlinks the container may have planted since.
+    // (`buntime run` binds host paths at the same place: they are already
+    // what the container sees; only program names need looking up.)
+    if host_paths {
+        prepared.landlock.resolve_names_in_root(Path::new("/"));
+    } else {
+        prepared.landlock.resolve_in_root(site.rootfs);
+    }
+    Ok(Finished {
+        deny_files,
+        supervised,
+    })
+}
 
 /// A read-only bind with nothing to run or open as a device: what buntime
 /// itself puts into a container (the supervisor's directory, deny masks).
@@ -25,7 +99,7 @@ fn sealed_bind(src: &Path, dst: &Path) -> Result<Mount> {
                 .collect::<Vec<_>>(),
         )
         .build()
-        .map_err(|e| RuntimeError::Invalid(format!("mount {}: {e}", dst.display())))
+        .map_err(|e| PrepareError::Invalid(format!("mount {}: {e}", dst.display())))
 }
 
 /// A denied *file* is masked with an unreadable file instead of
@@ -34,7 +108,7 @@ fn sealed_bind(src: &Path, dst: &Path) -> Result<Mount> {
 /// masked by an empty read-only tmpfs. A deny pattern (`/etc/shadow*`)
 /// is masked as the entries it matches now, in the container's view.
 /// Returns whether any file was found.
-pub(super) fn unreadable_deny_files(
+fn unreadable_deny_files(
     spec: &mut Spec,
     policy: &crate::policy::Policy,
     host_paths: bool,
@@ -77,7 +151,7 @@ fn deny_matches(
     host_paths: bool,
     rootfs: &Path,
 ) -> Result<(Vec<PathBuf>, Vec<String>)> {
-    use crate::runtime::mounts::{refuse_symlinked_mask, MaskView};
+    use super::mounts::{refuse_symlinked_mask, MaskView};
     let view = |p: &Path| {
         if host_paths {
             p.to_path_buf()
@@ -88,7 +162,7 @@ fn deny_matches(
     let mut files = Vec::new();
     let mut masked = Vec::new();
     // A mask is a mount, and mounts follow symlinks: one in the way of a
-    // deny path fails create (super::mounts).
+    // deny path fails create (`super::mounts`).
     let spec_mounts = spec.mounts().clone().unwrap_or_default();
     let mask_view = if host_paths {
         MaskView::Host
@@ -142,7 +216,7 @@ fn pattern_entries(
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
-            return Err(RuntimeError::Policy(format!(
+            return Err(PrepareError::Refused(format!(
                 "filesystem.deny {:?}: cannot list {} to mask what it matches: {e}",
                 rule.display(),
                 dir.display()
@@ -158,28 +232,12 @@ fn pattern_entries(
     ))
 }
 
-pub(super) fn make_denied_file(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = dir.join(DENIED_FILE);
-    fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o000)
-        .open(&path)
-        .map(|_| ())
-        .map_err(|e| RuntimeError::io(format!("create {}", path.display()), e))
-}
-
 /// Binds the supervisor's directory (socket and segment; `source`)
 /// read-only at `/run/buntime`, points the worker at it through the
 /// environment (which `exec` inherits: it reads the same effective
 /// config.json), and lets Landlock read it.
-pub(super) fn add_supervisor(
-    spec: &mut Spec,
-    plan: &mut LandlockPlan,
-    source: &Path,
-) -> Result<()> {
-    use crate::supervisor::{CONTAINER_CONTROL, CONTAINER_DIR, CONTAINER_IPC};
+fn add_supervisor(spec: &mut Spec, plan: &mut LandlockPlan, source: &Path) -> Result<()> {
+    use crate::statedir::{CONTAINER_CONTROL, CONTAINER_DIR, CONTAINER_IPC};
     let mount = sealed_bind(source, Path::new(CONTAINER_DIR))?;
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     mounts.retain(|m| !m.destination().starts_with(CONTAINER_DIR));

@@ -7,8 +7,13 @@
 //! (`buntime-runc create`: [`prepare_container`], or
 //! [`resolve_container`] then [`prepare_resolved`]) and Run (`buntime run`:
 //! [`prepare_run`]), checks that an annotation policy only narrows its
-//! bundle, and plans Landlock. Nothing here has side effects: `create`
-//! (`runtime::create`) writes the result to the state directory and builds.
+//! bundle, and plans Landlock; then finishes the spec for the container's
+//! root filesystem and state directory ([`finish_for_container`]: deny
+//! masks, the supervisor's directory). Nothing here has side effects:
+//! `create` (`runtime::create`) writes the result to the state directory,
+//! adds only what depends on files it makes there (the rootless network
+//! hook, precompiled seccomp programs, the learning filter, staged binds),
+//! and builds.
 
 pub mod container;
 pub mod mounts;

@@ -29,7 +29,7 @@ pub fn filter_env(policy: &Policy, vars: &[(String, String)]) -> Vec<String> {
 
 /// The environment of a container process: `vars` through the policy's
 /// env rules, then (in proxy mode) the proxy variables. Init's
-/// ([`effective_spec`]) and every exec'd process's (`runtime::exec`) are
+/// ([`super::effective_spec`]) and every exec'd process's (`runtime::exec`) are
 /// made here, so the two cannot drift apart.
 pub fn process_env(
     policy: &Policy,

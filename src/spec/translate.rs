@@ -440,7 +440,7 @@ fn apply_namespaces(
 fn apply_masks(linux: &mut Linux, policy: &Policy, deny: &[PathBuf]) {
     let iso = &policy.isolation;
     // Patterns (`/etc/shadow*`) are masked as the files they match when
-    // the container is created (runtime::create), not here: what they
+    // the container is created (`prepare::container`), not here: what they
     // match depends on the root filesystem.
     let deny_strings: Vec<String> = deny
         .iter()

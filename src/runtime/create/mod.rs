@@ -1,8 +1,9 @@
 //! `create`: from a bundle to a container waiting for `start`, in named
-//! steps: prepare the policy ([`policy_step`]), plan the container's spec
-//! and Landlock rules ([`plan`]), claim the state directory (from then on a
-//! [`guard::CreateGuard`] undoes everything if a later step fails), write
-//! the state ([`write_state`]), start the supervisor, build, serve.
+//! steps (see [`create`]): prepare the policy (`policy_step`), plan the
+//! container (`plan::Plan::make`), claim the state directory (from then on
+//! a `guard::CreateGuard` undoes everything if a later step fails, when it
+//! is dropped), write the state (`Plan::write_state`), start the
+//! supervisor, write the metadata, build, bring `lo` up, serve.
 
 mod denied;
 mod guard;

@@ -1,6 +1,7 @@
 //! `create`'s plan of the container, and the steps that carry it out:
 //! the prepared spec finished for this root filesystem and state directory
-//! ([`Plan::make`], no side effects), the state written ([`Plan::write_state`]),
+//! ([`Plan::make`], no side effects), the state written and the spec's
+//! last edits, which need files made ([`Plan::write_state`]),
 //! the supervisor started ([`Plan::start_supervisor`]), the metadata
 //! ([`Plan::write_meta`]).
 
@@ -58,10 +59,9 @@ pub(super) struct Plan {
 }
 
 impl Plan {
-    /// The prepared spec finished for this container: deny masks, the
-    /// supervisor's directory, Landlock paths made canonical; and the
-    /// check whether the init must run from a sealed binary. No side
-    /// effects.
+    /// The prepared spec finished for this container
+    /// (`prepare::finish_for_container`), and the check whether the init
+    /// must run from a sealed binary. No side effects.
     pub fn make(
         root: &Root,
         opts: &CreateOptions,

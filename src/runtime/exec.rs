@@ -434,7 +434,7 @@ pub fn exec(root: &Root, opts: &ExecOptions) -> Result<i32> {
         ));
     }
     let extra = root.extra_dir(&opts.id);
-    let spec_file = extra.join("config.json");
+    let spec_file = root.state_dir(&opts.id).spec();
     let text = fs::read(&spec_file)
         .map_err(|e| RuntimeError::io(format!("read {}", spec_file.display()), e))?;
     let spec = parse_spec(&spec_file, &text)?;

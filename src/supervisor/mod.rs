@@ -486,7 +486,7 @@ pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError>
     )
     .map_err(io("chmod control socket"))?;
 
-    let spec_path = state.join("config.json");
+    let spec_path = state.join(crate::statedir::SPEC_FILE);
     let spec_text = fs::read(&spec_path).map_err(io("read effective spec"))?;
     let spec: oci_spec::runtime::Spec = serde_json::from_slice(&spec_text)
         .map_err(|e| SupervisorError::Setup(format!("effective spec: {e}")))?;

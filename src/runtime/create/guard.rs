@@ -103,3 +103,30 @@ fn cleanup_failed(root: &Root, id: &str) {
     }
     let _ = root.remove_extra(id);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The claimed directory is the lock: a second claim of the id is
+    /// refused and undoes nothing of the first; an armed guard removes
+    /// what was made, a disarmed one keeps it.
+    #[test]
+    fn a_dropped_guard_undoes_its_claim_and_a_disarmed_one_keeps_it() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::open(d.path(), false).unwrap();
+        let spec = Spec::default();
+        let first = CreateGuard::claim(&root, "c1", &spec).unwrap();
+        let made = first.dir().path().to_path_buf();
+        std::fs::write(made.join("policy.json"), "{}").unwrap();
+        let second = CreateGuard::claim(&root, "c1", &spec).err().unwrap();
+        assert!(matches!(second, RuntimeError::Exists(_)), "{second}");
+        assert!(made.join("policy.json").exists(), "the loser undid nothing");
+        drop(first);
+        assert!(!made.exists(), "an armed guard removes the state directory");
+        let kept = CreateGuard::claim(&root, "c2", &spec).unwrap();
+        let path = kept.dir().path().to_path_buf();
+        kept.disarm();
+        assert!(path.is_dir());
+    }
+}

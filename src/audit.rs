@@ -18,10 +18,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::{BrokerOp, RuleRef};
 
-/// The audit file's name inside the container's state directory.
-pub const AUDIT_FILE: &str = "audit.log";
-/// Where `audit.log` goes when it is full (replacing the one before).
-pub const AUDIT_FILE_OLD: &str = "audit.log.1";
+/// The audit file's name inside the container's state directory, and
+/// where it goes when it is full (replacing the one before): named by
+/// `crate::statedir` with the directory's other files.
+pub use crate::statedir::{AUDIT_FILE, AUDIT_FILE_OLD};
 /// A full `audit.log`: the sandbox decides how many records it causes, and
 /// the state directory is usually on tmpfs (host memory), so the log is
 /// rotated at this size, keeping this and the previous file.

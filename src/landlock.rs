@@ -327,9 +327,32 @@ impl LandlockPlan {
     /// no_new_privs (required by the kernel without CAP_SYS_ADMIN).
     pub fn apply(&self) -> Result<LandlockStatus, LandlockError> {
         let abi = self.check_supported()?;
-        let read_rights: BitFlags<AccessFs> = AccessFs::ReadFile | AccessFs::ReadDir;
-        let write_rights = read_rights | AccessFs::from_write(NEWEST);
-        let exec_rights = read_rights | AccessFs::Execute;
+        let tcp_restricted = self.restricts_tcp();
+        let mut skipped = Vec::new();
+        let created = self.ruleset()?.create()?;
+        let created = self.add_path_rules(created, &mut skipped)?;
+        let created = self.add_port_rules(created)?;
+        let status = created.restrict_self()?;
+        let enforcement = match status.ruleset {
+            RulesetStatus::FullyEnforced => Enforcement::Full,
+            RulesetStatus::PartiallyEnforced => Enforcement::Partial,
+            RulesetStatus::NotEnforced => Enforcement::NotEnforced,
+        };
+        if (self.required || self.needs_tcp_rules()) && enforcement == Enforcement::NotEnforced {
+            return Err(LandlockError::Unsupported(
+                "the kernel did not enforce the ruleset".into(),
+            ));
+        }
+        Ok(LandlockStatus {
+            kernel_abi: abi,
+            enforcement,
+            tcp_restricted: tcp_restricted && abi.is_some_and(|a| a >= 4),
+            skipped,
+        })
+    }
+
+    /// The rights the ruleset handles.
+    fn ruleset(&self) -> Result<::landlock::Ruleset, LandlockError> {
         // Best effort even when required: rights this kernel lacks are
         // dropped, but a kernel without Landlock is refused above and an
         // unenforced ruleset below.
@@ -337,7 +360,6 @@ impl LandlockPlan {
         if self.filesystem {
             ruleset = ruleset.handle_access(AccessFs::from_all(NEWEST))?;
         }
-        let tcp_restricted = self.restricts_tcp();
         match self.net {
             NetPlan::Tcp { .. } => {
                 ruleset = ruleset.handle_access(AccessNet::ConnectTcp | AccessNet::BindTcp)?
@@ -354,17 +376,27 @@ impl LandlockPlan {
         if self.filesystem {
             ruleset = ruleset.scope(Scope::AbstractUnixSocket | Scope::Signal)?;
         }
-        let mut created = ruleset.create()?;
-        let mut skipped = Vec::new();
-        let groups: Vec<(Vec<PathBuf>, BitFlags<AccessFs>)> = if self.filesystem {
-            vec![
-                (self.read.clone(), read_rights),
-                (self.write.clone(), write_rights),
-                (self.exec_paths(), exec_rights),
-            ]
-        } else {
-            Vec::new()
-        };
+        Ok(ruleset)
+    }
+
+    /// A rule for each path of the plan that is still what create saw;
+    /// the others go to `skipped`.
+    fn add_path_rules(
+        &self,
+        mut created: ::landlock::RulesetCreated,
+        skipped: &mut Vec<PathBuf>,
+    ) -> Result<::landlock::RulesetCreated, LandlockError> {
+        if !self.filesystem {
+            return Ok(created);
+        }
+        let read_rights: BitFlags<AccessFs> = AccessFs::ReadFile | AccessFs::ReadDir;
+        let write_rights = read_rights | AccessFs::from_write(NEWEST);
+        let exec_rights = read_rights | AccessFs::Execute;
+        let groups: Vec<(Vec<PathBuf>, BitFlags<AccessFs>)> = vec![
+            (self.read.clone(), read_rights),
+            (self.write.clone(), write_rights),
+            (self.exec_paths(), exec_rights),
+        ];
         for (paths, rights) in groups {
             for p in paths {
                 // No symlink is followed: the paths were made canonical at
@@ -390,6 +422,14 @@ impl LandlockPlan {
                 created = created.add_rule(PathBeneath::new(fd, rights))?;
             }
         }
+        Ok(created)
+    }
+
+    /// The TCP ports the network plan opens.
+    fn add_port_rules(
+        &self,
+        mut created: ::landlock::RulesetCreated,
+    ) -> Result<::landlock::RulesetCreated, LandlockError> {
         if let NetPlan::Tcp { connect, bind } = &self.net {
             for port in connect {
                 created = created.add_rule(NetPort::new(*port, AccessNet::ConnectTcp))?;
@@ -403,23 +443,7 @@ impl LandlockPlan {
                 created = created.add_rule(NetPort::new(*port, AccessNet::ConnectTcp))?;
             }
         }
-        let status = created.restrict_self()?;
-        let enforcement = match status.ruleset {
-            RulesetStatus::FullyEnforced => Enforcement::Full,
-            RulesetStatus::PartiallyEnforced => Enforcement::Partial,
-            RulesetStatus::NotEnforced => Enforcement::NotEnforced,
-        };
-        if (self.required || self.needs_tcp_rules()) && enforcement == Enforcement::NotEnforced {
-            return Err(LandlockError::Unsupported(
-                "the kernel did not enforce the ruleset".into(),
-            ));
-        }
-        Ok(LandlockStatus {
-            kernel_abi: abi,
-            enforcement,
-            tcp_restricted: tcp_restricted && abi.is_some_and(|a| a >= 4),
-            skipped,
-        })
+        Ok(created)
     }
 
     /// Makes every path canonical as the container will see it, resolving

@@ -12,10 +12,12 @@ pub mod landlock;
 pub mod learn;
 pub mod logging;
 pub mod policy;
+pub mod prepare;
 pub mod proxy;
 pub mod runtime;
 pub mod sandbox;
 pub mod spec;
+pub mod statedir;
 pub mod stdout;
 pub mod supervisor;
 // The debug UI and its HTTP server: the `ui` feature (on by default).

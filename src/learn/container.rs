@@ -3,7 +3,7 @@
 //! connect calls are observed in the kernel path as in `buntime run
 //! --learn`. The seccomp listener is served by the container's supervisor
 //! (`buntime-runc create` returns while the container lives), which keeps
-//! what it saw in the state directory ([`RECORD_FILE`]);
+//! what it saw in the state directory (`statedir::LEARN_RECORD`);
 //! `buntime-runc policy learned ID` cuts the least policy from it and from
 //! the audit log (the hosts the proxy was asked for, the broker's denials).
 //!
@@ -36,10 +36,6 @@ use crate::runtime::state::Root;
 
 /// The bundle annotation asking for learning: `"true"` or `"false"`.
 pub const ANNOTATION_LEARN: &str = "buntime.dev/learn";
-/// In the state directory: the socket libcontainer hands the listener to.
-pub const SOCKET_FILE: &str = "learn.sock";
-/// In the state directory: what the supervisor saw (an [`Observed`]).
-pub const RECORD_FILE: &str = "learned.json";
 pub use super::observe::MAX_EVENTS;
 /// A socket address holds at most this many bytes of path.
 const SUN_PATH_MAX: usize = 107;
@@ -378,8 +374,8 @@ pub fn learned(root: &Root, id: &str, threshold: usize) -> Result<ContainerLearn
             "container {id:?} does not exist"
         )));
     }
-    let dir = root.extra_dir(id);
-    let text = match std::fs::read(dir.join(RECORD_FILE)) {
+    let dir = root.state_dir(id);
+    let text = match std::fs::read(dir.learn_record()) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(LearnError::Invalid(format!(
@@ -389,17 +385,17 @@ pub fn learned(root: &Root, id: &str, threshold: usize) -> Result<ContainerLearn
         Err(e) => {
             return Err(LearnError::Invalid(format!(
                 "container {id:?}: read {}: {e}",
-                dir.join(RECORD_FILE).display()
+                dir.learn_record().display()
             )))
         }
     };
     let mut seen: Observed = serde_json::from_slice(&text).map_err(|e| {
         LearnError::Invalid(format!(
             "container {id:?}: {}: {e}",
-            dir.join(RECORD_FILE).display()
+            dir.learn_record().display()
         ))
     })?;
-    let policy_file = dir.join(crate::runtime::create::POLICY_FILE);
+    let policy_file = dir.policy();
     let base_text = std::fs::read_to_string(&policy_file).map_err(|e| {
         LearnError::Invalid(format!(
             "container {id:?}: read {}: {e}",
@@ -409,7 +405,7 @@ pub fn learned(root: &Root, id: &str, threshold: usize) -> Result<ContainerLearn
     let base = crate::policy::parse_policy(&base_text, &policy_file.display().to_string())
         .map_err(|e| LearnError::Invalid(format!("container {id:?}: {e}")))?;
     seen.events
-        .extend(audit_events(&crate::audit::read_all(&dir)));
+        .extend(audit_events(&crate::audit::read_all(dir.path())));
     let meta = root.read_meta(id);
     let ran_under = meta
         .policy_name

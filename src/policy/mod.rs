@@ -3,6 +3,9 @@
 //! Deny by default; an explicit deny wins over an allow. Policies are JSON,
 //! versioned (`"version": 1`), and unknown fields are rejected. See
 //! `docs/policy.md` for the reference.
+//!
+//! A leaf: pure data, parsing, loading and intersection. Turning a policy
+//! into a spec and a Landlock plan is `crate::prepare`'s.
 
 pub mod decide;
 pub mod explain;
@@ -30,8 +33,7 @@ pub use net::{
 };
 pub use paths::{FsAccess, FsDecision, FsField, FsMatch};
 pub use source::{
-    prepare_container, prepare_resolved, prepare_run, resolve_container, NodeConfig, PolicyOrigin,
-    PolicySources, PreparedContainer, ResolvedPolicy, RunSandbox, SourceError, ANNOTATION_POLICY,
+    NodeConfig, PolicyOrigin, PolicySources, ResolvedPolicy, SourceError, ANNOTATION_POLICY,
     ANNOTATION_POLICY_NAME, ANNOTATION_POLICY_SHA256,
 };
 

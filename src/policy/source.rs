@@ -1,8 +1,6 @@
-//! Where a container's policy comes from in OCI mode, and the one-stop
-//! preparation `buntime-runc create` calls: resolve the policy from the
-//! bundle's annotations and the node configuration, translate it into the
-//! effective spec, check that an annotation policy only narrows the bundle,
-//! and build the Landlock plan.
+//! Where a container's policy comes from in OCI mode: resolved from the
+//! bundle's annotations and the node configuration. Translating it is
+//! `crate::prepare`'s.
 //!
 //! Order: `buntime.dev/policy` (inline JSON) or `buntime.dev/policy-name`
 //! (a file in the policy directories); with neither, the node default
@@ -17,7 +15,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use libcontainer::oci_spec::runtime::Spec;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -26,9 +23,6 @@ use super::load::{load_policy_file, parse_json, parse_policy, LoadError, PolicyE
 use super::model::{Policy, PolicyVersion};
 use super::net::HostAddrs;
 use super::{builtin_default, builtin_policy};
-use crate::landlock::{LandlockError, LandlockPlan};
-pub use crate::spec::{check_only_narrows, NarrowingError};
-use crate::spec::{effective_spec, SpecContext, SpecError};
 
 /// Inline policy JSON.
 pub const ANNOTATION_POLICY: &str = "buntime.dev/policy";
@@ -36,9 +30,6 @@ pub const ANNOTATION_POLICY: &str = "buntime.dev/policy";
 pub const ANNOTATION_POLICY_NAME: &str = "buntime.dev/policy-name";
 /// Set by the runtime in `state`: SHA-256 of the applied policy.
 pub const ANNOTATION_POLICY_SHA256: &str = "buntime.dev/policy-sha256";
-/// Set by `buntime run` in the effective spec: policy paths are host paths
-/// (the supervisor opens files on the host, not in the container).
-pub const ANNOTATION_PATHS: &str = "buntime.dev/paths";
 /// The node configuration file.
 pub const NODE_CONFIG_PATH: &str = "/etc/buntime/config.json";
 /// The default policy directory.
@@ -175,7 +166,7 @@ pub struct ResolvedPolicy {
     pub policy: Policy,
     pub origin: PolicyOrigin,
     /// The policy arrived through an annotation: the effective spec must
-    /// only narrow the bundle ([`check_only_narrows`]).
+    /// only narrow the bundle (`prepare::check_only_narrows`).
     pub from_annotation: bool,
     /// The ceiling applied, if any.
     pub ceiling: Option<String>,
@@ -234,12 +225,6 @@ pub enum SourceError {
     },
     #[error("cannot read this host's addresses: {0}")]
     HostAddrs(String),
-    #[error(transparent)]
-    Narrowing(#[from] NarrowingError),
-    #[error(transparent)]
-    Spec(#[from] SpecError),
-    #[error(transparent)]
-    Landlock(#[from] LandlockError),
 }
 
 fn valid_name(n: &str) -> bool {
@@ -247,16 +232,6 @@ fn valid_name(n: &str) -> bool {
         && !n.starts_with('.')
         && n.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-}
-
-/// The `policies/` directory of the source checkout the running binary was
-/// built in (`<repo>/target/<profile>/<bin>`), if any.
-pub fn checkout_policies_dir() -> Option<PathBuf> {
-    let exe = crate::exeseal::exe_path().ok()?;
-    exe.ancestors()
-        .skip(1)
-        .find(|d| d.join("Cargo.toml").is_file() && d.join("policies").is_dir())
-        .map(|d| d.join("policies"))
 }
 
 impl PolicySources {
@@ -292,13 +267,13 @@ impl PolicySources {
     }
 
     /// The node's real sources: `/etc/buntime` (or `$BUNTIME_ETC`, an
-    /// absolute path), then the checkout's `policies/` when run from a
-    /// source tree.
+    /// absolute path), then `checkout`, the checkout's `policies/` when run
+    /// from a source tree (`prepare::checkout_policies_dir`).
     ///
     /// `BUNTIME_ETC` is read from the runtime's own environment, which the
     /// engine (root on the node) sets, never from the bundle: it lets tests
     /// and non-standard installs keep their node configuration elsewhere.
-    pub fn system() -> Result<Self, SourceError> {
+    pub fn system(checkout: Option<PathBuf>) -> Result<Self, SourceError> {
         let etc = match std::env::var_os(ENV_ETC) {
             Some(d) if Path::new(&d).is_absolute() => PathBuf::from(d),
             Some(d) => {
@@ -309,7 +284,7 @@ impl PolicySources {
             }
             None => PathBuf::from("/etc/buntime"),
         };
-        Self::from_dir(&etc, checkout_policies_dir())
+        Self::from_dir(&etc, checkout)
     }
 
     /// The node default: the default policy file, else the built-in one.
@@ -515,173 +490,10 @@ impl PolicySources {
     }
 }
 
-/// Everything `create` needs, computed without side effects.
-#[derive(Clone, Debug)]
-pub struct PreparedContainer {
-    pub resolved: ResolvedPolicy,
-    /// Hand this to libcontainer instead of the bundle's spec; also write
-    /// it to the state directory for inspection.
-    pub effective: Spec,
-    /// Apply in the container right before exec; store in the state
-    /// directory for `exec`.
-    pub landlock: LandlockPlan,
-    /// The kernel's Landlock ABI at create time (`None`: not applied,
-    /// because the policy turns it off or the kernel has none).
-    pub landlock_abi: Option<u32>,
-}
-
-/// The Landlock ABI the plan is applied with; `None` when it is not
-/// applied: `"landlock": "off"`, or a kernel without Landlock (refused
-/// before when the policy requires it).
-fn landlock_abi(policy: &Policy, plan: &LandlockPlan) -> Result<Option<u32>, SourceError> {
-    // `pod` mode's TCP rule is applied even with `"landlock": "off"`
-    // (the plan then has no filesystem rules).
-    if policy.landlock == super::model::LandlockRequirement::Off && !plan.needs_tcp_rules() {
-        return Ok(None);
-    }
-    Ok(plan.check_supported()?)
-}
-
-/// Resolve, translate and check a bundle's policy (OCI mode). Any error
-/// means `create` must fail and create nothing.
-pub fn prepare_container(
-    bundle: &Spec,
-    sources: &PolicySources,
-    ctx: &SpecContext,
-) -> Result<PreparedContainer, SourceError> {
-    let resolved = resolve_container(bundle, sources)?;
-    prepare_resolved(bundle, resolved, ctx)
-}
-
-/// The policy of a bundle (OCI mode), from its annotations, the node's
-/// configuration and the defaults: the first half of [`prepare_container`]
-/// (`create` binds a `pod`-mode proxy between the two halves, as the
-/// proxy's port goes into the spec).
-pub fn resolve_container(
-    bundle: &Spec,
-    sources: &PolicySources,
-) -> Result<ResolvedPolicy, SourceError> {
-    let cwd = bundle
-        .process()
-        .as_ref()
-        .map(|p| p.cwd().clone())
-        .filter(|c| c.is_absolute())
-        .unwrap_or_else(|| PathBuf::from("/"));
-    sources.resolve(bundle.annotations().as_ref(), &cwd)
-}
-
-/// Translate and check a resolved policy: the second half of
-/// [`prepare_container`].
-pub fn prepare_resolved(
-    bundle: &Spec,
-    resolved: ResolvedPolicy,
-    ctx: &SpecContext,
-) -> Result<PreparedContainer, SourceError> {
-    let effective = effective_spec(&resolved.policy, bundle, ctx)?;
-    if resolved.from_annotation {
-        check_only_narrows(bundle, &effective)?;
-    }
-    let landlock = LandlockPlan::from_policy(&resolved.policy, &effective, ctx.proxy_port);
-    let landlock_abi = landlock_abi(&resolved.policy, &landlock)?;
-    Ok(PreparedContainer {
-        resolved,
-        effective,
-        landlock,
-        landlock_abi,
-    })
-}
-
-/// What `buntime run` hands `create` instead of a bundle's annotations:
-/// the policy itself (host paths), the caller's environment, and the
-/// worker's own pieces the policy does not name.
-#[derive(Clone, Debug, Default)]
-pub struct RunSandbox {
-    /// Absolute host paths.
-    pub policy: Policy,
-    pub origin: String,
-    /// The caller's environment, filtered by the policy's env rules.
-    pub host_env: Vec<(String, String)>,
-    /// Variables the worker needs (`PYTHONPATH`, ...), set after filtering.
-    pub worker_env: Vec<String>,
-    /// Mounted after the policy's binds, so a bind of a parent (`/opt`)
-    /// does not hide them.
-    pub late_mounts: Vec<libcontainer::oci_spec::runtime::Mount>,
-    /// Container paths Landlock must let the sandbox read / execute.
-    pub landlock_read: Vec<PathBuf>,
-    pub landlock_exec: Vec<PathBuf>,
-    /// In a user namespace of an ordinary user: libcontainer gets no
-    /// resources (its devices controller needs CAP_SYS_ADMIN); the caller
-    /// writes the limits into the delegated cgroup itself.
-    pub rootless: bool,
-}
-
-/// Translate a `buntime run` sandbox (Run mode: policy paths are host
-/// paths, bound at the same place).
-pub fn prepare_run(bundle: &Spec, run: &RunSandbox) -> Result<PreparedContainer, SourceError> {
-    // Host paths this machine does not have (`/lib32`) cannot be bound and
-    // grant nothing: they are left out of the applied policy.
-    let mut policy = run.policy.clone();
-    for list in [
-        &mut policy.filesystem.read,
-        &mut policy.filesystem.write,
-        &mut policy.filesystem.exec,
-    ] {
-        list.retain(|p| p.as_path().exists());
-    }
-    let resolved = ResolvedPolicy {
-        policy,
-        origin: PolicyOrigin::CommandLine(run.origin.clone()),
-        from_annotation: false,
-        ceiling: None,
-    };
-    let ctx = SpecContext {
-        mode: crate::spec::SpecMode::Run,
-        host_limits: crate::spec::HostLimits::current(),
-        proxy_port: Some(crate::proxy::PROXY_PORT),
-        host_env: Some(run.host_env.clone()),
-    };
-    let mut effective = effective_spec(&resolved.policy, bundle, &ctx)?;
-    let mut mounts = effective.mounts().clone().unwrap_or_default();
-    mounts.extend(run.late_mounts.iter().cloned());
-    effective.set_mounts(Some(mounts));
-    if let Some(mut process) = effective.process().clone() {
-        let mut env = process.env().clone().unwrap_or_default();
-        for var in &run.worker_env {
-            let name = var.split('=').next().unwrap_or_default();
-            env.retain(|e| e.split('=').next() != Some(name));
-            env.push(var.clone());
-        }
-        process.set_env(Some(env));
-        effective.set_process(Some(process));
-    }
-    // The supervisor must open broker-granted paths on the host (they are
-    // host paths), not in the container's view.
-    let mut annotations = effective.annotations().clone().unwrap_or_default();
-    annotations.insert(ANNOTATION_PATHS.into(), "host".into());
-    effective.set_annotations(Some(annotations));
-    if run.rootless {
-        if let Some(mut linux) = effective.linux().clone() {
-            linux.set_resources(None);
-            effective.set_linux(Some(linux));
-        }
-    }
-    let mut landlock = LandlockPlan::from_policy(&resolved.policy, &effective, ctx.proxy_port);
-    landlock.read.extend(run.landlock_read.iter().cloned());
-    landlock.exec.extend(run.landlock_exec.iter().cloned());
-    let landlock_abi = landlock_abi(&resolved.policy, &landlock)?;
-    Ok(PreparedContainer {
-        resolved,
-        effective,
-        landlock,
-        landlock_abi,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::policy::NetMode;
-    use crate::spec::{HostLimits, SpecMode};
 
     fn tmpdir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("buntime-src-{tag}-{}", std::process::id()));
@@ -695,19 +507,6 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
-    }
-
-    fn bundle() -> Spec {
-        serde_json::from_str(include_str!("../../tests/golden/bundle.json")).unwrap()
-    }
-
-    fn ctx() -> SpecContext {
-        SpecContext {
-            mode: SpecMode::Oci,
-            host_limits: HostLimits::unlimited(),
-            proxy_port: None,
-            host_env: None,
-        }
     }
 
     #[test]
@@ -976,114 +775,6 @@ mod tests {
             e.contains("names an address of this host, which the node's ceiling policy \"lab\""),
             "{e}"
         );
-        let _ = std::fs::remove_dir_all(&d);
-    }
-
-    #[test]
-    fn prepare_container_end_to_end() {
-        let d = tmpdir("prepare");
-        // python-dev asks the broker: the node must ask too.
-        std::fs::write(
-            d.join("default.json"),
-            r#"{"version":1,"broker":{"fs_read":"ask","fs_write":"ask","list_dir":"ask","net_connect":"ask"}}"#,
-        )
-        .unwrap();
-        let s = PolicySources::from_dir(&d, None).unwrap();
-        let mut b = bundle();
-        b.set_annotations(Some(ann(&[(ANNOTATION_POLICY_NAME, "python-dev")])));
-        let p = prepare_container(&b, &s, &ctx()).unwrap();
-        assert!(p.resolved.from_annotation);
-        assert!(
-            p.landlock.write.contains(&PathBuf::from("/")),
-            "'.' resolved against cwd /"
-        );
-        assert!(p.effective.linux().as_ref().unwrap().seccomp().is_some());
-        let _ = std::fs::remove_dir_all(&d);
-    }
-
-    #[test]
-    fn landlock_off_plans_nothing_and_annotations_meet_the_node_isolation() {
-        let d = tmpdir("isolation");
-        std::fs::write(
-            d.join("default.json"),
-            r#"{"version":1,"filesystem":{"read":["/"],"write":["/"],"exec":["/"]},
-                "network":{"mode":"bundle"},"landlock":"off",
-                "isolation":{"capabilities":{"drop":["SYS_ADMIN"]},"no_new_privileges":true}}"#,
-        )
-        .unwrap();
-        let s = PolicySources::from_dir(&d, None).unwrap();
-        let p = prepare_container(&bundle(), &s, &ctx()).unwrap();
-        assert_eq!(p.landlock_abi, None, "off: no plan applied");
-        // An annotation that says nothing about isolation gets the node's;
-        // one that asks for less Landlock gets the node's too.
-        let mut b = bundle();
-        b.set_annotations(Some(ann(&[(
-            ANNOTATION_POLICY,
-            r#"{"version":1,"filesystem":{"read":["/"]},"landlock":"off",
-                "isolation":{"capabilities":{"keep":["CHOWN","SYS_ADMIN"]}}}"#,
-        )])));
-        let r = s
-            .resolve_with(
-                b.annotations().as_ref(),
-                Path::new("/"),
-                &HostAddrs::default(),
-            )
-            .unwrap();
-        let iso = &r.policy.isolation;
-        assert!(iso.no_new_privileges);
-        assert_eq!(iso.capabilities.drop.len(), 1);
-        assert_eq!(iso.capabilities.keep.as_ref().map(Vec::len), Some(2));
-        assert_eq!(r.policy.landlock, crate::policy::LandlockRequirement::Off);
-        // The shipped strict default (secure) as the reference: its values
-        // win.
-        std::fs::write(
-            d.join("default.json"),
-            include_str!("../../policies/default.json"),
-        )
-        .unwrap();
-        let s = PolicySources::from_dir(&d, None).unwrap();
-        let r = s
-            .resolve_with(
-                b.annotations().as_ref(),
-                Path::new("/"),
-                &HostAddrs::default(),
-            )
-            .unwrap();
-        assert_eq!(
-            r.policy.isolation,
-            crate::policy::builtin_run_default()
-                .isolation
-                .meet(&r.policy.isolation)
-        );
-        assert_eq!(r.policy.isolation.capabilities.keep, Some(vec![]));
-        assert!(r.policy.isolation.read_only_root);
-        assert_eq!(
-            r.policy.landlock,
-            crate::policy::LandlockRequirement::BestEffort
-        );
-        assert_eq!(r.policy.resources.core.map(|c| c.bytes()), Some(0));
-        // The built-in engine default as the reference: its dropped
-        // capabilities and no_new_privileges win; keep and Landlock stay
-        // the annotation's (the engine keeps the bundle's, Landlock off).
-        std::fs::remove_file(d.join("default.json")).unwrap();
-        let s = PolicySources::from_dir(&d, None).unwrap();
-        let r = s
-            .resolve_with(
-                b.annotations().as_ref(),
-                Path::new("/"),
-                &HostAddrs::default(),
-            )
-            .unwrap();
-        assert_eq!(r.origin, PolicyOrigin::Inline);
-        let iso = &r.policy.isolation;
-        assert_eq!(iso, &builtin_default().isolation.meet(iso));
-        assert!(iso.no_new_privileges && !iso.read_only_root);
-        assert_eq!(iso.capabilities.keep.as_ref().map(Vec::len), Some(2));
-        assert_eq!(
-            iso.capabilities.drop,
-            builtin_default().isolation.capabilities.drop
-        );
-        assert_eq!(r.policy.landlock, crate::policy::LandlockRequirement::Off);
         let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -328,7 +328,7 @@ pub fn write_spec(dir: &Path, spec: &Spec) -> Result<()> {
 /// Writes back a spec read from `dir/config.json` (already in
 /// libcontainer's order).
 pub fn write_stored_spec(dir: &Path, spec: &Spec) -> Result<()> {
-    let file = dir.join("config.json");
+    let file = dir.join(crate::statedir::SPEC_FILE);
     let body = serde_json::to_vec_pretty(spec)
         .map_err(|e| RuntimeError::Invalid(format!("encode {}: {e}", file.display())))?;
     fs::write(&file, body).map_err(|e| RuntimeError::io(format!("write {}", file.display()), e))

@@ -83,6 +83,30 @@ impl RuntimeError {
     }
 }
 
+/// A policy that cannot be prepared is a policy error, as it always was;
+/// reading the host or building a mount fails as itself.
+impl From<crate::prepare::PrepareError> for RuntimeError {
+    fn from(e: crate::prepare::PrepareError) -> Self {
+        use crate::prepare::PrepareError;
+        match e {
+            PrepareError::Io { context, err } => Self::io(context, err),
+            PrepareError::Invalid(message) => Self::Invalid(message),
+            other => Self::Policy(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::statedir::StateFileError> for RuntimeError {
+    fn from(e: crate::statedir::StateFileError) -> Self {
+        use crate::statedir::StateFileError;
+        match e {
+            StateFileError::Read { path, err } => Self::io(format!("read {path}"), err),
+            StateFileError::Write { path, err } => Self::io(format!("write {path}"), err),
+            other => Self::Invalid(other.to_string()),
+        }
+    }
+}
+
 /// Joins an error and its sources with ": ", skipping repeats.
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();

@@ -434,7 +434,7 @@ pub fn exec(root: &Root, opts: &ExecOptions) -> Result<i32> {
         ));
     }
     let extra = root.extra_dir(&opts.id);
-    let spec_file = extra.join("config.json");
+    let spec_file = root.state_dir(&opts.id).spec();
     let text = fs::read(&spec_file)
         .map_err(|e| RuntimeError::io(format!("read {}", spec_file.display()), e))?;
     let spec = parse_spec(&spec_file, &text)?;
@@ -461,9 +461,7 @@ pub fn exec(root: &Root, opts: &ExecOptions) -> Result<i32> {
         }),
     }
     .map_err(RuntimeError::Reseal)?;
-    let policy_file = extra.join(super::create::POLICY_FILE);
-    let policy_text = fs::read_to_string(&policy_file)
-        .map_err(|e| RuntimeError::io(format!("read {}", policy_file.display()), e))?;
+    let policy_text = root.state_dir(&opts.id).read_policy_text()?;
     let policy = crate::policy::parse_policy(&policy_text, "policy.json")
         .map_err(|e| RuntimeError::Policy(e.to_string()))?;
     let policy_name = meta

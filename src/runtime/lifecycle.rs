@@ -37,12 +37,8 @@ pub fn state(root: &Root, id: &str) -> Result<serde_json::Value> {
 /// came from, and the effective spec libcontainer runs.
 pub fn explain(root: &Root, id: &str) -> Result<String> {
     let _ = root.load(id)?;
-    let dir = root.extra_dir(id);
-    let read = |name: &str| {
-        std::fs::read_to_string(dir.join(name))
-            .map_err(|e| RuntimeError::io(format!("read {}", dir.join(name).display()), e))
-    };
-    let policy_text = read(crate::runtime::create::POLICY_FILE)?;
+    let dir = root.state_dir(id);
+    let policy_text = dir.read_policy_text()?;
     let policy = crate::policy::parse_policy(&policy_text, "policy.json")
         .map_err(|e| RuntimeError::Policy(e.to_string()))?;
     let meta = root.read_meta(id);
@@ -53,7 +49,7 @@ pub fn explain(root: &Root, id: &str) -> Result<String> {
     out.push('\n');
     out.push_str(&crate::policy::explain(&policy));
     out.push_str("\neffective spec:\n");
-    out.push_str(&read(crate::runtime::create::EFFECTIVE_FILE)?);
+    out.push_str(&dir.read_text(crate::statedir::EFFECTIVE_FILE)?);
     out.push('\n');
     Ok(out)
 }

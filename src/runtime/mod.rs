@@ -17,7 +17,6 @@ pub mod foreground;
 pub mod lifecycle;
 pub mod list;
 pub mod loopback;
-pub mod mounts;
 pub mod netns_hook;
 pub mod ps;
 pub mod refusal;

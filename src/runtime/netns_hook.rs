@@ -32,7 +32,7 @@ use super::error::{Result, RuntimeError};
 /// argv[1] that makes either binary run as the hook.
 pub const HOOK_ARG: &str = "__netns-hook";
 /// The datagram socket in the container's state directory.
-pub const SOCKET_FILE: &str = "netns-hook.sock";
+pub use crate::statedir::NETNS_HOOK_SOCKET as SOCKET_FILE;
 /// How long libcontainer lets the hook run.
 const HOOK_TIMEOUT_SECS: i64 = 10;
 /// The one message the hook sends, with the listener attached.

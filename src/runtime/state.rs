@@ -17,11 +17,11 @@ use libcontainer::syscall::syscall::SyscallType;
 use serde::{Deserialize, Serialize};
 
 use super::error::{error_chain, Result, RuntimeError};
+use crate::spec::SpecMode;
+use crate::statedir::{StateDir, META_FILE};
 
 /// The directory our own per-container files live under, inside the root.
 const EXTRA_DIR: &str = ".buntime";
-/// Our metadata file inside the extra directory.
-const META_FILE: &str = "buntime.json";
 
 /// The state root (`--root`, default `/run/buntime-runc`).
 #[derive(Debug, Clone)]
@@ -47,6 +47,11 @@ pub struct Meta {
     /// The policy's short name (`PolicyOrigin::name`), for `exec` errors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_name: Option<String>,
+    /// `run` for `buntime run`'s sandboxes, whose policy paths are host
+    /// paths; `oci` (also what older metadata without it means) otherwise.
+    /// Kept here, where a bundle cannot reach, rather than in the spec.
+    #[serde(default)]
+    pub mode: SpecMode,
 }
 
 impl Root {
@@ -84,6 +89,11 @@ impl Root {
     /// buntime's own directory for the container.
     pub fn extra_dir(&self, id: &str) -> PathBuf {
         self.path.join(EXTRA_DIR).join(id)
+    }
+
+    /// buntime's own directory for the container, with its files.
+    pub fn state_dir(&self, id: &str) -> StateDir {
+        StateDir::new(self.extra_dir(id))
     }
 
     /// True when either directory of the container exists.
@@ -134,19 +144,13 @@ impl Root {
         Ok(ids)
     }
 
+    /// The container's metadata; the default when it has none (yet).
     pub fn read_meta(&self, id: &str) -> Meta {
-        let path = self.extra_dir(id).join(META_FILE);
-        fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+        self.state_dir(id).read_json(META_FILE).unwrap_or_default()
     }
 
     pub fn write_meta(&self, id: &str, meta: &Meta) -> Result<()> {
-        let path = self.extra_dir(id).join(META_FILE);
-        let body = serde_json::to_vec_pretty(meta)
-            .map_err(|e| RuntimeError::Invalid(format!("encode {}: {e}", path.display())))?;
-        fs::write(&path, body).map_err(|e| RuntimeError::io(format!("write {}", path.display()), e))
+        Ok(self.state_dir(id).write_json(META_FILE, meta)?)
     }
 
     /// Removes buntime's own files of a container (its user namespace's
@@ -245,5 +249,20 @@ mod tests {
             );
         }
         validate_id("job-1_a.b+c").expect("valid id");
+    }
+
+    /// Metadata written before the mode was kept in it means OCI mode.
+    #[test]
+    fn the_mode_round_trips_and_defaults_to_oci() {
+        let old: Meta = serde_json::from_str(r#"{"bundle":"/b","rootfs":"/b/rootfs"}"#).unwrap();
+        assert_eq!(old.mode, SpecMode::Oci);
+        let run = Meta {
+            mode: SpecMode::Run,
+            ..Meta::default()
+        };
+        let text = serde_json::to_string(&run).unwrap();
+        assert!(text.contains(r#""mode":"run""#), "{text}");
+        let back: Meta = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.mode, SpecMode::Run);
     }
 }

@@ -146,7 +146,7 @@ pub fn update(root: &Root, id: &str, opts: &UpdateOptions) -> Result<()> {
 /// Merges the applied limits into the stored effective spec, so `exec` and
 /// later readers see what is in force.
 fn record(extra: &Path, res: &LinuxResources) -> Result<()> {
-    let file = extra.join("config.json");
+    let file = extra.join(crate::statedir::SPEC_FILE);
     let Ok(text) = fs::read(&file) else {
         return Ok(());
     };

@@ -91,7 +91,7 @@ pub fn gate_dir(root: &Root, id: &str) -> PathBuf {
 
 /// The directory bound at `/run/buntime`, inside the gate.
 pub fn run_dir(root: &Root, id: &str) -> PathBuf {
-    gate_dir(root, id).join(crate::supervisor::RUN_DIR)
+    gate_dir(root, id).join(crate::statedir::RUN_DIR)
 }
 
 /// One directory per state root, so that the same id under two roots

@@ -24,7 +24,8 @@ use std::path::{Path, PathBuf};
 use libcontainer::oci_spec::runtime::{Mount, MountBuilder, Spec};
 use nix::unistd::Pid;
 
-use crate::policy::{FsAccess, FsDecision, FsPath, Policy, RunSandbox};
+use crate::policy::{FsAccess, FsDecision, FsPath, Policy};
+use crate::prepare::RunSandbox;
 use crate::runtime::create::{create, CreateOptions};
 use crate::runtime::state::Root;
 use crate::runtime::{foreground, lifecycle, RuntimeError};
@@ -501,7 +502,7 @@ pub fn run_observed(
     };
     // The UI is the approver when there is one (the newest approver wins).
     if req.prompt && req.debug_ui.is_none() {
-        let sock = state.join(crate::supervisor::APPROVER_FILE);
+        let sock = state.join(crate::statedir::APPROVER_FILE);
         let _ = std::thread::Builder::new()
             .name("prompt".into())
             .spawn(move || prompt::serve(&sock));
@@ -565,7 +566,7 @@ pub fn run_observed(
 /// The audit record of a run killed for `resources.output` (written by
 /// `buntime run` itself, after the supervisor has exited).
 fn audit_output_kill(state: &Path, id: &str, bytes: u64) {
-    match crate::audit::AuditLog::open(&state.join(crate::audit::AUDIT_FILE)) {
+    match crate::audit::AuditLog::open(&state.join(crate::statedir::AUDIT_FILE)) {
         Ok(log) => {
             let mut r =
                 crate::audit::AuditRecord::new(id, 0, crate::audit::Kind::Stdout, "stdout+stderr");

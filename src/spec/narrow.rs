@@ -5,7 +5,7 @@
 use std::fmt;
 use std::path::Path;
 
-use libcontainer::oci_spec::runtime::{LinuxNamespace, Mount, Spec};
+use libcontainer::oci_spec::runtime::{Linux, LinuxNamespace, Mount, Spec};
 
 /// The rights an effective spec would add to the bundle's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +45,27 @@ fn read_only(m: &Mount) -> bool {
 /// that `bundle` did not already have.
 pub fn check_only_narrows(bundle: &Spec, effective: &Spec) -> Result<(), NarrowingError> {
     let mut v: Vec<String> = Vec::new();
+    host_mounts(bundle, effective, &mut v);
+    root_filesystem(bundle, effective, &mut v);
+    let bl = bundle.linux().clone().unwrap_or_default();
+    let el = effective.linux().clone().unwrap_or_default();
+    devices(&bl, &el, &mut v);
+    namespaces(&bl, &el, &mut v);
+    sysctls(&bl, &el, &mut v);
+    if effective.hooks() != bundle.hooks() {
+        // Hooks run with the runtime's rights.
+        v.push("changed hooks".into());
+    }
+    masks(&bl, &el, &mut v);
+    process(bundle, effective, &mut v);
+    if v.is_empty() {
+        Ok(())
+    } else {
+        Err(NarrowingError { violations: v })
+    }
+}
 
+fn host_mounts(bundle: &Spec, effective: &Spec, v: &mut Vec<String>) {
     // Host mounts.
     let bmounts = bundle.mounts().clone().unwrap_or_default();
     for m in effective
@@ -70,7 +90,9 @@ pub fn check_only_narrows(bundle: &Spec, effective: &Spec) -> Result<(), Narrowi
             Some(_) => {}
         }
     }
+}
 
+fn root_filesystem(bundle: &Spec, effective: &Spec, v: &mut Vec<String>) {
     // Root filesystem writability.
     let ro = |s: &Spec| {
         s.root()
@@ -81,11 +103,9 @@ pub fn check_only_narrows(bundle: &Spec, effective: &Spec) -> Result<(), Narrowi
     if ro(bundle) && !ro(effective) {
         v.push("a writable root filesystem".into());
     }
+}
 
-    let bl = bundle.linux().clone().unwrap_or_default();
-    let el = effective.linux().clone().unwrap_or_default();
-
-    // Devices.
+fn devices(bl: &Linux, el: &Linux, v: &mut Vec<String>) {
     let bdev = bl.devices().clone().unwrap_or_default();
     for d in el.devices().iter().flatten() {
         if !bdev.iter().any(|b| b == d) {
@@ -113,9 +133,11 @@ pub fn check_only_narrows(bundle: &Spec, effective: &Spec) -> Result<(), Narrowi
             ));
         }
     }
+}
 
-    // Namespaces: each one the bundle has must stay, unchanged; dropping
-    // one would share the host's (network included).
+/// Namespaces: each one the bundle has must stay, unchanged; dropping one
+/// would share the host's (network included).
+fn namespaces(bl: &Linux, el: &Linux, v: &mut Vec<String>) {
     let ens: Vec<LinuxNamespace> = el.namespaces().clone().unwrap_or_default();
     for b in bl.namespaces().iter().flatten() {
         match ens.iter().find(|e| e.typ() == b.typ()) {
@@ -140,18 +162,20 @@ pub fn check_only_narrows(bundle: &Spec, effective: &Spec) -> Result<(), Narrowi
             }
         }
     }
+}
 
-    // Kernel tunables and hooks run with the runtime's rights.
+/// Kernel tunables run with the runtime's rights.
+fn sysctls(bl: &Linux, el: &Linux, v: &mut Vec<String>) {
     for (k, val) in el.sysctl().iter().flatten() {
         if bl.sysctl().as_ref().and_then(|s| s.get(k)) != Some(val) {
             v.push(format!("sysctl {k}={val}"));
         }
     }
-    if effective.hooks() != bundle.hooks() {
-        v.push("changed hooks".into());
-    }
+}
 
-    // Masking and read-only paths only grow.
+/// Masking and read-only paths only grow; the bundle's seccomp profile
+/// stays.
+fn masks(bl: &Linux, el: &Linux, v: &mut Vec<String>) {
     for p in bl.masked_paths().iter().flatten() {
         if !el.masked_paths().iter().flatten().any(|e| e == p) {
             v.push(format!("unmasking {p}"));
@@ -165,8 +189,10 @@ pub fn check_only_narrows(bundle: &Spec, effective: &Spec) -> Result<(), Narrowi
     if bl.seccomp().is_some() && el.seccomp() != bl.seccomp() {
         v.push("a different seccomp profile than the bundle's".into());
     }
+}
 
-    // Process: identity, capabilities, privileges, limits.
+/// Process: identity, capabilities, privileges, limits.
+fn process(bundle: &Spec, effective: &Spec, v: &mut Vec<String>) {
     if let (Some(bp), Some(ep)) = (bundle.process(), effective.process()) {
         if bp.user() != ep.user() {
             v.push("a different user".into());
@@ -208,11 +234,5 @@ pub fn check_only_narrows(bundle: &Spec, effective: &Spec) -> Result<(), Narrowi
         if bp.selinux_label().is_some() && ep.selinux_label() != bp.selinux_label() {
             v.push("a different SELinux label".into());
         }
-    }
-
-    if v.is_empty() {
-        Ok(())
-    } else {
-        Err(NarrowingError { violations: v })
     }
 }

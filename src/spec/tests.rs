@@ -1,11 +1,12 @@
 use std::path::Path;
 
 use libcontainer::oci_spec::runtime::{
-    Capabilities, Capability, LinuxCapabilities, LinuxNamespaceType, PosixRlimitType, Spec,
+    Capabilities, Capability, Linux, LinuxCapabilities, LinuxMemory, LinuxNamespaceType,
+    PosixRlimitType, Process, Spec,
 };
 
 use super::*;
-use crate::policy::{parse_policy, BUILTIN_POLICIES};
+use crate::policy::{parse_policy, NetMode, BUILTIN_POLICIES};
 
 const BUNDLE: &str = include_str!("../../tests/golden/bundle.json");
 

@@ -32,24 +32,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::audit::{AuditLog, AuditRecord, AUDIT_FILE};
+use crate::audit::{AuditLog, AuditRecord};
 use crate::ipc::{ControlListener, ControlSocket, Segment};
 use crate::policy::Policy;
 
 /// Inside the container: the directory, the segment and the socket.
-pub const CONTAINER_DIR: &str = "/run/buntime";
-pub const CONTAINER_IPC: &str = "/run/buntime/ipc";
-pub const CONTAINER_CONTROL: &str = "/run/buntime/control.sock";
-/// In the state directory: the directory bind-mounted at `/run/buntime`.
-pub const RUN_DIR: &str = "run";
-pub const SEGMENT_FILE: &str = "ipc";
-pub const CONTROL_FILE: &str = "control.sock";
-/// In the state directory: the approver socket (host only).
-pub const APPROVER_FILE: &str = "approve.sock";
-/// In the state directory: what workers wrote as STDOUT/STDERR.
-pub const OUTPUT_FILE: &str = "output.log";
-/// In the state directory: the supervisor's own log (stderr).
-pub const LOG_FILE: &str = "supervisor.log";
+pub use crate::statedir::{CONTAINER_CONTROL, CONTAINER_DIR, CONTAINER_IPC};
+// The state directory's files are `crate::statedir`'s.
+use crate::statedir::{
+    APPROVER_FILE, AUDIT_FILE, CONTROL_FILE, LEARN_RECORD, LEARN_SOCKET, LOG_FILE, OUTPUT_FILE,
+    POLICY_FILE, RUN_DIR, SEGMENT_FILE,
+};
 /// Bundle annotation: how long an `ask` waits for the approver.
 pub const ANNOTATION_ASK_TIMEOUT: &str = "buntime.dev/ask-timeout";
 /// Annotation in `state`: `running pid N` or `stopped`.
@@ -494,12 +487,11 @@ pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError>
     )
     .map_err(io("chmod control socket"))?;
 
-    let spec_path = state.join("config.json");
+    let spec_path = state.join(crate::statedir::SPEC_FILE);
     let spec_text = fs::read(&spec_path).map_err(io("read effective spec"))?;
     let spec: oci_spec::runtime::Spec = serde_json::from_slice(&spec_text)
         .map_err(|e| SupervisorError::Setup(format!("effective spec: {e}")))?;
-    let policy_text = fs::read_to_string(state.join(crate::runtime::create::POLICY_FILE))
-        .map_err(io("read policy"))?;
+    let policy_text = fs::read_to_string(state.join(POLICY_FILE)).map_err(io("read policy"))?;
     let policy = crate::policy::parse_policy(&policy_text, "policy.json")
         .map_err(|e| SupervisorError::Setup(format!("policy: {e}")))?;
     let ask_timeout = spec
@@ -537,8 +529,8 @@ pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError>
         .is_some_and(|v| v.trim() == "true");
     let observer = if learning {
         let o = crate::learn::container::Observer::start(
-            Path::new(crate::learn::container::SOCKET_FILE),
-            state.join(crate::learn::container::RECORD_FILE),
+            Path::new(LEARN_SOCKET),
+            state.join(LEARN_RECORD),
         )
         .map_err(io("learn socket"))?;
         Some(o)
@@ -567,12 +559,9 @@ pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError>
         }
     }
     // `buntime run`'s policies name host paths (bound at the same place);
-    // still, every path is resolved in the sandbox's own view first.
-    let host_paths = spec
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get(crate::policy::source::ANNOTATION_PATHS))
-        .is_some_and(|v| v == "host");
+    // still, every path is resolved in the sandbox's own view first. The
+    // mode is in the metadata `create` wrote before it handed us the pid.
+    let host_paths = root.read_meta(id).mode == crate::spec::SpecMode::Run;
     let host_named: Vec<PathBuf> = policy
         .filesystem
         .read

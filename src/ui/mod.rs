@@ -400,11 +400,7 @@ fn info(ctx: &Ctx, req: Request) {
 /// A learning container's learned policy so far (`buntime.dev/learn`,
 /// docs/learn.md): the summary for the page, or why there is none.
 fn learned_json(sb: &Sandbox) -> serde_json::Value {
-    let learning = sb
-        .root
-        .extra_dir(&sb.id)
-        .join(crate::learn::container::RECORD_FILE)
-        .is_file();
+    let learning = sb.root.state_dir(&sb.id).learn_record().is_file();
     if !learning {
         return serde_json::Value::Null;
     }

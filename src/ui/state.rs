@@ -12,10 +12,11 @@ use std::time::Duration;
 use libcgroups::common::CgroupManager;
 use serde::Serialize;
 
-use crate::audit::{AuditRecord, AUDIT_FILE};
+use crate::audit::AuditRecord;
 use crate::policy::{parse_policy, Policy};
 use crate::runtime::state::{status_word, validate_id, Meta, Root};
-use crate::supervisor::{ANNOTATION_ASK_TIMEOUT, APPROVER_FILE, OUTPUT_FILE};
+use crate::statedir::StateDir;
+use crate::supervisor::ANNOTATION_ASK_TIMEOUT;
 
 /// How much of an audit log a new stream replays at most (the tail).
 pub const REPLAY_BYTES: u64 = 4 << 20;
@@ -180,16 +181,21 @@ impl Sandbox {
         self.root.read_meta(&self.id)
     }
 
+    /// Its files.
+    pub fn state_dir(&self) -> StateDir {
+        self.root.state_dir(&self.id)
+    }
+
     pub fn audit_path(&self) -> PathBuf {
-        self.dir().join(AUDIT_FILE)
+        self.state_dir().audit()
     }
 
     pub fn output_path(&self) -> PathBuf {
-        self.dir().join(OUTPUT_FILE)
+        self.state_dir().output()
     }
 
     pub fn approver_path(&self) -> PathBuf {
-        self.dir().join(APPROVER_FILE)
+        self.state_dir().approver()
     }
 
     /// Whether no more decisions can come: its supervisor has exited, or
@@ -216,15 +222,13 @@ impl Sandbox {
 
     /// The applied policy, if it can be read.
     pub fn policy(&self) -> Option<Policy> {
-        let text =
-            std::fs::read_to_string(self.dir().join(crate::runtime::create::POLICY_FILE)).ok()?;
+        let text = self.state_dir().read_policy_text().ok()?;
         parse_policy(&text, "policy.json").ok()
     }
 
     /// The raw `policy.json` (canonical JSON), if any.
     pub fn policy_json(&self) -> Option<serde_json::Value> {
-        let text =
-            std::fs::read_to_string(self.dir().join(crate::runtime::create::POLICY_FILE)).ok()?;
+        let text = self.state_dir().read_policy_text().ok()?;
         serde_json::from_str(&text).ok()
     }
 
@@ -558,7 +562,7 @@ mod tests {
     #[test]
     fn the_tail_follows_a_rotated_log_without_losing_records() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join(AUDIT_FILE);
+        let p = dir.path().join(crate::statedir::AUDIT_FILE);
         let rec = |n: usize| {
             crate::audit::AuditRecord::new("c", 1, crate::audit::Kind::FsRead, format!("/{n}"))
         };

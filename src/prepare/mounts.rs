@@ -19,7 +19,9 @@ use std::path::{Component, Path, PathBuf};
 
 use libcontainer::oci_spec::runtime::{Mount, Spec};
 
-use super::error::{Result, RuntimeError};
+use super::PrepareError;
+
+type Result<T> = std::result::Result<T, PrepareError>;
 
 /// Where the cgroup v1 hierarchies are mounted on the host (libcontainer
 /// binds each into the container under the same name).
@@ -51,8 +53,10 @@ pub fn keep_cgroup_readonly(spec: &mut Spec) -> Result<()> {
     if dests.is_empty() {
         return Ok(());
     }
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| RuntimeError::io("read /proc/self/mountinfo", e))?;
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").map_err(|err| PrepareError::Io {
+        context: "read /proc/self/mountinfo".into(),
+        err,
+    })?;
     let names = v1_hierarchies(&mountinfo);
     let Some(mut linux) = spec.linux().clone() else {
         return Ok(());
@@ -182,7 +186,7 @@ pub fn refuse_symlinked_mask(rule: &Path, path: &Path, view: &MaskView<'_>) -> R
                 let target = fs::read_link(&seen)
                     .map(|t| t.to_string_lossy().into_owned())
                     .unwrap_or_else(|_| "?".into());
-                return Err(RuntimeError::Policy(format!(
+                return Err(PrepareError::Refused(format!(
                     "filesystem.deny {:?}: {:?} is a symlink {where_} (to {target:?}); a mask \
                      is never placed through a symlink (the mount would land on its target): \
                      remove the link or deny the path it points to",

@@ -170,7 +170,6 @@ const FN_ALLOW: &[(&str, &str)] = &[
     ("src/proxy/mod.rs", "handle"),
     ("src/runtime/create.rs", "create"),
     ("src/runtime/create.rs", "unreadable_deny_files"),
-    ("src/runtime/exec.rs", "exec"),
     ("src/spec/mod.rs", "effective_spec"),
     ("src/spec/narrow.rs", "check_only_narrows"),
     ("src/supervisor/mod.rs", "run"),

@@ -165,8 +165,6 @@ const FN_ALLOW: &[(&str, &str)] = &[
     ("src/policy/intersect.rs", "intersect"),
     ("src/policy/intersect.rs", "beyond_node"),
     ("src/policy/load.rs", "check_policy"),
-    ("src/proxy/http.rs", "parse_head"),
-    ("src/proxy/http.rs", "chunk_step"),
     ("src/proxy/mod.rs", "handle"),
     ("src/runtime/create.rs", "create"),
     ("src/runtime/create.rs", "unreadable_deny_files"),

@@ -162,8 +162,6 @@ const FN_ALLOW: &[(&str, &str)] = &[
     ("src/learn/diff.rs", "diff"),
     ("src/policy/explain.rs", "explain"),
     ("src/policy/flags.rs", "apply"),
-    ("src/policy/intersect.rs", "intersect"),
-    ("src/policy/intersect.rs", "beyond_node"),
     ("src/policy/load.rs", "check_policy"),
     ("src/proxy/mod.rs", "handle"),
     ("src/runtime/create.rs", "create"),

@@ -195,7 +195,7 @@ fn mount_workers(
     sandbox: &mut RunSandbox,
 ) -> Result<(), SandboxError> {
     let home = workers::home()?;
-    if kind == Kind::Bun && interpreter.as_deref() == Some(Path::new(kind::BUN_IN_SANDBOX)) {
+    if kind == Kind::Bun && interpreter == Some(Path::new(kind::BUN_IN_SANDBOX)) {
         if !home.join("bin/bun").is_file() {
             return Err(setup(
                 "Bun is not installed: run `bash hack/install-bun.sh` (or `make run`), or pass --interpreter",

@@ -161,8 +161,6 @@ const FN_ALLOW: &[(&str, &str)] = &[
     ("src/landlock.rs", "apply"),
     ("src/learn/diff.rs", "diff"),
     ("src/policy/explain.rs", "explain"),
-    ("src/policy/flags.rs", "apply"),
-    ("src/policy/load.rs", "check_policy"),
     ("src/proxy/mod.rs", "handle"),
     ("src/runtime/create.rs", "create"),
     ("src/runtime/create.rs", "unreadable_deny_files"),

@@ -160,7 +160,6 @@ const FN_ALLOW: &[(&str, &str)] = &[
     ("src/ipc/control.rs", "recv"),
     ("src/landlock.rs", "apply"),
     ("src/learn/diff.rs", "diff"),
-    ("src/policy/explain.rs", "explain"),
     ("src/proxy/mod.rs", "handle"),
     ("src/runtime/create.rs", "create"),
     ("src/runtime/create.rs", "unreadable_deny_files"),

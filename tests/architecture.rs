@@ -312,7 +312,11 @@ fn sources() -> Vec<Source> {
         .filter(|(p, _, _)| {
             p.file_name().is_some_and(|n| n != "tests.rs")
                 && !test_files.contains(p)
-                && !p.components().any(|c| c.as_os_str() == "tests")
+                && !p
+                    .strip_prefix(&root)
+                    .unwrap_or(p)
+                    .components()
+                    .any(|c| c.as_os_str() == "tests")
         })
         .map(|(p, text, file)| Source {
             rel: p

@@ -159,7 +159,6 @@ const FN_ALLOW: &[(&str, &str)] = &[
     ("src/bin/buntime.rs", "run_sandbox"),
     ("src/ipc/control.rs", "recv"),
     ("src/landlock.rs", "apply"),
-    ("src/learn/diff.rs", "diff"),
     ("src/proxy/mod.rs", "handle"),
     ("src/runtime/create.rs", "create"),
     ("src/runtime/create.rs", "unreadable_deny_files"),

@@ -70,6 +70,13 @@ pub fn diff(a: &Policy, b: &Policy) -> Vec<String> {
             out.push(format!("passes the environment variables {}", p.as_str()));
         }
     }
+    diff_limits(a, b, &mut out);
+    diff_isolation(a, b, &mut out);
+    out
+}
+
+/// Resource limits `b` lifts or raises, and broker defaults it widens.
+fn diff_limits(a: &Policy, b: &Policy, out: &mut Vec<String>) {
     let (ra, rb) = (&a.resources, &b.resources);
     let more = |what: &str, x: Option<String>, y: Option<String>, bigger: bool| match (x, y) {
         (Some(x), None) => Some(format!("no {what} limit (was {x})")),
@@ -117,6 +124,10 @@ pub fn diff(a: &Policy, b: &Policy) -> Vec<String> {
             ));
         }
     }
+}
+
+/// Kernel isolation `b` gives up.
+fn diff_isolation(a: &Policy, b: &Policy, out: &mut Vec<String>) {
     let (ia, ib) = (&a.isolation, &b.isolation);
     if ia.read_only_root && !ib.read_only_root {
         out.push("the root filesystem is not read-only".into());
@@ -137,7 +148,6 @@ pub fn diff(a: &Policy, b: &Policy) -> Vec<String> {
             a.landlock.as_str()
         ));
     }
-    out
 }
 
 /// The smallest change to `base` that would have allowed the denials in

@@ -24,6 +24,39 @@ pub fn explain(policy: &Policy) -> String {
     let _ = writeln!(o, "{desc}");
     let _ = writeln!(o);
 
+    explain_files(policy, &mut o);
+    explain_programs(policy, &mut o);
+    explain_network(policy, &mut o);
+    explain_env(policy, &mut o);
+    explain_limits(policy, &mut o);
+
+    let b = &policy.broker;
+    let _ = writeln!(o, "At run time, beyond these rules:");
+    let _ = writeln!(
+        o,
+        "  read a file: {}, write a file: {}, list a directory: {}, connect: {}, run a program: {}",
+        b.fs_read.as_str(),
+        b.fs_write.as_str(),
+        b.list_dir.as_str(),
+        b.net_connect.as_str(),
+        b.exec.as_str()
+    );
+    explain_isolation(policy, &mut o);
+    let _ = writeln!(
+        o,
+        "Kernel enforcement (Landlock): {}",
+        match policy.landlock {
+            LandlockRequirement::BestEffort => "used when available",
+            LandlockRequirement::Required => "required; the sandbox is refused without it",
+            LandlockRequirement::Off =>
+                "off; the file and network rules rely on mounts, masks, namespaces and seccomp",
+        }
+    );
+    o
+}
+
+/// The filesystem lists.
+fn explain_files(policy: &Policy, o: &mut String) {
     let fs = &policy.filesystem;
     let _ = writeln!(o, "Files (each path includes everything below it):");
     if fs.read.is_empty() && fs.write.is_empty() && fs.exec.is_empty() {
@@ -41,7 +74,11 @@ pub fn explain(policy: &Policy) -> String {
     if !fs.deny.is_empty() {
         let _ = writeln!(o, "  never:   {}", list(&fs.deny));
     }
+}
 
+/// `exec.allow` and the execute paths.
+fn explain_programs(policy: &Policy, o: &mut String) {
+    let fs = &policy.filesystem;
     let _ = writeln!(o, "Programs:");
     if policy.exec.allow.is_empty() {
         if fs.exec.is_empty() {
@@ -55,7 +92,10 @@ pub fn explain(policy: &Policy) -> String {
             let _ = writeln!(o, "  and any program under the execute paths");
         }
     }
+}
 
+/// The network mode and rules.
+fn explain_network(policy: &Policy, o: &mut String) {
     let net = &policy.network;
     let _ = writeln!(o, "Network:");
     match net.mode {
@@ -107,7 +147,10 @@ pub fn explain(policy: &Policy) -> String {
     if !net.deny.is_empty() {
         let _ = writeln!(o, "  never:   {}", list(&net.deny));
     }
+}
 
+/// The environment passed in and set.
+fn explain_env(policy: &Policy, o: &mut String) {
     let env = &policy.env;
     let _ = writeln!(o, "Environment:");
     if env.pass.is_empty() {
@@ -129,7 +172,10 @@ pub fn explain(policy: &Policy) -> String {
             .collect();
         let _ = writeln!(o, "  sets: {}", set.join(", "));
     }
+}
 
+/// `resources`.
+fn explain_limits(policy: &Policy, o: &mut String) {
     let r = &policy.resources;
     let mut limits = Vec::new();
     if let Some(m) = r.memory {
@@ -156,30 +202,6 @@ pub fn explain(policy: &Policy) -> String {
     } else {
         let _ = writeln!(o, "  {}", limits.join(", "));
     }
-
-    let b = &policy.broker;
-    let _ = writeln!(o, "At run time, beyond these rules:");
-    let _ = writeln!(
-        o,
-        "  read a file: {}, write a file: {}, list a directory: {}, connect: {}, run a program: {}",
-        b.fs_read.as_str(),
-        b.fs_write.as_str(),
-        b.list_dir.as_str(),
-        b.net_connect.as_str(),
-        b.exec.as_str()
-    );
-    explain_isolation(policy, &mut o);
-    let _ = writeln!(
-        o,
-        "Kernel enforcement (Landlock): {}",
-        match policy.landlock {
-            LandlockRequirement::BestEffort => "used when available",
-            LandlockRequirement::Required => "required; the sandbox is refused without it",
-            LandlockRequirement::Off =>
-                "off; the file and network rules rely on mounts, masks, namespaces and seccomp",
-        }
-    );
-    o
 }
 
 /// The `isolation` section and `resources.core`: what is forced, and

@@ -149,29 +149,39 @@ impl PolicyFlags {
     /// Apply the flags to `policy`. Paths are kept as written (relative
     /// ones resolve where the policy is used).
     pub fn apply(&self, mut policy: Policy) -> Result<Policy, FlagError> {
-        let path = |flag: &'static str, s: &str| {
-            let s = if s.is_empty() { "/" } else { s };
-            FsPath::new(s).map_err(|m| invalid(flag, m))
-        };
+        self.apply_fs(&mut policy)?;
+        self.apply_run_env(&mut policy)?;
+        self.apply_net(&mut policy)?;
+        self.apply_resources(&mut policy)?;
+        Ok(policy)
+    }
+
+    /// `--allow-read`, `--allow-write`, `--deny-read`.
+    fn apply_fs(&self, policy: &mut Policy) -> Result<(), FlagError> {
         use super::paths::{check_deny_path, check_grant_path};
         for s in &self.allow_read {
             check_grant_path(s).map_err(|m| invalid("allow-read", m))?;
-            push_unique(&mut policy.filesystem.read, path("allow-read", s)?);
+            push_unique(&mut policy.filesystem.read, flag_path("allow-read", s)?);
         }
         for s in &self.allow_write {
             check_grant_path(s).map_err(|m| invalid("allow-write", m))?;
-            push_unique(&mut policy.filesystem.write, path("allow-write", s)?);
+            push_unique(&mut policy.filesystem.write, flag_path("allow-write", s)?);
         }
         for s in &self.deny_read {
             if s.is_empty() {
                 return Err(invalid("deny-read", "expected a path"));
             }
             check_deny_path(s).map_err(|m| invalid("deny-read", m))?;
-            push_unique(&mut policy.filesystem.deny, path("deny-read", s)?);
+            push_unique(&mut policy.filesystem.deny, flag_path("deny-read", s)?);
         }
+        Ok(())
+    }
+
+    /// `--allow-run`, `--allow-env`.
+    fn apply_run_env(&self, policy: &mut Policy) -> Result<(), FlagError> {
         for s in &self.allow_run {
             if s.is_empty() {
-                push_unique(&mut policy.filesystem.exec, path("allow-run", "/")?);
+                push_unique(&mut policy.filesystem.exec, flag_path("allow-run", "/")?);
             } else {
                 let prog = Program::new(s.as_str()).map_err(|m| invalid("allow-run", m))?;
                 push_unique(&mut policy.exec.allow, prog);
@@ -182,6 +192,11 @@ impl PolicyFlags {
             let pat = EnvPattern::new(pat).map_err(|m| invalid("allow-env", m))?;
             push_unique(&mut policy.env.pass, pat);
         }
+        Ok(())
+    }
+
+    /// `--allow-net`, `--deny-net`, `--net`.
+    fn apply_net(&self, policy: &mut Policy) -> Result<(), FlagError> {
         if !self.allow_net.is_empty() {
             // Reaching a host means going through the proxy, unless the
             // caller asked for host networking explicitly.
@@ -213,6 +228,11 @@ impl PolicyFlags {
                 }
             };
         }
+        Ok(())
+    }
+
+    /// `--memory`, `--output`, `--timeout`, `--cpu`, `--pids`.
+    fn apply_resources(&self, policy: &mut Policy) -> Result<(), FlagError> {
         let r = &mut policy.resources;
         if let Some(s) = &self.memory {
             r.memory = Some(ByteSize::parse(s).map_err(|m| invalid("memory", m))?);
@@ -238,8 +258,14 @@ impl PolicyFlags {
             })?;
             r.pids = Some(n);
         }
-        Ok(policy)
+        Ok(())
     }
+}
+
+/// A path flag's value (empty: `/`).
+fn flag_path(flag: &'static str, s: &str) -> Result<FsPath, FlagError> {
+    let s = if s.is_empty() { "/" } else { s };
+    FsPath::new(s).map_err(|m| invalid(flag, m))
 }
 
 #[cfg(test)]

@@ -185,6 +185,17 @@ pub fn intersect(policy: &Policy, ceiling: &Policy) -> Policy {
         ..Policy::default()
     };
 
+    meet_filesystem(&mut out, policy, ceiling);
+    meet_programs(&mut out, policy, ceiling);
+    meet_network(&mut out, policy, ceiling);
+    meet_env_pass(&mut out, policy, ceiling);
+    meet_limits(&mut out, policy, ceiling);
+    meet_kernel(&mut out, policy, ceiling);
+    out
+}
+
+/// The filesystem lists of the intersection.
+fn meet_filesystem(out: &mut Policy, policy: &Policy, ceiling: &Policy) {
     // Filesystem: write and exec imply read, so compare all readable paths.
     let (a, c) = (&policy.filesystem, &ceiling.filesystem);
     let write = meet_paths(
@@ -203,7 +214,10 @@ pub fn intersect(policy: &Policy, ceiling: &Policy) -> Policy {
     for d in a.deny.iter().chain(&c.deny) {
         push_unique(&mut out.filesystem.deny, d.clone());
     }
+}
 
+/// `exec.allow`: a program either side allows that the other lets run.
+fn meet_programs(out: &mut Policy, policy: &Policy, ceiling: &Policy) {
     // Programs.
     for p in &policy.exec.allow {
         if program_allowed_by(p, ceiling) {
@@ -215,7 +229,10 @@ pub fn intersect(policy: &Policy, ceiling: &Policy) -> Policy {
             push_unique(&mut out.exec.allow, p.clone());
         }
     }
+}
 
+/// The network mode and rules of the intersection.
+fn meet_network(out: &mut Policy, policy: &Policy, ceiling: &Policy) {
     // Network.
     out.network.mode = if mode_rank(policy.network.mode) <= mode_rank(ceiling.network.mode) {
         policy.network.mode
@@ -232,7 +249,10 @@ pub fn intersect(policy: &Policy, ceiling: &Policy) -> Policy {
     for d in policy.network.deny.iter().chain(&ceiling.network.deny) {
         push_unique(&mut out.network.deny, d.clone());
     }
+}
 
+/// The environment of the intersection.
+fn meet_env_pass(out: &mut Policy, policy: &Policy, ceiling: &Policy) {
     // Environment: fixed values are not rights; the ceiling's win.
     for x in &policy.env.pass {
         for y in &ceiling.env.pass {
@@ -245,7 +265,10 @@ pub fn intersect(policy: &Policy, ceiling: &Policy) -> Policy {
     for (k, v) in &ceiling.env.set {
         out.env.set.insert(k.clone(), v.clone());
     }
+}
 
+/// Resources and broker defaults: the stricter of each.
+fn meet_limits(out: &mut Policy, policy: &Policy, ceiling: &Policy) {
     // Limits.
     let (ra, rc) = (&policy.resources, &ceiling.resources);
     out.resources.memory = min_opt(ra.memory, rc.memory);
@@ -262,9 +285,6 @@ pub fn intersect(policy: &Policy, ceiling: &Policy) -> Policy {
     out.broker.list_dir = ba.list_dir.min(bc.list_dir);
     out.broker.net_connect = ba.net_connect.min(bc.net_connect);
     out.broker.exec = ba.exec.min(bc.exec);
-
-    meet_kernel(&mut out, policy, ceiling);
-    out
 }
 
 /// The kernel settings of `out` become the stricter of `policy`'s and
@@ -424,43 +444,62 @@ pub fn beyond_node(policy: &Policy, node: &Policy, own: &HostAddrs) -> Option<Be
         &other_side
     };
     for (index, r) in policy.network.allow.iter().enumerate() {
-        // A single-address range is that address (`NetRule::is_exactly`).
-        let single = match &r.host {
-            HostPattern::Ip(ip) => Some(*ip),
-            HostPattern::Cidr(n) if n.prefix_len() == n.max_prefix_len() => Some(n.addr()),
-            _ => None,
-        };
-        let class = match (&r.host, single) {
-            (_, Some(ip)) => Some(classify(ip)).filter(|c| *c != AddrClass::Public),
-            (HostPattern::Cidr(n), None) => special_class(n),
-            _ => None,
-        };
-        if let Some(class) = class {
-            if !node_covers(node, r) {
-                return Some(BeyondNode::SpecialDestination {
-                    index,
-                    rule: r.clone(),
-                    class,
-                });
-            }
-        }
-        // The node's own addresses are reached only through an entry that
-        // is that address (`Network::decide_resolved`): the node must have
-        // written that very entry.
-        if let Some(ip) = single.filter(|ip| own.contains(*ip)) {
-            let named = node
-                .network
-                .allow
-                .iter()
-                .any(|n| n.is_exactly(ip) && n.port.is_none_or(|p| Some(p) == r.port));
-            if !named {
-                return Some(BeyondNode::HostAddress {
-                    index,
-                    rule: r.clone(),
-                });
-            }
+        if let Some(beyond) = rule_beyond_node(index, r, node, own) {
+            return Some(beyond);
         }
     }
+    broker_beyond_node(policy, node)
+}
+
+/// Whether `network.allow[index]` reaches a special destination or one of
+/// the node's own addresses that `node` does not grant.
+fn rule_beyond_node(
+    index: usize,
+    r: &NetRule,
+    node: &Policy,
+    own: &HostAddrs,
+) -> Option<BeyondNode> {
+    // A single-address range is that address (`NetRule::is_exactly`).
+    let single = match &r.host {
+        HostPattern::Ip(ip) => Some(*ip),
+        HostPattern::Cidr(n) if n.prefix_len() == n.max_prefix_len() => Some(n.addr()),
+        _ => None,
+    };
+    let class = match (&r.host, single) {
+        (_, Some(ip)) => Some(classify(ip)).filter(|c| *c != AddrClass::Public),
+        (HostPattern::Cidr(n), None) => special_class(n),
+        _ => None,
+    };
+    if let Some(class) = class {
+        if !node_covers(node, r) {
+            return Some(BeyondNode::SpecialDestination {
+                index,
+                rule: r.clone(),
+                class,
+            });
+        }
+    }
+    // The node's own addresses are reached only through an entry that
+    // is that address (`Network::decide_resolved`): the node must have
+    // written that very entry.
+    if let Some(ip) = single.filter(|ip| own.contains(*ip)) {
+        let named = node
+            .network
+            .allow
+            .iter()
+            .any(|n| n.is_exactly(ip) && n.port.is_none_or(|p| Some(p) == r.port));
+        if !named {
+            return Some(BeyondNode::HostAddress {
+                index,
+                rule: r.clone(),
+            });
+        }
+    }
+    None
+}
+
+/// Whether the broker defaults ask for more than `node` gives.
+fn broker_beyond_node(policy: &Policy, node: &Policy) -> Option<BeyondNode> {
     let (a, n) = (&policy.broker, &node.broker);
     for (field, asked, node) in [
         ("fs_read", a.fs_read, n.fs_read),

@@ -218,66 +218,87 @@ pub fn check_policy(src: &str, file: &str) -> (Option<Policy>, Vec<Finding>) {
             },
         });
     };
-    let net = &policy.network;
+    let mut raw = network_findings(&policy.network);
+    raw.extend(policy_findings(&policy));
+    for (severity, pointer, message) in raw {
+        push(severity, pointer, message);
+    }
+    (Some(policy), out)
+}
+
+/// A finding before it is located: severity, JSON pointer, message.
+type RawFinding = (Severity, String, String);
+
+/// What the network section's mode and rules are likely to mean by
+/// mistake.
+fn network_findings(net: &super::model::Network) -> Vec<RawFinding> {
+    let mut out = Vec::new();
     match net.mode {
-        NetMode::Host => push(
+        NetMode::Host => out.push((
             Severity::Warning,
             "/network/mode".into(),
             "mode \"host\" gives the sandbox the host's network with no isolation; network.allow and the proxy are bypassed".into(),
-        ),
-        NetMode::None if !net.allow.is_empty() => push(
+        )),
+        NetMode::None if !net.allow.is_empty() => out.push((
             Severity::Warning,
             "/network/allow".into(),
             "entries are ignored in mode \"none\"; expected mode \"proxy\" to reach them".into(),
-        ),
+        )),
         NetMode::Pod => {
             for (i, r) in net.allow.iter().enumerate() {
                 if let Some(port) = r.direct_port() {
-                    push(
+                    out.push((
                         Severity::Warning,
                         format!("/network/allow/{i}"),
                         format!("in mode \"pod\" this address entry opens TCP port {port} to direct connects at every address (Landlock filters by port, not address); the address is enforced only through the proxy"),
-                    );
+                    ));
                 }
             }
         }
-        NetMode::Proxy if net.allow.is_empty() => push(
+        NetMode::Proxy if net.allow.is_empty() => out.push((
             Severity::Warning,
             "/network/allow".into(),
             "mode \"proxy\" with no allow entries reaches nothing; expected at least one entry".into(),
-        ),
+        )),
         _ => {}
     }
-    if policy.landlock == LandlockRequirement::Off && !grants_everything_under_root(&policy) {
-        push(
+    out
+}
+
+/// Landlock off, environment, filesystem: grants wider than they look,
+/// and a deny of `/`.
+fn policy_findings(policy: &Policy) -> Vec<RawFinding> {
+    let mut out = Vec::new();
+    if policy.landlock == LandlockRequirement::Off && !grants_everything_under_root(policy) {
+        out.push((
             Severity::Warning,
             "/landlock".into(),
             "\"off\" leaves the filesystem rules to mounts and masks alone: paths outside them \
              stay readable, writable or executable as the bundle's root allows; expected \
              filesystem read, write and exec of \"/\", or landlock \"best-effort\""
                 .into(),
-        );
+        ));
     }
     for (i, p) in policy.env.pass.iter().enumerate() {
         if p.as_str() == "*" {
-            push(
+            out.push((
                 Severity::Warning,
                 format!("/env/pass/{i}"),
                 "\"*\" passes every host variable in, secrets included".into(),
-            );
+            ));
         }
     }
     for (i, p) in policy.filesystem.write.iter().enumerate() {
         if p.as_str() == "/" {
-            push(
+            out.push((
                 Severity::Warning,
                 format!("/filesystem/write/{i}"),
                 "\"/\" makes the whole filesystem writable".into(),
-            );
+            ));
         }
     }
     for e in policy.filesystem.exposed_secrets() {
-        push(
+        out.push((
             Severity::Warning,
             format!("/filesystem/{}/{}", e.list, e.index),
             format!(
@@ -286,18 +307,18 @@ pub fn check_policy(src: &str, file: &str) -> (Option<Policy>, Vec<Finding>) {
                 e.secret,
                 e.deny
             ),
-        );
+        ));
     }
     for (i, p) in policy.filesystem.deny.iter().enumerate() {
         if p.as_str() == "/" {
-            push(
+            out.push((
                 Severity::Error,
                 format!("/filesystem/deny/{i}"),
                 "denying \"/\" denies everything; expected a path below /".into(),
-            );
+            ));
         }
     }
-    (Some(policy), out)
+    out
 }
 
 /// The filesystem rules grant read, write and exec of `/` (what no

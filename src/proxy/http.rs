@@ -7,6 +7,10 @@
 
 use std::io::{ErrorKind, Read, Write};
 
+mod framer;
+
+pub use framer::BodyFramer;
+
 /// The longest request head accepted (request line and headers).
 pub const MAX_HEAD: usize = 16 << 10;
 /// The longest host name (DNS limit).
@@ -106,25 +110,7 @@ const MAX_HEADERS: usize = 128;
 /// pair. The head is parsed by `httparse`; on top of it, line ends must be
 /// CRLF, and the target, the version and the body framing are checked.
 pub fn parse_head(head: &[u8]) -> Result<Target, HttpError> {
-    // httparse takes a bare LF for a line end; a server behind us might
-    // not, and would see other headers than the ones checked here.
-    for (i, &b) in head.iter().enumerate() {
-        let crlf = match b {
-            b'\r' => head.get(i + 1) == Some(&b'\n'),
-            b'\n' => i > 0 && head[i - 1] == b'\r',
-            _ => true,
-        };
-        if !crlf {
-            // A bare CR or LF in the request line would cut the line
-            // short upstream: name it as the target's fault there.
-            let line_end = find(head, b"\r\n").unwrap_or(head.len());
-            return Err(bad(if i < line_end {
-                "malformed request target"
-            } else {
-                "bare CR or LF in the request head"
-            }));
-        }
-    }
+    check_line_ends(head)?;
     let mut buf = Vec::with_capacity(head.len() + 4);
     buf.extend_from_slice(head);
     buf.extend_from_slice(b"\r\n\r\n");
@@ -190,6 +176,47 @@ pub fn parse_head(head: &[u8]) -> Result<Target, HttpError> {
     };
     let (host, port) = split_authority(authority, Some(80))?;
     let body = framing(&headers, version)?;
+    let out = forward_head(method, &path, version, authority, headers)?;
+    Ok(Target {
+        host,
+        port,
+        forward_head: Some(out.into_bytes()),
+        body,
+    })
+}
+
+/// httparse takes a bare LF for a line end; a server behind us might
+/// not, and would see other headers than the ones checked here.
+fn check_line_ends(head: &[u8]) -> Result<(), HttpError> {
+    for (i, &b) in head.iter().enumerate() {
+        let crlf = match b {
+            b'\r' => head.get(i + 1) == Some(&b'\n'),
+            b'\n' => i > 0 && head[i - 1] == b'\r',
+            _ => true,
+        };
+        if !crlf {
+            // A bare CR or LF in the request line would cut the line
+            // short upstream: name it as the target's fault there.
+            let line_end = find(head, b"\r\n").unwrap_or(head.len());
+            return Err(bad(if i < line_end {
+                "malformed request target"
+            } else {
+                "bare CR or LF in the request head"
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// The head forwarded upstream: origin-form, the URI's authority as the
+/// Host, without hop-by-hop headers, one request per connection.
+fn forward_head(
+    method: &str,
+    path: &str,
+    version: &str,
+    authority: &str,
+    headers: Vec<(&str, &str)>,
+) -> Result<String, HttpError> {
     // The Host is the URI's authority, whatever the client's Host said
     // (RFC 9112 3.2.2): the audit and the rules saw that host.
     let mut out = format!("{method} {path} {version}\r\nHost: {authority}\r\n");
@@ -231,12 +258,7 @@ pub fn parse_head(head: &[u8]) -> Result<Target, HttpError> {
     // One request per upstream connection: what follows on this connection
     // can only go to the host that was checked.
     out.push_str("Connection: close\r\n\r\n");
-    Ok(Target {
-        host,
-        port,
-        forward_head: Some(out.into_bytes()),
-        body,
-    })
+    Ok(out)
 }
 
 /// The body framing of a forwarded request, refusing every head that two
@@ -286,209 +308,6 @@ fn framing(headers: &[(&str, &str)], version: &str) -> Result<Body, HttpError> {
             Ok(if n == 0 { Body::None } else { Body::Length(n) })
         }
     }
-}
-
-/// The longest chunk-size line (size and extensions) and trailer section.
-const MAX_CHUNK_LINE: usize = 4 << 10;
-const MAX_TRAILERS: usize = 16 << 10;
-
-/// Where a chunked body is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Chunk {
-    /// In a chunk-size line: the size so far, its digits, whether in an
-    /// extension, and the line's length.
-    Size {
-        size: u64,
-        digits: u8,
-        ext: bool,
-        len: usize,
-    },
-    /// The LF after a chunk-size line.
-    SizeLf {
-        size: u64,
-    },
-    Data {
-        left: u64,
-    },
-    DataCr,
-    DataLf,
-    /// In the trailer section: the current line's length, and the
-    /// section's so far.
-    Trailer {
-        line: usize,
-        total: usize,
-    },
-    TrailerLf {
-        line: usize,
-        total: usize,
-    },
-}
-
-/// Follows a request body as it is relayed, to find where it ends: the
-/// proxy sends exactly the body upstream, and knows that whatever comes
-/// after it is not part of the request that was checked.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BodyFramer {
-    state: Framer,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Framer {
-    Length(u64),
-    Chunked(Chunk),
-    Done,
-}
-
-impl BodyFramer {
-    pub fn new(body: Body) -> BodyFramer {
-        let state = match body {
-            Body::None => Framer::Done,
-            Body::Length(n) => Framer::Length(n),
-            Body::Chunked => Framer::Chunked(Chunk::Size {
-                size: 0,
-                digits: 0,
-                ext: false,
-                len: 0,
-            }),
-        };
-        BodyFramer { state }
-    }
-
-    /// Has the whole body been seen?
-    #[cfg(test)]
-    pub fn done(&self) -> bool {
-        self.state == Framer::Done
-    }
-
-    /// How many bytes at the start of `buf` belong to the body; the rest
-    /// (if any) come after it. A chunked body that breaks its framing is
-    /// an error: the proxy cannot tell where it ends.
-    pub fn feed(&mut self, buf: &[u8]) -> Result<usize, HttpError> {
-        let mut i = 0;
-        while i < buf.len() {
-            match &mut self.state {
-                Framer::Done => return Ok(i),
-                Framer::Length(left) => {
-                    let take = (*left).min((buf.len() - i) as u64);
-                    *left -= take;
-                    i += take as usize;
-                    if *left == 0 {
-                        self.state = Framer::Done;
-                    }
-                }
-                Framer::Chunked(c) => {
-                    // Chunk data is skipped whole; the rest goes a byte
-                    // at a time.
-                    if let Chunk::Data { left } = c {
-                        let take = (*left).min((buf.len() - i) as u64);
-                        *left -= take;
-                        i += take as usize;
-                        if *left == 0 {
-                            *c = Chunk::DataCr;
-                        }
-                        continue;
-                    }
-                    let next = chunk_step(*c, buf[i])?;
-                    i += 1;
-                    self.state = match next {
-                        Some(c) => Framer::Chunked(c),
-                        None => Framer::Done,
-                    };
-                }
-            }
-        }
-        Ok(i)
-    }
-}
-
-/// One byte of a chunked body outside chunk data; `None` once the body
-/// has ended.
-fn chunk_step(c: Chunk, b: u8) -> Result<Option<Chunk>, HttpError> {
-    let malformed = |what: &str| Err(bad(format!("malformed chunked body: {what}")));
-    Ok(Some(match c {
-        Chunk::Size {
-            size,
-            digits,
-            ext,
-            len,
-        } => {
-            if len >= MAX_CHUNK_LINE {
-                return malformed("chunk-size line too long");
-            }
-            let len = len + 1;
-            match b {
-                b'\r' if digits > 0 => Chunk::SizeLf { size },
-                _ if ext => {
-                    // chunk-ext: visible ASCII, space and tab.
-                    if !(b.is_ascii_graphic() || b == b' ' || b == b'\t') {
-                        return malformed("bad byte in a chunk extension");
-                    }
-                    Chunk::Size {
-                        size,
-                        digits,
-                        ext,
-                        len,
-                    }
-                }
-                b';' if digits > 0 => Chunk::Size {
-                    size,
-                    digits,
-                    ext: true,
-                    len,
-                },
-                _ => {
-                    let Some(d) = (b as char).to_digit(16) else {
-                        return malformed("bad chunk size");
-                    };
-                    if digits >= 16 {
-                        return malformed("chunk size too large");
-                    }
-                    Chunk::Size {
-                        size: size * 16 + u64::from(d),
-                        digits: digits + 1,
-                        ext,
-                        len,
-                    }
-                }
-            }
-        }
-        Chunk::SizeLf { size } => match (b, size) {
-            (b'\n', 0) => Chunk::Trailer { line: 0, total: 0 },
-            (b'\n', left) => Chunk::Data { left },
-            _ => return malformed("chunk-size line without CRLF"),
-        },
-        // Handled in `feed`.
-        Chunk::Data { left } => Chunk::Data { left },
-        Chunk::DataCr if b == b'\r' => Chunk::DataLf,
-        Chunk::DataLf if b == b'\n' => Chunk::Size {
-            size: 0,
-            digits: 0,
-            ext: false,
-            len: 0,
-        },
-        Chunk::DataCr | Chunk::DataLf => return malformed("chunk data without CRLF"),
-        Chunk::Trailer { line, total } => {
-            if total >= MAX_TRAILERS {
-                return malformed("trailer section too large");
-            }
-            match b {
-                b'\r' => Chunk::TrailerLf { line, total },
-                b'\n' | 0 => return malformed("bad byte in a trailer"),
-                _ => Chunk::Trailer {
-                    line: line + 1,
-                    total: total + 1,
-                },
-            }
-        }
-        Chunk::TrailerLf { line, total } => match (b, line) {
-            (b'\n', 0) => return Ok(None),
-            (b'\n', _) => Chunk::Trailer {
-                line: 0,
-                total: total + 2,
-            },
-            _ => return malformed("trailer line without CRLF"),
-        },
-    }))
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {

@@ -412,27 +412,7 @@ pub fn exec(root: &Root, opts: &ExecOptions) -> Result<i32> {
     // The process joins the container's cgroups: see cgroup_warmup.
     let warmup = super::cgroup_warmup::Warmup::start();
     let container = root.load(&opts.id)?;
-    let status = container.status();
-    let runnable = status == ContainerStatus::Running
-        || (status == ContainerStatus::Paused && opts.ignore_paused)
-        || status == ContainerStatus::Created;
-    if !runnable {
-        return Err(RuntimeError::Status {
-            id: opts.id.clone(),
-            status: status_word(status).to_string(),
-            action: "exec (container not running)",
-        });
-    }
-    if opts.process.is_none() && opts.args.is_empty() {
-        return Err(RuntimeError::Invalid(
-            "exec needs a command (ARGS...) or --process FILE".into(),
-        ));
-    }
-    if opts.tty && opts.detach && opts.console_socket.is_none() {
-        return Err(RuntimeError::Invalid(
-            "--tty with --detach needs --console-socket".into(),
-        ));
-    }
+    check_request(container.status(), opts)?;
     let extra = root.extra_dir(&opts.id);
     let spec_file = root.state_dir(&opts.id).spec();
     let text = fs::read(&spec_file)
@@ -442,33 +422,8 @@ pub fn exec(root: &Root, opts: &ExecOptions) -> Result<i32> {
     let meta = root.read_meta(&opts.id);
     let landlock = super::create::load_landlock(root, &opts.id, &meta)?;
     let seccomp = super::create::load_seccomp_programs(root, &opts.id, &meta)?;
-    // The exec'd process is a clone of this one: sealed copy or not,
-    // decided on the container as it is now (its init's root).
-    let init_root = container.pid().map(|pid| format!("/proc/{pid}/root"));
-    match init_root
-        .as_deref()
-        .map(|p| crate::exeseal::open_path(Path::new(p)))
-    {
-        Some(Ok(r)) => crate::exeseal::check(
-            landlock.as_ref(),
-            crate::landlock::kernel_abi(),
-            &spec,
-            &crate::exeseal::ContainerView::Running { root: &r },
-        ),
-        // No view of the container: seal (libcontainer reports the rest).
-        other => crate::exeseal::require(crate::exeseal::SealReason::Undetermined {
-            what: format!("the container's root ({init_root:?}): {other:?}"),
-        }),
-    }
-    .map_err(RuntimeError::Reseal)?;
-    let policy_text = root.state_dir(&opts.id).read_policy_text()?;
-    let policy = crate::policy::parse_policy(&policy_text, "policy.json")
-        .map_err(|e| RuntimeError::Policy(e.to_string()))?;
-    let policy_name = meta
-        .annotations
-        .get("buntime.dev/policy-origin")
-        .cloned()
-        .unwrap_or_else(|| "of this container".into());
+    check_seal(container.pid(), landlock.as_ref(), &spec)?;
+    let (policy, policy_name) = read_policy(&root.state_dir(&opts.id), &meta)?;
     let init_process = spec
         .process()
         .as_ref()
@@ -477,15 +432,7 @@ pub fn exec(root: &Root, opts: &ExecOptions) -> Result<i32> {
         process: init_process,
         policy: &policy,
         policy_name: &policy_name,
-        // Where create bound this container's proxy (its own port in
-        // `pod` mode); containers made before the annotation: the fixed one.
-        proxy_port: Some(
-            meta.annotations
-                .get(super::create::ANNOTATION_PROXY)
-                .and_then(|a| a.rsplit(':').next())
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(crate::proxy::PROXY_PORT),
-        ),
+        proxy_port: Some(proxy_port(&meta)),
     };
     let requested = opts.process.as_deref().map(read_process).transpose()?;
     let process = exec_process(&init, opts, requested)?;
@@ -531,6 +478,84 @@ pub fn exec(root: &Root, opts: &ExecOptions) -> Result<i32> {
     }
     let set = foreground::block_signals()?;
     foreground::wait_forward(Pid::from_raw(pid.as_raw()), &set)
+}
+
+/// Whether an exec may go ahead: the container runs (or was created, or
+/// is paused and `--ignore-paused`), and the request names a process.
+fn check_request(status: ContainerStatus, opts: &ExecOptions) -> Result<()> {
+    let runnable = status == ContainerStatus::Running
+        || (status == ContainerStatus::Paused && opts.ignore_paused)
+        || status == ContainerStatus::Created;
+    if !runnable {
+        return Err(RuntimeError::Status {
+            id: opts.id.clone(),
+            status: status_word(status).to_string(),
+            action: "exec (container not running)",
+        });
+    }
+    if opts.process.is_none() && opts.args.is_empty() {
+        return Err(RuntimeError::Invalid(
+            "exec needs a command (ARGS...) or --process FILE".into(),
+        ));
+    }
+    if opts.tty && opts.detach && opts.console_socket.is_none() {
+        return Err(RuntimeError::Invalid(
+            "--tty with --detach needs --console-socket".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The exec'd process is a clone of this one: sealed copy or not,
+/// decided on the container as it is now (its init's root, `init` its pid).
+fn check_seal(
+    init: Option<Pid>,
+    landlock: Option<&crate::landlock::LandlockPlan>,
+    spec: &libcontainer::oci_spec::runtime::Spec,
+) -> Result<()> {
+    let init_root = init.map(|pid| format!("/proc/{pid}/root"));
+    match init_root
+        .as_deref()
+        .map(|p| crate::exeseal::open_path(Path::new(p)))
+    {
+        Some(Ok(r)) => crate::exeseal::check(
+            landlock,
+            crate::landlock::kernel_abi(),
+            spec,
+            &crate::exeseal::ContainerView::Running { root: &r },
+        ),
+        // No view of the container: seal (libcontainer reports the rest).
+        other => crate::exeseal::require(crate::exeseal::SealReason::Undetermined {
+            what: format!("the container's root ({init_root:?}): {other:?}"),
+        }),
+    }
+    .map_err(RuntimeError::Reseal)
+}
+
+/// The container's policy (as create wrote it) and the name it goes by.
+fn read_policy(
+    dir: &crate::statedir::StateDir,
+    meta: &super::state::Meta,
+) -> Result<(Policy, String)> {
+    let policy_text = dir.read_policy_text()?;
+    let policy = crate::policy::parse_policy(&policy_text, "policy.json")
+        .map_err(|e| RuntimeError::Policy(e.to_string()))?;
+    let policy_name = meta
+        .annotations
+        .get("buntime.dev/policy-origin")
+        .cloned()
+        .unwrap_or_else(|| "of this container".into());
+    Ok((policy, policy_name))
+}
+
+/// Where create bound this container's proxy (its own port in `pod`
+/// mode); containers made before the annotation: the fixed one.
+fn proxy_port(meta: &super::state::Meta) -> u16 {
+    meta.annotations
+        .get(super::create::ANNOTATION_PROXY)
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(crate::proxy::PROXY_PORT)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod debug_ui;
 pub mod delegate;
 pub mod kind;
 mod limits;
+mod plan;
 pub mod prompt;
 pub mod relay;
 pub mod report;
@@ -21,15 +22,14 @@ mod workers;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use libcontainer::oci_spec::runtime::{Mount, MountBuilder, Spec};
 use nix::unistd::Pid;
 
-use crate::policy::{FsAccess, FsDecision, FsPath, Policy};
-use crate::prepare::RunSandbox;
+use crate::policy::Policy;
 use crate::runtime::create::{create, CreateOptions};
 use crate::runtime::state::Root;
 use crate::runtime::{foreground, lifecycle, RuntimeError};
 pub use kind::{Kind, Target};
+use plan::{bundle_spec, plan};
 
 /// Where `buntime run` keeps its containers' state (not buntime-runc's).
 pub const DEFAULT_STATE_ROOT: &str = "/run/buntime-run";
@@ -80,263 +80,6 @@ pub struct RunRequest {
 
 fn setup(msg: impl Into<String>) -> SandboxError {
     SandboxError::Setup(msg.into())
-}
-
-fn fs_path(p: &Path) -> Result<FsPath, SandboxError> {
-    FsPath::new(p.to_string_lossy()).map_err(|e| setup(format!("{}: {e}", p.display())))
-}
-
-/// What the template and the policy need to know about the target.
-struct Plan {
-    kind: Kind,
-    argv: Vec<String>,
-    cwd: PathBuf,
-    sandbox: RunSandbox,
-}
-
-fn plan(req: &RunRequest) -> Result<Plan, SandboxError> {
-    let here = std::env::current_dir().map_err(|e| setup(format!("current directory: {e}")))?;
-    let mut policy = req.policy.clone();
-    policy.resolve_relative(&here);
-    let kind = req.target.kind();
-    let path_var = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
-    let mut sandbox = RunSandbox {
-        origin: req.origin.clone(),
-        host_env: std::env::vars().collect(),
-        rootless: !nix::unistd::geteuid().is_root(),
-        ..RunSandbox::default()
-    };
-    let (cwd, head, rest) = match &req.target {
-        Target::Script { path, args } => {
-            let script = fs::canonicalize(here.join(path))
-                .map_err(|e| setup(format!("{}: {e}", path.display())))?;
-            if !script.is_file() {
-                return Err(setup(format!("{}: not a regular file", path.display())));
-            }
-            let dir = script.parent().unwrap_or(Path::new("/")).to_path_buf();
-            // The script's directory, read-only, is its working directory.
-            if let FsDecision::DeniedBy(d) = policy.filesystem.decide(&script, FsAccess::Read) {
-                return Err(setup(format!(
-                    "{}: the policy denies reading it ({})",
-                    script.display(),
-                    d.display()
-                )));
-            }
-            let dir_rule = fs_path(&dir)?;
-            if !policy.filesystem.read.contains(&dir_rule) {
-                policy.filesystem.read.push(dir_rule);
-            }
-            if kind == Kind::Command {
-                sandbox.landlock_exec.push(script.clone());
-            }
-            (dir, script.to_string_lossy().into_owned(), args.clone())
-        }
-        Target::Command { argv } => {
-            let (first, rest) = argv
-                .split_first()
-                .ok_or_else(|| setup("nothing to run: expected FILE or -- COMMAND"))?;
-            // The current directory, when the policy shows it (under the
-            // private /tmp it would be a different directory).
-            let cwd = if policy.filesystem.decide(&here, FsAccess::Read) == FsDecision::Allow
-                && !here.starts_with("/tmp")
-            {
-                here.clone()
-            } else {
-                PathBuf::from("/tmp")
-            };
-            (cwd, which(first, &path_var)?, rest.to_vec())
-        }
-    };
-    let interpreter = match kind {
-        Kind::Python => {
-            let p = req
-                .interpreter
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(kind::DEFAULT_PYTHON));
-            if !p.is_absolute() || !p.exists() {
-                return Err(setup(format!(
-                    "--interpreter: {} does not exist (an absolute host path is needed)",
-                    p.display()
-                )));
-            }
-            if !policy.may_exec(&p, &path_var) {
-                return Err(setup(format!(
-                    "the policy does not let the sandbox run {}: add its directory to filesystem.exec (--allow-run={})",
-                    p.display(),
-                    p.display()
-                )));
-            }
-            Some(p)
-        }
-        Kind::Bun => Some(
-            req.interpreter
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(kind::BUN_IN_SANDBOX)),
-        ),
-        Kind::Command => None,
-    };
-    let mut argv = Vec::new();
-    let template: serde_json::Value = serde_json::from_str(kind.template())
-        .map_err(|e| setup(format!("bundle template {}: {e}", kind.name())))?;
-    for a in template["process"]["args"].as_array().into_iter().flatten() {
-        match a.as_str().unwrap_or_default() {
-            "{{interpreter}}" => {
-                argv.extend(interpreter.iter().map(|p| p.to_string_lossy().into_owned()))
-            }
-            "{{script}}" => argv.push(head.clone()),
-            "{{args}}" => {
-                if kind == Kind::Command {
-                    argv.push(head.clone());
-                }
-                argv.extend(rest.iter().cloned());
-            }
-            other => argv.push(other.to_string()),
-        }
-    }
-    if kind != Kind::Command {
-        let home = workers::home()?;
-        if kind == Kind::Bun && interpreter.as_deref() == Some(Path::new(kind::BUN_IN_SANDBOX)) {
-            if !home.join("bin/bun").is_file() {
-                return Err(setup(
-                    "Bun is not installed: run `bash hack/install-bun.sh` (or `make run`), or pass --interpreter",
-                ));
-            }
-            sandbox
-                .landlock_exec
-                .push(PathBuf::from(WORKER_DIR).join("bin"));
-        }
-        if !home.join("lib/libbuntime_ipc.so").is_file() {
-            tracing::warn!(target: "cli", "libbuntime_ipc.so is missing from {}: the worker runs without its supervisor (build with `cargo build --workspace`)", home.display());
-        }
-        sandbox
-            .late_mounts
-            .push(bind_ro(&home, Path::new(WORKER_DIR))?);
-        sandbox.landlock_read.push(PathBuf::from(WORKER_DIR));
-        make_mount_point(&policy)?;
-    }
-    sandbox.worker_env = template["process"]["env"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect();
-    sandbox.policy = policy;
-    Ok(Plan {
-        kind,
-        argv,
-        cwd,
-        sandbox,
-    })
-}
-
-/// A command name looked up in PATH, as a shell would (the sandbox's root
-/// is empty until it starts, so the runtime cannot look it up there).
-fn which(cmd: &str, path_var: &str) -> Result<String, SandboxError> {
-    use std::os::unix::fs::PermissionsExt;
-    if cmd.contains('/') {
-        return Ok(cmd.to_string());
-    }
-    path_var
-        .split(':')
-        .filter(|d| d.starts_with('/'))
-        .map(|d| Path::new(d).join(cmd))
-        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
-        .map(|p| p.to_string_lossy().into_owned())
-        .ok_or_else(|| setup(format!("{cmd}: command not found in PATH")))
-}
-
-fn bind_ro(src: &Path, dst: &Path) -> Result<Mount, SandboxError> {
-    MountBuilder::default()
-        .destination(dst)
-        .typ("bind")
-        .source(src)
-        .options(
-            ["rbind", "ro", "nosuid", "nodev"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
-        )
-        .build()
-        .map_err(|e| setup(format!("mount {}: {e}", dst.display())))
-}
-
-/// When the policy binds a parent of `/opt/buntime` (`/opt`, `/`) from the
-/// host, the mount point must exist there: an empty directory is made.
-fn make_mount_point(policy: &Policy) -> Result<(), SandboxError> {
-    let fs = &policy.filesystem;
-    let target = Path::new(WORKER_DIR);
-    let covered = fs
-        .read
-        .iter()
-        .chain(&fs.write)
-        .chain(&fs.exec)
-        .any(|p| target.starts_with(p.as_path()));
-    if covered && !target.is_dir() && !nix::unistd::geteuid().is_root() {
-        return Err(setup(format!(
-            "the policy binds the host's /opt and {WORKER_DIR} (the worker's mount point) is missing there; as root, run `mkdir {WORKER_DIR}` once (or `make install`)"
-        )));
-    }
-    if covered && !target.is_dir() {
-        fs::create_dir_all(target).map_err(|e| {
-            setup(format!(
-                "the policy binds the host's {} and {WORKER_DIR} (the worker's mount point) is missing there: {e}",
-                target.parent().unwrap_or(target).display()
-            ))
-        })?;
-    }
-    Ok(())
-}
-
-/// The bundle's config.json: the template with the target filled in.
-fn bundle_spec(plan: &Plan, id: &str, ask_timeout: Option<&str>) -> Result<Spec, SandboxError> {
-    let mut v: serde_json::Value = serde_json::from_str(plan.kind.template())
-        .map_err(|e| setup(format!("bundle template: {e}")))?;
-    v["process"]["args"] = serde_json::json!(plan.argv);
-    v["process"]["cwd"] = serde_json::json!(plan.cwd);
-    v["process"]["env"] = serde_json::json!([]);
-    // Root inside, in a user namespace of its own: as an ordinary user the
-    // caller's uid (rootless); as root an unprivileged uid of the run's own
-    // (`sandbox_host_ids`), never the host's root.
-    let (uid, gid) = sandbox_host_ids();
-    v["process"]["user"] = if nix::unistd::geteuid().is_root() {
-        // Without a list libcontainer keeps the caller's supplementary
-        // groups (host gid 0 under sudo): the run's own gid only.
-        serde_json::json!({ "uid": 0, "gid": 0, "additionalGids": [0] })
-    } else {
-        // Rootless: setgroups is denied in the user namespace; the
-        // caller's groups are the caller's to have.
-        serde_json::json!({ "uid": 0, "gid": 0 })
-    };
-    v["linux"]["namespaces"]
-        .as_array_mut()
-        .ok_or_else(|| setup("bundle template: no linux.namespaces"))?
-        .push(serde_json::json!({ "type": "user" }));
-    v["linux"]["uidMappings"] = serde_json::json!([{ "containerID": 0, "hostID": uid, "size": 1 }]);
-    v["linux"]["gidMappings"] = serde_json::json!([{ "containerID": 0, "hostID": gid, "size": 1 }]);
-    v["linux"]["cgroupsPath"] = serde_json::json!(cgroup_path(id));
-    v["process"]["terminal"] = serde_json::json!(false);
-    // The templates state the secure values themselves (a run policy
-    // without `isolation` follows them); buntime's seccomp profile depends
-    // on the network mode, so it is added here.
-    v["linux"]["seccomp"] = serde_json::to_value(crate::spec::default_seccomp(
-        plan.sandbox.policy.network.mode,
-    ))
-    .map_err(|e| setup(format!("seccomp profile: {e}")))?;
-    if plan.sandbox.policy.network.mode == crate::policy::NetMode::Host {
-        // sysfs can only be mounted by the owner of the network namespace;
-        // in the host's, the host's /sys is bound read-only (as runc does
-        // rootless).
-        for m in v["mounts"].as_array_mut().into_iter().flatten() {
-            if m["type"] == "sysfs" {
-                *m = serde_json::json!({ "destination": "/sys", "type": "bind", "source": "/sys",
-                    "options": ["rbind", "ro", "nosuid", "nodev", "noexec"] });
-            }
-        }
-    }
-    if let Some(t) = ask_timeout {
-        v["annotations"] = serde_json::json!({ crate::supervisor::ANNOTATION_ASK_TIMEOUT: t });
-    }
-    serde_json::from_value(v).map_err(|e| setup(format!("bundle template: {e}")))
 }
 
 /// First host uid (and gid) of the sandboxes `buntime run` starts as root:
@@ -397,50 +140,9 @@ pub fn run_observed(
     let plan = plan(&req)?;
     let id = format!("run-{}", std::process::id());
     let spec = bundle_spec(&plan, &id, req.ask_timeout.as_deref())?;
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&req.state_root)
-            .map_err(|e| setup(format!("create {}: {e}", req.state_root.display())))?;
-    }
-    let root = Root::open(&req.state_root, false)?;
-    let bundle = scratch::BundleDir::create(&req.state_root, &id)?;
-    tracing::debug!(target: "cli", "run: bundle in {}", bundle.path.display());
-    if nix::unistd::geteuid().is_root() {
-        // Root inside makes its mount points there: the empty root is the
-        // sandbox's own, as a rootless user's is theirs.
-        let (uid, gid) = sandbox_host_ids();
-        let rootfs = bundle.path.join("rootfs");
-        nix::unistd::chown(
-            &rootfs,
-            Some(nix::unistd::Uid::from_raw(uid)),
-            Some(nix::unistd::Gid::from_raw(gid)),
-        )
-        .map_err(|e| setup(format!("chown {}: {e}", rootfs.display())))?;
-    }
+    let (root, bundle) = state_and_bundle(&req, &id)?;
     let mut spec = spec;
-    let learner = if req.learn {
-        // Said before anything of the run's happens, not only after (once:
-        // a run re-executed from a sealed copy, `exeseal`, said it already).
-        if crate::exeseal::sealed().is_none() {
-            crate::logging::say(
-            "buntime: --learn: this run is NOT sandboxed by filesystem or network rules (it may read, write, run and connect as far as its uid may; docs/learn.md): learn only with code you would run without a sandbox",
-            );
-        }
-        let dir = bundle.path.join("learn");
-        let listener = crate::learn::Listener::start(&dir).map_err(|e| {
-            setup(format!(
-                "--learn: listen on {}: {e}",
-                dir.join(crate::learn::observe::SOCKET_NAME).display()
-            ))
-        })?;
-        crate::learn::observe::attach(&mut spec, &listener.socket).map_err(setup)?;
-        Some(listener)
-    } else {
-        None
-    };
+    let learner = start_learner(&req, &bundle.path, &mut spec)?;
     spec.save(bundle.path.join("config.json"))
         .map_err(|e| setup(format!("write bundle: {e}")))?;
     let memory = plan.sandbox.policy.resources.memory.map(|m| m.to_string());
@@ -453,18 +155,7 @@ pub fn run_observed(
     };
 
     foreground::become_subreaper()?;
-    let opts = CreateOptions {
-        id: id.clone(),
-        bundle: bundle.path.clone(),
-        detach: false,
-        sandbox: Some(plan.sandbox),
-        stdout: plumbing.as_ref().map(|p| p.stdout.clone()),
-        stderr: plumbing.as_ref().map(|p| p.stderr.clone()),
-        ..CreateOptions::default()
-    };
-    let container = create(&root, &opts)?;
-    // Our copies of the sandbox's ends: its exit must bring EOF.
-    drop(opts);
+    let container = create_sandbox(&root, &id, &bundle.path, plan.sandbox, plumbing.as_ref())?;
     drop(warmup);
     let mut cleanup = Cleanup {
         root: &root,
@@ -482,24 +173,9 @@ pub fn run_observed(
     let set = foreground::block_signals()?;
     let state = root.extra_dir(&id);
     // After the mask: the relay thread must not take the signals we wait for.
-    let relay = match (plumbing, output_limit) {
-        (Some(p), Some(limit)) => match relay::Relay::start(p, limit.bytes(), pid.as_raw()) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                foreground::unblock_signals(&set);
-                return Err(setup(format!("output relay: {e}")));
-            }
-        },
-        _ => None,
-    };
+    let relay = start_relay(plumbing, output_limit, pid, &set)?;
     // Threads only now: libcontainer has forked what it had to.
-    let _ui = match debug_ui::start(&req, &id) {
-        Ok(ui) => ui,
-        Err(e) => {
-            foreground::unblock_signals(&set);
-            return Err(e);
-        }
-    };
+    let _ui = start_ui(&req, &id, &set)?;
     // The UI is the approver when there is one (the newest approver wins).
     if req.prompt && req.debug_ui.is_none() {
         let sock = state.join(crate::statedir::APPROVER_FILE);
@@ -511,36 +187,186 @@ pub fn run_observed(
         .map_err(SandboxError::from)
         .and_then(|()| foreground::wait_forward(pid, &set).map_err(SandboxError::from));
     tracing::debug!(target: "cli", "run: sandbox exited");
+    let (relayed, records, ooms) = wind_down(&mut cleanup, relay, waited.is_ok(), &state, &cgroup);
+    foreground::unblock_signals(&set);
+    let code = exit_code(
+        waited?,
+        &req,
+        &relayed,
+        &records,
+        ooms,
+        memory,
+        output_limit,
+    );
+    if let Some(line) = report::denied_summary(&records) {
+        crate::logging::say(&line);
+    }
+    Ok((code, learner.map(crate::learn::Listener::finish)))
+}
+
+/// The state root (made private to the caller) and the run's bundle
+/// directory in it.
+fn state_and_bundle(
+    req: &RunRequest,
+    id: &str,
+) -> Result<(Root, scratch::BundleDir), SandboxError> {
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&req.state_root)
+            .map_err(|e| setup(format!("create {}: {e}", req.state_root.display())))?;
+    }
+    let root = Root::open(&req.state_root, false)?;
+    let bundle = scratch::BundleDir::create(&req.state_root, id)?;
+    tracing::debug!(target: "cli", "run: bundle in {}", bundle.path.display());
+    if nix::unistd::geteuid().is_root() {
+        // Root inside makes its mount points there: the empty root is the
+        // sandbox's own, as a rootless user's is theirs.
+        let (uid, gid) = sandbox_host_ids();
+        let rootfs = bundle.path.join("rootfs");
+        nix::unistd::chown(
+            &rootfs,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        )
+        .map_err(|e| setup(format!("chown {}: {e}", rootfs.display())))?;
+    }
+    Ok((root, bundle))
+}
+
+/// Learn mode: the listener the sandbox's seccomp notifications go to,
+/// attached to `spec`.
+fn start_learner(
+    req: &RunRequest,
+    bundle: &Path,
+    spec: &mut libcontainer::oci_spec::runtime::Spec,
+) -> Result<Option<crate::learn::Listener>, SandboxError> {
+    if !req.learn {
+        return Ok(None);
+    }
+    // Said before anything of the run's happens, not only after (once:
+    // a run re-executed from a sealed copy, `exeseal`, said it already).
+    if crate::exeseal::sealed().is_none() {
+        crate::logging::say(
+        "buntime: --learn: this run is NOT sandboxed by filesystem or network rules (it may read, write, run and connect as far as its uid may; docs/learn.md): learn only with code you would run without a sandbox",
+        );
+    }
+    let dir = bundle.join("learn");
+    let listener = crate::learn::Listener::start(&dir).map_err(|e| {
+        setup(format!(
+            "--learn: listen on {}: {e}",
+            dir.join(crate::learn::observe::SOCKET_NAME).display()
+        ))
+    })?;
+    crate::learn::observe::attach(spec, &listener.socket).map_err(setup)?;
+    Ok(Some(listener))
+}
+
+/// Creates the sandbox through the runtime, its output to `plumbing`.
+fn create_sandbox(
+    root: &Root,
+    id: &str,
+    bundle: &Path,
+    sandbox: crate::prepare::RunSandbox,
+    plumbing: Option<&relay::Plumbing>,
+) -> Result<libcontainer::container::Container, SandboxError> {
+    let opts = CreateOptions {
+        id: id.to_string(),
+        bundle: bundle.to_path_buf(),
+        detach: false,
+        sandbox: Some(sandbox),
+        stdout: plumbing.map(|p| p.stdout.clone()),
+        stderr: plumbing.map(|p| p.stderr.clone()),
+        ..CreateOptions::default()
+    };
+    let container = create(root, &opts)?;
+    // Our copies of the sandbox's ends: its exit must bring EOF.
+    drop(opts);
+    Ok(container)
+}
+
+/// The output relay, when `resources.output` limits the output.
+fn start_relay(
+    plumbing: Option<relay::Plumbing>,
+    output_limit: Option<crate::policy::ByteSize>,
+    pid: Pid,
+    set: &nix::sys::signal::SigSet,
+) -> Result<Option<relay::Relay>, SandboxError> {
+    Ok(match (plumbing, output_limit) {
+        (Some(p), Some(limit)) => match relay::Relay::start(p, limit.bytes(), pid.as_raw()) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                foreground::unblock_signals(set);
+                return Err(setup(format!("output relay: {e}")));
+            }
+        },
+        _ => None,
+    })
+}
+
+/// `--debug-ui`: the UI for this run, serving in the background.
+fn start_ui(
+    req: &RunRequest,
+    id: &str,
+    set: &nix::sys::signal::SigSet,
+) -> Result<Option<debug_ui::Handle>, SandboxError> {
+    debug_ui::start(req, id).inspect_err(|_| foreground::unblock_signals(set))
+}
+
+/// After the sandbox exited: the relay drained, the supervisor's last
+/// audit lines waited for, the audit read, the sandbox deleted.
+fn wind_down(
+    cleanup: &mut Cleanup<'_>,
+    relay: Option<relay::Relay>,
+    waited: bool,
+    state: &Path,
+    cgroup: &str,
+) -> (relay::Relayed, Vec<crate::audit::AuditRecord>, u64) {
+    let (root, id) = (cleanup.root, cleanup.id);
     let relayed = relay
         .map(|r| r.finish(crate::supervisor::WIND_DOWN))
         .unwrap_or_default();
     // The supervisor's last audit lines (a proxy connection that ended
     // with the sandbox) are written before it exits: read after that.
-    if waited.is_ok() {
-        let pid = root.read_meta(&id).supervisor_pid;
-        if let Some(s) = crate::supervisor::begin_finish(pid, &id) {
+    if waited {
+        let pid = root.read_meta(id).supervisor_pid;
+        if let Some(s) = crate::supervisor::begin_finish(pid, id) {
             s.wait();
         }
     }
     if relayed.limit_hit {
-        audit_output_kill(&state, &id, relayed.bytes);
+        audit_output_kill(state, id, relayed.bytes);
     }
-    let records = crate::audit::read_all(&state);
-    let ooms = report::oom_kills(&cgroup);
+    let records = crate::audit::read_all(state);
+    let ooms = report::oom_kills(cgroup);
     cleanup.armed = false;
-    if let Err(e) = lifecycle::delete(&root, &id, true) {
+    if let Err(e) = lifecycle::delete(root, id, true) {
         tracing::warn!(target: "cli", "delete sandbox {id}: {e}");
     }
     tracing::debug!(target: "cli", "run: sandbox deleted");
-    foreground::unblock_signals(&set);
-    let mut code = waited?;
+    (relayed, records, ooms)
+}
+
+/// The code to exit with, saying why the sandbox was killed when a limit
+/// killed it.
+fn exit_code(
+    mut code: i32,
+    req: &RunRequest,
+    relayed: &relay::Relayed,
+    records: &[crate::audit::AuditRecord],
+    ooms: u64,
+    memory: Option<String>,
+    output_limit: Option<crate::policy::ByteSize>,
+) -> i32 {
     if relayed.limit_hit {
         crate::logging::say(&format!(
             "buntime: killed: the output limit{} was reached",
             output_limit.map(|b| format!(" ({b})")).unwrap_or_default()
         ));
         code = relay::OUTPUT_LIMIT_EXIT;
-    } else if report::timed_out(&records) {
+    } else if report::timed_out(records) {
         let limit = req
             .policy
             .resources
@@ -557,10 +383,7 @@ pub fn run_observed(
             memory.map(|m| format!(" ({m})")).unwrap_or_default()
         ));
     }
-    if let Some(line) = report::denied_summary(&records) {
-        crate::logging::say(&line);
-    }
-    Ok((code, learner.map(crate::learn::Listener::finish)))
+    code
 }
 
 /// The audit record of a run killed for `resources.output` (written by

@@ -20,7 +20,7 @@
 //! runtime decides after the Landlock plan is known ([`decide`]) and,
 //! only when that can happen or cannot be ruled out, re-executes the
 //! whole command from a read-only copy: the binary through a detached
-//! read-only overlay of its directory ([`overlay_open`], as runc 1.2), or
+//! read-only overlay of its directory ([`copy::overlay_open`], as runc 1.2), or
 //! where that cannot be mounted a sealed memfd copy
 //! (`F_SEAL_SEAL|SHRINK|GROW|WRITE` and `F_SEAL_EXEC`, as runc did before
 //! 1.2 and youki's CLI does). Under `buntime run`'s policies nothing is
@@ -35,15 +35,21 @@
 
 use std::ffi::{CString, OsString};
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use libcontainer::oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
+use libcontainer::oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::landlock::LandlockPlan;
+
+mod copy;
+mod view;
+
+use copy::{cstr, last_err, memfd_copy, overlay_open};
+use view::Target;
+pub use view::{open_path, BinaryInodes, ContainerView};
 
 /// Set on the re-executed process to the original binary's path; removed
 /// from the environment first thing, so children never see it.
@@ -218,269 +224,6 @@ pub enum SealDecision {
     Needed(SealReason),
 }
 
-/// The inodes Landlock looks at when the binary is written through
-/// `/proc/PID/exe`: the file and every directory of its host path, as
-/// `(st_dev, st_ino)`. (A mount point's hidden directory is not among
-/// them: the walk skips it, and `stat` of the path shows the mount.)
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BinaryInodes {
-    pub path: PathBuf,
-    ids: Vec<(u64, u64)>,
-}
-
-impl BinaryInodes {
-    /// The running binary's.
-    pub fn current() -> Result<BinaryInodes, SealError> {
-        let path = std::fs::read_link("/proc/self/exe").map_err(io("readlink /proc/self/exe"))?;
-        if path.as_os_str().as_bytes().ends_with(b" (deleted)") {
-            return Err(SealError::Io {
-                what: format!("{} was replaced while running", path.display()),
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
-            });
-        }
-        let file = std::fs::metadata("/proc/self/exe").map_err(io("stat /proc/self/exe"))?;
-        Self::of(&path, &file)
-    }
-
-    /// The file at `path` (for tests).
-    pub fn at(path: &Path) -> Result<BinaryInodes, SealError> {
-        let m = std::fs::metadata(path).map_err(io(format!("stat {}", path.display())))?;
-        Self::of(path, &m)
-    }
-
-    fn of(path: &Path, file: &std::fs::Metadata) -> Result<BinaryInodes, SealError> {
-        let mut ids = vec![(file.dev(), file.ino())];
-        for dir in path.ancestors().skip(1) {
-            let m = std::fs::metadata(dir).map_err(io(format!("stat {}", dir.display())))?;
-            ids.push((m.dev(), m.ino()));
-        }
-        Ok(BinaryInodes {
-            path: path.to_path_buf(),
-            ids,
-        })
-    }
-
-    fn contains(&self, id: (u64, u64)) -> bool {
-        self.ids.contains(&id)
-    }
-}
-
-/// Where a rule's path leads in the container.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Target {
-    /// This host inode.
-    Inode(u64, u64),
-    /// Nothing: Landlock skips the rule (missing, or a symlink on the way).
-    Absent,
-    /// A filesystem made for the container (tmpfs, proc, ...).
-    Fresh,
-    Unknown(String),
-}
-
-/// How the container sees paths.
-pub enum ContainerView<'a> {
-    /// Not built yet (`create`): the rootfs and the spec's mounts, which
-    /// libcontainer mounts in order (a later mount hides what is beneath).
-    Planned {
-        rootfs: &'a Path,
-        mounts: &'a [Mount],
-    },
-    /// Running (`exec`): a handle on the init's root (`/proc/PID/root`),
-    /// which lookups cross into the container's own mounts.
-    Running { root: &'a File },
-}
-
-/// Filesystem types that are always a new superblock of their own, never
-/// one the binary's directories could be on.
-const FRESH_TYPES: &[&str] = &[
-    "tmpfs", "proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2", "ramfs", "overlay",
-];
-
-/// A [`ContainerView`] ready for lookups: the rootfs opened once, the
-/// destinations of the mounts that can matter made canonical once.
-enum Resolver<'a> {
-    Planned {
-        root: File,
-        /// Each mount with its destination as libcontainer makes it.
-        mounts: Vec<(&'a Mount, Option<PathBuf>)>,
-    },
-    Running {
-        root: &'a File,
-    },
-    Broken(String),
-}
-
-impl<'a> ContainerView<'a> {
-    fn resolver(&self) -> Resolver<'a> {
-        match *self {
-            ContainerView::Running { root } => Resolver::Running { root },
-            ContainerView::Planned { rootfs, mounts } => {
-                let root = match open_path(rootfs) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        return Resolver::Broken(format!("open rootfs {}: {e}", rootfs.display()))
-                    }
-                };
-                let root_real = std::fs::canonicalize(rootfs).ok();
-                // libcontainer follows symlinks in a destination within the
-                // rootfs. Only binds (and unknown types) need it: a fresh
-                // mount missed here leaves a lookup in the rootfs or an
-                // earlier bind, which can only make sealing more likely.
-                let mounts = mounts
-                    .iter()
-                    .map(|m| {
-                        let canon = root_real
-                            .as_deref()
-                            .filter(|_| !is_fresh(m))
-                            .and_then(|real| canonical_dest(&root, real, &destination(m)));
-                        (m, canon)
-                    })
-                    .collect();
-                Resolver::Planned { root, mounts }
-            }
-        }
-    }
-}
-
-impl Resolver<'_> {
-    fn target(&self, rule: &Path) -> Target {
-        if !rule.is_absolute() || rule.components().any(|c| c == Component::ParentDir) {
-            return Target::Unknown(format!("rule {} is not a clean path", rule.display()));
-        }
-        match self {
-            Resolver::Running { root } => lookup_in(root, rule, true),
-            Resolver::Planned { root, mounts } => planned_target(root, mounts, rule),
-            Resolver::Broken(why) => Target::Unknown(why.clone()),
-        }
-    }
-}
-
-/// libcontainer takes a relative destination as relative to the rootfs.
-fn destination(m: &Mount) -> PathBuf {
-    Path::new("/").join(m.destination())
-}
-
-/// An `O_PATH` handle (symlinks followed): opening a FIFO or a device
-/// named by a mount must neither block nor do anything.
-pub fn open_path(p: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH)
-        .open(p)
-}
-
-fn is_fresh(m: &Mount) -> bool {
-    !crate::spec::is_bind(m) && FRESH_TYPES.contains(&m.typ().as_deref().unwrap_or_default())
-}
-
-/// `rule` in the container as libcontainer will build it: below the last
-/// mount whose destination contains it, else in the rootfs.
-fn planned_target(root: &File, mounts: &[(&Mount, Option<PathBuf>)], rule: &Path) -> Target {
-    for (m, canon) in mounts.iter().rev() {
-        let dest = destination(m);
-        let rest = rule
-            .strip_prefix(&dest)
-            .ok()
-            .or_else(|| canon.as_deref().and_then(|c| rule.strip_prefix(c).ok()));
-        let Some(rest) = rest else { continue };
-        if is_fresh(m) {
-            return Target::Fresh;
-        }
-        if !crate::spec::is_bind(m) {
-            return Target::Unknown(format!(
-                "mount {} of type {:?} (possibly the binary's filesystem)",
-                dest.display(),
-                m.typ().as_deref().unwrap_or_default()
-            ));
-        }
-        let Some(src) = m.source().as_deref().filter(|s| s.is_absolute()) else {
-            return Target::Unknown(format!(
-                "bind mount {} has no absolute source",
-                dest.display()
-            ));
-        };
-        // mount(2) follows symlinks in the source.
-        let src = match open_path(src) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Target::Absent,
-            Err(e) => return Target::Unknown(format!("open {}: {e}", src.display())),
-        };
-        if rest.as_os_str().is_empty() {
-            return stat_target(&src);
-        }
-        return lookup_in(&src, rest, false);
-    }
-    let rel = rule.strip_prefix("/").unwrap_or(rule);
-    if rel.as_os_str().is_empty() {
-        return stat_target(root);
-    }
-    lookup_in(root, rel, true)
-}
-
-/// `dest` with symlinks resolved inside the rootfs (as far as it exists),
-/// relative to the rootfs as `/`.
-fn canonical_dest(root: &File, root_real: &Path, dest: &Path) -> Option<PathBuf> {
-    for existing in dest.ancestors() {
-        let Ok(fd) = openat2_path(root, existing, RESOLVE_IN_ROOT_FOLLOW) else {
-            continue;
-        };
-        let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
-        let inside = Path::new("/").join(real.strip_prefix(root_real).ok()?);
-        let rest = dest.strip_prefix(existing).ok()?;
-        return Some(if rest.as_os_str().is_empty() {
-            inside
-        } else {
-            inside.join(rest)
-        });
-    }
-    None
-}
-
-fn stat_target(f: &File) -> Target {
-    match f.metadata() {
-        Ok(m) => Target::Inode(m.dev(), m.ino()),
-        Err(e) => Target::Unknown(format!("stat: {e}")),
-    }
-}
-
-const RESOLVE_IN_ROOT_FOLLOW: u8 = 0;
-const RESOLVE_NO_LINKS_IN_ROOT: u8 = 1;
-const RESOLVE_NO_LINKS_BENEATH: u8 = 2;
-
-fn openat2_path(dir: &File, path: &Path, mode: u8) -> nix::Result<OwnedFd> {
-    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
-    let resolve = match mode {
-        RESOLVE_IN_ROOT_FOLLOW => ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS,
-        RESOLVE_NO_LINKS_IN_ROOT => ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS,
-        _ => ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS,
-    };
-    let how = OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
-        .resolve(resolve);
-    let fd = openat2(dir.as_raw_fd(), path, how)?;
-    // SAFETY: a new descriptor from openat2, owned here.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// `path` below `dir` following no symlink, as Landlock's `apply` opens
-/// rule paths in the container.
-fn lookup_in(dir: &File, path: &Path, in_root: bool) -> Target {
-    let mode = if in_root {
-        RESOLVE_NO_LINKS_IN_ROOT
-    } else {
-        RESOLVE_NO_LINKS_BENEATH
-    };
-    match openat2_path(dir, path, mode) {
-        Ok(fd) => stat_target(&File::from(fd)),
-        // Missing, or a symlink on the way: `apply` skips the rule too.
-        Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR | nix::errno::Errno::ELOOP) => {
-            Target::Absent
-        }
-        Err(e) => Target::Unknown(format!("look up {}: {e}", path.display())),
-    }
-}
-
 /// Must processes that enter this container run from a sealed copy?
 /// `plan` is the Landlock plan they will apply (`None`: none), `abi` the
 /// kernel's Landlock ABI, `spec` the effective spec (namespaces), `view`
@@ -565,199 +308,6 @@ pub fn require(reason: SealReason) -> Result<(), SealReason> {
     Err(reason)
 }
 
-// ---------------------------------------------------------------------
-// The sealed copy.
-
-fn last_err(what: &str) -> SealError {
-    SealError::Io {
-        what: what.to_string(),
-        source: std::io::Error::last_os_error(),
-    }
-}
-
-fn cstr(b: &[u8], what: &str) -> Result<CString, SealError> {
-    CString::new(b).map_err(|_| SealError::Io {
-        what: format!("{what}: contains a NUL byte"),
-        source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
-    })
-}
-
-// The new mount API (linux/mount.h), for the overlay below.
-const FSOPEN_CLOEXEC: libc::c_uint = 1;
-const FSCONFIG_SET_STRING: libc::c_uint = 1;
-const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
-const FSMOUNT_CLOEXEC: libc::c_uint = 1;
-const MOUNT_ATTR_RDONLY: libc::c_uint = 0x1;
-const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
-const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
-
-/// A detached mount (attached nowhere: no path reaches it) of `fstype`
-/// with these string options, read-only.
-fn detached_mount(fstype: &str, opts: &[(&str, &str)]) -> Result<OwnedFd, SealError> {
-    let name = cstr(fstype.as_bytes(), "filesystem type")?;
-    // SAFETY: fsopen with a valid C string; returns a new fd or -1.
-    let fs = unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), FSOPEN_CLOEXEC) };
-    if fs < 0 {
-        return Err(last_err("fsopen"));
-    }
-    // SAFETY: a fresh descriptor that we own.
-    let fs = unsafe { OwnedFd::from_raw_fd(fs as RawFd) };
-    for (k, v) in opts {
-        let (k, v) = (cstr(k.as_bytes(), "option")?, cstr(v.as_bytes(), "option")?);
-        // SAFETY: fsconfig on our context with valid C strings.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                fs.as_raw_fd(),
-                FSCONFIG_SET_STRING,
-                k.as_ptr(),
-                v.as_ptr(),
-                0,
-            )
-        };
-        if r < 0 {
-            return Err(last_err("fsconfig"));
-        }
-    }
-    // SAFETY: fsconfig's create command takes no key or value.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            FSCONFIG_CMD_CREATE,
-            std::ptr::null::<libc::c_char>(),
-            std::ptr::null::<libc::c_void>(),
-            0,
-        )
-    };
-    if r < 0 {
-        return Err(last_err("fsconfig create"));
-    }
-    let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
-    // SAFETY: fsmount on our configured context; returns a new fd or -1.
-    let m = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) };
-    if m < 0 {
-        return Err(last_err("fsmount"));
-    }
-    // SAFETY: a fresh descriptor that we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(m as RawFd) })
-}
-
-/// The binary, opened through a detached read-only overlay of its
-/// directory (as runc from 1.2 does): nothing is copied, so the page cache
-/// is the binary's own, shared by every process running it, where the
-/// memfd copy costs a 14 MB copy at every start and 14 MB of shmem for as
-/// long as the supervisor runs. An overlay without an upper layer has no
-/// place to write: `/proc/PID/exe` reopened for writing or truncation
-/// fails (EROFS) however the mount's flags are changed, and the mount is
-/// attached nowhere. The second lower layer (overlayfs wants two without
-/// an upper one) is an empty detached tmpfs. Needs the right to mount
-/// (root); any failure falls back to the memfd copy.
-fn overlay_open(original: &Path) -> Result<File, SealError> {
-    let unusable = |what: &str| SealError::Io {
-        what: what.to_string(),
-        source: std::io::Error::from(std::io::ErrorKind::Unsupported),
-    };
-    let (Some(dir), Some(name)) = (original.parent(), original.file_name()) else {
-        return Err(unusable("the binary's path has no directory"));
-    };
-    let dir_bytes = dir.as_os_str().as_bytes();
-    // overlayfs separates layers with ':' and escapes with '\\'.
-    if !original.is_absolute() || dir_bytes.iter().any(|b| matches!(b, b':' | b'\\' | b',')) {
-        return Err(unusable(
-            "the binary's directory cannot name an overlay layer",
-        ));
-    }
-    let empty = detached_mount("tmpfs", &[("size", "4k"), ("mode", "0555")])?;
-    let lower = format!("{}:/proc/self/fd/{}", dir.display(), empty.as_raw_fd());
-    let ovl = detached_mount("overlay", &[("lowerdir", &lower)])?;
-    let name = cstr(name.as_bytes(), "binary name")?;
-    // SAFETY: openat beneath our mount's root with a valid C string.
-    let fd = unsafe {
-        libc::openat(
-            ovl.as_raw_fd(),
-            name.as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-        )
-    };
-    if fd < 0 {
-        return Err(last_err("open the binary in the overlay"));
-    }
-    // SAFETY: a fresh descriptor that we own.
-    let f = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    // The same file this process runs (not one replaced on disk since),
-    // and really read-only.
-    let now = File::open("/proc/self/exe")
-        .and_then(|e| e.metadata())
-        .map_err(io("stat /proc/self/exe"))?;
-    let there = f.metadata().map_err(io("stat the overlay's binary"))?;
-    let same = there.is_file()
-        && there.len() == now.len()
-        && there.mtime() == now.mtime()
-        && there.mtime_nsec() == now.mtime_nsec()
-        && there.ctime() == now.ctime()
-        && there.ctime_nsec() == now.ctime_nsec();
-    if !same {
-        return Err(unusable("the binary on disk is not the one running"));
-    }
-    if file_sealed(&f) != Some(Sealed::ReadOnlyMount) {
-        return Err(unusable("the overlay is not read-only"));
-    }
-    Ok(f)
-}
-
-/// A sealed memfd holding a copy of `/proc/self/exe`.
-fn memfd_copy() -> Result<OwnedFd, SealError> {
-    let src = File::open("/proc/self/exe").map_err(io("open /proc/self/exe"))?;
-    let size = src.metadata().map_err(io("stat /proc/self/exe"))?.len();
-    let name = cstr(b"buntime-sealed", "memfd name")?;
-    let base = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
-    // SAFETY: memfd_create with a valid name; returns a new fd or -1.
-    let mut fd = unsafe { libc::memfd_create(name.as_ptr(), base | MFD_EXEC) };
-    if fd < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
-        // Before Linux 6.3 there is no MFD_EXEC (and memfds are executable).
-        // SAFETY: as above.
-        fd = unsafe { libc::memfd_create(name.as_ptr(), base) };
-    }
-    if fd < 0 {
-        return Err(last_err("memfd_create"));
-    }
-    // SAFETY: a fresh descriptor that we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-    let mut copied: u64 = 0;
-    while copied < size {
-        let left = (size - copied).min(1 << 30) as usize;
-        // SAFETY: sendfile between two descriptors we own, the source's
-        // own offset advancing.
-        let n =
-            unsafe { libc::sendfile(fd.as_raw_fd(), src.as_raw_fd(), std::ptr::null_mut(), left) };
-        if n < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(last_err("copy the binary into the memfd"));
-        }
-        if n == 0 {
-            break;
-        }
-        copied += n as u64;
-    }
-    if copied != size {
-        return Err(SealError::Io {
-            what: format!("copied {copied} of {size} bytes of the binary"),
-            source: std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
-        });
-    }
-    // Best effort: F_SEAL_EXEC is newer than the others.
-    // SAFETY: fcntl on our memfd.
-    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, F_SEAL_EXEC) };
-    // SAFETY: fcntl on our memfd.
-    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, MEMFD_SEALS) } < 0 {
-        return Err(last_err("seal the memfd"));
-    }
-    Ok(fd)
-}
-
 /// Redoes the command (same argv, environment and descriptors) from a
 /// sealed memfd copy of the binary, with [`MARKER`] set to the original
 /// path. Returns only on failure; refuses in a process that is already a
@@ -821,7 +371,10 @@ fn reexec_inner() -> Result<std::convert::Infallible, SealError> {
 mod tests {
     use super::*;
     use crate::landlock::NetPlan;
-    use libcontainer::oci_spec::runtime::{LinuxBuilder, LinuxNamespaceBuilder, MountBuilder};
+    use libcontainer::oci_spec::runtime::{
+        LinuxBuilder, LinuxNamespaceBuilder, Mount, MountBuilder,
+    };
+    use std::path::Path;
 
     #[test]
     fn overlay_copy_is_read_only() {

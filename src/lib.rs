@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod audit_follow;
+pub mod deputy;
 pub mod exeseal;
 pub mod ipc;
 pub mod landlock;

@@ -19,6 +19,9 @@ use serde::Serialize;
 /// The effective spec libcontainer runs, and `exec` and the supervisor
 /// read (`create`; seccomp arguments in libcontainer's order).
 pub const SPEC_FILE: &str = "config.json";
+/// Where `buntime run` keeps its containers' state (`buntime-runc`'s is
+/// `runtime::DEFAULT_ROOT`, or its `--root`).
+pub const RUN_STATE_ROOT: &str = "/run/buntime-run";
 /// buntime's metadata of the container (`runtime::state::Meta`).
 pub const META_FILE: &str = "buntime.json";
 /// The applied policy, canonical JSON (`create`).

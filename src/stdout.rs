@@ -43,7 +43,8 @@ pub fn println(text: &str) -> Result<(), OutputError> {
     print(&format!("{text}\n"))
 }
 
-/// True when `err` (or what it wraps) says stdout was closed.
+/// True when `err` (or what it wraps) says stdout was closed
+/// (`runtime::error::output_closed` also sees through a `RuntimeError`).
 pub fn is_closed(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(err);
     while let Some(e) = cur {
@@ -51,10 +52,6 @@ pub fn is_closed(err: &(dyn std::error::Error + 'static)) -> bool {
             || matches!(
                 e.downcast_ref::<OutputError>(),
                 Some(OutputError::Closed(_))
-            )
-            || matches!(
-                e.downcast_ref::<crate::runtime::RuntimeError>(),
-                Some(crate::runtime::RuntimeError::Output(OutputError::Closed(_)))
             )
         {
             return true;

@@ -37,31 +37,35 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("stdout", &[]),
     ("statedir", &[]),
     ("policy", &[]),
+    // Acting with a sandbox's rights: its credentials, paths in its root.
+    ("deputy", &[]),
     // Records and the spec, built from policy data.
     ("audit", &["policy", "statedir"]),
-    ("audit_follow", &["audit", "statedir"]),
-    ("spec", &["policy"]),
-    ("landlock", &["policy", "spec"]),
     ("proxy", &["policy", "audit"]),
+    // The proxy's port is the one thing the spec takes from it.
+    ("spec", &["policy", "proxy"]),
+    ("landlock", &["policy", "spec"]),
     ("exeseal", &["policy", "spec", "landlock"]),
     // The pipeline: policy + bundle + mode -> effective spec, plans, files.
     (
         "prepare",
         &[
-            "policy", "spec", "landlock", "exeseal", "statedir", "proxy", "audit",
+            "policy", "spec", "landlock", "exeseal", "statedir", "proxy", "audit", "ipc",
         ],
     ),
     // Learning: audit records and observations -> a policy.
     (
         "learn",
-        &["policy", "audit", "spec", "statedir", "logging", "proxy"],
+        &[
+            "policy", "audit", "spec", "statedir", "logging", "proxy", "deputy",
+        ],
     ),
     // The per-sandbox supervisor: brokers requests, never creates containers.
     (
         "supervisor",
         &[
             "ipc", "logging", "policy", "audit", "statedir", "spec", "landlock", "exeseal",
-            "proxy", "learn",
+            "proxy", "learn", "deputy",
         ],
     ),
     // The runtime: creates containers and starts their supervisor.
@@ -82,6 +86,12 @@ const LAYERS: &[(&str, &[&str])] = &[
             "learn",
             "supervisor",
         ],
+    ),
+    // `buntime-runc audit --follow`: a container's audit log by id, while
+    // its supervisor runs.
+    (
+        "audit_follow",
+        &["audit", "statedir", "runtime", "supervisor"],
     ),
     // The debug UI reads state dirs and audit logs; `buntime run --ui` starts it.
     (
@@ -119,56 +129,23 @@ const LAYERS: &[(&str, &[&str])] = &[
             "supervisor",
             "runtime",
             "ui",
+            "deputy",
         ],
     ),
 ];
 
-/// Today's layering violations (module, module it names). Shrink only.
-const EDGE_ALLOW: &[(&str, &str)] = &[
-    ("exeseal", "runtime"),
-    ("learn", "runtime"),
-    ("learn", "sandbox"),
-    ("learn", "supervisor"),
-    ("policy", "exeseal"),
-    ("policy", "landlock"),
-    ("policy", "proxy"),
-    ("policy", "spec"),
-    ("spec", "proxy"),
-    ("stdout", "runtime"),
-    ("supervisor", "runtime"),
-    ("ui", "sandbox"),
-];
+/// Layering violations tolerated (module, module it names). Empty: keep it so.
+const EDGE_ALLOW: &[(&str, &str)] = &[];
 
 /// Today's oversize files (path from the workspace root). Shrink only.
-const FILE_ALLOW: &[&str] = &[
-    "src/bin/buntime-runc.rs",
-    "src/policy/model.rs",
-    "src/policy/net.rs",
-    "src/policy/source.rs",
-    "src/runtime/create.rs",
-    "src/spec/mod.rs",
-    "src/supervisor/mod.rs",
-    "src/supervisor/serve.rs",
-];
+const FILE_ALLOW: &[&str] = &["src/policy/model.rs", "src/supervisor/mod.rs"];
 
 /// Today's oversize functions (file, function name). Shrink only.
 const FN_ALLOW: &[(&str, &str)] = &[
-    ("src/bin/buntime-runc.rs", "dispatch"),
     ("src/bin/buntime-test-worker.rs", "run"),
-    ("src/bin/buntime.rs", "run"),
-    ("src/bin/buntime.rs", "run_sandbox"),
     ("src/ipc/control.rs", "recv"),
-    ("src/landlock.rs", "apply"),
-    ("src/proxy/mod.rs", "handle"),
-    ("src/runtime/create.rs", "create"),
-    ("src/runtime/create.rs", "unreadable_deny_files"),
-    ("src/spec/mod.rs", "effective_spec"),
-    ("src/spec/narrow.rs", "check_only_narrows"),
     ("src/supervisor/mod.rs", "run"),
     ("src/supervisor/mod.rs", "serve_loop"),
-    ("src/supervisor/serve.rs", "fs_request"),
-    ("src/supervisor/serve.rs", "net_check"),
-    ("src/ui/why.rs", "why"),
 ];
 
 /// A Rust source file and what it says.

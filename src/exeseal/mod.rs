@@ -245,7 +245,7 @@ pub fn decide(
     if abi < TRUNCATE_ABI {
         return SealDecision::Needed(SealReason::TruncateNotHandled { abi });
     }
-    if !crate::runtime::create::has_new_ns(spec, LinuxNamespaceType::Pid) {
+    if !crate::spec::has_new_ns(spec, LinuxNamespaceType::Pid) {
         return SealDecision::Needed(SealReason::SharedPidNamespace);
     }
     // Only `write` rules carry write-file and truncate (landlock.rs).

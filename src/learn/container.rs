@@ -32,7 +32,6 @@ use super::observe::{
 use super::LearnError;
 use crate::policy::source::LearnSetting;
 use crate::policy::{NetMode, PolicySources};
-use crate::runtime::state::Root;
 
 /// The bundle annotation asking for learning: `"true"` or `"false"`.
 pub const ANNOTATION_LEARN: &str = "buntime.dev/learn";
@@ -214,7 +213,7 @@ fn own_exe(e: Event, pid: u32) -> Event {
 /// interpreter. Resolved inside that root: a symlink in the image cannot
 /// make the supervisor read a host file; read with the caller's rights.
 fn facts(pid: u32, path: &Path, exec: bool) -> Facts {
-    use crate::supervisor::fsops::openat2;
+    use crate::deputy::fsops::openat2;
     let resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
     let Ok(root) = File::open(format!("/proc/{pid}/root")) else {
         return Facts::default();
@@ -224,7 +223,7 @@ fn facts(pid: u32, path: &Path, exec: bool) -> Facts {
     let interpreter = if exec {
         // With the caller's rights: the supervisor never reads for the
         // sandbox what the sandbox could not read itself. Fails closed.
-        let creds = crate::supervisor::creds::SandboxCreds::of_pid(pid).ok();
+        let creds = crate::deputy::creds::SandboxCreds::of_pid(pid).ok();
         let _as_caller = creds.and_then(|c| c.assume().ok());
         _as_caller
             .is_some()
@@ -365,16 +364,22 @@ pub struct ContainerLearned {
     pub ran_under: String,
 }
 
-/// The least policy for container `id`, from what its supervisor recorded
+/// What the runtime knows of a container beyond its state directory
+/// (`runtime::learned` gathers it: the metadata, whether its supervisor
+/// still runs).
+pub struct ContainerFacts<'a> {
+    pub id: &'a str,
+    pub dir: &'a crate::statedir::StateDir,
+    /// The policy it ran under (`origin`), if recorded.
+    pub policy_name: Option<String>,
+    /// Its supervisor is still running (so the record may grow).
+    pub running: bool,
+}
+
+/// The least policy for a container, from what its supervisor recorded
 /// and its audit log.
-pub fn learned(root: &Root, id: &str, threshold: usize) -> Result<ContainerLearned, LearnError> {
-    crate::runtime::state::validate_id(id).map_err(|e| LearnError::Invalid(e.to_string()))?;
-    if !root.exists(id) {
-        return Err(LearnError::Invalid(format!(
-            "container {id:?} does not exist"
-        )));
-    }
-    let dir = root.state_dir(id);
+pub fn learned(c: &ContainerFacts<'_>, threshold: usize) -> Result<ContainerLearned, LearnError> {
+    let (id, dir) = (c.id, c.dir);
     let text = match std::fs::read(dir.learn_record()) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -406,23 +411,17 @@ pub fn learned(root: &Root, id: &str, threshold: usize) -> Result<ContainerLearn
         .map_err(|e| LearnError::Invalid(format!("container {id:?}: {e}")))?;
     seen.events
         .extend(audit_events(&crate::audit::read_all(dir.path())));
-    let meta = root.read_meta(id);
-    let ran_under = meta
-        .policy_name
-        .clone()
-        .unwrap_or_else(|| "its policy".into());
+    let ran_under = c.policy_name.clone().unwrap_or_else(|| "its policy".into());
     let g = Generalise {
         proxy: (base.network.mode == NetMode::Proxy).then_some(crate::proxy::PROXY_PORT),
         base,
         threshold,
         home: None,
         // buntime's own: the supervisor's directory.
-        implicit: vec![PathBuf::from(crate::supervisor::CONTAINER_DIR)],
+        implicit: vec![PathBuf::from(crate::statedir::CONTAINER_DIR)],
     };
     let mut learned = g.learn(&seen)?;
-    let running = meta
-        .supervisor_pid
-        .is_some_and(|p| crate::supervisor::is_ours(p, id));
+    let running = c.running;
     let incomplete = if !seen.attached {
         Some("the observer never attached: nothing was recorded".to_string())
     } else if seen.truncated {

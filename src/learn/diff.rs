@@ -210,37 +210,6 @@ pub fn suggest(
     Ok((p, refused))
 }
 
-/// Audit records of `what`: a file, else the id of a container or
-/// sandbox in one of `roots` (its whole log, a rotated part first).
-pub fn read_audit_of(what: &str, roots: &[PathBuf]) -> Result<Vec<AuditRecord>, LearnError> {
-    let file = Path::new(what);
-    if file.is_file() || what.contains('/') {
-        return read_audit(file);
-    }
-    if crate::runtime::state::validate_id(what).is_err() {
-        return Err(LearnError::Invalid(format!(
-            "--from-audit {what:?}: neither a file nor a container id"
-        )));
-    }
-    for r in roots.iter().filter(|r| r.is_dir()) {
-        let Ok(root) = crate::runtime::Root::open(r, false) else {
-            continue;
-        };
-        let dir = root.extra_dir(what);
-        if dir.is_dir() {
-            return Ok(crate::audit::read_all(&dir));
-        }
-    }
-    Err(LearnError::Invalid(format!(
-        "--from-audit {what:?}: no such file, nor a container of that id in {}",
-        roots
-            .iter()
-            .map(|r| r.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    )))
-}
-
 /// Audit records from a file (`audit.log`, one JSON object a line; lines
 /// that are not records are skipped).
 pub fn read_audit(file: &Path) -> Result<Vec<AuditRecord>, LearnError> {

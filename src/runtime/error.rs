@@ -146,3 +146,17 @@ impl std::fmt::Display for ExecRule {
 }
 
 pub type Result<T> = std::result::Result<T, RuntimeError>;
+
+/// True when `err` (or what it wraps) says stdout was closed, also where a
+/// [`RuntimeError::Output`] wraps it (transparent, so its source is not
+/// the [`crate::stdout::OutputError`] itself).
+pub fn output_closed(err: &(dyn std::error::Error + 'static)) -> bool {
+    use crate::stdout::OutputError;
+    crate::stdout::is_closed(err)
+        || std::iter::successors(Some(err), |e| e.source()).any(|e| {
+            matches!(
+                e.downcast_ref::<RuntimeError>(),
+                Some(RuntimeError::Output(OutputError::Closed(_)))
+            )
+        })
+}

@@ -32,7 +32,7 @@ pub use kind::{Kind, Target};
 use plan::{bundle_spec, plan};
 
 /// Where `buntime run` keeps its containers' state (not buntime-runc's).
-pub const DEFAULT_STATE_ROOT: &str = "/run/buntime-run";
+pub use crate::statedir::RUN_STATE_ROOT as DEFAULT_STATE_ROOT;
 
 /// The state root for the caller: [`DEFAULT_STATE_ROOT`] for root, else a
 /// private directory in `$XDG_RUNTIME_DIR` (or `/tmp/buntime-run-UID`).
@@ -82,24 +82,7 @@ fn setup(msg: impl Into<String>) -> SandboxError {
     SandboxError::Setup(msg.into())
 }
 
-/// First host uid (and gid) of the sandboxes `buntime run` starts as root:
-/// the run's uid is this plus the pid of its `buntime`, unique among the
-/// runs going on, far above the ranges of users and of /etc/subuid's
-/// usual allocations, below 2^31 (tools that read ids as signed ints).
-pub const RUN_ID_BASE: u32 = 2_140_000_000;
-
-/// The host uid and gid a run's sandbox acts as (root inside maps to it).
-pub fn sandbox_host_ids() -> (u32, u32) {
-    if nix::unistd::geteuid().is_root() {
-        let id = RUN_ID_BASE + std::process::id();
-        (id, id)
-    } else {
-        (
-            nix::unistd::getuid().as_raw(),
-            nix::unistd::getgid().as_raw(),
-        )
-    }
-}
+pub use crate::deputy::ids::{sandbox_host_ids, RUN_ID_BASE};
 
 /// Deletes the sandbox when dropped while armed: an early return after the
 /// create, or a panic (a bug), still takes it away.

@@ -226,5 +226,13 @@ pub fn canonical_spec_json(spec: &Spec) -> serde_json::Value {
     v
 }
 
+/// The spec makes a namespace of `typ` of its own (not one joined by path).
+pub fn has_new_ns(spec: &Spec, typ: LinuxNamespaceType) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| ns.iter().any(|n| n.typ() == typ && n.path().is_none()))
+}
+
 #[cfg(test)]
 mod tests;

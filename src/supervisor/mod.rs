@@ -11,9 +11,7 @@
 
 pub mod approver;
 pub mod charge;
-pub mod creds;
 mod egress;
-pub mod fsops;
 mod podnet;
 mod requests;
 mod serve;
@@ -40,8 +38,8 @@ use crate::policy::Policy;
 pub use crate::statedir::{CONTAINER_CONTROL, CONTAINER_DIR, CONTAINER_IPC};
 // The state directory's files are `crate::statedir`'s.
 use crate::statedir::{
-    APPROVER_FILE, AUDIT_FILE, CONTROL_FILE, LEARN_RECORD, LEARN_SOCKET, LOG_FILE, OUTPUT_FILE,
-    POLICY_FILE, RUN_DIR, SEGMENT_FILE,
+    StateDir, APPROVER_FILE, AUDIT_FILE, CONTROL_FILE, LEARN_RECORD, LEARN_SOCKET, LOG_FILE,
+    OUTPUT_FILE, POLICY_FILE, RUN_DIR, SEGMENT_FILE,
 };
 /// Bundle annotation: how long an `ask` waits for the approver.
 pub const ANNOTATION_ASK_TIMEOUT: &str = "buntime.dev/ask-timeout";
@@ -442,8 +440,22 @@ fn raise_fd_limit() {
     }
 }
 
-/// The `supervise` subcommand. Returns when the container's init is gone.
-pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError> {
+/// The run/OCI mode `create` recorded in the container's metadata (the
+/// one field of it the supervisor needs); OCI when there is none.
+fn spec_mode(dir: &StateDir) -> crate::spec::SpecMode {
+    #[derive(serde::Deserialize)]
+    struct Mode {
+        #[serde(default)]
+        mode: crate::spec::SpecMode,
+    }
+    dir.read_json::<Mode>(crate::statedir::META_FILE)
+        .map(|m| m.mode)
+        .unwrap_or_default()
+}
+
+/// The `supervise` subcommand, on the container's state directory.
+/// Returns when the container's init is gone.
+pub fn run(dir: &StateDir, id: &str) -> Result<(), SupervisorError> {
     // A session of its own: off the caller's terminal and process group
     // (shims and `buntime run` signal theirs).
     let _ = nix::unistd::setsid();
@@ -457,7 +469,7 @@ pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError>
     // Registering for membarrier costs milliseconds once threads exist
     // (an RCU grace period) and microseconds before: do it now.
     let _ = crate::ipc::wait::membarrier_ok();
-    let state = root.extra_dir(id);
+    let state = dir.path().to_path_buf();
     let run_dir = state.join(RUN_DIR);
     match fs::DirBuilder::new().mode(0o755).create(&run_dir) {
         Ok(()) => {}
@@ -561,7 +573,7 @@ pub fn run(root: &crate::runtime::Root, id: &str) -> Result<(), SupervisorError>
     // `buntime run`'s policies name host paths (bound at the same place);
     // still, every path is resolved in the sandbox's own view first. The
     // mode is in the metadata `create` wrote before it handed us the pid.
-    let host_paths = root.read_meta(id).mode == crate::spec::SpecMode::Run;
+    let host_paths = spec_mode(dir) == crate::spec::SpecMode::Run;
     let host_named: Vec<PathBuf> = policy
         .filesystem
         .read

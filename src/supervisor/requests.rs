@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::approver::Answer;
-use super::fsops;
 use super::Ctx;
+use crate::deputy::fsops;
 use crate::ipc::{PeerCred, Request};
 use crate::policy::{
     self, normalize_path, BrokerOp, BrokerRule, Decision, FsOp, HostAddrs, Resolved, RuleRef,
@@ -150,7 +150,7 @@ fn fs_request(
             let fd = open(libc::O_RDONLY | libc::O_DIRECTORY).map_err(fail)?;
             // Listed with the worker's rights too (entry types may need a
             // stat inside the directory).
-            let data = super::creds::assume_worker()
+            let data = crate::deputy::creds::assume_worker()
                 .and_then(|_rights| fsops::list_dir(&fd, LIST_LIMIT))
                 .map_err(fail)?;
             Ok(Allowed {
@@ -226,7 +226,7 @@ fn open_as_worker(ctx: &Ctx, p: &Path, t: &Target, flags: i32) -> std::io::Resul
     // The root first, as the supervisor: /proc/<init>/root is the init's,
     // which may be another uid than the worker that asks.
     let root = ctx.view.root()?;
-    let _rights = super::creds::assume_worker()?;
+    let _rights = crate::deputy::creds::assume_worker()?;
     match fsops::open_beneath(root, &t.tree, &t.rest, flags, t.follow) {
         // Reads only: a write to a host path the sandbox cannot see needs
         // a `filesystem.write` grant (bound into the sandbox), never just
@@ -356,7 +356,7 @@ fn program(ctx: &Ctx, argv: &[Vec<u8>]) -> Result<PathBuf, Refused> {
     }
     // The PATH search is the worker's: it must not learn what lies in
     // directories it may not search.
-    let _rights = super::creds::assume_worker()
+    let _rights = crate::deputy::creds::assume_worker()
         .map_err(|e| deny(RuleRef::Default, format!("the worker's rights: {e}")))?;
     ctx.path_var
         .split(':')

@@ -67,8 +67,8 @@ pub(super) fn connection(
         return;
     }
     // Requests are carried out with this worker's rights (see `creds`).
-    match super::creds::SandboxCreds::of_peer(sock.as_fd(), peer.uid, peer.gid) {
-        Ok(c) => super::creds::serve_as(c),
+    match crate::deputy::creds::SandboxCreds::of_peer(sock.as_fd(), peer.uid, peer.gid) {
+        Ok(c) => crate::deputy::creds::serve_as(c),
         Err(e) => {
             reject(
                 ctx,

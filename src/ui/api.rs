@@ -32,7 +32,7 @@ fn learned_json(sb: &Sandbox) -> serde_json::Value {
     if !learning {
         return serde_json::Value::Null;
     }
-    match crate::learn::container::learned(&sb.root, &sb.id, crate::learn::DEFAULT_THRESHOLD) {
+    match crate::runtime::learned::learned(&sb.root, &sb.id, crate::learn::DEFAULT_THRESHOLD) {
         Ok(c) => serde_json::json!({
             "summary": crate::learn::container::summary_text(&sb.id, &c),
             "incomplete": c.incomplete,
@@ -58,7 +58,7 @@ fn file_name(id: &str) -> String {
 
 /// The learned policy as a file to save.
 pub(super) fn learned_policy(req: Request, sb: &Sandbox) {
-    match crate::learn::container::learned(&sb.root, &sb.id, crate::learn::DEFAULT_THRESHOLD) {
+    match crate::runtime::learned::learned(&sb.root, &sb.id, crate::learn::DEFAULT_THRESHOLD) {
         Ok(c) => download(
             req,
             &format!("{}.learned.policy.json", file_name(&sb.id)),

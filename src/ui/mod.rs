@@ -51,7 +51,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7437";
 pub fn default_roots() -> Vec<PathBuf> {
     vec![
         PathBuf::from(crate::runtime::DEFAULT_ROOT),
-        PathBuf::from(crate::sandbox::DEFAULT_STATE_ROOT),
+        PathBuf::from(crate::statedir::RUN_STATE_ROOT),
     ]
 }
 

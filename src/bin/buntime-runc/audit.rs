@@ -50,7 +50,7 @@ fn runc_error(e: FollowError) -> anyhow::Error {
 
 pub fn policy(root: &Root, command: &PolicyCommand) -> Result<()> {
     let PolicyCommand::Learned { threshold, id } = command;
-    let c = buntime::learn::container::learned(root, id, *threshold)?;
+    let c = buntime::runtime::learned::learned(root, id, *threshold)?;
     stdout::print(&c.learned.policy.to_pretty_json())?;
     buntime::logging::say(&buntime::learn::container::summary_text(id, &c));
     Ok(())

@@ -155,7 +155,7 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Features(_) | Command::Checkpoint(_) | Command::Restore(_) => {}
         Command::Audit(a) => audit::audit(&root, a)?,
         Command::Policy(c) => audit::policy(&root, c)?,
-        Command::Supervise(a) => buntime::supervisor::run(&root, &a.id)?,
+        Command::Supervise(a) => buntime::supervisor::run(&root.state_dir(&a.id), &a.id)?,
     }
     Ok(0)
 }
@@ -169,7 +169,7 @@ fn say_error(format: LogFormat, msg: &str) {
 /// Reports a command's error the way runc does; the exit code.
 fn report(cli: &Cli, e: anyhow::Error) -> ExitCode {
     // `state ID | head -c1`: the reader is gone; end as runc does.
-    if stdout::is_closed(e.as_ref()) {
+    if buntime::runtime::error::output_closed(e.as_ref()) {
         stdout::end_quietly();
     }
     // create/run/exec found that what enters the container must run from

@@ -102,7 +102,7 @@ fn setup_user(user: &str) -> Result<ExitCode> {
 fn supervise(root: Option<PathBuf>, id: &str) -> Result<ExitCode> {
     let dir = root.unwrap_or_else(|| PathBuf::from(sandbox::DEFAULT_STATE_ROOT));
     let root = buntime::runtime::Root::open(&dir, false)?;
-    buntime::supervisor::run(&root, id)?;
+    buntime::supervisor::run(&root.state_dir(id), id)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -123,7 +123,9 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         // `buntime policy schema | head`: the reader is gone.
-        Err(e) if buntime::stdout::is_closed(e.as_ref()) => buntime::stdout::end_quietly(),
+        Err(e) if buntime::runtime::error::output_closed(e.as_ref()) => {
+            buntime::stdout::end_quietly()
+        }
         Err(e) => {
             // `run` found that the sandbox must be entered from a sealed
             // copy (CVE-2019-5736): everything is undone; start again from

@@ -120,7 +120,7 @@ fn check(files: &[PathBuf]) -> bool {
         tracing::debug!(target: "cli", file = %label, errors, findings = findings.len(), "checked policy");
         if errors == 0 {
             if let Err(e) = stdout::println(&format!("{label}: ok")) {
-                if stdout::is_closed(&e) {
+                if buntime::runtime::error::output_closed(&e) {
                     stdout::end_quietly();
                 }
                 all_ok = false;
@@ -155,7 +155,7 @@ fn suggest(from_audit: &str, base: &str, roots: Vec<PathBuf>) -> Result<ExitCode
     } else {
         roots
     };
-    let records = learn::diff::read_audit_of(from_audit, &roots)?;
+    let records = buntime::runtime::learned::read_audit_of(from_audit, &roots)?;
     let (p, refused) = learn::diff::suggest(&pb, &records)?;
     print!("{}", p.to_pretty_json());
     let lines = learn::diff::diff(&pb, &p);

@@ -67,8 +67,8 @@ pub(super) fn interpreter(program: &Path) -> Option<(PathBuf, bool)> {
         return None;
     }
     let _as_sandbox = if nix::unistd::geteuid().is_root() {
-        let (uid, gid) = crate::sandbox::sandbox_host_ids();
-        let creds = crate::supervisor::creds::SandboxCreds {
+        let (uid, gid) = crate::deputy::ids::sandbox_host_ids();
+        let creds = crate::deputy::creds::SandboxCreds {
             uid,
             gid,
             groups: Vec::new(),

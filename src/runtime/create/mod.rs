@@ -185,13 +185,7 @@ fn has_new_userns(spec: &Spec) -> bool {
     has_new_ns(spec, LinuxNamespaceType::User)
 }
 
-/// The spec makes a namespace of `typ` of its own (not one joined by path).
-pub(crate) fn has_new_ns(spec: &Spec, typ: LinuxNamespaceType) -> bool {
-    spec.linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .is_some_and(|ns| ns.iter().any(|n| n.typ() == typ && n.path().is_none()))
-}
+pub(crate) use crate::spec::has_new_ns;
 
 /// Paths given on the command line are relative to the caller's directory.
 pub(crate) fn absolute(p: &Path) -> Result<PathBuf> {

@@ -1,0 +1,198 @@
+//! The supervisor's main loop: accept worker connections (each on a
+//! thread of its own, started ahead as a spare), enforce
+//! `resources.timeout`, and end once the container's init has exited.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::process::{SUPERVISOR_WIND_DOWN, WORKERS_WIND_DOWN};
+use super::{egress, record, serve, Ctx};
+use crate::ipc::{ControlListener, ControlSocket};
+
+/// Connections served at once; more are refused.
+const MAX_WORKERS: usize = 64;
+
+/// `resources.timeout`: SIGKILL the init (through its pidfd, so never a
+/// recycled pid) once the wall-clock limit has passed, counted from when
+/// the supervisor starts serving (right after create).
+fn enforce_timeout(ctx: &Ctx, pidfd: &OwnedFd, deadline: &mut Option<Instant>) {
+    let Some(d) = *deadline else { return };
+    if Instant::now() < d {
+        return;
+    }
+    *deadline = None;
+    // SAFETY: pidfd_send_signal on our pidfd, no siginfo.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+    let mut rec = record(ctx, 0, crate::audit::Kind::Timeout, "container init".into());
+    rec.decision = if r == 0 {
+        crate::audit::Verdict::Kill
+    } else {
+        crate::audit::Verdict::Error
+    };
+    rec.rule = crate::policy::RuleRef::ResourcesTimeout;
+    rec.reason = "wall-clock limit reached".into();
+    ctx.audit.record(&rec);
+}
+
+/// A connection thread started before its connection comes, its segment
+/// made: a worker's handshake then waits for neither (thread start-up,
+/// memfd, mapping: a quarter of a millisecond of every `buntime run`).
+struct Spare(std::sync::mpsc::Sender<ControlSocket>);
+
+impl Spare {
+    fn start(ctx: &Arc<Ctx>, workers: &Arc<AtomicUsize>) -> Option<Spare> {
+        let (tx, rx) = std::sync::mpsc::channel::<ControlSocket>();
+        let ctx = Arc::clone(ctx);
+        let workers = Arc::clone(workers);
+        std::thread::Builder::new()
+            .name("worker".into())
+            .spawn(move || {
+                let segment = serve::new_segment();
+                // No connection before the supervisor ends: nothing to do.
+                let Ok(sock) = rx.recv() else { return };
+                // The slot was taken for us when the socket was handed over;
+                // given back even if the connection's thread panics.
+                let _slot = Slot(workers);
+                serve::connection(&ctx, sock, segment);
+            })
+            .ok()
+            .map(|_| Spare(tx))
+    }
+}
+
+/// What one wait of the loop saw.
+enum Woken {
+    /// Nothing (timeout, a signal): look at the deadline again.
+    Nothing,
+    InitExited,
+    Connection,
+    /// poll failed: the loop ends.
+    Failed,
+}
+
+/// Waits for the init's exit or a connection, at most a second (or until
+/// the deadline).
+fn wait(pidfd: &OwnedFd, listener: &ControlListener, deadline: Option<Instant>) -> Woken {
+    let mut fds = [
+        libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: std::os::fd::AsFd::as_fd(listener).as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    let wait_ms = deadline.map_or(1000, |d| {
+        d.saturating_duration_since(Instant::now())
+            .as_millis()
+            .clamp(1, 1000) as i32
+    });
+    // SAFETY: two valid pollfds.
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, wait_ms) };
+    if r < 0 {
+        if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            return Woken::Nothing;
+        }
+        return Woken::Failed;
+    }
+    if fds[0].revents != 0 {
+        Woken::InitExited
+    } else if fds[1].revents != 0 {
+        Woken::Connection
+    } else {
+        Woken::Nothing
+    }
+}
+
+/// The init has exited: let connections read what workers sent last
+/// (EXIT, output), briefly, so a worker that outlives init does not keep
+/// us; and let proxy connections write their audit lines.
+fn wind_down(ctx: &Ctx, workers: &AtomicUsize, egress: Option<&egress::Egress>) {
+    tracing::info!(target: "supervisor", container = %ctx.id, "container init exited");
+    let exited = Instant::now();
+    while workers.load(Ordering::SeqCst) > 0 && exited.elapsed() < WORKERS_WIND_DOWN {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Proxy connections end once the container's sockets are gone (a
+    // relay draining an upstream that does not close is left).
+    if let Some(e) = egress {
+        e.wind_down(exited + SUPERVISOR_WIND_DOWN);
+    }
+}
+
+/// Takes one connection and hands it to the spare (or a thread made now);
+/// starts the next spare.
+fn accept_one(
+    ctx: &Arc<Ctx>,
+    listener: &ControlListener,
+    workers: &Arc<AtomicUsize>,
+    spare: &mut Option<Spare>,
+) {
+    let Ok(sock) = listener.accept(Some(Duration::ZERO)) else {
+        return;
+    };
+    if workers.load(Ordering::SeqCst) >= MAX_WORKERS {
+        serve::reject(ctx, &sock, "too many connections", Duration::ZERO);
+        return;
+    }
+    workers.fetch_add(1, Ordering::SeqCst);
+    // The spare, or (if its thread could not start) one made now.
+    let handed = spare
+        .take()
+        .or_else(|| Spare::start(ctx, workers))
+        .is_some_and(|Spare(tx)| tx.send(sock).is_ok());
+    if !handed {
+        workers.fetch_sub(1, Ordering::SeqCst);
+    }
+    // The next connection's, while this one is served.
+    if workers.load(Ordering::SeqCst) < MAX_WORKERS {
+        *spare = Spare::start(ctx, workers);
+    }
+}
+
+/// Serves until the container's init has exited.
+pub(super) fn serve_loop(
+    ctx: &Arc<Ctx>,
+    listener: &ControlListener,
+    pidfd: &OwnedFd,
+    egress: Option<&egress::Egress>,
+) {
+    let workers = Arc::new(AtomicUsize::new(0));
+    let mut spare = Spare::start(ctx, &workers);
+    let mut deadline = ctx
+        .policy
+        .resources
+        .timeout
+        .map(|t| Instant::now() + t.as_duration());
+    loop {
+        enforce_timeout(ctx, pidfd, &mut deadline);
+        match wait(pidfd, listener, deadline) {
+            Woken::Nothing => {}
+            Woken::Failed => return,
+            Woken::InitExited => return wind_down(ctx, &workers, egress),
+            Woken::Connection => accept_one(ctx, listener, &workers, &mut spare),
+        }
+    }
+}
+
+/// One taken connection slot, given back on drop.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}

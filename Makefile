@@ -69,7 +69,7 @@ install: $(INSTALL_DEPS)
 		$(DESTDIR)$(DATADIR) $(DESTDIR)$(SYSCONFDIR)/policies
 	install -m 0755 $(TARGET_DIR)/buntime-runc $(TARGET_DIR)/buntime $(DESTDIR)$(BINDIR)/
 	install -m 0755 $(TARGET_DIR)/libbuntime_ipc.so $(DESTDIR)$(LIBDIR)/
-	install -m 0644 ffi/include/buntime_ipc.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 0644 crates/buntime-ipc/include/buntime_ipc.h $(DESTDIR)$(INCLUDEDIR)/
 	install -m 0644 $(SHIPPED_POLICIES) $(DESTDIR)$(SYSCONFDIR)/policies/
 	install -m 0644 policies/schema.json $(DESTDIR)$(DATADIR)/policy-schema.json
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/default.json ]; then \

@@ -1,5 +1,5 @@
 // buntime worker, IPC layer: the worker side of docs/ipc.md through
-// libbuntime_ipc.so (ffi/include/buntime_ipc.h), loaded with bun:ffi.
+// libbuntime_ipc.so (crates/buntime-ipc/include/buntime_ipc.h), loaded with bun:ffi.
 //
 // One process-wide connection, opened by the preload (worker.ts) or lazily
 // by the first broker call. Every call is synchronous except

@@ -10,6 +10,8 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
+# --workspace: also crates/test-worker's binary, which the container tests
+# copy into their bundles (tests/common/mod.rs finds it in target/debug/).
 cargo build --workspace
 # The workers' own checks: the Python worker's unit tests (system Python,
 # the interpreter `buntime run` uses) and the Bun worker's strict type-check

@@ -17,7 +17,8 @@ import { dlopen, FFIType } from "bun:ffi";
 
 const fs = require("node:fs") as typeof import("node:fs");
 
-/** Message types (docs/ipc.md). */
+/** Message types (docs/ipc.md): crates/buntime-ipc/src/protocol.rs's, checked
+ * by crates/buntime-ipc/tests/worker_constants.rs. */
 export const Kind = {
   STDOUT: 0x00,
   FS_READ: 0x01,

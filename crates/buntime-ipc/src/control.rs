@@ -20,7 +20,8 @@ pub const MIN_PROTOCOL_VERSION: u16 = 1;
 pub const PROTOCOL_VERSION: u16 = 1;
 /// Largest control datagram (header + body).
 pub const MAX_CONTROL_MSG: usize = 512;
-const CTL_HEADER: usize = 8;
+/// Control message header: `[u8 kind][u8 0][u16 0][u32 LE arg]`.
+pub const CTL_HEADER: usize = 8;
 
 /// Control message kinds.
 pub mod ctl {

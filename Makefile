@@ -11,8 +11,11 @@ all: build
 deps:
 	bash hack/install-deps.sh
 
+# The product: buntime-runc, buntime, libbuntime_ipc.so (crates/buntime-ipc).
+# The test worker (crates/test-worker) is test support: hack/test.sh and
+# hack/bench.sh build it.
 build: deps
-	$(CARGO) build --release --workspace
+	$(CARGO) build --release --workspace --exclude buntime-test-worker
 
 test: deps
 	bash hack/test.sh

@@ -11,8 +11,11 @@ all: build
 deps:
 	bash hack/install-deps.sh
 
+# The product: buntime-runc, buntime, libbuntime_ipc.so (crates/buntime-ipc).
+# The test worker (crates/test-worker) is test support: hack/test.sh and
+# hack/bench.sh build it.
 build: deps
-	$(CARGO) build --release --workspace
+	$(CARGO) build --release --workspace --exclude buntime-test-worker
 
 test: deps
 	bash hack/test.sh
@@ -71,7 +74,7 @@ install: $(INSTALL_DEPS)
 		$(DESTDIR)$(DATADIR) $(DESTDIR)$(SYSCONFDIR)/policies
 	install -m 0755 $(TARGET_DIR)/buntime-runc $(TARGET_DIR)/buntime $(DESTDIR)$(BINDIR)/
 	install -m 0755 $(TARGET_DIR)/libbuntime_ipc.so $(DESTDIR)$(LIBDIR)/
-	install -m 0644 ffi/include/buntime_ipc.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 0644 crates/buntime-ipc/include/buntime_ipc.h $(DESTDIR)$(INCLUDEDIR)/
 	install -m 0644 $(SHIPPED_POLICIES) $(DESTDIR)$(SYSCONFDIR)/policies/
 	install -m 0644 policies/schema.json $(DESTDIR)$(DATADIR)/policy-schema.json
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/default.json ]; then \

@@ -14,4 +14,7 @@ if [ "${BENCH_QUICK:-}" = 1 ]; then
   export BUNTIME_IPC_BENCH_QUICK=${BUNTIME_IPC_BENCH_QUICK:-1}
 fi
 bash hack/install-bun.sh >/dev/null || true
+# benches/broker.rs runs the test worker (crates/test-worker) in a
+# container: cargo bench builds no plain binary of it, so build it first.
+cargo build --release -p buntime-test-worker
 cargo bench --workspace "$@"

@@ -10,12 +10,19 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
+# --workspace: also crates/test-worker's binary, which the container tests
+# copy into their bundles (tests/common/mod.rs finds it in target/debug/).
 cargo build --workspace
 # The workers' own checks: the Python worker's unit tests (system Python,
 # the interpreter `buntime run` uses) and the Bun worker's strict type-check
 # (typescript from npm, kept under target/).
 /usr/bin/python3 workers/python/tests/test_worker.py
 TSC_DIR="$PWD/target/bun-tsc" bash workers/bun/check.sh
+# third_party: the vendored crates are crates.io + their patch series, and
+# their own unit tests pass (seconds once built; the first run builds their
+# dev-dependencies into target/third_party).
+bash hack/check-patches.sh
+bash hack/test-third-party.sh
 # Tests that would skip for lack of a tool or kernel feature fail instead.
 export BUNTIME_TEST_STRICT=1
 cargo test --workspace -- --test-threads=4

@@ -8,7 +8,10 @@ pub mod audit;
 pub mod audit_follow;
 pub mod deputy;
 pub mod exeseal;
-pub mod ipc;
+// The IPC data plane is its own crate (crates/buntime-ipc: what
+// libbuntime_ipc.so is built from, without the runtime); `crate::ipc::...`
+// keeps naming it.
+pub use buntime_ipc as ipc;
 pub mod landlock;
 pub mod learn;
 pub mod logging;

@@ -92,7 +92,8 @@ fn make_install_and_uninstall_into_destdir() {
     assert_eq!(mode(&dest.join("usr/local/lib/libbuntime_ipc.so")), 0o755);
     assert_eq!(
         fs::read(dest.join("usr/local/include/buntime_ipc.h")).expect("header"),
-        fs::read(Path::new(MANIFEST_DIR).join("ffi/include/buntime_ipc.h")).expect("header"),
+        fs::read(Path::new(MANIFEST_DIR).join("crates/buntime-ipc/include/buntime_ipc.h"))
+            .expect("header"),
     );
     let etc = dest.join("etc/buntime");
     for p in ["default", "engine", "no-network", "strict", "python-dev"] {

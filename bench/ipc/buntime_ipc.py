@@ -1,4 +1,4 @@
-"""ctypes binding of libbuntime_ipc.so (see ffi/include/buntime_ipc.h).
+"""ctypes binding of libbuntime_ipc.so (see crates/buntime-ipc/include/buntime_ipc.h).
 
 The library path comes from $BUNTIME_IPC_LIB (default: libbuntime_ipc.so on
 the loader's search path). One Client per thread.

@@ -3,7 +3,7 @@
 //! (the format has exactly one encoding per message).
 #![no_main]
 
-use buntime::ipc::protocol::decode;
+use buntime_ipc::protocol::decode;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

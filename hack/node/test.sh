@@ -13,7 +13,9 @@ export PATH="$HOME/.cargo/bin:$PATH"
 bash hack/node/install-host-deps.sh
 bash hack/node/build-image.sh
 tests=${NODE_TESTS:-runtime_lifecycle cgroup_systemd engine_cri}
-cargo build --bins
+# --workspace: also the test worker (crates/test-worker), which tests/common
+# finds next to the binaries.
+cargo build --workspace --bins
 args=()
 for t in $tests; do args+=(--test "$t"); done
 mkdir -p target/node-run

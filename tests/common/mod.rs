@@ -10,13 +10,31 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 pub const RUNC: &str = env!("CARGO_BIN_EXE_buntime-runc");
-pub const WORKER: &str = env!("CARGO_BIN_EXE_buntime-test-worker");
+
+/// The test worker (crates/test-worker). Another package's binary, so no
+/// `CARGO_BIN_EXE_*`: it is looked for in the target dir this test or bench
+/// runs from (target/<profile>/deps/NAME-HASH -> target/<profile>/).
+pub fn worker() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut dir = exe.parent().expect("test binary has a directory");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("deps/ has a parent");
+    }
+    let worker = dir.join("buntime-test-worker");
+    assert!(
+        worker.is_file(),
+        "{} not found: run `cargo build -p buntime-test-worker` (with --release for benches) first",
+        worker.display()
+    );
+    worker
+}
 
 /// Copies the (dynamically linked) test worker to `rootfs/bin/worker`, with
 /// the shared libraries `ldd` lists, at the same paths.
 pub fn install_worker(rootfs: &Path) {
-    fs::copy(WORKER, rootfs.join("bin/worker")).expect("copy worker");
-    let out = Command::new("ldd").arg(WORKER).output().expect("ldd");
+    let worker = worker();
+    fs::copy(&worker, rootfs.join("bin/worker")).expect("copy worker");
+    let out = Command::new("ldd").arg(&worker).output().expect("ldd");
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or
         // "/lib64/ld-linux-x86-64.so.2 (0x...)"

@@ -1,5 +1,5 @@
 // buntime worker, IPC layer: the worker side of docs/ipc.md through
-// libbuntime_ipc.so (ffi/include/buntime_ipc.h), loaded with bun:ffi.
+// libbuntime_ipc.so (crates/buntime-ipc/include/buntime_ipc.h), loaded with bun:ffi.
 //
 // One process-wide connection, opened by the preload (worker.ts) or lazily
 // by the first broker call. Every call is synchronous except
@@ -17,7 +17,8 @@ import { dlopen, FFIType } from "bun:ffi";
 
 const fs = require("node:fs") as typeof import("node:fs");
 
-/** Message types (docs/ipc.md). */
+/** Message types (docs/ipc.md): crates/buntime-ipc/src/protocol.rs's, checked
+ * by crates/buntime-ipc/tests/worker_constants.rs. */
 export const Kind = {
   STDOUT: 0x00,
   FS_READ: 0x01,

@@ -44,6 +44,7 @@ INLINE_WRITE_MAX = 256 << 10
 # The protocol's limits (docs/ipc.md): a request over them is refused by
 # the supervisor, which then stops the connection; checked here first, so
 # the caller gets an error naming the limit and the connection stays up.
+# (crates/buntime-ipc/src/protocol.rs's, checked by worker_constants.rs.)
 MAX_PATH = 4096
 MAX_HOST = 255
 MAX_ARGS = 4096

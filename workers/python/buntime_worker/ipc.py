@@ -1,4 +1,4 @@
-"""ctypes binding of ``libbuntime_ipc.so`` (``ffi/include/buntime_ipc.h``).
+"""ctypes binding of ``libbuntime_ipc.so`` (``crates/buntime-ipc/include/buntime_ipc.h``).
 
 One :class:`Client` is one connection to the container's supervisor. The C
 ABI forbids using a handle from two threads at once, so every call into the

@@ -1,5 +1,7 @@
 """Message types and reply values of the buntime IPC protocol
-(docs/ipc.md), without ctypes: importing this costs nothing."""
+(docs/ipc.md), without ctypes: importing this costs nothing. Copies of
+crates/buntime-ipc/src/protocol.rs, checked by
+crates/buntime-ipc/tests/worker_constants.rs."""
 
 from __future__ import annotations
 

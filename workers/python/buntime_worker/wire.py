@@ -18,7 +18,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import List, Optional, Tuple
 
-# Control messages: [u8 kind][u8 0][u16 0][u32 LE arg][body].
+# Control messages: [u8 kind][u8 0][u16 0][u32 LE arg][body]. The numbers
+# are crates/buntime-ipc/src/control.rs's, checked by
+# crates/buntime-ipc/tests/worker_constants.rs.
 HELLO = 0x01
 WELCOME = 0x02
 REJECT = 0x03

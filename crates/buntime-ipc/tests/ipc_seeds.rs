@@ -5,11 +5,11 @@
 
 use std::path::Path;
 
-use buntime::ipc::decode;
+use buntime_ipc::decode;
 
 #[test]
 fn seed_corpus_replays() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds");
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).expect("fuzz/seeds exists") {
         let path = entry.unwrap().path();
@@ -31,7 +31,7 @@ fn seed_corpus_replays() {
 /// header, must be handled without a panic (a cheap deterministic fuzz).
 #[test]
 fn seed_mutations_do_not_panic() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds");
     for entry in std::fs::read_dir(&dir).unwrap() {
         let data = std::fs::read(entry.unwrap().path()).unwrap();
         for end in 0..=data.len() {

@@ -14,7 +14,8 @@
 extern "C" {
 #endif
 
-/* Message types (first payload byte on the ring). */
+/* Message types (first payload byte on the ring): src/protocol.rs's,
+ * checked by tests/worker_constants.rs. */
 #define BI_STDOUT      0x00
 #define BI_FS_READ     0x01
 #define BI_FS_WRITE    0x02

@@ -4,8 +4,8 @@
 use std::collections::VecDeque;
 use std::fs::File;
 
-use buntime::ipc::ring::Pushed;
-use buntime::ipc::{IpcError, Segment};
+use buntime_ipc::ring::Pushed;
+use buntime_ipc::{IpcError, Segment};
 use memmap2::MmapMut;
 use proptest::prelude::*;
 
@@ -126,7 +126,7 @@ proptest! {
 /// it. No deadlock, bounded by a deadline.
 #[test]
 fn full_producer_is_not_left_waiting() {
-    use buntime::ipc::WaitConfig;
+    use buntime_ipc::WaitConfig;
     use std::time::Duration;
     let seg = Segment::create_anonymous(CAP, CAP).unwrap();
     let (mut tx, _) = seg.worker_ends(u32::MAX).unwrap();

@@ -20,7 +20,8 @@ pub const MIN_PROTOCOL_VERSION: u16 = 1;
 pub const PROTOCOL_VERSION: u16 = 1;
 /// Largest control datagram (header + body).
 pub const MAX_CONTROL_MSG: usize = 512;
-const CTL_HEADER: usize = 8;
+/// Control message header: `[u8 kind][u8 0][u16 0][u32 LE arg]`.
+pub const CTL_HEADER: usize = 8;
 
 /// Control message kinds.
 pub mod ctl {
@@ -156,6 +157,30 @@ pub const LINGER: Duration = Duration::from_millis(250);
 #[derive(Debug)]
 pub struct ControlSocket {
     fd: OwnedFd,
+}
+
+/// The descriptors of every SCM_RIGHTS entry in a control buffer the
+/// kernel filled for `msg`, now owned (closed on drop).
+fn take_fds(msg: &libc::msghdr) -> Vec<OwnedFd> {
+    let mut fds = Vec::new();
+    // SAFETY: walking the control buffer the kernel filled, with the
+    // libc macros; each SCM_RIGHTS entry holds cmsg_len-CMSG_LEN(0)
+    // bytes of fds that now belong to us.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let bytes = ((*c).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
+                let data = libc::CMSG_DATA(c).cast::<RawFd>();
+                for i in 0..bytes / std::mem::size_of::<RawFd>() {
+                    let raw = std::ptr::read_unaligned(data.add(i));
+                    fds.push(OwnedFd::from_raw_fd(raw));
+                }
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+    fds
 }
 
 impl ControlSocket {
@@ -327,24 +352,7 @@ impl ControlSocket {
         };
         // Take ownership of every fd the kernel installed first, so that
         // whatever we reject below gets closed rather than leaked.
-        let mut fds = Vec::new();
-        // SAFETY: walking the control buffer the kernel filled, with the
-        // libc macros; each SCM_RIGHTS entry holds cmsg_len-CMSG_LEN(0)
-        // bytes of fds that now belong to us.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(&msg);
-            while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                    let bytes = ((*c).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
-                    let data = libc::CMSG_DATA(c).cast::<RawFd>();
-                    for i in 0..bytes / std::mem::size_of::<RawFd>() {
-                        let raw = std::ptr::read_unaligned(data.add(i));
-                        fds.push(OwnedFd::from_raw_fd(raw));
-                    }
-                }
-                c = libc::CMSG_NXTHDR(&msg, c);
-            }
-        }
+        let mut fds = take_fds(&msg);
         if n == 0 {
             return Err(IpcError::Closed);
         }

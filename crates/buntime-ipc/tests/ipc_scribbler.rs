@@ -9,7 +9,7 @@ use std::fs::OpenOptions;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use buntime::ipc::{
+use buntime_ipc::{
     Client, ControlListener, IpcError, Message, PeerPolicy, Segment, SupervisorChannel,
     SupervisorConfig,
 };

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use buntime::ipc::{
+use buntime_ipc::{
     ControlListener, Message, PeerPolicy, Request, Segment, SupervisorChannel, SupervisorConfig,
 };
 
@@ -53,7 +53,7 @@ fn python_client_through_the_cdylib() {
         Path::new(PYTHON).exists(),
         "{PYTHON} missing (apt-get install python3)"
     );
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let dir = tempfile::tempdir().unwrap();
     let ctl = dir.path().join("control.sock");
     let listener = ControlListener::bind(&ctl).unwrap();

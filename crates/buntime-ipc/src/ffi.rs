@@ -1,5 +1,5 @@
 //! `libbuntime_ipc.so`: the worker-side IPC client behind a small C ABI
-//! (header: `ffi/include/buntime_ipc.h`), for Python ctypes, `bun:ffi` and C.
+//! (header: `crates/buntime-ipc/include/buntime_ipc.h`), for Python ctypes, `bun:ffi` and C.
 //!
 //! Conventions: functions return >= 0 on success and -1 on error, with the
 //! message available from `bi_last_error()` (thread-local). No function
@@ -12,7 +12,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::time::Duration;
 
-use buntime::ipc::{Client, ControlSocket, IpcError, Reply, WaitConfig};
+use crate::{Client, ControlSocket, IpcError, Reply, WaitConfig};
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
@@ -71,7 +71,7 @@ fn bytes<'a>(p: *const u8, len: usize) -> Result<&'a [u8], IpcError> {
 /// # Safety
 /// `c` must come from `bi_connect` and not be closed or used by another
 /// thread concurrently; buffers must be valid for the given lengths and
-/// out-pointers NULL or writable (see ffi/include/buntime_ipc.h).
+/// out-pointers NULL or writable (see crates/buntime-ipc/include/buntime_ipc.h).
 #[no_mangle]
 pub unsafe extern "C" fn bi_connect(control_path: *const c_char) -> *mut BiClient {
     guard(std::ptr::null_mut(), || {
@@ -82,7 +82,7 @@ pub unsafe extern "C" fn bi_connect(control_path: *const c_char) -> *mut BiClien
             let s = unsafe { CStr::from_ptr(control_path) };
             let p = std::str::from_utf8(s.to_bytes())
                 .map_err(|_| IpcError::Protocol("control path is not UTF-8".into()))?;
-            let seg = std::env::var_os(buntime::ipc::ENV_IPC);
+            let seg = std::env::var_os(crate::ENV_IPC);
             Client::connect(Path::new(p), seg.as_deref().map(Path::new))?
         };
         Ok(Box::into_raw(Box::new(BiClient { inner })))
@@ -126,7 +126,7 @@ pub unsafe extern "C" fn bi_adopt(
 /// # Safety
 /// `c` must come from `bi_connect` and not be closed or used by another
 /// thread concurrently; buffers must be valid for the given lengths and
-/// out-pointers NULL or writable (see ffi/include/buntime_ipc.h).
+/// out-pointers NULL or writable (see crates/buntime-ipc/include/buntime_ipc.h).
 #[no_mangle]
 pub unsafe extern "C" fn bi_set_spin_us(c: *mut BiClient, spin_us: u32) -> c_int {
     guard(-1, || {
@@ -142,7 +142,7 @@ pub unsafe extern "C" fn bi_set_spin_us(c: *mut BiClient, spin_us: u32) -> c_int
 /// # Safety
 /// `c` must come from `bi_connect` and not be closed or used by another
 /// thread concurrently; buffers must be valid for the given lengths and
-/// out-pointers NULL or writable (see ffi/include/buntime_ipc.h).
+/// out-pointers NULL or writable (see crates/buntime-ipc/include/buntime_ipc.h).
 #[no_mangle]
 pub unsafe extern "C" fn bi_set_timeout_ms(c: *mut BiClient, timeout_ms: u64) -> c_int {
     guard(-1, || {
@@ -158,13 +158,13 @@ pub unsafe extern "C" fn bi_set_timeout_ms(c: *mut BiClient, timeout_ms: u64) ->
 /// # Safety
 /// `c` must come from `bi_connect` and not be closed or used by another
 /// thread concurrently; buffers must be valid for the given lengths and
-/// out-pointers NULL or writable (see ffi/include/buntime_ipc.h).
+/// out-pointers NULL or writable (see crates/buntime-ipc/include/buntime_ipc.h).
 #[no_mangle]
 pub unsafe extern "C" fn bi_send(c: *mut BiClient, kind: u8, data: *const u8, len: usize) -> c_int {
     guard(-1, || {
         let c = client(c)?;
         let data = bytes(data, len)?;
-        if kind == buntime::ipc::kind::EXIT {
+        if kind == crate::kind::EXIT {
             c.send(kind, data)?;
         } else {
             c.write_output(kind, data)?;
@@ -178,7 +178,7 @@ pub unsafe extern "C" fn bi_send(c: *mut BiClient, kind: u8, data: *const u8, le
 /// # Safety
 /// `c` must come from `bi_connect` and not be closed or used by another
 /// thread concurrently; buffers must be valid for the given lengths and
-/// out-pointers NULL or writable (see ffi/include/buntime_ipc.h).
+/// out-pointers NULL or writable (see crates/buntime-ipc/include/buntime_ipc.h).
 #[no_mangle]
 pub unsafe extern "C" fn bi_send_request(
     c: *mut BiClient,
@@ -194,15 +194,15 @@ pub unsafe extern "C" fn bi_send_request(
 /// Store a reply into the caller's out-parameters; returns the body length
 /// (which may exceed `cap`: then only `cap` bytes were copied).
 fn deliver(
-    resp: buntime::ipc::Response,
+    resp: crate::Response,
     out_kind: *mut u8,
     out: *mut u8,
     cap: usize,
     out_fd: *mut c_int,
 ) -> i64 {
     let (k, body): (u8, &[u8]) = match &resp.reply {
-        Reply::Allow { data, .. } => (buntime::ipc::kind::ALLOW, data),
-        Reply::Deny { reason } => (buntime::ipc::kind::DENY, reason.as_bytes()),
+        Reply::Allow { data, .. } => (crate::kind::ALLOW, data),
+        Reply::Deny { reason } => (crate::kind::DENY, reason.as_bytes()),
     };
     let fd = resp.fd.map_or(-1, |f| f.into_raw_fd());
     // SAFETY: each out-pointer is either NULL (ignored) or valid as
@@ -232,7 +232,7 @@ fn deliver(
 /// # Safety
 /// `c` must come from `bi_connect` and not be closed or used by another
 /// thread concurrently; buffers must be valid for the given lengths and
-/// out-pointers NULL or writable (see ffi/include/buntime_ipc.h).
+/// out-pointers NULL or writable (see crates/buntime-ipc/include/buntime_ipc.h).
 #[no_mangle]
 pub unsafe extern "C" fn bi_recv(
     c: *mut BiClient,
@@ -253,7 +253,7 @@ pub unsafe extern "C" fn bi_recv(
 /// # Safety
 /// `c` must come from `bi_connect` and not be closed or used by another
 /// thread concurrently; buffers must be valid for the given lengths and
-/// out-pointers NULL or writable (see ffi/include/buntime_ipc.h).
+/// out-pointers NULL or writable (see crates/buntime-ipc/include/buntime_ipc.h).
 #[no_mangle]
 pub unsafe extern "C" fn bi_request(
     c: *mut BiClient,
@@ -276,7 +276,7 @@ pub unsafe extern "C" fn bi_request(
 /// # Safety
 /// `c` must come from `bi_connect` and not be closed or used by another
 /// thread concurrently; buffers must be valid for the given lengths and
-/// out-pointers NULL or writable (see ffi/include/buntime_ipc.h).
+/// out-pointers NULL or writable (see crates/buntime-ipc/include/buntime_ipc.h).
 #[no_mangle]
 pub unsafe extern "C" fn bi_close(c: *mut BiClient) -> c_int {
     if c.is_null() {

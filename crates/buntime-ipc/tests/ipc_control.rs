@@ -9,7 +9,7 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use buntime::ipc::{
+use buntime_ipc::{
     kind, Client, ControlEvent, ControlListener, ControlSocket, IpcError, Message, PeerPolicy,
     Reply, Request, Segment, SupervisorChannel, SupervisorConfig,
 };
@@ -340,7 +340,7 @@ fn bad_hello_fails_the_handshake() {
 /// sealed, so the supervisor's mapping never loses its pages (SIGBUS).
 #[test]
 fn anonymous_segment_cannot_be_truncated() {
-    let seg = buntime::ipc::Segment::create_anonymous(4096, 4096).expect("segment");
+    let seg = buntime_ipc::Segment::create_anonymous(4096, 4096).expect("segment");
     let fd = seg.fd().try_clone_to_owned().expect("dup");
     let file = std::fs::File::from(fd);
     let err = file.set_len(0).expect_err("shrinking must be refused");
@@ -353,7 +353,7 @@ fn anonymous_segment_cannot_be_truncated() {
 #[test]
 fn fd_passing_to_a_peer_that_never_reads_times_out() {
     use std::time::Duration;
-    let (sender, _silent_peer) = buntime::ipc::ControlSocket::pair().expect("pair");
+    let (sender, _silent_peer) = buntime_ipc::ControlSocket::pair().expect("pair");
     let file = std::fs::File::open("/dev/null").expect("open");
     let fd = std::os::fd::AsFd::as_fd(&file);
     let mut outcome = Ok(());
@@ -365,7 +365,7 @@ fn fd_passing_to_a_peer_that_never_reads_times_out() {
         }
     }
     match outcome {
-        Err(buntime::ipc::IpcError::Timeout) => {}
+        Err(buntime_ipc::IpcError::Timeout) => {}
         other => panic!("expected a timeout once the buffer is full, got {other:?}"),
     }
 }

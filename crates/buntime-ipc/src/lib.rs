@@ -1,4 +1,5 @@
-//! IPC between a container's worker and its supervisor (see docs/ipc.md).
+//! IPC between a container's worker and its supervisor (see docs/ipc.md),
+//! and `libbuntime_ipc.so`, its C ABI for workers (`ffi`).
 //!
 //! Data plane: one shared segment per container holding two SPSC rings
 //! (supervisor-to-worker, worker-to-supervisor) of `[u32 len][payload]`
@@ -24,3 +25,6 @@ pub use protocol::{decode, kind, Message, Reply, Request};
 pub use segment::Segment;
 pub use supervisor::{ControlEvent, Received, SupervisorChannel, SupervisorConfig};
 pub use wait::WaitConfig;
+
+// The C ABI of libbuntime_ipc.so (header: include/buntime_ipc.h).
+pub mod ffi;

@@ -831,6 +831,7 @@ fn a_closed_stderr_leaves_nothing_behind() {
 }
 
 /// A tiny HTTP client for the debug UI (loopback, no keep-alive).
+#[cfg(feature = "ui")]
 fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     use std::net::TcpStream;
     let mut s = TcpStream::connect(addr).unwrap();

@@ -206,7 +206,7 @@ fn relay(mut sources: Vec<Source>, limit: u64, pidfd: &OwnedFd, stop: &AtomicBoo
             }
             out.bytes += room as u64;
             if room < n {
-                crate::supervisor::signal_kill(pidfd);
+                let _ = crate::supervisor::signal_kill(pidfd);
                 out.limit_hit = true;
                 return out;
             }

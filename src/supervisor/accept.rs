@@ -23,18 +23,9 @@ fn enforce_timeout(ctx: &Ctx, pidfd: &OwnedFd, deadline: &mut Option<Instant>) {
         return;
     }
     *deadline = None;
-    // SAFETY: pidfd_send_signal on our pidfd, no siginfo.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            libc::SIGKILL,
-            std::ptr::null::<libc::siginfo_t>(),
-            0u32,
-        )
-    };
+    let killed = super::signal_kill(pidfd);
     let mut rec = record(ctx, 0, crate::audit::Kind::Timeout, "container init".into());
-    rec.decision = if r == 0 {
+    rec.decision = if killed {
         crate::audit::Verdict::Kill
     } else {
         crate::audit::Verdict::Error

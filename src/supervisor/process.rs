@@ -263,7 +263,7 @@ impl Finishing {
     /// Waits up to `WIND_DOWN` for the supervisor to exit, then stops it.
     pub fn wait(self) {
         if !exited_within(&self.0, WIND_DOWN) {
-            signal_kill(&self.0);
+            let _ = signal_kill(&self.0);
             exited_within(&self.0, Duration::from_secs(1));
         }
     }
@@ -296,13 +296,14 @@ pub fn begin_stop(pid: Option<i32>, id: &str) -> Option<Stopping> {
     if !is_ours(p, id) {
         return None;
     }
-    signal_kill(&fd);
+    let _ = signal_kill(&fd);
     Some(Stopping(fd))
 }
 
-pub(crate) fn signal_kill(pidfd: &OwnedFd) {
+/// SIGKILL through a pidfd (never a recycled pid); whether it was sent.
+pub(crate) fn signal_kill(pidfd: &OwnedFd) -> bool {
     // SAFETY: pidfd_send_signal on our pidfd, no siginfo.
-    unsafe {
+    let r = unsafe {
         libc::syscall(
             libc::SYS_pidfd_send_signal,
             pidfd.as_raw_fd(),
@@ -311,6 +312,7 @@ pub(crate) fn signal_kill(pidfd: &OwnedFd) {
             0u32,
         )
     };
+    r == 0
 }
 
 pub(crate) fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {

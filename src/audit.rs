@@ -531,7 +531,9 @@ impl AuditLog {
     /// as the supervisor exits.
     pub fn finish(&self, container: &str) {
         let mut sink = self.lock();
-        let dropped = std::mem::take(&mut sink.dropped);
+        let mut dropped: Vec<_> = std::mem::take(&mut sink.dropped).into_iter().collect();
+        // By name, as the lines always came (not the enums' order).
+        dropped.sort_by_key(|((k, d), _)| (k.as_str(), d.as_str()));
         for ((kind, decision), n) in dropped {
             let mut r = AuditRecord::new(container, 0, kind, "(not recorded)");
             r.decision = decision;

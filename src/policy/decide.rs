@@ -113,6 +113,11 @@ impl fmt::Display for Denial {
 pub struct Decision {
     pub verdict: Verdict,
     pub rule: RuleRef,
+    /// The request is one the `broker` section decides (whatever that
+    /// section says now): no static rule grants it and no deny entry
+    /// refuses it. For a network request decided before its name lookup
+    /// this is provisional: the resolved addresses may still be refused
+    /// (special ranges, the host's own addresses).
     pub grantable_by_broker: bool,
     /// Index in [`Resolved::addrs`] of the address a refusal is about.
     pub addr: Option<usize>,

@@ -143,9 +143,14 @@ fn spec_mode(dir: &StateDir) -> crate::spec::SpecMode {
         #[serde(default)]
         mode: crate::spec::SpecMode,
     }
-    dir.read_json::<Mode>(crate::statedir::META_FILE)
-        .map(|m| m.mode)
-        .unwrap_or_default()
+    match dir.read_json::<Mode>(crate::statedir::META_FILE) {
+        Ok(m) => m.mode,
+        // OCI: policy paths name nothing on the host (the narrower view).
+        Err(e) => {
+            tracing::warn!(target: "supervisor", "{e}: the container is taken as an OCI container");
+            crate::spec::SpecMode::default()
+        }
+    }
 }
 
 /// The process-wide settings of the daemon, made before any thread.

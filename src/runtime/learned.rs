@@ -6,21 +6,40 @@
 
 use std::path::{Path, PathBuf};
 
-use super::state::{validate_id, Root};
+use super::state::{validate_id, Meta, Root};
 use crate::audit::AuditRecord;
 use crate::learn::container::{ContainerFacts, ContainerLearned};
 use crate::learn::LearnError;
+use crate::statedir::META_FILE;
 
 /// The least policy for container `id` of `root`, from what its
-/// supervisor recorded and its audit log.
+/// supervisor recorded and its audit log; once the container is deleted
+/// (or replaced by one of that id that is not learning), from the record
+/// `delete` kept (`super::kept`).
 pub fn learned(root: &Root, id: &str, threshold: usize) -> Result<ContainerLearned, LearnError> {
     validate_id(id).map_err(|e| LearnError::Invalid(e.to_string()))?;
-    if !root.exists(id) {
+    let dir = root.state_dir(id);
+    let live = root.exists(id);
+    if !live || !dir.learn_record().exists() {
+        if let Some(kept) = super::kept::find(root, id) {
+            let facts = ContainerFacts {
+                id,
+                dir: &kept,
+                policy_name: kept
+                    .read_json::<Meta>(META_FILE)
+                    .ok()
+                    .and_then(|m| m.policy_name),
+                running: false,
+                deleted: true,
+            };
+            return crate::learn::container::learned(&facts, threshold);
+        }
+    }
+    if !live {
         return Err(LearnError::Invalid(format!(
             "container {id:?} does not exist"
         )));
     }
-    let dir = root.state_dir(id);
     let meta = root.read_meta(id);
     let facts = ContainerFacts {
         id,
@@ -29,6 +48,7 @@ pub fn learned(root: &Root, id: &str, threshold: usize) -> Result<ContainerLearn
         running: meta
             .supervisor_pid
             .is_some_and(|p| crate::supervisor::is_ours(p, id)),
+        deleted: false,
     };
     crate::learn::container::learned(&facts, threshold)
 }

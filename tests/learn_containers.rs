@@ -200,7 +200,7 @@ fn a_learned_container_policy_lets_the_same_command_run_with_no_denials() {
     env.assert_gone("relearned");
     // Nothing kept of a container that was not learning.
     assert!(!env.root.join(".buntime-learned/relearned").exists());
-    let e = common::text(&env.runc(&["policy", "learned", "relearned"]).stderr);
+    let e = env.fails(&["policy", "learned", "relearned"]);
     assert!(e.contains("container \"relearned\" does not exist"), "{e}");
 }
 

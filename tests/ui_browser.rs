@@ -161,7 +161,10 @@ fn the_page_shows_decisions_and_a_click_answers_an_ask() {
     env.assert_gone(id);
     let resp = ui_common::get(addr, href);
     assert_eq!(resp.status, 200, "{}", resp.text());
-    assert_eq!(resp.json()["filesystem"]["exec"], learned["filesystem"]["exec"]);
+    assert_eq!(
+        resp.json()["filesystem"]["exec"],
+        learned["filesystem"]["exec"]
+    );
     let gone = ui_common::get(addr, &format!("/api/sandboxes/{id}"));
     assert_eq!(gone.status, 404, "{}", gone.text());
     let png = std::fs::read(&shot).expect("screenshot saved");

@@ -54,7 +54,8 @@ pub fn learned(root: &Root, id: &str, threshold: usize) -> Result<ContainerLearn
 }
 
 /// Audit records of `what`: a file, else the id of a container or
-/// sandbox in one of `roots` (its whole log, a rotated part first).
+/// sandbox in one of `roots` (its whole log, a rotated part first), or
+/// of a deleted learning container (its kept lines).
 pub fn read_audit_of(what: &str, roots: &[PathBuf]) -> Result<Vec<AuditRecord>, LearnError> {
     let file = Path::new(what);
     if file.is_file() || what.contains('/') {
@@ -72,6 +73,11 @@ pub fn read_audit_of(what: &str, roots: &[PathBuf]) -> Result<Vec<AuditRecord>, 
         let dir = root.extra_dir(what);
         if dir.is_dir() {
             return Ok(crate::audit::read_all(&dir));
+        }
+        // A deleted learning container: the lines its kept record has
+        // (denials and the proxy's records, what `suggest` reads).
+        if let Some(kept) = super::kept::find(&root, what) {
+            return Ok(crate::audit::read_all(kept.path()));
         }
     }
     Err(LearnError::Invalid(format!(

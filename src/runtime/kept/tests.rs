@@ -52,6 +52,13 @@ fn a_learning_containers_record_is_kept_private_with_the_audit_lines_learning_re
     assert_eq!(audit.lines().count(), 2, "{audit}");
     assert!(audit.contains("example.org:443") && audit.contains("/data/x"));
     assert!(!audit.contains("/data/y"), "{audit}");
+    // `policy suggest --from-audit ID` reads the kept lines once the
+    // state directory is gone.
+    r.remove_extra("job").expect("delete");
+    let records = crate::runtime::learned::read_audit_of("job", &[r.path().to_path_buf()])
+        .expect("kept audit");
+    assert_eq!(records.len(), 2);
+    learning(&r, "job");
     // Kept again (the id reused): replaced whole.
     keep(&r, "job");
     assert!(find(&r, "job").is_some());

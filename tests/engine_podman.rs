@@ -573,7 +573,21 @@ fn podman_run_rm_learned_policy_outlives_the_container() {
         let id = fs::read_to_string(cidfile).expect("cidfile");
         (out, id.trim().to_string())
     };
+    /// The kept records this test made go, even when it fails (they are
+    /// in the runtime's default root, shared).
+    struct Kept(Vec<String>);
+    impl Drop for Kept {
+        fn drop(&mut self) {
+            let base = std::path::Path::new(buntime::runtime::DEFAULT_ROOT)
+                .join(buntime::runtime::kept::KEPT_DIR);
+            for id in self.0.iter().filter(|i| !i.is_empty() && !i.contains('/')) {
+                let _ = fs::remove_dir_all(base.join(id));
+            }
+        }
+    }
+    let mut kept = Kept(Vec::new());
     let (out, id) = run(learning, &p.path("learn.cid"));
+    kept.0.push(id.clone());
     assert!(out.ok(), "{out:?}");
     assert!(
         out.stdout.contains("read-ok") && out.stdout.contains("exec-ok"),
@@ -592,13 +606,12 @@ fn podman_run_rm_learned_policy_outlives_the_container() {
     );
 
     let (out, id2) = run(policy.trim(), &p.path("rerun.cid"));
+    kept.0.push(id2.clone());
     assert!(out.ok(), "{out:?}");
     for word in ["read-ok", "ls-ok", "exec-ok"] {
         assert!(out.stdout.contains(word), "{word}: {out:?}");
     }
     assert_eq!(kept_denials(&id2), Vec::<String>::new());
-    for i in [&id, &id2] {
-        let _ = fs::remove_dir_all(root.join(buntime::runtime::kept::KEPT_DIR).join(i));
-    }
+    drop(kept);
     assert_clean(&p);
 }

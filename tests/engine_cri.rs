@@ -664,3 +664,80 @@ fn cri_pod_mode_resolves_names_through_the_pods_dns() {
     c.remove_pod(&target).expect("remove pod");
     c.assert_clean();
 }
+
+/// A container of a pod with `buntime.dev/learn: "true"`: containerd
+/// deletes the runtime's container once it is removed (as the kubelet
+/// does), and `buntime-runc policy learned ID` still prints what it used
+/// (docs/learn.md, the kept record); under that policy the same command
+/// runs again with no denials, judged from the host: the rerun learns too,
+/// so its kept audit log is there to read.
+#[test]
+fn cri_learning_container_policy_outlives_its_removal() {
+    let Some(c) = start() else { return };
+    let pod = c.run_pod("learn", &[]);
+    let cmd = "cat /etc/passwd >/dev/null && echo read-ok; ls /etc >/dev/null && echo ls-ok; \
+               /bin/busybox true && echo exec-ok";
+    let learning = r#"{"version":1,"filesystem":{"read":["/"],"write":["/tmp","/dev/null"],"exec":["/bin"]},"network":{"mode":"none"}}"#;
+    let run = |name: &str, policy: &str| -> (String, String) {
+        let id = c
+            .create(
+                &pod,
+                name,
+                &["sh", "-c", cmd],
+                &[
+                    ("buntime.dev/learn", "true"),
+                    ("buntime.dev/policy", policy),
+                ],
+            )
+            .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}\n{}", c.log()));
+        c.start_container(&id)
+            .unwrap_or_else(|e| panic!("StartContainer {name}: {e}\n{}", c.log()));
+        assert_eq!(c.wait_exited(&id), 0, "{}", c.log_of(&id));
+        let log = c.log_of(&id);
+        c.remove_container(&id);
+        (id, log)
+    };
+    let learned_of = |id: &str| {
+        engines::run(
+            std::process::Command::new(engines::RUNC)
+                .arg("--root")
+                .arg(c.runc_root())
+                .args(["policy", "learned", id]),
+            cri::LIMIT,
+        )
+    };
+    let (id, log) = run("learner", learning);
+    for word in ["read-ok", "ls-ok", "exec-ok"] {
+        assert!(log.contains(word), "{word}: {log}");
+    }
+    assert!(!c.runc_ids().contains(&id), "containerd deleted it");
+    let out = learned_of(&id);
+    assert!(out.ok(), "{out:?}");
+    assert!(out.stderr.contains("the container was deleted"), "{out:?}");
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("a policy");
+    let read = v["filesystem"]["read"].to_string();
+    assert!(
+        read.contains("\"/etc") && !read.contains("\"/\""),
+        "{}",
+        out.stdout
+    );
+
+    let (id2, log) = run("rerun", out.stdout.trim());
+    for word in ["read-ok", "ls-ok", "exec-ok"] {
+        assert!(log.contains(word), "{word}: {log}");
+    }
+    let audit = c
+        .runc_root()
+        .join(buntime::runtime::kept::KEPT_DIR)
+        .join(&id2)
+        .join("audit.log");
+    let denials: Vec<String> = fs::read_to_string(&audit)
+        .unwrap_or_else(|e| panic!("{}: {e}", audit.display()))
+        .lines()
+        .filter(|l| l.contains("\"decision\":\"deny\""))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(denials, Vec::<String>::new());
+    c.remove_pod(&pod).expect("remove pod");
+    c.assert_clean();
+}

@@ -512,3 +512,106 @@ fn podman_user_namespace_container_has_its_supervisor() {
     assert!(out.stdout.contains("has-control-socket"), "{out:?}");
     assert_clean(&p);
 }
+
+/// `buntime-runc policy learned ID` of a container podman ran (podman uses
+/// the runtime's default root); stdout, stderr.
+fn learned_of(id: &str) -> (String, String) {
+    let out = engines::run(
+        std::process::Command::new(engines::RUNC).args(["policy", "learned", id]),
+        LIMIT,
+    );
+    assert!(out.ok(), "policy learned {id}: {out:?}");
+    (out.stdout, out.stderr)
+}
+
+/// The kept audit log of a deleted learning container, from the host.
+fn kept_denials(id: &str) -> Vec<String> {
+    let log = std::path::Path::new(buntime::runtime::DEFAULT_ROOT)
+        .join(buntime::runtime::kept::KEPT_DIR)
+        .join(id)
+        .join("audit.log");
+    fs::read_to_string(&log)
+        .unwrap_or_else(|e| panic!("{}: {e}", log.display()))
+        .lines()
+        .filter(|l| l.contains("\"decision\":\"deny\""))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `podman run --rm` with `buntime.dev/learn=true`: podman deletes the
+/// container as soon as it exits, and `policy learned ID` still prints what
+/// it used (docs/learn.md, the kept record); under that policy the same
+/// command runs again with no denials, judged from the host: the rerun
+/// learns too, so its kept audit log is there to read.
+#[test]
+fn podman_run_rm_learned_policy_outlives_the_container() {
+    let Some(p) = Podman::new(engines::open_node) else {
+        return;
+    };
+    let cmd = "cat /etc/passwd >/dev/null && echo read-ok; ls /etc >/dev/null && echo ls-ok; \
+               /bin/busybox true && echo exec-ok";
+    let learning = r#"{"version":1,"filesystem":{"read":["/"],"write":["/tmp","/dev/null"],"exec":["/bin"]},"network":{"mode":"none"}}"#;
+    let run = |policy: &str, cidfile: &std::path::Path| {
+        let annotation = format!("\"buntime.dev/policy={}\"", policy.replace('"', "\"\""));
+        let cid = cidfile.to_str().expect("utf-8 path");
+        let out = p.run(&[
+            "--rm",
+            "--cidfile",
+            cid,
+            "--network",
+            "none",
+            "--annotation",
+            "buntime.dev/learn=true",
+            "--annotation",
+            &annotation,
+            "--rootfs",
+            p.rootfs(),
+            "sh",
+            "-c",
+            cmd,
+        ]);
+        let id = fs::read_to_string(cidfile).expect("cidfile");
+        (out, id.trim().to_string())
+    };
+    /// The kept records this test made go, even when it fails (they are
+    /// in the runtime's default root, shared).
+    struct Kept(Vec<String>);
+    impl Drop for Kept {
+        fn drop(&mut self) {
+            let base = std::path::Path::new(buntime::runtime::DEFAULT_ROOT)
+                .join(buntime::runtime::kept::KEPT_DIR);
+            for id in self.0.iter().filter(|i| !i.is_empty() && !i.contains('/')) {
+                let _ = fs::remove_dir_all(base.join(id));
+            }
+        }
+    }
+    let mut kept = Kept(Vec::new());
+    let (out, id) = run(learning, &p.path("learn.cid"));
+    kept.0.push(id.clone());
+    assert!(out.ok(), "{out:?}");
+    assert!(
+        out.stdout.contains("read-ok") && out.stdout.contains("exec-ok"),
+        "{out:?}"
+    );
+    // Gone: podman deleted it (its state directory with it).
+    let root = std::path::Path::new(buntime::runtime::DEFAULT_ROOT);
+    assert!(!root.join(".buntime").join(&id).exists());
+    let (policy, summary) = learned_of(&id);
+    assert!(summary.contains("the container was deleted"), "{summary}");
+    let v: serde_json::Value = serde_json::from_str(&policy).expect("a policy");
+    let read = v["filesystem"]["read"].to_string();
+    assert!(
+        read.contains("\"/etc") && !read.contains("\"/\""),
+        "{policy}"
+    );
+
+    let (out, id2) = run(policy.trim(), &p.path("rerun.cid"));
+    kept.0.push(id2.clone());
+    assert!(out.ok(), "{out:?}");
+    for word in ["read-ok", "ls-ok", "exec-ok"] {
+        assert!(out.stdout.contains(word), "{word}: {out:?}");
+    }
+    assert_eq!(kept_denials(&id2), Vec::<String>::new());
+    drop(kept);
+    assert_clean(&p);
+}

@@ -3,7 +3,8 @@
 //! program and fetches from a loopback server through its proxy while
 //! observed under its own policy; `policy learned ID` gives a policy under
 //! which the same command runs again with no denials, and which never
-//! grants `/etc/shadow`. A node that denies learning refuses the
+//! grants `/etc/shadow` — asked for after the learning container was
+//! deleted, from the record `delete` kept. A node that denies learning refuses the
 //! annotation; `policy learned` names what is wrong.
 
 mod common;
@@ -122,9 +123,20 @@ fn a_learned_container_policy_lets_the_same_command_run_with_no_denials() {
         "observing"
     );
 
+    // Engines delete a container as soon as it exits (podman `run --rm`,
+    // containerd): what it learned outlives its state directory.
+    env.ok(&["delete", "learner"]);
+    env.assert_gone("learner");
+    let kept = env.root.join(".buntime-learned/learner");
+    let mode = fs::symlink_metadata(&kept)
+        .expect("kept record")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "{}", kept.display());
     let learned = env.runc(&["policy", "learned", "learner"]);
     let (stdout, stderr) = (common::text(&learned.stdout), common::text(&learned.stderr));
     assert!(learned.status.success(), "{stderr}");
+    assert!(stderr.contains("the container was deleted"), "{stderr}");
     let policy: Value = serde_json::from_str(&stdout).expect("the learned policy is JSON");
     let fs_of = |k: &str| -> Vec<String> {
         policy["filesystem"][k]
@@ -184,10 +196,12 @@ fn a_learned_container_policy_lets_the_same_command_run_with_no_denials() {
     // Not a learning container.
     let e = common::text(&env.runc(&["policy", "learned", "relearned"]).stderr);
     assert!(e.contains("was not learning"), "{e}");
-    for id in ["learner", "relearned"] {
-        env.ok(&["delete", id]);
-        env.assert_gone(id);
-    }
+    env.ok(&["delete", "relearned"]);
+    env.assert_gone("relearned");
+    // Nothing kept of a container that was not learning.
+    assert!(!env.root.join(".buntime-learned/relearned").exists());
+    let e = env.fails(&["policy", "learned", "relearned"]);
+    assert!(e.contains("container \"relearned\" does not exist"), "{e}");
 }
 
 #[test]

@@ -155,6 +155,18 @@ fn the_page_shows_decisions_and_a_click_answers_an_ask() {
             .is_some_and(|x| !x.is_empty()),
         "{learned}"
     );
+    // Deleted (as an engine deletes a container that exited): the link
+    // still downloads the policy, from the record `delete` kept.
+    env.ok(&["delete", "--force", id]);
+    env.assert_gone(id);
+    let resp = ui_common::get(addr, href);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        resp.json()["filesystem"]["exec"],
+        learned["filesystem"]["exec"]
+    );
+    let gone = ui_common::get(addr, &format!("/api/sandboxes/{id}"));
+    assert_eq!(gone.status, 404, "{}", gone.text());
     let png = std::fs::read(&shot).expect("screenshot saved");
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
     eprintln!("screenshot: {}", shot.display());

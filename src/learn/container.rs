@@ -362,6 +362,9 @@ pub struct ContainerLearned {
     pub incomplete: Option<String>,
     /// The policy the container ran under (`origin`).
     pub ran_under: String,
+    /// Cut from the record kept when the container was deleted, in
+    /// this directory.
+    pub deleted: Option<PathBuf>,
 }
 
 /// What the runtime knows of a container beyond its state directory
@@ -374,13 +377,16 @@ pub struct ContainerFacts<'a> {
     pub policy_name: Option<String>,
     /// Its supervisor is still running (so the record may grow).
     pub running: bool,
+    /// The container was deleted: `dir` is its kept record
+    /// (`runtime::kept`).
+    pub deleted: bool,
 }
 
 /// The least policy for a container, from what its supervisor recorded
 /// and its audit log.
 pub fn learned(c: &ContainerFacts<'_>, threshold: usize) -> Result<ContainerLearned, LearnError> {
     let (id, dir) = (c.id, c.dir);
-    let text = match std::fs::read(dir.learn_record()) {
+    let text = match read_nofollow(&dir.learn_record()) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(LearnError::Invalid(format!(
@@ -401,12 +407,14 @@ pub fn learned(c: &ContainerFacts<'_>, threshold: usize) -> Result<ContainerLear
         ))
     })?;
     let policy_file = dir.policy();
-    let base_text = std::fs::read_to_string(&policy_file).map_err(|e| {
-        LearnError::Invalid(format!(
-            "container {id:?}: read {}: {e}",
-            policy_file.display()
-        ))
-    })?;
+    let base_text = read_nofollow(&policy_file)
+        .and_then(|b| String::from_utf8(b).map_err(io::Error::other))
+        .map_err(|e| {
+            LearnError::Invalid(format!(
+                "container {id:?}: read {}: {e}",
+                policy_file.display()
+            ))
+        })?;
     let base = crate::policy::parse_policy(&base_text, &policy_file.display().to_string())
         .map_err(|e| LearnError::Invalid(format!("container {id:?}: {e}")))?;
     seen.events
@@ -439,7 +447,30 @@ pub fn learned(c: &ContainerFacts<'_>, threshold: usize) -> Result<ContainerLear
         learned,
         incomplete,
         ran_under,
+        deleted: c.deleted.then(|| dir.path().to_path_buf()),
     })
+}
+
+/// A record's file, never through a symlink.
+fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    let mut out = Vec::new();
+    f.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// Whether learning reads this audit record (`audit_events`): what
+/// `runtime::kept` keeps of a deleted container's log.
+pub fn learning_needs(r: &crate::audit::AuditRecord) -> bool {
+    !audit_events(std::slice::from_ref(r)).is_empty()
 }
 
 /// What the audit log adds: the hosts the proxy was asked for (allowed or
@@ -482,6 +513,12 @@ pub fn summary_text(id: &str, c: &ContainerLearned) -> String {
         "buntime-runc: learned policy for container {id} (observed under {})\n",
         c.ran_under
     );
+    if let Some(dir) = &c.deleted {
+        out.push_str(&format!(
+            "  the container was deleted: this is the record kept in {} (docs/learn.md)\n",
+            dir.display()
+        ));
+    }
     out.push_str(&super::grouped(&c.learned, c.incomplete.as_deref()));
     out.push_str(
         "  review it, then give it to the container: the annotation buntime.dev/policy (inline) or a named policy (docs/policy.md)",

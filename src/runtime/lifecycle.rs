@@ -133,11 +133,13 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
         Err(RuntimeError::NotFound(_)) if force => {
             // Leftovers of a half-made container go too.
             crate::supervisor::stop(root.read_meta(id).supervisor_pid, id);
+            super::kept::keep(root, id);
             root.remove_extra(id)?;
             return Ok(());
         }
         Err(RuntimeError::NotFound(_)) if root.extra_dir(id).exists() => {
             crate::supervisor::stop(root.read_meta(id).supervisor_pid, id);
+            super::kept::keep(root, id);
             root.remove_extra(id)?;
             return Ok(());
         }
@@ -175,6 +177,9 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
         finish_supervisor(supervisor, id);
     }
     tracing::debug!(target: "cli", "delete: container, cgroup and supervisor gone");
+    // What a learning container learned outlives it (engines delete a
+    // short-lived container at once): docs/learn.md.
+    super::kept::keep(root, id);
     root.remove_extra(id)
 }
 

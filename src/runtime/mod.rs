@@ -14,6 +14,7 @@ pub mod events;
 pub mod exec;
 pub mod executor;
 pub mod foreground;
+pub mod kept;
 pub mod learned;
 pub mod lifecycle;
 pub mod list;

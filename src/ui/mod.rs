@@ -355,6 +355,10 @@ fn handle(ctx: &Ctx, req: Request) {
         ["api", "asks", id, ask] if post => answer(ctx, req, id, ask),
         ["api", "sandboxes", id, rest @ ..] => {
             let Some(sb) = ctx.roots.find(id) else {
+                // A deleted learning container's kept record.
+                if let (["learned-policy"], true, Some(sb)) = (rest, get, ctx.roots.find_kept(id)) {
+                    return learned_policy(req, &sb);
+                }
                 return error(req, 404, "no such sandbox");
             };
             match rest {

@@ -104,6 +104,22 @@ impl Roots {
                 root,
             })
     }
+
+    /// A deleted learning container's kept record (`runtime::kept`), as
+    /// a sandbox of the root that holds it: only its learned policy is
+    /// served.
+    pub fn find_kept(&self, id: &str) -> Option<Sandbox> {
+        if self.only.as_deref().is_some_and(|o| o != id) {
+            return None;
+        }
+        self.open_roots()
+            .into_iter()
+            .find(|r| crate::runtime::kept::find(r, id).is_some())
+            .map(|root| Sandbox {
+                id: id.to_string(),
+                root,
+            })
+    }
 }
 
 /// A current/limit pair from the cgroup (limit 0 or absent: none).

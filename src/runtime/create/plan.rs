@@ -41,6 +41,11 @@ pub(super) struct Plan {
     pub landlock_abi: Option<u32>,
     pub rootfs: PathBuf,
     pub learning: bool,
+    /// A learning container's state directory, held open while `create`
+    /// runs: libcontainer (this process) reaches the learn socket through
+    /// it (`/proc/self/fd/N/learn.sock`), since the absolute path can be
+    /// longer than a socket address (containerd's ids are 64 characters).
+    pub learn_dir: Option<std::os::fd::OwnedFd>,
     pub pod_listener: Option<TcpListener>,
     pub proxy_port: Option<u16>,
     /// A user namespace's root that cannot reach the state directory.
@@ -99,6 +104,7 @@ impl Plan {
             landlock_abi: prepared.landlock_abi,
             rootfs,
             learning: policy.learning,
+            learn_dir: None,
             pod_listener: policy.pod_listener,
             proxy_port: policy.proxy_port,
             mapped_root,
@@ -184,7 +190,13 @@ impl Plan {
             // After the precompiled programs are made: the bundle's own
             // profile stays whole for init and every `exec`; the observing
             // filter only adds itself to init's (learn::container::attach).
-            let socket = dir.learn_socket();
+            let held = open_path_dir(dir.path())?;
+            let socket = PathBuf::from(format!(
+                "/proc/self/fd/{}/{}",
+                std::os::fd::AsRawFd::as_raw_fd(&held),
+                crate::statedir::LEARN_SOCKET
+            ));
+            self.learn_dir = Some(held);
             crate::learn::container::attach(&mut self.spec, &socket)
                 .map_err(RuntimeError::Policy)?;
         }
@@ -312,4 +324,15 @@ fn check_seal(spec: &Spec, landlock: &LandlockPlan, abi: Option<u32>, rootfs: &P
         },
     )
     .map_err(RuntimeError::Reseal)
+}
+
+/// `dir` opened `O_PATH`, for paths through `/proc/self/fd/N`.
+fn open_path_dir(dir: &Path) -> Result<std::os::fd::OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(dir)
+        .map(std::os::fd::OwnedFd::from)
+        .map_err(|e| RuntimeError::io(format!("open {}", dir.display()), e))
 }

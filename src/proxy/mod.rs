@@ -8,6 +8,7 @@
 //! addresses that were checked, and relayed.
 
 pub mod http;
+mod pool;
 pub mod relay;
 #[cfg(test)]
 mod tests;
@@ -255,13 +256,12 @@ pub fn serve(listener: TcpListener, gate: Arc<dyn Gate>, limits: Limits, tally: 
         let slot = Slot(Arc::clone(&open));
         let unrecorded = Unrecorded::new(&tally);
         let gate = Arc::clone(&gate);
-        let spawned = std::thread::Builder::new()
-            .name("proxy".into())
-            .stack_size(256 << 10)
-            .spawn(move || {
-                let _slot = slot;
-                handle(stream, gate.as_ref(), &limits, unrecorded);
-            });
+        // On a parked thread when one is free (pool.rs): starting a new
+        // one was part of every connection's set-up.
+        let spawned = pool::THREADS.run(Box::new(move || {
+            let _slot = slot;
+            handle(stream, gate.as_ref(), &limits, unrecorded);
+        }));
         if let Err(e) = spawned {
             // Closed unanswered: audited with those turned away.
             tally.turned_away.fetch_add(1, Ordering::SeqCst);

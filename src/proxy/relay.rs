@@ -1,6 +1,7 @@
 //! Relaying bytes both ways between the sandbox's connection and the
 //! upstream one: a copy loop whose buffer grows with the transfer, one
-//! thread per direction so neither waits for the other, an idle timeout
+//! thread per direction so neither waits for the other (the second one
+//! from the proxy's pool of parked threads), an idle timeout
 //! shared by both directions, and half-close passed on.
 //!
 //! Why not `splice`: a pipe holds at most 1 MiB without CAP_SYS_RESOURCE,
@@ -11,6 +12,7 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use super::http::BodyFramer;
@@ -59,7 +61,6 @@ const MAX_BUFFER: usize = 4 << 20;
 const GROWTH_BUDGET: usize = 64 << 20;
 static GROWN: AtomicUsize = AtomicUsize::new(0);
 const SEND_BUFFER: usize = 4 << 20;
-const RELAY_STACK: usize = 256 << 10;
 
 /// Activity clock shared by the two directions.
 struct Idle {
@@ -114,28 +115,41 @@ pub fn relay(
         // autotuning could have grown it about as far.
         let _ = nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::SndBuf, &SEND_BUFFER);
     }
-    // A scoped thread borrows the sockets: no second descriptor of each
+    // The second direction runs on a pooled thread (super::pool), which
+    // shares the sockets rather than taking a second descriptor of each
     // (two per connection, not four, against the supervisor's fd limit).
-    std::thread::scope(|scope| {
-        let up = std::thread::Builder::new()
-            .name("relay-up".into())
-            .stack_size(RELAY_STACK)
-            .spawn_scoped(scope, || pump(&client, &upstream, &idle, framer));
-        let Ok(up) = up else {
-            // No thread for the other direction: reset the connection, as
-            // any other failure does, rather than relay one way only.
-            abort(&client, &idle);
-            abort(&upstream, &idle);
-            return Relayed::default();
-        };
-        let (down, _) = pump(&upstream, &client, &idle, None);
-        let (up, violation) = up.join().unwrap_or((0, None));
-        Relayed {
-            up,
-            down,
-            violation,
+    let (client, upstream, idle) = (Arc::new(client), Arc::new(upstream), Arc::new(idle));
+    let (tx, rx) = mpsc::sync_channel(1);
+    let job = {
+        let (c, u, i) = (
+            Arc::clone(&client),
+            Arc::clone(&upstream),
+            Arc::clone(&idle),
+        );
+        move || {
+            let moved = pump(&c, &u, &i, framer);
+            // The sockets close when `relay` returns, as if this thread
+            // had only borrowed them.
+            drop((c, u, i));
+            let _ = tx.send(moved);
         }
-    })
+    };
+    if super::pool::THREADS.run(Box::new(job)).is_err() {
+        // No thread for the other direction: reset the connection, as
+        // any other failure does, rather than relay one way only.
+        abort(&client, &idle);
+        abort(&upstream, &idle);
+        return Relayed::default();
+    }
+    let (down, _) = pump(&upstream, &client, &idle, None);
+    // A job that panicked dropped its sender: nothing moved, as far as
+    // is known.
+    let (up, violation) = rx.recv().unwrap_or((0, None));
+    Relayed {
+        up,
+        down,
+        violation,
+    }
 }
 
 /// How one direction ended.

@@ -180,7 +180,6 @@ fn source_roots() -> Vec<PathBuf> {
         crates.sort();
         roots.extend(crates.into_iter().map(|c| c.join("src")));
     }
-    roots.push(root().join("ffi/src"));
     roots.into_iter().filter(|r| r.is_dir()).collect()
 }
 

@@ -292,3 +292,52 @@ fn suggest_reads_a_containers_audit_log_by_id() {
     );
     env.ok(&["delete", "refused"]);
 }
+
+/// A process started by `exec` in a learning container is observed as its
+/// init is: a file only the exec'd process read is in the learned policy,
+/// asked for after the container was deleted.
+#[test]
+fn an_exec_in_a_learning_container_is_observed() {
+    let env = Env::new();
+    let b = env.bundle("execlearn", &["sleep", "1000"], &[]);
+    let root = b.join("rootfs");
+    // Outside the policy's read rules: refused, and a refusal is a use.
+    fs::create_dir_all(root.join("srv/only-exec")).expect("dir");
+    fs::write(root.join("srv/only-exec/note.txt"), "exec-read-me\n").expect("note");
+    let file = b.join("config.json");
+    let mut cfg: Value = serde_json::from_str(&read(&file)).expect("config.json");
+    cfg["annotations"] =
+        json!({"buntime.dev/policy": learning_policy(1), "buntime.dev/learn": "true"});
+    fs::write(&file, cfg.to_string()).expect("write config.json");
+    env.run_detached("execlearn", &b);
+    let out = env.ok(&[
+        "exec",
+        "execlearn",
+        "sh",
+        "-c",
+        "echo exec-ran; cat /srv/only-exec/note.txt; true",
+    ]);
+    assert_eq!(out, "exec-ran\n");
+    env.ok(&["kill", "execlearn", "KILL"]);
+    env.wait_status("execlearn", "stopped");
+    let done = wait_until(Duration::from_secs(10), || {
+        env.state("execlearn")["annotations"]["buntime.dev/supervisor"] == "stopped"
+    });
+    assert!(done, "supervisor of execlearn did not exit");
+    env.ok(&["delete", "execlearn"]);
+    env.assert_gone("execlearn");
+    let learned = env.runc(&["policy", "learned", "execlearn"]);
+    let (stdout, stderr) = (common::text(&learned.stdout), common::text(&learned.stderr));
+    assert!(learned.status.success(), "{stderr}");
+    let policy: Value = serde_json::from_str(&stdout).expect("the learned policy is JSON");
+    let read_rules: Vec<&str> = policy["filesystem"]["read"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        read_rules.contains(&"/srv/only-exec/note.txt"),
+        "the exec'd process's read is missing: {stdout}\n{stderr}"
+    );
+}

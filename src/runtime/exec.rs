@@ -422,6 +422,7 @@ pub fn exec(root: &Root, opts: &ExecOptions) -> Result<i32> {
     let meta = root.read_meta(&opts.id);
     let landlock = super::create::load_landlock(root, &opts.id, &meta)?;
     let seccomp = super::create::load_seccomp_programs(root, &opts.id, &meta)?;
+    let learn = super::exec_learn::Handoff::prepare(root, &opts.id, &meta)?;
     check_seal(container.pid(), landlock.as_ref(), &spec)?;
     let (policy, policy_name) = read_policy(&root.state_dir(&opts.id), &meta)?;
     let init_process = spec
@@ -444,6 +445,14 @@ pub fn exec(root: &Root, opts: &ExecOptions) -> Result<i32> {
     if !opts.detach {
         foreground::become_subreaper()?;
     }
+    let mut executor = BuntimeExecutor::for_exec(
+        &spec,
+        landlock,
+        seccomp,
+        super::refusal::PolicyRef::new(meta.policy_name.clone().unwrap_or(policy_name), &policy),
+    );
+    executor.learn_channel = learn.as_ref().and_then(|h| h.child_fd());
+    let learn = learn.map(super::exec_learn::Handoff::start).transpose()?;
     let built = ContainerBuilder::new(opts.id.clone(), SyscallType::default())
         .with_root_path(root.path())
         .map_err(|e| RuntimeError::backend("--root", &e))?
@@ -451,17 +460,7 @@ pub fn exec(root: &Root, opts: &ExecOptions) -> Result<i32> {
         .map_err(|e| RuntimeError::backend("--pid-file", &e))?
         .with_console_socket(console)
         .with_preserved_fds(opts.preserve_fds)
-        .with_executor(BuntimeExecutor::for_exec(
-            &spec,
-            landlock,
-            seccomp,
-            super::refusal::PolicyRef::new(
-                meta.policy_name
-                    .clone()
-                    .unwrap_or_else(|| policy_name.clone()),
-                &policy,
-            ),
-        ))
+        .with_executor(executor)
         .as_tenant()
         .with_detach(opts.detach)
         // Everything about the process is in the file (see exec_process).
@@ -469,10 +468,18 @@ pub fn exec(root: &Root, opts: &ExecOptions) -> Result<i32> {
         .with_ignore_paused(opts.ignore_paused)
         .build();
     drop(process_file);
+    let learn = learn.map(|(theirs, thread)| {
+        drop(theirs);
+        thread
+    });
     let pid =
         built.map_err(|e| RuntimeError::backend(format!("exec in container {:?}", opts.id), &e))?;
     // Reaped now, before the wait below reaps every child.
     drop(warmup);
+    if let Some(t) = learn {
+        t.join()
+            .map_err(|_| RuntimeError::Invalid("the learn handoff panicked".into()))??;
+    }
     if opts.detach {
         return Ok(0);
     }

@@ -6,10 +6,11 @@
 //! policy's, stacked on it (the kernel then allows only what both allow).
 //! They load here, last before exec, for init and exec'd processes alike
 //! (libcontainer drops `linux.seccomp` for exec'd processes; a profile it
-//! kept for init, one with a notify action, is applied here to exec'd
-//! processes from the spec). This runs after capabilities were dropped, so
-//! without CAP_SYS_ADMIN it sets no_new_privs first (the kernel requires
-//! one or the other).
+//! kept for init is applied here to exec'd processes from the spec; one
+//! with a notify action, a learning container's observing profile, goes
+//! last and its listener fd to `exec`: `exec_learn`). This runs after
+//! capabilities were dropped, so without CAP_SYS_ADMIN it sets
+//! no_new_privs first (the kernel requires one or the other).
 //!
 //! Landlock (the policy's filesystem and TCP rules) is applied here too,
 //! before seccomp, so that no seccomp profile can refuse its syscalls. An
@@ -36,6 +37,9 @@ pub struct BuntimeExecutor {
     pub programs: Vec<Program>,
     /// The policy, for errors saying which rule refused.
     pub policy: refusal::PolicyRef,
+    /// A learning container's exec: where the observing filter's listener
+    /// fd goes (`exec_learn`). Without it a notify profile is refused.
+    pub learn_channel: Option<std::os::fd::RawFd>,
 }
 
 impl BuntimeExecutor {
@@ -50,6 +54,7 @@ impl BuntimeExecutor {
             landlock,
             programs,
             policy,
+            learn_channel: None,
         }
     }
 
@@ -66,6 +71,7 @@ impl BuntimeExecutor {
             landlock,
             programs,
             policy,
+            learn_channel: None,
         }
     }
 
@@ -131,6 +137,32 @@ impl BuntimeExecutor {
     }
 }
 
+impl BuntimeExecutor {
+    /// A learning container's observing profile (the container's, the
+    /// observed calls notifying): loaded, its listener fd handed to
+    /// `exec` for the supervisor (`exec_learn`). Any failure stops the
+    /// process: it never runs less confined, nor unobserved.
+    fn observe(&self, profile: &LinuxSeccomp) -> Result<(), ExecutorError> {
+        let Some(channel) = self.learn_channel else {
+            // A notify listener with no one to hand the fd to: refuse
+            // rather than run unconfined.
+            return Err(ExecutorError::Other(
+                "seccomp profile uses SCMP_ACT_NOTIFY, not supported for exec".into(),
+            ));
+        };
+        Self::allow_filter_load()?;
+        match libcontainer::seccomp::initialize_seccomp(profile) {
+            Ok(Some(fd)) => super::exec_learn::send_listener(channel, fd).map_err(|e| {
+                ExecutorError::Other(format!("hand the learning filter to the observer: {e}"))
+            }),
+            Ok(None) => Err(ExecutorError::Other(
+                "the learning profile gave no listener".into(),
+            )),
+            Err(e) => Err(ExecutorError::Other(format!("apply seccomp: {e}"))),
+        }
+    }
+}
+
 impl Executor for BuntimeExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
         let result = self.confine_and_exec(spec);
@@ -167,7 +199,11 @@ impl BuntimeExecutor {
             plan.apply()
                 .map_err(|e| ExecutorError::Other(format!("apply landlock: {e}")))?;
         }
-        if let Some(profile) = &self.tenant_seccomp {
+        let (observing, tenant) = match &self.tenant_seccomp {
+            Some(p) if libcontainer::seccomp::is_notify(p) => (Some(p), None),
+            other => (None, other.as_ref()),
+        };
+        if let Some(profile) = tenant {
             Self::apply_seccomp(profile)?;
         }
         if !self.programs.is_empty() {
@@ -176,6 +212,10 @@ impl BuntimeExecutor {
         for p in &self.programs {
             p.install()
                 .map_err(|e| ExecutorError::Other(format!("load seccomp filter: {e}")))?;
+        }
+        if let Some(profile) = observing {
+            // Last: the container's own filters are whole before it.
+            self.observe(profile)?;
         }
         if let Some(plan) = &self.landlock {
             // Not fatal: the program may never open them; a note right

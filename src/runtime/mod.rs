@@ -12,6 +12,7 @@ pub mod defaults;
 pub mod error;
 pub mod events;
 pub mod exec;
+pub mod exec_learn;
 pub mod executor;
 pub mod foreground;
 pub mod kept;

@@ -10,14 +10,14 @@
 //! whose observer cannot be reached gets no exec.
 
 use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, MsgFlags};
 
 use super::error::{Result, RuntimeError};
 use super::state::{Meta, Root};
@@ -138,22 +138,14 @@ impl Handoff {
         if msg.bytes == 0 {
             return Ok(None);
         }
-        for c in msg.cmsgs().map_err(io::Error::from)? {
-            if let ControlMessageOwned::ScmRights(fds) = c {
-                // SAFETY: the kernel just installed these fds for us.
-                let mut owned: Vec<OwnedFd> = fds
-                    .into_iter()
-                    .map(|f| unsafe { OwnedFd::from_raw_fd(f) })
-                    .collect();
-                if let Some(fd) = owned.pop() {
-                    return Ok(Some(fd));
-                }
-            }
-        }
-        Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "a message without a file descriptor",
-        ))
+        crate::learn::observe::last_fd(&msg)?
+            .map(Some)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a message without a file descriptor",
+                )
+            })
     }
 
     /// libcontainer's seccomp-agent message: the process state, the fd.

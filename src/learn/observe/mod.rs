@@ -27,7 +27,7 @@ mod decode;
 mod notif;
 
 pub(crate) use decode::Calls;
-pub(crate) use notif::{peer_is, receive_fd, seccomp_listener, wait_readable, Readiness};
+pub(crate) use notif::{last_fd, peer_is, receive_fd, seccomp_listener, wait_readable, Readiness};
 
 /// The calls a learned run is observed on.
 pub const OBSERVED_CALLS: &[&str] = &["open", "openat", "openat2", "execve", "execveat", "connect"];

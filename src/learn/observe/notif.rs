@@ -35,7 +35,7 @@ pub(crate) fn wait_readable(fd: RawFd) -> Readiness {
 /// The fd libcontainer sends with SCM_RIGHTS (the OCI seccomp-agent
 /// protocol: the container's state as JSON, and the listener fd).
 pub(crate) fn receive_fd(conn: RawFd) -> io::Result<OwnedFd> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use nix::sys::socket::{recvmsg, MsgFlags};
     let mut buf = vec![0u8; 64 * 1024];
     let mut iov = [io::IoSliceMut::new(&mut buf)];
     let mut space = nix::cmsg_space!([RawFd; 4]);
@@ -47,22 +47,27 @@ pub(crate) fn receive_fd(conn: RawFd) -> io::Result<OwnedFd> {
     .map_err(io::Error::from)?;
     let msg = recvmsg::<()>(conn, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
         .map_err(io::Error::from)?;
-    for c in msg.cmsgs().map_err(io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            let mut owned: Vec<OwnedFd> = fds
-                .into_iter()
-                // SAFETY: the kernel just installed these fds for us.
-                .map(|f| unsafe { OwnedFd::from_raw_fd(f) })
-                .collect();
-            if let Some(fd) = owned.pop() {
-                return Ok(fd);
-            }
-        }
+    if let Some(fd) = last_fd(&msg)? {
+        return Ok(fd);
     }
     Err(io::Error::new(
         io::ErrorKind::InvalidData,
         "no file descriptor in the seccomp listener message",
     ))
+}
+
+/// The last fd a received message carries (SCM_RIGHTS). Every fd in it is
+/// taken over first, so the others are closed rather than leaked.
+pub(crate) fn last_fd(msg: &nix::sys::socket::RecvMsg<'_, '_, ()>) -> io::Result<Option<OwnedFd>> {
+    use nix::sys::socket::ControlMessageOwned;
+    let mut owned = Vec::new();
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY: the kernel just installed these fds for us.
+            owned.extend(fds.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }));
+        }
+    }
+    Ok(owned.pop())
 }
 
 /// Whether the peer of `conn` is our own uid (and, when given, the

@@ -177,6 +177,15 @@ fn a_learned_container_policy_lets_the_same_command_run_with_no_denials() {
         "{stderr}"
     );
     assert!(!stderr.contains("INCOMPLETE"), "{stderr}");
+    let list = env.ok(&["policy", "learned", "--list"]);
+    let line = list.lines().find(|l| l.starts_with("learner "));
+    let cols: Vec<&str> = line.unwrap_or_default().split_whitespace().collect();
+    assert_eq!(cols.len(), 4, "{list}");
+    assert!(
+        cols[1].ends_with('Z') && cols[2].parse::<u64>().is_ok_and(|n| n > 0),
+        "{list}"
+    );
+    assert_eq!(cols[3], "yes", "{list}");
 
     // The same command under the learned policy: nothing refused.
     let b2 = bundle(
@@ -202,6 +211,39 @@ fn a_learned_container_policy_lets_the_same_command_run_with_no_denials() {
     assert!(!env.root.join(".buntime-learned/relearned").exists());
     let e = env.fails(&["policy", "learned", "relearned"]);
     assert!(e.contains("container \"relearned\" does not exist"), "{e}");
+    forget_kept(&env, "learner");
+}
+
+/// `policy learned --forget ID` drops one kept record and nothing else: not
+/// a bad id, not through a symlink.
+fn forget_kept(env: &Env, id: &str) {
+    let kept = env.root.join(".buntime-learned");
+    let elsewhere = env.dir.path().join("elsewhere");
+    fs::create_dir_all(&elsewhere).expect("elsewhere");
+    fs::set_permissions(&elsewhere, fs::Permissions::from_mode(0o700)).expect("chmod");
+    fs::write(elsewhere.join("learned.json"), "{}").expect("file");
+    std::os::unix::fs::symlink(&elsewhere, kept.join("planted")).expect("symlink");
+    let e = env.fails(&["policy", "learned", "--forget", "planted"]);
+    assert!(e.contains("no kept learned record of \"planted\""), "{e}");
+    assert!(elsewhere.join("learned.json").is_file());
+    for bad in ["../.buntime-learned", ".tmp-x", "a/b"] {
+        let e = env.fails(&["policy", "learned", "--forget", bad]);
+        assert!(
+            e.contains("invalid") || e.contains("must not"),
+            "{bad}: {e}"
+        );
+    }
+    assert!(kept.join(id).is_dir());
+    env.ok(&["policy", "learned", "--forget", id]);
+    assert!(!kept.join(id).exists());
+    assert!(!env.ok(&["policy", "learned", "--list"]).contains(id));
+    let e = env.fails(&["policy", "learned", id]);
+    assert!(
+        e.contains(&format!("container \"{id}\" does not exist")),
+        "{e}"
+    );
+    let e = env.fails(&["policy", "learned", "--forget", id]);
+    assert!(e.contains("no kept learned record"), "{e}");
 }
 
 #[test]

@@ -212,10 +212,83 @@ struct Entry {
     bytes: u64,
 }
 
-/// The kept records of `base`, oldest first. Anything else there (a
-/// symlink, a file, a name that is not an id) is removed, and so is a
-/// temporary directory of a `delete` that died.
+/// A kept record as `policy learned --list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptRecord {
+    pub id: String,
+    /// When `delete` kept it.
+    pub kept: SystemTime,
+    /// Bytes of its files.
+    pub bytes: u64,
+    /// The observer attached and kept every distinct call (the container
+    /// had exited: `delete` keeps a record once its supervisor is gone).
+    pub complete: bool,
+}
+
+/// The kept records of `root`, oldest first. Only reads: nothing is
+/// removed, nothing followed through a symlink (a base directory that is
+/// not private lists nothing).
+pub fn list(root: &Root) -> Vec<KeptRecord> {
+    let base = root.path().join(KEPT_DIR);
+    if private_dir(&base).is_err() {
+        return Vec::new();
+    }
+    scan(&base, false)
+        .into_iter()
+        .map(|e| {
+            let complete = record_complete(&base.join(&e.id));
+            KeptRecord {
+                id: e.id,
+                kept: e.kept,
+                bytes: e.bytes,
+                complete,
+            }
+        })
+        .collect()
+}
+
+/// Whether a kept record says the observer attached and dropped nothing.
+fn record_complete(dir: &Path) -> bool {
+    read_small(&dir.join(LEARN_RECORD))
+        .ok()
+        .flatten()
+        .and_then(|b| serde_json::from_slice::<crate::learn::observe::Observed>(&b).ok())
+        .is_some_and(|o| o.attached && !o.truncated)
+}
+
+/// Why `forget` removed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ForgetError {
+    #[error("{0}")]
+    Id(String),
+    #[error("no kept learned record of {0:?} in {1}")]
+    Missing(String, String),
+    #[error("remove the kept learned record of {0:?}: {1}")]
+    Io(String, io::Error),
+}
+
+/// Removes the kept record of `id` (`policy learned --forget ID`): only a
+/// private directory of ours named by a valid id, inside a private base;
+/// a symlink is never followed (`find` refuses one, and `remove_dir_all`
+/// does not follow the ones inside).
+pub fn forget(root: &Root, id: &str) -> Result<(), ForgetError> {
+    validate_id(id).map_err(|e| ForgetError::Id(e.to_string()))?;
+    let Some(kept) = find(root, id) else {
+        let base = root.path().join(KEPT_DIR);
+        return Err(ForgetError::Missing(id.into(), base.display().to_string()));
+    };
+    fs::remove_dir_all(kept.path()).map_err(|e| ForgetError::Io(id.into(), e))
+}
+
+/// The kept records of `base`, oldest first, tidying as `prune` does.
 fn entries(base: &Path) -> Vec<Entry> {
+    scan(base, true)
+}
+
+/// The kept records of `base`, oldest first. With `tidy`, anything else
+/// there (a symlink, a file, a name that is not an id) is removed, and so
+/// is a temporary directory of a `delete` that died.
+fn scan(base: &Path, tidy: bool) -> Vec<Entry> {
     let mut out = Vec::new();
     for e in fs::read_dir(base).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -223,7 +296,7 @@ fn entries(base: &Path) -> Vec<Entry> {
         let dir = match private_dir(&path) {
             Ok(m) if validate_id(&name).is_ok() => m,
             _ => {
-                if !name.starts_with(".tmp-") || stale(&path) {
+                if tidy && (!name.starts_with(".tmp-") || stale(&path)) {
                     let _ = remove_entry(&path);
                 }
                 continue;

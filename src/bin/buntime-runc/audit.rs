@@ -24,8 +24,16 @@ pub enum PolicyCommand {
         /// Files read in one directory from which the directory is granted
         #[arg(long, default_value_t = buntime::learn::DEFAULT_THRESHOLD)]
         threshold: usize,
+        /// List the records kept of deleted learning containers (id, when
+        /// kept, size, whether complete)
+        #[arg(long, conflicts_with_all = ["id", "forget"])]
+        list: bool,
+        /// Remove the kept record of a deleted learning container
+        #[arg(long, value_name = "ID", conflicts_with = "id")]
+        forget: Option<String>,
         /// Container id
-        id: String,
+        #[arg(required_unless_present_any = ["list", "forget"])]
+        id: Option<String>,
     },
 }
 
@@ -49,9 +57,41 @@ fn runc_error(e: FollowError) -> anyhow::Error {
 }
 
 pub fn policy(root: &Root, command: &PolicyCommand) -> Result<()> {
-    let PolicyCommand::Learned { threshold, id } = command;
+    let PolicyCommand::Learned {
+        threshold,
+        list,
+        forget,
+        id,
+    } = command;
+    if *list {
+        return list_kept(root);
+    }
+    if let Some(id) = forget {
+        buntime::runtime::kept::forget(root, id)?;
+        buntime::logging::say(&format!("forgot the kept learned record of {id}"));
+        return Ok(());
+    }
+    let Some(id) = id else {
+        anyhow::bail!("policy learned: give a container id, --list or --forget ID");
+    };
     let c = buntime::runtime::learned::learned(root, id, *threshold)?;
     stdout::print(&c.learned.policy.to_pretty_json())?;
     buntime::logging::say(&buntime::learn::container::summary_text(id, &c));
+    Ok(())
+}
+
+/// `policy learned --list`: one line a kept record, oldest first.
+fn list_kept(root: &Root) -> Result<()> {
+    let mut out = format!("{:<24} {:<20} {:>10} COMPLETE\n", "ID", "KEPT", "SIZE");
+    for r in buntime::runtime::kept::list(root) {
+        let when = chrono::DateTime::<chrono::Utc>::from(r.kept)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let complete = if r.complete { "yes" } else { "no" };
+        out.push_str(&format!(
+            "{:<24} {when:<20} {:>10} {complete}\n",
+            r.id, r.bytes
+        ));
+    }
+    stdout::write(out.as_bytes())?;
     Ok(())
 }

@@ -125,3 +125,35 @@ fn symlinks_are_never_followed() {
     keep(&r, "job3");
     assert!(find(&r, "job3").is_none());
 }
+
+#[test]
+fn list_shows_kept_records_and_forget_drops_one_without_following_symlinks() {
+    let (d, r) = root();
+    assert!(list(&r).is_empty());
+    learning(&r, "job");
+    keep(&r, "job");
+    let s = r.state_dir("full");
+    fs::create_dir_all(s.path()).expect("state dir");
+    s.write_text(
+        LEARN_RECORD,
+        r#"{"events":[],"attached":true,"unreadable":0}"#,
+    )
+    .expect("record");
+    keep(&r, "full");
+    let all = list(&r);
+    let ids: Vec<(&str, bool)> = all.iter().map(|k| (k.id.as_str(), k.complete)).collect();
+    assert_eq!(ids, [("job", false), ("full", true)], "{all:?}");
+    assert!(all.iter().all(|k| k.bytes > 0));
+    // A planted symlink is neither listed nor removed through.
+    let elsewhere = d.path().join("elsewhere");
+    fs::create_dir_all(&elsewhere).expect("elsewhere");
+    fs::set_permissions(&elsewhere, fs::Permissions::from_mode(0o700)).expect("chmod");
+    symlink(&elsewhere, r.path().join(KEPT_DIR).join("link")).expect("symlink");
+    assert_eq!(list(&r).len(), 2);
+    assert!(matches!(forget(&r, "link"), Err(ForgetError::Missing(..))));
+    assert!(elsewhere.is_dir());
+    assert!(matches!(forget(&r, "../x"), Err(ForgetError::Id(_))));
+    forget(&r, "job").expect("forget");
+    assert!(find(&r, "job").is_none());
+    assert_eq!(list(&r).len(), 1);
+}

@@ -383,3 +383,66 @@ fn an_exec_in_a_learning_container_is_observed() {
         "the exec'd process's read is missing: {stdout}\n{stderr}"
     );
 }
+
+/// `exec` into a learning container fails closed, at once, where its
+/// process could not be observed: the container paused (`--ignore-paused`:
+/// the process would be frozen before handing over its filter), the learn
+/// socket gone (a cleaner of /run), the supervisor killed (the OOM killer,
+/// a stray kill). The command never runs.
+#[test]
+fn exec_into_a_learning_container_its_observer_cannot_see_is_refused() {
+    let env = Env::new();
+    let b = env.bundle("blind", &["sleep", "1000"], &[]);
+    let file = b.join("config.json");
+    let mut cfg: Value = serde_json::from_str(&read(&file)).expect("config.json");
+    cfg["annotations"] =
+        json!({"buntime.dev/policy": learning_policy(1), "buntime.dev/learn": "true"});
+    fs::write(&file, cfg.to_string()).expect("write config.json");
+    env.run_detached("blind", &b);
+    let exec = ["exec", "blind", "sh", "-c", "echo exec-ran"];
+    assert_eq!(env.ok(&exec), "exec-ran\n");
+
+    env.ok(&["pause", "blind"]);
+    let out = env.runc(&["exec", "--ignore-paused", "blind", "echo", "exec-ran"]);
+    let e = common::text(&out.stderr).replace("\\\"", "\"");
+    assert!(!out.status.success(), "{e}");
+    assert!(!common::text(&out.stdout).contains("exec-ran"));
+    assert!(
+        e.contains("container \"blind\" is paused and learning") && e.contains("exec refused"),
+        "{e}"
+    );
+    env.ok(&["resume", "blind"]);
+    assert_eq!(env.ok(&exec), "exec-ran\n");
+
+    let state = env.root.join(".buntime/blind");
+    fs::remove_file(state.join("learn.sock")).expect("remove learn.sock");
+    let out = env.runc(&exec);
+    let e = common::text(&out.stderr).replace("\\\"", "\"");
+    assert!(!out.status.success() && !common::text(&out.stdout).contains("exec-ran"));
+    assert!(
+        e.contains("is learning (buntime.dev/learn) but its observer cannot be reached: no socket")
+            && e.contains("exec refused"),
+        "{e}"
+    );
+
+    let meta: Value = serde_json::from_str(&read(&state.join("buntime.json"))).expect("meta");
+    let pid = meta["supervisorPid"].as_i64().expect("supervisor pid");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let gone = wait_until(Duration::from_secs(10), || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
+    assert!(gone, "supervisor {pid} still runs");
+    let out = env.runc(&exec);
+    let e = common::text(&out.stderr).replace("\\\"", "\"");
+    assert!(!out.status.success() && !common::text(&out.stdout).contains("exec-ran"));
+    assert!(
+        e.contains("its observer cannot be reached: its supervisor is not running")
+            && e.contains("exec refused"),
+        "{e}"
+    );
+    env.ok(&["delete", "--force", "blind"]);
+}

@@ -422,7 +422,8 @@ pub fn exec(root: &Root, opts: &ExecOptions) -> Result<i32> {
     let meta = root.read_meta(&opts.id);
     let landlock = super::create::load_landlock(root, &opts.id, &meta)?;
     let seccomp = super::create::load_seccomp_programs(root, &opts.id, &meta)?;
-    let learn = super::exec_learn::Handoff::prepare(root, &opts.id, &meta)?;
+    let paused = container.status() == ContainerStatus::Paused;
+    let learn = super::exec_learn::Handoff::prepare(root, &opts.id, &meta, paused)?;
     check_seal(container.pid(), landlock.as_ref(), &spec)?;
     let (policy, policy_name) = read_policy(&root.state_dir(&opts.id), &meta)?;
     let init_process = spec

@@ -45,10 +45,17 @@ impl Handoff {
     /// For a learning container (its metadata says it is observed), the
     /// channel; `None` for any other. A learning container whose
     /// supervisor is gone or whose socket is missing is refused: `create`
-    /// refuses a learning container it cannot observe the same way.
-    pub fn prepare(root: &Root, id: &str, meta: &Meta) -> Result<Option<Handoff>> {
+    /// refuses a learning container it cannot observe the same way. A
+    /// paused one (`--ignore-paused`) is refused at once: its exec'd
+    /// process would be frozen before it could hand over its filter.
+    pub fn prepare(root: &Root, id: &str, meta: &Meta, paused: bool) -> Result<Option<Handoff>> {
         if meta.annotations.get(ANNOTATION_LEARN).map(String::as_str) != Some("observing") {
             return Ok(None);
+        }
+        if paused {
+            return Err(RuntimeError::Policy(format!(
+                "container {id:?} is paused and learning ({ANNOTATION_LEARN}): an exec'd process would be frozen before it hands its observing filter to the observer, so it could not be observed; exec refused (resume the container first)"
+            )));
         }
         let unreachable = |why: String| {
             RuntimeError::Policy(format!(

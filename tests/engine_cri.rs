@@ -669,29 +669,39 @@ fn cri_pod_mode_resolves_names_through_the_pods_dns() {
 /// deletes the runtime's container once it is removed (as the kubelet
 /// does), and `buntime-runc policy learned ID` still prints what it used
 /// (docs/learn.md, the kept record); under that policy the same command
-/// runs again with no denials, judged from the host: the rerun learns too,
-/// so its kept audit log is there to read.
+/// runs again, not learning, with its output complete and no denial in its
+/// own audit log, read from the runtime's root while the rerun idles after
+/// its command (containerd deletes the runtime's container once it exits).
 #[test]
 fn cri_learning_container_policy_outlives_its_removal() {
     let Some(c) = start() else { return };
     let pod = c.run_pod("learn", &[]);
-    let cmd = "cat /etc/passwd >/dev/null && echo read-ok; ls /etc >/dev/null && echo ls-ok; \
-               /bin/busybox true && echo exec-ok";
+    // The rerun sleeps after its command so that its state is there to
+    // read; the learning run's `sleep 0` runs the same programs.
+    let cmd = |secs: u32| {
+        format!(
+            "cat /etc/passwd >/dev/null && echo read-ok; ls /etc >/dev/null && echo ls-ok; \
+             /bin/busybox true && echo exec-ok; echo cmd-done; sleep {secs}"
+        )
+    };
     let learning = r#"{"version":1,"filesystem":{"read":["/"],"write":["/tmp","/dev/null"],"exec":["/bin"]},"network":{"mode":"none"}}"#;
-    let run = |name: &str, policy: &str| -> (String, String) {
+    let start = |name: &str, policy: &str, learn: bool| -> String {
+        let sh = cmd(if learn { 0 } else { 600 });
+        let learn = if learn { "true" } else { "false" };
         let id = c
             .create(
                 &pod,
                 name,
-                &["sh", "-c", cmd],
-                &[
-                    ("buntime.dev/learn", "true"),
-                    ("buntime.dev/policy", policy),
-                ],
+                &["sh", "-c", &sh],
+                &[("buntime.dev/learn", learn), ("buntime.dev/policy", policy)],
             )
             .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}\n{}", c.log()));
         c.start_container(&id)
             .unwrap_or_else(|e| panic!("StartContainer {name}: {e}\n{}", c.log()));
+        id
+    };
+    let run = |name: &str, policy: &str| -> (String, String) {
+        let id = start(name, policy, true);
         assert_eq!(c.wait_exited(&id), 0, "{}", c.log_of(&id));
         let log = c.log_of(&id);
         c.remove_container(&id);
@@ -722,22 +732,35 @@ fn cri_learning_container_policy_outlives_its_removal() {
         out.stdout
     );
 
-    let (id2, log) = run("rerun", out.stdout.trim());
-    for word in ["read-ok", "ls-ok", "exec-ok"] {
+    let id2 = start("rerun", out.stdout.trim(), false);
+    let log = c.wait_log(&id2, "cmd-done");
+    for word in ["read-ok", "ls-ok", "exec-ok", "cmd-done"] {
         assert!(log.contains(word), "{word}: {log}");
     }
-    let audit = c
-        .runc_root()
-        .join(buntime::runtime::kept::KEPT_DIR)
-        .join(&id2)
-        .join("audit.log");
-    let denials: Vec<String> = fs::read_to_string(&audit)
-        .unwrap_or_else(|e| panic!("{}: {e}", audit.display()))
+    assert!(!log.contains("denied"), "{log}");
+    // Its own log, of the rerun under the learned policy (not learning).
+    let audit = engines::run(
+        std::process::Command::new(engines::RUNC)
+            .arg("--root")
+            .arg(c.runc_root())
+            .args(["audit", &id2]),
+        cri::LIMIT,
+    );
+    assert!(audit.ok(), "{audit:?}");
+    let denials: Vec<&str> = audit
+        .stdout
         .lines()
         .filter(|l| l.contains("\"decision\":\"deny\""))
-        .map(str::to_string)
         .collect();
-    assert_eq!(denials, Vec::<String>::new());
+    assert_eq!(denials, Vec::<&str>::new());
+    assert!(!c
+        .runc_root()
+        .join(".buntime")
+        .join(&id2)
+        .join("learned.json")
+        .exists());
+    c.stop_container(&id2, 0);
+    c.remove_container(&id2);
     c.remove_pod(&pod).expect("remove pod");
     c.assert_clean();
 }

@@ -524,14 +524,15 @@ fn learned_of(id: &str) -> (String, String) {
     (out.stdout, out.stderr)
 }
 
-/// The kept audit log of a deleted learning container, from the host.
-fn kept_denials(id: &str) -> Vec<String> {
-    let log = std::path::Path::new(buntime::runtime::DEFAULT_ROOT)
-        .join(buntime::runtime::kept::KEPT_DIR)
-        .join(id)
-        .join("audit.log");
-    fs::read_to_string(&log)
-        .unwrap_or_else(|e| panic!("{}: {e}", log.display()))
+/// The denials in a live container's own audit log (`buntime-runc audit
+/// ID`, the runtime's default root, where podman runs it).
+fn live_denials(id: &str) -> Vec<String> {
+    let out = engines::run(
+        std::process::Command::new(engines::RUNC).args(["audit", id]),
+        LIMIT,
+    );
+    assert!(out.ok(), "audit {id}: {out:?}");
+    out.stdout
         .lines()
         .filter(|l| l.contains("\"decision\":\"deny\""))
         .map(str::to_string)
@@ -541,34 +542,46 @@ fn kept_denials(id: &str) -> Vec<String> {
 /// `podman run --rm` with `buntime.dev/learn=true`: podman deletes the
 /// container as soon as it exits, and `policy learned ID` still prints what
 /// it used (docs/learn.md, the kept record); under that policy the same
-/// command runs again with no denials, judged from the host: the rerun
-/// learns too, so its kept audit log is there to read.
+/// command runs again, not learning, with its output complete and no
+/// denial in its own audit log, read from the runtime while the rerun
+/// idles after its command (podman deletes the runtime's container as
+/// soon as it exits, --rm or not).
 #[test]
 fn podman_run_rm_learned_policy_outlives_the_container() {
     let Some(p) = Podman::new(engines::open_node) else {
         return;
     };
-    let cmd = "cat /etc/passwd >/dev/null && echo read-ok; ls /etc >/dev/null && echo ls-ok; \
-               /bin/busybox true && echo exec-ok";
+    // The rerun sleeps after its command so that its state is there to
+    // read; the learning run's `sleep 0` runs the same programs.
+    let cmd = |secs: u32| {
+        format!(
+            "cat /etc/passwd >/dev/null && echo read-ok; ls /etc >/dev/null && echo ls-ok; \
+             /bin/busybox true && echo exec-ok; echo cmd-done; sleep {secs}"
+        )
+    };
     let learning = r#"{"version":1,"filesystem":{"read":["/"],"write":["/tmp","/dev/null"],"exec":["/bin"]},"network":{"mode":"none"}}"#;
-    let run = |policy: &str, cidfile: &std::path::Path| {
+    let run = |policy: &str, cidfile: &std::path::Path, learn: bool| {
         let annotation = format!("\"buntime.dev/policy={}\"", policy.replace('"', "\"\""));
         let cid = cidfile.to_str().expect("utf-8 path");
+        let (mode, learn, sh) = match learn {
+            true => ("--rm", "buntime.dev/learn=true", cmd(0)),
+            false => ("-d", "buntime.dev/learn=false", cmd(600)),
+        };
         let out = p.run(&[
-            "--rm",
+            mode,
             "--cidfile",
             cid,
             "--network",
             "none",
             "--annotation",
-            "buntime.dev/learn=true",
+            learn,
             "--annotation",
             &annotation,
             "--rootfs",
             p.rootfs(),
             "sh",
             "-c",
-            cmd,
+            &sh,
         ]);
         let id = fs::read_to_string(cidfile).expect("cidfile");
         (out, id.trim().to_string())
@@ -586,7 +599,7 @@ fn podman_run_rm_learned_policy_outlives_the_container() {
         }
     }
     let mut kept = Kept(Vec::new());
-    let (out, id) = run(learning, &p.path("learn.cid"));
+    let (out, id) = run(learning, &p.path("learn.cid"), true);
     kept.0.push(id.clone());
     assert!(out.ok(), "{out:?}");
     assert!(
@@ -605,13 +618,25 @@ fn podman_run_rm_learned_policy_outlives_the_container() {
         "{policy}"
     );
 
-    let (out, id2) = run(policy.trim(), &p.path("rerun.cid"));
-    kept.0.push(id2.clone());
+    let (out, id2) = run(policy.trim(), &p.path("rerun.cid"), false);
     assert!(out.ok(), "{out:?}");
+    let done = engines::wait_until(LIMIT, || {
+        p.podman(&["logs", &id2]).stdout.contains("cmd-done")
+    });
+    let logs = p.podman(&["logs", &id2]);
+    assert!(done, "{logs:?}");
     for word in ["read-ok", "ls-ok", "exec-ok"] {
-        assert!(out.stdout.contains(word), "{word}: {out:?}");
+        assert!(logs.stdout.contains(word), "{word}: {logs:?}");
     }
-    assert_eq!(kept_denials(&id2), Vec::<String>::new());
+    assert!(!logs.stderr.contains("denied"), "{logs:?}");
+    // Its own log, of the rerun under the learned policy (not learning).
+    assert!(!root
+        .join(".buntime")
+        .join(&id2)
+        .join("learned.json")
+        .exists());
+    assert_eq!(live_denials(&id2), Vec::<String>::new());
+    p.ok(&["rm", "-f", "-t", "0", &id2]);
     drop(kept);
     assert_clean(&p);
 }

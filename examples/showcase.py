@@ -4,15 +4,18 @@ with a reason. `make run` runs it as
     buntime run --allow-net=127.0.0.1:8765 examples/showcase.py
 
 (the default policy, plus one host: a local server `make run` starts).
+An argument names another port for that server (tests/learn_cli.rs).
 """
 import os
 import socket
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from typing import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+PORT = int(sys.argv[1]) if len(sys.argv) > 1 else 8765
 
 
 def show(what: str, action: Callable[[], str]) -> None:
@@ -58,7 +61,7 @@ show("read /root/.bash_history", lambda: read("/root/.bash_history"))
 show("write /tmp/out.txt", lambda: write("/tmp/out.txt"))
 show("write /etc/motd", lambda: write("/etc/motd"))
 print("network")
-show("GET http://127.0.0.1:8765/ (allowed host)", lambda: fetch("http://127.0.0.1:8765/data/greeting.txt"))
+show(f"GET http://127.0.0.1:{PORT}/ (allowed host)", lambda: fetch(f"http://127.0.0.1:{PORT}/data/greeting.txt"))
 show("GET http://example.com/ (not allowed)", lambda: fetch("http://example.com/"))
 show("connect 192.0.2.1:443 around the proxy", lambda: direct("192.0.2.1", 443))
 print("processes")

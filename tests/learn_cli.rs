@@ -124,6 +124,16 @@ fn policy_json(p: &Path) -> serde_json::Value {
     serde_json::from_str(&fs::read_to_string(p).expect("learned policy")).expect("json")
 }
 
+/// A learned policy is smaller than the default it was cut from.
+fn assert_smaller_than_default(p: &serde_json::Value) {
+    let default = policy_json(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/policies/default.json"
+    )));
+    let n = |v: &serde_json::Value| v["filesystem"]["read"].as_array().map_or(0, Vec::len);
+    assert!(n(p) < n(&default), "{p}");
+}
+
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
@@ -167,13 +177,7 @@ fn learn_then_run_under_the_learned_policy() {
     assert_eq!(p["network"]["mode"], "proxy", "{p}");
     assert_eq!(p["network"]["allow"][0], format!("127.0.0.1:{}", job.port));
     assert!(!p["description"].as_str().unwrap().contains("INCOMPLETE"));
-    // It is smaller than the default it was cut from.
-    let default = policy_json(Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/policies/default.json"
-    )));
-    let n = |v: &serde_json::Value| v["filesystem"]["read"].as_array().map_or(0, Vec::len);
-    assert!(n(&p) < n(&default), "{p}");
+    assert_smaller_than_default(&p);
     let check = Command::new(BUNTIME)
         .args(["policy", "check"])
         .arg(&learned)
@@ -511,4 +515,141 @@ print("done")
         v["description"].as_str().unwrap().starts_with("INCOMPLETE"),
         "{v}"
     );
+}
+
+/// showcase.py's lines, `label -> ok`: `  ok      WHAT: …` / `  refused WHAT: …`.
+fn showcase_lines(out: &str) -> std::collections::BTreeMap<String, bool> {
+    out.lines()
+        .filter_map(|l| {
+            let (ok, rest) = match l.strip_prefix("  ok      ") {
+                Some(r) => (true, r),
+                None => (false, l.strip_prefix("  refused ")?),
+            };
+            Some((rest.split(": ").next()?.to_string(), ok))
+        })
+        .collect()
+}
+
+/// The subjects of the denials in an audit log opened while the run was
+/// writing it (`buntime run` removes it when it returns; the open file
+/// stays readable).
+fn denied_subjects(log: &mut fs::File) -> Vec<String> {
+    let mut text = String::new();
+    log.read_to_string(&mut text).expect("read the audit log");
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["decision"] == "deny")
+        .filter_map(|r| r["subject"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// `buntime run ARGS showcase.py PORT` with root `state`; its stdout,
+/// stderr and its audit log, opened as soon as the run wrote it.
+fn run_showcase(state: &Path, cwd: &Path, args: &[&str], port: u16) -> (Output, fs::File) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/showcase.py");
+    let child = Command::new(BUNTIME)
+        .arg("--root")
+        .arg(state)
+        .arg("run")
+        .args(args)
+        .arg(script)
+        .arg(port.to_string())
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run buntime");
+    let dir = state.join(".buntime");
+    let mut log = None;
+    for _ in 0..6000 {
+        let found = fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("audit.log"))
+            .find_map(|p| fs::File::open(p).ok());
+        if found.is_some() {
+            log = found;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().expect("wait buntime");
+    (out, log.expect("the run's audit log"))
+}
+
+/// The done-when: the policy learned for examples/showcase.py (run
+/// as `make run` runs it, with a local server) is smaller than
+/// policies/default.json, grants none of its escapes, and under it the
+/// showcase does what it did while learning: what was ok is ok, what was
+/// refused is refused, and its only denials are what the summary listed
+/// as "asked for, not granted" or what was refused while learning too.
+#[test]
+fn the_showcase_learned_policy_is_smaller_and_grants_no_escape() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let job = Job::new();
+    let state = job.path("state");
+    let allow = format!("--allow-net=127.0.0.1:{}", job.port);
+    let (o, mut log) = run_showcase(&state, job.dir.path(), &["--learn", &allow], job.port);
+    assert!(o.status.success(), "{}", show(&o));
+    let learned_denials = denied_subjects(&mut log);
+    let (learning, summary) = (showcase_lines(&text(&o.stdout)), text(&o.stderr));
+    let port = job.port;
+    let ok = [
+        "read the script's own data".to_string(),
+        "write /tmp/out.txt".into(),
+        format!("GET http://127.0.0.1:{port}/ (allowed host)"),
+        "run id".into(),
+    ];
+    let escapes = [
+        "read /etc/shadow",
+        "read /root/.bash_history",
+        "write /etc/motd",
+        "GET http://example.com/ (not allowed)",
+        "connect 192.0.2.1:443 around the proxy",
+        "run mount",
+    ];
+    for l in &ok {
+        assert_eq!(learning.get(l.as_str()), Some(&true), "{l}: {}", show(&o));
+    }
+    for l in escapes {
+        assert_eq!(learning.get(l), Some(&false), "{l}: {}", show(&o));
+    }
+    let file = job.path("showcase.policy.json");
+    let p = policy_json(&file);
+    assert_smaller_than_default(&p);
+    assert!(!p["description"]
+        .as_str()
+        .unwrap_or("")
+        .contains("INCOMPLETE"));
+    assert_eq!(
+        p["network"]["allow"],
+        serde_json::json!([format!("127.0.0.1:{port}")])
+    );
+    let asked = summary
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("asked for, not granted: "))
+        .unwrap_or_default()
+        .to_string();
+    for s in ["/etc/shadow", "/root/.bash_history", "192.0.2.1:443"] {
+        assert!(asked.contains(&format!("{s} (")), "{s}: {summary}");
+    }
+
+    let policy = file.to_string_lossy().into_owned();
+    let (o, mut log) = run_showcase(&state, job.dir.path(), &["--policy", &policy], port);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(showcase_lines(&text(&o.stdout)), learning, "{}", show(&o));
+    let denials = denied_subjects(&mut log);
+    assert!(!denials.is_empty(), "{}", show(&o));
+    for d in &denials {
+        assert!(
+            asked.contains(&format!("{d} (")) || learned_denials.contains(d),
+            "{d} was denied under the learned policy only: {}",
+            show(&o)
+        );
+    }
 }

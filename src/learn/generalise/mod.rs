@@ -115,12 +115,17 @@ fn link_of(p: &Path) -> Link {
 /// Whether `ip:port` may be learned: a public address may; a loopback,
 /// private, link-local, metadata or other special address, or one of the
 /// host's own, only when the base policy already lets the sandbox reach
-/// it. `Err` says why not.
+/// it; a documentation address (192.0.2.0/24, 2001:db8::/32, …) too.
+/// `Err` says why not.
 fn host_refusal(base: &Policy, own: &HostAddrs, addr: SocketAddr) -> Result<(), String> {
     let ip = addr.ip();
     let class = classify(ip);
     let is_own = own.contains(ip);
-    if class == AddrClass::Public && !is_own {
+    // Documentation addresses are reserved never to be routed (RFC 5737,
+    // 3849): a connect there is no use a run needs (showcase.py's probe
+    // around the proxy), and a continued call's failure is not seen.
+    let doc = documentation(ip);
+    if class == AddrClass::Public && !is_own && !doc {
         return Ok(());
     }
     let text = ip.to_string();
@@ -136,7 +141,9 @@ fn host_refusal(base: &Policy, own: &HostAddrs, addr: SocketAddr) -> Result<(), 
     if allowed {
         return Ok(());
     }
-    let what = if is_own && class == AddrClass::Public {
+    let what = if doc {
+        "a documentation address (reserved, never routed)".to_string()
+    } else if is_own && class == AddrClass::Public {
         "one of the host's own addresses".to_string()
     } else {
         format!("a {} address", class.describe())
@@ -145,6 +152,17 @@ fn host_refusal(base: &Policy, own: &HostAddrs, addr: SocketAddr) -> Result<(), 
         "{what}: learning grants it only when the base policy allows it (--allow-net={})",
         addr_text(addr)
     ))
+}
+
+/// 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24 and 2001:db8::/32.
+fn documentation(ip: std::net::IpAddr) -> bool {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => matches!(
+            v4.octets(),
+            [192, 0, 2, _] | [198, 51, 100, _] | [203, 0, 113, _]
+        ),
+        std::net::IpAddr::V6(v6) => v6.segments()[..2] == [0x2001, 0x0db8],
+    }
 }
 
 /// What the learned policy grants, grouped for people.

@@ -27,7 +27,7 @@ fn base_rules_stay_credentials_never_granted() {
             file("/etc/shadow", FileUse::Read),
             file("/opt/buntime/python/x.py", FileUse::Read),
             file("/usr/bin/python3", FileUse::Exec),
-            Event::Connect("203.0.113.7:8080".parse().unwrap()),
+            Event::Connect("8.8.4.4:8080".parse().unwrap()),
             Event::Connect("10.0.0.2:53".parse().unwrap()),
         ],
         attached: true,
@@ -58,7 +58,7 @@ fn base_rules_stay_credentials_never_granted() {
         .not_granted
         .iter()
         .any(|n| n.what == "/etc/shadow"));
-    assert_eq!(l.summary.hosts, ["203.0.113.7:8080"]);
+    assert_eq!(l.summary.hosts, ["8.8.4.4:8080"]);
     assert_eq!(l.policy.network.mode, NetMode::Proxy);
     assert!(l.policy.filesystem.write.is_empty());
 }
@@ -305,6 +305,9 @@ fn internal_addresses_only_when_the_base_allows_them() {
             Event::Connect("[fe80::1]:22".parse().unwrap()),
             Event::Connect("192.168.1.1:80".parse().unwrap()),
             Event::Connect("1.1.1.1:443".parse().unwrap()),
+            // Documentation addresses are never routed: never learned.
+            Event::Connect("192.0.2.1:443".parse().unwrap()),
+            Event::Connect("[2001:db8::1]:443".parse().unwrap()),
         ],
         attached: true,
         ..Observed::default()
@@ -313,7 +316,7 @@ fn internal_addresses_only_when_the_base_allows_them() {
     assert_eq!(l.summary.hosts, ["1.1.1.1:443"]);
     assert_eq!(
         l.summary.not_granted.len(),
-        5,
+        7,
         "{:?}",
         l.summary.not_granted
     );

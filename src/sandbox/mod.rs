@@ -164,13 +164,7 @@ pub fn run_observed(
     }
     // Threads only now: libcontainer has forked what it had to.
     let _ui = start_ui(&req, &id, &set)?;
-    // The UI is the approver when there is one (the newest approver wins).
-    if req.prompt && req.debug_ui.is_none() {
-        let sock = state.join(crate::statedir::APPROVER_FILE);
-        let _ = std::thread::Builder::new()
-            .name("prompt".into())
-            .spawn(move || prompt::serve(&sock));
-    }
+    start_prompt(&req, &state);
     let waited = lifecycle::start(&root, &id)
         .map_err(SandboxError::from)
         .and_then(|()| foreground::wait_forward(pid, &set).map_err(SandboxError::from));
@@ -274,6 +268,18 @@ fn start_ui(
     set: &nix::sys::signal::SigSet,
 ) -> Result<Option<debug_ui::Handle>, SandboxError> {
     debug_ui::start(req, id).inspect_err(|_| foreground::unblock_signals(set))
+}
+
+/// `--prompt`: `ask` questions put to the terminal, by a thread of its
+/// own. The UI is the approver when there is one (the newest approver
+/// wins).
+fn start_prompt(req: &RunRequest, state: &Path) {
+    if req.prompt && req.debug_ui.is_none() {
+        let sock = state.join(crate::statedir::APPROVER_FILE);
+        let _ = std::thread::Builder::new()
+            .name("prompt".into())
+            .spawn(move || prompt::serve(&sock));
+    }
 }
 
 /// After the sandbox exited: the relay drained, the supervisor's last

@@ -159,10 +159,14 @@ pub fn socket_uid(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
     })
 }
 
+/// `st` of a TIME_WAIT entry (`include/net/tcp_states.h`).
+const TCP_TIME_WAIT: &str = "06";
+
 fn uid_of(line: &str, peer: SocketAddr, local: SocketAddr) -> Option<u32> {
     let f: Vec<&str> = line.split_whitespace().collect();
-    let (l, r, uid) = (f.get(1)?, f.get(2)?, f.get(7)?);
-    if proc_addr(l)? == peer && proc_addr(r)? == local {
+    let (l, r, state, uid) = (f.get(1)?, f.get(2)?, f.get(3)?, f.get(7)?);
+    // A TIME_WAIT entry has no socket, so no owner (it shows uid 0).
+    if *state != TCP_TIME_WAIT && proc_addr(l)? == peer && proc_addr(r)? == local {
         uid.parse().ok()
     } else {
         None
@@ -208,6 +212,16 @@ mod tests {
         let v6 = proc_addr("00000000000000000000000001000000:0050").expect("v6");
         assert_eq!(v6, "[::1]:80".parse().unwrap());
         assert_eq!(proc_addr("zz:1"), None);
+        let (peer, local) = (
+            "127.0.0.1:40000".parse().unwrap(),
+            "127.0.0.1:8080".parse().unwrap(),
+        );
+        let line = |st: &str| {
+            format!("  1: 0100007F:9C40 0100007F:1F90 {st} 00000000:00000000 00:00000000 00000000  2140001234        0 4242 1")
+        };
+        assert_eq!(uid_of(&line("01"), peer, local), Some(2_140_001_234));
+        assert_eq!(uid_of(&line("06"), peer, local), None);
+        assert_eq!(uid_of(&line("01"), local, peer), None);
         assert_eq!(proc_addr("0100007F"), None);
     }
 

@@ -7,6 +7,7 @@ pub mod container;
 pub mod diff;
 pub mod generalise;
 pub mod observe;
+pub mod proxy;
 
 use std::path::{Path, PathBuf};
 

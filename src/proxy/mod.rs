@@ -7,6 +7,7 @@
 //! rules, shared with the broker's NET_CONNECT), connected to the very
 //! addresses that were checked, and relayed.
 
+mod connect;
 pub mod http;
 mod pool;
 pub mod relay;
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use nix::sched::{setns, CloneFlags};
 
+pub use connect::{connect_any, ConnectFailed};
 use http::{answer, parse_head, read_head, HeadRead};
 
 use crate::audit::{Kind, Verdict};
@@ -114,6 +116,12 @@ impl Attempt {
 
 /// Decides destinations and records attempts: the supervisor's side.
 pub trait Gate: Send + Sync + 'static {
+    /// Whether this client is served at all (`Err`: why not; audited with
+    /// no target and answered `403`). Every client is, unless the gate
+    /// says otherwise (the learning proxy serves only its sandbox).
+    fn admit(&self, _client: &TcpStream) -> Result<(), String> {
+        Ok(())
+    }
     fn check(&self, host: &str, port: u16) -> Result<Granted, Refused>;
     fn record(&self, attempt: &Attempt);
     /// Connects to the granted addresses (`pod` mode: from the pod's
@@ -388,6 +396,10 @@ fn handle(client: TcpStream, gate: &dyn Gate, limits: &Limits, unrecorded: Unrec
         decide: Duration::ZERO,
         duration: Duration::ZERO,
     };
+    if let Err(reason) = gate.admit(&client) {
+        attempt.reason = reason;
+        return rec.refused(&client, attempt, 403, None);
+    }
     let Some(asked) = read_request(&client, &rec, limits, &mut attempt) else {
         return;
     };
@@ -553,43 +565,4 @@ fn bracket(host: &str) -> String {
     } else {
         host.to_string()
     }
-}
-
-/// Connects to the first address that answers (the proxy and the broker's
-/// NET_CONNECT both connect only to the addresses they checked).
-pub fn connect_any(
-    addrs: &[SocketAddr],
-    timeout: Duration,
-) -> Result<(TcpStream, SocketAddr), ConnectFailed> {
-    let mut last = ConnectFailed {
-        error: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
-        addr: None,
-    };
-    for a in addrs {
-        match TcpStream::connect_timeout(a, timeout) {
-            Ok(s) => return Ok((s, *a)),
-            // A refusal says more than a timeout: it is what is reported
-            // if any address refused.
-            Err(e)
-                if e.kind() == std::io::ErrorKind::TimedOut
-                    && last.error.kind() != std::io::ErrorKind::NotFound =>
-            {
-                continue
-            }
-            Err(e) => {
-                last = ConnectFailed {
-                    error: e,
-                    addr: Some(*a),
-                }
-            }
-        }
-    }
-    Err(last)
-}
-
-/// Why no address took the connection, and the address that said so.
-#[derive(Debug)]
-pub struct ConnectFailed {
-    pub error: std::io::Error,
-    pub addr: Option<SocketAddr>,
 }

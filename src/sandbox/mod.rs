@@ -11,6 +11,7 @@
 mod debug_ui;
 pub mod delegate;
 pub mod kind;
+mod learning;
 mod limits;
 mod plan;
 pub mod prompt;
@@ -120,12 +121,12 @@ pub fn run_observed(
     }
     // Before the bundle is even made (see cgroup_warmup); reaped after create.
     let warmup = crate::runtime::cgroup_warmup::Warmup::start();
-    let plan = plan(&req)?;
+    let mut plan = plan(&req)?;
     let id = format!("run-{}", std::process::id());
     let spec = bundle_spec(&plan, &id, req.ask_timeout.as_deref())?;
     let (root, bundle) = state_and_bundle(&req, &id)?;
     let mut spec = spec;
-    let learner = start_learner(&req, &bundle.path, &mut spec)?;
+    let mut learner = learning::start(&req, &bundle.path, &mut spec, &mut plan.sandbox)?;
     spec.save(bundle.path.join("config.json"))
         .map_err(|e| setup(format!("write bundle: {e}")))?;
     let memory = plan.sandbox.policy.resources.memory.map(|m| m.to_string());
@@ -157,19 +158,18 @@ pub fn run_observed(
     let state = root.extra_dir(&id);
     // After the mask: the relay thread must not take the signals we wait for.
     let relay = start_relay(plumbing, output_limit, pid, &set)?;
+    if let Some(l) = learner.as_mut() {
+        l.serve(&state, &id)
+            .inspect_err(|_| foreground::unblock_signals(&set))?;
+    }
     // Threads only now: libcontainer has forked what it had to.
     let _ui = start_ui(&req, &id, &set)?;
-    // The UI is the approver when there is one (the newest approver wins).
-    if req.prompt && req.debug_ui.is_none() {
-        let sock = state.join(crate::statedir::APPROVER_FILE);
-        let _ = std::thread::Builder::new()
-            .name("prompt".into())
-            .spawn(move || prompt::serve(&sock));
-    }
+    start_prompt(&req, &state);
     let waited = lifecycle::start(&root, &id)
         .map_err(SandboxError::from)
         .and_then(|()| foreground::wait_forward(pid, &set).map_err(SandboxError::from));
     tracing::debug!(target: "cli", "run: sandbox exited");
+    learner.iter().for_each(learning::Learning::wind_down);
     let (relayed, records, ooms) = wind_down(&mut cleanup, relay, waited.is_ok(), &state, &cgroup);
     foreground::unblock_signals(&set);
     let code = exit_code(
@@ -184,7 +184,7 @@ pub fn run_observed(
     if let Some(line) = report::denied_summary(&records) {
         crate::logging::say(&line);
     }
-    Ok((code, learner.map(crate::learn::Listener::finish)))
+    Ok((code, learner.map(|l| l.finish(&records))))
 }
 
 /// The state root (made private to the caller) and the run's bundle
@@ -217,34 +217,6 @@ fn state_and_bundle(
         .map_err(|e| setup(format!("chown {}: {e}", rootfs.display())))?;
     }
     Ok((root, bundle))
-}
-
-/// Learn mode: the listener the sandbox's seccomp notifications go to,
-/// attached to `spec`.
-fn start_learner(
-    req: &RunRequest,
-    bundle: &Path,
-    spec: &mut libcontainer::oci_spec::runtime::Spec,
-) -> Result<Option<crate::learn::Listener>, SandboxError> {
-    if !req.learn {
-        return Ok(None);
-    }
-    // Said before anything of the run's happens, not only after (once:
-    // a run re-executed from a sealed copy, `exeseal`, said it already).
-    if crate::exeseal::sealed().is_none() {
-        crate::logging::say(
-        "buntime: --learn: this run is NOT sandboxed by filesystem or network rules (it may read, write, run and connect as far as its uid may; docs/learn.md): learn only with code you would run without a sandbox",
-        );
-    }
-    let dir = bundle.join("learn");
-    let listener = crate::learn::Listener::start(&dir).map_err(|e| {
-        setup(format!(
-            "--learn: listen on {}: {e}",
-            dir.join(crate::learn::observe::SOCKET_NAME).display()
-        ))
-    })?;
-    crate::learn::observe::attach(spec, &listener.socket).map_err(setup)?;
-    Ok(Some(listener))
 }
 
 /// Creates the sandbox through the runtime, its output to `plumbing`.
@@ -296,6 +268,18 @@ fn start_ui(
     set: &nix::sys::signal::SigSet,
 ) -> Result<Option<debug_ui::Handle>, SandboxError> {
     debug_ui::start(req, id).inspect_err(|_| foreground::unblock_signals(set))
+}
+
+/// `--prompt`: `ask` questions put to the terminal, by a thread of its
+/// own. The UI is the approver when there is one (the newest approver
+/// wins).
+fn start_prompt(req: &RunRequest, state: &Path) {
+    if req.prompt && req.debug_ui.is_none() {
+        let sock = state.join(crate::statedir::APPROVER_FILE);
+        let _ = std::thread::Builder::new()
+            .name("prompt".into())
+            .spawn(move || prompt::serve(&sock));
+    }
 }
 
 /// After the sandbox exited: the relay drained, the supervisor's last

@@ -53,14 +53,22 @@ pub fn process_env(
 /// direct when `loopback_direct`. Replaces whatever the caller set for
 /// these names.
 fn set_proxy_env(env: &mut Vec<String>, port: u16, loopback_direct: bool) {
-    const NAMES: [&str; 3] = ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"];
-    let url = format!("http://127.0.0.1:{port}");
     env.retain(|e| {
         let name = e.split('=').next().unwrap_or_default();
-        !NAMES.iter().any(|n| name.eq_ignore_ascii_case(n))
+        !PROXY_NAMES.iter().any(|n| name.eq_ignore_ascii_case(n))
             && !name.eq_ignore_ascii_case("NO_PROXY")
     });
-    for n in NAMES {
+    env.extend(proxy_vars(port, loopback_direct));
+}
+
+const PROXY_NAMES: [&str; 3] = ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"];
+
+/// The proxy variables for a proxy on 127.0.0.1:`port`, both spellings
+/// (`buntime run --learn` sets them for its learning proxy too).
+pub fn proxy_vars(port: u16, loopback_direct: bool) -> Vec<String> {
+    let url = format!("http://127.0.0.1:{port}");
+    let mut env = Vec::new();
+    for n in PROXY_NAMES {
         env.push(format!("{n}={url}"));
         env.push(format!("{}={url}", n.to_ascii_lowercase()));
     }
@@ -68,6 +76,7 @@ fn set_proxy_env(env: &mut Vec<String>, port: u16, loopback_direct: bool) {
         env.push("NO_PROXY=localhost,127.0.0.1".into());
         env.push("no_proxy=localhost,127.0.0.1".into());
     }
+    env
 }
 
 /// `KEY=VALUE` entries as pairs (an entry without `=` is a name with an

@@ -17,7 +17,7 @@ use libcontainer::oci_spec::runtime::{
 
 use crate::policy::Policy;
 
-pub use env::{filter_env, process_env, split_env};
+pub use env::{filter_env, process_env, proxy_vars, split_env};
 pub use narrow::{check_only_narrows, NarrowingError};
 pub use seccomp::default_seccomp;
 #[cfg(test)]

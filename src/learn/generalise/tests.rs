@@ -344,3 +344,61 @@ fn created_files_grant_their_directory() {
         .collect();
     assert_eq!(write, ["/srv/out"]);
 }
+
+#[test]
+fn names_asked_of_a_proxy_are_judged_by_their_address_too() {
+    let proxied = |host: &str, addr: &str| Event::Proxied {
+        host: host.into(),
+        addr: addr.parse().unwrap(),
+    };
+    let seen = Observed {
+        events: vec![
+            proxied("pypi.org:443", "151.101.0.223:443"),
+            proxied("localhost:8080", "127.0.0.1:8080"),
+            proxied("intranet.example:80", "10.1.2.3:80"),
+        ],
+        attached: true,
+        ..Observed::default()
+    };
+    // A public name by name; names of internal addresses not granted.
+    let l = gen(3).learn(&seen).unwrap();
+    assert_eq!(l.summary.hosts, ["pypi.org:443"]);
+    let not: Vec<&str> = l
+        .summary
+        .not_granted
+        .iter()
+        .map(|n| n.what.as_str())
+        .collect();
+    assert_eq!(not, ["intranet.example:80", "localhost:8080"]);
+    assert!(l.summary.not_granted[1].why.contains("127.0.0.1:8080"));
+    // The address alone in the base: not the name (a localhost name is
+    // the loopback address to the rules, so that one is).
+    let mut g = gen(3);
+    g.base.network.mode = NetMode::Proxy;
+    g.base.network.allow = vec![
+        NetRule::parse("127.0.0.1:8080").unwrap(),
+        NetRule::parse("10.1.2.3:80").unwrap(),
+    ];
+    let l = g.learn(&seen).unwrap();
+    assert_eq!(
+        l.summary.hosts,
+        ["127.0.0.1:8080", "localhost:8080", "pypi.org:443"]
+    );
+    assert_eq!(l.summary.not_granted[0].what, "intranet.example:80");
+    // The name and the address: both, the address's entry with the name.
+    g.base
+        .network
+        .allow
+        .push(NetRule::parse("intranet.example:80").unwrap());
+    let l = g.learn(&seen).unwrap();
+    assert_eq!(
+        l.summary.hosts,
+        [
+            "10.1.2.3:80",
+            "127.0.0.1:8080",
+            "intranet.example:80",
+            "localhost:8080",
+            "pypi.org:443"
+        ]
+    );
+}

@@ -11,8 +11,9 @@ use super::{
 };
 use crate::learn::observe::{Event, FileUse, Observed};
 use crate::learn::LearnError;
+use crate::policy::net::{classify, AddrClass};
 use crate::policy::paths::{covers, HOME_SECRETS, KNOWN_SECRETS};
-use crate::policy::{normalize_path, FsAccess, FsPath, HostAddrs, NetMode, Policy};
+use crate::policy::{normalize_path, FsAccess, FsPath, HostAddrs, NetDecision, NetMode, Policy};
 
 /// What the walk has found so far.
 #[derive(Default)]
@@ -36,6 +37,7 @@ impl Generalise {
                 Event::File { path, access } => self.file_use(&mut w, seen, path, *access),
                 Event::Connect(addr) => self.connect(&mut w, &own, *addr),
                 Event::Host(h) => self.host(&mut w, &own, h),
+                Event::Proxied { host, addr } => self.proxied(&mut w, &own, host, *addr),
                 Event::ConnectUnix(p) => {
                     if !self.implicit.iter().any(|i| p.starts_with(i)) {
                         w.unix.insert(p.clone());
@@ -88,6 +90,46 @@ impl Generalise {
                 w.hosts.insert(h.to_string());
             }
         }
+    }
+
+    /// A proxy was asked for `host` and reached (or refused) `addr` for
+    /// it. A name is judged by its address too: one of an internal address
+    /// is granted only when the base lets the sandbox reach both the name
+    /// and the address, and then with the address's own entry (the proxy
+    /// checks each address a name resolves to against entries naming
+    /// addresses; a name entry alone never opens an internal one).
+    fn proxied(&self, w: &mut Walk, own: &HostAddrs, host: &str, addr: SocketAddr) {
+        if host.parse::<SocketAddr>().is_ok() {
+            return self.host(w, own, host);
+        }
+        let ip = addr.ip();
+        if classify(ip) == AddrClass::Public && !own.contains(ip) {
+            w.hosts.insert(host.to_string());
+            return;
+        }
+        let name_ok = host
+            .rsplit_once(':')
+            .and_then(|(n, p)| Some((n, p.parse::<u16>().ok()?)))
+            .is_some_and(|(n, p)| self.base.network.decide(n, p) == NetDecision::Allow);
+        let at = addr_text(addr);
+        let why = match host_refusal(&self.base, own, addr) {
+            Ok(()) if name_ok => {
+                w.hosts.insert(host.to_string());
+                w.hosts.insert(at.clone());
+                w.summary.notes.push(format!(
+                    "{at} is the address {host} reached: an internal address the base allows, granted with the name (the proxy checks a name's addresses)"
+                ));
+                return;
+            }
+            Ok(()) => format!(
+                "it resolves to {at}, which the base allows by address, not by this name (--allow-net={host})"
+            ),
+            Err(why) => format!("it resolves to {at}, {why}"),
+        };
+        w.not_granted.insert(NotGranted {
+            what: host.to_string(),
+            why,
+        });
     }
 
     fn file_use(&self, w: &mut Walk, seen: &Observed, path: &Path, used: FileUse) {

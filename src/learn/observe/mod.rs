@@ -65,6 +65,13 @@ pub enum Event {
     /// A `host:port` the container's proxy was asked for (from its audit
     /// log: the proxy knows the name, the kernel path only the proxy).
     Host(String),
+    /// A `host:port` a proxy was asked for and the address it reached (or
+    /// refused) for it: a name is judged by that address too, so a name
+    /// of an internal address is granted only as the address would be.
+    Proxied {
+        host: String,
+        addr: SocketAddr,
+    },
 }
 
 /// What is known of a container path, taken in the container's root while
@@ -131,7 +138,7 @@ impl Distinct {
         }
         let size = match e {
             Event::File { path, .. } | Event::ConnectUnix(path) => path.as_os_str().len(),
-            Event::Host(h) => h.len(),
+            Event::Host(h) | Event::Proxied { host: h, .. } => h.len(),
             Event::Connect(_) => 0,
         } + 64;
         if self.known.len() >= MAX_EVENTS || self.bytes + size > MAX_EVENT_BYTES {

@@ -92,6 +92,10 @@ pub enum RuleRef {
     Proxy,
     /// `limits`: the egress proxy's connection limit.
     ProxyLimits,
+    /// `learn`: the learning proxy of `buntime run --learn`, which lets
+    /// every host through (the learned run is not sandboxed by network
+    /// rules) to learn their names.
+    Learning,
     /// Any other text (lines of other versions).
     Other(String),
 }
@@ -132,6 +136,7 @@ impl fmt::Display for RuleRef {
             RuleRef::AuditQuota => f.write_str("audit quota"),
             RuleRef::Proxy => f.write_str("proxy"),
             RuleRef::ProxyLimits => f.write_str("limits"),
+            RuleRef::Learning => f.write_str("learn"),
             RuleRef::Other(s) => f.write_str(s),
         }
     }
@@ -164,6 +169,7 @@ fn known(s: &str) -> Option<RuleRef> {
         "audit quota" => RuleRef::AuditQuota,
         "proxy" => RuleRef::Proxy,
         "limits" => RuleRef::ProxyLimits,
+        "learn" => RuleRef::Learning,
         _ => {
             if let Some(p) = s.strip_prefix("filesystem.deny ") {
                 RuleRef::FsDeny(PathBuf::from(p))

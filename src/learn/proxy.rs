@@ -1,0 +1,260 @@
+//! The learning proxy of `buntime run --learn` (docs/learn.md, "Hosts by
+//! name"): the learned run has the host's network, so the seccomp observer
+//! sees only addresses; a proxy offered through the proxy variables sees
+//! the names proxy-aware clients ask for. It lets every host through (the
+//! learned run is not sandboxed by network rules) and audits each request
+//! as the egress proxy does; learning reads the names from those records.
+//!
+//! It listens on the host's loopback, so it serves only the sandbox: a
+//! client's socket must be owned by the sandbox's uid ([`socket_uid`]).
+//! As root that uid is the run's own (`deputy::ids`), which no other
+//! process has; rootless it is the caller's, whose other processes could
+//! reach every host as that uid anyway.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::audit::{AuditLog, AuditRecord, Kind, Verdict};
+use crate::learn::observe::Event;
+use crate::policy::RuleRef;
+use crate::proxy::{Attempt, Gate, Granted, Limits, Refused, Tally};
+
+/// The learning proxy, bound (its port goes into the run's environment)
+/// and not serving yet.
+pub struct LearningProxy {
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+impl LearningProxy {
+    /// Binds 127.0.0.1 on a free port of the host's loopback.
+    pub fn bind() -> io::Result<LearningProxy> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let addr = listener.local_addr()?;
+        Ok(LearningProxy { listener, addr })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves on a thread of its own, for clients owned by `uid`, auditing
+    /// to `audit` as sandbox `id`.
+    pub fn serve(self, audit: AuditLog, id: &str, uid: u32) -> io::Result<Serving> {
+        let gate: Arc<dyn Gate> = Arc::new(LearnGate {
+            audit,
+            id: id.to_string(),
+            uid,
+        });
+        let tally = Arc::new(Tally::default());
+        let (g, t, l) = (Arc::clone(&gate), Arc::clone(&tally), self.listener);
+        std::thread::Builder::new()
+            .name("learn-proxy".into())
+            .spawn(move || crate::proxy::serve(l, g, Limits::default(), t))?;
+        Ok(Serving { tally, gate })
+    }
+}
+
+/// The learning proxy serving.
+pub struct Serving {
+    tally: Arc<Tally>,
+    gate: Arc<dyn Gate>,
+}
+
+impl Serving {
+    /// Once the sandbox is gone: lets connections write their audit lines
+    /// until `until` at most, then audits what is left (as the
+    /// supervisor's egress proxy does).
+    pub fn wind_down(&self, until: Instant) {
+        while self.tally.unrecorded() > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.tally.flush_turned_away(self.gate.as_ref());
+        self.tally.record_unfinished(self.gate.as_ref());
+    }
+}
+
+struct LearnGate {
+    audit: AuditLog,
+    id: String,
+    uid: u32,
+}
+
+impl Gate for LearnGate {
+    fn admit(&self, client: &TcpStream) -> Result<(), String> {
+        let (peer, local) = (client.peer_addr(), client.local_addr());
+        let (Ok(peer), Ok(local)) = (peer, local) else {
+            return Err("a connection whose addresses are gone: refused".into());
+        };
+        match socket_uid(peer, local) {
+            Some(u) if u == self.uid => Ok(()),
+            Some(u) => Err(format!(
+                "a connection from {peer} (uid {u}) is not the sandbox's (uid {}): the learning proxy serves only its sandbox",
+                self.uid
+            )),
+            None => Err(format!(
+                "a connection from {peer} whose socket's owner is not known: the learning proxy serves only its sandbox"
+            )),
+        }
+    }
+
+    fn check(&self, host: &str, port: u16) -> Result<Granted, Refused> {
+        let refused = |reason: String| Refused {
+            rule: RuleRef::Learning,
+            reason,
+            addr: None,
+        };
+        match (host, port).to_socket_addrs() {
+            Ok(a) => {
+                let addrs: Vec<SocketAddr> = a.collect();
+                if addrs.is_empty() {
+                    return Err(refused(format!("{host} has no address")));
+                }
+                Ok(Granted {
+                    addrs,
+                    rule: RuleRef::Learning,
+                })
+            }
+            Err(e) => Err(refused(format!("cannot resolve {host}: {e}"))),
+        }
+    }
+
+    fn record(&self, a: &Attempt) {
+        self.audit.record(&a.audit_record(&self.id));
+    }
+}
+
+/// The hosts the learning proxy was asked for, by name, with the address
+/// it reached for each (its own records only: rule `learn`). A request
+/// whose upstream then failed counts (the name resolved, the run asked
+/// for it); one whose name did not resolve does not.
+pub fn hosts_asked(records: &[AuditRecord]) -> Vec<Event> {
+    records
+        .iter()
+        .filter(|r| r.kind == Kind::Proxy && r.rule == RuleRef::Learning)
+        .filter(|r| matches!(r.decision, Verdict::Allow | Verdict::Error))
+        .filter(|r| !r.subject.is_empty())
+        .filter_map(|r| {
+            let addr = r.addr.as_deref()?.parse().ok()?;
+            Some(Event::Proxied {
+                host: r.subject.clone(),
+                addr,
+            })
+        })
+        .collect()
+}
+
+/// The owner uid of the client socket of an accepted connection: the
+/// `/proc/net/tcp{,6}` line whose local address is the client's and whose
+/// remote address is ours. The kernel records the uid when the socket is
+/// made (shown in this user namespace's terms: the host's uid), so the
+/// client cannot choose it. Same network namespace only: the learned run
+/// shares the host's.
+pub fn socket_uid(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().find_map(|f| {
+        let text = std::fs::read_to_string(f).ok()?;
+        text.lines().skip(1).find_map(|l| uid_of(l, peer, local))
+    })
+}
+
+/// `st` of a TIME_WAIT entry (`include/net/tcp_states.h`).
+const TCP_TIME_WAIT: &str = "06";
+
+fn uid_of(line: &str, peer: SocketAddr, local: SocketAddr) -> Option<u32> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let (l, r, state, uid) = (f.get(1)?, f.get(2)?, f.get(3)?, f.get(7)?);
+    // A TIME_WAIT entry has no socket, so no owner (it shows uid 0).
+    if *state != TCP_TIME_WAIT && proc_addr(l)? == peer && proc_addr(r)? == local {
+        uid.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// An address of `/proc/net/tcp{,6}`: the address as 32-bit words in
+/// hex, each in the machine's byte order, `:` the port in hex. An
+/// IPv4-mapped IPv6 address is its IPv4 address (a dual-stack client).
+fn proc_addr(s: &str) -> Option<SocketAddr> {
+    let (a, p) = s.split_once(':')?;
+    let port = u16::from_str_radix(p, 16).ok()?;
+    let word = |i: usize| -> Option<[u8; 4]> {
+        let w = u32::from_str_radix(a.get(i * 8..i * 8 + 8)?, 16).ok()?;
+        Some(w.to_ne_bytes())
+    };
+    let ip = match a.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(word(0)?)),
+        32 => {
+            let mut b = [0u8; 16];
+            for i in 0..4 {
+                b[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
+            }
+            let v6 = Ipv6Addr::from(b);
+            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn proc_net_addresses_are_read_in_the_machines_byte_order() {
+        let a = proc_addr("0100007F:1F90").expect("v4");
+        assert_eq!(a, "127.0.0.1:8080".parse().unwrap());
+        let m = proc_addr("0000000000000000FFFF00000100007F:0050").expect("mapped");
+        assert_eq!(m, "127.0.0.1:80".parse().unwrap());
+        let v6 = proc_addr("00000000000000000000000001000000:0050").expect("v6");
+        assert_eq!(v6, "[::1]:80".parse().unwrap());
+        assert_eq!(proc_addr("zz:1"), None);
+        let (peer, local) = (
+            "127.0.0.1:40000".parse().unwrap(),
+            "127.0.0.1:8080".parse().unwrap(),
+        );
+        let line = |st: &str| {
+            format!("  1: 0100007F:9C40 0100007F:1F90 {st} 00000000:00000000 00:00000000 00000000  2140001234        0 4242 1")
+        };
+        assert_eq!(uid_of(&line("01"), peer, local), Some(2_140_001_234));
+        assert_eq!(uid_of(&line("06"), peer, local), None);
+        assert_eq!(uid_of(&line("01"), local, peer), None);
+        assert_eq!(proc_addr("0100007F"), None);
+    }
+
+    #[test]
+    fn a_client_sockets_owner_is_found() {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        let c = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (s, _) = l.accept().expect("accept");
+        let uid = socket_uid(s.peer_addr().unwrap(), s.local_addr().unwrap());
+        assert_eq!(uid, Some(nix::unistd::geteuid().as_raw()));
+        drop(c);
+    }
+
+    #[test]
+    fn only_the_learning_proxys_resolved_requests_are_hosts() {
+        let rec = |rule: RuleRef, d: Verdict, addr: Option<&str>| {
+            let mut r = AuditRecord::new("run-1", 0, Kind::Proxy, "example.org:443");
+            r.rule = rule;
+            r.decision = d;
+            r.addr = addr.map(str::to_string);
+            r
+        };
+        let got = hosts_asked(&[
+            rec(RuleRef::Learning, Verdict::Allow, Some("203.0.113.5:443")),
+            rec(RuleRef::Learning, Verdict::Deny, None),
+            rec(RuleRef::Proxy, Verdict::Allow, Some("203.0.113.6:443")),
+        ]);
+        assert_eq!(
+            got,
+            vec![Event::Proxied {
+                host: "example.org:443".into(),
+                addr: "203.0.113.5:443".parse().unwrap()
+            }]
+        );
+    }
+}

@@ -34,6 +34,7 @@
 mod shared;
 use shared::make_bundle;
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -386,7 +387,7 @@ fn run_hello(reaper: &Arc<Reaper>, dir: &Path, pars: &[usize]) {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let hello = examples.join("hello.py");
     let root = dir.join("state");
-    let buntime_run = |bin: PathBuf, args: Vec<PathBuf>| {
+    let buntime_run = |bin: PathBuf, args: Vec<OsString>| {
         let root = root.clone();
         move |_| {
             let mut c = Command::new(&bin);
@@ -397,7 +398,7 @@ fn run_hello(reaper: &Arc<Reaper>, dir: &Path, pars: &[usize]) {
     let mut py: Vec<Side> = vec![
         (
             "buntime run hello.py",
-            Box::new(buntime_run(BUNTIME.into(), vec![hello.clone()])),
+            Box::new(buntime_run(BUNTIME.into(), vec![hello.clone().into()])),
         ),
         (
             "python3 hello.py",
@@ -409,19 +410,19 @@ fn run_hello(reaper: &Arc<Reaper>, dir: &Path, pars: &[usize]) {
         ),
     ];
     if let Some(base) = std::env::var_os("CHURN_RUN_BASELINE") {
-        let side = buntime_run(base.into(), vec![hello.clone()]);
+        let side = buntime_run(base.into(), vec![hello.clone().into()]);
         py.push(("baseline run hello.py", Box::new(side)));
     }
     if std::env::var("CHURN_RUN_FLOOR").is_ok_and(|v| v == "1") {
-        let mut allow = std::ffi::OsString::from("--allow-read=");
+        let mut allow = OsString::from("--allow-read=");
         allow.push(&examples);
         let no_worker = vec![
-            PathBuf::from(allow),
+            allow,
             "--".into(),
             "/usr/bin/python3".into(),
-            hello.clone(),
+            hello.clone().into(),
         ];
-        let no_python = vec![PathBuf::from("--"), "/bin/true".into()];
+        let no_python = vec!["--".into(), "/bin/true".into()];
         py.push((
             "run -- python3 hello.py",
             Box::new(buntime_run(BUNTIME.into(), no_worker)),

@@ -3,9 +3,13 @@
 //!
 //! * `/bin/true` in a busybox bundle, `run` (create + start + wait +
 //!   delete), `CHURN_N` containers (100) at each parallelism of
-//!   `CHURN_PAR` (`1,4,8`): `buntime-runc run` against Debian's `runc run`;
+//!   `CHURN_PAR` (`1,4,8`): `buntime-runc run` against Debian's `runc run`
+//!   (`CHURN_N=0` skips it);
 //! * `buntime run hello.py` against `/usr/bin/python3 hello.py`,
-//!   `CHURN_RUN_N` runs (60) at the same parallelisms.
+//!   `CHURN_RUN_N` runs (60) at the same parallelisms; `CHURN_RUN_FLOOR=1`
+//!   adds `buntime run -- python3 hello.py` (no worker) and `buntime run
+//!   -- /bin/true` (no Python), `CHURN_RUN_BASELINE=/path/to/buntime` an
+//!   older build's `buntime run hello.py`.
 //!
 //! The sides alternate phase by phase (the order reverses every round,
 //! `CHURN_ROUNDS`, 1), so all see the same machine.
@@ -30,6 +34,7 @@
 mod shared;
 use shared::make_bundle;
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -360,83 +365,40 @@ fn main() {
         .prefix("buntime-bench-churn-")
         .tempdir_in("/var/tmp")
         .expect("tempdir");
-    let bundle = make_bundle(dir.path());
     // From here on every child is waited for by the reaper alone (no
     // `Command::status`: its child would be reaped under it).
     let reaper = Reaper::start();
     let pars = env_list("CHURN_PAR", &[1, 4, 8]);
-    let n = env_num("CHURN_N", 100).max(1);
-    let tag = std::process::id();
-    let root_b = dir.path().join("root-b");
-    let root_r = dir.path().join("root-r");
-    let runc = which("runc");
-    let baseline = std::env::var_os("CHURN_BASELINE").map(PathBuf::from);
-    let root_base = dir.path().join("root-base");
-    let mut sides: Vec<Side> = vec![(
-        "buntime-runc run",
-        Box::new(|i| {
-            let mut c = Command::new(BUNTIME_RUNC);
-            c.arg("--root")
-                .arg(&root_b)
-                .args(["run", "--bundle"])
-                .arg(&bundle)
-                .arg(format!("churn-{tag}-b{i}"));
-            c
-        }),
-    )];
-    let (bundle_r, root_r) = (&bundle, &root_r);
-    match &runc {
-        Some(runc) => sides.push((
-            "runc run",
-            Box::new(move |i| {
-                let mut c = Command::new(runc);
-                c.arg("--root")
-                    .arg(root_r)
-                    .args(["run", "--bundle"])
-                    .arg(bundle_r)
-                    .arg(format!("churn-{tag}-r{i}"));
-                c
-            }),
-        )),
-        None => eprintln!("churn: runc not installed; its rows are skipped"),
+    // CHURN_N=0: the `buntime run` phases only.
+    let n = env_num("CHURN_N", 100);
+    if n > 0 {
+        run_busybox(&reaper, dir.path(), &pars, n);
     }
-    let (bundle_b, root_base) = (&bundle, &root_base);
-    if let Some(base) = &baseline {
-        sides.push((
-            "baseline buntime-runc run",
-            Box::new(move |i| {
-                let mut c = Command::new(base);
-                c.arg("--root")
-                    .arg(root_base)
-                    .args(["run", "--bundle"])
-                    .arg(bundle_b)
-                    .arg(format!("churn-{tag}-o{i}"));
-                c
-            }),
-        ));
-    }
-    // One of each first: page cache, the seccomp cache, cgroup parents.
-    for (_, make) in &sides {
-        reaper.run(&mut make(usize::MAX));
-    }
-    compare(
-        &reaper,
-        "churn, /bin/true in a busybox bundle (create+start+wait+delete)",
-        n,
-        &pars,
-        &sides,
-    );
+    run_hello(&reaper, dir.path(), &pars);
+}
 
-    let hello = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello.py");
-    let root = dir.path().join("state");
-    let py: Vec<Side> = vec![
+/// `buntime run hello.py` against `python3 hello.py`. `CHURN_RUN_FLOOR=1`
+/// adds what a run costs without the Python worker (`buntime run --
+/// python3 hello.py`) and without Python (`buntime run -- /bin/true`), so
+/// the CPU per run splits into runtime, worker and interpreter
+/// (docs/performance.md); `CHURN_RUN_BASELINE=/path/to/an/older/buntime`
+/// adds that build's `buntime run hello.py`.
+fn run_hello(reaper: &Arc<Reaper>, dir: &Path, pars: &[usize]) {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let hello = examples.join("hello.py");
+    let root = dir.join("state");
+    let buntime_run = |bin: PathBuf, args: Vec<OsString>| {
+        let root = root.clone();
+        move |_| {
+            let mut c = Command::new(&bin);
+            c.arg("--root").arg(&root).arg("run").args(&args);
+            c
+        }
+    };
+    let mut py: Vec<Side> = vec![
         (
             "buntime run hello.py",
-            Box::new(|_| {
-                let mut c = Command::new(BUNTIME);
-                c.arg("--root").arg(&root).arg("run").arg(&hello);
-                c
-            }),
+            Box::new(buntime_run(BUNTIME.into(), vec![hello.clone().into()])),
         ),
         (
             "python3 hello.py",
@@ -447,14 +409,106 @@ fn main() {
             }),
         ),
     ];
+    if let Some(base) = std::env::var_os("CHURN_RUN_BASELINE") {
+        let side = buntime_run(base.into(), vec![hello.clone().into()]);
+        py.push(("baseline run hello.py", Box::new(side)));
+    }
+    if std::env::var("CHURN_RUN_FLOOR").is_ok_and(|v| v == "1") {
+        let mut allow = OsString::from("--allow-read=");
+        allow.push(&examples);
+        let no_worker = vec![
+            allow,
+            "--".into(),
+            "/usr/bin/python3".into(),
+            hello.clone().into(),
+        ];
+        let no_python = vec!["--".into(), "/bin/true".into()];
+        py.push((
+            "run -- python3 hello.py",
+            Box::new(buntime_run(BUNTIME.into(), no_worker)),
+        ));
+        py.push((
+            "run -- /bin/true",
+            Box::new(buntime_run(BUNTIME.into(), no_python)),
+        ));
+    }
     for (_, make) in &py {
         reaper.run(&mut make(0));
     }
     compare(
-        &reaper,
+        reaper,
         "buntime run hello.py against python3 hello.py",
         env_num("CHURN_RUN_N", 60).max(1),
-        &pars,
+        pars,
         &py,
+    );
+}
+
+/// A `run` of the busybox bundle by `bin` (an OCI runtime's CLI), state in
+/// `root`, container ids `churn-TAG-I`.
+fn oci_run(
+    bin: PathBuf,
+    root: PathBuf,
+    bundle: PathBuf,
+    tag: String,
+) -> impl Fn(usize) -> Command + Sync {
+    move |i| {
+        let mut c = Command::new(&bin);
+        c.arg("--root")
+            .arg(&root)
+            .args(["run", "--bundle"])
+            .arg(&bundle)
+            .arg(format!("churn-{tag}{i}"));
+        c
+    }
+}
+
+/// `/bin/true` in a busybox bundle: buntime-runc against runc (and
+/// `CHURN_BASELINE`'s buntime-runc), `n` containers per phase.
+fn run_busybox(reaper: &Arc<Reaper>, dir: &Path, pars: &[usize], n: usize) {
+    let bundle = make_bundle(dir);
+    let tag = std::process::id();
+    let mut sides: Vec<Side> = vec![(
+        "buntime-runc run",
+        Box::new(oci_run(
+            BUNTIME_RUNC.into(),
+            dir.join("root-b"),
+            bundle.clone(),
+            format!("{tag}-b"),
+        )),
+    )];
+    match which("runc") {
+        Some(runc) => sides.push((
+            "runc run",
+            Box::new(oci_run(
+                runc,
+                dir.join("root-r"),
+                bundle.clone(),
+                format!("{tag}-r"),
+            )),
+        )),
+        None => eprintln!("churn: runc not installed; its rows are skipped"),
+    }
+    if let Some(base) = std::env::var_os("CHURN_BASELINE") {
+        sides.push((
+            "baseline buntime-runc run",
+            Box::new(oci_run(
+                base.into(),
+                dir.join("root-base"),
+                bundle.clone(),
+                format!("{tag}-o"),
+            )),
+        ));
+    }
+    // One of each first: page cache, the seccomp cache, cgroup parents.
+    for (_, make) in &sides {
+        reaper.run(&mut make(usize::MAX));
+    }
+    compare(
+        reaper,
+        "churn, /bin/true in a busybox bundle (create+start+wait+delete)",
+        n,
+        pars,
+        &sides,
     );
 }

@@ -22,8 +22,6 @@ Relative paths are made absolute against the current directory. Plain
 refuses them (see ``buntime_worker.hooks``).
 """
 
-from __future__ import annotations
-
 import os
 
 from buntime_worker import broker
@@ -45,7 +43,7 @@ def available() -> bool:
     return broker.available()
 
 
-def read_file(path: PathArg) -> bytes:
+def read_file(path: "PathArg") -> bytes:
     """The whole content of ``path``, opened by the supervisor."""
     fd, data = broker.fs_read_fd(path)
     if fd < 0:
@@ -62,15 +60,15 @@ def read_file(path: PathArg) -> bytes:
     return b"".join(chunks)
 
 
-def write_file(path: PathArg,
-               data: Union[bytes, bytearray, memoryview, str]) -> None:
+def write_file(path: "PathArg",
+               data: "Union[bytes, bytearray, memoryview, str]") -> None:
     """Create or replace ``path`` with ``data`` (str is written as UTF-8)."""
     if isinstance(data, str):
         data = data.encode("utf-8")
     broker.fs_write_data(path, bytes(data))
 
 
-def list_dir(path: PathArg) -> List[str]:
+def list_dir(path: "PathArg") -> "List[str]":
     """The names in directory ``path``, sorted, without '.' and '..'
     (bytes names if ``path`` is bytes)."""
     names = broker.list_dir(path)
@@ -79,7 +77,7 @@ def list_dir(path: PathArg) -> List[str]:
     return [os.fsdecode(n) for n in names]
 
 
-def connect(host: str, port: int) -> socket.socket:
+def connect(host: str, port: int) -> "socket.socket":
     """A TCP socket connected by the supervisor to ``host:port`` (the name
     is resolved on the host)."""
     import socket
@@ -87,8 +85,8 @@ def connect(host: str, port: int) -> socket.socket:
     return socket.socket(fileno=fd)
 
 
-def run(argv: Union[str, Sequence[Union[str, bytes, os.PathLike[str]]]],
-        **kwargs: Any) -> subprocess.CompletedProcess[Any]:
+def run(argv: "Union[str, Sequence[Union[str, bytes, os.PathLike[str]]]]",
+        **kwargs: "Any") -> "subprocess.CompletedProcess[Any]":
     """``subprocess.run(argv, **kwargs)`` after the supervisor approved the
     program; it runs the program path the supervisor resolved (argv[0] is
     kept as given). The sandbox's own rules still apply to the process."""
@@ -98,7 +96,7 @@ def run(argv: Union[str, Sequence[Union[str, bytes, os.PathLike[str]]]],
     if kwargs.get("executable") is not None:
         raise ValueError("buntime.run does not take executable=; "
                          "put the program in argv[0]")
-    args: List[Any]
+    args: "List[Any]"
     if isinstance(argv, (str, bytes, os.PathLike)):
         args = [argv]
     else:

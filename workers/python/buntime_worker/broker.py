@@ -10,8 +10,6 @@ connects on first use. A forked child never touches its parent's
 connection: it opens its own on first use.
 """
 
-from __future__ import annotations
-
 import _thread
 import atexit
 import errno
@@ -31,7 +29,7 @@ if TYPE_CHECKING:  # typing costs milliseconds at startup: checkers only
 CONTROL_ENV = "BUNTIME_CONTROL"
 
 _lock = _thread.allocate_lock()
-_client: Optional[LazyClient] = None
+_client: "Optional[LazyClient]" = None
 _attempted = False
 _why_not = "no supervisor: BUNTIME_CONTROL is not set"
 _owner_pid = os.getpid()
@@ -50,7 +48,7 @@ MAX_HOST = 255
 MAX_ARGS = 4096
 
 
-def connect(warn: bool = True) -> Optional[LazyClient]:
+def connect(warn: bool = True) -> "Optional[LazyClient]":
     """Connect now (once). Prints one warning to stderr when
     ``$BUNTIME_CONTROL`` is set but the connection fails."""
     global _client, _attempted, _why_not
@@ -82,23 +80,23 @@ class LazyClient:
     Adoption, EXIT and close all run under one lock, so a thread adopting
     the connection is never seen as a closed connection by another."""
 
-    def __init__(self, pending: wire.Pending) -> None:
-        self._pending: Optional[wire.Pending] = pending
-        self._real: Optional[Client] = None
+    def __init__(self, pending: "wire.Pending") -> None:
+        self._pending: "Optional[wire.Pending]" = pending
+        self._real: "Optional[Client]" = None
         self._no_library = ""
         # Set while the library takes the connection over: its descriptors
         # have left `_pending` but `_real` is not there yet.
         self._adopting = False
         self._lock = _thread.allocate_lock()
 
-    def _client(self) -> Client:
+    def _client(self) -> "Client":
         real = self._real
         if real is not None:
             return real
         with self._lock:
             return self._adopt()
 
-    def _adopt(self) -> Client:
+    def _adopt(self) -> "Client":
         """The library's client, made now if need be; holds the lock."""
         global _why_not
         if self._real is not None:
@@ -148,7 +146,7 @@ class LazyClient:
     def send(self, kind: int, data: bytes) -> None:
         self._client().send(kind, data)
 
-    def request(self, kind: int, body: bytes) -> protocol.Reply:
+    def request(self, kind: int, body: bytes) -> "protocol.Reply":
         return self._client().request(kind, body)
 
     def exit(self, code: int) -> None:
@@ -201,7 +199,7 @@ def _close_if_child_or_lazy() -> None:
             pass
 
 
-def client() -> Optional[LazyClient]:
+def client() -> "Optional[LazyClient]":
     """The live connection, connecting on first use; None if there is
     none."""
     c = _client
@@ -252,11 +250,11 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _denied(reason: str, subject: object) -> PermissionError:
+def _denied(reason: str, subject: object) -> "PermissionError":
     return PermissionError(errno.EACCES, reason, subject)
 
 
-def request(kind: int, body: bytes, subject: object) -> protocol.Reply:
+def request(kind: int, body: bytes, subject: object) -> "protocol.Reply":
     """Ask the supervisor; ALLOW is returned, DENY (or no supervisor, or a
     broken connection) raises PermissionError(EACCES, reason, subject)."""
     c = client()
@@ -273,7 +271,7 @@ def request(kind: int, body: bytes, subject: object) -> protocol.Reply:
     return r
 
 
-def abspath(path: PathArg) -> bytes:
+def abspath(path: "PathArg") -> bytes:
     """The absolute, lexically normalised path as bytes (relative paths
     against the current directory, as the kernel would)."""
     p = os.fsencode(path)
@@ -288,14 +286,14 @@ def abspath(path: PathArg) -> bytes:
     return p
 
 
-def fs_read_fd(path: PathArg) -> Tuple[int, bytes]:
+def fs_read_fd(path: "PathArg") -> "Tuple[int, bytes]":
     """FS_READ: (a read-only fd or -1, inline data)."""
     p = abspath(path)
     r = request(protocol.FS_READ, p, os.fsdecode(p))
     return r.fd, r.data
 
 
-def fs_write_fd(path: PathArg) -> int:
+def fs_write_fd(path: "PathArg") -> int:
     """FS_WRITE without data: a write-only fd (created, not truncated)."""
     p = abspath(path)
     r = request(protocol.FS_WRITE, len(p).to_bytes(4, "little") + p,
@@ -306,7 +304,7 @@ def fs_write_fd(path: PathArg) -> int:
     return r.fd
 
 
-def fs_write_data(path: PathArg, data: bytes) -> None:
+def fs_write_data(path: "PathArg", data: bytes) -> None:
     """FS_WRITE with data: the supervisor creates/truncates and writes."""
     p = abspath(path)
     if not data or len(data) > INLINE_WRITE_MAX:
@@ -325,7 +323,7 @@ def fs_write_data(path: PathArg, data: bytes) -> None:
         os.close(r.fd)
 
 
-def list_dir_raw(path: PathArg) -> List[Tuple[bytes, bool]]:
+def list_dir_raw(path: "PathArg") -> "List[Tuple[bytes, bool]]":
     """LISTDIR: (name, is a directory) for each entry, in the supervisor's
     (sorted) order."""
     p = abspath(path)
@@ -342,12 +340,12 @@ def list_dir_raw(path: PathArg) -> List[Tuple[bytes, bool]]:
     return entries
 
 
-def list_dir(path: PathArg) -> List[bytes]:
+def list_dir(path: "PathArg") -> "List[bytes]":
     """LISTDIR: the entry names (bytes, without the directories' '/')."""
     return [name for name, _ in list_dir_raw(path)]
 
 
-def net_connect(host: str, port: int) -> Tuple[int, str]:
+def net_connect(host: str, port: int) -> "Tuple[int, str]":
     """NET_CONNECT: (a connected socket fd, the address connected to)."""
     subject = f"{host}:{port}"
     if not 0 < port < 65536:
@@ -372,7 +370,7 @@ def net_connect(host: str, port: int) -> Tuple[int, str]:
     return r.fd, r.data.decode("utf-8", "replace")
 
 
-def exec_resolve(argv: List[Union[str, bytes]]) -> str:
+def exec_resolve(argv: "List[Union[str, bytes]]") -> str:
     """EXEC: the program path the supervisor resolved for ``argv``."""
     args = [os.fsencode(a) for a in argv]
     if not args or not args[0]:

@@ -13,8 +13,6 @@ them (a one-shot import hook), so a script that uses neither does not pay
 for importing them.
 """
 
-from __future__ import annotations
-
 import _thread
 import builtins
 import errno
@@ -45,7 +43,7 @@ _real_listdir = os.listdir
 _real_scandir = os.scandir
 
 
-def amend(e: OSError, reason: str) -> None:
+def amend(e: "OSError", reason: str) -> None:
     """Append the broker's reason to the error's message, in place."""
     text = e.strerror or os.strerror(e.errno or 0)
     e.strerror = f"{text} (buntime: {reason})"
@@ -63,10 +61,10 @@ def _is_path(x: object) -> bool:
 
 # --------------------------------------------------------------------- open
 
-def open(file: Any, mode: str = "r", buffering: int = -1,
-         encoding: Optional[str] = None, errors: Optional[str] = None,
-         newline: Optional[str] = None, closefd: bool = True,
-         opener: Optional[Callable[[str, int], int]] = None) -> Any:
+def open(file: "Any", mode: str = "r", buffering: int = -1,
+         encoding: "Optional[str]" = None, errors: "Optional[str]" = None,
+         newline: "Optional[str]" = None, closefd: bool = True,
+         opener: "Optional[Callable[[str, int], int]]" = None) -> "Any":
     try:
         return _real_open(file, mode, buffering, encoding, errors, newline,
                           closefd, opener)
@@ -81,9 +79,9 @@ def open(file: Any, mode: str = "r", buffering: int = -1,
 open.__doc__ = _real_open.__doc__
 
 
-def _open_fallback(e: OSError, file: Any, mode: str, buffering: int,
-                   encoding: Optional[str], errors: Optional[str],
-                   newline: Optional[str], opener: Any) -> Any:
+def _open_fallback(e: "OSError", file: "Any", mode: str, buffering: int,
+                   encoding: "Optional[str]", errors: "Optional[str]",
+                   newline: "Optional[str]", opener: "Any") -> "Any":
     if e.errno not in _REFUSED or not _is_path(file):
         return None
     if not isinstance(mode, str):
@@ -129,7 +127,7 @@ def _open_fallback(e: OSError, file: Any, mode: str, buffering: int,
         raise
     # From here the file object owns fd (io.open closes it on failure).
     f = _real_open(fd, mode, buffering, encoding, errors, newline, True)
-    raw: Any = getattr(f, "buffer", f)
+    raw: "Any" = getattr(f, "buffer", f)
     raw = getattr(raw, "raw", raw)
     try:
         raw.name = file
@@ -143,8 +141,8 @@ def _open_fallback(e: OSError, file: Any, mode: str, buffering: int,
 _real_os_open = os.open
 
 
-def os_open(path: Any, flags: int, mode: int = 0o777, *,
-            dir_fd: Optional[int] = None) -> int:
+def os_open(path: "Any", flags: int, mode: int = 0o777, *,
+            dir_fd: "Optional[int]" = None) -> int:
     try:
         return _real_os_open(path, flags, mode, dir_fd=dir_fd)
     except _CAUGHT as e:
@@ -161,8 +159,8 @@ _UNSERVED = (getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_PATH", 0)
              | getattr(os, "O_TMPFILE", 0) | os.O_EXCL)
 
 
-def _os_open_fallback(e: OSError, path: Any, flags: int,
-                      dir_fd: Optional[int]) -> Optional[int]:
+def _os_open_fallback(e: "OSError", path: "Any", flags: int,
+                      dir_fd: "Optional[int]") -> "Optional[int]":
     """os.open's fallback, on the same terms as open()'s: a read-only or a
     write-only open of a path (O_RDWR, O_EXCL, O_DIRECTORY and a relative
     path under dir_fd are not served)."""
@@ -202,7 +200,7 @@ def _os_open_fallback(e: OSError, path: Any, flags: int,
 
 # ------------------------------------------------------------ listdir/scandir
 
-def listdir(path: Any = None) -> List[Any]:
+def listdir(path: "Any" = None) -> "List[Any]":
     try:
         return _real_listdir(path)
     except _CAUGHT as e:
@@ -215,7 +213,7 @@ def listdir(path: Any = None) -> List[Any]:
 listdir.__doc__ = _real_listdir.__doc__
 
 
-def _list_fallback(e: OSError, path: Any) -> Optional[List[Any]]:
+def _list_fallback(e: "OSError", path: "Any") -> "Optional[List[Any]]":
     if e.errno not in _REFUSED or not (path is None or _is_path(path)):
         return None
     p = "." if path is None else os.fspath(path)
@@ -239,12 +237,12 @@ class _Entry:
 
     __slots__ = ("name", "path", "_dir")
 
-    def __init__(self, top: Any, name: Any, is_dir: bool) -> None:
+    def __init__(self, top: "Any", name: "Any", is_dir: bool) -> None:
         self.name = name
         self.path = os.path.join(top, name)
         self._dir = is_dir
 
-    def __fspath__(self) -> Any:
+    def __fspath__(self) -> "Any":
         return self.path
 
     def __repr__(self) -> str:
@@ -274,7 +272,7 @@ class _Entry:
     def is_junction(self) -> bool:
         return False
 
-    def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
+    def stat(self, *, follow_symlinks: bool = True) -> "os.stat_result":
         return os.stat(self.path, follow_symlinks=follow_symlinks)
 
     def inode(self) -> int:
@@ -282,13 +280,13 @@ class _Entry:
 
 
 class _ScandirIterator:
-    def __init__(self, entries: List[_Entry]) -> None:
+    def __init__(self, entries: "List[_Entry]") -> None:
         self._it = iter(entries)
 
     def __iter__(self) -> "_ScandirIterator":
         return self
 
-    def __next__(self) -> _Entry:
+    def __next__(self) -> "_Entry":
         return next(self._it)
 
     def __enter__(self) -> "_ScandirIterator":
@@ -301,7 +299,7 @@ class _ScandirIterator:
         self._it = iter(())
 
 
-def scandir(path: Any = None) -> Any:
+def scandir(path: "Any" = None) -> "Any":
     try:
         return _real_scandir(path)
     except _CAUGHT as e:
@@ -314,8 +312,8 @@ def scandir(path: Any = None) -> Any:
 scandir.__doc__ = _real_scandir.__doc__
 
 
-def _scandir_fallback(e: OSError,
-                      path: Any) -> Optional[_ScandirIterator]:
+def _scandir_fallback(e: "OSError",
+                      path: "Any") -> "Optional[_ScandirIterator]":
     if e.errno not in _REFUSED or not (path is None or _is_path(path)):
         return None
     top = "." if path is None else os.fspath(path)
@@ -336,14 +334,14 @@ def _scandir_fallback(e: OSError,
 
 # ------------------------------------------------------------------- socket
 
-def _patch_socket(mod: Any) -> None:
+def _patch_socket(mod: "Any") -> None:
     real = mod.create_connection
     if getattr(real, "_buntime", False):
         return
     default_timeout = getattr(mod, "_GLOBAL_DEFAULT_TIMEOUT", object())
 
-    def create_connection(address: Tuple[Any, Any], *args: Any,
-                          **kwargs: Any) -> Any:
+    def create_connection(address: "Tuple[Any, Any]", *args: "Any",
+                          **kwargs: "Any") -> "Any":
         try:
             return real(address, *args, **kwargs)
         except (PermissionError, mod.gaierror) as e:
@@ -352,8 +350,8 @@ def _patch_socket(mod: Any) -> None:
                 raise
             return s
 
-    def _connect_fallback(e: OSError, address: Any, args: Tuple[Any, ...],
-                          kwargs: Dict[str, Any]) -> Any:
+    def _connect_fallback(e: "OSError", address: "Any", args: "Tuple[Any, ...]",
+                          kwargs: "Dict[str, Any]") -> "Any":
         # In the sandbox a refused socket() shows up as EPERM/EACCES, and a
         # name lookup fails (no DNS): the supervisor resolves on the host.
         if isinstance(e, PermissionError) and e.errno not in _REFUSED:
@@ -383,7 +381,7 @@ def _patch_socket(mod: Any) -> None:
 
 # --------------------------------------------------------------- subprocess
 
-def _patch_subprocess(mod: Any) -> None:
+def _patch_subprocess(mod: "Any") -> None:
     real = mod.Popen
     if getattr(real, "_buntime", False):
         return
@@ -391,7 +389,7 @@ def _patch_subprocess(mod: Any) -> None:
     class Popen(real):  # type: ignore[misc, valid-type]
         _buntime = True
 
-        def __init__(self, args: Any, *pargs: Any, **kwargs: Any) -> None:
+        def __init__(self, args: "Any", *pargs: "Any", **kwargs: "Any") -> None:
             try:
                 super().__init__(args, *pargs, **kwargs)
                 return
@@ -416,9 +414,9 @@ def refused_anyway(program: str) -> str:
             "it (filesystem.exec, noexec mount)")
 
 
-def _exec_fallback(real: Any, e: PermissionError, args: Any,
-                   pargs: Tuple[Any, ...], kwargs: Dict[str, Any]
-                   ) -> Optional[Tuple[Tuple[Any, ...], Dict[str, Any]]]:
+def _exec_fallback(real: "Any", e: "PermissionError", args: "Any",
+                   pargs: "Tuple[Any, ...]", kwargs: "Dict[str, Any]"
+                   ) -> "Optional[Tuple[Tuple[Any, ...], Dict[str, Any]]]":
     if e.errno not in _REFUSED or getattr(tls, "no_retry", False):
         return None
     import inspect
@@ -464,15 +462,15 @@ class _PatchOnImport:
     """A meta-path finder that patches a module right after its first
     import, then steps aside."""
 
-    def __init__(self, patches: Dict[str, Callable[[Any], None]]) -> None:
+    def __init__(self, patches: "Dict[str, Callable[[Any], None]]") -> None:
         self.patches = patches
 
-    def find_spec(self, name: str, path: Any = None,
-                  target: Any = None) -> Any:
+    def find_spec(self, name: str, path: "Any" = None,
+                  target: "Any" = None) -> "Any":
         patch = self.patches.get(name)
         if patch is None:
             return None
-        spec: Any = None
+        spec: "Any" = None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
                 continue
@@ -491,18 +489,18 @@ class _PatchOnImport:
 
 
 class _PatchingLoader:
-    def __init__(self, loader: Any, patch: Callable[[Any], None]) -> None:
+    def __init__(self, loader: "Any", patch: "Callable[[Any], None]") -> None:
         self._loader = loader
         self._patch = patch
 
-    def create_module(self, spec: Any) -> Any:
+    def create_module(self, spec: "Any") -> "Any":
         return self._loader.create_module(spec)
 
-    def exec_module(self, module: Any) -> None:
+    def exec_module(self, module: "Any") -> None:
         self._loader.exec_module(module)
         self._patch(module)
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> "Any":
         return getattr(self._loader, name)
 
 
@@ -520,7 +518,7 @@ def install() -> None:
     os.open = os_open
     os.listdir = listdir
     os.scandir = scandir
-    pending: Dict[str, Callable[[Any], None]] = {}
+    pending: "Dict[str, Callable[[Any], None]]" = {}
     for name, patch in (("socket", _patch_socket),
                         ("subprocess", _patch_subprocess)):
         if name in sys.modules:

@@ -8,8 +8,6 @@ the lock is released between slices, so a slow request (an ``ask`` waiting
 for a human) does not stall other threads' requests or relayed output.
 """
 
-from __future__ import annotations
-
 import _thread
 import ctypes
 import os
@@ -50,11 +48,11 @@ def default_library() -> str:
     return LIB_NAME
 
 
-_lib: Optional[ctypes.CDLL] = None
+_lib: "Optional[ctypes.CDLL]" = None
 _lib_lock = _thread.allocate_lock()
 
 
-def load(path: Optional[str] = None) -> ctypes.CDLL:
+def load(path: "Optional[str]" = None) -> "ctypes.CDLL":
     """Load the library once and declare its signatures."""
     global _lib
     with _lib_lock:
@@ -91,9 +89,9 @@ def load(path: Optional[str] = None) -> ctypes.CDLL:
 class Client:
     """A connection to the supervisor; safe to share between threads."""
 
-    def __init__(self, control_path: Optional[str] = None,
-                 lib: Optional[ctypes.CDLL] = None,
-                 adopt: Optional[Pending] = None) -> None:
+    def __init__(self, control_path: "Optional[str]" = None,
+                 lib: "Optional[ctypes.CDLL]" = None,
+                 adopt: "Optional[Pending]" = None) -> None:
         """Connect, or with ``adopt`` take over a connection whose
         handshake ``wire.handshake`` made (its descriptors move here)."""
         self._lib = lib or load()
@@ -104,7 +102,7 @@ class Client:
             handle = self._lib.bi_connect(arg)
         if not handle:
             raise IpcError(self._error())
-        self._handle: Optional[int] = handle
+        self._handle: "Optional[int]" = handle
         self._lock = _thread.allocate_lock()
         # Out-parameters, allocated once and used under the lock.
         self._kind = ctypes.c_uint8()
@@ -136,7 +134,7 @@ class Client:
     def exit(self, code: int) -> None:
         self.send(EXIT, int(code).to_bytes(4, "little", signed=True))
 
-    def request(self, kind: int, body: bytes) -> Reply:
+    def request(self, kind: int, body: bytes) -> "Reply":
         """Send a request and wait for its reply. The caller owns the fd."""
         lib = self._lib
         with self._lock:

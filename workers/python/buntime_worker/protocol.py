@@ -3,8 +3,6 @@
 crates/buntime-ipc/src/protocol.rs, checked by
 crates/buntime-ipc/tests/worker_constants.rs."""
 
-from __future__ import annotations
-
 STDOUT = 0x00
 FS_READ = 0x01
 FS_WRITE = 0x02

@@ -7,8 +7,6 @@ to the inherited fds. Once the connection is closed (at exit) or broken,
 writes go to the original fd, so nothing is lost.
 """
 
-from __future__ import annotations
-
 import io
 import os
 import sys
@@ -44,7 +42,7 @@ class RelayRaw(io.RawIOBase):
     def isatty(self) -> bool:
         return False
 
-    def write(self, b: Any) -> int:
+    def write(self, b: "Any") -> int:
         data = bytes(b)
         if not data:
             return 0
@@ -61,8 +59,8 @@ class RelayRaw(io.RawIOBase):
         return len(data)
 
 
-def _wrap(kind: int, old: Any, fd: int, name: str,
-          line: bool) -> io.TextIOWrapper:
+def _wrap(kind: int, old: "Any", fd: int, name: str,
+          line: bool) -> "io.TextIOWrapper":
     raw = RelayRaw(kind, fd, name)
     size = (8 if line else 64) << 10
     buffered = io.BufferedWriter(raw, buffer_size=size)

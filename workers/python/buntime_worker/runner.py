@@ -13,8 +13,6 @@ and, with it, ``typing`` and ``re``: some 10-20 ms of start-up for every
 script.)
 """
 
-from __future__ import annotations
-
 import atexit
 import builtins
 import io
@@ -41,7 +39,7 @@ _finished = False
 _OWN_MODULES = {__name__, "runpy"}
 
 
-def exit_status(code: Any) -> int:
+def exit_status(code: "Any") -> int:
     """The process exit status Python gives ``SystemExit(code)``."""
     if code is None:
         return 0
@@ -94,7 +92,7 @@ def _set_path0(entry: str, replace: bool) -> None:
         sys.path.insert(0, entry)
 
 
-def _new_main(**attrs: Any) -> Any:
+def _new_main(**attrs: "Any") -> "Any":
     """A fresh ``__main__`` module, installed in sys.modules."""
     main = type(sys)("__main__")
     main.__dict__.update(__builtins__=builtins, __package__=None,
@@ -127,7 +125,7 @@ def _is_source(path: str) -> bool:
         return True  # let compile's open report it
 
 
-def _run(argv: List[str], replace_path0: bool) -> Any:
+def _run(argv: "List[str]", replace_path0: bool) -> "Any":
     """Run the target; returns what SystemExit would carry."""
     mode = "script"
     if argv[0] == "--":
@@ -171,12 +169,12 @@ def _run(argv: List[str], replace_path0: bool) -> Any:
     return None
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
+def _on_sigterm(signum: int, frame: "Any") -> None:
     raise SystemExit(128 + signum)
 
 
-def main(argv: Optional[List[str]] = None,
-         replace_path0: bool = True) -> NoReturn:
+def main(argv: "Optional[List[str]]" = None,
+         replace_path0: bool = True) -> "NoReturn":
     """Run the worker. ``replace_path0``: sys.path[0] is python's own entry
     for ``-m`` (the current directory), to be replaced by the script's."""
     global _status

@@ -9,8 +9,6 @@ The first request or relayed write hands the connection to the library
 (``ipc.Client.adopt``), which rings the doorbell as the flag asks.
 """
 
-from __future__ import annotations
-
 import _socket
 import os
 
@@ -41,7 +39,7 @@ def _msg(kind: int, arg: int = 0, body: bytes = b"") -> bytes:
     return bytes((kind, 0, 0, 0)) + arg.to_bytes(4, "little") + body
 
 
-def _fds(ancdata: List[Tuple[int, int, bytes]]) -> List[int]:
+def _fds(ancdata: "List[Tuple[int, int, bytes]]") -> "List[int]":
     out = []
     for level, kind, data in ancdata:
         if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
@@ -54,14 +52,14 @@ def _fds(ancdata: List[Tuple[int, int, bytes]]) -> List[int]:
 class Pending:
     """A connection after the handshake, not yet given to the library."""
 
-    def __init__(self, sock: _socket.socket, segment_fd: int, version: int,
+    def __init__(self, sock: "_socket.socket", segment_fd: int, version: int,
                  flags: int) -> None:
-        self.sock: Optional[_socket.socket] = sock
+        self.sock: "Optional[_socket.socket]" = sock
         self.segment_fd = segment_fd
         self.version = version
         self.flags = flags
 
-    def detach(self) -> Tuple[int, int, int, int]:
+    def detach(self) -> "Tuple[int, int, int, int]":
         """(control fd, segment fd, version, WELCOME flags), given up to
         the caller (the library's ``bi_adopt``)."""
         if self.sock is None:
@@ -105,18 +103,18 @@ class Pending:
         self.close()
 
 
-def handshake(path: str, timeout: float = 10.0) -> Pending:
+def handshake(path: str, timeout: float = 10.0) -> "Pending":
     """Connect to the control socket at ``path`` and shake hands."""
     sock = _socket.socket(_socket.AF_UNIX,
                           _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
-    fds: List[int] = []
+    fds: "List[int]" = []
     try:
         sock.settimeout(timeout)
         sock.connect(path)
         hello = (_MAGIC.to_bytes(4, "little") + VERSION.to_bytes(2, "little")
                  + VERSION.to_bytes(2, "little")
                  + FLAG_DOORBELL_WAKE.to_bytes(4, "little"))
-        sent: Optional[OSError] = None
+        sent: "Optional[OSError]" = None
         try:
             sock.sendmsg([_msg(HELLO, 0, hello)])
         except OSError as e:  # a REJECT may still be queued: read it

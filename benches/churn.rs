@@ -32,6 +32,8 @@
 //! above the CPU count are a busy host's (docs/performance.md).
 
 mod shared;
+#[path = "shared/summary.rs"]
+mod summary;
 use shared::make_bundle;
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -288,8 +290,21 @@ fn which(name: &str) -> Option<PathBuf> {
 
 type Side<'a> = (&'a str, Box<dyn Fn(usize) -> Command + Sync + 'a>);
 
+/// What `compare` measured: each side's best rate over the parallelisms,
+/// and each parallelism's mean rate per side.
+struct Rates {
+    best: Vec<f64>,
+    mean: Vec<(usize, Vec<f64>)>,
+}
+
 /// Every parallelism, both sides alternated; prints one table.
-fn compare(reaper: &Arc<Reaper>, title: &str, n: usize, pars: &[usize], sides: &[Side]) {
+fn compare(
+    reaper: &Arc<Reaper>,
+    title: &str,
+    n: usize,
+    pars: &[usize],
+    sides: &[Side],
+) -> Rates {
     let rounds = env_num("CHURN_ROUNDS", 1).max(1);
     println!(
         "\n{title}: {n} per phase, {rounds} round(s), load average {}",
@@ -300,6 +315,7 @@ fn compare(reaper: &Arc<Reaper>, title: &str, n: usize, pars: &[usize], sides: &
         "par", "", "wall s", "per s", "cpu ms/each", "kthreads ms", "host busy ms", "failed"
     );
     let mut best: Vec<f64> = vec![0.0; sides.len()];
+    let mut means = Vec::new();
     for &par in pars {
         let mut rates: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
         for round in 0..rounds {
@@ -335,6 +351,7 @@ fn compare(reaper: &Arc<Reaper>, title: &str, n: usize, pars: &[usize], sides: &
                 mean(&rates[0]) / mean(&rates[k])
             );
         }
+        means.push((par, rates.iter().map(|r| mean(r)).collect()));
     }
     for k in 1..sides.len() {
         println!(
@@ -347,6 +364,7 @@ fn compare(reaper: &Arc<Reaper>, title: &str, n: usize, pars: &[usize], sides: &
             best[0] / best[k]
         );
     }
+    Rates { best, mean: means }
 }
 
 fn main() {
@@ -435,13 +453,26 @@ fn run_hello(reaper: &Arc<Reaper>, dir: &Path, pars: &[usize]) {
     for (_, make) in &py {
         reaper.run(&mut make(0));
     }
-    compare(
+    let rates = compare(
         reaper,
         "buntime run hello.py against python3 hello.py",
         env_num("CHURN_RUN_N", 60).max(1),
         pars,
         &py,
     );
+    // The row is at 4 in parallel; else the most parallel phase.
+    let at = rates.mean.iter().find(|(p, _)| *p == 4).or(rates.mean.last());
+    if let Some((par, mean)) = at {
+        summary::record(&summary::Row {
+            what: &format!("buntime run hello.py, {par} in parallel"),
+            value: mean[0],
+            baseline: Some(("python3 hello.py", mean[1])),
+            unit: "/s",
+            relative: true,
+            goal: summary::Goal::AtLeast,
+            target: 0.6,
+        });
+    }
 }
 
 /// A `run` of the busybox bundle by `bin` (an OCI runtime's CLI), state in
@@ -504,11 +535,22 @@ fn run_busybox(reaper: &Arc<Reaper>, dir: &Path, pars: &[usize], n: usize) {
     for (_, make) in &sides {
         reaper.run(&mut make(usize::MAX));
     }
-    compare(
+    let rates = compare(
         reaper,
         "churn, /bin/true in a busybox bundle (create+start+wait+delete)",
         n,
         pars,
         &sides,
     );
+    if sides.len() > 1 && sides[1].0 == "runc run" {
+        summary::record(&summary::Row {
+            what: "churn: run of /bin/true, best of the parallelisms",
+            value: rates.best[0],
+            baseline: Some(("runc", rates.best[1])),
+            unit: "/s",
+            relative: true,
+            goal: summary::Goal::AtLeast,
+            target: 4.0,
+        });
+    }
 }

@@ -20,6 +20,9 @@
 //! engine default policy (`DENSITY_RUNC_BIN=/path/to/buntime-runc` measures
 //! another build), deleted with `delete --force`. Needs root.
 
+#[path = "shared/summary.rs"]
+mod summary;
+
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -381,6 +384,20 @@ fn main() {
     };
     line("supervisor RSS", &sup_rss);
     line("supervisor PSS", &sup_pss);
+    for (what, v) in [
+        ("supervisor RSS per idle sandbox (median)", &sup_rss),
+        ("supervisor PSS per idle sandbox (median)", &sup_pss),
+    ] {
+        summary::record(&summary::Row {
+            what: &format!("{what}, {up} at once"),
+            value: mib(median(v.to_vec()) as f64),
+            baseline: None,
+            unit: "MiB",
+            relative: false,
+            goal: summary::Goal::AtMost,
+            target: 4.0,
+        });
+    }
     line("  of which anonymous (heap, stacks, rings)", &sup_anon);
     line(
         "  of which shmem (a sealed memfd copy, segments)",

@@ -5,6 +5,9 @@
 //! supervisor's does (rules, a lookup, an audit line), so what is measured
 //! is the proxy, not the container.
 
+#[path = "shared/summary.rs"]
+mod summary;
+
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::Path;
@@ -266,6 +269,24 @@ fn main() {
         us(p50),
         us(p99)
     );
+    summary::record(&summary::Row {
+        what: "proxy CPU per GiB relayed",
+        value: pc * 1e3,
+        baseline: Some(("direct", dc * 1e3)),
+        unit: "ms",
+        relative: true,
+        goal: summary::Goal::AtMost,
+        target: 1.1,
+    });
+    summary::record(&summary::Row {
+        what: "proxy connection set-up p50",
+        value: us(p50),
+        baseline: Some(("direct", us(d50))),
+        unit: "us",
+        relative: true,
+        goal: summary::Goal::AtMost,
+        target: 2.0,
+    });
 }
 
 fn us(d: Duration) -> f64 {

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "shared/summary.rs"]
+mod summary;
+
 const BUNTIME: &str = env!("CARGO_BIN_EXE_buntime");
 const ROUNDS: usize = 30;
 
@@ -31,8 +34,13 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Alternates `sandboxed` and `bare`; prints both medians and the gap.
-fn compare(label: &str, sandboxed: &mut dyn FnMut() -> Command, bare: &mut dyn FnMut() -> Command) {
+/// Alternates `sandboxed` and `bare`; prints both medians and the gap, and
+/// returns them.
+fn compare(
+    label: &str,
+    sandboxed: &mut dyn FnMut() -> Command,
+    bare: &mut dyn FnMut() -> Command,
+) -> (Duration, Duration) {
     // Warm caches (page cache, staged worker files) first.
     time(&mut sandboxed());
     time(&mut bare());
@@ -48,6 +56,7 @@ fn compare(label: &str, sandboxed: &mut dyn FnMut() -> Command, bare: &mut dyn F
         ms(b),
         ms(s) - ms(b)
     );
+    (s, b)
 }
 
 fn supervisor_rss(root: &Path, script: &Path) -> Option<u64> {
@@ -116,7 +125,7 @@ fn main() {
         }
     };
     println!("buntime run: median of {ROUNDS}, alternated with the bare interpreter");
-    compare(
+    let (s, b) = compare(
         "hello.py (/usr/bin/python3)",
         &mut run(hello_py.clone()),
         &mut || {
@@ -125,6 +134,15 @@ fn main() {
             c
         },
     );
+    summary::record(&summary::Row {
+        what: "buntime run hello.py, one run, wall (median)",
+        value: ms(s),
+        baseline: Some(("python3 hello.py", ms(b))),
+        unit: "ms",
+        relative: true,
+        goal: summary::Goal::AtMost,
+        target: 1.5,
+    });
     let bun = repo.join(".build/bun/bun");
     if bun.exists() {
         compare("hello.ts (bun)", &mut run(hello_ts.clone()), &mut || {
@@ -141,10 +159,21 @@ fn main() {
     let sleeper = dir.path().join("sleep.py");
     std::fs::write(&sleeper, "import time\ntime.sleep(30)\n").expect("write");
     match supervisor_rss(&root, &sleeper) {
-        Some(kb) => println!(
-            "supervisor RSS while a sandbox runs: {:.1} MiB (target < 8 MiB)",
-            kb as f64 / 1024.0
-        ),
+        Some(kb) => {
+            println!(
+                "supervisor RSS while a sandbox runs: {:.1} MiB (target <= 4 MiB)",
+                kb as f64 / 1024.0
+            );
+            summary::record(&summary::Row {
+                what: "supervisor RSS, one sandbox",
+                value: kb as f64 / 1024.0,
+                baseline: None,
+                unit: "MiB",
+                relative: false,
+                goal: summary::Goal::AtMost,
+                target: 4.0,
+            });
+        }
         None => println!("supervisor RSS: not measured (supervisor not found)"),
     }
 }

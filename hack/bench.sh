@@ -17,4 +17,10 @@ bash hack/install-bun.sh >/dev/null || true
 # benches/broker.rs runs the test worker (crates/test-worker) in a
 # container: cargo bench builds no plain binary of it, so build it first.
 cargo build --release -p buntime-test-worker
-cargo bench --workspace "$@"
+# Each bench appends its rows of issue 23's table here; printed at the end.
+export BENCH_SUMMARY="$PWD/target/bench-summary.jsonl"
+mkdir -p target && : >"$BENCH_SUMMARY"
+rc=0
+cargo bench --workspace "$@" || rc=$?
+/usr/bin/python3 hack/bench-summary.py "$BENCH_SUMMARY"
+exit "$rc"

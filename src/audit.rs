@@ -303,6 +303,8 @@ struct Sink {
     used: u64,
     /// Records not written over the quota, by (kind, decision).
     dropped: std::collections::BTreeMap<(Kind, Verdict), u64>,
+    /// The line being written, kept between records (no allocation each).
+    line: Vec<u8>,
 }
 
 /// The quota of one log: all records, and `allow` records alone.
@@ -447,6 +449,7 @@ impl AuditLog {
                 written,
                 used: 0,
                 dropped: Default::default(),
+                line: Vec::with_capacity(512),
             }),
         })
     }
@@ -496,8 +499,9 @@ impl AuditLog {
         } else {
             r
         };
-        let line = to_line(r);
         let mut sink = self.lock();
+        let mut line = std::mem::take(&mut sink.line);
+        line_into(&mut line, r);
         let limit = if r.decision == Verdict::Allow {
             self.quota.allow
         } else {
@@ -514,12 +518,14 @@ impl AuditLog {
                     "the audit quota ({} bytes, {} for allows) is used up: further records are counted, not written, and summed up when the supervisor exits",
                     self.quota.all, self.quota.allow
                 );
-                self.write(&mut sink, &to_line(&n));
+                self.write(&mut sink, to_line(&n).as_bytes());
             }
+            sink.line = line;
             return;
         }
         sink.used += line.len() as u64;
         self.write(&mut sink, &line);
+        sink.line = line;
         // Only what was written, clipped: the quota bounds supervisor.log too.
         tracing::info!(target: "audit", container = %r.container, pid = r.pid, kind = %r.kind,
             subject = %r.subject, decision = %r.decision, rule = %r.rule, reason = %r.reason,
@@ -540,7 +546,7 @@ impl AuditLog {
             r.rule = RuleRef::AuditQuota;
             r.reason = format!("{n} records over the audit quota were not written");
             r.count = Some(n);
-            self.write(&mut sink, &to_line(&r));
+            self.write(&mut sink, to_line(&r).as_bytes());
         }
     }
 
@@ -552,7 +558,7 @@ impl AuditLog {
         }
     }
 
-    fn write(&self, sink: &mut Sink, line: &str) {
+    fn write(&self, sink: &mut Sink, line: &[u8]) {
         if sink.written > 0 && sink.written + line.len() as u64 > self.cap {
             if let Err(e) = self.rotate(sink) {
                 tracing::warn!(target: "supervisor", "rotate audit log: {e}");
@@ -561,11 +567,20 @@ impl AuditLog {
             }
         }
         // One write per record: a reader never sees half a line for long.
-        match sink.file.write_all(line.as_bytes()) {
+        match sink.file.write_all(line) {
             Ok(()) => sink.written += line.len() as u64,
             Err(e) => tracing::warn!(target: "supervisor", "write audit log: {e}"),
         }
     }
+}
+
+/// `r` as one JSON line in `buf` (emptied first).
+fn line_into(buf: &mut Vec<u8>, r: &AuditRecord) {
+    buf.clear();
+    if serde_json::to_writer(&mut *buf, r).is_err() {
+        buf.clear();
+    }
+    buf.push(b'\n');
 }
 
 fn to_line(r: &AuditRecord) -> String {

@@ -10,11 +10,15 @@
 //! as well, and /proc checks look at CAP_SYS_PTRACE. The guard puts the
 //! supervisor's own credentials back, so the thread can go on writing its
 //! state directory (audit rotation) afterwards.
+//!
+//! A connection thread serves one worker for its whole life, and nothing
+//! changes the supervisor's credentials but these guards (it never calls
+//! glibc's process-wide set*id), so `serve_as` reads the thread's own
+//! credentials once and works out which steps differ: a request then costs
+//! only the switches themselves (docs/supervisor.md, "Files").
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::os::fd::{AsRawFd, BorrowedFd};
-
-use caps::{CapSet, CapsHashSet};
 
 /// Whose rights a request is carried out with: the connecting worker's
 /// host uid, gid and supplementary groups, as the kernel reported them
@@ -60,33 +64,84 @@ impl SandboxCreds {
         })
     }
 
-    /// Takes these credentials on the calling thread until the guard drops.
-    /// Only the steps that change something are taken (and undone): a
-    /// rootless supervisor is the sandbox's own uid and may not call
-    /// setgroups. Fails closed: an error means nothing may be opened.
+    /// Takes these credentials on the calling thread until the guard drops
+    /// (reading the thread's own first: for threads that switch once, like
+    /// learning's). Fails closed: an error means nothing may be opened.
     pub fn assume(&self) -> std::io::Result<Assumed> {
-        let saved = Saved::take()?;
-        let mut g = Assumed {
+        let switch = Switch::plan(self.clone(), Saved::take()?);
+        switch.apply()?;
+        Ok(Assumed {
+            switch: Held::Own(Box::new(switch)),
+        })
+    }
+}
+
+/// The switch between the supervisor's credentials and a worker's on one
+/// thread: only the steps that change something are taken (and undone):
+/// a rootless supervisor is the sandbox's own uid and may not call
+/// setgroups.
+struct Switch {
+    worker: SandboxCreds,
+    saved: Saved,
+    groups: bool,
+    fsgid: bool,
+    fsuid: bool,
+    caps: bool,
+}
+
+impl Switch {
+    fn plan(worker: SandboxCreds, saved: Saved) -> Switch {
+        Switch {
+            groups: !same_groups(&worker.groups, &saved.groups),
+            fsgid: worker.gid != saved.fsgid,
+            fsuid: worker.uid != saved.fsuid,
+            caps: saved.caps.effective() != 0,
+            worker,
             saved,
-            taken: Taken::default(),
-        };
-        if !same_groups(&self.groups, &g.saved.groups) {
-            set_thread_groups(&self.groups)?;
-            g.taken.groups = true;
         }
-        if self.gid != g.saved.fsgid {
-            set_fsgid(self.gid)?;
-            g.taken.fsgid = true;
+    }
+
+    /// To the worker's rights. A step that fails leaves the ones before it
+    /// taken: the caller's guard is never made, so `undo` runs here.
+    fn apply(&self) -> std::io::Result<()> {
+        let r = (|| {
+            if self.groups {
+                set_thread_groups(&self.worker.groups)?;
+            }
+            if self.fsgid {
+                set_fsgid(self.worker.gid)?;
+            }
+            if self.fsuid {
+                set_fsuid(self.worker.uid)?;
+            }
+            if self.caps {
+                self.saved.caps.without_effective().set()?;
+            }
+            Ok(())
+        })();
+        if r.is_err() {
+            self.undo();
         }
-        if self.uid != g.saved.fsuid {
-            set_fsuid(self.uid)?;
-            g.taken.fsuid = true;
+        r
+    }
+
+    /// Back to the supervisor's rights, every step (undoing one not taken
+    /// changes nothing), or the thread aborts.
+    fn undo(&self) {
+        // The order matters: fsuid 0 gives the file capabilities back
+        // (when permitted), then the rest of the effective set, which
+        // setgroups needs (CAP_SETGID).
+        let s = &self.saved;
+        let ok = (!self.fsuid || set_fsuid(s.fsuid).is_ok())
+            && (!self.fsgid || set_fsgid(s.fsgid).is_ok())
+            && (!self.caps || s.caps.set().is_ok())
+            && (!self.groups || set_thread_groups(&s.groups).is_ok());
+        if !ok {
+            // A thread that cannot be its old self must not serve again:
+            // the supervisor would act with the wrong rights either way.
+            tracing::error!(target: "supervisor", "cannot restore the supervisor's credentials");
+            std::process::abort();
         }
-        if !g.saved.effective.is_empty() {
-            caps::clear(None, CapSet::Effective).map_err(std::io::Error::other)?;
-            g.taken.caps = true;
-        }
-        Ok(g)
     }
 }
 
@@ -100,56 +155,66 @@ fn same_groups(a: &[u32], b: &[u32]) -> bool {
 }
 
 thread_local! {
-    /// The worker a connection thread serves (one thread a connection).
-    static SERVING: RefCell<Option<SandboxCreds>> = const { RefCell::new(None) };
+    /// The worker a connection thread serves (one thread a connection),
+    /// with the thread's own credentials as they were when it started.
+    static SERVING: RefCell<Option<std::rc::Rc<Switch>>> = const { RefCell::new(None) };
+    /// A guard of `assume_worker` is alive on this thread.
+    static ASSUMED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Records whose rights this connection thread acts with.
-pub fn serve_as(creds: SandboxCreds) {
-    SERVING.with(|s| *s.borrow_mut() = Some(creds));
+/// Records whose rights this connection thread acts with, and the thread's
+/// own credentials to come back to (read now, once).
+pub fn serve_as(creds: SandboxCreds) -> std::io::Result<()> {
+    let switch = Switch::plan(creds, Saved::take()?);
+    SERVING.with(|s| *s.borrow_mut() = Some(std::rc::Rc::new(switch)));
+    Ok(())
 }
 
 /// Takes the rights of the worker this thread serves; an error (no worker
-/// recorded, or the switch failed) means nothing may be opened.
+/// recorded, a guard already alive, or the switch failed) means nothing
+/// may be opened.
 pub fn assume_worker() -> std::io::Result<Assumed> {
-    SERVING.with(|s| match s.borrow().as_ref() {
-        Some(c) => c.assume(),
-        None => Err(std::io::Error::other(
-            "no worker credentials for this thread",
-        )),
-    })
+    let switch = SERVING
+        .with(|s| s.borrow().clone())
+        .ok_or_else(|| std::io::Error::other("no worker credentials for this thread"))?;
+    // A second guard would put the supervisor's rights back when it
+    // dropped, under the first one's feet.
+    if ASSUMED.with(|a| a.replace(true)) {
+        return Err(std::io::Error::other(
+            "the worker's rights are already taken",
+        ));
+    }
+    match switch.apply() {
+        Ok(()) => Ok(Assumed {
+            switch: Held::Serving(switch),
+        }),
+        Err(e) => {
+            ASSUMED.with(|a| a.set(false));
+            Err(e)
+        }
+    }
 }
 
-/// Which switches `assume` made, so that only those are undone.
-#[derive(Default)]
-struct Taken {
-    groups: bool,
-    fsgid: bool,
-    fsuid: bool,
-    caps: bool,
+enum Held {
+    /// The connection thread's plan (`serve_as`).
+    Serving(std::rc::Rc<Switch>),
+    /// One made for this guard (`SandboxCreds::assume`).
+    Own(Box<Switch>),
 }
 
 /// The supervisor's own credentials, put back on drop.
 pub struct Assumed {
-    saved: Saved,
-    taken: Taken,
+    switch: Held,
 }
 
 impl Drop for Assumed {
     fn drop(&mut self) {
-        // The order matters: fsuid 0 gives the file capabilities back
-        // (when permitted), then the rest of the effective set, which
-        // setgroups needs (CAP_SETGID).
-        let (t, s) = (&self.taken, &self.saved);
-        let ok = (!t.fsuid || set_fsuid(s.fsuid).is_ok())
-            && (!t.fsgid || set_fsgid(s.fsgid).is_ok())
-            && (!t.caps || caps::set(None, CapSet::Effective, &s.effective).is_ok())
-            && (!t.groups || set_thread_groups(&s.groups).is_ok());
-        if !ok {
-            // A thread that cannot be its old self must not serve again:
-            // the supervisor would act with the wrong rights either way.
-            tracing::error!(target: "supervisor", "cannot restore the supervisor's credentials");
-            std::process::abort();
+        match &self.switch {
+            Held::Serving(s) => {
+                s.undo();
+                ASSUMED.with(|a| a.set(false));
+            }
+            Held::Own(s) => s.undo(),
         }
     }
 }
@@ -158,7 +223,7 @@ struct Saved {
     fsuid: u32,
     fsgid: u32,
     groups: Vec<u32>,
-    effective: CapsHashSet,
+    caps: Caps,
 }
 
 impl Saved {
@@ -173,8 +238,70 @@ impl Saved {
                 .into_iter()
                 .map(|g| g.as_raw())
                 .collect(),
-            effective: caps::read(None, CapSet::Effective).map_err(std::io::Error::other)?,
+            caps: Caps::get()?,
         })
+    }
+}
+
+/// The calling thread's capability sets as capget/capset see them (64
+/// bits in two 32-bit words each), without the `caps` crate's sets: the
+/// switch is one capset each way.
+#[derive(Clone, Copy)]
+struct Caps([CapData; 2]);
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+const CAP_V3: u32 = 0x2008_0522;
+
+impl Caps {
+    fn get() -> std::io::Result<Caps> {
+        let mut hdr = CapHeader {
+            version: CAP_V3,
+            pid: 0,
+        };
+        let mut data = [CapData::default(); 2];
+        // SAFETY: a v3 header and two data structs, as the kernel expects.
+        let r = unsafe { libc::syscall(libc::SYS_capget, &mut hdr, data.as_mut_ptr()) };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Caps(data))
+    }
+
+    fn set(&self) -> std::io::Result<()> {
+        let mut hdr = CapHeader {
+            version: CAP_V3,
+            pid: 0,
+        };
+        // SAFETY: as in `get`; pid 0 is the calling thread.
+        let r = unsafe { libc::syscall(libc::SYS_capset, &mut hdr, self.0.as_ptr()) };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn effective(&self) -> u64 {
+        u64::from(self.0[0].effective) | u64::from(self.0[1].effective) << 32
+    }
+
+    fn without_effective(&self) -> Caps {
+        let mut c = *self;
+        c.0[0].effective = 0;
+        c.0[1].effective = 0;
+        c
     }
 }
 
@@ -259,6 +386,46 @@ mod tests {
         got.sort();
         assert_eq!(got, want);
         assert!(SandboxCreds::of_pid(u32::MAX).is_err());
+    }
+
+    #[test]
+    fn a_serving_thread_switches_each_request_and_refuses_a_second_guard() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "x").unwrap();
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        std::thread::spawn(move || {
+            // No worker recorded: nothing may be opened.
+            assert!(assume_worker().is_err());
+            serve_as(SandboxCreds {
+                uid: 65534,
+                gid: 65534,
+                groups: vec![65534],
+            })
+            .unwrap();
+            let before = Saved::take().unwrap();
+            for _ in 0..3 {
+                let g = assume_worker().unwrap();
+                let e = std::fs::read(&secret).unwrap_err();
+                assert_eq!(e.raw_os_error(), Some(libc::EACCES));
+                // A second guard would give the supervisor's rights back
+                // when it dropped, under the first one's feet.
+                assert!(assume_worker().is_err());
+                assert!(std::fs::read(&secret).is_err());
+                drop(g);
+                assert_eq!(std::fs::read(&secret).unwrap(), b"x");
+                let after = Saved::take().unwrap();
+                assert_eq!((after.fsuid, after.fsgid), (before.fsuid, before.fsgid));
+                assert_eq!(after.groups, before.groups);
+                assert_eq!(after.caps.effective(), before.caps.effective());
+            }
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

@@ -127,22 +127,26 @@ pub fn list_dir(dir: &OwnedFd, limit: usize) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// True when `fd` is a regular file (FIFOs and devices are never brokered:
-/// opening or reading them could block or reach hardware).
-pub fn is_regular(fd: &OwnedFd) -> bool {
+/// The size of `fd` when it is a regular file, `None` otherwise (FIFOs and
+/// devices are never brokered: opening or reading them could block or
+/// reach hardware). One fstat for both questions.
+pub fn regular_size(fd: &OwnedFd) -> Option<u64> {
     nix::sys::stat::fstat(fd.as_raw_fd())
-        .map(|s| s.st_mode & libc::S_IFMT == libc::S_IFREG)
-        .unwrap_or(false)
+        .ok()
+        .filter(|s| s.st_mode & libc::S_IFMT == libc::S_IFREG)
+        .map(|s| s.st_size as u64)
 }
 
 /// Clears O_NONBLOCK (files are opened non-blocking so a FIFO cannot hang
-/// the open).
-pub fn clear_nonblock(fd: &OwnedFd) {
+/// the open). `opened_with`: the open's flags, so that F_SETFL needs no
+/// F_GETFL first (it only looks at the status flags among them).
+pub fn clear_nonblock(fd: &OwnedFd, opened_with: i32) {
     // SAFETY: fcntl on a descriptor we own.
     unsafe {
-        let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-        if fl >= 0 {
-            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
-        }
+        libc::fcntl(
+            fd.as_raw_fd(),
+            libc::F_SETFL,
+            opened_with & !libc::O_NONBLOCK,
+        );
     }
 }

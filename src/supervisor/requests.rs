@@ -172,14 +172,12 @@ fn read_file(
     fail: impl Fn(std::io::Error) -> Refused,
     rule: RuleRef,
 ) -> Result<Allowed, Refused> {
-    let fd = open(libc::O_RDONLY | NB).map_err(fail)?;
-    if !fsops::is_regular(&fd) {
+    let flags = libc::O_RDONLY | NB;
+    let fd = open(flags).map_err(fail)?;
+    let Some(bytes) = fsops::regular_size(&fd) else {
         return Err(deny(rule, "not a regular file"));
-    }
-    fsops::clear_nonblock(&fd);
-    let bytes = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&fd))
-        .map(|s| s.st_size as u64)
-        .unwrap_or(0);
+    };
+    fsops::clear_nonblock(&fd, flags);
     Ok(Allowed {
         data: Vec::new(),
         fd: Some(fd),
@@ -195,11 +193,12 @@ fn write_file(
     data: &[u8],
 ) -> Result<Allowed, Refused> {
     let trunc = if data.is_empty() { 0 } else { libc::O_TRUNC };
-    let fd = open(libc::O_WRONLY | libc::O_CREAT | trunc | NB).map_err(&fail)?;
-    if !fsops::is_regular(&fd) {
+    let flags = libc::O_WRONLY | libc::O_CREAT | trunc | NB;
+    let fd = open(flags).map_err(&fail)?;
+    if fsops::regular_size(&fd).is_none() {
         return Err(deny(rule, "not a regular file"));
     }
-    fsops::clear_nonblock(&fd);
+    fsops::clear_nonblock(&fd, flags);
     if data.is_empty() {
         return Ok(Allowed {
             data: Vec::new(),

@@ -67,8 +67,9 @@ pub(super) fn connection(
         return;
     }
     // Requests are carried out with this worker's rights (see `creds`).
-    match crate::deputy::creds::SandboxCreds::of_peer(sock.as_fd(), peer.uid, peer.gid) {
-        Ok(c) => crate::deputy::creds::serve_as(c),
+    let creds = crate::deputy::creds::SandboxCreds::of_peer(sock.as_fd(), peer.uid, peer.gid);
+    match creds.and_then(crate::deputy::creds::serve_as) {
+        Ok(()) => {}
         Err(e) => {
             reject(
                 ctx,
@@ -249,32 +250,16 @@ fn handle(ctx: &Ctx, chan: &mut SupervisorChannel, peer: &PeerCred, m: Message) 
         Message::Stdout(_) | Message::Stderr(_) | Message::Exit(_) => {}
         Message::Request { id, request } => {
             let start = Instant::now();
-            let (kind, subject) = describe(&request);
             let outcome = carry_out(ctx, peer, &request);
+            // The answer first: the audit line (its time stamp, the
+            // subject's text, the JSON) is written while the worker goes on.
+            let (sent, done) = answer(chan, id, outcome);
+            let (kind, subject) = describe(&request);
             let mut r = record(ctx, peer.pid, kind, subject);
-            let sent = match outcome {
-                Ok(Allowed {
-                    data,
-                    fd,
-                    rule,
-                    bytes,
-                }) => {
-                    r.decision = Verdict::Allow;
-                    r.rule = rule;
-                    r.bytes = bytes;
-                    match fd {
-                        Some(fd) => chan.allow_with_fd(id, fd.as_fd(), &data),
-                        None => chan.allow(id, &data),
-                    }
-                }
-                // A worker's line names no address (the proxy's do).
-                Err(Refused { rule, reason, .. }) => {
-                    r.decision = Verdict::Deny;
-                    r.rule = rule;
-                    r.reason = reason.clone();
-                    chan.deny(id, &reason)
-                }
-            };
+            r.decision = done.decision;
+            r.rule = done.rule;
+            r.reason = done.reason;
+            r.bytes = done.bytes;
             r.latency_us = start.elapsed().as_micros() as u64;
             ctx.audit.record(&r);
             if let Err(e) = sent {
@@ -282,6 +267,53 @@ fn handle(ctx: &Ctx, chan: &mut SupervisorChannel, peer: &PeerCred, m: Message) 
             }
         }
         Message::Reply { .. } => {} // refused by the channel already
+    }
+}
+
+/// What the audit line of an answered request says.
+struct Answered {
+    decision: Verdict,
+    rule: RuleRef,
+    reason: String,
+    bytes: u64,
+}
+
+/// Sends the worker its ALLOW (with the fd, if any) or DENY.
+fn answer(
+    chan: &mut SupervisorChannel,
+    id: u32,
+    outcome: Result<Allowed, Refused>,
+) -> (crate::ipc::error::Result<()>, Answered) {
+    match outcome {
+        Ok(Allowed {
+            data,
+            fd,
+            rule,
+            bytes,
+        }) => {
+            let sent = match fd {
+                Some(fd) => chan.allow_with_fd(id, fd.as_fd(), &data),
+                None => chan.allow(id, &data),
+            };
+            let done = Answered {
+                decision: Verdict::Allow,
+                rule,
+                reason: String::new(),
+                bytes,
+            };
+            (sent, done)
+        }
+        // A worker's line names no address (the proxy's do).
+        Err(Refused { rule, reason, .. }) => {
+            let sent = chan.deny(id, &reason);
+            let done = Answered {
+                decision: Verdict::Deny,
+                rule,
+                reason,
+                bytes: 0,
+            };
+            (sent, done)
+        }
     }
 }
 

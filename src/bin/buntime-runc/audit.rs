@@ -83,7 +83,7 @@ pub fn policy(root: &Root, command: &PolicyCommand) -> Result<()> {
 /// `policy learned --list`: one line a kept record, oldest first.
 fn list_kept(root: &Root) -> Result<()> {
     let mut out = format!("{:<24} {:<20} {:>10} COMPLETE\n", "ID", "KEPT", "SIZE");
-    for r in buntime::runtime::kept::list(root) {
+    for r in buntime::runtime::kept::list(root)? {
         let when = chrono::DateTime::<chrono::Utc>::from(r.kept)
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let complete = if r.complete { "yes" } else { "no" };

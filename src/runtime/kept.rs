@@ -253,6 +253,7 @@ pub fn forget(root: &Root, id: &str) -> Result<(), ForgetError> {
     let base = Base::open(&path)
         .map_err(ForgetError::Base)?
         .ok_or_else(missing)?;
+    base.lock().map_err(ForgetError::Base)?;
     let name = OsStr::new(id);
     match base.stat(name) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing()),

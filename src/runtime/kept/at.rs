@@ -94,6 +94,17 @@ impl Base {
         Base::open(path)?.ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
     }
 
+    /// Holds an exclusive lock on the base until it is dropped, so a
+    /// `delete` keeping a record, its pruning and a `forget` do not
+    /// interleave (list only reads and takes none).
+    pub fn lock(&self) -> io::Result<()> {
+        // SAFETY: flock on a descriptor we own; released when it closes.
+        if unsafe { libc::flock(self.fd.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -477,7 +477,17 @@ fn exec_into_a_learning_container_its_observer_cannot_see_is_refused() {
         assert!(!marker(init, &format!("ran-{n}")).exists(), "{n} ran");
     }
 
+    // The socket there but no one listening: the handoff fails after the
+    // process is made; its listener is closed, so its exec fails
+    // (ENOSYS), and its command never runs.
     let state = env.root.join(".buntime/blind");
+    fs::remove_file(state.join("learn.sock")).expect("remove learn.sock");
+    fs::write(state.join("learn.sock"), "").expect("a dead learn.sock");
+    let out = runc(&touch("deaf"));
+    let e = common::text(&out.stderr);
+    assert!(!out.status.success(), "{e}");
+    assert!(!common::text(&out.stdout).contains("exec-ran"), "{e}");
+    assert!(!marker(init, "ran-deaf").exists());
     fs::remove_file(state.join("learn.sock")).expect("remove learn.sock");
     refused(
         &touch("nosock"),
@@ -499,7 +509,7 @@ fn exec_into_a_learning_container_its_observer_cannot_see_is_refused() {
         &touch("nosupervisor"),
         "its observer cannot be reached: its supervisor is not running",
     );
-    for n in ["paused", "frozen", "nosock", "nosupervisor"] {
+    for n in ["paused", "frozen", "deaf", "nosock", "nosupervisor"] {
         assert!(!marker(init, &format!("ran-{n}")).exists(), "{n} ran");
     }
     assert!(marker(init, "ran-thawed").exists());

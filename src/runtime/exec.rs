@@ -423,7 +423,8 @@ pub fn exec(root: &Root, opts: &ExecOptions) -> Result<i32> {
     let landlock = super::create::load_landlock(root, &opts.id, &meta)?;
     let seccomp = super::create::load_seccomp_programs(root, &opts.id, &meta)?;
     let paused = container.status() == ContainerStatus::Paused;
-    let learn = super::exec_learn::Handoff::prepare(root, &opts.id, &meta, paused)?;
+    let init = container.pid().map(|p| p.as_raw());
+    let learn = super::exec_learn::Handoff::prepare(root, &opts.id, &meta, paused, init)?;
     check_seal(container.pid(), landlock.as_ref(), &spec)?;
     let (policy, policy_name) = read_policy(&root.state_dir(&opts.id), &meta)?;
     let init_process = spec
@@ -477,10 +478,7 @@ pub fn exec(root: &Root, opts: &ExecOptions) -> Result<i32> {
         built.map_err(|e| RuntimeError::backend(format!("exec in container {:?}", opts.id), &e))?;
     // Reaped now, before the wait below reaps every child.
     drop(warmup);
-    if let Some(t) = learn {
-        t.join()
-            .map_err(|_| RuntimeError::Invalid("the learn handoff panicked".into()))??;
-    }
+    super::exec_learn::finish(learn, pid.as_raw())?;
     if opts.detach {
         return Ok(0);
     }

@@ -46,15 +46,33 @@ impl Handoff {
     /// channel; `None` for any other. A learning container whose
     /// supervisor is gone or whose socket is missing is refused: `create`
     /// refuses a learning container it cannot observe the same way. A
-    /// paused one (`--ignore-paused`) is refused at once: its exec'd
-    /// process would be frozen before it could hand over its filter.
-    pub fn prepare(root: &Root, id: &str, meta: &Meta, paused: bool) -> Result<Option<Handoff>> {
+    /// paused one (`--ignore-paused`, `paused`) or one whose cgroup is
+    /// frozen by other means (read from the freezer of `init`'s cgroup;
+    /// one that cannot be read counts as frozen) is refused at once: its
+    /// exec'd process would be frozen before it could hand over its
+    /// filter. This only makes the refusal come at once (a freeze can
+    /// still come later): the guarantee is the handoff, whose failure
+    /// kills the process ([`finish`]).
+    pub fn prepare(
+        root: &Root,
+        id: &str,
+        meta: &Meta,
+        paused: bool,
+        init: Option<i32>,
+    ) -> Result<Option<Handoff>> {
         if meta.annotations.get(ANNOTATION_LEARN).map(String::as_str) != Some("observing") {
             return Ok(None);
         }
-        if paused {
+        let frozen = match init.map(super::freezer::frozen) {
+            Some(Ok(false)) => None,
+            Some(Ok(true)) => Some("its cgroup is frozen".to_string()),
+            Some(Err(e)) => Some(format!("its cgroup's freezer cannot be read: {e}")),
+            None => Some("it has no init process".to_string()),
+        };
+        if paused || frozen.is_some() {
+            let why = frozen.unwrap_or_else(|| "it was paused".into());
             return Err(RuntimeError::Policy(format!(
-                "container {id:?} is paused and learning ({ANNOTATION_LEARN}): an exec'd process would be frozen before it hands its observing filter to the observer, so it could not be observed; exec refused (resume the container first)"
+                "container {id:?} is paused and learning ({ANNOTATION_LEARN}; {why}): an exec'd process would be frozen before it hands its observing filter to the observer, so it could not be observed; exec refused (resume the container first)"
             )));
         }
         let unreachable = |why: String| {
@@ -208,4 +226,26 @@ pub fn send_listener(channel: RawFd, listener: RawFd) -> io::Result<()> {
     let _ = nix::unistd::close(listener);
     let _ = nix::unistd::close(channel);
     sent.map(drop).map_err(io::Error::from)
+}
+
+/// Once the process `pid` is built: the handoff's outcome. When it failed,
+/// the process is killed (it would run with a filter nobody serves, or
+/// stay frozen) and the failure returned.
+pub fn finish(thread: Option<JoinHandle<Result<()>>>, pid: i32) -> Result<()> {
+    let Some(t) = thread else {
+        return Ok(());
+    };
+    t.join()
+        .map_err(|_| RuntimeError::Invalid("the learn handoff panicked".into()))
+        .and_then(|r| r)
+        .map_err(|e| kill_unobserved(pid, e))
+}
+
+/// Kills the exec'd process `pid`, and returns `why`.
+fn kill_unobserved(pid: i32, why: RuntimeError) -> RuntimeError {
+    let pid = nix::unistd::Pid::from_raw(pid);
+    if let Err(e) = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL) {
+        tracing::warn!(target: "exec", %pid, "could not kill the unobserved exec'd process: {e}");
+    }
+    why
 }

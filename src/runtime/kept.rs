@@ -10,15 +10,21 @@
 //! container is gone. Bounded: at most [`MAX_KEPT`] containers and
 //! [`MAX_KEPT_BYTES`] in all, the oldest dropped first; a record larger
 //! than [`MAX_ONE_BYTES`] is not kept. Nothing there is followed through
-//! a symlink: directories are checked with `lstat`, files opened with
-//! `O_NOFOLLOW` (and created with `O_EXCL`).
+//! a symlink: the base is opened with `RESOLVE_NO_SYMLINKS` and used
+//! through its descriptor, and each record is checked, read, written and
+//! removed relative to it ([`at`]).
 
 use std::collections::BTreeSet;
-use std::fs::{self, File, OpenOptions};
+use std::ffi::OsStr;
+use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+use at::Base;
+
+mod at;
 
 use super::state::{validate_id, Root};
 use crate::statedir::{StateDir, AUDIT_FILE, LEARN_RECORD, META_FILE, POLICY_FILE};
@@ -40,12 +46,13 @@ pub fn kept_dir(root: &Root, id: &str) -> PathBuf {
 }
 
 /// The kept record of a deleted container `id`, if there is one: a real
-/// directory (not a symlink) of the runtime's own user.
+/// directory (not a symlink) of the runtime's own user in a private base
+/// reached through no symlink.
 pub fn find(root: &Root, id: &str) -> Option<StateDir> {
     validate_id(id).ok()?;
-    let base = root.path().join(KEPT_DIR);
-    let dir = base.join(id);
-    (private_dir(&base).is_ok() && private_dir(&dir).is_ok()).then(|| StateDir::new(dir))
+    let base = Base::open(&root.path().join(KEPT_DIR)).ok()??;
+    base.open_private(OsStr::new(id)).ok()?;
+    Some(StateDir::new(base.path().join(id)))
 }
 
 /// Called by `delete` once the supervisor is gone, before the state
@@ -75,22 +82,22 @@ fn try_keep(root: &Root, id: &str) -> io::Result<bool> {
     let policy = read_small(&state.policy())?.unwrap_or_default();
     let meta = read_small(&state.meta())?.unwrap_or_default();
     let audit = audit_lines(&state);
-    let base = root.path().join(KEPT_DIR);
-    ensure_private_dir(&base)?;
-    let tmp = base.join(format!(".tmp-{id}-{}", std::process::id()));
-    remove_entry(&tmp)?;
-    fs::DirBuilder::new().mode(0o700).create(&tmp)?;
+    let base = Base::create(&root.path().join(KEPT_DIR))?;
+    let tmp = format!(".tmp-{id}-{}", std::process::id());
+    remove_entry(&base, &tmp)?;
+    let dir = base.mkdir(&tmp)?;
     for (name, body) in [
         (LEARN_RECORD, &record),
         (POLICY_FILE, &policy),
         (META_FILE, &meta),
         (AUDIT_FILE, &audit),
     ] {
-        write_new(&tmp.join(name), body)?;
+        let mut f = at::create_file(&dir, name)?;
+        f.write_all(body)?;
+        f.sync_all()?;
     }
-    let dir = base.join(id);
-    remove_entry(&dir)?;
-    fs::rename(&tmp, &dir)?;
+    remove_entry(&base, id)?;
+    base.rename(&tmp, id)?;
     prune(&base, id);
     Ok(true)
 }
@@ -107,6 +114,12 @@ fn read_small(path: &Path) -> io::Result<Option<Vec<u8>>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
+    read_bounded(f, path).map(Some)
+}
+
+/// All of `f` (opened from `path`), a regular file of at most
+/// [`MAX_ONE_BYTES`].
+fn read_bounded(f: std::fs::File, path: &Path) -> io::Result<Vec<u8>> {
     let m = f.metadata()?;
     if !m.is_file() {
         return Err(io::Error::other(format!(
@@ -122,7 +135,7 @@ fn read_small(path: &Path) -> io::Result<Option<Vec<u8>>> {
     }
     let mut out = Vec::new();
     f.take(MAX_ONE_BYTES).read_to_end(&mut out)?;
-    Ok(Some(out))
+    Ok(out)
 }
 
 /// The audit lines learning reads, each distinct one once, as a log.
@@ -144,62 +157,10 @@ fn audit_lines(state: &StateDir) -> Vec<u8> {
     out
 }
 
-/// A new file (never an existing one, never through a symlink), mode 0600.
-fn write_new(path: &Path, body: &[u8]) -> io::Result<()> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
-    f.write_all(body)?;
-    f.sync_all()
-}
-
-/// `dir` is a directory (not a symlink) of ours that nobody else may
-/// enter.
-fn private_dir(dir: &Path) -> io::Result<fs::Metadata> {
-    let m = fs::symlink_metadata(dir)?;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    if !m.is_dir() || m.uid() != me || m.mode() & 0o077 != 0 {
-        return Err(io::Error::other(format!(
-            "{} is not a private directory of uid {me}",
-            dir.display()
-        )));
-    }
-    Ok(m)
-}
-
-/// Creates `dir` (mode 0700) when missing; refuses one that is a symlink,
-/// another user's or open to others.
-fn ensure_private_dir(dir: &Path) -> io::Result<()> {
-    match fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e),
-    }
-    // The umask may have narrowed it further; never widened.
-    if let Ok(m) = fs::symlink_metadata(dir) {
-        if m.is_dir() && m.mode() & 0o077 != 0 && !m.file_type().is_symlink() {
-            let d = File::open(dir)?;
-            if d.metadata()?.ino() == m.ino() {
-                d.set_permissions(fs::Permissions::from_mode(0o700))?;
-            }
-        }
-    }
-    private_dir(dir).map(|_| ())
-}
-
-/// Removes `path` whatever it is; a symlink is removed, never followed
-/// (`remove_dir_all` does not follow symlinks either).
-fn remove_entry(path: &Path) -> io::Result<()> {
-    let r = match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(e) => Err(e),
-    };
-    match r {
+/// Removes `name` of the base whatever it is, if it is there; a symlink
+/// is removed, never followed.
+fn remove_entry(base: &Base, name: &str) -> io::Result<()> {
+    match base.remove(OsStr::new(name), false) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
@@ -226,17 +187,16 @@ pub struct KeptRecord {
 }
 
 /// The kept records of `root`, oldest first. Only reads: nothing is
-/// removed, nothing followed through a symlink (a base directory that is
-/// not private lists nothing).
-pub fn list(root: &Root) -> Vec<KeptRecord> {
-    let base = root.path().join(KEPT_DIR);
-    if private_dir(&base).is_err() {
-        return Vec::new();
-    }
-    scan(&base, false)
+/// removed, nothing followed through a symlink. A base that is reached
+/// through a symlink or is not private is an error, not an empty list.
+pub fn list(root: &Root) -> io::Result<Vec<KeptRecord>> {
+    let Some(base) = Base::open(&root.path().join(KEPT_DIR))? else {
+        return Ok(Vec::new());
+    };
+    Ok(scan(&base, false)
         .into_iter()
         .map(|e| {
-            let complete = record_complete(&base.join(&e.id));
+            let complete = record_complete(&base, &e.id);
             KeptRecord {
                 id: e.id,
                 kept: e.kept,
@@ -244,15 +204,27 @@ pub fn list(root: &Root) -> Vec<KeptRecord> {
                 complete,
             }
         })
-        .collect()
+        .collect())
+}
+
+/// The two facts of a learned record `--list` shows (the rest, events
+/// included, is skipped unread into values).
+#[derive(serde::Deserialize)]
+struct Completeness {
+    attached: bool,
+    #[serde(default)]
+    truncated: bool,
 }
 
 /// Whether a kept record says the observer attached and dropped nothing.
-fn record_complete(dir: &Path) -> bool {
-    read_small(&dir.join(LEARN_RECORD))
+fn record_complete(base: &Base, id: &str) -> bool {
+    let Ok((dir, _)) = base.open_private(OsStr::new(id)) else {
+        return false;
+    };
+    at::open_file(&dir, LEARN_RECORD)
+        .and_then(|f| read_bounded(f, &base.path().join(id).join(LEARN_RECORD)))
         .ok()
-        .flatten()
-        .and_then(|b| serde_json::from_slice::<crate::learn::observe::Observed>(&b).ok())
+        .and_then(|b| serde_json::from_slice::<Completeness>(&b).ok())
         .is_some_and(|o| o.attached && !o.truncated)
 }
 
@@ -261,6 +233,8 @@ fn record_complete(dir: &Path) -> bool {
 pub enum ForgetError {
     #[error("{0}")]
     Id(String),
+    #[error("the directory of kept learned records: {0}")]
+    Base(io::Error),
     #[error("no kept learned record of {0:?} in {1}")]
     Missing(String, String),
     #[error("remove the kept learned record of {0:?}: {1}")]
@@ -268,70 +242,80 @@ pub enum ForgetError {
 }
 
 /// Removes the kept record of `id` (`policy learned --forget ID`): only a
-/// private directory of ours named by a valid id, inside a private base;
-/// a symlink is never followed (`find` refuses one, and `remove_dir_all`
-/// does not follow the ones inside).
+/// private directory of ours named by a valid id, inside a private base
+/// reached through no symlink. It is moved aside inside the base first, and
+/// what was moved is checked and removed relative to the base's descriptor,
+/// so nothing swapped in after a check is removed or followed.
 pub fn forget(root: &Root, id: &str) -> Result<(), ForgetError> {
     validate_id(id).map_err(|e| ForgetError::Id(e.to_string()))?;
-    let Some(kept) = find(root, id) else {
-        let base = root.path().join(KEPT_DIR);
-        return Err(ForgetError::Missing(id.into(), base.display().to_string()));
-    };
-    fs::remove_dir_all(kept.path()).map_err(|e| ForgetError::Io(id.into(), e))
+    let path = root.path().join(KEPT_DIR);
+    let missing = || ForgetError::Missing(id.into(), path.display().to_string());
+    let base = Base::open(&path)
+        .map_err(ForgetError::Base)?
+        .ok_or_else(missing)?;
+    base.lock().map_err(ForgetError::Base)?;
+    let name = OsStr::new(id);
+    match base.stat(name) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing()),
+        Ok(st) if st.st_mode & libc::S_IFMT != libc::S_IFDIR => return Err(missing()),
+        _ => {}
+    }
+    base.remove(name, true)
+        .map_err(|e| ForgetError::Io(id.into(), e))
 }
 
 /// The kept records of `base`, oldest first, tidying as `prune` does.
-fn entries(base: &Path) -> Vec<Entry> {
+fn entries(base: &Base) -> Vec<Entry> {
     scan(base, true)
 }
 
 /// The kept records of `base`, oldest first. With `tidy`, anything else
-/// there (a symlink, a file, a name that is not an id) is removed, and so
-/// is a temporary directory of a `delete` that died.
-fn scan(base: &Path, tidy: bool) -> Vec<Entry> {
+/// there (a symlink, a file, a name that is not an id, a directory that is
+/// not private) is removed, and so is a temporary directory of a `delete`
+/// that died.
+fn scan(base: &Base, tidy: bool) -> Vec<Entry> {
     let mut out = Vec::new();
-    for e in fs::read_dir(base).into_iter().flatten().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let path = e.path();
-        let dir = match private_dir(&path) {
-            Ok(m) if validate_id(&name).is_ok() => m,
+    for name in base.names().unwrap_or_default() {
+        let id = name.to_string_lossy().into_owned();
+        let opened = match base.open_private(&name) {
+            Ok(d) if validate_id(&id).is_ok() => d,
             _ => {
-                if tidy && (!name.starts_with(".tmp-") || stale(&path)) {
-                    let _ = remove_entry(&path);
+                if tidy && (!id.starts_with(".tmp-") || stale(base, &name)) {
+                    let _ = base.remove(&name, false);
                 }
                 continue;
             }
         };
-        let bytes = fs::read_dir(&path)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|f| f.metadata().ok())
-            .map(|m| m.len())
-            .sum();
+        let (dir, st) = opened;
         out.push(Entry {
-            id: name,
-            kept: dir.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            bytes,
+            id,
+            kept: mtime(&st),
+            bytes: at::bytes_of(&dir),
         });
     }
     out.sort_by(|a, b| a.kept.cmp(&b.kept).then_with(|| a.id.cmp(&b.id)));
     out
 }
 
+/// When `st` was last modified.
+fn mtime(st: &nix::sys::stat::FileStat) -> SystemTime {
+    let secs = u64::try_from(st.st_mtime).unwrap_or(0);
+    let nanos = u32::try_from(st.st_mtime_nsec).unwrap_or(0);
+    SystemTime::UNIX_EPOCH + Duration::new(secs, nanos)
+}
+
 /// A temporary directory left for more than a minute (a `delete` that
 /// is still writing one is not disturbed).
-fn stale(path: &Path) -> bool {
-    fs::symlink_metadata(path)
-        .and_then(|m| m.modified())
+fn stale(base: &Base, name: &OsStr) -> bool {
+    base.stat(name)
         .ok()
-        .and_then(|t| t.elapsed().ok())
+        .and_then(|st| mtime(&st).elapsed().ok())
         .is_none_or(|age| age.as_secs() > 60)
 }
 
 /// Drops the oldest records until at most [`MAX_KEPT`] remain and they
 /// hold at most [`MAX_KEPT_BYTES`]; `newest` (just kept) goes last.
-fn prune(base: &Path, newest: &str) {
+fn prune(base: &Base, newest: &str) {
     let mut all = entries(base);
     if let Some(i) = all.iter().position(|e| e.id == newest) {
         let e = all.remove(i);
@@ -344,7 +328,7 @@ fn prune(base: &Path, newest: &str) {
             break;
         }
         tracing::info!(target: "cli", id = %e.id, "dropped an old kept learned record (bounds)");
-        let _ = remove_entry(&base.join(&e.id));
+        let _ = remove_entry(base, &e.id);
         count -= 1;
         bytes = bytes.saturating_sub(e.bytes);
     }

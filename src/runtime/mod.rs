@@ -15,6 +15,7 @@ pub mod exec;
 pub mod exec_learn;
 pub mod executor;
 pub mod foreground;
+pub mod freezer;
 pub mod kept;
 pub mod learned;
 pub mod lifecycle;

@@ -22,7 +22,8 @@ pub enum PolicyCommand {
     /// buntime.dev/learn: "true") used: JSON on stdout, a summary on stderr
     Learned {
         /// Files read in one directory from which the directory is granted
-        #[arg(long, default_value_t = buntime::learn::DEFAULT_THRESHOLD)]
+        #[arg(long, default_value_t = buntime::learn::DEFAULT_THRESHOLD,
+              conflicts_with_all = ["list", "forget"])]
         threshold: usize,
         /// List the records kept of deleted learning containers (id, when
         /// kept, size, whether complete)
@@ -83,7 +84,9 @@ pub fn policy(root: &Root, command: &PolicyCommand) -> Result<()> {
 /// `policy learned --list`: one line a kept record, oldest first.
 fn list_kept(root: &Root) -> Result<()> {
     let mut out = format!("{:<24} {:<20} {:>10} COMPLETE\n", "ID", "KEPT", "SIZE");
-    for r in buntime::runtime::kept::list(root) {
+    let kept = buntime::runtime::kept::list(root)
+        .map_err(|e| anyhow::anyhow!("the directory of kept learned records: {e}"))?;
+    for r in kept {
         let when = chrono::DateTime::<chrono::Utc>::from(r.kept)
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let complete = if r.complete { "yes" } else { "no" };

@@ -154,14 +154,20 @@ fn host_refusal(base: &Policy, own: &HostAddrs, addr: SocketAddr) -> Result<(), 
     ))
 }
 
-/// 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24 and 2001:db8::/32.
+/// 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24 (RFC 5737), 2001:db8::/32
+/// (RFC 3849) and 3fff::/20 (RFC 9637), after the canonicalisation the
+/// classifier uses (`::ffff:` mapped and `64:ff9b::` NAT64 forms reach the
+/// IPv4 address they carry).
 fn documentation(ip: std::net::IpAddr) -> bool {
-    match ip.to_canonical() {
+    match crate::policy::net::canonical_ip(ip) {
         std::net::IpAddr::V4(v4) => matches!(
             v4.octets(),
             [192, 0, 2, _] | [198, 51, 100, _] | [203, 0, 113, _]
         ),
-        std::net::IpAddr::V6(v6) => v6.segments()[..2] == [0x2001, 0x0db8],
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            s[..2] == [0x2001, 0x0db8] || (s[0] == 0x3fff && s[1] & 0xf000 == 0)
+        }
     }
 }
 

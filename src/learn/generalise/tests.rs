@@ -305,9 +305,6 @@ fn internal_addresses_only_when_the_base_allows_them() {
             Event::Connect("[fe80::1]:22".parse().unwrap()),
             Event::Connect("192.168.1.1:80".parse().unwrap()),
             Event::Connect("1.1.1.1:443".parse().unwrap()),
-            // Documentation addresses are never routed: never learned.
-            Event::Connect("192.0.2.1:443".parse().unwrap()),
-            Event::Connect("[2001:db8::1]:443".parse().unwrap()),
         ],
         attached: true,
         ..Observed::default()
@@ -316,7 +313,7 @@ fn internal_addresses_only_when_the_base_allows_them() {
     assert_eq!(l.summary.hosts, ["1.1.1.1:443"]);
     assert_eq!(
         l.summary.not_granted.len(),
-        7,
+        5,
         "{:?}",
         l.summary.not_granted
     );
@@ -325,6 +322,69 @@ fn internal_addresses_only_when_the_base_allows_them() {
     g.base.network.allow = vec![NetRule::parse("127.0.0.1:8080").unwrap()];
     let l = g.learn(&seen).unwrap();
     assert_eq!(l.summary.hosts, ["1.1.1.1:443", "127.0.0.1:8080"]);
+}
+
+/// Documentation addresses are never routed: never learned, in any form
+/// the classifier reaches them by, unless the base allows one.
+#[test]
+fn documentation_addresses_are_not_learned_unless_the_base_allows_one() {
+    let docs = [
+        "192.0.2.1:443",
+        "198.51.100.7:443",
+        "203.0.113.200:443",
+        "[2001:db8::1]:443",
+        "[3fff::1]:443",
+        "[3fff:fff:ffff::1]:443",
+        "[::ffff:198.51.100.7]:443",
+        "[64:ff9b::c000:201]:443",
+    ];
+    // Next to them, but not documentation: learned.
+    let public = [
+        "203.0.114.1:443",
+        "[3ffe::1]:443",
+        "[3fff:1000::1]:443",
+        "[4000::1]:443",
+    ];
+    let seen = Observed {
+        events: docs
+            .iter()
+            .chain(&public)
+            .map(|a| Event::Connect(a.parse().unwrap()))
+            .collect(),
+        attached: true,
+        ..Observed::default()
+    };
+    let l = gen(3).learn(&seen).unwrap();
+    let mut hosts = l.summary.hosts.clone();
+    hosts.sort();
+    let mut want: Vec<String> = public.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(hosts, want, "{:?}", l.summary.not_granted);
+    assert_eq!(
+        l.summary.not_granted.len(),
+        docs.len(),
+        "{:?}",
+        l.summary.not_granted
+    );
+    for n in &l.summary.not_granted {
+        assert!(
+            n.why
+                .starts_with("a documentation address (reserved, never routed)"),
+            "{}: {}",
+            n.what,
+            n.why
+        );
+    }
+    let mut g = gen(3);
+    g.base.network.mode = NetMode::Proxy;
+    g.base.network.allow = vec![NetRule::parse("198.51.100.7:443").unwrap()];
+    let l = g.learn(&seen).unwrap();
+    assert!(
+        l.summary.hosts.iter().any(|h| h == "198.51.100.7:443"),
+        "{:?}",
+        l.summary.hosts
+    );
+    assert_eq!(l.summary.not_granted.len(), docs.len() - 2);
 }
 
 #[test]

@@ -298,13 +298,7 @@ struct Rates {
 }
 
 /// Every parallelism, both sides alternated; prints one table.
-fn compare(
-    reaper: &Arc<Reaper>,
-    title: &str,
-    n: usize,
-    pars: &[usize],
-    sides: &[Side],
-) -> Rates {
+fn compare(reaper: &Arc<Reaper>, title: &str, n: usize, pars: &[usize], sides: &[Side]) -> Rates {
     let rounds = env_num("CHURN_ROUNDS", 1).max(1);
     println!(
         "\n{title}: {n} per phase, {rounds} round(s), load average {}",
@@ -461,7 +455,11 @@ fn run_hello(reaper: &Arc<Reaper>, dir: &Path, pars: &[usize]) {
         &py,
     );
     // The row is at 4 in parallel; else the most parallel phase.
-    let at = rates.mean.iter().find(|(p, _)| *p == 4).or(rates.mean.last());
+    let at = rates
+        .mean
+        .iter()
+        .find(|(p, _)| *p == 4)
+        .or(rates.mean.last());
     if let Some((par, mean)) = at {
         summary::record(&summary::Row {
             what: &format!("buntime run hello.py, {par} in parallel"),

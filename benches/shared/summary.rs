@@ -68,6 +68,9 @@ pub fn record(row: &Row) {
         .open(&path)
         .and_then(|mut f| writeln!(f, "{line}"));
     if let Err(e) = written {
-        eprintln!("bench summary: {}: {e}", std::path::Path::new(&path).display());
+        eprintln!(
+            "bench summary: {}: {e}",
+            std::path::Path::new(&path).display()
+        );
     }
 }

@@ -24,11 +24,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at startup: checkers only
     from typing import List, Optional, Tuple, Union
 
+    from . import doorbell  # noqa: F401 (annotations)
     from .ipc import Client  # noqa: F401 (annotations)
 
     PathArg = Union[str, bytes, os.PathLike[str], os.PathLike[bytes]]
 
 CONTROL_ENV = "BUNTIME_CONTROL"
+# "ctypes": requests and relayed output through libbuntime_ipc.so instead
+# of the pure-Python client (which is the default where it is supported).
+CLIENT_ENV = "BUNTIME_PY_CLIENT"
 
 _lock = _thread.allocate_lock()
 _client: Optional[LazyClient] = None
@@ -75,31 +79,32 @@ def connect(warn: bool = True) -> Optional[LazyClient]:
 
 class LazyClient:
     """The connection: the pure-Python handshake (``wire``) until the first
-    request or relayed write, which hands it to the library's client
-    (``ipc.Client``, ctypes). A script that never asks the broker never
-    loads ctypes; its EXIT is sent by ``wire`` too.
+    request or relayed write, which hands it to a client that maps the
+    segment (:func:`open_client`: the pure-Python ``doorbell.Client``, or
+    the library's ``ipc.Client`` through ctypes). A script that never asks
+    the broker maps nothing; its EXIT is sent by ``wire`` too.
 
     Adoption, EXIT and close all run under one lock, so a thread adopting
     the connection is never seen as a closed connection by another."""
 
     def __init__(self, pending: wire.Pending) -> None:
         self._pending: Optional[wire.Pending] = pending
-        self._real: Optional[Client] = None
+        self._real: Optional[Union[Client, doorbell.Client]] = None
         self._no_library = ""
         # Set while the library takes the connection over: its descriptors
         # have left `_pending` but `_real` is not there yet.
         self._adopting = False
         self._lock = _thread.allocate_lock()
 
-    def _client(self) -> Client:
+    def _client(self) -> Union[Client, doorbell.Client]:
         real = self._real
         if real is not None:
             return real
         with self._lock:
             return self._adopt()
 
-    def _adopt(self) -> Client:
-        """The library's client, made now if need be; holds the lock."""
+    def _adopt(self) -> Union[Client, doorbell.Client]:
+        """The mapping client, made now if need be; holds the lock."""
         global _why_not
         if self._real is not None:
             return self._real
@@ -110,8 +115,7 @@ class LazyClient:
             raise protocol.IpcError("connection to the supervisor is closed")
         self._adopting = True
         try:
-            from .ipc import Client
-            self._real = Client(adopt=pending)
+            self._real = open_client(pending)
         except (ImportError, AttributeError, OSError) as e:
             why = f"no IPC library: {e}" if not isinstance(
                 e, OSError) else str(e)
@@ -182,6 +186,24 @@ class LazyClient:
         self._real = self._pending = None
         self._adopting = False
         self._lock = _thread.allocate_lock()
+
+
+def open_client(pending: wire.Pending) -> Union[Client, doorbell.Client]:
+    """The client that takes over the connection ``pending``: the
+    pure-Python one (no ctypes, 3-4x faster a round trip: docs/
+    performance.md) unless ``$BUNTIME_PY_CLIENT`` is ``ctypes`` or the
+    machine does not order stores as it needs; the library's if mapping
+    the segment in Python fails."""
+    if os.environ.get(CLIENT_ENV) != "ctypes":
+        from . import doorbell
+        if doorbell.supported():
+            try:
+                return doorbell.Client(pending)
+            except (OSError, ValueError):
+                if pending.sock is None:
+                    raise
+    from .ipc import Client
+    return Client(adopt=pending)
 
 
 def _register_close() -> None:

@@ -72,7 +72,10 @@ class FakeSupervisor:
         if head == self.tail:
             return None
         ring = bytes(self.mm[W2S + 64:W2S + 64 + CAP])
-        at = lambda n: bytes(ring[(self.tail + i) % CAP] for i in range(n))  # noqa: E731
+
+        def at(n):
+            return bytes(ring[(self.tail + i) % CAP] for i in range(n))
+
         n = struct.unpack("<I", at(4))[0]
         self.tail += 4
         p = at(n)

@@ -301,7 +301,11 @@ def abspath(path: PathArg) -> bytes:
     p = os.fsencode(path)
     if b"\0" in p:
         raise ValueError("embedded null byte")
-    p = os.path.abspath(p)
+    # Already absolute and normal (no "//", "/./", "/../", trailing "/"):
+    # as it is, without abspath's split and join.
+    if not (p[:1] == b"/" and b"//" not in p and b"/." not in p
+            and p[-1:] != b"/"):
+        p = os.path.abspath(p)
     if len(p) > MAX_PATH:
         raise OSError(errno.ENAMETOOLONG,
                       f"path of {len(p)} bytes: the broker takes at most "

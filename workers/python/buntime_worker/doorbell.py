@@ -77,7 +77,6 @@ _MAX_FDS = 1024
 # Waiting in slices when a doorbell cannot be relied on (see _wait).
 _FIRST_SLICE = 0.001
 _LAST_SLICE = 0.1
-_SPIN = int(os.environ.get("BUNTIME_PY_SPIN", "0"))
 
 
 def supported() -> bool:
@@ -185,6 +184,8 @@ class Client:
         self._next_id = 1
         self._fds: Dict[int, int] = {}
         self._stopped = ""
+        # A reply was taken before its doorbell came (see _wait).
+        self._owed = False
         self._send_lock = _thread.allocate_lock()
         self._req_lock = _thread.allocate_lock()
 
@@ -298,6 +299,12 @@ class Client:
             frame = _FRAME.pack(_MSG.size + len(body), kind, 0, 0, rid) + body
             with self._send_lock:
                 sock = self._live()
+                if self._owed:
+                    # The last reply's doorbell: once it is read, the
+                    # supervisor is done with the announcement.
+                    self._owed = False
+                    while self._take_control(sock, 0) is False:
+                        pass
                 # Ask for the reply's doorbell before the request is
                 # visible (TSO: the supervisor sees both or the first).
                 self._rx.words[_CONSUMER_WAIT] = WAIT_DOORBELL
@@ -311,18 +318,20 @@ class Client:
         another reply (a request abandoned by an exception) re-arming may
         race the supervisor, so later waits are bounded slices."""
         slice_s: Optional[float] = None
-        if _SPIN:
-            words, tail = self._rx.words, self._tail
-            for _ in range(_SPIN):
-                if words[_HEAD] != tail:
-                    break
         while True:
             if slice_s is None:
                 # FDs (kept by id) until the DATA doorbell, or until a
                 # second passed (SO_RCVTIMEO: someone in the sandbox may
                 # have cleared the announcement in the shared mapping).
                 while self._take_control(sock, 0) is False:
-                    pass
+                    if rid in self._fds:
+                        # The fd comes just before the reply: if the reply
+                        # is there, take it without sleeping again for its
+                        # doorbell, which the next request collects.
+                        reply = self._pop_until(rid, sock)
+                        if reply is not None:
+                            self._owed = True
+                            return reply
             else:
                 select.select([sock], [], [], slice_s)
                 self._drain_control(sock)
@@ -459,6 +468,15 @@ class Client:
                 return
             try:
                 if not self._stopped:
+                    if self._req_lock.acquire(False):
+                        try:
+                            # Unread messages would make the kernel report
+                            # ECONNRESET to the supervisor before our STOP.
+                            self._drain_control(sock)
+                        except OSError:
+                            pass
+                        finally:
+                            self._req_lock.release()
                     sock.send(wire._msg(wire.STOP))
             finally:
                 try:

@@ -111,6 +111,13 @@ class RoundTrips(unittest.TestCase):
         os.close(reply.fd)
         self.assertEqual(self.sup.take(), (protocol.FS_READ, 1, b"/data/x"))
         self.assertEqual(self.sup.control(), (wire.DATA, 0))
+        # Taken on its fd, before its doorbell: the next request reads that
+        # doorbell first, then waits for its own.
+        self.assertTrue(self.client._owed)
+        self.sup.reply(protocol.DENY, 2, b"no")
+        reply = self.client.request(protocol.FS_READ, b"/data/y")
+        self.assertEqual((reply.kind, reply.reason), (protocol.DENY, "no"))
+        self.assertFalse(self.client._owed)
 
     def test_deny_and_a_stale_reply_is_dropped(self):
         r, w = os.pipe()

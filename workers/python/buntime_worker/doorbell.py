@@ -285,7 +285,7 @@ class Client:
             if poller.poll(ms):
                 raise self._fail(IpcError("the supervisor hung up"),
                                  STOP_PROTOCOL)
-            ms = min(ms * 2, 100)
+            ms = min(ms * 2, 10)
             tx.words[_PRODUCER_WAIT] = 1
         tx.words[_PRODUCER_WAIT] = 0
 

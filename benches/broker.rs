@@ -8,9 +8,9 @@
 //!   FS_READ of a `filesystem.deny` path (decision, audit line, DENY);
 //! * the Python worker (`buntime run bench.py`, `import buntime`):
 //!   `buntime.read_file` of a host file the broker grants, and of
-//!   `/etc/shadow` (refused), with the pure-Python doorbell client (the
-//!   default) and with the ctypes client over libbuntime_ipc.so
-//!   (`BUNTIME_PY_CLIENT=ctypes`), run alternately, twice each.
+//!   `/etc/shadow` (refused), with the ctypes client over
+//!   libbuntime_ipc.so (the default) and with the pure-Python doorbell
+//!   client (`BUNTIME_PY_CLIENT=python`), run alternately, twice each.
 //!
 //! Besides the worker's wall-clock round trip, the supervisor's own view:
 //! the latency it audits per request (decision, open, reply). The echo

@@ -30,8 +30,8 @@ if TYPE_CHECKING:  # typing costs milliseconds at startup: checkers only
     PathArg = Union[str, bytes, os.PathLike[str], os.PathLike[bytes]]
 
 CONTROL_ENV = "BUNTIME_CONTROL"
-# "ctypes": requests and relayed output through libbuntime_ipc.so instead
-# of the pure-Python client (which is the default where it is supported).
+# "python": requests and relayed output through the pure-Python client
+# (doorbell.py) even when libbuntime_ipc.so loads; "ctypes": never it.
 CLIENT_ENV = "BUNTIME_PY_CLIENT"
 
 _lock = _thread.allocate_lock()
@@ -80,8 +80,8 @@ def connect(warn: bool = True) -> Optional[LazyClient]:
 class LazyClient:
     """The connection: the pure-Python handshake (``wire``) until the first
     request or relayed write, which hands it to a client that maps the
-    segment (:func:`open_client`: the pure-Python ``doorbell.Client``, or
-    the library's ``ipc.Client`` through ctypes). A script that never asks
+    segment (:func:`open_client`: the library's ``ipc.Client`` through
+    ctypes, or the pure-Python ``doorbell.Client``). A script that never asks
     the broker maps nothing; its EXIT is sent by ``wire`` too.
 
     Adoption, EXIT and close all run under one lock, so a thread adopting
@@ -190,20 +190,23 @@ class LazyClient:
 
 def open_client(pending: wire.Pending) -> Union[Client, doorbell.Client]:
     """The client that takes over the connection ``pending``: the
-    pure-Python one (no ctypes, 3-4x faster a round trip: docs/
-    performance.md) unless ``$BUNTIME_PY_CLIENT`` is ``ctypes`` or the
-    machine does not order stores as it needs; the library's if mapping
-    the segment in Python fails."""
-    if os.environ.get(CLIENT_ENV) != "ctypes":
-        from . import doorbell
-        if doorbell.supported():
-            try:
-                return doorbell.Client(pending)
-            except (OSError, ValueError):
-                if pending.sock is None:
-                    raise
-    from .ipc import Client
-    return Client(adopt=pending)
+    library's (ctypes), faster a round trip and far faster for a flood of
+    output frames (docs/performance.md); the pure-Python one if the
+    library cannot be loaded, or with ``$BUNTIME_PY_CLIENT=python``."""
+    choice = os.environ.get(CLIENT_ENV, "")
+    if choice != "python":
+        try:
+            from .ipc import Client
+            return Client(adopt=pending)
+        except (ImportError, AttributeError, OSError):
+            # Not adopted (the library did not load): still ours.
+            if choice == "ctypes" or pending.sock is None:
+                raise
+    from . import doorbell
+    if not doorbell.supported():
+        raise protocol.IpcError("the pure-Python client needs x86 "
+                                "(ordered stores)")
+    return doorbell.Client(pending)
 
 
 def _register_close() -> None:

@@ -79,6 +79,17 @@ _FIRST_SLICE = 0.001
 _LAST_SLICE = 0.1
 
 
+def _ring(sock: _socket.socket) -> None:
+    """A DATA doorbell, without blocking: with the supervisor's queue full
+    (it reads its control messages only when its ring is empty) it has
+    doorbells enough to wake it. A blocking send would stall a fast writer
+    behind its own doorbells."""
+    try:
+        sock.send(_DOORBELL_W2S, _socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        pass
+
+
 def supported() -> bool:
     """True where the ordering argument above holds (x86 TSO)."""
     return os.uname().machine in ("x86_64", "amd64", "i686", "i386")
@@ -232,12 +243,17 @@ class Client:
                            + part)
                 if not view:
                     break
-            # A doorbell only if the supervisor asked for one. Without a
-            # store-load fence the announcement may be read stale, which
-            # delays this output until the supervisor's next look (200 ms
-            # at most) but never loses it; a request always rings.
-            if self._tx.words[_CONSUMER_WAIT] == WAIT_DOORBELL:
-                sock.send(_DOORBELL_W2S)
+            # A doorbell only if the supervisor asked for one, and one per
+            # asking: the announcement is cleared before ringing (as the
+            # library's swap does), or a fast writer would queue a doorbell
+            # a frame and fill the control socket. Without a store-load
+            # fence the announcement may be read stale, which delays this
+            # output until the supervisor's next look (200 ms at most) but
+            # never loses it; a request always rings.
+            words = self._tx.words
+            if words[_CONSUMER_WAIT] == WAIT_DOORBELL:
+                words[_CONSUMER_WAIT] = 0
+                _ring(sock)
 
     def exit(self, code: int) -> None:
         self.send(EXIT, int(code).to_bytes(4, "little", signed=True))
@@ -277,7 +293,7 @@ class Client:
         sock = self._live()
         tx = self._tx
         tx.words[_PRODUCER_WAIT] = 1
-        sock.send(_DOORBELL_W2S)
+        _ring(sock)
         poller = select.poll()
         poller.register(sock.fileno(), getattr(select, "POLLRDHUP", 0x2000))
         ms = 1
@@ -309,7 +325,10 @@ class Client:
                 # visible (TSO: the supervisor sees both or the first).
                 self._rx.words[_CONSUMER_WAIT] = WAIT_DOORBELL
                 self._push(frame)
-                sock.send(_DOORBELL_W2S)
+                # The supervisor's announcement is answered by this
+                # doorbell: cleared, so that output does not ring again.
+                self._tx.words[_CONSUMER_WAIT] = 0
+                _ring(sock)
             return self._wait(sock, rid)
 
     def _wait(self, sock: _socket.socket, rid: int) -> Reply:

@@ -619,7 +619,11 @@ fn python_broker_requests_and_connections() {
             .output()
             .expect("run buntime");
         python_broker_output(&o);
-        let module = if client == "python" { "doorbell" } else { "ipc" };
+        let module = if client == "python" {
+            "doorbell"
+        } else {
+            "ipc"
+        };
         let want = format!("client: buntime_worker.{module}");
         assert!(text(&o.stdout).lines().any(|l| l == want), "{}", show(&o));
     }

@@ -6,9 +6,11 @@
 //!   policy decision, audit line, fd passed over the control socket, file
 //!   read) against opening and reading the same file directly, and an
 //!   FS_READ of a `filesystem.deny` path (decision, audit line, DENY);
-//! * the Python worker (`buntime run bench.py`, `import buntime`, the
-//!   ctypes client over libbuntime_ipc.so): `buntime.read_file` of a host
-//!   file the broker grants, and of `/etc/shadow` (refused).
+//! * the Python worker (`buntime run bench.py`, `import buntime`):
+//!   `buntime.read_file` of a host file the broker grants, and of
+//!   `/etc/shadow` (refused), with the ctypes client over
+//!   libbuntime_ipc.so (the default) and with the pure-Python doorbell
+//!   client (`BUNTIME_PY_CLIENT=python`), run alternately, twice each.
 //!
 //! Besides the worker's wall-clock round trip, the supervisor's own view:
 //! the latency it audits per request (decision, open, reply). The echo
@@ -62,7 +64,9 @@ fn audit_row(label: &str, a: Option<(u64, u64, usize)>) {
 }
 
 const PY_BENCH: &str = r#"
-import sys, time, buntime
+import os, sys
+os.environ["BUNTIME_PY_CLIENT"] = sys.argv[4]
+import time, buntime
 path, denied, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 def timed(f):
     t = []
@@ -103,6 +107,17 @@ fn python(dir: &Path, rounds: usize) {
     // host's file (docs/supervisor.md, "Files").
     let data = dir.join("host-data.txt");
     fs::write(&data, "a small file\n").expect("write");
+    // Alternately, so that both see the same load.
+    for &(client, label) in [[("ctypes", "ctypes"), ("python", "pure")]; 2]
+        .iter()
+        .flatten()
+    {
+        python_run(dir, &pdir, &data, rounds, client, label);
+    }
+}
+
+/// One `buntime run bench.py` with the worker's `client`.
+fn python_run(dir: &Path, pdir: &Path, data: &Path, rounds: usize, client: &str, label: &str) {
     let root = dir.join("state-py");
     let out = Command::new(BUNTIME)
         .arg("--root")
@@ -110,9 +125,10 @@ fn python(dir: &Path, rounds: usize) {
         .args(["run", "--base"])
         .arg(pdir.join("policy.json"))
         .arg(pdir.join("bench.py"))
-        .arg(&data)
+        .arg(data)
         .arg("/etc/shadow")
         .arg(rounds.to_string())
+        .arg(client)
         .stdin(Stdio::null())
         .output()
         .expect("buntime run");
@@ -124,12 +140,12 @@ fn python(dir: &Path, rounds: usize) {
         );
     };
     row(
-        "Python: read_file, allowed (fd, read)",
+        &format!("Python ({label}): read_file, allowed (fd, read)"),
         field(line, "allow_p50_us"),
         field(line, "allow_p99_us"),
     );
     row(
-        "Python: read_file, denied",
+        &format!("Python ({label}): read_file, denied"),
         field(line, "deny_p50_us"),
         field(line, "deny_p99_us"),
     );

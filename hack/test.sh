@@ -17,6 +17,7 @@ cargo build --workspace
 # the interpreter `buntime run` uses) and the Bun worker's strict type-check
 # (typescript from npm, kept under target/).
 /usr/bin/python3 workers/python/tests/test_worker.py
+/usr/bin/python3 workers/python/tests/test_doorbell.py
 TSC_DIR="$PWD/target/bun-tsc" bash workers/bun/check.sh
 # third_party: the vendored crates are crates.io + their patch series, and
 # their own unit tests pass (seconds once built; the first run builds their

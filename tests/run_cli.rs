@@ -603,37 +603,30 @@ fn python_broker_requests_and_connections() {
     )
     .unwrap();
     let hello = data.join("hello.txt");
-    let o = r.run(&[
-        "--policy",
-        policy.to_str().unwrap(),
-        &fixture("workers/py_broker.py"),
-        "5",
-        hello.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(5), "{}", show(&o));
-    let out = text(&o.stdout);
-    for line in [
-        "available: True",
-        "static open: ok",
-        "shadow via broker: denied (denied by the policy)",
-        "fallback open: hello from data",
-        "read_file: hello from data",
-        "list_dir: hello.txt,sub",
-        "tmp write: ok",
-        "exit: 5",
-    ] {
-        assert!(
-            out.lines().any(|l| l == line),
-            "{line:?} missing:\n{}",
-            show(&o)
-        );
+    // Both of the worker's clients: the library's, and the pure-Python one
+    // (workers/python/buntime_worker/doorbell.py).
+    for client in ["ctypes", "python"] {
+        let o = r
+            .cmd(&[
+                "--allow-env=BUNTIME_PY_CLIENT",
+                "--policy",
+                policy.to_str().unwrap(),
+                &fixture("workers/py_broker.py"),
+                "5",
+                hello.to_str().unwrap(),
+            ])
+            .env("BUNTIME_PY_CLIENT", client)
+            .output()
+            .expect("run buntime");
+        python_broker_output(&o);
+        let module = if client == "python" {
+            "doorbell"
+        } else {
+            "ipc"
+        };
+        let want = format!("client: buntime_worker.{module}");
+        assert!(text(&o.stdout).lines().any(|l| l == want), "{}", show(&o));
     }
-    assert!(
-        out.lines()
-            .any(|l| l.starts_with("shadow: denied (") && l.contains("denied by the policy")),
-        "{}",
-        show(&o)
-    );
     let o = r.run(&[
         "--policy",
         policy.to_str().unwrap(),
@@ -650,6 +643,34 @@ fn python_broker_requests_and_connections() {
     );
     server.join().unwrap();
     r.assert_clean();
+}
+
+/// What `py_broker.py` prints under the broker policy above.
+fn python_broker_output(o: &Output) {
+    assert_eq!(o.status.code(), Some(5), "{}", show(o));
+    let out = text(&o.stdout);
+    for line in [
+        "available: True",
+        "static open: ok",
+        "shadow via broker: denied (denied by the policy)",
+        "fallback open: hello from data",
+        "read_file: hello from data",
+        "list_dir: hello.txt,sub",
+        "tmp write: ok",
+        "exit: 5",
+    ] {
+        assert!(
+            out.lines().any(|l| l == line),
+            "{line:?} missing:\n{}",
+            show(o)
+        );
+    }
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("shadow: denied (") && l.contains("denied by the policy")),
+        "{}",
+        show(o)
+    );
 }
 
 /// An HTTP server on the host at `ip` that answers every request with

@@ -277,3 +277,36 @@ fn parser_reads_what_it_is_given() {
     assert_eq!(parse_value("\"X\""), Some(Value::Str("X".into())));
     assert_eq!(parse_value("getattr(x)"), None);
 }
+
+#[test]
+fn python_ring_client_matches_the_layout() {
+    use buntime_ipc::{layout, wait};
+    let file = "workers/python/buntime_worker/doorbell.py";
+    let int = |n: &str, v: u64| (n.to_string(), Value::Int(v));
+    let want = vec![
+        int("SEGMENT_MAGIC", layout::MAGIC.into()),
+        int("LAYOUT_VERSION", layout::LAYOUT_VERSION.into()),
+        int("HEADER_SIZE", layout::HEADER_SIZE as u64),
+        int("RING_DATA", layout::RING_DATA as u64),
+        int("MIN_CAPACITY", layout::MIN_CAPACITY.into()),
+        int("MAX_CAPACITY", layout::MAX_CAPACITY.into()),
+        int("MAX_PAYLOAD", protocol::MAX_PAYLOAD as u64),
+        int("MAX_REASON", protocol::MAX_REASON as u64),
+        int("FLAG_FD_FOLLOWS", protocol::FLAG_FD_FOLLOWS.into()),
+        int("FD", ctl::FD.into()),
+        int("STOP_PROTOCOL", control::stop::PROTOCOL_ERROR.into()),
+        int("STOP_CORRUPTION", control::stop::CORRUPTION.into()),
+        int("WAIT_DOORBELL", wait::WAIT_DOORBELL.into()),
+    ];
+    check(file, &python(file), "", &want, false);
+    // The ring header's word indexes (u32 words from the ring's offset).
+    let src = read(file);
+    let words = format!(
+        "_HEAD, _TAIL, _CONSUMER_WAIT, _PRODUCER_WAIT = {}, {}, {}, {}",
+        layout::RING_HEAD / 4,
+        layout::RING_TAIL / 4,
+        layout::RING_CONSUMER_WAIT / 4,
+        layout::RING_PRODUCER_WAIT / 4
+    );
+    assert!(src.contains(&words), "{file}: want `{words}`");
+}

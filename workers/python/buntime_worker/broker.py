@@ -22,11 +22,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at startup: checkers only
     from typing import List, Optional, Tuple, Union
 
+    from . import doorbell  # noqa: F401 (annotations)
     from .ipc import Client  # noqa: F401 (annotations)
 
     PathArg = Union[str, bytes, os.PathLike[str], os.PathLike[bytes]]
 
 CONTROL_ENV = "BUNTIME_CONTROL"
+# "python": requests and relayed output through the pure-Python client
+# (doorbell.py) even when libbuntime_ipc.so loads; "ctypes": never it.
+CLIENT_ENV = "BUNTIME_PY_CLIENT"
 
 _lock = _thread.allocate_lock()
 _client: "Optional[LazyClient]" = None
@@ -73,31 +77,32 @@ def connect(warn: bool = True) -> "Optional[LazyClient]":
 
 class LazyClient:
     """The connection: the pure-Python handshake (``wire``) until the first
-    request or relayed write, which hands it to the library's client
-    (``ipc.Client``, ctypes). A script that never asks the broker never
-    loads ctypes; its EXIT is sent by ``wire`` too.
+    request or relayed write, which hands it to a client that maps the
+    segment (:func:`open_client`: the library's ``ipc.Client`` through
+    ctypes, or the pure-Python ``doorbell.Client``). A script that never asks
+    the broker maps nothing; its EXIT is sent by ``wire`` too.
 
     Adoption, EXIT and close all run under one lock, so a thread adopting
     the connection is never seen as a closed connection by another."""
 
     def __init__(self, pending: "wire.Pending") -> None:
         self._pending: "Optional[wire.Pending]" = pending
-        self._real: "Optional[Client]" = None
+        self._real: "Optional[Union[Client, doorbell.Client]]" = None
         self._no_library = ""
         # Set while the library takes the connection over: its descriptors
         # have left `_pending` but `_real` is not there yet.
         self._adopting = False
         self._lock = _thread.allocate_lock()
 
-    def _client(self) -> "Client":
+    def _client(self) -> "Union[Client, doorbell.Client]":
         real = self._real
         if real is not None:
             return real
         with self._lock:
             return self._adopt()
 
-    def _adopt(self) -> "Client":
-        """The library's client, made now if need be; holds the lock."""
+    def _adopt(self) -> "Union[Client, doorbell.Client]":
+        """The mapping client, made now if need be; holds the lock."""
         global _why_not
         if self._real is not None:
             return self._real
@@ -108,8 +113,7 @@ class LazyClient:
             raise protocol.IpcError("connection to the supervisor is closed")
         self._adopting = True
         try:
-            from .ipc import Client
-            self._real = Client(adopt=pending)
+            self._real = open_client(pending)
         except (ImportError, AttributeError, OSError) as e:
             why = f"no IPC library: {e}" if not isinstance(
                 e, OSError) else str(e)
@@ -180,6 +184,27 @@ class LazyClient:
         self._real = self._pending = None
         self._adopting = False
         self._lock = _thread.allocate_lock()
+
+
+def open_client(pending: "wire.Pending") -> "Union[Client, doorbell.Client]":
+    """The client that takes over the connection ``pending``: the
+    library's (ctypes), faster a round trip and far faster for a flood of
+    output frames (docs/performance.md); the pure-Python one if the
+    library cannot be loaded, or with ``$BUNTIME_PY_CLIENT=python``."""
+    choice = os.environ.get(CLIENT_ENV, "")
+    if choice != "python":
+        try:
+            from .ipc import Client
+            return Client(adopt=pending)
+        except (ImportError, AttributeError, OSError):
+            # Not adopted (the library did not load): still ours.
+            if choice == "ctypes" or pending.sock is None:
+                raise
+    from . import doorbell
+    if not doorbell.supported():
+        raise protocol.IpcError("the pure-Python client needs x86 "
+                                "(ordered stores)")
+    return doorbell.Client(pending)
 
 
 def _register_close() -> None:
@@ -277,7 +302,11 @@ def abspath(path: "PathArg") -> bytes:
     p = os.fsencode(path)
     if b"\0" in p:
         raise ValueError("embedded null byte")
-    p = os.path.abspath(p)
+    # Already absolute and normal (no "//", "/./", "/../", trailing "/"):
+    # as it is, without abspath's split and join.
+    if not (p[:1] == b"/" and b"//" not in p and b"/." not in p
+            and p[-1:] != b"/"):
+        p = os.path.abspath(p)
     if len(p) > MAX_PATH:
         raise OSError(errno.ENAMETOOLONG,
                       f"path of {len(p)} bytes: the broker takes at most "

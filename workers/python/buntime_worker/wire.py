@@ -5,8 +5,9 @@ that a script that never asks the broker never loads ctypes and
 
 HELLO carries ``FLAG_DOORBELL_WAKE``: Python cannot wake a futex, so the
 supervisor waits for this worker on the control socket (DATA doorbells).
-The first request or relayed write hands the connection to the library
-(``ipc.Client.adopt``), which rings the doorbell as the flag asks.
+The first request or relayed write hands the connection to a client that
+maps the segment: the pure-Python one (``doorbell.Client``), or the
+library's (``ipc.Client.adopt``); both ring the doorbell as the flag asks.
 """
 
 import _socket
@@ -67,6 +68,15 @@ class Pending:
         sock, self.sock = self.sock, None
         seg, self.segment_fd = self.segment_fd, -1
         return sock.detach(), seg, self.version, self.flags
+
+    def take(self) -> "Tuple[_socket.socket, int, int, int]":
+        """(control socket, segment fd, version, WELCOME flags), given up
+        to the caller (the pure-Python client, ``doorbell.Client``)."""
+        if self.sock is None:
+            raise OSError("connection to the supervisor is closed")
+        sock, self.sock = self.sock, None
+        seg, self.segment_fd = self.segment_fd, -1
+        return sock, seg, self.version, self.flags
 
     def exit_and_stop(self, code: int) -> None:
         """EXIT (the control message: nothing was written to the ring, so

@@ -56,8 +56,12 @@ pub fn home() -> Result<PathBuf, SandboxError> {
 }
 
 fn stage(repo: &Path, exe_dir: &Path, home: &Path) -> Result<(), SandboxError> {
-    if sync_tree(&repo.join("workers/python"), &home.join("python"))? {
-        precompile(&home.join("python"));
+    let python = home.join("python");
+    // A hard-linked source edited in place is not "newer" than its staged
+    // self (the same file): its bytecode, whose hash is not checked at
+    // import, is then compared with it here.
+    if sync_tree(&repo.join("workers/python"), &python)? || stale_bytecode(&python) {
+        precompile(&python);
     }
     sync_tree(&repo.join("workers/bun"), &home.join("bun"))?;
     let lib = exe_dir.join("libbuntime_ipc.so");
@@ -111,6 +115,7 @@ fn precompile(dir: &Path) {
             "-m",
             "compileall",
             "-q",
+            "-f",
             "--invalidation-mode",
             "unchecked-hash",
         ])
@@ -121,6 +126,36 @@ fn precompile(dir: &Path) {
     if !ok {
         tracing::debug!(target: "cli", "could not precompile {}", dir.display());
     }
+}
+
+/// Whether a `.py` under `dir` is newer than its bytecode, or has none.
+fn stale_bytecode(dir: &Path) -> bool {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return false;
+    };
+    let cache = dir.join("__pycache__");
+    entries.flatten().any(|entry| {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            return name != "__pycache__" && stale_bytecode(&path);
+        }
+        let Some(stem) = name.strip_suffix(".py") else {
+            return false;
+        };
+        let prefix = format!("{stem}.");
+        let newest = fs::read_dir(&cache).ok().and_then(|c| {
+            c.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .filter_map(|e| mtime(&e.path()))
+                .max()
+        });
+        match (mtime(&path), newest) {
+            (Some(src), Some(pyc)) => src > pyc,
+            _ => true,
+        }
+    })
 }
 
 /// Returns whether anything was copied.

@@ -17,6 +17,9 @@
 //! benchmark (benches/ipc.rs) times the transport alone. `BROKER_ROUNDS`
 //! sets the round trips of each kind (2000). Needs root.
 
+#[path = "shared/summary.rs"]
+mod summary;
+
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -108,16 +111,57 @@ fn python(dir: &Path, rounds: usize) {
     let data = dir.join("host-data.txt");
     fs::write(&data, "a small file\n").expect("write");
     // Alternately, so that both see the same load.
+    let (mut ctypes, mut pure) = (Vec::new(), Vec::new());
     for &(client, label) in [[("ctypes", "ctypes"), ("python", "pure")]; 2]
         .iter()
         .flatten()
     {
-        python_run(dir, &pdir, &data, rounds, client, label);
+        let got = python_run(dir, &pdir, &data, rounds, client, label);
+        let to = if client == "python" {
+            &mut pure
+        } else {
+            &mut ctypes
+        };
+        to.extend(got);
+    }
+    let mean = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| {
+        v.iter().map(f).sum::<f64>() / v.len().max(1) as f64
+    };
+    if pure.is_empty() || ctypes.is_empty() {
+        return;
+    }
+    for (what, f) in [
+        (
+            "pure-Python client: read_file allowed (fd, read), p50",
+            (|r: &(f64, f64)| r.0) as fn(&(f64, f64)) -> f64,
+        ),
+        (
+            "pure-Python client: read_file refused, p50",
+            |r: &(f64, f64)| r.1,
+        ),
+    ] {
+        summary::record(&summary::Row {
+            what,
+            value: mean(&pure, f),
+            baseline: Some(("ctypes client", mean(&ctypes, f))),
+            unit: "us",
+            relative: false,
+            goal: summary::Goal::AtMost,
+            target: 15.0,
+        });
     }
 }
 
-/// One `buntime run bench.py` with the worker's `client`.
-fn python_run(dir: &Path, pdir: &Path, data: &Path, rounds: usize, client: &str, label: &str) {
+/// One `buntime run bench.py` with the worker's `client`: the allowed and
+/// refused p50, if it ran.
+fn python_run(
+    dir: &Path,
+    pdir: &Path,
+    data: &Path,
+    rounds: usize,
+    client: &str,
+    label: &str,
+) -> Option<(f64, f64)> {
     let root = dir.join("state-py");
     let out = Command::new(BUNTIME)
         .arg("--root")
@@ -134,10 +178,11 @@ fn python_run(dir: &Path, pdir: &Path, data: &Path, rounds: usize, client: &str,
         .expect("buntime run");
     let text = String::from_utf8_lossy(&out.stdout);
     let Some(line) = text.lines().find(|l| l.contains("RESULT")) else {
-        return println!(
+        println!(
             "python worker: no result: {text}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        return None;
     };
     row(
         &format!("Python ({label}): read_file, allowed (fd, read)"),
@@ -149,6 +194,7 @@ fn python_run(dir: &Path, pdir: &Path, data: &Path, rounds: usize, client: &str,
         field(line, "deny_p50_us"),
         field(line, "deny_p99_us"),
     );
+    Some((field(line, "allow_p50_us"), field(line, "deny_p50_us")))
 }
 
 fn main() {
@@ -253,5 +299,27 @@ fn main() {
         "allowed FS_READ adds {:.1} us at p50 over a direct open (decision + audit + fd passing + wake-up); targets: deny <= 1.5 us, allow+fd <= 8 us",
         field(&read, "broker_p50_us") - field(&read, "direct_p50_us")
     );
+    for (what, value, target) in [
+        (
+            "broker: Rust worker, FS_READ allowed with fd, p50",
+            field(&read, "broker_p50_us"),
+            8.0,
+        ),
+        (
+            "broker: Rust worker, FS_READ refused, p50",
+            field(&deny, "deny_p50_us"),
+            1.5,
+        ),
+    ] {
+        summary::record(&summary::Row {
+            what,
+            value,
+            baseline: Some(("direct open + read", field(&read, "direct_p50_us"))),
+            unit: "us",
+            relative: false,
+            goal: summary::Goal::AtMost,
+            target,
+        });
+    }
     python(dir.path(), rounds);
 }

@@ -11,7 +11,7 @@ all: build
 deps:
 	bash hack/install-deps.sh
 
-# The product: buntime-runc, buntime, libbuntime_ipc.so (crates/buntime-ipc).
+# The product: buntime-runc, buntime, buntime-supervisor, libbuntime_ipc.so (crates/buntime-ipc).
 # The test worker (crates/test-worker) is test support: hack/test.sh and
 # hack/bench.sh build it.
 build: deps
@@ -38,7 +38,7 @@ bench: build
 RUNTIME_TOOLS ?=
 RUNTIME ?=
 conformance:
-	@if [ -z "$(RUNTIME)" ]; then $(CARGO) build --release --bin buntime-runc --bin buntime; fi
+	@if [ -z "$(RUNTIME)" ]; then $(CARGO) build --release --bin buntime-runc --bin buntime --bin buntime-supervisor; fi
 	RUNTIME_TOOLS="$(RUNTIME_TOOLS)" RUNTIME="$(RUNTIME)" bash hack/conformance.sh
 
 lint:
@@ -50,7 +50,7 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-# install / uninstall. Paths: $(DESTDIR)$(PREFIX)/bin (buntime-runc, buntime),
+# install / uninstall. Paths: $(DESTDIR)$(PREFIX)/bin (buntime-runc, buntime, buntime-supervisor),
 # $(PREFIX)/lib (libbuntime_ipc.so), $(PREFIX)/include (buntime_ipc.h),
 # $(PREFIX)/lib/buntime (the worker files `buntime run` mounts),
 # $(PREFIX)/share/buntime (policy schema, engine snippets, bundle templates),
@@ -72,7 +72,7 @@ INSTALL_DEPS := $(if $(NO_BUILD),,build)
 install: $(INSTALL_DEPS)
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
 		$(DESTDIR)$(DATADIR) $(DESTDIR)$(SYSCONFDIR)/policies
-	install -m 0755 $(TARGET_DIR)/buntime-runc $(TARGET_DIR)/buntime $(DESTDIR)$(BINDIR)/
+	install -m 0755 $(TARGET_DIR)/buntime-runc $(TARGET_DIR)/buntime $(TARGET_DIR)/buntime-supervisor $(DESTDIR)$(BINDIR)/
 	install -m 0755 $(TARGET_DIR)/libbuntime_ipc.so $(DESTDIR)$(LIBDIR)/
 	install -m 0644 crates/buntime-ipc/include/buntime_ipc.h $(DESTDIR)$(INCLUDEDIR)/
 	install -m 0644 $(SHIPPED_POLICIES) $(DESTDIR)$(SYSCONFDIR)/policies/
@@ -103,7 +103,7 @@ install: $(INSTALL_DEPS)
 		else echo "install: no Bun in .build/bun (hack/install-bun.sh): .ts/.js scripts need --interpreter"; fi
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/buntime-runc $(DESTDIR)$(BINDIR)/buntime \
+	rm -f $(DESTDIR)$(BINDIR)/buntime-runc $(DESTDIR)$(BINDIR)/buntime $(DESTDIR)$(BINDIR)/buntime-supervisor \
 		$(DESTDIR)$(LIBDIR)/libbuntime_ipc.so $(DESTDIR)$(INCLUDEDIR)/buntime_ipc.h
 	rm -rf $(DESTDIR)$(LIBDIR)/buntime
 	rm -f $(addprefix $(DESTDIR)$(SYSCONFDIR)/policies/,$(notdir $(SHIPPED_POLICIES)))

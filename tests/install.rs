@@ -54,6 +54,11 @@ fn fake_target(dir: &Path) -> PathBuf {
     fs::create_dir_all(&t).expect("mkdir");
     fs::copy(env!("CARGO_BIN_EXE_buntime-runc"), t.join("buntime-runc")).expect("copy");
     fs::copy(env!("CARGO_BIN_EXE_buntime"), t.join("buntime")).expect("copy");
+    fs::copy(
+        env!("CARGO_BIN_EXE_buntime-supervisor"),
+        t.join("buntime-supervisor"),
+    )
+    .expect("copy");
     let so = Path::new(env!("CARGO_BIN_EXE_buntime"))
         .parent()
         .map(|d| d.join("libbuntime_ipc.so"))
@@ -86,7 +91,7 @@ fn make_install_and_uninstall_into_destdir() {
     make("install", &target, &dest);
 
     let bin = dest.join("usr/local/bin");
-    for b in ["buntime-runc", "buntime"] {
+    for b in ["buntime-runc", "buntime", "buntime-supervisor"] {
         assert_eq!(mode(&bin.join(b)), 0o755, "{b}");
     }
     assert_eq!(mode(&dest.join("usr/local/lib/libbuntime_ipc.so")), 0o755);
@@ -141,6 +146,7 @@ fn make_install_and_uninstall_into_destdir() {
     for gone in [
         "usr/local/bin/buntime-runc",
         "usr/local/bin/buntime",
+        "usr/local/bin/buntime-supervisor",
         "usr/local/lib/libbuntime_ipc.so",
         "usr/local/include/buntime_ipc.h",
         "usr/local/share/buntime",

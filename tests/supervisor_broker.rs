@@ -700,3 +700,92 @@ fn the_broker_acts_with_the_workers_rights() {
         "write /tmp/by-worker ALLOW wrote"
     );
 }
+
+/// Creates `id` with `runtime`, starts it, and returns the supervisor's
+/// binary once it has answered the worker's first request.
+fn supervisor_exe_serving(env: &Env, runtime: &Path, id: &str) -> PathBuf {
+    let b = worker_bundle(env, id, &["read:/data/ok.txt", "sleep:2000"], POLICY, &[]);
+    let log = env.dir.path().join(format!("{id}.log"));
+    let f = fs::File::create(&log).expect("log file");
+    let status = std::process::Command::new(runtime)
+        .env("BUNTIME_ETC", env.etc())
+        .arg("--root")
+        .arg(&env.root)
+        .args(["create", "--bundle"])
+        .arg(&b)
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(f.try_clone().expect("clone"))
+        .stderr(f)
+        .status()
+        .expect("create");
+    assert!(status.success(), "create {id}: {}", read(&log));
+    let pid = supervisor_pid(env, id).expect("supervisor running");
+    let exe = fs::read_link(format!("/proc/{pid}/exe")).expect("supervisor exe");
+    env.ok(&["start", id]);
+    let served = wait_until(Duration::from_secs(10), || read(&log).contains("ALLOW"));
+    assert!(served, "{}", read(&log));
+    env.ok(&["delete", "--force", id]);
+    env.assert_gone(id);
+    exe
+}
+
+#[test]
+fn the_supervisor_runs_from_its_own_binary_or_else_the_runtime() {
+    let env = Env::new();
+    let runc = Path::new(common::RUNC);
+    // Installed together: buntime-supervisor from beside the runtime.
+    let exe = supervisor_exe_serving(&env, runc, "own");
+    assert_eq!(exe, runc.with_file_name("buntime-supervisor"));
+    // An older install, the runtime alone: its own `supervise`.
+    let alone = env.dir.path().join("alone");
+    fs::create_dir(&alone).expect("mkdir");
+    fs::copy(runc, alone.join("buntime-runc")).expect("copy runtime");
+    let exe = supervisor_exe_serving(&env, &alone.join("buntime-runc"), "alone");
+    assert_eq!(exe, alone.join("buntime-runc"));
+}
+
+/// A container that shares a pid namespace (here another container's) may
+/// see processes outside it: its supervisor is the runtime's own
+/// `supervise`, run from the runtime's sealed copy, not the unsealed
+/// buntime-supervisor.
+#[test]
+fn a_container_sharing_a_pid_namespace_gets_the_runtime_as_supervisor() {
+    let env = Env::new();
+    let first = env.bundle("first", &["sleep", "30"], &[]);
+    env.ok(&[
+        "create",
+        "--bundle",
+        first.to_str().expect("utf-8"),
+        "first",
+    ]);
+    let b = env.bundle("joins", &["sleep", "30"], &[]);
+    let cfg = b.join("config.json");
+    let mut spec: serde_json::Value = serde_json::from_str(&read(&cfg)).expect("spec");
+    let ns = spec["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("namespaces");
+    ns.retain(|n| n["type"] != "pid");
+    let path = format!("/proc/{}/ns/pid", env.pid("first"));
+    ns.push(serde_json::json!({"type": "pid", "path": path}));
+    fs::write(&cfg, serde_json::to_string_pretty(&spec).expect("json")).expect("write");
+    env.ok(&["create", "--bundle", b.to_str().expect("utf-8"), "joins"]);
+    let pid = supervisor_pid(&env, "joins").expect("supervisor running");
+    let exe = fs::read_link(format!("/proc/{pid}/exe")).expect("supervisor exe");
+    assert_eq!(
+        exe.file_name().and_then(|n| n.to_str()),
+        Some("buntime-runc"),
+        "{}",
+        exe.display()
+    );
+    // The other one, with a pid namespace of its own, has the small one.
+    let own = supervisor_pid(&env, "first").expect("supervisor running");
+    let exe = fs::read_link(format!("/proc/{own}/exe")).expect("supervisor exe");
+    assert_eq!(
+        exe,
+        Path::new(common::RUNC).with_file_name("buntime-supervisor")
+    );
+    env.ok(&["delete", "--force", "joins"]);
+    env.ok(&["delete", "--force", "first"]);
+    env.assert_gone("joins");
+}

@@ -1,7 +1,8 @@
 //! The per-container supervisor (see docs/supervisor.md).
 //!
 //! `buntime-runc create` starts one for every container, as a separate
-//! process (`buntime-runc supervise ID`, own session, stdio on /dev/null)
+//! process (`buntime-supervisor --root R supervise ID`, or the runtime's
+//! hidden `supervise ID`; own session, stdio on /dev/null)
 //! before libcontainer runs: libcontainer must not run in a process that
 //! has threads, and the supervisor has one per worker connection. It
 //! serves workers' requests on the control socket bind-mounted at
@@ -36,7 +37,8 @@ use crate::policy::Policy;
 /// Inside the container: the directory, the segment and the socket.
 pub use crate::statedir::{CONTAINER_CONTROL, CONTAINER_DIR, CONTAINER_IPC};
 pub use process::{
-    begin_finish, begin_stop, is_ours, spawn, status, stop, Finishing, Spawned, Stopping, WIND_DOWN,
+    begin_finish, begin_stop, is_ours, spawn, status, stop, Finishing, PidNamespace, Spawned,
+    Stopping, SUPERVISOR_BIN, WIND_DOWN,
 };
 pub(crate) use process::{pidfd_open, signal_kill};
 // The state directory's files are `crate::statedir`'s.

@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
@@ -146,11 +146,53 @@ fn read_line_timeout(out: &ChildStdout, ms: i32) -> String {
     }
 }
 
-/// Starts `buntime-runc --root ROOT supervise ID` detached; `wait_ready`
-/// then waits until it has made the socket and segment in
-/// `state_dir/run/` (which the caller has made: it is bind-mounted into
-/// the container before the supervisor may be up).
-pub fn spawn(root: &Path, id: &str, state_dir: &Path) -> Result<Spawned, SupervisorError> {
+/// Can the container's processes see the supervisor's (and so open its
+/// `/proc/PID/exe`)?
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PidNamespace {
+    /// A new pid namespace: no process of the container can name the
+    /// supervisor, which runs in the host's.
+    Own,
+    /// The host's or a joined one: the supervisor may be visible.
+    Shared,
+}
+
+/// The supervisor's command: `buntime-supervisor` from beside the runtime's
+/// real binary (also when the runtime runs from its sealed copy), else,
+/// from an older install without it, the runtime's own hidden
+/// `supervise` command.
+///
+/// The small binary is not sealed, and need not be when the container has
+/// its own pid namespace: the supervisor never enters the container, so a
+/// container process can reach its `/proc/PID/exe` (CVE-2019-5736) only by
+/// seeing its pid. When the container shares a pid namespace the runtime
+/// itself runs sealed (`exeseal::decide`), and so does its supervisor, as
+/// before: the runtime's own (sealed) copy runs it.
+fn supervisor_command(pid_ns: PidNamespace) -> std::io::Result<Command> {
+    if pid_ns == PidNamespace::Own {
+        let small = crate::exeseal::exe_path()?.with_file_name(SUPERVISOR_BIN);
+        if small.is_file() {
+            return Ok(Command::new(small));
+        }
+        tracing::debug!(target: "supervisor", "no {}: the runtime's `supervise`", small.display());
+    }
+    crate::exeseal::self_command()
+}
+
+/// The supervisor's own binary, installed beside `buntime-runc` and
+/// `buntime`.
+pub const SUPERVISOR_BIN: &str = "buntime-supervisor";
+
+/// Starts `[buntime-supervisor|buntime-runc] --root ROOT supervise ID`
+/// detached; `wait_ready` then waits until it has made the socket and
+/// segment in `state_dir/run/` (which the caller has made: it is
+/// bind-mounted into the container before the supervisor may be up).
+pub fn spawn(
+    root: &Path,
+    id: &str,
+    state_dir: &Path,
+    pid_ns: PidNamespace,
+) -> Result<Spawned, SupervisorError> {
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -158,8 +200,7 @@ pub fn spawn(root: &Path, id: &str, state_dir: &Path) -> Result<Spawned, Supervi
         .open(state_dir.join(LOG_FILE))
         .map_err(io("open supervisor log"))?;
     let (ours, theirs) = UnixStream::pair().map_err(io("socketpair for supervisor"))?;
-    // From the sealed copy when this process runs from one.
-    let mut cmd = crate::exeseal::self_command().map_err(io("find own executable"))?;
+    let mut cmd = supervisor_command(pid_ns).map_err(io("find own executable"))?;
     cmd.arg("--root")
         .arg(root)
         .arg("supervise")

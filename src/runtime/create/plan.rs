@@ -11,7 +11,7 @@ use std::net::TcpListener;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use libcontainer::oci_spec::runtime::{LinuxSeccomp, Spec};
+use libcontainer::oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, Spec};
 
 use super::denied::make_denied_file;
 use super::policy_step::PolicyStep;
@@ -256,7 +256,12 @@ impl Plan {
         slot: &mut Option<crate::supervisor::Spawned>,
     ) -> Result<()> {
         if self.supervised {
-            let s = crate::supervisor::spawn(root.path(), &opts.id, dir.path())
+            let pid_ns = if crate::spec::has_new_ns(&self.spec, LinuxNamespaceType::Pid) {
+                crate::supervisor::PidNamespace::Own
+            } else {
+                crate::supervisor::PidNamespace::Shared
+            };
+            let s = crate::supervisor::spawn(root.path(), &opts.id, dir.path(), pid_ns)
                 .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
             *slot = Some(s);
             tracing::debug!(target: "cli", "create: supervisor started");

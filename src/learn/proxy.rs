@@ -1,9 +1,14 @@
 //! The learning proxy of `buntime run --learn` (docs/learn.md, "Hosts by
 //! name"): the learned run has the host's network, so the seccomp observer
 //! sees only addresses; a proxy offered through the proxy variables sees
-//! the names proxy-aware clients ask for. It lets every host through (the
-//! learned run is not sandboxed by network rules) and audits each request
-//! as the egress proxy does; learning reads the names from those records.
+//! the names proxy-aware clients ask for. It lets every public host
+//! through (the learned run is not sandboxed by network rules), but not an
+//! internal address the base policy does not allow (loopback, private,
+//! link-local, metadata, the host's own: learning would never grant one),
+//! and connects upstream with the sandbox's uid and gid, so uid-owner
+//! egress rules see the sandbox, not `buntime run`'s root. It audits each
+//! request as the egress proxy does; learning reads the names from those
+//! records.
 //!
 //! It listens on the host's loopback, so it serves only the sandbox: a
 //! client's socket must be owned by the sandbox's uid ([`socket_uid`]).
@@ -17,9 +22,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::audit::{AuditLog, AuditRecord, Kind, Verdict};
+use crate::deputy::creds::SandboxCreds;
 use crate::learn::observe::Event;
-use crate::policy::RuleRef;
-use crate::proxy::{Attempt, Gate, Granted, Limits, Refused, Tally};
+use crate::policy::{HostAddrs, Policy, RuleRef};
+use crate::proxy::{connect_any, Attempt, ConnectFailed, Gate, Granted, Limits, Refused, Tally};
 
 /// The learning proxy, bound (its port goes into the run's environment)
 /// and not serving yet.
@@ -40,13 +46,31 @@ impl LearningProxy {
         self.addr
     }
 
-    /// Serves on a thread of its own, for clients owned by `uid`, auditing
-    /// to `audit` as sandbox `id`.
-    pub fn serve(self, audit: AuditLog, id: &str, uid: u32) -> io::Result<Serving> {
+    /// Serves on a thread of its own, for clients owned by the sandbox's
+    /// host `ids` (uid, gid), auditing to `audit` as sandbox `id`;
+    /// internal addresses only as far as `base` allows them.
+    pub fn serve(
+        self,
+        audit: AuditLog,
+        id: &str,
+        ids: (u32, u32),
+        base: Policy,
+    ) -> io::Result<Serving> {
+        // As root the sandbox is another uid: upstream sockets are made as
+        // it. Rootless the proxy is the sandbox's uid already (and may not
+        // call setgroups).
+        let upstream_as = (nix::unistd::geteuid().as_raw() != ids.0).then(|| SandboxCreds {
+            uid: ids.0,
+            gid: ids.1,
+            groups: vec![],
+        });
         let gate: Arc<dyn Gate> = Arc::new(LearnGate {
             audit,
             id: id.to_string(),
-            uid,
+            uid: ids.0,
+            upstream_as,
+            own: HostAddrs::read().unwrap_or_default(),
+            base,
         });
         let tally = Arc::new(Tally::default());
         let (g, t, l) = (Arc::clone(&gate), Arc::clone(&tally), self.listener);
@@ -80,6 +104,13 @@ struct LearnGate {
     audit: AuditLog,
     id: String,
     uid: u32,
+    /// Whose credentials upstream sockets are made with (`None`: the
+    /// proxy's own are the sandbox's).
+    upstream_as: Option<SandboxCreds>,
+    /// The host's own addresses, read when the proxy starts.
+    own: HostAddrs,
+    /// The base policy, which alone lets an internal address through.
+    base: Policy,
 }
 
 impl Gate for LearnGate {
@@ -112,6 +143,7 @@ impl Gate for LearnGate {
                 if addrs.is_empty() {
                     return Err(refused(format!("{host} has no address")));
                 }
+                self.internal_refusal(host, port, &addrs)?;
                 Ok(Granted {
                     addrs,
                     rule: RuleRef::Learning,
@@ -121,20 +153,59 @@ impl Gate for LearnGate {
         }
     }
 
+    /// The socket's owner, which uid-owner egress rules (iptables, nft
+    /// `skuid`, `ip rule uidrange`) match, is the creating thread's fsuid
+    /// at `socket()`: made inside the guard, it is the sandbox's.
+    fn connect(
+        &self,
+        addrs: &[SocketAddr],
+        timeout: Duration,
+    ) -> Result<(TcpStream, SocketAddr), ConnectFailed> {
+        let Some(creds) = &self.upstream_as else {
+            return connect_any(addrs, timeout);
+        };
+        let _as_sandbox = creds.assume().map_err(|e| ConnectFailed {
+            error: io::Error::other(format!("cannot take the sandbox's credentials: {e}")),
+            addr: None,
+        })?;
+        connect_any(addrs, timeout)
+    }
+
     fn record(&self, a: &Attempt) {
         self.audit.record(&a.audit_record(&self.id));
     }
 }
 
+impl LearnGate {
+    /// Refuses a name or address any of whose addresses is internal and
+    /// not allowed by the base (every address: enforcement checks each
+    /// one a name resolves to, so the learned policy would not reach it).
+    fn internal_refusal(&self, host: &str, port: u16, addrs: &[SocketAddr]) -> Result<(), Refused> {
+        for a in addrs {
+            if let Some(what) = super::generalise::internal(&self.base, &self.own, *a, false) {
+                return Err(Refused {
+                    rule: RuleRef::Learning,
+                    reason: format!(
+                        "{host}:{port} resolves to {a}, {what}: the learning proxy lets it through only when the base policy allows it (--allow-net={a})"
+                    ),
+                    addr: Some(*a),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The hosts the learning proxy was asked for, by name, with the address
-/// it reached for each (its own records only: rule `learn`). A request
-/// whose upstream then failed counts (the name resolved, the run asked
-/// for it); one whose name did not resolve does not.
+/// it reached (or refused as internal) for each (its own records only:
+/// rule `learn`). A request whose upstream then failed counts (the name
+/// resolved, the run asked for it); one whose name did not resolve does
+/// not.
 pub fn hosts_asked(records: &[AuditRecord]) -> Vec<Event> {
     records
         .iter()
         .filter(|r| r.kind == Kind::Proxy && r.rule == RuleRef::Learning)
-        .filter(|r| matches!(r.decision, Verdict::Allow | Verdict::Error))
+        .filter(|r| matches!(r.decision, Verdict::Allow | Verdict::Error | Verdict::Deny))
         .filter(|r| !r.subject.is_empty())
         .filter_map(|r| {
             let addr = r.addr.as_deref()?.parse().ok()?;

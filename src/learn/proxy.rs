@@ -27,6 +27,15 @@ use crate::learn::observe::Event;
 use crate::policy::{HostAddrs, Policy, RuleRef};
 use crate::proxy::{connect_any, Attempt, ConnectFailed, Gate, Granted, Limits, Refused, Tally};
 
+/// Smaller than the egress proxy's: its threads are `buntime run`'s, not
+/// charged to the sandbox's cgroup (docs/learn.md).
+const LIMITS: Limits = Limits {
+    max_connections: 64,
+    connect_timeout: Duration::from_secs(10),
+    idle_timeout: Duration::from_secs(60),
+    head_timeout: Duration::from_secs(10),
+};
+
 /// The learning proxy, bound (its port goes into the run's environment)
 /// and not serving yet.
 pub struct LearningProxy {
@@ -64,7 +73,7 @@ impl LearningProxy {
             gid: ids.1,
             groups: vec![],
         });
-        let gate: Arc<dyn Gate> = Arc::new(LearnGate {
+        let gate = Arc::new(LearnGate {
             audit,
             id: id.to_string(),
             uid: ids.0,
@@ -73,10 +82,11 @@ impl LearningProxy {
             base,
         });
         let tally = Arc::new(Tally::default());
-        let (g, t, l) = (Arc::clone(&gate), Arc::clone(&tally), self.listener);
+        let g: Arc<dyn Gate> = Arc::clone(&gate) as Arc<dyn Gate>;
+        let (t, l) = (Arc::clone(&tally), self.listener);
         std::thread::Builder::new()
             .name("learn-proxy".into())
-            .spawn(move || crate::proxy::serve(l, g, Limits::default(), t))?;
+            .spawn(move || crate::proxy::serve(l, g, LIMITS, t))?;
         Ok(Serving { tally, gate })
     }
 }
@@ -84,7 +94,7 @@ impl LearningProxy {
 /// The learning proxy serving.
 pub struct Serving {
     tally: Arc<Tally>,
-    gate: Arc<dyn Gate>,
+    gate: Arc<LearnGate>,
 }
 
 impl Serving {
@@ -97,6 +107,8 @@ impl Serving {
         }
         self.tally.flush_turned_away(self.gate.as_ref());
         self.tally.record_unfinished(self.gate.as_ref());
+        // What the quota dropped, summed up by kind.
+        self.gate.audit.finish(&self.gate.id);
     }
 }
 

@@ -74,7 +74,14 @@ impl Learning {
         let Some(proxy) = self.bound.take() else {
             return Ok(());
         };
-        let log = crate::audit::AuditLog::open(&state.join(crate::statedir::AUDIT_FILE))
+        // A quota of its own, well under the supervisor's, so the two
+        // writers of the file stay below its rotation size together.
+        let quota = crate::audit::Quota {
+            all: 8 << 20,
+            allow: 6 << 20,
+        };
+        let path = state.join(crate::statedir::AUDIT_FILE);
+        let log = crate::audit::AuditLog::open_with(&path, crate::audit::MAX_AUDIT_BYTES, quota)
             .map_err(|e| setup(format!("--learn: the learning proxy's audit log: {e}")))?;
         let serving = proxy
             .serve(log, id, sandbox_host_ids(), self.base.clone())
@@ -108,6 +115,9 @@ impl Learning {
             .retain(|e| !matches!(e, Event::Connect(a) if to_own(a)));
         seen.events
             .extend(crate::learn::proxy::hosts_asked(records));
+        seen.records_dropped = records.iter().any(|r| {
+            r.kind == crate::audit::Kind::Audit && r.rule == crate::policy::RuleRef::AuditQuota
+        });
         seen
     }
 }

@@ -8,6 +8,7 @@ pub mod diff;
 pub mod generalise;
 pub mod observe;
 pub mod proxy;
+mod sock_owner;
 
 use std::path::{Path, PathBuf};
 

@@ -11,16 +11,18 @@
 //! records.
 //!
 //! It listens on the host's loopback, so it serves only the sandbox: a
-//! client's socket must be owned by the sandbox's uid ([`socket_uid`]).
+//! client's socket must be a live one owned by the sandbox's uid
+//! ([`socket_uid`], one exact sock_diag lookup).
 //! As root that uid is the run's own (`deputy::ids`), which no other
 //! process has; rootless it is the caller's, whose other processes could
 //! reach every host as that uid anyway.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use super::sock_owner::socket_uid;
 use crate::audit::{AuditLog, AuditRecord, Kind, Verdict};
 use crate::deputy::creds::SandboxCreds;
 use crate::learn::observe::Event;
@@ -229,94 +231,9 @@ pub fn hosts_asked(records: &[AuditRecord]) -> Vec<Event> {
         .collect()
 }
 
-/// The owner uid of the client socket of an accepted connection: the
-/// `/proc/net/tcp{,6}` line whose local address is the client's and whose
-/// remote address is ours. The kernel records the uid when the socket is
-/// made (shown in this user namespace's terms: the host's uid), so the
-/// client cannot choose it. Same network namespace only: the learned run
-/// shares the host's.
-pub fn socket_uid(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().find_map(|f| {
-        let text = std::fs::read_to_string(f).ok()?;
-        text.lines().skip(1).find_map(|l| uid_of(l, peer, local))
-    })
-}
-
-/// `st` of a TIME_WAIT entry (`include/net/tcp_states.h`).
-const TCP_TIME_WAIT: &str = "06";
-
-fn uid_of(line: &str, peer: SocketAddr, local: SocketAddr) -> Option<u32> {
-    let f: Vec<&str> = line.split_whitespace().collect();
-    let (l, r, state, uid) = (f.get(1)?, f.get(2)?, f.get(3)?, f.get(7)?);
-    // A TIME_WAIT entry has no socket, so no owner (it shows uid 0).
-    if *state != TCP_TIME_WAIT && proc_addr(l)? == peer && proc_addr(r)? == local {
-        uid.parse().ok()
-    } else {
-        None
-    }
-}
-
-/// An address of `/proc/net/tcp{,6}`: the address as 32-bit words in
-/// hex, each in the machine's byte order, `:` the port in hex. An
-/// IPv4-mapped IPv6 address is its IPv4 address (a dual-stack client).
-fn proc_addr(s: &str) -> Option<SocketAddr> {
-    let (a, p) = s.split_once(':')?;
-    let port = u16::from_str_radix(p, 16).ok()?;
-    let word = |i: usize| -> Option<[u8; 4]> {
-        let w = u32::from_str_radix(a.get(i * 8..i * 8 + 8)?, 16).ok()?;
-        Some(w.to_ne_bytes())
-    };
-    let ip = match a.len() {
-        8 => IpAddr::V4(Ipv4Addr::from(word(0)?)),
-        32 => {
-            let mut b = [0u8; 16];
-            for i in 0..4 {
-                b[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
-            }
-            let v6 = Ipv6Addr::from(b);
-            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
-        }
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, port))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[cfg(target_endian = "little")]
-    #[test]
-    fn proc_net_addresses_are_read_in_the_machines_byte_order() {
-        let a = proc_addr("0100007F:1F90").expect("v4");
-        assert_eq!(a, "127.0.0.1:8080".parse().unwrap());
-        let m = proc_addr("0000000000000000FFFF00000100007F:0050").expect("mapped");
-        assert_eq!(m, "127.0.0.1:80".parse().unwrap());
-        let v6 = proc_addr("00000000000000000000000001000000:0050").expect("v6");
-        assert_eq!(v6, "[::1]:80".parse().unwrap());
-        assert_eq!(proc_addr("zz:1"), None);
-        let (peer, local) = (
-            "127.0.0.1:40000".parse().unwrap(),
-            "127.0.0.1:8080".parse().unwrap(),
-        );
-        let line = |st: &str| {
-            format!("  1: 0100007F:9C40 0100007F:1F90 {st} 00000000:00000000 00:00000000 00000000  2140001234        0 4242 1")
-        };
-        assert_eq!(uid_of(&line("01"), peer, local), Some(2_140_001_234));
-        assert_eq!(uid_of(&line("06"), peer, local), None);
-        assert_eq!(uid_of(&line("01"), local, peer), None);
-        assert_eq!(proc_addr("0100007F"), None);
-    }
-
-    #[test]
-    fn a_client_sockets_owner_is_found() {
-        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
-        let c = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
-        let (s, _) = l.accept().expect("accept");
-        let uid = socket_uid(s.peer_addr().unwrap(), s.local_addr().unwrap());
-        assert_eq!(uid, Some(nix::unistd::geteuid().as_raw()));
-        drop(c);
-    }
 
     #[test]
     fn only_the_learning_proxys_resolved_requests_are_hosts() {

@@ -84,26 +84,50 @@ impl LearningProxy {
             base,
         });
         let tally = Arc::new(Tally::default());
+        // To wake the accept when it stops (the same socket).
+        let listener = self.listener.try_clone()?;
         let g: Arc<dyn Gate> = Arc::clone(&gate) as Arc<dyn Gate>;
         let (t, l) = (Arc::clone(&tally), self.listener);
         std::thread::Builder::new()
             .name("learn-proxy".into())
             .spawn(move || crate::proxy::serve(l, g, LIMITS, t))?;
-        Ok(Serving { tally, gate })
+        Ok(Serving {
+            tally,
+            gate,
+            listener,
+        })
     }
 }
 
-/// The learning proxy serving.
+/// The learning proxy serving; it stops accepting when dropped (or wound
+/// down), not only when `buntime` exits.
 pub struct Serving {
     tally: Arc<Tally>,
     gate: Arc<LearnGate>,
+    listener: TcpListener,
 }
 
 impl Serving {
-    /// Once the sandbox is gone: lets connections write their audit lines
-    /// until `until` at most, then audits what is left (as the
-    /// supervisor's egress proxy does).
+    /// Stops accepting: new connections are refused by the kernel, and
+    /// the accept thread ends (connections being served go on).
+    pub fn stop(&self) {
+        if self.tally.stopped() {
+            return;
+        }
+        self.tally.stop();
+        // A listening socket shut down for reading stops listening and
+        // wakes its accept with an error, which the loop now ends on.
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.listener);
+        if let Err(e) = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Read) {
+            tracing::warn!(target: "learn", "stop the learning proxy: {e}");
+        }
+    }
+
+    /// Once the sandbox is gone: stops accepting, lets connections write
+    /// their audit lines until `until` at most, then audits what is left
+    /// (as the supervisor's egress proxy does).
     pub fn wind_down(&self, until: Instant) {
+        self.stop();
         while self.tally.unrecorded() > 0 && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -111,6 +135,12 @@ impl Serving {
         self.tally.record_unfinished(self.gate.as_ref());
         // What the quota dropped, summed up by kind.
         self.gate.audit.finish(&self.gate.id);
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -234,6 +264,29 @@ pub fn hosts_asked(records: &[AuditRecord]) -> Vec<Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_learning_proxy_stops_accepting_when_wound_down() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = AuditLog::open(&dir.path().join("audit.log")).expect("log");
+        let proxy = LearningProxy::bind().expect("bind");
+        let addr = proxy.addr();
+        let ids = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        );
+        let serving = proxy
+            .serve(log, "t", ids, Policy::default())
+            .expect("serve");
+        // Served: an answer comes (a bad request, but an answer).
+        let mut c = TcpStream::connect(addr).expect("connect");
+        std::io::Write::write_all(&mut c, b"BAD\r\n\r\n").expect("send");
+        let mut answer = String::new();
+        let _ = std::io::Read::read_to_string(&mut c, &mut answer);
+        assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+        serving.wind_down(Instant::now());
+        assert!(TcpStream::connect(addr).is_err());
+    }
 
     #[test]
     fn only_the_learning_proxys_resolved_requests_are_hosts() {

@@ -164,8 +164,9 @@ pub fn bind_in_netns_path(path: &Path, port: u16) -> std::io::Result<TcpListener
     bound
 }
 
-/// Accepts and serves connections until the process exits; `tally` is
-/// what the supervisor waits for before it exits.
+/// Accepts and serves connections until the process exits or
+/// [`Tally::stop`]; `tally` is what the supervisor waits for before it
+/// exits.
 pub fn serve(listener: TcpListener, gate: Arc<dyn Gate>, limits: Limits, tally: Arc<Tally>) {
     let open = Arc::new(AtomicUsize::new(0));
     if let Ok(a) = listener.local_addr() {
@@ -173,7 +174,11 @@ pub fn serve(listener: TcpListener, gate: Arc<dyn Gate>, limits: Limits, tally: 
     }
     audit_turned_away(&gate, &tally);
     loop {
-        let stream = match listener.accept() {
+        let accepted = listener.accept();
+        if tally.stopped() {
+            return;
+        }
+        let stream = match accepted {
             Ok((s, _)) => s,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {

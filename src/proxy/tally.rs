@@ -2,7 +2,7 @@
 //! turned away at the limit or refused at admission, and those whose own
 //! line is not written yet when the supervisor exits.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -23,12 +23,27 @@ pub struct Tally {
     last_refused: Mutex<String>,
     /// The proxy's address: the subject of the lines written in aggregate.
     pub(super) subject: OnceLock<String>,
+    /// Set when the proxy is to stop accepting ([`Tally::stop`]): the
+    /// accept loop and the once-a-second auditor end.
+    stopped: AtomicBool,
     /// Held from taking the turned-away count to writing its line, so a
     /// flush at exit waits for one under way.
     flushing: Mutex<()>,
 }
 
 impl Tally {
+    /// Asks the proxy to stop accepting: `serve` returns at its next
+    /// accept error or connection (the owner of the listener shuts it
+    /// down to wake the accept: `proxy::serve` retries other errors).
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`Tally::stop`] was called.
+    pub fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
     /// Accepted connections whose audit line is not written yet.
     pub fn unrecorded(&self) -> usize {
         self.unrecorded.load(Ordering::SeqCst)
@@ -115,9 +130,11 @@ pub(super) fn audit_turned_away(gate: &Arc<dyn Gate>, tally: &Arc<Tally>) {
     let spawned = std::thread::Builder::new()
         .name("proxy-limit".into())
         .stack_size(64 << 10)
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_secs(1));
-            tally.flush_turned_away(gate.as_ref());
+        .spawn(move || {
+            while !tally.stopped() {
+                std::thread::sleep(Duration::from_secs(1));
+                tally.flush_turned_away(gate.as_ref());
+            }
         });
     if let Err(e) = spawned {
         tracing::warn!(target: "supervisor", "proxy: connections turned away will not be audited: {e}");

@@ -191,8 +191,9 @@ pub fn serve(listener: TcpListener, gate: Arc<dyn Gate>, limits: Limits, tally: 
         // Before a slot and a thread are taken: a client the gate refuses
         // costs the sandbox's clients nothing but this check.
         if let Err(reason) = gate.admit(&stream) {
+            // Counted before the answer, as those turned away are.
+            tally.refuse_client(reason.clone());
             turn_away(stream, &reason);
-            tally.refuse_client(reason);
             continue;
         }
         if open.fetch_add(1, Ordering::SeqCst) >= limits.max_connections {

@@ -70,8 +70,12 @@ impl Tally {
         }
         let n = self.refused.swap(0, Ordering::SeqCst);
         if n > 0 {
-            let last =
-                std::mem::take(&mut *self.last_refused.lock().unwrap_or_else(|p| p.into_inner()));
+            // Kept, not taken: one counted after this swap may have set it.
+            let last = self
+                .last_refused
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
             let reason = format!("{n} connection(s) refused (last: {last})");
             self.record_aggregate(gate, Verdict::Deny, RuleRef::Proxy, reason);
         }

@@ -2,9 +2,10 @@
 //! (docs/learn.md, "Hosts by name"), as root: a loopback server reached
 //! as `localhost:PORT` through the proxy is learned as that name, and the
 //! learned policy reaches it again through the normal proxy with no
-//! denial; a name of an internal address is not granted unless the base
-//! allows it; a connection to the learning proxy from the host (not the
-//! sandbox) is refused.
+//! denial; a name of an internal address is not granted (nor let through
+//! by the learning proxy) unless the base allows it; cloud metadata and
+//! the host's own address are refused by the learning proxy; a connection
+//! to the learning proxy from the host (not the sandbox) is refused.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -12,7 +13,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 const BUNTIME: &str = env!("CARGO_BIN_EXE_buntime");
@@ -39,6 +40,8 @@ struct Job {
     dir: tempfile::TempDir,
     port: u16,
     hits: Arc<AtomicUsize>,
+    /// The owner uid of the last client socket the server accepted.
+    owner: Arc<AtomicU32>,
 }
 
 impl Job {
@@ -53,8 +56,14 @@ impl Job {
         let port = l.local_addr().expect("addr").port();
         let hits = Arc::new(AtomicUsize::new(0));
         let h = Arc::clone(&hits);
+        let owner = Arc::new(AtomicU32::new(u32::MAX));
+        let o = Arc::clone(&owner);
         std::thread::spawn(move || {
             for mut c in l.incoming().flatten() {
+                if let (Ok(p), Ok(l)) = (c.peer_addr(), c.local_addr()) {
+                    let uid = buntime::learn::proxy::socket_uid(p, l).unwrap_or(u32::MAX);
+                    o.store(uid, Ordering::SeqCst);
+                }
                 let mut buf = [0u8; 4096];
                 let _ = c.read(&mut buf);
                 h.fetch_add(1, Ordering::SeqCst);
@@ -63,7 +72,12 @@ impl Job {
                 );
             }
         });
-        Job { dir, port, hits }
+        Job {
+            dir,
+            port,
+            hits,
+            owner,
+        }
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -150,6 +164,12 @@ fn a_host_reached_through_the_learning_proxy_is_learned_by_name() {
         "{v}"
     );
     assert_eq!(job.hits.load(Ordering::SeqCst), 1);
+    // The learning proxy connected as the sandbox's uid, not as root.
+    let owner = job.owner.load(Ordering::SeqCst);
+    assert!(
+        owner >= buntime::sandbox::RUN_ID_BASE && owner != u32::MAX,
+        "uid {owner}"
+    );
 
     // Again, under the learned policy: through the normal proxy, by name,
     // nothing denied.
@@ -170,10 +190,11 @@ fn a_name_of_an_internal_address_is_not_granted_unless_the_base_allows_it() {
     let job = Job::new();
     let name = format!("localhost:{}", job.port);
     let o = job.run(&["--learn=names.json"]);
-    // The learned run itself reaches it (it is not sandboxed by network
-    // rules); the policy does not grant it.
-    assert!(o.status.success(), "{}", show(&o));
-    assert!(text(&o.stdout).contains("got hello"), "{}", show(&o));
+    // The learning proxy does not let it through either: the learned
+    // policy would not reach it, and the run fails at once.
+    assert!(!o.status.success(), "{}", show(&o));
+    assert!(!text(&o.stdout).contains("got hello"), "{}", show(&o));
+    assert_eq!(job.hits.load(Ordering::SeqCst), 0);
     let err = text(&o.stderr);
     let line = err
         .lines()
@@ -181,6 +202,98 @@ fn a_name_of_an_internal_address_is_not_granted_unless_the_base_allows_it() {
         .unwrap_or_else(|| panic!("{err}"));
     assert!(line.contains(&name) && line.contains("loopback"), "{err}");
     let (v, allow) = allow_list(&job.path("names.json"));
+    assert!(allow.is_empty(), "{v}");
+}
+
+/// Asks the proxy of `HTTP_PROXY` for each `argv[1:]` target and prints
+/// its answer's head on one line.
+const PROBE: &str = r#"
+import os, socket, sys
+h, port = os.environ["HTTP_PROXY"].removeprefix("http://").rstrip("/").rsplit(":", 1)
+for t in sys.argv[1:]:
+    s = socket.create_connection((h, int(port)), timeout=30)
+    s.sendall(f"GET http://{t}/ HTTP/1.1\r\nHost: {t}\r\n\r\n".encode())
+    a = b""
+    while True:
+        d = s.recv(4096)
+        if not d:
+            break
+        a += d
+    head = a.decode(errors="replace").split("\r\n\r\n")[0]
+    print(t, "->", " | ".join(head.split("\r\n")), flush=True)
+"#;
+
+/// The host's own address on its default route, if it has one.
+fn own_address() -> Option<std::net::IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[test]
+fn the_learning_proxy_refuses_metadata_and_the_hosts_own_address() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let job = Job::new();
+    fs::write(job.path("probe.py"), PROBE).unwrap();
+    // Listening on every address: a connect to the host's own would land.
+    let l = TcpListener::bind("0.0.0.0:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    l.set_nonblocking(true).expect("nonblocking");
+    let mut targets = vec!["169.254.169.254:80".to_string()];
+    let own = own_address();
+    if let Some(ip) = own {
+        targets.push(std::net::SocketAddr::new(ip, port).to_string());
+    } else {
+        eprintln!("no address on a default route: the host's own address is not tried");
+    }
+    let o = Command::new(BUNTIME)
+        .arg("--root")
+        .arg(job.path("state"))
+        .args(["run", "--learn=probe.json"])
+        .arg(job.path("probe.py"))
+        .args(&targets)
+        .current_dir(job.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run buntime");
+    assert!(o.status.success(), "{}", show(&o));
+    let out = text(&o.stdout);
+    for t in &targets {
+        let line = out
+            .lines()
+            .find(|x| x.starts_with(&format!("{t} ->")))
+            .unwrap_or_else(|| panic!("{t}: {}", show(&o)));
+        assert!(line.contains("HTTP/1.1 403"), "{line}\n{}", show(&o));
+        assert!(line.contains("X-Buntime-Deny:"), "{line}");
+        assert!(
+            line.contains("only when the base policy allows it"),
+            "{line}"
+        );
+    }
+    let meta = out
+        .lines()
+        .find(|x| x.starts_with("169.254"))
+        .unwrap_or_default();
+    assert!(meta.contains("cloud metadata"), "{meta}");
+    if own.is_some() {
+        assert!(out.contains("one of the host's own addresses"), "{out}");
+    }
+    // Nothing reached the host's own address.
+    assert!(
+        l.accept().is_err(),
+        "the learning proxy connected to the host's own address"
+    );
+    let err = text(&o.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.contains("asked for, not granted"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(line.contains("169.254.169.254:80"), "{err}");
+    let (v, allow) = allow_list(&job.path("probe.json"));
     assert!(allow.is_empty(), "{v}");
 }
 

@@ -67,13 +67,28 @@ impl SandboxCreds {
     /// Takes these credentials on the calling thread until the guard drops
     /// (reading the thread's own first: for threads that switch once, like
     /// learning's). Fails closed: an error means nothing may be opened.
+    /// Refused while another guard is alive on the thread, as
+    /// [`assume_worker`] is: an inner guard's undo would bring back the
+    /// wrong rights under the outer one's feet.
     pub fn assume(&self) -> std::io::Result<Assumed> {
+        let taking = Taking::begin()?;
         let switch = Switch::plan(self.clone(), Saved::take()?);
         switch.apply()?;
+        taking.keep();
         Ok(Assumed {
             switch: Held::Own(Box::new(switch)),
         })
     }
+}
+
+/// The steps of a switch that change something (planned), or that were
+/// taken (a failed `apply`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Steps {
+    groups: bool,
+    fsgid: bool,
+    fsuid: bool,
+    caps: bool,
 }
 
 /// The switch between the supervisor's credentials and a worker's on one
@@ -83,59 +98,72 @@ impl SandboxCreds {
 struct Switch {
     worker: SandboxCreds,
     saved: Saved,
-    groups: bool,
-    fsgid: bool,
-    fsuid: bool,
-    caps: bool,
+    plan: Steps,
 }
 
 impl Switch {
     fn plan(worker: SandboxCreds, saved: Saved) -> Switch {
         Switch {
-            groups: !same_groups(&worker.groups, &saved.groups),
-            fsgid: worker.gid != saved.fsgid,
-            fsuid: worker.uid != saved.fsuid,
-            caps: saved.caps.effective() != 0,
+            plan: Steps {
+                groups: !same_groups(&worker.groups, &saved.groups),
+                fsgid: worker.gid != saved.fsgid,
+                fsuid: worker.uid != saved.fsuid,
+                caps: saved.caps.effective() != 0,
+            },
             worker,
             saved,
         }
     }
 
     /// To the worker's rights. A step that fails leaves the ones before it
-    /// taken: the caller's guard is never made, so `undo` runs here.
+    /// taken: the caller's guard is never made, so those, and only those,
+    /// are undone here (undoing one never taken can fail where it was
+    /// never needed: setgroups wants CAP_SETGID even for the same list).
     fn apply(&self) -> std::io::Result<()> {
-        let r = (|| {
-            if self.groups {
-                set_thread_groups(&self.worker.groups)?;
-            }
-            if self.fsgid {
-                set_fsgid(self.worker.gid)?;
-            }
-            if self.fsuid {
-                set_fsuid(self.worker.uid)?;
-            }
-            if self.caps {
-                self.saved.caps.without_effective().set()?;
-            }
-            Ok(())
-        })();
+        let mut done = Steps::default();
+        let r = self.apply_steps(&mut done);
         if r.is_err() {
-            self.undo();
+            self.undo_steps(done);
         }
         r
     }
 
-    /// Back to the supervisor's rights, every step (undoing one not taken
-    /// changes nothing), or the thread aborts.
+    fn apply_steps(&self, done: &mut Steps) -> std::io::Result<()> {
+        let p = self.plan;
+        if p.groups {
+            set_thread_groups(&self.worker.groups)?;
+            done.groups = true;
+        }
+        if p.fsgid {
+            set_fsgid(self.worker.gid)?;
+            done.fsgid = true;
+        }
+        if p.fsuid {
+            set_fsuid(self.worker.uid)?;
+            done.fsuid = true;
+        }
+        if p.caps {
+            self.saved.caps.without_effective().set()?;
+            done.caps = true;
+        }
+        Ok(())
+    }
+
+    /// Back to the supervisor's rights (a guard's drop: every planned
+    /// step), or the thread aborts.
     fn undo(&self) {
+        self.undo_steps(self.plan);
+    }
+
+    fn undo_steps(&self, steps: Steps) {
         // The order matters: fsuid 0 gives the file capabilities back
         // (when permitted), then the rest of the effective set, which
         // setgroups needs (CAP_SETGID).
         let s = &self.saved;
-        let ok = (!self.fsuid || set_fsuid(s.fsuid).is_ok())
-            && (!self.fsgid || set_fsgid(s.fsgid).is_ok())
-            && (!self.caps || s.caps.set().is_ok())
-            && (!self.groups || set_thread_groups(&s.groups).is_ok());
+        let ok = (!steps.fsuid || set_fsuid(s.fsuid).is_ok())
+            && (!steps.fsgid || set_fsgid(s.fsgid).is_ok())
+            && (!steps.caps || s.caps.set().is_ok())
+            && (!steps.groups || set_thread_groups(&s.groups).is_ok());
         if !ok {
             // A thread that cannot be its old self must not serve again:
             // the supervisor would act with the wrong rights either way.
@@ -158,8 +186,38 @@ thread_local! {
     /// The worker a connection thread serves (one thread a connection),
     /// with the thread's own credentials as they were when it started.
     static SERVING: RefCell<Option<std::rc::Rc<Switch>>> = const { RefCell::new(None) };
-    /// A guard of `assume_worker` is alive on this thread.
+    /// A guard (of `assume_worker` or `SandboxCreds::assume`) is alive on
+    /// this thread.
     static ASSUMED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The thread's one guard being made: refused when one is alive already;
+/// the mark is cleared again unless the guard was made (`keep`).
+struct Taking(bool);
+
+impl Taking {
+    fn begin() -> std::io::Result<Taking> {
+        // A second guard would put the supervisor's rights back when it
+        // dropped, under the first one's feet.
+        if ASSUMED.with(|a| a.replace(true)) {
+            return Err(std::io::Error::other(
+                "another credential switch is alive on this thread",
+            ));
+        }
+        Ok(Taking(false))
+    }
+
+    fn keep(mut self) {
+        self.0 = true;
+    }
+}
+
+impl Drop for Taking {
+    fn drop(&mut self) {
+        if !self.0 {
+            ASSUMED.with(|a| a.set(false));
+        }
+    }
 }
 
 /// Records whose rights this connection thread acts with, and the thread's
@@ -177,22 +235,12 @@ pub fn assume_worker() -> std::io::Result<Assumed> {
     let switch = SERVING
         .with(|s| s.borrow().clone())
         .ok_or_else(|| std::io::Error::other("no worker credentials for this thread"))?;
-    // A second guard would put the supervisor's rights back when it
-    // dropped, under the first one's feet.
-    if ASSUMED.with(|a| a.replace(true)) {
-        return Err(std::io::Error::other(
-            "the worker's rights are already taken",
-        ));
-    }
-    match switch.apply() {
-        Ok(()) => Ok(Assumed {
-            switch: Held::Serving(switch),
-        }),
-        Err(e) => {
-            ASSUMED.with(|a| a.set(false));
-            Err(e)
-        }
-    }
+    let taking = Taking::begin()?;
+    switch.apply()?;
+    taking.keep();
+    Ok(Assumed {
+        switch: Held::Serving(switch),
+    })
 }
 
 enum Held {
@@ -210,12 +258,10 @@ pub struct Assumed {
 impl Drop for Assumed {
     fn drop(&mut self) {
         match &self.switch {
-            Held::Serving(s) => {
-                s.undo();
-                ASSUMED.with(|a| a.set(false));
-            }
+            Held::Serving(s) => s.undo(),
             Held::Own(s) => s.undo(),
         }
+        ASSUMED.with(|a| a.set(false));
     }
 }
 
@@ -386,6 +432,62 @@ mod tests {
         got.sort();
         assert_eq!(got, want);
         assert!(SandboxCreds::of_pid(u32::MAX).is_err());
+    }
+
+    #[test]
+    fn any_second_guard_on_a_thread_is_refused() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        std::thread::spawn(|| {
+            let nobody = SandboxCreds {
+                uid: 65534,
+                gid: 65534,
+                groups: vec![],
+            };
+            serve_as(nobody.clone()).unwrap();
+            let g = nobody.assume().unwrap();
+            assert!(nobody.assume().is_err());
+            assert!(assume_worker().is_err());
+            drop(g);
+            let w = assume_worker().unwrap();
+            assert!(nobody.assume().is_err());
+            drop(w);
+            drop(nobody.assume().unwrap());
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_failed_switch_undoes_only_the_steps_taken() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        std::thread::spawn(|| {
+            // No effective capabilities: setgroups fails, and so would
+            // putting the same groups back (the abort of old).
+            let own = Caps::get().unwrap();
+            own.without_effective().set().unwrap();
+            let before = Saved::take().unwrap();
+            let other = SandboxCreds {
+                uid: before.fsuid,
+                gid: before.fsgid,
+                groups: vec![4242],
+            };
+            assert!(other.assume().is_err());
+            let after = Saved::take().unwrap();
+            assert_eq!(after.groups, before.groups);
+            // The thread's mark is cleared: a switch that needs nothing
+            // may be made.
+            let same = SandboxCreds {
+                groups: before.groups.clone(),
+                ..other
+            };
+            drop(same.assume().unwrap());
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

@@ -12,9 +12,12 @@ pub fn sandbox_host_ids() -> (u32, u32) {
         let id = RUN_ID_BASE + std::process::id();
         (id, id)
     } else {
+        // The effective ids, the ones tested above and the ones the
+        // sandbox's sockets and files get (a real uid of 0 with another
+        // effective one must not make the sandbox's uid 0).
         (
-            nix::unistd::getuid().as_raw(),
-            nix::unistd::getgid().as_raw(),
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
         )
     }
 }

@@ -8,6 +8,7 @@ pub mod diff;
 pub mod generalise;
 pub mod observe;
 pub mod proxy;
+mod sock_owner;
 
 use std::path::{Path, PathBuf};
 
@@ -128,6 +129,8 @@ pub fn incompleteness(code: i32, seen: &Observed) -> Option<String> {
         Some("the observer never attached: nothing was recorded".into())
     } else if seen.truncated {
         Some(observe::truncated_why())
+    } else if seen.records_dropped {
+        Some("the audit log's quota was used up: hosts asked for by name after it are not in the policy".into())
     } else if code != 0 {
         Some(format!(
             "the run exited with status {code}: what it did not reach is not in the policy"
@@ -314,4 +317,21 @@ pub fn grouped(l: &Learned, incomplete: Option<&str>) -> String {
         out.push_str(&format!("  note: {n}\n"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_dropped_at_the_quota_make_the_policy_incomplete() {
+        let mut seen = Observed {
+            attached: true,
+            ..Default::default()
+        };
+        assert_eq!(incompleteness(0, &seen), None);
+        seen.records_dropped = true;
+        let why = incompleteness(0, &seen).expect("incomplete");
+        assert!(why.contains("quota"), "{why}");
+    }
 }

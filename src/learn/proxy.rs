@@ -1,25 +1,42 @@
 //! The learning proxy of `buntime run --learn` (docs/learn.md, "Hosts by
 //! name"): the learned run has the host's network, so the seccomp observer
 //! sees only addresses; a proxy offered through the proxy variables sees
-//! the names proxy-aware clients ask for. It lets every host through (the
-//! learned run is not sandboxed by network rules) and audits each request
-//! as the egress proxy does; learning reads the names from those records.
+//! the names proxy-aware clients ask for. It lets every public host
+//! through (the learned run is not sandboxed by network rules), but not an
+//! internal address the base policy does not allow (loopback, private,
+//! link-local, metadata, the host's own: learning would never grant one),
+//! and connects upstream with the sandbox's uid and gid, so uid-owner
+//! egress rules see the sandbox, not `buntime run`'s root. It audits each
+//! request as the egress proxy does; learning reads the names from those
+//! records.
 //!
 //! It listens on the host's loopback, so it serves only the sandbox: a
-//! client's socket must be owned by the sandbox's uid ([`socket_uid`]).
+//! client's socket must be a live one owned by the sandbox's uid
+//! ([`socket_uid`], one exact sock_diag lookup).
 //! As root that uid is the run's own (`deputy::ids`), which no other
 //! process has; rootless it is the caller's, whose other processes could
 //! reach every host as that uid anyway.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use super::sock_owner::socket_uid;
 use crate::audit::{AuditLog, AuditRecord, Kind, Verdict};
+use crate::deputy::creds::SandboxCreds;
 use crate::learn::observe::Event;
-use crate::policy::RuleRef;
-use crate::proxy::{Attempt, Gate, Granted, Limits, Refused, Tally};
+use crate::policy::{HostAddrs, Policy, RuleRef};
+use crate::proxy::{connect_any, Attempt, ConnectFailed, Gate, Granted, Limits, Refused, Tally};
+
+/// Smaller than the egress proxy's: its threads are `buntime run`'s, not
+/// charged to the sandbox's cgroup (docs/learn.md).
+const LIMITS: Limits = Limits {
+    max_connections: 64,
+    connect_timeout: Duration::from_secs(10),
+    idle_timeout: Duration::from_secs(60),
+    head_timeout: Duration::from_secs(10),
+};
 
 /// The learning proxy, bound (its port goes into the run's environment)
 /// and not serving yet.
@@ -40,39 +57,90 @@ impl LearningProxy {
         self.addr
     }
 
-    /// Serves on a thread of its own, for clients owned by `uid`, auditing
-    /// to `audit` as sandbox `id`.
-    pub fn serve(self, audit: AuditLog, id: &str, uid: u32) -> io::Result<Serving> {
-        let gate: Arc<dyn Gate> = Arc::new(LearnGate {
+    /// Serves on a thread of its own, for clients owned by the sandbox's
+    /// host `ids` (uid, gid), auditing to `audit` as sandbox `id`;
+    /// internal addresses only as far as `base` allows them.
+    pub fn serve(
+        self,
+        audit: AuditLog,
+        id: &str,
+        ids: (u32, u32),
+        base: Policy,
+    ) -> io::Result<Serving> {
+        // As root the sandbox is another uid: upstream sockets are made as
+        // it. Rootless the proxy is the sandbox's uid already (and may not
+        // call setgroups).
+        let upstream_as = (nix::unistd::geteuid().as_raw() != ids.0).then(|| SandboxCreds {
+            uid: ids.0,
+            gid: ids.1,
+            groups: vec![],
+        });
+        let gate = Arc::new(LearnGate {
             audit,
             id: id.to_string(),
-            uid,
+            uid: ids.0,
+            upstream_as,
+            own: HostAddrs::read().unwrap_or_default(),
+            base,
         });
         let tally = Arc::new(Tally::default());
-        let (g, t, l) = (Arc::clone(&gate), Arc::clone(&tally), self.listener);
+        // To wake the accept when it stops (the same socket).
+        let listener = self.listener.try_clone()?;
+        let g: Arc<dyn Gate> = Arc::clone(&gate) as Arc<dyn Gate>;
+        let (t, l) = (Arc::clone(&tally), self.listener);
         std::thread::Builder::new()
             .name("learn-proxy".into())
-            .spawn(move || crate::proxy::serve(l, g, Limits::default(), t))?;
-        Ok(Serving { tally, gate })
+            .spawn(move || crate::proxy::serve(l, g, LIMITS, t))?;
+        Ok(Serving {
+            tally,
+            gate,
+            listener,
+        })
     }
 }
 
-/// The learning proxy serving.
+/// The learning proxy serving; it stops accepting when dropped (or wound
+/// down), not only when `buntime` exits.
 pub struct Serving {
     tally: Arc<Tally>,
-    gate: Arc<dyn Gate>,
+    gate: Arc<LearnGate>,
+    listener: TcpListener,
 }
 
 impl Serving {
-    /// Once the sandbox is gone: lets connections write their audit lines
-    /// until `until` at most, then audits what is left (as the
-    /// supervisor's egress proxy does).
+    /// Stops accepting: new connections are refused by the kernel, and
+    /// the accept thread ends (connections being served go on).
+    pub fn stop(&self) {
+        if self.tally.stopped() {
+            return;
+        }
+        self.tally.stop();
+        // A listening socket shut down for reading stops listening and
+        // wakes its accept with an error, which the loop now ends on.
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.listener);
+        if let Err(e) = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Read) {
+            tracing::warn!(target: "learn", "stop the learning proxy: {e}");
+        }
+    }
+
+    /// Once the sandbox is gone: stops accepting, lets connections write
+    /// their audit lines until `until` at most, then audits what is left
+    /// (as the supervisor's egress proxy does).
     pub fn wind_down(&self, until: Instant) {
+        self.stop();
         while self.tally.unrecorded() > 0 && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(10));
         }
         self.tally.flush_turned_away(self.gate.as_ref());
         self.tally.record_unfinished(self.gate.as_ref());
+        // What the quota dropped, summed up by kind.
+        self.gate.audit.finish(&self.gate.id);
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -80,6 +148,13 @@ struct LearnGate {
     audit: AuditLog,
     id: String,
     uid: u32,
+    /// Whose credentials upstream sockets are made with (`None`: the
+    /// proxy's own are the sandbox's).
+    upstream_as: Option<SandboxCreds>,
+    /// The host's own addresses, read when the proxy starts.
+    own: HostAddrs,
+    /// The base policy, which alone lets an internal address through.
+    base: Policy,
 }
 
 impl Gate for LearnGate {
@@ -112,6 +187,7 @@ impl Gate for LearnGate {
                 if addrs.is_empty() {
                     return Err(refused(format!("{host} has no address")));
                 }
+                self.internal_refusal(host, port, &addrs)?;
                 Ok(Granted {
                     addrs,
                     rule: RuleRef::Learning,
@@ -121,20 +197,59 @@ impl Gate for LearnGate {
         }
     }
 
+    /// The socket's owner, which uid-owner egress rules (iptables, nft
+    /// `skuid`, `ip rule uidrange`) match, is the creating thread's fsuid
+    /// at `socket()`: made inside the guard, it is the sandbox's.
+    fn connect(
+        &self,
+        addrs: &[SocketAddr],
+        timeout: Duration,
+    ) -> Result<(TcpStream, SocketAddr), ConnectFailed> {
+        let Some(creds) = &self.upstream_as else {
+            return connect_any(addrs, timeout);
+        };
+        let _as_sandbox = creds.assume().map_err(|e| ConnectFailed {
+            error: io::Error::other(format!("cannot take the sandbox's credentials: {e}")),
+            addr: None,
+        })?;
+        connect_any(addrs, timeout)
+    }
+
     fn record(&self, a: &Attempt) {
         self.audit.record(&a.audit_record(&self.id));
     }
 }
 
+impl LearnGate {
+    /// Refuses a name or address any of whose addresses is internal and
+    /// not allowed by the base (every address: enforcement checks each
+    /// one a name resolves to, so the learned policy would not reach it).
+    fn internal_refusal(&self, host: &str, port: u16, addrs: &[SocketAddr]) -> Result<(), Refused> {
+        for a in addrs {
+            if let Some(what) = super::generalise::internal(&self.base, &self.own, *a, false) {
+                return Err(Refused {
+                    rule: RuleRef::Learning,
+                    reason: format!(
+                        "{host}:{port} resolves to {a}, {what}: the learning proxy lets it through only when the base policy allows it (--allow-net={a})"
+                    ),
+                    addr: Some(*a),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The hosts the learning proxy was asked for, by name, with the address
-/// it reached for each (its own records only: rule `learn`). A request
-/// whose upstream then failed counts (the name resolved, the run asked
-/// for it); one whose name did not resolve does not.
+/// it reached (or refused as internal) for each (its own records only:
+/// rule `learn`). A request whose upstream then failed counts (the name
+/// resolved, the run asked for it); one whose name did not resolve does
+/// not.
 pub fn hosts_asked(records: &[AuditRecord]) -> Vec<Event> {
     records
         .iter()
         .filter(|r| r.kind == Kind::Proxy && r.rule == RuleRef::Learning)
-        .filter(|r| matches!(r.decision, Verdict::Allow | Verdict::Error))
+        .filter(|r| matches!(r.decision, Verdict::Allow | Verdict::Error | Verdict::Deny))
         .filter(|r| !r.subject.is_empty())
         .filter_map(|r| {
             let addr = r.addr.as_deref()?.parse().ok()?;
@@ -146,93 +261,31 @@ pub fn hosts_asked(records: &[AuditRecord]) -> Vec<Event> {
         .collect()
 }
 
-/// The owner uid of the client socket of an accepted connection: the
-/// `/proc/net/tcp{,6}` line whose local address is the client's and whose
-/// remote address is ours. The kernel records the uid when the socket is
-/// made (shown in this user namespace's terms: the host's uid), so the
-/// client cannot choose it. Same network namespace only: the learned run
-/// shares the host's.
-pub fn socket_uid(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().find_map(|f| {
-        let text = std::fs::read_to_string(f).ok()?;
-        text.lines().skip(1).find_map(|l| uid_of(l, peer, local))
-    })
-}
-
-/// `st` of a TIME_WAIT entry (`include/net/tcp_states.h`).
-const TCP_TIME_WAIT: &str = "06";
-
-fn uid_of(line: &str, peer: SocketAddr, local: SocketAddr) -> Option<u32> {
-    let f: Vec<&str> = line.split_whitespace().collect();
-    let (l, r, state, uid) = (f.get(1)?, f.get(2)?, f.get(3)?, f.get(7)?);
-    // A TIME_WAIT entry has no socket, so no owner (it shows uid 0).
-    if *state != TCP_TIME_WAIT && proc_addr(l)? == peer && proc_addr(r)? == local {
-        uid.parse().ok()
-    } else {
-        None
-    }
-}
-
-/// An address of `/proc/net/tcp{,6}`: the address as 32-bit words in
-/// hex, each in the machine's byte order, `:` the port in hex. An
-/// IPv4-mapped IPv6 address is its IPv4 address (a dual-stack client).
-fn proc_addr(s: &str) -> Option<SocketAddr> {
-    let (a, p) = s.split_once(':')?;
-    let port = u16::from_str_radix(p, 16).ok()?;
-    let word = |i: usize| -> Option<[u8; 4]> {
-        let w = u32::from_str_radix(a.get(i * 8..i * 8 + 8)?, 16).ok()?;
-        Some(w.to_ne_bytes())
-    };
-    let ip = match a.len() {
-        8 => IpAddr::V4(Ipv4Addr::from(word(0)?)),
-        32 => {
-            let mut b = [0u8; 16];
-            for i in 0..4 {
-                b[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
-            }
-            let v6 = Ipv6Addr::from(b);
-            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
-        }
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, port))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[cfg(target_endian = "little")]
     #[test]
-    fn proc_net_addresses_are_read_in_the_machines_byte_order() {
-        let a = proc_addr("0100007F:1F90").expect("v4");
-        assert_eq!(a, "127.0.0.1:8080".parse().unwrap());
-        let m = proc_addr("0000000000000000FFFF00000100007F:0050").expect("mapped");
-        assert_eq!(m, "127.0.0.1:80".parse().unwrap());
-        let v6 = proc_addr("00000000000000000000000001000000:0050").expect("v6");
-        assert_eq!(v6, "[::1]:80".parse().unwrap());
-        assert_eq!(proc_addr("zz:1"), None);
-        let (peer, local) = (
-            "127.0.0.1:40000".parse().unwrap(),
-            "127.0.0.1:8080".parse().unwrap(),
+    fn the_learning_proxy_stops_accepting_when_wound_down() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = AuditLog::open(&dir.path().join("audit.log")).expect("log");
+        let proxy = LearningProxy::bind().expect("bind");
+        let addr = proxy.addr();
+        let ids = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
         );
-        let line = |st: &str| {
-            format!("  1: 0100007F:9C40 0100007F:1F90 {st} 00000000:00000000 00:00000000 00000000  2140001234        0 4242 1")
-        };
-        assert_eq!(uid_of(&line("01"), peer, local), Some(2_140_001_234));
-        assert_eq!(uid_of(&line("06"), peer, local), None);
-        assert_eq!(uid_of(&line("01"), local, peer), None);
-        assert_eq!(proc_addr("0100007F"), None);
-    }
-
-    #[test]
-    fn a_client_sockets_owner_is_found() {
-        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
-        let c = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
-        let (s, _) = l.accept().expect("accept");
-        let uid = socket_uid(s.peer_addr().unwrap(), s.local_addr().unwrap());
-        assert_eq!(uid, Some(nix::unistd::geteuid().as_raw()));
-        drop(c);
+        let serving = proxy
+            .serve(log, "t", ids, Policy::default())
+            .expect("serve");
+        // Served: an answer comes (a bad request, but an answer).
+        let mut c = TcpStream::connect(addr).expect("connect");
+        std::io::Write::write_all(&mut c, b"BAD\r\n\r\n").expect("send");
+        let mut answer = String::new();
+        let _ = std::io::Read::read_to_string(&mut c, &mut answer);
+        assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+        serving.wind_down(Instant::now());
+        assert!(TcpStream::connect(addr).is_err());
     }
 
     #[test]

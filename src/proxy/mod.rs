@@ -11,6 +11,7 @@ mod connect;
 pub mod http;
 mod pool;
 pub mod relay;
+mod tally;
 #[cfg(test)]
 mod tests;
 
@@ -19,14 +20,16 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sched::{setns, CloneFlags};
 
 pub use connect::{connect_any, ConnectFailed};
 use http::{answer, parse_head, read_head, HeadRead};
+pub use tally::Tally;
+use tally::{audit_turned_away, Unrecorded};
 
 use crate::audit::{Kind, Verdict};
 use crate::policy::RuleRef;
@@ -116,9 +119,11 @@ impl Attempt {
 
 /// Decides destinations and records attempts: the supervisor's side.
 pub trait Gate: Send + Sync + 'static {
-    /// Whether this client is served at all (`Err`: why not; audited with
-    /// no target and answered `403`). Every client is, unless the gate
-    /// says otherwise (the learning proxy serves only its sandbox).
+    /// Whether this client is served at all (`Err`: why not; answered
+    /// `403` at once and audited in aggregate, a line a second at most).
+    /// Called in the accept loop, so it must be quick. Every client is
+    /// served, unless the gate says otherwise (the learning proxy serves
+    /// only its sandbox).
     fn admit(&self, _client: &TcpStream) -> Result<(), String> {
         Ok(())
     }
@@ -159,82 +164,9 @@ pub fn bind_in_netns_path(path: &Path, port: u16) -> std::io::Result<TcpListener
     bound
 }
 
-/// What the supervisor follows of its proxy before it exits: connections
-/// whose audit line is not written yet, and connections turned away at the
-/// limit that are not audited yet.
-#[derive(Debug, Default)]
-pub struct Tally {
-    unrecorded: AtomicUsize,
-    turned_away: AtomicU64,
-    /// The proxy's address: the subject of the lines written in aggregate.
-    subject: OnceLock<String>,
-    /// Held from taking the turned-away count to writing its line, so a
-    /// flush at exit waits for one under way.
-    flushing: Mutex<()>,
-}
-
-impl Tally {
-    /// Accepted connections whose audit line is not written yet.
-    pub fn unrecorded(&self) -> usize {
-        self.unrecorded.load(Ordering::SeqCst)
-    }
-
-    /// Audits the connections turned away since the last call, as one line
-    /// with their count (none when there were none).
-    pub fn flush_turned_away(&self, gate: &dyn Gate) {
-        let _flushing = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
-        let n = self.turned_away.swap(0, Ordering::SeqCst);
-        if n > 0 {
-            let reason = format!("too many connections ({n} turned away)");
-            self.record_aggregate(gate, Verdict::Deny, RuleRef::ProxyLimits, reason);
-        }
-    }
-
-    /// When the supervisor exits: one line for the connections whose own
-    /// line was not written in time (still deciding, connecting or
-    /// relaying when the container ended).
-    pub fn record_unfinished(&self, gate: &dyn Gate) {
-        let n = self.unrecorded();
-        if n > 0 {
-            let reason = format!("connections still open when the container ended: {n}");
-            self.record_aggregate(gate, Verdict::Close, RuleRef::Proxy, reason);
-        }
-    }
-
-    fn record_aggregate(&self, gate: &dyn Gate, decision: Verdict, rule: RuleRef, reason: String) {
-        gate.record(&Attempt {
-            target: self.subject.get().cloned().unwrap_or_default(),
-            addr: None,
-            decision,
-            rule,
-            reason,
-            bytes_up: 0,
-            bytes_down: 0,
-            decide: Duration::ZERO,
-            duration: Duration::ZERO,
-        });
-    }
-}
-
-/// A connection not audited yet; counted in `Tally::unrecorded` until
-/// dropped, which `handle` does once the line is written.
-struct Unrecorded(Arc<Tally>);
-
-impl Unrecorded {
-    fn new(tally: &Arc<Tally>) -> Unrecorded {
-        tally.unrecorded.fetch_add(1, Ordering::SeqCst);
-        Unrecorded(Arc::clone(tally))
-    }
-}
-
-impl Drop for Unrecorded {
-    fn drop(&mut self) {
-        self.0.unrecorded.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Accepts and serves connections until the process exits; `tally` is
-/// what the supervisor waits for before it exits.
+/// Accepts and serves connections until the process exits or
+/// [`Tally::stop`]; `tally` is what the supervisor waits for before it
+/// exits.
 pub fn serve(listener: TcpListener, gate: Arc<dyn Gate>, limits: Limits, tally: Arc<Tally>) {
     let open = Arc::new(AtomicUsize::new(0));
     if let Ok(a) = listener.local_addr() {
@@ -242,7 +174,11 @@ pub fn serve(listener: TcpListener, gate: Arc<dyn Gate>, limits: Limits, tally: 
     }
     audit_turned_away(&gate, &tally);
     loop {
-        let stream = match listener.accept() {
+        let accepted = listener.accept();
+        if tally.stopped() {
+            return;
+        }
+        let stream = match accepted {
             Ok((s, _)) => s,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
@@ -252,6 +188,14 @@ pub fn serve(listener: TcpListener, gate: Arc<dyn Gate>, limits: Limits, tally: 
                 continue;
             }
         };
+        // Before a slot and a thread are taken: a client the gate refuses
+        // costs the sandbox's clients nothing but this check.
+        if let Err(reason) = gate.admit(&stream) {
+            // Counted before the answer, as those turned away are.
+            tally.refuse_client(reason.clone());
+            turn_away(stream, &reason);
+            continue;
+        }
         if open.fetch_add(1, Ordering::SeqCst) >= limits.max_connections {
             open.fetch_sub(1, Ordering::SeqCst);
             // Counted before the answer: a flush after the client has its
@@ -278,23 +222,15 @@ pub fn serve(listener: TcpListener, gate: Arc<dyn Gate>, limits: Limits, tally: 
     }
 }
 
-/// Connections turned away at the limit are audited once a second, as one
-/// line with their count, by a thread of their own: the accept loop never
-/// waits on the audit log, and a sandbox reconnecting in a loop adds a
-/// line a second, not one per connect (which would rotate its own trail
-/// out of the log). The supervisor flushes what is left when it exits.
-fn audit_turned_away(gate: &Arc<dyn Gate>, tally: &Arc<Tally>) {
-    let (gate, tally) = (Arc::clone(gate), Arc::clone(tally));
-    let spawned = std::thread::Builder::new()
-        .name("proxy-limit".into())
-        .stack_size(64 << 10)
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_secs(1));
-            tally.flush_turned_away(gate.as_ref());
-        });
-    if let Err(e) = spawned {
-        tracing::warn!(target: "supervisor", "proxy: connections turned away will not be audited: {e}");
-    }
+/// Answers a refused client `403` and closes at once, never waiting on it:
+/// what it already sent is read without blocking, so the close sends no
+/// reset over the answer in the usual case.
+fn turn_away(mut client: TcpStream, reason: &str) {
+    let _ = client.set_nonblocking(true);
+    let mut sink = [0u8; 4096];
+    let _ = client.read(&mut sink);
+    answer(&mut client, 403, None, &format!("buntime proxy: {reason}"));
+    let _ = client.shutdown(std::net::Shutdown::Write);
 }
 
 struct Slot(Arc<AtomicUsize>);
@@ -396,10 +332,6 @@ fn handle(client: TcpStream, gate: &dyn Gate, limits: &Limits, unrecorded: Unrec
         decide: Duration::ZERO,
         duration: Duration::ZERO,
     };
-    if let Err(reason) = gate.admit(&client) {
-        attempt.reason = reason;
-        return rec.refused(&client, attempt, 403, None);
-    }
     let Some(asked) = read_request(&client, &rec, limits, &mut attempt) else {
         return;
     };

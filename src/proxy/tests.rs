@@ -404,3 +404,54 @@ fn one_well_framed_request_per_upstream_connection() {
     assert!(got.ends_with("\r\n\r\n4\r\nbody\r\n0\r\n\r\n"), "{got:?}");
     assert!(!got.contains("internal.test"), "{got:?}");
 }
+
+/// Admits no client; keeps what it is asked to record.
+#[derive(Default)]
+struct RefuseAll(Mutex<Vec<Attempt>>);
+
+impl Gate for RefuseAll {
+    fn admit(&self, _client: &TcpStream) -> Result<(), String> {
+        Err("not this one".into())
+    }
+    fn check(&self, _host: &str, _port: u16) -> Result<Granted, Refused> {
+        unreachable!("a refused client is never asked what it wants")
+    }
+    fn record(&self, a: &Attempt) {
+        self.0.lock().unwrap().push(a.clone());
+    }
+}
+
+#[test]
+fn refused_clients_take_no_slot_and_are_audited_in_aggregate() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let gate = Arc::new(RefuseAll::default());
+    let tally = Arc::new(Tally::default());
+    let (g, t): (Arc<dyn Gate>, _) = (gate.clone(), Arc::clone(&tally));
+    let limits = Limits {
+        max_connections: 1,
+        ..Limits::default()
+    };
+    std::thread::spawn(move || serve(l, g, limits, t));
+    // All open at once, none closed: with one slot, every one still gets
+    // its 403 (none a 503).
+    let mut clients: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    for c in &mut clients {
+        let mut answer = String::new();
+        let _ = c.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+        assert!(answer.contains("not this one"), "{answer}");
+    }
+    tally.flush_turned_away(gate.as_ref());
+    let seen = gate.0.lock().unwrap().clone();
+    let refused: u64 = seen
+        .iter()
+        .filter_map(|a| {
+            a.reason
+                .split_once(" connection(s) refused (last: not this one)")
+        })
+        .map(|(n, _)| n.parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(refused, 5, "{seen:?}");
+    assert!(seen.iter().all(|a| a.decision == Verdict::Deny), "{seen:?}");
+}

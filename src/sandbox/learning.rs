@@ -18,6 +18,8 @@ pub(super) struct Learning {
     /// Until it serves (after the create: threads only then).
     bound: Option<LearningProxy>,
     serving: Option<Serving>,
+    /// The base policy, for the learning proxy.
+    base: crate::policy::Policy,
 }
 
 /// Learn mode: the listener attached to `spec`, and the learning proxy
@@ -29,9 +31,9 @@ pub(super) fn start(
     spec: &mut libcontainer::oci_spec::runtime::Spec,
     sandbox: &mut crate::prepare::RunSandbox,
 ) -> Result<Option<Learning>, SandboxError> {
-    if !req.learn {
+    let Some(base) = &req.learn else {
         return Ok(None);
-    }
+    };
     // Said before anything of the run's happens, not only after (once:
     // a run re-executed from a sealed copy, `exeseal`, said it already).
     if crate::exeseal::sealed().is_none() {
@@ -61,6 +63,7 @@ pub(super) fn start(
         addr,
         bound: Some(proxy),
         serving: None,
+        base: base.clone(),
     }))
 }
 
@@ -71,10 +74,17 @@ impl Learning {
         let Some(proxy) = self.bound.take() else {
             return Ok(());
         };
-        let log = crate::audit::AuditLog::open(&state.join(crate::statedir::AUDIT_FILE))
+        // A quota of its own, well under the supervisor's, so the two
+        // writers of the file stay below its rotation size together.
+        let quota = crate::audit::Quota {
+            all: 8 << 20,
+            allow: 6 << 20,
+        };
+        let path = state.join(crate::statedir::AUDIT_FILE);
+        let log = crate::audit::AuditLog::open_with(&path, crate::audit::MAX_AUDIT_BYTES, quota)
             .map_err(|e| setup(format!("--learn: the learning proxy's audit log: {e}")))?;
         let serving = proxy
-            .serve(log, id, sandbox_host_ids().0)
+            .serve(log, id, sandbox_host_ids(), self.base.clone())
             .map_err(|e| setup(format!("--learn: learning proxy thread: {e}")))?;
         tracing::debug!(target: "cli", "run: learning proxy on {}", self.addr);
         self.serving = Some(serving);
@@ -105,6 +115,9 @@ impl Learning {
             .retain(|e| !matches!(e, Event::Connect(a) if to_own(a)));
         seen.events
             .extend(crate::learn::proxy::hosts_asked(records));
+        seen.records_dropped = records.iter().any(|r| {
+            r.kind == crate::audit::Kind::Audit && r.rule == crate::policy::RuleRef::AuditQuota
+        });
         seen
     }
 }

@@ -74,9 +74,11 @@ pub struct RunRequest {
     pub prompt: bool,
     /// Serve the debug UI for this run (it then answers `ask`s).
     pub debug_ui: Option<std::net::SocketAddr>,
-    /// Learn mode: observe the file, exec and connect calls
-    /// (`crate::learn::observe`); see [`run_observed`].
-    pub learn: bool,
+    /// Learn mode, with the base policy learning starts from: observe the
+    /// file, exec and connect calls (`crate::learn::observe`); see
+    /// [`run_observed`]. The learning proxy lets an internal address
+    /// through only when the base allows it.
+    pub learn: Option<Policy>,
 }
 
 fn setup(msg: impl Into<String>) -> SandboxError {

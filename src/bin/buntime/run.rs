@@ -78,7 +78,7 @@ pub fn run(root: Option<PathBuf>, a: RunArgs) -> Result<ExitCode> {
         ask_timeout: a.ask_timeout,
         prompt: std::io::stdin().is_terminal(),
         debug_ui: debug_ui_addr(a.debug_ui, a.debug_ui_listen.as_deref())?,
-        learn: learn.is_some(),
+        learn: learn.as_ref().map(|l| l.base.clone()),
     };
     let (code, seen) = sandbox::run_observed(req)?;
     if let (Some(l), Some(seen)) = (&learn, seen) {

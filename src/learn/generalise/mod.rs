@@ -118,15 +118,36 @@ fn link_of(p: &Path) -> Link {
 /// it; a documentation address (192.0.2.0/24, 2001:db8::/32, …) too.
 /// `Err` says why not.
 fn host_refusal(base: &Policy, own: &HostAddrs, addr: SocketAddr) -> Result<(), String> {
+    match internal(base, own, addr, true) {
+        None => Ok(()),
+        Some(what) => Err(format!(
+            "{what}: learning grants it only when the base policy allows it (--allow-net={})",
+            addr_text(addr)
+        )),
+    }
+}
+
+/// What `addr` is when it is an internal address (loopback, private,
+/// link-local, metadata, another special class, or one of the host's own;
+/// with `doc_too`, a documentation address as well) that the base policy
+/// does not let the sandbox reach; `None` when it may be reached. The
+/// learning proxy refuses the same set (`learn::proxy`): learning never
+/// grants such an address without the base's say.
+pub(crate) fn internal(
+    base: &Policy,
+    own: &HostAddrs,
+    addr: SocketAddr,
+    doc_too: bool,
+) -> Option<String> {
     let ip = addr.ip();
     let class = classify(ip);
     let is_own = own.contains(ip);
     // Documentation addresses are reserved never to be routed (RFC 5737,
     // 3849): a connect there is no use a run needs (showcase.py's probe
     // around the proxy), and a continued call's failure is not seen.
-    let doc = documentation(ip);
+    let doc = doc_too && documentation(ip);
     if class == AddrClass::Public && !is_own && !doc {
-        return Ok(());
+        return None;
     }
     let text = ip.to_string();
     let n = &base.network;
@@ -139,19 +160,15 @@ fn host_refusal(base: &Policy, own: &HostAddrs, addr: SocketAddr) -> Result<(), 
         NetMode::None => false,
     };
     if allowed {
-        return Ok(());
+        return None;
     }
-    let what = if doc {
+    Some(if doc {
         "a documentation address (reserved, never routed)".to_string()
     } else if is_own && class == AddrClass::Public {
         "one of the host's own addresses".to_string()
     } else {
         format!("a {} address", class.describe())
-    };
-    Err(format!(
-        "{what}: learning grants it only when the base policy allows it (--allow-net={})",
-        addr_text(addr)
-    ))
+    })
 }
 
 /// 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24 (RFC 5737), 2001:db8::/32

@@ -462,3 +462,20 @@ fn names_asked_of_a_proxy_are_judged_by_their_address_too() {
         ]
     );
 }
+
+#[test]
+fn a_name_of_a_documentation_address_is_not_granted() {
+    let seen = Observed {
+        events: vec![Event::Proxied {
+            host: "docs.example:443".into(),
+            addr: "203.0.113.5:443".parse().unwrap(),
+        }],
+        attached: true,
+        ..Observed::default()
+    };
+    let l = gen(3).learn(&seen).unwrap();
+    assert!(l.summary.hosts.is_empty(), "{:?}", l.summary.hosts);
+    let n = &l.summary.not_granted[0];
+    assert_eq!(n.what, "docs.example:443");
+    assert!(n.why.contains("documentation"), "{}", n.why);
+}

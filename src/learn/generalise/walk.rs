@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use super::{
-    addr_text, base_rule, fs, host_refusal, minimal, net_rule, own_tree, writable_by_sandbox,
-    Generalise, Grants, Learned, Link, NotGranted, Summary,
+    addr_text, base_rule, documentation, fs, host_refusal, minimal, net_rule, own_tree,
+    writable_by_sandbox, Generalise, Grants, Learned, Link, NotGranted, Summary,
 };
 use crate::learn::observe::{Event, FileUse, Observed};
 use crate::learn::LearnError;
@@ -103,7 +103,7 @@ impl Generalise {
             return self.host(w, own, host);
         }
         let ip = addr.ip();
-        if classify(ip) == AddrClass::Public && !own.contains(ip) {
+        if classify(ip) == AddrClass::Public && !own.contains(ip) && !documentation(ip) {
             w.hosts.insert(host.to_string());
             return;
         }

@@ -105,6 +105,11 @@ pub struct Observed {
     /// rest were not recorded.
     #[serde(default)]
     pub truncated: bool,
+    /// Audit records the run's names were read from were dropped at the
+    /// log's quota (an `audit`/`drop` line): names asked for may be
+    /// missing.
+    #[serde(default)]
+    pub records_dropped: bool,
 }
 
 /// Distinct calls an observer keeps; beyond, the record is marked

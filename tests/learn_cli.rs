@@ -3,12 +3,16 @@
 //! one more path is refused; credential files are never granted; bad
 //! input still leaves what was learned, marked incomplete.
 
+mod common;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+
+use common::{show, text};
 
 const BUNTIME: &str = env!("CARGO_BIN_EXE_buntime");
 
@@ -105,19 +109,6 @@ impl Job {
             .stdin(Stdio::null());
         c.output().expect("run buntime")
     }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        text(&o.stdout),
-        text(&o.stderr)
-    )
 }
 
 fn policy_json(p: &Path) -> serde_json::Value {

@@ -7,6 +7,8 @@
 //! the host's own address are refused by the learning proxy; a connection
 //! to the learning proxy from the host (not the sandbox) is refused.
 
+mod common;
+
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -15,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
+
+use common::{show, text};
 
 const BUNTIME: &str = env!("CARGO_BIN_EXE_buntime");
 
@@ -101,19 +105,6 @@ impl Job {
     fn run(&self, args: &[&str]) -> Output {
         self.command(args, &[]).output().expect("run buntime")
     }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        text(&o.stdout),
-        text(&o.stderr)
-    )
 }
 
 fn allow_list(p: &Path) -> (serde_json::Value, Vec<String>) {

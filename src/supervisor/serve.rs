@@ -110,6 +110,7 @@ pub(super) fn connection(
     // A worker that cannot wake a futex (the pure-Python start of the
     // Python worker) rings the control socket instead: wait on that.
     let doorbell = chan.peer_wants_doorbell();
+    let _nudge = ctx.nudges.add(chan.nudge());
     let mut tally = Tally::new();
     serve_channel(ctx, &mut chan, &peer, doorbell, &mut tally);
     tally.flush(ctx, &peer);

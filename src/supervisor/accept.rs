@@ -35,6 +35,39 @@ fn enforce_timeout(ctx: &Ctx, pidfd: &OwnedFd, deadline: &mut Option<Instant>) {
     ctx.audit.record(&rec);
 }
 
+/// The live connections' nudges (`SupervisorChannel::nudge`): at init's
+/// exit each connection thread is woken from its ring sleep, so a worker
+/// killed before its STOP costs no 200 ms wait (`wind_down`).
+#[derive(Default)]
+pub(crate) struct Nudges {
+    next: std::sync::atomic::AtomicU64,
+    live: std::sync::Mutex<std::collections::HashMap<u64, crate::ipc::Nudge>>,
+}
+
+/// Takes its nudge out of the registry when the connection ends.
+pub(crate) struct NudgeSlot<'a>(&'a Nudges, u64);
+
+impl Nudges {
+    pub(crate) fn add(&self, n: crate::ipc::Nudge) -> NudgeSlot<'_> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.insert(id, n);
+        NudgeSlot(self, id)
+    }
+
+    fn wake_all(&self) {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.values().for_each(crate::ipc::Nudge::wake);
+    }
+}
+
+impl Drop for NudgeSlot<'_> {
+    fn drop(&mut self) {
+        let mut live = self.0.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.remove(&self.1);
+    }
+}
+
 /// A connection thread started before its connection comes, its segment
 /// made: a worker's handshake then waits for neither (thread start-up,
 /// memfd, mapping: a quarter of a millisecond of every `buntime run`).
@@ -114,6 +147,7 @@ fn wait(pidfd: &OwnedFd, listener: &ControlListener, deadline: Option<Instant>) 
 fn wind_down(ctx: &Ctx, workers: &AtomicUsize, egress: Option<&egress::Egress>) {
     tracing::info!(target: "supervisor", container = %ctx.id, "container init exited");
     let exited = Instant::now();
+    ctx.nudges.wake_all();
     while workers.load(Ordering::SeqCst) > 0 && exited.elapsed() < WORKERS_WIND_DOWN {
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -90,6 +90,8 @@ pub(crate) struct Ctx {
     pub init_pid: i32,
     /// `pod` mode: lookups and connections made in the pod's namespace.
     pub pod: Option<podnet::PodNet>,
+    /// Wakes the connection threads when the init exits.
+    pub nudges: accept::Nudges,
 }
 
 /// Closes every descriptor from 3 up: whatever the caller of `create` passed
@@ -410,6 +412,7 @@ pub fn run(dir: &StateDir, id: &str) -> Result<(), SupervisorError> {
         mnt_ns: std::sync::OnceLock::new(),
         init_pid,
         pod,
+        nudges: accept::Nudges::default(),
     });
     let egress = start_egress(&ctx, proxy_listener)?;
     accept::serve_loop(&ctx, &listener, &pidfd, egress.as_ref());

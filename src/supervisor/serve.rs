@@ -110,6 +110,7 @@ pub(super) fn connection(
     // A worker that cannot wake a futex (the pure-Python start of the
     // Python worker) rings the control socket instead: wait on that.
     let doorbell = chan.peer_wants_doorbell();
+    let _nudge = ctx.nudges.add(chan.nudge());
     let mut tally = Tally::new();
     serve_channel(ctx, &mut chan, &peer, doorbell, &mut tally);
     tally.flush(ctx, &peer);
@@ -128,7 +129,10 @@ fn serve_channel(
     // could otherwise keep this loop (outside its cgroup) busy.
     let mut idle_wakes = 0u32;
     loop {
-        let next = if doorbell {
+        // After EXIT the worker's next word is STOP, on the control socket:
+        // a futex sleep on the ring would not see it (up to 200 ms more per
+        // run). Waiting on the socket (doorbell armed) sees both.
+        let next = if doorbell || exit_seen {
             match chan.try_recv() {
                 Ok(None) => match chan.wait_doorbell(Duration::from_millis(200)) {
                     Ok(_) => chan.try_recv(),

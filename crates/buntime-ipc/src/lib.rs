@@ -22,6 +22,7 @@ pub use client::{Client, Response, ENV_CONTROL, ENV_IPC};
 pub use control::{ControlListener, ControlSocket, PeerCred, PeerPolicy};
 pub use error::{DecodeError, IpcError, RingId};
 pub use protocol::{decode, kind, Message, Reply, Request};
+pub use ring::Nudge;
 pub use segment::Segment;
 pub use supervisor::{ControlEvent, Received, SupervisorChannel, SupervisorConfig};
 pub use wait::WaitConfig;

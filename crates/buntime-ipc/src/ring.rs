@@ -14,7 +14,7 @@
 //! offset is masked, so no access can leave the data region; payloads are
 //! copied out before anything parses them.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,6 +62,17 @@ impl RingRef {
             cap,
             id,
         })
+    }
+
+    /// Another reference to the same ring (the mapping stays alive).
+    fn share(&self) -> RingRef {
+        RingRef {
+            _map: Arc::clone(&self._map),
+            hdr: self.hdr,
+            data: self.data,
+            cap: self.cap,
+            id: self.id,
+        }
     }
 
     fn word(&self, off: usize) -> &AtomicU32 {
@@ -358,6 +369,17 @@ impl Consumer {
 
     /// Spin, then futex-sleep until the head moves. False on timeout.
     pub fn wait_readable(&mut self, cfg: &WaitConfig, timeout: Option<Duration>) -> bool {
+        self.wait_readable_or(cfg, timeout, &AtomicBool::new(false))
+    }
+
+    /// Like `wait_readable`, but also returns once `nudged` is set (by a
+    /// `Nudge` of this ring, which wakes the futex after setting it).
+    pub fn wait_readable_or(
+        &mut self,
+        cfg: &WaitConfig,
+        timeout: Option<Duration>,
+        nudged: &AtomicBool,
+    ) -> bool {
         let tail = self.tail;
         // Spin; if the producer asks for space meanwhile, publish and spin
         // on (once: after that everything is published, and a hostile
@@ -367,12 +389,13 @@ impl Consumer {
             let (head, pw) = (self.ring.head(), self.ring.producer_wait());
             let woke = wait::spin_until(cfg.spin, || {
                 head.load(Ordering::Acquire) != tail
+                    || nudged.load(Ordering::Relaxed)
                     || (watch_producer && pw.load(Ordering::Relaxed) != 0)
             });
             if !woke {
                 break;
             }
-            if head.load(Ordering::Acquire) != tail {
+            if head.load(Ordering::Acquire) != tail || nudged.load(Ordering::Relaxed) {
                 return true;
             }
             self.publish();
@@ -387,8 +410,16 @@ impl Consumer {
             self.ring.consumer_wait(),
             &no_spin,
             timeout,
-            |head| head != tail,
+            |head| head != tail || nudged.load(Ordering::SeqCst),
         )
+    }
+
+    /// A handle that wakes this consumer's futex sleep from another thread.
+    pub fn nudge(&self, nudged: Arc<AtomicBool>) -> Nudge {
+        Nudge {
+            ring: self.ring.share(),
+            nudged,
+        }
     }
 
     /// Ask the producer for a control-socket doorbell instead of a futex
@@ -412,4 +443,20 @@ pub(crate) fn init_header(ring: &RingRef) {
     ring.capacity_word().store(ring.cap, Ordering::Relaxed);
     ring.consumer_wait().store(0, Ordering::Relaxed);
     ring.producer_wait().store(0, Ordering::SeqCst);
+}
+
+/// Ends a consumer's `wait_readable_or` early: sets its flag, then wakes
+/// the ring's `head` futex. A wake that lands between the sleeper's last
+/// look at the flag and its `FUTEX_WAIT` is lost (the kernel compares only
+/// `head`): the sleep then lasts its timeout, as without the nudge.
+pub struct Nudge {
+    ring: RingRef,
+    nudged: Arc<AtomicBool>,
+}
+
+impl Nudge {
+    pub fn wake(&self) {
+        self.nudged.store(true, Ordering::SeqCst);
+        wait::futex_wake(self.ring.head());
+    }
 }

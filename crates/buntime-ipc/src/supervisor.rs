@@ -3,12 +3,14 @@
 //! the channel with an audit log line (target `supervisor`).
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::control::{self, ctl, stop, ControlListener, ControlSocket, PeerCred, PeerPolicy};
 use super::error::{IpcError, Result};
 use super::protocol::{self, kind, Message, Reply, FLAG_FD_FOLLOWS};
-use super::ring::{Consumer, Producer, Pushed};
+use super::ring::{Consumer, Nudge, Producer, Pushed};
 use super::segment::{Segment, DEFAULT_MAX_MESSAGE};
 use super::wait::WaitConfig;
 
@@ -77,6 +79,8 @@ pub struct SupervisorChannel {
     /// The worker said STOP or hung up: nothing more is sent to it, but
     /// what it left in the ring can still be read.
     peer_stopped: bool,
+    /// Set by a `Nudge` (see `nudge`): ends `recv_timeout`'s sleep.
+    nudged: Arc<AtomicBool>,
 }
 
 fn recv_kind(sock: &ControlSocket, want: u8, deadline: Instant) -> Result<control::ControlMsg> {
@@ -152,6 +156,7 @@ impl SupervisorChannel {
             buf: Vec::new(),
             closed: false,
             peer_stopped: false,
+            nudged: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -296,13 +301,26 @@ impl SupervisorChannel {
         if let Some(m) = self.try_recv()? {
             return Ok(Some(m));
         }
-        // Ready means head moved: the next try_recv yields a message or an
-        // error, never None.
-        if self.rx.wait_readable(&self.cfg.wait, Some(timeout)) {
+        // Ready means head moved (the next try_recv yields a message or an
+        // error) or a nudge came.
+        let ready = self
+            .rx
+            .wait_readable_or(&self.cfg.wait, Some(timeout), &self.nudged);
+        // A nudge is taken once; the ring may be empty then (Ok(None)).
+        self.nudged.store(false, Ordering::SeqCst);
+        if ready {
             self.try_recv()
         } else {
             Ok(None)
         }
+    }
+
+    /// A handle another thread can use to end this channel's current (or
+    /// next) `recv_timeout` sleep early, e.g. when the container's init
+    /// exited and the worker may be gone without a STOP: the caller then
+    /// looks at the control socket (`poll_control`) sooner.
+    pub fn nudge(&self) -> Nudge {
+        self.rx.nudge(Arc::clone(&self.nudged))
     }
 
     /// Spin, then sleep until the worker may have written something, at most

@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{show, text};
+use common::{is_root, show, text};
 
 const BUNTIME: &str = env!("CARGO_BIN_EXE_buntime");
 
@@ -151,14 +151,6 @@ fn asked_subjects(summary: &str) -> std::collections::BTreeSet<String> {
 
 /// Root or not; `make test` (`BUNTIME_TEST_STRICT`) counts a skip as a
 /// failure, as the engine tests do.
-fn is_root() -> bool {
-    let root = nix::unistd::geteuid().is_root();
-    assert!(
-        root || std::env::var_os("BUNTIME_TEST_STRICT").is_none(),
-        "learn_cli tests need root"
-    );
-    root
-}
 
 #[test]
 fn learn_then_run_under_the_learned_policy() {

@@ -18,7 +18,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use common::{show, text};
+use common::{is_root, show, text};
 
 const BUNTIME: &str = env!("CARGO_BIN_EXE_buntime");
 
@@ -117,10 +117,6 @@ fn allow_list(p: &Path) -> (serde_json::Value, Vec<String>) {
         .filter_map(|x| x.as_str().map(str::to_string))
         .collect();
     (v, allow)
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
 }
 
 #[test]

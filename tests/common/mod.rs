@@ -306,6 +306,18 @@ pub fn token() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Whether the test runs as root; a test that needs root and is skipped
+/// fails instead under `BUNTIME_TEST_STRICT` (`make test`), so a skip
+/// cannot pass for a pass there.
+pub fn is_root() -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    assert!(
+        root || std::env::var_os("BUNTIME_TEST_STRICT").is_none(),
+        "this test needs root"
+    );
+    root
+}
+
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }

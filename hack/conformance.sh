@@ -32,7 +32,7 @@ die() { echo "hack/conformance.sh: $*" >&2; exit 2; }
 RT=$(cd "$RUNTIME_TOOLS" && pwd) || die "RUNTIME_TOOLS=$RUNTIME_TOOLS: no such directory"
 [ -d "$RT/validation" ] || die "$RT has no validation/: not a runtime-tools checkout"
 RUNTIME=$(readlink -f "${RUNTIME:-target/release/buntime-runc}")
-[ -x "$RUNTIME" ] || die "no buntime-runc at $RUNTIME (cargo build --release --bin buntime-runc, or RUNTIME=path)"
+[ -x "$RUNTIME" ] || die "no buntime-runc at $RUNTIME (cargo build --release --bin buntime-runc --bin buntime-supervisor, or RUNTIME=path)"
 RUNC=${RUNC:-$(command -v runc || true)}
 [ -n "$RUNC" ] || die "no runc on PATH (RUNC=path, or RUNC=none to measure buntime-runc alone)"
 PROGRAM_TIMEOUT=${PROGRAM_TIMEOUT:-120}

@@ -38,7 +38,7 @@ use crate::policy::Policy;
 pub use crate::statedir::{CONTAINER_CONTROL, CONTAINER_DIR, CONTAINER_IPC};
 pub use process::{
     begin_finish, begin_stop, is_ours, spawn, status, stop, Finishing, PidNamespace, Spawned,
-    Stopping, SUPERVISOR_BIN, WIND_DOWN,
+    Stopping, WIND_DOWN,
 };
 pub(crate) use process::{pidfd_open, signal_kill};
 // The state directory's files are `crate::statedir`'s.

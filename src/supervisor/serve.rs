@@ -110,7 +110,9 @@ pub(super) fn connection(
     // A worker that cannot wake a futex (the pure-Python start of the
     // Python worker) rings the control socket instead: wait on that.
     let doorbell = chan.peer_wants_doorbell();
-    let _nudge = ctx.nudges.add(chan.nudge());
+    // A doorbell channel sleeps in poll on the control socket, which a
+    // dead worker's hang-up wakes already: only ring sleepers need a nudge.
+    let _nudge = (!doorbell).then(|| ctx.nudges.add(chan.nudge()));
     let mut tally = Tally::new();
     serve_channel(ctx, &mut chan, &peer, doorbell, &mut tally);
     tally.flush(ctx, &peer);
@@ -257,13 +259,22 @@ fn handle(ctx: &Ctx, chan: &mut SupervisorChannel, peer: &PeerCred, m: Message) 
             let outcome = carry_out(ctx, peer, &request);
             // The answer first: the audit line (its time stamp, the
             // subject's text, the JSON) is written while the worker goes on.
-            let (sent, done) = answer(chan, id, outcome);
+            let sent = answer(chan, id, &outcome);
             let (kind, subject) = describe(&request);
             let mut r = record(ctx, peer.pid, kind, subject);
-            r.decision = done.decision;
-            r.rule = done.rule;
-            r.reason = done.reason;
-            r.bytes = done.bytes;
+            match outcome {
+                Ok(Allowed { rule, bytes, .. }) => {
+                    r.decision = Verdict::Allow;
+                    r.rule = rule;
+                    r.bytes = bytes;
+                }
+                // A worker's line names no address (the proxy's do).
+                Err(Refused { rule, reason, .. }) => {
+                    r.decision = Verdict::Deny;
+                    r.rule = rule;
+                    r.reason = reason;
+                }
+            }
             r.latency_us = start.elapsed().as_micros() as u64;
             ctx.audit.record(&r);
             if let Err(e) = sent {
@@ -274,50 +285,18 @@ fn handle(ctx: &Ctx, chan: &mut SupervisorChannel, peer: &PeerCred, m: Message) 
     }
 }
 
-/// What the audit line of an answered request says.
-struct Answered {
-    decision: Verdict,
-    rule: RuleRef,
-    reason: String,
-    bytes: u64,
-}
-
 /// Sends the worker its ALLOW (with the fd, if any) or DENY.
 fn answer(
     chan: &mut SupervisorChannel,
     id: u32,
-    outcome: Result<Allowed, Refused>,
-) -> (crate::ipc::error::Result<()>, Answered) {
+    outcome: &Result<Allowed, Refused>,
+) -> crate::ipc::error::Result<()> {
     match outcome {
         Ok(Allowed {
-            data,
-            fd,
-            rule,
-            bytes,
-        }) => {
-            let sent = match fd {
-                Some(fd) => chan.allow_with_fd(id, fd.as_fd(), &data),
-                None => chan.allow(id, &data),
-            };
-            let done = Answered {
-                decision: Verdict::Allow,
-                rule,
-                reason: String::new(),
-                bytes,
-            };
-            (sent, done)
-        }
-        // A worker's line names no address (the proxy's do).
-        Err(Refused { rule, reason, .. }) => {
-            let sent = chan.deny(id, &reason);
-            let done = Answered {
-                decision: Verdict::Deny,
-                rule,
-                reason,
-                bytes: 0,
-            };
-            (sent, done)
-        }
+            data, fd: Some(fd), ..
+        }) => chan.allow_with_fd(id, fd.as_fd(), data),
+        Ok(Allowed { data, fd: None, .. }) => chan.allow(id, data),
+        Err(Refused { reason, .. }) => chan.deny(id, reason),
     }
 }
 

@@ -53,10 +53,16 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
 }
 
 fn supervise(args: &Args) -> Result<(), String> {
-    // `create` validated the id; this only keeps the state directory
-    // inside the root (libcontainer's full check would link it in).
-    if args.id.contains('/') || args.id.starts_with('.') {
+    // `create` validated the id (libcontainer's check, which would link
+    // libcontainer in here); this keeps the state directory inside the root
+    // with runc's id alphabet, and "" or "." never name the root's own.
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "_+.-".contains(c);
+    if args.id.is_empty() || args.id.starts_with('.') || !args.id.chars().all(allowed) {
         return Err(format!("invalid container id {:?}", args.id));
+    }
+    // The runtime made the root before it started us: never create one.
+    if !args.root.is_dir() {
+        return Err(format!("--root {}: no such directory", args.root.display()));
     }
     let root = buntime::runtime::Root::open(&args.root, false).map_err(|e| e.to_string())?;
     buntime::supervisor::run(&root.state_dir(&args.id), &args.id).map_err(|e| e.to_string())
@@ -112,5 +118,28 @@ mod tests {
         assert!(args(&["--root"]).is_err());
         assert!(args(&["--root", "/r", "c1", "c2"]).is_err());
         assert!(args(&["--log", "x", "--root", "/r", "c1"]).is_err());
+    }
+
+    #[test]
+    fn refuses_ids_outside_the_root_or_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for id in ["", ".", "..", "../x", "a/b", ".buntime", "a b"] {
+            let a = Args {
+                root: dir.path().to_path_buf(),
+                id: id.into(),
+                debug: false,
+            };
+            let e = supervise(&a).expect_err(id);
+            assert!(e.contains("invalid container id"), "{id:?}: {e}");
+        }
+        let missing = Args {
+            root: dir.path().join("missing"),
+            id: "c1".into(),
+            debug: false,
+        };
+        assert!(supervise(&missing)
+            .expect_err("missing")
+            .contains("no such directory"));
+        assert!(!dir.path().join("missing").exists());
     }
 }

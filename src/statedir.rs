@@ -149,9 +149,6 @@ impl StateDir {
     pub fn learn_record(&self) -> PathBuf {
         self.file(LEARN_RECORD)
     }
-    pub fn learn_socket(&self) -> PathBuf {
-        self.file(LEARN_SOCKET)
-    }
 
     /// The text of a state file.
     pub fn read_text(&self, name: &str) -> Result<String, StateFileError> {

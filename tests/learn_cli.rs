@@ -149,9 +149,6 @@ fn asked_subjects(summary: &str) -> std::collections::BTreeSet<String> {
     out
 }
 
-/// Root or not; `make test` (`BUNTIME_TEST_STRICT`) counts a skip as a
-/// failure, as the engine tests do.
-
 #[test]
 fn learn_then_run_under_the_learned_policy() {
     if !is_root() {

@@ -467,11 +467,20 @@ fn exec_into_a_learning_container_its_observer_cannot_see_is_refused() {
     env.ok(&["resume", "blind"]);
 
     freeze(init, true);
+    // Thawed even if the assertion fails: `delete --force` thaws only a
+    // container whose saved status is paused.
+    struct Thaw(i64);
+    impl Drop for Thaw {
+        fn drop(&mut self) {
+            freeze(self.0, false);
+        }
+    }
+    let thaw = Thaw(init);
     refused(
         &touch("frozen"),
         "container \"blind\" is paused and learning (buntime.dev/learn; its cgroup is frozen)",
     );
-    freeze(init, false);
+    drop(thaw);
     assert_eq!(runc(&touch("thawed")).status.code(), Some(0));
     for n in ["paused", "frozen"] {
         assert!(!marker(init, &format!("ran-{n}")).exists(), "{n} ran");

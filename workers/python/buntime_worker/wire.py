@@ -63,11 +63,8 @@ class Pending:
     def detach(self) -> "Tuple[int, int, int, int]":
         """(control fd, segment fd, version, WELCOME flags), given up to
         the caller (the library's ``bi_adopt``)."""
-        if self.sock is None:
-            raise OSError("connection to the supervisor is closed")
-        sock, self.sock = self.sock, None
-        seg, self.segment_fd = self.segment_fd, -1
-        return sock.detach(), seg, self.version, self.flags
+        sock, seg, version, flags = self.take()
+        return sock.detach(), seg, version, flags
 
     def take(self) -> "Tuple[_socket.socket, int, int, int]":
         """(control socket, segment fd, version, WELCOME flags), given up

@@ -13,6 +13,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -148,16 +149,20 @@ class RoundTrips(unittest.TestCase):
         data = bytes(range(256)) * 64  # 16 KiB through a 4 KiB ring
         got = []
 
+        deadline = time.monotonic() + 10
+
         def consume():
-            while sum(map(len, got)) < len(data):
+            while sum(map(len, got)) < len(data) and time.monotonic() < deadline:
                 f = self.sup.take()
                 if f is not None:
                     got.append(f[2])
 
-        t = threading.Thread(target=consume)
+        # A daemon with a deadline: a failure must not hang the process.
+        t = threading.Thread(target=consume, daemon=True)
         t.start()
         self.client.send(protocol.STDOUT, data)
         t.join(10)
+        self.assertFalse(t.is_alive())
         self.assertEqual(b"".join(got), data)
 
 

@@ -154,7 +154,7 @@ pub fn conclude(
         threshold: req.threshold,
         home: std::env::var_os("HOME").map(PathBuf::from),
         implicit,
-        proxy: None,
+        proxy: seen.proxy,
     };
     let mut learned = g.learn(seen)?;
     let incomplete = incompleteness(code, seen);

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::learn::observe::{Event, FileUse, Observed};
 use crate::learn::LearnError;
-use crate::policy::net::{classify, AddrClass};
+use crate::policy::net::{canonical_ip, classify, AddrClass};
 use crate::policy::paths::{covers, HOME_SECRETS, KNOWN_SECRETS};
 use crate::policy::{normalize_path, FsAccess, FsPath, HostAddrs, NetDecision, NetMode, Policy};
 
@@ -58,7 +58,7 @@ impl Generalise {
             _ if addr.ip().is_unspecified() => {}
             _ if self
                 .proxy
-                .is_some_and(|p| addr.ip().is_loopback() && addr.port() == p) => {}
+                .is_some_and(|p| canonical_ip(addr.ip()).is_loopback() && addr.port() == p) => {}
             _ => match host_refusal(&self.base, own, addr) {
                 Ok(()) => {
                     w.hosts.insert(addr_text(addr));

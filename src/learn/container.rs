@@ -482,15 +482,7 @@ pub fn audit_events(records: &[crate::audit::AuditRecord]) -> Vec<Event> {
     for r in records {
         let access = match (r.kind, r.decision) {
             (Kind::Proxy | Kind::NetConnect, Verdict::Allow | Verdict::Deny) => {
-                let addr = r.addr.as_deref().and_then(|a| a.parse().ok());
-                match (r.subject.is_empty(), addr) {
-                    (true, _) => {}
-                    (false, Some(addr)) => out.push(Event::Proxied {
-                        host: r.subject.clone(),
-                        addr,
-                    }),
-                    (false, None) => out.push(Event::Host(r.subject.clone())),
-                }
+                out.extend(super::proxy::proxied_event(r));
                 continue;
             }
             (Kind::FsRead, Verdict::Deny) => FileUse::Read,

@@ -143,7 +143,10 @@ fn audit_lines(state: &StateDir) -> Vec<u8> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for r in crate::audit::read_all(state.path()) {
-        if !crate::learn::container::learning_needs(&r) || seen.len() >= MAX_AUDIT_LINES {
+        // The quota's drop line is kept past the cap: it marks what is
+        // learned from the log incomplete.
+        let capped = seen.len() >= MAX_AUDIT_LINES && !crate::learn::dropped_at_quota(&r);
+        if !crate::learn::container::learning_needs(&r) || capped {
             continue;
         }
         if !seen.insert((r.kind, r.decision, r.subject.clone())) {

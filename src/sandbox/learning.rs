@@ -105,9 +105,7 @@ impl Learning {
         seen.proxy = Some(self.addr.port());
         seen.events
             .extend(crate::learn::proxy::hosts_asked(records));
-        seen.records_dropped = records.iter().any(|r| {
-            r.kind == crate::audit::Kind::Audit && r.rule == crate::policy::RuleRef::AuditQuota
-        });
+        seen.records_dropped = crate::learn::records_dropped(records);
         seen
     }
 }

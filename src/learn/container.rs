@@ -386,9 +386,9 @@ pub struct ContainerFacts<'a> {
 /// and its audit log.
 pub fn learned(c: &ContainerFacts<'_>, threshold: usize) -> Result<ContainerLearned, LearnError> {
     let (id, dir) = (c.id, c.dir);
-    let text = match read_nofollow(&dir.learn_record()) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+    let text = match crate::statedir::read_small(&dir.learn_record()) {
+        Ok(Some(t)) => t,
+        Ok(None) => {
             return Err(LearnError::Invalid(format!(
                 "container {id:?} was not learning: create it with the annotation {ANNOTATION_LEARN}: \"true\" (docs/learn.md)"
             )))
@@ -407,7 +407,8 @@ pub fn learned(c: &ContainerFacts<'_>, threshold: usize) -> Result<ContainerLear
         ))
     })?;
     let policy_file = dir.policy();
-    let base_text = read_nofollow(&policy_file)
+    let base_text = crate::statedir::read_small(&policy_file)
+        .and_then(|b| b.ok_or_else(|| io::ErrorKind::NotFound.into()))
         .and_then(|b| String::from_utf8(b).map_err(io::Error::other))
         .map_err(|e| {
             LearnError::Invalid(format!(
@@ -446,22 +447,6 @@ pub fn learned(c: &ContainerFacts<'_>, threshold: usize) -> Result<ContainerLear
         ran_under,
         deleted: c.deleted.then(|| dir.path().to_path_buf()),
     })
-}
-
-/// A record's file, never through a symlink.
-fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
-    if !f.metadata()?.is_file() {
-        return Err(io::Error::other("not a regular file"));
-    }
-    let mut out = Vec::new();
-    f.read_to_end(&mut out)?;
-    Ok(out)
 }
 
 /// Whether learning reads this audit record (`audit_events`, or a drop

@@ -11,10 +11,16 @@
 //! by (it makes this directory its working directory: a socket address
 //! holds at most 107 bytes), so they are public.
 
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+/// A file of a state directory larger than this is not read (a learning
+/// record, an applied policy: `read_small`).
+pub const MAX_FILE_BYTES: u64 = 32 << 20;
 
 /// The effective spec libcontainer runs, and `exec` and the supervisor
 /// read (`create`; seccomp arguments in libcontainer's order).
@@ -194,6 +200,44 @@ impl StateDir {
         })?;
         self.write_text(name, &body)
     }
+}
+
+/// A file of a state directory, never through a symlink, if it exists and
+/// is a regular file of at most [`MAX_FILE_BYTES`] (a container's files
+/// are written by root, but a deleted one's copy or a sandbox's bind may
+/// not be what it says).
+pub fn read_small(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    let f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    read_bounded(f, path).map(Some)
+}
+
+/// All of `f` (opened from `path`), a regular file of at most
+/// [`MAX_FILE_BYTES`].
+pub fn read_bounded(f: std::fs::File, path: &Path) -> io::Result<Vec<u8>> {
+    let m = f.metadata()?;
+    if !m.is_file() {
+        return Err(io::Error::other(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    if m.len() > MAX_FILE_BYTES {
+        return Err(io::Error::other(format!(
+            "{} is larger than {MAX_FILE_BYTES} bytes",
+            path.display()
+        )));
+    }
+    let mut out = Vec::new();
+    f.take(MAX_FILE_BYTES).read_to_end(&mut out)?;
+    Ok(out)
 }
 
 #[cfg(test)]

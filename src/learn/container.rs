@@ -386,9 +386,9 @@ pub struct ContainerFacts<'a> {
 /// and its audit log.
 pub fn learned(c: &ContainerFacts<'_>, threshold: usize) -> Result<ContainerLearned, LearnError> {
     let (id, dir) = (c.id, c.dir);
-    let text = match read_nofollow(&dir.learn_record()) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+    let text = match crate::statedir::read_small(&dir.learn_record()) {
+        Ok(Some(t)) => t,
+        Ok(None) => {
             return Err(LearnError::Invalid(format!(
                 "container {id:?} was not learning: create it with the annotation {ANNOTATION_LEARN}: \"true\" (docs/learn.md)"
             )))
@@ -407,7 +407,8 @@ pub fn learned(c: &ContainerFacts<'_>, threshold: usize) -> Result<ContainerLear
         ))
     })?;
     let policy_file = dir.policy();
-    let base_text = read_nofollow(&policy_file)
+    let base_text = crate::statedir::read_small(&policy_file)
+        .and_then(|b| b.ok_or_else(|| io::ErrorKind::NotFound.into()))
         .and_then(|b| String::from_utf8(b).map_err(io::Error::other))
         .map_err(|e| {
             LearnError::Invalid(format!(
@@ -417,8 +418,9 @@ pub fn learned(c: &ContainerFacts<'_>, threshold: usize) -> Result<ContainerLear
         })?;
     let base = crate::policy::parse_policy(&base_text, &policy_file.display().to_string())
         .map_err(|e| LearnError::Invalid(format!("container {id:?}: {e}")))?;
-    seen.events
-        .extend(audit_events(&crate::audit::read_all(dir.path())));
+    let records = crate::audit::read_all(dir.path());
+    seen.events.extend(audit_events(&records));
+    seen.records_dropped |= super::records_dropped(&records);
     let ran_under = c.policy_name.clone().unwrap_or_else(|| "its policy".into());
     let g = Generalise {
         proxy: (base.network.mode == NetMode::Proxy).then_some(crate::proxy::PROXY_PORT),
@@ -430,15 +432,11 @@ pub fn learned(c: &ContainerFacts<'_>, threshold: usize) -> Result<ContainerLear
     };
     let mut learned = g.learn(&seen)?;
     let running = c.running;
-    let incomplete = if !seen.attached {
-        Some("the observer never attached: nothing was recorded".to_string())
-    } else if seen.truncated {
-        Some(super::observe::truncated_why())
-    } else if running {
-        Some("the container is still running: what it does later is not in the policy".into())
-    } else {
-        None
-    };
+    let incomplete = super::record_incompleteness(&seen).or_else(|| {
+        running.then(|| {
+            "the container is still running: what it does later is not in the policy".into()
+        })
+    });
     learned.policy.description = match &incomplete {
         Some(why) => format!("INCOMPLETE ({why}). Learned from container {id}."),
         None => format!("Learned from container {id}."),
@@ -451,26 +449,11 @@ pub fn learned(c: &ContainerFacts<'_>, threshold: usize) -> Result<ContainerLear
     })
 }
 
-/// A record's file, never through a symlink.
-fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
-    if !f.metadata()?.is_file() {
-        return Err(io::Error::other("not a regular file"));
-    }
-    let mut out = Vec::new();
-    f.read_to_end(&mut out)?;
-    Ok(out)
-}
-
-/// Whether learning reads this audit record (`audit_events`): what
+/// Whether learning reads this audit record (`audit_events`, or a drop
+/// at the log's quota, which makes the learned policy incomplete): what
 /// `runtime::kept` keeps of a deleted container's log.
 pub fn learning_needs(r: &crate::audit::AuditRecord) -> bool {
-    !audit_events(std::slice::from_ref(r)).is_empty()
+    super::dropped_at_quota(r) || !audit_events(std::slice::from_ref(r)).is_empty()
 }
 
 /// What the audit log adds: the hosts the proxy was asked for (allowed or
@@ -478,19 +461,14 @@ pub fn learning_needs(r: &crate::audit::AuditRecord) -> bool {
 /// the broker refused.
 pub fn audit_events(records: &[crate::audit::AuditRecord]) -> Vec<Event> {
     use crate::audit::{Kind, Verdict};
+    use crate::policy::RuleRef;
     let mut out = Vec::new();
-    for r in records {
+    // The quota's own lines count records not written: no use of their own
+    // (their subject is a placeholder), only the incompleteness they mark.
+    for r in records.iter().filter(|r| r.rule != RuleRef::AuditQuota) {
         let access = match (r.kind, r.decision) {
             (Kind::Proxy | Kind::NetConnect, Verdict::Allow | Verdict::Deny) => {
-                let addr = r.addr.as_deref().and_then(|a| a.parse().ok());
-                match (r.subject.is_empty(), addr) {
-                    (true, _) => {}
-                    (false, Some(addr)) => out.push(Event::Proxied {
-                        host: r.subject.clone(),
-                        addr,
-                    }),
-                    (false, None) => out.push(Event::Host(r.subject.clone())),
-                }
+                out.extend(super::proxy::proxied_event(r));
                 continue;
             }
             (Kind::FsRead, Verdict::Deny) => FileUse::Read,
@@ -556,6 +534,21 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn the_quota_lines_mark_the_log_incomplete_and_bring_no_use() {
+        use crate::audit::{AuditRecord, Kind, Verdict};
+        let mut q = AuditRecord::new("c", 0, Kind::Audit, "quota");
+        q.decision = Verdict::Drop;
+        q.rule = crate::policy::RuleRef::AuditQuota;
+        let mut n = AuditRecord::new("c", 0, Kind::Proxy, "(not recorded)");
+        n.rule = crate::policy::RuleRef::AuditQuota;
+        n.count = Some(3);
+        assert!(learning_needs(&q), "a kept log keeps the drop line");
+        assert!(crate::learn::records_dropped(&[n.clone(), q.clone()]));
+        assert!(!crate::learn::records_dropped(std::slice::from_ref(&n)));
+        assert_eq!(audit_events(&[q, n]), vec![]);
     }
 
     #[test]

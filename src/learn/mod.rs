@@ -123,21 +123,41 @@ pub fn learning_policy(base: &Policy) -> Policy {
     p
 }
 
-/// Why a learned policy is incomplete, if it is.
+/// Why a learned policy is incomplete (`buntime run --learn`), if it is:
+/// what the record says of itself, then the run's exit status.
 pub fn incompleteness(code: i32, seen: &Observed) -> Option<String> {
+    record_incompleteness(seen).or_else(|| {
+        (code != 0).then(|| {
+            format!("the run exited with status {code}: what it did not reach is not in the policy")
+        })
+    })
+}
+
+/// Why what was recorded of a run (`seen`) is not all it used, if it is
+/// not: the observer never attached, its record was truncated, or the
+/// audit log dropped records at its quota. Every way of learning checks
+/// this first (`buntime run --learn`, `policy learned`).
+pub fn record_incompleteness(seen: &Observed) -> Option<String> {
     if !seen.attached {
         Some("the observer never attached: nothing was recorded".into())
     } else if seen.truncated {
         Some(observe::truncated_why())
     } else if seen.records_dropped {
         Some("the audit log's quota was used up: hosts asked for by name after it are not in the policy".into())
-    } else if code != 0 {
-        Some(format!(
-            "the run exited with status {code}: what it did not reach is not in the policy"
-        ))
     } else {
         None
     }
+}
+
+/// Whether the audit log dropped records at its quota: some of what the
+/// run asked for may be missing from `records` (`Observed.records_dropped`).
+pub fn records_dropped(records: &[crate::audit::AuditRecord]) -> bool {
+    records.iter().any(dropped_at_quota)
+}
+
+/// An audit log's own line saying records were dropped at its quota.
+pub(crate) fn dropped_at_quota(r: &crate::audit::AuditRecord) -> bool {
+    r.kind == crate::audit::Kind::Audit && r.rule == crate::policy::RuleRef::AuditQuota
 }
 
 /// Learns from `seen`, writes the policy (or, when `req.output` cannot be
@@ -154,7 +174,7 @@ pub fn conclude(
         threshold: req.threshold,
         home: std::env::var_os("HOME").map(PathBuf::from),
         implicit,
-        proxy: None,
+        proxy: seen.proxy,
     };
     let mut learned = g.learn(seen)?;
     let incomplete = incompleteness(code, seen);

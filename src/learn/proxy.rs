@@ -250,15 +250,24 @@ pub fn hosts_asked(records: &[AuditRecord]) -> Vec<Event> {
         .iter()
         .filter(|r| r.kind == Kind::Proxy && r.rule == RuleRef::Learning)
         .filter(|r| matches!(r.decision, Verdict::Allow | Verdict::Error | Verdict::Deny))
-        .filter(|r| !r.subject.is_empty())
-        .filter_map(|r| {
-            let addr = r.addr.as_deref()?.parse().ok()?;
-            Some(Event::Proxied {
-                host: r.subject.clone(),
-                addr,
-            })
-        })
+        .filter_map(proxied_event)
+        .filter(|e| matches!(e, Event::Proxied { .. }))
         .collect()
+}
+
+/// What a proxy's (or a connect's) audit record says the run asked for:
+/// the host with the address it reached or was refused (`Proxied`), the
+/// host alone when the record has no address (`Host`), nothing when it
+/// names no host. Its kind and decision are the caller's to judge.
+pub(crate) fn proxied_event(r: &AuditRecord) -> Option<Event> {
+    if r.subject.is_empty() {
+        return None;
+    }
+    let host = r.subject.clone();
+    Some(match r.addr.as_deref().and_then(|a| a.parse().ok()) {
+        Some(addr) => Event::Proxied { host, addr },
+        None => Event::Host(host),
+    })
 }
 
 #[cfg(test)]

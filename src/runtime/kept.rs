@@ -16,10 +16,8 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
-use std::fs::OpenOptions;
-use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::io::{self, Write};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use at::Base;
@@ -27,7 +25,9 @@ use at::Base;
 mod at;
 
 use super::state::{validate_id, Root};
-use crate::statedir::{StateDir, AUDIT_FILE, LEARN_RECORD, META_FILE, POLICY_FILE};
+use crate::statedir::{
+    read_bounded, read_small, StateDir, AUDIT_FILE, LEARN_RECORD, META_FILE, POLICY_FILE,
+};
 
 /// The directory of kept records, in the state root.
 pub const KEPT_DIR: &str = ".buntime-learned";
@@ -36,7 +36,7 @@ pub const MAX_KEPT: usize = 32;
 /// At most this many bytes of kept records in all.
 pub const MAX_KEPT_BYTES: u64 = 64 << 20;
 /// A record (or applied policy) larger than this is not kept.
-pub const MAX_ONE_BYTES: u64 = 32 << 20;
+pub const MAX_ONE_BYTES: u64 = crate::statedir::MAX_FILE_BYTES;
 /// At most this many distinct audit lines are kept per container.
 const MAX_AUDIT_LINES: usize = 65_536;
 
@@ -102,48 +102,15 @@ fn try_keep(root: &Root, id: &str) -> io::Result<bool> {
     Ok(true)
 }
 
-/// A file of the state directory, not through a symlink, if it exists and
-/// is not larger than [`MAX_ONE_BYTES`].
-fn read_small(path: &Path) -> io::Result<Option<Vec<u8>>> {
-    let f = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    read_bounded(f, path).map(Some)
-}
-
-/// All of `f` (opened from `path`), a regular file of at most
-/// [`MAX_ONE_BYTES`].
-fn read_bounded(f: std::fs::File, path: &Path) -> io::Result<Vec<u8>> {
-    let m = f.metadata()?;
-    if !m.is_file() {
-        return Err(io::Error::other(format!(
-            "{} is not a regular file",
-            path.display()
-        )));
-    }
-    if m.len() > MAX_ONE_BYTES {
-        return Err(io::Error::other(format!(
-            "{} is larger than {MAX_ONE_BYTES} bytes",
-            path.display()
-        )));
-    }
-    let mut out = Vec::new();
-    f.take(MAX_ONE_BYTES).read_to_end(&mut out)?;
-    Ok(out)
-}
-
 /// The audit lines learning reads, each distinct one once, as a log.
 fn audit_lines(state: &StateDir) -> Vec<u8> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for r in crate::audit::read_all(state.path()) {
-        if !crate::learn::container::learning_needs(&r) || seen.len() >= MAX_AUDIT_LINES {
+        // The quota's drop line is kept past the cap: it marks what is
+        // learned from the log incomplete.
+        let capped = seen.len() >= MAX_AUDIT_LINES && !crate::learn::dropped_at_quota(&r);
+        if !crate::learn::container::learning_needs(&r) || capped {
             continue;
         }
         if !seen.insert((r.kind, r.decision, r.subject.clone())) {

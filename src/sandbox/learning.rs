@@ -7,7 +7,6 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::{sandbox_host_ids, setup, RunRequest, SandboxError};
-use crate::learn::observe::Event;
 use crate::learn::proxy::{LearningProxy, Serving};
 use crate::learn::{Listener, Observed};
 
@@ -99,25 +98,14 @@ impl Learning {
     }
 
     /// What the run was seen to use: the observer's record, with the hosts
-    /// asked of the learning proxy by name and without the connects to the
-    /// proxy itself (buntime's own, as its worker files are).
+    /// asked of the learning proxy by name, and the proxy's port (connects
+    /// to it are buntime's own, as its worker files are: not granted).
     pub(super) fn finish(self, records: &[crate::audit::AuditRecord]) -> Observed {
         let mut seen = self.listener.finish();
-        let own = self.addr;
-        let to_own = |a: &SocketAddr| {
-            let ip = match a.ip() {
-                std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a.ip(), Into::into),
-                ip => ip,
-            };
-            a.port() == own.port() && ip == own.ip()
-        };
-        seen.events
-            .retain(|e| !matches!(e, Event::Connect(a) if to_own(a)));
+        seen.proxy = Some(self.addr.port());
         seen.events
             .extend(crate::learn::proxy::hosts_asked(records));
-        seen.records_dropped = records.iter().any(|r| {
-            r.kind == crate::audit::Kind::Audit && r.rule == crate::policy::RuleRef::AuditQuota
-        });
+        seen.records_dropped = crate::learn::records_dropped(records);
         seen
     }
 }

@@ -140,15 +140,12 @@ pub(crate) fn internal(
     doc_too: bool,
 ) -> Option<String> {
     let ip = addr.ip();
-    let class = classify(ip);
-    let is_own = own.contains(ip);
-    // Documentation addresses are reserved never to be routed (RFC 5737,
-    // 3849): a connect there is no use a run needs (showcase.py's probe
-    // around the proxy), and a continued call's failure is not seen.
-    let doc = doc_too && documentation(ip);
-    if class == AddrClass::Public && !is_own && !doc {
+    if !is_internal(own, ip, doc_too) {
         return None;
     }
+    let class = classify(ip);
+    let is_own = own.contains(ip);
+    let doc = doc_too && documentation(ip);
     let text = ip.to_string();
     let n = &base.network;
     let allowed = match n.mode {
@@ -169,6 +166,16 @@ pub(crate) fn internal(
     } else {
         format!("a {} address", class.describe())
     })
+}
+
+/// Whether `ip` is internal: not public (loopback, private, link-local,
+/// metadata, another special class), one of the host's own, or, with
+/// `doc_too`, a documentation address. Documentation addresses are reserved
+/// never to be routed (RFC 5737, 3849): a connect there is no use a run
+/// needs (showcase.py's probe around the proxy), and a continued call's
+/// failure is not seen.
+pub(super) fn is_internal(own: &HostAddrs, ip: std::net::IpAddr, doc_too: bool) -> bool {
+    classify(ip) != AddrClass::Public || own.contains(ip) || (doc_too && documentation(ip))
 }
 
 /// 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24 (RFC 5737), 2001:db8::/32

@@ -479,3 +479,28 @@ fn a_name_of_a_documentation_address_is_not_granted() {
     assert_eq!(n.what, "docs.example:443");
     assert!(n.why.contains("documentation"), "{}", n.why);
 }
+
+#[test]
+fn connects_to_the_learning_proxy_are_not_learned_in_either_address_form() {
+    let seen = Observed {
+        events: vec![
+            Event::Connect("127.0.0.1:41000".parse().unwrap()),
+            Event::Connect("[::ffff:127.0.0.1]:41000".parse().unwrap()),
+            Event::Connect("127.0.0.1:41001".parse().unwrap()),
+        ],
+        attached: true,
+        proxy: Some(41000),
+        ..Observed::default()
+    };
+    let mut g = gen(3);
+    g.proxy = seen.proxy;
+    let l = g.learn(&seen).unwrap();
+    let what: Vec<&str> = l
+        .summary
+        .not_granted
+        .iter()
+        .map(|n| n.what.as_str())
+        .collect();
+    assert_eq!(what, ["127.0.0.1:41001"]);
+    assert!(l.summary.hosts.is_empty());
+}

@@ -6,12 +6,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use super::{
-    addr_text, base_rule, documentation, fs, host_refusal, minimal, net_rule, own_tree,
+    addr_text, base_rule, fs, host_refusal, is_internal, minimal, net_rule, own_tree,
     writable_by_sandbox, Generalise, Grants, Learned, Link, NotGranted, Summary,
 };
 use crate::learn::observe::{Event, FileUse, Observed};
 use crate::learn::LearnError;
-use crate::policy::net::{classify, AddrClass};
+use crate::policy::net::canonical_ip;
 use crate::policy::paths::{covers, HOME_SECRETS, KNOWN_SECRETS};
 use crate::policy::{normalize_path, FsAccess, FsPath, HostAddrs, NetDecision, NetMode, Policy};
 
@@ -58,7 +58,7 @@ impl Generalise {
             _ if addr.ip().is_unspecified() => {}
             _ if self
                 .proxy
-                .is_some_and(|p| addr.ip().is_loopback() && addr.port() == p) => {}
+                .is_some_and(|p| canonical_ip(addr.ip()).is_loopback() && addr.port() == p) => {}
             _ => match host_refusal(&self.base, own, addr) {
                 Ok(()) => {
                     w.hosts.insert(addr_text(addr));
@@ -102,8 +102,7 @@ impl Generalise {
         if host.parse::<SocketAddr>().is_ok() {
             return self.host(w, own, host);
         }
-        let ip = addr.ip();
-        if classify(ip) == AddrClass::Public && !own.contains(ip) && !documentation(ip) {
+        if !is_internal(own, addr.ip(), true) {
             w.hosts.insert(host.to_string());
             return;
         }

@@ -110,6 +110,10 @@ pub struct Observed {
     /// missing.
     #[serde(default)]
     pub records_dropped: bool,
+    /// The learning proxy's port on loopback (`buntime run --learn`):
+    /// connects to it are buntime's own, the hosts asked of it are events.
+    #[serde(default)]
+    pub proxy: Option<u16>,
 }
 
 /// Distinct calls an observer keeps; beyond, the record is marked

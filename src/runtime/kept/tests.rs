@@ -1,5 +1,6 @@
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use super::*;

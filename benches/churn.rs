@@ -31,21 +31,19 @@
 //! Needs root. Prints the load average first: figures taken with a load
 //! above the CPU count are a busy host's (docs/performance.md).
 
+#[path = "shared/floor.rs"]
+mod floor;
+#[path = "shared/measure.rs"]
+mod measure;
 mod shared;
 #[path = "shared/summary.rs"]
 mod summary;
+use measure::{loadavg, phase, Reaper};
 use shared::make_bundle;
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
-
-use nix::sys::resource::{getrusage, UsageWho};
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::Pid;
+use std::process::Command;
+use std::sync::Arc;
 
 const BUNTIME_RUNC: &str = env!("CARGO_BIN_EXE_buntime-runc");
 const BUNTIME: &str = env!("CARGO_BIN_EXE_buntime");
@@ -70,216 +68,6 @@ fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
         .unwrap_or_else(|| default.to_vec())
 }
 
-/// Reaps every child (ours and adopted orphans) in one thread, so that
-/// `RUSAGE_CHILDREN` counts them, and hands exit statuses to whoever
-/// started the process.
-struct Reaper {
-    done: Mutex<HashMap<i32, bool>>,
-    cv: Condvar,
-    /// Times `waitpid` found no child at all.
-    idle: AtomicUsize,
-}
-
-impl Reaper {
-    fn start() -> Arc<Self> {
-        // SAFETY: prctl with an integer argument; no memory is passed.
-        let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-        assert_eq!(rc, 0, "PR_SET_CHILD_SUBREAPER");
-        let r = Arc::new(Reaper {
-            done: Mutex::new(HashMap::new()),
-            cv: Condvar::new(),
-            idle: AtomicUsize::new(0),
-        });
-        let me = Arc::clone(&r);
-        std::thread::spawn(move || loop {
-            match waitpid(Pid::from_raw(-1), None) {
-                Ok(WaitStatus::Exited(pid, code)) => me.finish(pid.as_raw(), code == 0),
-                Ok(WaitStatus::Signaled(pid, ..)) => me.finish(pid.as_raw(), false),
-                Ok(_) => {}
-                Err(nix::errno::Errno::ECHILD) => {
-                    me.idle.fetch_add(1, Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(1)),
-            }
-        });
-        r
-    }
-
-    fn finish(&self, pid: i32, ok: bool) {
-        if let Ok(mut m) = self.done.lock() {
-            m.insert(pid, ok);
-        }
-        self.cv.notify_all();
-    }
-
-    /// Starts `cmd` and waits for it (through the reaper): true on exit 0.
-    fn run(&self, cmd: &mut Command) -> bool {
-        let child = match cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(c) => c,
-            Err(_) => return false,
-        };
-        let pid = child.id() as i32;
-        // Dropping a Child neither kills nor waits for it.
-        drop(child);
-        let Ok(mut m) = self.done.lock() else {
-            return false;
-        };
-        loop {
-            if let Some(ok) = m.remove(&pid) {
-                return ok;
-            }
-            m = match self.cv.wait(m) {
-                Ok(m) => m,
-                Err(_) => return false,
-            };
-        }
-    }
-
-    /// Waits until no descendant is left (supervisors winding down,
-    /// orphans), so the phase's rusage is complete. False on timeout.
-    fn quiesce(&self, limit: Duration) -> bool {
-        let start = Instant::now();
-        let seen = self.idle.load(Ordering::SeqCst);
-        while start.elapsed() < limit {
-            if self.idle.load(Ordering::SeqCst) > seen + 1 {
-                if let Ok(mut m) = self.done.lock() {
-                    m.clear();
-                }
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        false
-    }
-}
-
-fn children_cpu() -> Duration {
-    getrusage(UsageWho::RUSAGE_CHILDREN)
-        .map(|u| {
-            let t = |tv: nix::sys::time::TimeVal| {
-                Duration::new(tv.tv_sec() as u64, tv.tv_usec() as u32 * 1000)
-            };
-            t(u.user_time()) + t(u.system_time())
-        })
-        .unwrap_or_default()
-}
-
-/// Busy and total jiffies of all CPUs (/proc/stat's first line).
-fn host_jiffies() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let v: Vec<u64> = text
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    let total: u64 = v.iter().take(8).sum();
-    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    (total - idle, total)
-}
-
-/// user + sys ticks of every kernel thread (kthreadd's children):
-/// namespace teardown, cgroup destruction, RCU callbacks and deferred
-/// frees run there, on no container's account (other work's too).
-fn kthread_ticks() -> u64 {
-    let mut sum = 0;
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let name = e.file_name();
-        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let text = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        let rest = text.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        // Field 2 after the name is the parent's pid; kthreadd is 2.
-        if n(1) == 2 {
-            sum += n(11) + n(12);
-        }
-    }
-    sum
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-struct Phase {
-    rate: f64,
-    cpu_ms: f64,
-    host_busy: f64,
-    kthreads_ms: f64,
-    failed: usize,
-    wall: Duration,
-}
-
-/// Runs `n` commands, `par` at a time; `make(i)` builds the i-th.
-fn phase(
-    reaper: &Arc<Reaper>,
-    n: usize,
-    par: usize,
-    make: &(dyn Fn(usize) -> Command + Sync),
-) -> Phase {
-    let next = AtomicUsize::new(0);
-    let failed = AtomicUsize::new(0);
-    let cpu0 = children_cpu();
-    let (busy0, total0) = host_jiffies();
-    let k0 = kthread_ticks();
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..par {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= n {
-                    break;
-                }
-                if !reaper.run(&mut make(i)) {
-                    failed.fetch_add(1, Ordering::SeqCst);
-                }
-            });
-        }
-    });
-    let wall = start.elapsed();
-    let (busy1, total1) = host_jiffies();
-    if !reaper.quiesce(Duration::from_secs(10)) {
-        eprintln!("churn: descendants still running 10 s after the phase");
-    }
-    let cpu = children_cpu().saturating_sub(cpu0);
-    let k1 = kthread_ticks();
-    // SAFETY: sysconf has no memory arguments.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let ncpu = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1) as f64;
-    Phase {
-        rate: n as f64 / wall.as_secs_f64(),
-        cpu_ms: cpu.as_secs_f64() * 1e3 / n as f64,
-        // CPU-seconds of the whole host (all CPUs, everyone's work) per
-        // command, in ms.
-        host_busy: (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64
-            * ncpu
-            * wall.as_secs_f64()
-            * 1e3
-            / n as f64,
-        kthreads_ms: k1.saturating_sub(k0) as f64 / hz * 1e3 / n as f64,
-        failed: failed.load(Ordering::SeqCst),
-        wall,
-    }
-}
-
 fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|p| {
         std::env::split_paths(&p)
@@ -295,6 +83,8 @@ type Side<'a> = (&'a str, Box<dyn Fn(usize) -> Command + Sync + 'a>);
 struct Rates {
     best: Vec<f64>,
     mean: Vec<(usize, Vec<f64>)>,
+    /// Each side's CPU per container (rusage + kthreads), mean of phases.
+    cpu: Vec<f64>,
 }
 
 /// Every parallelism, both sides alternated; prints one table.
@@ -309,6 +99,7 @@ fn compare(reaper: &Arc<Reaper>, title: &str, n: usize, pars: &[usize], sides: &
         "par", "", "wall s", "per s", "cpu ms/each", "kthreads ms", "host busy ms", "failed"
     );
     let mut best: Vec<f64> = vec![0.0; sides.len()];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
     let mut means = Vec::new();
     for &par in pars {
         let mut rates: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
@@ -332,6 +123,7 @@ fn compare(reaper: &Arc<Reaper>, title: &str, n: usize, pars: &[usize], sides: &
                     p.failed
                 );
                 rates[k].push(p.rate);
+                cpu[k].push(p.cpu_ms + p.kthreads_ms);
                 best[k] = best[k].max(p.rate);
             }
         }
@@ -358,7 +150,14 @@ fn compare(reaper: &Arc<Reaper>, title: &str, n: usize, pars: &[usize], sides: &
             best[0] / best[k]
         );
     }
-    Rates { best, mean: means }
+    let cpu = cpu
+        .iter()
+        .map(|c| c.iter().sum::<f64>() / c.len().max(1) as f64);
+    Rates {
+        best,
+        mean: means,
+        cpu: cpu.collect(),
+    }
 }
 
 fn main() {
@@ -377,14 +176,17 @@ fn main() {
         .prefix("buntime-bench-churn-")
         .tempdir_in("/var/tmp")
         .expect("tempdir");
+    // CHURN_N=0: the `buntime run` phases only.
+    let n = env_num("CHURN_N", 100);
+    // Made before the reaper starts: make-bundle.sh is waited for by
+    // `Command::status`.
+    let bundle = (n > 0).then(|| make_bundle(dir.path()));
     // From here on every child is waited for by the reaper alone (no
     // `Command::status`: its child would be reaped under it).
     let reaper = Reaper::start();
     let pars = env_list("CHURN_PAR", &[1, 4, 8]);
-    // CHURN_N=0: the `buntime run` phases only.
-    let n = env_num("CHURN_N", 100);
-    if n > 0 {
-        run_busybox(&reaper, dir.path(), &pars, n);
+    if let Some(bundle) = bundle {
+        run_busybox(&reaper, dir.path(), &bundle, &pars, n);
     }
     run_hello(&reaper, dir.path(), &pars);
 }
@@ -494,15 +296,14 @@ fn oci_run(
 
 /// `/bin/true` in a busybox bundle: buntime-runc against runc (and
 /// `CHURN_BASELINE`'s buntime-runc), `n` containers per phase.
-fn run_busybox(reaper: &Arc<Reaper>, dir: &Path, pars: &[usize], n: usize) {
-    let bundle = make_bundle(dir);
+fn run_busybox(reaper: &Arc<Reaper>, dir: &Path, bundle: &Path, pars: &[usize], n: usize) {
     let tag = std::process::id();
     let mut sides: Vec<Side> = vec![(
         "buntime-runc run",
         Box::new(oci_run(
             BUNTIME_RUNC.into(),
             dir.join("root-b"),
-            bundle.clone(),
+            bundle.to_path_buf(),
             format!("{tag}-b"),
         )),
     )];
@@ -512,7 +313,7 @@ fn run_busybox(reaper: &Arc<Reaper>, dir: &Path, pars: &[usize], n: usize) {
             Box::new(oci_run(
                 runc,
                 dir.join("root-r"),
-                bundle.clone(),
+                bundle.to_path_buf(),
                 format!("{tag}-r"),
             )),
         )),
@@ -524,7 +325,7 @@ fn run_busybox(reaper: &Arc<Reaper>, dir: &Path, pars: &[usize], n: usize) {
             Box::new(oci_run(
                 base.into(),
                 dir.join("root-base"),
-                bundle.clone(),
+                bundle.to_path_buf(),
                 format!("{tag}-o"),
             )),
         ));
@@ -533,6 +334,12 @@ fn run_busybox(reaper: &Arc<Reaper>, dir: &Path, pars: &[usize], n: usize) {
     for (_, make) in &sides {
         reaper.run(&mut make(usize::MAX));
     }
+    // After the warm-up: the cgroup parents and mount points exist.
+    let plan = floor_plan(reaper, dir, bundle, &tag.to_string());
+    if let Some(plan) = &plan {
+        let plan = Arc::clone(plan);
+        sides.push((FLOOR, Box::new(move |i| plan.command(i))));
+    }
     let rates = compare(
         reaper,
         "churn, /bin/true in a busybox bundle (create+start+wait+delete)",
@@ -540,15 +347,95 @@ fn run_busybox(reaper: &Arc<Reaper>, dir: &Path, pars: &[usize], n: usize) {
         pars,
         &sides,
     );
-    if sides.len() > 1 && sides[1].0 == "runc run" {
-        summary::record(&summary::Row {
-            what: "churn: run of /bin/true, best of the parallelisms",
-            value: rates.best[0],
-            baseline: Some(("runc", rates.best[1])),
-            unit: "/s",
-            relative: true,
-            goal: summary::Goal::AtLeast,
-            target: 4.0,
-        });
+    if let Some(plan) = &plan {
+        floor_leftovers(plan);
     }
+    busybox_summary(&sides, &rates);
+}
+
+/// The kernel floor's side name (benches/shared/floor.rs).
+const FLOOR: &str = "kernel floor";
+
+/// The kernel floor for `bundle` under buntime-runc's engine default, or
+/// None (`CHURN_FLOOR=0`, or it could not be prepared: said on stderr).
+fn floor_plan(
+    reaper: &Arc<Reaper>,
+    dir: &Path,
+    bundle: &Path,
+    tag: &str,
+) -> Option<Arc<floor::Plan>> {
+    if std::env::var("CHURN_FLOOR").is_ok_and(|v| v == "0") {
+        return None;
+    }
+    let work = dir.join(format!("floor-{tag}"));
+    let run = |c: &mut Command| reaper.run(c);
+    let plan = floor::from_runtime(Path::new(BUNTIME_RUNC), &run, bundle, &work, tag);
+    let plan = plan
+        .map_err(|e| eprintln!("churn: kernel floor skipped: {e}"))
+        .ok()?;
+    // It must be the container it claims to be (and one first, as for
+    // the other sides).
+    let failed = plan.probe(&run);
+    floor_leftovers(&plan);
+    if !failed.is_empty() || !reaper.run(&mut plan.command(usize::MAX)) {
+        eprintln!("churn: kernel floor skipped: its container failed {failed:?}");
+        return None;
+    }
+    Some(plan)
+}
+
+/// The floor's cgroups must all be gone (each P0 removes its own).
+fn floor_leftovers(plan: &floor::Plan) {
+    let left = plan.leftovers();
+    if left > 0 {
+        eprintln!("churn: kernel floor left {left} cgroup directories (removed now)");
+    }
+}
+
+/// The issue's churn rows, and the floor's (a row of its own and the CPU
+/// per container against what 4× runc would need).
+fn busybox_summary(sides: &[Side], rates: &Rates) {
+    let at = |name: &str| sides.iter().position(|(n, _)| *n == name);
+    let Some(runc) = at("runc run") else {
+        return;
+    };
+    summary::record(&summary::Row {
+        what: "churn: run of /bin/true, best of the parallelisms",
+        value: rates.best[0],
+        baseline: Some(("runc", rates.best[runc])),
+        unit: "/s",
+        relative: true,
+        goal: summary::Goal::AtLeast,
+        target: 4.0,
+    });
+    let Some(fl) = at(FLOOR) else {
+        return;
+    };
+    summary::record(&summary::Row {
+        what: "churn: kernel floor alone (no runtime), best of the parallelisms",
+        value: rates.best[fl],
+        baseline: Some(("runc", rates.best[runc])),
+        unit: "/s",
+        relative: true,
+        goal: summary::Goal::AtLeast,
+        target: 4.0,
+    });
+    let need = rates.cpu[runc] / 4.0;
+    println!(
+        "CPU per container (rusage + kthreads, mean of phases): buntime-runc {:.2} ms, runc {:.2}, \
+         kernel floor {:.2}; 4x runc needs <= {need:.2}; buntime-runc is {:.2} ms above the floor",
+        rates.cpu[0],
+        rates.cpu[runc],
+        rates.cpu[fl],
+        rates.cpu[0] - rates.cpu[fl]
+    );
+    summary::record(&summary::Row {
+        what: "churn: CPU per container, buntime-runc (target: runc's / 4)",
+        value: rates.cpu[0],
+        baseline: Some(("kernel floor", rates.cpu[fl])),
+        unit: "ms",
+        relative: false,
+        goal: summary::Goal::AtMost,
+        target: need,
+    });
 }

@@ -189,6 +189,10 @@ fn main() {
         run_busybox(&reaper, dir.path(), &bundle, &pars, n);
     }
     run_hello(&reaper, dir.path(), &pars);
+    let left = floor::leftovers(&std::process::id().to_string());
+    if left > 0 {
+        eprintln!("churn: the kernel floor left {left} cgroup directories (removed now)");
+    }
 }
 
 /// `buntime run hello.py` against `python3 hello.py`. `CHURN_RUN_FLOOR=1`
@@ -249,6 +253,7 @@ fn run_hello(reaper: &Arc<Reaper>, dir: &Path, pars: &[usize]) {
     for (_, make) in &py {
         reaper.run(&mut make(0));
     }
+    py.extend(python_floor(reaper, dir, &hello));
     let rates = compare(
         reaper,
         "buntime run hello.py against python3 hello.py",
@@ -256,23 +261,97 @@ fn run_hello(reaper: &Arc<Reaper>, dir: &Path, pars: &[usize]) {
         pars,
         &py,
     );
-    // The issue's row is at 4 in parallel; else the most parallel phase.
+    hello_summary(&py, &rates);
+}
+
+/// The issue's `buntime run hello.py` row (at 4 in parallel, else the
+/// most parallel phase), and the floor's beside it.
+fn hello_summary(py: &[Side], rates: &Rates) {
     let at = rates
         .mean
         .iter()
         .find(|(p, _)| *p == 4)
         .or(rates.mean.last());
-    if let Some((par, mean)) = at {
-        summary::record(&summary::Row {
-            what: &format!("buntime run hello.py, {par} in parallel"),
-            value: mean[0],
-            baseline: Some(("python3 hello.py", mean[1])),
-            unit: "/s",
-            relative: true,
-            goal: summary::Goal::AtLeast,
-            target: 0.6,
-        });
+    let Some((par, mean)) = at else {
+        return;
+    };
+    summary::record(&summary::Row {
+        what: &format!("buntime run hello.py, {par} in parallel"),
+        value: mean[0],
+        baseline: Some(("python3 hello.py", mean[1])),
+        unit: "/s",
+        relative: true,
+        goal: summary::Goal::AtLeast,
+        target: 0.6,
+    });
+    let Some(fl) = py.iter().position(|(n, _)| *n == FLOOR_PY) else {
+        return;
+    };
+    summary::record(&summary::Row {
+        what: &format!("kernel floor + python3 hello.py (no runtime), {par} in parallel"),
+        value: mean[fl],
+        baseline: Some(("python3 hello.py", mean[1])),
+        unit: "/s",
+        relative: true,
+        goal: summary::Goal::AtLeast,
+        target: 0.6,
+    });
+    let need = rates.cpu[1] / 0.6;
+    println!(
+        "CPU per run (rusage + kthreads, mean of phases): buntime run hello.py {:.2} ms, \
+         python3 {:.2}, kernel floor + python3 {:.2}; 0.6x python3 needs <= {need:.2}; \
+         buntime run is {:.2} ms above the floor",
+        rates.cpu[0],
+        rates.cpu[1],
+        rates.cpu[fl],
+        rates.cpu[0] - rates.cpu[fl]
+    );
+    summary::record(&summary::Row {
+        what: "buntime run hello.py: CPU per run (target: python3's / 0.6)",
+        value: rates.cpu[0],
+        baseline: Some(("kernel floor + python3", rates.cpu[fl])),
+        unit: "ms",
+        relative: false,
+        goal: summary::Goal::AtMost,
+        target: need,
+    });
+}
+
+/// The kernel floor (benches/shared/floor.rs) of a container that runs
+/// `python3 hello.py`: a bundle of the host's /usr, /lib, /bin, /etc
+/// (read-only binds, hack/make-bundle.sh `HOSTROOT=1`) and the examples
+/// directory, under buntime-runc's engine default. Not `buntime run`'s
+/// default policy (no user namespace, no Landlock, no worker): the kernel
+/// work of a sandbox plus the interpreter's.
+fn python_floor<'a>(reaper: &Arc<Reaper>, dir: &Path, hello: &Path) -> Option<Side<'a>> {
+    if std::env::var("CHURN_FLOOR").is_ok_and(|v| v == "0") {
+        return None;
     }
+    let bundle = dir.join("bundle-py");
+    let mut make = Command::new("bash");
+    make.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/make-bundle.sh"))
+        .arg(&bundle)
+        .args([Path::new("/usr/bin/python3"), hello])
+        .env("HOSTROOT", "1");
+    let examples = hello.parent()?;
+    let config = bundle.join("config.json");
+    let added = reaper.run(&mut make)
+        && std::fs::read_to_string(&config)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|mut spec| {
+                let bind = serde_json::json!({"destination": examples, "type": "bind",
+                    "source": examples, "options": ["bind", "ro", "nosuid", "nodev"]});
+                spec["mounts"].as_array_mut()?.push(bind);
+                std::fs::write(&config, spec.to_string()).ok()
+            })
+            .is_some();
+    if !added {
+        eprintln!("churn: python floor skipped: its bundle could not be made");
+        return None;
+    }
+    let plan = floor_plan(reaper, dir, &bundle, &format!("{}-py", std::process::id()))?;
+    Some((FLOOR_PY, Box::new(move |i| plan.command(i))))
 }
 
 /// A `run` of the busybox bundle by `bin` (an OCI runtime's CLI), state in
@@ -353,8 +432,9 @@ fn run_busybox(reaper: &Arc<Reaper>, dir: &Path, bundle: &Path, pars: &[usize], 
     busybox_summary(&sides, &rates);
 }
 
-/// The kernel floor's side name (benches/shared/floor.rs).
+/// The kernel floor's side names (benches/shared/floor.rs).
 const FLOOR: &str = "kernel floor";
+const FLOOR_PY: &str = "kernel floor + python3";
 
 /// The kernel floor for `bundle` under buntime-runc's engine default, or
 /// None (`CHURN_FLOOR=0`, or it could not be prepared: said on stderr).

@@ -275,19 +275,25 @@ impl Plan {
     /// Cgroup directories of this plan's containers still present (after
     /// a phase: none, or P0 failed to clean up); removes them.
     pub fn leftovers(&self) -> usize {
-        let prefix = format!("floor-{}-", self.tag);
-        let mut n = 0;
-        for h in HIERARCHIES {
-            let parent = Path::new("/sys/fs/cgroup").join(h).join(CG_PARENT);
-            for e in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
-                if e.file_name().to_string_lossy().starts_with(&prefix) {
-                    n += 1;
-                    let _ = std::fs::remove_dir(e.path());
-                }
+        leftovers(&self.tag)
+    }
+}
+
+/// Cgroup directories of floor plans tagged `tag` (or `tag-...`) still
+/// present; removes them.
+pub fn leftovers(tag: &str) -> usize {
+    let prefix = format!("floor-{tag}-");
+    let mut n = 0;
+    for h in HIERARCHIES {
+        let parent = Path::new("/sys/fs/cgroup").join(h).join(CG_PARENT);
+        for e in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                n += 1;
+                let _ = std::fs::remove_dir(e.path());
             }
         }
-        n
     }
+    n
 }
 
 /// P0: the cgroups around P1's life. Returns the exit code.

@@ -11,6 +11,12 @@
 //!   -- /bin/true` (no Python), `CHURN_RUN_BASELINE=/path/to/buntime` an
 //!   older build's `buntime run hello.py`.
 //!
+//! * beside each, the "kernel floor" (benches/shared/floor.rs): the same
+//!   container's kernel work with no runtime around it, read from the
+//!   effective spec buntime-runc writes for the bundle (busybox
+//!   `/bin/true`; a host-root bundle for `python3 hello.py`), with its CPU
+//!   per container against what the targets need (`CHURN_FLOOR=0` skips).
+//!
 //! The sides alternate phase by phase (the order reverses every round,
 //! `CHURN_ROUNDS`, 1), so all see the same machine.
 //! `CHURN_BASELINE=/path/to/an/older/buntime-runc` adds that build's row

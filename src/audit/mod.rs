@@ -682,7 +682,10 @@ mod tests {
         let path = dir.path().join("audit.log");
         let log = AuditLog::open(&path).unwrap();
         let subjects = || -> Vec<String> {
-            read_all(dir.path()).into_iter().map(|r| r.subject).collect()
+            read_all(dir.path())
+                .into_iter()
+                .map(|r| r.subject)
+                .collect()
         };
         log.record_later(&record(0));
         log.record_later(&record(1));

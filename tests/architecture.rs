@@ -40,7 +40,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     // Acting with a sandbox's rights: its credentials, paths in its root.
     ("deputy", &[]),
     // Records and the spec, built from policy data.
-    ("audit", &["policy", "statedir"]),
+    // deputy: the log's rotation runs with the supervisor's rights on a
+    // thread that holds a worker's (creds::as_supervisor).
+    ("audit", &["policy", "statedir", "deputy"]),
     ("proxy", &["policy", "audit"]),
     // The proxy's port is the one thing the spec takes from it.
     ("spec", &["policy", "proxy"]),

@@ -701,6 +701,53 @@ fn the_broker_acts_with_the_workers_rights() {
     );
 }
 
+/// A connection's thread holds the worker's rights for its life and is the
+/// supervisor only for what needs it (a NET_CONNECT's lookup and connect):
+/// after that section, the worker's rights are back.
+#[test]
+fn the_workers_rights_come_back_after_a_net_connect() {
+    let env = Env::new();
+    let (port, _server) = echo_server();
+    let net = format!("net:127.0.0.1:{port}:ping");
+    let b = worker_bundle(
+        &env,
+        "rights2",
+        &[
+            "read:/data/others",
+            &net,
+            "read:/data/others",
+            "read:/data/ok.txt",
+        ],
+        POLICY,
+        &[],
+    );
+    let others = b.join("rootfs/data/others");
+    fs::write(&others, "not root's").unwrap();
+    nix::unistd::chown(&others, Some(nix::unistd::Uid::from_raw(4242)), None).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&others, fs::Permissions::from_mode(0o600)).unwrap();
+    let out = run_to_end(&env, "rights2", &b);
+    let reads: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("read /data/others"))
+        .collect();
+    assert_eq!(reads.len(), 2, "{out}");
+    assert!(
+        reads.iter().all(|l| l.contains("DENY permission denied")),
+        "{out}"
+    );
+    assert_eq!(
+        line(&out, &format!("net 127.0.0.1:{port}")),
+        format!("net 127.0.0.1:{port} ALLOW pong ping")
+    );
+    assert_eq!(
+        line(&out, "read /data/ok.txt"),
+        "read /data/ok.txt ALLOW hello data"
+    );
+    env.ok(&["delete", "rights2"]);
+    env.assert_gone("rights2");
+}
+
 /// Creates `id` with `runtime`, starts it, and returns the supervisor's
 /// binary once it has answered the worker's first request.
 fn supervisor_exe_serving(env: &Env, runtime: &Path, id: &str) -> PathBuf {

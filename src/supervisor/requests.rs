@@ -61,7 +61,12 @@ fn ask(ctx: &Ctx, pid: i32, op: BrokerOp, subject: &str) -> Result<RuleRef, Refu
     let q = serde_json::json!({
         "container": ctx.id, "pid": pid, "kind": op.as_str(), "subject": subject,
     });
-    match ctx.approver.ask(q) {
+    // The approver's socket is the supervisor's, not the worker's.
+    let own = crate::deputy::creds::as_supervisor()
+        .map_err(|e| deny(rule.clone(), format!("the supervisor's rights: {e}")))?;
+    let answer = ctx.approver.ask(q);
+    drop(own);
+    match answer {
         Answer::Allow => Ok(rule),
         Answer::Deny => Err(deny(rule, "denied by the approver")),
         Answer::NoAnswer => {
@@ -149,7 +154,7 @@ fn fs_request(
         (FsOp::ListDir, _) => {
             let fd = open(libc::O_RDONLY | libc::O_DIRECTORY).map_err(fail)?;
             // Listed with the worker's rights too (entry types may need a
-            // stat inside the directory).
+            // stat inside the directory): the connection thread's already.
             let data = crate::deputy::creds::assume_worker()
                 .and_then(|_rights| fsops::list_dir(&fd, LIST_LIMIT))
                 .map_err(fail)?;
@@ -222,9 +227,8 @@ fn write_file(
 /// lacks may name the host's file, under `buntime run`, where no mount of
 /// the sandbox covers it (`view`).
 fn open_as_worker(ctx: &Ctx, p: &Path, t: &Target, flags: i32) -> std::io::Result<OwnedFd> {
-    // The root first, as the supervisor: /proc/<init>/root is the init's,
-    // which may be another uid than the worker that asks.
-    let root = ctx.view.root()?;
+    let root = sandbox_root(ctx)?;
+    // The connection thread holds the worker's rights: nothing to switch.
     let _rights = crate::deputy::creds::assume_worker()?;
     match fsops::open_beneath(root, &t.tree, &t.rest, flags, t.follow) {
         // Reads only: a write to a host path the sandbox cannot see needs
@@ -238,6 +242,17 @@ fn open_as_worker(ctx: &Ctx, p: &Path, t: &Target, flags: i32) -> std::io::Resul
         }
         r => r,
     }
+}
+
+/// The sandbox's root, taken when the worker connected; if it could not be
+/// then, taken now as the supervisor: /proc/<init>/root is the init's,
+/// which may be another uid than the worker that asks.
+fn sandbox_root(ctx: &Ctx) -> std::io::Result<&std::fs::File> {
+    if let Some(root) = ctx.view.root_taken() {
+        return Ok(root);
+    }
+    let _own = crate::deputy::creds::as_supervisor()?;
+    ctx.view.root()
 }
 
 fn writes(flags: i32) -> bool {
@@ -313,6 +328,10 @@ fn resolve(ctx: &Ctx, host: &str, port: u16) -> Result<Vec<SocketAddr>, Refused>
 }
 
 fn net_request(ctx: &Ctx, peer: &PeerCred, host: &str, port: u16) -> Result<Allowed, Refused> {
+    // The lookup (the host's resolver files, the pod's namespace), the
+    // host's addresses and the connection are the supervisor's to make.
+    let _own = crate::deputy::creds::as_supervisor()
+        .map_err(|e| deny(RuleRef::Default, format!("the supervisor's rights: {e}")))?;
     let (addrs, rule) = net_check(ctx, peer.pid, host, port)?;
     // Connect to the addresses that were checked, not a fresh lookup.
     let connected = match &ctx.pod {
@@ -336,9 +355,7 @@ fn program(ctx: &Ctx, argv: &[Vec<u8>]) -> Result<PathBuf, Refused> {
         .first()
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .unwrap_or_default();
-    let root = ctx
-        .view
-        .root()
+    let root = sandbox_root(ctx)
         .map_err(|e| deny(RuleRef::Default, format!("the sandbox's root: {e}")))?;
     let exists = |p: &Path| {
         let rel = p.strip_prefix("/").unwrap_or(p);
@@ -354,7 +371,7 @@ fn program(ctx: &Ctx, argv: &[Vec<u8>]) -> Result<PathBuf, Refused> {
         return Ok(normalize_path(&Path::new("/").join(&prog)));
     }
     // The PATH search is the worker's: it must not learn what lies in
-    // directories it may not search.
+    // directories it may not search (the connection thread's rights).
     let _rights = crate::deputy::creds::assume_worker()
         .map_err(|e| deny(RuleRef::Default, format!("the worker's rights: {e}")))?;
     ctx.path_var

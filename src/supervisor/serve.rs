@@ -66,10 +66,15 @@ pub(super) fn connection(
         );
         return;
     }
-    // Requests are carried out with this worker's rights (see `creds`).
+    // The sandbox's root, while this thread is still the supervisor:
+    // /proc/<init>/root is the init's, which may be another uid than the
+    // worker (a failure here is retried, as the supervisor, on first use).
+    let _ = ctx.view.root();
+    // This thread holds the worker's rights from here to the connection's
+    // end; what needs the supervisor's runs in `as_supervisor` sections.
     let creds = crate::deputy::creds::SandboxCreds::of_peer(sock.as_fd(), peer.uid, peer.gid);
-    match creds.and_then(crate::deputy::creds::serve_as) {
-        Ok(()) => {}
+    let _serving = match creds.and_then(crate::deputy::creds::serve_as) {
+        Ok(s) => s,
         Err(e) => {
             reject(
                 ctx,
@@ -79,7 +84,7 @@ pub(super) fn connection(
             );
             return;
         }
-    }
+    };
     // Made ahead of time; a failure then may have passed: try once more.
     let segment = match segment.or_else(|_| new_segment()) {
         Ok(s) => s,
@@ -116,6 +121,7 @@ pub(super) fn connection(
     let mut tally = Tally::new();
     serve_channel(ctx, &mut chan, &peer, doorbell, &mut tally);
     tally.flush(ctx, &peer);
+    ctx.audit.flush();
 }
 
 /// The request loop of one connection (`connection` tallies its output).
@@ -130,24 +136,35 @@ fn serve_channel(
     // Wake-ups that found nothing to read: a worker toggling its ring's head
     // could otherwise keep this loop (outside its cgroup) busy.
     let mut idle_wakes = 0u32;
+    // Audit lines may be held back (`AuditLog::record_later`).
+    let mut held = false;
     loop {
         // After EXIT the worker's next word is STOP, on the control socket:
         // a futex sleep on the ring would not see it (up to 200 ms more per
         // run). Waiting on the socket (doorbell armed) sees both.
         let next = if doorbell || exit_seen {
             match chan.try_recv() {
-                Ok(None) => match chan.wait_doorbell(Duration::from_millis(200)) {
-                    Ok(_) => chan.try_recv(),
-                    Err(e) => Err(e),
-                },
+                Ok(None) => {
+                    flush_held(ctx, &mut held);
+                    match chan.wait_doorbell(Duration::from_millis(200)) {
+                        Ok(_) => chan.try_recv(),
+                        Err(e) => Err(e),
+                    }
+                }
                 other => other,
             }
         } else {
+            // Audit lines held back are written once the worker pauses
+            // (the ring stays empty for a spin), not between two requests.
+            if held && !chan.wait_readable(Duration::ZERO) {
+                flush_held(ctx, &mut held);
+            }
             chan.recv_timeout(Duration::from_millis(200))
         };
         match next {
             Ok(Some(m)) => {
                 idle_wakes = 0;
+                held = true;
                 dispatch(ctx, chan, peer, &mut exit_seen, tally, m);
             }
             // The ring is empty: read the control messages queued meanwhile,
@@ -175,6 +192,13 @@ fn serve_channel(
         if chan.is_closed() {
             return drain(ctx, chan, peer, &mut exit_seen, tally);
         }
+    }
+}
+
+/// Writes the audit lines held back, before the thread sleeps.
+fn flush_held(ctx: &Ctx, held: &mut bool) {
+    if std::mem::take(held) {
+        ctx.audit.flush();
     }
 }
 
@@ -276,7 +300,9 @@ fn handle(ctx: &Ctx, chan: &mut SupervisorChannel, peer: &PeerCred, m: Message) 
                 }
             }
             r.latency_us = start.elapsed().as_micros() as u64;
-            ctx.audit.record(&r);
+            // Written a few lines at a time while requests come back to
+            // back; flushed before this thread sleeps (`serve_channel`).
+            ctx.audit.record_later(&r);
             if let Err(e) = sent {
                 protocol_error(ctx, peer, &e);
             }

@@ -86,6 +86,11 @@ impl View {
         Ok(self.root.get_or_init(|| r))
     }
 
+    /// The sandbox's root if it was taken already (no open, no check).
+    pub fn root_taken(&self) -> Option<&File> {
+        self.root.get()
+    }
+
     /// The mount of the sandbox that covers `p`, the deepest one.
     pub fn mount_of(&self, p: &Path) -> Option<&OwnMount> {
         let (_, mounts) = self.host.as_ref()?;

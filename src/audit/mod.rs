@@ -22,6 +22,9 @@ use crate::policy::{BrokerOp, RuleRef};
 /// where it goes when it is full (replacing the one before): named by
 /// `crate::statedir` with the directory's other files.
 pub use crate::statedir::{AUDIT_FILE, AUDIT_FILE_OLD};
+
+mod read;
+pub use read::{missed_old, open_both, read_all, read_all_bytes, replaced};
 /// A full `audit.log`: the sandbox decides how many records it causes, and
 /// the state directory is usually on tmpfs (host memory), so the log is
 /// rotated at this size, keeping this and the previous file.
@@ -305,7 +308,14 @@ struct Sink {
     dropped: std::collections::BTreeMap<(Kind, Verdict), u64>,
     /// The line being written, kept between records (no allocation each).
     line: Vec<u8>,
+    /// Whole lines held back by `record_later`, written with the next
+    /// record, at `flush`, or once `LATER_BYTES` are held.
+    later: Vec<u8>,
 }
+
+/// What `record_later` may hold back: about 15 broker lines, all of
+/// requests that were answered already.
+const LATER_BYTES: usize = 4 << 10;
 
 /// The quota of one log: all records, and `allow` records alone.
 #[derive(Debug, Clone, Copy)]
@@ -338,91 +348,6 @@ fn open_append(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
-/// Has `path` been replaced (rotated) since `f` was opened from it? Readers
-/// that follow the log drain `f` once more, then reopen `path`. A missing
-/// `path` is not (yet) a new file: between the writer's rename and its
-/// open, or a removed state directory, where readers end by other means.
-pub fn replaced(f: &File, path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (f.metadata(), std::fs::metadata(path)) {
-        (Ok(a), Ok(b)) => (a.dev(), a.ino()) != (b.dev(), b.ino()),
-        _ => false,
-    }
-}
-
-fn open_opt(path: &Path) -> std::io::Result<Option<File>> {
-    match File::open(path) {
-        Ok(f) => Ok(Some(f)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// `audit.log.1` and `audit.log` of `dir`, opened as one consistent pair:
-/// a rotation between the two opens (which would skip a whole file) is
-/// seen and the pair opened again.
-pub fn open_both(dir: &Path) -> std::io::Result<(Option<File>, Option<File>)> {
-    let old_path = dir.join(AUDIT_FILE_OLD);
-    for _ in 0..10 {
-        let old = open_opt(&old_path)?;
-        let current = open_opt(&dir.join(AUDIT_FILE))?;
-        let stable = match &old {
-            Some(o) => !replaced(o, &old_path),
-            None => !old_path.exists(),
-        };
-        if stable {
-            return Ok((old, current));
-        }
-    }
-    Err(std::io::Error::other("the audit log kept rotating"))
-}
-
-/// Both files' bytes, oldest first, nothing skipped or repeated across a
-/// rotation while reading.
-pub fn read_all_bytes(dir: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let (old, current) = open_both(dir)?;
-    let mut out = Vec::new();
-    if let Some(mut o) = old {
-        o.read_to_end(&mut out)?;
-    }
-    if let Some(mut c) = current {
-        c.read_to_end(&mut out)?;
-        let path = dir.join(AUDIT_FILE);
-        if replaced(&c, &path) {
-            // Rotated while read: what it got before the rename, then
-            // the new file.
-            c.read_to_end(&mut out)?;
-            if let Some(mut n) = open_opt(&path)? {
-                n.read_to_end(&mut out)?;
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// For a reader that has drained `f`, rotated away from `path`: the file
-/// to read next when it is not the current one. Two rotations while the
-/// reader was behind leave a whole file at `audit.log.1` that it never
-/// saw; `None` means go on with the current `audit.log`.
-pub fn missed_old(f: &File, path: &Path) -> Option<File> {
-    let old = path.with_file_name(AUDIT_FILE_OLD);
-    if old.exists() && replaced(f, &old) {
-        File::open(&old).ok()
-    } else {
-        None
-    }
-}
-
-/// The records of both files, oldest first (unreadable lines skipped).
-pub fn read_all(dir: &Path) -> Vec<AuditRecord> {
-    let bytes = read_all_bytes(dir).unwrap_or_default();
-    String::from_utf8_lossy(&bytes)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 impl AuditLog {
     pub fn open(path: &Path) -> Result<Self, AuditError> {
         Self::open_capped(path, MAX_AUDIT_BYTES)
@@ -450,6 +375,7 @@ impl AuditLog {
                 used: 0,
                 dropped: Default::default(),
                 line: Vec::with_capacity(512),
+                later: Vec::with_capacity(LATER_BYTES + 1024),
             }),
         })
     }
@@ -484,6 +410,26 @@ impl AuditLog {
     /// Write errors are logged, not returned: a full disk must not stop
     /// decisions.
     pub fn record(&self, r: &AuditRecord) {
+        self.record_as(r, false)
+    }
+
+    /// Like `record`, but the line may be held back (in order with every
+    /// other) until the next `record`, `flush`, or `LATER_BYTES`: a
+    /// connection thread serving requests back to back writes its lines
+    /// a few at a time, and flushes before it sleeps (supervisor::serve).
+    pub fn record_later(&self, r: &AuditRecord) {
+        self.record_as(r, true)
+    }
+
+    /// Writes what `record_later` held back.
+    pub fn flush(&self) {
+        let mut sink = self.lock();
+        if !sink.later.is_empty() {
+            self.write_held(&mut sink);
+        }
+    }
+
+    fn record_as(&self, r: &AuditRecord, later: bool) {
         let (subject, reason) = (clip(&r.subject), clip(&r.reason));
         let clipped;
         let r = if subject.is_some() || reason.is_some() {
@@ -511,6 +457,7 @@ impl AuditLog {
             let first = sink.dropped.is_empty();
             *sink.dropped.entry((r.kind, r.decision)).or_insert(0) += 1;
             if first {
+                self.write_held(&mut sink);
                 let mut n = AuditRecord::new(&r.container, 0, Kind::Audit, "quota");
                 n.decision = Verdict::Drop;
                 n.rule = RuleRef::AuditQuota;
@@ -524,7 +471,10 @@ impl AuditLog {
             return;
         }
         sink.used += line.len() as u64;
-        self.write(&mut sink, &line);
+        sink.later.extend_from_slice(&line);
+        if !later || sink.later.len() >= LATER_BYTES {
+            self.write_held(&mut sink);
+        }
         sink.line = line;
         // Only what was written, clipped: the quota bounds supervisor.log too.
         tracing::info!(target: "audit", container = %r.container, pid = r.pid, kind = %r.kind,
@@ -537,6 +487,7 @@ impl AuditLog {
     /// as the supervisor exits.
     pub fn finish(&self, container: &str) {
         let mut sink = self.lock();
+        self.write_held(&mut sink);
         let mut dropped: Vec<_> = std::mem::take(&mut sink.dropped).into_iter().collect();
         // By name, as the lines always came (not the enums' order).
         dropped.sort_by_key(|((k, d), _)| (k.as_str(), d.as_str()));
@@ -558,15 +509,29 @@ impl AuditLog {
         }
     }
 
+    /// The held-back lines, in one write.
+    fn write_held(&self, sink: &mut Sink) {
+        if sink.later.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut sink.later);
+        self.write(sink, &held);
+        sink.later = held;
+        sink.later.clear();
+    }
+
     fn write(&self, sink: &mut Sink, line: &[u8]) {
         if sink.written > 0 && sink.written + line.len() as u64 > self.cap {
-            if let Err(e) = self.rotate(sink) {
+            // A connection thread holds its worker's rights; the state
+            // directory is the supervisor's (nothing to switch elsewhere).
+            let rotated = crate::deputy::creds::as_supervisor().and_then(|_own| self.rotate(sink));
+            if let Err(e) = rotated {
                 tracing::warn!(target: "supervisor", "rotate audit log: {e}");
                 // Try again a file's worth later, not at every record.
                 sink.written = 0;
             }
         }
-        // One write per record: a reader never sees half a line for long.
+        // Whole lines in one write: a reader never sees half a line for long.
         match sink.file.write_all(line) {
             Ok(()) => sink.written += line.len() as u64,
             Err(e) => tracing::warn!(target: "supervisor", "write audit log: {e}"),
@@ -581,6 +546,12 @@ fn line_into(buf: &mut Vec<u8>, r: &AuditRecord) {
         buf.clear();
     }
     buf.push(b'\n');
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 fn to_line(r: &AuditRecord) -> String {
@@ -703,6 +674,44 @@ mod tests {
         assert_eq!(written(Verdict::Allow), 5);
         assert!(written(Verdict::Deny) >= 4, "{all:?}");
         assert_eq!(all.iter().filter(|r| r.kind == Kind::Audit).count(), 1);
+    }
+
+    #[test]
+    fn held_lines_are_written_in_order_by_the_next_record_a_flush_or_their_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&path).unwrap();
+        let subjects = || -> Vec<String> {
+            read_all(dir.path())
+                .into_iter()
+                .map(|r| r.subject)
+                .collect()
+        };
+        log.record_later(&record(0));
+        log.record_later(&record(1));
+        assert!(subjects().is_empty());
+        // An ordinary record writes what was held first.
+        log.record(&record(2));
+        assert_eq!(subjects(), ["/file/0", "/file/1", "/file/2"]);
+        log.record_later(&record(3));
+        log.flush();
+        assert_eq!(subjects().len(), 4);
+        // Never more than LATER_BYTES held back.
+        let one = to_line(&record(10)).len();
+        for n in 0..LATER_BYTES / one + 1 {
+            log.record_later(&record(10 + n));
+        }
+        let written = subjects();
+        assert!(written.len() > 4, "{}", written.len());
+        let want: Vec<String> = (0..4)
+            .chain(10..10 + written.len() - 4)
+            .map(|n| format!("/file/{n}"))
+            .collect();
+        assert_eq!(written, want);
+        // And nothing is lost when the log goes.
+        log.record_later(&record(99));
+        drop(log);
+        assert_eq!(subjects().last().map(String::as_str), Some("/file/99"));
     }
 
     #[test]

@@ -7,8 +7,12 @@
 //! one per sandbox, and every page of the binary it touches counts in its
 //! RSS. This main parses its few arguments by hand and calls only
 //! `buntime::supervisor::run`, so the linker leaves out clap, the runtime
-//! (libcontainer), the UI and the CLI (see "Density" in
-//! docs/performance.md for what that saves).
+//! (libcontainer), the UI and the CLI; build.rs links it static-pie (no
+//! ld.so or shared libc mapped in each one; see "The supervisor's own
+//! binary" in docs/performance.md for what that saves).
+//!
+//! Logging: runc-style lines on stderr (supervisor.log), warnings unless
+//! `--debug`; under `buntime run`, `BUNTIME_LOG` when set (`log_filter`).
 //!
 //! Usage: `buntime-supervisor [--debug] --root ROOT [supervise] ID`. The
 //! word `supervise` is what `create` passes: `supervisor::is_ours` and

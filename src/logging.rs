@@ -43,27 +43,112 @@ enum Sink {
     Stderr,
 }
 
+/// Which events a [`RuncLogLayer`] writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogFilter {
+    /// runc's: warnings and errors of our own targets, or (`--debug`)
+    /// everything.
+    Runc { debug: bool },
+    /// `BUNTIME_LOG`'s directives (the supervisor under `buntime run`).
+    Targets(TargetLevels),
+}
+
+impl LogFilter {
+    fn enabled(&self, target: &str, level: &Level) -> bool {
+        match self {
+            // libcontainer logs its own view of every failure at error
+            // level; runc users expect one line naming the problem, which
+            // the CLI writes itself, so library chatter is kept to debug
+            // runs.
+            Self::Runc { debug: true } => *level <= Level::DEBUG,
+            Self::Runc { debug: false } => *level <= Level::WARN && is_own_target(target),
+            Self::Targets(t) => t.enabled(target, level),
+        }
+    }
+}
+
+/// A `BUNTIME_LOG` value read without tracing-subscriber's `EnvFilter`
+/// (whose regex engine and span machinery the small supervisor binary
+/// leaves out): its `LEVEL` and `TARGET=LEVEL` directives, comma-separated,
+/// the longest matching target prefix deciding, as `EnvFilter` does; span
+/// and field directives are ignored, and so is anything it cannot parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetLevels {
+    /// `None` is `off`.
+    default: Option<Level>,
+    targets: Vec<(String, Option<Level>)>,
+}
+
+impl TargetLevels {
+    pub fn parse(value: &str) -> Self {
+        let mut default = Some(Level::ERROR);
+        let mut targets = Vec::new();
+        for d in value.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+            match d.split_once('=') {
+                Some((t, l)) if !t.contains(['[', '{']) => {
+                    if let Some(l) = parse_level(l) {
+                        targets.push((t.to_string(), l));
+                    }
+                }
+                Some(_) => {}
+                None => match parse_level(d) {
+                    Some(l) => default = l,
+                    // A bare target enables all its levels (EnvFilter's rule).
+                    None if !d.contains(['[', '{']) => {
+                        targets.push((d.to_string(), Some(Level::TRACE)))
+                    }
+                    None => {}
+                },
+            }
+        }
+        // Longest first: the most specific directive decides.
+        targets.sort_by_key(|(t, _)| std::cmp::Reverse(t.len()));
+        Self { default, targets }
+    }
+
+    pub fn enabled(&self, target: &str, level: &Level) -> bool {
+        let max = self
+            .targets
+            .iter()
+            .find(|(t, _)| target.starts_with(t.as_str()))
+            .map_or(self.default, |(_, l)| *l);
+        max.is_some_and(|max| *level <= max)
+    }
+}
+
+/// `Some(None)` is `off`; `None` is not a level.
+fn parse_level(s: &str) -> Option<Option<Level>> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "off" => Some(None),
+        "error" | "1" => Some(Some(Level::ERROR)),
+        "warn" | "2" => Some(Some(Level::WARN)),
+        "info" | "3" => Some(Some(Level::INFO)),
+        "debug" | "4" => Some(Some(Level::DEBUG)),
+        "trace" | "5" => Some(Some(Level::TRACE)),
+        _ => None,
+    }
+}
+
 /// A tracing layer that writes runc-style log lines.
 pub struct RuncLogLayer {
     sink: Sink,
     format: LogFormat,
-    max_level: Level,
+    filter: LogFilter,
 }
 
 impl RuncLogLayer {
     /// Opens `path` for appending (created if missing), or logs to stderr.
-    pub fn new(path: Option<&Path>, format: LogFormat, debug: bool) -> std::io::Result<Self> {
+    pub fn new(path: Option<&Path>, format: LogFormat, filter: LogFilter) -> std::io::Result<Self> {
         let sink = match path {
             Some(p) => Sink::File(Mutex::new(
                 OpenOptions::new().create(true).append(true).open(p)?,
             )),
             None => Sink::Stderr,
         };
-        let max_level = if debug { Level::DEBUG } else { Level::WARN };
         Ok(Self {
             sink,
             format,
-            max_level,
+            filter,
         })
     }
 
@@ -144,13 +229,7 @@ impl Visit for FieldText {
 impl<S: Subscriber> Layer<S> for RuncLogLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let meta = event.metadata();
-        if *meta.level() > self.max_level {
-            return;
-        }
-        // libcontainer logs its own view of every failure at error level;
-        // runc users expect one line naming the problem, which the CLI
-        // writes itself, so library chatter is kept to debug runs.
-        if !is_own_target(meta.target()) && self.max_level < Level::DEBUG {
+        if !self.filter.enabled(meta.target(), meta.level()) {
             return;
         }
         let mut fields = FieldText::default();
@@ -173,9 +252,9 @@ impl<S: Subscriber> Layer<S> for RuncLogLayer {
 pub fn init_runc_logging(
     path: Option<&Path>,
     format: LogFormat,
-    debug: bool,
+    filter: LogFilter,
 ) -> std::io::Result<()> {
-    let layer = RuncLogLayer::new(path, format, debug)?;
+    let layer = RuncLogLayer::new(path, format, filter)?;
     // Ignore a second initialisation (tests may call this more than once).
     let _ = tracing_subscriber::registry().with(layer).try_init();
     Ok(())
@@ -228,7 +307,8 @@ mod tests {
 
     #[test]
     fn json_line_has_runc_shape() {
-        let layer = RuncLogLayer::new(None, LogFormat::Json, false).expect("layer");
+        let layer = RuncLogLayer::new(None, LogFormat::Json, LogFilter::Runc { debug: false })
+            .expect("layer");
         let fields = FieldText {
             message: "container \"x\" does not exist".into(),
             extra: String::new(),
@@ -238,6 +318,33 @@ mod tests {
         assert_eq!(v["level"], "error");
         assert_eq!(v["msg"], "container \"x\" does not exist");
         assert!(v["time"].as_str().is_some_and(|t| t.contains('T')));
+    }
+
+    #[test]
+    fn buntime_log_directives_as_env_filter_reads_them() {
+        let t = TargetLevels::parse("supervisor=debug");
+        assert!(t.enabled("supervisor", &Level::DEBUG));
+        assert!(!t.enabled("supervisor", &Level::TRACE));
+        assert!(t.enabled("audit", &Level::ERROR));
+        assert!(!t.enabled("audit", &Level::WARN));
+        let t = TargetLevels::parse("warn, libcontainer=off ,buntime=trace,buntime::x=info");
+        assert!(t.enabled("cli", &Level::WARN) && !t.enabled("cli", &Level::INFO));
+        assert!(!t.enabled("libcontainer::process", &Level::ERROR));
+        assert!(t.enabled("buntime::supervisor", &Level::TRACE));
+        assert!(!t.enabled("buntime::x::y", &Level::DEBUG));
+        let t = TargetLevels::parse("debug,[span]=trace,nonsense=loud,proxy");
+        assert!(t.enabled("anything", &Level::DEBUG) && !t.enabled("anything", &Level::TRACE));
+        assert!(t.enabled("proxy", &Level::TRACE));
+        assert!(!TargetLevels::parse("off").enabled("supervisor", &Level::ERROR));
+    }
+
+    #[test]
+    fn runc_filter_keeps_library_chatter_to_debug() {
+        let quiet = LogFilter::Runc { debug: false };
+        assert!(quiet.enabled("supervisor", &Level::WARN));
+        assert!(!quiet.enabled("supervisor", &Level::INFO));
+        assert!(!quiet.enabled("libcontainer", &Level::ERROR));
+        assert!(LogFilter::Runc { debug: true }.enabled("libcontainer", &Level::DEBUG));
     }
 
     #[test]

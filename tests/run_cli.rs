@@ -1286,3 +1286,59 @@ fn ordinary_users_run_sandboxes_rootless() {
         let _ = fs::remove_dir(d);
     }
 }
+
+/// Every `supervisor.log` under `dir` (a state root; a few levels deep).
+fn supervisor_logs(dir: &Path, depth: u32) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut logs = Vec::new();
+    for e in entries.flatten() {
+        let p = e.path();
+        if e.file_name() == "supervisor.log" {
+            logs.push(fs::read_to_string(&p).unwrap_or_default());
+        } else if depth > 0 && e.file_type().is_ok_and(|t| t.is_dir()) {
+            logs.extend(supervisor_logs(&p, depth - 1));
+        }
+    }
+    logs
+}
+
+/// `BUNTIME_LOG` reaches the supervisor `buntime run` starts (its own
+/// binary, which otherwise writes only warnings): with
+/// `supervisor=debug`, its debug line about the sandbox's cgroups is in
+/// the run's `supervisor.log` while the sandbox runs.
+#[test]
+fn buntime_log_reaches_the_supervisor() {
+    let r = Run::new();
+    let child = r
+        // A pid 1 that ends on SIGTERM (`buntime run` passes it on).
+        .cmd(&[
+            "--",
+            "/bin/sh",
+            "-c",
+            "trap 'exit 0' TERM; while :; do sleep 1; done",
+        ])
+        .env("BUNTIME_LOG", "supervisor=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run buntime");
+    let mut seen = Vec::new();
+    let found = wait_until(Duration::from_secs(20), || {
+        seen = supervisor_logs(&r.root(), 3);
+        seen.iter().any(|log| {
+            log.lines().any(|l| {
+                l.contains("level=debug") && l.contains("joined the sandbox's cpu cgroups")
+            })
+        })
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .expect("signal buntime run");
+    let o = child.wait_with_output().expect("wait for buntime run");
+    assert!(found, "no supervisor debug line: {seen:?}\n{}", show(&o));
+    r.assert_clean();
+}

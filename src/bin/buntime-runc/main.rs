@@ -20,7 +20,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use buntime::logging::{init_runc_logging, runc_line, say, LogFormat};
+use buntime::logging::{init_runc_logging, runc_line, say, LogFilter, LogFormat};
 use buntime::runtime::{lifecycle as rt, Root, RuntimeError, DEFAULT_ROOT};
 use buntime::stdout;
 use clap::{ArgAction, Parser, Subcommand};
@@ -212,7 +212,13 @@ fn main() -> ExitCode {
         }
     };
     let log = cli.global.log.as_deref();
-    if let Err(e) = init_runc_logging(log, format, cli.global.debug) {
+    if let Err(e) = init_runc_logging(
+        log,
+        format,
+        LogFilter::Runc {
+            debug: cli.global.debug,
+        },
+    ) {
         say_error(format, &format!("--log {:?}: {e}", cli.global.log));
         return ExitCode::from(1);
     }

@@ -7,8 +7,12 @@
 //! one per sandbox, and every page of the binary it touches counts in its
 //! RSS. This main parses its few arguments by hand and calls only
 //! `buntime::supervisor::run`, so the linker leaves out clap, the runtime
-//! (libcontainer), the UI and the CLI (see "Density" in
-//! docs/performance.md for what that saves).
+//! (libcontainer), the UI and the CLI; build.rs links it static-pie (no
+//! ld.so or shared libc mapped in each one; see "The supervisor's own
+//! binary" in docs/performance.md for what that saves).
+//!
+//! Logging: runc-style lines on stderr (supervisor.log), warnings unless
+//! `--debug`; under `buntime run`, `BUNTIME_LOG` when set (`log_filter`).
 //!
 //! Usage: `buntime-supervisor [--debug] --root ROOT [supervise] ID`. The
 //! word `supervise` is what `create` passes: `supervisor::is_ours` and
@@ -19,7 +23,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use buntime::logging::{init_runc_logging, say, LogFormat};
+use buntime::logging::{init_runc_logging, say, LogFilter, LogFormat, TargetLevels};
 
 /// The command line.
 #[derive(Debug, PartialEq, Eq)]
@@ -68,6 +72,17 @@ fn supervise(args: &Args) -> Result<(), String> {
     buntime::supervisor::run(&root.state_dir(&args.id), &args.id).map_err(|e| e.to_string())
 }
 
+/// `--debug` (runc's), else `BUNTIME_LOG` when set: `buntime run` starts
+/// the supervisor with its own environment, so the filter that applies to
+/// `buntime` applies to its supervisor too, as when `buntime supervise` was
+/// the supervisor; else runc's default (warnings of our own targets).
+fn log_filter(debug: bool, buntime_log: Option<&str>) -> LogFilter {
+    match buntime_log.filter(|v| !v.trim().is_empty()) {
+        Some(v) if !debug => LogFilter::Targets(TargetLevels::parse(v)),
+        _ => LogFilter::Runc { debug },
+    }
+}
+
 fn main() -> ExitCode {
     let args = match parse(std::env::args_os().skip(1)) {
         Ok(a) => a,
@@ -78,7 +93,8 @@ fn main() -> ExitCode {
     };
     // stderr is the container's supervisor.log: runc-style lines, as
     // `buntime-runc supervise` writes them.
-    if let Err(e) = init_runc_logging(None, LogFormat::Text, args.debug) {
+    let filter = log_filter(args.debug, std::env::var("BUNTIME_LOG").ok().as_deref());
+    if let Err(e) = init_runc_logging(None, LogFormat::Text, filter) {
         say(&format!("logging: {e}"));
     }
     match supervise(&args) {
@@ -109,6 +125,23 @@ mod tests {
         let a = args(&["--debug", "--root", "/run/x", "c1"]).expect("parses");
         assert!(a.debug);
         assert_eq!(a.id, "c1");
+    }
+
+    #[test]
+    fn follows_buntime_log_unless_debug() {
+        assert_eq!(log_filter(false, None), LogFilter::Runc { debug: false });
+        assert_eq!(
+            log_filter(false, Some(" ")),
+            LogFilter::Runc { debug: false }
+        );
+        assert_eq!(
+            log_filter(true, Some("off")),
+            LogFilter::Runc { debug: true }
+        );
+        assert_eq!(
+            log_filter(false, Some("supervisor=debug")),
+            LogFilter::Targets(TargetLevels::parse("supervisor=debug"))
+        );
     }
 
     #[test]

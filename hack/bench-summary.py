@@ -17,6 +17,12 @@ def row(r: dict[str, Any]) -> str:
     unit = r["unit"]
     base = r.get("baseline")
     base_text = f"{base['name']} {fmt(base['value'])} {unit}" if base else "-"
+    floor = r.get("floor")
+    if floor:
+        # The least this path can cost, measured in the same run.
+        base_text += f"; {floor['name']} {fmt(floor['value'])} {unit}"
+        if base and base["value"] > 0:
+            base_text += f" ({floor['value'] / base['value']:.2f}x)"
     judged = r.get("judged")
     if judged is None:
         figure = "-"

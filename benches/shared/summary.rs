@@ -43,6 +43,14 @@ impl Row<'_> {
 
 /// Appends `row` to `$BENCH_SUMMARY`; a bench never fails over its summary.
 pub fn record(row: &Row) {
+    record_with_floor(row, None)
+}
+
+/// As [`record`], with a second reference measured in the same run: the
+/// least the row's path can cost (`floor`, e.g. a bare relay beside the
+/// proxy), shown beside the baseline; the target is still judged against
+/// the baseline.
+pub fn record_with_floor(row: &Row, floor: Option<(&str, f64)>) {
     let Some(path) = std::env::var_os("BENCH_SUMMARY") else {
         return;
     };
@@ -56,6 +64,7 @@ pub fn record(row: &Row) {
         "value": row.value,
         "unit": row.unit,
         "baseline": row.baseline.map(|(name, v)| serde_json::json!({"name": name, "value": v})),
+        "floor": floor.map(|(name, v)| serde_json::json!({"name": name, "value": v})),
         "relative": row.relative,
         "judged": judged,
         "goal": match row.goal { Goal::AtLeast => ">=", Goal::AtMost => "<=" },

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::model::{NetMode, Network};
 
 mod addr;
+mod local;
 pub use addr::{classify, AddrClass, HostAddrs};
 
 /// What the host part of a rule matches.

@@ -7,6 +7,7 @@
 //! rules, shared with the broker's NET_CONNECT), connected to the very
 //! addresses that were checked, and relayed.
 
+mod accept;
 mod connect;
 pub mod http;
 mod pool;
@@ -20,16 +21,15 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sched::{setns, CloneFlags};
 
+pub use accept::serve;
 pub use connect::{connect_any, ConnectFailed};
 use http::{answer, parse_head, read_head, HeadRead};
 pub use tally::Tally;
-use tally::{audit_turned_away, Unrecorded};
+use tally::Unrecorded;
 
 use crate::audit::{Kind, Verdict};
 use crate::policy::RuleRef;
@@ -162,83 +162,6 @@ pub fn bind_in_netns_path(path: &Path, port: u16) -> std::io::Result<TcpListener
         std::process::abort();
     }
     bound
-}
-
-/// Accepts and serves connections until the process exits or
-/// [`Tally::stop`]; `tally` is what the supervisor waits for before it
-/// exits.
-pub fn serve(listener: TcpListener, gate: Arc<dyn Gate>, limits: Limits, tally: Arc<Tally>) {
-    let open = Arc::new(AtomicUsize::new(0));
-    if let Ok(a) = listener.local_addr() {
-        let _ = tally.subject.set(a.to_string());
-    }
-    audit_turned_away(&gate, &tally);
-    loop {
-        let accepted = listener.accept();
-        if tally.stopped() {
-            return;
-        }
-        let stream = match accepted {
-            Ok((s, _)) => s,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                // EMFILE and the like: back off instead of spinning.
-                tracing::warn!(target: "supervisor", "proxy accept: {e}");
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-        };
-        // Before a slot and a thread are taken: a client the gate refuses
-        // costs the sandbox's clients nothing but this check.
-        if let Err(reason) = gate.admit(&stream) {
-            // Counted before the answer, as those turned away are.
-            tally.refuse_client(reason.clone());
-            turn_away(stream, &reason);
-            continue;
-        }
-        if open.fetch_add(1, Ordering::SeqCst) >= limits.max_connections {
-            open.fetch_sub(1, Ordering::SeqCst);
-            // Counted before the answer: a flush after the client has its
-            // answer includes it.
-            tally.turned_away.fetch_add(1, Ordering::SeqCst);
-            let mut s = stream;
-            answer(&mut s, 503, None, "buntime proxy: too many connections");
-            continue;
-        }
-        let slot = Slot(Arc::clone(&open));
-        let unrecorded = Unrecorded::new(&tally);
-        let gate = Arc::clone(&gate);
-        // On a parked thread when one is free (pool.rs): starting a new
-        // one was part of every connection's set-up.
-        let spawned = pool::THREADS.run(Box::new(move || {
-            let _slot = slot;
-            handle(stream, gate.as_ref(), &limits, unrecorded);
-        }));
-        if let Err(e) = spawned {
-            // Closed unanswered: audited with those turned away.
-            tally.turned_away.fetch_add(1, Ordering::SeqCst);
-            tracing::warn!(target: "supervisor", "proxy thread: {e}");
-        }
-    }
-}
-
-/// Answers a refused client `403` and closes at once, never waiting on it:
-/// what it already sent is read without blocking, so the close sends no
-/// reset over the answer in the usual case.
-fn turn_away(mut client: TcpStream, reason: &str) {
-    let _ = client.set_nonblocking(true);
-    let mut sink = [0u8; 4096];
-    let _ = client.read(&mut sink);
-    answer(&mut client, 403, None, &format!("buntime proxy: {reason}"));
-    let _ = client.shutdown(std::net::Shutdown::Write);
-}
-
-struct Slot(Arc<AtomicUsize>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 /// Reads from the client until a deadline for the whole head, not for

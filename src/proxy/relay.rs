@@ -1,7 +1,7 @@
 //! Relaying bytes both ways between the sandbox's connection and the
 //! upstream one: a copy loop whose buffer grows with the transfer, one
-//! thread per direction so neither waits for the other (the second one
-//! from the proxy's pool of parked threads), an idle timeout
+//! thread per direction so neither waits for the other (upstream to
+//! client on one from the proxy's pool of parked threads), an idle timeout
 //! shared by both directions, and half-close passed on.
 //!
 //! Why not `splice`: a pipe holds at most 1 MiB without CAP_SYS_RESOURCE,
@@ -98,26 +98,12 @@ pub fn relay(
         limit: idle,
         aborted: AtomicBool::new(false),
     };
-    // Blocking reads wake up at least this often to check the clock.
-    let tick = Some(
-        idle.limit
-            .min(Duration::from_secs(5))
-            .max(Duration::from_millis(10)),
-    );
-    for s in [&client, &upstream] {
-        let _ = s.set_read_timeout(tick);
-        let _ = s.set_write_timeout(Some(idle.limit.max(Duration::from_millis(10))));
-        let _ = s.set_nodelay(true);
-        // A full-size send buffer from the start, rather than one that
-        // autotuning grows during the transfer: the relay then blocks on
-        // a full socket far less often (about +15 % of throughput in the
-        // proxy benchmark). The kernel caps it at net.core.wmem_max;
-        // autotuning could have grown it about as far.
-        let _ = nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::SndBuf, &SEND_BUFFER);
-    }
-    // The second direction runs on a pooled thread (super::pool), which
-    // shares the sockets rather than taking a second descriptor of each
-    // (two per connection, not four, against the supervisor's fd limit).
+    // The other direction, upstream to client, runs on a pooled thread
+    // (super::pool), which shares the sockets rather than taking a second
+    // descriptor of each (two per connection, not four, against the
+    // supervisor's fd limit). This thread takes the client's side: the
+    // client's first bytes (it was just answered) find it already
+    // reading, rather than waiting for a parked thread to wake.
     let (client, upstream, idle) = (Arc::new(client), Arc::new(upstream), Arc::new(idle));
     let (tx, rx) = mpsc::sync_channel(1);
     let job = {
@@ -127,7 +113,8 @@ pub fn relay(
             Arc::clone(&idle),
         );
         move || {
-            let moved = pump(&c, &u, &i, framer);
+            prepare(&u, &c, &i);
+            let (moved, _) = pump(&u, &c, &i, None);
             // The sockets close when `relay` returns, as if this thread
             // had only borrowed them.
             drop((c, u, i));
@@ -141,15 +128,36 @@ pub fn relay(
         abort(&upstream, &idle);
         return Relayed::default();
     }
-    let (down, _) = pump(&upstream, &client, &idle, None);
+    prepare(&client, &upstream, &idle);
+    let (up, violation) = pump(&client, &upstream, &idle, framer);
     // A job that panicked dropped its sender: nothing moved, as far as
     // is known.
-    let (up, violation) = rx.recv().unwrap_or((0, None));
+    let down = rx.recv().unwrap_or(0);
     Relayed {
         up,
         down,
         violation,
     }
+}
+
+/// The socket options of one direction, set by the thread that moves it:
+/// its source's read timeout, its destination's write timeout, no delay
+/// and send buffer.
+fn prepare(src: &TcpStream, dst: &TcpStream, idle: &Idle) {
+    // Blocking reads wake up at least this often to check the clock.
+    let tick = idle
+        .limit
+        .min(Duration::from_secs(5))
+        .max(Duration::from_millis(10));
+    let _ = src.set_read_timeout(Some(tick));
+    let _ = dst.set_write_timeout(Some(idle.limit.max(Duration::from_millis(10))));
+    let _ = dst.set_nodelay(true);
+    // A full-size send buffer from the start, rather than one that
+    // autotuning grows during the transfer: the relay then blocks on a
+    // full socket far less often (about +15 % of throughput in the proxy
+    // benchmark). The kernel caps it at net.core.wmem_max; autotuning
+    // could have grown it about as far.
+    let _ = nix::sys::socket::setsockopt(dst, nix::sys::socket::sockopt::SndBuf, &SEND_BUFFER);
 }
 
 /// How one direction ended.

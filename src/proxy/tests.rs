@@ -4,7 +4,8 @@
 use super::*;
 use std::io::Read;
 use std::net::Shutdown;
-use std::sync::Mutex;
+
+use std::sync::{Arc, Mutex};
 
 /// Allows `up.test` (to `addr`), denies everything else; keeps what it
 /// is asked to record.

@@ -3,7 +3,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use std::sync::OnceLock;
+
 use super::canonical_ip;
+use super::local::{probe, Probe};
 
 /// Kinds of address that are never reachable unless a rule names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,47 +121,99 @@ pub fn classify(ip: IpAddr) -> AddrClass {
 /// supervisor to one of them lands on the host itself, on services bound
 /// to `0.0.0.0` or to that interface.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HostAddrs(Vec<IpAddr>);
+pub struct HostAddrs(Known);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Known {
+    /// A list read or given once (canonical, sorted).
+    Listed(Vec<IpAddr>),
+    /// The caller's network namespace, asked per address when a decision
+    /// needs it ([`HostAddrs::live`]); the interface list, read at most
+    /// once, where the kernel's answer is unsure (`Err`: unreadable).
+    Live(OnceLock<Result<Vec<IpAddr>, String>>),
+}
+
+impl Default for Known {
+    fn default() -> Self {
+        Known::Listed(Vec::new())
+    }
+}
 
 impl HostAddrs {
     /// A set of interface addresses (canonicalised).
     pub fn new(addrs: impl IntoIterator<Item = IpAddr>) -> HostAddrs {
-        let mut v: Vec<IpAddr> = addrs.into_iter().map(canonical_ip).collect();
-        v.sort();
-        v.dedup();
-        HostAddrs(v)
+        HostAddrs(Known::Listed(sorted(addrs)))
     }
 
     /// The addresses of the interfaces of the caller's network namespace,
     /// read now (`getifaddrs`: one netlink dump).
+    pub fn read() -> std::io::Result<HostAddrs> {
+        interfaces().map(|v| HostAddrs(Known::Listed(v)))
+    }
+
+    /// The caller's network namespace's own addresses as they are when
+    /// [`HostAddrs::contains`] asks, one address at a time (`local.rs`: a
+    /// `bind()` the kernel refuses for an address that is not local),
+    /// with the interface list read only where that answer is unsure.
     ///
-    /// Read at every decision rather than cached and refreshed on netlink
+    /// Asked at every decision rather than cached and refreshed on netlink
     /// `RTMGRP_IPV4_IFADDR`/`RTMGRP_IPV6_IFADDR` notifications: a cache is
     /// updated after the fact, by another thread, so an address added just
     /// before a check would be missing from it and the check would fail
-    /// open. The dump costs tens of microseconds on an ordinary host, next
-    /// to the name lookup and the TCP connect every decision already pays.
-    pub fn read() -> std::io::Result<HostAddrs> {
-        let list = nix::ifaddrs::getifaddrs().map_err(std::io::Error::from)?;
-        Ok(HostAddrs::new(list.filter_map(|i| {
-            let a = i.address?;
-            if let Some(v4) = a.as_sockaddr_in() {
-                Some(IpAddr::V4(v4.ip()))
-            } else {
-                a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
-            }
-        })))
+    /// open. Use one value per decision, on the thread that connects.
+    pub fn live() -> HostAddrs {
+        HostAddrs(Known::Live(OnceLock::new()))
     }
 
-    /// Does `ip` reach this host?
+    /// Does `ip` reach this host? For [`HostAddrs::live`], an interface
+    /// list that cannot be read answers yes (fail closed).
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical_ip(ip);
-        matches!(classify(ip), AddrClass::Loopback | AddrClass::Unspecified)
-            || self.0.binary_search(&ip).is_ok()
+        if matches!(classify(ip), AddrClass::Loopback | AddrClass::Unspecified) {
+            return true;
+        }
+        match &self.0 {
+            Known::Listed(v) => v.binary_search(&ip).is_ok(),
+            Known::Live(list) => match probe(ip) {
+                Probe::NotLocal => false,
+                Probe::Local => true,
+                Probe::Unsure => match list.get_or_init(|| interfaces().map_err(|e| e.to_string()))
+                {
+                    Ok(v) => v.binary_search(&ip).is_ok(),
+                    Err(e) => {
+                        tracing::warn!(target: "policy", "cannot list the host's own addresses, {ip} taken for one: {e}");
+                        true
+                    }
+                },
+            },
+        }
     }
 
     #[cfg(test)]
     pub fn addrs(&self) -> &[IpAddr] {
-        &self.0
+        match &self.0 {
+            Known::Listed(v) => v,
+            Known::Live(_) => &[],
+        }
     }
+}
+
+fn sorted(addrs: impl IntoIterator<Item = IpAddr>) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = addrs.into_iter().map(canonical_ip).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The interfaces' addresses, every family (`getifaddrs`).
+fn interfaces() -> std::io::Result<Vec<IpAddr>> {
+    let list = nix::ifaddrs::getifaddrs().map_err(std::io::Error::from)?;
+    Ok(sorted(list.filter_map(|i| {
+        let a = i.address?;
+        if let Some(v4) = a.as_sockaddr_in() {
+            Some(IpAddr::V4(v4.ip()))
+        } else {
+            a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+        }
+    })))
 }

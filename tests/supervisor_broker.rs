@@ -343,14 +343,19 @@ fn ask_is_answered_by_the_approver_or_times_out() {
     let log = env.dir.path().join("ask.log");
     env.create_logged("ask", &b, &log);
     let sock = state_dir(&env, "ask").join("approve.sock");
+    let audit = state_dir(&env, "ask").join("audit.log");
     let conn = UnixStream::connect(&sock).expect("approver socket");
     let approver = std::thread::spawn(move || {
         let mut w = conn.try_clone().unwrap();
         let mut seen = Vec::new();
+        // What the log held when each question came: a question can wait
+        // the approver's timeout, the answers before it must be written.
+        let mut logged = Vec::new();
         for l in BufReader::new(conn).lines() {
             let Ok(l) = l else { break };
             let q: serde_json::Value = serde_json::from_str(&l).unwrap();
             let subject = q["subject"].as_str().unwrap_or_default().to_string();
+            logged.push(fs::read_to_string(&audit).unwrap_or_default());
             seen.push(q.clone());
             let result = if subject.ends_with("allow-me") {
                 "allow"
@@ -365,7 +370,7 @@ fn ask_is_answered_by_the_approver_or_times_out() {
                 break;
             }
         }
-        seen
+        (seen, logged)
     });
     env.ok(&["start", "ask"]);
     env.wait_status("ask", "stopped");
@@ -382,12 +387,51 @@ fn ask_is_answered_by_the_approver_or_times_out() {
         line(&out, "read /opt/timeout-me").contains("DENY no answer"),
         "{out}"
     );
-    let seen = approver.join().unwrap();
+    let (seen, logged) = approver.join().unwrap();
+    assert!(
+        logged[2].contains("/opt/deny-me") && logged[2].contains("\"deny\""),
+        "the denial before the third question was not in audit.log when it was asked: {logged:?}"
+    );
     assert_eq!(seen[0]["kind"], "fs_read");
     assert_eq!(seen[0]["container"], "ask");
     assert!(seen[0]["id"].is_u64() && seen[0]["pid"].is_i64());
     env.ok(&["delete", "ask"]);
     env.assert_gone("ask");
+}
+
+#[test]
+fn a_denial_is_logged_while_the_worker_keeps_its_ring_busy() {
+    // Lines may be held back while requests come back to back; output
+    // frames write no line, so a worker streaming them must not keep its
+    // denials out of audit.log until it stops.
+    let env = Env::new();
+    let b = worker_bundle(
+        &env,
+        "busy",
+        &["read:/data/secret", "stream:4000"],
+        POLICY,
+        &[],
+    );
+    let log = env.dir.path().join("busy.log");
+    env.create_logged("busy", &b, &log);
+    env.ok(&["start", "busy"]);
+    let logged_while_running = wait_until(Duration::from_secs(3), || {
+        let denied = audit_lines(&env, "busy")
+            .iter()
+            .any(|r| r["subject"] == "/data/secret" && r["decision"] == "deny");
+        denied && env.status("busy") == "running"
+    });
+    env.wait_status("busy", "stopped");
+    let out = read(&log);
+    assert!(line(&out, "read /data/secret").contains("DENY"), "{out}");
+    assert!(line(&out, "stream 4000").contains("DONE"), "{out}");
+    assert!(
+        logged_while_running,
+        "the denial reached audit.log only after the stream: {:?}",
+        audit_lines(&env, "busy")
+    );
+    env.ok(&["delete", "busy"]);
+    env.assert_gone("busy");
 }
 
 #[test]

@@ -311,6 +311,9 @@ struct Sink {
     /// Whole lines held back by `record_later`, written with the next
     /// record, at `flush`, or once `LATER_BYTES` are held.
     later: Vec<u8>,
+    /// `finish` ran: the supervisor is exiting and nothing would flush
+    /// again, so `record_later` writes at once.
+    finished: bool,
 }
 
 /// What `record_later` may hold back: about 15 broker lines, all of
@@ -376,6 +379,7 @@ impl AuditLog {
                 dropped: Default::default(),
                 line: Vec::with_capacity(512),
                 later: Vec::with_capacity(LATER_BYTES + 1024),
+                finished: false,
             }),
         })
     }
@@ -472,7 +476,7 @@ impl AuditLog {
         }
         sink.used += line.len() as u64;
         sink.later.extend_from_slice(&line);
-        if !later || sink.later.len() >= LATER_BYTES {
+        if !later || sink.finished || sink.later.len() >= LATER_BYTES {
             self.write_held(&mut sink);
         }
         sink.line = line;
@@ -487,6 +491,7 @@ impl AuditLog {
     /// as the supervisor exits.
     pub fn finish(&self, container: &str) {
         let mut sink = self.lock();
+        sink.finished = true;
         self.write_held(&mut sink);
         let mut dropped: Vec<_> = std::mem::take(&mut sink.dropped).into_iter().collect();
         // By name, as the lines always came (not the enums' order).
@@ -712,6 +717,23 @@ mod tests {
         log.record_later(&record(99));
         drop(log);
         assert_eq!(subjects().last().map(String::as_str), Some("/file/99"));
+    }
+
+    #[test]
+    fn after_finish_lines_are_not_held() {
+        // The supervisor exits after `finish` without dropping its log: a
+        // connection still served then must not hold its lines back.
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&dir.path().join("audit.log")).unwrap();
+        log.record_later(&record(0));
+        log.finish("c1");
+        log.record_later(&record(1));
+        let subjects: Vec<String> = read_all(dir.path())
+            .into_iter()
+            .map(|r| r.subject)
+            .collect();
+        assert_eq!(subjects, ["/file/0", "/file/1"]);
+        std::mem::forget(log);
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub(super) fn carry_out(ctx: &Ctx, peer: &PeerCred, req: &Request) -> Result<All
 
 /// Asks the approver (the broker section says `ask`). Ok: the rule.
 fn ask(ctx: &Ctx, pid: i32, op: BrokerOp, subject: &str) -> Result<RuleRef, Refused> {
+    // The answer can take the approver's timeout: the lines held back
+    // (the denials just before this question) are written first.
+    ctx.audit.flush();
     let rule = RuleRef::Broker {
         op,
         rule: BrokerRule::Ask,
@@ -326,6 +329,8 @@ fn resolve(ctx: &Ctx, host: &str, port: u16) -> Result<Vec<SocketAddr>, Refused>
 }
 
 fn net_request(ctx: &Ctx, peer: &PeerCred, host: &str, port: u16) -> Result<Allowed, Refused> {
+    // The lookup and the connect can block for seconds: held lines first.
+    ctx.audit.flush();
     // The lookup (the host's resolver files, the pod's namespace), the
     // host's addresses and the connection are the supervisor's to make.
     let _own = crate::deputy::creds::as_supervisor()

@@ -136,8 +136,9 @@ fn serve_channel(
     // Wake-ups that found nothing to read: a worker toggling its ring's head
     // could otherwise keep this loop (outside its cgroup) busy.
     let mut idle_wakes = 0u32;
-    // Audit lines may be held back (`AuditLog::record_later`).
-    let mut held = false;
+    // Audit lines may be held back (`AuditLog::record_later`): messages
+    // served since the last flush.
+    let mut held = 0u32;
     loop {
         // After EXIT the worker's next word is STOP, on the control socket:
         // a futex sleep on the ring would not see it (up to 200 ms more per
@@ -155,8 +156,10 @@ fn serve_channel(
             }
         } else {
             // Audit lines held back are written once the worker pauses
-            // (the ring stays empty for a spin), not between two requests.
-            if held && !chan.wait_readable(Duration::ZERO) {
+            // (the ring stays empty for a spin), not between two requests;
+            // and after a few messages however busy the ring is: output
+            // frames write no line, and must not keep denials unwritten.
+            if held >= FLUSH_AFTER_MESSAGES || (held > 0 && !chan.wait_readable(Duration::ZERO)) {
                 flush_held(ctx, &mut held);
             }
             chan.recv_timeout(Duration::from_millis(200))
@@ -164,7 +167,7 @@ fn serve_channel(
         match next {
             Ok(Some(m)) => {
                 idle_wakes = 0;
-                held = true;
+                held += 1;
                 dispatch(ctx, chan, peer, &mut exit_seen, tally, m);
             }
             // The ring is empty: read the control messages queued meanwhile,
@@ -195,9 +198,12 @@ fn serve_channel(
     }
 }
 
+/// Messages served before the lines held back are written, busy or not.
+const FLUSH_AFTER_MESSAGES: u32 = 16;
+
 /// Writes the audit lines held back, before the thread sleeps.
-fn flush_held(ctx: &Ctx, held: &mut bool) {
-    if std::mem::take(held) {
+fn flush_held(ctx: &Ctx, held: &mut u32) {
+    if std::mem::take(held) > 0 {
         ctx.audit.flush();
     }
 }

@@ -89,6 +89,7 @@ fn run(w: &mut Worker, arg: &str) {
         "list" | "exec" => requests::with_data(w, cmd, rest),
         "net" => requests::net(w, rest),
         "stdout" => requests::stdout(w, rest),
+        "stream" => requests::stream(w, rest),
         "sleep" => std::thread::sleep(Duration::from_millis(rest.parse().unwrap_or(0))),
         "bench-read" => bench_read(w, rest),
         "bench-deny" => bench_deny(w, rest),

@@ -98,6 +98,23 @@ pub(crate) fn net(w: &mut Worker, rest: &str) {
 }
 
 /// `stdout:TEXT`: a STDOUT message on the ring.
+/// `stream:MS`: small STDOUT frames back to back for MS milliseconds (a
+/// busy ring that asks for nothing), then how many.
+pub(crate) fn stream(w: &mut Worker, rest: &str) {
+    let until = std::time::Instant::now() + Duration::from_millis(rest.parse().unwrap_or(0));
+    let mut sent = 0u64;
+    while std::time::Instant::now() < until {
+        let r = w
+            .client()
+            .and_then(|c| c.write_stdout(b".").map_err(|e| e.to_string()));
+        if let Err(e) = r {
+            return say(&format!("stream {rest} ERROR {e}"));
+        }
+        sent += 1;
+    }
+    say(&format!("stream {rest} DONE {sent}"));
+}
+
 pub(crate) fn stdout(w: &mut Worker, rest: &str) {
     match w.client().and_then(|c| {
         c.write_stdout(format!("{rest}\n").as_bytes())

@@ -15,8 +15,8 @@
 //! once, when the worker connects (`serve_as`), and keeps them: a request
 //! costs no switch at all. What it must do as the supervisor (rotating the
 //! audit log in the state directory, a NET_CONNECT's lookup and connect,
-//! an EXEC's program lookup, asking the approver, taking the sandbox's
-//! root late) runs in an `as_supervisor` section, which switches back for
+//! asking the approver, taking the sandbox's root late; an EXEC's program
+//! lookup stays the worker's) runs in an `as_supervisor` section, which switches back for
 //! that alone; failing to take the worker's rights again aborts the
 //! process (docs/supervisor.md, "Files"). Other threads (learning's) take
 //! another's rights for one guard (`SandboxCreds::assume`).

@@ -40,7 +40,17 @@ const ARCHIVES: &[&str] = &["c", "seccomp", "util", "rt", "pthread", "m", "dl"];
 fn static_pie() {
     let linux_gnu = std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux")
         && std::env::var("CARGO_CFG_TARGET_ENV").as_deref() == Ok("gnu");
-    if !linux_gnu || std::env::var_os("BUNTIME_SUPERVISOR_DYNAMIC").is_some() {
+    // The archives are found with the host's compiler: not for another target.
+    let native = std::env::var("HOST").ok() == std::env::var("TARGET").ok();
+    if !linux_gnu || !native || std::env::var_os("BUNTIME_SUPERVISOR_DYNAMIC").is_some() {
+        return;
+    }
+    println!("cargo:rerun-if-env-changed=CC");
+    // Before 2.34 even glibc's `files` and `dns` lookups are modules loaded
+    // at run time, which a static binary may only load from the very glibc
+    // it was linked with.
+    if let Err(e) = glibc_has_builtin_nss() {
+        println!("cargo:warning={BIN} stays dynamic: {e}");
         return;
     }
     let Some(out) = std::env::var_os("OUT_DIR").map(PathBuf::from) else {
@@ -62,6 +72,7 @@ fn archive_dir(dir: &Path) -> Result<PathBuf, String> {
     for name in ARCHIVES.iter().chain(&["gcc_eh", "gcc"]) {
         let file = format!("lib{name}.a");
         let found = find_archive(&file)?;
+        println!("cargo:rerun-if-changed={}", found.display());
         let link = dir.join(&file);
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(&found, &link)
@@ -86,5 +97,23 @@ fn find_archive(file: &str) -> Result<PathBuf, String> {
         Ok(path)
     } else {
         Err(format!("no {file} (libc6-dev, libseccomp-dev)"))
+    }
+}
+
+/// glibc ≥ 2.34 (`getconf GNU_LIBC_VERSION`), whose static libc has its
+/// `files` and `dns` NSS modules built in.
+fn glibc_has_builtin_nss() -> Result<(), String> {
+    let out = Command::new("getconf")
+        .arg("GNU_LIBC_VERSION")
+        .output()
+        .map_err(|e| format!("getconf GNU_LIBC_VERSION: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.trim().strip_prefix("glibc ").unwrap_or("");
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) >= (2, 34) {
+        Ok(())
+    } else {
+        Err(format!("glibc {version:?} is older than 2.34"))
     }
 }

@@ -70,8 +70,12 @@ impl LogFilter {
 /// A `BUNTIME_LOG` value read without tracing-subscriber's `EnvFilter`
 /// (whose regex engine and span machinery the small supervisor binary
 /// leaves out): its `LEVEL` and `TARGET=LEVEL` directives, comma-separated,
-/// the longest matching target prefix deciding, as `EnvFilter` does; span
-/// and field directives are ignored, and so is anything it cannot parse.
+/// the longest matching target prefix deciding and the later of two equal
+/// ones, as in `EnvFilter`; span and field directives are ignored, and so is
+/// anything it cannot parse. Unlike `EnvFilter`, our own targets keep their
+/// warnings unless a directive names them or the level is `off` (a failed
+/// audit write must show under `BUNTIME_LOG=cli=debug` too), and other
+/// targets their errors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetLevels {
     /// `None` is `off`.
@@ -85,9 +89,9 @@ impl TargetLevels {
         let mut targets = Vec::new();
         for d in value.split(',').map(str::trim).filter(|d| !d.is_empty()) {
             match d.split_once('=') {
-                Some((t, l)) if !t.contains(['[', '{']) => {
+                Some((t, l)) if !t.contains(['[', '{']) && !t.trim().is_empty() => {
                     if let Some(l) = parse_level(l) {
-                        targets.push((t.to_string(), l));
+                        targets.push((t.trim().to_string(), l));
                     }
                 }
                 Some(_) => {}
@@ -101,7 +105,9 @@ impl TargetLevels {
                 },
             }
         }
-        // Longest first: the most specific directive decides.
+        // Longest first: the most specific directive decides; of two for
+        // the same target the later (a stable sort of the reversed list).
+        targets.reverse();
         targets.sort_by_key(|(t, _)| std::cmp::Reverse(t.len()));
         Self { default, targets }
     }
@@ -111,8 +117,19 @@ impl TargetLevels {
             .targets
             .iter()
             .find(|(t, _)| target.starts_with(t.as_str()))
-            .map_or(self.default, |(_, l)| *l);
+            .map_or_else(|| self.unnamed(target), |(_, l)| *l);
         max.is_some_and(|max| *level <= max)
+    }
+}
+
+impl TargetLevels {
+    /// The level of a target no directive names: the default (`off` is
+    /// off), and never below warnings for our own.
+    fn unnamed(&self, target: &str) -> Option<Level> {
+        match self.default {
+            Some(d) if is_own_target(target) => Some(d.max(Level::WARN)),
+            d => d,
+        }
     }
 }
 
@@ -321,12 +338,12 @@ mod tests {
     }
 
     #[test]
-    fn buntime_log_directives_as_env_filter_reads_them() {
+    fn buntime_log_directives_read_like_env_filter_with_our_warnings_kept() {
         let t = TargetLevels::parse("supervisor=debug");
         assert!(t.enabled("supervisor", &Level::DEBUG));
         assert!(!t.enabled("supervisor", &Level::TRACE));
-        assert!(t.enabled("audit", &Level::ERROR));
-        assert!(!t.enabled("audit", &Level::WARN));
+        assert!(t.enabled("audit", &Level::WARN));
+        assert!(!t.enabled("audit", &Level::INFO));
         let t = TargetLevels::parse("warn, libcontainer=off ,buntime=trace,buntime::x=info");
         assert!(t.enabled("cli", &Level::WARN) && !t.enabled("cli", &Level::INFO));
         assert!(!t.enabled("libcontainer::process", &Level::ERROR));
@@ -336,6 +353,16 @@ mod tests {
         assert!(t.enabled("anything", &Level::DEBUG) && !t.enabled("anything", &Level::TRACE));
         assert!(t.enabled("proxy", &Level::TRACE));
         assert!(!TargetLevels::parse("off").enabled("supervisor", &Level::ERROR));
+        // Our own targets keep their warnings unless named (a failed audit
+        // write shows under a CLI-only filter too); others their errors.
+        let t = TargetLevels::parse("cli=debug");
+        assert!(t.enabled("audit", &Level::WARN) && !t.enabled("audit", &Level::INFO));
+        assert!(t.enabled("proxy", &Level::ERROR) && !t.enabled("proxy", &Level::WARN));
+        assert!(!TargetLevels::parse("supervisor=error").enabled("supervisor", &Level::WARN));
+        // The later of two directives for one target, trimmed.
+        let t = TargetLevels::parse("supervisor=debug, supervisor = trace");
+        assert!(t.enabled("supervisor", &Level::TRACE));
+        assert!(!TargetLevels::parse("=debug").enabled("proxy", &Level::DEBUG));
     }
 
     #[test]

@@ -168,13 +168,14 @@ impl HostAddrs {
     /// Does `ip` reach this host? For [`HostAddrs::live`], an interface
     /// list that cannot be read answers yes (fail closed).
     pub fn contains(&self, ip: IpAddr) -> bool {
+        let asked = ip;
         let ip = canonical_ip(ip);
         if matches!(classify(ip), AddrClass::Loopback | AddrClass::Unspecified) {
             return true;
         }
         match &self.0 {
             Known::Listed(v) => v.binary_search(&ip).is_ok(),
-            Known::Live(list) => match probe(ip) {
+            Known::Live(list) => match probe_as_sent(asked, ip) {
                 Probe::NotLocal => false,
                 Probe::Local => true,
                 Probe::Unsure => match list.get_or_init(|| interfaces().map_err(|e| e.to_string()))
@@ -216,4 +217,32 @@ fn interfaces() -> std::io::Result<Vec<IpAddr>> {
             a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
         }
     })))
+}
+
+/// Probes `ip` (canonical) only when a connection to `asked` goes out as
+/// IPv4: a NAT64 address (`64:ff9b::/96`) canonicalises to IPv4 but is
+/// connected to over IPv6, where the host may have it on an interface.
+fn probe_as_sent(asked: IpAddr, ip: IpAddr) -> Probe {
+    match asked {
+        IpAddr::V4(_) => probe(ip),
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => probe(ip),
+        IpAddr::V6(_) => Probe::Unsure,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_addresses_sent_as_ipv4_are_probed() {
+        // A NAT64 address canonicalises to IPv4 but goes out over IPv6,
+        // where the host may hold it: the interface list decides.
+        let nat64: IpAddr = "64:ff9b::c000:2c8".parse().unwrap();
+        assert_eq!(probe_as_sent(nat64, canonical_ip(nat64)), Probe::Unsure);
+        let mapped: IpAddr = "::ffff:192.0.2.200".parse().unwrap();
+        let v4: IpAddr = "192.0.2.200".parse().unwrap();
+        assert_eq!(probe_as_sent(mapped, canonical_ip(mapped)), probe(v4));
+        assert_eq!(probe_as_sent(v4, v4), probe(v4));
+    }
 }

@@ -1,9 +1,11 @@
 //! Whether an address reaches this host, asked of the kernel for that one
 //! address at decision time: `bind()` of a throwaway socket to it. The
-//! kernel refuses with `EADDRNOTAVAIL` exactly when the address is not
-//! local in the caller's network namespace (its local routing table:
-//! every interface address, up or down, and `local` routes), which is
-//! what a connection to it would find. A bind costs three syscalls; the
+//! kernel refuses with `EADDRNOTAVAIL` when the address is not in the
+//! caller's network namespace's main `local` table (every interface
+//! address, up or down, and `local` routes), which is what a connection
+//! to it would find. Addresses of interfaces enslaved to a VRF (whose
+//! local routes move to the VRF's table) and `local` routes in other
+//! policy-routing tables are not seen (docs/security.md, out of scope). A bind costs three syscalls; the
 //! interface dump it replaces (`getifaddrs`: a link and an address dump)
 //! was most of the proxy's per-connection decision.
 

@@ -343,6 +343,18 @@ fn main() {
     let server = server();
     let dir = tempfile::tempdir().expect("tempdir");
     let proxy = Via::Proxy(proxy_for(server, dir.path()));
+    // PROXY_BENCH_SETUP_ONLY=1: the set-up rows alone, without the
+    // downloads (for profiling or tracing the set-up).
+    let setup_only = std::env::var_os("PROXY_BENCH_SETUP_ONLY").is_some_and(|v| v == "1");
+    if !setup_only {
+        relay_rows(server, proxy);
+    }
+    setup_rows(server, proxy);
+}
+
+/// The downloads' rows: throughput and CPU per GiB, direct, through the
+/// proxy and through the bare relay.
+fn relay_rows(server: SocketAddr, proxy: Via) {
     let floor = Via::Floor(floor_for(server));
     let [direct, proxied, bare] = downloads(server, [Via::Direct, proxy, floor]);
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -355,6 +367,23 @@ fn main() {
         proxied.cpu_per_gib / bare.cpu_per_gib,
         proxied.gbps / bare.gbps
     );
+    summary::record_with_floor(
+        &summary::Row {
+            what: "proxy CPU per GiB relayed",
+            value: proxied.cpu_per_gib * 1e3,
+            baseline: Some(("direct", direct.cpu_per_gib * 1e3)),
+            unit: "ms",
+            relative: true,
+            goal: summary::Goal::AtMost,
+            target: 1.1,
+        },
+        Some(("bare relay", bare.cpu_per_gib * 1e3)),
+    );
+}
+
+/// The set-up rows: to the first byte, direct, through the proxy and
+/// through the bare CONNECT relay.
+fn setup_rows(server: SocketAddr, proxy: Via) {
     let (d50, d99) = setup(server, Via::Direct);
     let (p50, p99) = setup(server, proxy);
     let (f50, f99) = setup(server, Via::ConnectFloor(connect_floor_for(server)));
@@ -374,18 +403,6 @@ fn main() {
         us(f50),
         us(f99),
         us(p50) / us(f50)
-    );
-    summary::record_with_floor(
-        &summary::Row {
-            what: "proxy CPU per GiB relayed",
-            value: proxied.cpu_per_gib * 1e3,
-            baseline: Some(("direct", direct.cpu_per_gib * 1e3)),
-            unit: "ms",
-            relative: true,
-            goal: summary::Goal::AtMost,
-            target: 1.1,
-        },
-        Some(("bare relay", bare.cpu_per_gib * 1e3)),
     );
     summary::record_with_floor(
         &summary::Row {

@@ -1,6 +1,8 @@
 //! Accepting the proxy's connections: the thread that accepts a
 //! connection handles it, after handing the accepting on to another
-//! thread when no other is accepting (leader/follower). Handing the
+//! thread when no other is accepting (leader/follower); a thread done with
+//! its connection goes back to accepting while fewer than two do, so that
+//! one-at-a-time connections need no hand-off at all. Handing the
 //! connection itself to a parked thread put a second wake-up, on a host
 //! whose CPUs are busy often the longest step, into every connection's
 //! set-up; the hand-off of the accepting runs while the connection is
@@ -15,6 +17,10 @@ use std::time::Duration;
 use super::http::answer;
 use super::tally::{audit_turned_away, Unrecorded};
 use super::{handle, pool, Gate, Limits, Tally};
+
+/// Threads kept in `accept` when the proxy is idle: one takes the next
+/// connection, the other the one after without being woken for it.
+const SPARE_ACCEPTORS: usize = 2;
 
 /// One proxy's listener and what its connections share.
 struct Serving {
@@ -49,9 +55,9 @@ pub fn serve(listener: TcpListener, gate: Arc<dyn Gate>, limits: Limits, tally: 
 
 /// Accepts and handles connections. The caller's thread (`home`) returns
 /// only when the proxy stops; a pooled one also once it has handled a
-/// connection while another thread accepts. Some thread is always in
-/// `accept`: the one that takes a connection when no other is accepting
-/// starts another before it handles it.
+/// connection while [`SPARE_ACCEPTORS`] others accept. Some thread is
+/// always in `accept`: the one that takes a connection when no other is
+/// accepting starts another before it handles it.
 fn accept_loop(sv: &Arc<Serving>, home: bool) {
     loop {
         sv.accepting.fetch_add(1, Ordering::SeqCst);
@@ -74,7 +80,10 @@ fn accept_loop(sv: &Arc<Serving>, home: bool) {
             handle(stream, sv.gate.as_ref(), &sv.limits, unrecorded);
             drop(slot);
         }
-        if !home && sv.accepting.load(Ordering::SeqCst) > 0 {
+        // Back to accepting unless two threads already are: with one
+        // waiting while another takes a connection, the next connection
+        // finds a thread in `accept` and no hand-off wakes one for it.
+        if !home && sv.accepting.load(Ordering::SeqCst) >= SPARE_ACCEPTORS {
             return;
         }
     }

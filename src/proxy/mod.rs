@@ -9,6 +9,7 @@
 
 mod accept;
 mod connect;
+mod exchange;
 pub mod http;
 mod pool;
 pub mod relay;

@@ -1,8 +1,10 @@
 //! Relaying bytes both ways between the sandbox's connection and the
-//! upstream one: a copy loop whose buffer grows with the transfer, one
-//! thread per direction so neither waits for the other (upstream to
-//! client on one from the proxy's pool of parked threads), an idle timeout
-//! shared by both directions, and half-close passed on.
+//! upstream one: a tunnel starts on the connection's thread with both
+//! directions polled while its exchange is small (super::exchange), then
+//! a copy loop whose buffer grows with the transfer, one thread per
+//! direction so neither waits for the other (upstream to client on one
+//! from the proxy's pool of parked threads), an idle timeout shared by
+//! both directions, and half-close passed on.
 //!
 //! Why not `splice`: a pipe holds at most 1 MiB without CAP_SYS_RESOURCE,
 //! and on a host whose idle CPUs halt, every round through it costs
@@ -15,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use super::exchange::{self, Way};
 use super::http::BodyFramer;
 use super::timed_out;
 
@@ -63,7 +66,7 @@ static GROWN: AtomicUsize = AtomicUsize::new(0);
 const SEND_BUFFER: usize = 4 << 20;
 
 /// Activity clock shared by the two directions.
-struct Idle {
+pub(super) struct Idle {
     start: Instant,
     last_ms: AtomicU64,
     limit: Duration,
@@ -72,7 +75,7 @@ struct Idle {
 }
 
 impl Idle {
-    fn touch(&self) {
+    pub(super) fn touch(&self) {
         self.last_ms
             .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
@@ -80,6 +83,19 @@ impl Idle {
     fn expired(&self) -> bool {
         let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
         self.start.elapsed().saturating_sub(last) >= self.limit
+    }
+
+    /// Blocking reads (and the first phase's polls) wake up at least this
+    /// often to check the clock.
+    pub(super) fn tick(&self) -> Duration {
+        self.limit
+            .min(Duration::from_secs(5))
+            .max(Duration::from_millis(10))
+    }
+
+    /// A direction failed or went idle: the connection is being reset.
+    pub(super) fn aborted(&self) -> bool {
+        self.aborted.load(Ordering::Relaxed)
     }
 }
 
@@ -98,12 +114,61 @@ pub fn relay(
         limit: idle,
         aborted: AtomicBool::new(false),
     };
+    // Both directions' sockets set up here, once: the first phase and
+    // either thread read and write them alike.
+    prepare(&client, &upstream, &idle);
+    prepare(&upstream, &client, &idle);
+    let mut ways = [Way::default(), Way::default()];
+    // A forwarded request's body is framed by the threads' loop alone.
+    if framer.is_none() {
+        exchange::small(&client, &upstream, &idle, &mut ways);
+    }
+    let [up, down] = ways;
+    threads(client, upstream, idle, framer, up, down)
+}
+
+/// Relays what is left after the first phase: a direction still open on
+/// this thread, and when both are, upstream to client on a pooled thread.
+fn threads(
+    client: TcpStream,
+    upstream: TcpStream,
+    idle: Idle,
+    framer: Option<BodyFramer>,
+    up: Way,
+    down: Way,
+) -> Relayed {
+    match (up.done, down.done) {
+        (true, true) => {
+            return Relayed {
+                up: up.moved,
+                down: down.moved,
+                violation: None,
+            }
+        }
+        (true, false) => {
+            let (more, _) = pump(&upstream, &client, &idle, None, down.pending);
+            return Relayed {
+                up: up.moved,
+                down: down.moved + more,
+                violation: None,
+            };
+        }
+        (false, true) => {
+            let (more, violation) = pump(&client, &upstream, &idle, framer, up.pending);
+            return Relayed {
+                up: up.moved + more,
+                down: down.moved,
+                violation,
+            };
+        }
+        (false, false) => {}
+    }
     // The other direction, upstream to client, runs on a pooled thread
     // (super::pool), which shares the sockets rather than taking a second
     // descriptor of each (two per connection, not four, against the
     // supervisor's fd limit). This thread takes the client's side: the
-    // client's first bytes (it was just answered) find it already
-    // reading, rather than waiting for a parked thread to wake.
+    // client's next bytes find it already reading, rather than waiting for
+    // a parked thread to wake.
     let (client, upstream, idle) = (Arc::new(client), Arc::new(upstream), Arc::new(idle));
     let (tx, rx) = mpsc::sync_channel(1);
     let job = {
@@ -112,13 +177,13 @@ pub fn relay(
             Arc::clone(&upstream),
             Arc::clone(&idle),
         );
+        let first = down.pending;
         move || {
-            prepare(&u, &c, &i);
-            let (moved, _) = pump(&u, &c, &i, None);
+            let (more, _) = pump(&u, &c, &i, None, first);
             // The sockets close when `relay` returns, as if this thread
             // had only borrowed them.
             drop((c, u, i));
-            let _ = tx.send(moved);
+            let _ = tx.send(more);
         }
     };
     if super::pool::THREADS.run(Box::new(job)).is_err() {
@@ -126,30 +191,27 @@ pub fn relay(
         // any other failure does, rather than relay one way only.
         abort(&client, &idle);
         abort(&upstream, &idle);
-        return Relayed::default();
+        return Relayed {
+            up: up.moved,
+            down: down.moved,
+            violation: None,
+        };
     }
-    prepare(&client, &upstream, &idle);
-    let (up, violation) = pump(&client, &upstream, &idle, framer);
-    // A job that panicked dropped its sender: nothing moved, as far as
-    // is known.
-    let down = rx.recv().unwrap_or(0);
+    let (more, violation) = pump(&client, &upstream, &idle, framer, up.pending);
+    // A job that panicked dropped its sender: nothing more moved, as far
+    // as is known.
+    let more_down = rx.recv().unwrap_or(0);
     Relayed {
-        up,
-        down,
+        up: up.moved + more,
+        down: down.moved + more_down,
         violation,
     }
 }
 
-/// The socket options of one direction, set by the thread that moves it:
-/// its source's read timeout, its destination's write timeout, no delay
+/// The socket options of one direction: its source's read timeout, its destination's write timeout, no delay
 /// and send buffer.
 fn prepare(src: &TcpStream, dst: &TcpStream, idle: &Idle) {
-    // Blocking reads wake up at least this often to check the clock.
-    let tick = idle
-        .limit
-        .min(Duration::from_secs(5))
-        .max(Duration::from_millis(10));
-    let _ = src.set_read_timeout(Some(tick));
+    let _ = src.set_read_timeout(Some(idle.tick()));
     let _ = dst.set_write_timeout(Some(idle.limit.max(Duration::from_millis(10))));
     let _ = dst.set_nodelay(true);
     // A full-size send buffer from the start, rather than one that
@@ -174,7 +236,8 @@ enum End {
     Idle,
 }
 
-/// Moves `src` → `dst` until EOF; returns the bytes moved.
+/// Moves `src` → `dst` until EOF, `first` (read already) before the
+/// rest; returns the bytes moved.
 ///
 /// A failure is passed on as a reset, not as a clean end: a response cut
 /// short by an upstream reset must not look complete to the client.
@@ -183,8 +246,9 @@ fn pump(
     dst: &TcpStream,
     idle: &Idle,
     framer: Option<BodyFramer>,
+    first: Vec<u8>,
 ) -> (u64, Option<Violation>) {
-    let (end, n) = copy_loop(src, dst, idle, framer);
+    let (end, n) = copy_loop(src, dst, idle, framer, first);
     match end {
         // Nothing more goes upstream; the answer to the request still
         // comes down. What the client sends meanwhile is read and
@@ -247,7 +311,7 @@ fn drain(mut s: &TcpStream, idle: &Idle) -> (Result<(), ()>, u64) {
 }
 
 /// Makes closing `s` send a reset, and wakes whoever reads it.
-fn abort(s: &TcpStream, idle: &Idle) {
+pub(super) fn abort(s: &TcpStream, idle: &Idle) {
     idle.aborted.store(true, Ordering::Relaxed);
     reset_on_close(s);
     let _ = s.shutdown(Shutdown::Read);
@@ -304,9 +368,16 @@ fn copy_loop(
     mut dst: &TcpStream,
     idle: &Idle,
     mut framer: Option<BodyFramer>,
+    first: Vec<u8>,
 ) -> (End, u64) {
+    if !first.is_empty() {
+        if dst.write_all(&first).is_err() {
+            return (End::DstFailed, 0);
+        }
+        idle.touch();
+    }
     let mut b = Buffer::new();
-    let mut total = 0u64;
+    let mut total = first.len() as u64;
     loop {
         let n = match src.read(&mut b.buf) {
             Ok(0) => return (End::Eof, total),
@@ -402,6 +473,38 @@ mod tests {
                 violation: None
             }
         );
+    }
+
+    #[test]
+    fn small_writes_to_a_client_that_does_not_read_arrive_whole_and_in_order() {
+        // Many small writes: the first phase relays them until the client's
+        // buffers are full, the threads the rest (what was read but not yet
+        // written included).
+        let (mut client_end, client) = pair();
+        let (upstream, mut server_end) = pair();
+        let t = std::thread::spawn(move || relay(client, upstream, Duration::from_secs(5), None));
+        let sent: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
+        let s2 = sent.clone();
+        let writer = std::thread::spawn(move || {
+            for chunk in s2.chunks(1000) {
+                server_end.write_all(chunk).unwrap();
+            }
+            server_end.shutdown(Shutdown::Write).unwrap();
+            server_end
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let mut got = Vec::new();
+        client_end.read_to_end(&mut got).unwrap();
+        assert!(
+            got == sent,
+            "{} bytes of {} arrived, or out of order",
+            got.len(),
+            sent.len()
+        );
+        client_end.shutdown(Shutdown::Write).unwrap();
+        drop(writer.join().unwrap());
+        let r = t.join().unwrap();
+        assert_eq!((r.up, r.down), (0, 2_000_000));
     }
 
     #[test]

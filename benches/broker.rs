@@ -233,6 +233,23 @@ fn python_run(
     Some((field(line, "allow_p50_us"), field(line, "deny_p50_us")))
 }
 
+/// The node's default policy for the bench's container, in `dir/etc`
+/// (returned, for `BUNTIME_ETC`).
+fn node_policy(dir: &Path) -> std::path::PathBuf {
+    let policy = r#"{"version":1,"description":"broker bench",
+      "filesystem":{"read":["/bin","/lib","/lib64","/usr","/proc","/data"],
+                    "write":["/tmp","/dev/null"],"exec":["/bin","/lib","/lib64","/usr"],
+                    "deny":["/data/secret.txt"]},
+      "network":{"mode":"none"},
+      "broker":{"fs_read":"allow","fs_write":"deny","list_dir":"deny","net_connect":"deny","exec":"deny"}}"#;
+    // The node's default policy (as an admin would grant the broker), not
+    // an annotation: a pod author may not grant `broker … allow` itself.
+    let etc = dir.join("etc");
+    fs::create_dir_all(&etc).expect("mkdir etc");
+    fs::write(etc.join("default.json"), policy).expect("write default.json");
+    etc
+}
+
 fn main() {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("broker bench: needs root; skipped");
@@ -266,17 +283,7 @@ fn main() {
     fs::create_dir_all(rootfs.join("data")).expect("mkdir");
     fs::write(rootfs.join("data/small.txt"), "a small file\n").expect("write");
     fs::write(rootfs.join("data/secret.txt"), "not for you\n").expect("write");
-    let policy = r#"{"version":1,"description":"broker bench",
-      "filesystem":{"read":["/bin","/lib","/lib64","/usr","/proc","/data"],
-                    "write":["/tmp","/dev/null"],"exec":["/bin","/lib","/lib64","/usr"],
-                    "deny":["/data/secret.txt"]},
-      "network":{"mode":"none"},
-      "broker":{"fs_read":"allow","fs_write":"deny","list_dir":"deny","net_connect":"deny","exec":"deny"}}"#;
-    // The node's default policy (as an admin would grant the broker), not
-    // an annotation: a pod author may not grant `broker … allow` itself.
-    let etc = dir.path().join("etc");
-    fs::create_dir_all(&etc).expect("mkdir etc");
-    fs::write(etc.join("default.json"), policy).expect("write default.json");
+    let etc = node_policy(dir.path());
 
     let out = Command::new(RUNC)
         .env("BUNTIME_ETC", &etc)
@@ -315,17 +322,34 @@ fn main() {
         );
         return;
     };
+    let audits = [allow_audit, deny_audit];
+    report_rust(&read, &deny, audits, fd_floor, rounds);
+    python(dir.path(), rounds);
+}
+
+type Audited = Option<(u64, u64, usize)>;
+
+/// The Rust worker's rows (`read`, `deny`: its RESULT lines) with the
+/// supervisor's audited latencies and the fd-passing floors, printed and
+/// recorded.
+fn report_rust(
+    read: &str,
+    deny: &str,
+    audits: [Audited; 2],
+    fd_floor: Result<broker_floor::Spinning, String>,
+    rounds: usize,
+) {
     println!("\nbroker round trips through the real supervisor, hot, {rounds} each");
     println!("{:<44} {:>10} {:>10}", "", "p50 us", "p99 us");
     row(
         "Rust worker: FS_READ allowed, fd + read",
-        field(&read, "broker_p50_us"),
-        field(&read, "broker_p99_us"),
+        field(read, "broker_p50_us"),
+        field(read, "broker_p99_us"),
     );
     row(
         "  baseline: direct open + read",
-        field(&read, "direct_p50_us"),
-        field(&read, "direct_p99_us"),
+        field(read, "direct_p50_us"),
+        field(read, "direct_p99_us"),
     );
     match &fd_floor {
         Ok(f) => {
@@ -349,26 +373,26 @@ fn main() {
     }
     row(
         "Rust worker: FS_READ denied",
-        field(&deny, "deny_p50_us"),
-        field(&deny, "deny_p99_us"),
+        field(deny, "deny_p50_us"),
+        field(deny, "deny_p99_us"),
     );
-    audit_row("  supervisor's audited latency, allow", allow_audit);
-    audit_row("  supervisor's audited latency, deny", deny_audit);
+    audit_row("  supervisor's audited latency, allow", audits[0]);
+    audit_row("  supervisor's audited latency, deny", audits[1]);
     println!(
         "allowed FS_READ adds {:.1} us at p50 over a direct open (decision + audit + fd passing + wake-up); targets: deny <= 1.5 us, allow+fd <= 8 us",
-        field(&read, "broker_p50_us") - field(&read, "direct_p50_us")
+        field(read, "broker_p50_us") - field(read, "direct_p50_us")
     );
     let fd_floor = fd_floor.ok().map(|f| ("fd passing floor", f.fd.0));
     for (what, value, target, floor) in [
         (
             "broker: Rust worker, FS_READ allowed with fd, p50",
-            field(&read, "broker_p50_us"),
+            field(read, "broker_p50_us"),
             8.0,
             fd_floor,
         ),
         (
             "broker: Rust worker, FS_READ refused, p50",
-            field(&deny, "deny_p50_us"),
+            field(deny, "deny_p50_us"),
             1.5,
             None,
         ),
@@ -377,7 +401,7 @@ fn main() {
             &summary::Row {
                 what,
                 value,
-                baseline: Some(("direct open + read", field(&read, "direct_p50_us"))),
+                baseline: Some(("direct open + read", field(read, "direct_p50_us"))),
                 unit: "us",
                 relative: false,
                 goal: summary::Goal::AtMost,
@@ -386,5 +410,4 @@ fn main() {
             floor,
         );
     }
-    python(dir.path(), rounds);
 }

@@ -14,9 +14,15 @@
 //!
 //! Besides the worker's wall-clock round trip, the supervisor's own view:
 //! the latency it audits per request (decision, open, reply). The echo
-//! benchmark (benches/ipc.rs) times the transport alone. `BROKER_ROUNDS`
+//! benchmark (benches/ipc.rs) times the transport alone. Beside the rows,
+//! their physical floors from the same run (benches/shared/broker_floor.rs):
+//! the kernel's fd passing between two spinning processes for the allowed
+//! row, a blocking round trip between two Python processes for the
+//! pure-Python client's. `BROKER_ROUNDS`
 //! sets the round trips of each kind (2000). Needs root.
 
+#[path = "shared/broker_floor.rs"]
+mod broker_floor;
 #[path = "shared/summary.rs"]
 mod summary;
 
@@ -110,6 +116,8 @@ fn python(dir: &Path, rounds: usize) {
     // host's file (docs/supervisor.md, "Files").
     let data = dir.join("host-data.txt");
     fs::write(&data, "a small file\n").expect("write");
+    // Before and after the clients' runs: the same load as theirs.
+    let mut floors = vec![blocking_floor()];
     // Alternately, so that both see the same load.
     let (mut ctypes, mut pure) = (Vec::new(), Vec::new());
     for &(client, label) in [[("ctypes", "ctypes"), ("python", "pure")]; 2]
@@ -127,9 +135,12 @@ fn python(dir: &Path, rounds: usize) {
     let mean = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| {
         v.iter().map(f).sum::<f64>() / v.len().max(1) as f64
     };
+    floors.push(blocking_floor());
+    let floors: Vec<f64> = floors.into_iter().flatten().collect();
     if pure.is_empty() || ctypes.is_empty() {
         return;
     }
+    let floor = (!floors.is_empty()).then(|| floors.iter().sum::<f64>() / floors.len() as f64);
     for (what, f) in [
         (
             "pure-Python client: read_file allowed (fd, read), p50",
@@ -140,16 +151,41 @@ fn python(dir: &Path, rounds: usize) {
             |r: &(f64, f64)| r.1,
         ),
     ] {
-        summary::record(&summary::Row {
-            what,
-            value: mean(&pure, f),
-            baseline: Some(("ctypes client", mean(&ctypes, f))),
-            unit: "us",
-            relative: false,
-            goal: summary::Goal::AtMost,
-            target: 15.0,
-        });
+        summary::record_with_floor(
+            &summary::Row {
+                what,
+                value: mean(&pure, f),
+                baseline: Some(("ctypes client", mean(&ctypes, f))),
+                unit: "us",
+                relative: false,
+                goal: summary::Goal::AtMost,
+                target: 15.0,
+            },
+            floor.map(|v| ("blocking wake-up floor", v)),
+        );
     }
+}
+
+/// Python processes' blocking round trip (3000 rounds), on two CPUs
+/// (each reply a wake-up of the other) and on one, printed as rows; the
+/// p50 on two CPUs.
+fn blocking_floor() -> Option<f64> {
+    let mut two = None;
+    for (cpus, label) in [
+        (2, "  floor: blocking round trip, Pythons, 2 CPUs"),
+        (1, "  floor: blocking round trip, Pythons, 1 CPU"),
+    ] {
+        match broker_floor::blocking_python(3000, cpus) {
+            Ok((p50, p99)) => {
+                row(label, p50, p99);
+                if cpus == 2 {
+                    two = Some(p50);
+                }
+            }
+            Err(e) => println!("{label}: {e}"),
+        }
+    }
+    two
 }
 
 /// One `buntime run bench.py` with the worker's `client`: the allowed and
@@ -197,6 +233,23 @@ fn python_run(
     Some((field(line, "allow_p50_us"), field(line, "deny_p50_us")))
 }
 
+/// The node's default policy for the bench's container, in `dir/etc`
+/// (returned, for `BUNTIME_ETC`).
+fn node_policy(dir: &Path) -> std::path::PathBuf {
+    let policy = r#"{"version":1,"description":"broker bench",
+      "filesystem":{"read":["/bin","/lib","/lib64","/usr","/proc","/data"],
+                    "write":["/tmp","/dev/null"],"exec":["/bin","/lib","/lib64","/usr"],
+                    "deny":["/data/secret.txt"]},
+      "network":{"mode":"none"},
+      "broker":{"fs_read":"allow","fs_write":"deny","list_dir":"deny","net_connect":"deny","exec":"deny"}}"#;
+    // The node's default policy (as an admin would grant the broker), not
+    // an annotation: a pod author may not grant `broker … allow` itself.
+    let etc = dir.join("etc");
+    fs::create_dir_all(&etc).expect("mkdir etc");
+    fs::write(etc.join("default.json"), policy).expect("write default.json");
+    etc
+}
+
 fn main() {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("broker bench: needs root; skipped");
@@ -230,17 +283,7 @@ fn main() {
     fs::create_dir_all(rootfs.join("data")).expect("mkdir");
     fs::write(rootfs.join("data/small.txt"), "a small file\n").expect("write");
     fs::write(rootfs.join("data/secret.txt"), "not for you\n").expect("write");
-    let policy = r#"{"version":1,"description":"broker bench",
-      "filesystem":{"read":["/bin","/lib","/lib64","/usr","/proc","/data"],
-                    "write":["/tmp","/dev/null"],"exec":["/bin","/lib","/lib64","/usr"],
-                    "deny":["/data/secret.txt"]},
-      "network":{"mode":"none"},
-      "broker":{"fs_read":"allow","fs_write":"deny","list_dir":"deny","net_connect":"deny","exec":"deny"}}"#;
-    // The node's default policy (as an admin would grant the broker), not
-    // an annotation: a pod author may not grant `broker … allow` itself.
-    let etc = dir.path().join("etc");
-    fs::create_dir_all(&etc).expect("mkdir etc");
-    fs::write(etc.join("default.json"), policy).expect("write default.json");
+    let etc = node_policy(dir.path());
 
     let out = Command::new(RUNC)
         .env("BUNTIME_ETC", &etc)
@@ -263,6 +306,9 @@ fn main() {
         .arg(dir.path().join("root"))
         .args(["delete", "--force", "broker-bench"])
         .status();
+    // Right after the container's rounds, under the same load; the bench
+    // has one thread here (the floor's server is a fork).
+    let fd_floor = broker_floor::fd_passing(dir.path(), rounds);
     let text = String::from_utf8_lossy(&out.stdout);
     let find = |tag: &str| {
         text.lines()
@@ -276,50 +322,92 @@ fn main() {
         );
         return;
     };
+    let audits = [allow_audit, deny_audit];
+    report_rust(&read, &deny, audits, fd_floor, rounds);
+    python(dir.path(), rounds);
+}
+
+type Audited = Option<(u64, u64, usize)>;
+
+/// The Rust worker's rows (`read`, `deny`: its RESULT lines) with the
+/// supervisor's audited latencies and the fd-passing floors, printed and
+/// recorded.
+fn report_rust(
+    read: &str,
+    deny: &str,
+    audits: [Audited; 2],
+    fd_floor: Result<broker_floor::Spinning, String>,
+    rounds: usize,
+) {
     println!("\nbroker round trips through the real supervisor, hot, {rounds} each");
     println!("{:<44} {:>10} {:>10}", "", "p50 us", "p99 us");
     row(
         "Rust worker: FS_READ allowed, fd + read",
-        field(&read, "broker_p50_us"),
-        field(&read, "broker_p99_us"),
+        field(read, "broker_p50_us"),
+        field(read, "broker_p99_us"),
     );
     row(
         "  baseline: direct open + read",
-        field(&read, "direct_p50_us"),
-        field(&read, "direct_p99_us"),
+        field(read, "direct_p50_us"),
+        field(read, "direct_p99_us"),
     );
+    match &fd_floor {
+        Ok(f) => {
+            row(
+                "  floor: fd passing, two spinning processes",
+                f.fd.0,
+                f.fd.1,
+            );
+            row(
+                "  floor: the same ping-pong, no open or fd",
+                f.bare.0,
+                f.bare.1,
+            );
+            row(
+                "  floor: fd passing, request in shared memory",
+                f.ring.0,
+                f.ring.1,
+            );
+        }
+        Err(e) => println!("fd passing floor: {e}"),
+    }
     row(
         "Rust worker: FS_READ denied",
-        field(&deny, "deny_p50_us"),
-        field(&deny, "deny_p99_us"),
+        field(deny, "deny_p50_us"),
+        field(deny, "deny_p99_us"),
     );
-    audit_row("  supervisor's audited latency, allow", allow_audit);
-    audit_row("  supervisor's audited latency, deny", deny_audit);
+    audit_row("  supervisor's audited latency, allow", audits[0]);
+    audit_row("  supervisor's audited latency, deny", audits[1]);
     println!(
         "allowed FS_READ adds {:.1} us at p50 over a direct open (decision + audit + fd passing + wake-up); targets: deny <= 1.5 us, allow+fd <= 8 us",
-        field(&read, "broker_p50_us") - field(&read, "direct_p50_us")
+        field(read, "broker_p50_us") - field(read, "direct_p50_us")
     );
-    for (what, value, target) in [
+    let fd_floor = fd_floor.ok().map(|f| ("fd passing floor", f.fd.0));
+    for (what, value, target, floor) in [
         (
             "broker: Rust worker, FS_READ allowed with fd, p50",
-            field(&read, "broker_p50_us"),
+            field(read, "broker_p50_us"),
             8.0,
+            fd_floor,
         ),
         (
             "broker: Rust worker, FS_READ refused, p50",
-            field(&deny, "deny_p50_us"),
+            field(deny, "deny_p50_us"),
             1.5,
+            None,
         ),
     ] {
-        summary::record(&summary::Row {
-            what,
-            value,
-            baseline: Some(("direct open + read", field(&read, "direct_p50_us"))),
-            unit: "us",
-            relative: false,
-            goal: summary::Goal::AtMost,
-            target,
-        });
+        summary::record_with_floor(
+            &summary::Row {
+                what,
+                value,
+                baseline: Some(("direct open + read", field(read, "direct_p50_us"))),
+                unit: "us",
+                relative: false,
+                goal: summary::Goal::AtMost,
+                target,
+            },
+            floor,
+        );
     }
-    python(dir.path(), rounds);
 }

@@ -50,7 +50,7 @@ pub fn serve(listener: TcpListener, gate: Arc<dyn Gate>, limits: Limits, tally: 
         open: AtomicUsize::new(0),
         accepting: AtomicUsize::new(0),
     });
-    accept_loop(&sv, true);
+    accept_loop(&sv, true, false);
 }
 
 /// Accepts and handles connections. The caller's thread (`home`) returns
@@ -58,9 +58,13 @@ pub fn serve(listener: TcpListener, gate: Arc<dyn Gate>, limits: Limits, tally: 
 /// connection while [`SPARE_ACCEPTORS`] others accept. Some thread is
 /// always in `accept`: the one that takes a connection when no other is
 /// accepting starts another before it handles it.
-fn accept_loop(sv: &Arc<Serving>, home: bool) {
+///
+/// `reserved`: this thread's place among the accepting is counted already.
+fn accept_loop(sv: &Arc<Serving>, home: bool, mut reserved: bool) {
     loop {
-        sv.accepting.fetch_add(1, Ordering::SeqCst);
+        if !std::mem::take(&mut reserved) {
+            sv.accepting.fetch_add(1, Ordering::SeqCst);
+        }
         let accepted = sv.listener.accept();
         let others = sv.accepting.fetch_sub(1, Ordering::SeqCst) - 1;
         if sv.tally.stopped() {
@@ -83,8 +87,18 @@ fn accept_loop(sv: &Arc<Serving>, home: bool) {
         // Back to accepting unless two threads already are: with one
         // waiting while another takes a connection, the next connection
         // finds a thread in `accept` and no hand-off wakes one for it.
-        if !home && sv.accepting.load(Ordering::SeqCst) >= SPARE_ACCEPTORS {
-            return;
+        // The place is taken in one step: threads finishing together must
+        // not all see fewer than two and all go back.
+        if !home {
+            let place = sv
+                .accepting
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |a| {
+                    (a < SPARE_ACCEPTORS).then_some(a + 1)
+                });
+            match place {
+                Ok(_) => reserved = true,
+                Err(_) => return,
+            }
         }
     }
 }
@@ -121,10 +135,7 @@ fn admit(
         // Counted at once, so that this thread, done before the new one
         // runs, does not take itself for the last and leave.
         sv.accepting.fetch_add(1, Ordering::SeqCst);
-        let started = pool::THREADS.run(Box::new(move || {
-            next.accepting.fetch_sub(1, Ordering::SeqCst);
-            accept_loop(&next, false)
-        }));
+        let started = pool::THREADS.run(Box::new(move || accept_loop(&next, false, true)));
         if let Err(e) = started {
             sv.accepting.fetch_sub(1, Ordering::SeqCst);
             // Handled here, no one would accept meanwhile: closed

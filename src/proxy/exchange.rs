@@ -90,7 +90,10 @@ fn step(src: &TcpStream, dst: &TcpStream, idle: &Idle, buf: &mut [u8], way: &mut
             return Step::Done;
         }
         Ok(n) => n,
-        Err(Errno::EAGAIN | Errno::EINTR) => return Step::Go,
+        Err(Errno::EINTR) => return Step::Go,
+        // Ready and yet nothing: never loop on it here; the threads'
+        // blocking reads (with their idle timeout) take over.
+        Err(Errno::EAGAIN) => return Step::Leave,
         // The source failed (its peer reset): a reset for the other end.
         Err(_) => {
             abort(dst, idle);

@@ -370,14 +370,17 @@ fn copy_loop(
     mut framer: Option<BodyFramer>,
     first: Vec<u8>,
 ) -> (End, u64) {
+    let mut total = first.len() as u64;
     if !first.is_empty() {
         if dst.write_all(&first).is_err() {
             return (End::DstFailed, 0);
         }
         idle.touch();
     }
+    // Up to 64 KiB a direction, not counted in the growth budget: freed
+    // now, not when the connection ends.
+    drop(first);
     let mut b = Buffer::new();
-    let mut total = first.len() as u64;
     loop {
         let n = match src.read(&mut b.buf) {
             Ok(0) => return (End::Eof, total),

@@ -550,7 +550,16 @@ impl CgroupManager for Manager {
     fn remove(&self) -> Result<(), Self::Error> {
         tracing::debug!("remove {}", self.unit_name);
         if self.client.transient_unit_exists(&self.unit_name) {
-            self.client.stop_transient_unit(&self.unit_name)?;
+            // buntime patch: systemd unloads a scope once its last process
+            // is gone, which can happen between the check and the stop
+            // (`delete --force` has just killed them); a unit that is gone
+            // is what remove wants.
+            if let Err(err) = self.client.stop_transient_unit(&self.unit_name) {
+                if self.client.transient_unit_exists(&self.unit_name) {
+                    return Err(err.into());
+                }
+                tracing::debug!("{} went away before its stop: {err}", self.unit_name);
+            }
         }
 
         Ok(())

@@ -797,20 +797,7 @@ fn the_workers_rights_come_back_after_a_net_connect() {
 fn supervisor_exe_serving(env: &Env, runtime: &Path, id: &str) -> PathBuf {
     let b = worker_bundle(env, id, &["read:/data/ok.txt", "sleep:2000"], POLICY, &[]);
     let log = env.dir.path().join(format!("{id}.log"));
-    let f = fs::File::create(&log).expect("log file");
-    let status = std::process::Command::new(runtime)
-        .env("BUNTIME_ETC", env.etc())
-        .arg("--root")
-        .arg(&env.root)
-        .args(["create", "--bundle"])
-        .arg(&b)
-        .arg(id)
-        .stdin(Stdio::null())
-        .stdout(f.try_clone().expect("clone"))
-        .stderr(f)
-        .status()
-        .expect("create");
-    assert!(status.success(), "create {id}: {}", read(&log));
+    env.create_logged_with(runtime, id, &b, &log);
     let pid = supervisor_pid(env, id).expect("supervisor running");
     let exe = fs::read_link(format!("/proc/{pid}/exe")).expect("supervisor exe");
     env.ok(&["start", id]);

@@ -92,7 +92,12 @@ impl Env {
     }
 
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(RUNC);
+        self.cmd_of(Path::new(RUNC))
+    }
+
+    /// `runtime` (another build of buntime-runc) on this environment's root.
+    pub fn cmd_of(&self, runtime: &Path) -> Command {
+        let mut c = Command::new(runtime);
         c.env("BUNTIME_ETC", self.etc())
             .arg("--root")
             .arg(&self.root);
@@ -153,9 +158,14 @@ impl Env {
 
     /// Creates a container whose stdout and stderr go to `log`.
     pub fn create_logged(&self, id: &str, bundle: &Path, log: &Path) {
+        self.create_logged_with(Path::new(RUNC), id, bundle, log)
+    }
+
+    /// `create_logged` with `runtime` (another build of buntime-runc).
+    pub fn create_logged_with(&self, runtime: &Path, id: &str, bundle: &Path, log: &Path) {
         let f = fs::File::create(log).expect("log file");
         let status = self
-            .cmd()
+            .cmd_of(runtime)
             .args(["create", "--bundle"])
             .arg(bundle)
             .arg(id)

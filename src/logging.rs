@@ -133,17 +133,13 @@ impl TargetLevels {
     }
 }
 
-/// `Some(None)` is `off`; `None` is not a level.
+/// `Some(None)` is `off`; `None` is not a level (tracing's own parser,
+/// as `EnvFilter` reads a level).
 fn parse_level(s: &str) -> Option<Option<Level>> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "off" => Some(None),
-        "error" | "1" => Some(Some(Level::ERROR)),
-        "warn" | "2" => Some(Some(Level::WARN)),
-        "info" | "3" => Some(Some(Level::INFO)),
-        "debug" | "4" => Some(Some(Level::DEBUG)),
-        "trace" | "5" => Some(Some(Level::TRACE)),
-        _ => None,
-    }
+    s.trim()
+        .parse::<tracing::level_filters::LevelFilter>()
+        .ok()
+        .map(tracing::level_filters::LevelFilter::into_level)
 }
 
 /// A tracing layer that writes runc-style log lines.

@@ -8,14 +8,14 @@
 //! the destination cannot take at once, or a quiet tick (the idle timeout
 //! is then kept by the threads, on the shared clock).
 
-use std::net::{Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd};
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recv, send, MsgFlags};
 
-use super::relay::{abort, Idle};
+use super::relay::{source_ended, Idle};
 
 /// One direction's state when the loop leaves it.
 #[derive(Default)]
@@ -48,19 +48,21 @@ pub(super) fn small(client: &TcpStream, upstream: &TcpStream, idle: &Idle, ways:
     let ends = [(client, upstream), (upstream, client)];
     while !(ways[0].done && ways[1].done) {
         let mut ready = [false; 2];
-        let open: Vec<usize> = (0..2).filter(|&i| !ways[i].done).collect();
-        let flags = PollFlags::POLLIN;
-        let mut fds: Vec<PollFd> = open
-            .iter()
-            .map(|&i| PollFd::new(ends[i].0.as_fd(), flags))
-            .collect();
-        match poll(&mut fds, tick) {
+        // The directions not done, without an allocation per round.
+        let (idx, n): ([usize; 2], usize) = match (ways[0].done, ways[1].done) {
+            (false, false) => ([0, 1], 2),
+            (true, _) => ([1, 1], 1),
+            (false, true) => ([0, 0], 1),
+        };
+        let mut all = idx.map(|i| PollFd::new(ends[i].0.as_fd(), PollFlags::POLLIN));
+        let fds = &mut all[..n];
+        match poll(fds, tick) {
             Ok(0) => return, // quiet: the threads keep the idle timeout
             Ok(_) => {}
             Err(Errno::EINTR) => continue,
             Err(_) => return,
         }
-        for (&i, f) in open.iter().zip(&fds) {
+        for (&i, f) in idx[..n].iter().zip(fds.iter()) {
             ready[i] = f.revents().is_some_and(|r| !r.is_empty());
         }
         for i in 0..2 {
@@ -81,12 +83,8 @@ pub(super) fn small(client: &TcpStream, upstream: &TcpStream, idle: &Idle, ways:
 /// blocking; ends as the threads' copy loop does (super::relay::pump).
 fn step(src: &TcpStream, dst: &TcpStream, idle: &Idle, buf: &mut [u8], way: &mut Way) -> Step {
     let n = match recv(src.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
-        // Pass the half-close on; not after an abort, where this EOF is
-        // only the abort's shutdown.
         Ok(0) => {
-            if !idle.aborted() {
-                let _ = dst.shutdown(Shutdown::Write);
-            }
+            source_ended(false, dst, idle);
             return Step::Done;
         }
         Ok(n) => n,
@@ -96,7 +94,7 @@ fn step(src: &TcpStream, dst: &TcpStream, idle: &Idle, buf: &mut [u8], way: &mut
         Err(Errno::EAGAIN) => return Step::Leave,
         // The source failed (its peer reset): a reset for the other end.
         Err(_) => {
-            abort(dst, idle);
+            source_ended(true, dst, idle);
             return Step::Done;
         }
     };

@@ -266,13 +266,8 @@ fn pump(
             abort(dst, idle);
             return (n, Some(Violation::Malformed(reason)));
         }
-        // Pass the half-close on; the other direction goes on. Not after
-        // an abort, where this EOF is only the other thread's wake-up.
-        End::Eof if !idle.aborted.load(Ordering::Relaxed) => {
-            let _ = dst.shutdown(Shutdown::Write);
-        }
-        End::Eof => {}
-        End::SrcFailed => abort(dst, idle),
+        End::Eof => source_ended(false, dst, idle),
+        End::SrcFailed => source_ended(true, dst, idle),
         // What src still sends has nowhere to go: read and drop it until
         // src ends. Closing src with bytes unread would reset it and
         // throw away what the other direction still has queued for it
@@ -311,6 +306,17 @@ fn drain(mut s: &TcpStream, idle: &Idle) -> (Result<(), ()>, u64) {
 }
 
 /// Makes closing `s` send a reset, and wakes whoever reads it.
+/// A direction's source ended: its EOF passed on as a half-close (the
+/// other direction goes on; not after an abort, where this EOF is only the
+/// other side's wake-up), or its failure as a reset of `dst`.
+pub(super) fn source_ended(failed: bool, dst: &TcpStream, idle: &Idle) {
+    if failed {
+        abort(dst, idle);
+    } else if !idle.aborted() {
+        let _ = dst.shutdown(Shutdown::Write);
+    }
+}
+
 pub(super) fn abort(s: &TcpStream, idle: &Idle) {
     idle.aborted.store(true, Ordering::Relaxed);
     reset_on_close(s);

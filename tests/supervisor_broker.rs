@@ -57,6 +57,11 @@ fn worker_bundle(
     std::os::unix::fs::symlink("/etc/secret", rootfs.join("links/abs")).unwrap();
     std::os::unix::fs::symlink("../etc/secret", rootfs.join("links/rel")).unwrap();
     std::os::unix::fs::symlink("target.txt", rootfs.join("links/in")).unwrap();
+    // Directory links in the middle of a path: one stays beneath, one leaves.
+    fs::create_dir_all(rootfs.join("links/sub")).unwrap();
+    fs::write(rootfs.join("links/sub/deep.txt"), "deep").unwrap();
+    std::os::unix::fs::symlink("sub", rootfs.join("links/dir")).unwrap();
+    std::os::unix::fs::symlink("/etc", rootfs.join("links/etc")).unwrap();
     let cfg = b.join("config.json");
     let mut spec: serde_json::Value = serde_json::from_str(&read(&cfg)).unwrap();
     let mut a = serde_json::Map::new();
@@ -117,6 +122,8 @@ fn filesystem_exec_and_stdout_requests_are_decided_by_the_policy() {
             "read:/links/abs",
             "read:/links/rel",
             "read:/links/in",
+            "read:/links/dir/deep.txt",
+            "read:/links/etc/secret",
             "read:/links/../etc/secret",
             "read:/data/../etc/secret",
             "list:/data",
@@ -156,6 +163,14 @@ fn filesystem_exec_and_stdout_requests_are_decided_by_the_policy() {
     assert_eq!(
         line(&out, "read /links/in"),
         "read /links/in ALLOW link target"
+    );
+    assert_eq!(
+        line(&out, "read /links/dir/deep.txt"),
+        "read /links/dir/deep.txt ALLOW deep"
+    );
+    assert!(
+        line(&out, "read /links/etc/secret").contains("DENY path escapes"),
+        "{out}"
     );
     assert!(
         line(&out, "read /links/../etc/secret").contains(" DENY "),

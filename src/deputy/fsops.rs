@@ -11,7 +11,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Component, Path};
 
 /// `openat2(dir, path, flags, resolve)`; mode 0644 when creating.
 pub fn openat2(
@@ -56,7 +56,47 @@ const NO_LINKS: u64 = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
 /// Opens container path `tree/rest`: `tree` (absolute, normalised) from
 /// `root` with no symlinks at all, `rest` beneath it (symlinks followed
 /// only while they stay beneath `tree`, unless `follow` is false).
+///
+/// Most paths hold no symlink: one `openat2` of `tree/rest` from `root`
+/// with no symlink at all and no `..` (`rest` is checked for it; `tree`
+/// is normalised) walks literal entries only, so what it finds lies
+/// beneath `tree` as surely as the two steps below find it (a rename
+/// racing the walk moves a directory the same way under both). A symlink
+/// anywhere fails it with ELOOP: then the two steps decide.
 pub fn open_beneath(
+    root: &File,
+    tree: &Path,
+    rest: &Path,
+    flags: i32,
+    follow: bool,
+) -> std::io::Result<OwnedFd> {
+    // Relative, and no `..`: joined to `tree`, it names a path beneath it.
+    let plain = |c| matches!(c, Component::Normal(_) | Component::CurDir);
+    if rest.components().all(plain) {
+        match open_literal(root, tree, rest, flags) {
+            Err(e) if follow && e.raw_os_error() == Some(libc::ELOOP) => {}
+            done => return done,
+        }
+    }
+    open_in_steps(root, tree, rest, flags, follow)
+}
+
+/// `tree/rest` from `root`, no symlink and no magic link followed.
+fn open_literal(root: &File, tree: &Path, rest: &Path, flags: i32) -> std::io::Result<OwnedFd> {
+    let tree_rel = tree.strip_prefix("/").unwrap_or(tree);
+    if rest.as_os_str().is_empty() {
+        return openat2(root, tree_rel, flags, libc::RESOLVE_IN_ROOT | NO_LINKS);
+    }
+    openat2(
+        root,
+        &tree_rel.join(rest),
+        flags,
+        libc::RESOLVE_IN_ROOT | NO_LINKS,
+    )
+}
+
+/// The tree first (no symlinks), then the rest beneath it.
+fn open_in_steps(
     root: &File,
     tree: &Path,
     rest: &Path,
@@ -147,6 +187,111 @@ pub fn clear_nonblock(fd: &OwnedFd, opened_with: i32) {
             fd.as_raw_fd(),
             libc::F_SETFL,
             opened_with & !libc::O_NONBLOCK,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::unix::fs::symlink;
+
+    /// A root with /data (a file, a subdirectory, symlinks that stay
+    /// beneath it and symlinks that leave it) and /secret outside it.
+    fn planted() -> (tempfile::TempDir, File) {
+        let t = tempfile::tempdir().expect("tempdir");
+        let r = t.path();
+        std::fs::create_dir_all(r.join("data/sub")).expect("mkdir");
+        std::fs::write(r.join("data/a.txt"), "a").expect("write");
+        std::fs::write(r.join("data/sub/inner.txt"), "inner").expect("write");
+        std::fs::write(r.join("secret"), "secret").expect("write");
+        symlink("a.txt", r.join("data/in")).expect("symlink");
+        symlink("sub", r.join("data/dirlink")).expect("symlink");
+        symlink("/secret", r.join("data/abs")).expect("symlink");
+        symlink("../secret", r.join("data/rel")).expect("symlink");
+        symlink("..", r.join("data/up")).expect("symlink");
+        symlink("data", r.join("treelink")).expect("symlink");
+        let root = File::open(r).expect("open root");
+        (t, root)
+    }
+
+    fn read(root: &File, tree: &str, rest: &str, follow: bool) -> std::io::Result<String> {
+        let fd = open_beneath(
+            root,
+            Path::new(tree),
+            Path::new(rest),
+            libc::O_RDONLY,
+            follow,
+        )?;
+        let mut s = String::new();
+        File::from(fd).read_to_string(&mut s)?;
+        Ok(s)
+    }
+
+    fn errno(r: std::io::Result<String>) -> Option<i32> {
+        r.err().and_then(|e| e.raw_os_error())
+    }
+
+    #[test]
+    fn plain_paths_open_in_one_step_and_symlinks_beneath_still_work() {
+        let (_t, root) = planted();
+        assert_eq!(
+            read(&root, "/data", "a.txt", true).ok().as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            read(&root, "/data", "sub/inner.txt", false).ok().as_deref(),
+            Some("inner")
+        );
+        // A grant of one file: the tree is the file.
+        assert_eq!(
+            read(&root, "/data/a.txt", "", false).ok().as_deref(),
+            Some("a")
+        );
+        // Symlinks that stay beneath the tree, last or in the middle.
+        assert_eq!(read(&root, "/data", "in", true).ok().as_deref(), Some("a"));
+        assert_eq!(
+            read(&root, "/data", "dirlink/inner.txt", true)
+                .ok()
+                .as_deref(),
+            Some("inner")
+        );
+    }
+
+    #[test]
+    fn symlinks_that_leave_the_tree_or_are_not_to_be_followed_are_refused() {
+        let (_t, root) = planted();
+        for link in ["abs", "rel", "up/secret"] {
+            assert_eq!(
+                errno(read(&root, "/data", link, true)),
+                Some(libc::EXDEV),
+                "{link}"
+            );
+            assert_eq!(
+                errno(read(&root, "/data", link, false)),
+                Some(libc::ELOOP),
+                "{link}"
+            );
+        }
+        assert_eq!(errno(read(&root, "/data", "in", false)), Some(libc::ELOOP));
+        assert_eq!(
+            errno(read(&root, "/data", "dirlink/inner.txt", false)),
+            Some(libc::ELOOP)
+        );
+        // The granting tree itself is never reached through a symlink.
+        assert_eq!(
+            errno(read(&root, "/treelink", "a.txt", true)),
+            Some(libc::ELOOP)
+        );
+        // `..` in the rest never walks out either (the steps' check).
+        assert_eq!(
+            errno(read(&root, "/data", "../secret", true)),
+            Some(libc::EXDEV)
+        );
+        assert_eq!(
+            errno(read(&root, "/data", "missing", true)),
+            Some(libc::ENOENT)
         );
     }
 }

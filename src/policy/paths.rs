@@ -1,7 +1,8 @@
 //! Filesystem and exec matching: a path entry grants the file or the whole
 //! subtree; an explicit deny wins over every allow.
 
-use std::path::{Path, PathBuf};
+use std::borrow::Cow;
+use std::path::{Component, Path, PathBuf};
 
 use super::model::{normalize_path, Filesystem, FsPath, Policy};
 
@@ -54,8 +55,16 @@ pub fn deny_covers(rule: &Path, p: &Path) -> bool {
     }
 }
 
-fn clean(p: &FsPath) -> PathBuf {
-    normalize_path(p.as_path())
+/// `p` normalised. Every request compares against every entry, so an
+/// entry already normal (absolute, no `..`: how a loaded policy keeps
+/// them) is borrowed, not copied: the comparisons go by components,
+/// which skip `.` and repeated or trailing `/` already.
+fn clean(p: &FsPath) -> Cow<'_, Path> {
+    let path = p.as_path();
+    if path.is_absolute() && !path.components().any(|c| c == Component::ParentDir) {
+        return Cow::Borrowed(path);
+    }
+    Cow::Owned(normalize_path(path))
 }
 
 /// The list of `filesystem` an entry that grants an access is in.
@@ -94,7 +103,7 @@ impl Filesystem {
     pub fn find(&self, path: &Path, access: FsAccess) -> FsMatch {
         let p = normalize_path(path);
         if let Some(d) = self.deny.iter().find(|d| deny_covers(&clean(d), &p)) {
-            return FsMatch::Denied(clean(d));
+            return FsMatch::Denied(normalize_path(d.as_path()));
         }
         let lists: &[(FsField, &Vec<FsPath>)] = match access {
             FsAccess::Read => &[
@@ -109,7 +118,7 @@ impl Filesystem {
             .iter()
             .find_map(|(field, list)| {
                 let t = list.iter().map(clean).find(|t| covers(t, &p))?;
-                Some(FsMatch::Granted(*field, t))
+                Some(FsMatch::Granted(*field, normalize_path(&t)))
             })
             .unwrap_or(FsMatch::Nothing)
     }
@@ -293,7 +302,7 @@ impl Filesystem {
                         out.push(SecretExposure {
                             list,
                             index,
-                            rule: rule.clone(),
+                            rule: normalize_path(&rule),
                             secret,
                             deny,
                         });

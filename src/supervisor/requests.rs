@@ -111,10 +111,16 @@ struct Target {
     by_broker: bool,
 }
 
-/// Decides a filesystem request: the rule and where to open it.
-fn fs_target(ctx: &Ctx, pid: i32, op: FsOp, path: &Path) -> Result<(RuleRef, Target), Refused> {
+/// Decides a filesystem request (`path` as asked, `p` normalised): the
+/// rule and where to open it.
+fn fs_target(
+    ctx: &Ctx,
+    pid: i32,
+    op: FsOp,
+    path: &Path,
+    p: &Path,
+) -> Result<(RuleRef, Target), Refused> {
     let d = policy::decide(&ctx.policy, &policy::Request::Fs { op, path }, None);
-    let p = normalize_path(path);
     let granted_tree = match &d.rule {
         RuleRef::FsGrant { path, .. } => Some(path.clone()),
         _ => None,
@@ -149,8 +155,8 @@ fn fs_request(
 ) -> Result<Allowed, Refused> {
     use std::os::unix::ffi::OsStrExt;
     let path = Path::new(std::ffi::OsStr::from_bytes(raw));
-    let (rule, t) = fs_target(ctx, peer.pid, op, path)?;
     let p = normalize_path(path);
+    let (rule, t) = fs_target(ctx, peer.pid, op, path, &p)?;
     let open = |flags| open_as_worker(ctx, &p, &t, flags);
     let fail = |e: std::io::Error| deny(rule.clone(), why_not(ctx, &p, &e));
     match (op, write) {

@@ -180,25 +180,55 @@ pub fn futex_wake(word: &AtomicU32) -> i64 {
 /// threads than cores) and needs it.
 const YIELD_AFTER: Duration = Duration::from_micros(5);
 
+/// A yield that took at least `RAN_PEER_MIN` ran another thread meanwhile;
+/// one that ended with the answer there and took less than `RAN_PEER_MAX`
+/// ran the peer. A longer one was someone else's time slice (a build on
+/// our CPU), after which the answer would be there either way.
+const RAN_PEER_MIN: Duration = Duration::from_micros(1);
+const RAN_PEER_MAX: Duration = Duration::from_micros(200);
+
+thread_local! {
+    /// This thread's last wait was answered while it yielded to its peer:
+    /// the two share a CPU, where spinning only keeps the peer from
+    /// answering (each side spun `YIELD_AFTER` per round trip: 16 µs
+    /// instead of 3), so the next wait yields from the start. Cleared by
+    /// the first wait answered otherwise (the scheduler moved one of them)
+    /// and by a spin that runs out (the peer is idle).
+    static PEER_ON_OUR_CPU: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread's waits currently yield from the start (tests).
+pub fn yields_at_once() -> bool {
+    PEER_ON_OUR_CPU.with(|c| c.get())
+}
+
 /// Spin until `ready()` or `spin` has elapsed. Reads the clock only every
-/// 64 iterations: the condition check is a load, the clock is not free.
+/// 64 iterations (every iteration, yielding, while the peer shares our
+/// CPU): the condition check is a load, the clock is not free.
 pub fn spin_until(spin: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let shared = yields_at_once();
     // The clock is first read after 64 iterations: most answers come sooner,
     // and a clock read costs as much as a few cache misses here.
     let mut start: Option<Instant> = None;
     let mut i: u32 = 0;
+    let mut ran_peer = false;
     loop {
         if ready() {
+            PEER_ON_OUR_CPU.with(|c| c.set(ran_peer));
             return true;
         }
         i = i.wrapping_add(1);
-        if i & 63 == 0 {
-            let spent = start.get_or_insert_with(Instant::now).elapsed();
+        if shared || i & 63 == 0 {
+            let now = Instant::now();
+            let spent = now.duration_since(*start.get_or_insert(now));
             if spent >= spin {
+                PEER_ON_OUR_CPU.with(|c| c.set(false));
                 return false;
             }
-            if spent >= YIELD_AFTER {
+            if shared || spent >= YIELD_AFTER {
                 std::thread::yield_now();
+                let took = now.elapsed();
+                ran_peer = (RAN_PEER_MIN..RAN_PEER_MAX).contains(&took) && ready();
             }
         }
         std::hint::spin_loop();
@@ -349,6 +379,54 @@ mod tests {
         // scheduled for (thousands in 100 ms); with it, the first few, then
         // one per 1 ms pause at most.
         assert!(woken <= 120, "{woken} sleeps ended by empty wake-ups");
+    }
+
+    /// Pins the calling thread to `cpu`.
+    fn pin(cpu: usize) -> bool {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set; the call reads
+        // `size_of` bytes of it.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+        }
+    }
+
+    /// Two threads ping-ponging on one CPU: a wait answered while it
+    /// yielded to the peer makes the next waits yield at once; a wait
+    /// answered without yielding ends that.
+    #[test]
+    fn a_peer_on_our_cpu_is_yielded_to_at_once() {
+        // SAFETY: no arguments.
+        let cpu = unsafe { libc::sched_getcpu() };
+        if cpu < 0 || !pin(cpu as usize) {
+            return;
+        }
+        let word = Arc::new(AtomicU32::new(0));
+        let w = word.clone();
+        let peer = std::thread::spawn(move || {
+            // Unpinned, the peer answers from its own loop; the main thread
+            // then never waits long and the test cannot see a shared CPU.
+            assert!(pin(cpu as usize));
+            for n in 0..400u32 {
+                while !spin_until(Duration::from_millis(50), || {
+                    w.load(Ordering::Acquire) == 2 * n + 1
+                }) {}
+                w.store(2 * n + 2, Ordering::Release);
+            }
+        });
+        let mut shared = 0;
+        for n in 0..400u32 {
+            word.store(2 * n + 1, Ordering::Release);
+            while !spin_until(Duration::from_millis(50), || {
+                word.load(Ordering::Acquire) == 2 * n + 2
+            }) {}
+            shared += yields_at_once() as u32;
+        }
+        peer.join().unwrap();
+        assert!(shared > 0, "no wait saw its peer run while it yielded");
+        assert!(spin_until(Duration::from_millis(1), || true));
+        assert!(!yields_at_once());
     }
 
     #[test]

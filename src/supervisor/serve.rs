@@ -118,6 +118,9 @@ pub(super) fn connection(
     // A doorbell channel sleeps in poll on the control socket, which a
     // dead worker's hang-up wakes already: only ring sleepers need a nudge.
     let _nudge = (!doorbell).then(|| ctx.nudges.add(chan.nudge()));
+    // A hot worker and this thread on one vCPU pay two context switches a
+    // round trip; this thread moves when it finds them so.
+    crate::ipc::wait::move_off_a_shared_cpu();
     let mut tally = Tally::new();
     serve_channel(ctx, &mut chan, &peer, doorbell, &mut tally);
     tally.flush(ctx, &peer);

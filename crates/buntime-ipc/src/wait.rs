@@ -180,25 +180,134 @@ pub fn futex_wake(word: &AtomicU32) -> i64 {
 /// threads than cores) and needs it.
 const YIELD_AFTER: Duration = Duration::from_micros(5);
 
+/// A yield that took at least `RAN_PEER_MIN` ran another thread meanwhile;
+/// one that ended with the answer there and took less than `RAN_PEER_MAX`
+/// ran the peer. A longer one was someone else's time slice (a build on
+/// our CPU), after which the answer would be there either way.
+const RAN_PEER_MIN: Duration = Duration::from_micros(1);
+const RAN_PEER_MAX: Duration = Duration::from_micros(200);
+
+thread_local! {
+    /// This thread's last wait was answered while it yielded to its peer:
+    /// the two share a CPU, where spinning only keeps the peer from
+    /// answering (each side spun `YIELD_AFTER` per round trip: 16 µs
+    /// instead of 3), so the next wait yields from the start. Cleared by
+    /// the first wait answered otherwise (the scheduler moved one of them)
+    /// and by a spin that runs out (the peer is idle).
+    static PEER_ON_OUR_CPU: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread's waits currently yield from the start (tests).
+pub fn yields_at_once() -> bool {
+    PEER_ON_OUR_CPU.with(|c| c.get())
+}
+
+/// Waits answered in a row while yielding to the peer before a thread
+/// that may move ([`move_off_a_shared_cpu`]) moves: long enough that a
+/// passing co-location is left to the scheduler.
+const SHARED_WAITS_BEFORE_MOVE: u32 = 64;
+/// At most one move per this long: if the scheduler keeps putting the two
+/// back together, the moves stay a small share of the time.
+const MOVE_AT_MOST_EVERY: Duration = Duration::from_millis(10);
+
+thread_local! {
+    /// Set by [`move_off_a_shared_cpu`]: this thread, not its peer, moves
+    /// (one side only, so the two cannot swap CPUs and stay together).
+    static MAY_MOVE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static SHARED_WAITS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    static LAST_MOVE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// Lets this thread move itself to another CPU of its affinity mask when
+/// it finds its peer sharing its CPU round trip after round trip (the
+/// scheduler sometimes keeps a hot ping-pong pair on one vCPU while
+/// another idles: two context switches per round trip instead of none).
+/// The mask is restored at once, so the user's and the cpuset's choice of
+/// CPUs stands; only where the thread is now changes. The supervisor's
+/// connection threads call this; a worker does not.
+pub fn move_off_a_shared_cpu() {
+    MAY_MOVE.with(|m| m.set(true));
+}
+
+/// Counts a wait answered while yielding to the peer; after enough in a
+/// row, on a thread that may move, moves it.
+fn shared_wait() {
+    if !MAY_MOVE.with(|m| m.get()) {
+        return;
+    }
+    let n = SHARED_WAITS.with(|c| {
+        let n = c.get() + 1;
+        c.set(n);
+        n
+    });
+    if n < SHARED_WAITS_BEFORE_MOVE {
+        return;
+    }
+    SHARED_WAITS.with(|c| c.set(0));
+    let now = Instant::now();
+    if LAST_MOVE.with(|l| l.get().is_some_and(|t| now - t < MOVE_AT_MOST_EVERY)) {
+        return;
+    }
+    LAST_MOVE.with(|l| l.set(Some(now)));
+    move_to_another_cpu();
+}
+
+/// Sets this thread's mask to its current one less the CPU it runs on
+/// (which migrates it now), then restores the mask. Does nothing with a
+/// one-CPU mask; errors (a cpuset changed meanwhile) leave it where it is.
+fn move_to_another_cpu() {
+    // SAFETY: cpu_set_t is plain data; the calls get/set this thread's
+    // own mask (pid 0) with the set's size.
+    unsafe {
+        let mut mask: libc::cpu_set_t = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        if libc::sched_getaffinity(0, size, &mut mask) != 0 {
+            return;
+        }
+        let cpu = libc::sched_getcpu();
+        if cpu < 0 || libc::CPU_COUNT(&mask) < 2 || !libc::CPU_ISSET(cpu as usize, &mask) {
+            return;
+        }
+        let mut others = mask;
+        libc::CPU_CLR(cpu as usize, &mut others);
+        if libc::sched_setaffinity(0, size, &others) == 0 {
+            let _ = libc::sched_setaffinity(0, size, &mask);
+        }
+    }
+}
+
 /// Spin until `ready()` or `spin` has elapsed. Reads the clock only every
-/// 64 iterations: the condition check is a load, the clock is not free.
+/// 64 iterations (every iteration, yielding, while the peer shares our
+/// CPU): the condition check is a load, the clock is not free.
 pub fn spin_until(spin: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let shared = yields_at_once();
     // The clock is first read after 64 iterations: most answers come sooner,
     // and a clock read costs as much as a few cache misses here.
     let mut start: Option<Instant> = None;
     let mut i: u32 = 0;
+    let mut ran_peer = false;
     loop {
         if ready() {
+            PEER_ON_OUR_CPU.with(|c| c.set(ran_peer));
+            if ran_peer {
+                shared_wait();
+            } else {
+                SHARED_WAITS.with(|c| c.set(0));
+            }
             return true;
         }
         i = i.wrapping_add(1);
-        if i & 63 == 0 {
-            let spent = start.get_or_insert_with(Instant::now).elapsed();
+        if shared || i & 63 == 0 {
+            let now = Instant::now();
+            let spent = now.duration_since(*start.get_or_insert(now));
             if spent >= spin {
+                PEER_ON_OUR_CPU.with(|c| c.set(false));
                 return false;
             }
-            if spent >= YIELD_AFTER {
+            if shared || spent >= YIELD_AFTER {
                 std::thread::yield_now();
+                let took = now.elapsed();
+                ran_peer = (RAN_PEER_MIN..RAN_PEER_MAX).contains(&took) && ready();
             }
         }
         std::hint::spin_loop();
@@ -349,6 +458,115 @@ mod tests {
         // scheduled for (thousands in 100 ms); with it, the first few, then
         // one per 1 ms pause at most.
         assert!(woken <= 120, "{woken} sleeps ended by empty wake-ups");
+    }
+
+    /// Pins the calling thread to `cpu`.
+    fn pin(cpu: usize) -> bool {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set; the call reads
+        // `size_of` bytes of it.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+        }
+    }
+
+    /// Two threads ping-ponging on one CPU: a wait answered while it
+    /// yielded to the peer makes the next waits yield at once; a wait
+    /// answered without yielding ends that.
+    #[test]
+    fn a_peer_on_our_cpu_is_yielded_to_at_once() {
+        // SAFETY: no arguments.
+        let cpu = unsafe { libc::sched_getcpu() };
+        if cpu < 0 || !pin(cpu as usize) {
+            return;
+        }
+        let word = Arc::new(AtomicU32::new(0));
+        let w = word.clone();
+        let peer = std::thread::spawn(move || {
+            // Unpinned, the peer answers from its own loop; the main thread
+            // then never waits long and the test cannot see a shared CPU.
+            assert!(pin(cpu as usize));
+            for n in 0..400u32 {
+                while !spin_until(Duration::from_millis(50), || {
+                    w.load(Ordering::Acquire) == 2 * n + 1
+                }) {}
+                w.store(2 * n + 2, Ordering::Release);
+            }
+        });
+        let mut shared = 0;
+        for n in 0..400u32 {
+            word.store(2 * n + 1, Ordering::Release);
+            while !spin_until(Duration::from_millis(50), || {
+                word.load(Ordering::Acquire) == 2 * n + 2
+            }) {}
+            shared += yields_at_once() as u32;
+        }
+        peer.join().unwrap();
+        assert!(shared > 0, "no wait saw its peer run while it yielded");
+        assert!(spin_until(Duration::from_millis(1), || true));
+        assert!(!yields_at_once());
+    }
+
+    /// This thread's affinity mask.
+    fn mask() -> Option<libc::cpu_set_t> {
+        // SAFETY: as in `pin`; the call writes `size_of` bytes of `set`.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            let size = std::mem::size_of::<libc::cpu_set_t>();
+            (libc::sched_getaffinity(0, size, &mut set) == 0).then_some(set)
+        }
+    }
+
+    /// A thread that may move, ping-ponging with a peer pinned to its CPU,
+    /// leaves that CPU for another of its mask, and its mask is restored.
+    #[test]
+    fn a_thread_that_may_move_leaves_a_shared_cpu() {
+        let Some(all) = mask() else { return };
+        // SAFETY: CPU_COUNT reads the set; sched_getcpu has no arguments.
+        let cpu = unsafe { libc::sched_getcpu() };
+        if cpu < 0 || unsafe { libc::CPU_COUNT(&all) } < 2 {
+            return; // one CPU: nowhere to move
+        }
+        let cpu = cpu as usize;
+        let word = Arc::new(AtomicU32::new(0));
+        let w = word.clone();
+        let rounds = 4000u32;
+        let peer = std::thread::spawn(move || {
+            assert!(pin(cpu));
+            for n in 0..rounds {
+                while !spin_until(Duration::from_millis(50), || {
+                    w.load(Ordering::Acquire) == 2 * n + 1
+                }) {}
+                w.store(2 * n + 2, Ordering::Release);
+            }
+        });
+        // Start on the peer's CPU, then allow every CPU again: the
+        // scheduler may leave us there; the move must not depend on it.
+        assert!(pin(cpu));
+        // SAFETY: `all` is the mask read above.
+        unsafe {
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &all);
+        }
+        move_off_a_shared_cpu();
+        let mut elsewhere = false;
+        for n in 0..rounds {
+            word.store(2 * n + 1, Ordering::Release);
+            while !spin_until(Duration::from_millis(50), || {
+                word.load(Ordering::Acquire) == 2 * n + 2
+            }) {}
+            // SAFETY: no arguments.
+            elsewhere |= unsafe { libc::sched_getcpu() } as usize != cpu;
+        }
+        peer.join().unwrap();
+        MAY_MOVE.with(|m| m.set(false));
+        assert!(elsewhere, "never left the peer's CPU");
+        let after = mask().expect("mask");
+        // SAFETY: CPU_EQUAL reads both sets.
+        assert!(
+            unsafe { libc::CPU_EQUAL(&after, &all) },
+            "mask not restored"
+        );
     }
 
     #[test]

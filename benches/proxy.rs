@@ -261,7 +261,15 @@ fn open(server: SocketAddr, via: Via) -> TcpStream {
         Via::Floor(f) => TcpStream::connect(f).expect("connect floor"),
         Via::Proxy(p) | Via::ConnectFloor(p) => {
             let mut s = TcpStream::connect(p).expect("connect proxy");
-            write!(s, "CONNECT localhost:{} HTTP/1.1\r\n\r\n", server.port()).expect("send");
+            let head = format!("CONNECT localhost:{} HTTP/1.1\r\n\r\n", server.port());
+            if split_head() {
+                // As the bench sent it before: `write!` on the socket, a
+                // write per piece of the format.
+                write!(s, "CONNECT localhost:{} HTTP/1.1\r\n\r\n", server.port()).expect("send");
+            } else {
+                // The head in one write, as HTTP clients send it.
+                s.write_all(head.as_bytes()).expect("send");
+            }
             // Read as a client does, not a byte a call: the server sends
             // nothing before the client's first byte, so whatever arrives
             // now is the proxy's answer alone.
@@ -276,6 +284,13 @@ fn open(server: SocketAddr, via: Via) -> TcpStream {
             s
         }
     }
+}
+
+/// `PROXY_BENCH_SPLIT_HEAD=1`: the CONNECT head in three writes, as bench
+/// binaries before this option sent it (to compare against them).
+fn split_head() -> bool {
+    static SPLIT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SPLIT.get_or_init(|| std::env::var_os("PROXY_BENCH_SPLIT_HEAD").is_some_and(|v| v == "1"))
 }
 
 /// One download: GB/s, and the CPU time of this whole process (server,

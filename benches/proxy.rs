@@ -38,9 +38,16 @@ const ROUNDS: usize = 9;
 /// one audit line written per connection. (The supervisor's gate needs a
 /// running container; the approver is not involved for a name the rules
 /// allow.)
+///
+/// For attributing the set-up's cost only (not the supervisor's
+/// behaviour): `PROXY_BENCH_NO_LOOKUP=1` grants 127.0.0.1 after the
+/// decision by name, without the lookup and the decision on addresses;
+/// `PROXY_BENCH_NO_AUDIT=1` writes no audit line.
 struct RulesGate {
     policy: Policy,
     audit: AuditLog,
+    skip_lookup: bool,
+    skip_audit: bool,
 }
 
 impl RulesGate {
@@ -57,6 +64,8 @@ impl RulesGate {
                 ..Policy::default()
             },
             audit: AuditLog::open(&dir.join("audit.log")).expect("audit log"),
+            skip_lookup: std::env::var_os("PROXY_BENCH_NO_LOOKUP").is_some_and(|v| v == "1"),
+            skip_audit: std::env::var_os("PROXY_BENCH_NO_AUDIT").is_some_and(|v| v == "1"),
         }
     }
 }
@@ -72,6 +81,13 @@ impl Gate for RulesGate {
         let by_name = decide(&self.policy, &req, None);
         if let Verdict::Deny(why) = by_name.verdict {
             return Err(no(by_name.rule, why.to_string()));
+        }
+        if self.skip_lookup {
+            let addrs = vec![SocketAddr::from(([127, 0, 0, 1], port))];
+            return Ok(Granted {
+                addrs,
+                rule: by_name.rule,
+            });
         }
         // IPv4 only: the bench server listens on 127.0.0.1, and hosts
         // files that also map localhost to ::1 would add a refused connect.
@@ -99,6 +115,9 @@ impl Gate for RulesGate {
     }
 
     fn record(&self, a: &Attempt) {
+        if self.skip_audit {
+            return;
+        }
         self.audit.record(&a.audit_record("bench"));
     }
 }
@@ -254,14 +273,60 @@ enum Via {
     ConnectFloor(SocketAddr),
 }
 
-/// Opens a connection to the server, directly or through a relay.
+/// How the client names the server: the set-up rows measure both, each
+/// against a direct client that names it the same way.
+#[derive(Clone, Copy, PartialEq)]
+enum Naming {
+    /// `localhost`: the proxy's gate resolves it (getaddrinfo, /etc/hosts);
+    /// a direct client resolves it itself, as curl does.
+    Name,
+    /// `127.0.0.1`: no lookup on either side.
+    Address,
+}
+
+impl Naming {
+    fn host(self) -> &'static str {
+        match self {
+            Naming::Name => "localhost",
+            Naming::Address => "127.0.0.1",
+        }
+    }
+}
+
+/// Opens a connection to the server, directly or through a relay, naming
+/// it by address (the downloads).
 fn open(server: SocketAddr, via: Via) -> TcpStream {
+    open_named(server, via, Naming::Address)
+}
+
+/// A direct client that was given a name: resolve it (IPv4, as the
+/// gate's lookup keeps), connect to the first address.
+fn connect_by_name(server: SocketAddr) -> TcpStream {
+    let addr = ("localhost", server.port())
+        .to_socket_addrs()
+        .expect("resolve localhost")
+        .find(SocketAddr::is_ipv4)
+        .expect("localhost has an IPv4 address");
+    TcpStream::connect(addr).expect("connect")
+}
+
+fn open_named(server: SocketAddr, via: Via, naming: Naming) -> TcpStream {
     match via {
+        Via::Direct if naming == Naming::Name => connect_by_name(server),
         Via::Direct => TcpStream::connect(server).expect("connect"),
         Via::Floor(f) => TcpStream::connect(f).expect("connect floor"),
         Via::Proxy(p) | Via::ConnectFloor(p) => {
             let mut s = TcpStream::connect(p).expect("connect proxy");
-            write!(s, "CONNECT localhost:{} HTTP/1.1\r\n\r\n", server.port()).expect("send");
+            let host = naming.host();
+            let head = format!("CONNECT {host}:{} HTTP/1.1\r\n\r\n", server.port());
+            if split_head() {
+                // As the bench sent it before: `write!` on the socket, a
+                // write per piece of the format.
+                write!(s, "CONNECT {host}:{} HTTP/1.1\r\n\r\n", server.port()).expect("send");
+            } else {
+                // The head in one write, as HTTP clients send it.
+                s.write_all(head.as_bytes()).expect("send");
+            }
             // Read as a client does, not a byte a call: the server sends
             // nothing before the client's first byte, so whatever arrives
             // now is the proxy's answer alone.
@@ -276,6 +341,13 @@ fn open(server: SocketAddr, via: Via) -> TcpStream {
             s
         }
     }
+}
+
+/// `PROXY_BENCH_SPLIT_HEAD=1`: the CONNECT head in three writes, as bench
+/// binaries before this option sent it (to compare against them).
+fn split_head() -> bool {
+    static SPLIT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SPLIT.get_or_init(|| std::env::var_os("PROXY_BENCH_SPLIT_HEAD").is_some_and(|v| v == "1"))
 }
 
 /// One download: GB/s, and the CPU time of this whole process (server,
@@ -316,19 +388,31 @@ fn download(server: SocketAddr, via: Via) -> Run {
     }
 }
 
-fn setup(server: SocketAddr, via: Via) -> (Duration, Duration) {
-    let mut times: Vec<Duration> = (0..SETUP_ROUNDS)
-        .map(|_| {
+/// p50 and p99 of [`SETUP_ROUNDS`] set-ups per path, the paths
+/// interleaved a connection at a time (order rotated every round), so the
+/// host's drift and the scheduler's regime (both threads on one vCPU or
+/// not) hit every path alike.
+fn setup<const N: usize>(
+    server: SocketAddr,
+    paths: [Via; N],
+    naming: Naming,
+) -> [(Duration, Duration); N] {
+    let mut times: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::with_capacity(SETUP_ROUNDS));
+    for round in 0..SETUP_ROUNDS {
+        for k in 0..N {
+            let i = (round + k) % N;
             let start = Instant::now();
-            let mut s = open(server, via);
+            let mut s = open_named(server, paths[i], naming);
             s.write_all(b"P").expect("ping");
             let mut b = [0u8; 1];
             s.read_exact(&mut b).expect("pong");
-            start.elapsed()
-        })
-        .collect();
-    times.sort();
-    (times[times.len() / 2], times[times.len() * 99 / 100])
+            times[i].push(start.elapsed());
+        }
+    }
+    times.map(|mut t| {
+        t.sort();
+        (t[t.len() / 2], t[t.len() * 99 / 100])
+    })
 }
 
 fn main() {
@@ -382,40 +466,53 @@ fn relay_rows(server: SocketAddr, proxy: Via) {
 }
 
 /// The set-up rows: to the first byte, direct, through the proxy and
-/// through the bare CONNECT relay.
+/// through the bare CONNECT relay, interleaved; once with the server named by address
+/// (no lookup anywhere) and once by name (the gate resolves it; the direct
+/// client resolves it itself, as any client given a name does). Each
+/// naming is a row of its own against its own direct client.
 fn setup_rows(server: SocketAddr, proxy: Via) {
-    let (d50, d99) = setup(server, Via::Direct);
-    let (p50, p99) = setup(server, proxy);
-    let (f50, f99) = setup(server, Via::ConnectFloor(connect_floor_for(server)));
+    let floor = Via::ConnectFloor(connect_floor_for(server));
     println!("proxy: connection set-up to first byte ({SETUP_ROUNDS} rounds)");
-    println!(
-        "  direct        p50 {:7.1} us   p99 {:7.1} us",
-        us(d50),
-        us(d99)
-    );
-    println!(
-        "  through proxy p50 {:7.1} us   p99 {:7.1} us",
-        us(p50),
-        us(p99)
-    );
-    println!(
-        "  bare CONNECT  p50 {:7.1} us   p99 {:7.1} us   (proxy / bare {:.2})",
-        us(f50),
-        us(f99),
-        us(p50) / us(f50)
-    );
-    summary::record_with_floor(
-        &summary::Row {
-            what: "proxy connection set-up p50",
-            value: us(p50),
-            baseline: Some(("direct", us(d50))),
-            unit: "us",
-            relative: true,
-            goal: summary::Goal::AtMost,
-            target: 2.0,
-        },
-        Some(("bare CONNECT relay", us(f50))),
-    );
+    for (naming, what) in [
+        (
+            Naming::Address,
+            "proxy connection set-up p50, host by address",
+        ),
+        (Naming::Name, "proxy connection set-up p50, host by name"),
+    ] {
+        let [(d50, d99), (p50, p99), (f50, f99)] =
+            setup(server, [Via::Direct, proxy, floor], naming);
+        println!("  {}:", naming.host());
+        println!(
+            "    direct        p50 {:7.1} us   p99 {:7.1} us",
+            us(d50),
+            us(d99)
+        );
+        println!(
+            "    through proxy p50 {:7.1} us   p99 {:7.1} us   (proxy / direct {:.2})",
+            us(p50),
+            us(p99),
+            us(p50) / us(d50)
+        );
+        println!(
+            "    bare CONNECT  p50 {:7.1} us   p99 {:7.1} us   (proxy / bare {:.2})",
+            us(f50),
+            us(f99),
+            us(p50) / us(f50)
+        );
+        summary::record_with_floor(
+            &summary::Row {
+                what,
+                value: us(p50),
+                baseline: Some(("direct", us(d50))),
+                unit: "us",
+                relative: true,
+                goal: summary::Goal::AtMost,
+                target: 2.0,
+            },
+            Some(("bare CONNECT relay", us(f50))),
+        );
+    }
 }
 
 /// Every path's medians over [`ROUNDS`] downloads, the paths alternated

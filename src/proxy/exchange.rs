@@ -31,6 +31,14 @@ pub(super) struct Way {
 /// A read this size is a bulk transfer: left to the threads.
 const BUFFER: usize = 64 << 10;
 
+thread_local! {
+    /// The buffer of the last exchange on this thread that ended in this
+    /// loop, for the next: zeroing a fresh one was a visible part of a
+    /// small connection's set-up. One that goes on to the threads is
+    /// freed rather than kept through a long transfer.
+    static SPARE: std::cell::Cell<Option<Vec<u8>>> = const { std::cell::Cell::new(None) };
+}
+
 /// What a readable source led to.
 enum Step {
     Go,
@@ -43,7 +51,23 @@ enum Step {
 /// client → upstream, `ways[1]` the other. Returns when both are done or
 /// the threads must take over.
 pub(super) fn small(client: &TcpStream, upstream: &TcpStream, idle: &Idle, ways: &mut [Way; 2]) {
-    let mut buf = vec![0u8; BUFFER];
+    let mut buf = SPARE
+        .take()
+        .filter(|b| b.len() == BUFFER)
+        .unwrap_or_else(|| vec![0u8; BUFFER]);
+    small_with(client, upstream, idle, ways, &mut buf);
+    if ways[0].done && ways[1].done {
+        SPARE.set(Some(buf));
+    }
+}
+
+fn small_with(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    idle: &Idle,
+    ways: &mut [Way; 2],
+    buf: &mut [u8],
+) {
     let tick = PollTimeout::try_from(idle.tick()).unwrap_or(PollTimeout::MAX);
     let ends = [(client, upstream), (upstream, client)];
     while !(ways[0].done && ways[1].done) {
@@ -70,7 +94,7 @@ pub(super) fn small(client: &TcpStream, upstream: &TcpStream, idle: &Idle, ways:
                 continue;
             }
             let (src, dst) = ends[i];
-            match step(src, dst, idle, &mut buf, &mut ways[i]) {
+            match step(src, dst, idle, buf, &mut ways[i]) {
                 Step::Go => {}
                 Step::Done => ways[i].done = true,
                 Step::Leave => return,

@@ -170,6 +170,10 @@ pub fn bind_in_netns_path(path: &Path, port: u16) -> std::io::Result<TcpListener
 struct HeadReader<'a> {
     s: &'a TcpStream,
     until: Instant,
+    /// The first read tries without waiting: a client's head has usually
+    /// arrived by the time its connection is accepted, and then the read
+    /// needs no timeout set (a socket option fewer).
+    waited: bool,
 }
 
 impl Read for HeadReader<'_> {
@@ -177,6 +181,14 @@ impl Read for HeadReader<'_> {
         let left = self.until.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        if !std::mem::replace(&mut self.waited, true) {
+            use nix::sys::socket::{recv, MsgFlags};
+            use std::os::fd::AsRawFd;
+            match recv(self.s.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+                Err(nix::errno::Errno::EAGAIN) => {}
+                got => return got.map_err(std::io::Error::from),
+            }
         }
         self.s.set_read_timeout(Some(left))?;
         (&mut &*self.s).read(buf)
@@ -191,7 +203,12 @@ fn refuse(client: &TcpStream, status: u16, deny_reason: Option<&str>, body: &str
     answer(&mut &*client, status, deny_reason, body);
     let _ = client.shutdown(std::net::Shutdown::Write);
     let until = Instant::now() + Duration::from_millis(500);
-    let mut r = HeadReader { s: client, until };
+    // Waits from the first read: the drain is the client's to end.
+    let mut r = HeadReader {
+        s: client,
+        until,
+        waited: true,
+    };
     let mut sink = [0u8; 4096];
     let mut drained = 0;
     while drained < 64 << 10 {
@@ -303,6 +320,7 @@ fn read_request(
     let read = read_head(&mut HeadReader {
         s: client,
         until: rec.start + limits.head_timeout,
+        waited: false,
     });
     let fail = |attempt: &mut Attempt, status: u16, reason: String| {
         attempt.reason = reason;

@@ -72,7 +72,10 @@ pub fn open_beneath(
 ) -> std::io::Result<OwnedFd> {
     // Relative, and no `..`: joined to `tree`, it names a path beneath it.
     let plain = |c| matches!(c, Component::Normal(_) | Component::CurDir);
-    if rest.components().all(plain) {
+    // The granted path itself is never created: the steps refuse a missing
+    // tree (a write to a missing `/data` must not make a file of it).
+    let creates_tree = rest.as_os_str().is_empty() && flags & libc::O_CREAT != 0;
+    if !creates_tree && rest.components().all(plain) {
         match open_literal(root, tree, rest, flags) {
             Err(e) if follow && e.raw_os_error() == Some(libc::ELOOP) => {}
             done => return done,
@@ -293,5 +296,27 @@ mod tests {
             errno(read(&root, "/data", "missing", true)),
             Some(libc::ENOENT)
         );
+    }
+
+    /// A write may create a file beneath a granted tree, never the granted
+    /// path itself.
+    #[test]
+    fn the_granted_path_itself_is_never_created() {
+        let (t, root) = planted();
+        let create = libc::O_WRONLY | libc::O_CREAT;
+        for tree in ["/out.txt", "/newdir"] {
+            let r = open_beneath(&root, Path::new(tree), Path::new(""), create, true);
+            assert_eq!(r.err().and_then(|e| e.raw_os_error()), Some(libc::ENOENT));
+            assert!(!t.path().join(&tree[1..]).exists(), "{tree} created");
+        }
+        open_beneath(
+            &root,
+            Path::new("/data"),
+            Path::new("new.txt"),
+            create,
+            true,
+        )
+        .expect("a file beneath the tree");
+        assert!(t.path().join("data/new.txt").is_file());
     }
 }

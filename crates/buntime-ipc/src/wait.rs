@@ -253,25 +253,47 @@ fn shared_wait() {
 }
 
 /// Sets this thread's mask to its current one less the CPU it runs on
-/// (which migrates it now), then restores the mask. Does nothing with a
-/// one-CPU mask; errors (a cpuset changed meanwhile) leave it where it is.
+/// (which migrates it now), then puts a mask back. Does nothing with a
+/// one-CPU mask.
+///
+/// Since Linux 6.2 a mask set by `sched_setaffinity` is remembered and
+/// later cpuset changes are only intersected with it. So when the mask
+/// read spans every online CPU (no one restricted this thread), the one
+/// put back is all CPUs: the thread keeps following its cpuset, as before
+/// the move. A mask that was narrower is put back as it was. If putting
+/// it back fails (a cpuset changed in between), all CPUs are tried, which
+/// the kernel narrows to what the cpuset allows.
 fn move_to_another_cpu() {
+    let size = std::mem::size_of::<libc::cpu_set_t>();
     // SAFETY: cpu_set_t is plain data; the calls get/set this thread's
     // own mask (pid 0) with the set's size.
     unsafe {
         let mut mask: libc::cpu_set_t = std::mem::zeroed();
-        let size = std::mem::size_of::<libc::cpu_set_t>();
         if libc::sched_getaffinity(0, size, &mut mask) != 0 {
             return;
         }
         let cpu = libc::sched_getcpu();
-        if cpu < 0 || libc::CPU_COUNT(&mask) < 2 || !libc::CPU_ISSET(cpu as usize, &mask) {
+        let count = libc::CPU_COUNT(&mask);
+        if cpu < 0 || count < 2 || !libc::CPU_ISSET(cpu as usize, &mask) {
             return;
         }
         let mut others = mask;
         libc::CPU_CLR(cpu as usize, &mut others);
-        if libc::sched_setaffinity(0, size, &others) == 0 {
-            let _ = libc::sched_setaffinity(0, size, &mask);
+        if libc::sched_setaffinity(0, size, &others) != 0 {
+            return;
+        }
+        let mut all: libc::cpu_set_t = std::mem::zeroed();
+        for c in 0..libc::CPU_SETSIZE as usize {
+            libc::CPU_SET(c, &mut all);
+        }
+        let online = libc::sysconf(libc::_SC_NPROCESSORS_ONLN);
+        let back = if i64::from(count) >= online as i64 {
+            &all
+        } else {
+            &mask
+        };
+        if libc::sched_setaffinity(0, size, back) != 0 {
+            let _ = libc::sched_setaffinity(0, size, &all);
         }
     }
 }

@@ -27,7 +27,39 @@ pub enum FsDecision {
 /// Does rule path `rule` grant `p` (the same path or anything below it)?
 /// Component-wise, so `/usr` covers `/usr/bin` but not `/usrx`.
 pub fn covers(rule: &Path, p: &Path) -> bool {
-    p.starts_with(rule)
+    match (canonical(rule), canonical(p)) {
+        (Some(r), Some(q)) => below(r, q).is_some(),
+        _ => p.starts_with(rule),
+    }
+}
+
+/// The bytes of `p` when it is in the form `normalize_path` gives (`/`,
+/// or `/a/b`: no empty, `.` or `..` component, no trailing `/`): there a
+/// byte comparison answers what a component-wise one would, without
+/// walking components (every request compares against every entry).
+fn canonical(p: &Path) -> Option<&[u8]> {
+    use std::os::unix::ffi::OsStrExt;
+    let b = p.as_os_str().as_bytes();
+    if b == b"/" {
+        return Some(b);
+    }
+    let mut parts = b.strip_prefix(b"/")?.split(|&c| c == b'/');
+    parts
+        .all(|c| !c.is_empty() && c != b"." && c != b"..")
+        .then_some(b)
+}
+
+/// What is left of canonical `p` below canonical `rule` (empty when they
+/// are the same path), `None` when `p` is not `rule` or beneath it.
+fn below<'a>(rule: &[u8], p: &'a [u8]) -> Option<&'a [u8]> {
+    if rule == b"/" {
+        return Some(&p[1..]);
+    }
+    match p.strip_prefix(rule)? {
+        [] => Some(&[]),
+        [b'/', rest @ ..] => Some(rest),
+        _ => None,
+    }
 }
 
 /// A `filesystem.deny` pattern, `/dir/prefix*` (a `*` ending the last
@@ -47,11 +79,16 @@ pub fn deny_covers(rule: &Path, p: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     match deny_pattern(rule) {
         None => covers(rule, p),
-        Some((dir, prefix)) => p
-            .strip_prefix(dir)
-            .ok()
-            .and_then(|rest| rest.components().next())
-            .is_some_and(|c| c.as_os_str().as_bytes().starts_with(prefix)),
+        Some((dir, prefix)) => match (canonical(dir), canonical(p)) {
+            (Some(d), Some(q)) => below(d, q)
+                .and_then(|rest| rest.split(|&c| c == b'/').next())
+                .is_some_and(|first| !first.is_empty() && first.starts_with(prefix)),
+            _ => p
+                .strip_prefix(dir)
+                .ok()
+                .and_then(|rest| rest.components().next())
+                .is_some_and(|c| c.as_os_str().as_bytes().starts_with(prefix)),
+        },
     }
 }
 
@@ -101,7 +138,10 @@ impl Filesystem {
     /// `access` to it (`write` implies read, `exec` implies read; for a
     /// read, `read` then `write` then `exec` are searched).
     pub fn find(&self, path: &Path, access: FsAccess) -> FsMatch {
-        let p = normalize_path(path);
+        let p = match canonical(path) {
+            Some(_) => Cow::Borrowed(path),
+            None => Cow::Owned(normalize_path(path)),
+        };
         if let Some(d) = self.deny.iter().find(|d| deny_covers(&clean(d), &p)) {
             return FsMatch::Denied(normalize_path(d.as_path()));
         }
@@ -348,6 +388,45 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The byte comparison answers as the component-wise one, and paths
+    /// not in normal form still go by components.
+    #[test]
+    fn byte_and_component_comparisons_agree() {
+        let paths = [
+            "/",
+            "/usr",
+            "/usr/",
+            "/usrx",
+            "/usr/bin",
+            "/usr//bin",
+            "/usr/./bin",
+            "/usr/bin/x",
+            "/etc/shadow",
+            "/etc/shadow-",
+            "/etc",
+            "/e",
+        ];
+        for r in paths {
+            for p in paths {
+                let (r, p) = (Path::new(r), Path::new(p));
+                assert_eq!(covers(r, p), p.starts_with(r), "{r:?} {p:?}");
+            }
+        }
+        let pat = Path::new("/etc/shadow*");
+        for (p, want) in [
+            ("/etc/shadow", true),
+            ("/etc/shadow.bak/x", true),
+            ("/etc/shado", false),
+            ("/etc", false),
+            ("/etc//shadow", true),
+            ("/etcx/shadow", false),
+        ] {
+            assert_eq!(deny_covers(pat, Path::new(p)), want, "{p}");
+        }
+        assert!(deny_covers(Path::new("/s*"), Path::new("/srv/x")));
+        assert!(!deny_covers(Path::new("/s*"), Path::new("/")));
+    }
     use crate::policy::model::Program;
 
     fn fs(read: &[&str], write: &[&str], exec: &[&str], deny: &[&str]) -> Filesystem {

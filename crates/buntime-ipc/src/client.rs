@@ -177,8 +177,9 @@ impl Client {
     }
 
     /// Check the control socket without blocking: stash fds, notice STOP or
-    /// a hang-up.
-    fn pump_control(&mut self, wait: Option<Duration>) -> Result<()> {
+    /// a hang-up. Stops early once the fd for request `until` is stashed
+    /// (what follows is read on a later call).
+    fn pump_control(&mut self, wait: Option<Duration>, until: Option<u32>) -> Result<()> {
         if let Some(why) = &self.stopped {
             return Err(IpcError::Stopped(why.clone()));
         }
@@ -191,6 +192,9 @@ impl Client {
                         return Err(IpcError::Protocol("too many unclaimed fds".into()));
                     }
                     self.fds.insert(m.arg, fd);
+                    if until == Some(m.arg) {
+                        return Ok(());
+                    }
                 }
                 (ctl::DATA, None) => {}
                 (ctl::STOP, _) => {
@@ -232,7 +236,7 @@ impl Client {
                         // workers wait in 20 ms slices) a check only after
                         // the deadline would never come, and a refused
                         // request would wait forever.
-                        self.pump_control(Some(Duration::ZERO))?;
+                        self.pump_control(Some(Duration::ZERO), None)?;
                         if deadline.is_some_and(|d| Instant::now() >= d) {
                             return Err(IpcError::Timeout);
                         }
@@ -332,7 +336,7 @@ impl Client {
             if !self.rx.wait_readable(&self.wait, Some(slice)) {
                 // A STOP (the supervisor refused the request at the
                 // protocol level) ends the wait, timeout or not.
-                self.pump_control(Some(Duration::ZERO))?;
+                self.pump_control(Some(Duration::ZERO), None)?;
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Err(IpcError::Timeout);
                 }
@@ -363,7 +367,7 @@ impl Client {
                     "ALLOW for {id} announced an fd that never came"
                 )));
             }
-            self.pump_control(Some(left))?;
+            self.pump_control(Some(left), Some(id))?;
         }
     }
 

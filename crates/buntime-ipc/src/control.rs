@@ -308,10 +308,21 @@ impl ControlSocket {
 
     /// Receive one message. `Ok(None)` on timeout (`None` waits forever,
     /// `Some(ZERO)` polls). `Err(Closed)` when the peer hung up.
+    ///
+    /// A message already queued (a granted fd: the supervisor sends it
+    /// before the ring's ALLOW) is read at once, with no `poll` first.
     pub fn recv(&self, timeout: Option<Duration>) -> Result<Option<ControlMsg>> {
-        if !poll_in(self.fd.as_fd(), timeout)? {
+        if let Some(m) = self.recv_now()? {
+            return Ok(Some(m));
+        }
+        if timeout == Some(Duration::ZERO) || !poll_in(self.fd.as_fd(), timeout)? {
             return Ok(None);
         }
+        self.recv_now()
+    }
+
+    /// One message if one is queued (`Ok(None)` if not), without waiting.
+    fn recv_now(&self) -> Result<Option<ControlMsg>> {
         let mut buf = [0u8; MAX_CONTROL_MSG];
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),

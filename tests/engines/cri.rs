@@ -138,9 +138,17 @@ impl Cri {
             .build()
             .expect("tokio runtime");
         let sock = d.join("c.sock");
-        let up = engines::wait_until(LIMIT, || sock.exists());
-        let channel = up.then(|| rt.block_on(connect(sock.clone())));
-        let Some(Ok(channel)) = channel else {
+        // The socket's file exists from its bind, before its listen: a
+        // connect in between is refused, so connecting is what is retried.
+        let mut channel = None;
+        engines::wait_until(LIMIT, || {
+            channel = sock
+                .exists()
+                .then(|| rt.block_on(connect(sock.clone())).ok())
+                .flatten();
+            channel.is_some()
+        });
+        let Some(channel) = channel else {
             // Drop what was made so far before failing.
             let mut daemon = daemon;
             let _ = daemon.kill();

@@ -389,7 +389,7 @@ fn download(server: SocketAddr, via: Via) -> Run {
 }
 
 /// p50 and p99 of [`SETUP_ROUNDS`] set-ups per path, the paths
-/// interleaved a connection at a time (order rotated every round), so the
+/// interleaved a connection at a time (`setup_order`), so the
 /// host's drift and the scheduler's regime (both threads on one vCPU or
 /// not) hit every path alike.
 fn setup<const N: usize>(
@@ -398,21 +398,42 @@ fn setup<const N: usize>(
     naming: Naming,
 ) -> [(Duration, Duration); N] {
     let mut times: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::with_capacity(SETUP_ROUNDS));
-    for round in 0..SETUP_ROUNDS {
-        for k in 0..N {
-            let i = (round + k) % N;
-            let start = Instant::now();
-            let mut s = open_named(server, paths[i], naming);
-            s.write_all(b"P").expect("ping");
-            let mut b = [0u8; 1];
-            s.read_exact(&mut b).expect("pong");
-            times[i].push(start.elapsed());
-        }
+    let sequential = std::env::var_os("PROXY_BENCH_SEQUENTIAL").is_some_and(|v| v == "1");
+    for i in setup_order::<N>(sequential) {
+        let start = Instant::now();
+        let mut s = open_named(server, paths[i], naming);
+        s.write_all(b"P").expect("ping");
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).expect("pong");
+        times[i].push(start.elapsed());
     }
     times.map(|mut t| {
         t.sort();
         (t[t.len() / 2], t[t.len() * 99 / 100])
     })
+}
+
+/// The order of the set-ups, as path indices. Interleaved, each round takes
+/// every path once, rotated, and every other group of rounds reversed, so
+/// that each path follows each other path equally often (the previous
+/// connection's teardown overlaps the next set-up: it must fall on all
+/// alike). `PROXY_BENCH_SEQUENTIAL=1`: every path's rounds one after the
+/// other, as the bench measured before 2026-12-07.
+fn setup_order<const N: usize>(sequential: bool) -> Vec<usize> {
+    if sequential {
+        return (0..N)
+            .flat_map(|i| std::iter::repeat_n(i, SETUP_ROUNDS))
+            .collect();
+    }
+    (0..SETUP_ROUNDS)
+        .flat_map(|round| {
+            let mut order: Vec<usize> = (0..N).map(|k| (round + k) % N).collect();
+            if (round / N) % 2 == 1 {
+                order.reverse();
+            }
+            order
+        })
+        .collect()
 }
 
 fn main() {

@@ -51,10 +51,7 @@ enum Step {
 /// client → upstream, `ways[1]` the other. Returns when both are done or
 /// the threads must take over.
 pub(super) fn small(client: &TcpStream, upstream: &TcpStream, idle: &Idle, ways: &mut [Way; 2]) {
-    let mut buf = SPARE
-        .take()
-        .filter(|b| b.len() == BUFFER)
-        .unwrap_or_else(|| vec![0u8; BUFFER]);
+    let mut buf = SPARE.take().unwrap_or_else(|| vec![0u8; BUFFER]);
     small_with(client, upstream, idle, ways, &mut buf);
     if ways[0].done && ways[1].done {
         SPARE.set(Some(buf));

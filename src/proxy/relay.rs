@@ -310,7 +310,6 @@ fn drain(mut s: &TcpStream, idle: &Idle) -> (Result<(), ()>, u64) {
     }
 }
 
-/// Makes closing `s` send a reset, and wakes whoever reads it.
 /// A direction's source ended: its EOF passed on as a half-close (the
 /// other direction goes on; not after an abort, where this EOF is only the
 /// other side's wake-up), or its failure as a reset of `dst`.
@@ -322,6 +321,7 @@ pub(super) fn source_ended(failed: bool, dst: &TcpStream, idle: &Idle) {
     }
 }
 
+/// Makes closing `s` send a reset, and wakes whoever reads it.
 pub(super) fn abort(s: &TcpStream, idle: &Idle) {
     idle.aborted.store(true, Ordering::Relaxed);
     reset_on_close(s);

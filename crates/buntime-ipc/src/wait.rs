@@ -187,21 +187,6 @@ const YIELD_AFTER: Duration = Duration::from_micros(5);
 const RAN_PEER_MIN: Duration = Duration::from_micros(1);
 const RAN_PEER_MAX: Duration = Duration::from_micros(200);
 
-thread_local! {
-    /// This thread's last wait was answered while it yielded to its peer:
-    /// the two share a CPU, where spinning only keeps the peer from
-    /// answering (each side spun `YIELD_AFTER` per round trip: 16 µs
-    /// instead of 3), so the next wait yields from the start. Cleared by
-    /// the first wait answered otherwise (the scheduler moved one of them)
-    /// and by a spin that runs out (the peer is idle).
-    static PEER_ON_OUR_CPU: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Whether this thread's waits currently yield from the start (tests).
-pub fn yields_at_once() -> bool {
-    PEER_ON_OUR_CPU.with(|c| c.get())
-}
-
 /// Waits answered in a row while yielding to the peer before a thread
 /// that may move ([`move_off_a_shared_cpu`]) moves: long enough that a
 /// passing co-location is left to the scheduler.
@@ -211,44 +196,57 @@ const SHARED_WAITS_BEFORE_MOVE: u32 = 64;
 const MOVE_AT_MOST_EVERY: Duration = Duration::from_millis(10);
 
 thread_local! {
+    /// This thread's waits answered in a row while it yielded to its peer.
+    /// Any: the two share a CPU, where spinning only keeps the peer from
+    /// answering (each side spun `YIELD_AFTER` per round trip: 16 µs
+    /// instead of 3), so the next wait yields from the start. Back to 0 at
+    /// the first wait answered otherwise (the scheduler moved one of
+    /// them), a spin that runs out (the peer is idle), or a move.
+    static SHARED_WAITS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
     /// Set by [`move_off_a_shared_cpu`]: this thread, not its peer, moves
     /// (one side only, so the two cannot swap CPUs and stay together).
     static MAY_MOVE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    static SHARED_WAITS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
     static LAST_MOVE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// Whether this thread's waits currently yield from the start (tests).
+pub fn yields_at_once() -> bool {
+    SHARED_WAITS.with(|c| c.get()) > 0
 }
 
 /// Lets this thread move itself to another CPU of its affinity mask when
 /// it finds its peer sharing its CPU round trip after round trip (the
 /// scheduler sometimes keeps a hot ping-pong pair on one vCPU while
 /// another idles: two context switches per round trip instead of none).
-/// The mask is restored at once, so the user's and the cpuset's choice of
-/// CPUs stands; only where the thread is now changes. The supervisor's
-/// connection threads call this; a worker does not.
+/// A mask is put back at once (`move_to_another_cpu` says which); only
+/// where the thread is now changes. The supervisor's connection threads
+/// call this; a worker does not.
 pub fn move_off_a_shared_cpu() {
     MAY_MOVE.with(|m| m.set(true));
 }
 
-/// Counts a wait answered while yielding to the peer; after enough in a
-/// row, on a thread that may move, moves it.
-fn shared_wait() {
-    if !MAY_MOVE.with(|m| m.get()) {
+/// Ends a wait that was answered: `ran_peer` if while yielding to the
+/// peer. After enough such waits in a row, a thread that may move moves
+/// (and spins again on its next wait).
+fn answered(ran_peer: bool) {
+    if !ran_peer {
+        SHARED_WAITS.with(|c| c.set(0));
         return;
     }
     let n = SHARED_WAITS.with(|c| {
-        let n = c.get() + 1;
+        let n = c.get().saturating_add(1);
         c.set(n);
         n
     });
-    if n < SHARED_WAITS_BEFORE_MOVE {
+    if n < SHARED_WAITS_BEFORE_MOVE || !MAY_MOVE.with(|m| m.get()) {
         return;
     }
-    SHARED_WAITS.with(|c| c.set(0));
     let now = Instant::now();
     if LAST_MOVE.with(|l| l.get().is_some_and(|t| now - t < MOVE_AT_MOST_EVERY)) {
         return;
     }
     LAST_MOVE.with(|l| l.set(Some(now)));
+    SHARED_WAITS.with(|c| c.set(0));
     move_to_another_cpu();
 }
 
@@ -310,12 +308,7 @@ pub fn spin_until(spin: Duration, mut ready: impl FnMut() -> bool) -> bool {
     let mut ran_peer = false;
     loop {
         if ready() {
-            PEER_ON_OUR_CPU.with(|c| c.set(ran_peer));
-            if ran_peer {
-                shared_wait();
-            } else {
-                SHARED_WAITS.with(|c| c.set(0));
-            }
+            answered(ran_peer);
             return true;
         }
         i = i.wrapping_add(1);
@@ -323,7 +316,7 @@ pub fn spin_until(spin: Duration, mut ready: impl FnMut() -> bool) -> bool {
             let now = Instant::now();
             let spent = now.duration_since(*start.get_or_insert(now));
             if spent >= spin {
-                PEER_ON_OUR_CPU.with(|c| c.set(false));
+                SHARED_WAITS.with(|c| c.set(0));
                 return false;
             }
             if shared || spent >= YIELD_AFTER {

@@ -23,6 +23,8 @@ use crate::policy::{BrokerOp, RuleRef};
 /// `crate::statedir` with the directory's other files.
 pub use crate::statedir::{AUDIT_FILE, AUDIT_FILE_OLD};
 
+mod clock;
+mod line;
 mod read;
 pub use read::{missed_old, open_both, read_all, read_all_bytes, replaced};
 /// A full `audit.log`: the sandbox decides how many records it causes, and
@@ -276,7 +278,7 @@ impl AuditRecord {
     }
 
     pub fn now() -> String {
-        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        clock::now()
     }
 }
 
@@ -308,6 +310,8 @@ struct Sink {
     dropped: std::collections::BTreeMap<(Kind, Verdict), u64>,
     /// The line being written, kept between records (no allocation each).
     line: Vec<u8>,
+    /// The rule's text while its line is written (likewise).
+    rule: String,
     /// Whole lines held back by `record_later`, written with the next
     /// record, at `flush`, or once `LATER_BYTES` are held.
     later: Vec<u8>,
@@ -378,6 +382,7 @@ impl AuditLog {
                 used: 0,
                 dropped: Default::default(),
                 line: Vec::with_capacity(512),
+                rule: String::with_capacity(128),
                 later: Vec::with_capacity(LATER_BYTES + 1024),
                 finished: false,
             }),
@@ -451,7 +456,7 @@ impl AuditLog {
         };
         let mut sink = self.lock();
         let mut line = std::mem::take(&mut sink.line);
-        line_into(&mut line, r);
+        line::line_into(&mut line, &mut sink.rule, r);
         let limit = if r.decision == Verdict::Allow {
             self.quota.allow
         } else {
@@ -542,15 +547,6 @@ impl AuditLog {
             Err(e) => tracing::warn!(target: "supervisor", "write audit log: {e}"),
         }
     }
-}
-
-/// `r` as one JSON line in `buf` (emptied first).
-fn line_into(buf: &mut Vec<u8>, r: &AuditRecord) {
-    buf.clear();
-    if serde_json::to_writer(&mut *buf, r).is_err() {
-        buf.clear();
-    }
-    buf.push(b'\n');
 }
 
 impl Drop for AuditLog {

@@ -243,7 +243,8 @@ impl Visit for FieldText {
 impl<S: Subscriber> Layer<S> for RuncLogLayer {
     // The filter looks at the target and level alone: decided once per call
     // site, so an event it drops (by default the audit's `info` event of
-    // every broker decision) costs a load, not a dispatch.
+    // every broker decision) costs a load, not a dispatch. The filtering is
+    // global: this layer is its subscriber's only one (`init_runc_logging`).
     fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
         if self.filter.enabled(meta.target(), meta.level()) {
             Interest::always()

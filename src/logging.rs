@@ -12,7 +12,8 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
+use tracing::subscriber::Interest;
+use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
@@ -240,6 +241,22 @@ impl Visit for FieldText {
 }
 
 impl<S: Subscriber> Layer<S> for RuncLogLayer {
+    // The filter looks at the target and level alone: decided once per call
+    // site, so an event it drops (by default the audit's `info` event of
+    // every broker decision) costs a load, not a dispatch. The filtering is
+    // global: this layer is its subscriber's only one (`init_runc_logging`).
+    fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
+        if self.filter.enabled(meta.target(), meta.level()) {
+            Interest::always()
+        } else {
+            Interest::never()
+        }
+    }
+
+    fn enabled(&self, meta: &Metadata<'_>, _ctx: Context<'_, S>) -> bool {
+        self.filter.enabled(meta.target(), meta.level())
+    }
+
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let meta = event.metadata();
         if !self.filter.enabled(meta.target(), meta.level()) {

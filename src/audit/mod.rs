@@ -23,6 +23,7 @@ use crate::policy::{BrokerOp, RuleRef};
 /// `crate::statedir` with the directory's other files.
 pub use crate::statedir::{AUDIT_FILE, AUDIT_FILE_OLD};
 
+mod clock;
 mod read;
 pub use read::{missed_old, open_both, read_all, read_all_bytes, replaced};
 /// A full `audit.log`: the sandbox decides how many records it causes, and
@@ -276,7 +277,7 @@ impl AuditRecord {
     }
 
     pub fn now() -> String {
-        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        clock::now()
     }
 }
 

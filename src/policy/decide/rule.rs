@@ -59,8 +59,8 @@ impl Broker {
 }
 
 /// The rule that decided something the supervisor audits.
-#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(into = "String", from = "String")]
+#[derive(Clone, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(from = "String")]
 pub enum RuleRef {
     /// Deny by default (and failures before any rule applied).
     #[default]
@@ -204,6 +204,15 @@ impl From<String> for RuleRef {
             Some(r) => r,
             None => RuleRef::Other(s),
         }
+    }
+}
+
+// As its text, written straight into the output: a record is written after
+// every broker answer, and `into = "String"` cloned the rule and made its
+// text for each.
+impl Serialize for RuleRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 

@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
+use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use nix::unistd::Pid;
@@ -35,6 +35,8 @@ pub struct Claimed {
     /// The pooled run's pid (SO_PEERCRED): where our signals go.
     pub pid: i32,
     pub socket: PathBuf,
+    /// Blocked since before the claim.
+    set: SigSet,
 }
 
 /// The pooled runs' sockets under `dir`.
@@ -64,20 +66,28 @@ fn connect(path: &Path) -> std::io::Result<(UnixStream, i32)> {
     Ok((conn, cred.pid()))
 }
 
-/// Claims a ready pooled run of `key`, if there is one.
+/// Claims a ready pooled run of `key`, if there is one. The signals to
+/// forward are blocked from before the claim (the script may run at
+/// once) until the code came, or no claim was made.
 pub fn claim(state_root: &Path, key: &str) -> Option<Claimed> {
-    for socket in sockets(&key_dir(state_root, key)) {
-        match try_claim(&socket) {
+    let sockets = sockets(&key_dir(state_root, key));
+    if sockets.is_empty() {
+        return None;
+    }
+    let set = foreground::block_signals().ok()?;
+    for socket in sockets {
+        match try_claim(&socket, set) {
             Ok(c) => return Some(c),
             Err(e) => {
                 tracing::debug!(target: "cli", "pool: {} not claimed: {e}", socket.display())
             }
         }
     }
+    foreground::unblock_signals(&set);
     None
 }
 
-fn try_claim(socket: &Path) -> std::io::Result<Claimed> {
+fn try_claim(socket: &Path, set: SigSet) -> std::io::Result<Claimed> {
     let (mut conn, pid) = connect(socket)?;
     let fds = [0, 1, 2];
     sendmsg::<()>(
@@ -99,6 +109,7 @@ fn try_claim(socket: &Path) -> std::io::Result<Claimed> {
         conn,
         pid,
         socket: socket.to_path_buf(),
+        set,
     })
 }
 
@@ -108,8 +119,9 @@ impl Claimed {
     pub fn wait(mut self) -> Result<i32, ClaimError> {
         let pid = self.pid;
         let io = |source| ClaimError::Io { pid, source };
-        let set = foreground::block_signals().map_err(|e| io(std::io::Error::other(e)))?;
-        let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC).map_err(|e| io(e.into()))?;
+        let set = self.set;
+        let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+            .map_err(|e| io(e.into()))?;
         let mut code = Vec::with_capacity(4);
         loop {
             let mut p = [
@@ -126,7 +138,11 @@ impl Claimed {
             ];
             // SAFETY: two valid pollfds.
             if unsafe { libc::poll(p.as_mut_ptr(), 2, -1) } < 0 {
-                continue; // EINTR
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(io(e));
             }
             if p[1].revents != 0 {
                 forward(&sfd, pid);
@@ -173,9 +189,14 @@ pub fn drain(state_root: &Path) -> usize {
     for key in keys {
         let key = key.to_string_lossy().into_owned();
         for socket in sockets(&key_dir(state_root, &key)) {
-            if let Ok((mut conn, _)) = connect(&socket) {
+            if let Ok((mut conn, pid)) = connect(&socket) {
+                // Taken now: the pid is the pooled run's until it is reaped.
+                let pidfd = crate::supervisor::pidfd_open(pid).ok();
                 if conn.write_all(&[DRAIN]).is_ok() {
                     wait_closed(conn);
+                    if let Some(fd) = pidfd {
+                        wait_exited(&fd);
+                    }
                     n += 1;
                 }
             }
@@ -190,4 +211,15 @@ fn wait_closed(mut conn: UnixStream) {
     let _ = conn.set_read_timeout(Some(DRAIN_TIMEOUT));
     let mut sink = [0u8; 16];
     while matches!(conn.read(&mut sink), Ok(n) if n > 0) {}
+}
+
+/// Waits (at most a few seconds) for the process of `pidfd` to exit.
+fn wait_exited(pidfd: &std::os::fd::OwnedFd) {
+    let mut p = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut p, 1, 5000) };
 }

@@ -8,7 +8,7 @@ mod common;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -189,6 +189,36 @@ fn stdin_reaches_a_pooled_script_and_commands_are_pooled_cold() {
     let o = p.run(&["--", "/bin/sh", "-c", "echo cmd $0; exit 7", "x"]);
     assert_eq!(o.status.code(), Some(7), "{}", show(&o));
     assert_eq!(text(&o.stdout), "cmd x\n");
+    assert!(p.sockets().is_empty(), "served by the pool");
+    p.assert_clean();
+}
+
+/// Bun is pooled warm too; both workers keep their broker connection,
+/// made at fill time, across the wait.
+#[test]
+fn warm_workers_keep_their_broker_connection() {
+    let p = Pool::new();
+    let bun = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/workers/bun_hello.ts");
+    let bun = bun.to_str().unwrap();
+    let o = p.fill(&[bun, "3", "two", "words"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let o = p.run(&[bun, "3", "two", "words"]);
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    assert_eq!(
+        text(&o.stdout),
+        "hello from bun\nargs: two words\nbroker: available\n"
+    );
+    assert!(p.sockets().is_empty(), "served by the pool");
+
+    p.script(
+        "broker.py",
+        "import buntime\nprint('broker', buntime.available())\nprint(buntime.read_file('/etc/hostname') is not None)\n",
+    );
+    let o = p.fill(&["--allow-read=/etc/hostname", "broker.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let o = p.run(&["--allow-read=/etc/hostname", "broker.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(text(&o.stdout), "broker True\nTrue\n");
     assert!(p.sockets().is_empty(), "served by the pool");
     p.assert_clean();
 }

@@ -1,8 +1,8 @@
 //! A pooled run (`buntime pool fill`, docs/run.md "Pool"): `run_observed`
 //! split before the start. At fill time the sandbox is created exactly as
-//! a run's (for Python, also started: the worker does its imports and
-//! handshake, then waits for one byte on an inherited socket, fd 3); then
-//! one claim is waited for. The claim brings the client's stdio, which
+//! a run's (for Python and Bun, also started: the worker does its imports
+//! and handshake, then waits for one byte on an inherited socket, fd 3);
+//! then one claim is waited for. The claim brings the client's stdio, which
 //! becomes ours; the run then goes on as any run (start or the byte,
 //! relay, wait, wind down) and its exit code goes back to the client.
 
@@ -41,7 +41,7 @@ pub(super) struct Setup {
     /// Our end of the sandbox's stdin (its end is our fd 0 until the
     /// claim): fed from the client's stdin.
     stdin: OwnedFd,
-    /// Python: our end of the worker's go socket (its end is fd 3).
+    /// Python, Bun: our end of the worker's go socket (its end is fd 3).
     go: Option<UnixStream>,
 }
 
@@ -54,7 +54,7 @@ impl Setup {
         // Without O_CLOEXEC on the new number: the sandbox inherits it.
         nix::unistd::dup2(read.as_raw_fd(), 0).map_err(|e| err(e.into()))?;
         drop(read);
-        let go = if kind == Kind::Python {
+        let go = if matches!(kind, Kind::Python | Kind::Bun) {
             let (ours, theirs) = UnixStream::pair().map_err(err)?;
             let ours = UnixStream::from(high(ours.into()).map_err(err)?);
             let theirs = high(theirs.into()).map_err(err)?;

@@ -243,6 +243,32 @@ fn no_state_passes_between_pooled_runs() {
     p.assert_clean();
 }
 
+/// Clients racing for one pooled run: one gets it, the others a fresh
+/// sandbox each; every one runs its script once.
+#[test]
+fn racing_claims_each_run_once() {
+    let p = Pool::new();
+    p.script("hello.py", HELLO_PY);
+    let o = p.fill(&["hello.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            p.cmd(&["run", "--pool", "hello.py"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in clients {
+        let o = c.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+        assert_eq!(text(&o.stdout), "hello []\n", "{}", show(&o));
+    }
+    assert!(p.sockets().is_empty());
+    p.assert_clean();
+}
+
 #[test]
 fn another_key_gets_a_fresh_run() {
     let p = Pool::new();

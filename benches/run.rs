@@ -1,6 +1,7 @@
 //! What `buntime run` adds to a script, in one run: `buntime run hello.py`
 //! against `python3 hello.py`, `buntime run hello.ts` against
 //! `bun hello.ts` (medians and the added milliseconds, runs alternated),
+//! the same wall with a pool of ready sandboxes (`buntime run --pool`),
 //! and the supervisor's memory (RSS) while a sandbox runs. Needs root.
 
 use std::path::{Path, PathBuf};
@@ -57,6 +58,66 @@ fn compare(
         ms(s) - ms(b)
     );
     (s, b)
+}
+
+/// The wall row with a pool (`buntime pool fill`, docs/run.md): each
+/// round fills a pool of one (untimed, returns once the sandbox is ready),
+/// then times `buntime run --pool hello.py`, alternated with a fresh run
+/// and bare Python. A round the pool did not serve is counted, not timed.
+fn pooled_wall(root: &Path, hello: &Path) {
+    let buntime = |args: &[&str]| {
+        let mut c = Command::new(BUNTIME);
+        c.arg("--root").arg(root).args(args).arg(hello);
+        c
+    };
+    let python = || {
+        let mut c = Command::new("/usr/bin/python3");
+        c.arg(hello);
+        c
+    };
+    let pool_dir = root.join("pool");
+    let (mut pooled, mut fresh, mut bare, mut missed) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    for i in 0..ROUNDS + 1 {
+        time(&mut buntime(&["pool", "fill"]));
+        let p = time(&mut buntime(&["run", "--pool"]));
+        let served = !pool_dir.exists();
+        if !served {
+            missed += 1;
+            time(&mut buntime(&["pool", "drain"]));
+        }
+        let f = time(&mut buntime(&["run"]));
+        let b = time(&mut python());
+        // The first round warms caches.
+        if i > 0 {
+            if served {
+                pooled.push(p);
+            }
+            fresh.push(f);
+            bare.push(b);
+        }
+    }
+    if pooled.is_empty() {
+        println!("run --pool hello.py: the pool served no run ({missed} missed)");
+        return;
+    }
+    let (p, f, b) = (median(pooled), median(fresh), median(bare));
+    println!(
+        "{:<28} pooled {:7.1} ms   fresh {:7.1} ms   bare {:7.1} ms   pooled/bare {:.2}x ({missed} not served)",
+        "run --pool hello.py",
+        ms(p),
+        ms(f),
+        ms(b),
+        ms(p) / ms(b)
+    );
+    summary::record(&summary::Row {
+        what: "buntime run --pool hello.py (pool of ready sandboxes), one run, wall (median)",
+        value: ms(p),
+        baseline: Some(("python3 hello.py", ms(b))),
+        unit: "ms",
+        relative: true,
+        goal: summary::Goal::AtMost,
+        target: 1.5,
+    });
 }
 
 fn supervisor_rss(root: &Path, script: &Path) -> Option<u64> {
@@ -143,6 +204,7 @@ fn main() {
         goal: summary::Goal::AtMost,
         target: 1.5,
     });
+    pooled_wall(&root, &hello_py);
     let bun = repo.join(".build/bun/bun");
     if bun.exists() {
         compare("hello.ts (bun)", &mut run(hello_ts.clone()), &mut || {

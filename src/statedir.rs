@@ -65,6 +65,20 @@ pub const CONTROL_FILE: &str = "control.sock";
 pub const APPROVER_FILE: &str = "approve.sock";
 /// What the sandbox's workers printed (`resources.output`).
 pub const OUTPUT_FILE: &str = "output.log";
+/// A pooled run's claim (`buntime run --pool`): when it was claimed, in
+/// CLOCK_MONOTONIC nanoseconds; `resources.timeout` counts from it.
+pub const CLAIMED_FILE: &str = "claimed";
+/// CLOCK_MONOTONIC now, in nanoseconds (one clock for all processes of
+/// the host: `CLAIMED_FILE` is written by one and read by another).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
+}
 /// The supervisor's own log.
 pub const LOG_FILE: &str = "supervisor.log";
 /// The audit log (`crate::audit`).

@@ -259,3 +259,24 @@ fn a_program_the_policy_does_not_let_run_is_named_on_stderr() {
     );
     env.assert_gone("noexec");
 }
+
+/// `buntime.dev/timeout-from` belongs to `buntime run --pool`: from an OCI
+/// bundle it would hold `resources.timeout` back, so it is refused.
+#[test]
+fn the_pool_annotation_is_refused_from_a_bundle() {
+    let env = Env::new();
+    let bundle = env.bundle("b", &["true"], &[]);
+    let cfg = bundle.join("config.json");
+    let mut spec: serde_json::Value = serde_json::from_str(&read(&cfg)).expect("json");
+    spec["annotations"] = serde_json::json!({ "buntime.dev/timeout-from": "claim" });
+    fs::write(&cfg, spec.to_string()).expect("write");
+    let err = env.fails(&[
+        "create",
+        "--bundle",
+        bundle.to_str().unwrap_or_default(),
+        "c",
+    ]);
+    assert!(err.contains("buntime.dev/timeout-from"), "{err}");
+    assert_empty_root(&env);
+    env.assert_gone("c");
+}

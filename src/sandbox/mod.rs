@@ -14,6 +14,8 @@ pub mod kind;
 mod learning;
 mod limits;
 mod plan;
+pub mod pool;
+mod pooled;
 pub mod prompt;
 pub mod relay;
 pub mod report;
@@ -31,6 +33,7 @@ use crate::runtime::state::Root;
 use crate::runtime::{foreground, lifecycle, RuntimeError};
 pub use kind::{Kind, Target};
 use plan::{bundle_spec, plan};
+pub use pooled::{serve_pooled, PoolOptions};
 
 /// Where `buntime run` keeps its containers' state (not buntime-runc's).
 pub use crate::statedir::RUN_STATE_ROOT as DEFAULT_STATE_ROOT;
@@ -89,20 +92,37 @@ pub use crate::deputy::ids::{sandbox_host_ids, RUN_ID_BASE};
 
 /// Deletes the sandbox when dropped while armed: an early return after the
 /// create, or a panic (a bug), still takes it away.
-struct Cleanup<'a> {
-    root: &'a Root,
-    id: &'a str,
+struct Cleanup {
+    root: Root,
+    id: String,
     armed: bool,
 }
 
-impl Drop for Cleanup<'_> {
+impl Drop for Cleanup {
     fn drop(&mut self) {
         if self.armed {
-            if let Err(e) = lifecycle::delete(self.root, self.id, true) {
+            if let Err(e) = lifecycle::delete(&self.root, &self.id, true) {
                 tracing::warn!(target: "cli", "delete sandbox {}: {e}", self.id);
             }
         }
     }
+}
+
+/// A created sandbox, not started yet, with what the run goes on with.
+/// Fields drop in order: the sandbox is deleted before its bundle goes.
+struct Created {
+    cleanup: Cleanup,
+    _bundle: scratch::BundleDir,
+    learner: Option<learning::Learning>,
+    pid: Pid,
+    cgroup: String,
+    /// The forwarded signals, blocked (`foreground::block_signals`).
+    set: nix::sys::signal::SigSet,
+    state: PathBuf,
+    /// Our ends of the sandbox's output, until the relay takes them.
+    plumbing: Option<relay::Plumbing>,
+    output_limit: Option<crate::policy::ByteSize>,
+    memory: Option<String>,
 }
 
 /// Runs the request; returns the exit code to exit with.
@@ -116,6 +136,26 @@ pub fn run_observed(
     req: RunRequest,
 ) -> Result<(i32, Option<crate::learn::Observed>), SandboxError> {
     debug_ui::check(&req)?;
+    let mut c = create_run(&req, None)?;
+    // After the mask: the relay thread must not take the signals we wait for.
+    let relay = start_relay(c.plumbing.take(), c.output_limit, c.pid, &c.set)?;
+    if let Some(l) = c.learner.as_mut() {
+        l.serve(&c.state, &c.cleanup.id)
+            .inspect_err(|_| foreground::unblock_signals(&c.set))?;
+    }
+    // Threads only now: libcontainer has forked what it had to.
+    let _ui = start_ui(&req, &c.cleanup.id, &c.set)?;
+    start_prompt(&req, &c.state);
+    let waited = lifecycle::start(&c.cleanup.root, &c.cleanup.id)
+        .map_err(SandboxError::from)
+        .and_then(|()| foreground::wait_forward(c.pid, &c.set).map_err(SandboxError::from));
+    finish_run(c, &req, relay, waited)
+}
+
+/// Plans, makes the bundle and creates the sandbox (not started); the
+/// forwarded signals are blocked on return. `pooled`: a pooled run's
+/// differences (`pooled::Setup`).
+fn create_run(req: &RunRequest, pooled: Option<&pooled::Setup>) -> Result<Created, SandboxError> {
     // Before any thread: the staging binds of root's sandbox
     // (`runtime::stage`) stay in this process's namespace.
     if nix::unistd::geteuid().is_root() {
@@ -123,70 +163,89 @@ pub fn run_observed(
     }
     // Before the bundle is even made (see cgroup_warmup); reaped after create.
     let warmup = crate::runtime::cgroup_warmup::Warmup::start();
-    let mut plan = plan(&req)?;
+    let mut plan = plan(req)?;
     let id = format!("run-{}", std::process::id());
-    let spec = bundle_spec(&plan, &id, req.ask_timeout.as_deref())?;
-    let (root, bundle) = state_and_bundle(&req, &id)?;
-    let mut spec = spec;
-    let mut learner = learning::start(&req, &bundle.path, &mut spec, &mut plan.sandbox)?;
+    let mut spec = bundle_spec(&plan, &id, req.ask_timeout.as_deref())?;
+    let (root, bundle) = state_and_bundle(req, &id)?;
+    let learner = learning::start(req, &bundle.path, &mut spec, &mut plan.sandbox)?;
+    if let Some(p) = pooled {
+        p.adjust(&mut spec, &mut plan.sandbox);
+    }
     spec.save(bundle.path.join("config.json"))
         .map_err(|e| setup(format!("write bundle: {e}")))?;
     let memory = plan.sandbox.policy.resources.memory.map(|m| m.to_string());
     let req_limits = plan.sandbox.policy.resources.clone();
-    // resources.output: the sandbox's stdout/stderr are relayed and counted.
+    // resources.output: the sandbox's stdout/stderr are relayed and counted
+    // (a pooled run's always are: its stdio is not the caller's yet).
     let output_limit = req_limits.output;
-    let plumbing = match output_limit {
-        Some(_) => Some(relay::plumb().map_err(|e| setup(format!("output pipes: {e}")))?),
-        None => None,
+    let plumbing = match (pooled, output_limit) {
+        (Some(p), _) => Some(p.plumb().map_err(|e| setup(format!("output pipes: {e}")))?),
+        (None, Some(_)) => Some(relay::plumb().map_err(|e| setup(format!("output pipes: {e}")))?),
+        (None, None) => None,
     };
-
     foreground::become_subreaper()?;
-    let container = create_sandbox(&root, &id, &bundle.path, plan.sandbox, plumbing.as_ref())?;
+    let preserve_fds = pooled.map_or(0, pooled::Setup::preserve_fds);
+    let sandbox = plan.sandbox;
+    let container = create_sandbox(
+        &root,
+        &id,
+        &bundle.path,
+        sandbox,
+        plumbing.as_ref(),
+        preserve_fds,
+    )?;
     drop(warmup);
-    let mut cleanup = Cleanup {
-        root: &root,
-        id: &id,
+    let cleanup = Cleanup {
+        root,
+        id,
         armed: true,
     };
     let pid = container
         .pid()
         .map(|p| Pid::from_raw(p.as_raw()))
         .ok_or_else(|| setup("created sandbox has no pid"))?;
-    let cgroup = cgroup_path(&id);
+    let cgroup = cgroup_path(&cleanup.id);
     if !nix::unistd::geteuid().is_root() {
         limits::apply_v1(&cgroup, &req_limits)?;
     }
     let set = foreground::block_signals()?;
-    let state = root.extra_dir(&id);
-    // After the mask: the relay thread must not take the signals we wait for.
-    let relay = start_relay(plumbing, output_limit, pid, &set)?;
-    if let Some(l) = learner.as_mut() {
-        l.serve(&state, &id)
-            .inspect_err(|_| foreground::unblock_signals(&set))?;
-    }
-    // Threads only now: libcontainer has forked what it had to.
-    let _ui = start_ui(&req, &id, &set)?;
-    start_prompt(&req, &state);
-    let waited = lifecycle::start(&root, &id)
-        .map_err(SandboxError::from)
-        .and_then(|()| foreground::wait_forward(pid, &set).map_err(SandboxError::from));
-    tracing::debug!(target: "cli", "run: sandbox exited");
-    learner.iter().for_each(learning::Learning::wind_down);
-    let (relayed, records, ooms) = wind_down(&mut cleanup, relay, waited.is_ok(), &state, &cgroup);
-    foreground::unblock_signals(&set);
-    let code = exit_code(
-        waited?,
-        &req,
-        &relayed,
-        &records,
-        ooms,
-        memory,
+    let state = cleanup.root.extra_dir(&cleanup.id);
+    Ok(Created {
+        cleanup,
+        _bundle: bundle,
+        learner,
+        pid,
+        cgroup,
+        set,
+        state,
+        plumbing,
         output_limit,
-    );
+        memory,
+    })
+}
+
+/// After the sandbox's init was waited for (or failed to start): wind
+/// down, delete, say why it was killed; the code to exit with.
+fn finish_run(
+    mut c: Created,
+    req: &RunRequest,
+    relay: Option<relay::Relay>,
+    waited: Result<i32, SandboxError>,
+) -> Result<(i32, Option<crate::learn::Observed>), SandboxError> {
+    tracing::debug!(target: "cli", "run: sandbox exited");
+    c.learner.iter().for_each(learning::Learning::wind_down);
+    let (relayed, records, ooms) =
+        wind_down(&mut c.cleanup, relay, waited.is_ok(), &c.state, &c.cgroup);
+    foreground::unblock_signals(&c.set);
+    let limits = Limits {
+        memory: c.memory.take(),
+        output: c.output_limit,
+    };
+    let code = exit_code(waited?, req, &relayed, &records, ooms, limits);
     if let Some(line) = report::denied_summary(&records) {
         crate::logging::say(&line);
     }
-    Ok((code, learner.map(|l| l.finish(&records))))
+    Ok((code, c.learner.take().map(|l| l.finish(&records))))
 }
 
 /// The state root (made private to the caller) and the run's bundle
@@ -228,11 +287,13 @@ fn create_sandbox(
     bundle: &Path,
     sandbox: crate::prepare::RunSandbox,
     plumbing: Option<&relay::Plumbing>,
+    preserve_fds: i32,
 ) -> Result<libcontainer::container::Container, SandboxError> {
     let opts = CreateOptions {
         id: id.to_string(),
         bundle: bundle.to_path_buf(),
         detach: false,
+        preserve_fds,
         sandbox: Some(sandbox),
         stdout: plumbing.map(|p| p.stdout.clone()),
         stderr: plumbing.map(|p| p.stderr.clone()),
@@ -287,13 +348,13 @@ fn start_prompt(req: &RunRequest, state: &Path) {
 /// After the sandbox exited: the relay drained, the supervisor's last
 /// audit lines waited for, the audit read, the sandbox deleted.
 fn wind_down(
-    cleanup: &mut Cleanup<'_>,
+    cleanup: &mut Cleanup,
     relay: Option<relay::Relay>,
     waited: bool,
     state: &Path,
     cgroup: &str,
 ) -> (relay::Relayed, Vec<crate::audit::AuditRecord>, u64) {
-    let (root, id) = (cleanup.root, cleanup.id);
+    let (root, id) = (&cleanup.root, cleanup.id.as_str());
     let relayed = relay
         .map(|r| r.finish(crate::supervisor::WIND_DOWN))
         .unwrap_or_default();
@@ -318,6 +379,12 @@ fn wind_down(
     (relayed, records, ooms)
 }
 
+/// The limits a run's end is explained by.
+struct Limits {
+    memory: Option<String>,
+    output: Option<crate::policy::ByteSize>,
+}
+
 /// The code to exit with, saying why the sandbox was killed when a limit
 /// killed it.
 fn exit_code(
@@ -326,9 +393,12 @@ fn exit_code(
     relayed: &relay::Relayed,
     records: &[crate::audit::AuditRecord],
     ooms: u64,
-    memory: Option<String>,
-    output_limit: Option<crate::policy::ByteSize>,
+    limits: Limits,
 ) -> i32 {
+    let Limits {
+        memory,
+        output: output_limit,
+    } = limits;
     if relayed.limit_hit {
         crate::logging::say(&format!(
             "buntime: killed: the output limit{} was reached",

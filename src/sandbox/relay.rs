@@ -70,13 +70,61 @@ fn pty(like: RawFd) -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok((p.master, p.slave))
 }
 
+/// What our stdout and stderr are (terminals? one file?): what the
+/// relay's plumbing is made to match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub out_tty: bool,
+    pub err_tty: bool,
+    /// fds 1 and 2 lead to the same file.
+    pub same: bool,
+}
+
+impl Shape {
+    /// Our own fds 1 and 2.
+    pub fn of_own() -> Shape {
+        Shape {
+            out_tty: is_tty(1),
+            err_tty: is_tty(2),
+            same: same_file(),
+        }
+    }
+
+    /// Three letters, `t`/`-` each: for a command line.
+    pub fn encode(self) -> String {
+        [self.out_tty, self.err_tty, self.same]
+            .iter()
+            .map(|&b| if b { 't' } else { '-' })
+            .collect()
+    }
+
+    pub fn parse(s: &str) -> Option<Shape> {
+        let b: Vec<bool> = s.chars().map(|c| c == 't').collect();
+        (b.len() == 3).then(|| Shape {
+            out_tty: b[0],
+            err_tty: b[1],
+            same: b[2],
+        })
+    }
+}
+
 /// Makes the streams: a pty for a stream that is a terminal here, a pipe
 /// otherwise; one for both when fds 1 and 2 are the same file (`2>&1`, a
 /// terminal), which keeps the order of their bytes exactly.
 pub fn plumb() -> std::io::Result<Plumbing> {
-    let (out_tty, err_tty) = (is_tty(1), is_tty(2));
+    plumb_as(Shape::of_own())
+}
+
+/// [`plumb`] for streams shaped as `shape` says (a pooled run's, made
+/// before its caller's stdio is known).
+pub fn plumb_as(shape: Shape) -> std::io::Result<Plumbing> {
+    let Shape {
+        out_tty,
+        err_tty,
+        same,
+    } = shape;
     let make = |tty: bool, fd: RawFd| if tty { pty(fd) } else { pipe() };
-    if same_file() {
+    if same {
         let (ours, theirs) = make(out_tty, 1)?;
         // Two descriptors: libcontainer closes each after its dup2.
         let second = theirs.try_clone()?;
@@ -93,6 +141,23 @@ pub fn plumb() -> std::io::Result<Plumbing> {
         stderr: Arc::new(err_w),
         sources: vec![Source { read: out_r, to: 1 }, Source { read: err_r, to: 2 }],
     })
+}
+
+impl Plumbing {
+    /// Gives each pty the size of the terminal its stream goes to (a
+    /// pooled run's ptys were made before it had one).
+    pub fn fit_terminals(&self) {
+        for s in &self.sources {
+            let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+            // SAFETY: TIOCGWINSZ fills the winsize we pass; TIOCSWINSZ
+            // reads it (a pipe refuses both: nothing to do then).
+            unsafe {
+                if libc::ioctl(s.to, libc::TIOCGWINSZ, &mut ws) == 0 {
+                    libc::ioctl(s.read.as_raw_fd(), libc::TIOCSWINSZ, &ws);
+                }
+            }
+        }
+    }
 }
 
 /// What the relay did.

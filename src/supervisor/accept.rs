@@ -16,7 +16,8 @@ const MAX_WORKERS: usize = 64;
 
 /// `resources.timeout`: SIGKILL the init (through its pidfd, so never a
 /// recycled pid) once the wall-clock limit has passed, counted from when
-/// the supervisor starts serving (right after create).
+/// the supervisor starts serving (right after create), or, for a pooled
+/// run, from its claim.
 fn enforce_timeout(ctx: &Ctx, pidfd: &OwnedFd, deadline: &mut Option<Instant>) {
     let Some(d) = *deadline else { return };
     if Instant::now() < d {
@@ -33,6 +34,19 @@ fn enforce_timeout(ctx: &Ctx, pidfd: &OwnedFd, deadline: &mut Option<Instant>) {
     rec.rule = crate::policy::RuleRef::ResourcesTimeout;
     rec.reason = "wall-clock limit reached".into();
     ctx.audit.record(&rec);
+}
+
+/// How often an unclaimed pooled run's supervisor looks for the claim.
+const CLAIM_POLL: Duration = Duration::from_millis(100);
+
+/// A pooled run's deadline: `limit` after its claim (the monotonic time in
+/// `CLAIMED_FILE`, in our working directory, the state directory), once
+/// it was claimed.
+fn claimed_deadline(limit: Duration) -> Option<Instant> {
+    let text = std::fs::read_to_string(crate::statedir::CLAIMED_FILE).ok()?;
+    let at: u64 = text.trim().parse().ok()?;
+    let since = Duration::from_nanos(crate::statedir::monotonic_ns().saturating_sub(at));
+    Some(Instant::now() + limit.saturating_sub(since))
 }
 
 /// The live connections' nudges (`SupervisorChannel::nudge`): at init's
@@ -197,14 +211,20 @@ pub(super) fn serve_loop(
 ) {
     let workers = Arc::new(AtomicUsize::new(0));
     let mut spare = Spare::start(ctx, &workers);
-    let mut deadline = ctx
-        .policy
-        .resources
-        .timeout
-        .map(|t| Instant::now() + t.as_duration());
+    let limit = ctx.policy.resources.timeout.map(|t| t.as_duration());
+    let mut claim = limit.filter(|_| ctx.timeout_from_claim);
+    let mut deadline = limit
+        .filter(|_| claim.is_none())
+        .map(|t| Instant::now() + t);
     loop {
+        if let Some(t) = claim {
+            deadline = claimed_deadline(t);
+            claim = claim.filter(|_| deadline.is_none());
+        }
         enforce_timeout(ctx, pidfd, &mut deadline);
-        match wait(pidfd, listener, deadline) {
+        // Unclaimed: look for the claim again soon.
+        let wake = deadline.or_else(|| claim.map(|_| Instant::now() + CLAIM_POLL));
+        match wait(pidfd, listener, wake) {
             Woken::Nothing => {}
             Woken::Failed => return,
             Woken::InitExited => return wind_down(ctx, &workers, egress),

@@ -48,6 +48,9 @@ use crate::statedir::{
 };
 /// Bundle annotation: how long an `ask` waits for the approver.
 pub const ANNOTATION_ASK_TIMEOUT: &str = "buntime.dev/ask-timeout";
+/// Bundle annotation `claim`: `resources.timeout` counts from the claim of
+/// a pooled run (`CLAIMED_FILE`), not from create.
+pub const ANNOTATION_TIMEOUT_FROM: &str = "buntime.dev/timeout-from";
 /// Annotation in `state`: `running pid N` or `stopped`.
 pub const ANNOTATION_SUPERVISOR: &str = "buntime.dev/supervisor";
 
@@ -92,6 +95,8 @@ pub(crate) struct Ctx {
     pub pod: Option<podnet::PodNet>,
     /// Wakes the connection threads when the init exits.
     pub nudges: accept::Nudges,
+    /// A pooled run: `resources.timeout` counts from its claim.
+    pub timeout_from_claim: bool,
 }
 
 /// Closes every descriptor from 3 up: whatever the caller of `create` passed
@@ -212,6 +217,7 @@ struct Config {
     spec: oci_spec::runtime::Spec,
     policy: Policy,
     ask_timeout: Duration,
+    timeout_from_claim: bool,
     /// The container's `PATH`, for EXEC requests naming a bare program.
     path_var: String,
 }
@@ -232,6 +238,11 @@ impl Config {
             .and_then(|t| crate::policy::TimeSpan::parse(t).ok())
             .map(|t| t.as_duration().min(Duration::from_secs(600)))
             .unwrap_or(DEFAULT_ASK_TIMEOUT);
+        let timeout_from_claim = spec
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_TIMEOUT_FROM))
+            .is_some_and(|v| v == "claim");
         let path_var = spec
             .process()
             .as_ref()
@@ -243,6 +254,7 @@ impl Config {
             spec,
             policy,
             ask_timeout,
+            timeout_from_claim,
             path_var,
         })
     }
@@ -413,6 +425,7 @@ pub fn run(dir: &StateDir, id: &str) -> Result<(), SupervisorError> {
         init_pid,
         pod,
         nudges: accept::Nudges::default(),
+        timeout_from_claim: config.timeout_from_claim,
     });
     let egress = start_egress(&ctx, proxy_listener)?;
     accept::serve_loop(&ctx, &listener, &pidfd, egress.as_ref());

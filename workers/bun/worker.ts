@@ -58,3 +58,27 @@ if (env.BUNTIME_WORKER_DISABLE !== "1") {
     ipc.closeWithExit(typeof code === "number" ? code : Number(process.exitCode ?? 0));
   });
 }
+
+// A pooled sandbox (`buntime pool fill`, docs/run.md "Pool"): say "R" on
+// the inherited socket (start-up and handshake done), then wait for the
+// claim's "G" before Bun loads the script; EOF (the pooled run is gone):
+// exit without running it.
+const goFd = env.BUNTIME_GO_FD;
+if (goFd !== undefined) {
+  delete env.BUNTIME_GO_FD;
+  waitForGo(Number(goFd));
+}
+
+function waitForGo(fd: number): void {
+  const fs = require("node:fs") as typeof import("node:fs");
+  const byte = new Uint8Array(1);
+  let n = 0;
+  try {
+    fs.writeSync(fd, "R");
+    n = fs.readSync(fd, byte, 0, 1, null);
+    fs.closeSync(fd);
+  } catch {
+    n = 0;
+  }
+  if (n !== 1 || byte[0] !== "G".charCodeAt(0)) process.exit(1);
+}

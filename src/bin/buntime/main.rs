@@ -3,6 +3,7 @@
 //! work is done in the library.
 
 mod policy;
+mod pool;
 mod run;
 #[cfg(feature = "ui")]
 mod ui;
@@ -55,6 +56,13 @@ enum Command {
     /// worker, anything else as a command. Exits with the script's exit
     /// code (124 on timeout, 137 when killed, e.g. by the memory limit).
     Run(Box<run::RunArgs>),
+    /// Ready, single-use sandboxes for `buntime run --pool`, e.g.
+    /// `buntime pool fill -n 4 main.py` then `buntime run --pool main.py`;
+    /// `buntime pool drain` ends them.
+    Pool {
+        #[command(subcommand)]
+        command: pool::PoolCommand,
+    },
     /// Serve the debug UI: sandboxes, live decisions, pending questions
     /// and why things were refused, in the browser, e.g.
     /// `buntime ui --listen 127.0.0.1:7437`.
@@ -80,6 +88,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::InitPolicy { flags } => policy::init_policy(&flags),
         Command::Policy { command } => policy::run(command, cli.root),
         Command::Run(args) => run::run(cli.root.last().cloned(), *args),
+        Command::Pool { command } => pool::run(command, cli.root.last().cloned()),
         #[cfg(feature = "ui")]
         Command::Ui(args) => ui::run(args, cli.root),
         Command::SetupUser { user } => setup_user(&user),

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use buntime::policy::{self, Policy, PolicyFlags};
 use buntime::sandbox;
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
     #[command(flatten)]
     flags: PolicyFlags,
@@ -41,6 +41,10 @@ pub struct RunArgs {
     /// directory is granted instead.
     #[arg(long, value_name = "N", requires = "learn", default_value_t = buntime::learn::DEFAULT_THRESHOLD)]
     learn_threshold: usize,
+    /// Claim a ready pooled sandbox of this exact command line if there is
+    /// one (`buntime pool fill`), else run as without it (docs/run.md).
+    #[arg(long)]
+    pub pool: bool,
     /// FILE [ARGS…], or -- COMMAND [ARGS…].
     #[arg(
         required = true,
@@ -48,38 +52,30 @@ pub struct RunArgs {
         allow_hyphen_values = true,
         value_name = "FILE|-- COMMAND"
     )]
-    target: Vec<String>,
+    pub target: Vec<String>,
 }
 
 /// Runs the sandbox; exits with the script's code. `root`: `--root`.
 pub fn run(root: Option<PathBuf>, a: RunArgs) -> Result<ExitCode> {
-    use std::io::IsTerminal;
-    if let Some(t) = &a.ask_timeout {
-        policy::TimeSpan::parse(t).map_err(|e| anyhow::anyhow!("--ask-timeout {t:?}: {e}"))?;
-    }
-    let cwd = std::env::current_dir().context("finding the current directory")?;
-    let (mut policy, origin) = policy_of(&a, &cwd)?;
-    // clap drops a leading `--`; the target is the tail of the raw
-    // arguments, so look at what came right before it.
     let raw: Vec<String> = std::env::args().collect();
-    let dashed = raw.len() > a.target.len() && raw[raw.len() - a.target.len() - 1] == "--";
-    let target = target_of(&a.target, dashed)?;
-    let learn = match &a.learn {
-        Some(out) => Some(learn_request(&a, out, &mut policy, &cwd, dashed)?),
-        None => None,
-    };
-    let implicit = learn_implicit(&target);
-    let req = sandbox::RunRequest {
-        policy,
-        origin,
-        target,
-        interpreter: a.interpreter,
-        state_root: root.unwrap_or_else(sandbox::default_state_root),
-        ask_timeout: a.ask_timeout,
-        prompt: std::io::stdin().is_terminal(),
-        debug_ui: debug_ui_addr(a.debug_ui, a.debug_ui_listen.as_deref())?,
-        learn: learn.as_ref().map(|l| l.base.clone()),
-    };
+    let dashed = dashed(&raw, &a.target);
+    let state_root = root.unwrap_or_else(sandbox::default_state_root);
+    if a.pool {
+        refuse_with_pool(&a, "--pool")?;
+        let key = pool_key(&a, dashed, &state_root)?;
+        match sandbox::pool::claim::claim(&state_root, &key) {
+            Some(c) => {
+                tracing::debug!(target: "cli", "run: served by pooled run {} ({})", c.pid, c.socket.display());
+                let code = c.wait()?;
+                return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+            }
+            None => {
+                tracing::debug!(target: "cli", "run: no pooled run for key {key}: a fresh sandbox")
+            }
+        }
+    }
+    let (req, learn) = request(&a, dashed, state_root)?;
+    let implicit = learn_implicit(&req.target);
     let (code, seen) = sandbox::run_observed(req)?;
     if let (Some(l), Some(seen)) = (&learn, seen) {
         if let Err(e) = buntime::learn::conclude(l, code, &seen, implicit) {
@@ -92,6 +88,67 @@ pub fn run(root: Option<PathBuf>, a: RunArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// clap drops a leading `--`; the target is the tail of the raw
+/// arguments, so look at what came right before it.
+pub fn dashed(raw: &[String], target: &[String]) -> bool {
+    raw.len() > target.len() && raw[raw.len() - target.len() - 1] == "--"
+}
+
+/// The pool key of a run of `a` (`--pool` itself left out).
+pub fn pool_key(a: &RunArgs, dashed: bool, state_root: &Path) -> Result<String> {
+    let mut canonical = format!(
+        "{:?}",
+        RunArgs {
+            pool: false,
+            ..a.clone()
+        }
+    );
+    canonical.push_str(if dashed { "|--" } else { "|" });
+    sandbox::pool::key_of_call(&canonical, state_root).context("computing the pool key")
+}
+
+/// What a pooled run cannot do: learn, or serve a debug UI.
+pub fn refuse_with_pool(a: &RunArgs, what: &str) -> Result<()> {
+    if a.learn.is_some() {
+        anyhow::bail!("{what} cannot be used with --learn (a learned run is never pooled)");
+    }
+    if a.debug_ui || a.debug_ui_listen.is_some() {
+        anyhow::bail!("{what} cannot be used with --debug-ui (a pooled run serves no UI)");
+    }
+    Ok(())
+}
+
+/// The run's request, and in learn mode what to learn.
+pub fn request(
+    a: &RunArgs,
+    dashed: bool,
+    state_root: PathBuf,
+) -> Result<(sandbox::RunRequest, Option<buntime::learn::LearnRequest>)> {
+    use std::io::IsTerminal;
+    if let Some(t) = &a.ask_timeout {
+        policy::TimeSpan::parse(t).map_err(|e| anyhow::anyhow!("--ask-timeout {t:?}: {e}"))?;
+    }
+    let cwd = std::env::current_dir().context("finding the current directory")?;
+    let (mut policy, origin) = policy_of(a, &cwd)?;
+    let target = target_of(&a.target, dashed)?;
+    let learn = match &a.learn {
+        Some(out) => Some(learn_request(a, out, &mut policy, &cwd, dashed)?),
+        None => None,
+    };
+    let req = sandbox::RunRequest {
+        policy,
+        origin,
+        target,
+        interpreter: a.interpreter.clone(),
+        state_root,
+        ask_timeout: a.ask_timeout.clone(),
+        prompt: std::io::stdin().is_terminal(),
+        debug_ui: debug_ui_addr(a.debug_ui, a.debug_ui_listen.as_deref())?,
+        learn: learn.as_ref().map(|l| l.base.clone()),
+    };
+    Ok((req, learn))
 }
 
 /// The run's policy from `--policy` and the flags, and where it came from

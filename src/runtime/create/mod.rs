@@ -62,6 +62,7 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
     let bundle = Bundle::load(&opts.bundle)?;
     tracing::debug!(target: "cli", "create: bundle loaded");
     let base = bundle::effective_spec(&bundle, &opts.id, root.systemd_cgroup)?;
+    refuse_run_only_annotations(&base, opts)?;
     let rootfs = bundle.rootfs()?;
     let policy = policy_step::prepare_policy(&base, opts.sandbox.as_ref())?;
     tracing::debug!(target: "cli", "create: policy translated");
@@ -100,6 +101,23 @@ pub fn create(root: &Root, opts: &CreateOptions) -> Result<Container> {
     }
     guard.disarm();
     Ok(container)
+}
+
+/// `buntime.dev/timeout-from` is `buntime run --pool`'s alone: from any
+/// other bundle it would let a container's `resources.timeout` wait for a
+/// claim that never comes.
+fn refuse_run_only_annotations(spec: &Spec, opts: &CreateOptions) -> Result<()> {
+    let key = crate::supervisor::ANNOTATION_TIMEOUT_FROM;
+    let set = spec
+        .annotations()
+        .as_ref()
+        .is_some_and(|a| a.contains_key(key));
+    if set && opts.sandbox.is_none() {
+        return Err(RuntimeError::Invalid(format!(
+            "annotation {key} is reserved for buntime run's pooled sandboxes"
+        )));
+    }
+    Ok(())
 }
 
 /// The supervisor gets the init's pid (and the proxy's listener) and

@@ -30,6 +30,9 @@ USAGE = ("usage: python3 -m buntime_worker SCRIPT [ARGS...]\n"
          "       python3 -m buntime_worker -c CODE [ARGS...]\n")
 
 RELAY_ENV = "BUNTIME_RELAY_OUTPUT"
+# A pooled sandbox (``buntime pool fill``): the socket to say "ready" on
+# and wait for the claim's go on, before the script runs.
+GO_ENV = "BUNTIME_GO_FD"
 FALLBACKS_ENV = "BUNTIME_FALLBACKS"
 
 _status = 0
@@ -169,6 +172,25 @@ def _run(argv: "List[str]", replace_path0: bool) -> "Any":
     return None
 
 
+def _wait_for_go() -> None:
+    """A pooled sandbox: say ``R`` (imports and handshake done), then
+    wait for the claim's ``G``. EOF (the pooled run is gone): exit
+    without running the script."""
+    fd_text = os.environ.pop(GO_ENV, None)
+    if fd_text is None:
+        return
+    go = b""
+    try:
+        fd = int(fd_text)
+        os.write(fd, b"R")
+        go = os.read(fd, 1)
+        os.close(fd)
+    except (OSError, ValueError):
+        pass
+    if go != b"G":
+        os._exit(1)
+
+
 def _on_sigterm(signum: int, frame: "Any") -> None:
     raise SystemExit(128 + signum)
 
@@ -198,6 +220,7 @@ def main(argv: "Optional[List[str]]" = None,
         # _signal, not signal: the latter imports enum (milliseconds).
         import _signal
         _signal.signal(_signal.SIGTERM, _on_sigterm)
+    _wait_for_go()
     try:
         code = _run(argv, replace_path0)
     except SystemExit as e:

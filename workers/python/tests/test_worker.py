@@ -462,6 +462,48 @@ class NoSupervisor(unittest.TestCase):
             broker._client, broker._attempted = saved
 
 
+class Pooled(unittest.TestCase):
+    """A pooled sandbox's worker (``BUNTIME_GO_FD``): ready, then the
+    script only after the claim's go byte."""
+
+    SCRIPT = "import os\nprint('ran', os.environ.get('BUNTIME_GO_FD'))\n"
+
+    def start(self) -> "tuple":
+        import socket
+        ours, theirs = socket.socketpair()
+        tmp = tempfile.mkdtemp()
+        script = os.path.join(tmp, "s.py")
+        with open(script, "w") as f:
+            f.write(self.SCRIPT)
+        worker = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ, BUNTIME_GO_FD=str(theirs.fileno()),
+                   PYTHONPATH=worker)
+        env.pop("BUNTIME_CONTROL", None)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "buntime_worker", script], env=env,
+            pass_fds=(theirs.fileno(),), stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL)
+        theirs.close()
+        return ours, proc
+
+    def test_the_script_runs_after_the_go(self):
+        ours, proc = self.start()
+        with ours:
+            self.assertEqual(ours.recv(1), b"R")
+            ours.sendall(b"G")
+            out, _ = proc.communicate(timeout=30)
+        self.assertEqual(out, b"ran None\n")
+        self.assertEqual(proc.returncode, 0)
+
+    def test_no_go_no_script(self):
+        ours, proc = self.start()
+        with ours:
+            self.assertEqual(ours.recv(1), b"R")
+        out, _ = proc.communicate(timeout=30)
+        self.assertEqual(out, b"")
+        self.assertEqual(proc.returncode, 1)
+
+
 class ExitStatus(unittest.TestCase):
     def test_like_python(self):
         for code, status in ((None, 0), (0, 0), (3, 3), (256, 0), (-1, 255),

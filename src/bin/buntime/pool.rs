@@ -1,0 +1,195 @@
+//! `buntime pool fill|drain`: ready, single-use sandboxes for
+//! `buntime run --pool` (docs/run.md, "Pool"). A pooled run is this binary
+//! re-executed (`pool serve`, hidden), in a session of its own.
+
+use std::io::BufRead;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use buntime::sandbox;
+
+use crate::run::{self, RunArgs};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum PoolCommand {
+    /// Start N pooled runs of `buntime run [FLAGS] FILE [ARGS…]` (or
+    /// `-- COMMAND`) from here, each waiting for one `buntime run --pool`
+    /// of exactly that command line; returns once they are ready.
+    Fill(Box<FillArgs>),
+    /// End every pooled run of yours (their sandboxes deleted).
+    Drain,
+    /// One pooled run (started by `fill`).
+    #[command(hide = true)]
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct FillArgs {
+    /// How many pooled runs to start.
+    #[arg(short = 'n', value_name = "N", default_value_t = 1)]
+    count: usize,
+    /// A pooled run unclaimed this long ends (its sandbox deleted).
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    idle: String,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    #[arg(long)]
+    key: String,
+    #[arg(long)]
+    shape: String,
+    /// `fill`'s arguments, as given to it.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    fill: Vec<String>,
+}
+
+/// `fill`'s arguments parsed again in the pooled run.
+#[derive(Parser, Debug)]
+struct FillLine {
+    #[command(flatten)]
+    fill: FillArgs,
+}
+
+/// The fd `fill` passes its report pipe on (moved off at once: fd 3 is
+/// the warm worker's).
+const REPORT_FD: i32 = 3;
+
+pub fn run(command: PoolCommand, root: Option<PathBuf>) -> Result<ExitCode> {
+    let state_root = root.clone().unwrap_or_else(sandbox::default_state_root);
+    match command {
+        PoolCommand::Fill(f) => fill(*f, root, state_root),
+        PoolCommand::Drain => {
+            let n = sandbox::pool::claim::drain(&state_root);
+            buntime::logging::say(&format!("buntime: drained {n} pooled run(s)"));
+            Ok(ExitCode::SUCCESS)
+        }
+        PoolCommand::Serve(s) => serve(s, state_root),
+    }
+}
+
+/// The raw arguments after `fill`.
+fn fill_tail(raw: &[String]) -> Vec<String> {
+    match raw
+        .windows(2)
+        .position(|w| w[0] == "pool" && w[1] == "fill")
+    {
+        Some(i) => raw[i + 2..].to_vec(),
+        None => Vec::new(),
+    }
+}
+
+fn idle_of(f: &FillArgs) -> Result<std::time::Duration> {
+    buntime::policy::TimeSpan::parse(&f.idle)
+        .map(|t| t.as_duration())
+        .map_err(|e| anyhow::anyhow!("--idle {:?}: {e}", f.idle))
+}
+
+fn fill(f: FillArgs, root: Option<PathBuf>, state_root: PathBuf) -> Result<ExitCode> {
+    run::refuse_with_pool(&f.run, "pool fill")?;
+    idle_of(&f)?;
+    let raw: Vec<String> = std::env::args().collect();
+    let dashed = run::dashed(&raw, &f.run.target);
+    // Bad flags and policies are said here, before anything starts.
+    run::request(&f.run, dashed, state_root.clone())?;
+    let key = run::pool_key(&f.run, dashed, &state_root)?;
+    let shape = sandbox::relay::Shape::of_own().encode();
+    let tail = fill_tail(&raw);
+    let mut started = Vec::new();
+    for _ in 0..f.count {
+        started.push(spawn(&root, &key, &shape, &tail)?);
+    }
+    let mut failed = 0;
+    for (pid, report) in started {
+        if let Err(e) = await_ready(report) {
+            buntime::logging::say(&format!("error: pooled run {pid}: {e}"));
+            failed += 1;
+        }
+    }
+    tracing::debug!(target: "cli", "pool: {} ready under key {key}", f.count - failed);
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Starts one pooled run; its pid and the pipe it reports on.
+fn spawn(
+    root: &Option<PathBuf>,
+    key: &str,
+    shape: &str,
+    tail: &[String],
+) -> Result<(u32, OwnedFd)> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
+    let exe = std::env::current_exe().context("finding own executable")?;
+    let mut cmd = Command::new(exe);
+    if let Some(r) = root {
+        cmd.arg("--root").arg(r);
+    }
+    cmd.args(["pool", "serve", "--key", key, "--shape", shape, "--"])
+        .args(tail)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let w = write.as_raw_fd();
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 || libc::dup2(w, REPORT_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().context("starting a pooled run")?;
+    drop(write);
+    Ok((child.id(), read))
+}
+
+/// Waits for the pooled run's `ready`, or its error.
+fn await_ready(report: OwnedFd) -> Result<()> {
+    let mut lines = std::io::BufReader::new(std::fs::File::from(report)).lines();
+    match lines.next() {
+        Some(Ok(l)) if l == "ready" => Ok(()),
+        Some(Ok(l)) => Err(anyhow::anyhow!(
+            "{}",
+            l.strip_prefix("error: ").unwrap_or(&l)
+        )),
+        _ => Err(anyhow::anyhow!("ended before it was ready")),
+    }
+}
+
+/// `pool serve`: one pooled run.
+fn serve(s: ServeArgs, state_root: PathBuf) -> Result<ExitCode> {
+    // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor; fd 3 is then free.
+    let report = unsafe {
+        let fd = libc::fcntl(REPORT_FD, libc::F_DUPFD_CLOEXEC, 10);
+        if fd < 0 {
+            anyhow::bail!("pool serve: no report pipe (started by `pool fill` only)");
+        }
+        libc::close(REPORT_FD);
+        std::fs::File::from_raw_fd(fd)
+    };
+    let line = FillLine::try_parse_from(std::iter::once("fill".to_string()).chain(s.fill.clone()))?;
+    let dashed = run::dashed(&s.fill, &line.fill.run.target);
+    let (mut req, _) = run::request(&line.fill.run, dashed, state_root)?;
+    // The caller's terminal is not ours to ask on.
+    req.prompt = false;
+    let opts = sandbox::PoolOptions {
+        key: s.key,
+        shape: sandbox::relay::Shape::parse(&s.shape)
+            .ok_or_else(|| anyhow::anyhow!("pool serve: bad --shape"))?,
+        idle: idle_of(&line.fill)?,
+        report,
+    };
+    sandbox::serve_pooled(req, opts)?;
+    Ok(ExitCode::SUCCESS)
+}

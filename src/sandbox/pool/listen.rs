@@ -1,0 +1,225 @@
+//! The pooled run's side: listen for one claim (or a drain), unclaimed at
+//! most the idle time; take the client's stdio; send the exit code.
+
+use std::io::{IoSliceMut, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+
+use super::{key_dir, make_private_dir, tidy, CLAIM, DRAIN};
+
+/// How long a connected client has to say what it wants.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A pooled run's socket; unlinked when dropped (or at the claim).
+pub struct Listener {
+    sock: UnixListener,
+    path: PathBuf,
+    state_root: PathBuf,
+    key: String,
+    unlinked: bool,
+}
+
+/// How the wait for a claim ended.
+pub enum Waited {
+    Claimed(Claim),
+    /// `pool drain`: end unclaimed; the connection is closed once the
+    /// sandbox is gone (the drain waits for that).
+    Drained(UnixStream),
+    /// Unclaimed for the idle time.
+    Idle,
+    /// SIGTERM, SIGINT, SIGHUP or SIGQUIT.
+    Signalled(Signal),
+    /// The sandbox's init ended before any claim.
+    SandboxExited,
+    Failed(std::io::Error),
+}
+
+/// A taken claim: the client's connection and its stdio.
+pub struct Claim {
+    conn: UnixStream,
+    /// The client's fds 0, 1, 2 (taken by the pooled run).
+    pub stdio: Vec<OwnedFd>,
+}
+
+impl Listener {
+    /// Listens at `<state root>/pool/<key>/<our pid>.sock`.
+    pub fn bind(state_root: &Path, key: &str) -> std::io::Result<Listener> {
+        let dir = key_dir(state_root, key);
+        let path = dir.join(format!("{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        // A pooled run ending may remove the (empty) directories between
+        // our mkdir and bind: make them again.
+        let mut tries = 0;
+        let sock = loop {
+            make_private_dir(&dir)?;
+            match UnixListener::bind(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 5 => tries += 1,
+                r => break r?,
+            }
+        };
+        sock.set_nonblocking(true)?;
+        Ok(Listener {
+            sock,
+            path,
+            state_root: state_root.to_path_buf(),
+            key: key.to_string(),
+            unlinked: false,
+        })
+    }
+
+    fn unlink(&mut self) {
+        if !self.unlinked {
+            self.unlinked = true;
+            let _ = std::fs::remove_file(&self.path);
+            tidy(&self.state_root, &self.key);
+        }
+    }
+
+    /// Waits for one claim or drain from our own uid, at most `idle`;
+    /// `set` (blocked) are the signals that may end the wait; `init` the
+    /// sandbox's init (its pidfd).
+    pub fn wait(&mut self, idle: Duration, set: &SigSet, init: &OwnedFd) -> Waited {
+        let sfd = match SignalFd::with_flags(set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
+            Ok(s) => s,
+            Err(e) => return Waited::Failed(e.into()),
+        };
+        let deadline = Instant::now() + idle;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Waited::Idle;
+            }
+            let fds = [
+                self.sock.as_raw_fd(),
+                sfd.as_fd().as_raw_fd(),
+                init.as_raw_fd(),
+            ];
+            let ready = match poll_in(&fds, left) {
+                Ok(r) => r,
+                Err(e) => return Waited::Failed(e),
+            };
+            if ready[1] {
+                if let Some(sig) = ending_signal(&sfd) {
+                    return Waited::Signalled(sig);
+                }
+            }
+            if ready[2] {
+                return Waited::SandboxExited;
+            }
+            if ready[0] {
+                if let Some(w) = self.take_one() {
+                    return w;
+                }
+            }
+        }
+    }
+
+    /// One connection: a claim or a drain from our uid, else nothing.
+    fn take_one(&mut self) -> Option<Waited> {
+        let (conn, _) = self.sock.accept().ok()?;
+        let cred = nix::sys::socket::getsockopt(&conn, nix::sys::socket::sockopt::PeerCredentials);
+        if cred.ok()?.uid() != nix::unistd::geteuid().as_raw() {
+            tracing::warn!(target: "cli", "pool: refused a claim from another uid");
+            return None;
+        }
+        conn.set_nonblocking(false).ok()?;
+        conn.set_read_timeout(Some(REQUEST_TIMEOUT)).ok()?;
+        let (what, fds) = recv_request(&conn).ok()?;
+        match (what, fds) {
+            (DRAIN, _) => {
+                self.unlink();
+                Some(Waited::Drained(conn))
+            }
+            (CLAIM, fds) if fds.len() == 3 => {
+                // Never served twice: gone before anything else happens.
+                self.unlink();
+                conn.set_read_timeout(None).ok()?;
+                Some(Waited::Claimed(Claim { conn, stdio: fds }))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.unlink();
+    }
+}
+
+impl Claim {
+    /// Tells the client the claim was taken.
+    pub fn ack(&mut self) -> std::io::Result<()> {
+        self.conn.write_all(&[super::ACK])
+    }
+
+    /// The run's exit code, the one message after the ack.
+    pub fn send_code(mut self, code: i32) {
+        let _ = self.conn.write_all(&code.to_le_bytes());
+    }
+}
+
+/// The signals that end an unclaimed pooled run; others are read and
+/// dropped (SIGCHLD of libcontainer's helpers, SIGWINCH, ...).
+fn ending_signal(sfd: &SignalFd) -> Option<Signal> {
+    while let Ok(Some(info)) = sfd.read_signal() {
+        let sig = Signal::try_from(info.ssi_signo as i32).ok();
+        if let Some(s @ (Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP | Signal::SIGQUIT)) = sig
+        {
+            return Some(s);
+        }
+    }
+    None
+}
+
+/// Which of `fds` are readable, waiting at most `wait`.
+fn poll_in(fds: &[RawFd], wait: Duration) -> std::io::Result<Vec<bool>> {
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let ms = wait.as_millis().clamp(1, 60_000) as i32;
+    // SAFETY: valid pollfds of descriptors we hold.
+    let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(p.iter().map(|x| r > 0 && x.revents != 0).collect())
+}
+
+/// One request byte and the fds that came with it.
+fn recv_request(conn: &UnixStream) -> std::io::Result<(u8, Vec<OwnedFd>)> {
+    let mut byte = [0u8; 1];
+    let mut iov = [IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 3]);
+    let msg = recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(v) = c {
+            // SAFETY: fds the kernel just gave us, owned by no one else.
+            fds.extend(v.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+        }
+    }
+    if msg.bytes == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok((byte[0], fds))
+}

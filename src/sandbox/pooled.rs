@@ -1,0 +1,257 @@
+//! A pooled run (`buntime pool fill`, docs/run.md "Pool"): `run_observed`
+//! split before the start. At fill time the sandbox is created exactly as
+//! a run's (for Python and Bun, also started: the worker does its imports
+//! and handshake, then waits for one byte on an inherited socket, fd 3);
+//! then one claim is waited for. The claim brings the client's stdio, which
+//! becomes ours; the run then goes on as any run (start or the byte,
+//! relay, wait, wind down) and its exit code goes back to the client.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use super::pool::listen::{Claim, Listener, Waited};
+use super::relay::{self, Shape};
+use super::{create_run, finish_run, setup, Created, Kind, RunRequest, SandboxError};
+use crate::runtime::{foreground, lifecycle};
+
+/// The worker's variable naming its go socket (see the Python worker).
+pub const GO_ENV: &str = "BUNTIME_GO_FD";
+/// The go socket's number in the sandbox (the first preserved fd).
+const GO_FD: RawFd = 3;
+/// How long a warm worker has to get ready (imports, handshake).
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a pooled run is told by `pool fill`.
+pub struct PoolOptions {
+    pub key: String,
+    /// The filler's stdout/stderr: the claimers' (it is in the key).
+    pub shape: Shape,
+    /// Unclaimed this long, the pooled run ends.
+    pub idle: Duration,
+    /// Where `ready` (or the error) is said to `pool fill`.
+    pub report: std::fs::File,
+}
+
+/// A pooled run's differences at create.
+pub(super) struct Setup {
+    shape: Shape,
+    /// Our end of the sandbox's stdin (its end is our fd 0 until the
+    /// claim): fed from the client's stdin.
+    stdin: OwnedFd,
+    /// Python, Bun: our end of the worker's go socket (its end is fd 3).
+    go: Option<UnixStream>,
+}
+
+impl Setup {
+    fn new(kind: Kind, shape: Shape) -> Result<Setup, SandboxError> {
+        let err = |e: std::io::Error| setup(format!("pooled run: {e}"));
+        let (read, write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| err(e.into()))?;
+        let write = high(write).map_err(err)?;
+        // Without O_CLOEXEC on the new number: the sandbox inherits it.
+        nix::unistd::dup2(read.as_raw_fd(), 0).map_err(|e| err(e.into()))?;
+        drop(read);
+        let go = if matches!(kind, Kind::Python | Kind::Bun) {
+            let (ours, theirs) = UnixStream::pair().map_err(err)?;
+            let ours = UnixStream::from(high(ours.into()).map_err(err)?);
+            let theirs = high(theirs.into()).map_err(err)?;
+            // SAFETY: F_GETFD only inspects the descriptor.
+            if unsafe { libc::fcntl(GO_FD, libc::F_GETFD) } >= 0 {
+                return Err(setup("pooled run: fd 3 is in use"));
+            }
+            nix::unistd::dup2(theirs.as_raw_fd(), GO_FD).map_err(|e| err(e.into()))?;
+            Some(ours)
+        } else {
+            None
+        };
+        Ok(Setup {
+            shape,
+            stdin: write,
+            go,
+        })
+    }
+
+    /// The spec's differences: the go socket's variable (warm), and the
+    /// timeout counted from the claim.
+    pub(super) fn adjust(
+        &self,
+        spec: &mut libcontainer::oci_spec::runtime::Spec,
+        sandbox: &mut crate::prepare::RunSandbox,
+    ) {
+        if self.go.is_some() {
+            sandbox.worker_env.push(format!("{GO_ENV}={GO_FD}"));
+        }
+        let mut a = spec.annotations().clone().unwrap_or_default();
+        a.insert(
+            crate::supervisor::ANNOTATION_TIMEOUT_FROM.into(),
+            "claim".into(),
+        );
+        spec.set_annotations(Some(a));
+    }
+
+    pub(super) fn plumb(&self) -> std::io::Result<relay::Plumbing> {
+        relay::plumb_as(self.shape)
+    }
+
+    pub(super) fn preserve_fds(&self) -> i32 {
+        i32::from(self.go.is_some())
+    }
+}
+
+/// `fd` moved to a number of 10 or more (close-on-exec): the low ones
+/// are the sandbox's to inherit.
+fn high(fd: OwnedFd) -> std::io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor we then own.
+    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `n` is ours alone, just made.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(n) })
+}
+
+/// Runs a pooled run: ready, one claim (or none: drain, idle, a signal),
+/// then the run. Errors before `ready` are said on `report` too.
+pub fn serve_pooled(req: RunRequest, mut opts: PoolOptions) -> Result<(), SandboxError> {
+    let made = make_ready(&req, &opts);
+    let (c, setup, mut listener, init) = match made {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = writeln!(opts.report, "error: {e}");
+            return Err(e);
+        }
+    };
+    let _ = writeln!(opts.report, "ready");
+    drop(opts.report);
+    tracing::debug!(target: "cli", "pool: ready, waiting for a claim");
+    match listener.wait(opts.idle, &c.set, &init) {
+        Waited::Claimed(claim) => {
+            drop(listener);
+            run_claimed(c, &req, setup, claim);
+        }
+        Waited::Drained(conn) => {
+            tracing::debug!(target: "cli", "pool: drained");
+            end_unclaimed(c, listener);
+            drop(conn);
+        }
+        other => {
+            let why = match other {
+                Waited::Idle => "idle".to_string(),
+                Waited::Signalled(s) => format!("{s}"),
+                Waited::SandboxExited => "sandbox exited".to_string(),
+                Waited::Failed(e) => e.to_string(),
+                _ => String::new(),
+            };
+            tracing::debug!(target: "cli", "pool: ending unclaimed ({why})");
+            end_unclaimed(c, listener);
+        }
+    }
+    Ok(())
+}
+
+type Ready = (Created, Setup, Listener, OwnedFd);
+
+/// Created (and, warm, started up to the go byte) and listening.
+fn make_ready(req: &RunRequest, opts: &PoolOptions) -> Result<Ready, SandboxError> {
+    let mut setup = Setup::new(req.target.kind(), opts.shape)?;
+    let c = create_run(req, Some(&setup))?;
+    let init = crate::supervisor::pidfd_open(c.pid.as_raw())
+        .map_err(|e| setup_err("pidfd of the sandbox", e))?;
+    if let Some(go) = setup.go.as_mut() {
+        // The worker's end is the sandbox's alone now: EOF if we die.
+        let _ = nix::unistd::close(GO_FD);
+        lifecycle::start(&c.cleanup.root, &c.cleanup.id)?;
+        wait_ready(go)?;
+    }
+    let listener =
+        Listener::bind(&req.state_root, &opts.key).map_err(|e| setup_err("pool socket", e))?;
+    Ok((c, setup, listener, init))
+}
+
+fn setup_err(what: &str, e: std::io::Error) -> SandboxError {
+    setup(format!("pooled run: {what}: {e}"))
+}
+
+/// The warm worker's `R`: its imports and handshake are done.
+fn wait_ready(go: &mut UnixStream) -> Result<(), SandboxError> {
+    go.set_read_timeout(Some(READY_TIMEOUT))
+        .map_err(|e| setup_err("worker socket", e))?;
+    let mut b = [0u8; 1];
+    match go.read(&mut b) {
+        Ok(1) if b[0] == b'R' => Ok(()),
+        Ok(_) => Err(setup("pooled run: the worker ended before it was ready")),
+        Err(e) => Err(setup_err("waiting for the worker", e)),
+    }
+}
+
+/// Unclaimed: the sandbox deleted, the socket gone.
+fn end_unclaimed(c: Created, listener: Listener) {
+    drop(listener);
+    foreground::unblock_signals(&c.set);
+    drop(c);
+}
+
+/// The claim: the client's stdio becomes ours; the run goes on as a run
+/// and its exit code goes back.
+fn run_claimed(mut c: Created, req: &RunRequest, setup: Setup, mut claim: Claim) {
+    for (fd, target) in std::mem::take(&mut claim.stdio).into_iter().zip(0..) {
+        let _ = nix::unistd::dup2(fd.as_raw_fd(), target);
+    }
+    let _ = claim.ack();
+    tracing::debug!(target: "cli", "pool: claimed");
+    mark_claimed(&c.state);
+    feed_stdin(setup.stdin);
+    let relay = c.plumbing.take().and_then(|p| {
+        p.fit_terminals();
+        let limit = c.output_limit.map_or(u64::MAX, |b| b.bytes());
+        relay::Relay::start(p, limit, c.pid.as_raw())
+            .inspect_err(|e| tracing::warn!(target: "cli", "pool: output relay: {e}"))
+            .ok()
+    });
+    let started = match setup.go {
+        Some(mut go) => go
+            .write_all(b"G")
+            .map_err(|e| setup_err("release the worker", e)),
+        None => lifecycle::start(&c.cleanup.root, &c.cleanup.id).map_err(SandboxError::from),
+    };
+    let waited =
+        started.and_then(|()| foreground::wait_forward(c.pid, &c.set).map_err(SandboxError::from));
+    let code = match finish_run(c, req, relay, waited) {
+        Ok((code, _)) => code,
+        Err(e) => {
+            crate::logging::say(&format!("error: {e}"));
+            1
+        }
+    };
+    claim.send_code(code);
+}
+
+/// `resources.timeout` counts from now (the supervisor reads this).
+fn mark_claimed(state: &Path) {
+    let path = state.join(crate::statedir::CLAIMED_FILE);
+    let now = crate::statedir::monotonic_ns().to_string();
+    if let Err(e) = std::fs::write(&path, now) {
+        tracing::warn!(target: "cli", "pool: write {}: {e}", path.display());
+    }
+}
+
+/// Copies our stdin (the client's) into the sandbox's, by a thread; its
+/// end closes at the client's EOF.
+fn feed_stdin(to: OwnedFd) {
+    let spawned = std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let mut out = std::fs::File::from(to);
+            // SAFETY: fd 0 borrowed for the thread's life, never closed.
+            let mut stdin = std::mem::ManuallyDrop::new(unsafe {
+                <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(0)
+            });
+            let _ = std::io::copy(&mut *stdin, &mut out);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(target: "cli", "pool: stdin thread: {e}");
+    }
+}

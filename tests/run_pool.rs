@@ -1,0 +1,398 @@
+//! `buntime pool fill|drain` and `buntime run --pool`, as root: real
+//! pooled sandboxes (Python warm, commands cold) claimed by real clients;
+//! single use, key matching, drain, idle expiry, signals, limits from the
+//! claim — and that nothing is left behind.
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{show, text, wait_until};
+
+const BUNTIME: &str = env!("CARGO_BIN_EXE_buntime");
+
+const HELLO_PY: &str =
+    "import sys\nprint('hello', sys.argv[1:])\nprint('to stderr', file=sys.stderr)\nsys.exit(3)\n";
+const CAT_PY: &str = "import sys\nprint(sys.stdin.read().upper(), end='')\n";
+const MARK_PY: &str = "import os\nprint('seen' if os.path.exists('/tmp/marker') else 'fresh')\nopen('/tmp/marker', 'w').write('x')\n";
+const SLEEPER_PY: &str = "import time\ntry:\n    print('ready', flush=True)\n    time.sleep(60)\nfinally:\n    print('cleanup ran', flush=True)\n";
+
+/// A private state root and a scripts directory (outside /tmp: the
+/// sandbox gets its own /tmp).
+struct Pool {
+    dir: tempfile::TempDir,
+}
+
+impl Pool {
+    fn new() -> Pool {
+        let dir = tempfile::Builder::new()
+            .prefix("buntime-test-pool-")
+            .tempdir_in("/var/tmp")
+            .expect("tempdir");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::create_dir_all(dir.path().join("scripts")).unwrap();
+        Pool { dir }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn scripts(&self) -> PathBuf {
+        self.dir.path().join("scripts")
+    }
+
+    fn script(&self, name: &str, body: &str) {
+        fs::write(self.scripts().join(name), body).unwrap();
+    }
+
+    /// `buntime --root R ARGS…` from the scripts directory, stdin null.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BUNTIME);
+        c.arg("--root").arg(self.root()).args(args);
+        c.current_dir(self.scripts()).stdin(Stdio::null());
+        c
+    }
+
+    fn fill(&self, args: &[&str]) -> Output {
+        let mut a = vec!["pool", "fill"];
+        a.extend_from_slice(args);
+        self.cmd(&a).output().expect("pool fill")
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let mut a = vec!["run", "--pool"];
+        a.extend_from_slice(args);
+        self.cmd(&a).output().expect("run --pool")
+    }
+
+    /// The pooled runs' sockets, all keys.
+    fn sockets(&self) -> Vec<PathBuf> {
+        let Ok(keys) = fs::read_dir(self.root().join("pool")) else {
+            return Vec::new();
+        };
+        keys.flatten()
+            .filter_map(|k| fs::read_dir(k.path()).ok())
+            .flat_map(|d| d.flatten().map(|e| e.path()))
+            .collect()
+    }
+
+    fn drain(&self) {
+        let o = self.cmd(&["pool", "drain"]).output().unwrap();
+        assert!(o.status.success(), "{}", show(&o));
+    }
+
+    /// Nothing of any sandbox remains: state, bundle, cgroups, mounts,
+    /// sockets, pooled runs, supervisors.
+    fn assert_clean(&self) {
+        let root = self.root();
+        let left: Vec<_> = fs::read_dir(root.join(".buntime"))
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name())
+                    .filter(|n| n != ".seccomp-cache")
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(left.is_empty(), "state left: {left:?}");
+        assert!(!root.join("bundles").exists(), "bundles/ left");
+        assert!(
+            !root.join("pool").exists(),
+            "pool/ left: {:?}",
+            self.sockets()
+        );
+        let containers: Vec<_> = fs::read_dir(&root)
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("run-"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(containers.is_empty(), "containers left: {containers:?}");
+        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !mounts.contains(&*self.dir.path().to_string_lossy()),
+            "mounts left"
+        );
+        // A pooled run ends right after its sandbox is gone.
+        let ours = || processes_of(&root.to_string_lossy());
+        wait_until(Duration::from_secs(10), || ours().is_empty());
+        assert!(ours().is_empty(), "processes left: {:?}", ours());
+    }
+}
+
+/// The command lines of the processes that name `root`.
+fn processes_of(root: &str) -> Vec<String> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
+        .map(|c| text(&c).replace('\0', " "))
+        .filter(|c| c.contains(root))
+        .collect()
+}
+
+#[test]
+fn pooled_runs_serve_scripts_once_each() {
+    let p = Pool::new();
+    p.script("hello.py", HELLO_PY);
+    let o = p.fill(&["-n", "2", "hello.py", "a b"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(p.sockets().len(), 2, "two pooled runs listen");
+    for left in [1, 0] {
+        let o = p.run(&["hello.py", "a b"]);
+        assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+        assert_eq!(text(&o.stdout), "hello ['a b']\n");
+        assert_eq!(text(&o.stderr), "to stderr\n");
+        // Served by the pool: one socket fewer each time.
+        assert_eq!(p.sockets().len(), left);
+    }
+    // The pool is empty: a fresh run, just as good.
+    let o = p.run(&["hello.py", "a b"]);
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    assert_eq!(text(&o.stdout), "hello ['a b']\n");
+    p.assert_clean();
+}
+
+#[test]
+fn stdin_reaches_a_pooled_script_and_commands_are_pooled_cold() {
+    let p = Pool::new();
+    p.script("cat.py", CAT_PY);
+    let o = p.fill(&["cat.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let mut child = p
+        .cmd(&["run", "--pool", "cat.py"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hi there\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(text(&o.stdout), "HI THERE\n", "{}", show(&o));
+    assert!(p.sockets().is_empty(), "served by the pool");
+
+    let o = p.fill(&["--", "/bin/sh", "-c", "echo cmd $0; exit 7", "x"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(p.sockets().len(), 1);
+    let o = p.run(&["--", "/bin/sh", "-c", "echo cmd $0; exit 7", "x"]);
+    assert_eq!(o.status.code(), Some(7), "{}", show(&o));
+    assert_eq!(text(&o.stdout), "cmd x\n");
+    assert!(p.sockets().is_empty(), "served by the pool");
+    p.assert_clean();
+}
+
+/// Bun is pooled warm too; both workers keep their broker connection,
+/// made at fill time, across the wait.
+#[test]
+fn warm_workers_keep_their_broker_connection() {
+    let p = Pool::new();
+    let bun = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/workers/bun_hello.ts");
+    let bun = bun.to_str().unwrap();
+    let o = p.fill(&[bun, "3", "two", "words"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let o = p.run(&[bun, "3", "two", "words"]);
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    assert_eq!(
+        text(&o.stdout),
+        "hello from bun\nargs: two words\nbroker: available\n"
+    );
+    assert!(p.sockets().is_empty(), "served by the pool");
+
+    p.script(
+        "broker.py",
+        "import buntime\nprint('broker', buntime.available())\nprint(buntime.read_file('/etc/hostname') is not None)\n",
+    );
+    let o = p.fill(&["--allow-read=/etc/hostname", "broker.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let o = p.run(&["--allow-read=/etc/hostname", "broker.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(text(&o.stdout), "broker True\nTrue\n");
+    assert!(p.sockets().is_empty(), "served by the pool");
+    p.assert_clean();
+}
+
+#[test]
+fn no_state_passes_between_pooled_runs() {
+    let p = Pool::new();
+    p.script("mark.py", MARK_PY);
+    let o = p.fill(&["-n", "2", "--allow-write=/tmp", "mark.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let sockets = p.sockets();
+    for _ in 0..2 {
+        let o = p.run(&["--allow-write=/tmp", "mark.py"]);
+        assert!(o.status.success(), "{}", show(&o));
+        assert_eq!(text(&o.stdout), "fresh\n", "each sandbox is new");
+    }
+    // Each socket was unlinked at its claim: none can be claimed again.
+    for s in sockets {
+        assert!(!s.exists(), "{} still there", s.display());
+        assert!(std::os::unix::net::UnixStream::connect(&s).is_err());
+    }
+    p.assert_clean();
+}
+
+/// Clients racing for one pooled run: one gets it, the others a fresh
+/// sandbox each; every one runs its script once.
+#[test]
+fn racing_claims_each_run_once() {
+    let p = Pool::new();
+    p.script("hello.py", HELLO_PY);
+    let o = p.fill(&["hello.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            p.cmd(&["run", "--pool", "hello.py"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in clients {
+        let o = c.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+        assert_eq!(text(&o.stdout), "hello []\n", "{}", show(&o));
+    }
+    assert!(p.sockets().is_empty());
+    p.assert_clean();
+}
+
+#[test]
+fn another_key_gets_a_fresh_run() {
+    let p = Pool::new();
+    p.script("hello.py", HELLO_PY);
+    // No pool at all.
+    let o = p.run(&["hello.py"]);
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    let o = p.fill(&["hello.py", "one"]);
+    assert!(o.status.success(), "{}", show(&o));
+    // Other arguments, another directory, other flags: not this pool.
+    let o = p.run(&["hello.py", "two"]);
+    assert_eq!(text(&o.stdout), "hello ['two']\n", "{}", show(&o));
+    let script = p.scripts().join("hello.py");
+    let o = p
+        .cmd(&["run", "--pool", script.to_str().unwrap(), "one"])
+        .current_dir(p.dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(text(&o.stdout), "hello ['one']\n", "{}", show(&o));
+    let o = p.run(&["--memory=256M", "hello.py", "one"]);
+    assert_eq!(text(&o.stdout), "hello ['one']\n", "{}", show(&o));
+    assert_eq!(p.sockets().len(), 1, "the pooled run is still there");
+    p.drain();
+    p.assert_clean();
+}
+
+#[test]
+fn drain_and_idle_expiry_leave_nothing_behind() {
+    let p = Pool::new();
+    p.script("hello.py", HELLO_PY);
+    let o = p.fill(&["-n", "2", "hello.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let o = p.fill(&["--", "/bin/true"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(p.sockets().len(), 3);
+    p.drain();
+    // Gone once drain returns, not some time later.
+    let left = processes_of(&p.root().to_string_lossy());
+    assert!(left.is_empty(), "{left:?}");
+    p.assert_clean();
+
+    let o = p.fill(&["--idle=1s", "hello.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(p.sockets().len(), 1);
+    assert!(
+        wait_until(Duration::from_secs(30), || !p.root().join("pool").exists()),
+        "the idle pooled run ended"
+    );
+    assert!(wait_until(Duration::from_secs(10), || {
+        !fs::read_dir(p.root())
+            .map(|r| {
+                r.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with("run-"))
+            })
+            .unwrap_or(false)
+    }));
+    p.assert_clean();
+}
+
+#[test]
+fn signals_reach_a_pooled_script_and_its_timeout_counts_from_the_claim() {
+    let p = Pool::new();
+    p.script("sleeper.py", SLEEPER_PY);
+    let o = p.fill(&["sleeper.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let mut child = p
+        .cmd(&["run", "--pool", "sleeper.py"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    lines.read_line(&mut first).unwrap();
+    assert_eq!(first, "ready\n");
+    assert!(p.sockets().is_empty(), "served by the pool");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
+    let mut rest = String::new();
+    lines.read_to_string(&mut rest).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(143), "{rest}");
+    assert_eq!(rest, "cleanup ran\n");
+
+    // Idle past its timeout, the pooled sandbox still runs its script...
+    p.script("quick.py", "print('in time')\n");
+    let o = p.fill(&["--timeout=1s", "quick.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    std::thread::sleep(Duration::from_millis(2500));
+    let o = p.run(&["--timeout=1s", "quick.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(text(&o.stdout), "in time\n");
+    assert!(p.sockets().is_empty(), "served by the pool");
+    // ...and the limit still holds from the claim.
+    let o = p.fill(&["--timeout=1s", "sleeper.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let o = p.run(&["--timeout=1s", "sleeper.py"]);
+    assert_eq!(o.status.code(), Some(124), "{}", show(&o));
+    assert!(
+        text(&o.stderr).contains("buntime: killed: the time limit (1s) was reached"),
+        "{}",
+        show(&o)
+    );
+    p.assert_clean();
+}
+
+#[test]
+fn bad_fills_fail_clearly_and_leave_nothing() {
+    let p = Pool::new();
+    let o = p.fill(&["--no-such-flag", "x.py"]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("--no-such-flag"), "{}", show(&o));
+    let o = p.fill(&["missing.py"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(text(&o.stderr).contains("missing.py"), "{}", show(&o));
+    let o = p.fill(&["--learn", "missing.py"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(text(&o.stderr).contains("--learn"), "{}", show(&o));
+    let o = p.run(&["--debug-ui", "missing.py"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(text(&o.stderr).contains("--debug-ui"), "{}", show(&o));
+    let o = p.fill(&["--idle=soon", "missing.py"]);
+    assert!(text(&o.stderr).contains("--idle"), "{}", show(&o));
+    p.assert_clean();
+}

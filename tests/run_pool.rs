@@ -396,3 +396,98 @@ fn bad_fills_fail_clearly_and_leave_nothing() {
     assert!(text(&o.stderr).contains("--idle"), "{}", show(&o));
     p.assert_clean();
 }
+
+/// A client by hand (a test harness, not `buntime`): connects to a pooled
+/// run's socket, sends CLAIM with its stdio, and then either stops after
+/// the ACK (`abort`) or commits and waits for the code (`commit`). Prints
+/// `refused`, `acked` or `ran CODE`.
+const CLAIMER_PY: &str = r#"
+import os, socket, sys
+path, mode = sys.argv[1], sys.argv[2]
+key = os.path.basename(os.path.dirname(path)).encode()
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(path)
+null = os.open('/dev/null', os.O_RDWR)
+socket.send_fds(s, [b'C' + key[:KEYLEN]], [null, null, null])
+s.settimeout(10)
+try:
+    a = s.recv(1)
+except OSError:
+    a = b''
+if a != b'A':
+    print('refused')
+    sys.exit(0)
+if mode == 'abort':
+    print('acked')
+    sys.exit(0)
+s.sendall(b'K')
+code = b''
+while len(code) < 4:
+    c = s.recv(4 - len(code))
+    if not c:
+        break
+    code += c
+print('ran', int.from_bytes(code, 'little') if len(code) == 4 else None)
+"#;
+
+impl Pool {
+    /// Runs [`CLAIMER_PY`] on `socket`, under `wrap` (e.g. `unshare -U`).
+    fn claim_by_hand(&self, wrap: &[&str], socket: &Path, mode: &str) -> String {
+        let harness = self.dir.path().join("claimer.py");
+        fs::write(&harness, CLAIMER_PY.replace("KEYLEN", "0")).unwrap();
+        let mut argv: Vec<String> = wrap.iter().map(|s| s.to_string()).collect();
+        argv.extend(
+            [
+                "/usr/bin/python3",
+                harness.to_str().unwrap(),
+                socket.to_str().unwrap(),
+                mode,
+            ]
+            .map(String::from),
+        );
+        let o = Command::new(&argv[0]).args(&argv[1..]).output().unwrap();
+        assert!(o.status.success(), "{}", show(&o));
+        text(&o.stdout).trim().to_string()
+    }
+
+    /// A directory the sandbox may write to (any uid), for markers.
+    fn out_dir(&self) -> PathBuf {
+        let out = self.dir.path().join("out");
+        fs::create_dir_all(&out).unwrap();
+        fs::set_permissions(&out, fs::Permissions::from_mode(0o777)).unwrap();
+        out
+    }
+}
+
+/// A script that appends a line to `out/count`: how many times it ran.
+fn counter_py(out: &Path) -> String {
+    format!(
+        "open('{}/count', 'a').write('ran\\n')\nprint('counted')\n",
+        out.display()
+    )
+}
+
+/// A client that goes away after the ACK, before its commit: the pooled
+/// run stays unclaimed and serves the next claim; the script runs once.
+#[test]
+fn a_claim_never_committed_leaves_the_pooled_run_unclaimed() {
+    let p = Pool::new();
+    let out = p.out_dir();
+    p.script("count.py", &counter_py(&out));
+    let allow = format!("--allow-write={}", out.display());
+    let o = p.fill(&[&allow, "count.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let sockets = p.sockets();
+    assert_eq!(sockets.len(), 1);
+    assert_eq!(p.claim_by_hand(&[], &sockets[0], "abort"), "acked");
+    assert!(
+        sockets[0].exists(),
+        "still listening after the aborted claim"
+    );
+    let o = p.run(&[&allow, "count.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(text(&o.stdout), "counted\n");
+    assert!(p.sockets().is_empty(), "served by the pool");
+    p.assert_clean();
+    assert_eq!(fs::read_to_string(out.join("count")).unwrap(), "ran\n");
+}

@@ -200,7 +200,6 @@ fn run_claimed(mut c: Created, req: &RunRequest, setup: Setup, mut claim: Claim)
     for (fd, target) in std::mem::take(&mut claim.stdio).into_iter().zip(0..) {
         let _ = nix::unistd::dup2(fd.as_raw_fd(), target);
     }
-    let _ = claim.ack();
     tracing::debug!(target: "cli", "pool: claimed");
     mark_claimed(&c.state);
     feed_stdin(setup.stdin);

@@ -13,7 +13,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use nix::unistd::Pid;
 
-use super::{key_dir, pool_root, tidy, ACK, CLAIM, DRAIN};
+use super::{key_dir, pool_root, tidy, ACK, CLAIM, COMMIT, DRAIN};
 use crate::runtime::foreground;
 
 /// How long a pooled run has to take a claim (it answers at once).
@@ -104,6 +104,9 @@ fn try_claim(socket: &Path, set: SigSet) -> std::io::Result<Claimed> {
     if ack[0] != ACK {
         return Err(std::io::Error::other("unexpected answer"));
     }
+    // Written: the pooled run has it (it shuts its reading side before
+    // it gives up, so a late commit fails here and we fall back).
+    conn.write_all(&[COMMIT])?;
     conn.set_read_timeout(None)?;
     Ok(Claimed {
         conn,

@@ -1,7 +1,7 @@
 //! The pooled run's side: listen for one claim (or a drain), unclaimed at
 //! most the idle time; take the client's stdio; send the exit code.
 
-use std::io::{IoSliceMut, Write};
+use std::io::{IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -11,9 +11,10 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 
-use super::{key_dir, make_private_dir, tidy, CLAIM, DRAIN};
+use super::{key_dir, make_private_dir, tidy, ACK, CLAIM, COMMIT, DRAIN};
 
-/// How long a connected client has to say what it wants.
+/// How long a connected client has to say what it wants (and to commit
+/// after our ACK).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A pooled run's socket; unlinked when dropped (or at the claim).
@@ -137,6 +138,11 @@ impl Listener {
                 Some(Waited::Drained(conn))
             }
             (CLAIM, fds) if fds.len() == 3 => {
+                if !committed(&conn) {
+                    // Its fds dropped; still unclaimed, still listening.
+                    tracing::debug!(target: "cli", "pool: a claim was not committed");
+                    return None;
+                }
                 // Never served twice: gone before anything else happens.
                 self.unlink();
                 conn.set_read_timeout(None).ok()?;
@@ -153,12 +159,26 @@ impl Drop for Listener {
     }
 }
 
-impl Claim {
-    /// Tells the client the claim was taken.
-    pub fn ack(&mut self) -> std::io::Result<()> {
-        self.conn.write_all(&[super::ACK])
+/// ACK, then the client's COMMIT within the request timeout. Giving up,
+/// the reading side is shut first (a COMMIT sent from then on fails at
+/// the client, which falls back) and one already here still counts: the
+/// script runs on exactly one side.
+fn committed(mut conn: &UnixStream) -> bool {
+    if conn.write_all(&[ACK]).is_err() {
+        return false;
     }
+    let mut b = [0u8; 1];
+    if let Ok(n) = conn.read(&mut b) {
+        return n == 1 && b[0] == COMMIT;
+    }
+    let _ = conn.shutdown(std::net::Shutdown::Read);
+    let _ = conn.set_nonblocking(true);
+    let late = matches!(conn.read(&mut b), Ok(1) if b[0] == COMMIT);
+    let _ = conn.set_nonblocking(false);
+    late
+}
 
+impl Claim {
     /// The run's exit code, the one message after the ack.
     pub fn send_code(mut self, code: i32) {
         let _ = self.conn.write_all(&code.to_le_bytes());

@@ -24,8 +24,12 @@ use super::relay::Shape;
 pub const CLAIM: u8 = b'C';
 /// The client asks the pooled run to end unclaimed (`pool drain`).
 pub const DRAIN: u8 = b'D';
-/// The pooled run took the claim: the client waits for the exit code.
+/// The pooled run would take the claim: the client commits to it.
 pub const ACK: u8 = b'A';
+/// The client's answer to ACK: from here it waits for the exit code and
+/// never falls back, so the script runs here or nowhere. Without it (EOF,
+/// a client that gave up) the pooled run stays unclaimed.
+pub const COMMIT: u8 = b'K';
 
 /// Where the pooled runs of one state root listen.
 pub fn pool_root(state_root: &Path) -> PathBuf {

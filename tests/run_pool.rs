@@ -408,9 +408,9 @@ key = os.path.basename(os.path.dirname(path)).encode()
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.connect(path)
 null = os.open('/dev/null', os.O_RDWR)
-socket.send_fds(s, [b'C' + key[:KEYLEN]], [null, null, null])
 s.settimeout(10)
 try:
+    socket.send_fds(s, [b'C' + key[:KEYLEN]], [null, null, null])
     a = s.recv(1)
 except OSError:
     a = b''
@@ -487,6 +487,35 @@ fn a_claim_never_committed_leaves_the_pooled_run_unclaimed() {
     let o = p.run(&[&allow, "count.py"]);
     assert!(o.status.success(), "{}", show(&o));
     assert_eq!(text(&o.stdout), "counted\n");
+    assert!(p.sockets().is_empty(), "served by the pool");
+    p.assert_clean();
+    assert_eq!(fs::read_to_string(out.join("count")).unwrap(), "ran\n");
+}
+
+/// Our uid is not enough: a process of our uid in another user or mount
+/// namespace (a rootless sandbox's script, here `unshare` as a harness)
+/// is refused, and the pooled run still serves its own.
+#[test]
+fn a_peer_in_other_namespaces_is_refused() {
+    let p = Pool::new();
+    let out = p.out_dir();
+    p.script("count.py", &counter_py(&out));
+    let allow = format!("--allow-write={}", out.display());
+    let o = p.fill(&[&allow, "count.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let sockets = p.sockets();
+    assert_eq!(sockets.len(), 1);
+    for wrap in [&["unshare", "-U"][..], &["unshare", "-m"]] {
+        assert_eq!(
+            p.claim_by_hand(wrap, &sockets[0], "commit"),
+            "refused",
+            "{wrap:?}"
+        );
+        assert!(sockets[0].exists(), "still listening");
+    }
+    assert!(!out.join("count").exists(), "nothing ran");
+    let o = p.run(&[&allow, "count.py"]);
+    assert!(o.status.success(), "{}", show(&o));
     assert!(p.sockets().is_empty(), "served by the pool");
     p.assert_clean();
     assert_eq!(fs::read_to_string(out.join("count")).unwrap(), "ran\n");

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::pool::listen::{Claim, Listener, Waited};
+use super::pool::peer::Expected;
 use super::relay::{self, Shape};
 use super::{create_run, finish_run, setup, Created, Kind, RunRequest, SandboxError};
 use crate::runtime::{foreground, lifecycle};
@@ -156,6 +157,8 @@ type Ready = (Created, Setup, Listener, OwnedFd);
 
 /// Created (and, warm, started up to the go byte) and listening.
 fn make_ready(req: &RunRequest, opts: &PoolOptions) -> Result<Ready, SandboxError> {
+    // Before the run's private mount namespace: the one clients share.
+    let peers = Expected::here().map_err(|e| setup_err("own namespaces", e))?;
     let mut setup = Setup::new(req.target.kind(), opts.shape)?;
     let c = create_run(req, Some(&setup))?;
     let init = crate::supervisor::pidfd_open(c.pid.as_raw())
@@ -166,8 +169,8 @@ fn make_ready(req: &RunRequest, opts: &PoolOptions) -> Result<Ready, SandboxErro
         lifecycle::start(&c.cleanup.root, &c.cleanup.id)?;
         wait_ready(go)?;
     }
-    let listener =
-        Listener::bind(&req.state_root, &opts.key).map_err(|e| setup_err("pool socket", e))?;
+    let listener = Listener::bind(&req.state_root, &opts.key, peers)
+        .map_err(|e| setup_err("pool socket", e))?;
     Ok((c, setup, listener, init))
 }
 

@@ -24,6 +24,8 @@ pub struct Listener {
     state_root: PathBuf,
     key: String,
     unlinked: bool,
+    /// Where a client must be (`peer::check`).
+    peers: super::peer::Expected,
 }
 
 /// How the wait for a claim ended.
@@ -49,8 +51,13 @@ pub struct Claim {
 }
 
 impl Listener {
-    /// Listens at `<state root>/pool/<key>/<our pid>.sock`.
-    pub fn bind(state_root: &Path, key: &str) -> std::io::Result<Listener> {
+    /// Listens at `<state root>/pool/<key>/<our pid>.sock`, for clients
+    /// in the namespaces of `peers`.
+    pub fn bind(
+        state_root: &Path,
+        key: &str,
+        peers: super::peer::Expected,
+    ) -> std::io::Result<Listener> {
         let dir = key_dir(state_root, key);
         let path = dir.join(format!("{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&path);
@@ -71,6 +78,7 @@ impl Listener {
             state_root: state_root.to_path_buf(),
             key: key.to_string(),
             unlinked: false,
+            peers,
         })
     }
 
@@ -121,12 +129,12 @@ impl Listener {
         }
     }
 
-    /// One connection: a claim or a drain from our uid, else nothing.
+    /// One connection: a claim or a drain from our uid in our user and
+    /// mount namespaces (`peer::check`), else nothing.
     fn take_one(&mut self) -> Option<Waited> {
         let (conn, _) = self.sock.accept().ok()?;
-        let cred = nix::sys::socket::getsockopt(&conn, nix::sys::socket::sockopt::PeerCredentials);
-        if cred.ok()?.uid() != nix::unistd::geteuid().as_raw() {
-            tracing::warn!(target: "cli", "pool: refused a claim from another uid");
+        if let Err(e) = super::peer::check(&conn, &self.peers) {
+            tracing::warn!(target: "cli", "pool: refused a connection: {e}");
             return None;
         }
         conn.set_nonblocking(false).ok()?;

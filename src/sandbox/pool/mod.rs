@@ -13,6 +13,7 @@
 
 pub mod claim;
 pub mod listen;
+pub mod peer;
 
 use std::path::{Path, PathBuf};
 

@@ -434,7 +434,7 @@ impl Pool {
     /// Runs [`CLAIMER_PY`] on `socket`, under `wrap` (e.g. `unshare -U`).
     fn claim_by_hand(&self, wrap: &[&str], socket: &Path, mode: &str) -> String {
         let harness = self.dir.path().join("claimer.py");
-        fs::write(&harness, CLAIMER_PY.replace("KEYLEN", "0")).unwrap();
+        fs::write(&harness, CLAIMER_PY.replace("KEYLEN", "32")).unwrap();
         let mut argv: Vec<String> = wrap.iter().map(|s| s.to_string()).collect();
         argv.extend(
             [
@@ -519,4 +519,50 @@ fn a_peer_in_other_namespaces_is_refused() {
     assert!(p.sockets().is_empty(), "served by the pool");
     p.assert_clean();
     assert_eq!(fs::read_to_string(out.join("count")).unwrap(), "ran\n");
+}
+
+/// The key is the request resolved, not the command line as typed: a
+/// policy file tightened after the fill, or a script symlink retargeted,
+/// is not served the old sandbox (a fresh run instead).
+#[test]
+fn a_changed_policy_file_or_retargeted_script_gets_a_fresh_run() {
+    let p = Pool::new();
+    let policy = p.scripts().join("p.json");
+    let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/default.json");
+    fs::copy(&default, &policy).unwrap();
+    p.script("hello.py", HELLO_PY);
+    let o = p.fill(&["--policy", "p.json", "hello.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let mut tight: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&policy).unwrap()).unwrap();
+    tight["resources"]["memory"] = "64M".into();
+    fs::write(&policy, tight.to_string()).unwrap();
+    let o = p.run(&["--policy", "p.json", "hello.py"]);
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    assert_eq!(
+        p.sockets().len(),
+        1,
+        "not served by the old policy's sandbox"
+    );
+    p.drain();
+
+    for v in ["v1", "v2"] {
+        fs::create_dir_all(p.scripts().join(v)).unwrap();
+        fs::write(
+            p.scripts().join(v).join("main.py"),
+            format!("print('{v}')\n"),
+        )
+        .unwrap();
+    }
+    let link = p.scripts().join("main.py");
+    std::os::unix::fs::symlink("v1/main.py", &link).unwrap();
+    let o = p.fill(&["main.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink("v2/main.py", &link).unwrap();
+    let o = p.run(&["main.py"]);
+    assert_eq!(text(&o.stdout), "v2\n", "{}", show(&o));
+    assert_eq!(p.sockets().len(), 1, "not served by v1's sandbox");
+    p.drain();
+    p.assert_clean();
 }

@@ -75,7 +75,7 @@ pub fn claim(state_root: &Path, key: &str) -> Option<Claimed> {
     }
     let set = foreground::block_signals().ok()?;
     for socket in sockets {
-        match try_claim(&socket, set) {
+        match try_claim(&socket, key, set) {
             Ok(c) => return Some(c),
             Err(e) => {
                 tracing::debug!(target: "cli", "pool: {} not claimed: {e}", socket.display())
@@ -86,12 +86,14 @@ pub fn claim(state_root: &Path, key: &str) -> Option<Claimed> {
     None
 }
 
-fn try_claim(socket: &Path, set: SigSet) -> std::io::Result<Claimed> {
+/// CLAIM with our key (the pooled run checks it is its own) and our fds
+/// 0, 1, 2; its ACK; our COMMIT.
+fn try_claim(socket: &Path, key: &str, set: SigSet) -> std::io::Result<Claimed> {
     let (mut conn, Peer { pid, pidfd }) = connect(socket)?;
     let fds = [0, 1, 2];
     sendmsg::<()>(
         conn.as_raw_fd(),
-        &[IoSlice::new(&[CLAIM])],
+        &[IoSlice::new(&[CLAIM]), IoSlice::new(key.as_bytes())],
         &[ControlMessage::ScmRights(&fds)],
         MsgFlags::empty(),
         None,

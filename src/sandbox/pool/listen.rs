@@ -140,6 +140,10 @@ impl Listener {
         conn.set_nonblocking(false).ok()?;
         conn.set_read_timeout(Some(REQUEST_TIMEOUT)).ok()?;
         let (what, fds) = recv_request(&conn).ok()?;
+        if what == CLAIM && !same_key(&conn, &self.key) {
+            tracing::warn!(target: "cli", "pool: refused a claim for another key");
+            return None;
+        }
         match (what, fds) {
             (DRAIN, _) => {
                 self.unlink();
@@ -165,6 +169,14 @@ impl Drop for Listener {
     fn drop(&mut self) {
         self.unlink();
     }
+}
+
+/// The key the client sends after CLAIM: it computed the same one from
+/// its own request and context (the directory it found us in says so
+/// too, but that is a name anyone of our uid can read).
+fn same_key(mut conn: &UnixStream, key: &str) -> bool {
+    let mut got = [0u8; super::KEY_LEN];
+    conn.read_exact(&mut got).is_ok() && got == key.as_bytes()
 }
 
 /// ACK, then the client's COMMIT within the request timeout. Giving up,

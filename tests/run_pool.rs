@@ -566,3 +566,38 @@ fn a_changed_policy_file_or_retargeted_script_gets_a_fresh_run() {
     p.drain();
     p.assert_clean();
 }
+
+/// A client killed mid-run takes its pooled script with it: the pooled
+/// run notices the hang-up, kills the sandbox and winds down.
+#[test]
+fn a_client_killed_mid_run_kills_the_script() {
+    let p = Pool::new();
+    p.script("sleeper.py", SLEEPER_PY);
+    let o = p.fill(&["sleeper.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let mut child = p
+        .cmd(&["run", "--pool", "sleeper.py"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    lines.read_line(&mut first).unwrap();
+    assert_eq!(first, "ready\n");
+    assert!(p.sockets().is_empty(), "served by the pool");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The script sleeps 60 s: its pooled run ends long before that only if
+    // the sandbox was killed.
+    let root = p.root().to_string_lossy().into_owned();
+    assert!(
+        wait_until(Duration::from_secs(20), || processes_of(&root).is_empty()),
+        "pooled run still there: {:?}",
+        processes_of(&root)
+    );
+    let mut rest = String::new();
+    lines.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "", "no cleanup: SIGKILLed");
+    p.assert_clean();
+}

@@ -199,6 +199,12 @@ fn committed(mut conn: &UnixStream) -> bool {
 }
 
 impl Claim {
+    /// The client's connection, to watch for its hang-up (it sends
+    /// nothing after its commit).
+    pub fn connection(&self) -> std::io::Result<UnixStream> {
+        self.conn.try_clone()
+    }
+
     /// The run's exit code, the one message after the ack.
     pub fn send_code(mut self, code: i32) {
         let _ = self.conn.write_all(&code.to_le_bytes());

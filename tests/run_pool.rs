@@ -91,6 +91,10 @@ impl Pool {
     /// sockets, pooled runs, supervisors.
     fn assert_clean(&self) {
         let root = self.root();
+        // A pooled run ends right after its sandbox is gone (an idle one
+        // unlinks its socket first): wait for the processes, then look.
+        let ours = || processes_of(&root.to_string_lossy());
+        wait_until(Duration::from_secs(10), || ours().is_empty());
         let left: Vec<_> = fs::read_dir(root.join(".buntime"))
             .map(|r| {
                 r.flatten()
@@ -120,9 +124,6 @@ impl Pool {
             !mounts.contains(&*self.dir.path().to_string_lossy()),
             "mounts left"
         );
-        // A pooled run ends right after its sandbox is gone.
-        let ours = || processes_of(&root.to_string_lossy());
-        wait_until(Duration::from_secs(10), || ours().is_empty());
         assert!(ours().is_empty(), "processes left: {:?}", ours());
     }
 }
@@ -400,13 +401,21 @@ fn bad_fills_fail_clearly_and_leave_nothing() {
 /// A client by hand (a test harness, not `buntime`): connects to a pooled
 /// run's socket, sends CLAIM with its stdio, and then either stops after
 /// the ACK (`abort`) or commits and waits for the code (`commit`). Prints
-/// `refused`, `acked` or `ran CODE`.
+/// `refused`, `acked` or `ran CODE`; mode `drain` sends DRAIN instead.
 const CLAIMER_PY: &str = r#"
 import os, socket, sys
 path, mode = sys.argv[1], sys.argv[2]
 key = os.path.basename(os.path.dirname(path)).encode()
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.connect(path)
+if mode == 'drain':
+    try:
+        s.sendall(b'D')
+        s.recv(1)
+    except OSError:
+        pass
+    print('drain sent')
+    sys.exit(0)
 null = os.open('/dev/null', os.O_RDWR)
 s.settimeout(10)
 try:
@@ -512,6 +521,8 @@ fn a_peer_in_other_namespaces_is_refused() {
             "{wrap:?}"
         );
         assert!(sockets[0].exists(), "still listening");
+        assert_eq!(p.claim_by_hand(wrap, &sockets[0], "drain"), "drain sent");
+        assert!(sockets[0].exists(), "not drained by {wrap:?}");
     }
     assert!(!out.join("count").exists(), "nothing ran");
     let o = p.run(&[&allow, "count.py"]);
@@ -525,7 +536,7 @@ fn a_peer_in_other_namespaces_is_refused() {
 /// policy file tightened after the fill, or a script symlink retargeted,
 /// is not served the old sandbox (a fresh run instead).
 #[test]
-fn a_changed_policy_file_or_retargeted_script_gets_a_fresh_run() {
+fn a_tightened_policy_file_gets_a_fresh_run() {
     let p = Pool::new();
     let policy = p.scripts().join("p.json");
     let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/default.json");
@@ -545,7 +556,12 @@ fn a_changed_policy_file_or_retargeted_script_gets_a_fresh_run() {
         "not served by the old policy's sandbox"
     );
     p.drain();
+    p.assert_clean();
+}
 
+#[test]
+fn a_retargeted_script_symlink_gets_a_fresh_run() {
+    let p = Pool::new();
     for v in ["v1", "v2"] {
         fs::create_dir_all(p.scripts().join(v)).unwrap();
         fs::write(

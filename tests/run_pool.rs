@@ -401,13 +401,16 @@ fn bad_fills_fail_clearly_and_leave_nothing() {
 /// A client by hand (a test harness, not `buntime`): connects to a pooled
 /// run's socket, sends CLAIM with its stdio, and then either stops after
 /// the ACK (`abort`) or commits and waits for the code (`commit`). Prints
-/// `refused`, `acked` or `ran CODE`; mode `drain` sends DRAIN instead.
+/// `refused`, `acked` or `ran CODE`; mode `drain` sends DRAIN instead,
+/// `wrongkey` claims with a key not the pooled run's.
 const CLAIMER_PY: &str = r#"
 import os, socket, sys
 path, mode = sys.argv[1], sys.argv[2]
 key = os.path.basename(os.path.dirname(path)).encode()
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.connect(path)
+if mode == 'wrongkey':
+    key = key[::-1]
 if mode == 'drain':
     try:
         s.sendall(b'D')
@@ -615,5 +618,50 @@ fn a_client_killed_mid_run_kills_the_script() {
     let mut rest = String::new();
     lines.read_to_string(&mut rest).unwrap();
     assert_eq!(rest, "", "no cleanup: SIGKILLed");
+    p.assert_clean();
+}
+
+/// The caller's process context is in the key too (umask, resource
+/// limits, ...): a client whose context differs gets a fresh run; a claim
+/// with another key than the pooled run's is refused.
+#[test]
+fn another_process_context_or_key_gets_no_pooled_run() {
+    use std::os::unix::process::CommandExt;
+    let p = Pool::new();
+    p.script("hello.py", HELLO_PY);
+    let o = p.fill(&["hello.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let sockets = p.sockets();
+    assert_eq!(sockets.len(), 1);
+    let mut umask = p.cmd(&["run", "--pool", "hello.py"]);
+    // SAFETY: umask is async-signal-safe.
+    unsafe {
+        umask.pre_exec(|| {
+            libc::umask(0o077);
+            Ok(())
+        });
+    }
+    let mut nofile = p.cmd(&["run", "--pool", "hello.py"]);
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        nofile.pre_exec(|| {
+            let rl = libc::rlimit {
+                rlim_cur: 512,
+                rlim_max: 512,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+            Ok(())
+        });
+    }
+    for mut c in [umask, nofile] {
+        let o = c.output().unwrap();
+        assert_eq!(text(&o.stdout), "hello []\n", "{}", show(&o));
+        assert_eq!(p.sockets().len(), 1, "a fresh run, not the pooled one");
+    }
+    assert_eq!(p.claim_by_hand(&[], &sockets[0], "wrongkey"), "refused");
+    assert!(sockets[0].exists(), "still listening");
+    let o = p.run(&["hello.py"]);
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    assert!(p.sockets().is_empty(), "served by the pool");
     p.assert_clean();
 }

@@ -91,6 +91,10 @@ impl Pool {
     /// sockets, pooled runs, supervisors.
     fn assert_clean(&self) {
         let root = self.root();
+        // A pooled run ends right after its sandbox is gone (an idle one
+        // unlinks its socket first): wait for the processes, then look.
+        let ours = || processes_of(&root.to_string_lossy());
+        wait_until(Duration::from_secs(10), || ours().is_empty());
         let left: Vec<_> = fs::read_dir(root.join(".buntime"))
             .map(|r| {
                 r.flatten()
@@ -120,9 +124,6 @@ impl Pool {
             !mounts.contains(&*self.dir.path().to_string_lossy()),
             "mounts left"
         );
-        // A pooled run ends right after its sandbox is gone.
-        let ours = || processes_of(&root.to_string_lossy());
-        wait_until(Duration::from_secs(10), || ours().is_empty());
         assert!(ours().is_empty(), "processes left: {:?}", ours());
     }
 }
@@ -394,5 +395,273 @@ fn bad_fills_fail_clearly_and_leave_nothing() {
     assert!(text(&o.stderr).contains("--debug-ui"), "{}", show(&o));
     let o = p.fill(&["--idle=soon", "missing.py"]);
     assert!(text(&o.stderr).contains("--idle"), "{}", show(&o));
+    p.assert_clean();
+}
+
+/// A client by hand (a test harness, not `buntime`): connects to a pooled
+/// run's socket, sends CLAIM with its stdio, and then either stops after
+/// the ACK (`abort`) or commits and waits for the code (`commit`). Prints
+/// `refused`, `acked` or `ran CODE`; mode `drain` sends DRAIN instead,
+/// `wrongkey` claims with a key not the pooled run's.
+const CLAIMER_PY: &str = r#"
+import os, socket, sys
+path, mode = sys.argv[1], sys.argv[2]
+key = os.path.basename(os.path.dirname(path)).encode()
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(path)
+if mode == 'wrongkey':
+    key = key[::-1]
+if mode == 'drain':
+    try:
+        s.sendall(b'D')
+        s.recv(1)
+    except OSError:
+        pass
+    print('drain sent')
+    sys.exit(0)
+null = os.open('/dev/null', os.O_RDWR)
+s.settimeout(10)
+try:
+    socket.send_fds(s, [b'C' + key[:KEYLEN]], [null, null, null])
+    a = s.recv(1)
+except OSError:
+    a = b''
+if a != b'A':
+    print('refused')
+    sys.exit(0)
+if mode == 'abort':
+    print('acked')
+    sys.exit(0)
+s.sendall(b'K')
+code = b''
+while len(code) < 4:
+    c = s.recv(4 - len(code))
+    if not c:
+        break
+    code += c
+print('ran', int.from_bytes(code, 'little') if len(code) == 4 else None)
+"#;
+
+impl Pool {
+    /// Runs [`CLAIMER_PY`] on `socket`, under `wrap` (e.g. `unshare -U`).
+    fn claim_by_hand(&self, wrap: &[&str], socket: &Path, mode: &str) -> String {
+        let harness = self.dir.path().join("claimer.py");
+        fs::write(&harness, CLAIMER_PY.replace("KEYLEN", "32")).unwrap();
+        let mut argv: Vec<String> = wrap.iter().map(|s| s.to_string()).collect();
+        argv.extend(
+            [
+                "/usr/bin/python3",
+                harness.to_str().unwrap(),
+                socket.to_str().unwrap(),
+                mode,
+            ]
+            .map(String::from),
+        );
+        let o = Command::new(&argv[0]).args(&argv[1..]).output().unwrap();
+        assert!(o.status.success(), "{}", show(&o));
+        text(&o.stdout).trim().to_string()
+    }
+
+    /// A directory the sandbox may write to (any uid), for markers.
+    fn out_dir(&self) -> PathBuf {
+        let out = self.dir.path().join("out");
+        fs::create_dir_all(&out).unwrap();
+        fs::set_permissions(&out, fs::Permissions::from_mode(0o777)).unwrap();
+        out
+    }
+}
+
+/// A script that appends a line to `out/count`: how many times it ran.
+fn counter_py(out: &Path) -> String {
+    format!(
+        "open('{}/count', 'a').write('ran\\n')\nprint('counted')\n",
+        out.display()
+    )
+}
+
+/// A client that goes away after the ACK, before its commit: the pooled
+/// run stays unclaimed and serves the next claim; the script runs once.
+#[test]
+fn a_claim_never_committed_leaves_the_pooled_run_unclaimed() {
+    let p = Pool::new();
+    let out = p.out_dir();
+    p.script("count.py", &counter_py(&out));
+    let allow = format!("--allow-write={}", out.display());
+    let o = p.fill(&[&allow, "count.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let sockets = p.sockets();
+    assert_eq!(sockets.len(), 1);
+    assert_eq!(p.claim_by_hand(&[], &sockets[0], "abort"), "acked");
+    assert!(
+        sockets[0].exists(),
+        "still listening after the aborted claim"
+    );
+    let o = p.run(&[&allow, "count.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(text(&o.stdout), "counted\n");
+    assert!(p.sockets().is_empty(), "served by the pool");
+    p.assert_clean();
+    assert_eq!(fs::read_to_string(out.join("count")).unwrap(), "ran\n");
+}
+
+/// Our uid is not enough: a process of our uid in another user or mount
+/// namespace (a rootless sandbox's script, here `unshare` as a harness)
+/// is refused, and the pooled run still serves its own.
+#[test]
+fn a_peer_in_other_namespaces_is_refused() {
+    let p = Pool::new();
+    let out = p.out_dir();
+    p.script("count.py", &counter_py(&out));
+    let allow = format!("--allow-write={}", out.display());
+    let o = p.fill(&[&allow, "count.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let sockets = p.sockets();
+    assert_eq!(sockets.len(), 1);
+    for wrap in [&["unshare", "-U"][..], &["unshare", "-m"]] {
+        assert_eq!(
+            p.claim_by_hand(wrap, &sockets[0], "commit"),
+            "refused",
+            "{wrap:?}"
+        );
+        assert!(sockets[0].exists(), "still listening");
+        assert_eq!(p.claim_by_hand(wrap, &sockets[0], "drain"), "drain sent");
+        assert!(sockets[0].exists(), "not drained by {wrap:?}");
+    }
+    assert!(!out.join("count").exists(), "nothing ran");
+    let o = p.run(&[&allow, "count.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(p.sockets().is_empty(), "served by the pool");
+    p.assert_clean();
+    assert_eq!(fs::read_to_string(out.join("count")).unwrap(), "ran\n");
+}
+
+/// The key is the request resolved, not the command line as typed: a
+/// policy file tightened after the fill, or a script symlink retargeted,
+/// is not served the old sandbox (a fresh run instead).
+#[test]
+fn a_tightened_policy_file_gets_a_fresh_run() {
+    let p = Pool::new();
+    let policy = p.scripts().join("p.json");
+    let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/default.json");
+    fs::copy(&default, &policy).unwrap();
+    p.script("hello.py", HELLO_PY);
+    let o = p.fill(&["--policy", "p.json", "hello.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let mut tight: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&policy).unwrap()).unwrap();
+    tight["resources"]["memory"] = "64M".into();
+    fs::write(&policy, tight.to_string()).unwrap();
+    let o = p.run(&["--policy", "p.json", "hello.py"]);
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    assert_eq!(
+        p.sockets().len(),
+        1,
+        "not served by the old policy's sandbox"
+    );
+    p.drain();
+    p.assert_clean();
+}
+
+#[test]
+fn a_retargeted_script_symlink_gets_a_fresh_run() {
+    let p = Pool::new();
+    for v in ["v1", "v2"] {
+        fs::create_dir_all(p.scripts().join(v)).unwrap();
+        fs::write(
+            p.scripts().join(v).join("main.py"),
+            format!("print('{v}')\n"),
+        )
+        .unwrap();
+    }
+    let link = p.scripts().join("main.py");
+    std::os::unix::fs::symlink("v1/main.py", &link).unwrap();
+    let o = p.fill(&["main.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink("v2/main.py", &link).unwrap();
+    let o = p.run(&["main.py"]);
+    assert_eq!(text(&o.stdout), "v2\n", "{}", show(&o));
+    assert_eq!(p.sockets().len(), 1, "not served by v1's sandbox");
+    p.drain();
+    p.assert_clean();
+}
+
+/// A client killed mid-run takes its pooled script with it: the pooled
+/// run notices the hang-up, kills the sandbox and winds down.
+#[test]
+fn a_client_killed_mid_run_kills_the_script() {
+    let p = Pool::new();
+    p.script("sleeper.py", SLEEPER_PY);
+    let o = p.fill(&["sleeper.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let mut child = p
+        .cmd(&["run", "--pool", "sleeper.py"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    lines.read_line(&mut first).unwrap();
+    assert_eq!(first, "ready\n");
+    assert!(p.sockets().is_empty(), "served by the pool");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The script sleeps 60 s: its pooled run ends long before that only if
+    // the sandbox was killed.
+    let root = p.root().to_string_lossy().into_owned();
+    assert!(
+        wait_until(Duration::from_secs(20), || processes_of(&root).is_empty()),
+        "pooled run still there: {:?}",
+        processes_of(&root)
+    );
+    let mut rest = String::new();
+    lines.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "", "no cleanup: SIGKILLed");
+    p.assert_clean();
+}
+
+/// The caller's process context is in the key too (umask, resource
+/// limits, ...): a client whose context differs gets a fresh run; a claim
+/// with another key than the pooled run's is refused.
+#[test]
+fn another_process_context_or_key_gets_no_pooled_run() {
+    use std::os::unix::process::CommandExt;
+    let p = Pool::new();
+    p.script("hello.py", HELLO_PY);
+    let o = p.fill(&["hello.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let sockets = p.sockets();
+    assert_eq!(sockets.len(), 1);
+    let mut umask = p.cmd(&["run", "--pool", "hello.py"]);
+    // SAFETY: umask is async-signal-safe.
+    unsafe {
+        umask.pre_exec(|| {
+            libc::umask(0o077);
+            Ok(())
+        });
+    }
+    let mut nofile = p.cmd(&["run", "--pool", "hello.py"]);
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        nofile.pre_exec(|| {
+            let rl = libc::rlimit {
+                rlim_cur: 512,
+                rlim_max: 512,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+            Ok(())
+        });
+    }
+    for mut c in [umask, nofile] {
+        let o = c.output().unwrap();
+        assert_eq!(text(&o.stdout), "hello []\n", "{}", show(&o));
+        assert_eq!(p.sockets().len(), 1, "a fresh run, not the pooled one");
+    }
+    assert_eq!(p.claim_by_hand(&[], &sockets[0], "wrongkey"), "refused");
+    assert!(sockets[0].exists(), "still listening");
+    let o = p.run(&["hello.py"]);
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    assert!(p.sockets().is_empty(), "served by the pool");
     p.assert_clean();
 }

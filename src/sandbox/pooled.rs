@@ -13,6 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::pool::listen::{Claim, Listener, Waited};
+use super::pool::{self, peer::Expected};
 use super::relay::{self, Shape};
 use super::{create_run, finish_run, setup, Created, Kind, RunRequest, SandboxError};
 use crate::runtime::{foreground, lifecycle};
@@ -130,6 +131,7 @@ pub fn serve_pooled(req: RunRequest, mut opts: PoolOptions) -> Result<(), Sandbo
     match listener.wait(opts.idle, &c.set, &init) {
         Waited::Claimed(claim) => {
             drop(listener);
+            kill_when_client_goes(&claim, &init);
             run_claimed(c, &req, setup, claim);
         }
         Waited::Drained(conn) => {
@@ -156,6 +158,8 @@ type Ready = (Created, Setup, Listener, OwnedFd);
 
 /// Created (and, warm, started up to the go byte) and listening.
 fn make_ready(req: &RunRequest, opts: &PoolOptions) -> Result<Ready, SandboxError> {
+    // Before the run's private mount namespace: the one clients share.
+    let peers = Expected::here().map_err(|e| setup_err("own namespaces", e))?;
     let mut setup = Setup::new(req.target.kind(), opts.shape)?;
     let c = create_run(req, Some(&setup))?;
     let init = crate::supervisor::pidfd_open(c.pid.as_raw())
@@ -166,8 +170,8 @@ fn make_ready(req: &RunRequest, opts: &PoolOptions) -> Result<Ready, SandboxErro
         lifecycle::start(&c.cleanup.root, &c.cleanup.id)?;
         wait_ready(go)?;
     }
-    let listener =
-        Listener::bind(&req.state_root, &opts.key).map_err(|e| setup_err("pool socket", e))?;
+    let listener = Listener::bind(&req.state_root, &opts.key, peers)
+        .map_err(|e| setup_err("pool socket", e))?;
     Ok((c, setup, listener, init))
 }
 
@@ -200,7 +204,6 @@ fn run_claimed(mut c: Created, req: &RunRequest, setup: Setup, mut claim: Claim)
     for (fd, target) in std::mem::take(&mut claim.stdio).into_iter().zip(0..) {
         let _ = nix::unistd::dup2(fd.as_raw_fd(), target);
     }
-    let _ = claim.ack();
     tracing::debug!(target: "cli", "pool: claimed");
     mark_claimed(&c.state);
     feed_stdin(setup.stdin);
@@ -227,6 +230,39 @@ fn run_claimed(mut c: Created, req: &RunRequest, setup: Setup, mut claim: Claim)
         }
     };
     claim.send_code(code);
+}
+
+/// The client gone (killed, or its connection closed) while the run goes
+/// on: SIGKILL the sandbox's init (by pidfd: never a recycled pid), so the
+/// script does not run on for nobody; the run then winds down as after
+/// any kill. A thread that lives as long as this process.
+fn kill_when_client_goes(claim: &Claim, init: &OwnedFd) {
+    let (Ok(conn), Ok(init)) = (claim.connection(), init.try_clone()) else {
+        tracing::warn!(target: "cli", "pool: cannot watch the client");
+        return;
+    };
+    let spawned = std::thread::Builder::new()
+        .name("client".into())
+        .spawn(move || {
+            let mut p = libc::pollfd {
+                fd: conn.as_raw_fd(),
+                events: libc::POLLIN | libc::POLLRDHUP,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd of a descriptor the thread owns.
+            while unsafe { libc::poll(&mut p, 1, -1) } < 0 {
+                if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                    return;
+                }
+            }
+            // After the code was sent the init is gone: nothing to say.
+            if pool::peer::signal(&init, libc::SIGKILL) {
+                tracing::debug!(target: "cli", "pool: the client went away: sandbox killed");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(target: "cli", "pool: client watch thread: {e}");
+    }
 }
 
 /// `resources.timeout` counts from now (the supervisor reads this).

@@ -62,19 +62,13 @@ pub fn run(root: Option<PathBuf>, a: RunArgs) -> Result<ExitCode> {
     let state_root = root.unwrap_or_else(sandbox::default_state_root);
     if a.pool {
         refuse_with_pool(&a, "--pool")?;
-        let key = pool_key(&a, dashed, &state_root)?;
-        match sandbox::pool::claim::claim(&state_root, &key) {
-            Some(c) => {
-                tracing::debug!(target: "cli", "run: served by pooled run {} ({})", c.pid, c.socket.display());
-                let code = c.wait()?;
-                return Ok(ExitCode::from(code.clamp(0, 255) as u8));
-            }
-            None => {
-                tracing::debug!(target: "cli", "run: no pooled run for key {key}: a fresh sandbox")
-            }
-        }
     }
     let (req, learn) = request(&a, dashed, state_root)?;
+    if a.pool {
+        if let Some(code) = claim_pooled(&a, dashed, &req)? {
+            return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+        }
+    }
     let implicit = learn_implicit(&req.target);
     let (code, seen) = sandbox::run_observed(req)?;
     if let (Some(l), Some(seen)) = (&learn, seen) {
@@ -96,8 +90,32 @@ pub fn dashed(raw: &[String], target: &[String]) -> bool {
     raw.len() > target.len() && raw[raw.len() - target.len() - 1] == "--"
 }
 
-/// The pool key of a run of `a` (`--pool` itself left out).
+/// A pooled run of this request claimed and waited for: its exit code;
+/// none to claim: `None` (a fresh run).
+fn claim_pooled(a: &RunArgs, dashed: bool, req: &sandbox::RunRequest) -> Result<Option<i32>> {
+    let took = std::time::Instant::now();
+    let key = pool_key_of(a, dashed, req)?;
+    tracing::debug!(target: "cli", "run: pool key {key} in {:?}", took.elapsed());
+    match sandbox::pool::claim::claim(&req.state_root, &key) {
+        Some(c) => {
+            tracing::debug!(target: "cli", "run: served by pooled run {} ({})", c.pid, c.socket.display());
+            Ok(Some(c.wait()?))
+        }
+        None => {
+            tracing::debug!(target: "cli", "run: no pooled run for key {key}: a fresh sandbox");
+            Ok(None)
+        }
+    }
+}
+
+/// The pool key of a run of `a` (`--pool` itself left out), from its
+/// request resolved now (`pool fill` computes it the same way).
 pub fn pool_key(a: &RunArgs, dashed: bool, state_root: &Path) -> Result<String> {
+    let (req, _) = request(a, dashed, state_root.to_path_buf())?;
+    pool_key_of(a, dashed, &req)
+}
+
+fn pool_key_of(a: &RunArgs, dashed: bool, req: &sandbox::RunRequest) -> Result<String> {
     let mut canonical = format!(
         "{:?}",
         RunArgs {
@@ -106,7 +124,7 @@ pub fn pool_key(a: &RunArgs, dashed: bool, state_root: &Path) -> Result<String> 
         }
     );
     canonical.push_str(if dashed { "|--" } else { "|" });
-    sandbox::pool::key_of_call(&canonical, state_root).context("computing the pool key")
+    sandbox::pool::key_of_call(&canonical, req).context("computing the pool key")
 }
 
 /// What a pooled run cannot do: learn, or serve a debug UI.

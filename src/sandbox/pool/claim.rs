@@ -3,7 +3,7 @@
 //! pooled run of a state root.
 
 use std::io::{IoSlice, Read, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,9 +11,9 @@ use std::time::Duration;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-use nix::unistd::Pid;
 
-use super::{key_dir, pool_root, tidy, ACK, CLAIM, DRAIN};
+use super::peer::{self, Peer};
+use super::{key_dir, pool_root, tidy, ACK, CLAIM, COMMIT, DRAIN};
 use crate::runtime::foreground;
 
 /// How long a pooled run has to take a claim (it answers at once).
@@ -32,8 +32,10 @@ pub enum ClaimError {
 /// A pooled run we claimed: it runs the script with our stdio.
 pub struct Claimed {
     conn: UnixStream,
-    /// The pooled run's pid (SO_PEERCRED): where our signals go.
+    /// The pooled run's pid (SO_PEERCRED), for messages.
     pub pid: i32,
+    /// Where our signals go: the pooled run, never a recycled pid.
+    pidfd: OwnedFd,
     pub socket: PathBuf,
     /// Blocked since before the claim.
     set: SigSet,
@@ -51,19 +53,16 @@ fn sockets(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// Connects to a pooled run of ours; a socket nobody listens on any more
-/// is removed.
-fn connect(path: &Path) -> std::io::Result<(UnixStream, i32)> {
+/// Connects to a pooled run of ours (our uid and user namespace);
+/// a socket nobody listens on any more is removed.
+fn connect(path: &Path) -> std::io::Result<(UnixStream, Peer)> {
     let conn = UnixStream::connect(path).inspect_err(|e| {
         if e.kind() == std::io::ErrorKind::ConnectionRefused {
             let _ = std::fs::remove_file(path);
         }
     })?;
-    let cred = nix::sys::socket::getsockopt(&conn, nix::sys::socket::sockopt::PeerCredentials)?;
-    if cred.uid() != nix::unistd::geteuid().as_raw() {
-        return Err(std::io::Error::other("listener is another uid's"));
-    }
-    Ok((conn, cred.pid()))
+    let peer = peer::check(&conn, &peer::Expected::user_only()?)?;
+    Ok((conn, peer))
 }
 
 /// Claims a ready pooled run of `key`, if there is one. The signals to
@@ -76,7 +75,7 @@ pub fn claim(state_root: &Path, key: &str) -> Option<Claimed> {
     }
     let set = foreground::block_signals().ok()?;
     for socket in sockets {
-        match try_claim(&socket, set) {
+        match try_claim(&socket, key, set) {
             Ok(c) => return Some(c),
             Err(e) => {
                 tracing::debug!(target: "cli", "pool: {} not claimed: {e}", socket.display())
@@ -87,12 +86,14 @@ pub fn claim(state_root: &Path, key: &str) -> Option<Claimed> {
     None
 }
 
-fn try_claim(socket: &Path, set: SigSet) -> std::io::Result<Claimed> {
-    let (mut conn, pid) = connect(socket)?;
+/// CLAIM with our key (the pooled run checks it is its own) and our fds
+/// 0, 1, 2; its ACK; our COMMIT.
+fn try_claim(socket: &Path, key: &str, set: SigSet) -> std::io::Result<Claimed> {
+    let (mut conn, Peer { pid, pidfd }) = connect(socket)?;
     let fds = [0, 1, 2];
     sendmsg::<()>(
         conn.as_raw_fd(),
-        &[IoSlice::new(&[CLAIM])],
+        &[IoSlice::new(&[CLAIM]), IoSlice::new(key.as_bytes())],
         &[ControlMessage::ScmRights(&fds)],
         MsgFlags::empty(),
         None,
@@ -104,10 +105,14 @@ fn try_claim(socket: &Path, set: SigSet) -> std::io::Result<Claimed> {
     if ack[0] != ACK {
         return Err(std::io::Error::other("unexpected answer"));
     }
+    // Written: the pooled run has it (it shuts its reading side before
+    // it gives up, so a late commit fails here and we fall back).
+    conn.write_all(&[COMMIT])?;
     conn.set_read_timeout(None)?;
     Ok(Claimed {
         conn,
         pid,
+        pidfd,
         socket: socket.to_path_buf(),
         set,
     })
@@ -145,7 +150,7 @@ impl Claimed {
                 return Err(io(e));
             }
             if p[1].revents != 0 {
-                forward(&sfd, pid);
+                forward(&sfd, &self.pidfd);
             }
             if p[0].revents != 0 {
                 let mut buf = [0u8; 4];
@@ -168,13 +173,13 @@ impl Claimed {
 }
 
 /// Passes the signals read from `sfd` on to the pooled run.
-fn forward(sfd: &SignalFd, pid: i32) {
+fn forward(sfd: &SignalFd, pidfd: &OwnedFd) {
     while let Ok(Some(info)) = sfd.read_signal() {
         let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
             continue;
         };
         if sig != Signal::SIGCHLD {
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
+            peer::signal(pidfd, sig as i32);
         }
     }
 }
@@ -189,14 +194,10 @@ pub fn drain(state_root: &Path) -> usize {
     for key in keys {
         let key = key.to_string_lossy().into_owned();
         for socket in sockets(&key_dir(state_root, &key)) {
-            if let Ok((mut conn, pid)) = connect(&socket) {
-                // Taken now: the pid is the pooled run's until it is reaped.
-                let pidfd = crate::supervisor::pidfd_open(pid).ok();
+            if let Ok((mut conn, peer)) = connect(&socket) {
                 if conn.write_all(&[DRAIN]).is_ok() {
                     wait_closed(conn);
-                    if let Some(fd) = pidfd {
-                        wait_exited(&fd);
-                    }
+                    wait_exited(&peer.pidfd);
                     n += 1;
                 }
             }

@@ -1,7 +1,7 @@
 //! The pooled run's side: listen for one claim (or a drain), unclaimed at
 //! most the idle time; take the client's stdio; send the exit code.
 
-use std::io::{IoSliceMut, Write};
+use std::io::{IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -11,9 +11,10 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 
-use super::{key_dir, make_private_dir, tidy, CLAIM, DRAIN};
+use super::{key_dir, make_private_dir, tidy, ACK, CLAIM, COMMIT, DRAIN};
 
-/// How long a connected client has to say what it wants.
+/// How long a connected client has to say what it wants (and to commit
+/// after our ACK).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A pooled run's socket; unlinked when dropped (or at the claim).
@@ -23,6 +24,8 @@ pub struct Listener {
     state_root: PathBuf,
     key: String,
     unlinked: bool,
+    /// Where a client must be (`peer::check`).
+    peers: super::peer::Expected,
 }
 
 /// How the wait for a claim ended.
@@ -48,8 +51,13 @@ pub struct Claim {
 }
 
 impl Listener {
-    /// Listens at `<state root>/pool/<key>/<our pid>.sock`.
-    pub fn bind(state_root: &Path, key: &str) -> std::io::Result<Listener> {
+    /// Listens at `<state root>/pool/<key>/<our pid>.sock`, for clients
+    /// in the namespaces of `peers`.
+    pub fn bind(
+        state_root: &Path,
+        key: &str,
+        peers: super::peer::Expected,
+    ) -> std::io::Result<Listener> {
         let dir = key_dir(state_root, key);
         let path = dir.join(format!("{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&path);
@@ -70,6 +78,7 @@ impl Listener {
             state_root: state_root.to_path_buf(),
             key: key.to_string(),
             unlinked: false,
+            peers,
         })
     }
 
@@ -120,23 +129,32 @@ impl Listener {
         }
     }
 
-    /// One connection: a claim or a drain from our uid, else nothing.
+    /// One connection: a claim or a drain from our uid in our user and
+    /// mount namespaces (`peer::check`), else nothing.
     fn take_one(&mut self) -> Option<Waited> {
         let (conn, _) = self.sock.accept().ok()?;
-        let cred = nix::sys::socket::getsockopt(&conn, nix::sys::socket::sockopt::PeerCredentials);
-        if cred.ok()?.uid() != nix::unistd::geteuid().as_raw() {
-            tracing::warn!(target: "cli", "pool: refused a claim from another uid");
+        if let Err(e) = super::peer::check(&conn, &self.peers) {
+            tracing::warn!(target: "cli", "pool: refused a connection: {e}");
             return None;
         }
         conn.set_nonblocking(false).ok()?;
         conn.set_read_timeout(Some(REQUEST_TIMEOUT)).ok()?;
         let (what, fds) = recv_request(&conn).ok()?;
+        if what == CLAIM && !same_key(&conn, &self.key) {
+            tracing::warn!(target: "cli", "pool: refused a claim for another key");
+            return None;
+        }
         match (what, fds) {
             (DRAIN, _) => {
                 self.unlink();
                 Some(Waited::Drained(conn))
             }
             (CLAIM, fds) if fds.len() == 3 => {
+                if !committed(&conn) {
+                    // Its fds dropped; still unclaimed, still listening.
+                    tracing::debug!(target: "cli", "pool: a claim was not committed");
+                    return None;
+                }
                 // Never served twice: gone before anything else happens.
                 self.unlink();
                 conn.set_read_timeout(None).ok()?;
@@ -153,10 +171,38 @@ impl Drop for Listener {
     }
 }
 
+/// The key the client sends after CLAIM: it computed the same one from
+/// its own request and context (the directory it found us in says so
+/// too, but that is a name anyone of our uid can read).
+fn same_key(mut conn: &UnixStream, key: &str) -> bool {
+    let mut got = [0u8; super::KEY_LEN];
+    conn.read_exact(&mut got).is_ok() && got == key.as_bytes()
+}
+
+/// ACK, then the client's COMMIT within the request timeout. Giving up,
+/// the reading side is shut first (a COMMIT sent from then on fails at
+/// the client, which falls back) and one already here still counts: the
+/// script runs on exactly one side.
+fn committed(mut conn: &UnixStream) -> bool {
+    if conn.write_all(&[ACK]).is_err() {
+        return false;
+    }
+    let mut b = [0u8; 1];
+    if let Ok(n) = conn.read(&mut b) {
+        return n == 1 && b[0] == COMMIT;
+    }
+    let _ = conn.shutdown(std::net::Shutdown::Read);
+    let _ = conn.set_nonblocking(true);
+    let late = matches!(conn.read(&mut b), Ok(1) if b[0] == COMMIT);
+    let _ = conn.set_nonblocking(false);
+    late
+}
+
 impl Claim {
-    /// Tells the client the claim was taken.
-    pub fn ack(&mut self) -> std::io::Result<()> {
-        self.conn.write_all(&[super::ACK])
+    /// The client's connection, to watch for its hang-up (it sends
+    /// nothing after its commit).
+    pub fn connection(&self) -> std::io::Result<UnixStream> {
+        self.conn.try_clone()
     }
 
     /// The run's exit code, the one message after the ack.

@@ -396,3 +396,65 @@ fn bad_fills_fail_clearly_and_leave_nothing() {
     assert!(text(&o.stderr).contains("--idle"), "{}", show(&o));
     p.assert_clean();
 }
+
+/// The init pids of the sandboxes under `root` (`buntime-runc list`).
+fn sandbox_inits(root: &Path) -> Vec<i32> {
+    let o = Command::new(env!("CARGO_BIN_EXE_buntime-runc"))
+        .arg("--root")
+        .arg(root)
+        .args(["list", "-q"])
+        .output()
+        .expect("buntime-runc list");
+    text(&o.stdout)
+        .lines()
+        .filter_map(|id| {
+            let o = Command::new(env!("CARGO_BIN_EXE_buntime-runc"))
+                .arg("--root")
+                .arg(root)
+                .args(["state", id])
+                .output()
+                .ok()?;
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+            v["pid"].as_i64().map(|p| p as i32).filter(|p| *p > 0)
+        })
+        .collect()
+}
+
+fn alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+#[test]
+fn a_pooled_run_killed_before_its_claim_takes_its_sandbox_along() {
+    let p = Pool::new();
+    p.script("hello.py", HELLO_PY);
+    // Warm (the worker waits for its go byte) and cold (init blocked on
+    // the exec fifo).
+    let o = p.fill(&["hello.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let o = p.fill(&["--", "/bin/cat"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let inits = sandbox_inits(&p.root());
+    assert_eq!(inits.len(), 2, "two sandboxes: {inits:?}");
+    for s in p.sockets() {
+        let pid: i32 = s
+            .file_stem()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse().ok())
+            .expect("<pid>.sock");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
+    }
+    // The supervisors kill their sandboxes, then exit: nothing naming the
+    // root runs any more (pooled runs, supervisors), nor any init.
+    let root = p.root().to_string_lossy().into_owned();
+    let gone = || processes_of(&root).is_empty() && !inits.iter().any(|&i| alive(i));
+    assert!(
+        wait_until(Duration::from_secs(30), gone),
+        "left: {:?}, inits alive: {:?}",
+        processes_of(&root),
+        inits.iter().filter(|&&i| alive(i)).collect::<Vec<_>>()
+    );
+}

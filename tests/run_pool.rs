@@ -458,3 +458,52 @@ fn a_pooled_run_killed_before_its_claim_takes_its_sandbox_along() {
         inits.iter().filter(|&&i| alive(i)).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn a_pooled_run_holds_none_of_the_fillers_fds() {
+    let p = Pool::new();
+    p.script(
+        "fds.py",
+        "import os\nprint(os.environ.get('LISTEN_FDS'), sorted(os.listdir('/proc/self/fd')))\n",
+    );
+    // A pipe whose write end the filler leaves open (not close-on-exec);
+    // the filler also says two fds are socket-activated.
+    let (read, write) = nix::unistd::pipe().unwrap();
+    let o = p
+        .cmd(&["pool", "fill", "fds.py"])
+        .env("LISTEN_FDS", "2")
+        .output()
+        .expect("pool fill");
+    assert!(o.status.success(), "{}", show(&o));
+    drop(write);
+    // Only the pooled run could still hold the write end: EOF says it does not.
+    let mut pfd = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&read),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, 20_000) };
+    assert_eq!(n, 1, "the pooled run holds the filler's pipe");
+    let mut buf = [0u8; 1];
+    let n = nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&read), &mut buf).unwrap();
+    assert_eq!(n, 0, "EOF");
+    let o = p
+        .cmd(&["run", "--pool", "fds.py"])
+        .env("LISTEN_FDS", "2")
+        .output()
+        .expect("run --pool");
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(p.sockets().is_empty(), "served by the pool");
+    // The fds a fresh run's script sees (no LISTEN_FDS: it would pass ours):
+    // no go socket left, none of the filler's.
+    let fresh = p.cmd(&["run", "fds.py"]).output().expect("run");
+    assert!(fresh.status.success(), "{}", show(&fresh));
+    assert!(
+        text(&fresh.stdout).starts_with("None ["),
+        "{}",
+        show(&fresh)
+    );
+    assert_eq!(text(&o.stdout), text(&fresh.stdout), "{}", show(&o));
+    p.assert_clean();
+}

@@ -62,6 +62,45 @@ struct FillLine {
 /// the warm worker's).
 const REPORT_FD: i32 = 3;
 
+/// systemd's socket activation: the fds a process is handed. Never the
+/// pooled run's (the filler's fds are not passed on).
+const SOCKET_ACTIVATION_ENV: [&str; 3] = ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"];
+
+/// Marks every fd from `first` up close-on-exec (`close_range`, Linux
+/// 5.11); whether it could. Async-signal-safe.
+fn cloexec_from(first: i32) -> bool {
+    // SAFETY: close_range only flags descriptors of our own table.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    r == 0
+}
+
+/// `serve`'s inherited fds (but stdio) made close-on-exec, so neither the
+/// sandbox nor the supervisor gets them.
+fn cloexec_inherited() -> Result<()> {
+    if cloexec_from(3) {
+        return Ok(());
+    }
+    // Before close_range's flag: one by one.
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .context("listing /proc/self/fd")?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD only flags the descriptor (a closed one: EBADF).
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
+}
+
 pub fn run(command: PoolCommand, root: Option<PathBuf>) -> Result<ExitCode> {
     let state_root = root.clone().unwrap_or_else(sandbox::default_state_root);
     match command {
@@ -139,6 +178,10 @@ fn spawn(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    // libcontainer would hand that many more of our fds to the sandbox.
+    for v in SOCKET_ACTIVATION_ENV {
+        cmd.env_remove(v);
+    }
     let w = write.as_raw_fd();
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
@@ -146,6 +189,10 @@ fn spawn(
             if libc::setsid() < 0 || libc::dup2(w, REPORT_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // Nothing of ours but stdio and the report pipe reaches the
+            // pooled run, which would hold it for --idle (`serve` checks
+            // again: this fails on kernels before 5.11).
+            cloexec_from(REPORT_FD + 1);
             Ok(())
         });
     }
@@ -178,6 +225,7 @@ fn serve(s: ServeArgs, state_root: PathBuf) -> Result<ExitCode> {
         libc::close(REPORT_FD);
         std::fs::File::from_raw_fd(fd)
     };
+    cloexec_inherited()?;
     let line = FillLine::try_parse_from(std::iter::once("fill".to_string()).chain(s.fill.clone()))?;
     let dashed = run::dashed(&s.fill, &line.fill.run.target);
     let (mut req, _) = run::request(&line.fill.run, dashed, state_root)?;

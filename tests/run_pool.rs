@@ -507,3 +507,39 @@ fn a_pooled_run_holds_none_of_the_fillers_fds() {
     assert_eq!(text(&o.stdout), text(&fresh.stdout), "{}", show(&o));
     p.assert_clean();
 }
+
+#[test]
+fn fill_bounds_n_and_says_why_a_pooled_run_failed_early() {
+    let p = Pool::new();
+    p.script("hello.py", HELLO_PY);
+    for n in ["100000", "0"] {
+        let o = p.fill(&["-n", n, "hello.py"]);
+        assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+        assert!(text(&o.stderr).contains("-n"), "{}", show(&o));
+        assert!(text(&o.stderr).contains("1..=64"), "{}", show(&o));
+    }
+    // A pooled run failing before it is ready (here: a bad --shape, which
+    // `fill` never passes) says why on its report pipe, not on its stderr
+    // (/dev/null).
+    let (read, write) = nix::unistd::pipe().unwrap();
+    let w = std::os::fd::AsRawFd::as_raw_fd(&write);
+    let mut cmd = p.cmd(&[
+        "pool", "serve", "--key", "k", "--shape", "bogus", "--", "hello.py",
+    ]);
+    // SAFETY: dup2 only, between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            if libc::dup2(w, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.stderr(Stdio::null()).spawn().expect("pool serve");
+    drop(write);
+    let mut said = String::new();
+    fs::File::from(read).read_to_string(&mut said).unwrap();
+    assert!(!child.wait().unwrap().success());
+    assert_eq!(said, "error: pool serve: bad --shape\n");
+    p.assert_clean();
+}

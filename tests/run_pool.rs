@@ -543,3 +543,23 @@ fn fill_bounds_n_and_says_why_a_pooled_run_failed_early() {
     assert_eq!(said, "error: pool serve: bad --shape\n");
     p.assert_clean();
 }
+
+#[test]
+fn a_bunfig_preload_runs_no_code_before_the_worker() {
+    let p = Pool::new();
+    // The working directory is the script's: its bunfig.toml would
+    // preload user code ahead of the worker (and, pooled, of the claim).
+    p.script("bunfig.toml", "preload = [\"./early.ts\"]\n");
+    p.script("early.ts", "console.log('early');\n");
+    p.script("main.ts", "console.log('main');\n");
+    let fresh = p.cmd(&["run", "main.ts"]).output().expect("run");
+    assert!(fresh.status.success(), "{}", show(&fresh));
+    assert_eq!(text(&fresh.stdout), "main\n", "{}", show(&fresh));
+    let o = p.fill(&["main.ts"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let o = p.run(&["main.ts"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(p.sockets().is_empty(), "served by the pool");
+    assert_eq!(text(&o.stdout), "main\n", "{}", show(&o));
+    p.assert_clean();
+}

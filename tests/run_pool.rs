@@ -439,6 +439,22 @@ fn a_pooled_run_killed_before_its_claim_takes_its_sandbox_along() {
     assert!(o.status.success(), "{}", show(&o));
     let inits = sandbox_inits(&p.root());
     assert_eq!(inits.len(), 2, "two sandboxes: {inits:?}");
+    // Their pids cgroups (v1 hybrid here; else the unified one).
+    let cgroups: Vec<PathBuf> = inits
+        .iter()
+        .filter_map(|i| {
+            let text = fs::read_to_string(format!("/proc/{i}/cgroup")).ok()?;
+            let line = text
+                .lines()
+                .find(|l| l.split(':').nth(1) == Some("pids"))
+                .map(|l| ("pids", l))
+                .or_else(|| text.lines().find(|l| l.starts_with("0::")).map(|l| ("", l)))?;
+            let rel = line.1.splitn(3, ':').nth(2)?.trim_start_matches('/');
+            Some(Path::new("/sys/fs/cgroup").join(line.0).join(rel))
+        })
+        .collect();
+    assert_eq!(cgroups.len(), 2, "{cgroups:?}");
+    assert!(cgroups.iter().all(|c| c.exists()), "{cgroups:?}");
     for s in p.sockets() {
         let pid: i32 = s
             .file_stem()
@@ -457,6 +473,18 @@ fn a_pooled_run_killed_before_its_claim_takes_its_sandbox_along() {
         processes_of(&root),
         inits.iter().filter(|&&i| alive(i)).collect::<Vec<_>>()
     );
+    // What only the pooled run would have removed (state, cgroups): the
+    // next drain (or fill) deletes it.
+    let o = p.cmd(&["pool", "drain"]).output().unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(
+        text(&o.stderr).contains("deleted 2 sandbox(es) of killed pooled runs"),
+        "{}",
+        show(&o)
+    );
+    let left: Vec<_> = cgroups.iter().filter(|c| c.exists()).collect();
+    assert!(left.is_empty(), "cgroups left: {left:?}");
+    p.assert_clean();
 }
 
 #[test]

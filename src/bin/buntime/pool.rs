@@ -113,6 +113,12 @@ pub fn run(command: PoolCommand, root: Option<PathBuf>) -> Result<ExitCode> {
         PoolCommand::Drain => {
             let n = sandbox::pool::claim::drain(&state_root);
             buntime::logging::say(&format!("buntime: drained {n} pooled run(s)"));
+            let k = sandbox::sweep_orphans(&state_root);
+            if k > 0 {
+                buntime::logging::say(&format!(
+                    "buntime: deleted {k} sandbox(es) of killed pooled runs"
+                ));
+            }
             Ok(ExitCode::SUCCESS)
         }
         PoolCommand::Serve(s) => serve(s, state_root),
@@ -146,6 +152,8 @@ fn fill(f: FillArgs, root: Option<PathBuf>, state_root: PathBuf) -> Result<ExitC
     let key = run::pool_key(&f.run, dashed, &state_root)?;
     let shape = sandbox::relay::Shape::of_own().encode();
     let tail = fill_tail(&raw);
+    let swept = sandbox::sweep_orphans(&state_root);
+    tracing::debug!(target: "cli", "pool: {swept} sandbox(es) of killed pooled runs deleted");
     let mut started = Vec::new();
     let mut unstarted = None;
     for _ in 0..f.count {

@@ -455,6 +455,7 @@ fn a_pooled_run_killed_before_its_claim_takes_its_sandbox_along() {
         .collect();
     assert_eq!(cgroups.len(), 2, "{cgroups:?}");
     assert!(cgroups.iter().all(|c| c.exists()), "{cgroups:?}");
+    let mut pooled = Vec::new();
     for s in p.sockets() {
         let pid: i32 = s
             .file_stem()
@@ -462,6 +463,7 @@ fn a_pooled_run_killed_before_its_claim_takes_its_sandbox_along() {
             .and_then(|n| n.parse().ok())
             .expect("<pid>.sock");
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
+        pooled.push(pid);
     }
     // The supervisors kill their sandboxes, then exit: nothing naming the
     // root runs any more (pooled runs, supervisors), nor any init.
@@ -484,6 +486,11 @@ fn a_pooled_run_killed_before_its_claim_takes_its_sandbox_along() {
     );
     let left: Vec<_> = cgroups.iter().filter(|c| c.exists()).collect();
     assert!(left.is_empty(), "cgroups left: {left:?}");
+    // Root's bundles are in /dev/shm, named after the pooled runs.
+    for pid in &pooled {
+        let b = format!("/dev/shm/buntime-bundle-run-{pid}");
+        assert!(!Path::new(&b).exists(), "{b} left");
+    }
     p.assert_clean();
 }
 

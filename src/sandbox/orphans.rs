@@ -1,6 +1,6 @@
 //! Pooled sandboxes whose pooled run was killed before its claim. Their
 //! supervisor killed them (`supervisor::claim`), but what only the pooled
-//! run removes (the container's state directory and cgroups) stays, and
+//! run removes (the container's state directory, cgroups, bundle) stays, and
 //! the id `run-PID` would be refused to a later run of that pid. `pool
 //! fill` and `pool drain` delete them (docs/run.md, "Pool").
 
@@ -19,8 +19,16 @@ pub fn sweep_orphans(state_root: &Path) -> usize {
         if !orphaned(&root, &id) {
             continue;
         }
+        let bundle = lifecycle::state(&root, &id)
+            .ok()
+            .and_then(|v| v["bundle"].as_str().map(std::path::PathBuf::from));
         match lifecycle::delete(&root, &id, true) {
-            Ok(()) => n += 1,
+            Ok(()) => {
+                if let Some(b) = bundle {
+                    super::scratch::remove_left(state_root, &b);
+                }
+                n += 1;
+            }
             Err(e) => tracing::warn!(target: "cli", "pool: delete orphaned sandbox {id}: {e}"),
         }
     }

@@ -598,3 +598,61 @@ fn a_bunfig_preload_runs_no_code_before_the_worker() {
     assert_eq!(text(&o.stdout), "main\n", "{}", show(&o));
     p.assert_clean();
 }
+
+#[test]
+fn a_pooled_runs_pty_follows_the_clients_terminal_size() {
+    let p = Pool::new();
+    p.script(
+        "size.py",
+        "import os, signal\nsignal.signal(signal.SIGWINCH, lambda *a: None)\n\
+         print(os.get_terminal_size(), flush=True)\nsignal.pause()\n\
+         print(os.get_terminal_size(), flush=True)\n",
+    );
+    let size = |rows, cols| nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // The filler's stdout and stderr are one terminal: so are the client's.
+    let term = |ws: &nix::pty::Winsize| {
+        let pty = nix::pty::openpty(Some(ws), None).expect("openpty");
+        let out = fs::File::from(pty.slave);
+        (fs::File::from(pty.master), out)
+    };
+    let (_fill_master, fill_out) = term(&size(24, 80));
+    let o = p
+        .cmd(&["pool", "fill", "--timeout=30s", "size.py"])
+        .stdout(fill_out.try_clone().unwrap())
+        .stderr(fill_out)
+        .output()
+        .expect("pool fill");
+    assert!(o.status.success(), "{}", show(&o));
+    let (master, out) = term(&size(30, 100));
+    let mut child = p
+        .cmd(&["run", "--pool", "--timeout=30s", "size.py"])
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("run --pool");
+    let mut lines = BufReader::new(master.try_clone().unwrap());
+    let mut first = String::new();
+    lines.read_line(&mut first).unwrap();
+    assert!(first.contains("columns=100, lines=30"), "{first:?}");
+    assert!(p.sockets().is_empty(), "served by the pool");
+    // The client's terminal resized: the sandbox's pty follows.
+    // SAFETY: TIOCSWINSZ reads the winsize we pass.
+    let ws = size(40, 120);
+    unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&master),
+            libc::TIOCSWINSZ,
+            &ws,
+        )
+    };
+    let mut second = String::new();
+    lines.read_line(&mut second).unwrap();
+    assert!(second.contains("columns=120, lines=40"), "{second:?}");
+    assert!(child.wait().unwrap().success());
+    p.assert_clean();
+}

@@ -237,6 +237,9 @@ fn begin_claimed(c: &mut Created) -> Result<Option<relay::Relay>, SandboxError> 
         return Ok(None);
     };
     p.fit_terminals();
+    crate::supervisor::pidfd_open(c.pid.as_raw())
+        .and_then(|init| p.follow_terminals(init))
+        .map_err(|e| setup_err("following the terminal's size", e))?;
     let limit = c.output_limit.map_or(u64::MAX, |b| b.bytes());
     relay::Relay::start(p, limit, c.pid.as_raw())
         .map(Some)

@@ -665,3 +665,243 @@ fn another_process_context_or_key_gets_no_pooled_run() {
     assert!(p.sockets().is_empty(), "served by the pool");
     p.assert_clean();
 }
+
+/// The init pids of the sandboxes under `root` (`buntime-runc list`).
+fn sandbox_inits(root: &Path) -> Vec<i32> {
+    let o = Command::new(env!("CARGO_BIN_EXE_buntime-runc"))
+        .arg("--root")
+        .arg(root)
+        .args(["list", "-q"])
+        .output()
+        .expect("buntime-runc list");
+    text(&o.stdout)
+        .lines()
+        .filter_map(|id| {
+            let o = Command::new(env!("CARGO_BIN_EXE_buntime-runc"))
+                .arg("--root")
+                .arg(root)
+                .args(["state", id])
+                .output()
+                .ok()?;
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+            v["pid"].as_i64().map(|p| p as i32).filter(|p| *p > 0)
+        })
+        .collect()
+}
+
+fn alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+#[test]
+fn a_pooled_run_killed_before_its_claim_takes_its_sandbox_along() {
+    let p = Pool::new();
+    p.script("hello.py", HELLO_PY);
+    // Warm (the worker waits for its go byte) and cold (init blocked on
+    // the exec fifo).
+    let o = p.fill(&["hello.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let o = p.fill(&["--", "/bin/cat"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let inits = sandbox_inits(&p.root());
+    assert_eq!(inits.len(), 2, "two sandboxes: {inits:?}");
+    // Their pids cgroups (v1 hybrid here; else the unified one).
+    let cgroups: Vec<PathBuf> = inits
+        .iter()
+        .filter_map(|i| {
+            let text = fs::read_to_string(format!("/proc/{i}/cgroup")).ok()?;
+            let line = text
+                .lines()
+                .find(|l| l.split(':').nth(1) == Some("pids"))
+                .map(|l| ("pids", l))
+                .or_else(|| text.lines().find(|l| l.starts_with("0::")).map(|l| ("", l)))?;
+            let rel = line.1.splitn(3, ':').nth(2)?.trim_start_matches('/');
+            Some(Path::new("/sys/fs/cgroup").join(line.0).join(rel))
+        })
+        .collect();
+    assert_eq!(cgroups.len(), 2, "{cgroups:?}");
+    assert!(cgroups.iter().all(|c| c.exists()), "{cgroups:?}");
+    let mut pooled = Vec::new();
+    for s in p.sockets() {
+        let pid: i32 = s
+            .file_stem()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse().ok())
+            .expect("<pid>.sock");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
+        pooled.push(pid);
+    }
+    // The supervisors kill their sandboxes, then exit: nothing naming the
+    // root runs any more (pooled runs, supervisors), nor any init.
+    let root = p.root().to_string_lossy().into_owned();
+    let gone = || processes_of(&root).is_empty() && !inits.iter().any(|&i| alive(i));
+    assert!(
+        wait_until(Duration::from_secs(30), gone),
+        "left: {:?}, inits alive: {:?}",
+        processes_of(&root),
+        inits.iter().filter(|&&i| alive(i)).collect::<Vec<_>>()
+    );
+    // What only the pooled run would have removed (state, cgroups): the
+    // next drain (or fill) deletes it.
+    let o = p.cmd(&["pool", "drain"]).output().unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(
+        text(&o.stderr).contains("deleted 2 sandbox(es) of killed pooled runs"),
+        "{}",
+        show(&o)
+    );
+    let left: Vec<_> = cgroups.iter().filter(|c| c.exists()).collect();
+    assert!(left.is_empty(), "cgroups left: {left:?}");
+    // Root's bundles are in /dev/shm, named after the pooled runs.
+    for pid in &pooled {
+        let b = format!("/dev/shm/buntime-bundle-run-{pid}");
+        assert!(!Path::new(&b).exists(), "{b} left");
+    }
+    p.assert_clean();
+}
+
+#[test]
+fn a_pooled_run_holds_none_of_the_fillers_fds() {
+    let p = Pool::new();
+    p.script(
+        "fds.py",
+        "import os\nprint(os.environ.get('LISTEN_FDS'), sorted(os.listdir('/proc/self/fd')))\n",
+    );
+    // A pipe whose write end the filler leaves open (not close-on-exec);
+    // the filler also says two fds are socket-activated.
+    let (read, write) = nix::unistd::pipe().unwrap();
+    let o = p
+        .cmd(&["pool", "fill", "fds.py"])
+        .env("LISTEN_FDS", "2")
+        .output()
+        .expect("pool fill");
+    assert!(o.status.success(), "{}", show(&o));
+    drop(write);
+    // Only the pooled run could still hold the write end: EOF says it does not.
+    let mut pfd = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&read),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, 20_000) };
+    assert_eq!(n, 1, "the pooled run holds the filler's pipe");
+    let mut buf = [0u8; 1];
+    let n = nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&read), &mut buf).unwrap();
+    assert_eq!(n, 0, "EOF");
+    let o = p
+        .cmd(&["run", "--pool", "fds.py"])
+        .env("LISTEN_FDS", "2")
+        .output()
+        .expect("run --pool");
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(p.sockets().is_empty(), "served by the pool");
+    // The fds a fresh run's script sees (no LISTEN_FDS: it would pass ours):
+    // no go socket left, none of the filler's.
+    let fresh = p.cmd(&["run", "fds.py"]).output().expect("run");
+    assert!(fresh.status.success(), "{}", show(&fresh));
+    assert!(
+        text(&fresh.stdout).starts_with("None ["),
+        "{}",
+        show(&fresh)
+    );
+    assert_eq!(text(&o.stdout), text(&fresh.stdout), "{}", show(&o));
+    p.assert_clean();
+}
+
+#[test]
+fn fill_bounds_n_and_says_why_a_pooled_run_failed_early() {
+    let p = Pool::new();
+    p.script("hello.py", HELLO_PY);
+    for n in ["100000", "0"] {
+        let o = p.fill(&["-n", n, "hello.py"]);
+        assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+        assert!(text(&o.stderr).contains("-n"), "{}", show(&o));
+        assert!(text(&o.stderr).contains("1..=64"), "{}", show(&o));
+    }
+    // A pooled run failing before it is ready (here: a bad --shape, which
+    // `fill` never passes) says why on its report pipe, not on its stderr
+    // (/dev/null).
+    let (read, write) = nix::unistd::pipe().unwrap();
+    let w = std::os::fd::AsRawFd::as_raw_fd(&write);
+    let mut cmd = p.cmd(&[
+        "pool", "serve", "--key", "k", "--shape", "bogus", "--", "hello.py",
+    ]);
+    // SAFETY: dup2 only, between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            if libc::dup2(w, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.stderr(Stdio::null()).spawn().expect("pool serve");
+    drop(write);
+    let mut said = String::new();
+    fs::File::from(read).read_to_string(&mut said).unwrap();
+    assert!(!child.wait().unwrap().success());
+    assert_eq!(said, "error: pool serve: bad --shape\n");
+    p.assert_clean();
+}
+
+#[test]
+fn a_pooled_runs_pty_follows_the_clients_terminal_size() {
+    let p = Pool::new();
+    p.script(
+        "size.py",
+        "import os, signal\nsignal.signal(signal.SIGWINCH, lambda *a: None)\n\
+         print(os.get_terminal_size(), flush=True)\nsignal.pause()\n\
+         print(os.get_terminal_size(), flush=True)\n",
+    );
+    let size = |rows, cols| nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // The filler's stdout and stderr are one terminal: so are the client's.
+    let term = |ws: &nix::pty::Winsize| {
+        let pty = nix::pty::openpty(Some(ws), None).expect("openpty");
+        let out = fs::File::from(pty.slave);
+        (fs::File::from(pty.master), out)
+    };
+    let (_fill_master, fill_out) = term(&size(24, 80));
+    let o = p
+        .cmd(&["pool", "fill", "--timeout=30s", "size.py"])
+        .stdout(fill_out.try_clone().unwrap())
+        .stderr(fill_out)
+        .output()
+        .expect("pool fill");
+    assert!(o.status.success(), "{}", show(&o));
+    let (master, out) = term(&size(30, 100));
+    let mut child = p
+        .cmd(&["run", "--pool", "--timeout=30s", "size.py"])
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("run --pool");
+    let mut lines = BufReader::new(master.try_clone().unwrap());
+    let mut first = String::new();
+    lines.read_line(&mut first).unwrap();
+    assert!(first.contains("columns=100, lines=30"), "{first:?}");
+    assert!(p.sockets().is_empty(), "served by the pool");
+    // The client's terminal resized: the sandbox's pty follows.
+    // SAFETY: TIOCSWINSZ reads the winsize we pass.
+    let ws = size(40, 120);
+    unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&master),
+            libc::TIOCSWINSZ,
+            &ws,
+        )
+    };
+    let mut second = String::new();
+    lines.read_line(&mut second).unwrap();
+    assert!(second.contains("columns=120, lines=40"), "{second:?}");
+    assert!(child.wait().unwrap().success());
+    p.assert_clean();
+}

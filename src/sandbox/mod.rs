@@ -13,6 +13,7 @@ pub mod delegate;
 pub mod kind;
 mod learning;
 mod limits;
+mod orphans;
 mod plan;
 pub mod pool;
 mod pooled;
@@ -32,6 +33,7 @@ use crate::runtime::create::{create, CreateOptions};
 use crate::runtime::state::Root;
 use crate::runtime::{foreground, lifecycle, RuntimeError};
 pub use kind::{Kind, Target};
+pub use orphans::sweep_orphans;
 use plan::{bundle_spec, plan};
 pub use pooled::{serve_pooled, PoolOptions};
 

@@ -205,21 +205,21 @@ fn run_claimed(mut c: Created, req: &RunRequest, setup: Setup, mut claim: Claim)
         let _ = nix::unistd::dup2(fd.as_raw_fd(), target);
     }
     tracing::debug!(target: "cli", "pool: claimed");
-    mark_claimed(&c.state);
-    feed_stdin(setup.stdin);
-    let relay = c.plumbing.take().and_then(|p| {
-        p.fit_terminals();
-        let limit = c.output_limit.map_or(u64::MAX, |b| b.bytes());
-        relay::Relay::start(p, limit, c.pid.as_raw())
-            .inspect_err(|e| tracing::warn!(target: "cli", "pool: output relay: {e}"))
-            .ok()
-    });
-    let started = match setup.go {
+    // Either failing, the sandbox is deleted unstarted and the client
+    // told why (exit 1), as a fresh run's would be.
+    let (relay, begun) = match begin_claimed(&mut c) {
+        Ok(relay) => (relay, Ok(())),
+        Err(e) => (None, Err(e)),
+    };
+    if begun.is_ok() {
+        feed_stdin(setup.stdin);
+    }
+    let started = begun.and_then(|()| match setup.go {
         Some(mut go) => go
             .write_all(b"G")
             .map_err(|e| setup_err("release the worker", e)),
         None => lifecycle::start(&c.cleanup.root, &c.cleanup.id).map_err(SandboxError::from),
-    };
+    });
     let waited =
         started.and_then(|()| foreground::wait_forward(c.pid, &c.set).map_err(SandboxError::from));
     let code = match finish_run(c, req, relay, waited) {
@@ -265,13 +265,39 @@ fn kill_when_client_goes(claim: &Claim, init: &OwnedFd) {
     }
 }
 
-/// `resources.timeout` counts from now (the supervisor reads this).
-fn mark_claimed(state: &Path) {
-    let path = state.join(crate::statedir::CLAIMED_FILE);
+/// The claim marked (`resources.timeout` counts from now) and the output
+/// relay started.
+fn begin_claimed(c: &mut Created) -> Result<Option<relay::Relay>, SandboxError> {
+    mark_claimed(&c.state).map_err(|e| setup_err("marking the claim for resources.timeout", e))?;
+    let Some(p) = c.plumbing.take() else {
+        return Ok(None);
+    };
+    p.fit_terminals();
+    crate::supervisor::pidfd_open(c.pid.as_raw())
+        .and_then(|init| p.follow_terminals(init))
+        .map_err(|e| setup_err("following the terminal's size", e))?;
+    let limit = c.output_limit.map_or(u64::MAX, |b| b.bytes());
+    relay::Relay::start(p, limit, c.pid.as_raw())
+        .map(Some)
+        .map_err(|e| setup(format!("output relay: {e}")))
+}
+
+/// `resources.timeout` counts from now (the supervisor reads this). Made
+/// whole under a temporary name, never through a link, then renamed: the
+/// supervisor sees no file or a whole one.
+fn mark_claimed(state: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = state.join(format!(".{}.tmp", crate::statedir::CLAIMED_FILE));
     let now = crate::statedir::monotonic_ns().to_string();
-    if let Err(e) = std::fs::write(&path, now) {
-        tracing::warn!(target: "cli", "pool: write {}: {e}", path.display());
-    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)?;
+    f.write_all(now.as_bytes())?;
+    drop(f);
+    std::fs::rename(&tmp, state.join(crate::statedir::CLAIMED_FILE))
 }
 
 /// Copies our stdin (the client's) into the sandbox's, by a thread; its

@@ -160,6 +160,65 @@ impl Plumbing {
     }
 }
 
+/// How often a pooled run's ptys are checked against their terminals.
+const RESIZE_POLL: Duration = Duration::from_millis(200);
+
+impl Plumbing {
+    /// Keeps each pty the size of its terminal as that changes, by a
+    /// thread checking every 200 ms for the process's life: a pooled
+    /// run's terminal is the client's, whose SIGWINCH is forwarded to the
+    /// sandbox before its pty knows the new size. After a resize the
+    /// thread sends `init` (a pidfd of the sandbox's init: never a
+    /// recycled pid) a SIGWINCH of its own, which finds the new size.
+    pub fn follow_terminals(&self, init: OwnedFd) -> std::io::Result<()> {
+        let mut pairs = Vec::new();
+        for s in &self.sources {
+            // SAFETY: isatty only inspects the descriptor.
+            if unsafe { libc::isatty(s.read.as_raw_fd()) } == 1 {
+                pairs.push((s.to, s.read.try_clone()?));
+            }
+        }
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        std::thread::Builder::new()
+            .name("resize".into())
+            .spawn(move || loop {
+                std::thread::sleep(RESIZE_POLL);
+                let resized = pairs
+                    .iter()
+                    .fold(false, |any, (to, pty)| refit(*to, pty.as_raw_fd()) || any);
+                if resized {
+                    // SAFETY: pidfd_send_signal on our pidfd, no siginfo.
+                    unsafe {
+                        libc::syscall(
+                            libc::SYS_pidfd_send_signal,
+                            init.as_raw_fd(),
+                            libc::SIGWINCH,
+                            std::ptr::null::<libc::siginfo_t>(),
+                            0u32,
+                        )
+                    };
+                }
+            })
+            .map(drop)
+    }
+}
+
+/// `pty` sized as the terminal `to` if they differ; whether it was.
+fn refit(to: RawFd, pty: RawFd) -> bool {
+    // SAFETY: plain data; TIOCGWINSZ fills the winsize we pass and
+    // TIOCSWINSZ reads it.
+    unsafe {
+        let mut want: libc::winsize = std::mem::zeroed();
+        let mut have: libc::winsize = std::mem::zeroed();
+        libc::ioctl(to, libc::TIOCGWINSZ, &mut want) == 0
+            && libc::ioctl(pty, libc::TIOCGWINSZ, &mut have) == 0
+            && (want.ws_row, want.ws_col) != (have.ws_row, have.ws_col)
+            && libc::ioctl(pty, libc::TIOCSWINSZ, &want) == 0
+    }
+}
+
 /// What the relay did.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Relayed {

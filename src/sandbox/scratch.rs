@@ -118,6 +118,27 @@ fn fresh_dir(base: &Path, id: &str) -> Option<PathBuf> {
     })?
 }
 
+/// The bundle a killed run left, as its container's state names it:
+/// removed if it is one of ours (a real directory we own, in the state
+/// root's `bundles/` or a `buntime-bundle-*` in /dev/shm).
+pub(super) fn remove_left(state_root: &Path, bundle: &Path) {
+    let parent = state_root.join("bundles");
+    let in_shm = bundle.parent() == Some(Path::new(SHM))
+        && bundle
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(PREFIX));
+    if bundle.parent() != Some(parent.as_path()) && !in_shm {
+        return;
+    }
+    let uid = nix::unistd::geteuid().as_raw();
+    let ours = fs::symlink_metadata(bundle).is_ok_and(|m| m.is_dir() && m.uid() == uid);
+    if ours {
+        let _ = fs::remove_dir_all(bundle);
+        let _ = fs::remove_dir(parent);
+    }
+}
+
 /// Removes bundles that runs killed before their clean-up left in `base`:
 /// ours (same owner, a real directory), named after a `run-PID` whose
 /// process is gone.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::process::{SUPERVISOR_WIND_DOWN, WORKERS_WIND_DOWN};
-use super::{egress, record, serve, Ctx};
+use super::{claim, egress, record, serve, Ctx};
 use crate::ipc::{ControlListener, ControlSocket};
 
 /// Connections served at once; more are refused.
@@ -36,17 +36,46 @@ fn enforce_timeout(ctx: &Ctx, pidfd: &OwnedFd, deadline: &mut Option<Instant>) {
     ctx.audit.record(&rec);
 }
 
-/// How often an unclaimed pooled run's supervisor looks for the claim.
+/// How often an unclaimed pooled run's supervisor looks for the claim
+/// (and whether its pooled run still lives).
 const CLAIM_POLL: Duration = Duration::from_millis(100);
 
-/// A pooled run's deadline: `limit` after its claim (the monotonic time in
-/// `CLAIMED_FILE`, in our working directory, the state directory), once
-/// it was claimed.
-fn claimed_deadline(limit: Duration) -> Option<Instant> {
-    let text = std::fs::read_to_string(crate::statedir::CLAIMED_FILE).ok()?;
-    let at: u64 = text.trim().parse().ok()?;
-    let since = Duration::from_nanos(crate::statedir::monotonic_ns().saturating_sub(at));
-    Some(Instant::now() + limit.saturating_sub(since))
+/// An unclaimed pooled sandbox whose pooled run is gone: nobody will
+/// claim it, so it is killed (its init exits, and we wind down).
+fn kill_orphan(ctx: &Ctx, pidfd: &OwnedFd) {
+    let killed = super::signal_kill(pidfd);
+    let mut rec = record(ctx, 0, crate::audit::Kind::Timeout, "container init".into());
+    rec.decision = if killed {
+        crate::audit::Verdict::Kill
+    } else {
+        crate::audit::Verdict::Error
+    };
+    rec.rule = crate::policy::RuleRef::ResourcesTimeout;
+    rec.reason = "pooled run gone before its claim".into();
+    ctx.audit.record(&rec);
+}
+
+/// Before the claim: the deadline once claimed, or the kill once orphaned.
+/// Returns whether it is still unclaimed.
+fn check_claim(
+    ctx: &Ctx,
+    pidfd: &OwnedFd,
+    unclaimed: &claim::Unclaimed,
+    limit: Option<Duration>,
+    deadline: &mut Option<Instant>,
+) -> bool {
+    match unclaimed.check() {
+        claim::Claim::Waiting => true,
+        claim::Claim::Claimed(at) => {
+            *deadline = limit.map(|t| at + t);
+            false
+        }
+        claim::Claim::Orphaned => {
+            tracing::info!(target: "supervisor", container = %ctx.id, "pooled run gone before its claim: killing the sandbox");
+            kill_orphan(ctx, pidfd);
+            false
+        }
+    }
 }
 
 /// The live connections' nudges (`SupervisorChannel::nudge`): at init's
@@ -212,18 +241,19 @@ pub(super) fn serve_loop(
     let workers = Arc::new(AtomicUsize::new(0));
     let mut spare = Spare::start(ctx, &workers);
     let limit = ctx.policy.resources.timeout.map(|t| t.as_duration());
-    let mut claim = limit.filter(|_| ctx.timeout_from_claim);
+    let mut unclaimed = ctx.pooled_by.map(claim::Unclaimed::watch);
     let mut deadline = limit
-        .filter(|_| claim.is_none())
+        .filter(|_| unclaimed.is_none())
         .map(|t| Instant::now() + t);
     loop {
-        if let Some(t) = claim {
-            deadline = claimed_deadline(t);
-            claim = claim.filter(|_| deadline.is_none());
+        if let Some(u) = &unclaimed {
+            if !check_claim(ctx, pidfd, u, limit, &mut deadline) {
+                unclaimed = None;
+            }
         }
         enforce_timeout(ctx, pidfd, &mut deadline);
-        // Unclaimed: look for the claim again soon.
-        let wake = deadline.or_else(|| claim.map(|_| Instant::now() + CLAIM_POLL));
+        // Unclaimed: look for the claim (or the pooled run's end) again soon.
+        let wake = deadline.or_else(|| unclaimed.as_ref().map(|_| Instant::now() + CLAIM_POLL));
         match wait(pidfd, listener, wake) {
             Woken::Nothing => {}
             Woken::Failed => return,

@@ -13,6 +13,7 @@
 mod accept;
 pub mod approver;
 pub mod charge;
+mod claim;
 mod egress;
 mod podnet;
 mod process;
@@ -95,8 +96,10 @@ pub(crate) struct Ctx {
     pub pod: Option<podnet::PodNet>,
     /// Wakes the connection threads when the init exits.
     pub nudges: accept::Nudges,
-    /// A pooled run: `resources.timeout` counts from its claim.
-    pub timeout_from_claim: bool,
+    /// A pooled run (`buntime.dev/timeout-from: claim`): its pid (our
+    /// parent's). `resources.timeout` counts from its claim; before it,
+    /// the sandbox lives only as long as the pooled run (`claim`).
+    pub pooled_by: Option<i32>,
 }
 
 /// Closes every descriptor from 3 up: whatever the caller of `create` passed
@@ -399,6 +402,8 @@ fn start_egress(
 /// The `supervise` subcommand, on the container's state directory.
 /// Returns when the container's init is gone.
 pub fn run(dir: &StateDir, id: &str) -> Result<(), SupervisorError> {
+    // Who started us (`create`'s process), before it can be gone.
+    let parent = nix::unistd::getppid().as_raw();
     detach();
     let state = dir.path().to_path_buf();
     // Declared first, so removed last: the run directory's files.
@@ -425,7 +430,7 @@ pub fn run(dir: &StateDir, id: &str) -> Result<(), SupervisorError> {
         init_pid,
         pod,
         nudges: accept::Nudges::default(),
-        timeout_from_claim: config.timeout_from_claim,
+        pooled_by: config.timeout_from_claim.then_some(parent),
     });
     let egress = start_egress(&ctx, proxy_listener)?;
     accept::serve_loop(&ctx, &listener, &pidfd, egress.as_ref());

@@ -246,7 +246,10 @@ fn kill_when_client_goes(claim: &Claim, init: &OwnedFd) {
         .spawn(move || {
             let mut p = libc::pollfd {
                 fd: conn.as_raw_fd(),
-                events: libc::POLLIN | libc::POLLRDHUP,
+                // POLLHUP alone (always reported): the client's close.
+                // Not POLLIN/POLLRDHUP: a late commit's shut reading
+                // side raises both with the client still there.
+                events: 0,
                 revents: 0,
             };
             // SAFETY: one valid pollfd of a descriptor the thread owns.

@@ -107,8 +107,9 @@ fn try_claim(socket: &Path, key: &str, set: SigSet) -> std::io::Result<Claimed> 
     }
     // Written: the pooled run has it (it shuts its reading side before
     // it gives up, so a late commit fails here and we fall back).
-    conn.write_all(&[COMMIT])?;
+    // Before the commit: after it, no error may send us to a fresh run.
     conn.set_read_timeout(None)?;
+    conn.write_all(&[COMMIT])?;
     Ok(Claimed {
         conn,
         pid,

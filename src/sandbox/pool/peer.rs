@@ -61,7 +61,13 @@ pub fn check(conn: &UnixStream, want: &Expected) -> std::io::Result<Peer> {
     }
     let pidfd = match peer_pidfd(conn) {
         Ok(fd) => fd,
-        Err(_) => crate::supervisor::pidfd_open(cred.pid())?,
+        // Kernels before 6.5 lack SO_PEERPIDFD: the pid, checked alive
+        // below (best effort). Any other error (EINVAL: the connecting
+        // process has exited) is a refusal: its pid may be another's.
+        Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => {
+            crate::supervisor::pidfd_open(cred.pid())?
+        }
+        Err(_) => return Err(refused("gone (its pid may be another's now)")),
     };
     let proc = format!("/proc/{}/ns", cred.pid());
     if ns_id(&format!("{proc}/user"))? != want.user {

@@ -402,7 +402,9 @@ fn bad_fills_fail_clearly_and_leave_nothing() {
 /// run's socket, sends CLAIM with its stdio, and then either stops after
 /// the ACK (`abort`) or commits and waits for the code (`commit`). Prints
 /// `refused`, `acked` or `ran CODE`; mode `drain` sends DRAIN instead,
-/// `wrongkey` claims with a key not the pooled run's.
+/// `wrongkey` claims with a key not the pooled run's, `late` commits
+/// 2.5 s after the ACK (past the pooled run's 2 s) and prints
+/// `late refused` when its commit fails (a real client falls back).
 const CLAIMER_PY: &str = r#"
 import os, socket, sys
 path, mode = sys.argv[1], sys.argv[2]
@@ -432,7 +434,14 @@ if a != b'A':
 if mode == 'abort':
     print('acked')
     sys.exit(0)
-s.sendall(b'K')
+if mode == 'late':
+    import time
+    time.sleep(2.5)
+try:
+    s.sendall(b'K')
+except OSError:
+    print('late refused')
+    sys.exit(0)
 code = b''
 while len(code) < 4:
     c = s.recv(4 - len(code))
@@ -500,6 +509,35 @@ fn a_claim_never_committed_leaves_the_pooled_run_unclaimed() {
     assert!(o.status.success(), "{}", show(&o));
     assert_eq!(text(&o.stdout), "counted\n");
     assert!(p.sockets().is_empty(), "served by the pool");
+    p.assert_clean();
+    assert_eq!(fs::read_to_string(out.join("count")).unwrap(), "ran\n");
+}
+
+/// A client descheduled between the ACK and its commit: the pooled run
+/// either serves it or stays unclaimed (the client's commit fails and it
+/// falls back to a fresh run); either way the script runs exactly once.
+#[test]
+fn a_late_commit_runs_the_script_exactly_once() {
+    let p = Pool::new();
+    let out = p.out_dir();
+    p.script("count.py", &counter_py(&out));
+    let allow = format!("--allow-write={}", out.display());
+    let o = p.fill(&[&allow, "count.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let sockets = p.sockets();
+    assert_eq!(sockets.len(), 1);
+    match p.claim_by_hand(&[], &sockets[0], "late").as_str() {
+        "ran 0" => assert!(p.sockets().is_empty(), "served: gone"),
+        "late refused" => {
+            assert!(sockets[0].exists(), "unclaimed: still listening");
+            assert!(!out.join("count").exists(), "nothing ran yet");
+            // The fallback (here the next client): the pool serves it.
+            let o = p.run(&[&allow, "count.py"]);
+            assert!(o.status.success(), "{}", show(&o));
+            assert!(p.sockets().is_empty(), "served by the pool");
+        }
+        other => panic!("late claim: {other}"),
+    }
     p.assert_clean();
     assert_eq!(fs::read_to_string(out.join("count")).unwrap(), "ran\n");
 }

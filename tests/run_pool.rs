@@ -943,3 +943,103 @@ fn a_pooled_runs_pty_follows_the_clients_terminal_size() {
     assert!(child.wait().unwrap().success());
     p.assert_clean();
 }
+
+/// The worker files a warm pooled run loaded at fill are in the key: one
+/// changed since (here its mtime) gets a fresh run, which loads it anew.
+#[test]
+fn a_changed_worker_file_gets_a_fresh_run() {
+    let p = Pool::new();
+    p.script("hello.py", HELLO_PY);
+    // Our own copy of the worker files (BUNTIME_HOME), staged by a run.
+    let o = p.cmd(&["run", "hello.py"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    let staged = Path::new(BUNTIME).parent().unwrap().join("buntime-home");
+    let home = p.dir.path().join("home");
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(&staged)
+        .arg(&home)
+        .status();
+    assert!(cp.unwrap().success());
+    let fill = p
+        .cmd(&["pool", "fill", "hello.py"])
+        .env("BUNTIME_HOME", &home)
+        .output()
+        .unwrap();
+    assert!(fill.status.success(), "{}", show(&fill));
+    assert_eq!(p.sockets().len(), 1);
+    let worker = home.join("python/buntime.py");
+    let later = std::time::SystemTime::now() + Duration::from_secs(5);
+    fs::File::options()
+        .append(true)
+        .open(&worker)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let run = |p: &Pool| {
+        p.cmd(&["run", "--pool", "hello.py"])
+            .env("BUNTIME_HOME", &home)
+            .output()
+            .unwrap()
+    };
+    let o = run(&p);
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    assert_eq!(
+        p.sockets().len(),
+        1,
+        "not served by the old workers' sandbox"
+    );
+    // Unchanged, the key is the same: refilled, the pool serves it.
+    p.drain();
+    let fill = p
+        .cmd(&["pool", "fill", "hello.py"])
+        .env("BUNTIME_HOME", &home)
+        .output()
+        .unwrap();
+    assert!(fill.status.success(), "{}", show(&fill));
+    let o = run(&p);
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    assert!(p.sockets().is_empty(), "served by the pool");
+    p.assert_clean();
+}
+
+/// A command is keyed on the file `plan` runs (the first in PATH with an
+/// exec bit, not any file): that file gone after the fill, a fresh run
+/// finds the next one, not the pooled run of the old one.
+#[test]
+fn a_command_found_elsewhere_in_path_gets_a_fresh_run() {
+    let p = Pool::new();
+    let bins = p.dir.path().join("bins");
+    let dirs = ["first", "second", "third"].map(|d| bins.join(d));
+    for (dir, mode) in dirs.iter().zip([0o644, 0o755, 0o755]) {
+        fs::create_dir_all(dir).unwrap();
+        let tool = dir.join("tool");
+        fs::write(&tool, format!("#!/bin/sh\necho {}\n", dir.display())).unwrap();
+        fs::set_permissions(&tool, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let path = dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>();
+    let path = path.join(":") + ":/usr/bin:/bin";
+    let args = [
+        &format!("--allow-read={}", bins.display())[..],
+        &format!("--allow-run={}", bins.display()),
+        "--",
+        "tool",
+    ];
+    let mut fill = vec!["pool", "fill"];
+    fill.extend_from_slice(&args);
+    let o = p.cmd(&fill).env("PATH", &path).output().unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(p.sockets().len(), 1);
+    fs::remove_file(dirs[1].join("tool")).unwrap();
+    let mut run = vec!["run", "--pool"];
+    run.extend_from_slice(&args);
+    let o = p.cmd(&run).env("PATH", &path).output().unwrap();
+    let third = format!("{}\n", dirs[2].display());
+    assert_eq!(text(&o.stdout), third, "{}", show(&o));
+    assert_eq!(p.sockets().len(), 1, "a fresh run, not the pooled one");
+    p.drain();
+    p.assert_clean();
+}

@@ -126,7 +126,60 @@ fn request(k: &mut Key, req: &RunRequest, cwd: &Path) -> std::io::Result<()> {
     if let Some(interp) = interpreter(req) {
         k.file(&interp, true);
     }
+    workers(k, req.target.kind());
     Ok(())
+}
+
+/// The worker files a warm pooled run loaded at fill (what the sandbox
+/// mounts at /opt/buntime for the run's kind): each one's name, device,
+/// inode, mtime and size. A command runs cold: it reads them at its claim.
+fn workers(k: &mut Key, kind: Kind) {
+    let dir = match kind {
+        Kind::Python => "python",
+        Kind::Bun => "bun",
+        Kind::Command => return,
+    };
+    let Ok(home) = crate::sandbox::workers::home() else {
+        return k.part(b"no worker home");
+    };
+    k.file(&home.join("lib/libbuntime_ipc.so"), true);
+    let mut files = Vec::new();
+    walk(&home.join(dir), 0, &mut files);
+    files.sort();
+    for (path, stat) in files {
+        k.part(path.as_os_str().as_bytes());
+        for v in stat {
+            k.0.update(v.to_le_bytes());
+        }
+    }
+}
+
+/// The files under `dir` with their (dev, ino, mtime, mtime_nsec, size);
+/// bytecode caches left out (each follows its source).
+fn walk(dir: &Path, depth: u32, out: &mut Vec<(PathBuf, [u64; 5])>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let Ok(m) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if m.is_dir() {
+            if depth < 8 && e.file_name() != "__pycache__" {
+                walk(&path, depth + 1, out);
+            }
+            continue;
+        }
+        let stat = [
+            m.dev(),
+            m.ino(),
+            m.mtime() as u64,
+            m.mtime_nsec() as u64,
+            m.size(),
+        ];
+        out.push((path, stat));
+    }
 }
 
 /// The host file the interpreter is (as `plan` picks it).
@@ -147,16 +200,20 @@ fn interpreter(req: &RunRequest) -> Option<PathBuf> {
     }
 }
 
-/// A command as PATH finds it now (as `plan` looks it up).
+/// A command as PATH finds it now (as `plan` looks it up: its default
+/// PATH, the first regular file with an exec bit).
 fn which(cmd: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
     if cmd.contains('/') {
         return PathBuf::from(cmd);
     }
-    let path = std::env::var("PATH").unwrap_or_default();
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
     path.split(':')
         .filter(|d| d.starts_with('/'))
         .map(|d| Path::new(d).join(cmd))
-        .find(|p| p.is_file())
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
         .unwrap_or_default()
 }
 

@@ -1043,3 +1043,41 @@ fn a_command_found_elsewhere_in_path_gets_a_fresh_run() {
     p.drain();
     p.assert_clean();
 }
+
+/// The deny rules' matches are in the key: a denied file, or a new match
+/// of a deny pattern, created after the fill gets a fresh run, which
+/// masks it (the pooled sandbox masked only what existed at its create).
+#[test]
+fn a_denied_file_created_after_the_fill_gets_a_fresh_run() {
+    let p = Pool::new();
+    let data = p.dir.path().join("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("public"), "x").unwrap();
+    p.script(
+        "peek.py",
+        &format!(
+            "import sys\nfor n in sys.argv[1:]:\n    try:\n        open('{}/' + n).read()\n        \
+             print(n, 'read')\n    except FileNotFoundError:\n        print(n, 'absent')\n    \
+             except PermissionError:\n        print(n, 'denied')\n",
+            data.display()
+        ),
+    );
+    let allow = format!("--allow-read={}", data.display());
+    let deny = format!("--deny-read={0}/.env,{0}/secrets*", data.display());
+    let args = [&allow[..], &deny, "peek.py", ".env", "secrets1", "public"];
+    for (file, expect) in [
+        (".env", ".env denied\nsecrets1 absent\npublic read\n"),
+        ("secrets1", ".env absent\nsecrets1 denied\npublic read\n"),
+    ] {
+        let _ = fs::remove_file(data.join(".env"));
+        let o = p.fill(&args);
+        assert!(o.status.success(), "{}", show(&o));
+        assert_eq!(p.sockets().len(), 1);
+        fs::write(data.join(file), "secret").unwrap();
+        let o = p.run(&args);
+        assert_eq!(text(&o.stdout), expect, "{}", show(&o));
+        assert_eq!(p.sockets().len(), 1, "{file}: a fresh run, not the pool");
+        p.drain();
+    }
+    p.assert_clean();
+}

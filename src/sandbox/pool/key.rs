@@ -114,6 +114,7 @@ fn request(k: &mut Key, req: &RunRequest, cwd: &Path) -> std::io::Result<()> {
     for p in fs.read.iter().chain(&fs.write).chain(&fs.exec) {
         k.file(p.as_path(), false);
     }
+    deny(k, &policy);
     k.part(req.origin.as_bytes());
     k.part(req.ask_timeout.as_deref().unwrap_or("").as_bytes());
     match &req.target {
@@ -179,6 +180,47 @@ fn walk(dir: &Path, depth: u32, out: &mut Vec<(PathBuf, [u64; 5])>) {
             m.size(),
         ];
         out.push((path, stat));
+    }
+}
+
+/// What the deny entries match now (the sandbox masks what they match at
+/// create): for an entry, whether it exists and what it is; for a pattern
+/// (`/dir/prefix*`), the sorted names it matches, each with what it is. A
+/// denied file created after the fill is another key: a fresh run masks it.
+fn deny(k: &mut Key, policy: &crate::policy::Policy) {
+    for rule in &policy.filesystem.deny {
+        let rule = crate::policy::normalize_path(rule.as_path());
+        k.part(rule.as_os_str().as_bytes());
+        let Some((dir, prefix)) = crate::policy::paths::deny_pattern(&rule) else {
+            entry(k, &rule);
+            continue;
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            k.part(b"unlisted");
+            continue;
+        };
+        let mut names: Vec<_> = entries
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n.as_bytes().starts_with(prefix))
+            .collect();
+        names.sort();
+        for name in names {
+            k.part(name.as_bytes());
+            entry(k, &dir.join(name));
+        }
+    }
+}
+
+/// Whether `path` exists (not followed) and its type, device and inode.
+fn entry(k: &mut Key, path: &Path) {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => k.part(
+            &[u64::from(m.mode() & libc::S_IFMT), m.dev(), m.ino()]
+                .map(u64::to_le_bytes)
+                .concat(),
+        ),
+        Err(_) => k.part(b"absent"),
     }
 }
 

@@ -71,7 +71,7 @@ impl Pool {
         self.cmd(&a).output().expect("run --pool")
     }
 
-    /// The pooled runs' sockets, all keys.
+    /// The pooled runs' sockets, all keys (their tokens left out).
     fn sockets(&self) -> Vec<PathBuf> {
         let Ok(keys) = fs::read_dir(self.root().join("pool")) else {
             return Vec::new();
@@ -79,6 +79,7 @@ impl Pool {
         keys.flatten()
             .filter_map(|k| fs::read_dir(k.path()).ok())
             .flat_map(|d| d.flatten().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x != "token"))
             .collect()
     }
 
@@ -404,18 +405,27 @@ fn bad_fills_fail_clearly_and_leave_nothing() {
 /// `refused`, `acked` or `ran CODE`; mode `drain` sends DRAIN instead,
 /// `wrongkey` claims with a key not the pooled run's, `late` commits
 /// 2.5 s after the ACK (past the pooled run's 2 s) and prints
-/// `late refused` when its commit fails (a real client falls back).
+/// `late refused` when its commit fails (a real client falls back). It
+/// sends the pooled run's token (read from its file) unless the mode is
+/// `notoken` (a claim) or `notoken-drain`.
 const CLAIMER_PY: &str = r#"
 import os, socket, sys
 path, mode = sys.argv[1], sys.argv[2]
 key = os.path.basename(os.path.dirname(path)).encode()
+try:
+    token = open(path[:-len('.sock')] + '.token', 'rb').read()
+except OSError:
+    token = b''
+if mode.startswith('notoken'):
+    token = b''
+    mode = mode[len('notoken-'):] or 'commit'
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.connect(path)
 if mode == 'wrongkey':
     key = key[::-1]
 if mode == 'drain':
     try:
-        s.sendall(b'D')
+        s.sendall(b'D' + token)
         s.recv(1)
     except OSError:
         pass
@@ -424,7 +434,7 @@ if mode == 'drain':
 null = os.open('/dev/null', os.O_RDWR)
 s.settimeout(10)
 try:
-    socket.send_fds(s, [b'C' + key[:KEYLEN]], [null, null, null])
+    socket.send_fds(s, [b'C' + key[:KEYLEN] + token], [null, null, null])
     a = s.recv(1)
 except OSError:
     a = b''
@@ -697,6 +707,17 @@ fn another_process_context_or_key_gets_no_pooled_run() {
         assert_eq!(p.sockets().len(), 1, "a fresh run, not the pooled one");
     }
     assert_eq!(p.claim_by_hand(&[], &sockets[0], "wrongkey"), "refused");
+    // The key alone is not enough: the pooled run's token too.
+    assert_eq!(p.claim_by_hand(&[], &sockets[0], "notoken"), "refused");
+    assert!(sockets[0].exists(), "still listening");
+    assert_eq!(
+        p.claim_by_hand(&[], &sockets[0], "notoken-drain"),
+        "drain sent"
+    );
+    assert!(sockets[0].exists(), "not drained without the token");
+    let token = sockets[0].with_extension("token");
+    let mode = fs::metadata(&token).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", token.display());
     assert!(sockets[0].exists(), "still listening");
     let o = p.run(&["hello.py"]);
     assert_eq!(o.status.code(), Some(3), "{}", show(&o));

@@ -260,8 +260,8 @@ fn which(cmd: &str) -> PathBuf {
 }
 
 /// The caller's process context the sandbox is built from: namespaces,
-/// cgroup, resource limits, umask, groups, capabilities, no_new_privs,
-/// seccomp.
+/// cgroup, LSM label, resource limits, umask, groups, capabilities,
+/// no_new_privs, seccomp.
 fn context(k: &mut Key) {
     for ns in NAMESPACES {
         match std::fs::metadata(format!("/proc/self/ns/{ns}")) {
@@ -270,6 +270,8 @@ fn context(k: &mut Key) {
         }
     }
     k.part(&std::fs::read("/proc/self/cgroup").unwrap_or_default());
+    // The LSM label (AppArmor, SELinux): a claim must not leave it.
+    k.part(&std::fs::read("/proc/self/attr/current").unwrap_or_default());
     for r in 0..RLIMITS {
         let mut rl = libc::rlimit {
             rlim_cur: 0,

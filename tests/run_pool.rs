@@ -71,7 +71,7 @@ impl Pool {
         self.cmd(&a).output().expect("run --pool")
     }
 
-    /// The pooled runs' sockets, all keys.
+    /// The pooled runs' sockets, all keys (their tokens left out).
     fn sockets(&self) -> Vec<PathBuf> {
         let Ok(keys) = fs::read_dir(self.root().join("pool")) else {
             return Vec::new();
@@ -79,6 +79,7 @@ impl Pool {
         keys.flatten()
             .filter_map(|k| fs::read_dir(k.path()).ok())
             .flat_map(|d| d.flatten().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x != "token"))
             .collect()
     }
 
@@ -402,18 +403,29 @@ fn bad_fills_fail_clearly_and_leave_nothing() {
 /// run's socket, sends CLAIM with its stdio, and then either stops after
 /// the ACK (`abort`) or commits and waits for the code (`commit`). Prints
 /// `refused`, `acked` or `ran CODE`; mode `drain` sends DRAIN instead,
-/// `wrongkey` claims with a key not the pooled run's.
+/// `wrongkey` claims with a key not the pooled run's, `late` commits
+/// 2.5 s after the ACK (past the pooled run's 2 s) and prints
+/// `late refused` when its commit fails (a real client falls back). It
+/// sends the pooled run's token (read from its file) unless the mode is
+/// `notoken` (a claim) or `notoken-drain`.
 const CLAIMER_PY: &str = r#"
 import os, socket, sys
 path, mode = sys.argv[1], sys.argv[2]
 key = os.path.basename(os.path.dirname(path)).encode()
+try:
+    token = open(path[:-len('.sock')] + '.token', 'rb').read()
+except OSError:
+    token = b''
+if mode.startswith('notoken'):
+    token = b''
+    mode = mode[len('notoken-'):] or 'commit'
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.connect(path)
 if mode == 'wrongkey':
     key = key[::-1]
 if mode == 'drain':
     try:
-        s.sendall(b'D')
+        s.sendall(b'D' + token)
         s.recv(1)
     except OSError:
         pass
@@ -422,7 +434,7 @@ if mode == 'drain':
 null = os.open('/dev/null', os.O_RDWR)
 s.settimeout(10)
 try:
-    socket.send_fds(s, [b'C' + key[:KEYLEN]], [null, null, null])
+    socket.send_fds(s, [b'C' + key[:KEYLEN] + token], [null, null, null])
     a = s.recv(1)
 except OSError:
     a = b''
@@ -432,7 +444,14 @@ if a != b'A':
 if mode == 'abort':
     print('acked')
     sys.exit(0)
-s.sendall(b'K')
+if mode == 'late':
+    import time
+    time.sleep(2.5)
+try:
+    s.sendall(b'K')
+except OSError:
+    print('late refused')
+    sys.exit(0)
 code = b''
 while len(code) < 4:
     c = s.recv(4 - len(code))
@@ -500,6 +519,35 @@ fn a_claim_never_committed_leaves_the_pooled_run_unclaimed() {
     assert!(o.status.success(), "{}", show(&o));
     assert_eq!(text(&o.stdout), "counted\n");
     assert!(p.sockets().is_empty(), "served by the pool");
+    p.assert_clean();
+    assert_eq!(fs::read_to_string(out.join("count")).unwrap(), "ran\n");
+}
+
+/// A client descheduled between the ACK and its commit: the pooled run
+/// either serves it or stays unclaimed (the client's commit fails and it
+/// falls back to a fresh run); either way the script runs exactly once.
+#[test]
+fn a_late_commit_runs_the_script_exactly_once() {
+    let p = Pool::new();
+    let out = p.out_dir();
+    p.script("count.py", &counter_py(&out));
+    let allow = format!("--allow-write={}", out.display());
+    let o = p.fill(&[&allow, "count.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let sockets = p.sockets();
+    assert_eq!(sockets.len(), 1);
+    match p.claim_by_hand(&[], &sockets[0], "late").as_str() {
+        "ran 0" => assert!(p.sockets().is_empty(), "served: gone"),
+        "late refused" => {
+            assert!(sockets[0].exists(), "unclaimed: still listening");
+            assert!(!out.join("count").exists(), "nothing ran yet");
+            // The fallback (here the next client): the pool serves it.
+            let o = p.run(&[&allow, "count.py"]);
+            assert!(o.status.success(), "{}", show(&o));
+            assert!(p.sockets().is_empty(), "served by the pool");
+        }
+        other => panic!("late claim: {other}"),
+    }
     p.assert_clean();
     assert_eq!(fs::read_to_string(out.join("count")).unwrap(), "ran\n");
 }
@@ -659,6 +707,17 @@ fn another_process_context_or_key_gets_no_pooled_run() {
         assert_eq!(p.sockets().len(), 1, "a fresh run, not the pooled one");
     }
     assert_eq!(p.claim_by_hand(&[], &sockets[0], "wrongkey"), "refused");
+    // The key alone is not enough: the pooled run's token too.
+    assert_eq!(p.claim_by_hand(&[], &sockets[0], "notoken"), "refused");
+    assert!(sockets[0].exists(), "still listening");
+    assert_eq!(
+        p.claim_by_hand(&[], &sockets[0], "notoken-drain"),
+        "drain sent"
+    );
+    assert!(sockets[0].exists(), "not drained without the token");
+    let token = sockets[0].with_extension("token");
+    let mode = fs::metadata(&token).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", token.display());
     assert!(sockets[0].exists(), "still listening");
     let o = p.run(&["hello.py"]);
     assert_eq!(o.status.code(), Some(3), "{}", show(&o));
@@ -903,5 +962,143 @@ fn a_pooled_runs_pty_follows_the_clients_terminal_size() {
     lines.read_line(&mut second).unwrap();
     assert!(second.contains("columns=120, lines=40"), "{second:?}");
     assert!(child.wait().unwrap().success());
+    p.assert_clean();
+}
+
+/// The worker files a warm pooled run loaded at fill are in the key: one
+/// changed since (here its mtime) gets a fresh run, which loads it anew.
+#[test]
+fn a_changed_worker_file_gets_a_fresh_run() {
+    let p = Pool::new();
+    p.script("hello.py", HELLO_PY);
+    // Our own copy of the worker files (BUNTIME_HOME), staged by a run.
+    let o = p.cmd(&["run", "hello.py"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    let staged = Path::new(BUNTIME).parent().unwrap().join("buntime-home");
+    let home = p.dir.path().join("home");
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(&staged)
+        .arg(&home)
+        .status();
+    assert!(cp.unwrap().success());
+    let fill = p
+        .cmd(&["pool", "fill", "hello.py"])
+        .env("BUNTIME_HOME", &home)
+        .output()
+        .unwrap();
+    assert!(fill.status.success(), "{}", show(&fill));
+    assert_eq!(p.sockets().len(), 1);
+    let worker = home.join("python/buntime.py");
+    let later = std::time::SystemTime::now() + Duration::from_secs(5);
+    fs::File::options()
+        .append(true)
+        .open(&worker)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let run = |p: &Pool| {
+        p.cmd(&["run", "--pool", "hello.py"])
+            .env("BUNTIME_HOME", &home)
+            .output()
+            .unwrap()
+    };
+    let o = run(&p);
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    assert_eq!(
+        p.sockets().len(),
+        1,
+        "not served by the old workers' sandbox"
+    );
+    // Unchanged, the key is the same: refilled, the pool serves it.
+    p.drain();
+    let fill = p
+        .cmd(&["pool", "fill", "hello.py"])
+        .env("BUNTIME_HOME", &home)
+        .output()
+        .unwrap();
+    assert!(fill.status.success(), "{}", show(&fill));
+    let o = run(&p);
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    assert!(p.sockets().is_empty(), "served by the pool");
+    p.assert_clean();
+}
+
+/// A command is keyed on the file `plan` runs (the first in PATH with an
+/// exec bit, not any file): that file gone after the fill, a fresh run
+/// finds the next one, not the pooled run of the old one.
+#[test]
+fn a_command_found_elsewhere_in_path_gets_a_fresh_run() {
+    let p = Pool::new();
+    let bins = p.dir.path().join("bins");
+    let dirs = ["first", "second", "third"].map(|d| bins.join(d));
+    for (dir, mode) in dirs.iter().zip([0o644, 0o755, 0o755]) {
+        fs::create_dir_all(dir).unwrap();
+        let tool = dir.join("tool");
+        fs::write(&tool, format!("#!/bin/sh\necho {}\n", dir.display())).unwrap();
+        fs::set_permissions(&tool, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let path = dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>();
+    let path = path.join(":") + ":/usr/bin:/bin";
+    let args = [
+        &format!("--allow-read={}", bins.display())[..],
+        &format!("--allow-run={}", bins.display()),
+        "--",
+        "tool",
+    ];
+    let mut fill = vec!["pool", "fill"];
+    fill.extend_from_slice(&args);
+    let o = p.cmd(&fill).env("PATH", &path).output().unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(p.sockets().len(), 1);
+    fs::remove_file(dirs[1].join("tool")).unwrap();
+    let mut run = vec!["run", "--pool"];
+    run.extend_from_slice(&args);
+    let o = p.cmd(&run).env("PATH", &path).output().unwrap();
+    let third = format!("{}\n", dirs[2].display());
+    assert_eq!(text(&o.stdout), third, "{}", show(&o));
+    assert_eq!(p.sockets().len(), 1, "a fresh run, not the pooled one");
+    p.drain();
+    p.assert_clean();
+}
+
+/// The deny rules' matches are in the key: a denied file, or a new match
+/// of a deny pattern, created after the fill gets a fresh run, which
+/// masks it (the pooled sandbox masked only what existed at its create).
+#[test]
+fn a_denied_file_created_after_the_fill_gets_a_fresh_run() {
+    let p = Pool::new();
+    let data = p.dir.path().join("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("public"), "x").unwrap();
+    p.script(
+        "peek.py",
+        &format!(
+            "import sys\nfor n in sys.argv[1:]:\n    try:\n        open('{}/' + n).read()\n        \
+             print(n, 'read')\n    except FileNotFoundError:\n        print(n, 'absent')\n    \
+             except PermissionError:\n        print(n, 'denied')\n",
+            data.display()
+        ),
+    );
+    let allow = format!("--allow-read={}", data.display());
+    let deny = format!("--deny-read={0}/.env,{0}/secrets*", data.display());
+    let args = [&allow[..], &deny, "peek.py", ".env", "secrets1", "public"];
+    for (file, expect) in [
+        (".env", ".env denied\nsecrets1 absent\npublic read\n"),
+        ("secrets1", ".env absent\nsecrets1 denied\npublic read\n"),
+    ] {
+        let _ = fs::remove_file(data.join(".env"));
+        let o = p.fill(&args);
+        assert!(o.status.success(), "{}", show(&o));
+        assert_eq!(p.sockets().len(), 1);
+        fs::write(data.join(file), "secret").unwrap();
+        let o = p.run(&args);
+        assert_eq!(text(&o.stdout), expect, "{}", show(&o));
+        assert_eq!(p.sockets().len(), 1, "{file}: a fresh run, not the pool");
+        p.drain();
+    }
     p.assert_clean();
 }

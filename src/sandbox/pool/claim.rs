@@ -13,6 +13,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 
 use super::peer::{self, Peer};
+use super::token;
 use super::{key_dir, pool_root, tidy, ACK, CLAIM, COMMIT, DRAIN};
 use crate::runtime::foreground;
 
@@ -59,6 +60,7 @@ fn connect(path: &Path) -> std::io::Result<(UnixStream, Peer)> {
     let conn = UnixStream::connect(path).inspect_err(|e| {
         if e.kind() == std::io::ErrorKind::ConnectionRefused {
             let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(token::path_of(path));
         }
     })?;
     let peer = peer::check(&conn, &peer::Expected::user_only()?)?;
@@ -86,14 +88,19 @@ pub fn claim(state_root: &Path, key: &str) -> Option<Claimed> {
     None
 }
 
-/// CLAIM with our key (the pooled run checks it is its own) and our fds
-/// 0, 1, 2; its ACK; our COMMIT.
+/// CLAIM with our key (the pooled run checks it is its own), its token
+/// and our fds 0, 1, 2; its ACK; our COMMIT.
 fn try_claim(socket: &Path, key: &str, set: SigSet) -> std::io::Result<Claimed> {
+    let token = token::read(socket)?;
     let (mut conn, Peer { pid, pidfd }) = connect(socket)?;
     let fds = [0, 1, 2];
     sendmsg::<()>(
         conn.as_raw_fd(),
-        &[IoSlice::new(&[CLAIM]), IoSlice::new(key.as_bytes())],
+        &[
+            IoSlice::new(&[CLAIM]),
+            IoSlice::new(key.as_bytes()),
+            IoSlice::new(&token),
+        ],
         &[ControlMessage::ScmRights(&fds)],
         MsgFlags::empty(),
         None,
@@ -195,8 +202,14 @@ pub fn drain(state_root: &Path) -> usize {
     for key in keys {
         let key = key.to_string_lossy().into_owned();
         for socket in sockets(&key_dir(state_root, &key)) {
+            let Ok(token) = token::read(&socket) else {
+                // Not one we may drain; if nobody listens, connect removes
+                // what is left of it.
+                let _ = connect(&socket);
+                continue;
+            };
             if let Ok((mut conn, peer)) = connect(&socket) {
-                if conn.write_all(&[DRAIN]).is_ok() {
+                if conn.write_all(&[&[DRAIN][..], &token].concat()).is_ok() {
                     wait_closed(conn);
                     wait_exited(&peer.pidfd);
                     n += 1;

@@ -114,6 +114,7 @@ fn request(k: &mut Key, req: &RunRequest, cwd: &Path) -> std::io::Result<()> {
     for p in fs.read.iter().chain(&fs.write).chain(&fs.exec) {
         k.file(p.as_path(), false);
     }
+    deny(k, &policy);
     k.part(req.origin.as_bytes());
     k.part(req.ask_timeout.as_deref().unwrap_or("").as_bytes());
     match &req.target {
@@ -126,7 +127,101 @@ fn request(k: &mut Key, req: &RunRequest, cwd: &Path) -> std::io::Result<()> {
     if let Some(interp) = interpreter(req) {
         k.file(&interp, true);
     }
+    workers(k, req.target.kind());
     Ok(())
+}
+
+/// The worker files a warm pooled run loaded at fill (what the sandbox
+/// mounts at /opt/buntime for the run's kind): each one's name, device,
+/// inode, mtime and size. A command runs cold: it reads them at its claim.
+fn workers(k: &mut Key, kind: Kind) {
+    let dir = match kind {
+        Kind::Python => "python",
+        Kind::Bun => "bun",
+        Kind::Command => return,
+    };
+    let Ok(home) = crate::sandbox::workers::home() else {
+        return k.part(b"no worker home");
+    };
+    k.file(&home.join("lib/libbuntime_ipc.so"), true);
+    let mut files = Vec::new();
+    walk(&home.join(dir), 0, &mut files);
+    files.sort();
+    for (path, stat) in files {
+        k.part(path.as_os_str().as_bytes());
+        for v in stat {
+            k.0.update(v.to_le_bytes());
+        }
+    }
+}
+
+/// The files under `dir` with their (dev, ino, mtime, mtime_nsec, size);
+/// bytecode caches left out (each follows its source).
+fn walk(dir: &Path, depth: u32, out: &mut Vec<(PathBuf, [u64; 5])>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let Ok(m) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if m.is_dir() {
+            if depth < 8 && e.file_name() != "__pycache__" {
+                walk(&path, depth + 1, out);
+            }
+            continue;
+        }
+        let stat = [
+            m.dev(),
+            m.ino(),
+            m.mtime() as u64,
+            m.mtime_nsec() as u64,
+            m.size(),
+        ];
+        out.push((path, stat));
+    }
+}
+
+/// What the deny entries match now (the sandbox masks what they match at
+/// create): for an entry, whether it exists and what it is; for a pattern
+/// (`/dir/prefix*`), the sorted names it matches, each with what it is. A
+/// denied file created after the fill is another key: a fresh run masks it.
+fn deny(k: &mut Key, policy: &crate::policy::Policy) {
+    for rule in &policy.filesystem.deny {
+        let rule = crate::policy::normalize_path(rule.as_path());
+        k.part(rule.as_os_str().as_bytes());
+        let Some((dir, prefix)) = crate::policy::paths::deny_pattern(&rule) else {
+            entry(k, &rule);
+            continue;
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            k.part(b"unlisted");
+            continue;
+        };
+        let mut names: Vec<_> = entries
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n.as_bytes().starts_with(prefix))
+            .collect();
+        names.sort();
+        for name in names {
+            k.part(name.as_bytes());
+            entry(k, &dir.join(name));
+        }
+    }
+}
+
+/// Whether `path` exists (not followed) and its type, device and inode.
+fn entry(k: &mut Key, path: &Path) {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => k.part(
+            &[u64::from(m.mode() & libc::S_IFMT), m.dev(), m.ino()]
+                .map(u64::to_le_bytes)
+                .concat(),
+        ),
+        Err(_) => k.part(b"absent"),
+    }
 }
 
 /// The host file the interpreter is (as `plan` picks it).
@@ -147,22 +242,26 @@ fn interpreter(req: &RunRequest) -> Option<PathBuf> {
     }
 }
 
-/// A command as PATH finds it now (as `plan` looks it up).
+/// A command as PATH finds it now (as `plan` looks it up: its default
+/// PATH, the first regular file with an exec bit).
 fn which(cmd: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
     if cmd.contains('/') {
         return PathBuf::from(cmd);
     }
-    let path = std::env::var("PATH").unwrap_or_default();
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
     path.split(':')
         .filter(|d| d.starts_with('/'))
         .map(|d| Path::new(d).join(cmd))
-        .find(|p| p.is_file())
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
         .unwrap_or_default()
 }
 
 /// The caller's process context the sandbox is built from: namespaces,
-/// cgroup, resource limits, umask, groups, capabilities, no_new_privs,
-/// seccomp.
+/// cgroup, LSM label, resource limits, umask, groups, capabilities,
+/// no_new_privs, seccomp.
 fn context(k: &mut Key) {
     for ns in NAMESPACES {
         match std::fs::metadata(format!("/proc/self/ns/{ns}")) {
@@ -171,6 +270,8 @@ fn context(k: &mut Key) {
         }
     }
     k.part(&std::fs::read("/proc/self/cgroup").unwrap_or_default());
+    // The LSM label (AppArmor, SELinux): a claim must not leave it.
+    k.part(&std::fs::read("/proc/self/attr/current").unwrap_or_default());
     for r in 0..RLIMITS {
         let mut rl = libc::rlimit {
             rlim_cur: 0,

@@ -11,6 +11,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 
+use super::token::{self, TOKEN_LEN};
 use super::{key_dir, make_private_dir, tidy, ACK, CLAIM, COMMIT, DRAIN};
 
 /// How long a connected client has to say what it wants (and to commit
@@ -26,6 +27,8 @@ pub struct Listener {
     unlinked: bool,
     /// Where a client must be (`peer::check`).
     peers: super::peer::Expected,
+    /// What CLAIM and DRAIN must carry (`token`).
+    token: [u8; TOKEN_LEN],
 }
 
 /// How the wait for a claim ended.
@@ -62,13 +65,19 @@ impl Listener {
         let path = dir.join(format!("{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&path);
         // A pooled run ending may remove the (empty) directories between
-        // our mkdir and bind: make them again.
+        // our mkdir and bind: make them again. The token is there before
+        // anyone can connect.
         let mut tries = 0;
-        let sock = loop {
+        let (sock, token) = loop {
             make_private_dir(&dir)?;
-            match UnixListener::bind(&path) {
+            let made = token::create(&path).and_then(|t| Ok((UnixListener::bind(&path)?, t)));
+            match made {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 5 => tries += 1,
-                r => break r?,
+                r => {
+                    break r.inspect_err(|_| {
+                        let _ = std::fs::remove_file(token::path_of(&path));
+                    })?
+                }
             }
         };
         sock.set_nonblocking(true)?;
@@ -79,6 +88,7 @@ impl Listener {
             key: key.to_string(),
             unlinked: false,
             peers,
+            token,
         })
     }
 
@@ -86,6 +96,7 @@ impl Listener {
         if !self.unlinked {
             self.unlinked = true;
             let _ = std::fs::remove_file(&self.path);
+            let _ = std::fs::remove_file(token::path_of(&self.path));
             tidy(&self.state_root, &self.key);
         }
     }
@@ -144,6 +155,10 @@ impl Listener {
             tracing::warn!(target: "cli", "pool: refused a claim for another key");
             return None;
         }
+        if !has_token(&conn, &self.token) {
+            tracing::warn!(target: "cli", "pool: refused a request without this run's token");
+            return None;
+        }
         match (what, fds) {
             (DRAIN, _) => {
                 self.unlink();
@@ -177,6 +192,13 @@ impl Drop for Listener {
 fn same_key(mut conn: &UnixStream, key: &str) -> bool {
     let mut got = [0u8; super::KEY_LEN];
     conn.read_exact(&mut got).is_ok() && got == key.as_bytes()
+}
+
+/// The token the client sends after its request (and key): the one in
+/// our token file, compared in constant time.
+fn has_token(mut conn: &UnixStream, want: &[u8; TOKEN_LEN]) -> bool {
+    let mut got = [0u8; TOKEN_LEN];
+    conn.read_exact(&mut got).is_ok() && token::same(&got, want)
 }
 
 /// ACK, then the client's COMMIT within the request timeout. Giving up,

@@ -11,11 +11,14 @@
 //! The key (`key`) is a hash of everything that shapes the sandbox and the
 //! run, resolved, so that a claim gets exactly what a fresh run would
 //! have made; the client sends it with CLAIM and the pooled run checks it.
+//! CLAIM and DRAIN also carry the pooled run's token (`token`), read from
+//! a 0600 file next to its socket.
 
 pub mod claim;
 mod key;
 pub mod listen;
 pub mod peer;
+mod token;
 
 pub use key::{key_of_call, KEY_LEN};
 

@@ -19,14 +19,9 @@ pub fn sweep_orphans(state_root: &Path) -> usize {
         if !orphaned(&root, &id) {
             continue;
         }
-        let bundle = lifecycle::state(&root, &id)
-            .ok()
-            .and_then(|v| v["bundle"].as_str().map(std::path::PathBuf::from));
         match lifecycle::delete(&root, &id, true) {
             Ok(()) => {
-                if let Some(b) = bundle {
-                    super::scratch::remove_left(state_root, &b);
-                }
+                super::scratch::remove_left(state_root, &id);
                 n += 1;
             }
             Err(e) => tracing::warn!(target: "cli", "pool: delete orphaned sandbox {id}: {e}"),

@@ -118,24 +118,60 @@ fn fresh_dir(base: &Path, id: &str) -> Option<PathBuf> {
     })?
 }
 
-/// The bundle a killed run left, as its container's state names it:
-/// removed if it is one of ours (a real directory we own, in the state
-/// root's `bundles/` or a `buntime-bundle-*` in /dev/shm).
-pub(super) fn remove_left(state_root: &Path, bundle: &Path) {
-    let parent = state_root.join("bundles");
-    let in_shm = bundle.parent() == Some(Path::new(SHM))
-        && bundle
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with(PREFIX));
-    if bundle.parent() != Some(parent.as_path()) && !in_shm {
+/// The bundles a killed run `id` left: where `BundleDir::create` puts
+/// them (`bundles/<id>` in the state root, `buntime-bundle-<id>[-N]` in
+/// /dev/shm), derived from the id alone (never from its state, which
+/// whoever can write the state root could point anywhere). Each removed
+/// if it is one of ours (a real directory we own), never through a link.
+pub(super) fn remove_left(state_root: &Path, id: &str) {
+    if !plain_name(id) {
         return;
     }
+    let bundles = state_root.join("bundles");
+    remove_beneath(&bundles, id);
+    // rmdir never follows a link; a run's bundle still there keeps it.
+    let _ = fs::remove_dir(&bundles);
+    if safe_shared_dir(Path::new(SHM)) {
+        for name in shm_names(id) {
+            remove_beneath(Path::new(SHM), &name);
+        }
+    }
+}
+
+/// A name of one path component: not empty, no '/', not `.` or `..`.
+fn plain_name(id: &str) -> bool {
+    !id.is_empty() && id != "." && id != ".." && !id.contains(['/', '\0'])
+}
+
+/// The names `fresh_dir` may have given a bundle of `id` in /dev/shm.
+fn shm_names(id: &str) -> impl Iterator<Item = String> + '_ {
+    (0..16).map(move |n| match n {
+        0 => format!("{PREFIX}{id}"),
+        n => format!("{PREFIX}{id}-{n}"),
+    })
+}
+
+/// Removes the directory `name` in `parent` if it is ours: `parent`
+/// opened without following a link (O_NOFOLLOW), `name` looked at and
+/// removed beneath that descriptor (its /proc/self/fd path), so no link
+/// swapped in on the way is followed; `remove_dir_all` itself follows
+/// none below.
+fn remove_beneath(parent: &Path, name: &str) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(dir) = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(parent)
+    else {
+        return;
+    };
+    let fd = dir.as_raw_fd();
     let uid = nix::unistd::geteuid().as_raw();
-    let ours = fs::symlink_metadata(bundle).is_ok_and(|m| m.is_dir() && m.uid() == uid);
+    let ours = nix::sys::stat::fstatat(Some(fd), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR && st.st_uid == uid);
     if ours {
-        let _ = fs::remove_dir_all(bundle);
-        let _ = fs::remove_dir(parent);
+        let _ = fs::remove_dir_all(format!("/proc/self/fd/{fd}/{name}"));
     }
 }
 
@@ -250,5 +286,51 @@ mod tests {
             let m = fs::symlink_metadata(shm).expect("stat");
             assert_eq!(safe_shared_dir(shm), m.uid() == 0 && m.mode() & 0o1000 != 0);
         }
+    }
+
+    #[test]
+    fn a_left_bundle_is_named_by_a_plain_id_only() {
+        for bad in ["", ".", "..", "../x", "a/b", "/", "a\0b"] {
+            assert!(!plain_name(bad), "{bad:?} taken as a name");
+        }
+        assert!(plain_name("run-42"));
+        // `..` would name the state root itself: left alone.
+        let root = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(root.path().join("bundles/run-1")).expect("mkdir");
+        fs::write(root.path().join("keep"), b"x").expect("write");
+        remove_left(root.path(), "..");
+        remove_left(root.path(), "bundles/..");
+        assert!(root.path().join("keep").exists(), "the state root went");
+        remove_left(root.path(), "run-1");
+        assert!(!root.path().join("bundles").exists());
+        assert!(root.path().join("keep").exists());
+    }
+
+    #[test]
+    fn a_left_bundle_is_never_removed_through_a_link() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(elsewhere.path().join("run-1/rootfs")).expect("mkdir");
+        fs::create_dir(elsewhere.path().join("bundles")).expect("mkdir");
+        fs::create_dir(root.path().join("bundles")).expect("mkdir");
+        // `bundles/run-2` a link to a directory, `bundles` itself a link.
+        std::os::unix::fs::symlink(
+            elsewhere.path().join("run-1"),
+            root.path().join("bundles/run-2"),
+        )
+        .expect("symlink");
+        remove_left(root.path(), "run-2");
+        assert!(
+            elsewhere.path().join("run-1/rootfs").is_dir(),
+            "followed run-2"
+        );
+        fs::remove_file(root.path().join("bundles/run-2")).expect("rm");
+        fs::remove_dir(root.path().join("bundles")).expect("rmdir");
+        std::os::unix::fs::symlink(elsewhere.path(), root.path().join("bundles")).expect("symlink");
+        remove_left(root.path(), "run-1");
+        assert!(
+            elsewhere.path().join("run-1/rootfs").is_dir(),
+            "followed bundles"
+        );
     }
 }

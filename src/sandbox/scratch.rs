@@ -29,6 +29,9 @@ pub struct BundleDir {
     pub path: PathBuf,
     /// `bundles/` in the state root, removed too once empty.
     parent: Option<PathBuf>,
+    /// In /dev/shm: a flock on the directory, held for the run's life,
+    /// taken before its `rootfs` is made (see `remove_stale`).
+    _lock: Option<fs::File>,
 }
 
 impl BundleDir {
@@ -54,9 +57,12 @@ impl BundleDir {
         if let Some(base) = memory {
             remove_stale(base);
             if let Some(dir) = fresh_dir(base, id) {
+                let lock = lock_dir(&dir, libc::LOCK_EX)
+                    .map_err(|e| SandboxError::Setup(format!("lock {}: {e}", dir.display())))?;
                 let b = BundleDir {
                     path: dir,
                     parent: None,
+                    _lock: Some(lock),
                 };
                 b.make_rootfs()?;
                 return Ok(b);
@@ -71,6 +77,7 @@ impl BundleDir {
         let b = BundleDir {
             path,
             parent: Some(parent),
+            _lock: None,
         };
         b.make_rootfs()?;
         Ok(b)
@@ -175,9 +182,34 @@ fn remove_beneath(parent: &Path, name: &str) {
     }
 }
 
+/// `dir` (never through a link) opened close-on-exec at a number of 10 or
+/// more (the low ones are the sandbox's to inherit) and flocked with `op`.
+fn lock_dir(dir: &Path, op: libc::c_int) -> std::io::Result<fs::File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir)?;
+    let high = nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::F_DUPFD_CLOEXEC(10))?;
+    // SAFETY: `high` is ours alone, just made.
+    let f = unsafe { fs::File::from_raw_fd(high) };
+    // SAFETY: flock on a descriptor we own.
+    while unsafe { libc::flock(f.as_raw_fd(), op) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(f)
+}
+
 /// Removes bundles that runs killed before their clean-up left in `base`:
 /// ours (same owner, a real directory), named after a `run-PID` whose
-/// process is gone.
+/// process is gone, and whose lock is free (taken here without blocking,
+/// held through the removal). The pid alone would not do: from another
+/// pid namespace a live run's pid names nothing. A directory without
+/// `rootfs` may be one whose run has not locked it yet: left alone.
 fn remove_stale(base: &Path) {
     let Ok(entries) = fs::read_dir(base) else {
         return;
@@ -198,7 +230,10 @@ fn remove_stale(base: &Path) {
         let ours = fs::symlink_metadata(e.path()).is_ok_and(|m| m.is_dir() && m.uid() == uid);
         let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
             == Err(nix::errno::Errno::ESRCH);
-        if ours && gone {
+        if !(ours && gone && e.path().join("rootfs").is_dir()) {
+            continue;
+        }
+        if let Ok(_held) = lock_dir(&e.path(), libc::LOCK_EX | libc::LOCK_NB) {
             let _ = fs::remove_dir_all(e.path());
         }
     }
@@ -263,6 +298,11 @@ mod tests {
         fs::create_dir(&live).expect("mkdir");
         let link = shm.path().join("buntime-bundle-run-9999998");
         std::os::unix::fs::symlink(root.path(), &link).expect("symlink");
+        // A live run's seen from another pid namespace: its pid names
+        // nothing here, but it holds its lock.
+        let elsewhere = shm.path().join("buntime-bundle-run-9999997");
+        fs::create_dir_all(elsewhere.join("rootfs")).expect("mkdir");
+        let held = lock_dir(&elsewhere, libc::LOCK_EX).expect("lock");
 
         let b = BundleDir::create_in(root.path(), "run-5", Some(shm.path())).expect("bundle");
         assert_eq!(b.path, shm.path().join("buntime-bundle-run-5"));
@@ -270,6 +310,11 @@ mod tests {
         assert!(!dead.exists(), "a dead run's bundle stays");
         assert!(live.exists(), "a live run's bundle was removed");
         assert!(fs::symlink_metadata(&link).is_ok(), "a link was followed");
+        assert!(
+            elsewhere.join("rootfs").is_dir(),
+            "a locked bundle was removed"
+        );
+        drop(held);
         let path = b.path.clone();
         drop(b);
         assert!(!path.exists());

@@ -822,6 +822,56 @@ fn a_pooled_run_killed_before_its_claim_takes_its_sandbox_along() {
     p.assert_clean();
 }
 
+/// A sweep (any fill or drain) while a pooled run lives leaves it alone:
+/// the run's life lock, not its pid, says it lives.
+#[test]
+fn a_sweep_leaves_a_live_pooled_run_working() {
+    let p = Pool::new();
+    p.script("hello.py", HELLO_PY);
+    let o = p.fill(&["hello.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let ours = p.sockets().pop().expect("a pooled run listens");
+    // Another key's fill sweeps first.
+    let o = p.fill(&["--", "/bin/true"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let o = p.run(&["hello.py"]);
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    assert_eq!(text(&o.stdout), "hello []\n", "{}", show(&o));
+    assert!(!ours.exists(), "not served by the pooled run");
+    let o = p.cmd(&["pool", "drain"]).output().unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(!text(&o.stderr).contains("deleted"), "{}", show(&o));
+    p.assert_clean();
+}
+
+/// The same from another pid namespace with its own /proc, where the
+/// live run's pid names nothing: neither the sweep nor the new run's
+/// clean-up of dead runs' bundles in /dev/shm touches it.
+#[test]
+fn a_sweep_from_another_pid_namespace_leaves_a_live_pooled_run_working() {
+    let p = Pool::new();
+    p.script("hello.py", HELLO_PY);
+    let o = p.fill(&["hello.py"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let ours = p.sockets().pop().expect("a pooled run listens");
+    let o = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", BUNTIME, "--root"])
+        .arg(p.root())
+        .args(["pool", "fill", "--", "/bin/true"])
+        .current_dir(p.scripts())
+        .stdin(Stdio::null())
+        .output()
+        .expect("unshare");
+    assert!(o.status.success(), "{}", show(&o));
+    // That fill's own pooled run dies with its namespace; ours serves.
+    let o = p.run(&["hello.py"]);
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    assert_eq!(text(&o.stdout), "hello []\n", "{}", show(&o));
+    assert!(!ours.exists(), "not served by the pooled run");
+    p.drain();
+    p.assert_clean();
+}
+
 #[test]
 fn a_pooled_run_holds_none_of_the_fillers_fds() {
     let p = Pool::new();

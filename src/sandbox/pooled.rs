@@ -117,8 +117,9 @@ fn high(fd: OwnedFd) -> std::io::Result<OwnedFd> {
 /// Runs a pooled run: ready, one claim (or none: drain, idle, a signal),
 /// then the run. Errors before `ready` are said on `report` too.
 pub fn serve_pooled(req: RunRequest, mut opts: PoolOptions) -> Result<(), SandboxError> {
-    let made = make_ready(&req, &opts);
-    let (c, setup, mut listener, init) = match made {
+    let made = life_lock(&req).and_then(|life| Ok((life, make_ready(&req, &opts)?)));
+    // The life lock is dropped last: after the sandbox is deleted.
+    let (_life, (c, setup, mut listener, init)) = match made {
         Ok(m) => m,
         Err(e) => {
             let _ = writeln!(opts.report, "error: {e}");
@@ -155,6 +156,13 @@ pub fn serve_pooled(req: RunRequest, mut opts: PoolOptions) -> Result<(), Sandbo
 }
 
 type Ready = (Created, Setup, Listener, OwnedFd);
+
+/// Held for the run's whole life, taken before its sandbox exists: while
+/// it is, `pool fill`/`drain`'s sweep leaves the sandbox alone.
+fn life_lock(req: &RunRequest) -> Result<super::orphans::RunLock, SandboxError> {
+    let id = format!("run-{}", std::process::id());
+    super::orphans::RunLock::hold(&req.state_root, &id).map_err(|e| setup_err("life lock", e))
+}
 
 /// Created (and, warm, started up to the go byte) and listening.
 fn make_ready(req: &RunRequest, opts: &PoolOptions) -> Result<Ready, SandboxError> {

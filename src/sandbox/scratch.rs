@@ -29,6 +29,9 @@ pub struct BundleDir {
     pub path: PathBuf,
     /// `bundles/` in the state root, removed too once empty.
     parent: Option<PathBuf>,
+    /// In /dev/shm: a flock on the directory, held for the run's life,
+    /// taken before its `rootfs` is made (see `remove_stale`).
+    _lock: Option<fs::File>,
 }
 
 impl BundleDir {
@@ -54,9 +57,12 @@ impl BundleDir {
         if let Some(base) = memory {
             remove_stale(base);
             if let Some(dir) = fresh_dir(base, id) {
+                let lock = lock_dir(&dir, libc::LOCK_EX)
+                    .map_err(|e| SandboxError::Setup(format!("lock {}: {e}", dir.display())))?;
                 let b = BundleDir {
                     path: dir,
                     parent: None,
+                    _lock: Some(lock),
                 };
                 b.make_rootfs()?;
                 return Ok(b);
@@ -71,6 +77,7 @@ impl BundleDir {
         let b = BundleDir {
             path,
             parent: Some(parent),
+            _lock: None,
         };
         b.make_rootfs()?;
         Ok(b)
@@ -118,30 +125,91 @@ fn fresh_dir(base: &Path, id: &str) -> Option<PathBuf> {
     })?
 }
 
-/// The bundle a killed run left, as its container's state names it:
-/// removed if it is one of ours (a real directory we own, in the state
-/// root's `bundles/` or a `buntime-bundle-*` in /dev/shm).
-pub(super) fn remove_left(state_root: &Path, bundle: &Path) {
-    let parent = state_root.join("bundles");
-    let in_shm = bundle.parent() == Some(Path::new(SHM))
-        && bundle
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with(PREFIX));
-    if bundle.parent() != Some(parent.as_path()) && !in_shm {
+/// The bundles a killed run `id` left: where `BundleDir::create` puts
+/// them (`bundles/<id>` in the state root, `buntime-bundle-<id>[-N]` in
+/// /dev/shm), derived from the id alone (never from its state, which
+/// whoever can write the state root could point anywhere). Each removed
+/// if it is one of ours (a real directory we own), never through a link.
+pub(super) fn remove_left(state_root: &Path, id: &str) {
+    if !plain_name(id) {
         return;
     }
-    let uid = nix::unistd::geteuid().as_raw();
-    let ours = fs::symlink_metadata(bundle).is_ok_and(|m| m.is_dir() && m.uid() == uid);
-    if ours {
-        let _ = fs::remove_dir_all(bundle);
-        let _ = fs::remove_dir(parent);
+    let bundles = state_root.join("bundles");
+    remove_beneath(&bundles, id);
+    // rmdir never follows a link; a run's bundle still there keeps it.
+    let _ = fs::remove_dir(&bundles);
+    if safe_shared_dir(Path::new(SHM)) {
+        for name in shm_names(id) {
+            remove_beneath(Path::new(SHM), &name);
+        }
     }
+}
+
+/// A name of one path component: not empty, no '/', not `.` or `..`.
+fn plain_name(id: &str) -> bool {
+    !id.is_empty() && id != "." && id != ".." && !id.contains(['/', '\0'])
+}
+
+/// The names `fresh_dir` may have given a bundle of `id` in /dev/shm.
+fn shm_names(id: &str) -> impl Iterator<Item = String> + '_ {
+    (0..16).map(move |n| match n {
+        0 => format!("{PREFIX}{id}"),
+        n => format!("{PREFIX}{id}-{n}"),
+    })
+}
+
+/// Removes the directory `name` in `parent` if it is ours: `parent`
+/// opened without following a link (O_NOFOLLOW), `name` looked at and
+/// removed beneath that descriptor (its /proc/self/fd path), so no link
+/// swapped in on the way is followed; `remove_dir_all` itself follows
+/// none below.
+fn remove_beneath(parent: &Path, name: &str) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(dir) = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(parent)
+    else {
+        return;
+    };
+    let fd = dir.as_raw_fd();
+    let uid = nix::unistd::geteuid().as_raw();
+    let ours = nix::sys::stat::fstatat(Some(fd), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR && st.st_uid == uid);
+    if ours {
+        let _ = fs::remove_dir_all(format!("/proc/self/fd/{fd}/{name}"));
+    }
+}
+
+/// `dir` (never through a link) opened close-on-exec at a number of 10 or
+/// more (the low ones are the sandbox's to inherit) and flocked with `op`.
+fn lock_dir(dir: &Path, op: libc::c_int) -> std::io::Result<fs::File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir)?;
+    let high = nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::F_DUPFD_CLOEXEC(10))?;
+    // SAFETY: `high` is ours alone, just made.
+    let f = unsafe { fs::File::from_raw_fd(high) };
+    // SAFETY: flock on a descriptor we own.
+    while unsafe { libc::flock(f.as_raw_fd(), op) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(f)
 }
 
 /// Removes bundles that runs killed before their clean-up left in `base`:
 /// ours (same owner, a real directory), named after a `run-PID` whose
-/// process is gone.
+/// process is gone, and whose lock is free (taken here without blocking,
+/// held through the removal). The pid alone would not do: from another
+/// pid namespace a live run's pid names nothing. A directory without
+/// `rootfs` may be one whose run has not locked it yet: left alone.
 fn remove_stale(base: &Path) {
     let Ok(entries) = fs::read_dir(base) else {
         return;
@@ -162,7 +230,10 @@ fn remove_stale(base: &Path) {
         let ours = fs::symlink_metadata(e.path()).is_ok_and(|m| m.is_dir() && m.uid() == uid);
         let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
             == Err(nix::errno::Errno::ESRCH);
-        if ours && gone {
+        if !(ours && gone && e.path().join("rootfs").is_dir()) {
+            continue;
+        }
+        if let Ok(_held) = lock_dir(&e.path(), libc::LOCK_EX | libc::LOCK_NB) {
             let _ = fs::remove_dir_all(e.path());
         }
     }
@@ -227,6 +298,11 @@ mod tests {
         fs::create_dir(&live).expect("mkdir");
         let link = shm.path().join("buntime-bundle-run-9999998");
         std::os::unix::fs::symlink(root.path(), &link).expect("symlink");
+        // A live run's seen from another pid namespace: its pid names
+        // nothing here, but it holds its lock.
+        let elsewhere = shm.path().join("buntime-bundle-run-9999997");
+        fs::create_dir_all(elsewhere.join("rootfs")).expect("mkdir");
+        let held = lock_dir(&elsewhere, libc::LOCK_EX).expect("lock");
 
         let b = BundleDir::create_in(root.path(), "run-5", Some(shm.path())).expect("bundle");
         assert_eq!(b.path, shm.path().join("buntime-bundle-run-5"));
@@ -234,6 +310,11 @@ mod tests {
         assert!(!dead.exists(), "a dead run's bundle stays");
         assert!(live.exists(), "a live run's bundle was removed");
         assert!(fs::symlink_metadata(&link).is_ok(), "a link was followed");
+        assert!(
+            elsewhere.join("rootfs").is_dir(),
+            "a locked bundle was removed"
+        );
+        drop(held);
         let path = b.path.clone();
         drop(b);
         assert!(!path.exists());
@@ -250,5 +331,51 @@ mod tests {
             let m = fs::symlink_metadata(shm).expect("stat");
             assert_eq!(safe_shared_dir(shm), m.uid() == 0 && m.mode() & 0o1000 != 0);
         }
+    }
+
+    #[test]
+    fn a_left_bundle_is_named_by_a_plain_id_only() {
+        for bad in ["", ".", "..", "../x", "a/b", "/", "a\0b"] {
+            assert!(!plain_name(bad), "{bad:?} taken as a name");
+        }
+        assert!(plain_name("run-42"));
+        // `..` would name the state root itself: left alone.
+        let root = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(root.path().join("bundles/run-1")).expect("mkdir");
+        fs::write(root.path().join("keep"), b"x").expect("write");
+        remove_left(root.path(), "..");
+        remove_left(root.path(), "bundles/..");
+        assert!(root.path().join("keep").exists(), "the state root went");
+        remove_left(root.path(), "run-1");
+        assert!(!root.path().join("bundles").exists());
+        assert!(root.path().join("keep").exists());
+    }
+
+    #[test]
+    fn a_left_bundle_is_never_removed_through_a_link() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(elsewhere.path().join("run-1/rootfs")).expect("mkdir");
+        fs::create_dir(elsewhere.path().join("bundles")).expect("mkdir");
+        fs::create_dir(root.path().join("bundles")).expect("mkdir");
+        // `bundles/run-2` a link to a directory, `bundles` itself a link.
+        std::os::unix::fs::symlink(
+            elsewhere.path().join("run-1"),
+            root.path().join("bundles/run-2"),
+        )
+        .expect("symlink");
+        remove_left(root.path(), "run-2");
+        assert!(
+            elsewhere.path().join("run-1/rootfs").is_dir(),
+            "followed run-2"
+        );
+        fs::remove_file(root.path().join("bundles/run-2")).expect("rm");
+        fs::remove_dir(root.path().join("bundles")).expect("rmdir");
+        std::os::unix::fs::symlink(elsewhere.path(), root.path().join("bundles")).expect("symlink");
+        remove_left(root.path(), "run-1");
+        assert!(
+            elsewhere.path().join("run-1/rootfs").is_dir(),
+            "followed bundles"
+        );
     }
 }

@@ -1289,19 +1289,24 @@ fn ordinary_users_run_sandboxes_rootless() {
 
 /// Every `supervisor.log` under `dir` (a state root; a few levels deep).
 fn supervisor_logs(dir: &Path, depth: u32) -> Vec<String> {
+    files_named(dir, "supervisor.log", depth)
+}
+
+/// The text of every file called `name` under `dir`, a few levels deep.
+fn files_named(dir: &Path, name: &str, depth: u32) -> Vec<String> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut logs = Vec::new();
+    let mut found = Vec::new();
     for e in entries.flatten() {
         let p = e.path();
-        if e.file_name() == "supervisor.log" {
-            logs.push(fs::read_to_string(&p).unwrap_or_default());
+        if e.file_name() == name {
+            found.push(fs::read_to_string(&p).unwrap_or_default());
         } else if depth > 0 && e.file_type().is_ok_and(|t| t.is_dir()) {
-            logs.extend(supervisor_logs(&p, depth - 1));
+            found.extend(files_named(&p, name, depth - 1));
         }
     }
-    logs
+    found
 }
 
 /// `BUNTIME_LOG` reaches the supervisor `buntime run` starts (its own
@@ -1333,6 +1338,14 @@ fn buntime_log_reaches_the_supervisor() {
             })
         })
     });
+    // Started (the runtime's state says so only after `buntime run` has
+    // taken over the signals it forwards): a SIGTERM before that would end
+    // `buntime run` itself, not the sandbox.
+    let started = wait_until(Duration::from_secs(20), || {
+        files_named(&r.root(), "state.json", 2)
+            .iter()
+            .any(|s| s.contains("\"status\":\"running\""))
+    });
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::SIGTERM,
@@ -1340,5 +1353,6 @@ fn buntime_log_reaches_the_supervisor() {
     .expect("signal buntime run");
     let o = child.wait_with_output().expect("wait for buntime run");
     assert!(found, "no supervisor debug line: {seen:?}\n{}", show(&o));
+    assert!(started, "the sandbox never ran: {}", show(&o));
     r.assert_clean();
 }

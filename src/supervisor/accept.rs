@@ -24,6 +24,11 @@ fn enforce_timeout(ctx: &Ctx, pidfd: &OwnedFd, deadline: &mut Option<Instant>) {
         return;
     }
     *deadline = None;
+    kill_init(ctx, pidfd, "wall-clock limit reached");
+}
+
+/// SIGKILL to the init, audited as the time limit's, with `reason`.
+fn kill_init(ctx: &Ctx, pidfd: &OwnedFd, reason: &str) {
     let killed = super::signal_kill(pidfd);
     let mut rec = record(ctx, 0, crate::audit::Kind::Timeout, "container init".into());
     rec.decision = if killed {
@@ -32,7 +37,7 @@ fn enforce_timeout(ctx: &Ctx, pidfd: &OwnedFd, deadline: &mut Option<Instant>) {
         crate::audit::Verdict::Error
     };
     rec.rule = crate::policy::RuleRef::ResourcesTimeout;
-    rec.reason = "wall-clock limit reached".into();
+    rec.reason = reason.into();
     ctx.audit.record(&rec);
 }
 
@@ -43,16 +48,7 @@ const CLAIM_POLL: Duration = Duration::from_millis(100);
 /// An unclaimed pooled sandbox whose pooled run is gone: nobody will
 /// claim it, so it is killed (its init exits, and we wind down).
 fn kill_orphan(ctx: &Ctx, pidfd: &OwnedFd) {
-    let killed = super::signal_kill(pidfd);
-    let mut rec = record(ctx, 0, crate::audit::Kind::Timeout, "container init".into());
-    rec.decision = if killed {
-        crate::audit::Verdict::Kill
-    } else {
-        crate::audit::Verdict::Error
-    };
-    rec.rule = crate::policy::RuleRef::ResourcesTimeout;
-    rec.reason = "pooled run gone before its claim".into();
-    ctx.audit.record(&rec);
+    kill_init(ctx, pidfd, "pooled run gone before its claim");
 }
 
 /// Before the claim: the deadline once claimed, or the kill once orphaned.

@@ -395,6 +395,7 @@ fn bad_fills_fail_clearly_and_leave_nothing() {
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     assert!(text(&o.stderr).contains("--debug-ui"), "{}", show(&o));
     let o = p.fill(&["--idle=soon", "missing.py"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     assert!(text(&o.stderr).contains("--idle"), "{}", show(&o));
     p.assert_clean();
 }
@@ -881,12 +882,21 @@ fn a_pooled_run_holds_none_of_the_fillers_fds() {
     );
     // A pipe whose write end the filler leaves open (not close-on-exec);
     // the filler also says two fds are socket-activated.
-    let (read, write) = nix::unistd::pipe().unwrap();
-    let o = p
-        .cmd(&["pool", "fill", "fds.py"])
-        .env("LISTEN_FDS", "2")
-        .output()
-        .expect("pool fill");
+    // Close-on-exec here (other tests' children must not hold it), cleared
+    // for the filler alone.
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let w = std::os::fd::AsRawFd::as_raw_fd(&write);
+    let mut fill = p.cmd(&["pool", "fill", "fds.py"]);
+    // SAFETY: fcntl only, between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut fill, move || {
+            if libc::fcntl(w, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = fill.env("LISTEN_FDS", "2").output().expect("pool fill");
     assert!(o.status.success(), "{}", show(&o));
     drop(write);
     // Only the pooled run could still hold the write end: EOF says it does not.
@@ -934,7 +944,9 @@ fn fill_bounds_n_and_says_why_a_pooled_run_failed_early() {
     // A pooled run failing before it is ready (here: a bad --shape, which
     // `fill` never passes) says why on its report pipe, not on its stderr
     // (/dev/null).
-    let (read, write) = nix::unistd::pipe().unwrap();
+    // Close-on-exec (other tests' children must not hold it); the dup2 onto
+    // fd 3 clears the flag for this child alone.
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
     let w = std::os::fd::AsRawFd::as_raw_fd(&write);
     let mut cmd = p.cmd(&[
         "pool", "serve", "--key", "k", "--shape", "bogus", "--", "hello.py",

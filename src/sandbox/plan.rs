@@ -31,7 +31,7 @@ pub(super) fn plan(req: &RunRequest) -> Result<Plan, SandboxError> {
     let mut policy = req.policy.clone();
     policy.resolve_relative(&here);
     let kind = req.target.kind();
-    let path_var = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
+    let path_var = path_var();
     let mut sandbox = RunSandbox {
         origin: req.origin.clone(),
         host_env: std::env::vars().collect(),
@@ -217,9 +217,14 @@ fn mount_workers(
     Ok(())
 }
 
+/// The caller's PATH, or the default one `buntime run` looks commands up in.
+pub(super) fn path_var() -> String {
+    std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into())
+}
+
 /// A command name looked up in PATH, as a shell would (the sandbox's root
 /// is empty until it starts, so the runtime cannot look it up there).
-fn which(cmd: &str, path_var: &str) -> Result<String, SandboxError> {
+pub(super) fn which(cmd: &str, path_var: &str) -> Result<String, SandboxError> {
     use std::os::unix::fs::PermissionsExt;
     if cmd.contains('/') {
         return Ok(cmd.to_string());

@@ -189,16 +189,7 @@ impl Plumbing {
                     .iter()
                     .fold(false, |any, (to, pty)| refit(*to, pty.as_raw_fd()) || any);
                 if resized {
-                    // SAFETY: pidfd_send_signal on our pidfd, no siginfo.
-                    unsafe {
-                        libc::syscall(
-                            libc::SYS_pidfd_send_signal,
-                            init.as_raw_fd(),
-                            libc::SIGWINCH,
-                            std::ptr::null::<libc::siginfo_t>(),
-                            0u32,
-                        )
-                    };
+                    crate::supervisor::pidfd_signal(&init, libc::SIGWINCH);
                 }
             })
             .map(drop)

@@ -41,7 +41,7 @@ pub use process::{
     begin_finish, begin_stop, is_ours, spawn, status, stop, Finishing, PidNamespace, Spawned,
     Stopping, WIND_DOWN,
 };
-pub(crate) use process::{pidfd_open, signal_kill};
+pub(crate) use process::{pidfd_open, pidfd_signal, signal_kill};
 // The state directory's files are `crate::statedir`'s.
 use crate::statedir::{
     StateDir, APPROVER_FILE, AUDIT_FILE, CONTROL_FILE, LEARN_RECORD, LEARN_SOCKET, OUTPUT_FILE,

@@ -343,12 +343,18 @@ pub fn begin_stop(pid: Option<i32>, id: &str) -> Option<Stopping> {
 
 /// SIGKILL through a pidfd (never a recycled pid); whether it was sent.
 pub(crate) fn signal_kill(pidfd: &OwnedFd) -> bool {
+    pidfd_signal(pidfd, libc::SIGKILL)
+}
+
+/// `sig` through a pidfd (never a recycled pid; 0 asks whether the
+/// process is still there); whether it was sent.
+pub(crate) fn pidfd_signal(pidfd: &OwnedFd, sig: i32) -> bool {
     // SAFETY: pidfd_send_signal on our pidfd, no siginfo.
     let r = unsafe {
         libc::syscall(
             libc::SYS_pidfd_send_signal,
             pidfd.as_raw_fd(),
-            libc::SIGKILL,
+            sig,
             std::ptr::null::<libc::siginfo_t>(),
             0u32,
         )

@@ -123,17 +123,7 @@ impl View {
 /// pidfd_send_signal(0): the process is still there (a zombie's pid is
 /// not reused either).
 fn alive(pidfd: &std::os::fd::OwnedFd) -> bool {
-    use std::os::fd::AsRawFd;
-    // SAFETY: signal 0 on our pidfd checks existence only.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            0,
-            std::ptr::null::<libc::siginfo_t>(),
-            0u32,
-        ) == 0
-    }
+    super::pidfd_signal(pidfd, 0)
 }
 
 /// The spec's mount destinations (normalised). A bind at one of the

@@ -6,7 +6,7 @@ use std::io::{BufRead, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{ExitCode, Stdio};
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -195,8 +195,9 @@ fn spawn(
     tail: &[String],
 ) -> Result<(u32, OwnedFd)> {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
-    let exe = std::env::current_exe().context("finding own executable")?;
-    let mut cmd = Command::new(exe);
+    // Ourselves as the supervisor is started: the sealed copy when this
+    // process runs from one (its path is then no file to exec).
+    let mut cmd = buntime::exeseal::self_command().context("finding own executable")?;
     if let Some(r) = root {
         cmd.arg("--root").arg(r);
     }

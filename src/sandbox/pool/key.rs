@@ -121,7 +121,10 @@ fn request(k: &mut Key, req: &RunRequest, cwd: &Path) -> std::io::Result<()> {
         Target::Script { path, .. } => k.file(&cwd.join(path), true),
         Target::Command { argv } => {
             let first = argv.first().map(String::as_str).unwrap_or("");
-            k.file(&which(first), true)
+            // As plan finds it now; not found, an empty path (a fresh run
+            // then fails as it would).
+            let found = super::super::plan::which(first, &super::super::plan::path_var());
+            k.file(&PathBuf::from(found.unwrap_or_default()), true)
         }
     }
     if let Some(interp) = interpreter(req) {
@@ -240,23 +243,6 @@ fn interpreter(req: &RunRequest) -> Option<PathBuf> {
         },
         Kind::Command => None,
     }
-}
-
-/// A command as PATH finds it now (as `plan` looks it up: its default
-/// PATH, the first regular file with an exec bit).
-fn which(cmd: &str) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    if cmd.contains('/') {
-        return PathBuf::from(cmd);
-    }
-    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
-    path.split(':')
-        .filter(|d| d.starts_with('/'))
-        .map(|d| Path::new(d).join(cmd))
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-        .unwrap_or_default()
 }
 
 /// The caller's process context the sandbox is built from: namespaces,

@@ -127,14 +127,5 @@ fn alive(pidfd: &OwnedFd) -> bool {
 
 /// Sends `sig` to the peer through its pidfd (never a recycled pid).
 pub fn signal(pidfd: &OwnedFd, sig: i32) -> bool {
-    // SAFETY: pidfd_send_signal on our pidfd, no siginfo.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            sig,
-            std::ptr::null::<libc::siginfo_t>(),
-            0u32,
-        ) == 0
-    }
+    crate::supervisor::pidfd_signal(pidfd, sig)
 }

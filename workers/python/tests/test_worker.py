@@ -13,6 +13,7 @@ import io
 import os
 import pathlib
 import posix
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -468,10 +469,13 @@ class Pooled(unittest.TestCase):
 
     SCRIPT = "import os\nprint('ran', os.environ.get('BUNTIME_GO_FD'))\n"
 
-    def start(self) -> "tuple":
+    def start(self) -> "tuple[socket.socket, subprocess.Popen[bytes]]":
         import socket
         ours, theirs = socket.socketpair()
+        # A worker that never says R must not hang the test.
+        ours.settimeout(30)
         tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp, True)
         script = os.path.join(tmp, "s.py")
         with open(script, "w") as f:
             f.write(self.SCRIPT)
